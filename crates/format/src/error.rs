@@ -1,0 +1,40 @@
+use crate::{BlockNo, Digest};
+
+/// What can be wrong with a restore-point file. Every variant says where.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("I/O error {context}: {source}")]
+    Io {
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("not a Bulwark restore point (bad magic in the {0})")]
+    BadMagic(&'static str),
+    #[error("restore-point format version {found} is not supported by this build (it reads version 1 only); upgrade Bulwark")]
+    UnsupportedVersion { found: u32 },
+    #[error("file is truncated: {len} bytes, at least {min} expected")]
+    Truncated { len: u64, min: u64 },
+    #[error("{0} checksum mismatch: the file is damaged")]
+    Checksum(&'static str),
+    #[error("root digest mismatch: metadata or block map damaged (trailer says {expected}, content gives {actual})")]
+    RootDigest { expected: Digest, actual: Digest },
+    #[error("inconsistent layout: {0}")]
+    Layout(String),
+    #[error("invalid metadata: {0}")]
+    Meta(String),
+    #[error("block {block}: stored bytes at offset {offset} do not match their hash")]
+    StoredHash { block: BlockNo, offset: u64 },
+    #[error("block {block}: plain data does not match its hash after decoding")]
+    PlainHash { block: BlockNo },
+    #[error("block {block}: cannot decompress: {reason}")]
+    Decompress { block: BlockNo, reason: String },
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+impl FormatError {
+    pub(crate) fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| FormatError::Io { context, source }
+    }
+}

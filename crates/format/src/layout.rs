@@ -1,0 +1,255 @@
+//! Fixed-size records: header, block-map entry, trailer. Offsets follow `docs/format.md`.
+
+use crate::{BlockNo, Digest, FormatError, PointId, Result};
+
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Every stored block starts at a multiple of this, so it can be block-cloned.
+pub const ALIGN: u64 = 4096;
+/// Length of the header region; data starts here.
+pub const HEADER_LEN: u64 = 4096;
+/// Length of one block-map entry.
+pub const ENTRY_LEN: usize = 96;
+/// Length of the trailer at the end of the file.
+pub const TRAILER_LEN: usize = 128;
+/// Smallest block size the format allows.
+pub const MIN_BLOCK_SIZE: u32 = 4096;
+/// Largest block size the format allows.
+pub const MAX_BLOCK_SIZE: u32 = 16 << 20;
+/// Largest metadata section a reader accepts.
+pub const MAX_META_LEN: u64 = 16 << 20;
+/// Entry flag: the stored bytes are a zstd frame (else they are the plain block).
+pub const ENTRY_FLAG_ZSTD: u32 = 1;
+
+const HEADER_MAGIC: [u8; 8] = *b"BULWARK\0";
+const FILE_TYPE: [u8; 4] = *b"RPNT";
+const TRAILER_MAGIC: [u8; 8] = *b"BWRPEND\0";
+
+// Header field offsets.
+const H_MAGIC: usize = 0;
+const H_TYPE: usize = H_MAGIC + 8;
+const H_VERSION: usize = H_TYPE + 4;
+const H_BLOCK_SIZE: usize = H_VERSION + 4;
+const H_FLAGS: usize = H_BLOCK_SIZE + 4;
+const H_DISK_SIZE: usize = H_FLAGS + 4;
+const H_POINT_ID: usize = H_DISK_SIZE + 8;
+const H_CHECK: usize = H_POINT_ID + 16;
+/// Bytes of the header covered by its check and by the root digest.
+pub(crate) const H_FIXED: usize = H_CHECK;
+const H_END: usize = H_CHECK + 32;
+
+// Trailer field offsets.
+const T_MAGIC: usize = 0;
+const T_VERSION: usize = T_MAGIC + 8;
+const T_RESERVED: usize = T_VERSION + 4;
+const T_MAP_OFFSET: usize = T_RESERVED + 4;
+const T_MAP_COUNT: usize = T_MAP_OFFSET + 8;
+const T_META_OFFSET: usize = T_MAP_COUNT + 8;
+const T_META_LEN: usize = T_META_OFFSET + 8;
+const T_ROOT: usize = T_META_LEN + 8;
+const T_CHECK: usize = T_ROOT + 32;
+const T_END: usize = T_CHECK + 32;
+
+// Entry field offsets.
+const E_BLOCK: usize = 0;
+const E_FILE_REF: usize = E_BLOCK + 8;
+const E_FLAGS: usize = E_FILE_REF + 4;
+const E_OFFSET: usize = E_FLAGS + 4;
+const E_STORED_LEN: usize = E_OFFSET + 8;
+const E_PLAIN_LEN: usize = E_STORED_LEN + 4;
+const E_PLAIN_HASH: usize = E_PLAIN_LEN + 4;
+const E_STORED_HASH: usize = E_PLAIN_HASH + 32;
+const E_END: usize = E_STORED_HASH + 32;
+
+const _: () = assert!(H_END as u64 <= HEADER_LEN);
+const _: () = assert!(T_END <= TRAILER_LEN);
+const _: () = assert!(E_END == ENTRY_LEN);
+
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+fn arr<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    b[at..at + N].try_into().expect("fixed slice")
+}
+
+/// Checks a block size against the format's bounds.
+pub fn check_block_size(block_size: u32) -> Result<()> {
+    if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) || !block_size.is_power_of_two() {
+        return Err(FormatError::Invalid(format!(
+            "block size {block_size} must be a power of two from {MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE}"
+        )));
+    }
+    Ok(())
+}
+
+/// The first 4 KiB of a restore-point file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub block_size: u32,
+    pub disk_size: u64,
+    pub point_id: PointId,
+}
+
+impl Header {
+    /// Encodes the header (the full 4 KiB region, zero padded).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; HEADER_LEN as usize];
+        b[H_MAGIC..H_TYPE].copy_from_slice(&HEADER_MAGIC);
+        b[H_TYPE..H_VERSION].copy_from_slice(&FILE_TYPE);
+        b[H_VERSION..H_BLOCK_SIZE].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[H_BLOCK_SIZE..H_FLAGS].copy_from_slice(&self.block_size.to_le_bytes());
+        b[H_FLAGS..H_DISK_SIZE].copy_from_slice(&0u32.to_le_bytes());
+        b[H_DISK_SIZE..H_POINT_ID].copy_from_slice(&self.disk_size.to_le_bytes());
+        b[H_POINT_ID..H_CHECK].copy_from_slice(&self.point_id.0);
+        let check = blake3::hash(&b[..H_CHECK]);
+        b[H_CHECK..H_END].copy_from_slice(check.as_bytes());
+        b
+    }
+
+    /// Decodes and checks a header from at least its first 80 bytes.
+    pub fn decode(b: &[u8]) -> Result<Header> {
+        if b.len() < H_END {
+            return Err(FormatError::Truncated { len: b.len() as u64, min: H_END as u64 });
+        }
+        if b[H_MAGIC..H_TYPE] != HEADER_MAGIC || b[H_TYPE..H_VERSION] != FILE_TYPE {
+            return Err(FormatError::BadMagic("header"));
+        }
+        let version = u32_at(b, H_VERSION);
+        if version != FORMAT_VERSION {
+            return Err(FormatError::UnsupportedVersion { found: version });
+        }
+        if blake3::hash(&b[..H_CHECK]).as_bytes() != &b[H_CHECK..H_END] {
+            return Err(FormatError::Checksum("header"));
+        }
+        let block_size = u32_at(b, H_BLOCK_SIZE);
+        check_block_size(block_size).map_err(|_| {
+            FormatError::Layout(format!("header block size {block_size} out of range"))
+        })?;
+        if u32_at(b, H_FLAGS) != 0 {
+            return Err(FormatError::Layout("unknown header flags".into()));
+        }
+        Ok(Header {
+            block_size,
+            disk_size: u64_at(b, H_DISK_SIZE),
+            point_id: PointId(arr(b, H_POINT_ID)),
+        })
+    }
+}
+
+/// The last 128 bytes of a restore-point file: where the map and metadata are, and the root
+/// digest that identifies the restore point's whole content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trailer {
+    pub map_offset: u64,
+    pub map_count: u64,
+    pub meta_offset: u64,
+    pub meta_len: u64,
+    pub root_digest: Digest,
+}
+
+impl Trailer {
+    /// Encodes the trailer.
+    pub fn encode(&self) -> [u8; TRAILER_LEN] {
+        let mut b = [0u8; TRAILER_LEN];
+        b[T_MAGIC..T_VERSION].copy_from_slice(&TRAILER_MAGIC);
+        b[T_VERSION..T_RESERVED].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[T_MAP_OFFSET..T_MAP_COUNT].copy_from_slice(&self.map_offset.to_le_bytes());
+        b[T_MAP_COUNT..T_META_OFFSET].copy_from_slice(&self.map_count.to_le_bytes());
+        b[T_META_OFFSET..T_META_LEN].copy_from_slice(&self.meta_offset.to_le_bytes());
+        b[T_META_LEN..T_ROOT].copy_from_slice(&self.meta_len.to_le_bytes());
+        b[T_ROOT..T_CHECK].copy_from_slice(&self.root_digest.0);
+        let check = blake3::hash(&b[..T_CHECK]);
+        b[T_CHECK..T_END].copy_from_slice(check.as_bytes());
+        b
+    }
+
+    /// Decodes and checks a trailer.
+    pub fn decode(b: &[u8]) -> Result<Trailer> {
+        if b.len() != TRAILER_LEN {
+            return Err(FormatError::Truncated { len: b.len() as u64, min: TRAILER_LEN as u64 });
+        }
+        if b[T_MAGIC..T_VERSION] != TRAILER_MAGIC {
+            return Err(FormatError::BadMagic("trailer (the file may be truncated)"));
+        }
+        let version = u32_at(b, T_VERSION);
+        if version != FORMAT_VERSION {
+            return Err(FormatError::UnsupportedVersion { found: version });
+        }
+        if blake3::hash(&b[..T_CHECK]).as_bytes() != &b[T_CHECK..T_END] {
+            return Err(FormatError::Checksum("trailer"));
+        }
+        Ok(Trailer {
+            map_offset: u64_at(b, T_MAP_OFFSET),
+            map_count: u64_at(b, T_MAP_COUNT),
+            meta_offset: u64_at(b, T_META_OFFSET),
+            meta_len: u64_at(b, T_META_LEN),
+            root_digest: Digest(arr(b, T_ROOT)),
+        })
+    }
+
+    /// Reads and checks only the trailer of an open file (what the immutability service needs
+    /// to learn a file's root digest without trusting anything else).
+    pub fn read_from(file: &std::fs::File) -> Result<Trailer> {
+        use std::os::unix::fs::FileExt;
+        let len = file.metadata().map_err(FormatError::io("reading file size"))?.len();
+        let min = HEADER_LEN + TRAILER_LEN as u64;
+        if len < min {
+            return Err(FormatError::Truncated { len, min });
+        }
+        let mut b = [0u8; TRAILER_LEN];
+        file.read_exact_at(&mut b, len - TRAILER_LEN as u64)
+            .map_err(FormatError::io("reading trailer"))?;
+        Trailer::decode(&b)
+    }
+}
+
+/// Where one block of the disk is stored: block number → file, offset, length, hashes.
+/// Blocks not in a point's map are zeros (holes and zero blocks are recorded by absence).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapEntry {
+    pub block: BlockNo,
+    /// 0: this file; `k >= 1`: entry `k-1` of the metadata's file table.
+    pub file_ref: u32,
+    pub flags: u32,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub plain_len: u32,
+    pub plain_hash: Digest,
+    pub stored_hash: Digest,
+}
+
+impl MapEntry {
+    /// True when the stored bytes are a zstd frame.
+    pub fn is_compressed(&self) -> bool {
+        self.flags & ENTRY_FLAG_ZSTD != 0
+    }
+
+    /// Appends the 96-byte encoding to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.block.0.to_le_bytes());
+        out.extend_from_slice(&self.file_ref.to_le_bytes());
+        out.extend_from_slice(&self.flags.to_le_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.stored_len.to_le_bytes());
+        out.extend_from_slice(&self.plain_len.to_le_bytes());
+        out.extend_from_slice(&self.plain_hash.0);
+        out.extend_from_slice(&self.stored_hash.0);
+    }
+
+    /// Decodes one 96-byte entry.
+    pub fn decode(b: &[u8]) -> MapEntry {
+        MapEntry {
+            block: BlockNo(u64_at(b, E_BLOCK)),
+            file_ref: u32_at(b, E_FILE_REF),
+            flags: u32_at(b, E_FLAGS),
+            offset: u64_at(b, E_OFFSET),
+            stored_len: u32_at(b, E_STORED_LEN),
+            plain_len: u32_at(b, E_PLAIN_LEN),
+            plain_hash: Digest(arr(b, E_PLAIN_HASH)),
+            stored_hash: Digest(arr(b, E_STORED_HASH)),
+        }
+    }
+}
