@@ -112,7 +112,10 @@ impl Header {
     /// Decodes and checks a header from at least its first 80 bytes.
     pub fn decode(b: &[u8]) -> Result<Header> {
         if b.len() < H_END {
-            return Err(FormatError::Truncated { len: b.len() as u64, min: H_END as u64 });
+            return Err(FormatError::Truncated {
+                len: b.len() as u64,
+                min: H_END as u64,
+            });
         }
         if b[H_MAGIC..H_TYPE] != HEADER_MAGIC || b[H_TYPE..H_VERSION] != FILE_TYPE {
             return Err(FormatError::BadMagic("header"));
@@ -169,7 +172,10 @@ impl Trailer {
     /// Decodes and checks a trailer.
     pub fn decode(b: &[u8]) -> Result<Trailer> {
         if b.len() != TRAILER_LEN {
-            return Err(FormatError::Truncated { len: b.len() as u64, min: TRAILER_LEN as u64 });
+            return Err(FormatError::Truncated {
+                len: b.len() as u64,
+                min: TRAILER_LEN as u64,
+            });
         }
         if b[T_MAGIC..T_VERSION] != TRAILER_MAGIC {
             return Err(FormatError::BadMagic("trailer (the file may be truncated)"));
@@ -180,6 +186,11 @@ impl Trailer {
         }
         if blake3::hash(&b[..T_CHECK]).as_bytes() != &b[T_CHECK..T_END] {
             return Err(FormatError::Checksum("trailer"));
+        }
+        if u32_at(b, T_RESERVED) != 0 || b[T_END..].iter().any(|&x| x != 0) {
+            return Err(FormatError::Layout(
+                "reserved trailer bytes are not zero".into(),
+            ));
         }
         Ok(Trailer {
             map_offset: u64_at(b, T_MAP_OFFSET),
@@ -194,7 +205,10 @@ impl Trailer {
     /// to learn a file's root digest without trusting anything else).
     pub fn read_from(file: &std::fs::File) -> Result<Trailer> {
         use std::os::unix::fs::FileExt;
-        let len = file.metadata().map_err(FormatError::io("reading file size"))?.len();
+        let len = file
+            .metadata()
+            .map_err(FormatError::io("reading file size"))?
+            .len();
         let min = HEADER_LEN + TRAILER_LEN as u64;
         if len < min {
             return Err(FormatError::Truncated { len, min });

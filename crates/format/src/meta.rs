@@ -147,7 +147,9 @@ pub fn validate_name(what: &str, name: &str) -> Result<()> {
 impl PointMeta {
     /// Encodes the metadata section.
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(FIXED + self.job.len() + self.client.len() + 8 + 48 * self.files.len());
+        let mut b = Vec::with_capacity(
+            FIXED + self.job.len() + self.client.len() + 8 + 48 * self.files.len(),
+        );
         b.push(self.kind.code());
         b.push(self.retention.code());
         b.extend_from_slice(&0u16.to_le_bytes());

@@ -28,23 +28,33 @@ impl PointReader {
     /// Opens and checks everything but block data. Every length is checked against the file's
     /// size before anything is allocated.
     pub fn open(file: File) -> Result<PointReader> {
-        let len = file.metadata().map_err(FormatError::io("reading file size"))?.len();
+        let len = file
+            .metadata()
+            .map_err(FormatError::io("reading file size"))?
+            .len();
         let min = HEADER_LEN + TRAILER_LEN as u64;
         if len < min {
             return Err(FormatError::Truncated { len, min });
         }
         let mut hb = [0u8; 80];
-        file.read_exact_at(&mut hb, 0).map_err(FormatError::io("reading header"))?;
+        file.read_exact_at(&mut hb, 0)
+            .map_err(FormatError::io("reading header"))?;
         let header = Header::decode(&hb)?;
         let trailer = Trailer::read_from(&file)?;
         let end = len - TRAILER_LEN as u64;
         let t = &trailer;
         if t.map_offset < HEADER_LEN || t.map_offset % ALIGN != 0 || t.map_offset > end {
-            return Err(layout(format!("block map offset {} out of range", t.map_offset)));
+            return Err(layout(format!(
+                "block map offset {} out of range",
+                t.map_offset
+            )));
         }
         let nblocks = block_count(header.disk_size, header.block_size);
         if t.map_count > nblocks {
-            return Err(layout(format!("{} map entries for a disk of {nblocks} blocks", t.map_count)));
+            return Err(layout(format!(
+                "{} map entries for a disk of {nblocks} blocks",
+                t.map_count
+            )));
         }
         let map_len = t.map_count * ENTRY_LEN as u64;
         if t.map_offset.checked_add(map_len) != Some(t.meta_offset) {
@@ -54,26 +64,38 @@ impl PointReader {
             return Err(layout("metadata does not end at the trailer".into()));
         }
         let mut map_bytes = vec![0u8; map_len as usize];
-        file.read_exact_at(&mut map_bytes, t.map_offset).map_err(FormatError::io("reading block map"))?;
+        file.read_exact_at(&mut map_bytes, t.map_offset)
+            .map_err(FormatError::io("reading block map"))?;
         let mut meta_bytes = vec![0u8; t.meta_len as usize];
-        file.read_exact_at(&mut meta_bytes, t.meta_offset).map_err(FormatError::io("reading metadata"))?;
+        file.read_exact_at(&mut meta_bytes, t.meta_offset)
+            .map_err(FormatError::io("reading metadata"))?;
         let mut full_header = vec![0u8; H_FIXED];
         full_header.copy_from_slice(&header.encode()[..H_FIXED]);
         let actual = root_digest(&full_header, &meta_bytes, &map_bytes);
         if actual != t.root_digest {
-            return Err(FormatError::RootDigest { expected: t.root_digest, actual });
+            return Err(FormatError::RootDigest {
+                expected: t.root_digest,
+                actual,
+            });
         }
         let meta = PointMeta::decode(&meta_bytes)?;
         if meta.point != header.point_id
             || meta.block_size != header.block_size
             || meta.disk_size != header.disk_size
         {
-            return Err(FormatError::Meta("metadata disagrees with the header".into()));
+            return Err(FormatError::Meta(
+                "metadata disagrees with the header".into(),
+            ));
         }
         if meta.kind.is_full() != meta.parent.is_none() {
-            return Err(FormatError::Meta("a full has no parent and an incremental has one".into()));
+            return Err(FormatError::Meta(
+                "a full has no parent and an incremental has one".into(),
+            ));
         }
-        let map: Vec<MapEntry> = map_bytes.chunks_exact(ENTRY_LEN).map(MapEntry::decode).collect();
+        let map: Vec<MapEntry> = map_bytes
+            .chunks_exact(ENTRY_LEN)
+            .map(MapEntry::decode)
+            .collect();
         let mut prev: Option<u64> = None;
         for e in &map {
             let b = e.block.0;
@@ -91,7 +113,8 @@ impl PointReader {
             if e.stored_len == 0 || e.stored_len > e.plain_len {
                 return Err(bad("stored length out of range"));
             }
-            if !e.is_compressed() && (e.stored_len != e.plain_len || e.stored_hash != e.plain_hash) {
+            if !e.is_compressed() && (e.stored_len != e.plain_len || e.stored_hash != e.plain_hash)
+            {
                 return Err(bad("uncompressed block with differing length or hash"));
             }
             if e.file_ref as usize > meta.files.len() {
@@ -104,9 +127,17 @@ impl PointReader {
             }
         }
         if meta.stats.blocks_mapped != map.len() as u64 {
-            return Err(FormatError::Meta("mapped block count disagrees with the map".into()));
+            return Err(FormatError::Meta(
+                "mapped block count disagrees with the map".into(),
+            ));
         }
-        Ok(PointReader { file, header, trailer, meta, map })
+        Ok(PointReader {
+            file,
+            header,
+            trailer,
+            meta,
+            map,
+        })
     }
 
     /// The underlying file.
@@ -117,10 +148,15 @@ impl PointReader {
     /// Reads the stored bytes of an entry of this file (`file_ref == 0`) into `buf`.
     pub fn read_stored(&self, e: &MapEntry, buf: &mut Vec<u8>) -> Result<()> {
         if e.file_ref != 0 {
-            return Err(FormatError::Invalid(format!("block {} is not stored in this file", e.block)));
+            return Err(FormatError::Invalid(format!(
+                "block {} is not stored in this file",
+                e.block
+            )));
         }
         buf.resize(e.stored_len as usize, 0);
-        self.file.read_exact_at(buf, e.offset).map_err(FormatError::io("reading block data"))
+        self.file
+            .read_exact_at(buf, e.offset)
+            .map_err(FormatError::io("reading block data"))
     }
 }
 
@@ -130,13 +166,19 @@ impl PointReader {
 pub fn decode_block(e: &MapEntry, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
     use crate::Digest;
     if stored.len() != e.stored_len as usize || Digest::of(stored) != e.stored_hash {
-        return Err(FormatError::StoredHash { block: e.block, offset: e.offset });
+        return Err(FormatError::StoredHash {
+            block: e.block,
+            offset: e.offset,
+        });
     }
     out.clear();
     if e.is_compressed() {
-        out.reserve(e.plain_len as usize);
-        let n = zstd::bulk::decompress_to_buffer(stored, out).map_err(|err| {
-            FormatError::Decompress { block: e.block, reason: err.to_string() }
+        out.resize(e.plain_len as usize, 0);
+        let n = zstd::bulk::decompress_to_buffer(stored, &mut out[..]).map_err(|err| {
+            FormatError::Decompress {
+                block: e.block,
+                reason: err.to_string(),
+            }
         })?;
         if n != e.plain_len as usize || Digest::of(out) != e.plain_hash {
             return Err(FormatError::PlainHash { block: e.block });

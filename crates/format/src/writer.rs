@@ -37,7 +37,8 @@ impl PointWriter {
     /// Starts a restore point in an empty file.
     pub fn new(mut file: File, header: Header) -> Result<Self> {
         check_block_size(header.block_size)?;
-        file.write_all(&header.encode()).map_err(FormatError::io("writing header"))?;
+        file.write_all(&header.encode())
+            .map_err(FormatError::io("writing header"))?;
         Ok(PointWriter {
             file,
             header,
@@ -106,10 +107,14 @@ impl PointWriter {
             )));
         }
         let offset = self.pos;
-        self.file.write_all(stored).map_err(FormatError::io("writing block data"))?;
+        self.file
+            .write_all(stored)
+            .map_err(FormatError::io("writing block data"))?;
         let end = offset + stored.len() as u64;
         let pad = (align_up(end) - end) as usize;
-        self.file.write_all(&ZEROS[..pad]).map_err(FormatError::io("writing block padding"))?;
+        self.file
+            .write_all(&ZEROS[..pad])
+            .map_err(FormatError::io("writing block padding"))?;
         self.pos = end + pad as u64;
         let entry = MapEntry {
             block,
@@ -149,7 +154,9 @@ impl PointWriter {
             || meta.block_size != self.header.block_size
             || meta.disk_size != self.header.disk_size
         {
-            return Err(FormatError::Invalid("metadata does not match the header".into()));
+            return Err(FormatError::Invalid(
+                "metadata does not match the header".into(),
+            ));
         }
         self.stats.blocks_mapped = self.entries.len() as u64;
         meta.stats = self.stats;
@@ -167,10 +174,18 @@ impl PointWriter {
             meta_len: meta_bytes.len() as u64,
             root_digest: root_digest(&header_bytes[..H_FIXED], &meta_bytes, &map),
         };
-        self.file.write_all(&map).map_err(FormatError::io("writing block map"))?;
-        self.file.write_all(&meta_bytes).map_err(FormatError::io("writing metadata"))?;
-        self.file.write_all(&trailer.encode()).map_err(FormatError::io("writing trailer"))?;
-        self.file.sync_all().map_err(FormatError::io("fsyncing restore point"))?;
+        self.file
+            .write_all(&map)
+            .map_err(FormatError::io("writing block map"))?;
+        self.file
+            .write_all(&meta_bytes)
+            .map_err(FormatError::io("writing metadata"))?;
+        self.file
+            .write_all(&trailer.encode())
+            .map_err(FormatError::io("writing trailer"))?;
+        self.file
+            .sync_all()
+            .map_err(FormatError::io("fsyncing restore point"))?;
         Ok((self.file, trailer, meta))
     }
 }

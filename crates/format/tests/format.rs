@@ -1,0 +1,281 @@
+//! Round trips, damage detection and golden files of format version 1.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use bulwark_format::*;
+use proptest::prelude::*;
+
+fn meta_for(h: &Header, job: &str) -> PointMeta {
+    PointMeta {
+        kind: PointKind::ActiveFull,
+        retention: RetentionClass::Regular,
+        compression_level: 3,
+        created_unix_secs: 1_790_000_000,
+        created_nanos: 5,
+        block_size: h.block_size,
+        disk_size: h.disk_size,
+        point: h.point_id,
+        parent: PointId::NONE,
+        chain: h.point_id,
+        job: job.into(),
+        client: String::new(),
+        stats: Stats::default(),
+        files: vec![],
+    }
+}
+
+/// Writes a point holding `blocks` (block number → plain data), compressing when it helps.
+fn write_point(path: &Path, disk_size: u64, block_size: u32, blocks: &[(u64, Vec<u8>)]) -> Trailer {
+    let h = Header {
+        block_size,
+        disk_size,
+        point_id: PointId::new(42, [7; 8]),
+    };
+    let f = File::create(path).unwrap();
+    let mut w = PointWriter::new(f, h).unwrap();
+    for (no, data) in blocks {
+        let c = zstd::bulk::compress(data, 3).unwrap();
+        let (stored, comp) = if c.len() < data.len() {
+            (c, true)
+        } else {
+            (data.clone(), false)
+        };
+        w.put_stored(
+            BlockNo(*no),
+            data.len() as u32,
+            Digest::of(data),
+            &stored,
+            comp,
+            Digest::of(&stored),
+        )
+        .unwrap();
+    }
+    let (_, t, _) = w.finish(meta_for(&h, "job-1")).unwrap();
+    t
+}
+
+fn read_all(path: &Path) -> Vec<(u64, Vec<u8>)> {
+    let r = PointReader::open(File::open(path).unwrap()).unwrap();
+    let mut out = vec![];
+    let (mut stored, mut plain) = (vec![], vec![]);
+    for e in &r.map {
+        r.read_stored(e, &mut stored).unwrap();
+        decode_block(e, &stored, &mut plain).unwrap();
+        out.push((e.block.0, plain.clone()));
+    }
+    out
+}
+
+#[test]
+fn round_trip_keeps_blocks_aligned_and_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.bwrp");
+    let bs = 64 * 1024;
+    let blocks = vec![
+        (0u64, vec![1u8; bs]),
+        (3, (0..bs).map(|i| (i * 7 % 251) as u8).collect()),
+        (5, vec![9u8; 1000]),
+    ];
+    let disk = 5 * bs as u64 + 1000;
+    write_point(&p, disk, bs as u32, &blocks);
+    let r = PointReader::open(File::open(&p).unwrap()).unwrap();
+    assert!(r.map.iter().all(|e| e.offset % ALIGN == 0));
+    assert_eq!(r.meta.job, "job-1");
+    assert_eq!(read_all(&p), blocks);
+}
+
+#[test]
+fn every_flipped_byte_of_metadata_map_header_or_trailer_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.bwrp");
+    write_point(
+        &p,
+        3 * 8192,
+        8192,
+        &[(1, vec![5u8; 8192]), (2, vec![6u8; 8192])],
+    );
+    let orig = std::fs::read(&p).unwrap();
+    let t = Trailer::read_from(&File::open(&p).unwrap()).unwrap();
+    // Header's checked bytes, then everything from the map to the end.
+    let positions: Vec<usize> = (0..80).chain(t.map_offset as usize..orig.len()).collect();
+    for pos in positions {
+        let mut bad = orig.clone();
+        bad[pos] ^= 0x01;
+        std::fs::write(&p, &bad).unwrap();
+        assert!(
+            PointReader::open(File::open(&p).unwrap()).is_err(),
+            "flip at {pos} not detected"
+        );
+    }
+}
+
+#[test]
+fn flipped_block_byte_is_detected_when_the_block_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.bwrp");
+    let data: Vec<u8> = (0..8192u32).map(|i| (i % 13) as u8).collect();
+    write_point(&p, 8192, 8192, &[(0, data)]);
+    let r = PointReader::open(File::open(&p).unwrap()).unwrap();
+    let e = r.map[0];
+    drop(r);
+    let mut f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+    f.seek(SeekFrom::Start(e.offset + 3)).unwrap();
+    let mut b = [0u8];
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(e.offset + 3)).unwrap();
+    f.write_all(&[b[0] ^ 0x40]).unwrap();
+    drop(f);
+    let r = PointReader::open(File::open(&p).unwrap()).unwrap();
+    let (mut s, mut out) = (vec![], vec![]);
+    r.read_stored(&r.map[0], &mut s).unwrap();
+    assert!(matches!(
+        decode_block(&r.map[0], &s, &mut out),
+        Err(FormatError::StoredHash { .. })
+    ));
+}
+
+#[test]
+fn truncated_files_are_refused_at_every_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.bwrp");
+    write_point(&p, 2 * 4096, 4096, &[(0, vec![1u8; 4096])]);
+    let orig = std::fs::read(&p).unwrap();
+    for len in (0..orig.len()).step_by(97).chain([orig.len() - 1]) {
+        std::fs::write(&p, &orig[..len]).unwrap();
+        assert!(
+            PointReader::open(File::open(&p).unwrap()).is_err(),
+            "length {len} accepted"
+        );
+    }
+}
+
+#[test]
+fn unknown_version_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.bwrp");
+    write_point(&p, 4096, 4096, &[]);
+    let mut b = std::fs::read(&p).unwrap();
+    b[12] = 2; // header version field
+    std::fs::write(&p, &b).unwrap();
+    let err = PointReader::open(File::open(&p).unwrap()).err().unwrap();
+    assert!(
+        matches!(err, FormatError::UnsupportedVersion { found: 2 }),
+        "{err}"
+    );
+}
+
+#[test]
+fn writer_refuses_out_of_order_and_wrong_lengths() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Header {
+        block_size: 4096,
+        disk_size: 3 * 4096,
+        point_id: PointId::new(1, [1; 8]),
+    };
+    let mut w = PointWriter::new(File::create(dir.path().join("x")).unwrap(), h).unwrap();
+    let d = vec![1u8; 4096];
+    w.put_stored(BlockNo(1), 4096, Digest::of(&d), &d, false, Digest::of(&d))
+        .unwrap();
+    assert!(w
+        .put_stored(BlockNo(1), 4096, Digest::of(&d), &d, false, Digest::of(&d))
+        .is_err());
+    assert!(w
+        .put_stored(BlockNo(2), 100, Digest::of(&d), &d, false, Digest::of(&d))
+        .is_err());
+    assert!(w
+        .put_stored(BlockNo(3), 4096, Digest::of(&d), &d, false, Digest::of(&d))
+        .is_err());
+}
+
+#[test]
+fn names_with_slashes_dots_or_control_characters_are_refused() {
+    for bad in [
+        "",
+        "a/b",
+        "..",
+        "../x",
+        ".hidden",
+        "a\nb",
+        "a\u{7f}",
+        "a b",
+        &"x".repeat(65),
+    ] {
+        assert!(validate_name("job", bad).is_err(), "{bad:?} accepted");
+    }
+    for good in ["web01", "db.main", "disk_0-a", &"x".repeat(64)] {
+        validate_name("job", good).unwrap();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn arbitrary_points_round_trip(
+        shift in 12u32..17,
+        picks in proptest::collection::btree_map(0u64..40, (any::<u8>(), any::<bool>()), 0..12),
+        tail in 1u32..4096,
+    ) {
+        let bs = 1u32 << shift;
+        let nblocks = 40u64;
+        let disk = (nblocks - 1) * u64::from(bs) + u64::from(tail);
+        let blocks: Vec<(u64, Vec<u8>)> = picks.iter().map(|(&no, &(seed, random))| {
+            let len = plain_len_of(BlockNo(no), disk, bs) as usize;
+            let data = if random {
+                (0..len).map(|i| (i as u64).wrapping_mul(6364136223846793005).wrapping_add(u64::from(seed)).to_le_bytes()[7]).collect()
+            } else { vec![seed; len] };
+            (no, data)
+        }).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.bwrp");
+        write_point(&p, disk, bs, &blocks);
+        prop_assert_eq!(read_all(&p), blocks);
+    }
+
+    #[test]
+    fn random_bytes_never_panic_the_reader(bytes in proptest::collection::vec(any::<u8>(), 0..9000)) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("junk");
+        std::fs::write(&p, &bytes).unwrap();
+        prop_assert!(PointReader::open(File::open(&p).unwrap()).is_err());
+    }
+}
+
+/// The golden files of format v1 and what they must decode to. Regenerate only when adding a
+/// new format version (`BULWARK_WRITE_GOLDEN=1 cargo test -p bulwark-format golden`); files of
+/// older versions stay and must keep reading.
+fn golden_blocks() -> (u64, u32, Vec<(u64, Vec<u8>)>) {
+    let bs = 4096u32;
+    let text: Vec<u8> = b"Bulwark golden file v1. "
+        .iter()
+        .cycle()
+        .take(4096)
+        .copied()
+        .collect();
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    (
+        4 * 4096 + 100,
+        bs,
+        vec![(0, text), (2, noise), (4, vec![0xAB; 100])],
+    )
+}
+
+#[test]
+fn golden_v1_files_still_read() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let p = dir.join("v1-full.bwrp");
+    let (disk, bs, blocks) = golden_blocks();
+    if std::env::var_os("BULWARK_WRITE_GOLDEN").is_some() {
+        write_point(&p, disk, bs, &blocks);
+    }
+    let r = PointReader::open(File::open(&p).unwrap()).unwrap();
+    assert_eq!(r.header.disk_size, disk);
+    assert_eq!(r.meta.job, "job-1");
+    assert_eq!(r.meta.kind, PointKind::ActiveFull);
+    let expected_root = std::fs::read_to_string(dir.join("v1-full.root")).unwrap();
+    assert_eq!(r.trailer.root_digest.to_hex(), expected_root.trim());
+    assert_eq!(read_all(&p), blocks);
+}
