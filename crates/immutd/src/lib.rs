@@ -1,0 +1,1 @@
+//! The Bulwark immutability service (work in progress).
