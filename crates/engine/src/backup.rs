@@ -440,7 +440,8 @@ fn choose_parent(
             return Ok((
                 None,
                 Some(format!(
-                    "the newest restore point is damaged ({e}); starting a new chain"
+                    "the newest restore point is damaged ({}); starting a new chain",
+                    bulwark_repository::error_chain(&e)
                 )),
             ))
         }

@@ -9,7 +9,7 @@ use bulwark_repository::RepoError;
 pub enum EngineError {
     #[error(transparent)]
     Repo(#[from] RepoError),
-    #[error("source {path}: {action}: {source}")]
+    #[error("source {path}: {action}")]
     SourceIo {
         path: PathBuf,
         action: &'static str,
@@ -24,7 +24,7 @@ pub enum EngineError {
         before: u64,
         after: u64,
     },
-    #[error("target {path}: {action}: {source}")]
+    #[error("target {path}: {action}")]
     TargetIo {
         path: PathBuf,
         action: &'static str,

@@ -11,14 +11,14 @@ use bulwark_format::FormatError;
 /// What went wrong in the repository layer.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         path: PathBuf,
         action: &'static str,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Format {
         path: PathBuf,
         #[source]
@@ -62,12 +62,16 @@ impl RepoError {
         let path = path.to_path_buf();
         move |source| RepoError::Format { path, source }
     }
-    /// True when the error says stored data is damaged (rather than an operational failure).
+    /// True when the error says stored data is damaged (rather than an operational failure
+    /// such as an I/O error or a full disk).
     pub fn is_damage(&self) -> bool {
-        matches!(
-            self,
-            RepoError::Format { .. } | RepoError::BrokenChain { .. }
-        )
+        match self {
+            RepoError::Format { source, .. } => {
+                !matches!(source, FormatError::Io { .. } | FormatError::Invalid(_))
+            }
+            RepoError::BrokenChain { .. } => true,
+            _ => false,
+        }
     }
     /// True when the underlying cause is a full filesystem.
     pub fn is_no_space(&self) -> bool {

@@ -109,6 +109,18 @@ impl Repository {
     }
 }
 
+/// An error and all its causes on one line, `outer: inner: innermost`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// Current time as (unix seconds, nanoseconds) by this host's clock.
 pub(crate) fn now_unix() -> (i64, u32) {
     let d = std::time::SystemTime::now()

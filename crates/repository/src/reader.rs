@@ -121,7 +121,8 @@ impl Repository {
             let (c, p) = index
                 .get(&fr.point)
                 .ok_or_else(|| broken("file not found".into()))?;
-            let r = open_checked(p, job, *c, fr.point).map_err(|e| broken(e.to_string()))?;
+            let r =
+                open_checked(p, job, *c, fr.point).map_err(|e| broken(crate::error_chain(&e)))?;
             if r.trailer.root_digest != fr.root {
                 return Err(broken(
                     "its root digest differs from the one recorded".into(),

@@ -72,7 +72,7 @@ impl Repository {
                     job: job.to_string(),
                     point: Some(point),
                     path,
-                    problems: vec![e.to_string()],
+                    problems: vec![crate::error_chain(&e)],
                     blocks: vec![],
                 }),
             }
@@ -105,7 +105,7 @@ impl Repository {
                             .read_stored(&e, &mut stored)
                             .and_then(|_| decode_block(&e, &stored, &mut plain));
                         if let Err(err) = res {
-                            let _ = btx.send((i, e.offset, err.to_string()));
+                            let _ = btx.send((i, e.offset, crate::error_chain(&err)));
                         }
                         n += 1;
                         bytes += u64::from(e.stored_len);

@@ -59,13 +59,17 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
         }
         for (path, e) in &scan.unreadable {
             if !out.json {
-                println!("  UNREADABLE {}: {e}", path.display());
+                println!(
+                    "  UNREADABLE {}: {}",
+                    path.display(),
+                    bulwark_repository::error_chain(e)
+                );
             }
         }
         let unreadable: Vec<_> = scan
             .unreadable
             .iter()
-            .map(|(p, e)| json!({"path": p, "error": e.to_string()}))
+            .map(|(p, e)| json!({"path": p, "error": bulwark_repository::error_chain(e)}))
             .collect();
         all.push(json!({"job": job, "points": points, "unreadable": unreadable}));
     }
