@@ -3,7 +3,7 @@ use crate::{BlockNo, Digest};
 /// What can be wrong with a restore-point file. Every variant says where.
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
-    #[error("I/O error {context}: {source}")]
+    #[error("I/O error {context}")]
     Io {
         context: &'static str,
         #[source]

@@ -1,0 +1,97 @@
+//! `bulwark backup`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use bulwark_engine::{backup_local, BackupOptions, Source};
+use serde_json::json;
+
+use crate::output::{human, Output, EXIT_OK};
+
+/// Arguments of `bulwark backup`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The repository (a local folder).
+    #[arg(long)]
+    repo: PathBuf,
+    /// The job: one protected disk. Letters, digits, '.', '_' and '-'.
+    #[arg(long)]
+    job: String,
+    /// Raw disk image or block device to back up.
+    source: PathBuf,
+    /// Start a new chain with an active full, even if the job has restore points.
+    #[arg(long)]
+    full: bool,
+    /// Block size of a new chain (64K to 4M, a power of two). Default 1M.
+    #[arg(long, value_parser = super::parse_size)]
+    block_size: Option<u32>,
+    /// zstd compression level (1 to 19, -7 to -1 for faster, 0 for none).
+    #[arg(long, default_value_t = bulwark_engine::DEFAULT_COMPRESSION, allow_hyphen_values = true)]
+    compression: i32,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// Runs `bulwark backup`.
+pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
+    let repo = super::open_repo(&a.repo)?;
+    let opts = BackupOptions {
+        block_size: a.block_size,
+        compression_level: a.compression,
+        force_full: a.full,
+        threads: a.threads.unwrap_or_else(bulwark_engine::default_threads),
+        ..Default::default()
+    };
+    let size = Source::open(&a.source).map(|s| s.size).unwrap_or(0);
+    let pb = out.progress(size, "backup");
+    let s = backup_local(&repo, &a.job, &a.source, &opts, &|n| pb.inc(n))
+        .with_context(|| format!("backing up {} as job {:?}", a.source.display(), a.job))?;
+    pb.finish_and_clear();
+    let c = &s.counters;
+    let m = &s.sealed.meta;
+    let secs = s.elapsed.as_secs_f64().max(1e-9);
+    if out.json {
+        out.json(&json!({
+            "job": m.job, "point": m.point.to_hex(), "chain": m.chain.to_hex(), "kind": m.kind.as_str(),
+            "disk_size": m.disk_size, "block_size": m.block_size, "blocks_read": c.blocks_read,
+            "blocks_zero": c.blocks_zero, "blocks_unchanged": c.blocks_unchanged, "blocks_new": c.blocks_new,
+            "bytes_read": c.bytes_read, "bytes_new_plain": c.bytes_new_plain, "bytes_stored": c.bytes_stored,
+            "seconds": secs, "path": s.sealed.path, "root_digest": s.sealed.root.to_hex(),
+            "immutable": s.sealed.immutable, "expiry_unix": s.sealed.expiry, "full_reason": s.full_reason,
+        }));
+    } else {
+        if let Some(why) = &s.full_reason {
+            println!("note: active full because {why}");
+        }
+        println!(
+            "{} {} of job {} ({} disk, {} read in {:.1}s, {:.0} MB/s)",
+            m.kind.as_str(),
+            m.point,
+            m.job,
+            human(m.disk_size),
+            human(c.bytes_read),
+            secs,
+            m.disk_size as f64 / secs / 1e6
+        );
+        println!(
+            "  {} new blocks ({} → {} stored), {} unchanged, {} zero or holes",
+            c.blocks_new,
+            human(c.bytes_new_plain),
+            human(c.bytes_stored),
+            c.blocks_unchanged,
+            bulwark_format::block_count(m.disk_size, m.block_size)
+                - c.blocks_new
+                - c.blocks_unchanged
+        );
+        if s.sealed.immutable {
+            println!(
+                "  sealed immutable until {}",
+                crate::output::utc(s.sealed.expiry.unwrap_or(0))
+            );
+        } else {
+            println!("  WARNING: no immutability service guards this repository: the file is NOT immutable");
+        }
+    }
+    Ok(EXIT_OK)
+}

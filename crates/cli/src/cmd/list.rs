@@ -1,0 +1,82 @@
+//! `bulwark list`.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::output::{human, utc, Output, EXIT_OK};
+
+/// Arguments of `bulwark list`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The repository (a local folder).
+    #[arg(long)]
+    repo: PathBuf,
+    /// Only this job.
+    #[arg(long)]
+    job: Option<String>,
+}
+
+/// Runs `bulwark list`.
+pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
+    let repo = super::open_repo(&a.repo)?;
+    let jobs = match a.job {
+        Some(j) => vec![j],
+        None => repo.jobs()?,
+    };
+    let mut all = Vec::new();
+    for job in &jobs {
+        let scan = repo.scan_job(job)?;
+        if !out.json {
+            println!("job {job}");
+        }
+        let mut last_chain = None;
+        let mut points = Vec::new();
+        for p in &scan.points {
+            let m = &p.meta;
+            if !out.json {
+                if last_chain != Some(m.chain) {
+                    println!("  chain {}", m.chain);
+                    last_chain = Some(m.chain);
+                }
+                println!(
+                    "    {}  {:14}  {}  disk {:>10}  stored {:>10}  new {:>10}",
+                    m.point,
+                    m.kind.as_str(),
+                    utc(m.created_unix_secs),
+                    human(m.disk_size),
+                    human(p.file_size),
+                    human(m.stats.bytes_new_plain)
+                );
+            }
+            points.push(json!({
+                "point": m.point.to_hex(), "chain": m.chain.to_hex(), "parent": (!m.parent.is_none()).then(|| m.parent.to_hex()),
+                "kind": m.kind.as_str(), "created_unix": m.created_unix_secs, "created": utc(m.created_unix_secs),
+                "disk_size": m.disk_size, "block_size": m.block_size, "file_bytes": p.file_size,
+                "stored_bytes": m.stats.bytes_stored, "new_bytes": m.stats.bytes_new_plain,
+                "new_blocks": m.stats.blocks_new, "root_digest": p.root.to_hex(), "retention": m.retention.as_str(),
+            }));
+        }
+        for (path, e) in &scan.unreadable {
+            if !out.json {
+                println!(
+                    "  UNREADABLE {}: {}",
+                    path.display(),
+                    bulwark_repository::error_chain(e)
+                );
+            }
+        }
+        let unreadable: Vec<_> = scan
+            .unreadable
+            .iter()
+            .map(|(p, e)| json!({"path": p, "error": bulwark_repository::error_chain(e)}))
+            .collect();
+        all.push(json!({"job": job, "points": points, "unreadable": unreadable}));
+    }
+    if out.json {
+        out.json(&json!({ "jobs": all }));
+    } else if jobs.is_empty() {
+        println!("no restore points yet");
+    }
+    Ok(EXIT_OK)
+}

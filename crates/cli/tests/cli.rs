@@ -1,0 +1,448 @@
+//! The `bulwark` binary end to end: exit codes, damage reports, crash safety, full disks.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bulwark() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bulwark"))
+}
+
+fn run(args: &[&str]) -> Output {
+    let o = bulwark().args(args).output().unwrap();
+    eprintln!(
+        "$ bulwark {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+struct Rng(u64);
+impl Rng {
+    fn seeded() -> Rng {
+        let s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        eprintln!("rng seed {s}");
+        Rng(s)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(n + 8);
+        while v.len() < n {
+            v.extend_from_slice(&self.next().to_le_bytes());
+        }
+        v.truncate(n);
+        v
+    }
+}
+
+fn init_repo(dir: &Path) -> PathBuf {
+    let repo = dir.join("repo");
+    bulwark_repository::Repository::init(&repo, 7).unwrap();
+    repo
+}
+
+fn image(path: &Path, rng: &mut Rng, mib: usize) {
+    let mut data = rng.bytes(mib << 20);
+    // Half compressible, so both stored forms occur.
+    for chunk in data.chunks_mut(256 << 10).step_by(2) {
+        chunk.fill(b'a');
+    }
+    std::fs::write(path, data).unwrap();
+}
+
+fn points_json(repo: &Path) -> serde_json::Value {
+    let o = run(&["list", "--repo", s(repo), "--json"]);
+    assert!(o.status.success());
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn every_flipped_byte_in_a_stored_block_is_reported_by_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::seeded();
+    let repo = init_repo(dir.path());
+    let img = dir.path().join("d.img");
+    image(&img, &mut rng, 2);
+    for _ in 0..2 {
+        let o = run(&[
+            "backup",
+            "--repo",
+            s(&repo),
+            "--job",
+            "vm1",
+            "--block-size",
+            "64K",
+            s(&img),
+        ]);
+        assert!(o.status.success());
+        let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.write_all_at(&rng.bytes(200_000), 300_000).unwrap();
+    }
+    assert_eq!(run(&["verify", "--repo", s(&repo)]).status.code(), Some(0));
+    // Every stored block of every file: flip one byte, verify must fail naming the point.
+    let scan = bulwark_repository::Repository::open(&repo)
+        .unwrap()
+        .scan_job("vm1")
+        .unwrap();
+    let mut checked = 0;
+    for p in &scan.points {
+        let r = bulwark_format::PointReader::open(std::fs::File::open(&p.path).unwrap()).unwrap();
+        let own: Vec<_> = r.map.iter().filter(|e| e.file_ref == 0).copied().collect();
+        drop(r);
+        for e in own {
+            let at = e.offset + (rng.next() % u64::from(e.stored_len));
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&p.path)
+                .unwrap();
+            let mut b = [0u8];
+            f.read_exact_at(&mut b, at).unwrap();
+            f.write_all_at(&[b[0] ^ 0x10], at).unwrap();
+            let o = run(&["verify", "--repo", s(&repo)]);
+            assert_eq!(
+                o.status.code(),
+                Some(1),
+                "flip at {at} of {} not reported",
+                p.path.display()
+            );
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                out.contains(&p.meta.point.to_hex()),
+                "damaged point not named"
+            );
+            assert!(
+                out.contains(&format!("block {}", e.block)),
+                "damaged block {} not named",
+                e.block
+            );
+            f.write_all_at(&b, at).unwrap();
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} blocks exercised");
+    assert_eq!(run(&["verify", "--repo", s(&repo)]).status.code(), Some(0));
+}
+
+#[test]
+fn truncated_or_future_version_files_are_named_by_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::seeded();
+    let repo = init_repo(dir.path());
+    let img = dir.path().join("d.img");
+    image(&img, &mut rng, 1);
+    assert!(run(&["backup", "--repo", s(&repo), "--job", "a", s(&img)])
+        .status
+        .success());
+    assert!(run(&["backup", "--repo", s(&repo), "--job", "b", s(&img)])
+        .status
+        .success());
+    let list = points_json(&repo);
+    let path_of = |job: usize| {
+        let id = list["jobs"][job]["points"][0]["point"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let chain = list["jobs"][job]["points"][0]["chain"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let name = list["jobs"][job]["job"].as_str().unwrap().to_string();
+        (
+            id.clone(),
+            repo.join("store")
+                .join(name)
+                .join(chain)
+                .join(format!("{id}.bwrp")),
+        )
+    };
+    let (ida, pa) = path_of(0);
+    let (idb, pb) = path_of(1);
+    let len = std::fs::metadata(&pa).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&pa)
+        .unwrap()
+        .set_len(len - 1000)
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&pb)
+        .unwrap()
+        .write_all_at(&[9], 12)
+        .unwrap();
+    let o = run(&["verify", "--repo", s(&repo)]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&ida) && out.contains(&idb), "{out}");
+    assert!(
+        out.contains("version 9"),
+        "unknown version not named: {out}"
+    );
+    let o = run(&[
+        "restore",
+        "--repo",
+        s(&repo),
+        "--job",
+        "b",
+        s(&dir.path().join("r.img")),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a restore from a damaged file reports damage"
+    );
+    assert!(!dir.path().join("r.img").exists());
+}
+
+#[test]
+fn operational_errors_exit_2_with_advice() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init_repo(dir.path());
+    let o = run(&[
+        "backup",
+        "--repo",
+        s(&dir.path().join("nope")),
+        "--job",
+        "j",
+        "/dev/null",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bulwark-repo init"));
+    let o = run(&[
+        "backup",
+        "--repo",
+        s(&repo),
+        "--job",
+        "../etc",
+        "/etc/hostname",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not allowed"));
+    let o = run(&[
+        "restore",
+        "--repo",
+        s(&repo),
+        "--job",
+        "none",
+        s(&dir.path().join("x")),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("run a backup first"));
+}
+
+/// Kills backups with SIGKILL at random moments; committed points must stay intact, and the
+/// next run must clean up and succeed.
+#[test]
+fn backups_killed_at_random_moments_never_damage_committed_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::seeded();
+    let repo = init_repo(dir.path());
+    let img = dir.path().join("d.img");
+    image(&img, &mut rng, 48);
+    // One committed point to protect, and its expected content.
+    assert!(run(&["backup", "--repo", s(&repo), "--job", "vm", s(&img)])
+        .status
+        .success());
+    let first = std::fs::read(&img).unwrap();
+    let committed_before = points_json(&repo)["jobs"][0]["points"]
+        .as_array()
+        .unwrap()
+        .len();
+    // Time one backup so kills land anywhere within it.
+    let t = Instant::now();
+    assert!(run(&[
+        "backup",
+        "--repo",
+        s(&repo),
+        "--job",
+        "vm",
+        "--full",
+        "--compression",
+        "9",
+        s(&img)
+    ])
+    .status
+    .success());
+    let span = t.elapsed().as_micros().max(1000) as u64;
+    let mut completed = 1 + committed_before;
+    let trials = 24;
+    let mut killed = 0;
+    for trial in 0..trials {
+        let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.write_all_at(&rng.bytes(1 << 20), (rng.next() % 40) << 20)
+            .unwrap();
+        let mut child = bulwark()
+            .args([
+                "backup",
+                "--repo",
+                s(&repo),
+                "--job",
+                "vm",
+                "--full",
+                "--compression",
+                "9",
+                s(&img),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = rng.next() % (span + span / 5);
+        std::thread::sleep(Duration::from_micros(delay));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        if status.success() {
+            completed += 1;
+        } else {
+            killed += 1;
+        }
+        eprintln!("trial {trial}: killed after {delay} µs, exit {status}");
+        let pts = points_json(&repo)["jobs"][0]["points"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert!(pts >= completed, "a committed point vanished");
+    }
+    assert!(
+        killed >= trials / 3,
+        "only {killed} of {trials} backups were killed mid-way"
+    );
+    // The next run cleans the leftovers and succeeds; everything verifies.
+    assert!(run(&["backup", "--repo", s(&repo), "--job", "vm", s(&img)])
+        .status
+        .success());
+    let incoming: Vec<_> = std::fs::read_dir(repo.join("incoming")).unwrap().collect();
+    assert!(incoming.is_empty(), "leftovers in incoming/: {incoming:?}");
+    assert_eq!(run(&["verify", "--repo", s(&repo)]).status.code(), Some(0));
+    let first_id = points_json(&repo)["jobs"][0]["points"][0]["point"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = dir.path().join("first.img");
+    assert!(run(&[
+        "restore",
+        "--repo",
+        s(&repo),
+        "--job",
+        "vm",
+        "--point",
+        &first_id,
+        s(&out)
+    ])
+    .status
+    .success());
+    assert!(
+        std::fs::read(&out).unwrap() == first,
+        "the first committed point changed"
+    );
+}
+
+/// Root-only: a repository on a small loop-mounted filesystem runs out of space mid-backup.
+#[test]
+fn full_filesystem_gives_a_clear_error_and_damages_nothing() {
+    if !rustix_is_root() {
+        eprintln!("SKIPPED full_filesystem_gives_a_clear_error_and_damages_nothing: needs root for a loop mount (CI runs as root)");
+        return;
+    }
+    let Some(mkfs) = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        eprintln!("SKIPPED full_filesystem_gives_a_clear_error_and_damages_nothing: mkfs.ext4 not installed (apt-get install e2fsprogs)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let fsimg = dir.path().join("small.fs");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    assert!(Command::new(mkfs)
+        .args(["-q", "-F"])
+        .arg(&fsimg)
+        .arg("48M")
+        .status()
+        .unwrap()
+        .success());
+    let mount = Mount::new(&fsimg, &mnt);
+    let repo = mnt.join("repo");
+    bulwark_repository::Repository::init(&repo, 7).unwrap();
+    let mut rng = Rng::seeded();
+    let small = dir.path().join("small.img");
+    image(&small, &mut rng, 4);
+    assert!(
+        run(&["backup", "--repo", s(&repo), "--job", "j", s(&small)])
+            .status
+            .success()
+    );
+    let big = dir.path().join("big.img");
+    std::fs::write(&big, rng.bytes(96 << 20)).unwrap();
+    let o = run(&[
+        "backup",
+        "--repo",
+        s(&repo),
+        "--job",
+        "j",
+        "--full",
+        s(&big),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(repo.join("incoming")).unwrap().count(),
+        0,
+        "partial file left behind"
+    );
+    assert_eq!(run(&["verify", "--repo", s(&repo)]).status.code(), Some(0));
+    let out = dir.path().join("back.img");
+    assert!(run(&["restore", "--repo", s(&repo), "--job", "j", s(&out)])
+        .status
+        .success());
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&small).unwrap());
+    drop(mount);
+}
+
+fn rustix_is_root() -> bool {
+    // `id -u` keeps this test crate free of unsafe code.
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+/// A loop mount that is unmounted on drop, also when the test panics.
+struct Mount(PathBuf);
+impl Mount {
+    fn new(img: &Path, at: &Path) -> Mount {
+        let st = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(img)
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount -o loop failed");
+        Mount(at.to_path_buf())
+    }
+}
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}

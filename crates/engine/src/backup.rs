@@ -1,0 +1,468 @@
+//! The backup pipeline.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use bulwark_format::{plain_len_of, BlockNo, Digest, PointKind, RetentionClass};
+use bulwark_repository::{NewPoint, ParentMap, PointBuilder, Repository, SealedPoint};
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::source::{data_ranges, Source};
+use crate::{
+    EngineError, Result, DEFAULT_BLOCK_SIZE, DEFAULT_COMPRESSION, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE,
+};
+
+/// Where the pipeline puts its results, in block order: a local restore point being written,
+/// or a connection to a repository service.
+pub trait BlockSink {
+    /// A block whose data must be stored.
+    fn put_stored(
+        &mut self,
+        block: BlockNo,
+        plain_len: u32,
+        plain_hash: Digest,
+        stored: &[u8],
+        compressed: bool,
+        stored_hash: Digest,
+    ) -> Result<()>;
+    /// A block identical to the parent's copy.
+    fn put_unchanged(&mut self, block: BlockNo) -> Result<()>;
+}
+
+impl BlockSink for PointBuilder {
+    fn put_stored(
+        &mut self,
+        block: BlockNo,
+        plain_len: u32,
+        plain_hash: Digest,
+        stored: &[u8],
+        compressed: bool,
+        stored_hash: Digest,
+    ) -> Result<()> {
+        Ok(PointBuilder::put_stored(
+            self,
+            block,
+            plain_len,
+            plain_hash,
+            stored,
+            compressed,
+            stored_hash,
+        )?)
+    }
+    fn put_unchanged(&mut self, block: BlockNo) -> Result<()> {
+        Ok(PointBuilder::put_unchanged(self, block)?)
+    }
+}
+
+/// Plain hashes of the parent's non-zero blocks, sorted by block number.
+#[derive(Clone, Debug, Default)]
+pub struct KnownHashes(pub Vec<(u64, Digest)>);
+
+impl KnownHashes {
+    /// The parent's hash of `block`, if it was not zero.
+    pub fn get(&self, block: u64) -> Option<Digest> {
+        self.0
+            .binary_search_by_key(&block, |(b, _)| *b)
+            .ok()
+            .map(|i| self.0[i].1)
+    }
+}
+
+impl From<&ParentMap> for KnownHashes {
+    fn from(p: &ParentMap) -> Self {
+        KnownHashes(
+            p.entries
+                .iter()
+                .map(|e| (e.block.0, e.plain_hash))
+                .collect(),
+        )
+    }
+}
+
+/// How to back up.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    /// Block size of a new chain; `None`: the chain's, or the default for a new one.
+    pub block_size: Option<u32>,
+    /// zstd level (-7 to 19); 0 stores blocks uncompressed.
+    pub compression_level: i32,
+    /// Start a new chain with an active full even when a parent exists.
+    pub force_full: bool,
+    pub threads: usize,
+    pub retention: RetentionClass,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            block_size: None,
+            compression_level: DEFAULT_COMPRESSION,
+            force_full: false,
+            threads: crate::default_threads(),
+            retention: RetentionClass::Regular,
+        }
+    }
+}
+
+/// What the pipeline did.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    /// Blocks read from the source (not counting holes skipped unread).
+    pub blocks_read: u64,
+    pub blocks_zero: u64,
+    pub blocks_unchanged: u64,
+    pub blocks_new: u64,
+    pub bytes_read: u64,
+    pub bytes_new_plain: u64,
+    pub bytes_stored: u64,
+}
+
+/// What a backup made.
+#[derive(Clone, Debug)]
+pub struct BackupSummary {
+    pub sealed: SealedPoint,
+    pub counters: Counters,
+    pub elapsed: Duration,
+    /// Why this run is a full although the job had restore points.
+    pub full_reason: Option<String>,
+}
+
+enum Outcome {
+    Zero,
+    Unchanged,
+    Stored {
+        plain_hash: Digest,
+        stored: Vec<u8>,
+        compressed: bool,
+        stored_hash: Digest,
+    },
+}
+
+struct Done {
+    seq: u64,
+    block: u64,
+    plain_len: u32,
+    outcome: Outcome,
+    buf: Vec<u8>,
+}
+
+const ZERO_PAGE: [u8; 4096] = [0; 4096];
+
+fn is_zero(data: &[u8]) -> bool {
+    data.chunks(4096).all(|c| c == &ZERO_PAGE[..c.len()])
+}
+
+fn check_level(level: i32) -> Result<()> {
+    if !(-7..=19).contains(&level) {
+        return Err(EngineError::Usage(format!(
+            "compression level {level} is out of range: use 1 to 19 (zstd), -7 to -1 (faster), or 0 for none"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads `src` and feeds every non-zero block to `sink` in block order. Holes are skipped
+/// without reading; blocks whose hash equals `known`'s are sent as unchanged.
+pub fn run_pipeline(
+    src: &Source,
+    block_size: u32,
+    level: i32,
+    threads: usize,
+    known: &KnownHashes,
+    sink: &mut dyn BlockSink,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Counters> {
+    check_level(level)?;
+    let threads = threads.max(1);
+    let bs = u64::from(block_size);
+    let size = src.size;
+    let ranges = data_ranges(&src.file, size);
+    // Each buffer in flight is one block; this pool is the pipeline's whole memory.
+    let pool = threads * 2 + 2;
+    let (free_tx, free_rx): (Sender<Vec<u8>>, Receiver<Vec<u8>>) = bounded(pool);
+    for _ in 0..pool {
+        free_tx
+            .send(Vec::with_capacity(block_size as usize))
+            .expect("pool fits");
+    }
+    let (work_tx, work_rx) = bounded::<(u64, u64, Vec<u8>)>(pool);
+    let (done_tx, done_rx) = bounded::<Result<Done>>(pool);
+    let mut counters = Counters::default();
+
+    std::thread::scope(|s| -> Result<()> {
+        // Reader: one sequential pass over the data ranges.
+        let reader = s.spawn(move || -> Result<()> {
+            let mut seq = 0u64;
+            let mut next_block = 0u64;
+            for (start, end) in ranges {
+                let first = (start / bs).max(next_block);
+                let last = end.div_ceil(bs);
+                for block in first..last {
+                    let Ok(mut buf) = free_rx.recv() else {
+                        return Ok(());
+                    };
+                    let len = plain_len_of(BlockNo(block), size, block_size) as usize;
+                    buf.resize(len, 0);
+                    src.file.read_exact_at(&mut buf, block * bs).map_err(|e| {
+                        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                            EngineError::SourceChanged {
+                                path: src.path.clone(),
+                                before: size,
+                                after: src.size_now().unwrap_or(0),
+                            }
+                        } else {
+                            EngineError::SourceIo {
+                                path: src.path.clone(),
+                                action: "reading",
+                                source: e,
+                            }
+                        }
+                    })?;
+                    if work_tx.send((seq, block, buf)).is_err() {
+                        return Ok(());
+                    }
+                    seq += 1;
+                }
+                next_block = last;
+            }
+            Ok(())
+        });
+        // Workers: zero check, hash, compare, compress.
+        for _ in 0..threads {
+            let work_rx = work_rx.clone();
+            let done_tx = done_tx.clone();
+            s.spawn(move || {
+                let mut comp = if level != 0 {
+                    zstd::bulk::Compressor::new(level).ok()
+                } else {
+                    None
+                };
+                for (seq, block, buf) in work_rx {
+                    let plain_len = buf.len() as u32;
+                    let outcome = if is_zero(&buf) {
+                        Ok(Outcome::Zero)
+                    } else {
+                        let plain_hash = Digest::from(blake3::hash(&buf));
+                        if known.get(block) == Some(plain_hash) {
+                            Ok(Outcome::Unchanged)
+                        } else {
+                            compress(comp.as_mut(), &buf, plain_hash)
+                        }
+                    };
+                    let msg = outcome.map(|outcome| Done {
+                        seq,
+                        block,
+                        plain_len,
+                        outcome,
+                        buf,
+                    });
+                    if done_tx.send(msg).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        drop(work_rx);
+        // Writer (this thread): results in block order.
+        let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
+        let mut next = 0u64;
+        let mut result = Ok(());
+        for msg in &done_rx {
+            let d = match msg {
+                Ok(d) => d,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            pending.insert(d.seq, d);
+            while let Some(d) = pending.remove(&next) {
+                next += 1;
+                counters.blocks_read += 1;
+                counters.bytes_read += u64::from(d.plain_len);
+                let r = match &d.outcome {
+                    Outcome::Zero => {
+                        counters.blocks_zero += 1;
+                        Ok(())
+                    }
+                    Outcome::Unchanged => {
+                        counters.blocks_unchanged += 1;
+                        sink.put_unchanged(BlockNo(d.block))
+                    }
+                    Outcome::Stored {
+                        plain_hash,
+                        stored,
+                        compressed,
+                        stored_hash,
+                    } => {
+                        counters.blocks_new += 1;
+                        counters.bytes_new_plain += u64::from(d.plain_len);
+                        let data = if *compressed { &stored[..] } else { &d.buf[..] };
+                        counters.bytes_stored += data.len() as u64;
+                        sink.put_stored(
+                            BlockNo(d.block),
+                            d.plain_len,
+                            *plain_hash,
+                            data,
+                            *compressed,
+                            *stored_hash,
+                        )
+                    }
+                };
+                progress(u64::from(d.plain_len));
+                let _ = free_tx.send(d.buf);
+                if let Err(e) = r {
+                    result = Err(e);
+                    break;
+                }
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        // Unblock the reader and workers before joining them.
+        drop(done_rx);
+        drop(free_tx);
+        let read = reader.join().expect("reader thread");
+        result?;
+        read
+    })?;
+    Ok(counters)
+}
+
+fn compress(
+    comp: Option<&mut zstd::bulk::Compressor<'_>>,
+    buf: &[u8],
+    plain_hash: Digest,
+) -> Result<Outcome> {
+    if let Some(c) = comp {
+        let out = c
+            .compress(buf)
+            .map_err(|e| EngineError::Usage(format!("zstd failed: {e}")))?;
+        if out.len() < buf.len() {
+            let stored_hash = Digest::from(blake3::hash(&out));
+            return Ok(Outcome::Stored {
+                plain_hash,
+                stored: out,
+                compressed: true,
+                stored_hash,
+            });
+        }
+    }
+    Ok(Outcome::Stored {
+        plain_hash,
+        stored: Vec::new(),
+        compressed: false,
+        stored_hash: plain_hash,
+    })
+}
+
+/// Backs up `source` as a new restore point of `job` in a local repository: an incremental
+/// on the job's newest restore point, or an active full for a new job, with `--full`, or when
+/// the newest point cannot serve as a parent (the reason is returned).
+pub fn backup_local(
+    repo: &Repository,
+    job: &str,
+    source: &std::path::Path,
+    opts: &BackupOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<BackupSummary> {
+    let started = Instant::now();
+    bulwark_format::validate_name("job", job).map_err(|e| EngineError::Usage(e.to_string()))?;
+    check_level(opts.compression_level)?;
+    if let Some(bs) = opts.block_size {
+        if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&bs) || !bs.is_power_of_two() {
+            return Err(EngineError::Usage(format!(
+                "block size {bs} is not allowed: use a power of two from 64K to 4M"
+            )));
+        }
+    }
+    let src = Source::open(source)?;
+    let (parent, full_reason) = choose_parent(repo, job, &src, opts)?;
+    let block_size = match (&parent, opts.block_size) {
+        (Some(p), None) => p.block_size,
+        (_, Some(bs)) => bs,
+        (None, None) => DEFAULT_BLOCK_SIZE,
+    };
+    let known = parent.as_ref().map(KnownHashes::from).unwrap_or_default();
+    let mut builder = repo.begin_point(NewPoint {
+        job: job.to_string(),
+        parent,
+        disk_size: src.size,
+        block_size,
+        compression_level: opts.compression_level,
+        client: String::new(),
+        retention: opts.retention,
+        full_kind: PointKind::ActiveFull,
+    })?;
+    let counters = run_pipeline(
+        &src,
+        block_size,
+        opts.compression_level,
+        opts.threads,
+        &known,
+        &mut builder,
+        progress,
+    )?;
+    let after = src.size_now()?;
+    if after != src.size {
+        return Err(EngineError::SourceChanged {
+            path: src.path.clone(),
+            before: src.size,
+            after,
+        });
+    }
+    let sealed = builder.finish()?;
+    Ok(BackupSummary {
+        sealed,
+        counters,
+        elapsed: started.elapsed(),
+        full_reason,
+    })
+}
+
+/// The parent of the next restore point, or why there is none.
+fn choose_parent(
+    repo: &Repository,
+    job: &str,
+    src: &Source,
+    opts: &BackupOptions,
+) -> Result<(Option<ParentMap>, Option<String>)> {
+    if opts.force_full {
+        return Ok((None, None));
+    }
+    let parent = match repo.parent_map(job) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok((None, None)),
+        Err(e) if e.is_damage() => {
+            return Ok((
+                None,
+                Some(format!(
+                    "the newest restore point is damaged ({}); starting a new chain",
+                    bulwark_repository::error_chain(&e)
+                )),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if parent.disk_size != src.size {
+        let why = format!(
+            "the source is {} bytes but the chain's disk is {} bytes; starting a new chain",
+            src.size, parent.disk_size
+        );
+        return Ok((None, Some(why)));
+    }
+    if let Some(bs) = opts.block_size {
+        if bs != parent.block_size {
+            let why = format!(
+                "block size {} KiB differs from the chain's {} KiB; starting a new chain",
+                bs / 1024,
+                parent.block_size / 1024
+            );
+            return Ok((None, Some(why)));
+        }
+    }
+    Ok((Some(parent), None))
+}

@@ -1,0 +1,370 @@
+//! Backup/restore round trips over generated images: random, compressible, zero and hole
+//! regions, several block sizes, and chains of incrementals.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use bulwark_engine::*;
+use bulwark_format::{PointId, PointKind};
+use bulwark_repository::Repository;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(n + 8);
+        while v.len() < n {
+            v.extend_from_slice(&self.next().to_le_bytes());
+        }
+        v.truncate(n);
+        v
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn compressible(n: usize, seed: u8) -> Vec<u8> {
+    b"disk image text, highly compressible; "
+        .iter()
+        .cycle()
+        .take(n)
+        .map(|b| b ^ (seed & 1))
+        .collect()
+}
+
+/// A sparse image: holes, random data, text, explicit zeros, and a tail that is not a
+/// multiple of any block size.
+fn mixed_image(path: &Path, rng: &mut Rng) -> u64 {
+    let mib = 1u64 << 20;
+    let size = 40 * mib + 12_345;
+    let f = File::create(path).unwrap();
+    f.set_len(size).unwrap(); // all hole
+    f.write_all_at(&rng.bytes(3 * mib as usize), 0).unwrap();
+    f.write_all_at(&compressible(5 * mib as usize, 0), 4 * mib)
+        .unwrap();
+    f.write_all_at(&vec![0u8; 4 * mib as usize], 10 * mib)
+        .unwrap(); // allocated zeros
+    f.write_all_at(&rng.bytes(700_000), 16 * mib + 4096)
+        .unwrap(); // straddles blocks
+    f.write_all_at(&compressible(2 * mib as usize, 1), 30 * mib)
+        .unwrap();
+    f.write_all_at(&rng.bytes(12_345), 40 * mib).unwrap(); // the tail
+    size
+}
+
+fn same_content(a: &Path, b: &Path) -> bool {
+    let (ma, mb) = (std::fs::metadata(a).unwrap(), std::fs::metadata(b).unwrap());
+    if ma.len() != mb.len() {
+        return false;
+    }
+    let (fa, fb) = (File::open(a).unwrap(), File::open(b).unwrap());
+    let mut off = 0u64;
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    while off < ma.len() {
+        let n = ((ma.len() - off) as usize).min(x.len());
+        fa.read_exact_at(&mut x[..n], off).unwrap();
+        fb.read_exact_at(&mut y[..n], off).unwrap();
+        if x[..n] != y[..n] {
+            return false;
+        }
+        off += n as u64;
+    }
+    true
+}
+
+fn seed() -> u64 {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("rng seed {s}");
+    s
+}
+
+fn restore_to(
+    repo: &Repository,
+    job: &str,
+    point: Option<PointId>,
+    dir: &Path,
+    name: &str,
+) -> PathBuf {
+    let out = dir.join(name);
+    restore_local(repo, job, point, &out, &RestoreOptions::default(), &|_| {}).unwrap();
+    out
+}
+
+#[test]
+fn mixed_images_round_trip_for_several_block_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(seed());
+    let img = dir.path().join("disk.img");
+    let size = mixed_image(&img, &mut rng);
+    for bs in [64u32 << 10, 256 << 10, 1 << 20, 4 << 20] {
+        let repo = Repository::init(&dir.path().join(format!("repo-{bs}")), 7).unwrap();
+        let opts = BackupOptions {
+            block_size: Some(bs),
+            ..Default::default()
+        };
+        let s = backup_local(&repo, "mixed", &img, &opts, &|_| {}).unwrap();
+        assert_eq!(s.sealed.meta.kind, PointKind::ActiveFull);
+        // Holes are skipped unread, so less than the whole disk is read.
+        assert!(
+            s.counters.bytes_read < size,
+            "block size {bs}: read {} of {size}",
+            s.counters.bytes_read
+        );
+        assert!(
+            s.counters.blocks_zero > 0,
+            "block size {bs}: allocated zero blocks not recognised"
+        );
+        // Random data cannot shrink, text must: stored bytes sit between the two.
+        assert!(s.counters.bytes_stored < s.counters.bytes_new_plain);
+        let out = restore_to(&repo, "mixed", None, dir.path(), &format!("out-{bs}.img"));
+        assert!(same_content(&img, &out), "block size {bs}: restore differs");
+        // Zero blocks stay holes in the restored file.
+        let allocated = std::fs::metadata(&out).unwrap().blocks() * 512;
+        assert!(
+            allocated < size - 8 * (1 << 20),
+            "block size {bs}: {allocated} bytes allocated of {size}"
+        );
+    }
+}
+
+#[test]
+fn chain_of_five_incrementals_restores_every_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(seed());
+    let img = dir.path().join("disk.img");
+    let size = mixed_image(&img, &mut rng);
+    let repo = Repository::init(&dir.path().join("repo"), 7).unwrap();
+    let opts = BackupOptions {
+        block_size: Some(64 << 10),
+        ..Default::default()
+    };
+    let mut points = Vec::new();
+    for day in 0..6 {
+        if day > 0 {
+            let f = OpenOptions::new().write(true).open(&img).unwrap();
+            for _ in 0..5 {
+                let off = rng.below(size - 70_000);
+                let len = 1 + rng.below(65_536) as usize;
+                f.write_all_at(&rng.bytes(len), off).unwrap();
+            }
+        }
+        let s = backup_local(&repo, "chain", &img, &opts, &|_| {}).unwrap();
+        let expect = if day == 0 {
+            PointKind::ActiveFull
+        } else {
+            PointKind::Incremental
+        };
+        assert_eq!(s.sealed.meta.kind, expect);
+        if day > 0 {
+            assert!(
+                s.counters.blocks_unchanged > 0 && s.counters.blocks_new <= 12,
+                "day {day}: {:?}",
+                s.counters
+            );
+        }
+        let snap = dir.path().join(format!("day{day}.img"));
+        std::fs::copy(&img, &snap).unwrap();
+        points.push((s.sealed.meta.point, snap));
+    }
+    let chain = repo.scan_job("chain").unwrap();
+    assert_eq!(chain.points.len(), 6);
+    assert!(chain.points.iter().all(|p| p.meta.chain == points[0].0));
+    for (i, (point, snap)) in points.iter().enumerate() {
+        let out = restore_to(
+            &repo,
+            "chain",
+            Some(*point),
+            dir.path(),
+            &format!("r{i}.img"),
+        );
+        assert!(same_content(snap, &out), "point {i} restores differently");
+    }
+    assert!(repo.verify(None, 2, &|_| {}).unwrap().is_clean());
+}
+
+#[test]
+fn full_flag_and_size_change_start_new_chains() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    std::fs::write(&img, compressible(3 << 20, 0)).unwrap();
+    let repo = Repository::init(&dir.path().join("repo"), 7).unwrap();
+    let a = backup_local(&repo, "j", &img, &BackupOptions::default(), &|_| {}).unwrap();
+    let b = backup_local(
+        &repo,
+        "j",
+        &img,
+        &BackupOptions {
+            force_full: true,
+            ..Default::default()
+        },
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(b.sealed.meta.kind, PointKind::ActiveFull);
+    assert_ne!(a.sealed.meta.chain, b.sealed.meta.chain);
+    std::fs::write(&img, compressible(4 << 20, 0)).unwrap();
+    let c = backup_local(&repo, "j", &img, &BackupOptions::default(), &|_| {}).unwrap();
+    assert_eq!(c.sealed.meta.kind, PointKind::ActiveFull);
+    assert!(c.full_reason.unwrap().contains("bytes"));
+}
+
+#[test]
+fn source_that_shrinks_during_backup_is_refused_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    let mut rng = Rng(seed());
+    std::fs::write(&img, rng.bytes(16 << 20)).unwrap();
+    let repo = Repository::init(&dir.path().join("repo"), 7).unwrap();
+    let opts = BackupOptions {
+        block_size: Some(64 << 10),
+        threads: 1,
+        ..Default::default()
+    };
+    let shrink = std::sync::Once::new();
+    let err = backup_local(&repo, "j", &img, &opts, &|_| {
+        shrink.call_once(|| {
+            File::options()
+                .write(true)
+                .open(&img)
+                .unwrap()
+                .set_len(1 << 20)
+                .unwrap()
+        })
+    })
+    .unwrap_err();
+    assert!(matches!(err, EngineError::SourceChanged { .. }), "{err}");
+    assert!(err.to_string().contains("changed size"));
+    assert!(repo.jobs().unwrap().is_empty());
+    let leftovers = std::fs::read_dir(repo.root().join("incoming"))
+        .unwrap()
+        .count();
+    assert_eq!(leftovers, 0, "temporary file left behind");
+}
+
+#[test]
+fn source_that_grows_during_backup_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    std::fs::write(&img, compressible(4 << 20, 0)).unwrap();
+    let repo = Repository::init(&dir.path().join("repo"), 7).unwrap();
+    let grow = std::sync::Once::new();
+    let err = backup_local(&repo, "j", &img, &BackupOptions::default(), &|_| {
+        grow.call_once(|| {
+            File::options()
+                .write(true)
+                .open(&img)
+                .unwrap()
+                .set_len(8 << 20)
+                .unwrap()
+        })
+    })
+    .unwrap_err();
+    assert!(matches!(err, EngineError::SourceChanged { .. }), "{err}");
+    assert!(repo.jobs().unwrap().is_empty());
+}
+
+#[test]
+fn unusable_sources_and_names_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repository::init(&dir.path().join("repo"), 7).unwrap();
+    let o = BackupOptions::default();
+    let e = backup_local(&repo, "j", dir.path(), &o, &|_| {}).unwrap_err();
+    assert!(
+        e.to_string().contains("not a regular file or block device"),
+        "{e}"
+    );
+    let e = backup_local(&repo, "j", &dir.path().join("missing.img"), &o, &|_| {}).unwrap_err();
+    assert!(e.to_string().contains("opening"), "{e}");
+    let img = dir.path().join("d.img");
+    std::fs::write(&img, b"x").unwrap();
+    for bad in ["a/b", "..", "x\u{1}y"] {
+        let e = backup_local(&repo, bad, &img, &o, &|_| {}).unwrap_err();
+        assert!(e.to_string().contains("not allowed"), "{bad:?}: {e}");
+    }
+    let e = backup_local(
+        &repo,
+        "j",
+        &img,
+        &BackupOptions {
+            block_size: Some(12345),
+            ..o.clone()
+        },
+        &|_| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("block size"), "{e}");
+    let e = backup_local(
+        &repo,
+        "j",
+        &img,
+        &BackupOptions {
+            compression_level: 99,
+            ..o
+        },
+        &|_| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("compression level"), "{e}");
+}
+
+#[test]
+fn restore_refuses_to_overwrite_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("d.img");
+    std::fs::write(&img, compressible(1 << 20, 0)).unwrap();
+    let repo = Repository::init(&dir.path().join("repo"), 7).unwrap();
+    backup_local(&repo, "j", &img, &BackupOptions::default(), &|_| {}).unwrap();
+    let target = dir.path().join("existing");
+    std::fs::write(&target, b"precious").unwrap();
+    let e = restore_local(
+        &repo,
+        "j",
+        None,
+        &target,
+        &RestoreOptions::default(),
+        &|_| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("--force"), "{e}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+    restore_local(
+        &repo,
+        "j",
+        None,
+        &target,
+        &RestoreOptions {
+            force: true,
+            ..Default::default()
+        },
+        &|_| {},
+    )
+    .unwrap();
+    assert!(same_content(&img, &target));
+}
+
+#[test]
+fn damaged_newest_point_makes_the_next_backup_a_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("d.img");
+    std::fs::write(&img, compressible(2 << 20, 0)).unwrap();
+    let repo = Repository::init(&dir.path().join("repo"), 7).unwrap();
+    let a = backup_local(&repo, "j", &img, &BackupOptions::default(), &|_| {}).unwrap();
+    // Damage the trailer of the only point (the repository is not guarded, so this is possible).
+    let f = OpenOptions::new().write(true).open(&a.sealed.path).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.write_all_at(&[0xFF], len - 100).unwrap();
+    let b = backup_local(&repo, "j", &img, &BackupOptions::default(), &|_| {}).unwrap();
+    assert_eq!(b.sealed.meta.kind, PointKind::ActiveFull);
+    assert!(b.full_reason.unwrap().contains("damaged"));
+}

@@ -1,0 +1,74 @@
+//! `bulwark-repo status`.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use bulwark_immut_msg::layout;
+use bulwark_repository::Repository;
+
+/// Files in `incoming/` older than this are reported: sealing takes seconds.
+const SEAL_DELAY_ALERT: Duration = Duration::from_secs(60);
+
+/// Arguments of `bulwark-repo status`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The repository folder.
+    dir: PathBuf,
+}
+
+/// Runs `bulwark-repo status`: exit 0, or 1 when files wait too long to be sealed.
+pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
+    let repo = Repository::open(&a.dir).with_context(|| format!("opening {}", a.dir.display()))?;
+    let cfg = repo.config();
+    let mut waiting = Vec::new();
+    let incoming = layout::incoming_dir(&a.dir);
+    for ent in
+        std::fs::read_dir(&incoming).with_context(|| format!("listing {}", incoming.display()))?
+    {
+        let ent = ent?;
+        let age = ent
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or_default();
+        if age > SEAL_DELAY_ALERT {
+            waiting.push((
+                ent.file_name().to_string_lossy().into_owned(),
+                age.as_secs(),
+            ));
+        }
+    }
+    let jobs = repo.jobs()?;
+    if json {
+        let w: Vec<_> = waiting
+            .iter()
+            .map(|(n, s)| serde_json::json!({"file": n, "age_seconds": s}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"repository": a.dir, "id": cfg.id, "immutable_days": cfg.immutable_days,
+                "immutd_socket": cfg.immutd_socket, "jobs": jobs, "unsealed_files": w})
+        );
+    } else {
+        println!("repository {} (id {})", a.dir.display(), cfg.id);
+        println!("immutability period: {} days", cfg.immutable_days);
+        match &cfg.immutd_socket {
+            Some(s) => println!("immutability service: {}", s.display()),
+            None => println!("immutability service: NONE — restore points are not immutable"),
+        }
+        println!(
+            "jobs: {}",
+            if jobs.is_empty() {
+                "none".to_string()
+            } else {
+                jobs.join(", ")
+            }
+        );
+        for (n, s) in &waiting {
+            println!("ALERT: {n} has waited {s}s in incoming/ without being sealed");
+        }
+    }
+    Ok(if waiting.is_empty() { 0 } else { 1 })
+}

@@ -1,0 +1,37 @@
+//! Durable file updates: temp, fsync, rename, fsync the folder.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::{RepoError, Result};
+
+/// Fsyncs a folder so that renames and creations in it survive a power cut.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    let f = std::fs::File::open(dir).map_err(RepoError::io(dir, "opening folder"))?;
+    f.sync_all().map_err(RepoError::io(dir, "fsyncing folder"))
+}
+
+/// Replaces `path` with `data` atomically: a crash leaves either the old or the new content.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let res = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(RepoError::io(&tmp, "creating"))?;
+        f.write_all(data).map_err(RepoError::io(&tmp, "writing"))?;
+        f.sync_all().map_err(RepoError::io(&tmp, "fsyncing"))?;
+        std::fs::rename(&tmp, path).map_err(RepoError::io(path, "renaming into place"))?;
+        fsync_dir(dir)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}

@@ -1,0 +1,88 @@
+//! Errors of the repository layer.
+//!
+//! Policy: every error names the file (and block, where there is one) it concerns, and its
+//! message says what the operator can do next. Format errors keep their own variant so that
+//! callers can tell damage (exit 1) from operational failures (exit 2).
+
+use std::path::{Path, PathBuf};
+
+use bulwark_format::FormatError;
+
+/// What went wrong in the repository layer.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("{action} {path}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}")]
+    Format {
+        path: PathBuf,
+        #[source]
+        source: FormatError,
+    },
+    #[error("no Bulwark repository at {0} (repository.toml missing); create one with `bulwark-repo init {0}`")]
+    NotARepository(PathBuf),
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("job {0:?} has no restore points in this repository; run a backup first (see `bulwark list`)")]
+    NoSuchJob(String),
+    #[error("no restore point {point} in job {job:?}; `bulwark list --job {job}` shows the existing ones")]
+    NoSuchPoint { job: String, point: String },
+    #[error("another backup of job {0:?} is running (its lock is held); wait for it to finish")]
+    Busy(String),
+    #[error("restore point {point} references {missing}, which is missing or damaged: {why}")]
+    BrokenChain {
+        point: String,
+        missing: String,
+        why: String,
+    },
+    #[error("sealing failed for {path}: {why}")]
+    Seal { path: PathBuf, why: String },
+}
+
+impl RepoError {
+    pub(crate) fn io(
+        path: &Path,
+        action: &'static str,
+    ) -> impl FnOnce(std::io::Error) -> RepoError {
+        let path = path.to_path_buf();
+        move |source| RepoError::Io {
+            path,
+            action,
+            source,
+        }
+    }
+    pub(crate) fn format(path: &Path) -> impl FnOnce(FormatError) -> RepoError {
+        let path = path.to_path_buf();
+        move |source| RepoError::Format { path, source }
+    }
+    /// True when the error says stored data is damaged (rather than an operational failure
+    /// such as an I/O error or a full disk).
+    pub fn is_damage(&self) -> bool {
+        match self {
+            RepoError::Format { source, .. } => {
+                !matches!(source, FormatError::Io { .. } | FormatError::Invalid(_))
+            }
+            RepoError::BrokenChain { .. } => true,
+            _ => false,
+        }
+    }
+    /// True when the underlying cause is a full filesystem.
+    pub fn is_no_space(&self) -> bool {
+        let io = match self {
+            RepoError::Io { source, .. } => Some(source),
+            RepoError::Format {
+                source: FormatError::Io { source, .. },
+                ..
+            } => Some(source),
+            _ => None,
+        };
+        io.and_then(|e| e.raw_os_error()) == Some(rustix::io::Errno::NOSPC.raw_os_error())
+    }
+}

@@ -1,0 +1,130 @@
+//! A Bulwark repository on a local filesystem.
+//!
+//! The files are the truth: every listing is computed from the sealed restore-point files, and
+//! nothing in a chain is ever modified after it is sealed.
+
+mod config;
+mod durable;
+mod error;
+mod lock;
+mod points;
+mod reader;
+mod seal_immutd;
+mod verify;
+mod writer;
+
+pub use config::{RepoConfig, DEFAULT_IMMUTABLE_DAYS, MAX_IMMUTABLE_DAYS, MIN_IMMUTABLE_DAYS};
+pub use durable::{fsync_dir, write_atomic};
+pub use error::RepoError;
+pub use lock::JobLock;
+pub use points::PointInfo;
+pub use reader::{ChainReader, ParentMap};
+pub use verify::{DamagedPoint, VerifyReport};
+pub use writer::{NewPoint, PointBuilder, SealedPoint};
+
+use std::path::{Path, PathBuf};
+
+use bulwark_format::{validate_name, PointId};
+use bulwark_immut_msg::layout;
+
+/// Result type of this crate.
+pub type Result<T, E = RepoError> = std::result::Result<T, E>;
+
+/// An opened repository.
+pub struct Repository {
+    root: PathBuf,
+    config: RepoConfig,
+}
+
+impl Repository {
+    /// Creates a repository in `root` (which must not exist or be empty).
+    pub fn init(root: &Path, immutable_days: u32) -> Result<Repository> {
+        let config = RepoConfig::new(immutable_days)?;
+        if root.exists() {
+            let mut it = std::fs::read_dir(root).map_err(RepoError::io(root, "listing"))?;
+            if it.next().is_some() {
+                return Err(RepoError::Usage(format!(
+                    "{} exists and is not empty; choose a new folder for the repository",
+                    root.display()
+                )));
+            }
+        } else {
+            std::fs::create_dir_all(root).map_err(RepoError::io(root, "creating"))?;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+            .map_err(RepoError::io(root, "setting mode 0700 on"))?;
+        for dir in [
+            layout::incoming_dir(root),
+            layout::store_dir(root),
+            root.join("locks"),
+        ] {
+            std::fs::create_dir(&dir).map_err(RepoError::io(&dir, "creating"))?;
+        }
+        config.save(root)?;
+        fsync_dir(root)?;
+        Ok(Repository {
+            root: root.to_path_buf(),
+            config,
+        })
+    }
+
+    /// Opens an existing repository.
+    pub fn open(root: &Path) -> Result<Repository> {
+        let config = RepoConfig::load(root)?;
+        Ok(Repository {
+            root: root.to_path_buf(),
+            config,
+        })
+    }
+
+    /// The repository's folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The repository's settings.
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// Names of all jobs that have restore points, sorted.
+    pub fn jobs(&self) -> Result<Vec<String>> {
+        let store = layout::store_dir(&self.root);
+        let mut jobs = Vec::new();
+        for ent in std::fs::read_dir(&store).map_err(RepoError::io(&store, "listing"))? {
+            let ent = ent.map_err(RepoError::io(&store, "listing"))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if validate_name("job", &name).is_ok() && ent.path().is_dir() {
+                jobs.push(name);
+            }
+        }
+        jobs.sort();
+        Ok(jobs)
+    }
+
+    /// Where the sealed file of a restore point lives.
+    pub fn point_path(&self, job: &str, chain: PointId, point: PointId) -> PathBuf {
+        layout::sealed_path(&self.root, job, chain, point)
+    }
+}
+
+/// An error and all its causes on one line, `outer: inner: innermost`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Current time as (unix seconds, nanoseconds) by this host's clock.
+pub(crate) fn now_unix() -> (i64, u32) {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_secs() as i64, d.subsec_nanos())
+}

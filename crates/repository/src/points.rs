@@ -1,0 +1,100 @@
+//! Listing the restore points of a job from the sealed files themselves.
+
+use std::path::{Path, PathBuf};
+
+use bulwark_format::{Digest, PointId, PointMeta, PointReader};
+use bulwark_immut_msg::layout;
+
+use crate::{RepoError, Repository, Result};
+
+/// What a sealed restore-point file says about itself.
+#[derive(Clone, Debug)]
+pub struct PointInfo {
+    pub path: PathBuf,
+    pub meta: PointMeta,
+    pub root: Digest,
+    /// Size of the file (logical bytes).
+    pub file_size: u64,
+}
+
+/// The files of one job: those that open cleanly, and those that do not.
+#[derive(Debug, Default)]
+pub struct JobScan {
+    /// Sorted by creation time (the id's leading bytes).
+    pub points: Vec<PointInfo>,
+    pub unreadable: Vec<(PathBuf, RepoError)>,
+}
+
+/// Restore-point files of a job as (chain, point, path), sorted by point id (creation time).
+pub(crate) fn point_files(repo: &Path, job: &str) -> Result<Vec<(PointId, PointId, PathBuf)>> {
+    let jdir = layout::job_dir(repo, job);
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(&jdir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(RepoError::io(&jdir, "listing")(e)),
+    };
+    for chain in rd {
+        let chain = chain.map_err(RepoError::io(&jdir, "listing"))?;
+        let Ok(chain_id) = chain.file_name().to_string_lossy().parse::<PointId>() else {
+            continue;
+        };
+        let cdir = chain.path();
+        for f in std::fs::read_dir(&cdir).map_err(RepoError::io(&cdir, "listing"))? {
+            let f = f.map_err(RepoError::io(&cdir, "listing"))?;
+            if let Some(id) = layout::parse_point_file_name(&f.file_name().to_string_lossy()) {
+                out.push((chain_id, id, f.path()));
+            }
+        }
+    }
+    out.sort_by_key(|(_, p, _)| *p);
+    Ok(out)
+}
+
+/// Opens a restore-point file and checks it sits where its metadata says it belongs.
+pub(crate) fn open_checked(
+    path: &Path,
+    job: &str,
+    chain: PointId,
+    point: PointId,
+) -> Result<PointReader> {
+    let f = std::fs::File::open(path).map_err(RepoError::io(path, "opening"))?;
+    let r = PointReader::open(f).map_err(RepoError::format(path))?;
+    if r.meta.job != job || r.meta.chain != chain || r.meta.point != point {
+        return Err(RepoError::Format {
+            path: path.to_path_buf(),
+            source: bulwark_format::FormatError::Meta(format!(
+                "file says job {:?}, chain {}, point {}: it was moved or replaced",
+                r.meta.job, r.meta.chain, r.meta.point
+            )),
+        });
+    }
+    Ok(r)
+}
+
+impl Repository {
+    /// Reads every restore point of `job`.
+    pub fn scan_job(&self, job: &str) -> Result<JobScan> {
+        let mut scan = JobScan::default();
+        for (chain, point, path) in point_files(self.root(), job)? {
+            match open_checked(&path, job, chain, point) {
+                Ok(r) => {
+                    let file_size = r.file().metadata().map(|m| m.len()).unwrap_or(0);
+                    scan.points.push(PointInfo {
+                        root: r.trailer.root_digest,
+                        meta: r.meta,
+                        path,
+                        file_size,
+                    });
+                }
+                Err(e) => scan.unreadable.push((path, e)),
+            }
+        }
+        Ok(scan)
+    }
+
+    /// The newest restore point of a job, if any.
+    pub fn latest_point(&self, job: &str) -> Result<Option<PointInfo>> {
+        Ok(self.scan_job(job)?.points.pop())
+    }
+}

@@ -1,0 +1,153 @@
+//! Reading a restore point together with the earlier files its map references.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use bulwark_format::{decode_block, BlockNo, Digest, FileRef, MapEntry, PointId, PointReader};
+
+use crate::points::{open_checked, point_files};
+use crate::{RepoError, Repository, Result};
+
+/// A restore point opened for reading, with every file it references opened and checked
+/// against the root digest recorded in its file table.
+pub struct ChainReader {
+    pub path: PathBuf,
+    main: PointReader,
+    refs: Vec<PointReader>,
+}
+
+impl ChainReader {
+    /// The restore point's own reader (metadata, map).
+    pub fn point(&self) -> &PointReader {
+        &self.main
+    }
+
+    /// The block map of the restore point: every non-zero block of the disk.
+    pub fn entries(&self) -> &[MapEntry] {
+        &self.main.map
+    }
+
+    /// The file holding the stored bytes of `e`.
+    pub fn file_of(&self, e: &MapEntry) -> &PointReader {
+        match e.file_ref {
+            0 => &self.main,
+            k => &self.refs[k as usize - 1],
+        }
+    }
+
+    /// Reads, checks and decodes one block into `out`; `stored` is scratch space.
+    pub fn read_block(&self, e: &MapEntry, stored: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<()> {
+        let file = self.file_of(e);
+        let local = MapEntry { file_ref: 0, ..*e };
+        file.read_stored(&local, stored)
+            .map_err(RepoError::format(&self.path))?;
+        decode_block(e, stored, out).map_err(RepoError::format(&self.path))
+    }
+}
+
+/// What an incremental needs of its parent: its map and file table, to compare hashes and
+/// to reference unchanged blocks.
+#[derive(Clone, Debug)]
+pub struct ParentMap {
+    pub point: PointId,
+    pub chain: PointId,
+    pub root: Digest,
+    pub entries: Vec<MapEntry>,
+    pub files: Vec<FileRef>,
+    pub disk_size: u64,
+    pub block_size: u32,
+}
+
+impl ParentMap {
+    /// The parent's entry for `block`, if the block is not zero there.
+    pub fn entry(&self, block: BlockNo) -> Option<&MapEntry> {
+        self.entries
+            .binary_search_by_key(&block, |e| e.block)
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+    /// The plain hash of `block` in the parent, if not zero.
+    pub fn hash_of(&self, block: BlockNo) -> Option<Digest> {
+        self.entry(block).map(|e| e.plain_hash)
+    }
+    /// The file an entry's data lives in, as a file-table reference.
+    pub fn file_of(&self, e: &MapEntry) -> FileRef {
+        match e.file_ref {
+            0 => FileRef {
+                point: self.point,
+                root: self.root,
+            },
+            k => self.files[k as usize - 1],
+        }
+    }
+}
+
+impl Repository {
+    /// Finds the file of restore point `point` of `job` (or the newest with `None`).
+    pub(crate) fn locate(
+        &self,
+        job: &str,
+        point: Option<PointId>,
+    ) -> Result<(PointId, PointId, PathBuf)> {
+        let files = point_files(self.root(), job)?;
+        if files.is_empty() {
+            return Err(RepoError::NoSuchJob(job.to_string()));
+        }
+        let found = match point {
+            None => files.last().cloned(),
+            Some(p) => files.into_iter().find(|(_, id, _)| *id == p),
+        };
+        found.ok_or_else(|| RepoError::NoSuchPoint {
+            job: job.to_string(),
+            point: point.map(|p| p.to_hex()).unwrap_or_default(),
+        })
+    }
+
+    /// Opens restore point `point` of `job` (the newest with `None`) for restoring.
+    pub fn open_point(&self, job: &str, point: Option<PointId>) -> Result<ChainReader> {
+        let (chain, id, path) = self.locate(job, point)?;
+        let main = open_checked(&path, job, chain, id)?;
+        let index: HashMap<PointId, (PointId, PathBuf)> = point_files(self.root(), job)?
+            .into_iter()
+            .map(|(c, p, path)| (p, (c, path)))
+            .collect();
+        let mut refs = Vec::with_capacity(main.meta.files.len());
+        for fr in &main.meta.files {
+            let broken = |why: String| RepoError::BrokenChain {
+                point: id.to_hex(),
+                missing: fr.point.to_hex(),
+                why,
+            };
+            let (c, p) = index
+                .get(&fr.point)
+                .ok_or_else(|| broken("file not found".into()))?;
+            let r =
+                open_checked(p, job, *c, fr.point).map_err(|e| broken(crate::error_chain(&e)))?;
+            if r.trailer.root_digest != fr.root {
+                return Err(broken(
+                    "its root digest differs from the one recorded".into(),
+                ));
+            }
+            refs.push(r);
+        }
+        Ok(ChainReader { path, main, refs })
+    }
+
+    /// The map of the newest restore point of `job`, for an incremental, or `None` when the
+    /// job has none.
+    pub fn parent_map(&self, job: &str) -> Result<Option<ParentMap>> {
+        let Ok((chain, id, path)) = self.locate(job, None) else {
+            return Ok(None);
+        };
+        let r = open_checked(&path, job, chain, id)?;
+        Ok(Some(ParentMap {
+            point: id,
+            chain: r.meta.chain,
+            root: r.trailer.root_digest,
+            disk_size: r.meta.disk_size,
+            block_size: r.meta.block_size,
+            files: r.meta.files.clone(),
+            entries: r.map,
+        }))
+    }
+}

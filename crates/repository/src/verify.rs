@@ -1,0 +1,201 @@
+//! Re-reading every stored block of every restore point and naming what is damaged.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+
+use bulwark_format::{decode_block, MapEntry, PointId, PointReader};
+
+use crate::points::{open_checked, point_files};
+use crate::{Repository, Result};
+
+/// A restore point that cannot be restored completely, and why.
+#[derive(Debug, Clone)]
+pub struct DamagedPoint {
+    pub job: String,
+    /// `None` when the file is too damaged to tell its id from its content.
+    pub point: Option<PointId>,
+    pub path: PathBuf,
+    pub problems: Vec<String>,
+    /// Disk block numbers whose data is bad (empty when the whole file is unreadable).
+    pub blocks: Vec<u64>,
+}
+
+/// The outcome of a verify.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub points_checked: u64,
+    pub blocks_checked: u64,
+    pub bytes_checked: u64,
+    pub damaged: Vec<DamagedPoint>,
+}
+
+impl VerifyReport {
+    /// True when nothing is damaged.
+    pub fn is_clean(&self) -> bool {
+        self.damaged.is_empty()
+    }
+}
+
+impl Repository {
+    /// Verifies the given jobs (all with `None`) using `threads` readers. `progress` is called
+    /// with the number of stored bytes checked since its last call.
+    pub fn verify(
+        &self,
+        job: Option<&str>,
+        threads: usize,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<VerifyReport> {
+        let jobs = match job {
+            Some(j) => vec![j.to_string()],
+            None => self.jobs()?,
+        };
+        let mut report = VerifyReport::default();
+        for job in jobs {
+            self.verify_job(&job, threads.max(1), progress, &mut report)?;
+        }
+        Ok(report)
+    }
+
+    fn verify_job(
+        &self,
+        job: &str,
+        threads: usize,
+        progress: &(dyn Fn(u64) + Sync),
+        report: &mut VerifyReport,
+    ) -> Result<()> {
+        let mut readers: Vec<(PathBuf, PointReader)> = Vec::new();
+        for (chain, point, path) in point_files(self.root(), job)? {
+            report.points_checked += 1;
+            match open_checked(&path, job, chain, point) {
+                Ok(r) => readers.push((path, r)),
+                Err(e) => report.damaged.push(DamagedPoint {
+                    job: job.to_string(),
+                    point: Some(point),
+                    path,
+                    problems: vec![crate::error_chain(&e)],
+                    blocks: vec![],
+                }),
+            }
+        }
+        // Check every file's own blocks once, in parallel; remember the bad (file, offset)s.
+        let tasks: Vec<(usize, MapEntry)> = readers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (_, r))| {
+                r.map
+                    .iter()
+                    .filter(|e| e.file_ref == 0)
+                    .map(move |e| (i, *e))
+            })
+            .collect();
+        let (tx, rx) = crossbeam_channel::bounded::<(usize, MapEntry)>(threads * 4);
+        let (btx, brx) = crossbeam_channel::unbounded::<(usize, u64, String)>();
+        let (blocks, bytes) = std::thread::scope(|s| {
+            let mut handles = Vec::new();
+            for _ in 0..threads {
+                let rx = rx.clone();
+                let btx = btx.clone();
+                let readers = &readers;
+                handles.push(s.spawn(move || {
+                    let (mut stored, mut plain) = (Vec::new(), Vec::new());
+                    let (mut n, mut bytes) = (0u64, 0u64);
+                    for (i, e) in rx {
+                        let r = &readers[i].1;
+                        let res = r
+                            .read_stored(&e, &mut stored)
+                            .and_then(|_| decode_block(&e, &stored, &mut plain));
+                        if let Err(err) = res {
+                            let _ = btx.send((i, e.offset, crate::error_chain(&err)));
+                        }
+                        n += 1;
+                        bytes += u64::from(e.stored_len);
+                        progress(u64::from(e.stored_len));
+                    }
+                    (n, bytes)
+                }));
+            }
+            drop(btx);
+            for t in tasks {
+                if tx.send(t).is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("verify worker"))
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+        });
+        report.blocks_checked += blocks;
+        report.bytes_checked += bytes;
+        let bad: HashMap<(usize, u64), String> = brx
+            .into_iter()
+            .map(|(i, off, why)| ((i, off), why))
+            .collect();
+        let by_id: HashMap<PointId, usize> = readers
+            .iter()
+            .enumerate()
+            .map(|(i, (_, r))| (r.meta.point, i))
+            .collect();
+        for (i, (path, r)) in readers.iter().enumerate() {
+            let mut problems = Vec::new();
+            let mut blocks = BTreeSet::new();
+            // Resolve the file table: every referenced file must be present and unchanged.
+            let mut table = Vec::with_capacity(r.meta.files.len());
+            for fr in &r.meta.files {
+                match by_id.get(&fr.point) {
+                    Some(&j) if readers[j].1.trailer.root_digest == fr.root => table.push(Some(j)),
+                    Some(_) => {
+                        problems.push(format!(
+                            "referenced restore point {} was replaced (root digest differs)",
+                            fr.point
+                        ));
+                        table.push(None);
+                    }
+                    None => {
+                        problems.push(format!(
+                            "referenced restore point {} is missing or unreadable",
+                            fr.point
+                        ));
+                        table.push(None);
+                    }
+                }
+            }
+            for e in &r.map {
+                let holder = if e.file_ref == 0 {
+                    Some(i)
+                } else {
+                    table[e.file_ref as usize - 1]
+                };
+                match holder {
+                    None => {
+                        blocks.insert(e.block.0);
+                    }
+                    Some(j) => {
+                        if let Some(why) = bad.get(&(j, e.offset)) {
+                            if j == i && blocks.is_empty() {
+                                problems.push(format!("block {}: {why}", e.block));
+                            }
+                            blocks.insert(e.block.0);
+                        }
+                    }
+                }
+            }
+            if !blocks.is_empty() && problems.is_empty() {
+                problems.push(
+                    "blocks stored in earlier restore points of the chain are damaged".into(),
+                );
+            }
+            if !problems.is_empty() || !blocks.is_empty() {
+                report.damaged.push(DamagedPoint {
+                    job: job.to_string(),
+                    point: Some(r.meta.point),
+                    path: path.clone(),
+                    problems,
+                    blocks: blocks.into_iter().collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,299 @@
+//! Writing a new restore point into `incoming/` and sealing it into the store.
+
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use bulwark_format::{
+    BlockNo, Digest, Header, PointId, PointKind, PointMeta, PointReader, PointWriter,
+    RetentionClass, Stats,
+};
+use bulwark_immut_msg::layout;
+
+use crate::{fsync_dir, now_unix, JobLock, ParentMap, RepoError, Repository, Result};
+
+/// What a new restore point will be.
+pub struct NewPoint {
+    pub job: String,
+    /// `None` for an active full; the parent's map for an incremental.
+    pub parent: Option<ParentMap>,
+    pub disk_size: u64,
+    pub block_size: u32,
+    pub compression_level: i32,
+    /// The sending client's identity; empty for local backups.
+    pub client: String,
+    pub retention: RetentionClass,
+    /// `ActiveFull` or `SyntheticFull` when there is no parent.
+    pub full_kind: PointKind,
+}
+
+/// A restore point being written. Dropping it unfinished removes its temporary file.
+pub struct PointBuilder {
+    writer: Option<PointWriter>,
+    tmp: PathBuf,
+    repo: PathBuf,
+    immutd_socket: Option<PathBuf>,
+    meta: PointMeta,
+    parent: Option<ParentMap>,
+    _lock: JobLock,
+}
+
+/// A restore point that is complete, durable and in the store.
+#[derive(Debug, Clone)]
+pub struct SealedPoint {
+    pub path: PathBuf,
+    pub meta: PointMeta,
+    pub root: Digest,
+    /// True when the immutability service set the immutable attribute.
+    pub immutable: bool,
+    /// Expiry of the protection (unix seconds), when immutable.
+    pub expiry: Option<i64>,
+}
+
+impl Repository {
+    /// Starts a new restore point of `np.job`: takes the job's lock, clears leftovers of
+    /// interrupted runs, applies the flood limit, and creates the temporary file.
+    pub fn begin_point(&self, np: NewPoint) -> Result<PointBuilder> {
+        bulwark_format::validate_name("job", &np.job)
+            .map_err(|e| RepoError::Usage(e.to_string()))?;
+        bulwark_format::check_block_size(np.block_size)
+            .map_err(|e| RepoError::Usage(e.to_string()))?;
+        if let Some(p) = &np.parent {
+            if p.block_size != np.block_size {
+                return Err(RepoError::Usage(format!(
+                    "the chain uses {} KiB blocks, not {} KiB: use the chain's block size or start a new chain with --full",
+                    p.block_size / 1024,
+                    np.block_size / 1024
+                )));
+            }
+        }
+        let lock = JobLock::acquire(self.root(), &np.job)?;
+        self.clean_incoming(&np.job)?;
+        self.check_flood(&np.job)?;
+        let (secs, nanos) = now_unix();
+        let mut rnd = [0u8; 8];
+        getrandom::getrandom(&mut rnd)
+            .map_err(|e| RepoError::Config(format!("no randomness: {e}")))?;
+        let unix_nanos = (secs as u64).saturating_mul(1_000_000_000) + u64::from(nanos);
+        let point = PointId::new(unix_nanos, rnd);
+        let (kind, parent_id, chain) = match &np.parent {
+            Some(p) => (PointKind::Incremental, p.point, p.chain),
+            None => (np.full_kind, PointId::NONE, point),
+        };
+        let tmp = layout::incoming_dir(self.root()).join(format!(
+            "{}{}-{}",
+            layout::TMP_PREFIX,
+            np.job,
+            layout::point_file_name(point)
+        ));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(RepoError::io(&tmp, "creating"))?;
+        let header = Header {
+            block_size: np.block_size,
+            disk_size: np.disk_size,
+            point_id: point,
+        };
+        let writer = PointWriter::new(file, header).map_err(RepoError::format(&tmp))?;
+        let meta = PointMeta {
+            kind,
+            retention: np.retention,
+            compression_level: np.compression_level,
+            created_unix_secs: secs,
+            created_nanos: nanos,
+            block_size: np.block_size,
+            disk_size: np.disk_size,
+            point,
+            parent: parent_id,
+            chain,
+            job: np.job,
+            client: np.client,
+            stats: Stats::default(),
+            files: vec![],
+        };
+        Ok(PointBuilder {
+            writer: Some(writer),
+            tmp,
+            repo: self.root().to_path_buf(),
+            immutd_socket: self.config().immutd_socket.clone(),
+            meta,
+            parent: np.parent,
+            _lock: lock,
+        })
+    }
+
+    /// Removes temporary files that interrupted runs of `job` left, and seals finished files
+    /// that were waiting to be sealed. Called with the job's lock held.
+    fn clean_incoming(&self, job: &str) -> Result<()> {
+        let dir = layout::incoming_dir(self.root());
+        let prefix = format!("{}{job}-", layout::TMP_PREFIX);
+        for ent in std::fs::read_dir(&dir).map_err(RepoError::io(&dir, "listing"))? {
+            let ent = ent.map_err(RepoError::io(&dir, "listing"))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) {
+                tracing::info!(file = %name, "removing leftover of an interrupted backup");
+                std::fs::remove_file(ent.path()).map_err(RepoError::io(&ent.path(), "removing"))?;
+            } else if layout::parse_point_file_name(&name).is_some() {
+                let path = ent.path();
+                let Ok(f) = File::open(&path) else { continue };
+                let Ok(r) = PointReader::open(f) else {
+                    tracing::warn!(file = %path.display(), "unreadable file waiting in incoming/ left in place");
+                    continue;
+                };
+                if r.meta.job == job {
+                    tracing::info!(file = %name, "sealing a finished restore point left by an interrupted run");
+                    seal(
+                        self.root(),
+                        self.config().immutd_socket.as_deref(),
+                        &path,
+                        &r.meta,
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a new restore point when the job already made its daily maximum.
+    fn check_flood(&self, job: &str) -> Result<()> {
+        let (now, _) = now_unix();
+        let day_ago = (now - 86_400).max(0) as u64 * 1_000_000_000;
+        let recent = crate::points::point_files(self.root(), job)?
+            .iter()
+            .filter(|(_, p, _)| {
+                u64::from_be_bytes(p.0[..8].try_into().expect("8 bytes")) >= day_ago
+            })
+            .count();
+        if recent >= self.config().max_points_per_day as usize {
+            return Err(RepoError::Usage(format!(
+                "job {job:?} already has {recent} restore points from the last 24 hours, the repository's limit \
+                 (max_points_per_day in repository.toml); refusing more so that a flood cannot push out older points"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl PointBuilder {
+    /// The restore point's id.
+    pub fn point(&self) -> PointId {
+        self.meta.point
+    }
+    /// The restore point's kind.
+    pub fn kind(&self) -> PointKind {
+        self.meta.kind
+    }
+    /// Bytes written to the file so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.writer.as_ref().map_or(0, |w| w.bytes_written())
+    }
+
+    fn w(&mut self) -> &mut PointWriter {
+        self.writer.as_mut().expect("writer present until finish")
+    }
+
+    /// Stores a new block (see [`PointWriter::put_stored`]).
+    pub fn put_stored(
+        &mut self,
+        block: BlockNo,
+        plain_len: u32,
+        plain_hash: Digest,
+        stored: &[u8],
+        compressed: bool,
+        stored_hash: Digest,
+    ) -> Result<()> {
+        let tmp = self.tmp.clone();
+        self.w()
+            .put_stored(
+                block,
+                plain_len,
+                plain_hash,
+                stored,
+                compressed,
+                stored_hash,
+            )
+            .map(|_| ())
+            .map_err(RepoError::format(&tmp))
+    }
+
+    /// Records that `block` is unchanged since the parent: references the parent's copy.
+    pub fn put_unchanged(&mut self, block: BlockNo) -> Result<()> {
+        let tmp = self.tmp.clone();
+        let parent = self.parent.as_ref().ok_or_else(|| {
+            RepoError::Usage(format!(
+                "block {block} marked unchanged, but this restore point has no parent"
+            ))
+        })?;
+        let pe = *parent.entry(block).ok_or_else(|| {
+            RepoError::Usage(format!(
+                "block {block} marked unchanged, but it is zero in the parent"
+            ))
+        })?;
+        let fr = parent.file_of(&pe);
+        let w = self.w();
+        let file_ref = w.add_file(fr);
+        w.put_ref(bulwark_format::MapEntry { file_ref, ..pe })
+            .map_err(RepoError::format(&tmp))
+    }
+
+    /// Completes the file (map, metadata, trailer, fsync), makes it durable under its final
+    /// name in `incoming/`, and seals it into the store.
+    pub fn finish(mut self) -> Result<SealedPoint> {
+        let writer = self.writer.take().expect("finish once");
+        let (file, trailer, meta) = writer
+            .finish(self.meta.clone())
+            .map_err(RepoError::format(&self.tmp))?;
+        drop(file);
+        let done = layout::incoming_path(&self.repo, meta.point);
+        std::fs::rename(&self.tmp, &done)
+            .map_err(RepoError::io(&done, "renaming finished file to"))?;
+        fsync_dir(&layout::incoming_dir(&self.repo))?;
+        let (path, immutable, expiry) =
+            seal(&self.repo, self.immutd_socket.as_deref(), &done, &meta)?;
+        Ok(SealedPoint {
+            path,
+            meta,
+            root: trailer.root_digest,
+            immutable,
+            expiry,
+        })
+    }
+}
+
+impl Drop for PointBuilder {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Moves a finished file from `incoming/` into the store: through the immutability service
+/// when one guards the repository, else by a plain rename (and the file stays mutable).
+pub(crate) fn seal(
+    repo: &Path,
+    immutd_socket: Option<&Path>,
+    done: &Path,
+    meta: &PointMeta,
+) -> Result<(PathBuf, bool, Option<i64>)> {
+    if let Some(socket) = immutd_socket {
+        return crate::seal_immutd::seal(repo, socket, done, meta);
+    }
+    let target = layout::sealed_path(repo, &meta.job, meta.chain, meta.point);
+    let chain_dir = target.parent().expect("sealed path has a parent");
+    let job_dir = chain_dir.parent().expect("chain dir has a parent");
+    for d in [job_dir, chain_dir] {
+        match std::fs::create_dir(d) {
+            Ok(()) => fsync_dir(d.parent().expect("has parent"))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(RepoError::io(d, "creating")(e)),
+        }
+    }
+    std::fs::rename(done, &target).map_err(RepoError::io(&target, "moving restore point to"))?;
+    fsync_dir(chain_dir)?;
+    fsync_dir(&layout::incoming_dir(repo))?;
+    Ok((target, false, None))
+}
