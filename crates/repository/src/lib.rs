@@ -10,6 +10,8 @@ mod lock;
 mod points;
 mod reader;
 mod seal_immutd;
+mod space;
+mod synth;
 mod verify;
 mod writer;
 
@@ -19,6 +21,10 @@ pub use error::RepoError;
 pub use lock::JobLock;
 pub use points::PointInfo;
 pub use reader::{ChainReader, ParentMap};
+pub use space::{ChainSpace, FileSpace, FsSpace, JobSpace, LockedUntil, Protection, SpaceReport};
+pub use synth::{
+    filesystem_name, probe_reflink, ReflinkSupport, SynthMethod, SyntheticOutcome, REFLINK_ADVICE,
+};
 pub use verify::{DamagedPoint, VerifyReport};
 pub use writer::{NewPoint, PointBuilder, SealedPoint};
 
