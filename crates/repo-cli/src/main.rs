@@ -22,6 +22,10 @@ enum Command {
     Init(cmd::init::Args),
     /// Show the repository's settings, jobs, and files waiting to be sealed.
     Status(cmd::status::Args),
+    /// Build a new full from a job's newest restore point by cloning its blocks.
+    Synthesize(cmd::synthesize::Args),
+    /// Logical, physical and shared bytes per job and chain, and what is locked until when.
+    Space(cmd::space::Args),
     /// Re-read every stored block of every restore point (exit 1 if damage is found).
     Verify(cmd::verify::Args),
 }
@@ -39,6 +43,8 @@ fn main() {
         Command::Init(a) => cmd::init::run(a, cli.json),
         Command::Status(a) => cmd::status::run(a, cli.json),
         Command::Verify(a) => cmd::verify::run(a, cli.json),
+        Command::Synthesize(a) => cmd::synthesize::run(a, cli.json),
+        Command::Space(a) => cmd::space::run(a, cli.json),
     };
     match res {
         Ok(code) => std::process::exit(code),

@@ -99,6 +99,11 @@ pub fn filesystem_name(dir: &Path) -> String {
 
 /// Probes `dir` by cloning a small temporary file into another; nothing is left behind.
 pub fn probe_reflink(dir: &Path) -> Result<ReflinkSupport> {
+    probe_in(dir, dir)
+}
+
+/// Probes with files in `dir`, naming `shown` in the message.
+fn probe_in(dir: &Path, shown: &Path) -> Result<ReflinkSupport> {
     let src = temp_file(dir)?;
     src.write_all_at(&[0xA5; ALIGN as usize], 0)
         .map_err(RepoError::io(dir, "writing a reflink probe file in"))?;
@@ -108,7 +113,7 @@ pub fn probe_reflink(dir: &Path) -> Result<ReflinkSupport> {
         Err(e) if bulwark_sys::is_unsupported(&e) => ReflinkSupport::Unsupported(format!(
             "{} at {} refuses to clone blocks ({e})",
             filesystem_name(dir),
-            dir.display()
+            shown.display()
         )),
         Err(e) => return Err(RepoError::io(dir, "probing block cloning in")(e)),
     })
@@ -143,7 +148,8 @@ struct Run {
 impl Repository {
     /// Probes whether this repository's filesystem can clone blocks.
     pub fn reflink_support(&self) -> Result<ReflinkSupport> {
-        probe_reflink(&layout::incoming_dir(self.root()))
+        // incoming/ is the folder the service user can always create files in.
+        probe_in(&layout::incoming_dir(self.root()), self.root())
     }
 
     /// Builds a synthetic full of `job` from its newest restore point: a new chain whose

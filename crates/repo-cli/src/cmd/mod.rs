@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
 pub mod init;
+pub mod space;
 pub mod status;
+pub mod synthesize;
 pub mod verify;
