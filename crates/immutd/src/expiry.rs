@@ -117,6 +117,82 @@ mod tests {
         assert_eq!(cap_request(T0, T0 + 40 * DAY, 30), (T0 + 30 * DAY, true));
     }
 
+    /// A direct reading of the rules, written independently of [`expiries`].
+    fn reference(es: &[Entry], cur: u32) -> Vec<i64> {
+        es.iter()
+            .map(|e| {
+                let mut x = e.sealed + i64::from(e.period_days) * DAY;
+                let same_job: Vec<&Entry> = es
+                    .iter()
+                    .filter(|o| o.repo == e.repo && o.job == e.job)
+                    .collect();
+                let latest = same_job.iter().map(|o| o.sealed).max().unwrap();
+                let active_chain = same_job
+                    .iter()
+                    .rev()
+                    .find(|o| o.sealed == latest)
+                    .unwrap()
+                    .chain;
+                for o in same_job.iter().filter(|o| o.chain == e.chain) {
+                    x = x.max(o.sealed + i64::from(o.period_days) * DAY);
+                    if e.chain == active_chain {
+                        x = x.max(o.sealed + i64::from(cur) * DAY);
+                    }
+                }
+                x.max(e.requested).max(e.floor)
+            })
+            .collect()
+    }
+
+    /// Every ledger of three files over two jobs, two chains, three seal days, two periods
+    /// and an optional request, against the reference, for two current periods.
+    #[test]
+    fn exhaustive_small_ledgers_match_the_reference() {
+        let mut choices = vec![];
+        for job in 0..2u8 {
+            for chain in 0..2u8 {
+                for day in 0..3i64 {
+                    for period in [7u32, 9] {
+                        for req in [0, T0 + 8 * DAY] {
+                            choices.push((job, chain, day, period, req));
+                        }
+                    }
+                }
+            }
+        }
+        let mut n = 0;
+        for a in &choices {
+            for b in &choices {
+                for c in &choices {
+                    let es: Vec<Entry> = [a, b, c]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &&(job, chain, day, period, req))| {
+                            let mut e = entry(
+                                if job == 0 { "a" } else { "b" },
+                                chain,
+                                i as u8,
+                                T0 + day * DAY,
+                                period,
+                            );
+                            e.requested = req;
+                            e
+                        })
+                        .collect();
+                    for cur in [7u32, 10] {
+                        assert_eq!(
+                            expiries(&es, |_| Some(cur)),
+                            reference(&es, cur),
+                            "{es:?} cur {cur}"
+                        );
+                        n += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(n, 48 * 48 * 48 * 2);
+    }
+
     fn ledger() -> impl Strategy<Value = Vec<Entry>> {
         proptest::collection::vec(
             (

@@ -602,6 +602,83 @@ impl GuardedRepo {
         dir.sync_all().map_err(|err| internal("fsync", err))
     }
 
+    /// Sealed-looking files in the store that `known` does not list: what a crash between
+    /// setting the attribute and writing the ledger leaves. Returns (job, chain, point).
+    pub fn unrecorded(
+        &self,
+        known: impl Fn(&str, PointId, PointId) -> bool,
+    ) -> Vec<(String, PointId, PointId)> {
+        let mut out = Vec::new();
+        let store = store_dir(&self.path);
+        let Ok(jobs) = std::fs::read_dir(&store) else {
+            return out;
+        };
+        for j in jobs.flatten() {
+            let job = j.file_name().to_string_lossy().into_owned();
+            if job.starts_with('.') || !j.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            let Ok(chains) = std::fs::read_dir(j.path()) else {
+                continue;
+            };
+            for c in chains.flatten() {
+                let Ok(chain) = c.file_name().to_string_lossy().parse::<PointId>() else {
+                    continue;
+                };
+                let Ok(files) = std::fs::read_dir(c.path()) else {
+                    continue;
+                };
+                for f in files.flatten() {
+                    let name = f.file_name().to_string_lossy().into_owned();
+                    if let Some(point) = bulwark_immut_msg::layout::parse_point_file_name(&name) {
+                        if !known(&job, chain, point) {
+                            out.push((job.clone(), chain, point));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads a file found in the store so it can be recorded; makes sure it is immutable.
+    pub fn adopt(
+        &self,
+        job: &str,
+        chain: PointId,
+        point: PointId,
+    ) -> std::result::Result<Sealed, ReqError> {
+        let dir = self
+            .chain_dir(job, chain, false)
+            .map_err(|e| internal("opening the chain folder", e))?;
+        let f = bulwark_sys::openat(&dir, OsStr::new(&point_file_name(point)), FILE_FLAGS, 0)
+            .map_err(|e| internal("opening the file", e))?;
+        let m = f.metadata().map_err(|e| internal("checking the file", e))?;
+        if !m.is_file() || m.uid() != 0 || m.nlink() != 1 {
+            return Err(refused(format!(
+                "{job}/{chain}/{point} is not a root-owned regular file with one link"
+            )));
+        }
+        let (meta, root) =
+            read_point(&f).map_err(|e| refused(format!("not a valid restore point: {e}")))?;
+        if meta.point != point || meta.chain != chain || meta.job != job {
+            return Err(refused(format!(
+                "{job}/{chain}/{point} is not where its metadata says it belongs"
+            )));
+        }
+        bulwark_sys::set_flag(&f, FS_IMMUTABLE_FL, true)
+            .map_err(|e| internal("setting the immutable attribute", e))?;
+        Ok(Sealed {
+            job: meta.job,
+            chain,
+            point,
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            root,
+        })
+    }
+
     /// True when `incoming/<name>` exists (as anything).
     pub fn incoming_exists(&self, name: &OsStr) -> bool {
         bulwark_sys::openat(&self.incoming, name, libc::O_PATH | libc::O_NOFOLLOW, 0).is_ok()

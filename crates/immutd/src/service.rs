@@ -217,8 +217,59 @@ impl Service {
         )?;
         s.refresh_clock()?;
         s.save_clock()?;
+        s.adopt_unrecorded()?;
         s.relock_all()?;
         Ok(s)
+    }
+
+    /// Records files a crash left sealed but missing from the ledger. Their seal time is
+    /// taken as now, which can only lengthen their protection.
+    fn adopt_unrecorded(&mut self) -> Result<()> {
+        let mut added = false;
+        for ri in 0..self.repos.len() {
+            let repo = &self.repos[ri];
+            let repo_path = repo.path.clone();
+            let found = repo.unrecorded(|job, chain, point| {
+                self.ledger.entries.iter().any(|e| {
+                    e.repo == repo.path
+                        && e.job == job
+                        && e.chain == chain
+                        && e.point == point
+                        && e.state != FileState::Deleted
+                })
+            });
+            for (job, chain, point) in found {
+                let detail = format!("{}/store/{job}/{chain}/{point}.bwrp", repo_path.display());
+                match self.repos[ri].adopt(&job, chain, point) {
+                    Ok(s) => {
+                        let entry = Entry {
+                            repo: self.repos[ri].path.clone(),
+                            job: s.job,
+                            chain: s.chain,
+                            point: s.point,
+                            dev: s.dev,
+                            ino: s.ino,
+                            size: s.size,
+                            root: s.root,
+                            sealed: self.trusted,
+                            period_days: self.repos[ri].min_period_days,
+                            requested: 0,
+                            floor: 0,
+                            state: FileState::Locked,
+                            state_time: 0,
+                        };
+                        self.ledger.entries.push(entry);
+                        added = true;
+                        self.log("adopt", &format!("{detail} was sealed but not in the ledger (crash?); recorded as sealed now"))?;
+                    }
+                    Err(e) => self.log("unrecorded", &format!("{detail}: {}", e.message))?,
+                }
+            }
+        }
+        if added {
+            self.commit().map_err(|e| ImmutdError::Other(e.message))?;
+        }
+        Ok(())
     }
 
     fn log(&mut self, event: &str, detail: &str) -> Result<()> {

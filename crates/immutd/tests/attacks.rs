@@ -403,3 +403,34 @@ fn service_refuses_to_run_as_non_root() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("must run as root"));
 }
+
+#[test]
+fn a_sealed_file_missing_from_the_ledger_is_adopted_at_start() {
+    if !can_run(
+        "a_sealed_file_missing_from_the_ledger_is_adopted_at_start",
+        &["mkfs.ext4", "useradd"],
+    ) {
+        return;
+    }
+    let rig = Rig::new(FsKind::Ext4);
+    let svc = rig.start();
+    let (p, r) = seal_new(&rig, "vm-1", None, PointId::NONE);
+    let first = r.ok();
+    svc.stop();
+    // What a power cut between setting the attribute and writing the ledger leaves.
+    let lp = rig.setup.state_dir().join("ledger");
+    let mut l = bulwark_immutd::ledger::Ledger::load(&lp).unwrap();
+    l.entries.retain(|e| e.point != p);
+    l.save(&lp).unwrap();
+    let svc = rig.start();
+    let q = rig.user.ctl(&rig.socket(), &["query", &p.to_hex()]).ok();
+    assert_eq!(q.get("state").as_deref(), Some("locked"));
+    assert_eq!(q.get("root_digest"), first.get("root_digest"));
+    assert!(
+        q.int("expiry_unix") >= first.int("expiry_unix"),
+        "adoption shortened the protection"
+    );
+    let log = std::fs::read_to_string(rig.setup.state_dir().join("audit.log")).unwrap();
+    assert!(log.contains("\tadopt\t"));
+    drop(svc);
+}
