@@ -30,6 +30,8 @@ pub const STAGING: &str = ".staging";
 /// trailer states them (the digest is still recorded and checked by `bulwark-repo verify`).
 const MAX_VERIFIED_MAP: u64 = 64 << 20;
 
+/// Extra lease probes, 50 ms apart, before a file is declared still open for writing.
+const LEASE_RETRIES: u32 = 10;
 const DIR_FLAGS: i32 = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
 const FILE_FLAGS: i32 = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
 
@@ -438,7 +440,18 @@ impl GuardedRepo {
                 )));
             }
         }
-        match bulwark_sys::no_writer(&f) {
+        // A writer descriptor can linger for a moment in a child some other thread of the
+        // writer forked before it could exec (close-on-exec acts only at exec): retry
+        // briefly. No new writer can appear: the file is root-owned and out of reach.
+        let mut probe = bulwark_sys::no_writer(&f);
+        for _ in 0..LEASE_RETRIES {
+            if !matches!(probe, Ok(false)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            probe = bulwark_sys::no_writer(&f);
+        }
+        match probe {
             Ok(true) => {}
             Ok(false) => {
                 self.restore(&f, name, owner);
