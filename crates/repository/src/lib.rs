@@ -63,19 +63,17 @@ impl Repository {
         }
         config.save(root)?;
         fsync_dir(root)?;
-        Ok(Repository {
-            root: root.to_path_buf(),
-            config,
-        })
+        Repository::open(root)
     }
 
     /// Opens an existing repository.
     pub fn open(root: &Path) -> Result<Repository> {
         let config = RepoConfig::load(root)?;
-        Ok(Repository {
-            root: root.to_path_buf(),
-            config,
-        })
+        // The immutability service knows guarded repositories by their absolute path.
+        let root = root
+            .canonicalize()
+            .map_err(RepoError::io(root, "resolving"))?;
+        Ok(Repository { root, config })
     }
 
     /// The repository's folder.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use bulwark_format::{decode_block, MapEntry, PointId, PointReader};
 
 use crate::points::{open_checked, point_files};
+use crate::seal_immutd::Ledger;
 use crate::{Repository, Result};
 
 /// A restore point that cannot be restored completely, and why.
@@ -137,9 +138,16 @@ impl Repository {
             .enumerate()
             .map(|(i, (_, r))| (r.meta.point, i))
             .collect();
+        let mut ledger = match &self.config().immutd_socket {
+            Some(socket) => Some(Ledger::connect(socket)?),
+            None => None,
+        };
         for (i, (path, r)) in readers.iter().enumerate() {
             let mut problems = Vec::new();
             let mut blocks = BTreeSet::new();
+            if let Some(ledger) = ledger.as_mut() {
+                problems.extend(ledger_problem(ledger, path, r)?);
+            }
             // Resolve the file table: every referenced file must be present and unchanged.
             let mut table = Vec::with_capacity(r.meta.files.len());
             for fr in &r.meta.files {
@@ -198,4 +206,26 @@ impl Repository {
         }
         Ok(())
     }
+}
+
+/// Compares a file with the immutability service's ledger entry for its point.
+fn ledger_problem(
+    ledger: &mut Ledger,
+    path: &std::path::Path,
+    r: &PointReader,
+) -> Result<Option<String>> {
+    Ok(match ledger.entry(r.meta.point)? {
+        None => Some(
+            "not in the immutability service's ledger: never sealed, or placed here behind its back".into(),
+        ),
+        Some(info) if info.root_digest != r.trailer.root_digest => Some(format!(
+            "root digest {} differs from the ledger's {}: the file was replaced",
+            r.trailer.root_digest, info.root_digest
+        )),
+        Some(info) if info.sealed_path != path => Some(format!(
+            "the ledger has this restore point at {}: the file was moved",
+            info.sealed_path.display()
+        )),
+        Some(_) => None,
+    })
 }

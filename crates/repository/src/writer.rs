@@ -145,12 +145,10 @@ impl Repository {
                 };
                 if r.meta.job == job {
                     tracing::info!(file = %name, "sealing a finished restore point left by an interrupted run");
-                    seal(
-                        self.root(),
-                        self.config().immutd_socket.as_deref(),
-                        &path,
-                        &r.meta,
-                    )?;
+                    let (meta, root) = (r.meta.clone(), r.trailer.root_digest);
+                    drop(r);
+                    let socket = self.config().immutd_socket.as_deref();
+                    seal(self.root(), socket, &path, &meta, root)?;
                 }
             }
         }
@@ -251,8 +249,14 @@ impl PointBuilder {
         std::fs::rename(&self.tmp, &done)
             .map_err(RepoError::io(&done, "renaming finished file to"))?;
         fsync_dir(&layout::incoming_dir(&self.repo))?;
-        let (path, immutable, expiry) =
-            seal(&self.repo, self.immutd_socket.as_deref(), &done, &meta)?;
+        let root = trailer.root_digest;
+        let (path, immutable, expiry) = seal(
+            &self.repo,
+            self.immutd_socket.as_deref(),
+            &done,
+            &meta,
+            root,
+        )?;
         Ok(SealedPoint {
             path,
             meta,
@@ -278,9 +282,10 @@ pub(crate) fn seal(
     immutd_socket: Option<&Path>,
     done: &Path,
     meta: &PointMeta,
+    root: Digest,
 ) -> Result<(PathBuf, bool, Option<i64>)> {
     if let Some(socket) = immutd_socket {
-        return crate::seal_immutd::seal(repo, socket, done, meta);
+        return crate::seal_immutd::seal(socket, done, meta, root);
     }
     let target = layout::sealed_path(repo, &meta.job, meta.chain, meta.point);
     let chain_dir = target.parent().expect("sealed path has a parent");
