@@ -9,6 +9,7 @@ mod error;
 mod lock;
 mod points;
 mod reader;
+pub mod retention;
 mod seal_immutd;
 mod verify;
 mod writer;
@@ -105,6 +106,18 @@ impl Repository {
     pub fn point_path(&self, job: &str, chain: PointId, point: PointId) -> PathBuf {
         layout::sealed_path(&self.root, job, chain, point)
     }
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn utc(secs: i64) -> String {
+    let (y, m, d) = retention::civil(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// An error and all its causes on one line, `outer: inner: innermost`.
