@@ -51,6 +51,23 @@ pub(crate) fn seal(
     ))
 }
 
+/// Asks the immutability service to protect a sealed point until at least `until` (a GFS
+/// full's lifetime); returns the resulting expiry, which the service may cap at its maximum.
+pub(crate) fn extend(socket: &Path, point: bulwark_format::PointId, until: i64) -> Result<i64> {
+    let fail = |why: String| RepoError::Seal {
+        path: PathBuf::from(point.to_hex()),
+        why,
+    };
+    let mut client = ImmutClient::connect(socket).map_err(|e| fail(error_chain(&e)))?;
+    let (info, capped) = client
+        .extend(Target::Point(point), until)
+        .map_err(|e| fail(format!("extending protection for GFS: {}", error_chain(&e))))?;
+    if capped {
+        tracing::warn!(%point, "the immutability service capped the GFS protection at its maximum period");
+    }
+    Ok(info.expiry_unix)
+}
+
 /// A connection for looking files up in the immutability service's ledger.
 pub(crate) struct Ledger {
     client: ImmutClient,
