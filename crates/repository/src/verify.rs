@@ -15,6 +15,8 @@ pub struct DamagedPoint {
     pub job: String,
     /// `None` when the file is too damaged to tell its id from its content.
     pub point: Option<PointId>,
+    /// The chain the damaged point belongs to, when known.
+    pub chain: Option<PointId>,
     pub path: PathBuf,
     pub problems: Vec<String>,
     /// Disk block numbers whose data is bad (empty when the whole file is unreadable).
@@ -52,9 +54,73 @@ impl Repository {
         };
         let mut report = VerifyReport::default();
         for job in jobs {
+            let before = report.damaged.len();
             self.verify_job(&job, threads.max(1), progress, &mut report)?;
+            self.record_health(&job, &report.damaged[before..])?;
         }
         Ok(report)
+    }
+
+    /// Remembers what verify found, so that the next backup of a damaged chain is an active
+    /// full: `health/<job>.damaged` lists the damaged chains; a clean verify removes it.
+    fn record_health(&self, job: &str, damaged: &[DamagedPoint]) -> Result<()> {
+        let dir = self.root().join("health");
+        let path = dir.join(format!("{job}.damaged"));
+        if damaged.is_empty() {
+            match std::fs::remove_file(&path) {
+                Ok(()) => crate::fsync_dir(&dir)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(crate::RepoError::io(&path, "removing")(e)),
+            }
+            return Ok(());
+        }
+        if !dir.exists() {
+            std::fs::create_dir(&dir).map_err(crate::RepoError::io(&dir, "creating"))?;
+        }
+        let mut text = String::new();
+        for d in damaged {
+            let chain = d
+                .chain
+                .map(|c| c.to_hex())
+                .unwrap_or_else(|| "unknown".into());
+            let point = d
+                .point
+                .map(|p| p.to_hex())
+                .unwrap_or_else(|| "unknown".into());
+            text.push_str(&format!(
+                "{chain} {point} {}\n",
+                d.problems.join("; ").replace('\n', " ")
+            ));
+        }
+        crate::write_atomic(&path, text.as_bytes())
+    }
+
+    /// Why the job's current chain must not be continued, if verify found damage in it
+    /// (or found a file it could not read at all).
+    pub fn chain_damage(&self, job: &str) -> Result<Option<String>> {
+        let path = self.root().join("health").join(format!("{job}.damaged"));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(crate::RepoError::io(&path, "reading")(e)),
+        };
+        let current = point_files(self.root(), job)?
+            .last()
+            .map(|(c, _, _)| c.to_hex());
+        for line in text.lines() {
+            let mut it = line.splitn(3, ' ');
+            let (chain, point, why) = (
+                it.next().unwrap_or(""),
+                it.next().unwrap_or(""),
+                it.next().unwrap_or(""),
+            );
+            if chain == "unknown" || Some(chain) == current.as_deref() {
+                return Ok(Some(format!(
+                    "verify found restore point {point} of the current chain damaged ({why})"
+                )));
+            }
+        }
+        Ok(None)
     }
 
     fn verify_job(
@@ -72,6 +138,7 @@ impl Repository {
                 Err(e) => report.damaged.push(DamagedPoint {
                     job: job.to_string(),
                     point: Some(point),
+                    chain: Some(chain),
                     path,
                     problems: vec![crate::error_chain(&e)],
                     blocks: vec![],
@@ -198,6 +265,7 @@ impl Repository {
                 report.damaged.push(DamagedPoint {
                     job: job.to_string(),
                     point: Some(r.meta.point),
+                    chain: Some(r.meta.chain),
                     path: path.clone(),
                     problems,
                     blocks: blocks.into_iter().collect(),
