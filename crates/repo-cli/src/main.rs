@@ -26,6 +26,10 @@ enum Command {
     Policy(cmd::policy::Args),
     /// Show and apply the retention plan: which restore points are kept, and why.
     Retention(cmd::retention::Args),
+    /// Build a new full from a job's newest restore point by cloning its blocks.
+    Synthesize(cmd::synthesize::Args),
+    /// Logical, physical and shared bytes per job and chain, and what is locked until when.
+    Space(cmd::space::Args),
     /// Re-read every stored block of every restore point (exit 1 if damage is found).
     Verify(cmd::verify::Args),
 }
@@ -45,6 +49,8 @@ fn main() {
         Command::Verify(a) => cmd::verify::run(a, cli.json),
         Command::Policy(a) => cmd::policy::run(a, cli.json),
         Command::Retention(a) => cmd::retention::run(a, cli.json),
+        Command::Synthesize(a) => cmd::synthesize::run(a, cli.json),
+        Command::Space(a) => cmd::space::run(a, cli.json),
     };
     match res {
         Ok(code) => std::process::exit(code),

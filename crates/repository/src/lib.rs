@@ -12,6 +12,8 @@ mod policy;
 mod reader;
 pub mod retention;
 mod seal_immutd;
+mod space;
+mod synth;
 mod verify;
 mod writer;
 
@@ -22,6 +24,10 @@ pub use lock::JobLock;
 pub use points::PointInfo;
 pub use policy::RetentionReport;
 pub use reader::{ChainReader, ParentMap};
+pub use space::{ChainSpace, FileSpace, FsSpace, JobSpace, LockedUntil, Protection, SpaceReport};
+pub use synth::{
+    filesystem_name, probe_reflink, ReflinkSupport, SynthMethod, SyntheticOutcome, REFLINK_ADVICE,
+};
 pub use verify::{DamagedPoint, VerifyReport};
 pub use writer::{NewPoint, PointBuilder, SealedPoint};
 

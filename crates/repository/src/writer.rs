@@ -224,6 +224,31 @@ impl PointBuilder {
             .map_err(RepoError::format(&tmp))
     }
 
+    /// Records a block of this file whose bytes the caller fills in at the returned entry's
+    /// offset before [`PointBuilder::finish`] (see [`PointWriter::reserve_stored`]).
+    pub fn reserve_stored(
+        &mut self,
+        like: &bulwark_format::MapEntry,
+    ) -> Result<bulwark_format::MapEntry> {
+        let tmp = self.tmp.clone();
+        self.w()
+            .reserve_stored(
+                like.block,
+                like.plain_len,
+                like.plain_hash,
+                like.stored_len,
+                like.is_compressed(),
+                like.stored_hash,
+            )
+            .map_err(RepoError::format(&tmp))
+    }
+
+    /// The temporary file being written, and its path.
+    pub fn file(&self) -> (&File, &Path) {
+        let w = self.writer.as_ref().expect("writer present until finish");
+        (w.file(), &self.tmp)
+    }
+
     /// Records that `block` is unchanged since the parent: references the parent's copy.
     pub fn put_unchanged(&mut self, block: BlockNo) -> Result<()> {
         let tmp = self.tmp.clone();

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use bulwark_repository::{Repository, DEFAULT_IMMUTABLE_DAYS};
+use bulwark_repository::{ReflinkSupport, Repository, DEFAULT_IMMUTABLE_DAYS, REFLINK_ADVICE};
 
 /// Arguments of `bulwark-repo init`.
 #[derive(clap::Args)]
@@ -19,10 +19,17 @@ pub struct Args {
 pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
     let repo = Repository::init(&a.dir, a.immutable_days)
         .with_context(|| format!("creating a repository in {}", a.dir.display()))?;
+    // Warn now, while moving the repository elsewhere is still cheap.
+    let reflink = repo.reflink_support()?;
+    let no_reflink = match &reflink {
+        ReflinkSupport::Supported => None,
+        ReflinkSupport::Unsupported(why) => Some(format!("{why}: {REFLINK_ADVICE}")),
+    };
     if json {
         println!(
             "{}",
-            serde_json::json!({"repository": a.dir, "id": repo.config().id, "immutable_days": a.immutable_days})
+            serde_json::json!({"repository": a.dir, "id": repo.config().id, "immutable_days": a.immutable_days,
+                               "reflink": reflink.is_supported(), "reflink_warning": no_reflink})
         );
     } else {
         println!(
@@ -31,6 +38,10 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             repo.config().id
         );
         println!("immutability period: {} days", a.immutable_days);
+        match &no_reflink {
+            None => println!("block cloning: supported (synthetic fulls share blocks)"),
+            Some(w) => eprintln!("WARNING: {w}"),
+        }
         println!(
             "files are NOT immutable until an immutability service (bulwark-immutd, run as root) guards this folder"
         );
