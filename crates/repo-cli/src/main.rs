@@ -22,6 +22,10 @@ enum Command {
     Init(cmd::init::Args),
     /// Show the repository's settings, jobs, and files waiting to be sealed.
     Status(cmd::status::Args),
+    /// Show or set a job's retention policy (days, points, GFS weekly/monthly/yearly).
+    Policy(cmd::policy::Args),
+    /// Show and apply the retention plan: which restore points are kept, and why.
+    Retention(cmd::retention::Args),
     /// Build a new full from a job's newest restore point by cloning its blocks.
     Synthesize(cmd::synthesize::Args),
     /// Logical, physical and shared bytes per job and chain, and what is locked until when.
@@ -43,6 +47,8 @@ fn main() {
         Command::Init(a) => cmd::init::run(a, cli.json),
         Command::Status(a) => cmd::status::run(a, cli.json),
         Command::Verify(a) => cmd::verify::run(a, cli.json),
+        Command::Policy(a) => cmd::policy::run(a, cli.json),
+        Command::Retention(a) => cmd::retention::run(a, cli.json),
         Command::Synthesize(a) => cmd::synthesize::run(a, cli.json),
         Command::Space(a) => cmd::space::run(a, cli.json),
     };

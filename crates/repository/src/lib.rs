@@ -8,7 +8,9 @@ mod durable;
 mod error;
 mod lock;
 mod points;
+mod policy;
 mod reader;
+pub mod retention;
 mod seal_immutd;
 mod space;
 mod synth;
@@ -20,6 +22,7 @@ pub use durable::{fsync_dir, write_atomic};
 pub use error::RepoError;
 pub use lock::JobLock;
 pub use points::PointInfo;
+pub use policy::RetentionReport;
 pub use reader::{ChainReader, ParentMap};
 pub use space::{ChainSpace, FileSpace, FsSpace, JobSpace, LockedUntil, Protection, SpaceReport};
 pub use synth::{
@@ -69,19 +72,17 @@ impl Repository {
         }
         config.save(root)?;
         fsync_dir(root)?;
-        Ok(Repository {
-            root: root.to_path_buf(),
-            config,
-        })
+        Repository::open(root)
     }
 
     /// Opens an existing repository.
     pub fn open(root: &Path) -> Result<Repository> {
         let config = RepoConfig::load(root)?;
-        Ok(Repository {
-            root: root.to_path_buf(),
-            config,
-        })
+        // The immutability service knows guarded repositories by their absolute path.
+        let root = root
+            .canonicalize()
+            .map_err(RepoError::io(root, "resolving"))?;
+        Ok(Repository { root, config })
     }
 
     /// The repository's folder.
@@ -113,6 +114,18 @@ impl Repository {
     pub fn point_path(&self, job: &str, chain: PointId, point: PointId) -> PathBuf {
         layout::sealed_path(&self.root, job, chain, point)
     }
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn utc(secs: i64) -> String {
+    let (y, m, d) = retention::civil(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// An error and all its causes on one line, `outer: inner: innermost`.

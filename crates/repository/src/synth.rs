@@ -166,7 +166,6 @@ impl Repository {
             block_size: sm.block_size,
             compression_level: sm.compression_level,
             client: sm.client.clone(),
-            retention: sm.retention,
             full_kind: PointKind::SyntheticFull,
         })?;
         // The job's lock is held from here: make sure nothing newer landed in between.

@@ -5,8 +5,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use bulwark_format::{
-    BlockNo, Digest, Header, PointId, PointKind, PointMeta, PointReader, PointWriter,
-    RetentionClass, Stats,
+    BlockNo, Digest, Header, PointId, PointKind, PointMeta, PointReader, PointWriter, Stats,
 };
 use bulwark_immut_msg::layout;
 
@@ -22,7 +21,6 @@ pub struct NewPoint {
     pub compression_level: i32,
     /// The sending client's identity; empty for local backups.
     pub client: String,
-    pub retention: RetentionClass,
     /// `ActiveFull` or `SyntheticFull` when there is no parent.
     pub full_kind: PointKind,
 }
@@ -35,6 +33,8 @@ pub struct PointBuilder {
     immutd_socket: Option<PathBuf>,
     meta: PointMeta,
     parent: Option<ParentMap>,
+    /// A GFS full's longer protection, requested from the immutability service after sealing.
+    gfs_until: Option<i64>,
     _lock: JobLock,
 }
 
@@ -71,6 +71,12 @@ impl Repository {
         self.clean_incoming(&np.job)?;
         self.check_flood(&np.job)?;
         let (secs, nanos) = now_unix();
+        let kind_now = if np.parent.is_some() {
+            PointKind::Incremental
+        } else {
+            np.full_kind
+        };
+        let (retention, gfs_until) = self.retention_for_new(&np.job, kind_now, secs)?;
         let mut rnd = [0u8; 8];
         getrandom::getrandom(&mut rnd)
             .map_err(|e| RepoError::Config(format!("no randomness: {e}")))?;
@@ -100,7 +106,7 @@ impl Repository {
         let writer = PointWriter::new(file, header).map_err(RepoError::format(&tmp))?;
         let meta = PointMeta {
             kind,
-            retention: np.retention,
+            retention,
             compression_level: np.compression_level,
             created_unix_secs: secs,
             created_nanos: nanos,
@@ -119,6 +125,7 @@ impl Repository {
             tmp,
             repo: self.root().to_path_buf(),
             immutd_socket: self.config().immutd_socket.clone(),
+            gfs_until,
             meta,
             parent: np.parent,
             _lock: lock,
@@ -145,12 +152,10 @@ impl Repository {
                 };
                 if r.meta.job == job {
                     tracing::info!(file = %name, "sealing a finished restore point left by an interrupted run");
-                    seal(
-                        self.root(),
-                        self.config().immutd_socket.as_deref(),
-                        &path,
-                        &r.meta,
-                    )?;
+                    let (meta, root) = (r.meta.clone(), r.trailer.root_digest);
+                    drop(r);
+                    let socket = self.config().immutd_socket.as_deref();
+                    seal(self.root(), socket, &path, &meta, root)?;
                 }
             }
         }
@@ -276,8 +281,17 @@ impl PointBuilder {
         std::fs::rename(&self.tmp, &done)
             .map_err(RepoError::io(&done, "renaming finished file to"))?;
         fsync_dir(&layout::incoming_dir(&self.repo))?;
-        let (path, immutable, expiry) =
-            seal(&self.repo, self.immutd_socket.as_deref(), &done, &meta)?;
+        let root = trailer.root_digest;
+        let (path, immutable, mut expiry) = seal(
+            &self.repo,
+            self.immutd_socket.as_deref(),
+            &done,
+            &meta,
+            root,
+        )?;
+        if let (Some(socket), Some(until)) = (self.immutd_socket.as_deref(), self.gfs_until) {
+            expiry = Some(crate::seal_immutd::extend(socket, meta.point, until)?);
+        }
         Ok(SealedPoint {
             path,
             meta,
@@ -303,9 +317,10 @@ pub(crate) fn seal(
     immutd_socket: Option<&Path>,
     done: &Path,
     meta: &PointMeta,
+    root: Digest,
 ) -> Result<(PathBuf, bool, Option<i64>)> {
     if let Some(socket) = immutd_socket {
-        return crate::seal_immutd::seal(repo, socket, done, meta);
+        return crate::seal_immutd::seal(socket, done, meta, root);
     }
     let target = layout::sealed_path(repo, &meta.job, meta.chain, meta.point);
     let chain_dir = target.parent().expect("sealed path has a parent");

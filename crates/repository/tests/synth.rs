@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bulwark_format::{align_up, BlockNo, Digest, PointId, PointKind, RetentionClass, HEADER_LEN};
+use bulwark_format::{align_up, BlockNo, Digest, PointId, PointKind, HEADER_LEN};
 use bulwark_repository::{NewPoint, Repository, SynthMethod};
 
 const BS: u32 = 64 * 1024;
@@ -70,7 +70,6 @@ fn backup(repo: &Repository, disk: &Disk, full: bool) -> PointId {
             block_size: BS,
             compression_level: 3,
             client: String::new(),
-            retention: RetentionClass::Regular,
             full_kind: PointKind::ActiveFull,
         })
         .unwrap();

@@ -45,7 +45,6 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
         compression_level: a.compression,
         force_full: a.full,
         threads: a.threads.unwrap_or_else(bulwark_engine::default_threads),
-        ..Default::default()
     };
     let size = Source::open(&a.source).map(|s| s.size).unwrap_or(0);
     let pb = out.progress(size, "backup");
