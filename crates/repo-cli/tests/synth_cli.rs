@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bulwark_format::{BlockNo, Digest, PointKind, RetentionClass};
+use bulwark_format::{BlockNo, Digest, PointKind};
 use bulwark_repository::{probe_reflink, NewPoint, Repository};
 
 const BS: u32 = 64 * 1024;
@@ -39,7 +39,6 @@ fn two_points(repo: &Repository) {
                 block_size: BS,
                 compression_level: 0,
                 client: String::new(),
-                retention: RetentionClass::Regular,
                 full_kind: PointKind::ActiveFull,
             })
             .unwrap();
