@@ -48,7 +48,19 @@ pub struct Repository {
 impl Repository {
     /// Creates a repository in `root` (which must not exist or be empty).
     pub fn init(root: &Path, immutable_days: u32) -> Result<Repository> {
-        let config = RepoConfig::new(immutable_days)?;
+        Repository::init_with(root, immutable_days, None)
+    }
+
+    /// Creates a repository whose restore points are sealed by the immutability service
+    /// listening on `immutd_socket` (it must be set before the service guards the folder,
+    /// whose top level then becomes append-only).
+    pub fn init_with(
+        root: &Path,
+        immutable_days: u32,
+        immutd_socket: Option<&Path>,
+    ) -> Result<Repository> {
+        let mut config = RepoConfig::new(immutable_days)?;
+        config.immutd_socket = immutd_socket.map(Path::to_path_buf);
         if root.exists() {
             let mut it = std::fs::read_dir(root).map_err(RepoError::io(root, "listing"))?;
             if it.next().is_some() {
