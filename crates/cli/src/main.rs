@@ -29,6 +29,8 @@ enum Command {
     List(cmd::list::Args),
     /// Re-read every stored block and report damaged restore points (exit 1 if any).
     Verify(cmd::verify::Args),
+    /// Scheduled backups from a job file: `job run FILE`, `job plan FILE`.
+    Job(cmd::job::Args),
     /// Run a complete tour in ./bulwark-demo: repository, disk image, full, incremental, restore, verify.
     Demo(cmd::demo::Args),
 }
@@ -49,6 +51,7 @@ fn main() {
         Command::List(a) => cmd::list::run(a, &out),
         Command::Verify(a) => cmd::verify::run(a, &out),
         Command::Demo(a) => cmd::demo::run(a, &out),
+        Command::Job(a) => cmd::job::run(a, &out),
     };
     match res {
         Ok(code) => std::process::exit(code),

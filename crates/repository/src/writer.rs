@@ -35,6 +35,8 @@ pub struct PointBuilder {
     parent: Option<ParentMap>,
     /// A GFS full's longer protection, requested from the immutability service after sealing.
     gfs_until: Option<i64>,
+    /// The repository's immutability period, which may be longer than the service's minimum.
+    immutable_days: u32,
     _lock: JobLock,
 }
 
@@ -126,6 +128,7 @@ impl Repository {
             repo: self.root().to_path_buf(),
             immutd_socket: self.config().immutd_socket.clone(),
             gfs_until,
+            immutable_days: self.config().immutable_days,
             meta,
             parent: np.parent,
             _lock: lock,
@@ -289,8 +292,19 @@ impl PointBuilder {
             &meta,
             root,
         )?;
-        if let (Some(socket), Some(until)) = (self.immutd_socket.as_deref(), self.gfs_until) {
-            expiry = Some(crate::seal_immutd::extend(socket, meta.point, until)?);
+        if let Some(socket) = self.immutd_socket.as_deref() {
+            // The chain rule with the repository's own period: every file of the chain is
+            // protected until this seal plus the period (a GFS full possibly longer).
+            let until = meta.created_unix_secs + i64::from(self.immutable_days) * 86_400;
+            let chain: Vec<PointId> = crate::points::point_files(&self.repo, &meta.job)?
+                .into_iter()
+                .filter(|(c, p, _)| *c == meta.chain && *p != meta.point)
+                .map(|(_, p, _)| p)
+                .collect();
+            let own = until.max(self.gfs_until.unwrap_or(0));
+            expiry = Some(crate::seal_immutd::extend_chain(
+                socket, &chain, until, meta.point, own,
+            )?);
         }
         Ok(SealedPoint {
             path,

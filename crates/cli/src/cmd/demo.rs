@@ -358,8 +358,6 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
             "1. created repository {} owned by the unprivileged user {DEMO_USER}",
             repo_dir.display()
         ));
-        let mut setup = setup;
-        setup.min_period_days = DEFAULT_IMMUTABLE_DAYS;
         let d = setup
             .spawn(&immutd_binary()?)
             .context("starting bulwark-immutd")?;

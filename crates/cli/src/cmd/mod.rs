@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod demo;
+pub mod job;
 pub mod list;
 pub mod restore;
 pub mod verify;

@@ -13,11 +13,16 @@ pub struct Args {
     /// Immutability period in days (7 to 9999).
     #[arg(long, default_value_t = DEFAULT_IMMUTABLE_DAYS)]
     immutable_days: u32,
+    /// Socket of the immutability service that will guard this repository (its
+    /// configuration lists this folder). Set it here: once guarded, the folder's top level is
+    /// append-only and repository.toml can no longer change.
+    #[arg(long)]
+    immutd_socket: Option<PathBuf>,
 }
 
 /// Runs `bulwark-repo init`.
 pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
-    let repo = Repository::init(&a.dir, a.immutable_days)
+    let repo = Repository::init_with(&a.dir, a.immutable_days, a.immutd_socket.as_deref())
         .with_context(|| format!("creating a repository in {}", a.dir.display()))?;
     // Warn now, while moving the repository elsewhere is still cheap.
     let reflink = repo.reflink_support()?;
@@ -42,9 +47,16 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             None => println!("block cloning: supported (synthetic fulls share blocks)"),
             Some(w) => eprintln!("WARNING: {w}"),
         }
-        println!(
-            "files are NOT immutable until an immutability service (bulwark-immutd, run as root) guards this folder"
-        );
+        match &a.immutd_socket {
+            Some(sock) => println!(
+                "restore points will be sealed by the immutability service at {}; list {} in its configuration",
+                sock.display(),
+                repo.root().display()
+            ),
+            None => println!(
+                "files are NOT immutable: no immutability service is configured (see --immutd-socket)"
+            ),
+        }
     }
     Ok(0)
 }
