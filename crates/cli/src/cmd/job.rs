@@ -42,7 +42,7 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-fn load(file: &PathBuf) -> anyhow::Result<(JobFile, Repository, JobState)> {
+fn load(file: &std::path::Path) -> anyhow::Result<(JobFile, Repository, JobState)> {
     let job = JobFile::load(file)?;
     let repo = super::open_repo(std::path::Path::new(&job.repository))?;
     let scan = repo.scan_job(&job.name)?;
