@@ -3,7 +3,11 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Bytes written between two starts of writeback.
+const WRITEBACK_CHUNK: u64 = 256 << 20;
 
 use bulwark_format::{MapEntry, PointId};
 use bulwark_repository::{fsync_dir, ChainReader, Repository};
@@ -156,6 +160,8 @@ fn write_blocks(
     let bs = u64::from(block_size);
     let threads = threads.max(1);
     let (tx, rx) = crossbeam_channel::bounded::<MapEntry>(threads * 4);
+    let written = AtomicU64::new(0);
+    let written = &written;
     std::thread::scope(|s| -> Result<(u64, u64)> {
         let mut handles = Vec::new();
         for _ in 0..threads {
@@ -170,6 +176,13 @@ fn write_blocks(
                     n += 1;
                     bytes += plain.len() as u64;
                     progress(plain.len() as u64);
+                    // Start writeback every so often so the final fsync does not wait for
+                    // the whole disk (and the page cache is not flooded).
+                    let total = written.fetch_add(plain.len() as u64, Ordering::Relaxed)
+                        + plain.len() as u64;
+                    if total / WRITEBACK_CHUNK != (total - plain.len() as u64) / WRITEBACK_CHUNK {
+                        let _ = rustix::fs::fadvise(out, 0, 0, rustix::fs::Advice::DontNeed);
+                    }
                 }
                 Ok((n, bytes))
             }));

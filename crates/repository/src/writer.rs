@@ -11,6 +11,9 @@ use bulwark_immut_msg::layout;
 
 use crate::{fsync_dir, now_unix, JobLock, ParentMap, RepoError, Repository, Result};
 
+/// Bytes written between two starts of writeback.
+const WRITEBACK_CHUNK: u64 = 32 << 20;
+
 /// What a new restore point will be.
 pub struct NewPoint {
     pub job: String,
@@ -37,6 +40,8 @@ pub struct PointBuilder {
     gfs_until: Option<i64>,
     /// The repository's immutability period, which may be longer than the service's minimum.
     immutable_days: u32,
+    /// Start of the written range whose writeback has not been started yet.
+    writeback_from: u64,
     _lock: JobLock,
 }
 
@@ -129,6 +134,7 @@ impl Repository {
             immutd_socket: self.config().immutd_socket.clone(),
             gfs_until,
             immutable_days: self.config().immutable_days,
+            writeback_from: 0,
             meta,
             parent: np.parent,
             _lock: lock,
@@ -213,18 +219,33 @@ impl PointBuilder {
         compressed: bool,
         stored_hash: Digest,
     ) -> Result<()> {
-        let tmp = self.tmp.clone();
-        self.w()
-            .put_stored(
-                block,
-                plain_len,
-                plain_hash,
-                stored,
-                compressed,
-                stored_hash,
-            )
-            .map(|_| ())
-            .map_err(RepoError::format(&tmp))
+        let w = self.writer.as_mut().expect("writer present until finish");
+        w.put_stored(
+            block,
+            plain_len,
+            plain_hash,
+            stored,
+            compressed,
+            stored_hash,
+        )
+        .map_err(|source| RepoError::Format {
+            path: self.tmp.clone(),
+            source,
+        })?;
+        // Start writeback of what is written so far, so the final fsync does not wait for
+        // the whole file; it also keeps a backup from flooding the page cache.
+        let written = w.bytes_written();
+        if written - self.writeback_from >= WRITEBACK_CHUNK {
+            let len = written - self.writeback_from;
+            let _ = rustix::fs::fadvise(
+                w.file(),
+                self.writeback_from,
+                len,
+                rustix::fs::Advice::DontNeed,
+            );
+            self.writeback_from = written;
+        }
+        Ok(())
     }
 
     /// Records a block of this file whose bytes the caller fills in at the returned entry's
