@@ -10,7 +10,11 @@ pub enum ProtocolError {
     #[error("unknown message type 0x{0:02x}")]
     UnknownType(u8),
     #[error("{ty:?} frame of {len} bytes exceeds its {max}-byte limit")]
-    TooLarge { ty: crate::MsgType, len: u32, max: u32 },
+    TooLarge {
+        ty: crate::MsgType,
+        len: u32,
+        max: u32,
+    },
     #[error("malformed {ty:?} message: {why}")]
     Malformed { ty: crate::MsgType, why: String },
     #[error("peer reported {code}: {message}")]

@@ -209,10 +209,7 @@ pub enum Msg<'a> {
     /// Server: the restore point is durable and sealed.
     Sealed(SealedInfo),
     /// Client: restore a point (`None`: the newest).
-    BeginRestore {
-        job: String,
-        point: Option<PointId>,
-    },
+    BeginRestore { job: String, point: Option<PointId> },
     /// Server: what follows; `blocks` `Block` frames then `RestoreEnd`.
     RestoreReady { point: PointSummary, blocks: u64 },
     /// Server: the restore stream is complete.

@@ -28,15 +28,38 @@ fn summary(n: u8) -> PointSummary {
 /// One valid message of every type.
 fn samples() -> Vec<Msg<'static>> {
     vec![
-        Msg::Hello { version: 1, software: "bulwark 0.1".into() },
-        Msg::Welcome { version: 1, client: "c".into(), server_unix: 12, repository: "r".into() },
-        Msg::Error { code: ErrorCode::Busy, message: "busy".into() },
-        Msg::Enroll { token: "tok".into(), csr_der: vec![1, 2, 3] },
-        Msg::Enrolled { client: "c".into(), cert_der: vec![4; 40], ca_der: vec![5; 30] },
+        Msg::Hello {
+            version: 1,
+            software: "bulwark 0.1".into(),
+        },
+        Msg::Welcome {
+            version: 1,
+            client: "c".into(),
+            server_unix: 12,
+            repository: "r".into(),
+        },
+        Msg::Error {
+            code: ErrorCode::Busy,
+            message: "busy".into(),
+        },
+        Msg::Enroll {
+            token: "tok".into(),
+            csr_der: vec![1, 2, 3],
+        },
+        Msg::Enrolled {
+            client: "c".into(),
+            cert_der: vec![4; 40],
+            ca_der: vec![5; 30],
+        },
         Msg::ListJobs,
-        Msg::Jobs { jobs: vec!["a".into(), "b-c".into()] },
+        Msg::Jobs {
+            jobs: vec!["a".into(), "b-c".into()],
+        },
         Msg::ListPoints { job: "vm1".into() },
-        Msg::Points { last: true, points: vec![summary(1), summary(2)] },
+        Msg::Points {
+            last: true,
+            points: vec![summary(1), summary(2)],
+        },
         Msg::BeginBackup(BackupRequest {
             job: "vm1".into(),
             disk_size: 1 << 33,
@@ -54,7 +77,9 @@ fn samples() -> Vec<Msg<'static>> {
             known: 3,
             full_reason: String::new(),
         }),
-        Msg::Known { entries: vec![(1, Digest([1; 32])), (9, Digest([2; 32]))] },
+        Msg::Known {
+            entries: vec![(1, Digest([1; 32])), (9, Digest([2; 32]))],
+        },
         Msg::Block {
             hdr: BlockHeader {
                 block: 3,
@@ -65,15 +90,33 @@ fn samples() -> Vec<Msg<'static>> {
             },
             data: b"abc",
         },
-        Msg::Unchanged { first: 4, count: 10 },
+        Msg::Unchanged {
+            first: 4,
+            count: 10,
+        },
         Msg::Finish { blocks: 11 },
-        Msg::Sealed(SealedInfo { summary: summary(3), immutable: true, expiry: Some(99) }),
-        Msg::BeginRestore { job: "vm1".into(), point: Some(PointId([1; 16])) },
-        Msg::BeginRestore { job: "vm1".into(), point: None },
-        Msg::RestoreReady { point: summary(4), blocks: 5 },
+        Msg::Sealed(SealedInfo {
+            summary: summary(3),
+            immutable: true,
+            expiry: Some(99),
+        }),
+        Msg::BeginRestore {
+            job: "vm1".into(),
+            point: Some(PointId([1; 16])),
+        },
+        Msg::BeginRestore {
+            job: "vm1".into(),
+            point: None,
+        },
+        Msg::RestoreReady {
+            point: summary(4),
+            blocks: 5,
+        },
         Msg::RestoreEnd { blocks: 5 },
         Msg::Verify { job: None },
-        Msg::Verify { job: Some("vm1".into()) },
+        Msg::Verify {
+            job: Some("vm1".into()),
+        },
         Msg::VerifyReport(VerifyReport {
             points_checked: 3,
             blocks_checked: 4,
@@ -152,7 +195,11 @@ fn truncated_frames_and_trailing_bytes_are_errors() {
             long.push(0);
             let mut fb = FrameBuf::default();
             read_frame(&mut &long[..], &mut fb, |_| {}).unwrap();
-            assert!(fb.msg().is_err(), "{:?} with a trailing byte accepted", m.ty());
+            assert!(
+                fb.msg().is_err(),
+                "{:?} with a trailing byte accepted",
+                m.ty()
+            );
         }
     }
 }

@@ -2,7 +2,9 @@
 
 pub mod backup;
 pub mod demo;
+pub mod enroll;
 pub mod list;
+pub mod remote;
 pub mod restore;
 pub mod verify;
 
