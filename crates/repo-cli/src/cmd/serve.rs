@@ -44,16 +44,15 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         .with_context(|| format!("starting the repository service for {}", a.dir.display()))?;
     let addr = server.local_addr()?;
     let fp = server.fingerprint()?;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"listening": addr.to_string(), "fingerprint": fp.to_string()})
-        );
+    // A closed stdout (a supervisor that stopped reading) must not stop the service.
+    let mut out = std::io::stdout();
+    let line = if json {
+        serde_json::json!({"listening": addr.to_string(), "fingerprint": fp.to_string()})
+            .to_string()
     } else {
-        println!("listening on {addr}");
-        println!("repository CA fingerprint: {fp}");
-    }
-    std::io::stdout().flush()?;
+        format!("listening on {addr}\nrepository CA fingerprint: {fp}")
+    };
+    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
     tracing::info!(%addr, fingerprint = %fp, "repository service started");
     server.run()?;
     Ok(0)
