@@ -36,6 +36,8 @@ enum Command {
     /// Enroll with a repository service using a single-use token: generates this client's key
     /// and stores its certificate.
     Enroll(cmd::enroll::Args),
+    /// Scheduled backups from a job file: `job run FILE`, `job plan FILE`.
+    Job(cmd::job::Args),
     /// Run a complete tour in ./bulwark-demo: repository, disk image, full, incremental, restore, verify.
     Demo(cmd::demo::Args),
 }
@@ -61,6 +63,7 @@ fn main() {
         Command::Verify(a) => cmd::verify::run(a, &out),
         Command::Demo(a) => cmd::demo::run(a, &out),
         Command::Enroll(a) => cmd::enroll::run(a, &out),
+        Command::Job(a) => cmd::job::run(a, &out),
     };
     match res {
         Ok(code) => std::process::exit(code),

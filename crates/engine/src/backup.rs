@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use bulwark_format::{plain_len_of, BlockNo, Digest, PointKind, RetentionClass};
+use bulwark_format::{plain_len_of, BlockNo, Digest, PointKind};
 use bulwark_repository::{NewPoint, ParentMap, PointBuilder, Repository, SealedPoint};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
@@ -90,7 +90,6 @@ pub struct BackupOptions {
     /// Start a new chain with an active full even when a parent exists.
     pub force_full: bool,
     pub threads: usize,
-    pub retention: RetentionClass,
 }
 
 impl Default for BackupOptions {
@@ -100,7 +99,6 @@ impl Default for BackupOptions {
             compression_level: DEFAULT_COMPRESSION,
             force_full: false,
             threads: crate::default_threads(),
-            retention: RetentionClass::Regular,
         }
     }
 }
@@ -394,7 +392,6 @@ pub fn backup_local(
         block_size,
         compression_level: opts.compression_level,
         client: String::new(),
-        retention: opts.retention,
         full_kind: PointKind::ActiveFull,
     })?;
     let counters = run_pipeline(

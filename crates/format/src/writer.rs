@@ -1,7 +1,7 @@
 //! Writing a restore point: header, aligned blocks, then map, metadata and trailer.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 
 use crate::layout::{check_block_size, H_FIXED};
 use crate::{
@@ -31,6 +31,8 @@ pub struct PointWriter {
     entries: Vec<MapEntry>,
     files: Vec<FileRef>,
     stats: Stats,
+    /// False after [`PointWriter::reserve_stored`]: the file cursor is not at `pos`.
+    cursor_at_pos: bool,
 }
 
 impl PointWriter {
@@ -46,6 +48,7 @@ impl PointWriter {
             entries: Vec::new(),
             files: Vec::new(),
             stats: Stats::default(),
+            cursor_at_pos: true,
         })
     }
 
@@ -57,6 +60,12 @@ impl PointWriter {
     /// Bytes written so far.
     pub fn bytes_written(&self) -> u64 {
         self.pos
+    }
+
+    /// The file being written, for filling regions given by [`PointWriter::reserve_stored`]
+    /// (with `FICLONERANGE` or positioned writes).
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     /// Registers an earlier restore point in the file table and returns its `file_ref`.
@@ -106,6 +115,7 @@ impl PointWriter {
                 stored.len()
             )));
         }
+        self.seek_to_pos()?;
         let offset = self.pos;
         self.file
             .write_all(stored)
@@ -131,6 +141,60 @@ impl PointWriter {
         self.stats.bytes_new_plain += u64::from(plain_len);
         self.stats.bytes_stored += u64::from(stored_len);
         Ok(entry)
+    }
+
+    /// Records a block stored in this file like [`PointWriter::put_stored`], but writes no
+    /// bytes: the caller must fill `align_up(stored_len)` bytes at the returned entry's offset
+    /// (the stored bytes, then zeros) before [`PointWriter::finish`]. This is how a synthetic
+    /// full clones blocks (`FICLONERANGE`) from earlier files: consecutive reservations are
+    /// contiguous, so runs of blocks can be cloned with one call.
+    pub fn reserve_stored(
+        &mut self,
+        block: BlockNo,
+        plain_len: u32,
+        plain_hash: Digest,
+        stored_len: u32,
+        compressed: bool,
+        stored_hash: Digest,
+    ) -> Result<MapEntry> {
+        self.check_next(block, plain_len)?;
+        if stored_len == 0
+            || stored_len > plain_len
+            || (!compressed && (stored_len != plain_len || stored_hash != plain_hash))
+        {
+            return Err(FormatError::Invalid(format!(
+                "block {block}: stored length {stored_len} is not allowed for a plain length of {plain_len}"
+            )));
+        }
+        let offset = self.pos;
+        self.pos = offset + align_up(u64::from(stored_len));
+        self.cursor_at_pos = false;
+        let entry = MapEntry {
+            block,
+            file_ref: 0,
+            flags: if compressed { ENTRY_FLAG_ZSTD } else { 0 },
+            offset,
+            stored_len,
+            plain_len,
+            plain_hash,
+            stored_hash,
+        };
+        self.entries.push(entry);
+        self.stats.blocks_new += 1;
+        self.stats.bytes_new_plain += u64::from(plain_len);
+        self.stats.bytes_stored += u64::from(stored_len);
+        Ok(entry)
+    }
+
+    // Reservations move `pos` without writing, so sequential writes must seek first.
+    fn seek_to_pos(&mut self) -> Result<()> {
+        if !self.cursor_at_pos {
+            self.file
+                .seek(SeekFrom::Start(self.pos))
+                .map_err(FormatError::io("seeking past reserved blocks"))?;
+            self.cursor_at_pos = true;
+        }
+        Ok(())
     }
 
     /// Records a block kept in an earlier file; `entry.file_ref` must come from
@@ -166,6 +230,7 @@ impl PointWriter {
             e.encode_into(&mut map);
         }
         let meta_bytes = meta.encode();
+        self.seek_to_pos()?;
         let header_bytes = self.header.encode();
         let trailer = Trailer {
             map_offset: self.pos,

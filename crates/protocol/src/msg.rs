@@ -103,7 +103,6 @@ pub struct BackupRequest {
     pub block_size: u32,
     pub compression_level: i32,
     pub force_full: bool,
-    pub retention: RetentionClass,
 }
 
 /// The server's answer to `BeginBackup`: what the new restore point will be. `known` parent
@@ -405,7 +404,6 @@ impl<'a> Msg<'a> {
                 b.u32(q.block_size);
                 b.i32(q.compression_level);
                 b.u8(u8::from(q.force_full));
-                b.u8(retention_code(q.retention));
             }
             Msg::BackupReady(r) => {
                 b.raw(&r.point.0);
@@ -527,14 +525,12 @@ impl<'a> Msg<'a> {
                 let block_size = r.u32()?;
                 let compression_level = r.i32()?;
                 let force_full = r.bool()?;
-                let c = r.u8()?;
                 Msg::BeginBackup(BackupRequest {
                     job,
                     disk_size,
                     block_size,
                     compression_level,
                     force_full,
-                    retention: retention_from(&r, c)?,
                 })
             }
             MsgType::BackupReady => {

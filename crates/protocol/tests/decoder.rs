@@ -66,7 +66,6 @@ fn samples() -> Vec<Msg<'static>> {
             block_size: 0,
             compression_level: -3,
             force_full: true,
-            retention: RetentionClass::Monthly,
         }),
         Msg::BackupReady(BackupReady {
             point: PointId([9; 16]),

@@ -115,7 +115,6 @@ pub fn backup_remote(
         block_size: opts.block_size.unwrap_or(0),
         compression_level: opts.compression_level,
         force_full: opts.force_full,
-        retention: opts.retention,
     }))?;
     let ready = match conn.recv()? {
         Msg::BackupReady(r) => r,

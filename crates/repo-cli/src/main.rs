@@ -22,6 +22,14 @@ enum Command {
     Init(cmd::init::Args),
     /// Show the repository's settings, jobs, and files waiting to be sealed.
     Status(cmd::status::Args),
+    /// Show or set a job's retention policy (days, points, GFS weekly/monthly/yearly).
+    Policy(cmd::policy::Args),
+    /// Show and apply the retention plan: which restore points are kept, and why.
+    Retention(cmd::retention::Args),
+    /// Build a new full from a job's newest restore point by cloning its blocks.
+    Synthesize(cmd::synthesize::Args),
+    /// Logical, physical and shared bytes per job and chain, and what is locked until when.
+    Space(cmd::space::Args),
     /// Re-read every stored block of every restore point (exit 1 if damage is found).
     Verify(cmd::verify::Args),
     /// Run the transport service (TLS on port 6162) as the unprivileged service user.
@@ -55,6 +63,10 @@ fn main() {
         Command::Serve(a) => cmd::serve::run(a, cli.json),
         Command::Enroll(a) => cmd::enroll::run(a, cli.json),
         Command::Clients(a) => cmd::clients::run(a, cli.json),
+        Command::Policy(a) => cmd::policy::run(a, cli.json),
+        Command::Retention(a) => cmd::retention::run(a, cli.json),
+        Command::Synthesize(a) => cmd::synthesize::run(a, cli.json),
+        Command::Space(a) => cmd::space::run(a, cli.json),
     };
     match res {
         Ok(code) => std::process::exit(code),

@@ -711,7 +711,6 @@ fn security_refusals() {
                 block_size: 0,
                 compression_level: 1,
                 force_full: false,
-                retention: bulwark_format::RetentionClass::Regular,
             }),
         ] {
             let mut c = Conn::session(&cfg, &svc.remote()).unwrap();

@@ -8,8 +8,12 @@ mod durable;
 mod error;
 mod lock;
 mod points;
+mod policy;
 mod reader;
+pub mod retention;
 mod seal_immutd;
+mod space;
+mod synth;
 mod verify;
 mod writer;
 
@@ -18,7 +22,12 @@ pub use durable::{fsync_dir, write_atomic};
 pub use error::RepoError;
 pub use lock::JobLock;
 pub use points::PointInfo;
+pub use policy::RetentionReport;
 pub use reader::{ChainReader, ParentMap};
+pub use space::{ChainSpace, FileSpace, FsSpace, JobSpace, LockedUntil, Protection, SpaceReport};
+pub use synth::{
+    filesystem_name, probe_reflink, ReflinkSupport, SynthMethod, SyntheticOutcome, REFLINK_ADVICE,
+};
 pub use verify::{DamagedPoint, VerifyReport};
 pub use writer::{NewPoint, PointBuilder, SealedPoint};
 
@@ -39,7 +48,19 @@ pub struct Repository {
 impl Repository {
     /// Creates a repository in `root` (which must not exist or be empty).
     pub fn init(root: &Path, immutable_days: u32) -> Result<Repository> {
-        let config = RepoConfig::new(immutable_days)?;
+        Repository::init_with(root, immutable_days, None)
+    }
+
+    /// Creates a repository whose restore points are sealed by the immutability service
+    /// listening on `immutd_socket` (it must be set before the service guards the folder,
+    /// whose top level then becomes append-only).
+    pub fn init_with(
+        root: &Path,
+        immutable_days: u32,
+        immutd_socket: Option<&Path>,
+    ) -> Result<Repository> {
+        let mut config = RepoConfig::new(immutable_days)?;
+        config.immutd_socket = immutd_socket.map(Path::to_path_buf);
         if root.exists() {
             let mut it = std::fs::read_dir(root).map_err(RepoError::io(root, "listing"))?;
             if it.next().is_some() {
@@ -63,19 +84,17 @@ impl Repository {
         }
         config.save(root)?;
         fsync_dir(root)?;
-        Ok(Repository {
-            root: root.to_path_buf(),
-            config,
-        })
+        Repository::open(root)
     }
 
     /// Opens an existing repository.
     pub fn open(root: &Path) -> Result<Repository> {
         let config = RepoConfig::load(root)?;
-        Ok(Repository {
-            root: root.to_path_buf(),
-            config,
-        })
+        // The immutability service knows guarded repositories by their absolute path.
+        let root = root
+            .canonicalize()
+            .map_err(RepoError::io(root, "resolving"))?;
+        Ok(Repository { root, config })
     }
 
     /// The repository's folder.
@@ -107,6 +126,18 @@ impl Repository {
     pub fn point_path(&self, job: &str, chain: PointId, point: PointId) -> PathBuf {
         layout::sealed_path(&self.root, job, chain, point)
     }
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn utc(secs: i64) -> String {
+    let (y, m, d) = retention::civil(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// An error and all its causes on one line, `outer: inner: innermost`.

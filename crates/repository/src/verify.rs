@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use bulwark_format::{decode_block, MapEntry, PointId, PointReader};
 
 use crate::points::{open_checked, point_files};
+use crate::seal_immutd::Ledger;
 use crate::{Repository, Result};
 
 /// A restore point that cannot be restored completely, and why.
@@ -14,6 +15,8 @@ pub struct DamagedPoint {
     pub job: String,
     /// `None` when the file is too damaged to tell its id from its content.
     pub point: Option<PointId>,
+    /// The chain the damaged point belongs to, when known.
+    pub chain: Option<PointId>,
     pub path: PathBuf,
     pub problems: Vec<String>,
     /// Disk block numbers whose data is bad (empty when the whole file is unreadable).
@@ -51,9 +54,73 @@ impl Repository {
         };
         let mut report = VerifyReport::default();
         for job in jobs {
+            let before = report.damaged.len();
             self.verify_job(&job, threads.max(1), progress, &mut report)?;
+            self.record_health(&job, &report.damaged[before..])?;
         }
         Ok(report)
+    }
+
+    /// Remembers what verify found, so that the next backup of a damaged chain is an active
+    /// full: `health/<job>.damaged` lists the damaged chains; a clean verify removes it.
+    fn record_health(&self, job: &str, damaged: &[DamagedPoint]) -> Result<()> {
+        let dir = self.root().join("health");
+        let path = dir.join(format!("{job}.damaged"));
+        if damaged.is_empty() {
+            match std::fs::remove_file(&path) {
+                Ok(()) => crate::fsync_dir(&dir)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(crate::RepoError::io(&path, "removing")(e)),
+            }
+            return Ok(());
+        }
+        if !dir.exists() {
+            std::fs::create_dir(&dir).map_err(crate::RepoError::io(&dir, "creating"))?;
+        }
+        let mut text = String::new();
+        for d in damaged {
+            let chain = d
+                .chain
+                .map(|c| c.to_hex())
+                .unwrap_or_else(|| "unknown".into());
+            let point = d
+                .point
+                .map(|p| p.to_hex())
+                .unwrap_or_else(|| "unknown".into());
+            text.push_str(&format!(
+                "{chain} {point} {}\n",
+                d.problems.join("; ").replace('\n', " ")
+            ));
+        }
+        crate::write_atomic(&path, text.as_bytes())
+    }
+
+    /// Why the job's current chain must not be continued, if verify found damage in it
+    /// (or found a file it could not read at all).
+    pub fn chain_damage(&self, job: &str) -> Result<Option<String>> {
+        let path = self.root().join("health").join(format!("{job}.damaged"));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(crate::RepoError::io(&path, "reading")(e)),
+        };
+        let current = point_files(self.root(), job)?
+            .last()
+            .map(|(c, _, _)| c.to_hex());
+        for line in text.lines() {
+            let mut it = line.splitn(3, ' ');
+            let (chain, point, why) = (
+                it.next().unwrap_or(""),
+                it.next().unwrap_or(""),
+                it.next().unwrap_or(""),
+            );
+            if chain == "unknown" || Some(chain) == current.as_deref() {
+                return Ok(Some(format!(
+                    "verify found restore point {point} of the current chain damaged ({why})"
+                )));
+            }
+        }
+        Ok(None)
     }
 
     fn verify_job(
@@ -71,6 +138,7 @@ impl Repository {
                 Err(e) => report.damaged.push(DamagedPoint {
                     job: job.to_string(),
                     point: Some(point),
+                    chain: Some(chain),
                     path,
                     problems: vec![crate::error_chain(&e)],
                     blocks: vec![],
@@ -137,9 +205,16 @@ impl Repository {
             .enumerate()
             .map(|(i, (_, r))| (r.meta.point, i))
             .collect();
+        let mut ledger = match &self.config().immutd_socket {
+            Some(socket) => Some(Ledger::connect(socket)?),
+            None => None,
+        };
         for (i, (path, r)) in readers.iter().enumerate() {
             let mut problems = Vec::new();
             let mut blocks = BTreeSet::new();
+            if let Some(ledger) = ledger.as_mut() {
+                problems.extend(ledger_problem(ledger, path, r)?);
+            }
             // Resolve the file table: every referenced file must be present and unchanged.
             let mut table = Vec::with_capacity(r.meta.files.len());
             for fr in &r.meta.files {
@@ -190,6 +265,7 @@ impl Repository {
                 report.damaged.push(DamagedPoint {
                     job: job.to_string(),
                     point: Some(r.meta.point),
+                    chain: Some(r.meta.chain),
                     path: path.clone(),
                     problems,
                     blocks: blocks.into_iter().collect(),
@@ -198,4 +274,26 @@ impl Repository {
         }
         Ok(())
     }
+}
+
+/// Compares a file with the immutability service's ledger entry for its point.
+fn ledger_problem(
+    ledger: &mut Ledger,
+    path: &std::path::Path,
+    r: &PointReader,
+) -> Result<Option<String>> {
+    Ok(match ledger.entry(r.meta.point)? {
+        None => Some(
+            "not in the immutability service's ledger: never sealed, or placed here behind its back".into(),
+        ),
+        Some(info) if info.root_digest != r.trailer.root_digest => Some(format!(
+            "root digest {} differs from the ledger's {}: the file was replaced",
+            r.trailer.root_digest, info.root_digest
+        )),
+        Some(info) if info.sealed_path != path => Some(format!(
+            "the ledger has this restore point at {}: the file was moved",
+            info.sealed_path.display()
+        )),
+        Some(_) => None,
+    })
 }

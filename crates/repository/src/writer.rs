@@ -5,8 +5,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use bulwark_format::{
-    BlockNo, Digest, Header, PointId, PointKind, PointMeta, PointReader, PointWriter,
-    RetentionClass, Stats,
+    BlockNo, Digest, Header, PointId, PointKind, PointMeta, PointReader, PointWriter, Stats,
 };
 use bulwark_immut_msg::layout;
 
@@ -22,7 +21,6 @@ pub struct NewPoint {
     pub compression_level: i32,
     /// The sending client's identity; empty for local backups.
     pub client: String,
-    pub retention: RetentionClass,
     /// `ActiveFull` or `SyntheticFull` when there is no parent.
     pub full_kind: PointKind,
 }
@@ -35,6 +33,10 @@ pub struct PointBuilder {
     immutd_socket: Option<PathBuf>,
     meta: PointMeta,
     parent: Option<ParentMap>,
+    /// A GFS full's longer protection, requested from the immutability service after sealing.
+    gfs_until: Option<i64>,
+    /// The repository's immutability period, which may be longer than the service's minimum.
+    immutable_days: u32,
     _lock: JobLock,
 }
 
@@ -71,6 +73,12 @@ impl Repository {
         self.clean_incoming(&np.job)?;
         self.check_flood(&np.job)?;
         let (secs, nanos) = now_unix();
+        let kind_now = if np.parent.is_some() {
+            PointKind::Incremental
+        } else {
+            np.full_kind
+        };
+        let (retention, gfs_until) = self.retention_for_new(&np.job, kind_now, secs)?;
         let mut rnd = [0u8; 8];
         getrandom::getrandom(&mut rnd)
             .map_err(|e| RepoError::Config(format!("no randomness: {e}")))?;
@@ -100,7 +108,7 @@ impl Repository {
         let writer = PointWriter::new(file, header).map_err(RepoError::format(&tmp))?;
         let meta = PointMeta {
             kind,
-            retention: np.retention,
+            retention,
             compression_level: np.compression_level,
             created_unix_secs: secs,
             created_nanos: nanos,
@@ -119,6 +127,8 @@ impl Repository {
             tmp,
             repo: self.root().to_path_buf(),
             immutd_socket: self.config().immutd_socket.clone(),
+            gfs_until,
+            immutable_days: self.config().immutable_days,
             meta,
             parent: np.parent,
             _lock: lock,
@@ -145,12 +155,10 @@ impl Repository {
                 };
                 if r.meta.job == job {
                     tracing::info!(file = %name, "sealing a finished restore point left by an interrupted run");
-                    seal(
-                        self.root(),
-                        self.config().immutd_socket.as_deref(),
-                        &path,
-                        &r.meta,
-                    )?;
+                    let (meta, root) = (r.meta.clone(), r.trailer.root_digest);
+                    drop(r);
+                    let socket = self.config().immutd_socket.as_deref();
+                    seal(self.root(), socket, &path, &meta, root)?;
                 }
             }
         }
@@ -219,6 +227,31 @@ impl PointBuilder {
             .map_err(RepoError::format(&tmp))
     }
 
+    /// Records a block of this file whose bytes the caller fills in at the returned entry's
+    /// offset before [`PointBuilder::finish`] (see [`PointWriter::reserve_stored`]).
+    pub fn reserve_stored(
+        &mut self,
+        like: &bulwark_format::MapEntry,
+    ) -> Result<bulwark_format::MapEntry> {
+        let tmp = self.tmp.clone();
+        self.w()
+            .reserve_stored(
+                like.block,
+                like.plain_len,
+                like.plain_hash,
+                like.stored_len,
+                like.is_compressed(),
+                like.stored_hash,
+            )
+            .map_err(RepoError::format(&tmp))
+    }
+
+    /// The temporary file being written, and its path.
+    pub fn file(&self) -> (&File, &Path) {
+        let w = self.writer.as_ref().expect("writer present until finish");
+        (w.file(), &self.tmp)
+    }
+
     /// Records that `block` is unchanged since the parent: references the parent's copy.
     pub fn put_unchanged(&mut self, block: BlockNo) -> Result<()> {
         let tmp = self.tmp.clone();
@@ -251,8 +284,28 @@ impl PointBuilder {
         std::fs::rename(&self.tmp, &done)
             .map_err(RepoError::io(&done, "renaming finished file to"))?;
         fsync_dir(&layout::incoming_dir(&self.repo))?;
-        let (path, immutable, expiry) =
-            seal(&self.repo, self.immutd_socket.as_deref(), &done, &meta)?;
+        let root = trailer.root_digest;
+        let (path, immutable, mut expiry) = seal(
+            &self.repo,
+            self.immutd_socket.as_deref(),
+            &done,
+            &meta,
+            root,
+        )?;
+        if let Some(socket) = self.immutd_socket.as_deref() {
+            // The chain rule with the repository's own period: every file of the chain is
+            // protected until this seal plus the period (a GFS full possibly longer).
+            let until = meta.created_unix_secs + i64::from(self.immutable_days) * 86_400;
+            let chain: Vec<PointId> = crate::points::point_files(&self.repo, &meta.job)?
+                .into_iter()
+                .filter(|(c, p, _)| *c == meta.chain && *p != meta.point)
+                .map(|(_, p, _)| p)
+                .collect();
+            let own = until.max(self.gfs_until.unwrap_or(0));
+            expiry = Some(crate::seal_immutd::extend_chain(
+                socket, &chain, until, meta.point, own,
+            )?);
+        }
         Ok(SealedPoint {
             path,
             meta,
@@ -278,9 +331,10 @@ pub(crate) fn seal(
     immutd_socket: Option<&Path>,
     done: &Path,
     meta: &PointMeta,
+    root: Digest,
 ) -> Result<(PathBuf, bool, Option<i64>)> {
     if let Some(socket) = immutd_socket {
-        return crate::seal_immutd::seal(repo, socket, done, meta);
+        return crate::seal_immutd::seal(socket, done, meta, root);
     }
     let target = layout::sealed_path(repo, &meta.job, meta.chain, meta.point);
     let chain_dir = target.parent().expect("sealed path has a parent");

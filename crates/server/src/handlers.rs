@@ -389,7 +389,6 @@ fn backup(
         block_size,
         compression_level: req.compression_level,
         client: client.to_string(),
-        retention: req.retention,
         full_kind: PointKind::ActiveFull,
     })?;
     let meta_kind = builder.kind();

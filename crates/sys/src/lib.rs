@@ -11,6 +11,7 @@ mod clock;
 mod clone;
 mod cred;
 mod lease;
+mod lock;
 
 pub use at::{mkdirat, openat, renameat_noreplace, unlinkat};
 pub use attr::{get_flags, has_flag, set_flag, set_flags, FS_APPEND_FL, FS_IMMUTABLE_FL};
@@ -21,6 +22,7 @@ pub use clone::{
 };
 pub use cred::{effective_uid, peer_cred, PeerCred};
 pub use lease::{ignore_lease_break_signal, no_writer};
+pub use lock::try_lock_exclusive;
 
 use std::io;
 

@@ -22,6 +22,10 @@ pub struct Args {
     /// Start a new chain with an active full, even if the job has restore points.
     #[arg(long)]
     full: bool,
+    /// After this backup, build a synthetic full from the chain on the repository (blocks
+    /// cloned, not sent): the next backups start a new chain from it.
+    #[arg(long, conflicts_with = "full")]
+    synthetic_full: bool,
     /// Block size of a new chain (64K to 4M, a power of two). Default 1M.
     #[arg(long, value_parser = super::parse_size)]
     block_size: Option<u32>,
@@ -40,7 +44,6 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
         compression_level: a.compression,
         force_full: a.full,
         threads: a.threads.unwrap_or_else(bulwark_engine::default_threads),
-        ..Default::default()
     };
     if let Some(addr) = super::remote::target(&a.repo) {
         return super::remote::backup(&addr, &a.job, &a.source, &opts, out);
@@ -51,6 +54,13 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
     let s = backup_local(&repo, &a.job, &a.source, &opts, &|n| pb.inc(n))
         .with_context(|| format!("backing up {} as job {:?}", a.source.display(), a.job))?;
     pb.finish_and_clear();
+    let synth = match a.synthetic_full {
+        true => Some(
+            repo.synthesize(&a.job)
+                .with_context(|| format!("building a synthetic full of job {:?}", a.job))?,
+        ),
+        false => None,
+    };
     let c = &s.counters;
     let m = &s.sealed.meta;
     let secs = s.elapsed.as_secs_f64().max(1e-9);
@@ -62,6 +72,7 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
             "bytes_read": c.bytes_read, "bytes_new_plain": c.bytes_new_plain, "bytes_stored": c.bytes_stored,
             "seconds": secs, "path": s.sealed.path, "root_digest": s.sealed.root.to_hex(),
             "immutable": s.sealed.immutable, "expiry_unix": s.sealed.expiry, "full_reason": s.full_reason,
+            "synthetic_full": synth.as_ref().map(synth_json),
         }));
     } else {
         if let Some(why) = &s.full_reason {
@@ -95,6 +106,28 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
         } else {
             println!("  WARNING: no immutability service guards this repository: the file is NOT immutable");
         }
+        if let Some(o) = &synth {
+            println!(
+                "synthetic full {} built from it in {:.2}s by {}: {} cloned, {} copied",
+                o.sealed.meta.point,
+                o.elapsed.as_secs_f64(),
+                o.method.as_str(),
+                human(o.bytes_cloned),
+                human(o.bytes_copied)
+            );
+            if let Some(why) = &o.fallback_reason {
+                println!("  note: {why}: {}", bulwark_repository::REFLINK_ADVICE);
+            }
+        }
     }
     Ok(EXIT_OK)
+}
+
+fn synth_json(o: &bulwark_repository::SyntheticOutcome) -> serde_json::Value {
+    json!({
+        "point": o.sealed.meta.point.to_hex(), "chain": o.sealed.meta.chain.to_hex(),
+        "method": o.method.as_str(), "fallback_reason": o.fallback_reason, "blocks": o.blocks,
+        "bytes_cloned": o.bytes_cloned, "bytes_copied": o.bytes_copied, "seconds": o.elapsed.as_secs_f64(),
+        "path": o.sealed.path, "immutable": o.sealed.immutable, "expiry_unix": o.sealed.expiry,
+    })
 }

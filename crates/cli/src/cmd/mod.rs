@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod demo;
 pub mod enroll;
+pub mod job;
 pub mod list;
 pub mod remote;
 pub mod restore;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use bulwark_repository::{Repository, DEFAULT_IMMUTABLE_DAYS};
+use bulwark_repository::{ReflinkSupport, Repository, DEFAULT_IMMUTABLE_DAYS, REFLINK_ADVICE};
 
 /// Arguments of `bulwark-repo init`.
 #[derive(clap::Args)]
@@ -17,19 +17,31 @@ pub struct Args {
     /// pinned CA, so this is informational.
     #[arg(long)]
     server_name: Vec<String>,
+    /// Socket of the immutability service that will guard this repository (its
+    /// configuration lists this folder). Set it here: once guarded, the folder's top level is
+    /// append-only and repository.toml can no longer change.
+    #[arg(long)]
+    immutd_socket: Option<PathBuf>,
 }
 
 /// Runs `bulwark-repo init`.
 pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
-    let repo = Repository::init(&a.dir, a.immutable_days)
+    let repo = Repository::init_with(&a.dir, a.immutable_days, a.immutd_socket.as_deref())
         .with_context(|| format!("creating a repository in {}", a.dir.display()))?;
     let fp = bulwark_server::init_pki(&a.dir, &repo.config().id, &a.server_name)
         .with_context(|| format!("creating the repository CA in {}", a.dir.display()))?;
+    // Warn now, while moving the repository elsewhere is still cheap.
+    let reflink = repo.reflink_support()?;
+    let no_reflink = match &reflink {
+        ReflinkSupport::Supported => None,
+        ReflinkSupport::Unsupported(why) => Some(format!("{why}: {REFLINK_ADVICE}")),
+    };
     if json {
         println!(
             "{}",
             serde_json::json!({"repository": a.dir, "id": repo.config().id, "immutable_days": a.immutable_days,
-                "fingerprint": fp.to_string()})
+                "fingerprint": fp.to_string(),
+                               "reflink": reflink.is_supported(), "reflink_warning": no_reflink})
         );
     } else {
         println!(
@@ -39,9 +51,20 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         );
         println!("immutability period: {} days", a.immutable_days);
         println!("repository CA fingerprint (clients pin it at enrollment): {fp}");
-        println!(
-            "files are NOT immutable until an immutability service (bulwark-immutd, run as root) guards this folder"
-        );
+        match &no_reflink {
+            None => println!("block cloning: supported (synthetic fulls share blocks)"),
+            Some(w) => eprintln!("WARNING: {w}"),
+        }
+        match &a.immutd_socket {
+            Some(sock) => println!(
+                "restore points will be sealed by the immutability service at {}; list {} in its configuration",
+                sock.display(),
+                repo.root().display()
+            ),
+            None => println!(
+                "files are NOT immutable: no immutability service is configured (see --immutd-socket)"
+            ),
+        }
     }
     Ok(0)
 }

@@ -3,6 +3,10 @@
 pub mod clients;
 pub mod enroll;
 pub mod init;
+pub mod policy;
+pub mod retention;
 pub mod serve;
+pub mod space;
 pub mod status;
+pub mod synthesize;
 pub mod verify;

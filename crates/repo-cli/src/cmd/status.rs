@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use bulwark_immut_msg::layout;
-use bulwark_repository::Repository;
+use bulwark_repository::{ReflinkSupport, Repository, REFLINK_ADVICE};
 
 /// Files in `incoming/` older than this are reported: sealing takes seconds.
 const SEAL_DELAY_ALERT: Duration = Duration::from_secs(60);
@@ -41,6 +41,7 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         }
     }
     let jobs = repo.jobs()?;
+    let reflink = repo.reflink_support()?;
     if json {
         let w: Vec<_> = waiting
             .iter()
@@ -49,7 +50,9 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         println!(
             "{}",
             serde_json::json!({"repository": a.dir, "id": cfg.id, "immutable_days": cfg.immutable_days,
-                "immutd_socket": cfg.immutd_socket, "jobs": jobs, "unsealed_files": w})
+                "immutd_socket": cfg.immutd_socket, "jobs": jobs, "unsealed_files": w,
+                "synthetic_full_method": if reflink.is_supported() { "clone" } else { "copy" },
+                "reflink_problem": match &reflink { ReflinkSupport::Unsupported(why) => Some(why), _ => None }})
         );
     } else {
         println!("repository {} (id {})", a.dir.display(), cfg.id);
@@ -57,6 +60,14 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         match &cfg.immutd_socket {
             Some(s) => println!("immutability service: {}", s.display()),
             None => println!("immutability service: NONE — restore points are not immutable"),
+        }
+        match &reflink {
+            ReflinkSupport::Supported => {
+                println!("synthetic fulls: clone (the filesystem supports reflink)")
+            }
+            ReflinkSupport::Unsupported(why) => {
+                println!("synthetic fulls: COPY, because {why}; {REFLINK_ADVICE}")
+            }
         }
         println!(
             "jobs: {}",

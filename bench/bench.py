@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Bulwark benchmark driver: full backup, incremental and restore of the benchmark images,
+each step with the page cache dropped first, medians of several runs, next to the machine's
+own limits. Usage: bench.py [--runs N] [--dir D] [--block-sizes] [--sparse]. Needs root to drop
+the page cache (it says so and measures warm otherwise)."""
+import argparse, json, os, shutil, statistics, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release")
+
+def drop_caches():
+    try:
+        subprocess.run(["sync"], check=True)
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+def timed(cmd):
+    """Runs cmd under GNU time; returns (wall s, cpu s, peak RSS MiB, stdout)."""
+    fmt = "%e %U %S %M"
+    p = subprocess.run(["/usr/bin/time", "-f", fmt, "-o", "/tmp/bulwark-bench.time"] + cmd,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        sys.exit("command failed: %s\n%s" % (" ".join(cmd), p.stderr))
+    wall, user, sys_, rss = open("/tmp/bulwark-bench.time").read().split()[-4:]
+    return float(wall), float(user) + float(sys_), int(rss) / 1024.0, p.stdout
+
+def bulwark(*args):
+    return [os.path.join(BIN, "bulwark")] + list(args)
+
+def med(xs):
+    return statistics.median(xs)
+
+def row(name, walls, cpus, rsss, size_bytes, extra=""):
+    w = med(walls)
+    return "| %s | %.2f s | %.0f MB/s | %.2f s | %.0f MiB | %s |" % (
+        name, w, size_bytes / w / 1e6, med(cpus), max(rsss), extra)
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", "/var/tmp/bulwark-bench"))
+    ap.add_argument("--block-sizes", action="store_true", help="also compare block sizes")
+    ap.add_argument("--sparse", action="store_true", help="also back up a 64 GiB sparse image")
+    a = ap.parse_args()
+    d = a.dir
+    day1, day2 = os.path.join(d, "day1.img"), os.path.join(d, "day2.img")
+    size = os.path.getsize(day1)
+    cold = drop_caches()
+    if not cold:
+        print("NOTE: cannot drop the page cache (not root): figures are warm-cache figures")
+    limits = json.loads(subprocess.run([os.path.join(BIN, "bulwark-limits"), day1],
+                                       stdout=subprocess.PIPE, text=True, check=True).stdout)
+    res = {k: ([], [], []) for k in ("full", "incr", "restore", "incr_warm")}
+    stored = {}
+    for run in range(a.runs):
+        repo = os.path.join(d, "repo")
+        shutil.rmtree(repo, ignore_errors=True)
+        subprocess.run([os.path.join(BIN, "bulwark-repo"), "init", repo], check=True, stdout=subprocess.DEVNULL)
+        steps = [
+            ("full", bulwark("backup", "--json", "--repo", repo, "--job", "bench", day1)),
+            ("incr", bulwark("backup", "--json", "--repo", repo, "--job", "bench", day2)),
+        ]
+        for name, cmd in steps:
+            drop_caches()
+            w, c, r, out = timed(cmd)
+            res[name][0].append(w); res[name][1].append(c); res[name][2].append(r)
+            stored[name] = json.loads(out)
+        out_img = os.path.join(d, "restored.img")
+        if os.path.exists(out_img):
+            os.remove(out_img)
+        drop_caches()
+        w, c, r, _ = timed(bulwark("restore", "--repo", repo, "--job", "bench", out_img))
+        res["restore"][0].append(w); res["restore"][1].append(c); res["restore"][2].append(r)
+        if subprocess.run(["cmp", "-s", day2, out_img]).returncode != 0:
+            sys.exit("restored image differs from day2.img")
+        os.remove(out_img)
+        # Warm incremental: a chain with only day 1, then day 2 read from the page cache.
+        subprocess.run(bulwark("backup", "--repo", repo, "--job", "warm", day1), check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["cat", day2], stdout=subprocess.DEVNULL, check=True)
+        w, c, r, _ = timed(bulwark("backup", "--json", "--repo", repo, "--job", "warm", day2))
+        res["incr_warm"][0].append(w); res["incr_warm"][1].append(c); res["incr_warm"][2].append(r)
+        repo_bytes = sum(os.path.getsize(os.path.join(p, f)) for p, _, fs in os.walk(os.path.join(repo, "store", "bench")) for f in fs)
+        shutil.rmtree(repo)
+        print("run %d done" % (run + 1), file=sys.stderr)
+    inc = stored["incr"]
+    lines = []
+    lines.append("Machine: %d cores; %s page cache; image %.2f GiB (%s)" % (
+        limits["cores"], "cold (dropped before each step)" if cold else "WARM", size / 2**30, day1))
+    lines.append("")
+    lines.append("| limit | MB/s |")
+    lines.append("|---|---|")
+    lines.append("| sequential read of the image (cold) | %d |" % limits["seq_read_mbps"])
+    lines.append("| BLAKE3, 1 core / all cores | %d / %d |" % (limits["blake3_1_mbps"], limits["blake3_all_mbps"]))
+    lines.append("| zstd -%d, 1 core / all cores | %d / %d |" % (limits["zstd_level"], limits["zstd_1_mbps"], limits["zstd_all_mbps"]))
+    lines.append("")
+    lines.append("| step (median of %d) | wall | throughput (of image) | CPU | peak RSS | notes |" % a.runs)
+    lines.append("|---|---|---|---|---|---|")
+    f = stored["full"]
+    lines.append(row("full backup", *res["full"], size, "stored %.0f MiB of %.0f MiB non-zero data" % (f["bytes_stored"] / 2**20, f["bytes_read"] / 2**20)))
+    lines.append(row("incremental (day 2)", *res["incr"], size, "%d of %d blocks changed, stored %.1f MiB; %.0f %% of the read limit" % (
+        inc["blocks_new"], inc["blocks_new"] + inc["blocks_unchanged"], inc["bytes_stored"] / 2**20,
+        100 * size / med(res["incr"][0]) / 1e6 / limits["seq_read_mbps"])))
+    lines.append(row("incremental, image in page cache", *res["incr_warm"], size, ""))
+    lines.append(row("restore (latest)", *res["restore"], size, "byte-identical (cmp)"))
+    lines.append("")
+    lines.append("Repository after full + incremental: %.0f MiB" % (repo_bytes / 2**20))
+    if a.sparse:
+        lines += sparse(d)
+    if a.block_sizes:
+        lines += block_sizes(d, day1, day2, size)
+    text = "\n".join(lines)
+    print(text)
+    open(os.path.join(d, "results.md"), "w").write(text + "\n")
+
+def sparse(d):
+    """Peak RSS on a 64 GiB sparse image with data at its start, middle and end."""
+    img = os.path.join(d, "sparse64.img")
+    with open(img, "wb") as f:
+        f.truncate(64 << 30)
+        for off in (0, 32 << 30, (64 << 30) - (256 << 20)):
+            f.seek(off)
+            f.write(os.urandom(256 << 20))
+    repo = os.path.join(d, "repo-sparse")
+    shutil.rmtree(repo, ignore_errors=True)
+    subprocess.run([os.path.join(BIN, "bulwark-repo"), "init", repo], check=True, stdout=subprocess.DEVNULL)
+    drop_caches()
+    w, c, r, _ = timed(bulwark("backup", "--json", "--repo", repo, "--job", "sparse", img))
+    out = os.path.join(d, "sparse-restored.img")
+    drop_caches()
+    w2, c2, r2, _ = timed(bulwark("restore", "--repo", repo, "--job", "sparse", out))
+    shutil.rmtree(repo); os.remove(img); os.remove(out)
+    return ["", "64 GiB sparse image (768 MiB of data): backup %.1f s, peak RSS %.0f MiB; restore %.1f s, peak RSS %.0f MiB" % (w, r, w2, r2)]
+
+def block_sizes(d, day1, day2, size):
+    lines = ["", "| block size | full stored | incremental: changed blocks | incremental stored | map per point | full wall (warm) | incr wall (warm) |",
+             "|---|---|---|---|---|---|---|"]
+    for bs in ("64K", "256K", "1M", "4M"):
+        repo = os.path.join(d, "repo-bs")
+        shutil.rmtree(repo, ignore_errors=True)
+        subprocess.run([os.path.join(BIN, "bulwark-repo"), "init", repo], check=True, stdout=subprocess.DEVNULL)
+        w1, _, _, o1 = timed(bulwark("backup", "--json", "--repo", repo, "--job", "b", "--block-size", bs, day1))
+        w2, _, _, o2 = timed(bulwark("backup", "--json", "--repo", repo, "--job", "b", day2))
+        f, i = json.loads(o1), json.loads(o2)
+        mapped = i["blocks_new"] + i["blocks_unchanged"]
+        lines.append("| %s | %.0f MiB | %d of %d (%.1f %%) | %.1f MiB | %.0f KiB | %.2f s | %.2f s |" % (
+            bs, f["bytes_stored"] / 2**20, i["blocks_new"], mapped, 100.0 * i["blocks_new"] / max(mapped, 1),
+            i["bytes_stored"] / 2**20, mapped * 96 / 1024, w1, w2))
+        shutil.rmtree(repo)
+    return lines
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+//! `bulwark-immutctl`: a shell client for the immutability service, run as the service user
+//! (or root for `status`, `query` and `time-accept`). Prints `key=value` lines.
+//!
+//! Exit codes: 0 ok, 2 operational error, 3 the service refused the request.
+
+use std::path::{Path, PathBuf};
+
+use bulwark_format::PointId;
+use bulwark_immut_msg::{ClientError, FileInfo, ImmutClient, Target};
+
+const USAGE: &str = "usage: bulwark-immutctl --socket PATH <command>
+
+commands:
+  seal PATH                  seal REPO/incoming/<point>.bwrp
+  seal-point REPO POINT      the same, by repository and point id
+  query TARGET               show a sealed file (TARGET: a sealed path or a point id)
+  extend TARGET UNIX_SECS    raise a file's expiry
+  delete TARGET              delete an expired file
+  status                     the service's clock and counters
+  time-accept                (root) accept the current wall-clock time";
+
+fn target(s: &str) -> Target {
+    match s.parse::<PointId>() {
+        Ok(p) if !s.contains('/') => Target::Point(p),
+        _ => Target::Path(PathBuf::from(s)),
+    }
+}
+
+fn print_info(i: &FileInfo) {
+    println!("sealed_path={}", i.sealed_path.display());
+    println!("job={}", i.job);
+    println!("chain={}", i.chain);
+    println!("point={}", i.point);
+    println!("root_digest={}", i.root_digest);
+    println!("size={}", i.size);
+    println!("inode={}", i.inode);
+    println!("sealed_unix={}", i.sealed_unix);
+    println!("expiry_unix={}", i.expiry_unix);
+    println!("requested_expiry_unix={}", i.requested_expiry_unix);
+    println!("state={}", i.state.as_str());
+}
+
+fn run(socket: &Path, words: &[&str]) -> Result<(), ClientError> {
+    let mut c = ImmutClient::connect(socket)?;
+    match words {
+        ["seal", p] => print_info(&c.seal_path(Path::new(p))?),
+        ["seal-point", repo, point] => {
+            let point = point.parse::<PointId>().map_err(|e| ClientError::Refused {
+                request: "seal",
+                code: bulwark_immut_msg::ErrorCode::BadRequest,
+                message: e,
+            })?;
+            print_info(&c.seal(Path::new(repo), point)?)
+        }
+        ["query", t] => print_info(&c.query(target(t))?),
+        ["extend", t, until] => {
+            let until = until.parse::<i64>().unwrap_or(i64::MIN);
+            let (i, capped) = c.extend(target(t), until)?;
+            print_info(&i);
+            println!("capped={capped}");
+        }
+        ["delete", t] => println!("deleted={}", c.delete(target(t))?.display()),
+        ["status"] => {
+            let s = c.status()?;
+            println!("trusted_unix={}", s.trusted_unix);
+            println!("wall_unix={}", s.wall_unix);
+            println!("unlocks_frozen={}", s.unlocks_frozen);
+            println!("alert={}", s.alert);
+            println!("files_locked={}", s.files_locked);
+            println!("bytes_locked={}", s.bytes_locked);
+            println!("files_unlocked={}", s.files_unlocked);
+            println!("next_expiry_unix={}", s.next_expiry_unix);
+            println!("audit_problem={}", s.audit_problem);
+        }
+        ["time-accept"] => println!("trusted_unix={}", c.time_accept()?),
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (socket, rest) = match args.as_slice() {
+        [flag, s, rest @ ..] if flag == "--socket" => (PathBuf::from(s), rest),
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let words: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match run(&socket, &words) {
+        Ok(()) => {}
+        Err(ClientError::Refused { code, message, .. }) => {
+            println!("refused={code:?}");
+            println!("message={message}");
+            std::process::exit(3);
+        }
+        Err(e) => {
+            eprintln!("bulwark-immutctl: {e}");
+            std::process::exit(2);
+        }
+    }
+}

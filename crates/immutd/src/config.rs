@@ -1,0 +1,379 @@
+//! The root-owned configuration: which repositories are guarded, who may ask, and the limits
+//! that bound what any request can lock.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{ImmutdError, Result};
+use crate::toml_lite::{self, Table, Value};
+
+/// Default configuration path.
+pub const DEFAULT_CONFIG: &str = "/etc/bulwark/immutd.toml";
+/// Shortest immutability period a repository may have.
+pub const MIN_PERIOD_DAYS: u32 = 7;
+/// Longest immutability period a repository may have.
+pub const MAX_PERIOD_DAYS: u32 = 9999;
+/// Upper bound of `max_period_days` (100 years).
+pub const MAX_MAX_PERIOD_DAYS: u32 = 36500;
+
+/// One guarded repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepoConfig {
+    pub path: PathBuf,
+    /// Immutability period of files sealed from now on, 7 to 9999 days.
+    pub min_period_days: u32,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The only non-root uid allowed to talk to the service, and the owner of `incoming/`.
+    pub service_uid: u32,
+    pub service_gid: u32,
+    pub service_user: String,
+    pub socket: PathBuf,
+    /// Ledger, audit log and clock checkpoints; root-owned, outside every repository.
+    pub state_dir: PathBuf,
+    pub repositories: Vec<RepoConfig>,
+    /// No expiry may lie further than this after a file's seal time.
+    pub max_period_days: u32,
+    /// Seal is refused when the locked files would exceed this many bytes.
+    pub max_locked_bytes: u64,
+    /// Forward wall-clock drift credited without proof, per check and per day.
+    pub clock_tolerance_secs: i64,
+    /// How often the clock is checked and expired files unlocked.
+    pub tick_secs: u64,
+    /// Set the append-only attribute on each repository folder so its entries (the store,
+    /// incoming/) cannot be renamed or removed by the service user.
+    pub lock_repository_root: bool,
+}
+
+fn err(path: &Path, msg: impl Into<String>) -> ImmutdError {
+    ImmutdError::Config {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+/// Looks up a user by name (or `#uid`) in `/etc/passwd`: (uid, gid).
+pub fn lookup_user(passwd: &str, user: &str) -> Option<(u32, u32)> {
+    let by_uid = user.strip_prefix('#').and_then(|u| u.parse::<u32>().ok());
+    for line in passwd.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 4 {
+            continue;
+        }
+        let (Ok(uid), Ok(gid)) = (f[2].parse::<u32>(), f[3].parse::<u32>()) else {
+            continue;
+        };
+        if f[0] == user || by_uid == Some(uid) {
+            return Some((uid, gid));
+        }
+    }
+    None
+}
+
+fn clean_abs_path(cfg: &Path, key: &str, s: &str) -> Result<PathBuf> {
+    let p = PathBuf::from(s);
+    let ok = p.is_absolute()
+        && p.components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && !s.chars().any(|c| c.is_control())
+        && s.len() <= 1024
+        && (s == "/" || !s.ends_with('/'));
+    if !ok {
+        return Err(err(cfg, format!("{key} {s:?} must be an absolute path without `.`, `..`, `//`, a trailing `/` or control characters")));
+    }
+    if p.components().count() != s.split('/').filter(|c| !c.is_empty()).count() + 1 {
+        return Err(err(cfg, format!("{key} {s:?} is not in canonical form")));
+    }
+    Ok(p)
+}
+
+struct Keys<'a> {
+    cfg: &'a Path,
+    table: &'a Table,
+    what: &'static str,
+}
+
+impl Keys<'_> {
+    fn check_known(&self, known: &[&str]) -> Result<()> {
+        for (k, (_, line)) in self.table {
+            if !known.contains(&k.as_str()) {
+                return Err(err(
+                    self.cfg,
+                    format!("line {line}: unknown key {k:?} in {}", self.what),
+                ));
+            }
+        }
+        Ok(())
+    }
+    fn str(&self, k: &str) -> Result<Option<&str>> {
+        match self.table.get(k) {
+            None => Ok(None),
+            Some((Value::Str(s), _)) => Ok(Some(s)),
+            Some((_, line)) => Err(err(self.cfg, format!("line {line}: {k} must be a string"))),
+        }
+    }
+    fn int(&self, k: &str, lo: i64, hi: i64) -> Result<Option<i64>> {
+        match self.table.get(k) {
+            None => Ok(None),
+            Some((Value::Int(v), line)) => {
+                if *v < lo || *v > hi {
+                    return Err(err(
+                        self.cfg,
+                        format!("line {line}: {k} = {v} is outside {lo}..={hi}"),
+                    ));
+                }
+                Ok(Some(*v))
+            }
+            Some((_, line)) => Err(err(
+                self.cfg,
+                format!("line {line}: {k} must be an integer"),
+            )),
+        }
+    }
+    fn bool(&self, k: &str) -> Result<Option<bool>> {
+        match self.table.get(k) {
+            None => Ok(None),
+            Some((Value::Bool(b), _)) => Ok(Some(*b)),
+            Some((_, line)) => Err(err(
+                self.cfg,
+                format!("line {line}: {k} must be true or false"),
+            )),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates configuration text. `passwd` is the content of `/etc/passwd`.
+    pub fn parse(cfg: &Path, text: &str, passwd: &str) -> Result<Config> {
+        let doc = toml_lite::parse(text).map_err(|m| err(cfg, m))?;
+        let top = Keys {
+            cfg,
+            table: &doc.top,
+            what: "the top level",
+        };
+        top.check_known(&[
+            "service_user",
+            "socket",
+            "state_dir",
+            "min_period_days",
+            "max_period_days",
+            "max_locked_bytes",
+            "clock_tolerance_secs",
+            "tick_secs",
+            "lock_repository_root",
+        ])?;
+        let service_user = top
+            .str("service_user")?
+            .ok_or_else(|| err(cfg, "service_user is required"))?;
+        let (service_uid, service_gid) = lookup_user(passwd, service_user).ok_or_else(|| {
+            err(
+                cfg,
+                format!("service_user {service_user:?} is not in /etc/passwd"),
+            )
+        })?;
+        if service_uid == 0 {
+            return Err(err(cfg, "service_user must not be root: the service user is the one the protection is against"));
+        }
+        let socket = clean_abs_path(
+            cfg,
+            "socket",
+            top.str("socket")?.unwrap_or("/run/bulwark/immutd.sock"),
+        )?;
+        let state_dir = clean_abs_path(
+            cfg,
+            "state_dir",
+            top.str("state_dir")?.unwrap_or("/var/lib/bulwark-immutd"),
+        )?;
+        let period = |k: &Keys, key| k.int(key, MIN_PERIOD_DAYS.into(), MAX_PERIOD_DAYS.into());
+        let default_period =
+            period(&top, "min_period_days")?.unwrap_or(MIN_PERIOD_DAYS.into()) as u32;
+        let max_period_days = top
+            .int(
+                "max_period_days",
+                MIN_PERIOD_DAYS.into(),
+                MAX_MAX_PERIOD_DAYS.into(),
+            )?
+            .ok_or_else(|| {
+                err(
+                    cfg,
+                    "max_period_days is required (the longest any file may be locked)",
+                )
+            })? as u32;
+        let max_locked_bytes = top.int("max_locked_bytes", 1, i64::MAX)?.ok_or_else(|| {
+            err(
+                cfg,
+                "max_locked_bytes is required (the most bytes requests may lock)",
+            )
+        })? as u64;
+        let clock_tolerance_secs = top.int("clock_tolerance_secs", 10, 86_400)?.unwrap_or(120);
+        let tick_secs = top.int("tick_secs", 1, 3600)?.unwrap_or(60) as u64;
+        let lock_repository_root = top.bool("lock_repository_root")?.unwrap_or(true);
+
+        let mut repositories = Vec::new();
+        for (name, table, line) in &doc.arrays {
+            if name != "repository" {
+                return Err(err(cfg, format!("line {line}: unknown table [[{name}]]")));
+            }
+            let k = Keys {
+                cfg,
+                table,
+                what: "[[repository]]",
+            };
+            k.check_known(&["path", "min_period_days"])?;
+            let path = k
+                .str("path")?
+                .ok_or_else(|| err(cfg, format!("line {line}: [[repository]] needs a path")))?;
+            let path = clean_abs_path(cfg, "repository path", path)?;
+            let min_period_days =
+                period(&k, "min_period_days")?.map_or(default_period, |v| v as u32);
+            if min_period_days > max_period_days {
+                return Err(err(cfg, format!("repository {}: min_period_days {min_period_days} exceeds max_period_days {max_period_days}", path.display())));
+            }
+            repositories.push(RepoConfig {
+                path,
+                min_period_days,
+            });
+        }
+        if repositories.is_empty() {
+            return Err(err(cfg, "no [[repository]] to guard"));
+        }
+        for (i, a) in repositories.iter().enumerate() {
+            for b in &repositories[i + 1..] {
+                if a.path.starts_with(&b.path) || b.path.starts_with(&a.path) {
+                    return Err(err(
+                        cfg,
+                        format!(
+                            "repositories {} and {} overlap",
+                            a.path.display(),
+                            b.path.display()
+                        ),
+                    ));
+                }
+            }
+            for (what, p) in [("state_dir", &state_dir), ("socket", &socket)] {
+                if p.starts_with(&a.path) || a.path.starts_with(p) {
+                    return Err(err(
+                        cfg,
+                        format!(
+                            "{what} {} must be outside repository {}: the service user controls it",
+                            p.display(),
+                            a.path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(Config {
+            service_uid,
+            service_gid,
+            service_user: service_user.to_string(),
+            socket,
+            state_dir,
+            repositories,
+            max_period_days,
+            max_locked_bytes,
+            clock_tolerance_secs,
+            tick_secs,
+            lock_repository_root,
+        })
+    }
+
+    /// Reads the configuration file, refusing one that anybody but root could have written.
+    pub fn load(path: &Path) -> Result<Config> {
+        check_root_owned(path, "configuration file")?;
+        if let Some(parent) = path.parent() {
+            check_root_owned(parent, "configuration folder")?;
+        }
+        let text = read_bounded(path, 1 << 20)?;
+        let passwd = read_bounded(Path::new("/etc/passwd"), 64 << 20)?;
+        Config::parse(path, &text, &passwd)
+    }
+
+    /// The repository whose folder is `path`.
+    pub fn repo(&self, path: &Path) -> Option<&RepoConfig> {
+        self.repositories.iter().find(|r| r.path == path)
+    }
+}
+
+fn read_bounded(path: &Path, max: u64) -> Result<String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(ImmutdError::io("opening", path))?;
+    let mut s = String::new();
+    f.take(max + 1)
+        .read_to_string(&mut s)
+        .map_err(ImmutdError::io("reading", path))?;
+    if s.len() as u64 > max {
+        return Err(err(path, format!("larger than {max} bytes")));
+    }
+    Ok(s)
+}
+
+/// Refuses a file or folder that is not owned by root or that group or others can write.
+pub fn check_root_owned(path: &Path, what: &str) -> Result<()> {
+    let m = std::fs::metadata(path).map_err(ImmutdError::io("checking", path))?;
+    if m.uid() != 0 || m.mode() & 0o022 != 0 {
+        return Err(err(
+            path,
+            format!("the {what} must be owned by root and not writable by group or others (it is uid {} mode {:o}); fix with chown root: and chmod go-w", m.uid(), m.mode() & 0o7777),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str =
+        "root:x:0:0::/root:/bin/sh\nbulwark:x:990:985::/nonexistent:/usr/sbin/nologin\n";
+
+    fn parse(t: &str) -> Result<Config> {
+        Config::parse(Path::new("/etc/bulwark/immutd.toml"), t, PASSWD)
+    }
+
+    const GOOD: &str = "service_user = \"bulwark\"\nmax_period_days = 400\nmax_locked_bytes = 1_000_000\n[[repository]]\npath = \"/srv/r1\"\n[[repository]]\npath = \"/srv/r2\"\nmin_period_days = 30\n";
+
+    #[test]
+    fn good_config() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!((c.service_uid, c.service_gid), (990, 985));
+        assert_eq!(c.repositories[0].min_period_days, 7);
+        assert_eq!(c.repositories[1].min_period_days, 30);
+        assert_eq!(c.clock_tolerance_secs, 120);
+        assert!(c.lock_repository_root);
+        assert_eq!(c.repo(Path::new("/srv/r2")).unwrap().min_period_days, 30);
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let cases = [
+            GOOD.replace("bulwark\"", "root\""),
+            GOOD.replace("bulwark\"", "nobody-here\""),
+            GOOD.replace("min_period_days = 30", "min_period_days = 6"),
+            GOOD.replace("min_period_days = 30", "min_period_days = 10000"),
+            GOOD.replace("min_period_days = 30", "min_period_days = 401"),
+            GOOD.replace("/srv/r2", "/srv/r1/sub"),
+            GOOD.replace("/srv/r2", "srv/r2"),
+            GOOD.replace("/srv/r2", "/srv/../r2"),
+            GOOD.replace("/srv/r2", "/srv/r2/"),
+            GOOD.replace("max_locked_bytes = 1_000_000\n", ""),
+            GOOD.replace("max_period_days = 400", "max_period_days = 400\ntypo = 1"),
+            format!("state_dir = \"/srv/r1/state\"\n{GOOD}"),
+            format!("socket = \"/srv/r2/s.sock\"\n{GOOD}"),
+            "service_user = \"bulwark\"\nmax_period_days = 400\nmax_locked_bytes = 1\n".to_string(),
+        ];
+        for c in cases {
+            assert!(parse(&c).is_err(), "accepted:\n{c}");
+        }
+    }
+
+    #[test]
+    fn users_by_name_or_number() {
+        assert_eq!(lookup_user(PASSWD, "bulwark"), Some((990, 985)));
+        assert_eq!(lookup_user(PASSWD, "#990"), Some((990, 985)));
+        assert_eq!(lookup_user(PASSWD, "#5"), None);
+    }
+}

@@ -1,0 +1,376 @@
+//! Time: expiries are honoured when time really passes, and wall-clock jumps unlock nothing
+//! early. Time is shifted for the service process only, with libfaketime (never the machine's
+//! clock): all clocks together for honest passage of time, the wall clock alone
+//! (`FAKETIME_DONT_FAKE_MONOTONIC=1`) for an attack. Root only; skipped elsewhere.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use bulwark_format::PointId;
+use bulwark_immut_msg::layout::sealed_path;
+use bulwark_immutd::testing::{Immutd, ImmutdSetup};
+use common::*;
+
+const DAY: i64 = 86_400;
+/// Seven days less 30 minutes: close to the minimum period, not past it.
+const NEAR_EXPIRY: i64 = 7 * DAY - 1800;
+
+fn libfaketime() -> Option<PathBuf> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ls /usr/lib/*/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1 2>/dev/null | head -n1")
+        .output()
+        .ok()?;
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!p.is_empty()).then(|| PathBuf::from(p))
+}
+
+fn can_run_clock(test: &str) -> bool {
+    if !can_run(test, &["mkfs.ext4", "useradd", "faketime"]) {
+        return false;
+    }
+    if libfaketime().is_none() {
+        eprintln!("SKIP {test}: libfaketime.so.1 not found (apt-get install faketime)");
+        return false;
+    }
+    true
+}
+
+/// The setup with every clock of the service shifted by `offset` seconds (honest time).
+fn all_clocks(base: &ImmutdSetup, offset: i64) -> ImmutdSetup {
+    let mut s = base.clone();
+    s.env = vec![
+        ("LD_PRELOAD".into(), libfaketime().unwrap().into()),
+        ("FAKETIME".into(), format!("+{offset}").into()),
+    ];
+    s
+}
+
+/// The setup with only the wall clock shifted by `offset` seconds (an attack).
+fn wall_only(base: &ImmutdSetup, offset: i64) -> ImmutdSetup {
+    let mut s = all_clocks(base, offset);
+    s.env
+        .push(("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()));
+    s
+}
+
+/// The setup with the wall clock read from `file` on every call, so a test can move it while
+/// the service runs.
+fn wall_from_file(base: &ImmutdSetup, file: &Path) -> ImmutdSetup {
+    let mut s = base.clone();
+    s.env = vec![
+        ("LD_PRELOAD".into(), libfaketime().unwrap().into()),
+        ("FAKETIME_TIMESTAMP_FILE".into(), file.into()),
+        ("FAKETIME_NO_CACHE".into(), "1".into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ];
+    s
+}
+
+fn start(s: &ImmutdSetup) -> Immutd {
+    s.spawn(Path::new(IMMUTD)).expect("starting bulwark-immutd")
+}
+
+/// Status as root through the socket.
+fn status(rig: &Rig) -> CtlResult {
+    let o = std::process::Command::new(IMMUTCTL)
+        .arg("--socket")
+        .arg(rig.socket())
+        .arg("status")
+        .output()
+        .unwrap();
+    CtlResult::from(o).ok()
+}
+
+fn root_ctl(rig: &Rig, args: &[&str]) -> CtlResult {
+    let o = std::process::Command::new(IMMUTCTL)
+        .arg("--socket")
+        .arg(rig.socket())
+        .args(args)
+        .output()
+        .unwrap();
+    CtlResult::from(o)
+}
+
+fn frozen(rig: &Rig) -> bool {
+    status(rig).get("unlocks_frozen").as_deref() == Some("true")
+}
+
+fn path_of(rig: &Rig, job: &str, chain: PointId, point: PointId) -> PathBuf {
+    sealed_path(&rig.repo, job, chain, point)
+}
+
+#[test]
+fn expiry_is_honoured_with_the_chain_rule_and_extensions() {
+    if !can_run_clock("expiry_is_honoured_with_the_chain_rule_and_extensions") {
+        return;
+    }
+    let rig = Rig::new(FsKind::Ext4);
+    let u = &rig.user;
+    let sock = rig.socket();
+    // Day 0: a full in chain A, a full in B (extended to day 20), a lone full in C.
+    let svc = rig.start();
+    let (a, r) = seal_new(&rig, "vm-a", None, PointId::NONE);
+    let t0 = r.ok().int("sealed_unix");
+    let (b, r) = seal_new(&rig, "vm-b", None, PointId::NONE);
+    let tb = r.ok().int("sealed_unix");
+    let (c, r) = seal_new(&rig, "vm-c", None, PointId::NONE);
+    // Compared with its own seal time: under load the seals need not share a second.
+    let rc = r.ok();
+    assert_eq!(rc.int("expiry_unix"), rc.int("sealed_unix") + 7 * DAY);
+    let r = u
+        .ctl(
+            &sock,
+            &["extend", &b.to_hex(), &(t0 + 20 * DAY).to_string()],
+        )
+        .ok();
+    assert_eq!(r.int("expiry_unix"), t0 + 20 * DAY);
+    let r = u
+        .ctl(
+            &sock,
+            &["extend", &b.to_hex(), &(t0 + 4000 * DAY).to_string()],
+        )
+        .ok();
+    assert_eq!(
+        r.get("capped").as_deref(),
+        Some("true"),
+        "extension beyond max_period_days must be capped"
+    );
+    assert_eq!(r.int("expiry_unix"), tb + 400 * DAY);
+    svc.stop();
+    // The max-period cap is checked above; put B back to day 20 for the rest by a fresh repo?
+    // No: expiries never shrink. B stays until day 400, which the later checks use.
+
+    // Day 3: an incremental in chain A extends the whole chain to day 10.
+    let svc = start(&all_clocks(&rig.setup, 3 * DAY));
+    let (a2, r) = seal_new(&rig, "vm-a", Some(a), a);
+    let r = r.ok();
+    assert!(r.int("sealed_unix") >= t0 + 3 * DAY);
+    assert_eq!(
+        u.ctl(&sock, &["query", &a.to_hex()])
+            .ok()
+            .int("expiry_unix"),
+        r.int("expiry_unix")
+    );
+    svc.stop();
+
+    // Day 6: nothing has expired.
+    let svc = start(&all_clocks(&rig.setup, 6 * DAY));
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    for (job, ch, p) in [
+        ("vm-a", a, a),
+        ("vm-a", a, a2),
+        ("vm-b", b, b),
+        ("vm-c", c, c),
+    ] {
+        assert!(
+            is_immutable(&path_of(&rig, job, ch, p)),
+            "{job} unlocked before its expiry"
+        );
+    }
+    assert_eq!(
+        u.ctl(&sock, &["delete", &c.to_hex()]).refused().as_deref(),
+        Some("Refused")
+    );
+    svc.stop();
+
+    // Day 9: C (7 days) has expired and unlocks; A's full is older than 7 days but its chain
+    // was extended on day 3, so it stays locked.
+    let svc = start(&all_clocks(&rig.setup, 9 * DAY));
+    let pc = path_of(&rig, "vm-c", c, c);
+    assert!(
+        wait_for(10, || !is_immutable(&pc)),
+        "C did not unlock after its expiry"
+    );
+    assert!(
+        is_immutable(&path_of(&rig, "vm-a", a, a)),
+        "chain rule: A's full unlocked early"
+    );
+    assert!(is_immutable(&path_of(&rig, "vm-a", a, a2)));
+    assert_eq!(
+        u.ctl(&sock, &["delete", &a.to_hex()]).refused().as_deref(),
+        Some("Refused")
+    );
+    u.ctl(&sock, &["delete", &c.to_hex()]).ok();
+    assert!(!pc.exists(), "delete after expiry did not remove the file");
+    assert_eq!(
+        u.ctl(&sock, &["query", &c.to_hex()])
+            .ok()
+            .get("state")
+            .as_deref(),
+        Some("deleted")
+    );
+    svc.stop();
+
+    // Day 11: the whole chain A unlocks together; B (extended) stays locked.
+    let svc = start(&all_clocks(&rig.setup, 11 * DAY));
+    let (pa, pa2) = (path_of(&rig, "vm-a", a, a), path_of(&rig, "vm-a", a, a2));
+    assert!(
+        wait_for(10, || !is_immutable(&pa) && !is_immutable(&pa2)),
+        "chain A did not unlock"
+    );
+    assert!(
+        is_immutable(&path_of(&rig, "vm-b", b, b)),
+        "extended file unlocked early"
+    );
+    u.ctl(&sock, &["delete", pa2.to_str().unwrap()]).ok();
+    u.ctl(&sock, &["delete", &a.to_hex()]).ok();
+    assert!(!pa.exists() && !pa2.exists());
+    assert_eq!(
+        u.ctl(&sock, &["delete", &b.to_hex()]).refused().as_deref(),
+        Some("Refused")
+    );
+    let o = rig.immutd_cli(&["status"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("running") && !text.contains("ALERT"),
+        "{text}"
+    );
+    svc.stop();
+
+    // Day 401: past the capped extension, B unlocks and can be deleted.
+    let svc = start(&all_clocks(&rig.setup, 401 * DAY));
+    let pb = path_of(&rig, "vm-b", b, b);
+    assert!(
+        wait_for(10, || !is_immutable(&pb)),
+        "B did not unlock after its capped expiry"
+    );
+    u.ctl(&sock, &["delete", &b.to_hex()]).ok();
+    assert!(!pb.exists());
+    assert_eq!(status(&rig).get("unlocks_frozen").as_deref(), Some("false"));
+    drop(svc);
+}
+
+/// Seals F now, then brings the service honestly to 30 minutes before F's expiry (accepting
+/// the shift as root would), so that any credited jump of more than 30 minutes would unlock F.
+fn near_expiry(rig: &Rig, setup: &ImmutdSetup) -> (Immutd, PathBuf, PointId) {
+    let svc = rig.start();
+    let (f, r) = seal_new(rig, "vm-1", None, PointId::NONE);
+    r.ok();
+    svc.stop();
+    let svc = start(setup);
+    // Starting 7 days ahead on the wall clock alone is itself a jump; root accepts it.
+    assert!(
+        wait_for(5, || frozen(rig)),
+        "a 7-day jump across a restart was not detected"
+    );
+    root_ctl(rig, &["time-accept"]).ok();
+    assert!(!frozen(rig));
+    let pf = path_of(rig, "vm-1", f, f);
+    assert!(is_immutable(&pf));
+    (svc, pf, f)
+}
+
+/// After a jump: unlocks frozen, alert raised, F still locked and undeletable, new files
+/// still sealed; then `time accept` resumes and F, now really expired, unlocks.
+fn check_frozen_then_accept(rig: &Rig, svc: Immutd, pf: &Path, f: PointId, accept_with_cli: bool) {
+    let u = &rig.user;
+    let sock = rig.socket();
+    assert!(
+        wait_for(5, || frozen(rig)),
+        "jump not detected: {}",
+        svc.log()
+    );
+    let st = status(rig);
+    assert!(
+        st.get("alert").unwrap_or_default().contains("time accept"),
+        "{st:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(is_immutable(pf), "a file unlocked early after a clock jump");
+    assert_eq!(
+        u.ctl(&sock, &["query", &f.to_hex()])
+            .ok()
+            .get("state")
+            .as_deref(),
+        Some("locked")
+    );
+    assert_eq!(
+        u.ctl(&sock, &["delete", &f.to_hex()]).refused().as_deref(),
+        Some("Refused")
+    );
+    let (g, r) = seal_new(rig, "vm-1", None, PointId::NONE);
+    r.ok();
+    assert!(
+        is_immutable(&path_of(rig, "vm-1", g, g)),
+        "sealing stopped while unlocks are frozen"
+    );
+    let cli = rig.immutd_cli(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&cli.stdout).contains("ALERT"),
+        "status does not show the alert"
+    );
+    let log = std::fs::read_to_string(rig.setup.state_dir().join("audit.log")).unwrap();
+    assert!(log.contains("\tclock-alert\t"), "clock alert not audited");
+    if accept_with_cli {
+        let o = rig.immutd_cli(&["time", "accept"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    } else {
+        root_ctl(rig, &["time-accept"]).ok();
+    }
+    assert!(!frozen(rig));
+    assert!(
+        wait_for(10, || !is_immutable(pf)),
+        "F did not unlock after time accept"
+    );
+    u.ctl(&sock, &["delete", &f.to_hex()]).ok();
+    assert!(!pf.exists());
+    drop(svc);
+}
+
+fn jump_while_running(test: &str, jump: i64) {
+    if !can_run_clock(test) {
+        return;
+    }
+    let rig = Rig::new(FsKind::Ext4);
+    let ts = rig.setup.dir.parent().unwrap().join("faketime");
+    std::fs::write(&ts, format!("+{NEAR_EXPIRY}\n")).unwrap();
+    let (svc, pf, f) = near_expiry(&rig, &wall_from_file(&rig.setup, &ts));
+    std::fs::write(&ts, format!("+{}\n", NEAR_EXPIRY + jump)).unwrap();
+    check_frozen_then_accept(&rig, svc, &pf, f, false);
+}
+
+fn jump_across_restart(test: &str, jump: i64) {
+    if !can_run_clock(test) {
+        return;
+    }
+    let rig = Rig::new(FsKind::Ext4);
+    let (svc, pf, f) = near_expiry(&rig, &wall_only(&rig.setup, NEAR_EXPIRY));
+    svc.stop();
+    let svc = start(&wall_only(&rig.setup, NEAR_EXPIRY + jump));
+    check_frozen_then_accept(&rig, svc, &pf, f, true);
+}
+
+#[test]
+fn jump_of_1_hour_while_running_unlocks_nothing() {
+    jump_while_running("jump_of_1_hour_while_running_unlocks_nothing", 3600);
+}
+
+#[test]
+fn jump_of_25_hours_while_running_unlocks_nothing() {
+    jump_while_running("jump_of_25_hours_while_running_unlocks_nothing", 25 * 3600);
+}
+
+#[test]
+fn jump_of_10_years_while_running_unlocks_nothing() {
+    jump_while_running("jump_of_10_years_while_running_unlocks_nothing", 3650 * DAY);
+}
+
+#[test]
+fn jump_of_1_hour_across_restart_unlocks_nothing() {
+    jump_across_restart("jump_of_1_hour_across_restart_unlocks_nothing", 3600);
+}
+
+#[test]
+fn jump_of_25_hours_across_restart_unlocks_nothing() {
+    jump_across_restart("jump_of_25_hours_across_restart_unlocks_nothing", 25 * 3600);
+}
+
+#[test]
+fn jump_of_10_years_across_restart_unlocks_nothing() {
+    jump_across_restart(
+        "jump_of_10_years_across_restart_unlocks_nothing",
+        3650 * DAY,
+    );
+}
