@@ -46,6 +46,11 @@ pub fn exit_code_of(e: &anyhow::Error) -> i32 {
                 return EXIT_DAMAGE;
             }
         }
+        if let Some(x) = cause.downcast_ref::<bulwark_remote::RemoteError>() {
+            if x.is_damage() {
+                return EXIT_DAMAGE;
+            }
+        }
         if let Some(x) = cause.downcast_ref::<bulwark_repository::RepoError>() {
             if x.is_damage() {
                 return EXIT_DAMAGE;

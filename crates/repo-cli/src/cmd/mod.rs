@@ -1,8 +1,11 @@
 //! One module per subcommand.
 
+pub mod clients;
+pub mod enroll;
 pub mod init;
 pub mod policy;
 pub mod retention;
+pub mod serve;
 pub mod space;
 pub mod status;
 pub mod synthesize;
