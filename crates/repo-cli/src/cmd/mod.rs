@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod audit;
 pub mod init;
 pub mod policy;
 pub mod retention;
