@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 /// Bytes written between two starts of writeback.
 const WRITEBACK_CHUNK: u64 = 256 << 20;
+/// How far ahead of the workers stored data is requested from the device.
+const PREFETCH: u64 = 32 << 20;
 
 use bulwark_format::{MapEntry, PointId};
 use bulwark_repository::{fsync_dir, ChainReader, Repository};
@@ -188,7 +190,23 @@ fn write_blocks(
             }));
         }
         drop(rx);
-        for e in chain.entries() {
+        let entries = chain.entries();
+        // Ask the device for the stored bytes some blocks ahead of the workers.
+        let ahead = (PREFETCH / bs).max(1) as usize;
+        let prefetch = |e: &MapEntry| {
+            let f = chain.file_of(e).file();
+            let _ = rustix::fs::fadvise(
+                f,
+                e.offset,
+                u64::from(e.stored_len),
+                rustix::fs::Advice::WillNeed,
+            );
+        };
+        entries.iter().take(ahead).for_each(prefetch);
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(next) = entries.get(i + ahead) {
+                prefetch(next);
+            }
             if tx.send(*e).is_err() {
                 break;
             }

@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Check the host's hardening: service user, modes, immutability service, clock, ports, ssh.
+    Audit(cmd::audit::Args),
     /// Create a repository in a new, empty folder.
     Init(cmd::init::Args),
     /// Show the repository's settings, jobs, and files waiting to be sealed.
@@ -57,6 +59,7 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let res = match cli.command {
+        Command::Audit(a) => cmd::audit::run(a, cli.json),
         Command::Init(a) => cmd::init::run(a, cli.json),
         Command::Status(a) => cmd::status::run(a, cli.json),
         Command::Verify(a) => cmd::verify::run(a, cli.json),

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 
 use anyhow::{anyhow, bail, Context};
-use bulwark_immutd::testing::{find_binary, Immutd, ImmutdSetup};
+use bulwark_immutd::testing::{Immutd, ImmutdSetup};
 use bulwark_repository::{utc, Repository, DEFAULT_IMMUTABLE_DAYS};
 use serde_json::Value;
 
@@ -179,26 +179,79 @@ struct Side {
 }
 
 impl Side {
-    /// Runs `bulwark ARGS --json` as the repository side and returns its JSON output.
+    /// Runs `bulwark --json ARGS` as the repository side and returns its JSON output.
     fn bulwark(&self, args: &[&str]) -> anyhow::Result<Value> {
-        let exe = std::env::current_exe()?;
-        let mut cmd = Command::new(exe);
-        cmd.arg("--json").args(args);
+        json_of(self.command(&std::env::current_exe()?), args)
+    }
+
+    /// Runs `bulwark-repo --json ARGS` as the repository side.
+    fn repo(&self, args: &[&str]) -> anyhow::Result<Value> {
+        json_of(self.command(&sibling_binary("bulwark-repo")?), args)
+    }
+
+    /// A command that runs as the repository side's user.
+    fn command(&self, prog: &Path) -> Command {
+        let mut cmd = Command::new(prog);
         if let Some((uid, gid)) = self.user {
             cmd.uid(uid).gid(gid).current_dir("/");
         }
-        let o = cmd
-            .output()
-            .with_context(|| format!("running bulwark {}", args.join(" ")))?;
-        let text = String::from_utf8_lossy(&o.stdout);
-        match serde_json::from_str(&text) {
-            Ok(v) if o.status.success() || args[0] == "verify" => Ok(v),
-            _ => Err(anyhow!(
-                "bulwark {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&o.stderr).trim()
-            )),
-        }
+        cmd
+    }
+}
+
+/// Runs `cmd --json ARGS` and parses its JSON output (verify reports damage with exit 1).
+fn json_of(mut cmd: Command, args: &[&str]) -> anyhow::Result<Value> {
+    let prog = cmd.get_program().to_string_lossy().into_owned();
+    let o = cmd
+        .arg("--json")
+        .args(args)
+        .output()
+        .with_context(|| format!("running {prog} {}", args.join(" ")))?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    match serde_json::from_str(&text) {
+        Ok(v) if o.status.success() || args[0] == "verify" => Ok(v),
+        _ => Err(anyhow!(
+            "{prog} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+    }
+}
+
+/// A program of this workspace next to this one, built from the source checkout if missing
+/// (`cargo run --bin bulwark` builds only `bulwark`).
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let found = |exe: &Path| exe.parent().map(|d| d.join(name)).filter(|p| p.is_file());
+    if let Some(p) = found(&exe) {
+        return Ok(p);
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if workspace.join("Cargo.toml").exists()
+        && exe.parent().is_some_and(|d| d.ends_with("target/release"))
+    {
+        println!("   (building {name} once)");
+        run_tool(
+            Command::new("cargo")
+                .args(["build", "--release", "-q", "--bin", name])
+                .current_dir(&workspace),
+        )?;
+    }
+    found(&exe).ok_or_else(|| {
+        anyhow!(
+            "{name} is not installed next to {}; build it with cargo build --release --bin {name}",
+            exe.display()
+        )
+    })
+}
+
+/// Stops the transport service when the demo ends, also on error.
+struct Serve(std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -264,23 +317,6 @@ fn unlock_tree(path: &Path) {
     }
 }
 
-/// Finds bulwark-immutd next to this program, building it when run from a source checkout.
-fn immutd_binary() -> anyhow::Result<PathBuf> {
-    if let Ok(p) = find_binary() {
-        return Ok(p);
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    if workspace.join("Cargo.toml").exists() {
-        println!("   (building bulwark-immutd, the root-only immutability service, once)");
-        run_tool(
-            Command::new("cargo")
-                .args(["build", "--release", "-q", "--bin", "bulwark-immutd"])
-                .current_dir(&workspace),
-        )?;
-    }
-    Ok(find_binary()?)
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap_or_default()
 }
@@ -329,6 +365,7 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
         user: None,
         immutd: None,
     };
+    let fingerprint: String;
     if root {
         let (uid, gid) = demo_user()?;
         let immutd_dir = dir.join("immutd");
@@ -342,24 +379,18 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
             repo_dir.clone(),
             std::path::absolute(&immutd_dir)?,
         );
-        Repository::init_with(&repo_dir, DEFAULT_IMMUTABLE_DAYS, Some(&setup.socket()))?;
-        for p in [
-            &repo_dir,
-            &repo_dir.join("repository.toml"),
-            &repo_dir.join("incoming"),
-            &repo_dir.join("store"),
-            &repo_dir.join("locks"),
-        ] {
-            std::os::unix::fs::chown(p, Some(uid), Some(gid))?;
-        }
+        std::fs::create_dir(&repo_dir)?;
+        std::os::unix::fs::chown(&repo_dir, Some(uid), Some(gid))?;
         std::os::unix::fs::chown(&image, Some(uid), Some(gid))?;
         side.user = Some((uid, gid));
+        let init = side.repo(&["init", s(&repo_dir), "--immutd-socket", s(&setup.socket())])?;
+        fingerprint = init["fingerprint"].as_str().unwrap_or_default().to_string();
         say(format!(
             "1. created repository {} owned by the unprivileged user {DEMO_USER}",
             repo_dir.display()
         ));
         let d = setup
-            .spawn(&immutd_binary()?)
+            .spawn(&sibling_binary("bulwark-immutd")?)
             .context("starting bulwark-immutd")?;
         say(format!(
             "   started bulwark-immutd (root, no network) guarding it: socket {}",
@@ -367,7 +398,8 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
         ));
         side.immutd = Some(d);
     } else {
-        Repository::init(&repo_dir, DEFAULT_IMMUTABLE_DAYS)?;
+        let init = side.repo(&["init", s(&repo_dir)])?;
+        fingerprint = init["fingerprint"].as_str().unwrap_or_default().to_string();
         say(format!(
             "1. created repository {} ({}-day immutability period)",
             repo_dir.display(),
@@ -451,10 +483,72 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
         },
         if clean { "all good" } else { "DAMAGE FOUND" }
     ));
+    // The network path: the transport service runs as the service user on loopback, and a
+    // client enrolls with a single-use token, pinning the repository's CA fingerprint.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut serve = side.command(&sibling_binary("bulwark-repo")?);
+    serve
+        .args(["serve", s(&repo_dir), "--listen", &addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _serve = Serve(serve.spawn().context("starting bulwark-repo serve")?);
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            bail!("bulwark-repo serve did not start listening on {addr}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let enroll = side.repo(&[
+        "enroll",
+        s(&repo_dir),
+        "--client",
+        "demo-client",
+        "--expires",
+        "10m",
+    ])?;
+    let token = enroll["token"].as_str().unwrap_or_default().to_string();
+    let client_dir = std::path::absolute(dir.join("client"))?;
+    let client = |args: &[&str]| {
+        let mut all = vec!["--config-dir", s(&client_dir)];
+        all.extend_from_slice(args);
+        json_of(Command::new(std::env::current_exe()?), &all)
+    };
+    client(&["enroll", &addr, &token, "--fingerprint", &fingerprint])?;
+    let nb = client(&["backup", "--repo", &addr, "--job", "demo-net", s(&image)])?;
+    let net_restored = std::path::absolute(dir.join("restored-net.img"))?;
+    let nr = client(&[
+        "restore",
+        "--repo",
+        &addr,
+        "--job",
+        "demo-net",
+        s(&net_restored),
+    ])?;
+    let net_same = file_hash(&net_restored)? == file_hash(&image)?;
+    say(format!(
+        "8. over the network ({addr}, TLS 1.3, mutual certificates): client demo-client enrolled with a single-use token,"
+    ));
+    say(format!(
+        "   pinned CA {fingerprint}; backup at {:.0} MB/s, restore at {:.0} MB/s: {}",
+        mb_s(
+            num(&nb, "disk_size").max(num(&full, "disk_size")),
+            num(&nb, "seconds")
+        ),
+        mb_s(num(&full, "disk_size"), num(&nr, "seconds")),
+        if net_same {
+            "byte-identical"
+        } else {
+            "DIFFERENT from the source"
+        }
+    ));
     let repo = Repository::open(&repo_dir)?;
     let space = repo.space()?;
     say(format!(
-        "8. space: {} logical (what du counts), {} physical, {} shared between files by cloning",
+        "9. space: {} logical (what du counts), {} physical, {} shared between files by cloning",
         human(space.logical_bytes),
         human(space.physical_bytes),
         human(space.shared_bytes)
@@ -475,7 +569,7 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
         };
         files.push((p.meta.point, p.meta.kind.as_str(), immutable, expiry));
     }
-    say("9. sealed restore points:".to_string());
+    say("10. sealed restore points:".to_string());
     for (point, kind, immutable, expiry) in &files {
         say(format!(
             "   {point} {kind:14} {} {}",
@@ -503,9 +597,13 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
     if out.json {
         out.json(&serde_json::json!({
             "repository": repo_dir, "image": image, "full": full["point"], "incremental": inc["point"],
-            "synthetic_full": sy["point"], "restore_identical": same, "verify_clean": clean,
+            "synthetic_full": sy["point"], "restore_identical": same, "network_restore_identical": net_same, "verify_clean": clean,
             "immutable": immutable_all && !files.is_empty(), "guarded": root,
         }));
     }
-    Ok(if same && clean { EXIT_OK } else { EXIT_DAMAGE })
+    Ok(if same && clean && net_same {
+        EXIT_OK
+    } else {
+        EXIT_DAMAGE
+    })
 }

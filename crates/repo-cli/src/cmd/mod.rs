@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod audit;
 pub mod clients;
 pub mod enroll;
 pub mod init;
