@@ -134,6 +134,26 @@ impl Conn {
         }
     }
 
+    /// Receives one frame and leaves it in the buffer, for [`Conn::last`] and
+    /// [`Conn::swap_payload`] (the restore path, which avoids copying block data).
+    pub(crate) fn recv_frame(&mut self) -> Result<()> {
+        read_frame(&mut self.tls, &mut self.fb, |_| {})?;
+        Ok(())
+    }
+
+    /// The frame last received by [`Conn::recv_frame`].
+    pub(crate) fn last(&self) -> Result<Msg<'_>> {
+        match self.fb.msg()? {
+            Msg::Error { code, message } => Err(RemoteError::Refused { code, message }),
+            m => Ok(m),
+        }
+    }
+
+    /// Takes the last payload, giving `spare` as the next receive buffer.
+    pub(crate) fn swap_payload(&mut self, spare: Vec<u8>) -> Vec<u8> {
+        self.fb.swap_payload(spare)
+    }
+
     /// After a failed write: the server's `Error` message, if one is waiting.
     fn reason(&mut self) -> Option<RemoteError> {
         let _ = self
