@@ -26,6 +26,13 @@ impl FrameBuf {
     pub fn ty(&self) -> Option<MsgType> {
         self.ty
     }
+    /// Takes the last frame's payload, leaving `spare` (cleared) as the buffer for the next
+    /// frame: lets a receiver hand a block to a worker without copying it.
+    pub fn swap_payload(&mut self, mut spare: Vec<u8>) -> Vec<u8> {
+        spare.clear();
+        self.ty = None;
+        std::mem::replace(&mut self.buf, spare)
+    }
 }
 
 /// Validates a frame header: a known type and a length within that type's limit.

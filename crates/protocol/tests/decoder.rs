@@ -143,7 +143,13 @@ fn decode_all(bytes: &[u8]) -> usize {
     let mut fb = FrameBuf::default();
     let mut n = 0;
     while read_frame(&mut r, &mut fb, |_| {}).is_ok() {
-        let _ = fb.msg();
+        if let Ok(m) = fb.msg() {
+            // Whatever decodes re-encodes to the same message (as the fuzz target checks).
+            let again = frame(&m);
+            let mut fb2 = FrameBuf::default();
+            read_frame(&mut &again[..], &mut fb2, |_| {}).unwrap();
+            assert_eq!(fb2.msg().unwrap(), m);
+        }
         n += 1;
     }
     n

@@ -16,9 +16,34 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest silence from the server (a server-side verify of large jobs can be slow).
 const READ_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// Socket reads this large: rustls asks for 4 KiB at a time, which would cost a system call
+/// per 4 KiB of a restore stream.
+const READ_BUF: usize = 256 * 1024;
+
+/// A TCP socket with a large read buffer under the TLS layer.
+pub(crate) struct BufSock(std::io::BufReader<TcpStream>);
+
+impl std::io::Read for BufSock {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl std::io::Write for BufSock {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.get_mut().write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        self.0.get_mut().write_vectored(bufs)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.get_mut().flush()
+    }
+}
+
 /// An open session with a repository service.
 pub struct Conn {
-    tls: StreamOwned<ClientConnection, TcpStream>,
+    tls: StreamOwned<ClientConnection, BufSock>,
     fb: FrameBuf,
     /// Our identity as the server sees it.
     pub client: String,
@@ -57,6 +82,7 @@ impl Conn {
         while conn.is_handshaking() {
             conn.complete_io(&mut sock).map_err(|e| tls_err(e, addr))?;
         }
+        let sock = BufSock(std::io::BufReader::with_capacity(READ_BUF, sock));
         let mut c = Conn {
             tls: StreamOwned::new(conn, sock),
             fb: FrameBuf::default(),
@@ -108,14 +134,44 @@ impl Conn {
         }
     }
 
+    /// Receives one frame and leaves it in the buffer, for [`Conn::last`] and
+    /// [`Conn::swap_payload`] (the restore path, which avoids copying block data).
+    pub(crate) fn recv_frame(&mut self) -> Result<()> {
+        read_frame(&mut self.tls, &mut self.fb, |_| {})?;
+        Ok(())
+    }
+
+    /// The frame last received by [`Conn::recv_frame`].
+    pub(crate) fn last(&self) -> Result<Msg<'_>> {
+        match self.fb.msg()? {
+            Msg::Error { code, message } => Err(RemoteError::Refused { code, message }),
+            m => Ok(m),
+        }
+    }
+
+    /// Takes the last payload, giving `spare` as the next receive buffer.
+    pub(crate) fn swap_payload(&mut self, spare: Vec<u8>) -> Vec<u8> {
+        self.fb.swap_payload(spare)
+    }
+
     /// After a failed write: the server's `Error` message, if one is waiting.
     fn reason(&mut self) -> Option<RemoteError> {
-        let _ = self.tls.sock.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = self
+            .tls
+            .sock
+            .0
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(2)));
         let r = match self.recv() {
             Err(e @ RemoteError::Refused { .. }) => Some(e),
             _ => None,
         };
-        let _ = self.tls.sock.set_read_timeout(Some(READ_TIMEOUT));
+        let _ = self
+            .tls
+            .sock
+            .0
+            .get_ref()
+            .set_read_timeout(Some(READ_TIMEOUT));
         r
     }
 

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bulwark_engine::{RestoreOptions, RestoreSummary};
 use bulwark_format::{decode_block, plain_len_of, BlockNo, MapEntry, PointId, ENTRY_FLAG_ZSTD};
-use bulwark_protocol::Msg;
+use bulwark_protocol::{Msg, BLOCK_HEADER_LEN};
 use crossbeam_channel::bounded;
 
 use crate::{Conn, RemoteAddr, RemoteError, Result};
@@ -152,6 +152,7 @@ fn receive(
     for _ in 0..pool {
         free_tx.send(Vec::new()).expect("pool fits");
     }
+    // Each work item is a whole `Block` payload; the stored bytes follow its header.
     let (work_tx, work_rx) = bounded::<(MapEntry, Vec<u8>)>(pool);
     let failed = AtomicBool::new(false);
     let mut mapped: Vec<u64> = Vec::new();
@@ -163,7 +164,7 @@ fn receive(
                 let mut plain = Vec::new();
                 let (mut n, mut bytes) = (0u64, 0u64);
                 for (e, buf) in work_rx {
-                    let r = decode_block(&e, &buf, &mut plain)
+                    let r = decode_block(&e, &buf[BLOCK_HEADER_LEN..], &mut plain)
                         .map_err(|err| RemoteError::Damaged(err.to_string()))
                         .and_then(|_| {
                             out.write_all_at(&plain, e.block.0 * bs)
@@ -190,7 +191,8 @@ fn receive(
                 if failed.load(Ordering::Relaxed) {
                     return Ok(());
                 }
-                match conn.recv()? {
+                conn.recv_frame()?;
+                let block = match conn.last()? {
                     Msg::Block { hdr, data } => {
                         let nb = bulwark_format::block_count(s.disk_size, s.block_size);
                         if hdr.block < next || hdr.block >= nb || got >= blocks {
@@ -217,19 +219,7 @@ fn receive(
                             plain_hash: hdr.plain_hash,
                             stored_hash: hdr.stored_hash,
                         };
-                        let Ok(mut buf) = free_rx.recv() else {
-                            return Ok(());
-                        };
-                        buf.clear();
-                        buf.extend_from_slice(data);
-                        if zero_fill {
-                            mapped.push(hdr.block);
-                        }
-                        next = hdr.block + 1;
-                        got += 1;
-                        if work_tx.send((e, buf)).is_err() {
-                            return Ok(());
-                        }
+                        Some(e)
                     }
                     Msg::RestoreEnd { blocks: n } => {
                         if n != blocks || got != blocks {
@@ -240,6 +230,20 @@ fn receive(
                         return Ok(());
                     }
                     m => return Err(m.unexpected("Block or RestoreEnd").into()),
+                };
+                if let Some(e) = block {
+                    let Ok(spare) = free_rx.recv() else {
+                        return Ok(());
+                    };
+                    let payload = conn.swap_payload(spare);
+                    if zero_fill {
+                        mapped.push(e.block.0);
+                    }
+                    next = e.block.0 + 1;
+                    got += 1;
+                    if work_tx.send((e, payload)).is_err() {
+                        return Ok(());
+                    }
                 }
             }
         })();

@@ -15,6 +15,10 @@ const TICK: Duration = Duration::from_millis(250);
 /// client that trickles bytes (slowloris) is cut off.
 pub(crate) struct TimedSock {
     s: TcpStream,
+    /// Socket reads are this large: rustls asks for 4 KiB at a time.
+    rbuf: Box<[u8]>,
+    rpos: usize,
+    rlen: usize,
     deadline: Instant,
     waiting: bool,
     frame: Duration,
@@ -28,6 +32,9 @@ impl TimedSock {
         s.set_nodelay(true)?;
         Ok(TimedSock {
             s,
+            rbuf: vec![0u8; 256 * 1024].into_boxed_slice(),
+            rpos: 0,
+            rlen: 0,
             deadline: Instant::now() + frame,
             waiting: false,
             frame,
@@ -47,6 +54,20 @@ fn timed_out(what: &str) -> io::Error {
 
 impl Read for TimedSock {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.rpos == self.rlen {
+            self.rpos = 0;
+            self.rlen = self.fill()?;
+        }
+        let n = buf.len().min(self.rlen - self.rpos);
+        buf[..n].copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
+        self.rpos += n;
+        Ok(n)
+    }
+}
+
+impl TimedSock {
+    /// One socket read into the buffer, within the current deadline.
+    fn fill(&mut self) -> io::Result<usize> {
         loop {
             if Instant::now() >= self.deadline {
                 return Err(timed_out(if self.waiting {
@@ -55,7 +76,7 @@ impl Read for TimedSock {
                     "frame deadline passed (slow or stalled sender)"
                 }));
             }
-            match self.s.read(buf) {
+            match self.s.read(&mut self.rbuf) {
                 Err(e)
                     if matches!(
                         e.kind(),

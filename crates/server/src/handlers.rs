@@ -21,6 +21,8 @@ use crate::{ClientRecord, ServerError};
 
 /// Block size of a new chain when the client leaves it to the repository.
 const DEFAULT_BLOCK_SIZE: u32 = 1 << 20;
+/// Blocks read ahead of the network during a restore.
+const READ_AHEAD: usize = 16;
 /// Most blocks one `Unchanged` frame may cover (bounds the work one frame causes).
 const MAX_UNCHANGED_RUN: u64 = 1 << 24;
 
@@ -512,29 +514,52 @@ fn restore(
         blocks: entries.len() as u64,
     })?;
     tracing::info!(%job, point = %r.meta.point, blocks = entries.len(), "restore started");
-    let mut buf = Vec::new();
-    for e in entries {
-        let local = bulwark_format::MapEntry { file_ref: 0, ..*e };
-        chain
-            .file_of(e)
-            .read_stored(&local, &mut buf)
-            .map_err(|err| {
-                Fail::from(RepoError::Format {
-                    path: chain.path.clone(),
-                    source: err,
-                })
-            })?;
-        s.send(&Msg::Block {
-            hdr: bulwark_protocol::BlockHeader {
-                block: e.block.0,
-                plain_len: e.plain_len,
-                compressed: e.is_compressed(),
-                plain_hash: e.plain_hash,
-                stored_hash: e.stored_hash,
-            },
-            data: &buf,
-        })?;
+    // A reader thread keeps disk reads ahead of encryption and sending.
+    let (tx, rx) =
+        crossbeam_channel::bounded::<std::result::Result<(usize, Vec<u8>), Fail>>(READ_AHEAD);
+    let (free_tx, free_rx) = crossbeam_channel::bounded::<Vec<u8>>(READ_AHEAD + 2);
+    for _ in 0..READ_AHEAD + 2 {
+        free_tx.send(Vec::new()).expect("pool fits");
     }
+    std::thread::scope(|sc| -> std::result::Result<(), Fail> {
+        let chain = &chain;
+        sc.spawn(move || {
+            for (i, e) in entries.iter().enumerate() {
+                let Ok(mut buf) = free_rx.recv() else { return };
+                let local = bulwark_format::MapEntry { file_ref: 0, ..*e };
+                let r = chain
+                    .file_of(e)
+                    .read_stored(&local, &mut buf)
+                    .map(|_| (i, buf))
+                    .map_err(|err| {
+                        Fail::from(RepoError::Format {
+                            path: chain.path.clone(),
+                            source: err,
+                        })
+                    });
+                let stop = r.is_err();
+                if tx.send(r).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        for item in rx {
+            let (i, buf) = item?;
+            let e = &entries[i];
+            s.send(&Msg::Block {
+                hdr: bulwark_protocol::BlockHeader {
+                    block: e.block.0,
+                    plain_len: e.plain_len,
+                    compressed: e.is_compressed(),
+                    plain_hash: e.plain_hash,
+                    stored_hash: e.stored_hash,
+                },
+                data: &buf,
+            })?;
+            let _ = free_tx.send(buf);
+        }
+        Ok(())
+    })?;
     s.send(&Msg::RestoreEnd {
         blocks: entries.len() as u64,
     })?;
