@@ -68,6 +68,14 @@ pub(crate) fn extend_chain(
     };
     let mut client = ImmutClient::connect(socket).map_err(|e| fail(error_chain(&e)))?;
     let mut ask = |p: bulwark_format::PointId, t: i64| -> Result<i64> {
+        let query =
+            |e: bulwark_immut_msg::ClientError| fail(format!("querying {p}: {}", error_chain(&e)));
+        // The service's own clock may already have granted more (it seals a moment later than
+        // this process stamped the file); asking for less would be refused as shortening.
+        let current = client.query(Target::Point(p)).map_err(query)?.expiry_unix;
+        if t <= current {
+            return Ok(current);
+        }
         let (info, capped) = client.extend(Target::Point(p), t).map_err(|e| {
             fail(format!(
                 "extending the protection of {p}: {}",
