@@ -8,10 +8,8 @@ use std::time::{Duration, Instant};
 
 /// Bytes written between two starts of writeback.
 const WRITEBACK_CHUNK: u64 = 256 << 20;
-/// How far ahead of the workers stored data is requested from the device.
-const PREFETCH: u64 = 32 << 20;
 
-use bulwark_format::{MapEntry, PointId};
+use bulwark_format::{BlockDecoder, MapEntry, PointId};
 use bulwark_repository::{fsync_dir, ChainReader, Repository};
 
 use crate::{EngineError, Result};
@@ -171,8 +169,9 @@ fn write_blocks(
             handles.push(s.spawn(move || -> Result<(u64, u64)> {
                 let (mut stored, mut plain) = (Vec::new(), Vec::new());
                 let (mut n, mut bytes) = (0u64, 0u64);
+                let mut dec = BlockDecoder::new().map_err(|e| EngineError::Usage(e.to_string()))?;
                 for e in rx {
-                    chain.read_block(&e, &mut stored, &mut plain)?;
+                    chain.read_block_with(&mut dec, &e, &mut stored, &mut plain)?;
                     out.write_all_at(&plain, e.block.0 * bs)
                         .map_err(terr(target, "writing"))?;
                     n += 1;
@@ -191,21 +190,11 @@ fn write_blocks(
         }
         drop(rx);
         let entries = chain.entries();
-        // Ask the device for the stored bytes some blocks ahead of the workers.
-        let ahead = (PREFETCH / bs).max(1) as usize;
-        let prefetch = |e: &MapEntry| {
-            let f = chain.file_of(e).file();
-            let _ = rustix::fs::fadvise(
-                f,
-                e.offset,
-                u64::from(e.stored_len),
-                rustix::fs::Advice::WillNeed,
-            );
-        };
-        entries.iter().take(ahead).for_each(prefetch);
+        let ahead = chain.prefetch_distance();
+        entries.iter().take(ahead).for_each(|e| chain.will_need(e));
         for (i, e) in entries.iter().enumerate() {
             if let Some(next) = entries.get(i + ahead) {
-                prefetch(next);
+                chain.will_need(next);
             }
             if tx.send(*e).is_err() {
                 break;

@@ -15,9 +15,9 @@ pub use layout::{
     HEADER_LEN, MAX_BLOCK_SIZE, MAX_META_LEN, MIN_BLOCK_SIZE, TRAILER_LEN,
 };
 pub use meta::{validate_name, FileRef, PointKind, PointMeta, RetentionClass, Stats};
-#[cfg(feature = "codec")]
-pub use reader::decode_block;
 pub use reader::PointReader;
+#[cfg(feature = "codec")]
+pub use reader::{decode_block, BlockDecoder};
 pub use writer::PointWriter;
 
 /// Result type of this crate.

@@ -161,30 +161,58 @@ impl PointReader {
 }
 
 /// Checks stored bytes against their hash, decompresses them and checks the plain hash.
-/// The plain block is left in `out`.
+/// The plain block is left in `out`. Loops should keep a [`BlockDecoder`] instead.
 #[cfg(feature = "codec")]
 pub fn decode_block(e: &MapEntry, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
-    use crate::Digest;
-    if stored.len() != e.stored_len as usize || Digest::of(stored) != e.stored_hash {
-        return Err(FormatError::StoredHash {
-            block: e.block,
-            offset: e.offset,
-        });
+    BlockDecoder::new()?.decode(e, stored, out)
+}
+
+/// Decodes blocks with one reusable zstd context (creating one per block costs more than
+/// decompressing a small block).
+#[cfg(feature = "codec")]
+pub struct BlockDecoder {
+    dctx: zstd::bulk::Decompressor<'static>,
+}
+
+#[cfg(feature = "codec")]
+impl BlockDecoder {
+    /// A decoder with its own decompression context.
+    pub fn new() -> Result<BlockDecoder> {
+        let dctx = zstd::bulk::Decompressor::new()
+            .map_err(|e| FormatError::Invalid(format!("zstd: {e}")))?;
+        Ok(BlockDecoder { dctx })
     }
-    out.clear();
-    if e.is_compressed() {
-        out.resize(e.plain_len as usize, 0);
-        let n = zstd::bulk::decompress_to_buffer(stored, &mut out[..]).map_err(|err| {
-            FormatError::Decompress {
+
+    /// Like [`decode_block`]: stored hash, decompression, plain hash; the block is left in `out`.
+    pub fn decode(&mut self, e: &MapEntry, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        use crate::Digest;
+        if stored.len() != e.stored_len as usize || Digest::of(stored) != e.stored_hash {
+            return Err(FormatError::StoredHash {
                 block: e.block,
-                reason: err.to_string(),
-            }
-        })?;
-        if n != e.plain_len as usize || Digest::of(out) != e.plain_hash {
-            return Err(FormatError::PlainHash { block: e.block });
+                offset: e.offset,
+            });
         }
-    } else {
-        out.extend_from_slice(stored);
+        let plain_len = e.plain_len as usize;
+        if e.is_compressed() {
+            // Sized once and overwritten: zeroing a block before every decompression costs a
+            // pass over memory; the length check below proves every byte was written.
+            if out.len() != plain_len {
+                out.resize(plain_len, 0);
+            }
+            let n = self
+                .dctx
+                .decompress_to_buffer(stored, &mut out[..])
+                .map_err(|err| FormatError::Decompress {
+                    block: e.block,
+                    reason: err.to_string(),
+                })?;
+            if n != plain_len || Digest::of(out) != e.plain_hash {
+                return Err(FormatError::PlainHash { block: e.block });
+            }
+        } else {
+            out.clear();
+            out.extend_from_slice(stored);
+        }
+        Ok(())
     }
-    Ok(())
 }

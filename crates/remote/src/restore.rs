@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bulwark_engine::{RestoreOptions, RestoreSummary};
-use bulwark_format::{decode_block, plain_len_of, BlockNo, MapEntry, PointId, ENTRY_FLAG_ZSTD};
+use bulwark_format::{plain_len_of, BlockDecoder, BlockNo, MapEntry, PointId, ENTRY_FLAG_ZSTD};
 use bulwark_protocol::{Msg, BLOCK_HEADER_LEN};
 use crossbeam_channel::bounded;
 
@@ -163,8 +163,10 @@ fn receive(
             handles.push(scope.spawn(move || -> Result<(u64, u64)> {
                 let mut plain = Vec::new();
                 let (mut n, mut bytes) = (0u64, 0u64);
+                let mut dec = BlockDecoder::new().map_err(|e| RemoteError::Usage(e.to_string()))?;
                 for (e, buf) in work_rx {
-                    let r = decode_block(&e, &buf[BLOCK_HEADER_LEN..], &mut plain)
+                    let r = dec
+                        .decode(&e, &buf[BLOCK_HEADER_LEN..], &mut plain)
                         .map_err(|err| RemoteError::Damaged(err.to_string()))
                         .and_then(|_| {
                             out.write_all_at(&plain, e.block.0 * bs)

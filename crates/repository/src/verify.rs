@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
-use bulwark_format::{decode_block, MapEntry, PointId, PointReader};
+use bulwark_format::{BlockDecoder, MapEntry, PointId, PointReader};
 
 use crate::points::{open_checked, point_files};
 use crate::seal_immutd::Ledger;
@@ -167,11 +167,17 @@ impl Repository {
                 handles.push(s.spawn(move || {
                     let (mut stored, mut plain) = (Vec::new(), Vec::new());
                     let (mut n, mut bytes) = (0u64, 0u64);
+                    let mut dec = BlockDecoder::new();
                     for (i, e) in rx {
                         let r = &readers[i].1;
                         let res = r
                             .read_stored(&e, &mut stored)
-                            .and_then(|_| decode_block(&e, &stored, &mut plain));
+                            .and_then(|_| match dec.as_mut() {
+                                Ok(d) => d.decode(&e, &stored, &mut plain),
+                                Err(err) => {
+                                    Err(bulwark_format::FormatError::Invalid(err.to_string()))
+                                }
+                            });
                         if let Err(err) = res {
                             let _ = btx.send((i, e.offset, crate::error_chain(&err)));
                         }

@@ -524,7 +524,12 @@ fn restore(
     std::thread::scope(|sc| -> std::result::Result<(), Fail> {
         let chain = &chain;
         sc.spawn(move || {
+            let ahead = chain.prefetch_distance();
+            entries.iter().take(ahead).for_each(|e| chain.will_need(e));
             for (i, e) in entries.iter().enumerate() {
+                if let Some(next) = entries.get(i + ahead) {
+                    chain.will_need(next);
+                }
                 let Ok(mut buf) = free_rx.recv() else { return };
                 let local = bulwark_format::MapEntry { file_ref: 0, ..*e };
                 let r = chain
