@@ -28,6 +28,10 @@ pub struct Args {
     /// Enrollment attempts allowed per source address per minute.
     #[arg(long, default_value_t = 10)]
     enroll_per_minute: usize,
+    /// Apply every job's retention policy this often, in minutes (0: never; then run
+    /// `bulwark-repo retention` from a timer instead).
+    #[arg(long, default_value_t = 60)]
+    retention_every: u64,
 }
 
 /// Runs `bulwark-repo serve` until killed.
@@ -54,6 +58,39 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
     };
     let _ = writeln!(out, "{line}").and_then(|_| out.flush());
     tracing::info!(%addr, fingerprint = %fp, "repository service started");
+    if a.retention_every > 0 {
+        let dir = a.dir.clone();
+        let every = Duration::from_secs(a.retention_every * 60);
+        std::thread::spawn(move || loop {
+            apply_retention(&dir);
+            std::thread::sleep(every);
+        });
+    }
     server.run()?;
     Ok(0)
+}
+
+/// One pass of retention over every job; failures are logged and retried at the next pass.
+fn apply_retention(dir: &std::path::Path) {
+    let repo = match bulwark_repository::Repository::open(dir) {
+        Ok(r) => r,
+        Err(e) => {
+            return tracing::warn!(error = %bulwark_repository::error_chain(&e), "retention: cannot open the repository")
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    for job in repo.jobs().unwrap_or_default() {
+        match repo.apply_retention(&job, now, false) {
+            Ok(r) if !r.removed.is_empty() || !r.refused.is_empty() => {
+                tracing::info!(%job, removed = r.removed.len(), refused = r.refused.len(), "retention applied")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%job, error = %bulwark_repository::error_chain(&e), "retention failed")
+            }
+        }
+    }
 }
