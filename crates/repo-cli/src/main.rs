@@ -32,6 +32,8 @@ enum Command {
     Space(cmd::space::Args),
     /// Re-read every stored block of every restore point (exit 1 if damage is found).
     Verify(cmd::verify::Args),
+    /// Copies in S3 Object Lock storage: add, sync, verify, import.
+    Tier(cmd::tier::Args),
 }
 
 fn main() {
@@ -51,6 +53,7 @@ fn main() {
         Command::Retention(a) => cmd::retention::run(a, cli.json),
         Command::Synthesize(a) => cmd::synthesize::run(a, cli.json),
         Command::Space(a) => cmd::space::run(a, cli.json),
+        Command::Tier(a) => cmd::tier::run(a, cli.json),
     };
     match res {
         Ok(code) => std::process::exit(code),

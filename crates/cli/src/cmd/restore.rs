@@ -33,7 +33,7 @@ pub struct Args {
 
 /// Runs `bulwark restore`.
 pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
-    let repo = super::open_repo(&a.repo)?;
+    let repo = super::open_repo_with_tier(&a.repo)?;
     let point = if a.point == "latest" {
         None
     } else {

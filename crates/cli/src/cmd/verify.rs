@@ -22,7 +22,7 @@ pub struct Args {
 
 /// Runs `bulwark verify`: exit 0 when clean, 1 naming each damaged restore point.
 pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
-    let repo = super::open_repo(&a.repo)?;
+    let repo = super::open_repo_with_tier(&a.repo)?;
     let pb = out.progress(0, "verify");
     let threads = a.threads.unwrap_or_else(bulwark_engine::default_threads);
     let r = repo.verify(a.job.as_deref(), threads, &|n| pb.inc(n))?;

@@ -6,4 +6,5 @@ pub mod retention;
 pub mod space;
 pub mod status;
 pub mod synthesize;
+pub mod tier;
 pub mod verify;
