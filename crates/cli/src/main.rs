@@ -15,6 +15,10 @@ struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Folder of the client's credentials (default $BULWARK_CONFIG_DIR, else
+    /// $XDG_CONFIG_HOME/bulwark or ~/.config/bulwark).
+    #[arg(long, global = true)]
+    config_dir: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,6 +33,11 @@ enum Command {
     List(cmd::list::Args),
     /// Re-read every stored block and report damaged restore points (exit 1 if any).
     Verify(cmd::verify::Args),
+    /// Enroll with a repository service using a single-use token: generates this client's key
+    /// and stores its certificate.
+    Enroll(cmd::enroll::Args),
+    /// Scheduled backups from a job file: `job run FILE`, `job plan FILE`.
+    Job(cmd::job::Args),
     /// Run a complete tour in ./bulwark-demo: repository, disk image, full, incremental, restore, verify.
     Demo(cmd::demo::Args),
 }
@@ -42,6 +51,10 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Some(d) = &cli.config_dir {
+        // Read by bulwark_remote::config_dir; set before any thread starts.
+        std::env::set_var("BULWARK_CONFIG_DIR", d);
+    }
     let out = output::Output { json: cli.json };
     let res = match cli.command {
         Command::Backup(a) => cmd::backup::run(a, &out),
@@ -49,6 +62,8 @@ fn main() {
         Command::List(a) => cmd::list::run(a, &out),
         Command::Verify(a) => cmd::verify::run(a, &out),
         Command::Demo(a) => cmd::demo::run(a, &out),
+        Command::Enroll(a) => cmd::enroll::run(a, &out),
+        Command::Job(a) => cmd::job::run(a, &out),
     };
     match res {
         Ok(code) => std::process::exit(code),

@@ -46,6 +46,11 @@ pub fn exit_code_of(e: &anyhow::Error) -> i32 {
                 return EXIT_DAMAGE;
             }
         }
+        if let Some(x) = cause.downcast_ref::<bulwark_remote::RemoteError>() {
+            if x.is_damage() {
+                return EXIT_DAMAGE;
+            }
+        }
         if let Some(x) = cause.downcast_ref::<bulwark_repository::RepoError>() {
             if x.is_damage() {
                 return EXIT_DAMAGE;
@@ -55,23 +60,7 @@ pub fn exit_code_of(e: &anyhow::Error) -> i32 {
     EXIT_ERROR
 }
 
-/// Bytes as a short human string (KiB/MiB/GiB).
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-pub use bulwark_repository::utc;
+pub use bulwark_repository::{human, utc};
 
 #[cfg(test)]
 mod tests {

@@ -446,3 +446,47 @@ impl Drop for Mount {
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
+
+#[test]
+fn after_verify_finds_damage_the_next_job_run_is_an_active_full_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::seeded();
+    let repo = init_repo(dir.path());
+    let img = dir.path().join("d.img");
+    image(&img, &mut rng, 2);
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"web\"\nsource = \"{}\"\nrepository = \"{}\"\n",
+            s(&img),
+            s(&repo)
+        ),
+    )
+    .unwrap();
+    let first = run(&["job", "run", s(&job)]);
+    assert!(String::from_utf8_lossy(&first.stdout).contains("full — first backup"));
+    let second = run(&["job", "run", s(&job)]);
+    assert!(String::from_utf8_lossy(&second.stdout).contains("incremental"));
+    // Damage one stored block of the full, let verify find it.
+    let list = points_json(&repo);
+    let p = &list["jobs"][0]["points"][0];
+    let path = repo
+        .join("store/web")
+        .join(p["chain"].as_str().unwrap())
+        .join(format!("{}.bwrp", p["point"].as_str().unwrap()));
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(b"X", 4096 + 10).unwrap();
+    assert_eq!(run(&["verify", "--repo", s(&repo)]).status.code(), Some(1));
+    let third = run(&["job", "run", s(&job)]);
+    assert!(third.status.success());
+    let out = String::from_utf8_lossy(&third.stdout);
+    assert!(out.contains("full — verify found restore point"), "{out}");
+    // The new chain is healthy: the next run is an incremental again, once verify is clean
+    // for the new chain (the old chain stays damaged and named).
+    let fourth = run(&["job", "run", s(&job)]);
+    assert!(
+        String::from_utf8_lossy(&fourth.stdout).contains("incremental"),
+        "damage of the old chain must not force fulls forever"
+    );
+}

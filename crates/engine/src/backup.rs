@@ -146,6 +146,8 @@ struct Done {
 }
 
 const ZERO_PAGE: [u8; 4096] = [0; 4096];
+/// How far ahead of the reader the source is requested from the device.
+const PREFETCH: u64 = 32 << 20;
 
 fn is_zero(data: &[u8]) -> bool {
     data.chunks(4096).all(|c| c == &ZERO_PAGE[..c.len()])
@@ -193,10 +195,26 @@ pub fn run_pipeline(
         let reader = s.spawn(move || -> Result<()> {
             let mut seq = 0u64;
             let mut next_block = 0u64;
+            let mut prefetched = 0u64;
             for (start, end) in ranges {
                 let first = (start / bs).max(next_block);
                 let last = end.div_ceil(bs);
                 for block in first..last {
+                    // Keep the device busy: ask for the data ahead of the reader.
+                    let at = block * bs;
+                    if at + PREFETCH / 2 >= prefetched {
+                        let from = prefetched.max(at);
+                        let to = (at + PREFETCH).min(end);
+                        if to > from {
+                            let _ = rustix::fs::fadvise(
+                                &src.file,
+                                from,
+                                to - from,
+                                rustix::fs::Advice::WillNeed,
+                            );
+                        }
+                        prefetched = to.max(prefetched);
+                    }
                     let Ok(mut buf) = free_rx.recv() else {
                         return Ok(());
                     };

@@ -3,7 +3,13 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Bytes written between two starts of writeback.
+const WRITEBACK_CHUNK: u64 = 256 << 20;
+/// How far ahead of the workers stored data is requested from the device.
+const PREFETCH: u64 = 32 << 20;
 
 use bulwark_format::{MapEntry, PointId};
 use bulwark_repository::{fsync_dir, ChainReader, Repository};
@@ -156,6 +162,8 @@ fn write_blocks(
     let bs = u64::from(block_size);
     let threads = threads.max(1);
     let (tx, rx) = crossbeam_channel::bounded::<MapEntry>(threads * 4);
+    let written = AtomicU64::new(0);
+    let written = &written;
     std::thread::scope(|s| -> Result<(u64, u64)> {
         let mut handles = Vec::new();
         for _ in 0..threads {
@@ -170,12 +178,35 @@ fn write_blocks(
                     n += 1;
                     bytes += plain.len() as u64;
                     progress(plain.len() as u64);
+                    // Start writeback every so often so the final fsync does not wait for
+                    // the whole disk (and the page cache is not flooded).
+                    let total = written.fetch_add(plain.len() as u64, Ordering::Relaxed)
+                        + plain.len() as u64;
+                    if total / WRITEBACK_CHUNK != (total - plain.len() as u64) / WRITEBACK_CHUNK {
+                        let _ = rustix::fs::fadvise(out, 0, 0, rustix::fs::Advice::DontNeed);
+                    }
                 }
                 Ok((n, bytes))
             }));
         }
         drop(rx);
-        for e in chain.entries() {
+        let entries = chain.entries();
+        // Ask the device for the stored bytes some blocks ahead of the workers.
+        let ahead = (PREFETCH / bs).max(1) as usize;
+        let prefetch = |e: &MapEntry| {
+            let f = chain.file_of(e).file();
+            let _ = rustix::fs::fadvise(
+                f,
+                e.offset,
+                u64::from(e.stored_len),
+                rustix::fs::Advice::WillNeed,
+            );
+        };
+        entries.iter().take(ahead).for_each(prefetch);
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(next) = entries.get(i + ahead) {
+                prefetch(next);
+            }
             if tx.send(*e).is_err() {
                 break;
             }

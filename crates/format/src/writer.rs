@@ -107,14 +107,15 @@ impl PointWriter {
         compressed: bool,
         stored_hash: Digest,
     ) -> Result<MapEntry> {
-        self.check_next(block, plain_len)?;
         let stored_len = u32::try_from(stored.len()).unwrap_or(u32::MAX);
-        if stored.is_empty() || stored_len > plain_len || (!compressed && stored_len != plain_len) {
-            return Err(FormatError::Invalid(format!(
-                "block {block}: stored length {} is not allowed for a plain length of {plain_len}",
-                stored.len()
-            )));
-        }
+        self.check_own(
+            block,
+            plain_len,
+            plain_hash,
+            stored_len,
+            compressed,
+            stored_hash,
+        )?;
         self.seek_to_pos()?;
         let offset = self.pos;
         self.file
@@ -126,21 +127,15 @@ impl PointWriter {
             .write_all(&ZEROS[..pad])
             .map_err(FormatError::io("writing block padding"))?;
         self.pos = end + pad as u64;
-        let entry = MapEntry {
+        Ok(self.record_own(
             block,
-            file_ref: 0,
-            flags: if compressed { ENTRY_FLAG_ZSTD } else { 0 },
-            offset,
-            stored_len,
             plain_len,
             plain_hash,
+            offset,
+            stored_len,
+            compressed,
             stored_hash,
-        };
-        self.entries.push(entry);
-        self.stats.blocks_new += 1;
-        self.stats.bytes_new_plain += u64::from(plain_len);
-        self.stats.bytes_stored += u64::from(stored_len);
-        Ok(entry)
+        ))
     }
 
     /// Records a block stored in this file like [`PointWriter::put_stored`], but writes no
@@ -157,6 +152,38 @@ impl PointWriter {
         compressed: bool,
         stored_hash: Digest,
     ) -> Result<MapEntry> {
+        self.check_own(
+            block,
+            plain_len,
+            plain_hash,
+            stored_len,
+            compressed,
+            stored_hash,
+        )?;
+        let offset = self.pos;
+        self.pos = offset + align_up(u64::from(stored_len));
+        self.cursor_at_pos = false;
+        Ok(self.record_own(
+            block,
+            plain_len,
+            plain_hash,
+            offset,
+            stored_len,
+            compressed,
+            stored_hash,
+        ))
+    }
+
+    /// Checks a block about to be stored in this file against the format's rules.
+    fn check_own(
+        &self,
+        block: BlockNo,
+        plain_len: u32,
+        plain_hash: Digest,
+        stored_len: u32,
+        compressed: bool,
+        stored_hash: Digest,
+    ) -> Result<()> {
         self.check_next(block, plain_len)?;
         if stored_len == 0
             || stored_len > plain_len
@@ -166,9 +193,21 @@ impl PointWriter {
                 "block {block}: stored length {stored_len} is not allowed for a plain length of {plain_len}"
             )));
         }
-        let offset = self.pos;
-        self.pos = offset + align_up(u64::from(stored_len));
-        self.cursor_at_pos = false;
+        Ok(())
+    }
+
+    /// Adds the map entry of a block stored in this file at `offset`.
+    #[allow(clippy::too_many_arguments)]
+    fn record_own(
+        &mut self,
+        block: BlockNo,
+        plain_len: u32,
+        plain_hash: Digest,
+        offset: u64,
+        stored_len: u32,
+        compressed: bool,
+        stored_hash: Digest,
+    ) -> MapEntry {
         let entry = MapEntry {
             block,
             file_ref: 0,
@@ -183,7 +222,7 @@ impl PointWriter {
         self.stats.blocks_new += 1;
         self.stats.bytes_new_plain += u64::from(plain_len);
         self.stats.bytes_stored += u64::from(stored_len);
-        Ok(entry)
+        entry
     }
 
     // Reservations move `pos` without writing, so sequential writes must seek first.

@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Check the host's hardening: service user, modes, immutability service, clock, ports, ssh.
+    Audit(cmd::audit::Args),
     /// Create a repository in a new, empty folder.
     Init(cmd::init::Args),
     /// Show the repository's settings, jobs, and files waiting to be sealed.
@@ -34,21 +36,38 @@ enum Command {
     Verify(cmd::verify::Args),
     /// Copies in S3 Object Lock storage: add, sync, verify, import.
     Tier(cmd::tier::Args),
+    /// Run the transport service (TLS on port 6162) as the unprivileged service user.
+    Serve(cmd::serve::Args),
+    /// Print a single-use enrollment token for a new client.
+    Enroll(cmd::enroll::Args),
+    /// List enrolled clients; revoke a client's certificates.
+    Clients(cmd::clients::Args),
 }
 
 fn main() {
+    let cli = Cli::parse();
+    // The service logs every connection by default; the admin commands only warnings.
+    let default_level = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BULWARK_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     let res = match cli.command {
+        Command::Audit(a) => cmd::audit::run(a, cli.json),
         Command::Init(a) => cmd::init::run(a, cli.json),
         Command::Status(a) => cmd::status::run(a, cli.json),
         Command::Verify(a) => cmd::verify::run(a, cli.json),
+        Command::Serve(a) => cmd::serve::run(a, cli.json),
+        Command::Enroll(a) => cmd::enroll::run(a, cli.json),
+        Command::Clients(a) => cmd::clients::run(a, cli.json),
         Command::Policy(a) => cmd::policy::run(a, cli.json),
         Command::Retention(a) => cmd::retention::run(a, cli.json),
         Command::Synthesize(a) => cmd::synthesize::run(a, cli.json),

@@ -52,7 +52,19 @@ pub struct Repository {
 impl Repository {
     /// Creates a repository in `root` (which must not exist or be empty).
     pub fn init(root: &Path, immutable_days: u32) -> Result<Repository> {
-        let config = RepoConfig::new(immutable_days)?;
+        Repository::init_with(root, immutable_days, None)
+    }
+
+    /// Creates a repository whose restore points are sealed by the immutability service
+    /// listening on `immutd_socket` (it must be set before the service guards the folder,
+    /// whose top level then becomes append-only).
+    pub fn init_with(
+        root: &Path,
+        immutable_days: u32,
+        immutd_socket: Option<&Path>,
+    ) -> Result<Repository> {
+        let mut config = RepoConfig::new(immutable_days)?;
+        config.immutd_socket = immutd_socket.map(Path::to_path_buf);
         if root.exists() {
             let mut it = std::fs::read_dir(root).map_err(RepoError::io(root, "listing"))?;
             if it.next().is_some() {
@@ -144,6 +156,22 @@ impl Repository {
     }
 }
 
+/// Bytes as a short human string (B, KiB, MiB, GiB, TiB).
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn utc(secs: i64) -> String {
     let (y, m, d) = retention::civil(secs.div_euclid(86_400));
@@ -161,8 +189,12 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        // Some errors already print their cause; say each thing once.
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         cur = c.source();
     }
     s

@@ -51,21 +51,46 @@ pub(crate) fn seal(
     ))
 }
 
-/// Asks the immutability service to protect a sealed point until at least `until` (a GFS
-/// full's lifetime); returns the resulting expiry, which the service may cap at its maximum.
-pub(crate) fn extend(socket: &Path, point: bulwark_format::PointId, until: i64) -> Result<i64> {
+/// Asks the immutability service to protect the earlier files of a chain until at least
+/// `until` and the new point until at least `own` (the repository's period, or a GFS full's
+/// lifetime); returns the new point's resulting expiry. The service may cap requests at its
+/// maximum period, and never shortens anything.
+pub(crate) fn extend_chain(
+    socket: &Path,
+    chain: &[bulwark_format::PointId],
+    until: i64,
+    point: bulwark_format::PointId,
+    own: i64,
+) -> Result<i64> {
     let fail = |why: String| RepoError::Seal {
         path: PathBuf::from(point.to_hex()),
         why,
     };
     let mut client = ImmutClient::connect(socket).map_err(|e| fail(error_chain(&e)))?;
-    let (info, capped) = client
-        .extend(Target::Point(point), until)
-        .map_err(|e| fail(format!("extending protection for GFS: {}", error_chain(&e))))?;
-    if capped {
-        tracing::warn!(%point, "the immutability service capped the GFS protection at its maximum period");
+    let mut ask = |p: bulwark_format::PointId, t: i64| -> Result<i64> {
+        let query =
+            |e: bulwark_immut_msg::ClientError| fail(format!("querying {p}: {}", error_chain(&e)));
+        // The service's own clock may already have granted more (it seals a moment later than
+        // this process stamped the file); asking for less would be refused as shortening.
+        let current = client.query(Target::Point(p)).map_err(query)?.expiry_unix;
+        if t <= current {
+            return Ok(current);
+        }
+        let (info, capped) = client.extend(Target::Point(p), t).map_err(|e| {
+            fail(format!(
+                "extending the protection of {p}: {}",
+                error_chain(&e)
+            ))
+        })?;
+        if capped {
+            tracing::warn!(point = %p, "the immutability service capped the protection at its maximum period");
+        }
+        Ok(info.expiry_unix)
+    };
+    for &p in chain {
+        ask(p, until)?;
     }
-    Ok(info.expiry_unix)
+    ask(point, own)
 }
 
 /// A connection for looking files up in the immutability service's ledger.

@@ -237,7 +237,7 @@ impl Repository {
                     });
                 }
                 if let Ok(c) = immut.as_mut() {
-                    match c.query(Target::Path(p.path.clone())) {
+                    match c.query(Target::Point(p.meta.point)) {
                         Ok(info) if info.state == FileState::Locked => {
                             fs.locked_until = Some(info.expiry_unix);
                             lock_input.push((info.expiry_unix, fs.logical_bytes, mine));

@@ -11,6 +11,9 @@ use bulwark_immut_msg::layout;
 
 use crate::{fsync_dir, now_unix, JobLock, ParentMap, RepoError, Repository, Result};
 
+/// Bytes written between two starts of writeback.
+const WRITEBACK_CHUNK: u64 = 32 << 20;
+
 /// What a new restore point will be.
 pub struct NewPoint {
     pub job: String,
@@ -35,6 +38,10 @@ pub struct PointBuilder {
     parent: Option<ParentMap>,
     /// A GFS full's longer protection, requested from the immutability service after sealing.
     gfs_until: Option<i64>,
+    /// The repository's immutability period, which may be longer than the service's minimum.
+    immutable_days: u32,
+    /// Start of the written range whose writeback has not been started yet.
+    writeback_from: u64,
     _lock: JobLock,
 }
 
@@ -126,6 +133,8 @@ impl Repository {
             repo: self.root().to_path_buf(),
             immutd_socket: self.config().immutd_socket.clone(),
             gfs_until,
+            immutable_days: self.config().immutable_days,
+            writeback_from: 0,
             meta,
             parent: np.parent,
             _lock: lock,
@@ -210,18 +219,33 @@ impl PointBuilder {
         compressed: bool,
         stored_hash: Digest,
     ) -> Result<()> {
-        let tmp = self.tmp.clone();
-        self.w()
-            .put_stored(
-                block,
-                plain_len,
-                plain_hash,
-                stored,
-                compressed,
-                stored_hash,
-            )
-            .map(|_| ())
-            .map_err(RepoError::format(&tmp))
+        let w = self.writer.as_mut().expect("writer present until finish");
+        w.put_stored(
+            block,
+            plain_len,
+            plain_hash,
+            stored,
+            compressed,
+            stored_hash,
+        )
+        .map_err(|source| RepoError::Format {
+            path: self.tmp.clone(),
+            source,
+        })?;
+        // Start writeback of what is written so far, so the final fsync does not wait for
+        // the whole file; it also keeps a backup from flooding the page cache.
+        let written = w.bytes_written();
+        if written - self.writeback_from >= WRITEBACK_CHUNK {
+            let len = written - self.writeback_from;
+            let _ = rustix::fs::fadvise(
+                w.file(),
+                self.writeback_from,
+                len,
+                rustix::fs::Advice::DontNeed,
+            );
+            self.writeback_from = written;
+        }
+        Ok(())
     }
 
     /// Records a block of this file whose bytes the caller fills in at the returned entry's
@@ -289,8 +313,19 @@ impl PointBuilder {
             &meta,
             root,
         )?;
-        if let (Some(socket), Some(until)) = (self.immutd_socket.as_deref(), self.gfs_until) {
-            expiry = Some(crate::seal_immutd::extend(socket, meta.point, until)?);
+        if let Some(socket) = self.immutd_socket.as_deref() {
+            // The chain rule with the repository's own period: every file of the chain is
+            // protected until this seal plus the period (a GFS full possibly longer).
+            let until = meta.created_unix_secs + i64::from(self.immutable_days) * 86_400;
+            let chain: Vec<PointId> = crate::points::point_files(&self.repo, &meta.job)?
+                .into_iter()
+                .filter(|(c, p, _)| *c == meta.chain && *p != meta.point)
+                .map(|(_, p, _)| p)
+                .collect();
+            let own = until.max(self.gfs_until.unwrap_or(0));
+            expiry = Some(crate::seal_immutd::extend_chain(
+                socket, &chain, until, meta.point, own,
+            )?);
         }
         Ok(SealedPoint {
             path,

@@ -18,6 +18,9 @@ use crate::record::{self, ObjectRecord, PendingUpload};
 use crate::store::now_unix;
 use crate::{skew_warning, Result, Tier, TierError, TierMode};
 
+/// Clock differences up to this many seconds are treated as none.
+const SKEW_NOISE_SECS: i64 = 2;
+
 /// Shortest lock given to a copy, even when the local expiry has already passed (seconds).
 pub const MIN_REMOTE_LOCK_SECS: i64 = 86_400;
 
@@ -99,7 +102,13 @@ impl Expiries {
 impl Tier {
     /// Retain-until by the store's clock for a local expiry by this host's clock.
     fn store_until(&self, local_expiry: i64) -> i64 {
-        let skew = self.store.skew().unwrap_or(0);
+        // `Date` has whole seconds: a skew this small is measurement noise, and correcting
+        // by it would lock a copy a second shorter than the local file.
+        let skew = self
+            .store
+            .skew()
+            .filter(|s| s.abs() > SKEW_NOISE_SECS)
+            .unwrap_or(0);
         (local_expiry + skew).max(self.store.store_now() + MIN_REMOTE_LOCK_SECS)
     }
 

@@ -11,7 +11,7 @@ use crate::output::{human, Output, EXIT_OK};
 /// Arguments of `bulwark backup`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The repository (a local folder).
+    /// The repository: a local folder, or HOST:PORT (or bulwark://HOST:PORT) of an enrolled repository service.
     #[arg(long)]
     repo: PathBuf,
     /// The job: one protected disk. Letters, digits, '.', '_' and '-'.
@@ -39,13 +39,16 @@ pub struct Args {
 
 /// Runs `bulwark backup`.
 pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
-    let repo = super::open_repo(&a.repo)?;
     let opts = BackupOptions {
         block_size: a.block_size,
         compression_level: a.compression,
         force_full: a.full,
         threads: a.threads.unwrap_or_else(bulwark_engine::default_threads),
     };
+    if let Some(addr) = super::remote::target(&a.repo) {
+        return super::remote::backup(&addr, &a.job, &a.source, &opts, out);
+    }
+    let repo = super::open_repo(&a.repo)?;
     let size = Source::open(&a.source).map(|s| s.size).unwrap_or(0);
     let pb = out.progress(size, "backup");
     let s = backup_local(&repo, &a.job, &a.source, &opts, &|n| pb.inc(n))

@@ -4,14 +4,20 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context};
-use bulwark_engine::{backup_local, restore_local, BackupOptions, RestoreOptions};
-use bulwark_repository::{Repository, DEFAULT_IMMUTABLE_DAYS};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+
+use anyhow::{anyhow, bail, Context};
+use bulwark_immutd::testing::{Immutd, ImmutdSetup};
+use bulwark_repository::{utc, Repository, DEFAULT_IMMUTABLE_DAYS};
+use serde_json::Value;
 
 use crate::output::{human, Output, EXIT_DAMAGE, EXIT_OK};
 
 const MARKER: &str = ".bulwark-demo";
 const JOB: &str = "demo-disk";
+/// The unprivileged service user the demo creates when run as root.
+const DEMO_USER: &str = "bulwark-demo";
 
 /// Arguments of `bulwark demo`.
 #[derive(clap::Args)]
@@ -165,18 +171,180 @@ fn file_hash(path: &Path) -> anyhow::Result<blake3::Hash> {
     Ok(h.finalize())
 }
 
+/// Who runs the repository side: the current user, or (as root) the unprivileged demo
+/// service user, with an immutability service guarding the repository.
+struct Side {
+    user: Option<(u32, u32)>,
+    immutd: Option<Immutd>,
+}
+
+impl Side {
+    /// Runs `bulwark --json ARGS` as the repository side and returns its JSON output.
+    fn bulwark(&self, args: &[&str]) -> anyhow::Result<Value> {
+        json_of(self.command(&std::env::current_exe()?), args)
+    }
+
+    /// Runs `bulwark-repo --json ARGS` as the repository side.
+    fn repo(&self, args: &[&str]) -> anyhow::Result<Value> {
+        json_of(self.command(&sibling_binary("bulwark-repo")?), args)
+    }
+
+    /// A command that runs as the repository side's user.
+    fn command(&self, prog: &Path) -> Command {
+        let mut cmd = Command::new(prog);
+        if let Some((uid, gid)) = self.user {
+            cmd.uid(uid).gid(gid).current_dir("/");
+        }
+        cmd
+    }
+}
+
+/// Runs `cmd --json ARGS` and parses its JSON output (verify reports damage with exit 1).
+fn json_of(mut cmd: Command, args: &[&str]) -> anyhow::Result<Value> {
+    let prog = cmd.get_program().to_string_lossy().into_owned();
+    let o = cmd
+        .arg("--json")
+        .args(args)
+        .output()
+        .with_context(|| format!("running {prog} {}", args.join(" ")))?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    match serde_json::from_str(&text) {
+        Ok(v) if o.status.success() || args[0] == "verify" => Ok(v),
+        _ => Err(anyhow!(
+            "{prog} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+    }
+}
+
+/// A program of this workspace next to this one, built from the source checkout if missing
+/// (`cargo run --bin bulwark` builds only `bulwark`).
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let found = |exe: &Path| exe.parent().map(|d| d.join(name)).filter(|p| p.is_file());
+    if let Some(p) = found(&exe) {
+        return Ok(p);
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if workspace.join("Cargo.toml").exists()
+        && exe.parent().is_some_and(|d| d.ends_with("target/release"))
+    {
+        println!("   (building {name} once)");
+        run_tool(
+            Command::new("cargo")
+                .args(["build", "--release", "-q", "--bin", name])
+                .current_dir(&workspace),
+        )?;
+    }
+    found(&exe).ok_or_else(|| {
+        anyhow!(
+            "{name} is not installed next to {}; build it with cargo build --release --bin {name}",
+            exe.display()
+        )
+    })
+}
+
+/// Stops the transport service when the demo ends, also on error.
+struct Serve(std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn id_of(user: &str, flag: &str) -> Option<u32> {
+    let o = Command::new("id").arg(flag).arg(user).output().ok()?;
+    String::from_utf8_lossy(&o.stdout).trim().parse().ok()
+}
+
+/// The demo service user's (uid, gid), created if missing.
+fn demo_user() -> anyhow::Result<(u32, u32)> {
+    if id_of(DEMO_USER, "-u").is_none() {
+        let useradd = find_tool("useradd")
+            .ok_or_else(|| anyhow!("useradd not found (apt-get install passwd)"))?;
+        let nologin = find_tool("nologin").unwrap_or_else(|| PathBuf::from("/bin/false"));
+        run_tool(
+            Command::new(useradd)
+                .args(["--system", "--user-group", "--no-create-home", "--shell"])
+                .arg(nologin)
+                .arg(DEMO_USER),
+        )?;
+    }
+    let uid = id_of(DEMO_USER, "-u").ok_or_else(|| anyhow!("user {DEMO_USER} has no uid"))?;
+    let gid = id_of(DEMO_USER, "-g").ok_or_else(|| anyhow!("user {DEMO_USER} has no gid"))?;
+    Ok((uid, gid))
+}
+
+/// True when every folder above `dir` lets other users through, as the service user needs.
+fn reachable_by_others(dir: &Path) -> bool {
+    let Ok(abs) = std::path::absolute(dir) else {
+        return false;
+    };
+    abs.ancestors().skip(1).all(|a| {
+        std::fs::metadata(a)
+            .map(|m| m.mode() & 0o001 != 0)
+            .unwrap_or(false)
+    })
+}
+
+/// Removes an earlier demo folder, clearing the immutable and append-only attributes first
+/// (as root may, at the console).
+fn remove_demo(dir: &Path) -> anyhow::Result<()> {
+    if bulwark_sys::effective_uid() == 0 {
+        unlock_tree(dir);
+    }
+    std::fs::remove_dir_all(dir)
+        .with_context(|| format!("removing the previous demo in {}", dir.display()))
+}
+
+fn unlock_tree(path: &Path) {
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = bulwark_sys::set_flag(
+            &f,
+            bulwark_sys::FS_IMMUTABLE_FL | bulwark_sys::FS_APPEND_FL,
+            false,
+        );
+    }
+    if path.is_dir() && !path.is_symlink() {
+        if let Ok(rd) = std::fs::read_dir(path) {
+            for e in rd.flatten() {
+                unlock_tree(&e.path());
+            }
+        }
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
+}
+
 /// Runs the demo.
 pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
-    let dir = &a.dir;
-    if dir.exists() {
-        if !dir.join(MARKER).exists() {
-            bail!(
-                "{} exists and is not a Bulwark demo folder; remove it or pass --dir",
-                dir.display()
-            );
+    let root = bulwark_sys::effective_uid() == 0;
+    let mut dir = a.dir.clone();
+    if root && !reachable_by_others(&dir) {
+        let alt = PathBuf::from("/var/tmp/bulwark-demo");
+        println!(
+            "note: {} is not reachable by an unprivileged user, so the demo runs in {}",
+            dir.display(),
+            alt.display()
+        );
+        dir = alt;
+    }
+    let dir = &dir;
+    for d in [dir.as_path(), a.dir.as_path()] {
+        if d.exists() {
+            if !d.join(MARKER).exists() {
+                bail!(
+                    "{} exists and is not a Bulwark demo folder; remove it or pass --dir",
+                    d.display()
+                );
+            }
+            remove_demo(d)?;
         }
-        std::fs::remove_dir_all(dir)
-            .with_context(|| format!("removing the previous demo in {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir)?;
     std::fs::write(
@@ -188,89 +356,252 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
             println!("{s}");
         }
     };
-    let repo_dir = dir.join("repo");
-    let repo = Repository::init(&repo_dir, DEFAULT_IMMUTABLE_DAYS)?;
-    say(format!(
-        "1. created repository {} ({}-day immutability period)",
-        repo_dir.display(),
-        DEFAULT_IMMUTABLE_DAYS
-    ));
-    let image = dir.join("disk.img");
+    let repo_dir = std::path::absolute(dir.join("repo"))?;
+    let image = std::path::absolute(dir.join("disk.img"))?;
     let what = make_image(dir, &image, a.size_mib)?;
+
+    // The repository side: as root, an unprivileged service user and a real immutability service.
+    let mut side = Side {
+        user: None,
+        immutd: None,
+    };
+    let fingerprint: String;
+    if root {
+        let (uid, gid) = demo_user()?;
+        let immutd_dir = dir.join("immutd");
+        std::fs::create_dir(&immutd_dir)?;
+        std::fs::set_permissions(
+            &immutd_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
+        let setup = ImmutdSetup::new(
+            DEMO_USER,
+            repo_dir.clone(),
+            std::path::absolute(&immutd_dir)?,
+        );
+        std::fs::create_dir(&repo_dir)?;
+        std::os::unix::fs::chown(&repo_dir, Some(uid), Some(gid))?;
+        std::os::unix::fs::chown(&image, Some(uid), Some(gid))?;
+        side.user = Some((uid, gid));
+        let init = side.repo(&["init", s(&repo_dir), "--immutd-socket", s(&setup.socket())])?;
+        fingerprint = init["fingerprint"].as_str().unwrap_or_default().to_string();
+        say(format!(
+            "1. created repository {} owned by the unprivileged user {DEMO_USER}",
+            repo_dir.display()
+        ));
+        let d = setup
+            .spawn(&sibling_binary("bulwark-immutd")?)
+            .context("starting bulwark-immutd")?;
+        say(format!(
+            "   started bulwark-immutd (root, no network) guarding it: socket {}",
+            d.socket().display()
+        ));
+        side.immutd = Some(d);
+    } else {
+        let init = side.repo(&["init", s(&repo_dir)])?;
+        fingerprint = init["fingerprint"].as_str().unwrap_or_default().to_string();
+        say(format!(
+            "1. created repository {} ({}-day immutability period)",
+            repo_dir.display(),
+            DEFAULT_IMMUTABLE_DAYS
+        ));
+    }
     say(format!(
         "2. made sample disk {} ({} MiB, {what})",
         image.display(),
         a.size_mib
     ));
-    let opts = BackupOptions::default();
-    let full = backup_local(&repo, JOB, &image, &opts, &|_| {})?;
-    let mb_s = |bytes: u64, secs: f64| bytes as f64 / secs.max(1e-9) / 1e6;
+    let mb_s = |bytes: f64, secs: f64| bytes / secs.max(1e-9) / 1e6;
+    let num = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+    let backup = |extra: &[&str]| {
+        let mut args = vec!["backup", "--repo", s(&repo_dir), "--job", JOB];
+        args.extend_from_slice(extra);
+        args.push(s(&image));
+        side.bulwark(&args)
+    };
+    let full = backup(&[])?;
     say(format!(
         "3. full backup {}: {} blocks stored as {} in {:.2}s ({:.0} MB/s of disk)",
-        full.sealed.meta.point,
-        full.counters.blocks_new,
-        human(full.counters.bytes_stored),
-        full.elapsed.as_secs_f64(),
-        mb_s(full.sealed.meta.disk_size, full.elapsed.as_secs_f64())
+        full["point"].as_str().unwrap_or("?"),
+        full["blocks_new"],
+        human(num(&full, "bytes_stored") as u64),
+        num(&full, "seconds"),
+        mb_s(num(&full, "disk_size"), num(&full, "seconds"))
     ));
     change_image(dir, &image)?;
-    let inc = backup_local(&repo, JOB, &image, &opts, &|_| {})?;
+    let inc = backup(&["--synthetic-full"])?;
     say(format!(
         "4. changed files inside the image, then incremental {}: {} changed blocks ({} stored), {} unchanged referenced",
-        inc.sealed.meta.point,
-        inc.counters.blocks_new,
-        human(inc.counters.bytes_stored),
-        inc.counters.blocks_unchanged
+        inc["point"].as_str().unwrap_or("?"),
+        inc["blocks_new"],
+        human(num(&inc, "bytes_stored") as u64),
+        inc["blocks_unchanged"]
     ));
-    let restored = dir.join("restored.img");
-    let r = restore_local(
-        &repo,
+    let sy = &inc["synthetic_full"];
+    say(format!(
+        "5. synthetic full {} built on the repository by {} in {:.3}s: {} cloned, {} copied, nothing sent{}",
+        sy["point"].as_str().unwrap_or("?"),
+        sy["method"].as_str().unwrap_or("?"),
+        num(sy, "seconds"),
+        human(num(sy, "bytes_cloned") as u64),
+        human(num(sy, "bytes_copied") as u64),
+        sy["fallback_reason"].as_str().map(|w| format!(" ({w})")).unwrap_or_default()
+    ));
+    let restored = std::path::absolute(dir.join("restored.img"))?;
+    if let Some((uid, gid)) = side.user {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+    }
+    let r = side.bulwark(&[
+        "restore",
+        "--repo",
+        s(&repo_dir),
+        "--job",
         JOB,
-        None,
-        &restored,
-        &RestoreOptions::default(),
-        &|_| {},
-    )?;
+        s(&restored),
+    ])?;
     let same = file_hash(&restored)? == file_hash(&image)?;
     say(format!(
-        "5. restored the incremental to {} in {:.2}s: {}",
+        "6. restored the newest point (the synthetic full) to {} in {:.2}s: {}",
         restored.display(),
-        r.elapsed.as_secs_f64(),
+        num(&r, "seconds"),
         if same {
             "byte-identical to the source"
         } else {
             "DIFFERENT from the source"
         }
     ));
-    let v = repo.verify(None, bulwark_engine::default_threads(), &|_| {})?;
+    let v = side.bulwark(&["verify", "--repo", s(&repo_dir)])?;
+    let clean = v["clean"].as_bool() == Some(true);
     say(format!(
-        "6. verify re-read {} blocks of {} restore points: {}",
-        v.blocks_checked,
-        v.points_checked,
-        if v.is_clean() {
-            "all good"
+        "7. verify re-read {} blocks of {} restore points{}: {}",
+        v["blocks_checked"],
+        v["points_checked"],
+        if side.immutd.is_some() {
+            " and checked each against the immutability ledger"
         } else {
-            "DAMAGE FOUND"
+            ""
+        },
+        if clean { "all good" } else { "DAMAGE FOUND" }
+    ));
+    // The network path: the transport service runs as the service user on loopback, and a
+    // client enrolls with a single-use token, pinning the repository's CA fingerprint.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut serve = side.command(&sibling_binary("bulwark-repo")?);
+    serve
+        .args(["serve", s(&repo_dir), "--listen", &addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _serve = Serve(serve.spawn().context("starting bulwark-repo serve")?);
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            bail!("bulwark-repo serve did not start listening on {addr}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let enroll = side.repo(&[
+        "enroll",
+        s(&repo_dir),
+        "--client",
+        "demo-client",
+        "--expires",
+        "10m",
+    ])?;
+    let token = enroll["token"].as_str().unwrap_or_default().to_string();
+    let client_dir = std::path::absolute(dir.join("client"))?;
+    let client = |args: &[&str]| {
+        let mut all = vec!["--config-dir", s(&client_dir)];
+        all.extend_from_slice(args);
+        json_of(Command::new(std::env::current_exe()?), &all)
+    };
+    client(&["enroll", &addr, &token, "--fingerprint", &fingerprint])?;
+    let nb = client(&["backup", "--repo", &addr, "--job", "demo-net", s(&image)])?;
+    let net_restored = std::path::absolute(dir.join("restored-net.img"))?;
+    let nr = client(&[
+        "restore",
+        "--repo",
+        &addr,
+        "--job",
+        "demo-net",
+        s(&net_restored),
+    ])?;
+    let net_same = file_hash(&net_restored)? == file_hash(&image)?;
+    say(format!(
+        "8. over the network ({addr}, TLS 1.3, mutual certificates): client demo-client enrolled with a single-use token,"
+    ));
+    say(format!(
+        "   pinned CA {fingerprint}; backup at {:.0} MB/s, restore at {:.0} MB/s: {}",
+        mb_s(
+            num(&nb, "disk_size").max(num(&full, "disk_size")),
+            num(&nb, "seconds")
+        ),
+        mb_s(num(&full, "disk_size"), num(&nr, "seconds")),
+        if net_same {
+            "byte-identical"
+        } else {
+            "DIFFERENT from the source"
         }
     ));
-    let immutable = full.sealed.immutable && inc.sealed.immutable;
+    let repo = Repository::open(&repo_dir)?;
+    let space = repo.space()?;
     say(format!(
-        "7. {}",
-        if immutable {
-            "both restore points are sealed immutable".to_string()
-        } else {
-            "the restore points are NOT immutable: no immutability service guards this demo repository".to_string()
-        }
+        "9. space: {} logical (what du counts), {} physical, {} shared between files by cloning",
+        human(space.logical_bytes),
+        human(space.physical_bytes),
+        human(space.shared_bytes)
     ));
+    let mut immutable_all = true;
+    let mut files = Vec::new();
+    for p in repo.scan_job(JOB)?.points {
+        let f = std::fs::File::open(&p.path)?;
+        let immutable = bulwark_sys::has_flag(&f, bulwark_sys::FS_IMMUTABLE_FL).unwrap_or(false);
+        immutable_all &= immutable;
+        let expiry = match &side.immutd {
+            Some(d) => d
+                .client()
+                .ok()
+                .and_then(|mut c| c.query(bulwark_immut_msg::Target::Point(p.meta.point)).ok())
+                .map(|i| i.expiry_unix),
+            None => None,
+        };
+        files.push((p.meta.point, p.meta.kind.as_str(), immutable, expiry));
+    }
+    say("10. sealed restore points:".to_string());
+    for (point, kind, immutable, expiry) in &files {
+        say(format!(
+            "   {point} {kind:14} {} {}",
+            if *immutable {
+                "immutable (chattr +i)"
+            } else {
+                "NOT immutable"
+            },
+            expiry
+                .map(|e| format!("until {}", utc(e)))
+                .unwrap_or_default()
+        ));
+    }
+    if side.immutd.is_none() {
+        say("   No immutability service guards this demo repository. Run the demo as root (sudo) to see the real".into());
+        say("   thing: it creates the unprivileged service user bulwark-demo, starts bulwark-immutd (root, no network)".into());
+        say("   for the repository, and every restore point is sealed with the immutable attribute.".into());
+    } else {
+        say(format!("   As {DEMO_USER}, try: rm, mv, chattr -i on any of them: all fail. Root removes the demo with `bulwark demo` again."));
+    }
+    if let Some(d) = side.immutd.take() {
+        d.stop();
+    }
     say(format!("Try: bulwark list --repo {}", repo_dir.display()));
     if out.json {
         out.json(&serde_json::json!({
-            "repository": repo_dir, "image": image, "full": full.sealed.meta.point.to_hex(),
-            "incremental": inc.sealed.meta.point.to_hex(), "restore_identical": same, "verify_clean": v.is_clean(),
-            "immutable": immutable,
+            "repository": repo_dir, "image": image, "full": full["point"], "incremental": inc["point"],
+            "synthetic_full": sy["point"], "restore_identical": same, "network_restore_identical": net_same, "verify_clean": clean,
+            "immutable": immutable_all && !files.is_empty(), "guarded": root,
         }));
     }
-    Ok(if same && v.is_clean() {
+    Ok(if same && clean && net_same {
         EXIT_OK
     } else {
         EXIT_DAMAGE

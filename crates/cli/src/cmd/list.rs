@@ -9,7 +9,7 @@ use crate::output::{human, utc, Output, EXIT_OK};
 /// Arguments of `bulwark list`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The repository (a local folder).
+    /// The repository: a local folder, or HOST:PORT (or bulwark://HOST:PORT) of an enrolled repository service.
     #[arg(long)]
     repo: PathBuf,
     /// Only this job.
@@ -19,6 +19,9 @@ pub struct Args {
 
 /// Runs `bulwark list`.
 pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
+    if let Some(addr) = super::remote::target(&a.repo) {
+        return super::remote::list(&addr, a.job.as_deref(), out);
+    }
     let repo = super::open_repo(&a.repo)?;
     let jobs = match a.job {
         Some(j) => vec![j],

@@ -2,7 +2,10 @@
 
 pub mod backup;
 pub mod demo;
+pub mod enroll;
+pub mod job;
 pub mod list;
+pub mod remote;
 pub mod restore;
 pub mod verify;
 

@@ -12,7 +12,7 @@ use crate::output::{human, Output, EXIT_OK};
 /// Arguments of `bulwark restore`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The repository (a local folder).
+    /// The repository: a local folder, or HOST:PORT (or bulwark://HOST:PORT) of an enrolled repository service.
     #[arg(long)]
     repo: PathBuf,
     /// The job to restore from.
@@ -33,7 +33,6 @@ pub struct Args {
 
 /// Runs `bulwark restore`.
 pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
-    let repo = super::open_repo_with_tier(&a.repo)?;
     let point = if a.point == "latest" {
         None
     } else {
@@ -51,6 +50,10 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
     if let Some(t) = a.threads {
         opts.threads = t;
     }
+    if let Some(addr) = super::remote::target(&a.repo) {
+        return super::remote::restore(&addr, &a.job, point, &a.target, &opts, out);
+    }
+    let repo = super::open_repo_with_tier(&a.repo)?;
     let pb = out.progress(0, "restore");
     let s = restore_local(&repo, &a.job, point, &a.target, &opts, &|n| pb.inc(n))
         .with_context(|| format!("restoring job {:?} to {}", a.job, a.target.display()))?;

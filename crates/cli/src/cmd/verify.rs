@@ -9,7 +9,7 @@ use crate::output::{human, Output, EXIT_DAMAGE, EXIT_OK};
 /// Arguments of `bulwark verify`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The repository (a local folder).
+    /// The repository: a local folder, or HOST:PORT (or bulwark://HOST:PORT) of an enrolled repository service.
     #[arg(long)]
     repo: PathBuf,
     /// Only this job.
@@ -22,6 +22,9 @@ pub struct Args {
 
 /// Runs `bulwark verify`: exit 0 when clean, 1 naming each damaged restore point.
 pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
+    if let Some(addr) = super::remote::target(&a.repo) {
+        return super::remote::verify(&addr, a.job.as_deref(), out);
+    }
     let repo = super::open_repo_with_tier(&a.repo)?;
     let pb = out.progress(0, "verify");
     let threads = a.threads.unwrap_or_else(bulwark_engine::default_threads);

@@ -13,12 +13,23 @@ pub struct Args {
     /// Immutability period in days (7 to 9999).
     #[arg(long, default_value_t = DEFAULT_IMMUTABLE_DAYS)]
     immutable_days: u32,
+    /// Extra DNS name or IP address for the server certificate (repeatable); clients verify the
+    /// pinned CA, so this is informational.
+    #[arg(long)]
+    server_name: Vec<String>,
+    /// Socket of the immutability service that will guard this repository (its
+    /// configuration lists this folder). Set it here: once guarded, the folder's top level is
+    /// append-only and repository.toml can no longer change.
+    #[arg(long)]
+    immutd_socket: Option<PathBuf>,
 }
 
 /// Runs `bulwark-repo init`.
 pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
-    let repo = Repository::init(&a.dir, a.immutable_days)
+    let repo = Repository::init_with(&a.dir, a.immutable_days, a.immutd_socket.as_deref())
         .with_context(|| format!("creating a repository in {}", a.dir.display()))?;
+    let fp = bulwark_server::init_pki(&a.dir, &repo.config().id, &a.server_name)
+        .with_context(|| format!("creating the repository CA in {}", a.dir.display()))?;
     // Warn now, while moving the repository elsewhere is still cheap.
     let reflink = repo.reflink_support()?;
     let no_reflink = match &reflink {
@@ -29,6 +40,7 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         println!(
             "{}",
             serde_json::json!({"repository": a.dir, "id": repo.config().id, "immutable_days": a.immutable_days,
+                "fingerprint": fp.to_string(),
                                "reflink": reflink.is_supported(), "reflink_warning": no_reflink})
         );
     } else {
@@ -38,13 +50,21 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             repo.config().id
         );
         println!("immutability period: {} days", a.immutable_days);
+        println!("repository CA fingerprint (clients pin it at enrollment): {fp}");
         match &no_reflink {
             None => println!("block cloning: supported (synthetic fulls share blocks)"),
             Some(w) => eprintln!("WARNING: {w}"),
         }
-        println!(
-            "files are NOT immutable until an immutability service (bulwark-immutd, run as root) guards this folder"
-        );
+        match &a.immutd_socket {
+            Some(sock) => println!(
+                "restore points will be sealed by the immutability service at {}; list {} in its configuration",
+                sock.display(),
+                repo.root().display()
+            ),
+            None => println!(
+                "files are NOT immutable: no immutability service is configured (see --immutd-socket)"
+            ),
+        }
     }
     Ok(0)
 }

@@ -1,8 +1,12 @@
 //! One module per subcommand.
 
+pub mod audit;
+pub mod clients;
+pub mod enroll;
 pub mod init;
 pub mod policy;
 pub mod retention;
+pub mod serve;
 pub mod space;
 pub mod status;
 pub mod synthesize;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use bulwark_repository::{Repository, SynthMethod, SyntheticOutcome, REFLINK_ADVICE};
 
-use super::space::human;
+use bulwark_repository::human;
 
 /// Arguments of `bulwark-repo synthesize`.
 #[derive(clap::Args)]

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Local vs network throughput on the same images: full backup (day1), incremental (day2) and
+# restore, once into a local repository and once through `bulwark-repo serve` over TLS on
+# 127.0.0.1. Standalone: builds release binaries and the images it needs.
+#   bench/network.sh                 uses $BENCH_DIR (default /var/tmp/bulwark-bench), made by
+#                                    bench/make-images.sh if missing (IMAGE_MIB, default 4096)
+#   RUNS=3 bench/network.sh          median of 3 runs per step
+#   COLD=0 bench/network.sh          keep the page cache (default: dropped before each step
+#                                    when root, as bench/run.sh does)
+# The service runs as a throw-away system user when root (the service refuses root), else as
+# the current user. Prints MB/s of disk size for each step and network/local ratios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export BENCH_DIR=${BENCH_DIR:-/var/tmp/bulwark-bench}
+RUNS=${RUNS:-1}
+COLD=${COLD:-1}
+cargo build --release -q --bin bulwark --bin bulwark-repo
+BIN=$PWD/target/release
+[ -f "$BENCH_DIR/day2.img" ] || bench/make-images.sh
+D1=$BENCH_DIR/day1.img
+D2=$BENCH_DIR/day2.img
+SIZE=$(stat -c %s "$D1")
+WORK=$(mktemp -d /var/tmp/bulwark-netbench.XXXXXX)
+chmod 755 "$WORK"
+USER_CREATED=""
+SERVER_PID=""
+cleanup() {
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
+  rm -rf "$WORK"
+  [ -n "$USER_CREATED" ] && userdel "$USER_CREATED" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+as_service() { if [ -n "$USER_CREATED" ]; then setpriv --reuid="$USER_CREATED" --regid="$USER_CREATED" --clear-groups "$@"; else "$@"; fi; }
+drop() { if [ "$COLD" = 1 ] && [ "$(id -u)" = 0 ]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi; }
+now() { date +%s.%N; }
+# Median wall seconds of "$@" over RUNS runs; `prep` runs (untimed) before each.
+timed() {
+  local prep=$1; shift
+  local ts=()
+  for _ in $(seq 1 "$RUNS"); do
+    eval "$prep"
+    drop
+    local a b; a=$(now); "$@" >/dev/null || { echo "failed: $*" >&2; exit 1; }; b=$(now)
+    ts+=("$(echo "$b - $a" | bc -l)")
+  done
+  printf '%s\n' "${ts[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+mbs() { echo "scale=0; $SIZE / $1 / 1000000" | bc -l; }
+
+if [ "$(id -u)" = 0 ]; then
+  USER_CREATED=bwnetbench$$
+  useradd --system --no-create-home --shell /usr/sbin/nologin "$USER_CREATED"
+  chown "$USER_CREATED" "$WORK"
+fi
+
+# Local repository.
+LREPO=$WORK/local
+reset_local() { rm -rf "$LREPO" "$WORK/out.img"; "$BIN/bulwark-repo" init "$LREPO" >/dev/null; }
+l_full=$(timed 'reset_local' "$BIN/bulwark" backup --repo "$LREPO" --job bench "$D1")
+l_inc=$(timed 'reset_local; "$BIN/bulwark" backup --repo "$LREPO" --job bench "$D1" >/dev/null' \
+  "$BIN/bulwark" backup --repo "$LREPO" --job bench "$D2")
+l_res=$(timed 'rm -f "$WORK/out.img"' "$BIN/bulwark" restore --repo "$LREPO" --job bench "$WORK/out.img")
+rm -rf "$LREPO" "$WORK/out.img"
+
+# The same through the service.
+NREPO=$WORK/net/repo
+mkdir -p "$WORK/net"; [ -n "$USER_CREATED" ] && chown "$USER_CREATED" "$WORK/net"
+FP=$(as_service "$BIN/bulwark-repo" --json init "$NREPO" | python3 -c 'import json,sys; print(json.load(sys.stdin)["fingerprint"])')
+as_service "$BIN/bulwark-repo" serve "$NREPO" --listen 127.0.0.1:0 --max-connections 8 >"$WORK/serve.out" 2>"$WORK/serve.log" &
+SERVER_PID=$!
+for _ in $(seq 1 100); do grep -q listening "$WORK/serve.out" 2>/dev/null && break; sleep 0.1; done
+ADDR=$(sed -n 's/^listening on //p' "$WORK/serve.out")
+export BULWARK_CONFIG_DIR=$WORK/client
+n=0
+enroll() {
+  n=$((n + 1))
+  TOKEN=$(as_service "$BIN/bulwark-repo" --json enroll "$NREPO" --client "bench$n" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  rm -rf "$BULWARK_CONFIG_DIR"
+  "$BIN/bulwark" enroll "$ADDR" "$TOKEN" --fingerprint "$FP" >/dev/null
+}
+# Each run enrolls a fresh client with its own job, so a full is a full; the job name is read
+# when the command runs.
+nb() { local cmd=$1; shift; "$BIN/bulwark" "$cmd" --repo "$ADDR" --job "bench$n" "$@"; }
+n_full=$(timed 'enroll' nb backup "$D1")
+n_inc=$(timed 'enroll; nb backup "$D1" >/dev/null' nb backup "$D2")
+n_res=$(timed 'enroll; nb backup "$D1" >/dev/null; nb backup "$D2" >/dev/null; rm -f "$WORK/out.img"' nb restore "$WORK/out.img")
+cmp -s "$WORK/out.img" "$D2" || { echo "network restore differs from day2.img" >&2; exit 1; }
+
+echo "image: $D1 / day2 ($((SIZE / 1048576)) MiB), $(nproc) cores, runs=$RUNS, cold cache=$COLD"
+printf '%-12s %12s %12s %8s\n' step "local MB/s" "network MB/s" ratio
+for s in full inc res; do
+  l=l_$s; n=n_$s
+  lm=$(mbs "${!l}"); nm=$(mbs "${!n}")
+  printf '%-12s %12s %12s %7s%%\n' "$s" "$lm" "$nm" "$(echo "scale=0; 100 * ${!l} / ${!n}" | bc -l)"
+done

@@ -1,0 +1,192 @@
+//! Remote backup: the engine's pipeline feeds a sink that streams frames to the server. Blocks
+//! are never acknowledged one by one: the pipeline runs at full speed and TCP carries the
+//! back-pressure.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bulwark_engine::{
+    run_pipeline, BackupOptions, BlockSink, Counters, EngineError, KnownHashes, Source,
+};
+use bulwark_format::{BlockNo, Digest};
+use bulwark_protocol::{BackupRequest, BlockHeader, Msg, SealedInfo};
+
+use crate::{Conn, RemoteAddr, RemoteError, Result};
+
+/// Longest run of unchanged blocks sent as one frame (keeps the server's idle timer fed).
+const MAX_RUN: u64 = 4096;
+
+/// What a remote backup made.
+#[derive(Debug)]
+pub struct RemoteBackupSummary {
+    pub sealed: SealedInfo,
+    pub counters: Counters,
+    pub elapsed: Duration,
+    pub full_reason: Option<String>,
+    pub client: String,
+}
+
+struct RemoteSink<'a> {
+    conn: &'a mut Conn,
+    run: Option<(u64, u64)>,
+    sent: u64,
+    err: Option<RemoteError>,
+}
+
+impl RemoteSink<'_> {
+    fn flush_run(&mut self) -> Result<()> {
+        if let Some((first, count)) = self.run.take() {
+            self.conn.send(&Msg::Unchanged { first, count })?;
+            self.sent += count;
+        }
+        Ok(())
+    }
+    fn fail(&mut self, e: RemoteError) -> EngineError {
+        let msg = e.to_string();
+        self.err = Some(e);
+        EngineError::Usage(msg)
+    }
+}
+
+impl BlockSink for RemoteSink<'_> {
+    fn put_stored(
+        &mut self,
+        block: BlockNo,
+        plain_len: u32,
+        plain_hash: Digest,
+        stored: &[u8],
+        compressed: bool,
+        stored_hash: Digest,
+    ) -> bulwark_engine::Result<()> {
+        let r = self.flush_run().and_then(|_| {
+            self.conn.send(&Msg::Block {
+                hdr: BlockHeader {
+                    block: block.0,
+                    plain_len,
+                    compressed,
+                    plain_hash,
+                    stored_hash,
+                },
+                data: stored,
+            })
+        });
+        match r {
+            Ok(()) => {
+                self.sent += 1;
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    fn put_unchanged(&mut self, block: BlockNo) -> bulwark_engine::Result<()> {
+        match &mut self.run {
+            Some((first, count)) if *first + *count == block.0 && *count < MAX_RUN => {
+                *count += 1;
+                Ok(())
+            }
+            _ => {
+                let r = self.flush_run();
+                self.run = Some((block.0, 1));
+                r.map_err(|e| self.fail(e))
+            }
+        }
+    }
+}
+
+/// Backs up `source` as a new restore point of `job` in the repository at `addr`. The server
+/// chooses the parent (as a local backup does) and sends its block hashes; only changed
+/// blocks travel.
+pub fn backup_remote(
+    config_dir: &Path,
+    addr: &RemoteAddr,
+    job: &str,
+    source: &Path,
+    opts: &BackupOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<RemoteBackupSummary> {
+    let started = Instant::now();
+    bulwark_format::validate_name("job", job).map_err(|e| RemoteError::Usage(e.to_string()))?;
+    let src = Source::open(source)?;
+    let mut conn = Conn::session(config_dir, addr)?;
+    conn.send(&Msg::BeginBackup(BackupRequest {
+        job: job.to_string(),
+        disk_size: src.size,
+        block_size: opts.block_size.unwrap_or(0),
+        compression_level: opts.compression_level,
+        force_full: opts.force_full,
+    }))?;
+    let ready = match conn.recv()? {
+        Msg::BackupReady(r) => r,
+        m => return Err(m.unexpected("BackupReady").into()),
+    };
+    bulwark_format::check_block_size(ready.block_size)
+        .map_err(|e| RemoteError::Usage(format!("server chose a bad block size: {e}")))?;
+    let max_known = bulwark_format::block_count(src.size, ready.block_size);
+    if ready.known > max_known {
+        return Err(RemoteError::Usage(format!(
+            "server announced {} parent hashes for a disk of {max_known} blocks",
+            ready.known
+        )));
+    }
+    let mut known = Vec::with_capacity(ready.known as usize);
+    while (known.len() as u64) < ready.known {
+        match conn.recv()? {
+            Msg::Known { entries } if known.len() + entries.len() <= ready.known as usize => {
+                known.extend(entries)
+            }
+            m => return Err(m.unexpected("Known").into()),
+        }
+    }
+    if known.windows(2).any(|w| w[0].0 >= w[1].0) {
+        return Err(RemoteError::Usage(
+            "server sent parent hashes out of order".into(),
+        ));
+    }
+    let known = KnownHashes(known);
+    let mut sink = RemoteSink {
+        conn: &mut conn,
+        run: None,
+        sent: 0,
+        err: None,
+    };
+    let res = run_pipeline(
+        &src,
+        ready.block_size,
+        opts.compression_level,
+        opts.threads,
+        &known,
+        &mut sink,
+        progress,
+    );
+    let counters = match res {
+        Ok(c) => c,
+        Err(e) => return Err(sink.err.take().unwrap_or(RemoteError::Engine(e))),
+    };
+    sink.flush_run()?;
+    let sent = sink.sent;
+    let after = src.size_now()?;
+    if after != src.size {
+        // Dropping the connection makes the server discard the unfinished restore point.
+        return Err(EngineError::SourceChanged {
+            path: src.path.clone(),
+            before: src.size,
+            after,
+        }
+        .into());
+    }
+    conn.send(&Msg::Finish { blocks: sent })?;
+    let sealed = match conn.recv()? {
+        Msg::Sealed(s) => s,
+        m => return Err(m.unexpected("Sealed").into()),
+    };
+    let client = conn.client.clone();
+    conn.close();
+    Ok(RemoteBackupSummary {
+        sealed,
+        counters,
+        elapsed: started.elapsed(),
+        full_reason: (!ready.full_reason.is_empty()).then_some(ready.full_reason),
+        client,
+    })
+}

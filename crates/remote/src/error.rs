@@ -1,0 +1,74 @@
+//! Errors of the client side. A refusal by the server keeps its code and message.
+
+use std::path::{Path, PathBuf};
+
+use bulwark_protocol::{ErrorCode, ProtocolError};
+
+/// What went wrong talking to a repository service.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("{action} {path}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot reach the repository at {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS with the repository: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("the repository refused ({code}): {message}")]
+    Refused { code: ErrorCode, message: String },
+    #[error("protocol: {0}")]
+    Protocol(ProtocolError),
+    #[error(transparent)]
+    Engine(#[from] bulwark_engine::EngineError),
+    #[error("not enrolled with {addr}: no credentials in {dir}; run `bulwark enroll {addr} TOKEN --fingerprint FP` first (or pass --config-dir)")]
+    NotEnrolled { addr: String, dir: PathBuf },
+    #[error("damaged data from the repository: {0}")]
+    Damaged(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl From<ProtocolError> for RemoteError {
+    fn from(e: ProtocolError) -> Self {
+        match e {
+            ProtocolError::Remote { code, message } => RemoteError::Refused { code, message },
+            ProtocolError::Io(io) => match io
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .cloned()
+            {
+                Some(t) => RemoteError::Tls(t),
+                None => RemoteError::Protocol(ProtocolError::Io(io)),
+            },
+            e => RemoteError::Protocol(e),
+        }
+    }
+}
+
+impl RemoteError {
+    pub(crate) fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| RemoteError::Io {
+            path,
+            action,
+            source,
+        }
+    }
+    /// True when the error reports damaged repository data (exit code 1).
+    pub fn is_damage(&self) -> bool {
+        match self {
+            RemoteError::Damaged(_) => true,
+            RemoteError::Refused { code, .. } => *code == ErrorCode::Damaged,
+            RemoteError::Engine(e) => e.is_damage(),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Remote restore: the server streams stored bytes in block order; workers on every core check
+//! both hashes, decompress and write. A regular file is written under a temporary name and
+//! renamed when complete; a block device is written in place, unmapped blocks as zeros.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use bulwark_engine::{RestoreOptions, RestoreSummary};
+use bulwark_format::{decode_block, plain_len_of, BlockNo, MapEntry, PointId, ENTRY_FLAG_ZSTD};
+use bulwark_protocol::{Msg, BLOCK_HEADER_LEN};
+use crossbeam_channel::bounded;
+
+use crate::{Conn, RemoteAddr, RemoteError, Result};
+
+fn terr(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> RemoteError {
+    RemoteError::io(path, action)
+}
+
+fn parent_dir(target: &Path) -> &Path {
+    target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Restores restore point `point` of `job` (the newest with `None`) from the repository at
+/// `addr` to `target`.
+pub fn restore_remote(
+    config_dir: &Path,
+    addr: &RemoteAddr,
+    job: &str,
+    point: Option<PointId>,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<RestoreSummary> {
+    let started = Instant::now();
+    let is_device = std::fs::metadata(target)
+        .map(|m| m.file_type().is_block_device())
+        .unwrap_or(false);
+    if !is_device && target.exists() && !opts.force {
+        return Err(RemoteError::Usage(format!(
+            "{} exists; choose another target or pass --force to replace it",
+            target.display()
+        )));
+    }
+    let mut conn = Conn::session(config_dir, addr)?;
+    conn.send(&Msg::BeginRestore {
+        job: job.to_string(),
+        point,
+    })?;
+    let (summary, blocks) = match conn.recv()? {
+        Msg::RestoreReady { point, blocks } => (point, blocks),
+        m => return Err(m.unexpected("RestoreReady").into()),
+    };
+    bulwark_format::check_block_size(summary.block_size)
+        .map_err(|e| RemoteError::Usage(format!("server announced a bad block size: {e}")))?;
+    let nblocks = bulwark_format::block_count(summary.disk_size, summary.block_size);
+    if blocks > nblocks {
+        return Err(RemoteError::Usage(format!(
+            "server announced {blocks} blocks for a disk of {nblocks}"
+        )));
+    }
+    let (file, partial): (File, Option<PathBuf>) = if is_device {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(target)
+            .map_err(terr(target, "opening device"))?;
+        let size = rustix::fs::seek(&f, rustix::fs::SeekFrom::End(0))
+            .map_err(|e| terr(target, "reading size")(e.into()))?;
+        if size < summary.disk_size {
+            return Err(RemoteError::Usage(format!(
+                "device {} holds {size} bytes but the restore point's disk is {} bytes",
+                target.display(),
+                summary.disk_size
+            )));
+        }
+        (f, None)
+    } else {
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp =
+            parent_dir(target).join(format!(".{name}.bulwark-partial-{}", std::process::id()));
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(terr(&tmp, "creating"))?;
+        f.set_len(summary.disk_size).map_err(terr(&tmp, "sizing"))?;
+        (f, Some(tmp))
+    };
+    let res = receive(
+        &mut conn,
+        &file,
+        target,
+        &summary,
+        blocks,
+        is_device,
+        opts.threads,
+        progress,
+    )
+    .and_then(|n| {
+        file.sync_all().map_err(terr(target, "fsyncing"))?;
+        if let Some(tmp) = &partial {
+            std::fs::rename(tmp, target).map_err(terr(target, "renaming into place"))?;
+            let d = File::open(parent_dir(target)).map_err(terr(target, "opening folder of"))?;
+            d.sync_all().map_err(terr(target, "fsyncing folder of"))?;
+        }
+        Ok(n)
+    });
+    match res {
+        Ok((blocks_written, bytes_written)) => {
+            conn.close();
+            Ok(RestoreSummary {
+                point: summary.point,
+                disk_size: summary.disk_size,
+                blocks_written,
+                bytes_written,
+                elapsed: started.elapsed(),
+            })
+        }
+        Err(e) => {
+            if let Some(tmp) = partial {
+                let _ = std::fs::remove_file(tmp);
+            }
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn receive(
+    conn: &mut Conn,
+    out: &File,
+    target: &Path,
+    s: &bulwark_protocol::PointSummary,
+    blocks: u64,
+    zero_fill: bool,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(u64, u64)> {
+    let threads = threads.max(1);
+    let bs = u64::from(s.block_size);
+    let pool = threads * 2 + 2;
+    let (free_tx, free_rx) = bounded::<Vec<u8>>(pool);
+    for _ in 0..pool {
+        free_tx.send(Vec::new()).expect("pool fits");
+    }
+    // Each work item is a whole `Block` payload; the stored bytes follow its header.
+    let (work_tx, work_rx) = bounded::<(MapEntry, Vec<u8>)>(pool);
+    let failed = AtomicBool::new(false);
+    let mut mapped: Vec<u64> = Vec::new();
+    std::thread::scope(|scope| -> Result<(u64, u64)> {
+        let mut handles = Vec::new();
+        for _ in 0..threads {
+            let (work_rx, free_tx, failed) = (work_rx.clone(), free_tx.clone(), &failed);
+            handles.push(scope.spawn(move || -> Result<(u64, u64)> {
+                let mut plain = Vec::new();
+                let (mut n, mut bytes) = (0u64, 0u64);
+                for (e, buf) in work_rx {
+                    let r = decode_block(&e, &buf[BLOCK_HEADER_LEN..], &mut plain)
+                        .map_err(|err| RemoteError::Damaged(err.to_string()))
+                        .and_then(|_| {
+                            out.write_all_at(&plain, e.block.0 * bs)
+                                .map_err(terr(target, "writing"))
+                        });
+                    if let Err(err) = r {
+                        failed.store(true, Ordering::Relaxed);
+                        return Err(err);
+                    }
+                    n += 1;
+                    bytes += plain.len() as u64;
+                    progress(plain.len() as u64);
+                    let _ = free_tx.send(buf);
+                }
+                Ok((n, bytes))
+            }));
+        }
+        drop(work_rx);
+        drop(free_tx);
+        let recv_res = (|| -> Result<()> {
+            let mut next = 0u64;
+            let mut got = 0u64;
+            loop {
+                if failed.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                conn.recv_frame()?;
+                let block = match conn.last()? {
+                    Msg::Block { hdr, data } => {
+                        let nb = bulwark_format::block_count(s.disk_size, s.block_size);
+                        if hdr.block < next || hdr.block >= nb || got >= blocks {
+                            return Err(RemoteError::Usage(format!(
+                                "server sent block {} out of order",
+                                hdr.block
+                            )));
+                        }
+                        if hdr.plain_len
+                            != plain_len_of(BlockNo(hdr.block), s.disk_size, s.block_size)
+                        {
+                            return Err(RemoteError::Damaged(format!(
+                                "block {}: wrong plain length",
+                                hdr.block
+                            )));
+                        }
+                        let e = MapEntry {
+                            block: BlockNo(hdr.block),
+                            file_ref: 0,
+                            flags: if hdr.compressed { ENTRY_FLAG_ZSTD } else { 0 },
+                            offset: 0,
+                            stored_len: data.len() as u32,
+                            plain_len: hdr.plain_len,
+                            plain_hash: hdr.plain_hash,
+                            stored_hash: hdr.stored_hash,
+                        };
+                        Some(e)
+                    }
+                    Msg::RestoreEnd { blocks: n } => {
+                        if n != blocks || got != blocks {
+                            return Err(RemoteError::Usage(format!(
+                                "restore stream ended after {got} of {blocks} blocks"
+                            )));
+                        }
+                        return Ok(());
+                    }
+                    m => return Err(m.unexpected("Block or RestoreEnd").into()),
+                };
+                if let Some(e) = block {
+                    let Ok(spare) = free_rx.recv() else {
+                        return Ok(());
+                    };
+                    let payload = conn.swap_payload(spare);
+                    if zero_fill {
+                        mapped.push(e.block.0);
+                    }
+                    next = e.block.0 + 1;
+                    got += 1;
+                    if work_tx.send((e, payload)).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        })();
+        drop(work_tx);
+        let mut total = (0, 0);
+        let mut first_err = None;
+        for h in handles {
+            match h.join().expect("restore worker") {
+                Ok((n, b)) => {
+                    total.0 += n;
+                    total.1 += b;
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        recv_res?;
+        if zero_fill {
+            zero_unmapped(&mapped, out, target, s.disk_size, s.block_size)?;
+        }
+        Ok(total)
+    })
+}
+
+fn zero_unmapped(
+    mapped: &[u64],
+    out: &File,
+    target: &Path,
+    disk_size: u64,
+    block_size: u32,
+) -> Result<()> {
+    let zeros = vec![0u8; block_size as usize];
+    let mut it = mapped.iter().peekable();
+    for block in 0..bulwark_format::block_count(disk_size, block_size) {
+        if it.peek().is_some_and(|b| **b == block) {
+            it.next();
+            continue;
+        }
+        let len = plain_len_of(BlockNo(block), disk_size, block_size) as usize;
+        out.write_all_at(&zeros[..len], block * u64::from(block_size))
+            .map_err(terr(target, "writing zeros"))?;
+    }
+    Ok(())
+}

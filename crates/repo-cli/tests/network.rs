@@ -1,0 +1,1023 @@
+//! The transport service end to end: the real `bulwark-repo serve` binary as a real
+//! unprivileged user (created here when root, removed afterwards), real `bulwark` clients over
+//! TLS on 127.0.0.1. Without root these tests print why they skip.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bulwark_protocol::{ErrorCode, Msg};
+use bulwark_remote::{Conn, RemoteAddr, RemoteError};
+
+static USERS: Mutex<u32> = Mutex::new(0);
+
+fn bin_repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bulwark-repo"))
+}
+
+fn bin_client() -> PathBuf {
+    let p = bin_repo().with_file_name("bulwark");
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo test --workspace` so the client is built",
+        p.display()
+    );
+    p
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+macro_rules! need_root {
+    ($name:literal) => {
+        if !is_root() {
+            eprintln!(concat!(
+                "SKIPPED ",
+                $name,
+                ": needs root to create the unprivileged service user (CI runs as root)"
+            ));
+            return;
+        }
+    };
+}
+
+/// A system user created for one test and removed on drop, even when the test fails.
+struct ServiceUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+impl ServiceUser {
+    fn create() -> ServiceUser {
+        let mut n = USERS.lock().unwrap_or_else(|e| e.into_inner());
+        *n += 1;
+        let name = format!("bwt{}x{}", std::process::id(), *n);
+        let mut ok = false;
+        for _ in 0..20 {
+            let st = Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    &name,
+                ])
+                .status()
+                .expect("useradd runs");
+            if st.success() {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(ok, "useradd {name} failed");
+        let id = |flag: &str| -> u32 {
+            let o = Command::new("id").args([flag, &name]).output().unwrap();
+            String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+        };
+        let (uid, gid) = (id("-u"), id("-g"));
+        assert_ne!(uid, 0);
+        ServiceUser { name, uid, gid }
+    }
+}
+
+impl Drop for ServiceUser {
+    fn drop(&mut self) {
+        let _g = USERS.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..20 {
+            let st = Command::new("userdel").arg(&self.name).status();
+            if st.map(|s| s.success()).unwrap_or(false) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        eprintln!("could not remove test user {}", self.name);
+    }
+}
+
+fn show(what: &str, o: &Output) {
+    eprintln!(
+        "$ {what} → {}\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A repository owned by a fresh service user, and its running service.
+struct Service {
+    server: Option<Child>,
+    addr: String,
+    fp: String,
+    repo: PathBuf,
+    log: PathBuf,
+    dir: tempfile::TempDir,
+    user: ServiceUser,
+}
+
+impl Service {
+    fn start(extra: &[&str]) -> Service {
+        let user = ServiceUser::create();
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let base = dir.path().join("srv");
+        std::fs::create_dir(&base).unwrap();
+        std::os::unix::fs::chown(&base, Some(user.uid), Some(user.gid)).unwrap();
+        let repo = base.join("repo");
+        let mut svc = Service {
+            server: None,
+            addr: String::new(),
+            fp: String::new(),
+            log: dir.path().join("serve.log"),
+            repo,
+            dir,
+            user,
+        };
+        let o = svc.admin(&[
+            "--json",
+            "init",
+            svc.repo.to_str().unwrap(),
+            "--immutable-days",
+            "7",
+        ]);
+        assert!(o.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        svc.fp = v["fingerprint"].as_str().unwrap().to_string();
+        let log = std::fs::File::create(&svc.log).unwrap();
+        let mut args = vec![
+            "serve",
+            svc.repo.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let mut child = Command::new(bin_repo())
+            .args(&args)
+            .env("BULWARK_LOG", "info")
+            .uid(svc.user.uid)
+            .gid(svc.user.gid)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        svc.server = Some(child);
+        svc.addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("serve said {line:?}; log: {}", svc.log_text()))
+            .to_string();
+        svc
+    }
+
+    /// Runs `bulwark-repo` as the service user.
+    fn admin(&self, args: &[&str]) -> Output {
+        let o = Command::new(bin_repo())
+            .args(args)
+            .uid(self.user.uid)
+            .gid(self.user.gid)
+            .output()
+            .unwrap();
+        show(&format!("bulwark-repo {}", args.join(" ")), &o);
+        o
+    }
+
+    fn token(&self, client: &str, expires: &str) -> String {
+        let o = self.admin(&[
+            "--json",
+            "enroll",
+            self.repo.to_str().unwrap(),
+            "--client",
+            client,
+            "--expires",
+            expires,
+        ]);
+        assert!(o.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["token"].as_str().unwrap().to_string()
+    }
+
+    fn config(&self, client: &str) -> PathBuf {
+        self.dir.path().join(format!("client-{client}"))
+    }
+
+    /// Runs `bulwark` with `client`'s configuration folder.
+    fn client(&self, client: &str, args: &[&str]) -> Output {
+        let o = Command::new(bin_client())
+            .arg("--config-dir")
+            .arg(self.config(client))
+            .args(args)
+            .output()
+            .unwrap();
+        show(&format!("[{client}] bulwark {}", args.join(" ")), &o);
+        o
+    }
+
+    fn enroll_with(&self, client: &str, token: &str) -> Output {
+        self.client(
+            client,
+            &["enroll", &self.addr, token, "--fingerprint", &self.fp],
+        )
+    }
+
+    fn enroll(&self, client: &str) {
+        let t = self.token(client, "10m");
+        assert!(self.enroll_with(client, &t).status.success());
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn remote(&self) -> RemoteAddr {
+        RemoteAddr::parse(&self.addr).unwrap()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- service log ---\n{}", self.log_text());
+        }
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(n + 8);
+        while v.len() < n {
+            v.extend_from_slice(&self.next().to_le_bytes());
+        }
+        v.truncate(n);
+        v
+    }
+}
+
+/// A disk image mixing random, compressible and zero regions.
+fn image(path: &Path, seed: u64, mib: usize) {
+    let mut rng = Rng::new(seed);
+    let mut data = rng.bytes(mib << 20);
+    for (i, chunk) in data.chunks_mut(256 << 10).enumerate() {
+        match i % 4 {
+            1 => chunk.fill(b'z'),
+            3 => chunk.fill(0),
+            _ => {}
+        }
+    }
+    std::fs::write(path, data).unwrap();
+}
+
+/// Overwrites a few 64 KiB stretches.
+fn change(path: &Path, seed: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let len = f.metadata().unwrap().len();
+    let mut rng = Rng::new(seed);
+    for _ in 0..3 {
+        let at = rng.next() % (len - 65536);
+        f.write_all_at(&rng.bytes(65536), at).unwrap();
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    std::fs::read(a).unwrap() == std::fs::read(b).unwrap()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "command failed");
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn enroll_backup_incremental_restore_list_verify_over_tls() {
+    need_root!("enroll_backup_incremental_restore_list_verify_over_tls");
+    let svc = Service::start(&[]);
+    svc.enroll("alice");
+    // Credentials are private files.
+    use std::os::unix::fs::PermissionsExt;
+    for f in std::fs::read_dir(svc.config("alice").join("repositories")).unwrap() {
+        for g in std::fs::read_dir(f.unwrap().path()).unwrap() {
+            let mode = g.unwrap().metadata().unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "credential file readable by others");
+        }
+    }
+    for f in ["ca.key", "server.key", "ca.crt"] {
+        let m = std::fs::metadata(svc.repo.join("net").join(f)).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o600, "{f}");
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::uid(&m),
+            svc.user.uid,
+            "{f} owned by the service user"
+        );
+    }
+    let img = svc.path("disk.img");
+    image(&img, 1, 12);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let full = json(&svc.client(
+        "alice",
+        &[
+            "--json",
+            "backup",
+            "--repo",
+            &svc.addr,
+            "--job",
+            "vm1",
+            s(&img),
+            "--block-size",
+            "256K",
+        ],
+    ));
+    assert_eq!(full["kind"], "full");
+    assert_eq!(full["client"], "alice");
+    let created = full["created_unix"].as_i64().unwrap();
+    assert!(
+        (before - 5..=before + 60).contains(&created),
+        "created {created} by the repository clock"
+    );
+    let day1 = svc.path("day1.img");
+    std::fs::copy(&img, &day1).unwrap();
+    change(&img, 2);
+    let inc = json(&svc.client(
+        "alice",
+        &[
+            "--json",
+            "backup",
+            "--repo",
+            &format!("bulwark://{}", svc.addr),
+            "--job",
+            "vm1",
+            s(&img),
+        ],
+    ));
+    assert_eq!(inc["kind"], "incremental");
+    assert!(inc["blocks_unchanged"].as_u64().unwrap() > 0);
+    assert!(inc["blocks_new"].as_u64().unwrap() >= 1 && inc["blocks_new"].as_u64().unwrap() <= 6);
+    // Latest and first restore byte-identical.
+    let out = svc.path("out.img");
+    assert!(svc
+        .client(
+            "alice",
+            &["restore", "--repo", &svc.addr, "--job", "vm1", s(&out)]
+        )
+        .status
+        .success());
+    assert!(same_file(&out, &img), "latest restore differs");
+    let out1 = svc.path("out1.img");
+    let first = full["point"].as_str().unwrap();
+    assert!(svc
+        .client(
+            "alice",
+            &[
+                "restore",
+                "--repo",
+                &svc.addr,
+                "--job",
+                "vm1",
+                "--point",
+                first,
+                s(&out1)
+            ]
+        )
+        .status
+        .success());
+    assert!(same_file(&out1, &day1), "first restore differs");
+    // List: both points, sent by alice.
+    let l = json(&svc.client("alice", &["--json", "list", "--repo", &svc.addr]));
+    let points = l["jobs"][0]["points"].as_array().unwrap();
+    assert_eq!(l["jobs"][0]["job"], "vm1");
+    assert_eq!(points.len(), 2);
+    assert_eq!(points[0]["kind"], "full");
+    assert_eq!(points[1]["kind"], "incremental");
+    assert!(points.iter().all(|p| p["client"] == "alice"));
+    // Server-side verify: clean, then damage is reported with exit 1.
+    let v = json(&svc.client("alice", &["--json", "verify", "--repo", &svc.addr]));
+    assert_eq!(v["clean"], true);
+    assert_eq!(v["points_checked"], 2);
+    // The local view of the same repository (as the service user) agrees.
+    let o = svc.admin(&["--json", "verify", s(&svc.repo)]);
+    assert!(o.status.success());
+    // A cut connection during a backup leaves nothing visible.
+    let big = svc.path("big.img");
+    image(&big, 9, 24);
+    let mut c = Command::new(bin_client())
+        .arg("--config-dir")
+        .arg(svc.config("alice"))
+        .args([
+            "backup",
+            "--repo",
+            &svc.addr,
+            "--job",
+            "vm2",
+            s(&big),
+            "--compression",
+            "19",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    c.kill().unwrap();
+    c.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let l = json(&svc.client("alice", &["--json", "list", "--repo", &svc.addr]));
+    let jobs: Vec<_> = l["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        jobs,
+        vec!["vm1"],
+        "a killed backup left a visible restore point"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(svc.repo.join("incoming"))
+        .unwrap()
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary file left in incoming/: {leftovers:?}"
+    );
+    // The next run starts cleanly.
+    assert!(svc
+        .client(
+            "alice",
+            &["backup", "--repo", &svc.addr, "--job", "vm2", s(&big)]
+        )
+        .status
+        .success());
+    let log = svc.log_text();
+    assert!(
+        log.contains("client authenticated") && log.contains("alice"),
+        "no per-connection identity in the log"
+    );
+    assert!(
+        log.contains("connection closed"),
+        "no close reason in the log"
+    );
+}
+
+#[test]
+fn serve_refuses_to_run_as_root() {
+    need_root!("serve_refuses_to_run_as_root");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let o = Command::new(bin_repo())
+        .args(["init", s(&repo)])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let mut child = Command::new(bin_repo())
+        .args(["serve", s(&repo), "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("serve kept running as root");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    eprintln!("{err}");
+    assert_eq!(status.code(), Some(2));
+    assert!(err.contains("refusing to run as root"), "{err}");
+}
+
+/// A raw TLS client built from enrolled credentials (or none), for attacks.
+fn tls_client(
+    svc: &Service,
+    creds: Option<(&Path, &Path)>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let ca = CertificateDer::from_pem_file(svc.repo.join("net/ca.crt")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots);
+    let mut cfg = match creds {
+        Some((cert, key)) => b
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_file(cert).unwrap()],
+                PrivateKeyDer::from_pem_file(key).unwrap(),
+            )
+            .unwrap(),
+        None => b.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![bulwark_protocol::ALPN_SESSION.to_vec()];
+    let sock = TcpStream::connect(&svc.addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let conn = rustls::ClientConnection::new(
+        Arc::new(cfg),
+        ServerName::try_from("bulwark-repository").unwrap(),
+    )
+    .unwrap();
+    rustls::StreamOwned::new(conn, sock)
+}
+
+fn alice_creds(svc: &Service, client: &str) -> (PathBuf, PathBuf) {
+    let d = std::fs::read_dir(svc.config(client).join("repositories"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    (d.join("client.crt"), d.join("client.key"))
+}
+
+/// Sends Hello and expects a Welcome; returns what the server answered, or the error.
+fn try_session(
+    t: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+) -> Result<Msg<'static>, String> {
+    let hello = Msg::Hello {
+        version: 1,
+        software: "attack".into(),
+    };
+    bulwark_protocol::write_msg(t, &hello).map_err(|e| e.to_string())?;
+    t.flush().map_err(|e| e.to_string())?;
+    let mut fb = bulwark_protocol::FrameBuf::default();
+    bulwark_protocol::read_frame(t, &mut fb, |_| {}).map_err(|e| e.to_string())?;
+    match fb.msg().map_err(|e| e.to_string())? {
+        Msg::Welcome { client, .. } => Ok(Msg::Welcome {
+            version: 1,
+            client,
+            server_unix: 0,
+            repository: String::new(),
+        }),
+        Msg::Error { code, message } => Err(format!("{code}: {message}")),
+        m => Err(format!("{:?}", m.ty())),
+    }
+}
+
+/// Reads frames until an `Error` (returned) or the end of the stream.
+fn error_code(
+    t: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+) -> Option<ErrorCode> {
+    let mut fb = bulwark_protocol::FrameBuf::default();
+    loop {
+        bulwark_protocol::read_frame(t, &mut fb, |_| {}).ok()?;
+        if let Ok(Msg::Error { code, .. }) = fb.msg() {
+            return Some(code);
+        }
+    }
+}
+
+#[test]
+fn security_refusals() {
+    need_root!("security_refusals");
+    let svc = Service::start(&[]);
+    // Tokens: wrong, then reused, then expired are refused; the fingerprint must match.
+    let tok = svc.token("alice", "10m");
+    let mut wrong = tok.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == 'a' { 'b' } else { 'a' });
+    let o = svc.enroll_with("alice", &wrong);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("token rejected"));
+    let bad_fp = svc.client(
+        "alice",
+        &[
+            "enroll",
+            &svc.addr,
+            &tok,
+            "--fingerprint",
+            "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ],
+    );
+    assert!(
+        !bad_fp.status.success(),
+        "enrolled against a wrong fingerprint"
+    );
+    assert!(
+        svc.enroll_with("alice", &tok).status.success(),
+        "the right token failed (the wrong-fingerprint attempt must not consume it)"
+    );
+    let o = svc.enroll_with("mallory", &tok);
+    assert!(!o.status.success(), "a used token worked twice");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("token rejected"));
+    let short = svc.token("eve", "1s");
+    std::thread::sleep(Duration::from_millis(2100));
+    let o = svc.enroll_with("eve", &short);
+    assert!(!o.status.success(), "an expired token worked");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("token rejected"));
+    svc.enroll("bob");
+
+    // Alice backs up; Bob cannot see, read, verify or extend her job.
+    let img = svc.path("a.img");
+    image(&img, 3, 4);
+    assert!(svc
+        .client(
+            "alice",
+            &["backup", "--repo", &svc.addr, "--job", "vm-a", s(&img)]
+        )
+        .status
+        .success());
+    let l = json(&svc.client("bob", &["--json", "list", "--repo", &svc.addr]));
+    assert!(
+        l["jobs"].as_array().unwrap().is_empty(),
+        "bob sees alice's jobs: {l}"
+    );
+    let o = svc.client("bob", &["list", "--repo", &svc.addr, "--job", "vm-a"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no such job"));
+    let o = svc.client(
+        "bob",
+        &[
+            "restore",
+            "--repo",
+            &svc.addr,
+            "--job",
+            "vm-a",
+            s(&svc.path("stolen.img")),
+        ],
+    );
+    assert!(!o.status.success() && !svc.path("stolen.img").exists());
+    let o = svc.client("bob", &["verify", "--repo", &svc.addr, "--job", "vm-a"]);
+    assert!(!o.status.success());
+    let o = svc.client(
+        "bob",
+        &["backup", "--repo", &svc.addr, "--job", "vm-a", s(&img)],
+    );
+    assert!(
+        !o.status.success()
+            && String::from_utf8_lossy(&o.stderr).contains("belongs to another client")
+    );
+
+    // Path-traversal and otherwise invalid job names are refused by the server itself.
+    let cfg = svc.config("alice");
+    for bad in ["../../etc", "a/b", "..", ".hidden", "x\u{1}y", ""] {
+        for req in [
+            Msg::ListPoints { job: bad.into() },
+            Msg::BeginRestore {
+                job: bad.into(),
+                point: None,
+            },
+            Msg::BeginBackup(bulwark_protocol::BackupRequest {
+                job: bad.into(),
+                disk_size: 1 << 20,
+                block_size: 0,
+                compression_level: 1,
+                force_full: false,
+            }),
+        ] {
+            let mut c = Conn::session(&cfg, &svc.remote()).unwrap();
+            c.send(&req).unwrap();
+            match c.recv() {
+                Err(RemoteError::Refused { code, .. }) => {
+                    assert_eq!(code, ErrorCode::InvalidName, "{bad:?}")
+                }
+                other => panic!("job name {bad:?} not refused: {:?}", other.map(|m| m.ty())),
+            }
+        }
+    }
+    assert!(std::fs::read_dir(svc.repo.join("store"))
+        .unwrap()
+        .all(|e| e.unwrap().file_name() == "vm-a"));
+
+    // No client certificate: refused.
+    let mut t = tls_client(&svc, None);
+    assert!(
+        try_session(&mut t).is_err(),
+        "a client without certificate got a session"
+    );
+    // A certificate from another CA: refused.
+    let other = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let k = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "alice");
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = p.signed_by(&k, &ca, &ca_key).unwrap();
+    std::fs::write(other.path().join("c.crt"), cert.pem()).unwrap();
+    std::fs::write(other.path().join("c.key"), k.serialize_pem()).unwrap();
+    let mut t = tls_client(
+        &svc,
+        Some((&other.path().join("c.crt"), &other.path().join("c.key"))),
+    );
+    assert!(
+        try_session(&mut t).is_err(),
+        "a certificate of another CA got a session"
+    );
+    // Alice's own certificate works (the checks above can fail).
+    let (crt, key) = alice_creds(&svc, "alice");
+    let mut t = tls_client(&svc, Some((&crt, &key)));
+    assert!(try_session(&mut t).is_ok());
+    // Revoked: refused at the handshake from the next connection on.
+    assert!(svc
+        .admin(&["clients", s(&svc.repo), "--revoke", "bob"])
+        .status
+        .success());
+    let (bcrt, bkey) = alice_creds(&svc, "bob");
+    let mut t = tls_client(&svc, Some((&bcrt, &bkey)));
+    let e = try_session(&mut t).unwrap_err();
+    assert!(e.contains("Revoked"), "{e}");
+    let o = svc.client("bob", &["list", "--repo", &svc.addr]);
+    assert!(!o.status.success());
+    let listing = svc.admin(&["clients", s(&svc.repo)]);
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("REVOKED"));
+    assert!(svc
+        .client("alice", &["list", "--repo", &svc.addr])
+        .status
+        .success());
+    let log = svc.log_text();
+    assert!(log.contains("revoked"), "revocation refusal not logged");
+}
+
+#[test]
+fn robustness_attacks_while_an_honest_client_backs_up() {
+    need_root!("robustness_attacks_while_an_honest_client_backs_up");
+    let svc = Service::start(&["--frame-timeout", "2", "--idle-timeout", "6"]);
+    svc.enroll("honest");
+    svc.enroll("attacker");
+    let (crt, key) = alice_creds(&svc, "attacker");
+    let img = svc.path("h.img");
+    image(&img, 5, 32);
+    let svc = Arc::new(svc);
+    let honest = {
+        let svc = svc.clone();
+        let img = img.clone();
+        std::thread::spawn(move || {
+            let o = svc.client(
+                "honest",
+                &[
+                    "backup",
+                    "--repo",
+                    &svc.addr,
+                    "--job",
+                    "honest",
+                    s(&img),
+                    "--block-size",
+                    "256K",
+                ],
+            );
+            assert!(o.status.success(), "honest backup failed under attack");
+            change(&img, 77);
+            let o = svc.client(
+                "honest",
+                &["backup", "--repo", &svc.addr, "--job", "honest", s(&img)],
+            );
+            assert!(o.status.success(), "honest incremental failed under attack");
+        })
+    };
+    let mut rng = Rng::new(42);
+    // Random bytes instead of TLS.
+    for _ in 0..5 {
+        let mut t = TcpStream::connect(&svc.addr).unwrap();
+        t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = t.write_all(&rng.bytes(4096));
+        let mut b = [0u8; 64];
+        let _ = t.read(&mut b); // an alert or EOF, never a hang past the deadline
+    }
+    // Random bytes inside an authenticated session: refused as malformed.
+    for _ in 0..5 {
+        let mut t = tls_client(&svc, Some((&crt, &key)));
+        try_session(&mut t).unwrap();
+        let mut junk = rng.bytes(2048);
+        junk[4] = 0x7e; // an unknown type, so the frame is refused at its header
+        let _ = t.write_all(&junk);
+        let _ = t.flush();
+        assert_eq!(error_code(&mut t), Some(ErrorCode::Malformed));
+    }
+    // A 4 GiB length prefix: refused at the header, nothing allocated.
+    let mut t = tls_client(&svc, Some((&crt, &key)));
+    try_session(&mut t).unwrap();
+    t.write_all(&[0xff, 0xff, 0xff, 0xff, 0x23]).unwrap();
+    t.flush().unwrap();
+    let started = Instant::now();
+    assert_eq!(error_code(&mut t), Some(ErrorCode::TooLarge));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // A truncated frame: the rest never comes; the frame deadline closes it.
+    let mut t = tls_client(&svc, Some((&crt, &key)));
+    try_session(&mut t).unwrap();
+    t.write_all(&[100, 0, 0, 0, 0x12, 1, 2, 3]).unwrap();
+    t.flush().unwrap();
+    let started = Instant::now();
+    assert_eq!(error_code(&mut t), Some(ErrorCode::Timeout));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "truncated frame held {:?}",
+        started.elapsed()
+    );
+    // A truncated frame, then the connection drops.
+    let mut t = tls_client(&svc, Some((&crt, &key)));
+    try_session(&mut t).unwrap();
+    t.write_all(&[100, 0, 0, 0, 0x12, 1]).unwrap();
+    t.flush().unwrap();
+    drop(t);
+    // Slowloris, before TLS: a byte every 300 ms.
+    let mut t = TcpStream::connect(&svc.addr).unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    for b in rng.bytes(60) {
+        if t.write_all(&[b]).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        t.set_nonblocking(true).unwrap();
+        let mut x = [0u8; 16];
+        let r = t.read(&mut x);
+        t.set_nonblocking(false).unwrap();
+        if matches!(r, Ok(0)) || matches!(&r, Err(e) if e.kind() != std::io::ErrorKind::WouldBlock)
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "slowloris (handshake) not cut off");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "slowloris held {:?}",
+        started.elapsed()
+    );
+    // Slowloris inside a session: a frame trickled a byte at a time.
+    let mut t = tls_client(&svc, Some((&crt, &key)));
+    try_session(&mut t).unwrap();
+    let mut frame = Vec::new();
+    bulwark_protocol::write_msg(
+        &mut frame,
+        &Msg::ListPoints {
+            job: "abcdefghijklmnopqrstuvwxyz0123456789".into(),
+        },
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut cut = false;
+    for b in frame {
+        if t.write_all(&[b]).and_then(|_| t.flush()).is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        if started.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+    }
+    if !cut {
+        cut = error_code(&mut t) == Some(ErrorCode::Timeout);
+    }
+    assert!(
+        cut && started.elapsed() < Duration::from_secs(8),
+        "slowloris (frames) held {:?}",
+        started.elapsed()
+    );
+    // 100 connections opened and dropped, some mid-handshake.
+    for i in 0..100 {
+        let mut t = TcpStream::connect(&svc.addr).unwrap();
+        if i % 2 == 0 {
+            let _ = t.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]);
+        }
+        drop(t);
+    }
+    honest.join().expect("honest client");
+    // The honest backup restores byte-identical, and the service still serves.
+    let out = svc.path("h.out");
+    assert!(svc
+        .client(
+            "honest",
+            &["restore", "--repo", &svc.addr, "--job", "honest", s(&out)]
+        )
+        .status
+        .success());
+    assert!(same_file(&out, &img));
+    let log = svc.log_text();
+    for reason in [
+        "frame too large",
+        "frame deadline passed",
+        "unknown message type",
+    ] {
+        assert!(log.contains(reason), "no logged reason {reason:?}");
+    }
+}
+
+#[test]
+fn eight_clients_back_up_concurrently() {
+    need_root!("eight_clients_back_up_concurrently");
+    let svc = Arc::new(Service::start(&[]));
+    let names: Vec<String> = (0..8).map(|i| format!("client{i}")).collect();
+    for n in &names {
+        svc.enroll(n);
+    }
+    let start = Instant::now();
+    let handles: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let (svc, n) = (svc.clone(), n.clone());
+            std::thread::spawn(move || {
+                let img = svc.path(&format!("{n}.img"));
+                image(&img, 100 + i as u64, 8);
+                let t = Instant::now();
+                let o = svc.client(
+                    &n,
+                    &[
+                        "backup",
+                        "--repo",
+                        &svc.addr,
+                        "--job",
+                        &format!("{n}-disk"),
+                        s(&img),
+                    ],
+                );
+                assert!(o.status.success(), "{n} failed");
+                let secs = t.elapsed().as_secs_f64();
+                let out = svc.path(&format!("{n}.out"));
+                let o = svc.client(
+                    &n,
+                    &[
+                        "restore",
+                        "--repo",
+                        &svc.addr,
+                        "--job",
+                        &format!("{n}-disk"),
+                        s(&out),
+                    ],
+                );
+                assert!(o.status.success());
+                assert!(same_file(&img, &out), "{n}: restore differs");
+                secs
+            })
+        })
+        .collect();
+    let secs: Vec<f64> = handles
+        .into_iter()
+        .map(|h| h.join().expect("client thread"))
+        .collect();
+    eprintln!(
+        "8 concurrent backups in {:.1}s; per client {secs:.2?}",
+        start.elapsed().as_secs_f64()
+    );
+    let (min, max) = secs
+        .iter()
+        .fold((f64::MAX, 0f64), |(a, b), s| (a.min(*s), b.max(*s)));
+    // Fair share: nobody waits for everybody else to finish first.
+    assert!(
+        max <= min * 6.0 + 3.0,
+        "unfair: fastest {min:.2}s, slowest {max:.2}s"
+    );
+    for n in &names {
+        let l = json(&svc.client(n, &["--json", "list", "--repo", &svc.addr]));
+        assert_eq!(
+            l["jobs"].as_array().unwrap().len(),
+            1,
+            "{n} sees other jobs"
+        );
+    }
+}

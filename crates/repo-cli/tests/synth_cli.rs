@@ -1,0 +1,137 @@
+//! `bulwark-repo init`, `status`, `synthesize` and `space` as a user runs them: the reflink
+//! warning, clone-or-copy in status, the synthetic full and the space report's JSON.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bulwark_format::{BlockNo, Digest, PointKind};
+use bulwark_repository::{probe_reflink, NewPoint, Repository};
+
+const BS: u32 = 64 * 1024;
+const JOB: &str = "host-1";
+
+fn repo_cli(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_bulwark-repo"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bulwark-repo {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A full of 16 distinct blocks, then an incremental changing blocks 3 and 9.
+fn two_points(repo: &Repository) {
+    for round in 0..2u8 {
+        let parent = repo.parent_map(JOB).unwrap();
+        let mut b = repo
+            .begin_point(NewPoint {
+                job: JOB.into(),
+                parent: parent.clone(),
+                disk_size: 16 * u64::from(BS),
+                block_size: BS,
+                compression_level: 0,
+                client: String::new(),
+                full_kind: PointKind::ActiveFull,
+            })
+            .unwrap();
+        for i in 0..16u64 {
+            let changed = round == 1 && (i == 3 || i == 9);
+            if parent.is_some() && !changed {
+                b.put_unchanged(BlockNo(i)).unwrap();
+                continue;
+            }
+            let data: Vec<u8> = (0..BS as usize)
+                .map(|k| (k as u64 * 31 + i * 7 + u64::from(round) * 101) as u8)
+                .collect();
+            let h = Digest::of(&data);
+            b.put_stored(BlockNo(i), BS, h, &data, false, h).unwrap();
+        }
+        b.finish().unwrap();
+    }
+}
+
+fn point_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            point_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "bwrp") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn init_warns_status_says_how_synthesize_and_space_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let d = dir.to_str().unwrap();
+    let clones = probe_reflink(tmp.path()).unwrap().is_supported();
+
+    let init = repo_cli(&["init", d, "--immutable-days", "7"]);
+    if clones {
+        assert!(text(&init.stdout).contains("block cloning: supported"));
+        assert!(!text(&init.stderr).contains("mkfs.xfs"));
+    } else {
+        let err = text(&init.stderr);
+        assert!(
+            err.contains("WARNING") && err.contains("mkfs.xfs -m reflink=1"),
+            "init gave no reflink advice: {err}"
+        );
+    }
+    let status = text(&repo_cli(&["status", d]).stdout);
+    let expected = if clones {
+        "synthetic fulls: clone"
+    } else {
+        "synthetic fulls: COPY"
+    };
+    assert!(status.contains(expected), "{status}");
+
+    let repo = Repository::open(&dir).unwrap();
+    two_points(&repo);
+    let s: serde_json::Value =
+        serde_json::from_slice(&repo_cli(&["synthesize", d, "--job", JOB, "--json"]).stdout)
+            .unwrap();
+    assert_eq!(s["method"], if clones { "clone" } else { "copy" });
+    assert_eq!(s["kind"], "synthetic-full");
+    assert_eq!(s["blocks"], 16);
+    assert_eq!(s["point"], s["chain"]);
+    assert_eq!(
+        s["bytes_cloned"].as_u64().unwrap() + s["bytes_copied"].as_u64().unwrap(),
+        16 * u64::from(BS)
+    );
+
+    let sp: serde_json::Value =
+        serde_json::from_slice(&repo_cli(&["space", d, "--json"]).stdout).unwrap();
+    let chains = sp["jobs"][0]["chains"].as_array().unwrap();
+    assert_eq!(chains.len(), 2);
+    let mut files = vec![];
+    point_files(&dir.join("store"), &mut files);
+    assert_eq!(files.len(), 3);
+    let logical: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert_eq!(sp["logical_bytes"].as_u64().unwrap(), logical);
+    assert_eq!(sp["locked"]["state"], "not-protected");
+    let (alloc, phys) = (
+        sp["allocated_bytes"].as_u64().unwrap(),
+        sp["physical_bytes"].as_u64().unwrap(),
+    );
+    if clones {
+        assert!(phys + 16 * u64::from(BS) <= alloc, "{sp}");
+    } else {
+        assert_eq!(phys, alloc, "{sp}");
+    }
+    let human = text(&repo_cli(&["space", d]).stdout);
+    assert!(human.contains("locked: not protected"), "{human}");
+    assert!(human.contains(&format!("job {JOB}")), "{human}");
+}

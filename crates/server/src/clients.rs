@@ -1,0 +1,160 @@
+//! The registry of issued client certificates, revocations, and which client owns which job.
+//!
+//! One small file per certificate (`net/clients/<sha256>.toml`) and one per job
+//! (`net/owners/<job>`); every handshake reads the certificate's record, so a revocation takes
+//! effect on the next connection without restarting the service.
+
+use std::path::{Path, PathBuf};
+
+use bulwark_protocol::Fingerprint;
+use serde::{Deserialize, Serialize};
+
+use crate::files::{is_not_found, read_bounded, write_private};
+use crate::pki::NetPaths;
+use crate::{Result, ServerError};
+
+/// One issued client certificate.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRecord {
+    /// The client's name: its identity in logs and restore-point metadata.
+    pub name: String,
+    /// SHA-256 of the certificate, hex.
+    pub fingerprint: String,
+    pub serial: String,
+    pub issued_unix: i64,
+    pub not_after_unix: i64,
+    /// Set when revoked; a revoked certificate is refused at the TLS handshake.
+    #[serde(default)]
+    pub revoked_unix: Option<i64>,
+}
+
+/// Access to the registry of a repository.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    paths: NetPaths,
+}
+
+impl Registry {
+    /// The registry of the repository at `repo`.
+    pub fn new(repo: &Path) -> Self {
+        Registry {
+            paths: NetPaths::new(repo),
+        }
+    }
+
+    fn record_path(&self, fp: &Fingerprint) -> PathBuf {
+        self.paths.clients().join(format!("{}.toml", fp.to_hex()))
+    }
+
+    /// The record of a certificate, if this repository issued it.
+    pub fn lookup(&self, fp: &Fingerprint) -> Result<Option<ClientRecord>> {
+        let path = self.record_path(fp);
+        match read_bounded(&path, 4096) {
+            Ok(b) => Ok(Some(toml::from_str(&String::from_utf8_lossy(&b)).map_err(
+                |e| ServerError::Config(format!("{}: {e}", path.display())),
+            )?)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records a newly issued certificate.
+    pub fn add(&self, rec: &ClientRecord) -> Result<()> {
+        let fp: Fingerprint = rec.fingerprint.parse().map_err(ServerError::Config)?;
+        let text = toml::to_string(rec).map_err(|e| ServerError::Config(e.to_string()))?;
+        write_private(&self.record_path(&fp), text.as_bytes(), true)
+    }
+
+    /// Every issued certificate, sorted by name then issue time.
+    pub fn list(&self) -> Result<Vec<ClientRecord>> {
+        let dir = self.paths.clients();
+        let mut out = Vec::new();
+        for ent in std::fs::read_dir(&dir).map_err(ServerError::io(&dir, "listing"))? {
+            let ent = ent.map_err(ServerError::io(&dir, "listing"))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            let Some(hex) = name.strip_suffix(".toml") else {
+                continue;
+            };
+            let Ok(fp) = hex.parse::<Fingerprint>() else {
+                continue;
+            };
+            if let Some(r) = self.lookup(&fp)? {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| (&a.name, a.issued_unix).cmp(&(&b.name, b.issued_unix)));
+        Ok(out)
+    }
+
+    /// Revokes every certificate of `name` (or the one whose fingerprint is `name`); returns
+    /// how many were newly revoked.
+    pub fn revoke(&self, name_or_fp: &str, now: i64) -> Result<usize> {
+        let fp = name_or_fp.parse::<Fingerprint>().ok();
+        let mut n = 0;
+        for mut r in self.list()? {
+            let hit = r.name == name_or_fp || fp.is_some_and(|f| f.to_hex() == r.fingerprint);
+            if hit && r.revoked_unix.is_none() {
+                r.revoked_unix = Some(now);
+                let text = toml::to_string(&r).map_err(|e| ServerError::Config(e.to_string()))?;
+                let f: Fingerprint = r.fingerprint.parse().map_err(ServerError::Config)?;
+                write_private(&self.record_path(&f), text.as_bytes(), false)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn owner_path(&self, job: &str) -> PathBuf {
+        self.paths.owners().join(job)
+    }
+
+    /// The client that owns `job`: the owner file, or else the client recorded in the job's
+    /// newest restore point (the files are the truth). `None` for a job no client owns.
+    pub fn owner(
+        &self,
+        repo: &bulwark_repository::Repository,
+        job: &str,
+    ) -> Result<Option<String>> {
+        match read_bounded(&self.owner_path(job), 256) {
+            Ok(b) => return Ok(Some(String::from_utf8_lossy(&b).trim().to_string())),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(repo
+            .latest_point(job)?
+            .map(|p| p.meta.client)
+            .filter(|c| !c.is_empty()))
+    }
+
+    /// Makes `client` the owner of `job` unless another client owns it; returns whether
+    /// `client` owns it now. The claim is an exclusive create, so two clients racing for a
+    /// new job cannot both win.
+    pub fn claim(
+        &self,
+        repo: &bulwark_repository::Repository,
+        job: &str,
+        client: &str,
+    ) -> Result<bool> {
+        if let Some(o) = self.owner(repo, job)? {
+            return Ok(o == client);
+        }
+        if !repo.scan_job(job)?.points.is_empty() {
+            // Points written locally (no client): not any network client's to extend.
+            return Ok(false);
+        }
+        match write_private(
+            &self.owner_path(job),
+            format!("{client}\n").as_bytes(),
+            true,
+        ) {
+            Ok(()) => Ok(true),
+            Err(ServerError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                Ok(self.owner(repo, job)?.as_deref() == Some(client))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

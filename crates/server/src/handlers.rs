@@ -1,0 +1,604 @@
+//! The requests of a session. Each returns why the connection ended normally, or a [`Fail`]
+//! that is sent to the client as an `Error` message and logged with more detail.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use bulwark_format::{
+    check_block_size, plain_len_of, validate_name, BlockNo, Digest, PointKind, PointMeta,
+};
+use bulwark_protocol::{
+    BackupReady, BackupRequest, DamagedPoint, ErrorCode, Msg, MsgType, PointSummary, ProtocolError,
+    SealedInfo, VerifyReport, MAX_DAMAGED_BLOCKS, MAX_KNOWN_PER_FRAME, MAX_POINTS_PER_FRAME,
+    PROTOCOL_VERSION,
+};
+use bulwark_repository::{error_chain, NewPoint, ParentMap, RepoError};
+
+use crate::conn::Session;
+use crate::serve::State;
+use crate::tokens::redeem;
+use crate::{ClientRecord, ServerError};
+
+/// Block size of a new chain when the client leaves it to the repository.
+const DEFAULT_BLOCK_SIZE: u32 = 1 << 20;
+/// Blocks read ahead of the network during a restore.
+const READ_AHEAD: usize = 16;
+/// Most blocks one `Unchanged` frame may cover (bounds the work one frame causes).
+const MAX_UNCHANGED_RUN: u64 = 1 << 24;
+
+/// A refusal: what the client is told, and what the log says.
+pub(crate) struct Fail {
+    pub code: ErrorCode,
+    pub message: String,
+    pub log: String,
+}
+
+impl Fail {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Fail {
+            code,
+            log: message.clone(),
+            message,
+        }
+    }
+    fn logged(code: ErrorCode, message: impl Into<String>, log: impl Into<String>) -> Self {
+        Fail {
+            code,
+            message: message.into(),
+            log: log.into(),
+        }
+    }
+}
+
+impl From<ProtocolError> for Fail {
+    fn from(e: ProtocolError) -> Self {
+        let code = match &e {
+            ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                ErrorCode::Timeout
+            }
+            e => e.code(),
+        };
+        Fail::new(code, e.to_string())
+    }
+}
+
+impl From<RepoError> for Fail {
+    fn from(e: RepoError) -> Self {
+        let chain = error_chain(&e);
+        match &e {
+            RepoError::Busy(_) => Fail::new(ErrorCode::Busy, chain),
+            RepoError::NoSuchJob(_) => Fail::new(ErrorCode::NoSuchJob, chain),
+            RepoError::NoSuchPoint { .. } => Fail::new(ErrorCode::NoSuchPoint, chain),
+            RepoError::Usage(m) => Fail::new(ErrorCode::Limit, m.clone()),
+            e if e.is_damage() => Fail::new(ErrorCode::Damaged, chain),
+            e if e.is_no_space() => Fail::logged(
+                ErrorCode::Internal,
+                "the repository's filesystem is full; tell its administrator",
+                chain,
+            ),
+            _ => Fail::logged(
+                ErrorCode::Internal,
+                "the repository failed; its log says why",
+                chain,
+            ),
+        }
+    }
+}
+
+impl From<ServerError> for Fail {
+    fn from(e: ServerError) -> Self {
+        match e {
+            ServerError::Repo(r) => r.into(),
+            ServerError::Protocol(p) => p.into(),
+            e => Fail::logged(
+                ErrorCode::Internal,
+                "the repository failed; its log says why",
+                error_chain(&e),
+            ),
+        }
+    }
+}
+
+type Outcome = std::result::Result<String, Fail>;
+
+/// The first exchange: `Hello` → `Welcome`.
+fn hello(s: &mut Session, client: &str, state: &State) -> std::result::Result<(), Fail> {
+    s.recv()?;
+    match s.msg()? {
+        Msg::Hello { version, .. } if version == PROTOCOL_VERSION => {}
+        Msg::Hello { version, .. } => {
+            return Err(Fail::new(
+                ErrorCode::Version,
+                format!("protocol version {version} is not supported; this repository speaks {PROTOCOL_VERSION}"),
+            ))
+        }
+        m => return Err(m.unexpected("Hello").into()),
+    }
+    s.send(&Msg::Welcome {
+        version: PROTOCOL_VERSION,
+        client: client.to_string(),
+        server_unix: crate::now_unix(),
+        repository: state.repo.config().id.clone(),
+    })?;
+    Ok(())
+}
+
+/// An enrollment session: one `Enroll` request.
+pub(crate) fn enrollment(s: &mut Session, ip: IpAddr, state: &State) -> Outcome {
+    hello(s, "", state)?;
+    s.recv()?;
+    let (token, csr) = match s.msg()? {
+        Msg::Enroll { token, csr_der } => (token, csr_der),
+        m => return Err(m.unexpected("Enroll").into()),
+    };
+    let allowed = state
+        .limiter
+        .lock()
+        .map(|mut l| l.allow(ip, state.opts.enroll_per_minute, Instant::now()))
+        .unwrap_or(false);
+    if !allowed {
+        return Err(Fail::new(
+            ErrorCode::RateLimited,
+            "too many enrollment attempts from this address; wait a minute",
+        ));
+    }
+    let client = match redeem(&state.paths, &token, crate::now_unix())? {
+        Ok(c) => c,
+        Err(why) => {
+            return Err(Fail::logged(
+                ErrorCode::TokenRejected,
+                "enrollment token rejected: it is wrong, already used or expired; ask the repository administrator for a new one (`bulwark-repo enroll`)",
+                format!("enrollment refused: {why}"),
+            ))
+        }
+    };
+    let issued = crate::pki::issue_client_cert(&state.paths, &csr, &client).map_err(|e| {
+        Fail::logged(
+            ErrorCode::Malformed,
+            "the certificate request is invalid",
+            format!("bad CSR from enrolling client {client}: {e}"),
+        )
+    })?;
+    let fp = bulwark_protocol::Fingerprint::of(&issued.der);
+    state.registry.add(&ClientRecord {
+        name: client.clone(),
+        fingerprint: fp.to_hex(),
+        serial: issued.serial,
+        issued_unix: crate::now_unix(),
+        not_after_unix: issued.not_after,
+        revoked_unix: None,
+    })?;
+    let ca = crate::pki::load_cert(&state.paths.ca_cert())?;
+    s.send(&Msg::Enrolled {
+        client: client.clone(),
+        cert_der: issued.der,
+        ca_der: ca.to_vec(),
+    })?;
+    tracing::info!(%client, fingerprint = %fp, "enrolled a client");
+    Ok(format!("enrolled client {client}"))
+}
+
+/// An authenticated session: requests until the client closes.
+pub(crate) fn session(s: &mut Session, client: &str, state: &State) -> Outcome {
+    hello(s, client, state)?;
+    loop {
+        match s.recv() {
+            Ok(_) => {}
+            Err(ProtocolError::Closed) => return Ok("client closed the session".into()),
+            Err(e) => return Err(e.into()),
+        }
+        let ty = s.msg()?.ty();
+        match ty {
+            MsgType::ListJobs => list_jobs(s, client, state)?,
+            MsgType::ListPoints => {
+                let Msg::ListPoints { job } = s.msg()? else {
+                    unreachable!()
+                };
+                list_points(s, client, state, &job)?
+            }
+            MsgType::BeginBackup => {
+                let Msg::BeginBackup(req) = s.msg()? else {
+                    unreachable!()
+                };
+                backup(s, client, state, req)?
+            }
+            MsgType::BeginRestore => {
+                let Msg::BeginRestore { job, point } = s.msg()? else {
+                    unreachable!()
+                };
+                restore(s, client, state, &job, point)?
+            }
+            MsgType::Verify => {
+                let Msg::Verify { job } = s.msg()? else {
+                    unreachable!()
+                };
+                verify(s, client, state, job)?
+            }
+            _ => return Err(s.msg()?.unexpected("a request").into()),
+        }
+    }
+}
+
+fn check_job(job: &str) -> std::result::Result<(), Fail> {
+    validate_name("job", job).map_err(|e| Fail::new(ErrorCode::InvalidName, e.to_string()))
+}
+
+/// Refuses, as "no such job", any job the client does not own.
+fn authorize_read(client: &str, state: &State, job: &str) -> std::result::Result<(), Fail> {
+    check_job(job)?;
+    if state.registry.owner(&state.repo, job)?.as_deref() != Some(client) {
+        return Err(Fail::logged(
+            ErrorCode::NoSuchJob,
+            format!("job {job:?} has no restore points of yours"),
+            format!("client {client} asked for job {job:?}, which it does not own"),
+        ));
+    }
+    Ok(())
+}
+
+fn owned_jobs(client: &str, state: &State) -> std::result::Result<Vec<String>, Fail> {
+    let mut out = Vec::new();
+    for job in state.repo.jobs()? {
+        if state.registry.owner(&state.repo, &job)?.as_deref() == Some(client) {
+            out.push(job);
+        }
+    }
+    Ok(out)
+}
+
+fn summary(meta: &PointMeta, root: Digest, file_bytes: u64) -> PointSummary {
+    PointSummary {
+        point: meta.point,
+        chain: meta.chain,
+        parent: meta.parent,
+        kind: meta.kind,
+        retention: meta.retention,
+        created_unix: meta.created_unix_secs,
+        created_nanos: meta.created_nanos,
+        disk_size: meta.disk_size,
+        block_size: meta.block_size,
+        file_bytes,
+        stored_bytes: meta.stats.bytes_stored,
+        new_bytes: meta.stats.bytes_new_plain,
+        new_blocks: meta.stats.blocks_new,
+        root,
+        client: meta.client.clone(),
+    }
+}
+
+fn list_jobs(s: &mut Session, client: &str, state: &State) -> std::result::Result<(), Fail> {
+    let mut jobs = owned_jobs(client, state)?;
+    jobs.truncate(bulwark_protocol::MAX_JOBS);
+    s.send(&Msg::Jobs { jobs })?;
+    Ok(())
+}
+
+fn list_points(
+    s: &mut Session,
+    client: &str,
+    state: &State,
+    job: &str,
+) -> std::result::Result<(), Fail> {
+    authorize_read(client, state, job)?;
+    let scan = state.repo.scan_job(job)?;
+    let all: Vec<PointSummary> = scan
+        .points
+        .iter()
+        .map(|p| summary(&p.meta, p.root, p.file_size))
+        .collect();
+    let mut pages = all.chunks(MAX_POINTS_PER_FRAME).peekable();
+    if pages.peek().is_none() {
+        s.send(&Msg::Points {
+            last: true,
+            points: vec![],
+        })?;
+    }
+    while let Some(page) = pages.next() {
+        s.send(&Msg::Points {
+            last: pages.peek().is_none(),
+            points: page.to_vec(),
+        })?;
+    }
+    Ok(())
+}
+
+/// The parent of the next restore point, or why there is none (as the local backup does).
+fn choose_parent(
+    state: &State,
+    req: &BackupRequest,
+) -> std::result::Result<(Option<ParentMap>, String), Fail> {
+    if req.force_full {
+        return Ok((None, String::new()));
+    }
+    let parent = match state.repo.parent_map(&req.job) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok((None, String::new())),
+        Err(e) if e.is_damage() => {
+            return Ok((
+                None,
+                format!(
+                    "the newest restore point is damaged ({}); starting a new chain",
+                    error_chain(&e)
+                ),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if parent.disk_size != req.disk_size {
+        let why = format!(
+            "the source is {} bytes but the chain's disk is {} bytes; starting a new chain",
+            req.disk_size, parent.disk_size
+        );
+        return Ok((None, why));
+    }
+    if req.block_size != 0 && req.block_size != parent.block_size {
+        let why = format!(
+            "block size {} KiB differs from the chain's {} KiB; starting a new chain",
+            req.block_size / 1024,
+            parent.block_size / 1024
+        );
+        return Ok((None, why));
+    }
+    Ok((Some(parent), String::new()))
+}
+
+fn backup(
+    s: &mut Session,
+    client: &str,
+    state: &State,
+    req: BackupRequest,
+) -> std::result::Result<(), Fail> {
+    check_job(&req.job)?;
+    if req.block_size != 0 {
+        check_block_size(req.block_size).map_err(|e| Fail::new(ErrorCode::Usage, e.to_string()))?;
+    }
+    if !(-7..=19).contains(&req.compression_level) {
+        return Err(Fail::new(
+            ErrorCode::Usage,
+            "compression level out of range (-7 to 19)",
+        ));
+    }
+    if !state.registry.claim(&state.repo, &req.job, client)? {
+        return Err(Fail::logged(
+            ErrorCode::Unauthorized,
+            format!("job {:?} belongs to another client (or was written locally); choose another job name", req.job),
+            format!("client {client} tried to back up job {:?}, which it does not own", req.job),
+        ));
+    }
+    let (parent, full_reason) = choose_parent(state, &req)?;
+    let block_size = match (&parent, req.block_size) {
+        (Some(p), _) => p.block_size,
+        (None, 0) => DEFAULT_BLOCK_SIZE,
+        (None, bs) => bs,
+    };
+    let known: Vec<(u64, Digest)> = parent
+        .as_ref()
+        .map(|p| {
+            p.entries
+                .iter()
+                .map(|e| (e.block.0, e.plain_hash))
+                .collect()
+        })
+        .unwrap_or_default();
+    let parent_ids = parent.as_ref().map(|p| (p.point, p.chain));
+    let span = tracing::info_span!("backup", job = %req.job);
+    let _e = span.enter();
+    let mut builder = state.repo.begin_point(NewPoint {
+        job: req.job.clone(),
+        parent,
+        disk_size: req.disk_size,
+        block_size,
+        compression_level: req.compression_level,
+        client: client.to_string(),
+        full_kind: PointKind::ActiveFull,
+    })?;
+    let meta_kind = builder.kind();
+    let ready = BackupReady {
+        point: builder.point(),
+        chain: parent_ids.map_or(builder.point(), |(_, c)| c),
+        parent: parent_ids.map_or(bulwark_format::PointId::NONE, |(p, _)| p),
+        kind: meta_kind,
+        block_size,
+        known: known.len() as u64,
+        full_reason,
+    };
+    s.send(&Msg::BackupReady(ready))?;
+    for chunk in known.chunks(MAX_KNOWN_PER_FRAME) {
+        s.send(&Msg::Known {
+            entries: chunk.to_vec(),
+        })?;
+    }
+    let nblocks = bulwark_format::block_count(req.disk_size, block_size);
+    let mut next = 0u64; // lowest block number still allowed
+    let mut received = 0u64;
+    let started = Instant::now();
+    loop {
+        s.recv()?;
+        match s.msg()? {
+            Msg::Block { hdr, data } => {
+                if hdr.block < next || hdr.block >= nblocks {
+                    return Err(Fail::new(
+                        ErrorCode::OutOfOrder,
+                        format!("block {} out of order or beyond the disk", hdr.block),
+                    ));
+                }
+                if hdr.plain_len != plain_len_of(BlockNo(hdr.block), req.disk_size, block_size) {
+                    return Err(Fail::new(
+                        ErrorCode::Malformed,
+                        format!("block {}: wrong plain length", hdr.block),
+                    ));
+                }
+                // TLS protects the bytes in transit; this catches a client that lies or errs.
+                if Digest::of(data) != hdr.stored_hash {
+                    return Err(Fail::new(
+                        ErrorCode::Malformed,
+                        format!("block {}: stored bytes do not match their hash", hdr.block),
+                    ));
+                }
+                builder.put_stored(
+                    BlockNo(hdr.block),
+                    hdr.plain_len,
+                    hdr.plain_hash,
+                    data,
+                    hdr.compressed,
+                    hdr.stored_hash,
+                )?;
+                next = hdr.block + 1;
+                received += 1;
+            }
+            Msg::Unchanged { first, count } => {
+                let end = first.checked_add(count).filter(|e| *e <= nblocks);
+                let Some(end) = end.filter(|_| first >= next && count <= MAX_UNCHANGED_RUN) else {
+                    return Err(Fail::new(
+                        ErrorCode::OutOfOrder,
+                        "unchanged run out of order or beyond the disk",
+                    ));
+                };
+                for b in first..end {
+                    builder
+                        .put_unchanged(BlockNo(b))
+                        .map_err(|e| Fail::new(ErrorCode::Malformed, error_chain(&e)))?;
+                }
+                next = end;
+                received += count;
+            }
+            Msg::Finish { blocks } => {
+                if blocks != received {
+                    return Err(Fail::new(
+                        ErrorCode::Malformed,
+                        format!(
+                            "client says it sent {blocks} blocks, the server received {received}"
+                        ),
+                    ));
+                }
+                break;
+            }
+            m => return Err(m.unexpected("Block, Unchanged or Finish").into()),
+        }
+    }
+    let sealed = builder.finish()?;
+    let file_bytes = std::fs::metadata(&sealed.path)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    tracing::info!(
+        point = %sealed.meta.point,
+        kind = sealed.meta.kind.as_str(),
+        blocks = received,
+        stored = sealed.meta.stats.bytes_stored,
+        secs = started.elapsed().as_secs_f64(),
+        "restore point sealed"
+    );
+    s.send(&Msg::Sealed(SealedInfo {
+        summary: summary(&sealed.meta, sealed.root, file_bytes),
+        immutable: sealed.immutable,
+        expiry: sealed.expiry,
+    }))?;
+    Ok(())
+}
+
+fn restore(
+    s: &mut Session,
+    client: &str,
+    state: &State,
+    job: &str,
+    point: Option<bulwark_format::PointId>,
+) -> std::result::Result<(), Fail> {
+    authorize_read(client, state, job)?;
+    let chain = state.repo.open_point(job, point)?;
+    let r = chain.point();
+    let file_bytes = r.file().metadata().map(|m| m.len()).unwrap_or(0);
+    let entries = chain.entries();
+    s.send(&Msg::RestoreReady {
+        point: summary(&r.meta, r.trailer.root_digest, file_bytes),
+        blocks: entries.len() as u64,
+    })?;
+    tracing::info!(%job, point = %r.meta.point, blocks = entries.len(), "restore started");
+    // A reader thread keeps disk reads ahead of encryption and sending.
+    let (tx, rx) =
+        crossbeam_channel::bounded::<std::result::Result<(usize, Vec<u8>), Fail>>(READ_AHEAD);
+    let (free_tx, free_rx) = crossbeam_channel::bounded::<Vec<u8>>(READ_AHEAD + 2);
+    for _ in 0..READ_AHEAD + 2 {
+        free_tx.send(Vec::new()).expect("pool fits");
+    }
+    std::thread::scope(|sc| -> std::result::Result<(), Fail> {
+        let chain = &chain;
+        sc.spawn(move || {
+            for (i, e) in entries.iter().enumerate() {
+                let Ok(mut buf) = free_rx.recv() else { return };
+                let local = bulwark_format::MapEntry { file_ref: 0, ..*e };
+                let r = chain
+                    .file_of(e)
+                    .read_stored(&local, &mut buf)
+                    .map(|_| (i, buf))
+                    .map_err(|err| {
+                        Fail::from(RepoError::Format {
+                            path: chain.path.clone(),
+                            source: err,
+                        })
+                    });
+                let stop = r.is_err();
+                if tx.send(r).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        for item in rx {
+            let (i, buf) = item?;
+            let e = &entries[i];
+            s.send(&Msg::Block {
+                hdr: bulwark_protocol::BlockHeader {
+                    block: e.block.0,
+                    plain_len: e.plain_len,
+                    compressed: e.is_compressed(),
+                    plain_hash: e.plain_hash,
+                    stored_hash: e.stored_hash,
+                },
+                data: &buf,
+            })?;
+            let _ = free_tx.send(buf);
+        }
+        Ok(())
+    })?;
+    s.send(&Msg::RestoreEnd {
+        blocks: entries.len() as u64,
+    })?;
+    Ok(())
+}
+
+fn verify(
+    s: &mut Session,
+    client: &str,
+    state: &State,
+    job: Option<String>,
+) -> std::result::Result<(), Fail> {
+    let jobs = match job {
+        Some(j) => {
+            authorize_read(client, state, &j)?;
+            vec![j]
+        }
+        None => owned_jobs(client, state)?,
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let mut out = VerifyReport::default();
+    for j in &jobs {
+        let r = state.repo.verify(Some(j), threads, &|_| {})?;
+        out.points_checked += r.points_checked;
+        out.blocks_checked += r.blocks_checked;
+        out.bytes_checked += r.bytes_checked;
+        for d in r.damaged.into_iter().take(1024) {
+            let more = d.blocks.len().saturating_sub(MAX_DAMAGED_BLOCKS) as u64;
+            out.damaged.push(DamagedPoint {
+                job: d.job,
+                point: d.point,
+                problems: d.problems.into_iter().take(16).collect(),
+                blocks: d.blocks.into_iter().take(MAX_DAMAGED_BLOCKS).collect(),
+                more_blocks: more,
+            });
+        }
+    }
+    s.send(&Msg::VerifyReport(out))?;
+    Ok(())
+}

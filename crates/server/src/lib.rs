@@ -1,0 +1,34 @@
+//! Bulwark's transport service: the only network listener of the system.
+//!
+//! TLS 1.3 only (rustls), mutual certificates issued by the repository's own CA. A client is
+//! its certificate; it can back up, list, restore and verify its own jobs and nothing else.
+//! There is no request that deletes or shortens anything. One thread per connection, a bounded
+//! number of connections, a deadline on every frame.
+
+mod clients;
+mod conn;
+mod error;
+mod files;
+mod handlers;
+mod pki;
+mod serve;
+mod tls;
+mod tokens;
+
+pub use clients::{ClientRecord, Registry};
+pub use error::ServerError;
+pub use files::{read_bounded, write_private};
+pub use pki::{ca_fingerprint, init_pki, NetPaths};
+pub use serve::{serve, ServeOptions, Server};
+pub use tokens::{create_token, parse_duration, TokenInfo};
+
+/// Result type of this crate.
+pub type Result<T, E = ServerError> = std::result::Result<T, E>;
+
+/// Current time by the repository host's clock, in unix seconds.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
