@@ -34,6 +34,8 @@ enum Command {
     Space(cmd::space::Args),
     /// Re-read every stored block of every restore point (exit 1 if damage is found).
     Verify(cmd::verify::Args),
+    /// Copies in S3 Object Lock storage: add, sync, verify, import.
+    Tier(cmd::tier::Args),
     /// Run the transport service (TLS on port 6162) as the unprivileged service user.
     Serve(cmd::serve::Args),
     /// Print a single-use enrollment token for a new client.
@@ -70,6 +72,7 @@ fn main() {
         Command::Retention(a) => cmd::retention::run(a, cli.json),
         Command::Synthesize(a) => cmd::synthesize::run(a, cli.json),
         Command::Space(a) => cmd::space::run(a, cli.json),
+        Command::Tier(a) => cmd::tier::run(a, cli.json),
     };
     match res {
         Ok(code) => std::process::exit(code),

@@ -42,6 +42,12 @@ pub enum RepoError {
         missing: String,
         why: String,
     },
+    #[error("reading from the remote tier ({what})")]
+    Remote {
+        what: String,
+        #[source]
+        source: crate::RemoteError,
+    },
     #[error("sealing failed for {path}: {why}")]
     Seal { path: PathBuf, why: String },
 }

@@ -10,6 +10,7 @@ mod lock;
 mod points;
 mod policy;
 mod reader;
+mod remote;
 pub mod retention;
 mod seal_immutd;
 mod space;
@@ -24,6 +25,7 @@ pub use lock::JobLock;
 pub use points::PointInfo;
 pub use policy::RetentionReport;
 pub use reader::{ChainReader, ParentMap};
+pub use remote::{RemoteError, RemoteStore};
 pub use space::{ChainSpace, FileSpace, FsSpace, JobSpace, LockedUntil, Protection, SpaceReport};
 pub use synth::{
     filesystem_name, probe_reflink, ReflinkSupport, SynthMethod, SyntheticOutcome, REFLINK_ADVICE,
@@ -43,6 +45,8 @@ pub type Result<T, E = RepoError> = std::result::Result<T, E>;
 pub struct Repository {
     root: PathBuf,
     config: RepoConfig,
+    /// Where restore points missing locally are read from, if a tier is attached.
+    remote: Option<std::sync::Arc<dyn RemoteStore>>,
 }
 
 impl Repository {
@@ -94,7 +98,11 @@ impl Repository {
         let root = root
             .canonicalize()
             .map_err(RepoError::io(root, "resolving"))?;
-        Ok(Repository { root, config })
+        Ok(Repository {
+            root,
+            config,
+            remote: None,
+        })
     }
 
     /// The repository's folder.
@@ -107,7 +115,17 @@ impl Repository {
         &self.config
     }
 
-    /// Names of all jobs that have restore points, sorted.
+    /// Reads restore points missing locally from `remote` (restore and verify only).
+    pub fn attach_remote(&mut self, remote: std::sync::Arc<dyn RemoteStore>) {
+        self.remote = Some(remote);
+    }
+
+    /// The attached remote tier, if any.
+    pub fn remote(&self) -> Option<&dyn RemoteStore> {
+        self.remote.as_deref()
+    }
+
+    /// Names of all jobs that have restore points (locally or in an attached tier), sorted.
     pub fn jobs(&self) -> Result<Vec<String>> {
         let store = layout::store_dir(&self.root);
         let mut jobs = Vec::new();
@@ -116,6 +134,16 @@ impl Repository {
             let name = ent.file_name().to_string_lossy().into_owned();
             if validate_name("job", &name).is_ok() && ent.path().is_dir() {
                 jobs.push(name);
+            }
+        }
+        if let Some(r) = &self.remote {
+            for j in r.jobs().map_err(|source| RepoError::Remote {
+                what: r.describe(),
+                source,
+            })? {
+                if validate_name("job", &j).is_ok() && !jobs.contains(&j) {
+                    jobs.push(j);
+                }
             }
         }
         jobs.sort();

@@ -59,6 +59,17 @@ pub(crate) fn open_checked(
     point: PointId,
 ) -> Result<PointReader> {
     let f = std::fs::File::open(path).map_err(RepoError::io(path, "opening"))?;
+    check_opened(f, path, job, chain, point)
+}
+
+/// Reads a restore point's header and checks its metadata names `job`, `chain`, `point`.
+fn check_opened(
+    f: std::fs::File,
+    path: &Path,
+    job: &str,
+    chain: PointId,
+    point: PointId,
+) -> Result<PointReader> {
     let r = PointReader::open(f).map_err(RepoError::format(path))?;
     if r.meta.job != job || r.meta.chain != chain || r.meta.point != point {
         return Err(RepoError::Format {
@@ -73,6 +84,54 @@ pub(crate) fn open_checked(
 }
 
 impl Repository {
+    /// Like `point_files`, plus the points only the attached remote tier holds (flagged
+    /// `true`; their path is where the local file would be).
+    pub(crate) fn all_point_files(
+        &self,
+        job: &str,
+    ) -> Result<Vec<(PointId, PointId, PathBuf, bool)>> {
+        let mut out: Vec<_> = point_files(self.root(), job)?
+            .into_iter()
+            .map(|(c, p, path)| (c, p, path, false))
+            .collect();
+        if let Some(r) = self.remote() {
+            let remote = r.points(job).map_err(|source| RepoError::Remote {
+                what: r.describe(),
+                source,
+            })?;
+            for (c, p) in remote {
+                if !out.iter().any(|(_, q, _, _)| *q == p) {
+                    out.push((c, p, self.point_path(job, c, p), true));
+                }
+            }
+            out.sort_by_key(|(_, p, _, _)| *p);
+        }
+        Ok(out)
+    }
+
+    /// Opens a restore-point file, from the remote tier when it is missing locally.
+    pub(crate) fn open_stored(
+        &self,
+        path: &Path,
+        job: &str,
+        chain: PointId,
+        point: PointId,
+    ) -> Result<PointReader> {
+        match (std::fs::File::open(path), self.remote()) {
+            (Ok(f), _) => check_opened(f, path, job, chain, point),
+            (Err(e), Some(r)) if e.kind() == std::io::ErrorKind::NotFound => {
+                let f = r
+                    .fetch(job, chain, point)
+                    .map_err(|source| RepoError::Remote {
+                        what: format!("restore point {point} from {}", r.describe()),
+                        source,
+                    })?;
+                check_opened(f, path, job, chain, point)
+            }
+            (Err(e), _) => Err(RepoError::io(path, "opening")(e)),
+        }
+    }
+
     /// Reads every restore point of `job`.
     pub fn scan_job(&self, job: &str) -> Result<JobScan> {
         let mut scan = JobScan::default();

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use bulwark_format::{BlockDecoder, BlockNo, Digest, FileRef, MapEntry, PointId, PointReader};
 
-use crate::points::{open_checked, point_files};
 use crate::{RepoError, Repository, Result};
 
 /// A restore point opened for reading, with every file it references opened and checked
@@ -119,7 +118,11 @@ impl Repository {
         job: &str,
         point: Option<PointId>,
     ) -> Result<(PointId, PointId, PathBuf)> {
-        let files = point_files(self.root(), job)?;
+        let files: Vec<_> = self
+            .all_point_files(job)?
+            .into_iter()
+            .map(|(c, p, path, _)| (c, p, path))
+            .collect();
         if files.is_empty() {
             return Err(RepoError::NoSuchJob(job.to_string()));
         }
@@ -136,10 +139,11 @@ impl Repository {
     /// Opens restore point `point` of `job` (the newest with `None`) for restoring.
     pub fn open_point(&self, job: &str, point: Option<PointId>) -> Result<ChainReader> {
         let (chain, id, path) = self.locate(job, point)?;
-        let main = open_checked(&path, job, chain, id)?;
-        let index: HashMap<PointId, (PointId, PathBuf)> = point_files(self.root(), job)?
+        let main = self.open_stored(&path, job, chain, id)?;
+        let index: HashMap<PointId, (PointId, PathBuf)> = self
+            .all_point_files(job)?
             .into_iter()
-            .map(|(c, p, path)| (p, (c, path)))
+            .map(|(c, p, path, _)| (p, (c, path)))
             .collect();
         let mut refs = Vec::with_capacity(main.meta.files.len());
         for fr in &main.meta.files {
@@ -151,8 +155,9 @@ impl Repository {
             let (c, p) = index
                 .get(&fr.point)
                 .ok_or_else(|| broken("file not found".into()))?;
-            let r =
-                open_checked(p, job, *c, fr.point).map_err(|e| broken(crate::error_chain(&e)))?;
+            let r = self
+                .open_stored(p, job, *c, fr.point)
+                .map_err(|e| broken(crate::error_chain(&e)))?;
             if r.trailer.root_digest != fr.root {
                 return Err(broken(
                     "its root digest differs from the one recorded".into(),
@@ -169,7 +174,7 @@ impl Repository {
         let Ok((chain, id, path)) = self.locate(job, None) else {
             return Ok(None);
         };
-        let r = open_checked(&path, job, chain, id)?;
+        let r = self.open_stored(&path, job, chain, id)?;
         Ok(Some(ParentMap {
             point: id,
             chain: r.meta.chain,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use bulwark_format::{BlockDecoder, MapEntry, PointId, PointReader};
 
-use crate::points::{open_checked, point_files};
+use crate::points::point_files;
 use crate::seal_immutd::Ledger;
 use crate::{Repository, Result};
 
@@ -131,10 +131,18 @@ impl Repository {
         report: &mut VerifyReport,
     ) -> Result<()> {
         let mut readers: Vec<(PathBuf, PointReader)> = Vec::new();
-        for (chain, point, path) in point_files(self.root(), job)? {
+        // Points read from the remote tier are not in the local ledger any more (or never
+        // were, after an import); `bulwark-repo tier verify` checks their locks instead.
+        let mut remote = std::collections::HashSet::new();
+        for (chain, point, path, is_remote) in self.all_point_files(job)? {
             report.points_checked += 1;
-            match open_checked(&path, job, chain, point) {
-                Ok(r) => readers.push((path, r)),
+            match self.open_stored(&path, job, chain, point) {
+                Ok(r) => {
+                    if is_remote {
+                        remote.insert(readers.len());
+                    }
+                    readers.push((path, r))
+                }
                 Err(e) => report.damaged.push(DamagedPoint {
                     job: job.to_string(),
                     point: Some(point),
@@ -218,7 +226,7 @@ impl Repository {
         for (i, (path, r)) in readers.iter().enumerate() {
             let mut problems = Vec::new();
             let mut blocks = BTreeSet::new();
-            if let Some(ledger) = ledger.as_mut() {
+            if let (Some(ledger), false) = (ledger.as_mut(), remote.contains(&i)) {
                 problems.extend(ledger_problem(ledger, path, r)?);
             }
             // Resolve the file table: every referenced file must be present and unchanged.

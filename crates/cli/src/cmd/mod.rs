@@ -19,6 +19,15 @@ pub fn open_repo(path: &Path) -> anyhow::Result<Repository> {
     Repository::open(path).with_context(|| format!("opening repository {}", path.display()))
 }
 
+/// Opens the repository and attaches its S3 tier, so that restore points missing locally
+/// are read from their copies.
+pub fn open_repo_with_tier(path: &Path) -> anyhow::Result<Repository> {
+    let mut repo = open_repo(path)?;
+    bulwark_tier_s3::attach(&mut repo)
+        .with_context(|| format!("reading the tier settings of {}", path.display()))?;
+    Ok(repo)
+}
+
 /// Parses sizes such as `1M`, `256K`, `65536`.
 pub fn parse_size(s: &str) -> Result<u32, String> {
     let s = s.trim();

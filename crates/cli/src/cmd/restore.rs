@@ -53,7 +53,7 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
     if let Some(addr) = super::remote::target(&a.repo) {
         return super::remote::restore(&addr, &a.job, point, &a.target, &opts, out);
     }
-    let repo = super::open_repo(&a.repo)?;
+    let repo = super::open_repo_with_tier(&a.repo)?;
     let pb = out.progress(0, "restore");
     let s = restore_local(&repo, &a.job, point, &a.target, &opts, &|n| pb.inc(n))
         .with_context(|| format!("restoring job {:?} to {}", a.job, a.target.display()))?;

@@ -25,7 +25,7 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
     if let Some(addr) = super::remote::target(&a.repo) {
         return super::remote::verify(&addr, a.job.as_deref(), out);
     }
-    let repo = super::open_repo(&a.repo)?;
+    let repo = super::open_repo_with_tier(&a.repo)?;
     let pb = out.progress(0, "verify");
     let threads = a.threads.unwrap_or_else(bulwark_engine::default_threads);
     let r = repo.verify(a.job.as_deref(), threads, &|n| pb.inc(n))?;

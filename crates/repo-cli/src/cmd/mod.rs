@@ -10,4 +10,5 @@ pub mod serve;
 pub mod space;
 pub mod status;
 pub mod synthesize;
+pub mod tier;
 pub mod verify;

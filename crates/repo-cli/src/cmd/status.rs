@@ -42,6 +42,7 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
     }
     let jobs = repo.jobs()?;
     let reflink = repo.reflink_support()?;
+    let (tier_lines, tiers) = super::tier::status_lines(&repo)?;
     if json {
         let w: Vec<_> = waiting
             .iter()
@@ -52,7 +53,8 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             serde_json::json!({"repository": a.dir, "id": cfg.id, "immutable_days": cfg.immutable_days,
                 "immutd_socket": cfg.immutd_socket, "jobs": jobs, "unsealed_files": w,
                 "synthetic_full_method": if reflink.is_supported() { "clone" } else { "copy" },
-                "reflink_problem": match &reflink { ReflinkSupport::Unsupported(why) => Some(why), _ => None }})
+                "reflink_problem": match &reflink { ReflinkSupport::Unsupported(why) => Some(why), _ => None },
+                "tiers": tiers})
         );
     } else {
         println!("repository {} (id {})", a.dir.display(), cfg.id);
@@ -77,6 +79,12 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
                 jobs.join(", ")
             }
         );
+        if tier_lines.is_empty() {
+            println!("tiers: none (copies to S3 Object Lock storage: `bulwark-repo tier add`)");
+        }
+        for l in &tier_lines {
+            println!("{l}");
+        }
         for (n, s) in &waiting {
             println!("ALERT: {n} has waited {s}s in incoming/ without being sealed");
         }
