@@ -545,6 +545,37 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
             "DIFFERENT from the source"
         }
     ));
+    // The S3 Object Lock tier, when a store is configured in the environment.
+    match (std::env::var("S3_ENDPOINT"), std::env::var("S3_ACCESS_KEY"), std::env::var("S3_SECRET_KEY")) {
+        (Ok(endpoint), Ok(ak), Ok(sk)) => {
+            let cred = std::path::absolute(dir.join("s3.credentials"))?;
+            std::fs::write(&cred, format!("access_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n"))?;
+            std::fs::set_permissions(&cred, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            if let Some((uid, gid)) = side.user {
+                std::os::unix::fs::chown(&cred, Some(uid), Some(gid))?;
+            }
+            let id: String = Repository::open(&repo_dir)?.config().id.chars().take(12).collect();
+            let bucket = format!("bulwark-demo-{id}");
+            let add = side.repo(&[
+                "tier", "add", s(&repo_dir), "--endpoint", &endpoint, "--bucket", &bucket,
+                "--credentials", s(&cred), "--create-bucket",
+            ])?;
+            let sync = side.repo(&["tier", "sync", s(&repo_dir)])?;
+            let check = side.repo(&["tier", "verify", s(&repo_dir)])?;
+            let refused = add["lock_probe"]["delete_refused"].is_string() && add["lock_probe"]["shorten_refused"].is_string();
+            say(format!(
+                "   S3 tier {endpoint} bucket {bucket}: the store {} deleting and shortening a COMPLIANCE-locked probe;",
+                if refused { "refused" } else { "did NOT refuse" }
+            ));
+            say(format!(
+                "   {} restore points copied with the same retain-until dates, tier verify: {}",
+                [&sync["uploaded"], &sync["adopted"]].iter().map(|v| v.as_array().map_or(0, |a| a.len())).sum::<usize>()
+                    + sync["already"].as_u64().unwrap_or(0) as usize,
+                if check["problems"].as_array().is_some_and(|p| p.is_empty()) { "all good" } else { "PROBLEMS" }
+            ));
+        }
+        _ => say("   (with S3_ENDPOINT, S3_ACCESS_KEY and S3_SECRET_KEY set, the demo also copies every restore point to an S3 Object Lock bucket)".into()),
+    }
     let repo = Repository::open(&repo_dir)?;
     let space = repo.space()?;
     say(format!(
