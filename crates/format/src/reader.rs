@@ -192,6 +192,36 @@ impl BlockDecoder {
                 offset: e.offset,
             });
         }
+        // A raw block's stored hash is its plain hash: checked just above.
+        self.decode_inner(e, stored, out, e.stored_hash == e.plain_hash)
+    }
+
+    /// Decompresses and checks the plain hash only: for bytes that arrived over an
+    /// authenticated channel, where the stored hash adds nothing (any damage still fails the
+    /// plain hash). Verify and local reads use [`BlockDecoder::decode`].
+    pub fn decode_checking_plain(
+        &mut self,
+        e: &MapEntry,
+        stored: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        if stored.len() != e.stored_len as usize {
+            return Err(FormatError::StoredHash {
+                block: e.block,
+                offset: e.offset,
+            });
+        }
+        self.decode_inner(e, stored, out, false)
+    }
+
+    fn decode_inner(
+        &mut self,
+        e: &MapEntry,
+        stored: &[u8],
+        out: &mut Vec<u8>,
+        raw_checked: bool,
+    ) -> Result<()> {
+        use crate::Digest;
         let plain_len = e.plain_len as usize;
         if e.is_compressed() {
             // Sized once and overwritten: zeroing a block before every decompression costs a
@@ -212,6 +242,9 @@ impl BlockDecoder {
         } else {
             out.clear();
             out.extend_from_slice(stored);
+            if !raw_checked && Digest::of(out) != e.plain_hash {
+                return Err(FormatError::PlainHash { block: e.block });
+            }
         }
         Ok(())
     }

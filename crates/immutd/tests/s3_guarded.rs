@@ -17,7 +17,12 @@ fn sibling(name: &str) -> Option<PathBuf> {
 
 fn run(u: &TestUser, prog: &Path, args: &[&str]) -> Output {
     let o = u.cmd(prog.to_str().unwrap()).args(args).output().unwrap();
-    eprintln!("{} {args:?}\n{}{}", prog.display(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    eprintln!(
+        "{} {args:?}\n{}{}",
+        prog.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     o
 }
 
@@ -33,7 +38,12 @@ fn records(repo: &Path) -> Vec<(String, i64)> {
     for e in std::fs::read_dir(&dir).unwrap() {
         let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
         let field = |k: &str| {
-            text.lines().find_map(|l| l.strip_prefix(&format!("{k} = ")).map(|v| v.trim_matches('"').to_string())).unwrap()
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!("{k} = "))
+                        .map(|v| v.trim_matches('"').to_string())
+                })
+                .unwrap()
         };
         out.push((field("point"), field("retain_until").parse().unwrap()));
     }
@@ -47,9 +57,11 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
     if !can_run(name, &["mkfs.ext4", "useradd"]) {
         return;
     }
-    let (Ok(endpoint), Ok(ak), Ok(sk)) =
-        (std::env::var("S3_ENDPOINT"), std::env::var("S3_ACCESS_KEY"), std::env::var("S3_SECRET_KEY"))
-    else {
+    let (Ok(endpoint), Ok(ak), Ok(sk)) = (
+        std::env::var("S3_ENDPOINT"),
+        std::env::var("S3_ACCESS_KEY"),
+        std::env::var("S3_SECRET_KEY"),
+    ) else {
         eprintln!("SKIPPED {name}: S3_ENDPOINT, S3_ACCESS_KEY and S3_SECRET_KEY not set (.ci/run starts a Ceph RGW)");
         return;
     };
@@ -62,29 +74,80 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
     let repo = rig.repo.to_str().unwrap().to_string();
     let sock = rig.socket();
     std::fs::remove_dir(rig.repo.join("incoming")).unwrap();
-    assert!(run(u, &repo_bin, &["init", &repo, "--immutable-days", "9", "--immutd-socket", sock.to_str().unwrap()]).status.success());
+    assert!(run(
+        u,
+        &repo_bin,
+        &[
+            "init",
+            &repo,
+            "--immutable-days",
+            "9",
+            "--immutd-socket",
+            sock.to_str().unwrap()
+        ]
+    )
+    .status
+    .success());
     let svc = rig.start();
     let img = rig.fs.mnt.join("d.img");
     std::fs::write(&img, b"guarded tier ".repeat(200_000)).unwrap();
     std::os::unix::fs::chown(&img, Some(u.uid), Some(u.gid)).unwrap();
     let creds = rig.fs.mnt.join("s3.credentials");
-    std::fs::write(&creds, format!("access_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n")).unwrap();
+    std::fs::write(
+        &creds,
+        format!("access_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n"),
+    )
+    .unwrap();
     std::os::unix::fs::chown(&creds, Some(u.uid), Some(u.gid)).unwrap();
     std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    assert!(run(u, &bulwark, &["backup", "--repo", &repo, "--job", "vm", img.to_str().unwrap()]).status.success());
+    assert!(run(
+        u,
+        &bulwark,
+        &[
+            "backup",
+            "--repo",
+            &repo,
+            "--job",
+            "vm",
+            img.to_str().unwrap()
+        ]
+    )
+    .status
+    .success());
     let bucket = format!("guarded-{}", std::process::id());
-    let add = json(run(u, &repo_bin, &["--json", "tier", "add", &repo, "--endpoint", &endpoint, "--bucket", &bucket,
-        "--credentials", creds.to_str().unwrap(), "--create-bucket"]));
+    let add = json(run(
+        u,
+        &repo_bin,
+        &[
+            "--json",
+            "tier",
+            "add",
+            &repo,
+            "--endpoint",
+            &endpoint,
+            "--bucket",
+            &bucket,
+            "--credentials",
+            creds.to_str().unwrap(),
+            "--create-bucket",
+        ],
+    ));
     assert!(add["lock_probe"]["delete_refused"].is_string(), "{add}");
     let sync = json(run(u, &repo_bin, &["--json", "tier", "sync", &repo]));
-    assert_eq!(sync["unguarded"], false, "retain-until must come from the ledger");
+    assert_eq!(
+        sync["unguarded"], false,
+        "retain-until must come from the ledger"
+    );
     assert_eq!(sync["uploaded"].as_array().unwrap().len(), 1);
     let ledger = |p: &str| u.ctl(&sock, &["query", p]).ok().int("expiry_unix");
     let first = records(&rig.repo);
     let (p1, r1) = first[0].clone();
     // The repository period (9 days) is longer than the service's minimum (7): the ledger has 9.
     let e1 = ledger(&p1);
-    assert!((r1 - e1).abs() <= 2, "copy locked until {r1}, ledger says {e1}");
+    assert!(
+        (r1 - e1).abs() <= 2,
+        "copy locked until {r1}, ledger says {e1}"
+    );
 
     // A day later (honest time for the service), an incremental extends the chain in the ledger.
     svc.stop();
@@ -99,24 +162,40 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
         eprintln!("SKIPPED the extension half of {name}: libfaketime not installed");
         return;
     }
-    later.env = vec![("LD_PRELOAD".into(), lib.clone().into()), ("FAKETIME".into(), "+86400".into())];
+    later.env = vec![
+        ("LD_PRELOAD".into(), lib.clone().into()),
+        ("FAKETIME".into(), "+86400".into()),
+    ];
     let svc = later.spawn(Path::new(IMMUTD)).unwrap();
     let o = u
         .cmd(bulwark.to_str().unwrap())
-        .args(["backup", "--repo", &repo, "--job", "vm", img.to_str().unwrap()])
+        .args([
+            "backup",
+            "--repo",
+            &repo,
+            "--job",
+            "vm",
+            img.to_str().unwrap(),
+        ])
         .env("LD_PRELOAD", &lib)
         .env("FAKETIME", "+86400")
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let e1_later = ledger(&p1);
-    assert!(e1_later >= e1 + 86_000, "the incremental did not extend the chain in the ledger");
+    assert!(
+        e1_later >= e1 + 86_000,
+        "the incremental did not extend the chain in the ledger"
+    );
     let sync = json(run(u, &repo_bin, &["--json", "tier", "sync", &repo]));
     assert_eq!(sync["uploaded"].as_array().unwrap().len(), 1);
     assert!(sync["extended"].as_u64().unwrap() >= 1, "{sync}");
     let after = records(&rig.repo);
     let r1_later = after.iter().find(|(p, _)| *p == p1).unwrap().1;
-    assert!((r1_later - e1_later).abs() <= 2, "copy locked until {r1_later}, ledger says {e1_later}");
+    assert!(
+        (r1_later - e1_later).abs() <= 2,
+        "copy locked until {r1_later}, ledger says {e1_later}"
+    );
     let check = json(run(u, &repo_bin, &["--json", "tier", "verify", &repo]));
     assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
     svc.stop();

@@ -166,7 +166,7 @@ fn receive(
                 let mut dec = BlockDecoder::new().map_err(|e| RemoteError::Usage(e.to_string()))?;
                 for (e, buf) in work_rx {
                     let r = dec
-                        .decode(&e, &buf[BLOCK_HEADER_LEN..], &mut plain)
+                        .decode_checking_plain(&e, &buf[BLOCK_HEADER_LEN..], &mut plain)
                         .map_err(|err| RemoteError::Damaged(err.to_string()))
                         .and_then(|_| {
                             out.write_all_at(&plain, e.block.0 * bs)
