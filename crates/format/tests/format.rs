@@ -282,7 +282,9 @@ fn golden_v1_files_still_read() {
 
 #[test]
 fn plain_only_decoding_still_rejects_damaged_raw_and_compressed_blocks() {
-    let raw: Vec<u8> = (0..8192u32).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
+    let raw: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
     let text = b"compressible text ".repeat(400);
     let packed = zstd::bulk::compress(&text, 3).unwrap();
     let entry = |plain: &[u8], stored: &[u8], compressed: bool| MapEntry {
@@ -297,14 +299,18 @@ fn plain_only_decoding_still_rejects_damaged_raw_and_compressed_blocks() {
     };
     let mut dec = BlockDecoder::new().unwrap();
     let mut out = Vec::new();
-    for (plain, stored, compressed) in [(&raw[..], &raw[..], false), (&text[..], &packed[..], true)] {
+    for (plain, stored, compressed) in [(&raw[..], &raw[..], false), (&text[..], &packed[..], true)]
+    {
         let e = entry(plain, stored, compressed);
         dec.decode_checking_plain(&e, stored, &mut out).unwrap();
         assert_eq!(out, plain);
         let mut bad = stored.to_vec();
         let mid = bad.len() / 2;
         bad[mid] ^= 0x20;
-        assert!(dec.decode_checking_plain(&e, &bad, &mut out).is_err(), "damage not caught (compressed: {compressed})");
+        assert!(
+            dec.decode_checking_plain(&e, &bad, &mut out).is_err(),
+            "damage not caught (compressed: {compressed})"
+        );
         assert!(dec.decode(&e, &bad, &mut out).is_err());
     }
 }
