@@ -9,6 +9,7 @@ mod backup;
 mod error;
 mod restore;
 mod source;
+mod target;
 
 pub use backup::{
     backup_local, run_pipeline, BackupOptions, BackupSummary, BlockSink, Counters, KnownHashes,
@@ -16,6 +17,7 @@ pub use backup::{
 pub use error::EngineError;
 pub use restore::{restore_local, RestoreOptions, RestoreSummary};
 pub use source::{data_ranges, Source};
+pub use target::RestoreTarget;
 
 /// Result type of this crate.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

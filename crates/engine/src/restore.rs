@@ -1,18 +1,19 @@
 //! Restoring a restore point to a file or block device.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bulwark_format::{BlockDecoder, MapEntry, PointId};
+use bulwark_repository::{ChainReader, Repository};
+
+use crate::target::{terr, RestoreTarget};
+use crate::{EngineError, Result};
+
 /// Bytes written between two starts of writeback.
 const WRITEBACK_CHUNK: u64 = 256 << 20;
-
-use bulwark_format::{BlockDecoder, MapEntry, PointId};
-use bulwark_repository::{fsync_dir, ChainReader, Repository};
-
-use crate::{EngineError, Result};
 
 /// How to restore.
 #[derive(Clone, Debug)]
@@ -41,15 +42,6 @@ pub struct RestoreSummary {
     pub elapsed: Duration,
 }
 
-fn terr(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> EngineError {
-    let path = path.to_path_buf();
-    move |source| EngineError::TargetIo {
-        path,
-        action,
-        source,
-    }
-}
-
 /// Restores restore point `point` of `job` (the newest with `None`) to `target`. A regular
 /// file is written under a temporary name and renamed when complete, with zero blocks left
 /// as holes; a block device is written in place, zero blocks included.
@@ -64,86 +56,25 @@ pub fn restore_local(
     let started = Instant::now();
     let chain = repo.open_point(job, point)?;
     let meta = chain.point().meta.clone();
-    let is_device = std::fs::metadata(target)
-        .map(|m| m.file_type().is_block_device())
-        .unwrap_or(false);
-    let (file, partial): (File, Option<PathBuf>) = if is_device {
-        let f = OpenOptions::new()
-            .write(true)
-            .open(target)
-            .map_err(terr(target, "opening device"))?;
-        let dev_size = rustix::fs::seek(&f, rustix::fs::SeekFrom::End(0))
-            .map_err(|e| terr(target, "reading size")(e.into()))?;
-        if dev_size < meta.disk_size {
-            return Err(EngineError::Usage(format!(
-                "device {} holds {dev_size} bytes but the restore point's disk is {} bytes",
-                target.display(),
-                meta.disk_size
-            )));
-        }
-        (f, None)
-    } else {
-        if target.exists() && !opts.force {
-            return Err(EngineError::Usage(format!(
-                "{} exists; choose another target or pass --force to replace it",
-                target.display()
-            )));
-        }
-        let dir = target
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.bulwark-partial-{}", std::process::id()));
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(terr(&tmp, "creating"))?;
-        f.set_len(meta.disk_size).map_err(terr(&tmp, "sizing"))?;
-        (f, Some(tmp))
-    };
-    let res = write_blocks(
+    let out = RestoreTarget::create(target, meta.disk_size, opts.force)?;
+    let (blocks_written, bytes_written) = write_blocks(
         &chain,
-        &file,
+        &out.file,
         target,
-        is_device,
-        meta.disk_size,
         meta.block_size,
         opts.threads,
         progress,
-    );
-    let finish = res.and_then(|n| {
-        file.sync_all().map_err(terr(target, "fsyncing"))?;
-        if let Some(tmp) = &partial {
-            std::fs::rename(tmp, target).map_err(terr(target, "renaming into place"))?;
-            let dir = target
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            fsync_dir(dir)?;
-        }
-        Ok(n)
-    });
-    match finish {
-        Ok((blocks_written, bytes_written)) => Ok(RestoreSummary {
-            point: meta.point,
-            disk_size: meta.disk_size,
-            blocks_written,
-            bytes_written,
-            elapsed: started.elapsed(),
-        }),
-        Err(e) => {
-            if let Some(tmp) = partial {
-                let _ = std::fs::remove_file(tmp);
-            }
-            Err(e)
-        }
-    }
+    )?;
+    let mapped: Vec<u64> = chain.entries().iter().map(|e| e.block.0).collect();
+    out.zero_unmapped(&mapped, meta.disk_size, meta.block_size)?;
+    out.finish()?;
+    Ok(RestoreSummary {
+        point: meta.point,
+        disk_size: meta.disk_size,
+        blocks_written,
+        bytes_written,
+        elapsed: started.elapsed(),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -151,8 +82,6 @@ fn write_blocks(
     chain: &ChainReader,
     out: &File,
     target: &Path,
-    zero_fill: bool,
-    disk_size: u64,
     block_size: u32,
     threads: usize,
     progress: &(dyn Fn(u64) + Sync),
@@ -217,33 +146,6 @@ fn write_blocks(
         if let Some(e) = first_err {
             return Err(e);
         }
-        if zero_fill {
-            zero_unmapped(chain.entries(), out, target, disk_size, block_size)?;
-        }
         Ok(total)
     })
-}
-
-/// On a device, blocks absent from the map must be written as zeros.
-fn zero_unmapped(
-    entries: &[MapEntry],
-    out: &File,
-    target: &Path,
-    disk_size: u64,
-    block_size: u32,
-) -> Result<()> {
-    let zeros = vec![0u8; block_size as usize];
-    let mut it = entries.iter().peekable();
-    for block in 0..bulwark_format::block_count(disk_size, block_size) {
-        if it.peek().is_some_and(|e| e.block.0 == block) {
-            it.next();
-            continue;
-        }
-        let len =
-            bulwark_format::plain_len_of(bulwark_format::BlockNo(block), disk_size, block_size)
-                as usize;
-        out.write_all_at(&zeros[..len], block * u64::from(block_size))
-            .map_err(terr(target, "writing zeros"))?;
-    }
-    Ok(())
 }

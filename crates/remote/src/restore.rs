@@ -2,13 +2,12 @@
 //! both hashes, decompress and write. A regular file is written under a temporary name and
 //! renamed when complete; a block device is written in place, unmapped blocks as zeros.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use bulwark_engine::{RestoreOptions, RestoreSummary};
+use bulwark_engine::{RestoreOptions, RestoreSummary, RestoreTarget};
 use bulwark_format::{plain_len_of, BlockDecoder, BlockNo, MapEntry, PointId, ENTRY_FLAG_ZSTD};
 use bulwark_protocol::{Msg, BLOCK_HEADER_LEN};
 use crossbeam_channel::bounded;
@@ -17,13 +16,6 @@ use crate::{Conn, RemoteAddr, RemoteError, Result};
 
 fn terr(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> RemoteError {
     RemoteError::io(path, action)
-}
-
-fn parent_dir(target: &Path) -> &Path {
-    target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
 }
 
 /// Restores restore point `point` of `job` (the newest with `None`) from the repository at
@@ -38,15 +30,6 @@ pub fn restore_remote(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<RestoreSummary> {
     let started = Instant::now();
-    let is_device = std::fs::metadata(target)
-        .map(|m| m.file_type().is_block_device())
-        .unwrap_or(false);
-    if !is_device && target.exists() && !opts.force {
-        return Err(RemoteError::Usage(format!(
-            "{} exists; choose another target or pass --force to replace it",
-            target.display()
-        )));
-    }
     let mut conn = Conn::session(config_dir, addr)?;
     conn.send(&Msg::BeginRestore {
         job: job.to_string(),
@@ -64,54 +47,18 @@ pub fn restore_remote(
             "server announced {blocks} blocks for a disk of {nblocks}"
         )));
     }
-    let (file, partial): (File, Option<PathBuf>) = if is_device {
-        let f = OpenOptions::new()
-            .write(true)
-            .open(target)
-            .map_err(terr(target, "opening device"))?;
-        let size = rustix::fs::seek(&f, rustix::fs::SeekFrom::End(0))
-            .map_err(|e| terr(target, "reading size")(e.into()))?;
-        if size < summary.disk_size {
-            return Err(RemoteError::Usage(format!(
-                "device {} holds {size} bytes but the restore point's disk is {} bytes",
-                target.display(),
-                summary.disk_size
-            )));
-        }
-        (f, None)
-    } else {
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp =
-            parent_dir(target).join(format!(".{name}.bulwark-partial-{}", std::process::id()));
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(terr(&tmp, "creating"))?;
-        f.set_len(summary.disk_size).map_err(terr(&tmp, "sizing"))?;
-        (f, Some(tmp))
-    };
+    let out = RestoreTarget::create(target, summary.disk_size, opts.force)?;
     let res = receive(
         &mut conn,
-        &file,
+        &out,
         target,
         &summary,
         blocks,
-        is_device,
         opts.threads,
         progress,
     )
     .and_then(|n| {
-        file.sync_all().map_err(terr(target, "fsyncing"))?;
-        if let Some(tmp) = &partial {
-            std::fs::rename(tmp, target).map_err(terr(target, "renaming into place"))?;
-            let d = File::open(parent_dir(target)).map_err(terr(target, "opening folder of"))?;
-            d.sync_all().map_err(terr(target, "fsyncing folder of"))?;
-        }
+        out.finish()?;
         Ok(n)
     });
     match res {
@@ -125,27 +72,22 @@ pub fn restore_remote(
                 elapsed: started.elapsed(),
             })
         }
-        Err(e) => {
-            if let Some(tmp) = partial {
-                let _ = std::fs::remove_file(tmp);
-            }
-            Err(e)
-        }
+        Err(e) => Err(e),
     }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn receive(
     conn: &mut Conn,
-    out: &File,
+    target_file: &RestoreTarget,
     target: &Path,
     s: &bulwark_protocol::PointSummary,
     blocks: u64,
-    zero_fill: bool,
     threads: usize,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(u64, u64)> {
     let threads = threads.max(1);
+    let (out, zero_fill) = (&target_file.file, target_file.is_device);
     let bs = u64::from(s.block_size);
     let pool = threads * 2 + 2;
     let (free_tx, free_rx) = bounded::<Vec<u8>>(pool);
@@ -267,30 +209,7 @@ fn receive(
             return Err(e);
         }
         recv_res?;
-        if zero_fill {
-            zero_unmapped(&mapped, out, target, s.disk_size, s.block_size)?;
-        }
+        target_file.zero_unmapped(&mapped, s.disk_size, s.block_size)?;
         Ok(total)
     })
-}
-
-fn zero_unmapped(
-    mapped: &[u64],
-    out: &File,
-    target: &Path,
-    disk_size: u64,
-    block_size: u32,
-) -> Result<()> {
-    let zeros = vec![0u8; block_size as usize];
-    let mut it = mapped.iter().peekable();
-    for block in 0..bulwark_format::block_count(disk_size, block_size) {
-        if it.peek().is_some_and(|b| **b == block) {
-            it.next();
-            continue;
-        }
-        let len = plain_len_of(BlockNo(block), disk_size, block_size) as usize;
-        out.write_all_at(&zeros[..len], block * u64::from(block_size))
-            .map_err(terr(target, "writing zeros"))?;
-    }
-    Ok(())
 }
