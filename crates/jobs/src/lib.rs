@@ -75,7 +75,7 @@ pub struct JobFile {
     pub name: String,
     /// Raw disk image or block device.
     pub source: PathBuf,
-    /// Local repository folder, or the address of an enrolled repository.
+    /// Local repository folder.
     pub repository: String,
     /// Block size of new chains, e.g. "1M".
     pub block_size: Option<String>,

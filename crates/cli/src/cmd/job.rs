@@ -44,7 +44,17 @@ fn now() -> i64 {
 
 fn load(file: &std::path::Path) -> anyhow::Result<(JobFile, Repository, JobState)> {
     let job = JobFile::load(file)?;
-    let repo = super::open_repo(std::path::Path::new(&job.repository))?;
+    let path = std::path::Path::new(&job.repository);
+    if !path.is_dir() && job.repository.contains(':') {
+        anyhow::bail!(
+            "job file {}: repository {:?} looks like a network address; jobs support local repositories only \
+             for now: run `bulwark backup --repo {}` from a timer instead",
+            file.display(),
+            job.repository,
+            job.repository
+        );
+    }
+    let repo = super::open_repo(path)?;
     let scan = repo.scan_job(&job.name)?;
     let state = JobState {
         points: scan
