@@ -67,7 +67,14 @@ rm -rf "$LREPO" "$WORK/out.img"
 NREPO=$WORK/net/repo
 mkdir -p "$WORK/net"; [ -n "$USER_CREATED" ] && chown "$USER_CREATED" "$WORK/net"
 FP=$(as_service "$BIN/bulwark-repo" --json init "$NREPO" | python3 -c 'import json,sys; print(json.load(sys.stdin)["fingerprint"])')
-as_service "$BIN/bulwark-repo" serve "$NREPO" --listen 127.0.0.1:0 --max-connections 8 >"$WORK/serve.out" 2>"$WORK/serve.log" &
+# Started as a plain background command (not through the as_service function, which would
+# run in a subshell) so that $! is the server itself and the cleanup really stops it.
+if [ -n "$USER_CREATED" ]; then
+  setpriv --reuid="$USER_CREATED" --regid="$USER_CREATED" --clear-groups \
+    "$BIN/bulwark-repo" serve "$NREPO" --listen 127.0.0.1:0 --max-connections 8 >"$WORK/serve.out" 2>"$WORK/serve.log" &
+else
+  "$BIN/bulwark-repo" serve "$NREPO" --listen 127.0.0.1:0 --max-connections 8 >"$WORK/serve.out" 2>"$WORK/serve.log" &
+fi
 SERVER_PID=$!
 for _ in $(seq 1 100); do grep -q listening "$WORK/serve.out" 2>/dev/null && break; sleep 0.1; done
 ADDR=$(sed -n 's/^listening on //p' "$WORK/serve.out")
