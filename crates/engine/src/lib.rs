@@ -15,7 +15,7 @@ pub use backup::{
     backup_local, run_pipeline, BackupOptions, BackupSummary, BlockSink, Counters, KnownHashes,
 };
 pub use error::EngineError;
-pub use restore::{restore_local, RestoreOptions, RestoreSummary};
+pub use restore::{join_workers, restore_local, RestoreOptions, RestoreSummary};
 pub use source::{data_ranges, Source};
 pub use target::RestoreTarget;
 

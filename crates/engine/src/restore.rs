@@ -130,22 +130,29 @@ fn write_blocks(
             }
         }
         drop(tx);
-        let mut total = (0, 0);
-        let mut first_err = None;
-        for h in handles {
-            match h.join().expect("restore worker") {
-                Ok((n, b)) => {
-                    total.0 += n;
-                    total.1 += b;
-                }
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
+        join_workers(handles)
+    })
+}
+
+/// Joins restore workers that each return (blocks, bytes): the sums, or the first error.
+pub fn join_workers<E>(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, std::result::Result<(u64, u64), E>>>,
+) -> std::result::Result<(u64, u64), E> {
+    let mut total = (0, 0);
+    let mut first_err = None;
+    for h in handles {
+        match h.join().expect("restore worker") {
+            Ok((n, b)) => {
+                total.0 += n;
+                total.1 += b;
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
             }
         }
-        if let Some(e) = first_err {
-            return Err(e);
-        }
-        Ok(total)
-    })
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
 }

@@ -5,27 +5,10 @@
 mod common;
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 
 use bulwark_format::{BlockNo, Digest, Header, PointReader, PointWriter};
 use common::*;
-
-fn sibling(name: &str) -> Option<PathBuf> {
-    let p = Path::new(IMMUTD).parent()?.join(name);
-    p.is_file().then_some(p)
-}
-
-fn run(u: &TestUser, prog: &Path, args: &[&str]) -> Output {
-    let o = u.cmd(prog.to_str().unwrap()).args(args).output().unwrap();
-    eprintln!(
-        "{} {args:?}\n{}{}",
-        prog.display(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
 
 /// Rewrites `path` as a valid restore point with the same ids but other content.
 fn forge(path: &Path) {
@@ -68,7 +51,7 @@ fn verify_reports_files_replaced_or_planted_behind_the_services_back() {
     let u = &rig.user;
     let repo = rig.repo.to_str().unwrap().to_string();
     std::fs::remove_dir(rig.repo.join("incoming")).unwrap();
-    assert!(run(
+    assert!(run_as(
         u,
         &repo_bin,
         &[
@@ -85,7 +68,7 @@ fn verify_reports_files_replaced_or_planted_behind_the_services_back() {
     std::fs::write(&img, b"disk content ".repeat(100_000)).unwrap();
     std::os::unix::fs::chown(&img, Some(u.uid), Some(u.gid)).unwrap();
     for job in ["a", "b"] {
-        let o = run(
+        let o = run_as(
             u,
             &bulwark,
             &[
@@ -101,13 +84,15 @@ fn verify_reports_files_replaced_or_planted_behind_the_services_back() {
         assert!(String::from_utf8_lossy(&o.stdout).contains("sealed immutable until"));
     }
     assert_eq!(
-        run(u, &bulwark, &["verify", "--repo", &repo]).status.code(),
+        run_as(u, &bulwark, &["verify", "--repo", &repo])
+            .status
+            .code(),
         Some(0)
     );
 
     // Root replaces job a's sealed file with a forged one carrying the same ids.
     let list: serde_json::Value =
-        serde_json::from_slice(&run(u, &bulwark, &["--json", "list", "--repo", &repo]).stdout)
+        serde_json::from_slice(&run_as(u, &bulwark, &["--json", "list", "--repo", &repo]).stdout)
             .unwrap();
     let path_of = |i: usize| {
         let p = &list["jobs"][i]["points"][0];
@@ -119,7 +104,7 @@ fn verify_reports_files_replaced_or_planted_behind_the_services_back() {
     };
     let a = path_of(0);
     forge(&a);
-    let o = run(u, &bulwark, &["verify", "--repo", &repo]);
+    let o = run_as(u, &bulwark, &["verify", "--repo", &repo]);
     assert_eq!(o.status.code(), Some(1));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -155,7 +140,7 @@ fn verify_reports_files_replaced_or_planted_behind_the_services_back() {
     )
     .unwrap();
     w.finish(meta).unwrap();
-    let o = run(u, &bulwark, &["verify", "--repo", &repo, "--job", "c"]);
+    let o = run_as(u, &bulwark, &["verify", "--repo", &repo, "--job", "c"]);
     assert_eq!(o.status.code(), Some(1));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(

@@ -25,12 +25,6 @@ fn libfaketime() -> Option<PathBuf> {
     (!p.is_empty()).then(|| PathBuf::from(p))
 }
 
-/// A program built next to bulwark-immutd (the workspace's other binaries).
-fn sibling(name: &str) -> Option<PathBuf> {
-    let p = Path::new(IMMUTD).parent()?.join(name);
-    p.is_file().then_some(p)
-}
-
 /// Runs `prog args` as the service user with every clock `offset` seconds ahead.
 fn as_user_at(u: &TestUser, lib: &Path, offset: i64, prog: &Path, args: &[&str]) -> Output {
     let o = u

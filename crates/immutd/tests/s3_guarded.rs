@@ -5,26 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use common::*;
-
-fn sibling(name: &str) -> Option<PathBuf> {
-    let p = Path::new(IMMUTD).parent()?.join(name);
-    p.is_file().then_some(p)
-}
-
-fn run(u: &TestUser, prog: &Path, args: &[&str]) -> Output {
-    let o = u.cmd(prog.to_str().unwrap()).args(args).output().unwrap();
-    eprintln!(
-        "{} {args:?}\n{}{}",
-        prog.display(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
 
 fn json(o: Output) -> serde_json::Value {
     assert!(o.status.success(), "command failed");
@@ -74,7 +58,7 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
     let repo = rig.repo.to_str().unwrap().to_string();
     let sock = rig.socket();
     std::fs::remove_dir(rig.repo.join("incoming")).unwrap();
-    assert!(run(
+    assert!(run_as(
         u,
         &repo_bin,
         &[
@@ -100,7 +84,7 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
     .unwrap();
     std::os::unix::fs::chown(&creds, Some(u.uid), Some(u.gid)).unwrap();
     std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    assert!(run(
+    assert!(run_as(
         u,
         &bulwark,
         &[
@@ -115,7 +99,7 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
     .status
     .success());
     let bucket = format!("guarded-{}", std::process::id());
-    let add = json(run(
+    let add = json(run_as(
         u,
         &repo_bin,
         &[
@@ -133,7 +117,7 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
         ],
     ));
     assert!(add["lock_probe"]["delete_refused"].is_string(), "{add}");
-    let sync = json(run(u, &repo_bin, &["--json", "tier", "sync", &repo]));
+    let sync = json(run_as(u, &repo_bin, &["--json", "tier", "sync", &repo]));
     assert_eq!(
         sync["unguarded"], false,
         "retain-until must come from the ledger"
@@ -187,7 +171,7 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
         e1_later >= e1 + 86_000,
         "the incremental did not extend the chain in the ledger"
     );
-    let sync = json(run(u, &repo_bin, &["--json", "tier", "sync", &repo]));
+    let sync = json(run_as(u, &repo_bin, &["--json", "tier", "sync", &repo]));
     assert_eq!(sync["uploaded"].as_array().unwrap().len(), 1);
     assert!(sync["extended"].as_u64().unwrap() >= 1, "{sync}");
     let after = records(&rig.repo);
@@ -196,7 +180,7 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
         (r1_later - e1_later).abs() <= 2,
         "copy locked until {r1_later}, ledger says {e1_later}"
     );
-    let check = json(run(u, &repo_bin, &["--json", "tier", "verify", &repo]));
+    let check = json(run_as(u, &repo_bin, &["--json", "tier", "verify", &repo]));
     assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
     svc.stop();
 }

@@ -192,22 +192,7 @@ fn receive(
             }
         })();
         drop(work_tx);
-        let mut total = (0, 0);
-        let mut first_err = None;
-        for h in handles {
-            match h.join().expect("restore worker") {
-                Ok((n, b)) => {
-                    total.0 += n;
-                    total.1 += b;
-                }
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = first_err {
-            return Err(e);
-        }
+        let total = bulwark_engine::join_workers(handles)?;
         recv_res?;
         target_file.zero_unmapped(&mapped, s.disk_size, s.block_size)?;
         Ok(total)

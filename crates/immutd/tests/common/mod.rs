@@ -484,3 +484,21 @@ pub fn user_shell(u: &TestUser, script: &str) -> std::process::Child {
         .spawn()
         .unwrap()
 }
+
+/// A program built next to bulwark-immutd (the workspace's other binaries).
+pub fn sibling(name: &str) -> Option<PathBuf> {
+    let p = Path::new(IMMUTD).parent()?.join(name);
+    p.is_file().then_some(p)
+}
+
+/// Runs `prog args` as `u`, echoing what it printed (shown when a test fails).
+pub fn run_as(u: &TestUser, prog: &Path, args: &[&str]) -> Output {
+    let o = u.cmd(prog.to_str().unwrap()).args(args).output().unwrap();
+    eprintln!(
+        "{} {args:?}\n{}{}",
+        prog.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
