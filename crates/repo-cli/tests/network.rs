@@ -451,9 +451,27 @@ fn enroll_backup_incremental_restore_list_verify_over_tls() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    // Kill once the server is writing the restore point (a fixed delay let a fast machine
+    // finish the backup first), so the connection is really cut mid-backup.
+    let writing = || {
+        std::fs::read_dir(svc.repo.join("incoming"))
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+            })
+            .unwrap_or(false)
+    };
+    let started = std::time::Instant::now();
+    while !writing() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(writing(), "the backup never started writing on the server");
     c.kill().unwrap();
-    c.wait().unwrap();
+    let status = c.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the backup finished before it could be cut"
+    );
     std::thread::sleep(Duration::from_millis(500));
     let l = json(&svc.client("alice", &["--json", "list", "--repo", &svc.addr]));
     let jobs: Vec<_> = l["jobs"]
