@@ -1,19 +1,13 @@
 //! Restoring a restore point to a file or block device.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bulwark_format::{BlockDecoder, MapEntry, PointId};
 use bulwark_repository::{ChainReader, Repository};
 
-use crate::target::{terr, RestoreTarget};
+use crate::target::RestoreTarget;
 use crate::{EngineError, Result};
-
-/// Bytes written between two starts of writeback.
-const WRITEBACK_CHUNK: u64 = 256 << 20;
 
 /// How to restore.
 #[derive(Clone, Debug)]
@@ -57,14 +51,8 @@ pub fn restore_local(
     let chain = repo.open_point(job, point)?;
     let meta = chain.point().meta.clone();
     let out = RestoreTarget::create(target, meta.disk_size, opts.force)?;
-    let (blocks_written, bytes_written) = write_blocks(
-        &chain,
-        &out.file,
-        target,
-        meta.block_size,
-        opts.threads,
-        progress,
-    )?;
+    let (blocks_written, bytes_written) =
+        write_blocks(&chain, &out, meta.block_size, opts.threads, progress)?;
     let mapped: Vec<u64> = chain.entries().iter().map(|e| e.block.0).collect();
     out.zero_unmapped(&mapped, meta.disk_size, meta.block_size)?;
     out.finish()?;
@@ -77,11 +65,9 @@ pub fn restore_local(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn write_blocks(
     chain: &ChainReader,
-    out: &File,
-    target: &Path,
+    out: &RestoreTarget,
     block_size: u32,
     threads: usize,
     progress: &(dyn Fn(u64) + Sync),
@@ -89,8 +75,6 @@ fn write_blocks(
     let bs = u64::from(block_size);
     let threads = threads.max(1);
     let (tx, rx) = crossbeam_channel::bounded::<MapEntry>(threads * 4);
-    let written = AtomicU64::new(0);
-    let written = &written;
     std::thread::scope(|s| -> Result<(u64, u64)> {
         let mut handles = Vec::new();
         for _ in 0..threads {
@@ -101,18 +85,10 @@ fn write_blocks(
                 let mut dec = BlockDecoder::new().map_err(|e| EngineError::Usage(e.to_string()))?;
                 for e in rx {
                     chain.read_block_with(&mut dec, &e, &mut stored, &mut plain)?;
-                    out.write_all_at(&plain, e.block.0 * bs)
-                        .map_err(terr(target, "writing"))?;
+                    out.write_at(&plain, e.block.0 * bs)?;
                     n += 1;
                     bytes += plain.len() as u64;
                     progress(plain.len() as u64);
-                    // Start writeback every so often so the final fsync does not wait for
-                    // the whole disk (and the page cache is not flooded).
-                    let total = written.fetch_add(plain.len() as u64, Ordering::Relaxed)
-                        + plain.len() as u64;
-                    if total / WRITEBACK_CHUNK != (total - plain.len() as u64) / WRITEBACK_CHUNK {
-                        let _ = rustix::fs::fadvise(out, 0, 0, rustix::fs::Advice::DontNeed);
-                    }
                 }
                 Ok((n, bytes))
             }));

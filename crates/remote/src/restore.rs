@@ -2,7 +2,6 @@
 //! both hashes, decompress and write. A regular file is written under a temporary name and
 //! renamed when complete; a block device is written in place, unmapped blocks as zeros.
 
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -13,10 +12,6 @@ use bulwark_protocol::{Msg, BLOCK_HEADER_LEN};
 use crossbeam_channel::bounded;
 
 use crate::{Conn, RemoteAddr, RemoteError, Result};
-
-fn terr(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> RemoteError {
-    RemoteError::io(path, action)
-}
 
 /// Restores restore point `point` of `job` (the newest with `None`) from the repository at
 /// `addr` to `target`.
@@ -48,16 +43,7 @@ pub fn restore_remote(
         )));
     }
     let out = RestoreTarget::create(target, summary.disk_size, opts.force)?;
-    let res = receive(
-        &mut conn,
-        &out,
-        target,
-        &summary,
-        blocks,
-        opts.threads,
-        progress,
-    )
-    .and_then(|n| {
+    let res = receive(&mut conn, &out, &summary, blocks, opts.threads, progress).and_then(|n| {
         out.finish()?;
         Ok(n)
     });
@@ -76,18 +62,16 @@ pub fn restore_remote(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn receive(
     conn: &mut Conn,
     target_file: &RestoreTarget,
-    target: &Path,
     s: &bulwark_protocol::PointSummary,
     blocks: u64,
     threads: usize,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(u64, u64)> {
     let threads = threads.max(1);
-    let (out, zero_fill) = (&target_file.file, target_file.is_device);
+    let zero_fill = target_file.is_device;
     let bs = u64::from(s.block_size);
     let pool = threads * 2 + 2;
     let (free_tx, free_rx) = bounded::<Vec<u8>>(pool);
@@ -110,10 +94,7 @@ fn receive(
                     let r = dec
                         .decode_checking_plain(&e, &buf[BLOCK_HEADER_LEN..], &mut plain)
                         .map_err(|err| RemoteError::Damaged(err.to_string()))
-                        .and_then(|_| {
-                            out.write_all_at(&plain, e.block.0 * bs)
-                                .map_err(terr(target, "writing"))
-                        });
+                        .and_then(|_| Ok(target_file.write_at(&plain, e.block.0 * bs)?));
                     if let Err(err) = r {
                         failed.store(true, Ordering::Relaxed);
                         return Err(err);
