@@ -145,18 +145,24 @@ impl PointReader {
         &self.file
     }
 
-    /// Reads the stored bytes of an entry of this file (`file_ref == 0`) into `buf`.
-    pub fn read_stored(&self, e: &MapEntry, buf: &mut Vec<u8>) -> Result<()> {
+    /// Reads the stored bytes of an entry of this file (`file_ref == 0`) into `buf` and
+    /// returns them: the first `stored_len` bytes of `buf`, which may be longer.
+    pub fn read_stored<'b>(&self, e: &MapEntry, buf: &'b mut Vec<u8>) -> Result<&'b [u8]> {
         if e.file_ref != 0 {
             return Err(FormatError::Invalid(format!(
                 "block {} is not stored in this file",
                 e.block
             )));
         }
-        buf.resize(e.stored_len as usize, 0);
+        // `buf` only grows: bytes once zeroed are read over, not zeroed again for every block.
+        let n = e.stored_len as usize;
+        if buf.len() < n {
+            buf.resize(n, 0);
+        }
         self.file
-            .read_exact_at(buf, e.offset)
-            .map_err(FormatError::io("reading block data"))
+            .read_exact_at(&mut buf[..n], e.offset)
+            .map_err(FormatError::io("reading block data"))?;
+        Ok(&buf[..n])
     }
 }
 

@@ -61,8 +61,8 @@ fn read_all(path: &Path) -> Vec<(u64, Vec<u8>)> {
     let mut out = vec![];
     let (mut stored, mut plain) = (vec![], vec![]);
     for e in &r.map {
-        r.read_stored(e, &mut stored).unwrap();
-        decode_block(e, &stored, &mut plain).unwrap();
+        let stored = r.read_stored(e, &mut stored).unwrap();
+        decode_block(e, stored, &mut plain).unwrap();
         out.push((e.block.0, plain.clone()));
     }
     out
@@ -129,9 +129,9 @@ fn flipped_block_byte_is_detected_when_the_block_is_read() {
     drop(f);
     let r = PointReader::open(File::open(&p).unwrap()).unwrap();
     let (mut s, mut out) = (vec![], vec![]);
-    r.read_stored(&r.map[0], &mut s).unwrap();
+    let s = r.read_stored(&r.map[0], &mut s).unwrap();
     assert!(matches!(
-        decode_block(&r.map[0], &s, &mut out),
+        decode_block(&r.map[0], s, &mut out),
         Err(FormatError::StoredHash { .. })
     ));
 }

@@ -70,8 +70,8 @@ fn read_all(path: &Path) -> Vec<(u64, Vec<u8>)> {
     let r = PointReader::open(File::open(path).unwrap()).unwrap();
     let (mut stored, mut plain, mut out) = (vec![], vec![], vec![]);
     for e in &r.map {
-        r.read_stored(e, &mut stored).unwrap();
-        decode_block(e, &stored, &mut plain).unwrap();
+        let stored = r.read_stored(e, &mut stored).unwrap();
+        decode_block(e, stored, &mut plain).unwrap();
         out.push((e.block.0, plain.clone()));
     }
     out
@@ -174,8 +174,8 @@ fn a_reservation_left_unfilled_is_detected_when_read() {
     w.finish(meta_for(&h)).unwrap();
     let r = PointReader::open(File::open(&path).unwrap()).unwrap();
     let (mut stored, mut plain) = (vec![], vec![]);
-    r.read_stored(&r.map[0], &mut stored).unwrap();
-    let err = decode_block(&r.map[0], &stored, &mut plain).unwrap_err();
+    let stored = r.read_stored(&r.map[0], &mut stored).unwrap();
+    let err = decode_block(&r.map[0], stored, &mut plain).unwrap_err();
     assert!(matches!(err, FormatError::StoredHash { .. }), "{err}");
 }
 

@@ -9,29 +9,49 @@ use crate::{Msg, MsgType, ProtocolError, Result};
 pub const FRAME_HEADER_LEN: usize = 5;
 
 /// A reusable receive buffer; it grows to the largest frame received, at most
-/// [`crate::MAX_DATA_PAYLOAD`].
+/// [`crate::MAX_DATA_PAYLOAD`]. Bytes once zeroed stay initialized, so a frame is read
+/// into memory without another pass that zeroes it first.
 #[derive(Default)]
 pub struct FrameBuf {
     buf: Vec<u8>,
+    /// Length of the last frame's payload; `buf` may be longer.
+    len: usize,
     ty: Option<MsgType>,
+}
+
+/// A received payload taken out of a [`FrameBuf`]: `buf[..len]`.
+pub struct Payload {
+    pub buf: Vec<u8>,
+    pub len: usize,
+}
+
+impl Payload {
+    /// The payload's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 impl FrameBuf {
     /// Decodes the frame last read by [`read_frame`].
     pub fn msg(&self) -> Result<Msg<'_>> {
         let ty = self.ty.ok_or(ProtocolError::Closed)?;
-        Msg::decode(ty, &self.buf)
+        Msg::decode(ty, &self.buf[..self.len])
     }
     /// The last frame's type.
     pub fn ty(&self) -> Option<MsgType> {
         self.ty
     }
-    /// Takes the last frame's payload, leaving `spare` (cleared) as the buffer for the next
-    /// frame: lets a receiver hand a block to a worker without copying it.
-    pub fn swap_payload(&mut self, mut spare: Vec<u8>) -> Vec<u8> {
-        spare.clear();
+    /// Takes the last frame's payload, leaving `spare` (a buffer of an earlier payload, its
+    /// bytes kept) as the buffer for the next frame: lets a receiver hand a block to a worker
+    /// without copying it.
+    pub fn swap_payload(&mut self, spare: Vec<u8>) -> Payload {
         self.ty = None;
-        std::mem::replace(&mut self.buf, spare)
+        let len = std::mem::take(&mut self.len);
+        Payload {
+            buf: std::mem::replace(&mut self.buf, spare),
+            len,
+        }
     }
 }
 
@@ -75,9 +95,13 @@ pub fn read_frame<R: Read>(
         }
     }
     let (ty, len) = check_header(h)?;
-    fb.buf.clear();
-    fb.buf.resize(len as usize, 0);
-    r.read_exact(&mut fb.buf)?;
+    let len = len as usize;
+    if fb.buf.len() < len {
+        fb.buf.resize(len, 0);
+    }
+    fb.len = 0;
+    r.read_exact(&mut fb.buf[..len])?;
+    fb.len = len;
     fb.ty = Some(ty);
     Ok(ty)
 }

@@ -13,7 +13,7 @@ mod msg;
 
 pub use error::{ErrorCode, ProtocolError};
 pub use fingerprint::Fingerprint;
-pub use frame::{check_header, read_frame, write_msg, FrameBuf, FRAME_HEADER_LEN};
+pub use frame::{check_header, read_frame, write_msg, FrameBuf, Payload, FRAME_HEADER_LEN};
 pub use msg::{
     BackupReady, BackupRequest, BlockHeader, DamagedPoint, Msg, MsgType, PointSummary, SealedInfo,
     VerifyReport, BLOCK_HEADER_LEN, MAX_CONTROL_PAYLOAD, MAX_DAMAGED_BLOCKS, MAX_DATA_PAYLOAD,

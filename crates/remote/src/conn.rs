@@ -150,7 +150,7 @@ impl Conn {
     }
 
     /// Takes the last payload, giving `spare` as the next receive buffer.
-    pub(crate) fn swap_payload(&mut self, spare: Vec<u8>) -> Vec<u8> {
+    pub(crate) fn swap_payload(&mut self, spare: Vec<u8>) -> bulwark_protocol::Payload {
         self.fb.swap_payload(spare)
     }
 

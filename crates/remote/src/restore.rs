@@ -79,7 +79,7 @@ fn receive(
         free_tx.send(Vec::new()).expect("pool fits");
     }
     // Each work item is a whole `Block` payload; the stored bytes follow its header.
-    let (work_tx, work_rx) = bounded::<(MapEntry, Vec<u8>)>(pool);
+    let (work_tx, work_rx) = bounded::<(MapEntry, bulwark_protocol::Payload)>(pool);
     let failed = AtomicBool::new(false);
     let mut mapped: Vec<u64> = Vec::new();
     std::thread::scope(|scope| -> Result<(u64, u64)> {
@@ -92,7 +92,7 @@ fn receive(
                 let mut dec = BlockDecoder::new().map_err(|e| RemoteError::Usage(e.to_string()))?;
                 for (e, buf) in work_rx {
                     let r = dec
-                        .decode_checking_plain(&e, &buf[BLOCK_HEADER_LEN..], &mut plain)
+                        .decode_checking_plain(&e, &buf.bytes()[BLOCK_HEADER_LEN..], &mut plain)
                         .map_err(|err| RemoteError::Damaged(err.to_string()))
                         .and_then(|_| Ok(target_file.write_at(&plain, e.block.0 * bs)?));
                     if let Err(err) = r {
@@ -102,7 +102,7 @@ fn receive(
                     n += 1;
                     bytes += plain.len() as u64;
                     progress(plain.len() as u64);
-                    let _ = free_tx.send(buf);
+                    let _ = free_tx.send(buf.buf);
                 }
                 Ok((n, bytes))
             }));

@@ -67,7 +67,8 @@ impl ChainReader {
     ) -> Result<()> {
         let file = self.file_of(e);
         let local = MapEntry { file_ref: 0, ..*e };
-        file.read_stored(&local, stored)
+        let stored = file
+            .read_stored(&local, stored)
             .map_err(RepoError::format(&self.path))?;
         dec.decode(e, stored, out)
             .map_err(RepoError::format(&self.path))

@@ -178,14 +178,14 @@ impl Repository {
                     let mut dec = BlockDecoder::new();
                     for (i, e) in rx {
                         let r = &readers[i].1;
-                        let res = r
-                            .read_stored(&e, &mut stored)
-                            .and_then(|_| match dec.as_mut() {
-                                Ok(d) => d.decode(&e, &stored, &mut plain),
-                                Err(err) => {
-                                    Err(bulwark_format::FormatError::Invalid(err.to_string()))
-                                }
-                            });
+                        let res =
+                            r.read_stored(&e, &mut stored)
+                                .and_then(|stored| match dec.as_mut() {
+                                    Ok(d) => d.decode(&e, stored, &mut plain),
+                                    Err(err) => {
+                                        Err(bulwark_format::FormatError::Invalid(err.to_string()))
+                                    }
+                                });
                         if let Err(err) = res {
                             let _ = btx.send((i, e.offset, crate::error_chain(&err)));
                         }

@@ -532,16 +532,14 @@ fn restore(
                 }
                 let Ok(mut buf) = free_rx.recv() else { return };
                 let local = bulwark_format::MapEntry { file_ref: 0, ..*e };
-                let r = chain
-                    .file_of(e)
-                    .read_stored(&local, &mut buf)
-                    .map(|_| (i, buf))
-                    .map_err(|err| {
-                        Fail::from(RepoError::Format {
-                            path: chain.path.clone(),
-                            source: err,
-                        })
-                    });
+                // The block's bytes are `buf[..stored_len]`; the buffer only grows.
+                let r = match chain.file_of(e).read_stored(&local, &mut buf) {
+                    Ok(_) => Ok((i, buf)),
+                    Err(err) => Err(Fail::from(RepoError::Format {
+                        path: chain.path.clone(),
+                        source: err,
+                    })),
+                };
                 let stop = r.is_err();
                 if tx.send(r).is_err() || stop {
                     return;
@@ -559,7 +557,7 @@ fn restore(
                     plain_hash: e.plain_hash,
                     stored_hash: e.stored_hash,
                 },
-                data: &buf,
+                data: &buf[..e.stored_len as usize],
             })?;
             let _ = free_tx.send(buf);
         }
