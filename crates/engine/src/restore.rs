@@ -84,8 +84,8 @@ fn write_blocks(
                 let (mut n, mut bytes) = (0u64, 0u64);
                 let mut dec = BlockDecoder::new().map_err(|e| EngineError::Usage(e.to_string()))?;
                 for e in rx {
-                    chain.read_block_with(&mut dec, &e, &mut stored, &mut plain)?;
-                    out.write_at(&plain, e.block.0 * bs)?;
+                    let plain = chain.read_block_with(&mut dec, &e, &mut stored, &mut plain)?;
+                    out.write_at(plain, e.block.0 * bs)?;
                     n += 1;
                     bytes += plain.len() as u64;
                     progress(plain.len() as u64);

@@ -170,7 +170,11 @@ impl PointReader {
 /// The plain block is left in `out`. Loops should keep a [`BlockDecoder`] instead.
 #[cfg(feature = "codec")]
 pub fn decode_block(e: &MapEntry, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
-    BlockDecoder::new()?.decode(e, stored, out)
+    let mut scratch = Vec::new();
+    let plain = BlockDecoder::new()?.decode(e, stored, &mut scratch)?;
+    out.clear();
+    out.extend_from_slice(plain);
+    Ok(())
 }
 
 /// Decodes blocks with one reusable zstd context (creating one per block costs more than
@@ -189,8 +193,14 @@ impl BlockDecoder {
         Ok(BlockDecoder { dctx })
     }
 
-    /// Like [`decode_block`]: stored hash, decompression, plain hash; the block is left in `out`.
-    pub fn decode(&mut self, e: &MapEntry, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    /// Like [`decode_block`]: stored hash, decompression, plain hash. Returns the plain
+    /// block: `stored` itself for a block stored raw, else the start of `out`.
+    pub fn decode<'a>(
+        &mut self,
+        e: &MapEntry,
+        stored: &'a [u8],
+        out: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8]> {
         use crate::Digest;
         if stored.len() != e.stored_len as usize || Digest::of(stored) != e.stored_hash {
             return Err(FormatError::StoredHash {
@@ -204,13 +214,14 @@ impl BlockDecoder {
 
     /// Decompresses and checks the plain hash only: for bytes that arrived over an
     /// authenticated channel, where the stored hash adds nothing (any damage still fails the
-    /// plain hash). Verify and local reads use [`BlockDecoder::decode`].
-    pub fn decode_checking_plain(
+    /// plain hash). Verify and local reads use [`BlockDecoder::decode`]. Returns the plain
+    /// block as [`BlockDecoder::decode`] does.
+    pub fn decode_checking_plain<'a>(
         &mut self,
         e: &MapEntry,
-        stored: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
+        stored: &'a [u8],
+        out: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8]> {
         if stored.len() != e.stored_len as usize {
             return Err(FormatError::StoredHash {
                 block: e.block,
@@ -220,38 +231,38 @@ impl BlockDecoder {
         self.decode_inner(e, stored, out, false)
     }
 
-    fn decode_inner(
+    fn decode_inner<'a>(
         &mut self,
         e: &MapEntry,
-        stored: &[u8],
-        out: &mut Vec<u8>,
+        stored: &'a [u8],
+        out: &'a mut Vec<u8>,
         raw_checked: bool,
-    ) -> Result<()> {
+    ) -> Result<&'a [u8]> {
         use crate::Digest;
         let plain_len = e.plain_len as usize;
-        if e.is_compressed() {
-            // Sized once and overwritten: zeroing a block before every decompression costs a
-            // pass over memory; the length check below proves every byte was written.
-            if out.len() != plain_len {
-                out.resize(plain_len, 0);
-            }
-            let n = self
-                .dctx
-                .decompress_to_buffer(stored, &mut out[..])
-                .map_err(|err| FormatError::Decompress {
-                    block: e.block,
-                    reason: err.to_string(),
-                })?;
-            if n != plain_len || Digest::of(out) != e.plain_hash {
+        if !e.is_compressed() {
+            // Stored raw: the plain block is the stored bytes, used where they are.
+            if stored.len() != plain_len || (!raw_checked && Digest::of(stored) != e.plain_hash) {
                 return Err(FormatError::PlainHash { block: e.block });
             }
-        } else {
-            out.clear();
-            out.extend_from_slice(stored);
-            if !raw_checked && Digest::of(out) != e.plain_hash {
-                return Err(FormatError::PlainHash { block: e.block });
-            }
+            return Ok(stored);
         }
-        Ok(())
+        // Grown once and overwritten: zeroing a block before every decompression costs a
+        // pass over memory; the length check below proves every byte was written.
+        if out.len() < plain_len {
+            out.resize(plain_len, 0);
+        }
+        let n = self
+            .dctx
+            .decompress_to_buffer(stored, &mut out[..plain_len])
+            .map_err(|err| FormatError::Decompress {
+                block: e.block,
+                reason: err.to_string(),
+            })?;
+        let plain = &out[..plain_len];
+        if n != plain_len || Digest::of(plain) != e.plain_hash {
+            return Err(FormatError::PlainHash { block: e.block });
+        }
+        Ok(plain)
     }
 }

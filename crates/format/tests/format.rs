@@ -302,8 +302,10 @@ fn plain_only_decoding_still_rejects_damaged_raw_and_compressed_blocks() {
     for (plain, stored, compressed) in [(&raw[..], &raw[..], false), (&text[..], &packed[..], true)]
     {
         let e = entry(plain, stored, compressed);
-        dec.decode_checking_plain(&e, stored, &mut out).unwrap();
-        assert_eq!(out, plain);
+        assert_eq!(
+            dec.decode_checking_plain(&e, stored, &mut out).unwrap(),
+            plain
+        );
         let mut bad = stored.to_vec();
         let mid = bad.len() / 2;
         bad[mid] ^= 0x20;
@@ -313,4 +315,14 @@ fn plain_only_decoding_still_rejects_damaged_raw_and_compressed_blocks() {
         );
         assert!(dec.decode(&e, &bad, &mut out).is_err());
     }
+    // A raw block is returned in place, and only when its length is its plain length.
+    let e = entry(&raw, &raw, false);
+    let got = dec.decode(&e, &raw, &mut out).unwrap();
+    assert!(std::ptr::eq(got, &raw[..]));
+    let short = MapEntry {
+        plain_len: e.plain_len - 1,
+        ..e
+    };
+    assert!(dec.decode(&short, &raw, &mut out).is_err());
+    assert!(dec.decode_checking_plain(&short, &raw, &mut out).is_err());
 }

@@ -94,14 +94,14 @@ fn receive(
                     let r = dec
                         .decode_checking_plain(&e, &buf.bytes()[BLOCK_HEADER_LEN..], &mut plain)
                         .map_err(|err| RemoteError::Damaged(err.to_string()))
-                        .and_then(|_| Ok(target_file.write_at(&plain, e.block.0 * bs)?));
+                        .and_then(|p| Ok(target_file.write_at(p, e.block.0 * bs)?));
                     if let Err(err) = r {
                         failed.store(true, Ordering::Relaxed);
                         return Err(err);
                     }
                     n += 1;
-                    bytes += plain.len() as u64;
-                    progress(plain.len() as u64);
+                    bytes += u64::from(e.plain_len);
+                    progress(u64::from(e.plain_len));
                     let _ = free_tx.send(buf.buf);
                 }
                 Ok((n, bytes))

@@ -54,17 +54,23 @@ impl ChainReader {
     /// Reads, checks and decodes one block into `out`; `stored` is scratch space.
     pub fn read_block(&self, e: &MapEntry, stored: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<()> {
         let mut dec = BlockDecoder::new().map_err(RepoError::format(&self.path))?;
-        self.read_block_with(&mut dec, e, stored, out)
+        let mut scratch = Vec::new();
+        let plain = self.read_block_with(&mut dec, e, stored, &mut scratch)?;
+        out.clear();
+        out.extend_from_slice(plain);
+        Ok(())
     }
 
-    /// [`ChainReader::read_block`] with a decoder kept by the caller (one per worker).
-    pub fn read_block_with(
+    /// Reads, checks and decodes one block with a decoder kept by the caller (one per
+    /// worker); `stored` and `out` are its reusable buffers. Returns the plain block: part of
+    /// `stored` for a block stored raw, else part of `out`.
+    pub fn read_block_with<'a>(
         &self,
         dec: &mut BlockDecoder,
         e: &MapEntry,
-        stored: &mut Vec<u8>,
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
+        stored: &'a mut Vec<u8>,
+        out: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8]> {
         let file = self.file_of(e);
         let local = MapEntry { file_ref: 0, ..*e };
         let stored = file

@@ -181,7 +181,7 @@ impl Repository {
                         let res =
                             r.read_stored(&e, &mut stored)
                                 .and_then(|stored| match dec.as_mut() {
-                                    Ok(d) => d.decode(&e, stored, &mut plain),
+                                    Ok(d) => d.decode(&e, stored, &mut plain).map(|_| ()),
                                     Err(err) => {
                                         Err(bulwark_format::FormatError::Invalid(err.to_string()))
                                     }
