@@ -24,7 +24,7 @@ pub use error::RepoError;
 pub use lock::JobLock;
 pub use points::PointInfo;
 pub use policy::RetentionReport;
-pub use reader::{ChainReader, ParentMap};
+pub use reader::{ChainReader, DirectReader, ParentMap};
 pub use remote::{RemoteError, RemoteStore};
 pub use space::{ChainSpace, FileSpace, FsSpace, JobSpace, LockedUntil, Protection, SpaceReport};
 pub use synth::{

@@ -51,6 +51,16 @@ impl ChainReader {
         ((32u64 << 20) / u64::from(self.main.meta.block_size)).max(1) as usize
     }
 
+    /// A reader of this chain's stored bytes with direct I/O, for a reader that streams a
+    /// whole restore point once (the transport service).
+    pub fn direct(&self) -> DirectReader<'_> {
+        let files = std::iter::once(&self.main)
+            .chain(&self.refs)
+            .map(|r| open_direct(r.file()))
+            .collect();
+        DirectReader { chain: self, files }
+    }
+
     /// Reads, checks and decodes one block into `out`; `stored` is scratch space.
     pub fn read_block(&self, e: &MapEntry, stored: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<()> {
         let mut dec = BlockDecoder::new().map_err(RepoError::format(&self.path))?;
@@ -79,6 +89,88 @@ impl ChainReader {
         dec.decode(e, stored, out)
             .map_err(RepoError::format(&self.path))
     }
+}
+
+/// Alignment of direct reads: buffer address, file offset and length.
+const DIRECT_ALIGN: usize = 4096;
+
+/// Opens the file behind `f` again with `O_DIRECT` (through `/proc/self/fd`, so it is the
+/// very file already opened and checked, not whatever its path names now). `None` where
+/// the file system refuses direct I/O.
+fn open_direct(f: &std::fs::File) -> Option<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(format!("/proc/self/fd/{}", f.as_raw_fd()))
+        .ok()
+}
+
+/// Reads stored bytes with direct I/O: from the device into the caller's buffer, without a
+/// copy through the page cache and without filling it (a restore streamed by the service
+/// would otherwise pass every byte through the cache once, evicting what the host uses).
+/// Files or blocks that refuse direct I/O are read the ordinary way.
+pub struct DirectReader<'c> {
+    chain: &'c ChainReader,
+    /// Indexed by file reference: 0 is the point's own file.
+    files: Vec<Option<std::fs::File>>,
+}
+
+impl DirectReader<'_> {
+    /// Whether every file of the chain is read with direct I/O (else some are read the
+    /// ordinary way: their file system refused `O_DIRECT`).
+    pub fn all_direct(&self) -> bool {
+        self.files.iter().all(Option::is_some)
+    }
+
+    /// Reads the stored bytes of `e` into `buf`, which only grows, and returns where in
+    /// `buf` they are.
+    pub fn read(&self, e: &MapEntry, buf: &mut Vec<u8>) -> Result<std::ops::Range<usize>> {
+        let len = e.stored_len as usize;
+        if let Some(f) = self.files.get(e.file_ref as usize).and_then(Option::as_ref) {
+            if e.offset.is_multiple_of(DIRECT_ALIGN as u64) {
+                let span = len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
+                if buf.len() < span + DIRECT_ALIGN {
+                    buf.resize(span + DIRECT_ALIGN, 0);
+                }
+                let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
+                match read_direct(f, &mut buf[at..at + span], e.offset, len) {
+                    Ok(()) => return Ok(at..at + len),
+                    // Refused for this file or device (alignment, file system): read it the
+                    // ordinary way below.
+                    Err(err) if err.kind() == std::io::ErrorKind::InvalidInput => {}
+                    Err(err) => {
+                        return Err(RepoError::io(&self.chain.path, "reading block data")(err))
+                    }
+                }
+            }
+        }
+        let local = MapEntry { file_ref: 0, ..*e };
+        self.chain
+            .file_of(e)
+            .read_stored(&local, buf)
+            .map_err(RepoError::format(&self.chain.path))?;
+        Ok(0..len)
+    }
+}
+
+/// Reads at least `need` bytes at `offset` into the aligned `buf` (the rest of the last
+/// aligned piece comes along, or the file ends first).
+fn read_direct(f: &std::fs::File, buf: &mut [u8], offset: u64, need: usize) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut got = 0;
+    while got < need {
+        match f.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            // A short read that is not a multiple of the alignment can only be the end of
+            // the file; the next read returns 0 and ends the loop.
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// What an incremental needs of its parent: its map and file table, to compare hashes and

@@ -23,8 +23,13 @@ use crate::{ClientRecord, ServerError};
 const DEFAULT_BLOCK_SIZE: u32 = 1 << 20;
 /// Blocks read ahead of the network during a restore.
 const READ_AHEAD: usize = 16;
+/// Threads reading one restore's blocks at once (direct reads wait for the device).
+const RESTORE_READERS: usize = 4;
 /// Most blocks one `Unchanged` frame may cover (bounds the work one frame causes).
 const MAX_UNCHANGED_RUN: u64 = 1 << 24;
+
+/// A block read for sending: its index in the map, the buffer and where its bytes are.
+type ReadBlock = (usize, Vec<u8>, std::ops::Range<usize>);
 
 /// A refusal: what the client is told, and what the log says.
 pub(crate) struct Fail {
@@ -514,41 +519,51 @@ fn restore(
         blocks: entries.len() as u64,
     })?;
     tracing::info!(%job, point = %r.meta.point, blocks = entries.len(), "restore started");
-    // A reader thread keeps disk reads ahead of encryption and sending.
-    let (tx, rx) =
-        crossbeam_channel::bounded::<std::result::Result<(usize, Vec<u8>), Fail>>(READ_AHEAD);
-    let (free_tx, free_rx) = crossbeam_channel::bounded::<Vec<u8>>(READ_AHEAD + 2);
-    for _ in 0..READ_AHEAD + 2 {
+    // Reader threads keep disk reads ahead of encryption and sending. They read with direct
+    // I/O (no copy through the page cache, which a restore would otherwise sweep), so several
+    // read at once to keep the device busy: reader k reads the blocks k, k + READERS, ...
+    // and the sender takes them back in order.
+    let direct = chain.direct();
+    let per_reader = (READ_AHEAD / RESTORE_READERS).max(1);
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..RESTORE_READERS)
+        .map(|_| crossbeam_channel::bounded::<std::result::Result<ReadBlock, Fail>>(per_reader))
+        .unzip();
+    // The sender waits for one reader while the others may each hold a full channel and a
+    // buffer in hand: the pool must leave that reader a buffer, or the restore would stall.
+    let pool = READ_AHEAD + RESTORE_READERS;
+    const _: () = assert!(
+        (RESTORE_READERS - 1) * (READ_AHEAD / RESTORE_READERS + 1) < READ_AHEAD + RESTORE_READERS
+    );
+    let (free_tx, free_rx) = crossbeam_channel::bounded::<Vec<u8>>(pool);
+    for _ in 0..pool {
         free_tx.send(Vec::new()).expect("pool fits");
     }
     std::thread::scope(|sc| -> std::result::Result<(), Fail> {
-        let chain = &chain;
-        sc.spawn(move || {
-            let ahead = chain.prefetch_distance();
-            entries.iter().take(ahead).for_each(|e| chain.will_need(e));
-            for (i, e) in entries.iter().enumerate() {
-                if let Some(next) = entries.get(i + ahead) {
-                    chain.will_need(next);
+        for (k, tx) in txs.into_iter().enumerate() {
+            let (direct, free_rx) = (&direct, free_rx.clone());
+            sc.spawn(move || {
+                for (i, e) in entries.iter().enumerate().skip(k).step_by(RESTORE_READERS) {
+                    let Ok(mut buf) = free_rx.recv() else { return };
+                    let r = direct
+                        .read(e, &mut buf)
+                        .map(|at| (i, buf, at))
+                        .map_err(Fail::from);
+                    let stop = r.is_err();
+                    if tx.send(r).is_err() || stop {
+                        return;
+                    }
                 }
-                let Ok(mut buf) = free_rx.recv() else { return };
-                let local = bulwark_format::MapEntry { file_ref: 0, ..*e };
-                // The block's bytes are `buf[..stored_len]`; the buffer only grows.
-                let r = match chain.file_of(e).read_stored(&local, &mut buf) {
-                    Ok(_) => Ok((i, buf)),
-                    Err(err) => Err(Fail::from(RepoError::Format {
-                        path: chain.path.clone(),
-                        source: err,
-                    })),
-                };
-                let stop = r.is_err();
-                if tx.send(r).is_err() || stop {
-                    return;
-                }
-            }
-        });
-        for item in rx {
-            let (i, buf) = item?;
-            let e = &entries[i];
+            });
+        }
+        drop(free_rx);
+        // Moved in, so that an early return drops the channels and the readers stop.
+        let (rxs, free_tx) = (rxs, free_tx);
+        for (i, e) in entries.iter().enumerate() {
+            let Ok(item) = rxs[i % RESTORE_READERS].recv() else {
+                return Err(Fail::new(ErrorCode::Internal, "a block reader stopped"));
+            };
+            let (j, buf, at) = item?;
+            debug_assert_eq!(i, j);
             s.send(&Msg::Block {
                 hdr: bulwark_protocol::BlockHeader {
                     block: e.block.0,
@@ -557,7 +572,7 @@ fn restore(
                     plain_hash: e.plain_hash,
                     stored_hash: e.stored_hash,
                 },
-                data: &buf[..e.stored_len as usize],
+                data: &buf[at],
             })?;
             let _ = free_tx.send(buf);
         }
