@@ -79,20 +79,20 @@ SERVER_PID=$!
 for _ in $(seq 1 100); do grep -q listening "$WORK/serve.out" 2>/dev/null && break; sleep 0.1; done
 ADDR=$(sed -n 's/^listening on //p' "$WORK/serve.out")
 export BULWARK_CONFIG_DIR=$WORK/client
+# One client, enrolled once (the service rate-limits enrollment attempts per address); each
+# run uses a job of its own, so a full is a full. `timed` runs in a subshell, so the step's
+# name keeps the job names of different steps apart.
+TOKEN=$(as_service "$BIN/bulwark-repo" --json enroll "$NREPO" --client bench | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+"$BIN/bulwark" enroll "$ADDR" "$TOKEN" --fingerprint "$FP" >/dev/null
 n=0
-enroll() {
-  n=$((n + 1))
-  TOKEN=$(as_service "$BIN/bulwark-repo" --json enroll "$NREPO" --client "bench$n" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-  rm -rf "$BULWARK_CONFIG_DIR"
-  "$BIN/bulwark" enroll "$ADDR" "$TOKEN" --fingerprint "$FP" >/dev/null
-}
-# Each run enrolls a fresh client with its own job, so a full is a full; the job name is read
-# when the command runs.
-nb() { local cmd=$1; shift; "$BIN/bulwark" "$cmd" --repo "$ADDR" --job "bench$n" "$@"; }
-n_full=$(timed 'enroll' nb backup "$D1")
-n_inc=$(timed 'enroll; nb backup "$D1" >/dev/null' nb backup "$D2")
-n_res=$(timed 'enroll; nb backup "$D1" >/dev/null; nb backup "$D2" >/dev/null; rm -f "$WORK/out.img"' nb restore "$WORK/out.img")
+newjob() { n=$((n + 1)); JOB="bench-$1-$n"; }
+nb() { local cmd=$1; shift; "$BIN/bulwark" "$cmd" --repo "$ADDR" --job "$JOB" "$@"; }
+n_full=$(timed 'newjob full' nb backup "$D1")
+n_inc=$(timed 'newjob inc; nb backup "$D1" >/dev/null' nb backup "$D2")
+n_res=$(timed 'newjob res; nb backup "$D1" >/dev/null; nb backup "$D2" >/dev/null; rm -f "$WORK/out.img"' nb restore "$WORK/out.img")
 cmp -s "$WORK/out.img" "$D2" || { echo "network restore differs from day2.img" >&2; exit 1; }
+# The service's peak memory over every step above (it runs as $SERVER_PID: setpriv execs).
+SERVICE_HWM=$(awk '/^VmHWM/ {print $2 " " $3}' "/proc/$SERVER_PID/status" 2>/dev/null || echo unknown)
 
 echo "image: $D1 / day2 ($((SIZE / 1048576)) MiB), $(nproc) cores, runs=$RUNS, cold cache=$COLD"
 printf '%-12s %12s %12s %8s\n' step "local MB/s" "network MB/s" ratio
@@ -101,3 +101,4 @@ for s in full inc res; do
   lm=$(mbs "${!l}"); nm=$(mbs "${!n}")
   printf '%-12s %12s %12s %7s%%\n' "$s" "$lm" "$nm" "$(echo "scale=0; 100 * ${!l} / ${!n}" | bc -l)"
 done
+echo "service peak RSS (VmHWM): $SERVICE_HWM"
