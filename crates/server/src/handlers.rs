@@ -21,8 +21,9 @@ use crate::{ClientRecord, ServerError};
 
 /// Block size of a new chain when the client leaves it to the repository.
 const DEFAULT_BLOCK_SIZE: u32 = 1 << 20;
-/// Blocks read ahead of the network during a restore.
-const READ_AHEAD: usize = 16;
+/// Blocks read ahead of the network during a restore (each buffer holds a stored block, so
+/// this bounds a restoring connection's memory: about (8 + 4) MiB with 1 MiB blocks).
+const READ_AHEAD: usize = 8;
 /// Threads reading one restore's blocks at once (direct reads wait for the device).
 const RESTORE_READERS: usize = 4;
 /// Most blocks one `Unchanged` frame may cover (bounds the work one frame causes).
