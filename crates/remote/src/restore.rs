@@ -1,6 +1,7 @@
-//! Remote restore: the server streams stored bytes in block order; workers on every core check
-//! both hashes, decompress and write. A regular file is written under a temporary name and
-//! renamed when complete; a block device is written in place, unmapped blocks as zeros.
+//! Remote restore: the server streams stored bytes in block order; workers on every core
+//! decompress, check the plain hash recorded at backup and write. A regular file is written
+//! under a temporary name and renamed when complete; a block device is written in place,
+//! unmapped blocks as zeros.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -134,14 +134,17 @@ impl DirectReader<'_> {
                 if buf.len() < span + DIRECT_ALIGN {
                     buf.resize(span + DIRECT_ALIGN, 0);
                 }
+                // `align_offset` may decline (usize::MAX): then read the ordinary way.
                 let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
-                match read_direct(f, &mut buf[at..at + span], e.offset, len) {
-                    Ok(()) => return Ok(at..at + len),
-                    // Refused for this file or device (alignment, file system): read it the
-                    // ordinary way below.
-                    Err(err) if err.kind() == std::io::ErrorKind::InvalidInput => {}
-                    Err(err) => {
-                        return Err(RepoError::io(&self.chain.path, "reading block data")(err))
+                if at < DIRECT_ALIGN {
+                    match read_direct(f, &mut buf[at..at + span], e.offset, len) {
+                        Ok(()) => return Ok(at..at + len),
+                        // Refused for this file or device (alignment, file system): read it
+                        // the ordinary way below.
+                        Err(err) if err.kind() == std::io::ErrorKind::InvalidInput => {}
+                        Err(err) => {
+                            return Err(RepoError::io(&self.chain.path, "reading block data")(err))
+                        }
                     }
                 }
             }
