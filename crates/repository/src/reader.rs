@@ -124,6 +124,13 @@ impl DirectReader<'_> {
         self.files.iter().all(Option::is_some)
     }
 
+    /// The same reader reading every file the ordinary way, as where a file system refuses
+    /// `O_DIRECT`.
+    pub fn without_direct_io(mut self) -> Self {
+        self.files.iter_mut().for_each(|f| *f = None);
+        self
+    }
+
     /// Reads the stored bytes of `e` into `buf`, which only grows, and returns where in
     /// `buf` they are.
     pub fn read(&self, e: &MapEntry, buf: &mut Vec<u8>) -> Result<std::ops::Range<usize>> {
