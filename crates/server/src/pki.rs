@@ -148,9 +148,10 @@ pub fn ca_fingerprint(repo: &Path) -> Result<Fingerprint> {
     let ca = load_cert(&p.ca_cert()).map_err(|e| match e {
         ServerError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             ServerError::Config(format!(
-                "{} has no network identity ({} missing): it was created without one; create a new repository with `bulwark-repo init`",
+                "{} has no network identity ({} missing): it was created without one; give it one with `bulwark-repo init {} --add-network`",
                 repo.display(),
-                p.ca_cert().display()
+                p.ca_cert().display(),
+                repo.display()
             ))
         }
         e => e,

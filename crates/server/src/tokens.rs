@@ -62,7 +62,8 @@ pub fn create_token(
     let p = NetPaths::new(repo);
     if !p.tokens().is_dir() {
         return Err(ServerError::Config(format!(
-            "{} has no network identity: it was created without one",
+            "{} has no network identity: it was created without one; give it one with `bulwark-repo init {} --add-network`",
+            repo.display(),
             repo.display()
         )));
     }

@@ -22,10 +22,43 @@ pub struct Args {
     /// append-only and repository.toml can no longer change.
     #[arg(long)]
     immutd_socket: Option<PathBuf>,
+    /// Give an existing repository, created without one, its network identity (CA and server
+    /// certificate) so that `bulwark-repo serve` can serve it; nothing else changes.
+    #[arg(long, conflicts_with_all = ["immutable_days", "immutd_socket"])]
+    add_network: bool,
+}
+
+/// `bulwark-repo init DIR --add-network`.
+fn add_network(a: &Args, json: bool) -> anyhow::Result<i32> {
+    let repo = Repository::open(&a.dir)
+        .with_context(|| format!("opening the repository {}", a.dir.display()))?;
+    let net = bulwark_server::NetPaths::new(&a.dir);
+    if net.dir.exists() {
+        anyhow::bail!(
+            "{} already has a network identity ({} exists); `bulwark-repo enroll` prints its CA fingerprint",
+            a.dir.display(),
+            net.dir.display()
+        );
+    }
+    let fp = bulwark_server::init_pki(&a.dir, &repo.config().id, &a.server_name)
+        .with_context(|| format!("creating the repository CA in {}", a.dir.display()))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"repository": a.dir, "id": repo.config().id, "fingerprint": fp.to_string()})
+        );
+    } else {
+        println!("gave repository {} a network identity", a.dir.display());
+        println!("repository CA fingerprint (clients pin it at enrollment): {fp}");
+    }
+    Ok(0)
 }
 
 /// Runs `bulwark-repo init`.
 pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
+    if a.add_network {
+        return add_network(&a, json);
+    }
     let repo = Repository::init_with(&a.dir, a.immutable_days, a.immutd_socket.as_deref())
         .with_context(|| format!("creating a repository in {}", a.dir.display()))?;
     let fp = bulwark_server::init_pki(&a.dir, &repo.config().id, &a.server_name)
