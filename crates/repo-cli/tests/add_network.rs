@@ -63,6 +63,25 @@ fn add_network_gives_an_old_repository_its_identity_once() {
     );
     assert_eq!(std::fs::read(dir.join("net/ca.crt")).unwrap(), ca);
 
+    // Run by someone other than the repository's owner (root, say): refused, since the keys
+    // would be unreadable to the service.
+    let other = tmp.path().join("other");
+    bulwark_repository::Repository::init(&other, 7).unwrap();
+    if std::os::unix::fs::chown(&other, Some(65534), Some(65534)).is_ok() {
+        let o = repo_cli(&["init", other.to_str().unwrap(), "--add-network"]);
+        assert!(!o.status.success());
+        assert!(
+            text(&o.stderr).contains("run it as the repository's owner"),
+            "{}",
+            text(&o.stderr)
+        );
+        assert!(!other.join("net").exists());
+    } else {
+        eprintln!(
+            "note: not root, so the refusal of a repository owned by someone else is not checked"
+        );
+    }
+
     // Not a repository: refused, nothing created.
     let empty = tmp.path().join("empty");
     std::fs::create_dir(&empty).unwrap();

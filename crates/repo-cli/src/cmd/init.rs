@@ -32,6 +32,17 @@ pub struct Args {
 fn add_network(a: &Args, json: bool) -> anyhow::Result<i32> {
     let repo = Repository::open(&a.dir)
         .with_context(|| format!("opening the repository {}", a.dir.display()))?;
+    // The keys are written 0600 for whoever runs this: it must be the service user, who owns
+    // the repository and reads them when serving.
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(repo.root())?);
+    let euid = bulwark_sys::effective_uid();
+    if euid != owner {
+        anyhow::bail!(
+            "{} belongs to uid {owner}, and this runs as uid {euid}: run it as the repository's owner (the service user), e.g. `sudo -u bulwark bulwark-repo init {} --add-network`",
+            a.dir.display(),
+            a.dir.display()
+        );
+    }
     let net = bulwark_server::NetPaths::new(&a.dir);
     if net.dir.exists() {
         anyhow::bail!(
