@@ -40,21 +40,13 @@ fn audit_passes_a_guarded_repository_and_fails_unguarded_or_unattended_ones() {
     if !can_run(name, &["mkfs.ext4", "useradd", "chattr"]) {
         return;
     }
-    let (Some(bulwark), Some(repo_bin)) = (sibling("bulwark"), sibling("bulwark-repo")) else {
-        eprintln!("SKIP {name}: bulwark and bulwark-repo are not built next to bulwark-immutd (run cargo test --workspace)");
+    let Some((bulwark, repo_bin)) = client_bins(name) else {
         return;
     };
     let rig = Rig::new(FsKind::Ext4);
     let u = &rig.user;
     let repo = rig.repo.to_str().unwrap().to_string();
-    std::fs::remove_dir(rig.repo.join("incoming")).unwrap();
-    let sock = rig.socket();
-    let o = run_as(
-        u,
-        &repo_bin,
-        &["init", &repo, "--immutd-socket", sock.to_str().unwrap()],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    rig.init_guarded(&repo_bin, &[]);
     let svc = rig.start();
     let img = rig.fs.mnt.join("d.img");
     std::fs::write(&img, b"disk content ".repeat(50_000)).unwrap();

@@ -43,26 +43,13 @@ fn verify_reports_files_replaced_or_planted_behind_the_services_back() {
     if !can_run(name, &["mkfs.ext4", "useradd", "chattr"]) {
         return;
     }
-    let (Some(bulwark), Some(repo_bin)) = (sibling("bulwark"), sibling("bulwark-repo")) else {
-        eprintln!("SKIP {name}: bulwark and bulwark-repo are not built next to bulwark-immutd (run cargo test --workspace)");
+    let Some((bulwark, repo_bin)) = client_bins(name) else {
         return;
     };
     let rig = Rig::new(FsKind::Ext4);
     let u = &rig.user;
     let repo = rig.repo.to_str().unwrap().to_string();
-    std::fs::remove_dir(rig.repo.join("incoming")).unwrap();
-    assert!(run_as(
-        u,
-        &repo_bin,
-        &[
-            "init",
-            &repo,
-            "--immutd-socket",
-            rig.socket().to_str().unwrap()
-        ]
-    )
-    .status
-    .success());
+    rig.init_guarded(&repo_bin, &[]);
     let svc = rig.start();
     let img = rig.fs.mnt.join("d.img");
     std::fs::write(&img, b"disk content ".repeat(100_000)).unwrap();

@@ -62,8 +62,7 @@ fn a_job_over_35_simulated_days_loses_files_only_after_retention_and_expiry() {
         eprintln!("SKIP {name}: libfaketime.so.1 not found (apt-get install faketime)");
         return;
     };
-    let (Some(bulwark), Some(repo_bin)) = (sibling("bulwark"), sibling("bulwark-repo")) else {
-        eprintln!("SKIP {name}: bulwark and bulwark-repo are not built next to bulwark-immutd (run cargo test --workspace)");
+    let Some((bulwark, repo_bin)) = client_bins(name) else {
         return;
     };
     let rig = Rig::new(FsKind::Xfs);

@@ -49,29 +49,14 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
         eprintln!("SKIPPED {name}: S3_ENDPOINT, S3_ACCESS_KEY and S3_SECRET_KEY not set (.ci/run starts a Ceph RGW)");
         return;
     };
-    let (Some(bulwark), Some(repo_bin)) = (sibling("bulwark"), sibling("bulwark-repo")) else {
-        eprintln!("SKIPPED {name}: bulwark and bulwark-repo are not built next to bulwark-immutd (run cargo test --workspace)");
+    let Some((bulwark, repo_bin)) = client_bins(name) else {
         return;
     };
     let rig = Rig::new(FsKind::Ext4);
     let u = &rig.user;
     let repo = rig.repo.to_str().unwrap().to_string();
     let sock = rig.socket();
-    std::fs::remove_dir(rig.repo.join("incoming")).unwrap();
-    assert!(run_as(
-        u,
-        &repo_bin,
-        &[
-            "init",
-            &repo,
-            "--immutable-days",
-            "9",
-            "--immutd-socket",
-            sock.to_str().unwrap()
-        ]
-    )
-    .status
-    .success());
+    rig.init_guarded(&repo_bin, &["--immutable-days", "9"]);
     let svc = rig.start();
     let img = rig.fs.mnt.join("d.img");
     std::fs::write(&img, b"guarded tier ".repeat(200_000)).unwrap();

@@ -491,6 +491,33 @@ pub fn sibling(name: &str) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// `bulwark` and `bulwark-repo`, built next to bulwark-immutd; `None` after a printed SKIP.
+pub fn client_bins(test: &str) -> Option<(PathBuf, PathBuf)> {
+    match (sibling("bulwark"), sibling("bulwark-repo")) {
+        (Some(b), Some(r)) => Some((b, r)),
+        _ => {
+            eprintln!("SKIP {test}: bulwark and bulwark-repo are not built next to bulwark-immutd (run cargo test --workspace)");
+            None
+        }
+    }
+}
+
+impl Rig {
+    /// `bulwark-repo init` of the rig's folder as its user, guarded by the rig's service;
+    /// `extra` options come before `--immutd-socket`.
+    pub fn init_guarded(&self, repo_bin: &Path, extra: &[&str]) {
+        // init wants an empty folder.
+        std::fs::remove_dir(self.repo.join("incoming")).unwrap();
+        let sock = self.socket();
+        let repo = self.repo.to_str().unwrap();
+        let mut args = vec!["init", repo];
+        args.extend_from_slice(extra);
+        args.extend(["--immutd-socket", sock.to_str().unwrap()]);
+        let o = run_as(&self.user, repo_bin, &args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
 /// Runs `prog args` as `u`, echoing what it printed (shown when a test fails).
 pub fn run_as(u: &TestUser, prog: &Path, args: &[&str]) -> Output {
     let o = u.cmd(prog.to_str().unwrap()).args(args).output().unwrap();
