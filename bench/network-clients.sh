@@ -17,40 +17,15 @@ BIN=$PWD/target/release
 [ -f "$BENCH_DIR/day1.img" ] || bench/make-images.sh
 IMG=$BENCH_DIR/day1.img
 SIZE=$(stat -c %s "$IMG")
-WORK=$(mktemp -d /var/tmp/bulwark-netclients.XXXXXX)
-chmod 755 "$WORK"
-USER_CREATED=""
-SERVER_PID=""
-cleanup() {
-  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
-  rm -rf "$WORK"
-  [ -n "$USER_CREATED" ] && userdel "$USER_CREATED" 2>/dev/null || true
-}
-trap cleanup EXIT
-
-as_service() { if [ -n "$USER_CREATED" ]; then setpriv --reuid="$USER_CREATED" --regid="$USER_CREATED" --clear-groups "$@"; else "$@"; fi; }
+. bench/service.sh
+service_workdir netclients
 drop() { if [ "$(id -u)" = 0 ]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi; }
 now() { date +%s.%N; }
 
-if [ "$(id -u)" = 0 ]; then
-  USER_CREATED=bwnetcl$$
-  useradd --system --no-create-home --shell /usr/sbin/nologin "$USER_CREATED"
-  chown "$USER_CREATED" "$WORK"
-else
-  echo "not root: the page cache is not dropped between steps" >&2
-fi
+[ "$(id -u)" = 0 ] || echo "not root: the page cache is not dropped between steps" >&2
 REPO=$WORK/repo
-FP=$(as_service "$BIN/bulwark-repo" --json init "$REPO" | python3 -c 'import json,sys; print(json.load(sys.stdin)["fingerprint"])')
-# A plain background command, so that $! is the server itself (see network.sh).
-if [ -n "$USER_CREATED" ]; then
-  setpriv --reuid="$USER_CREATED" --regid="$USER_CREATED" --clear-groups \
-    "$BIN/bulwark-repo" serve "$REPO" --listen 127.0.0.1:0 >"$WORK/serve.out" 2>"$WORK/serve.log" &
-else
-  "$BIN/bulwark-repo" serve "$REPO" --listen 127.0.0.1:0 >"$WORK/serve.out" 2>"$WORK/serve.log" &
-fi
-SERVER_PID=$!
-for _ in $(seq 1 100); do grep -q listening "$WORK/serve.out" 2>/dev/null && break; sleep 0.1; done
-ADDR=$(sed -n 's/^listening on //p' "$WORK/serve.out")
+service_init "$REPO"
+service_start "$REPO"
 
 # One configuration folder per client: each is its own enrolled identity. Enrollment is
 # rate-limited per address, so this paces itself when it has to.

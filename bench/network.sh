@@ -20,18 +20,8 @@ BIN=$PWD/target/release
 D1=$BENCH_DIR/day1.img
 D2=$BENCH_DIR/day2.img
 SIZE=$(stat -c %s "$D1")
-WORK=$(mktemp -d /var/tmp/bulwark-netbench.XXXXXX)
-chmod 755 "$WORK"
-USER_CREATED=""
-SERVER_PID=""
-cleanup() {
-  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
-  rm -rf "$WORK"
-  [ -n "$USER_CREATED" ] && userdel "$USER_CREATED" 2>/dev/null || true
-}
-trap cleanup EXIT
-
-as_service() { if [ -n "$USER_CREATED" ]; then setpriv --reuid="$USER_CREATED" --regid="$USER_CREATED" --clear-groups "$@"; else "$@"; fi; }
+. bench/service.sh
+service_workdir netbench
 drop() { if [ "$COLD" = 1 ] && [ "$(id -u)" = 0 ]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi; }
 now() { date +%s.%N; }
 # Median wall seconds of "$@" over RUNS runs; `prep` runs (untimed) before each.
@@ -48,12 +38,6 @@ timed() {
 }
 mbs() { echo "scale=0; $SIZE / $1 / 1000000" | bc -l; }
 
-if [ "$(id -u)" = 0 ]; then
-  USER_CREATED=bwnetbench$$
-  useradd --system --no-create-home --shell /usr/sbin/nologin "$USER_CREATED"
-  chown "$USER_CREATED" "$WORK"
-fi
-
 # Local repository.
 LREPO=$WORK/local
 reset_local() { rm -rf "$LREPO" "$WORK/out.img"; "$BIN/bulwark-repo" init "$LREPO" >/dev/null; }
@@ -66,18 +50,8 @@ rm -rf "$LREPO" "$WORK/out.img"
 # The same through the service.
 NREPO=$WORK/net/repo
 mkdir -p "$WORK/net"; [ -n "$USER_CREATED" ] && chown "$USER_CREATED" "$WORK/net"
-FP=$(as_service "$BIN/bulwark-repo" --json init "$NREPO" | python3 -c 'import json,sys; print(json.load(sys.stdin)["fingerprint"])')
-# Started as a plain background command (not through the as_service function, which would
-# run in a subshell) so that $! is the server itself and the cleanup really stops it.
-if [ -n "$USER_CREATED" ]; then
-  setpriv --reuid="$USER_CREATED" --regid="$USER_CREATED" --clear-groups \
-    "$BIN/bulwark-repo" serve "$NREPO" --listen 127.0.0.1:0 --max-connections 8 >"$WORK/serve.out" 2>"$WORK/serve.log" &
-else
-  "$BIN/bulwark-repo" serve "$NREPO" --listen 127.0.0.1:0 --max-connections 8 >"$WORK/serve.out" 2>"$WORK/serve.log" &
-fi
-SERVER_PID=$!
-for _ in $(seq 1 100); do grep -q listening "$WORK/serve.out" 2>/dev/null && break; sleep 0.1; done
-ADDR=$(sed -n 's/^listening on //p' "$WORK/serve.out")
+service_init "$NREPO"
+service_start "$NREPO" --max-connections 8
 export BULWARK_CONFIG_DIR=$WORK/client
 # One client, enrolled once (the service rate-limits enrollment attempts per address); each
 # run uses a job of its own, so a full is a full. `timed` runs in a subshell, so the step's

@@ -1,0 +1,55 @@
+# Sourced by network.sh and network-clients.sh (not run on its own): a work folder under
+# /var/tmp, a throw-away system user for the service when root (the service refuses root),
+# and `bulwark-repo serve` on 127.0.0.1; the server, the folder and the user are removed on
+# exit. Needs $BIN (the release binaries).
+#   service_workdir NAME      sets WORK (and USER_CREATED when root) and the cleanup
+#   as_service CMD...         runs CMD as the service user (as is when not root)
+#   service_init REPO         `bulwark-repo init` as the service user; sets FP
+#   service_start REPO ARG... starts `bulwark-repo serve REPO ARG...`; sets SERVER_PID, ADDR
+
+USER_CREATED=""
+SERVER_PID=""
+cleanup() {
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
+  rm -rf "$WORK"
+  [ -n "$USER_CREATED" ] && userdel "$USER_CREATED" 2>/dev/null || true
+}
+
+service_workdir() {
+  WORK=$(mktemp -d "/var/tmp/bulwark-$1.XXXXXX")
+  chmod 755 "$WORK"
+  trap cleanup EXIT
+  if [ "$(id -u)" = 0 ]; then
+    USER_CREATED=bw$1$$
+    useradd --system --no-create-home --shell /usr/sbin/nologin "$USER_CREATED"
+    chown "$USER_CREATED" "$WORK"
+  fi
+}
+
+as_service() {
+  if [ -n "$USER_CREATED" ]; then
+    setpriv --reuid="$USER_CREATED" --regid="$USER_CREATED" --clear-groups "$@"
+  else
+    "$@"
+  fi
+}
+
+service_init() {
+  FP=$(as_service "$BIN/bulwark-repo" --json init "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["fingerprint"])')
+}
+
+service_start() {
+  local repo=$1; shift
+  # A plain background command (not through as_service, a function that would run in a
+  # subshell) so that $! is the server itself and the cleanup really stops it.
+  if [ -n "$USER_CREATED" ]; then
+    setpriv --reuid="$USER_CREATED" --regid="$USER_CREATED" --clear-groups \
+      "$BIN/bulwark-repo" serve "$repo" --listen 127.0.0.1:0 "$@" >"$WORK/serve.out" 2>"$WORK/serve.log" &
+  else
+    "$BIN/bulwark-repo" serve "$repo" --listen 127.0.0.1:0 "$@" >"$WORK/serve.out" 2>"$WORK/serve.log" &
+  fi
+  SERVER_PID=$!
+  for _ in $(seq 1 100); do grep -q listening "$WORK/serve.out" 2>/dev/null && break; sleep 0.1; done
+  ADDR=$(sed -n 's/^listening on //p' "$WORK/serve.out")
+  [ -n "$ADDR" ] || { echo "bulwark-repo serve did not start:" >&2; cat "$WORK/serve.log" >&2; exit 1; }
+}
