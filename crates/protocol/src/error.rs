@@ -73,6 +73,11 @@ pub enum ErrorCode {
     Internal,
     /// An argument is out of range.
     Usage,
+    /// The repository's filesystem is full (ENOSPC on the server); nothing was kept.
+    RepositoryFull,
+    /// The restore point is complete but the immutability service did not confirm its seal in
+    /// time; the message says whether it is sealed.
+    SealDelayed,
     /// A code this build does not know.
     Unknown(u16),
 }
@@ -97,6 +102,8 @@ impl ErrorCode {
             ErrorCode::Damaged => 14,
             ErrorCode::Internal => 15,
             ErrorCode::Usage => 16,
+            ErrorCode::RepositoryFull => 17,
+            ErrorCode::SealDelayed => 18,
             ErrorCode::Unknown(c) => c,
         }
     }
@@ -119,6 +126,8 @@ impl ErrorCode {
             14 => ErrorCode::Damaged,
             15 => ErrorCode::Internal,
             16 => ErrorCode::Usage,
+            17 => ErrorCode::RepositoryFull,
+            18 => ErrorCode::SealDelayed,
             c => ErrorCode::Unknown(c),
         }
     }
@@ -143,8 +152,46 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::Damaged => "damaged data",
             ErrorCode::Internal => "server error",
             ErrorCode::Usage => "invalid argument",
+            ErrorCode::RepositoryFull => "repository full",
+            ErrorCode::SealDelayed => "sealing delayed",
             ErrorCode::Unknown(c) => return write!(f, "error code {c}"),
         };
         f.write_str(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn error_codes_keep_their_wire_values_and_new_ones_are_added_after() {
+        // Codes 1..=16 are version 1 as first published; they never change meaning.
+        let v1 = [
+            (1, ErrorCode::Malformed),
+            (2, ErrorCode::Version),
+            (3, ErrorCode::OutOfOrder),
+            (4, ErrorCode::TooLarge),
+            (5, ErrorCode::Timeout),
+            (6, ErrorCode::Unauthorized),
+            (7, ErrorCode::NoSuchJob),
+            (8, ErrorCode::NoSuchPoint),
+            (9, ErrorCode::InvalidName),
+            (10, ErrorCode::Busy),
+            (11, ErrorCode::TokenRejected),
+            (12, ErrorCode::RateLimited),
+            (13, ErrorCode::Limit),
+            (14, ErrorCode::Damaged),
+            (15, ErrorCode::Internal),
+            (16, ErrorCode::Usage),
+            (17, ErrorCode::RepositoryFull),
+            (18, ErrorCode::SealDelayed),
+        ];
+        for (n, c) in v1 {
+            assert_eq!(c.to_u16(), n);
+            assert_eq!(ErrorCode::from_u16(n), c);
+        }
+        assert_eq!(ErrorCode::from_u16(19), ErrorCode::Unknown(19));
+        assert_eq!(ErrorCode::Unknown(19).to_u16(), 19);
     }
 }

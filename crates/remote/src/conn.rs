@@ -162,8 +162,14 @@ impl Conn {
             .0
             .get_ref()
             .set_read_timeout(Some(Duration::from_secs(2)));
-        let r = match self.recv() {
-            Err(e @ RemoteError::Refused { .. }) => Some(e),
+        // Not `recv`: rustls would first retry the write that just failed (and fail the same
+        // way, "Broken pipe"), hiding the server's reason. Read its records directly.
+        let mut ro = ReadOnly {
+            conn: &mut self.tls.conn,
+            sock: &mut self.tls.sock,
+        };
+        let r = match read_frame(&mut ro, &mut self.fb, |_| {}).map(|_| self.fb.msg()) {
+            Ok(Ok(Msg::Error { code, message })) => Some(RemoteError::Refused { code, message }),
             _ => None,
         };
         let _ = self
@@ -179,6 +185,30 @@ impl Conn {
     pub fn close(mut self) {
         self.tls.conn.send_close_notify();
         let _ = self.tls.flush();
+    }
+}
+
+/// The plaintext of a TLS connection whose sending side has failed: reads and decrypts
+/// records without trying to write anything.
+struct ReadOnly<'a> {
+    conn: &'a mut ClientConnection,
+    sock: &'a mut BufSock,
+}
+
+impl std::io::Read for ReadOnly<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.conn.reader().read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                r => return r,
+            }
+            if self.conn.read_tls(self.sock)? == 0 {
+                return Ok(0);
+            }
+            self.conn
+                .process_new_packets()
+                .map_err(std::io::Error::other)?;
+        }
     }
 }
 

@@ -22,7 +22,7 @@ pub enum RemoteError {
     },
     #[error("TLS with the repository: {0}")]
     Tls(#[from] rustls::Error),
-    #[error("the repository refused ({code}): {message}")]
+    #[error("{}", refused_text(*code, message))]
     Refused { code: ErrorCode, message: String },
     #[error("protocol: {0}")]
     Protocol(ProtocolError),
@@ -34,6 +34,19 @@ pub enum RemoteError {
     Damaged(String),
     #[error("{0}")]
     Usage(String),
+}
+
+/// A server's `Error` as the user reads it: what happened, then the server's words (which say
+/// what to do).
+fn refused_text(code: ErrorCode, message: &str) -> String {
+    match code {
+        ErrorCode::RepositoryFull => format!("the repository is full: {message}"),
+        ErrorCode::SealDelayed => {
+            format!("the restore point was written but its seal is not confirmed: {message}")
+        }
+        ErrorCode::Limit => format!("refused by a repository limit: {message}"),
+        _ => format!("the repository refused ({code}): {message}"),
+    }
 }
 
 impl From<ProtocolError> for RemoteError {

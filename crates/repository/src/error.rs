@@ -50,6 +50,34 @@ pub enum RepoError {
     },
     #[error("sealing failed for {path}: {why}")]
     Seal { path: PathBuf, why: String },
+    /// The file is complete but the immutability service did not confirm its seal in time.
+    #[error("{}", seal_delayed_text(*point, *sealed, why))]
+    SealDelayed {
+        point: bulwark_format::PointId,
+        /// What the service's ledger said afterwards: `Some(false)` not sealed (yet), `None`
+        /// unknown (the service did not answer the query either).
+        sealed: Option<bool>,
+        why: String,
+    },
+}
+
+fn seal_delayed_text(point: bulwark_format::PointId, sealed: Option<bool>, why: &str) -> String {
+    let state = match sealed {
+        Some(true) => "it IS sealed",
+        Some(false) => {
+            "it is NOT sealed yet: the complete file waits in incoming/ and is sealed when the \
+             service catches up or by the next backup of this job"
+        }
+        None => {
+            "whether it is sealed is unknown (the service did not answer a query either); \
+             it is sealed by the next backup of this job if it is not"
+        }
+    };
+    format!(
+        "sealing delayed for restore point {point}: the immutability service did not confirm the \
+         seal in time ({why}); {state}. Check the service (`bulwark-repo status`, \
+         `bulwark-immutd status`) and run `bulwark list` later: a sealed point shows as immutable"
+    )
 }
 
 impl RepoError {

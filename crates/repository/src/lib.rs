@@ -18,7 +18,10 @@ mod synth;
 mod verify;
 mod writer;
 
-pub use config::{RepoConfig, DEFAULT_IMMUTABLE_DAYS, MAX_IMMUTABLE_DAYS, MIN_IMMUTABLE_DAYS};
+pub use config::{
+    ByteLimit, ClientLimits, RepoConfig, DEFAULT_IMMUTABLE_DAYS, MAX_IMMUTABLE_DAYS,
+    MIN_IMMUTABLE_DAYS,
+};
 pub use durable::{fsync_dir, write_atomic};
 pub use error::RepoError;
 pub use lock::JobLock;

@@ -156,4 +156,25 @@ impl Repository {
     pub fn latest_point(&self, job: &str) -> Result<Option<PointInfo>> {
         Ok(self.scan_job(job)?.points.pop())
     }
+
+    /// True when `job` has no file at all: none in the store (readable or not) and none
+    /// finished and waiting in `incoming/` to be sealed. Its name is then unused.
+    pub fn job_is_unused(&self, job: &str) -> Result<bool> {
+        if !point_files(self.root(), job)?.is_empty() {
+            return Ok(false);
+        }
+        let dir = layout::incoming_dir(self.root());
+        for ent in std::fs::read_dir(&dir).map_err(RepoError::io(&dir, "listing"))? {
+            let ent = ent.map_err(RepoError::io(&dir, "listing"))?;
+            if layout::parse_point_file_name(&ent.file_name().to_string_lossy()).is_none() {
+                continue;
+            }
+            match std::fs::File::open(ent.path()).map(PointReader::open) {
+                Ok(Ok(r)) if r.meta.job != job => {}
+                // Unreadable: it might be this job's; keep the name.
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
 }

@@ -136,25 +136,105 @@ impl Registry {
         job: &str,
         client: &str,
     ) -> Result<bool> {
+        Ok(self.claim_job(repo, job, client)? != Claim::Refused)
+    }
+
+    /// [`Registry::claim`], saying whether the name was newly claimed.
+    pub fn claim_job(
+        &self,
+        repo: &bulwark_repository::Repository,
+        job: &str,
+        client: &str,
+    ) -> Result<Claim> {
+        let mine = |o: Option<String>| match o.as_deref() == Some(client) {
+            true => Claim::Owned,
+            false => Claim::Refused,
+        };
         if let Some(o) = self.owner(repo, job)? {
-            return Ok(o == client);
+            return Ok(mine(Some(o)));
         }
         if !repo.scan_job(job)?.points.is_empty() {
             // Points written locally (no client): not any network client's to extend.
-            return Ok(false);
+            return Ok(Claim::Refused);
         }
         match write_private(
             &self.owner_path(job),
             format!("{client}\n").as_bytes(),
             true,
         ) {
-            Ok(()) => Ok(true),
+            Ok(()) => Ok(Claim::New),
             Err(ServerError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::AlreadyExists =>
             {
-                Ok(self.owner(repo, job)?.as_deref() == Some(client))
+                Ok(mine(self.owner(repo, job)?))
             }
             Err(e) => Err(e),
         }
     }
+
+    /// Gives up `client`'s claim on `job` if the job has no file at all (a backup that
+    /// claimed the name and never finished a restore point); returns whether it did.
+    pub fn release_unused(
+        &self,
+        repo: &bulwark_repository::Repository,
+        job: &str,
+        client: &str,
+    ) -> Result<bool> {
+        let path = self.owner_path(job);
+        match read_bounded(&path, 256) {
+            Ok(b) if String::from_utf8_lossy(&b).trim() == client => {}
+            Ok(_) => return Ok(false),
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        if !repo.job_is_unused(job)? {
+            return Ok(false);
+        }
+        std::fs::remove_file(&path).map_err(ServerError::io(&path, "removing"))?;
+        bulwark_repository::fsync_dir(&self.paths.owners())?;
+        Ok(true)
+    }
+
+    /// Every job claim: (job, client, when the claim was made, unix seconds).
+    pub fn claims(&self) -> Result<Vec<(String, String, i64)>> {
+        let dir = self.paths.owners();
+        let mut out = Vec::new();
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(ServerError::io(&dir, "listing")(e)),
+        };
+        for ent in rd {
+            let ent = ent.map_err(ServerError::io(&dir, "listing"))?;
+            let job = ent.file_name().to_string_lossy().into_owned();
+            if bulwark_format::validate_name("job", &job).is_err() {
+                continue; // temporary files of write_private
+            }
+            let path = ent.path();
+            let b = match read_bounded(&path, 256) {
+                Ok(b) => b,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let when = ent
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs() as i64);
+            out.push((job, String::from_utf8_lossy(&b).trim().to_string(), when));
+        }
+        Ok(out)
+    }
+}
+
+/// The outcome of claiming a job name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The client already owned the job.
+    Owned,
+    /// The name was free and is now the client's.
+    New,
+    /// Another client (or a local backup) owns it.
+    Refused,
 }

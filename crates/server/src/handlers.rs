@@ -14,7 +14,9 @@ use bulwark_protocol::{
 };
 use bulwark_repository::{error_chain, NewPoint, ParentMap, RepoError};
 
+use crate::clients::Claim;
 use crate::conn::Session;
+use crate::limits;
 use crate::serve::State;
 use crate::tokens::redeem;
 use crate::{ClientRecord, ServerError};
@@ -40,7 +42,7 @@ pub(crate) struct Fail {
 }
 
 impl Fail {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         let message = message.into();
         Fail {
             code,
@@ -77,12 +79,9 @@ impl From<RepoError> for Fail {
             RepoError::NoSuchJob(_) => Fail::new(ErrorCode::NoSuchJob, chain),
             RepoError::NoSuchPoint { .. } => Fail::new(ErrorCode::NoSuchPoint, chain),
             RepoError::Usage(m) => Fail::new(ErrorCode::Limit, m.clone()),
+            RepoError::SealDelayed { .. } => Fail::new(ErrorCode::SealDelayed, e.to_string()),
             e if e.is_damage() => Fail::new(ErrorCode::Damaged, chain),
-            e if e.is_no_space() => Fail::logged(
-                ErrorCode::Internal,
-                "the repository's filesystem is full; tell its administrator",
-                chain,
-            ),
+            e if e.is_no_space() => repository_full(chain),
             _ => Fail::logged(
                 ErrorCode::Internal,
                 "the repository failed; its log says why",
@@ -92,11 +91,27 @@ impl From<RepoError> for Fail {
     }
 }
 
+/// The repository's filesystem is full: nothing of the request was kept.
+fn repository_full(log: String) -> Fail {
+    Fail::logged(
+        ErrorCode::RepositoryFull,
+        "the repository's filesystem is full (no space left on the server's disk); this restore \
+         point was not kept. Ask the repository's administrator to free space or add capacity \
+         (`bulwark-repo space` shows what uses it), then run the backup again",
+        log,
+    )
+}
+
 impl From<ServerError> for Fail {
     fn from(e: ServerError) -> Self {
         match e {
             ServerError::Repo(r) => r.into(),
             ServerError::Protocol(p) => p.into(),
+            ServerError::Io { ref source, .. }
+                if source.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) =>
+            {
+                repository_full(error_chain(&e))
+            }
             e => Fail::logged(
                 ErrorCode::Internal,
                 "the repository failed; its log says why",
@@ -365,13 +380,53 @@ fn backup(
             "compression level out of range (-7 to 19)",
         ));
     }
-    if !state.registry.claim(&state.repo, &req.job, client)? {
-        return Err(Fail::logged(
+    let not_yours = || {
+        Fail::logged(
             ErrorCode::Unauthorized,
             format!("job {:?} belongs to another client (or was written locally); choose another job name", req.job),
             format!("client {client} tried to back up job {:?}, which it does not own", req.job),
-        ));
+        )
+    };
+    let new_job = match state.registry.owner(&state.repo, &req.job)? {
+        Some(o) if o == client => false,
+        Some(_) => return Err(not_yours()),
+        None => true,
+    };
+    let fs_total = rustix::fs::statvfs(state.repo.root())
+        .map(|st| st.f_blocks.saturating_mul(st.f_frsize))
+        .unwrap_or(u64::MAX);
+    let lim = limits::Resolved::of(&state.repo.config().client_limits, fs_total);
+    let mut gen = state.inflight.generation(client);
+    let mut held = limits::held(&state.repo, &state.registry, client, crate::now_unix())?;
+    limits::check_start(client, &held, &lim, new_job).inspect_err(|f| log_limit(client, f))?;
+    let claim = state.registry.claim_job(&state.repo, &req.job, client)?;
+    if claim == Claim::Refused {
+        return Err(not_yours());
     }
+    // Declared before the builder, so dropped after it (and after its job lock): a backup
+    // that ends without a restore point gives the job name back.
+    let _claim = ClaimGuard {
+        state,
+        job: &req.job,
+        client,
+    };
+    if claim == Claim::New {
+        // Claims racing on other connections count too: recount with ours made.
+        let now = limits::held(&state.repo, &state.registry, client, crate::now_unix())?;
+        if now.day_jobs > lim.new_jobs_per_day {
+            let f = limits::check_start(client, &held, &lim, true)
+                .err()
+                .unwrap_or_else(|| Fail::new(ErrorCode::Limit, "too many new jobs at once"));
+            log_limit(client, &f);
+            return Err(f);
+        }
+    }
+    let mut receiving = Receiving {
+        state,
+        client,
+        bytes: 0,
+        finished: false,
+    };
     let (parent, full_reason) = choose_parent(state, &req)?;
     let block_size = match (&parent, req.block_size) {
         (Some(p), _) => p.block_size,
@@ -442,6 +497,15 @@ fn backup(
                         format!("block {}: stored bytes do not match their hash", hdr.block),
                     ));
                 }
+                let (in_flight, g) = state.inflight.add(client, data.len() as u64);
+                receiving.bytes += data.len() as u64;
+                if g != gen {
+                    // Another backup of this client finished: its bytes are in the files now.
+                    held = limits::held(&state.repo, &state.registry, client, crate::now_unix())?;
+                    gen = g;
+                }
+                limits::check_bytes(client, &held, &lim, in_flight)
+                    .inspect_err(|f| log_limit(client, f))?;
                 builder.put_stored(
                     BlockNo(hdr.block),
                     hdr.plain_len,
@@ -483,7 +547,10 @@ fn backup(
             m => return Err(m.unexpected("Block, Unchanged or Finish").into()),
         }
     }
-    let sealed = builder.finish()?;
+    let sealed = builder.finish();
+    // A point that was written (sealed, or waiting to be) is in the files now.
+    receiving.finished = matches!(&sealed, Ok(_) | Err(RepoError::SealDelayed { .. }));
+    let sealed = sealed?;
     let file_bytes = std::fs::metadata(&sealed.path)
         .map(|m| m.len())
         .unwrap_or(0);
@@ -501,6 +568,52 @@ fn backup(
         expiry: sealed.expiry,
     }))?;
     Ok(())
+}
+
+fn log_limit(client: &str, f: &Fail) {
+    tracing::warn!(%client, "refused by a client limit: {}", f.log);
+}
+
+/// Gives an unused job name back when the backup that claimed it ends without a point.
+struct ClaimGuard<'a> {
+    state: &'a State,
+    job: &'a str,
+    client: &'a str,
+}
+
+impl Drop for ClaimGuard<'_> {
+    fn drop(&mut self) {
+        // Not while another backup of the job runs (it holds the job's lock).
+        let Ok(_lock) = bulwark_repository::JobLock::acquire(self.state.repo.root(), self.job)
+        else {
+            return;
+        };
+        match self
+            .state
+            .registry
+            .release_unused(&self.state.repo, self.job, self.client)
+        {
+            Ok(true) => tracing::info!(job = %self.job, "released the unused job name"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(job = %self.job, "cannot release the unused job name: {e}"),
+        }
+    }
+}
+
+/// The bytes a backup has received, counted against its client's limits until it ends.
+struct Receiving<'a> {
+    state: &'a State,
+    client: &'a str,
+    bytes: u64,
+    finished: bool,
+}
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        self.state
+            .inflight
+            .end(self.client, self.bytes, self.finished);
+    }
 }
 
 fn restore(

@@ -10,12 +10,13 @@ mod conn;
 mod error;
 mod files;
 mod handlers;
+mod limits;
 mod pki;
 mod serve;
 mod tls;
 mod tokens;
 
-pub use clients::{ClientRecord, Registry};
+pub use clients::{Claim, ClientRecord, Registry};
 pub use error::ServerError;
 pub use files::{read_bounded, write_private};
 pub use pki::{ca_fingerprint, init_pki, NetPaths};

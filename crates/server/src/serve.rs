@@ -79,6 +79,8 @@ pub(crate) struct State {
     pub opts: ServeOptions,
     pub tls: Configs,
     pub limiter: Mutex<RateLimiter>,
+    /// Bytes of running backups, per client (the per-client limits).
+    pub inflight: crate::limits::InFlight,
     active: AtomicUsize,
 }
 
@@ -99,6 +101,8 @@ impl Server {
         crate::pki::ca_fingerprint(repo)?;
         let tls = configs(repo)?;
         let listener = TcpListener::bind(opts.listen).map_err(ServerError::Net)?;
+        let registry = Registry::new(repo);
+        release_unused_claims(&repository, &registry)?;
         Ok(Server {
             listener,
             state: Arc::new(State {
@@ -108,6 +112,7 @@ impl Server {
                 opts,
                 tls,
                 limiter: Mutex::new(RateLimiter::default()),
+                inflight: Default::default(),
                 active: AtomicUsize::new(0),
             }),
         })
@@ -158,6 +163,17 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Gives back the job names of backups that a stopped service left without a restore point
+/// (no connection runs yet, so none is in use).
+fn release_unused_claims(repo: &Repository, registry: &Registry) -> Result<()> {
+    for (job, client, _) in registry.claims()? {
+        if registry.release_unused(repo, &job, &client)? {
+            tracing::info!(%job, %client, "released a job name no restore point uses");
+        }
+    }
+    Ok(())
 }
 
 /// Binds and serves (see [`Server::bind`]).
