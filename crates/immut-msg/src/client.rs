@@ -88,7 +88,16 @@ impl ImmutClient {
 
     /// Sends any request and returns the service's answer, `Error` answers included.
     pub fn request(&mut self, req: &Request) -> Result<Response, ClientError> {
-        write_frame(&mut self.stream, &req.encode())?;
+        if let Err(e) = write_frame(&mut self.stream, &req.encode()) {
+            // A peer refused at accept is answered and closed before its request is read:
+            // the answer is still there to read, and says more than the broken pipe.
+            if let Ok(Ok(r @ Response::Error { .. })) =
+                read_frame(&mut self.stream).map(|p| Response::decode(&p))
+            {
+                return Ok(r);
+            }
+            return Err(e.into());
+        }
         let payload = read_frame(&mut self.stream)?;
         Ok(Response::decode(&payload)?)
     }

@@ -117,6 +117,15 @@ pub struct StatusInfo {
     pub repositories: u32,
     /// Set when the audit log failed its check at startup.
     pub audit_problem: String,
+    /// Connections being served now. This and the counters below were added at the end
+    /// of the layout: an answer that ends before them (an older service) decodes them as 0.
+    pub connections_open: u32,
+    /// Connections from uids that may not use the service, closed at accept, since it started.
+    pub refused_strangers: u64,
+    /// Connections closed at accept because their uid or the service held every slot.
+    pub refused_busy: u64,
+    /// Requests cut because they were not complete within the request deadline.
+    pub requests_timed_out: u64,
 }
 
 /// Why the service refused or failed a request.
@@ -369,6 +378,17 @@ impl<'a> Dec<'a> {
         let tag = d.u8()?;
         Ok((d, tag))
     }
+    /// A field added at the end of a layout: its default when the message ends before it.
+    fn trailing<T: Default>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<T, DecodeError> {
+        if self.0.is_empty() {
+            Ok(T::default())
+        } else {
+            f(self)
+        }
+    }
     fn end(self) -> Result<(), DecodeError> {
         if self.0.is_empty() {
             Ok(())
@@ -476,6 +496,10 @@ impl Response {
                 e.i64(s.next_expiry_unix);
                 e.u32(s.repositories);
                 e.str(&s.audit_problem);
+                e.u32(s.connections_open);
+                e.u64(s.refused_strangers);
+                e.u64(s.refused_busy);
+                e.u64(s.requests_timed_out);
             }
             Response::TimeAccepted { trusted_unix } => {
                 e = Enc::new(RS_TIME_ACCEPTED);
@@ -512,6 +536,10 @@ impl Response {
                 next_expiry_unix: d.i64()?,
                 repositories: d.u32()?,
                 audit_problem: d.str()?,
+                connections_open: d.trailing(Dec::u32)?,
+                refused_strangers: d.trailing(Dec::u64)?,
+                refused_busy: d.trailing(Dec::u64)?,
+                requests_timed_out: d.trailing(Dec::u64)?,
             }),
             RS_TIME_ACCEPTED => Response::TimeAccepted {
                 trusted_unix: d.i64()?,
@@ -546,6 +574,36 @@ mod tests {
             requested_expiry_unix: 0,
             state: FileState::Locked,
         }
+    }
+
+    #[test]
+    fn a_status_without_the_connection_counters_still_decodes() {
+        let s = StatusInfo {
+            files_locked: 3,
+            audit_problem: "x".into(),
+            connections_open: 2,
+            refused_strangers: 70_000,
+            refused_busy: 4,
+            requests_timed_out: 1,
+            ..Default::default()
+        };
+        let full = Response::Status(s.clone()).encode();
+        assert_eq!(
+            Response::decode(&full).unwrap(),
+            Response::Status(s.clone())
+        );
+        // The layout before the counters: they decode as 0.
+        let old = &full[..full.len() - (4 + 8 * 3)];
+        let want = StatusInfo {
+            connections_open: 0,
+            refused_strangers: 0,
+            refused_busy: 0,
+            requests_timed_out: 0,
+            ..s
+        };
+        assert_eq!(Response::decode(old).unwrap(), Response::Status(want));
+        // A field cut in half is still an error.
+        assert!(Response::decode(&full[..full.len() - 3]).is_err());
     }
 
     #[test]

@@ -185,6 +185,10 @@ fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
             if !s.audit_problem.is_empty() {
                 println!("AUDIT LOG:      {}", s.audit_problem);
             }
+            println!(
+                "connections:    {} open; since start {} refused (uid not permitted), {} over a limit, {} cut at the request deadline",
+                s.connections_open, s.refused_strangers, s.refused_busy, s.requests_timed_out
+            );
         }
         println!("files:          {}", ledger.entries.len());
         for (e, x) in ledger.entries.iter().zip(&x) {

@@ -738,6 +738,8 @@ impl Service {
             next_expiry_unix: locked().map(|(_, &x)| x).min().unwrap_or(0),
             repositories: self.repos.len() as u32,
             audit_problem: self.audit.problem.clone().unwrap_or_default(),
+            // The socket's counters are filled in by the server.
+            ..StatusInfo::default()
         }
     }
 
@@ -763,5 +765,16 @@ fn describe(r: &Request) -> String {
         Request::Extend { target, until_unix } => format!("target={target:?} until={until_unix}"),
         Request::Query { target } | Request::Delete { target } => format!("target={target:?}"),
         Request::Status | Request::TimeAccept => String::new(),
+    }
+}
+
+/// For the socket server ([`crate::server`]), which rate-limits these events itself.
+impl Service {
+    /// Audits (and logs) an event of the socket, such as a refused connection.
+    pub fn audit_connection_event(&mut self, event: &str, detail: &str) {
+        let _ = self.refresh_clock();
+        if let Err(e) = self.log(event, detail) {
+            eprintln!("bulwark-immutd: cannot write the audit log: {e}");
+        }
     }
 }

@@ -71,6 +71,10 @@ fn run(socket: &Path, words: &[&str]) -> Result<(), ClientError> {
             println!("files_unlocked={}", s.files_unlocked);
             println!("next_expiry_unix={}", s.next_expiry_unix);
             println!("audit_problem={}", s.audit_problem);
+            println!("connections_open={}", s.connections_open);
+            println!("refused_strangers={}", s.refused_strangers);
+            println!("refused_busy={}", s.refused_busy);
+            println!("requests_timed_out={}", s.requests_timed_out);
         }
         ["time-accept"] => println!("trusted_unix={}", c.time_accept()?),
         _ => {
