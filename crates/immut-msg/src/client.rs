@@ -8,7 +8,9 @@ use bulwark_format::PointId;
 
 use crate::frame::{read_frame, write_frame, FrameError};
 use crate::layout::incoming_path;
-use crate::msg::{DecodeError, ErrorCode, FileInfo, Request, Response, StatusInfo, Target};
+use crate::msg::{
+    DecodeError, ErrorCode, FileInfo, Request, Response, StatusInfo, Target, TimePreview,
+};
 
 /// Default time a request may take before the client gives up.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,6 +64,8 @@ fn kind(r: &Response) -> &'static str {
         Response::Deleted { .. } => "deleted",
         Response::Status(_) => "status",
         Response::TimeAccepted { .. } => "time-accepted",
+        Response::TimePreview(_) => "time-preview",
+        Response::Entries { .. } => "entries",
         Response::Error { .. } => "error",
     }
 }
@@ -191,6 +195,49 @@ impl ImmutClient {
                 asked: "time-accept",
                 got: kind(&r),
             }),
+        }
+    }
+
+    /// Root only: what `time_accept` would unlock now, without changing anything.
+    pub fn time_preview(&mut self) -> Result<TimePreview, ClientError> {
+        match self.call(Request::TimePreview)? {
+            Response::TimePreview(p) => Ok(p),
+            r => Err(ClientError::Unexpected {
+                asked: "time-preview",
+                got: kind(&r),
+            }),
+        }
+    }
+
+    /// Every ledger entry of the guarded repository `repo` (all repositories when empty),
+    /// read page by page.
+    pub fn list(&mut self, repo: &Path) -> Result<Vec<FileInfo>, ClientError> {
+        let mut out = Vec::new();
+        let mut cursor = 0;
+        loop {
+            let req = Request::List {
+                repo: repo.to_path_buf(),
+                cursor,
+            };
+            match self.call(req)? {
+                Response::Entries {
+                    entries,
+                    next_cursor,
+                } => {
+                    out.extend(entries);
+                    // A cursor that does not advance would loop forever.
+                    if next_cursor == 0 || next_cursor <= cursor {
+                        return Ok(out);
+                    }
+                    cursor = next_cursor;
+                }
+                r => {
+                    return Err(ClientError::Unexpected {
+                        asked: "list",
+                        got: kind(&r),
+                    })
+                }
+            }
         }
     }
 }

@@ -11,5 +11,5 @@ pub use client::{ClientError, ImmutClient};
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
 pub use msg::{
     DecodeError, ErrorCode, FileInfo, FileState, Request, Response, StatusInfo, Target,
-    PROTOCOL_VERSION,
+    TimePreview, PROTOCOL_VERSION,
 };

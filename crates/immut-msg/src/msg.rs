@@ -39,6 +39,30 @@ pub enum Request {
     Status,
     /// Root only: credit the current wall-clock time and end a clock freeze.
     TimeAccept,
+    /// Root only: what `TimeAccept` would do now, without doing it.
+    TimePreview,
+    /// Ledger entries of one guarded repository (every repository when `repo` is empty),
+    /// from index `cursor` on; answered with [`Response::Entries`], one page at a time.
+    List { repo: PathBuf, cursor: u32 },
+}
+
+/// What accepting the wall clock now would change.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TimePreview {
+    /// The trusted time now.
+    pub trusted_unix: i64,
+    /// The wall clock as the service reads it.
+    pub wall_unix: i64,
+    /// The trusted time after accepting: never earlier than `trusted_unix`.
+    pub accepted_unix: i64,
+    /// Locked files whose expiry lies between `trusted_unix` and `accepted_unix`: they would
+    /// unlock at once (earlier than the trusted clock would unlock them).
+    pub files_unlocking: u64,
+    pub bytes_unlocking: u64,
+    /// Earliest expiry among them, 0 when none.
+    pub earliest_expiry_unix: i64,
+    /// The clock alert that accepting would end, empty when none.
+    pub alert: String,
 }
 
 /// Protection state of a sealed file.
@@ -187,6 +211,13 @@ pub enum Response {
     Status(StatusInfo),
     /// Answer to `TimeAccept`: the trusted time now credited.
     TimeAccepted { trusted_unix: i64 },
+    /// Answer to `TimePreview`.
+    TimePreview(TimePreview),
+    /// Answer to `List`: one page of entries; `next_cursor` is 0 after the last page.
+    Entries {
+        entries: Vec<FileInfo>,
+        next_cursor: u32,
+    },
     /// The request was refused or failed.
     Error { code: ErrorCode, message: String },
 }
@@ -210,6 +241,14 @@ pub enum DecodeError {
     Trailing(usize),
 }
 
+/// Smallest encoding of a [`FileInfo`] (empty path and job).
+const MIN_INFO: usize = 2 + 2 + 16 + 16 + 32 + 8 * 5 + 1;
+
+/// How many bytes [`FileInfo`] takes encoded, for filling a page up to a frame.
+pub fn encoded_info_len(i: &FileInfo) -> usize {
+    MIN_INFO + i.sealed_path.as_os_str().len().min(MAX_STR) + i.job.len().min(MAX_STR)
+}
+
 // Message tags.
 const RQ_SEAL: u8 = 1;
 const RQ_EXTEND: u8 = 2;
@@ -217,12 +256,16 @@ const RQ_QUERY: u8 = 3;
 const RQ_DELETE: u8 = 4;
 const RQ_STATUS: u8 = 5;
 const RQ_TIME_ACCEPT: u8 = 6;
+const RQ_TIME_PREVIEW: u8 = 7;
+const RQ_LIST: u8 = 8;
 const RS_SEALED: u8 = 0x81;
 const RS_ENTRY: u8 = 0x82;
 const RS_EXTENDED: u8 = 0x83;
 const RS_DELETED: u8 = 0x84;
 const RS_STATUS: u8 = 0x85;
 const RS_TIME_ACCEPTED: u8 = 0x86;
+const RS_TIME_PREVIEW: u8 = 0x87;
+const RS_ENTRIES: u8 = 0x88;
 const RS_ERROR: u8 = 0xff;
 const TG_PATH: u8 = 1;
 const TG_POINT: u8 = 2;
@@ -422,6 +465,12 @@ impl Request {
             }
             Request::Status => e = Enc::new(RQ_STATUS),
             Request::TimeAccept => e = Enc::new(RQ_TIME_ACCEPT),
+            Request::TimePreview => e = Enc::new(RQ_TIME_PREVIEW),
+            Request::List { repo, cursor } => {
+                e = Enc::new(RQ_LIST);
+                e.path(repo);
+                e.u32(*cursor);
+            }
         }
         e.0
     }
@@ -443,6 +492,11 @@ impl Request {
             },
             RQ_STATUS => Request::Status,
             RQ_TIME_ACCEPT => Request::TimeAccept,
+            RQ_TIME_PREVIEW => Request::TimePreview,
+            RQ_LIST => Request::List {
+                repo: d.path()?,
+                cursor: d.u32()?,
+            },
             t => return Err(DecodeError::Tag(t)),
         };
         d.end()?;
@@ -458,6 +512,8 @@ impl Request {
             Request::Delete { .. } => "delete",
             Request::Status => "status",
             Request::TimeAccept => "time-accept",
+            Request::TimePreview => "time-preview",
+            Request::List { .. } => "list",
         }
     }
 }
@@ -505,6 +561,27 @@ impl Response {
                 e = Enc::new(RS_TIME_ACCEPTED);
                 e.i64(*trusted_unix);
             }
+            Response::TimePreview(p) => {
+                e = Enc::new(RS_TIME_PREVIEW);
+                e.i64(p.trusted_unix);
+                e.i64(p.wall_unix);
+                e.i64(p.accepted_unix);
+                e.u64(p.files_unlocking);
+                e.u64(p.bytes_unlocking);
+                e.i64(p.earliest_expiry_unix);
+                e.str(&p.alert);
+            }
+            Response::Entries {
+                entries,
+                next_cursor,
+            } => {
+                e = Enc::new(RS_ENTRIES);
+                e.u32(*next_cursor);
+                e.u32(entries.len() as u32);
+                for i in entries {
+                    e.info(i);
+                }
+            }
             Response::Error { code, message } => {
                 e = Enc::new(RS_ERROR);
                 e.u16(code.code());
@@ -544,6 +621,31 @@ impl Response {
             RS_TIME_ACCEPTED => Response::TimeAccepted {
                 trusted_unix: d.i64()?,
             },
+            RS_TIME_PREVIEW => Response::TimePreview(TimePreview {
+                trusted_unix: d.i64()?,
+                wall_unix: d.i64()?,
+                accepted_unix: d.i64()?,
+                files_unlocking: d.u64()?,
+                bytes_unlocking: d.u64()?,
+                earliest_expiry_unix: d.i64()?,
+                alert: d.str()?,
+            }),
+            RS_ENTRIES => {
+                let next_cursor = d.u32()?;
+                let n = d.u32()? as usize;
+                // Each entry takes at least MIN_INFO bytes: bound the count before allocating.
+                if n > d.0.len() / MIN_INFO {
+                    return Err(DecodeError::Truncated);
+                }
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    entries.push(d.info()?);
+                }
+                Response::Entries {
+                    entries,
+                    next_cursor,
+                }
+            }
             RS_ERROR => Response::Error {
                 code: ErrorCode::from_code(d.u16()?),
                 message: d.str()?,
@@ -624,6 +726,11 @@ mod tests {
             },
             Request::Status,
             Request::TimeAccept,
+            Request::TimePreview,
+            Request::List {
+                repo: "/srv/repo".into(),
+                cursor: 7,
+            },
         ];
         for r in reqs {
             assert_eq!(Request::decode(&r.encode()).unwrap(), r);
@@ -645,6 +752,23 @@ mod tests {
                 ..Default::default()
             }),
             Response::TimeAccepted { trusted_unix: 5 },
+            Response::TimePreview(TimePreview {
+                trusted_unix: 1,
+                wall_unix: 2,
+                accepted_unix: 3,
+                files_unlocking: 4,
+                bytes_unlocking: 5,
+                earliest_expiry_unix: 6,
+                alert: "jump".into(),
+            }),
+            Response::Entries {
+                entries: vec![info(), info()],
+                next_cursor: 9,
+            },
+            Response::Entries {
+                entries: vec![],
+                next_cursor: 0,
+            },
             Response::Error {
                 code: ErrorCode::Refused,
                 message: "no".into(),

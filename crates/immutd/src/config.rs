@@ -39,13 +39,31 @@ pub struct Config {
     pub max_period_days: u32,
     /// Seal is refused when the locked files would exceed this many bytes.
     pub max_locked_bytes: u64,
-    /// Forward wall-clock drift credited without proof, per check and per day.
+    /// Wall-clock difference from the boot clock accepted without an alert, seconds.
     pub clock_tolerance_secs: i64,
+    /// Drift between wall and boot clock accepted on top of that, parts per million of the
+    /// boot time since the last anchor (20 ppm: about 1.7 s a day, 10.5 minutes a year).
+    pub clock_drift_ppm: i64,
     /// How often the clock is checked and expired files unlocked.
     pub tick_secs: u64,
     /// Set the append-only attribute on each repository folder so its entries (the store,
     /// incoming/) cannot be renamed or removed by the service user.
     pub lock_repository_root: bool,
+}
+
+/// Default drift rate between wall and boot clock, parts per million.
+pub const DEFAULT_DRIFT_PPM: i64 = 20;
+/// Highest drift rate a configuration may set (NTP's own limit on frequency correction).
+pub const MAX_DRIFT_PPM: i64 = 500;
+
+impl Config {
+    /// The clock tolerance of this configuration.
+    pub fn tolerance(&self) -> crate::clock::Tolerance {
+        crate::clock::Tolerance {
+            secs: self.clock_tolerance_secs,
+            drift_ppm: self.clock_drift_ppm,
+        }
+    }
 }
 
 fn err(path: &Path, msg: impl Into<String>) -> ImmutdError {
@@ -162,6 +180,7 @@ impl Config {
             "max_period_days",
             "max_locked_bytes",
             "clock_tolerance_secs",
+            "clock_drift_ppm",
             "tick_secs",
             "lock_repository_root",
         ])?;
@@ -209,6 +228,9 @@ impl Config {
             )
         })? as u64;
         let clock_tolerance_secs = top.int("clock_tolerance_secs", 10, 86_400)?.unwrap_or(120);
+        let clock_drift_ppm = top
+            .int("clock_drift_ppm", 0, MAX_DRIFT_PPM)?
+            .unwrap_or(DEFAULT_DRIFT_PPM);
         let tick_secs = top.int("tick_secs", 1, 3600)?.unwrap_or(60) as u64;
         let lock_repository_root = top.bool("lock_repository_root")?.unwrap_or(true);
 
@@ -276,6 +298,7 @@ impl Config {
             max_period_days,
             max_locked_bytes,
             clock_tolerance_secs,
+            clock_drift_ppm,
             tick_secs,
             lock_repository_root,
         })

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bulwark_immut_msg::ImmutClient;
-use bulwark_immutd::clock::ClockState;
+use bulwark_immut_msg::{FileState, ImmutClient, TimePreview};
+use bulwark_immutd::clock::{human, ClockState};
 use bulwark_immutd::config::{Config, DEFAULT_CONFIG};
 use bulwark_immutd::ledger::Ledger;
 use bulwark_immutd::service::{load_clock, ClockSource, StatePaths, SystemClock};
@@ -19,7 +19,11 @@ const USAGE: &str = "usage: bulwark-immutd [--config PATH] <command>
 commands:
   run            run the service (the default; must be root)
   status [--json]  show the trusted clock, alerts and every sealed file with its expiry
-  time accept    credit the current wall-clock time and end a clock freeze (root at the console)
+  time preview   show what `time accept` would unlock now, changing nothing
+  time accept [--yes]
+                 credit the current wall-clock time and end a clock alert (root at the
+                 console): shows the step and what would unlock early, then asks to confirm;
+                 --yes skips the question (scripts)
   audit verify   check the hash chain of the audit log (exit 1 when it is broken)
   check-config   validate the configuration and exit
 
@@ -58,7 +62,9 @@ fn real_main() -> anyhow::Result<i32> {
         [] | ["run"] => run(&config),
         ["status"] => status(&config, false),
         ["status", "--json"] => status(&config, true),
-        ["time", "accept"] => time_accept(&config),
+        ["time", "accept"] => time_accept(&config, false),
+        ["time", "accept", "--yes"] => time_accept(&config, true),
+        ["time", "preview"] => time_preview(&config).map(|_| 0),
         ["audit", "verify"] => audit_verify(&config),
         ["check-config"] => {
             let c = Config::load(&config)?;
@@ -131,10 +137,16 @@ fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
         .and_then(|mut c| c.status().ok());
     let r = SystemClock.read();
     let clock: ClockState = load_clock(&paths, ledger.entries.is_empty(), &r)?;
-    let (trusted, frozen, alert) = match &live {
-        Some(s) => (s.trusted_unix, s.unlocks_frozen, s.alert.clone()),
+    let (trusted, wall, frozen, alert) = match &live {
+        Some(s) => (
+            s.trusted_unix,
+            s.wall_unix,
+            s.unlocks_frozen,
+            s.alert.clone(),
+        ),
         None => (
             clock.last_trusted,
+            r.wall,
             clock.frozen(),
             clock
                 .alert
@@ -159,9 +171,8 @@ fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
             })
             .collect();
         println!(
-            "{{\"running\":{},\"trusted_unix\":{trusted},\"wall_unix\":{},\"unlocks_frozen\":{frozen},\"alert\":{},\"files\":[{}]}}",
+            "{{\"running\":{},\"trusted_unix\":{trusted},\"wall_unix\":{wall},\"unlocks_frozen\":{frozen},\"alert\":{},\"files\":[{}]}}",
             live.is_some(),
-            r.wall,
             json_str(&alert),
             files.join(",")
         );
@@ -175,9 +186,20 @@ fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
             }
         );
         println!("trusted clock:  {} ({trusted})", fmt_time(trusted));
-        println!("wall clock:     {} ({})", fmt_time(r.wall), r.wall);
+        println!(
+            "wall clock:     {} ({wall}){}",
+            fmt_time(wall),
+            if live.is_some() {
+                " as the service reads it"
+            } else {
+                ""
+            }
+        );
         if frozen {
+            println!("ALERT:          unlocks are FROZEN: {alert}");
+        } else if !alert.is_empty() {
             println!("ALERT:          {alert}");
+            println!("unlocks:        running");
         } else {
             println!("unlocks:        running");
         }
@@ -204,9 +226,115 @@ fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn time_accept(config: &Path) -> anyhow::Result<i32> {
-    let cfg = Config::load(config)?;
+/// What accepting would do: from the running service, or from the state on disk.
+fn preview(cfg: &Config) -> anyhow::Result<(TimePreview, bool)> {
     if let Ok(mut c) = ImmutClient::connect(&cfg.socket) {
+        let p = c
+            .time_preview()
+            .context("asking the running service what accepting would unlock")?;
+        return Ok((p, true));
+    }
+    let paths = StatePaths::new(&cfg.state_dir);
+    let ledger = Ledger::load(&paths.ledger)?;
+    let r = SystemClock.read();
+    let clock = load_clock(&paths, ledger.entries.is_empty(), &r)?;
+    let (clock, _) = clock.observe(&r, cfg.tolerance(), true);
+    let accepted = clock.accepted_time(&r);
+    let x = bulwark_immutd::expiry::expiries(&ledger.entries, |p| {
+        cfg.repo(p).map(|c| c.min_period_days)
+    });
+    let early: Vec<(u64, i64)> = ledger
+        .entries
+        .iter()
+        .zip(&x)
+        .filter(|(e, &xi)| {
+            e.state == FileState::Locked && xi > clock.last_trusted && xi <= accepted
+        })
+        .map(|(e, &xi)| (e.size, xi))
+        .collect();
+    Ok((
+        TimePreview {
+            trusted_unix: clock.last_trusted,
+            wall_unix: r.wall,
+            accepted_unix: accepted,
+            files_unlocking: early.len() as u64,
+            bytes_unlocking: early.iter().map(|e| e.0).sum(),
+            earliest_expiry_unix: early.iter().map(|e| e.1).min().unwrap_or(0),
+            alert: clock.alert.map(|a| a.message).unwrap_or_default(),
+        },
+        false,
+    ))
+}
+
+fn print_preview(p: &TimePreview) {
+    println!(
+        "trusted clock:  {} ({})",
+        fmt_time(p.trusted_unix),
+        p.trusted_unix
+    );
+    println!(
+        "wall clock:     {} ({})",
+        fmt_time(p.wall_unix),
+        p.wall_unix
+    );
+    let step = p.wall_unix - p.trusted_unix;
+    if step >= 0 {
+        println!(
+            "step:           the wall clock is {} ahead of the trusted clock",
+            human(step)
+        );
+    } else {
+        println!(
+            "step:           the wall clock is {} BEHIND the trusted clock; accepting keeps the trusted time (it never goes backwards)",
+            human(-step)
+        );
+    }
+    if !p.alert.is_empty() {
+        println!("alert:          {}", p.alert);
+    }
+    if p.files_unlocking == 0 {
+        println!("accepting unlocks nothing early");
+    } else {
+        println!(
+            "accepting unlocks {} files ({} bytes) EARLIER than the trusted clock would; the earliest was protected until {}",
+            p.files_unlocking,
+            p.bytes_unlocking,
+            fmt_time(p.earliest_expiry_unix)
+        );
+    }
+}
+
+fn time_preview(config: &Path) -> anyhow::Result<TimePreview> {
+    let cfg = Config::load(config)?;
+    let (p, _) = preview(&cfg)?;
+    print_preview(&p);
+    Ok(p)
+}
+
+fn confirm() -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        bail!("`time accept` asks for confirmation at a terminal; after reading the preview (`bulwark-immutd time preview`), run `bulwark-immutd time accept --yes` from a script");
+    }
+    print!(
+        "Accept the wall clock as the trusted time? Fix the clock first if it is wrong. Type yes: "
+    );
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim() == "yes")
+}
+
+fn time_accept(config: &Path, yes: bool) -> anyhow::Result<i32> {
+    let cfg = Config::load(config)?;
+    let (p, running) = preview(&cfg)?;
+    print_preview(&p);
+    if !yes && !confirm()? {
+        println!("nothing changed");
+        return Ok(2);
+    }
+    if running {
+        let mut c = ImmutClient::connect(&cfg.socket)?;
         let t = c
             .time_accept()
             .context("asking the running service to accept the time")?;
@@ -229,20 +357,26 @@ fn time_accept(config: &Path) -> anyhow::Result<i32> {
             cfg.socket.display()
         );
     }
+    let ledger = Ledger::load(&paths.ledger)?;
     let r = SystemClock.read();
-    let s = ClockState::accept(&r);
+    let clock = load_clock(&paths, ledger.entries.is_empty(), &r)?;
+    let (clock, _) = clock.observe(&r, cfg.tolerance(), true);
+    let s = clock.accept_now(&r);
     bulwark_immutd::atomic::write_atomic(&paths.clock, s.encode().as_bytes(), 0o600)?;
     let mut log = audit::AuditLog::open(&cfg.state_dir)?;
     log.append(
         r.wall,
-        r.wall,
+        s.last_trusted,
         "time-accept",
-        "trusted clock set to the wall clock by root while the service was stopped",
+        &format!(
+            "trusted clock moved from {} to {} by root while the service was stopped (wall {}); {} files ({} bytes) unlock early, earliest expiry {}",
+            p.trusted_unix, s.last_trusted, r.wall, p.files_unlocking, p.bytes_unlocking, p.earliest_expiry_unix
+        ),
     )?;
     println!(
         "time accepted: the trusted clock is now {} ({})",
-        fmt_time(r.wall),
-        r.wall
+        fmt_time(s.last_trusted),
+        s.last_trusted
     );
     Ok(0)
 }

@@ -6,7 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bulwark_immut_msg::layout::{incoming_dir, incoming_path, parse_point_file_name};
-use bulwark_immut_msg::{ErrorCode, FileState, Request, Response, StatusInfo, Target};
+use bulwark_immut_msg::{ErrorCode, FileState, Request, Response, StatusInfo, Target, TimePreview};
 use bulwark_sys::PeerCred;
 
 use crate::audit::AuditLog;
@@ -94,9 +94,10 @@ pub fn load_clock(paths: &StatePaths, ledger_empty: bool, r: &Reading) -> Result
             let mut s = ClockState::accept(r);
             if !ledger_empty {
                 s.alert = Some(crate::clock::Alert {
+                    kind: crate::clock::AlertKind::Jump,
                     detected_wall: r.wall,
                     excess_secs: 0,
-                    message: "the clock checkpoint is missing while files are sealed; unlocks are frozen until root runs `bulwark-immutd time accept`".into(),
+                    message: "the clock checkpoint is missing while files are sealed; unlocks are frozen; check that the clock is right (NTP / chrony, `timedatectl`), then run `bulwark-immutd time accept`".into(),
                 });
             }
             Ok(s)
@@ -123,11 +124,25 @@ pub struct Service {
     clock: ClockState,
     audit: AuditLog,
     trusted: i64,
+    /// The time seals are stamped with (see [`crate::clock::Observation::stamp`]).
+    stamp: i64,
+    /// False until this process has read the clocks once.
+    observed: bool,
     wall: i64,
     source: Box<dyn ClockSource>,
     refusals: RefusalLimit,
+    /// The ledger in memory holds changes the last write could not save (state folder
+    /// full?): retried before every request and on every tick.
+    ledger_dirty: bool,
+    /// Trusted time of the last scan for sealed files missing from the ledger.
+    last_adopt_scan: i64,
     _lock: File,
 }
+
+/// Seconds between scans for sealed files missing from the ledger while running.
+const ADOPT_SCAN_SECS: i64 = 600;
+/// Least seconds between scans prompted by a query for an unknown point.
+const ADOPT_QUERY_SECS: i64 = 5;
 
 fn validate_seal_path(p: &Path) -> std::result::Result<(), ReqError> {
     if !p.is_absolute() {
@@ -198,6 +213,8 @@ impl Service {
             clock,
             audit,
             trusted,
+            stamp: trusted,
+            observed: false,
             wall: r.wall,
             source,
             refusals: RefusalLimit {
@@ -205,6 +222,8 @@ impl Service {
                 count: 0,
                 suppressed: 0,
             },
+            ledger_dirty: false,
+            last_adopt_scan: i64::MIN,
             _lock: lock,
         };
         s.log(
@@ -222,9 +241,11 @@ impl Service {
         Ok(s)
     }
 
-    /// Records files a crash left sealed but missing from the ledger. Their seal time is
-    /// taken as now, which can only lengthen their protection.
+    /// Records files a crash or a failed ledger write left sealed but missing from the
+    /// ledger. Their seal time is taken as now, which can only lengthen their protection.
+    /// Runs at start, every [`ADOPT_SCAN_SECS`] and when a query names an unknown point.
     fn adopt_unrecorded(&mut self) -> Result<()> {
+        self.last_adopt_scan = self.trusted;
         let mut added = false;
         for ri in 0..self.repos.len() {
             let repo = &self.repos[ri];
@@ -251,7 +272,7 @@ impl Service {
                             ino: s.ino,
                             size: s.size,
                             root: s.root,
-                            sealed: self.trusted,
+                            sealed: self.stamp,
                             period_days: self.repos[ri].min_period_days,
                             requested: 0,
                             floor: 0,
@@ -260,7 +281,7 @@ impl Service {
                         };
                         self.ledger.entries.push(entry);
                         added = true;
-                        self.log("adopt", &format!("{detail} was sealed but not in the ledger (crash?); recorded as sealed now"))?;
+                        self.log("adopt", &format!("{detail} was sealed but not in the ledger (crash or failed ledger write?); recorded as sealed now"))?;
                     }
                     Err(e) => self.log("unrecorded", &format!("{detail}: {}", e.message))?,
                 }
@@ -307,13 +328,33 @@ impl Service {
     /// Reads the clocks and credits what the boot clock confirms.
     fn refresh_clock(&mut self) -> Result<()> {
         let r = self.source.read();
-        let (next, obs) = self.clock.observe(&r, self.config.clock_tolerance_secs);
+        let before = self.clock.alert.clone();
+        let (next, obs) = self
+            .clock
+            .observe(&r, self.config.tolerance(), !self.observed);
+        self.observed = true;
         self.clock = next;
         self.trusted = obs.trusted;
+        self.stamp = obs.stamp;
         self.wall = r.wall;
+        if let Some(a) = &obs.cleared {
+            self.log(
+                "clock-ok",
+                &format!(
+                    "the wall clock is right again (was: {}); trusted time {}",
+                    a.message, self.trusted
+                ),
+            )?;
+        }
         if let Some(a) = obs.new_alert {
             eprintln!("bulwark-immutd: ALERT: {}", a.message);
-            self.log("clock-alert", &a.message)?;
+            let event = match a.kind {
+                crate::clock::AlertKind::Jump => "clock-alert",
+                crate::clock::AlertKind::Backward => "clock-backward",
+            };
+            self.log(event, &a.message)?;
+        }
+        if obs.cleared.is_some() || self.clock.alert != before {
             self.save_clock()?;
         }
         Ok(())
@@ -334,16 +375,49 @@ impl Service {
         self.repos.iter().find(|r| r.path == e.repo)
     }
 
-    /// Raises floors to the computed expiries and writes the ledger.
+    /// Raises floors to the computed expiries and writes the ledger. A failed write keeps
+    /// the change in memory, marked for [`Service::retry_ledger`].
     fn commit(&mut self) -> std::result::Result<Vec<i64>, ReqError> {
         let x = self.expiries();
         for (e, &x) in self.ledger.entries.iter_mut().zip(&x) {
             e.floor = e.floor.max(x);
         }
-        self.ledger
-            .save(&self.paths.ledger)
-            .map_err(|e| ReqError::internal(format!("writing the ledger: {e}")))?;
-        Ok(x)
+        match self.ledger.save(&self.paths.ledger) {
+            Ok(()) => {
+                self.ledger_dirty = false;
+                Ok(x)
+            }
+            Err(e) => {
+                self.ledger_dirty = true;
+                Err(ReqError::internal(format!(
+                    "writing the ledger in {}: {e}; the change is kept in memory and written as soon as the state folder has room again (free space there)",
+                    self.paths.dir.display()
+                )))
+            }
+        }
+    }
+
+    /// Writes a ledger that an earlier write could not save.
+    fn retry_ledger(&mut self) {
+        if !self.ledger_dirty {
+            return;
+        }
+        if self.commit().is_ok() {
+            let _ = self.log(
+                "ledger-written",
+                "the ledger changes kept in memory after a failed write are saved",
+            );
+        }
+    }
+
+    /// Scans for unrecorded sealed files when the last scan is older than `every` seconds.
+    fn adopt_if_due(&mut self, every: i64) {
+        if self.trusted.saturating_sub(self.last_adopt_scan) < every {
+            return;
+        }
+        if let Err(e) = self.adopt_unrecorded() {
+            let _ = self.log("adopt-failed", &e.to_string());
+        }
     }
 
     /// Locks again every unlocked file whose expiry moved into the future (a chain extended
@@ -378,6 +452,8 @@ impl Service {
     pub fn tick(&mut self) -> Result<()> {
         self.refresh_clock()?;
         self.save_clock()?;
+        self.retry_ledger();
+        self.adopt_if_due(ADOPT_SCAN_SECS);
         self.unlock_due()
     }
 
@@ -414,8 +490,10 @@ impl Service {
     pub fn handle(&mut self, peer: PeerCred, req: Request) -> Response {
         let svc = self.config.service_uid;
         let allowed = match req {
-            Request::TimeAccept => peer.uid == 0,
-            Request::Status | Request::Query { .. } => peer.uid == 0 || peer.uid == svc,
+            Request::TimeAccept | Request::TimePreview => peer.uid == 0,
+            Request::Status | Request::Query { .. } | Request::List { .. } => {
+                peer.uid == 0 || peer.uid == svc
+            }
             _ => peer.uid == svc,
         };
         let who = format!("uid={} pid={}", peer.uid, peer.pid);
@@ -439,6 +517,17 @@ impl Service {
                 code: ErrorCode::Internal,
                 message: e.to_string(),
             };
+        }
+        self.retry_ledger();
+        if let Request::Query {
+            target: t @ Target::Point(_),
+        } = &req
+        {
+            // A sealed point missing from the ledger (failed write, crash) is adopted now
+            // rather than at the next start, so its chain can go on.
+            if self.find(t).is_err() {
+                self.adopt_if_due(ADOPT_QUERY_SECS);
+            }
         }
         let desc = describe(&req);
         let name = req.name();
@@ -473,6 +562,8 @@ impl Service {
             Request::Delete { target } => self.delete(&target),
             Request::Status => Ok(Response::Status(self.status())),
             Request::TimeAccept => self.time_accept(),
+            Request::TimePreview => Ok(Response::TimePreview(self.time_preview())),
+            Request::List { repo, cursor } => self.list(&repo, cursor),
         }
     }
 
@@ -551,7 +642,7 @@ impl Service {
             ino: s.ino,
             size: s.size,
             root: s.root,
-            sealed: self.trusted,
+            sealed: self.stamp,
             period_days: self.repos[ri].min_period_days,
             requested: 0,
             floor: 0,
@@ -562,9 +653,20 @@ impl Service {
         let x = match self.commit() {
             Ok(x) => x,
             Err(e) => {
-                // The file stays immutable; the next start reports it as unrecorded.
-                self.ledger.entries.pop();
-                return Err(e);
+                // The file is sealed: keep its entry in memory (queries find it, the write
+                // is retried), and say so.
+                let _ = self.log(
+                    "ledger-write-failed",
+                    &format!(
+                        "{} is sealed but not yet recorded: {}",
+                        path.display(),
+                        e.message
+                    ),
+                );
+                return Err(ReqError::internal(format!(
+                    "restore point {point} is sealed, but {}",
+                    e.message
+                )));
             }
         };
         let i = self.ledger.entries.len() - 1;
@@ -690,20 +792,111 @@ impl Service {
     fn time_accept(&mut self) -> std::result::Result<Response, ReqError> {
         let r = self.source.read();
         let before = self.trusted;
-        self.clock = ClockState::accept(&r);
-        self.trusted = r.wall;
+        let preview = self.time_preview_at(&r);
+        self.clock = self.clock.accept_now(&r);
+        self.trusted = self.clock.last_trusted;
+        self.stamp = self.clock.last_stamp;
         self.wall = r.wall;
         self.save_clock()
             .map_err(|e| ReqError::internal(e.to_string()))?;
+        let behind = if r.wall < self.trusted {
+            format!(
+                "; the wall clock is {} behind and is accepted as an offset (trusted time never goes backwards)",
+                crate::clock::human(self.trusted - r.wall)
+            )
+        } else {
+            String::new()
+        };
         self.log(
             "time-accept",
-            &format!("trusted clock moved from {before} to {} by root", r.wall),
+            &format!(
+                "trusted clock moved from {before} to {} by root (wall {}); {} files ({} bytes) unlock now, earliest expiry {}{behind}",
+                self.trusted,
+                r.wall,
+                preview.files_unlocking,
+                preview.bytes_unlocking,
+                preview.earliest_expiry_unix
+            ),
         )
         .map_err(|e| ReqError::internal(e.to_string()))?;
         self.unlock_due()
             .map_err(|e| ReqError::internal(e.to_string()))?;
         Ok(Response::TimeAccepted {
             trusted_unix: self.trusted,
+        })
+    }
+
+    /// What `time accept` would do now.
+    fn time_preview(&mut self) -> TimePreview {
+        let r = self.source.read();
+        self.time_preview_at(&r)
+    }
+
+    fn time_preview_at(&self, r: &Reading) -> TimePreview {
+        let accepted = self.clock.accepted_time(r);
+        let x = self.expiries();
+        let unlocking: Vec<(u64, i64)> = self
+            .ledger
+            .entries
+            .iter()
+            .zip(&x)
+            .filter(|(e, &xi)| e.state == FileState::Locked && xi > self.trusted && xi <= accepted)
+            .map(|(e, &xi)| (e.size, xi))
+            .collect();
+        TimePreview {
+            trusted_unix: self.trusted,
+            wall_unix: r.wall,
+            accepted_unix: accepted,
+            files_unlocking: unlocking.len() as u64,
+            bytes_unlocking: unlocking.iter().map(|u| u.0).sum(),
+            earliest_expiry_unix: unlocking.iter().map(|u| u.1).min().unwrap_or(0),
+            alert: self
+                .clock
+                .alert
+                .as_ref()
+                .map(|a| a.message.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// One page of ledger entries of `repo` (all when empty), from index `cursor`.
+    fn list(&self, repo: &Path, cursor: u32) -> std::result::Result<Response, ReqError> {
+        if !repo.as_os_str().is_empty() && !self.repos.iter().any(|r| r.path == repo) {
+            return Err(ReqError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "{} is not a repository guarded by this service",
+                    repo.display()
+                ),
+            ));
+        }
+        let x = self.expiries();
+        // Room for the frame's own header and the page's counts.
+        let budget = bulwark_immut_msg::MAX_FRAME as usize - 64;
+        let mut used = 0;
+        let mut entries = Vec::new();
+        let mut i = cursor as usize;
+        while i < self.ledger.entries.len() {
+            let e = &self.ledger.entries[i];
+            if repo.as_os_str().is_empty() || e.repo == repo {
+                let info = e.info(x[i]);
+                let len = bulwark_immut_msg::msg::encoded_info_len(&info);
+                if used + len > budget {
+                    break;
+                }
+                used += len;
+                entries.push(info);
+            }
+            i += 1;
+        }
+        let next_cursor = if i >= self.ledger.entries.len() {
+            0
+        } else {
+            u32::try_from(i).map_err(|_| ReqError::internal("ledger too long to list"))?
+        };
+        Ok(Response::Entries {
+            entries,
+            next_cursor,
         })
     }
 
@@ -764,7 +957,8 @@ fn describe(r: &Request) -> String {
         Request::Seal { path } => format!("path={}", path.display()),
         Request::Extend { target, until_unix } => format!("target={target:?} until={until_unix}"),
         Request::Query { target } | Request::Delete { target } => format!("target={target:?}"),
-        Request::Status | Request::TimeAccept => String::new(),
+        Request::List { repo, cursor } => format!("repo={} cursor={cursor}", repo.display()),
+        Request::Status | Request::TimeAccept | Request::TimePreview => String::new(),
     }
 }
 

@@ -292,7 +292,9 @@ fn requests_from_other_uids_are_refused_and_audited() {
         vec!["query", &point.to_hex()],
         vec!["extend", &point.to_hex(), "9999999999"],
         vec!["delete", &point.to_hex()],
-        vec!["time-accept"],
+        vec!["time", "accept", "--yes"],
+        vec!["time", "preview"],
+        vec!["list"],
     ] {
         let r = stranger.ctl(&sock, &args);
         assert_eq!(
@@ -302,8 +304,10 @@ fn requests_from_other_uids_are_refused_and_audited() {
         );
     }
     // The service user may not accept the time: that is root's.
-    let r = rig.user.ctl(&sock, &["time-accept"]);
-    assert_eq!(r.refused().as_deref(), Some("NotPermitted"));
+    for args in [["time", "accept", "--yes"].as_slice(), &["time", "preview"]] {
+        let r = rig.user.ctl(&sock, args);
+        assert_eq!(r.refused().as_deref(), Some("NotPermitted"), "{args:?}");
+    }
     assert!(
         inc.exists(),
         "a stranger's seal request must not touch the file"

@@ -42,7 +42,7 @@ fn all_clocks(base: &ImmutdSetup, offset: i64) -> ImmutdSetup {
     let mut s = base.clone();
     s.env = vec![
         ("LD_PRELOAD".into(), libfaketime().unwrap().into()),
-        ("FAKETIME".into(), format!("+{offset}").into()),
+        ("FAKETIME".into(), format!("{offset:+}").into()),
     ];
     s
 }
@@ -255,7 +255,7 @@ fn near_expiry(rig: &Rig, setup: &ImmutdSetup) -> (Immutd, PathBuf, PointId) {
         wait_for(5, || frozen(rig)),
         "a 7-day jump across a restart was not detected"
     );
-    root_ctl(rig, &["time-accept"]).ok();
+    root_ctl(rig, &["time", "accept", "--yes"]).ok();
     assert!(!frozen(rig));
     let pf = path_of(rig, "vm-1", f, f);
     assert!(is_immutable(&pf));
@@ -304,10 +304,27 @@ fn check_frozen_then_accept(rig: &Rig, svc: Immutd, pf: &Path, f: PointId, accep
     let log = std::fs::read_to_string(rig.setup.state_dir().join("audit.log")).unwrap();
     assert!(log.contains("\tclock-alert\t"), "clock alert not audited");
     if accept_with_cli {
+        // Without --yes and without a terminal nothing changes.
         let o = rig.immutd_cli(&["time", "accept"]);
+        assert!(
+            !o.status.success(),
+            "time accept without --yes must not accept"
+        );
+        assert!(frozen(rig), "a refused accept changed the clock");
+        let o = rig.immutd_cli(&["time", "accept", "--yes"]);
+        let out = String::from_utf8_lossy(&o.stdout);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            out.contains("EARLIER") && out.contains("step:"),
+            "the accept does not show the step and what unlocks early: {out}"
+        );
     } else {
-        root_ctl(rig, &["time-accept"]).ok();
+        let p = root_ctl(rig, &["time", "preview"]).ok();
+        assert!(p.int("files_unlocking") >= 1, "preview misses F: {p:?}");
+        assert!(p.int("earliest_expiry_unix") > 0);
+        assert!(p.int("accepted_unix") > p.int("trusted_unix"));
+        assert!(is_immutable(pf), "a preview must change nothing");
+        root_ctl(rig, &["time", "accept", "--yes"]).ok();
     }
     assert!(!frozen(rig));
     assert!(
@@ -373,4 +390,229 @@ fn jump_of_10_years_across_restart_unlocks_nothing() {
         "jump_of_10_years_across_restart_unlocks_nothing",
         3650 * DAY,
     );
+}
+
+fn real_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The attack of issue 12: with the wall clock set back (boot clock real), a new point is
+/// sealed; its seal time and expiry follow true time, an alert is raised without freezing,
+/// and after the clock is put right the point stays locked for its whole period.
+fn backward_step_while_running(test: &str, back: i64) {
+    if !can_run_clock(test) {
+        return;
+    }
+    let rig = Rig::new(FsKind::Ext4);
+    let u = &rig.user;
+    let sock = rig.socket();
+    let ts = rig.setup.dir.parent().unwrap().join("faketime");
+    std::fs::write(&ts, "+0\n").unwrap();
+    let svc = start(&wall_from_file(&rig.setup, &ts));
+    let (a, r) = seal_new(&rig, "vm-1", None, PointId::NONE);
+    let ra = r.ok();
+    assert!(ra.int("sealed_unix") >= real_now() - 5);
+    std::fs::write(&ts, format!("-{back}\n")).unwrap();
+    let t0 = real_now();
+    assert!(
+        wait_for(5, || status(&rig)
+            .get("alert")
+            .unwrap_or_default()
+            .contains("set back")),
+        "a backward step raised no alert: {}",
+        svc.log()
+    );
+    assert!(!frozen(&rig), "a backward step must not freeze unlocks");
+    let (b, r) = seal_new(&rig, "vm-2", None, PointId::NONE);
+    let rb = r.ok();
+    assert!(
+        rb.int("sealed_unix") >= t0 - 5,
+        "seal stamped with the stepped-back clock: sealed {} real {t0}",
+        rb.int("sealed_unix")
+    );
+    assert!(rb.int("expiry_unix") >= t0 + 7 * DAY - 5);
+    let st = status(&rig);
+    assert!(
+        st.int("trusted_unix") >= t0 - 5,
+        "trusted time went back: {st:?}"
+    );
+    let log = std::fs::read_to_string(rig.setup.state_dir().join("audit.log")).unwrap();
+    assert!(
+        log.contains("\tclock-backward\t"),
+        "backward step not audited"
+    );
+    // The clock is put right: no freeze, the alert ends, nothing unlocks.
+    std::fs::write(&ts, "+0\n").unwrap();
+    assert!(
+        wait_for(5, || status(&rig).get("alert").as_deref() == Some("")),
+        "the backward alert did not end once the clock was right"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    for (job, p) in [("vm-1", a), ("vm-2", b)] {
+        assert!(
+            is_immutable(&path_of(&rig, job, p, p)),
+            "{job} unlocked early"
+        );
+        assert_eq!(
+            u.ctl(&sock, &["delete", &p.to_hex()]).refused().as_deref(),
+            Some("Refused"),
+            "{job} could be deleted"
+        );
+    }
+    assert!(!frozen(&rig));
+    drop(svc);
+}
+
+/// The same across a restart: the service starts with the wall clock set back.
+fn backward_step_across_restart(test: &str, back: i64) {
+    if !can_run_clock(test) {
+        return;
+    }
+    let rig = Rig::new(FsKind::Ext4);
+    let u = &rig.user;
+    let sock = rig.socket();
+    let svc = rig.start();
+    let (a, r) = seal_new(&rig, "vm-1", None, PointId::NONE);
+    r.ok();
+    svc.stop();
+    let svc = start(&wall_only(&rig.setup, -back));
+    let t0 = real_now();
+    assert!(
+        wait_for(5, || status(&rig)
+            .get("alert")
+            .unwrap_or_default()
+            .contains("set back")),
+        "a backward step across a restart raised no alert: {}",
+        svc.log()
+    );
+    let (b, r) = seal_new(&rig, "vm-2", None, PointId::NONE);
+    let rb = r.ok();
+    assert!(rb.int("sealed_unix") >= t0 - 5, "{rb:?}");
+    assert!(rb.int("expiry_unix") >= t0 + 7 * DAY - 5);
+    svc.stop();
+    // Put right, restarted again: nothing frozen, nothing unlocked, nothing deletable.
+    let svc = rig.start();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(
+        !frozen(&rig),
+        "putting the clock right froze unlocks: {:?}",
+        status(&rig)
+    );
+    for (job, p) in [("vm-1", a), ("vm-2", b)] {
+        assert!(
+            is_immutable(&path_of(&rig, job, p, p)),
+            "{job} unlocked early"
+        );
+        assert_eq!(
+            u.ctl(&sock, &["delete", &p.to_hex()]).refused().as_deref(),
+            Some("Refused")
+        );
+    }
+    drop(svc);
+}
+
+#[test]
+fn backward_step_of_1_day_while_running_shortens_nothing() {
+    backward_step_while_running("backward_step_of_1_day_while_running_shortens_nothing", DAY);
+}
+
+#[test]
+fn backward_step_of_8_days_while_running_shortens_nothing() {
+    backward_step_while_running(
+        "backward_step_of_8_days_while_running_shortens_nothing",
+        8 * DAY,
+    );
+}
+
+#[test]
+fn backward_step_of_1_year_while_running_shortens_nothing() {
+    backward_step_while_running(
+        "backward_step_of_1_year_while_running_shortens_nothing",
+        365 * DAY,
+    );
+}
+
+#[test]
+fn backward_step_of_8_days_across_restart_shortens_nothing() {
+    backward_step_across_restart(
+        "backward_step_of_8_days_across_restart_shortens_nothing",
+        8 * DAY,
+    );
+}
+
+#[test]
+fn backward_step_of_1_year_across_restart_shortens_nothing() {
+    backward_step_across_restart(
+        "backward_step_of_1_year_across_restart_shortens_nothing",
+        365 * DAY,
+    );
+}
+
+/// Back 8 days, then forward 30 days from there (net +22 days): the forward part is a jump
+/// and freezes; nothing sealed during the backward step loses protection.
+#[test]
+fn backward_then_forward_step_freezes_and_unlocks_nothing() {
+    let test = "backward_then_forward_step_freezes_and_unlocks_nothing";
+    if !can_run_clock(test) {
+        return;
+    }
+    let rig = Rig::new(FsKind::Ext4);
+    let ts = rig.setup.dir.parent().unwrap().join("faketime");
+    // A first start trusts the clock it finds; the step comes after it.
+    rig.start().stop();
+    std::fs::write(&ts, format!("-{}\n", 8 * DAY)).unwrap();
+    let svc = start(&wall_from_file(&rig.setup, &ts));
+    let t0 = real_now();
+    let (a, r) = seal_new(&rig, "vm-1", None, PointId::NONE);
+    assert!(r.ok().int("sealed_unix") >= t0 - 5);
+    std::fs::write(&ts, format!("+{}\n", 22 * DAY)).unwrap();
+    assert!(
+        wait_for(5, || frozen(&rig)),
+        "net forward jump not detected"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(is_immutable(&path_of(&rig, "vm-1", a, a)));
+    let p = root_ctl(&rig, &["time", "preview"]).ok();
+    assert_eq!(p.int("files_unlocking"), 1, "{p:?}");
+    drop(svc);
+}
+
+/// The boot clock, not the wall clock, decides: the same 2-day shift across a restart is
+/// credited when every clock moves (honest time) and freezes when only the wall clock moves.
+/// If the boot-clock check did nothing, both runs would look alike.
+#[test]
+fn the_boot_clock_check_fires_when_only_the_wall_clock_moves() {
+    let test = "the_boot_clock_check_fires_when_only_the_wall_clock_moves";
+    if !can_run_clock(test) {
+        return;
+    }
+    let honest = Rig::new(FsKind::Ext4);
+    honest.start().stop();
+    let svc = start(&all_clocks(&honest.setup, 2 * DAY));
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    let st = status(&honest);
+    assert!(!frozen(&honest), "honest time froze: {st:?}");
+    assert!(
+        st.int("trusted_unix") >= real_now() + 2 * DAY - 60,
+        "{st:?}"
+    );
+    drop(svc);
+
+    let attacked = Rig::new(FsKind::Ext4);
+    attacked.start().stop();
+    let svc = start(&wall_only(&attacked.setup, 2 * DAY));
+    assert!(
+        wait_for(5, || frozen(&attacked)),
+        "the boot-clock check did not fire: {}",
+        svc.log()
+    );
+    let st = status(&attacked);
+    assert!(
+        st.int("trusted_unix") <= real_now() + 300,
+        "jump credited: {st:?}"
+    );
+    drop(svc);
 }

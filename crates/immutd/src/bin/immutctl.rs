@@ -1,5 +1,5 @@
 //! `bulwark-immutctl`: a shell client for the immutability service, run as the service user
-//! (or root for `status`, `query` and `time-accept`). Prints `key=value` lines.
+//! (or root for `status`, `query`, `list` and `time …`). Prints `key=value` lines.
 //!
 //! Exit codes: 0 ok, 2 operational error, 3 the service refused the request.
 
@@ -16,8 +16,10 @@ commands:
   query TARGET               show a sealed file (TARGET: a sealed path or a point id)
   extend TARGET UNIX_SECS    raise a file's expiry
   delete TARGET              delete an expired file
+  list [REPO]                every ledger entry (of one guarded repository), blank-line separated
   status                     the service's clock and counters
-  time-accept                (root) accept the current wall-clock time";
+  time preview               (root) what `time accept` would unlock now
+  time accept --yes          (root) accept the current wall-clock time (see the preview first)";
 
 fn target(s: &str) -> Target {
     match s.parse::<PointId>() {
@@ -70,13 +72,37 @@ fn run(socket: &Path, words: &[&str]) -> Result<(), ClientError> {
             println!("bytes_locked={}", s.bytes_locked);
             println!("files_unlocked={}", s.files_unlocked);
             println!("next_expiry_unix={}", s.next_expiry_unix);
+            println!("wall_step_secs={}", s.wall_unix - s.trusted_unix);
             println!("audit_problem={}", s.audit_problem);
             println!("connections_open={}", s.connections_open);
             println!("refused_strangers={}", s.refused_strangers);
             println!("refused_busy={}", s.refused_busy);
             println!("requests_timed_out={}", s.requests_timed_out);
         }
-        ["time-accept"] => println!("trusted_unix={}", c.time_accept()?),
+        ["list"] | ["list", _] => {
+            let repo = words.get(1).copied().unwrap_or("");
+            for (n, i) in c.list(Path::new(repo))?.iter().enumerate() {
+                if n > 0 {
+                    println!();
+                }
+                print_info(i);
+            }
+        }
+        ["time", "preview"] => {
+            let p = c.time_preview()?;
+            println!("trusted_unix={}", p.trusted_unix);
+            println!("wall_unix={}", p.wall_unix);
+            println!("accepted_unix={}", p.accepted_unix);
+            println!("files_unlocking={}", p.files_unlocking);
+            println!("bytes_unlocking={}", p.bytes_unlocking);
+            println!("earliest_expiry_unix={}", p.earliest_expiry_unix);
+            println!("alert={}", p.alert);
+        }
+        ["time", "accept", "--yes"] => println!("trusted_unix={}", c.time_accept()?),
+        ["time", "accept"] => {
+            eprintln!("bulwark-immutctl: `time accept` unlocks what the preview lists; run `time preview` first, then `time accept --yes`");
+            std::process::exit(2);
+        }
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
