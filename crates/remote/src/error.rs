@@ -85,3 +85,28 @@ impl RemoteError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_refusals_say_what_happened_first() {
+        let t = |code| {
+            RemoteError::Refused {
+                code,
+                message: "m".into(),
+            }
+            .to_string()
+        };
+        assert_eq!(t(ErrorCode::RepositoryFull), "the repository is full: m");
+        assert!(t(ErrorCode::SealDelayed).contains("seal is not confirmed"));
+        assert_eq!(t(ErrorCode::Limit), "refused by a repository limit: m");
+        assert_eq!(t(ErrorCode::Busy), "the repository refused (job busy): m");
+        assert!(!RemoteError::Refused {
+            code: ErrorCode::RepositoryFull,
+            message: String::new()
+        }
+        .is_damage());
+    }
+}

@@ -110,6 +110,33 @@ fn show(what: &str, o: &Output) {
     );
 }
 
+/// A tmpfs mounted for one test, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, mib: u32) -> Tmpfs {
+        let st = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0755"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mounting a tmpfs at {}", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// A repository owned by a fresh service user, and its running service.
 struct Service {
     server: Option<Child>,
@@ -117,18 +144,27 @@ struct Service {
     fp: String,
     repo: PathBuf,
     log: PathBuf,
+    // Before `dir`: unmounted before the folder is removed.
+    _tmpfs: Option<Tmpfs>,
     dir: tempfile::TempDir,
     user: ServiceUser,
 }
 
 impl Service {
     fn start(extra: &[&str]) -> Service {
+        Service::start_with(extra, None, &[])
+    }
+
+    /// [`Service::start`] with the repository on a tmpfs of `tmpfs_mib` MiB, and
+    /// `[client_limits]` settings replaced in `repository.toml` before the service starts.
+    fn start_with(extra: &[&str], tmpfs_mib: Option<u32>, limits: &[(&str, &str)]) -> Service {
         let user = ServiceUser::create();
         let dir = tempfile::tempdir().unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let base = dir.path().join("srv");
         std::fs::create_dir(&base).unwrap();
+        let tmpfs = tmpfs_mib.map(|m| Tmpfs::mount(&base, m));
         std::os::unix::fs::chown(&base, Some(user.uid), Some(user.gid)).unwrap();
         let repo = base.join("repo");
         let mut svc = Service {
@@ -137,6 +173,7 @@ impl Service {
             fp: String::new(),
             log: dir.path().join("serve.log"),
             repo,
+            _tmpfs: tmpfs,
             dir,
             user,
         };
@@ -150,6 +187,22 @@ impl Service {
         assert!(o.status.success());
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         svc.fp = v["fingerprint"].as_str().unwrap().to_string();
+        if !limits.is_empty() {
+            let path = svc.repo.join("repository.toml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut out = String::new();
+            for line in text.lines() {
+                match limits
+                    .iter()
+                    .find(|(k, _)| line.starts_with(&format!("{k} =")))
+                {
+                    Some((k, v)) => out.push_str(&format!("{k} = {v}\n")),
+                    None => out.push_str(&format!("{line}\n")),
+                }
+            }
+            assert!(out.contains("[client_limits]"), "{out}");
+            std::fs::write(&path, out).unwrap();
+        }
         let log = std::fs::File::create(&svc.log).unwrap();
         let mut args = vec![
             "serve",
@@ -1038,4 +1091,185 @@ fn eight_clients_back_up_concurrently() {
             "{n} sees other jobs"
         );
     }
+}
+
+/// Free bytes of the filesystem holding `p`.
+fn free_bytes(p: &Path) -> u64 {
+    let st = rustix::fs::statvfs(p).unwrap();
+    st.f_bavail * st.f_frsize
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Issue 13 item 2: one client backing up under ever new job names filled a 3 GiB disk in
+/// 11 s. With the default limits (a share of the repository's filesystem), the sprawling
+/// client is refused with a message naming the limit, the disk keeps room, and another
+/// client's backup succeeds.
+#[test]
+fn one_client_creating_many_jobs_is_refused_by_a_client_limit_and_another_clients_backup_succeeds()
+{
+    need_root!("one_client_creating_many_jobs_is_refused_by_a_client_limit_and_another_clients_backup_succeeds");
+    let svc = Service::start_with(&[], Some(96), &[]);
+    svc.enroll("sprawl");
+    svc.enroll("honest");
+    let img = svc.path("disk.img");
+    let mut refused = None;
+    for i in 0..22 {
+        // A different image each time: 4 MiB of random data stored per backup.
+        image(&img, 7000 + i, 8);
+        let o = svc.client(
+            "sprawl",
+            &[
+                "backup",
+                "--repo",
+                &svc.addr,
+                "--job",
+                &format!("vm{i}"),
+                s(&img),
+            ],
+        );
+        if !o.status.success() {
+            refused = Some((i, o));
+            break;
+        }
+    }
+    let (i, o) = refused.expect("22 full backups under new job names were all accepted");
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("refused by a repository limit") && err.contains("client_limits"),
+        "{err}"
+    );
+    assert!(
+        ["new_bytes_per_day", "sealed_bytes", "new_jobs_per_day"]
+            .iter()
+            .any(|l| err.contains(l)),
+        "{err}"
+    );
+    assert!(i >= 2, "refused too early, after {i} backups");
+    // The disk keeps room: at most the daily share (25 %) plus one backup in flight.
+    assert!(
+        free_bytes(&svc.repo) > 56 << 20,
+        "free {}",
+        free_bytes(&svc.repo)
+    );
+    // The refused backup left no claim: its job name is free again.
+    assert!(!svc.repo.join(format!("net/owners/vm{i}")).exists());
+    image(&img, 1, 8);
+    let o = svc.client(
+        "honest",
+        &["backup", "--repo", &svc.addr, "--job", "web01", s(&img)],
+    );
+    assert!(o.status.success(), "the other client's backup failed");
+    assert!(svc.log_text().contains("refused by a client limit"));
+}
+
+/// Issue 13 item 2: the number of new job names per client and day is limited too (small,
+/// empty disks cost no bytes).
+#[test]
+fn new_job_names_per_client_and_day_are_limited() {
+    need_root!("new_job_names_per_client_and_day_are_limited");
+    let svc = Service::start_with(&[], None, &[("new_jobs_per_day", "3")]);
+    svc.enroll("sprawl");
+    let img = svc.path("zero.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    for i in 0..3 {
+        let o = svc.client(
+            "sprawl",
+            &[
+                "backup",
+                "--repo",
+                &svc.addr,
+                "--job",
+                &format!("j{i}"),
+                s(&img),
+            ],
+        );
+        assert!(o.status.success());
+    }
+    let o = svc.client(
+        "sprawl",
+        &["backup", "--repo", &svc.addr, "--job", "j3", s(&img)],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("new_jobs_per_day"), "{}", stderr(&o));
+    // An existing job still takes backups.
+    let o = svc.client(
+        "sprawl",
+        &["backup", "--repo", &svc.addr, "--job", "j0", s(&img)],
+    );
+    assert!(o.status.success());
+}
+
+/// Issue 13 item 2: a `BeginBackup` that never sends data claimed the job name for good.
+#[test]
+fn a_backup_that_never_sends_data_releases_its_job_name() {
+    need_root!("a_backup_that_never_sends_data_releases_its_job_name");
+    let svc = Service::start(&[]);
+    svc.enroll("squatter");
+    svc.enroll("owner");
+    let mut c = Conn::session(&svc.config("squatter"), &svc.remote()).unwrap();
+    c.send(&Msg::BeginBackup(bulwark_protocol::BackupRequest {
+        job: "payroll".into(),
+        disk_size: 1 << 20,
+        block_size: 0,
+        compression_level: 1,
+        force_full: false,
+    }))
+    .unwrap();
+    assert!(matches!(c.recv().unwrap(), Msg::BackupReady(_)));
+    assert!(svc.repo.join("net/owners/payroll").exists());
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while svc.repo.join("net/owners/payroll").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !svc.repo.join("net/owners/payroll").exists(),
+        "the name stayed claimed"
+    );
+    let img = svc.path("d.img");
+    image(&img, 3, 2);
+    let o = svc.client(
+        "owner",
+        &["backup", "--repo", &svc.addr, "--job", "payroll", s(&img)],
+    );
+    assert!(o.status.success());
+    assert!(svc.log_text().contains("released the unused job name"));
+}
+
+/// Issue 13 "typed errors", issue 12 item 6: on a full server disk the client saw "Broken
+/// pipe" and the reason was only in the server's log. It now gets RepositoryFull, exit code
+/// 2 and what to do, and nothing of the backup is left behind.
+#[test]
+fn a_full_repository_disk_is_reported_to_the_client_as_repository_full() {
+    need_root!("a_full_repository_disk_is_reported_to_the_client_as_repository_full");
+    let svc = Service::start_with(
+        &[],
+        Some(24),
+        &[
+            ("new_bytes_per_day", "\"1T\""),
+            ("sealed_bytes", "\"1T\""),
+        ],
+    );
+    svc.enroll("alice");
+    let img = svc.path("big.img");
+    let mut rng = Rng::new(99);
+    std::fs::write(&img, rng.bytes(64 << 20)).unwrap();
+    let o = svc.client(
+        "alice",
+        &["backup", "--repo", &svc.addr, "--job", "big", s(&img)],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("the repository is full"), "{err}");
+    assert!(err.contains("free space"), "{err}");
+    assert!(!err.contains("Broken pipe"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(svc.repo.join("incoming"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "left in incoming/: {left:?}");
+    assert!(svc.log_text().contains("refused (repository full)"));
 }

@@ -54,7 +54,7 @@ pub struct ClientLimits {
 }
 
 fn default_new_jobs_per_day() -> u32 {
-    4
+    8
 }
 fn default_new_bytes_per_day() -> ByteLimit {
     ByteLimit::Percent(25)

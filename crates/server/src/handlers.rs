@@ -5,12 +5,13 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use bulwark_format::{
-    check_block_size, plain_len_of, validate_name, BlockNo, Digest, PointKind, PointMeta,
+    check_block_size, check_disk_size, plain_len_of, validate_name, BlockNo, Digest, PointKind,
+    PointMeta,
 };
 use bulwark_protocol::{
     BackupReady, BackupRequest, DamagedPoint, ErrorCode, Msg, MsgType, PointSummary, ProtocolError,
-    SealedInfo, VerifyReport, MAX_DAMAGED_BLOCKS, MAX_KNOWN_PER_FRAME, MAX_POINTS_PER_FRAME,
-    PROTOCOL_VERSION,
+    SealedInfo, VerifyReport, MAX_DAMAGED_BLOCKS, MAX_KNOWN_PER_FRAME, MAX_NET_BLOCK_SIZE,
+    MAX_POINTS_PER_FRAME, PROTOCOL_VERSION,
 };
 use bulwark_repository::{error_chain, NewPoint, ParentMap, RepoError};
 
@@ -364,15 +365,28 @@ fn choose_parent(
     Ok((Some(parent), String::new()))
 }
 
-fn backup(
-    s: &mut Session,
-    client: &str,
-    state: &State,
-    req: BackupRequest,
-) -> std::result::Result<(), Fail> {
+/// A block size the network carries: the format's bounds and at most one `Block` frame.
+fn check_net_block_size(block_size: u32) -> std::result::Result<(), Fail> {
+    check_block_size(block_size).map_err(|e| Fail::new(ErrorCode::Usage, e.to_string()))?;
+    if block_size > MAX_NET_BLOCK_SIZE {
+        return Err(Fail::new(
+            ErrorCode::Usage,
+            format!(
+                "block size {} KiB is larger than the {} KiB the network carries; use a block size of at most 4M, or back up or restore this chain locally on the repository host",
+                block_size / 1024,
+                MAX_NET_BLOCK_SIZE / 1024
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What `BeginBackup` must satisfy before anything is claimed or written.
+fn check_begin(req: &BackupRequest) -> std::result::Result<(), Fail> {
     check_job(&req.job)?;
+    check_disk_size(req.disk_size).map_err(|e| Fail::new(ErrorCode::Usage, e.to_string()))?;
     if req.block_size != 0 {
-        check_block_size(req.block_size).map_err(|e| Fail::new(ErrorCode::Usage, e.to_string()))?;
+        check_net_block_size(req.block_size)?;
     }
     if !(-7..=19).contains(&req.compression_level) {
         return Err(Fail::new(
@@ -380,6 +394,16 @@ fn backup(
             "compression level out of range (-7 to 19)",
         ));
     }
+    Ok(())
+}
+
+fn backup(
+    s: &mut Session,
+    client: &str,
+    state: &State,
+    req: BackupRequest,
+) -> std::result::Result<(), Fail> {
+    check_begin(&req)?;
     let not_yours = || {
         Fail::logged(
             ErrorCode::Unauthorized,
@@ -433,6 +457,7 @@ fn backup(
         (None, 0) => DEFAULT_BLOCK_SIZE,
         (None, bs) => bs,
     };
+    check_net_block_size(block_size)?;
     let known: Vec<(u64, Digest)> = parent
         .as_ref()
         .map(|p| {
@@ -626,6 +651,7 @@ fn restore(
     authorize_read(client, state, job)?;
     let chain = state.repo.open_point(job, point)?;
     let r = chain.point();
+    check_net_block_size(r.meta.block_size)?;
     let file_bytes = r.file().metadata().map(|m| m.len()).unwrap_or(0);
     let entries = chain.entries();
     s.send(&Msg::RestoreReady {
@@ -733,4 +759,66 @@ fn verify(
     }
     s.send(&Msg::VerifyReport(out))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn begin(disk_size: u64, block_size: u32) -> BackupRequest {
+        BackupRequest {
+            job: "vm-1".into(),
+            disk_size,
+            block_size,
+            compression_level: 3,
+            force_full: false,
+        }
+    }
+
+    #[test]
+    fn begin_backup_refuses_a_disk_over_1_pib_and_blocks_over_the_frame_limit() {
+        for ok in [
+            begin(0, 0),
+            begin(1 << 30, 0),
+            begin(bulwark_format::MAX_DISK_SIZE, 1 << 20),
+            begin(1 << 40, MAX_NET_BLOCK_SIZE),
+        ] {
+            if let Err(f) = check_begin(&ok) {
+                panic!("refused: {}", f.message);
+            }
+        }
+        // The 1 EiB all-zero full of issue 13, and one byte past the bound.
+        for size in [1u64 << 60, bulwark_format::MAX_DISK_SIZE + 1, u64::MAX] {
+            let f = check_begin(&begin(size, 0)).unwrap_err();
+            assert_eq!(f.code, ErrorCode::Usage);
+            assert!(f.message.contains("1 PiB"), "{}", f.message);
+        }
+        // The format allows 16 MiB blocks; one Block frame carries 4 MiB.
+        let f = check_begin(&begin(1 << 30, 8 << 20)).unwrap_err();
+        assert_eq!(f.code, ErrorCode::Usage);
+        assert!(f.message.contains("at most 4M"), "{}", f.message);
+        assert!(check_begin(&begin(1 << 30, 3 << 20)).is_err());
+    }
+
+    #[test]
+    fn full_disk_and_delayed_seal_become_their_own_error_codes() {
+        let full = RepoError::Io {
+            path: "/r/incoming/x".into(),
+            action: "writing",
+            source: std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error()),
+        };
+        let f = Fail::from(full);
+        assert_eq!(f.code, ErrorCode::RepositoryFull);
+        assert!(f.message.contains("free space"), "{}", f.message);
+        let delayed = RepoError::SealDelayed {
+            point: bulwark_format::PointId::new(1, [0; 8]),
+            sealed: Some(false),
+            why: "timed out".into(),
+        };
+        let f = Fail::from(delayed);
+        assert_eq!(f.code, ErrorCode::SealDelayed);
+        assert!(f.message.contains("NOT sealed yet"), "{}", f.message);
+        let f = Fail::from(RepoError::Usage("flood".into()));
+        assert_eq!(f.code, ErrorCode::Limit);
+    }
 }

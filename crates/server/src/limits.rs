@@ -76,17 +76,22 @@ pub(crate) fn held(
     Ok(h)
 }
 
-fn refuse(client: &str, what: String) -> Fail {
+fn refuse(client: &str, what: String, todo: &str) -> Fail {
     Fail::new(
         ErrorCode::Limit,
         format!(
             "client {client}: {what} ([client_limits] in the repository's repository.toml); \
-             nothing more is accepted from this client until it is under the limit. Back up \
-             under one of your existing jobs (`bulwark list`), wait for retention to remove \
-             old points, or ask the repository's administrator to raise the limit"
+             {todo}, or ask the repository's administrator to raise the limit"
         ),
     )
 }
+
+const TODO_JOBS: &str = "back up under one of your existing jobs (`bulwark list` shows them) \
+                         or wait until a claim is 24 hours old";
+const TODO_DAY: &str = "nothing was kept of this backup; run it again when the points of the \
+                        last 24 hours are older";
+const TODO_SEALED: &str = "nothing was kept of this backup; it can run again once retention \
+                           has removed expired points of this client";
 
 /// Refuses a new backup that is already over a limit; `new_job` when it claims a new name.
 pub(crate) fn check_start(
@@ -103,6 +108,7 @@ pub(crate) fn check_start(
                  (new_jobs_per_day)",
                 h.day_jobs, l.new_jobs_per_day
             ),
+            TODO_JOBS,
         ));
     }
     check_bytes(client, h, l, 0)
@@ -127,6 +133,7 @@ pub(crate) fn check_bytes(
                 h_(sealed),
                 h_(l.sealed_bytes)
             ),
+            TODO_SEALED,
         ));
     }
     let day = h.day_bytes.saturating_add(receiving);
@@ -139,6 +146,7 @@ pub(crate) fn check_bytes(
                 h_(day),
                 h_(l.new_bytes_per_day)
             ),
+            TODO_DAY,
         ));
     }
     Ok(())
