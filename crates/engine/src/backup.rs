@@ -396,6 +396,8 @@ pub fn backup_local(
         }
     }
     let src = Source::open(source)?;
+    bulwark_format::check_disk_size(src.size)
+        .map_err(|e| EngineError::Usage(format!("{}: {e}", src.path.display())))?;
     let (parent, full_reason) = choose_parent(repo, job, &src, opts)?;
     let block_size = match (&parent, opts.block_size) {
         (Some(p), None) => p.block_size,

@@ -16,6 +16,9 @@ pub const TRAILER_LEN: usize = 128;
 pub const MIN_BLOCK_SIZE: u32 = 4096;
 /// Largest block size the format allows.
 pub const MAX_BLOCK_SIZE: u32 = 16 << 20;
+/// Largest disk a backup may begin for: 1 PiB (2^50 bytes). Writers refuse more (see
+/// [`check_disk_size`]); readers accept any size, so existing files stay readable.
+pub const MAX_DISK_SIZE: u64 = 1 << 50;
 /// Largest metadata section a reader accepts.
 pub const MAX_META_LEN: u64 = 16 << 20;
 /// Entry flag: the stored bytes are a zstd frame (else they are the plain block).
@@ -80,6 +83,16 @@ pub fn check_block_size(block_size: u32) -> Result<()> {
     if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) || !block_size.is_power_of_two() {
         return Err(FormatError::Invalid(format!(
             "block size {block_size} must be a power of two from {MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the size of a disk before a backup of it begins: at most [`MAX_DISK_SIZE`].
+pub fn check_disk_size(disk_size: u64) -> Result<()> {
+    if disk_size > MAX_DISK_SIZE {
+        return Err(FormatError::Invalid(format!(
+            "disk size {disk_size} bytes is larger than the {MAX_DISK_SIZE} bytes (1 PiB) a backup may cover; back up the disk's partitions or volumes one by one"
         )));
     }
     Ok(())

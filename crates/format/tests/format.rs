@@ -326,3 +326,16 @@ fn plain_only_decoding_still_rejects_damaged_raw_and_compressed_blocks() {
     assert!(dec.decode(&short, &raw, &mut out).is_err());
     assert!(dec.decode_checking_plain(&short, &raw, &mut out).is_err());
 }
+
+#[test]
+fn disk_sizes_over_1_pib_are_refused_when_a_backup_begins() {
+    assert_eq!(bulwark_format::MAX_DISK_SIZE, 1 << 50);
+    bulwark_format::check_disk_size(0).unwrap();
+    bulwark_format::check_disk_size(1 << 50).unwrap();
+    for size in [(1u64 << 50) + 1, 1 << 60, u64::MAX] {
+        let e = bulwark_format::check_disk_size(size)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1 PiB"), "{e}");
+    }
+}

@@ -5,8 +5,12 @@ use bulwark_format::{Digest, PointId, PointKind, RetentionClass};
 use crate::codec::{Rd, Wr};
 use crate::{ErrorCode, ProtocolError, Result};
 
-/// Largest payload of a `Block` frame: its header and a block of up to 4 MiB.
-pub const MAX_DATA_PAYLOAD: u32 = BLOCK_HEADER_LEN as u32 + bulwark_format::MAX_BLOCK_SIZE;
+/// Largest block the network carries: 4 MiB, the largest block size a client writes
+/// (`bulwark-engine`'s `MAX_BLOCK_SIZE`), below the format's 16 MiB. A chain with larger
+/// blocks is refused at `BeginBackup` and restored locally.
+pub const MAX_NET_BLOCK_SIZE: u32 = 4 << 20;
+/// Largest payload of a `Block` frame: its 77-byte header and a block of up to 4 MiB.
+pub const MAX_DATA_PAYLOAD: u32 = BLOCK_HEADER_LEN as u32 + MAX_NET_BLOCK_SIZE;
 /// Largest payload of every other frame.
 pub const MAX_CONTROL_PAYLOAD: u32 = 1 << 20;
 /// Job names in one `Jobs` frame.

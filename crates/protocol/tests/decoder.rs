@@ -184,6 +184,47 @@ fn a_4_gib_length_prefix_is_refused_before_reading() {
 }
 
 #[test]
+fn a_block_frame_is_limited_to_a_4_mib_block_and_its_77_byte_header() {
+    assert_eq!(BLOCK_HEADER_LEN, 77);
+    assert_eq!(MAX_NET_BLOCK_SIZE, 4 << 20);
+    assert_eq!(MsgType::Block.max_payload(), (4 << 20) + 77);
+    let header = |len: u32| {
+        let mut h = [0u8; FRAME_HEADER_LEN];
+        h[..4].copy_from_slice(&len.to_le_bytes());
+        h[4] = MsgType::Block.code();
+        h
+    };
+    assert_eq!(
+        check_header(header((4 << 20) + 77)).unwrap(),
+        (MsgType::Block, (4 << 20) + 77)
+    );
+    // What the decoder accepted before: a 16 MiB block (the format's largest) and its header.
+    for len in [(4 << 20) + 78, (16 << 20) + 77] {
+        let e = check_header(header(len)).unwrap_err();
+        assert!(matches!(e, ProtocolError::TooLarge { .. }), "{e}");
+        let mut fb = FrameBuf::default();
+        let e = read_frame(&mut &header(len)[..], &mut fb, |_| {}).unwrap_err();
+        assert!(matches!(e, ProtocolError::TooLarge { .. }), "{e}");
+    }
+    // A full 4 MiB block round-trips; one byte more is refused by the writer too.
+    let data = vec![7u8; 4 << 20];
+    let hdr = BlockHeader {
+        block: 3,
+        plain_len: 4 << 20,
+        compressed: false,
+        plain_hash: Digest([1; 32]),
+        stored_hash: Digest([2; 32]),
+    };
+    let mut out = Vec::new();
+    write_msg(&mut out, &Msg::Block { hdr, data: &data }).unwrap();
+    let mut fb = FrameBuf::default();
+    read_frame(&mut &out[..], &mut fb, |_| {}).unwrap();
+    let big = vec![7u8; (4 << 20) + 1];
+    let e = write_msg(&mut Vec::new(), &Msg::Block { hdr, data: &big }).unwrap_err();
+    assert!(matches!(e, ProtocolError::TooLarge { .. }), "{e}");
+}
+
+#[test]
 fn truncated_frames_and_trailing_bytes_are_errors() {
     for m in samples() {
         let bytes = frame(&m);
