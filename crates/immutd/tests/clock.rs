@@ -616,3 +616,93 @@ fn the_boot_clock_check_fires_when_only_the_wall_clock_moves() {
     );
     drop(svc);
 }
+
+/// While the clock is in trouble the administrator sees it everywhere: `bulwark-repo status`
+/// (exit 1, ALERT), `bulwark-repo audit` (FAIL trusted clock), every `bulwark backup`
+/// (ALERT on stderr, `clock_alert` in JSON), `bulwark-immutd status` with the service's own
+/// wall clock; the alert says to fix the clock first; once accepted, all of them are quiet.
+#[test]
+fn a_clock_freeze_is_shown_by_status_audit_and_every_backup() {
+    let test = "a_clock_freeze_is_shown_by_status_audit_and_every_backup";
+    if !can_run_clock(test) {
+        return;
+    }
+    let Some((bulwark, repo_bin)) = client_bins(test) else {
+        return;
+    };
+    let rig = Rig::new(FsKind::Ext4);
+    let u = &rig.user;
+    let repo = rig.repo.to_str().unwrap().to_string();
+    rig.init_guarded(&repo_bin, &[]);
+    let ts = rig.setup.dir.parent().unwrap().join("faketime");
+    std::fs::write(&ts, "+0\n").unwrap();
+    let svc = start(&wall_from_file(&rig.setup, &ts));
+    let img = rig.fs.mnt.join("d.img");
+    std::fs::write(&img, b"disk content ".repeat(50_000)).unwrap();
+    std::os::unix::fs::chown(&img, Some(u.uid), Some(u.gid)).unwrap();
+    let backup = |job: &str| {
+        run_as(
+            u,
+            &bulwark,
+            &[
+                "--json",
+                "backup",
+                "--repo",
+                &repo,
+                "--job",
+                job,
+                img.to_str().unwrap(),
+            ],
+        )
+    };
+    let o = backup("vm-1");
+    assert!(o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("ALERT"));
+    let o = run_as(u, &repo_bin, &["status", &repo]);
+    assert_eq!(o.status.code(), Some(0), "status without alert");
+
+    std::fs::write(&ts, format!("+{}\n", 3 * DAY)).unwrap();
+    assert!(wait_for(5, || frozen(&rig)), "jump not detected");
+    let st = status(&rig);
+    assert!(
+        st.get("alert")
+            .unwrap_or_default()
+            .contains("fix the clock first"),
+        "{st:?}"
+    );
+    let o = backup("vm-2");
+    assert!(o.status.success(), "backups go on during a freeze");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ALERT") && err.contains("FROZEN"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["clock_alert"].as_str().unwrap_or("").contains("FROZEN"),
+        "{v}"
+    );
+    let o = run_as(u, &repo_bin, &["status", &repo]);
+    assert_eq!(o.status.code(), Some(1), "status must fail during a freeze");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ALERT: unlocks are FROZEN"));
+    let o = run_as(u, &repo_bin, &["audit", &repo]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.lines()
+            .any(|l| l.contains("FAIL") && l.contains("trusted clock")),
+        "{out}"
+    );
+    assert_ne!(o.status.code(), Some(0));
+    // bulwark-immutd status shows the wall clock the service reads (3 days ahead), not the
+    // status process's own.
+    let o = rig.immutd_cli(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["wall_unix"].as_i64().unwrap() >= real_now() + 3 * DAY - 60,
+        "{v}"
+    );
+
+    root_ctl(&rig, &["time", "accept", "--yes"]).ok();
+    let o = backup("vm-3");
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("ALERT"));
+    let o = run_as(u, &repo_bin, &["status", &repo]);
+    assert_eq!(o.status.code(), Some(0));
+    drop(svc);
+}

@@ -22,7 +22,7 @@ impl<'a> Rd<'a> {
             why: why.into(),
         }
     }
-    fn left(&self) -> usize {
+    pub(crate) fn left(&self) -> usize {
         self.b.len() - self.pos
     }
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {

@@ -68,7 +68,7 @@ msg_types! {
     Block = 0x23, MAX_DATA_PAYLOAD;
     Unchanged = 0x24, 16;
     Finish = 0x25, 8;
-    Sealed = 0x26, 1024;
+    Sealed = 0x26, 2048;
     BeginRestore = 0x30, 256;
     RestoreReady = 0x31, 1024;
     RestoreEnd = 0x32, 8;
@@ -141,7 +141,13 @@ pub struct SealedInfo {
     pub immutable: bool,
     /// Unix seconds when the protection ends, when immutable.
     pub expiry: Option<i64>,
+    /// What the administrator must know now (a clock alert of the immutability service),
+    /// empty when nothing; sent only when not empty, so that older clients still decode.
+    pub notice: String,
 }
+
+/// Longest `SealedInfo::notice`.
+pub const MAX_NOTICE: usize = 600;
 
 /// A restore point that verify found damaged.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -435,6 +441,13 @@ impl<'a> Msg<'a> {
                 put_summary(b, &s.summary);
                 b.u8(u8::from(s.immutable));
                 b.i64(s.expiry.unwrap_or(0));
+                if !s.notice.is_empty() {
+                    let mut end = s.notice.len().min(MAX_NOTICE);
+                    while !s.notice.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    b.string(&s.notice[..end], MAX_NOTICE);
+                }
             }
             Msg::BeginRestore { job, point } => {
                 b.string(job, MAX_NAME);
@@ -590,10 +603,16 @@ impl<'a> Msg<'a> {
                 let summary = get_summary(&mut r)?;
                 let immutable = r.bool()?;
                 let expiry = r.i64()?;
+                let notice = if r.left() > 0 {
+                    r.string(MAX_NOTICE)?
+                } else {
+                    String::new()
+                };
                 Msg::Sealed(SealedInfo {
                     summary,
                     immutable,
                     expiry: immutable.then_some(expiry),
+                    notice,
                 })
             }
             MsgType::BeginRestore => Msg::BeginRestore {

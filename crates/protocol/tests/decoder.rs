@@ -98,6 +98,13 @@ fn samples() -> Vec<Msg<'static>> {
             summary: summary(3),
             immutable: true,
             expiry: Some(99),
+            notice: String::new(),
+        }),
+        Msg::Sealed(SealedInfo {
+            summary: summary(3),
+            immutable: true,
+            expiry: Some(99),
+            notice: "unlocks are frozen".into(),
         }),
         Msg::BeginRestore {
             job: "vm1".into(),

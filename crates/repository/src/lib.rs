@@ -25,7 +25,7 @@ pub use config::{
 pub use durable::{fsync_dir, write_atomic};
 pub use error::RepoError;
 pub use lock::JobLock;
-pub use points::PointInfo;
+pub use points::{JobScan, PointInfo};
 pub use policy::RetentionReport;
 pub use reader::{ChainReader, DirectReader, ParentMap};
 pub use remote::{RemoteError, RemoteStore};
@@ -111,6 +111,15 @@ impl Repository {
     /// The repository's folder.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The immutability service's clock alert while one lasts (see
+    /// `seal_immutd::clock_alert`); `None` for an unguarded repository.
+    pub fn clock_alert(&self) -> Option<String> {
+        self.config()
+            .immutd_socket
+            .as_deref()
+            .and_then(seal_immutd::clock_alert)
     }
 
     /// The repository's settings.

@@ -22,6 +22,31 @@ pub(crate) fn seal(
     seal_within(socket, done, meta, root, SEAL_TIMEOUT)
 }
 
+/// The immutability service's clock alert, for printing with every backup while it lasts:
+/// `None` when there is none; a description when the service does not answer.
+pub fn clock_alert(socket: &Path) -> Option<String> {
+    let st = ImmutClient::connect(socket).and_then(|mut c| {
+        c.set_timeout(Duration::from_secs(5))?;
+        c.status()
+    });
+    match st {
+        Ok(st) if st.unlocks_frozen => Some(format!(
+            "the immutability service has FROZEN all unlocks: {}",
+            st.alert
+        )),
+        Ok(st) if !st.alert.is_empty() => Some(format!(
+            "the immutability service reports a clock problem: {}",
+            st.alert
+        )),
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "the immutability service at {} does not answer: {}",
+            socket.display(),
+            error_chain(&e)
+        )),
+    }
+}
+
 /// True when a request failed because the service did not answer in time.
 fn timed_out(e: &bulwark_immut_msg::ClientError) -> bool {
     use bulwark_immut_msg::{ClientError, FrameError};

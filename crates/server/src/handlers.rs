@@ -591,6 +591,7 @@ fn backup(
         summary: summary(&sealed.meta, sealed.root, file_bytes),
         immutable: sealed.immutable,
         expiry: sealed.expiry,
+        notice: state.repo.clock_alert().unwrap_or_default(),
     }))?;
     Ok(())
 }

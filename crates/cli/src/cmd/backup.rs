@@ -64,6 +64,10 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
     let c = &s.counters;
     let m = &s.sealed.meta;
     let secs = s.elapsed.as_secs_f64().max(1e-9);
+    let clock_alert = repo.clock_alert();
+    if let Some(a) = &clock_alert {
+        eprintln!("ALERT: {a}");
+    }
     if out.json {
         out.json(&json!({
             "job": m.job, "point": m.point.to_hex(), "chain": m.chain.to_hex(), "kind": m.kind.as_str(),
@@ -73,6 +77,7 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
             "seconds": secs, "path": s.sealed.path, "root_digest": s.sealed.root.to_hex(),
             "immutable": s.sealed.immutable, "expiry_unix": s.sealed.expiry, "full_reason": s.full_reason,
             "synthetic_full": synth.as_ref().map(synth_json),
+            "clock_alert": clock_alert,
         }));
     } else {
         if let Some(why) = &s.full_reason {

@@ -37,6 +37,10 @@ pub fn backup(
     let c = &s.counters;
     let m = &s.sealed.summary;
     let secs = s.elapsed.as_secs_f64().max(1e-9);
+    let notice = (!s.sealed.notice.is_empty()).then_some(&s.sealed.notice);
+    if let Some(n) = notice {
+        eprintln!("ALERT from the repository: {n}");
+    }
     if out.json {
         out.json(&json!({
             "repository": addr.to_string(), "client": s.client, "job": job, "point": m.point.to_hex(),
@@ -45,7 +49,7 @@ pub fn backup(
             "blocks_new": c.blocks_new, "bytes_read": c.bytes_read, "bytes_new_plain": c.bytes_new_plain,
             "bytes_stored": c.bytes_stored, "seconds": secs, "root_digest": m.root.to_hex(),
             "created_unix": m.created_unix, "immutable": s.sealed.immutable, "expiry_unix": s.sealed.expiry,
-            "full_reason": s.full_reason,
+            "full_reason": s.full_reason, "clock_alert": notice,
         }));
     } else {
         if let Some(why) = &s.full_reason {

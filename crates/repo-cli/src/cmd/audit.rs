@@ -131,7 +131,11 @@ fn checks(a: &Args) -> anyhow::Result<Vec<Finding>> {
             Ok(st) => {
                 f.push(finding(Pass, "immutability", format!("bulwark-immutd answers on {}: {} files locked, {} bytes", sock.display(), st.files_locked, st.bytes_locked)));
                 if st.unlocks_frozen {
-                    f.push(finding(Warn, "trusted clock", format!("unlocks are frozen: {}; root reviews the clock and runs `bulwark-immutd time accept`", st.alert)));
+                    f.push(finding(Fail, "trusted clock", format!("unlocks are FROZEN: {}", st.alert)));
+                } else if !st.alert.is_empty() {
+                    f.push(finding(Fail, "trusted clock", st.alert.clone()));
+                } else {
+                    f.push(finding(Pass, "trusted clock", "no clock alert: the wall clock agrees with the boot-time clock"));
                 }
                 if !st.audit_problem.is_empty() {
                     f.push(finding(Fail, "audit log", st.audit_problem));

@@ -17,7 +17,8 @@ pub struct Args {
     dir: PathBuf,
 }
 
-/// Runs `bulwark-repo status`: exit 0, or 1 when files wait too long to be sealed.
+/// Runs `bulwark-repo status`: exit 0, or 1 when files wait too long to be sealed or the
+/// immutability service reports a clock alert (or does not answer).
 pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
     let repo = Repository::open(&a.dir).with_context(|| format!("opening {}", a.dir.display()))?;
     let cfg = repo.config();
@@ -43,6 +44,26 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
     let jobs = repo.jobs()?;
     let reflink = repo.reflink_support()?;
     let (tier_lines, tiers) = super::tier::status_lines(&repo)?;
+    // The immutability service's clock: a freeze or a stepped clock is an alert here too.
+    let immutd = cfg.immutd_socket.as_ref().map(|sock| {
+        bulwark_immut_msg::ImmutClient::connect(sock)
+            .and_then(|mut c| c.status())
+            .map_err(|e| bulwark_repository::error_chain(&e))
+    });
+    let mut alerts: Vec<String> = Vec::new();
+    match &immutd {
+        Some(Ok(st)) if st.unlocks_frozen => alerts.push(format!(
+            "unlocks are FROZEN by the immutability service's clock alert: {}",
+            st.alert
+        )),
+        Some(Ok(st)) if !st.alert.is_empty() => {
+            alerts.push(format!("the immutability service's clock: {}", st.alert))
+        }
+        Some(Err(e)) => alerts.push(format!(
+            "the immutability service does not answer ({e}): new restore points are not sealed"
+        )),
+        _ => {}
+    }
     if json {
         let w: Vec<_> = waiting
             .iter()
@@ -54,13 +75,30 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
                 "immutd_socket": cfg.immutd_socket, "jobs": jobs, "unsealed_files": w,
                 "synthetic_full_method": if reflink.is_supported() { "clone" } else { "copy" },
                 "reflink_problem": match &reflink { ReflinkSupport::Unsupported(why) => Some(why), _ => None },
-                "tiers": tiers})
+                "tiers": tiers,
+                "immutd": match &immutd {
+                    Some(Ok(st)) => serde_json::json!({"answers": true, "trusted_unix": st.trusted_unix,
+                        "wall_unix": st.wall_unix, "unlocks_frozen": st.unlocks_frozen, "alert": st.alert,
+                        "files_locked": st.files_locked, "bytes_locked": st.bytes_locked}),
+                    Some(Err(e)) => serde_json::json!({"answers": false, "error": e}),
+                    None => serde_json::Value::Null,
+                },
+                "alerts": alerts})
         );
     } else {
         println!("repository {} (id {})", a.dir.display(), cfg.id);
         println!("immutability period: {} days", cfg.immutable_days);
         match &cfg.immutd_socket {
-            Some(s) => println!("immutability service: {}", s.display()),
+            Some(s) => match &immutd {
+                Some(Ok(st)) => println!(
+                    "immutability service: {}, trusted clock {} (wall clock {}), {} files locked",
+                    s.display(),
+                    bulwark_repository::utc(st.trusted_unix),
+                    bulwark_repository::utc(st.wall_unix),
+                    st.files_locked
+                ),
+                _ => println!("immutability service: {}", s.display()),
+            },
             None => println!("immutability service: NONE — restore points are not immutable"),
         }
         match &reflink {
@@ -85,9 +123,16 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         for l in &tier_lines {
             println!("{l}");
         }
+        for a in &alerts {
+            println!("ALERT: {a}");
+        }
         for (n, s) in &waiting {
             println!("ALERT: {n} has waited {s}s in incoming/ without being sealed");
         }
     }
-    Ok(if waiting.is_empty() { 0 } else { 1 })
+    Ok(if waiting.is_empty() && alerts.is_empty() {
+        0
+    } else {
+        1
+    })
 }
