@@ -27,11 +27,44 @@ pub struct TierVerifyReport {
 impl Tier {
     /// Checks every recorded copy: it exists, is COMPLIANCE-locked at least until the
     /// recorded date, and its bytes hash to the recorded BLAKE3 and root digest.
+    ///
+    /// Also reports every version of a recorded key that is not the recorded one (say a
+    /// newer version planted over it with the bucket's keys): restores stay pinned to the
+    /// recorded version, but somebody wrote where only this repository should.
     pub fn verify(&self) -> Result<TierVerifyReport> {
         let mut report = TierVerifyReport::default();
         let cache = crate::settings::tier_dir(&self.root, &self.settings.name).join("cache");
         crate::settings::ensure_dir(&cache)?;
-        for r in record::load_all(&self.root, &self.settings.name)? {
+        let records = record::load_all(&self.root, &self.settings.name)?;
+        let mut versions: std::collections::HashMap<String, Vec<crate::store::ListedVersion>> =
+            Default::default();
+        for v in self
+            .store
+            .list_versions(&format!("{}/", self.settings.prefix))?
+        {
+            versions.entry(v.key.clone()).or_default().push(v);
+        }
+        for r in &records {
+            for v in versions.get(&r.key).into_iter().flatten() {
+                if v.version_id != r.version_id {
+                    report.problems.push(VersionProblem {
+                        point: r.point.clone(),
+                        key: r.key.clone(),
+                        version_id: v.version_id.clone(),
+                        why: format!(
+                            "a version that is not the recorded one ({} bytes, written {}) is \
+                             stored under this key: someone holding the bucket's keys wrote \
+                             over it; restores still read the recorded version {}. Find out \
+                             who can write to the bucket and rotate its keys",
+                            v.size,
+                            bulwark_repository::utc(v.last_modified),
+                            r.version_id
+                        ),
+                    });
+                }
+            }
+        }
+        for r in records {
             report.checked += 1;
             let problem = |why: String| VersionProblem {
                 point: r.point.clone(),
