@@ -450,11 +450,13 @@ impl Service {
 
     /// One timer step: check the clock, then unlock what expired unless unlocks are frozen.
     pub fn tick(&mut self) -> Result<()> {
-        self.refresh_clock()?;
-        self.save_clock()?;
+        // A full state folder fails the checkpoint; the ledger retry and the unlocks still
+        // run, so that everything resumes the moment there is room again.
+        let clock = self.refresh_clock().and_then(|()| self.save_clock());
         self.retry_ledger();
         self.adopt_if_due(ADOPT_SCAN_SECS);
-        self.unlock_due()
+        let unlocks = self.unlock_due();
+        clock.and(unlocks)
     }
 
     fn unlock_due(&mut self) -> Result<()> {
@@ -513,10 +515,9 @@ impl Service {
             };
         }
         if let Err(e) = self.refresh_clock() {
-            return Response::Error {
-                code: ErrorCode::Internal,
-                message: e.to_string(),
-            };
+            // The clock itself is read and credited before anything is written; only
+            // recording an alert failed (state folder full?). Answer anyway.
+            eprintln!("bulwark-immutd: recording the clock state failed: {e}");
         }
         self.retry_ledger();
         if let Request::Query {

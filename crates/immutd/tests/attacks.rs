@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bulwark_format::PointId;
 use bulwark_immut_msg::layout::{incoming_path, sealed_path, store_dir};
@@ -436,5 +436,68 @@ fn a_sealed_file_missing_from_the_ledger_is_adopted_at_start() {
     );
     let log = std::fs::read_to_string(rig.setup.state_dir().join("audit.log")).unwrap();
     assert!(log.contains("\tadopt\t"));
+    drop(svc);
+}
+
+/// A state folder that fills up (issue 12 item 5): the seal that cannot write the ledger
+/// leaves its file sealed and says so; the service keeps the entry and, once space is free,
+/// writes it without a restart, so queries find the point and the chain goes on.
+#[test]
+fn a_full_state_folder_does_not_block_the_chain_once_space_is_freed() {
+    let test = "a_full_state_folder_does_not_block_the_chain_once_space_is_freed";
+    if !can_run(test, &["mkfs.ext4", "useradd", "mount"]) {
+        return;
+    }
+    let rig = Rig::new(FsKind::Ext4);
+    let state = rig.setup.state_dir();
+    std::fs::create_dir_all(&state).unwrap();
+    sh(&format!(
+        "mount -t tmpfs -o size=2m,mode=0700 bulwark-test-state {}",
+        state.display()
+    ));
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    let sock = rig.socket();
+    let svc = rig.start();
+    let (a, r) = seal_new(&rig, "vm-1", None, PointId::NONE);
+    r.ok();
+    // Fill the state folder to the last byte.
+    let fill = state.join("fill");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k", &format!("of={}", fill.display())])
+        .output();
+    let (b, r) = seal_new(&rig, "vm-1", Some(a), a);
+    assert!(
+        r.refused().is_some(),
+        "a seal without ledger space must fail: {r:?}"
+    );
+    let msg = r.get("message").unwrap_or_default();
+    assert!(
+        msg.contains("is sealed") && msg.contains("state folder"),
+        "the failure must say the point is sealed and what to free: {msg}"
+    );
+    eprintln!("seal during a full state folder: {msg}");
+    let pb = sealed_path(&rig.repo, "vm-1", a, b);
+    assert!(is_immutable(&pb), "the point stays sealed");
+    // Space is freed; no restart.
+    std::fs::remove_file(&fill).unwrap();
+    let q = rig.user.ctl(&sock, &["query", &b.to_hex()]).ok();
+    assert_eq!(q.get("state").as_deref(), Some("locked"));
+    let (c, r) = seal_new(&rig, "vm-1", Some(a), b);
+    r.ok();
+    assert!(is_immutable(&sealed_path(&rig.repo, "vm-1", a, c)));
+    let ledger = std::fs::read_to_string(state.join("ledger")).unwrap();
+    assert!(
+        ledger.contains(&b.to_string()) && ledger.contains(&c.to_string()),
+        "the ledger on disk lacks the points sealed during and after the full folder"
+    );
     drop(svc);
 }
