@@ -1,8 +1,19 @@
 //! Where a restore writes: a new regular file (under a temporary name until complete, zero
 //! blocks left as holes) or a block device (in place, zero blocks written).
+//!
+//! A block device is refused when it is mounted (`/proc/self/mountinfo`) or in use: it is
+//! opened `O_EXCL`, which the kernel refuses for a device that is mounted, an active swap
+//! area, a member of LVM / RAID / device-mapper, or claimed by another program, and the
+//! claim is held for the whole restore. A device that holds a filesystem, volume or
+//! partition-table signature ([`signature`]) is overwritten only with `force`.
+//!
+//! A file is written as `.NAME.bulwark-partial-PID`, locked (`flock`) while the restore
+//! runs, and removed on failure, on SIGINT / SIGTERM / SIGHUP, and — if the process was
+//! killed outright — by the next restore to the same target, which removes partial files of
+//! processes that are gone and that nobody holds locked.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -30,6 +41,148 @@ fn parent_dir(target: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// What the first bytes of a device say it holds, if anything Bulwark should not overwrite
+/// without `--force`: filesystems, swap, volume and encryption headers, partition tables.
+/// `head` is the device's first [`SIGNATURE_BYTES`] bytes (fewer for a smaller device).
+pub fn signature(head: &[u8]) -> Option<&'static str> {
+    let at = |off: usize, magic: &[u8]| head.get(off..off + magic.len()) == Some(magic);
+    const CHECKS: &[(usize, &[u8], &str)] = &[
+        (0, b"XFSB", "an XFS filesystem"),
+        (0, b"LUKS\xba\xbe", "a LUKS encrypted volume"),
+        (512, b"LABELONE", "an LVM2 physical volume"),
+        (536, b"LVM2 001", "an LVM2 physical volume"),
+        (1080, &[0x53, 0xef], "an ext2/3/4 filesystem"),
+        (0x10040, b"_BHRfS_M", "a btrfs filesystem"),
+        (4086, b"SWAPSPACE2", "a swap area"),
+        (4086, b"SWAP-SPACE", "a swap area"),
+        (65526, b"SWAPSPACE2", "a swap area (64 KiB pages)"),
+        (3, b"NTFS    ", "an NTFS filesystem"),
+        (0x8001, b"CD001", "an ISO 9660 filesystem"),
+        (512, b"EFI PART", "a GPT partition table"),
+        (510, &[0x55, 0xaa], "an MBR partition table or boot sector"),
+    ];
+    CHECKS
+        .iter()
+        .find(|(off, magic, _)| at(*off, magic))
+        .map(|(_, _, what)| *what)
+}
+
+/// Bytes [`signature`] looks at.
+pub const SIGNATURE_BYTES: usize = 0x10040 + 8;
+
+/// Where `dev` (a block device) is mounted, from `/proc/self/mountinfo`.
+fn mounted_at(dev: &Path, rdev: u64) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let id = format!("{}:{}", rustix::fs::major(rdev), rustix::fs::minor(rdev));
+    let canon = std::fs::canonicalize(dev).ok();
+    info.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let sep = f.iter().position(|x| *x == "-")?;
+        let source = f.get(sep + 2)?;
+        let same_source = canon
+            .as_deref()
+            .is_some_and(|c| std::fs::canonicalize(source).ok().as_deref() == Some(c));
+        (f.get(2) == Some(&id.as_str()) || same_source)
+            .then(|| f.get(4).unwrap_or(&"?").replace("\\040", " "))
+    })
+}
+
+/// Opens a block device for a restore: not mounted, claimed exclusively, and either blank
+/// or `force`.
+fn open_device(target: &Path, rdev: u64, disk_size: u64, force: bool) -> Result<File> {
+    if let Some(mnt) = mounted_at(target, rdev) {
+        return Err(EngineError::Usage(format!(
+            "{} is mounted at {mnt}; a restore would destroy the live filesystem: unmount it first (umount {mnt}), or restore to another device or a file",
+            target.display()
+        )));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
+        .open(target)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) {
+                EngineError::Usage(format!(
+                    "{} is in use (mounted, an active swap area, part of LVM, RAID or device-mapper, or opened exclusively by another program); nothing was written: free it first (see `lsblk {}`, `swapon --show`, `pvs`), or restore elsewhere",
+                    target.display(),
+                    target.display()
+                ))
+            } else {
+                terr(target, "opening device")(e)
+            }
+        })?;
+    let size = rustix::fs::seek(&file, rustix::fs::SeekFrom::End(0))
+        .map_err(|e| terr(target, "reading size")(e.into()))?;
+    if size < disk_size {
+        return Err(EngineError::Usage(format!(
+            "device {} holds {size} bytes but the restore point's disk is {disk_size} bytes",
+            target.display()
+        )));
+    }
+    if !force {
+        let mut head = vec![0u8; SIGNATURE_BYTES.min(size as usize)];
+        let mut got = 0;
+        while got < head.len() {
+            match file.read_at(&mut head[got..], got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => return Err(terr(target, "reading its first blocks")(e)),
+            }
+        }
+        if let Some(what) = signature(&head[..got]) {
+            return Err(EngineError::Usage(format!(
+                "{} holds {what}; a restore overwrites all of it: check that this is the right device (lsblk -f {}), then pass --force",
+                target.display(),
+                target.display()
+            )));
+        }
+    }
+    Ok(file)
+}
+
+/// Removes partial files of earlier restores to `name` in `dir` whose process is gone and
+/// that no running restore holds locked.
+fn remove_stale_partials(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.bulwark-partial-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let fname = e.file_name();
+        let Some(pid) = fname.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        let path = e.path();
+        let Ok(f) = OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)
+        else {
+            continue;
+        };
+        if !f.metadata().is_ok_and(|m| m.is_file())
+            || rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
+        {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::warn!(path = %path.display(), "removed the partial file of an earlier restore that did not finish")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot remove the partial file of an earlier restore: {e}")
+            }
+        }
+    }
+}
+
 /// An opened restore target. Dropped without [`RestoreTarget::finish`], it removes its
 /// temporary file, so a failed restore never leaves a half-written file under the target's name.
 pub struct RestoreTarget {
@@ -48,22 +201,12 @@ impl RestoreTarget {
     /// Opens `target` for a disk of `disk_size` bytes. An existing regular file is replaced
     /// only with `force`; a device must be large enough.
     pub fn create(target: &Path, disk_size: u64, force: bool) -> Result<RestoreTarget> {
-        let is_device = std::fs::metadata(target)
-            .map(|m| m.file_type().is_block_device())
-            .unwrap_or(false);
-        if is_device {
-            let file = OpenOptions::new()
-                .write(true)
-                .open(target)
-                .map_err(terr(target, "opening device"))?;
-            let size = rustix::fs::seek(&file, rustix::fs::SeekFrom::End(0))
-                .map_err(|e| terr(target, "reading size")(e.into()))?;
-            if size < disk_size {
-                return Err(EngineError::Usage(format!(
-                    "device {} holds {size} bytes but the restore point's disk is {disk_size} bytes",
-                    target.display()
-                )));
-            }
+        let meta = std::fs::metadata(target).ok();
+        let is_device = meta
+            .as_ref()
+            .is_some_and(|m| m.file_type().is_block_device());
+        if let (true, Some(m)) = (is_device, &meta) {
+            let file = open_device(target, m.rdev(), disk_size, force)?;
             return Ok(RestoreTarget {
                 file,
                 is_device,
@@ -82,6 +225,7 @@ impl RestoreTarget {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        remove_stale_partials(parent_dir(target), &name);
         let tmp =
             parent_dir(target).join(format!(".{name}.bulwark-partial-{}", std::process::id()));
         let file = OpenOptions::new()
@@ -90,6 +234,9 @@ impl RestoreTarget {
             .mode(0o600)
             .open(&tmp)
             .map_err(terr(&tmp, "creating"))?;
+        // Held until the file is closed: tells a later restore that this one still runs.
+        let _ = rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+        bulwark_sys::unlink_on_signal(Some(&tmp));
         let target = RestoreTarget {
             file,
             is_device,
@@ -142,6 +289,7 @@ impl RestoreTarget {
     pub fn finish(mut self) -> Result<()> {
         self.file.sync_all().map_err(terr(&self.path, "fsyncing"))?;
         if let Some(tmp) = self.partial.take() {
+            bulwark_sys::unlink_on_signal(None);
             if let Err(e) = std::fs::rename(&tmp, &self.path) {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(terr(&self.path, "renaming into place")(e));
@@ -155,7 +303,41 @@ impl RestoreTarget {
 impl Drop for RestoreTarget {
     fn drop(&mut self) {
         if let Some(tmp) = &self.partial {
+            bulwark_sys::unlink_on_signal(None);
             let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(off: usize, magic: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; SIGNATURE_BYTES];
+        b[off..off + magic.len()].copy_from_slice(magic);
+        b
+    }
+
+    #[test]
+    fn well_known_signatures_are_recognised_and_blank_devices_are_not() {
+        assert_eq!(signature(&vec![0u8; SIGNATURE_BYTES]), None);
+        assert_eq!(signature(&[]), None);
+        assert_eq!(signature(&vec![0xffu8; SIGNATURE_BYTES]), None);
+        for (off, magic, what) in [
+            (1080, &[0x53u8, 0xef][..], "ext2/3/4"),
+            (0, b"XFSB", "XFS"),
+            (0x10040, b"_BHRfS_M", "btrfs"),
+            (4086, b"SWAPSPACE2", "swap"),
+            (512, b"LABELONE", "LVM2"),
+            (0, b"LUKS\xba\xbe", "LUKS"),
+            (512, b"EFI PART", "GPT"),
+            (510, &[0x55, 0xaa], "MBR"),
+        ] {
+            let got = signature(&with(off, magic)).unwrap_or("nothing");
+            assert!(got.contains(what), "{what} at {off}: {got}");
+            // A device too small to hold the magic is not matched, and nothing panics.
+            assert_eq!(signature(&with(off, magic)[..off]), None);
         }
     }
 }

@@ -12,6 +12,7 @@ mod clone;
 mod cred;
 mod lease;
 mod lock;
+mod signal;
 
 pub use at::{mkdirat, openat, renameat_noreplace, unlinkat};
 pub use attr::{get_flags, has_flag, set_flag, set_flags, FS_APPEND_FL, FS_IMMUTABLE_FL};
@@ -23,6 +24,7 @@ pub use clone::{
 pub use cred::{effective_uid, peer_cred, PeerCred};
 pub use lease::{ignore_lease_break_signal, no_writer};
 pub use lock::try_lock_exclusive;
+pub use signal::unlink_on_signal;
 
 use std::io;
 

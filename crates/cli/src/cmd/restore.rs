@@ -23,7 +23,8 @@ pub struct Args {
     point: String,
     /// Where to write the disk: a new file, or a block device.
     target: PathBuf,
-    /// Replace TARGET if it is an existing file.
+    /// Replace TARGET if it is an existing file, or overwrite a block device that holds a
+    /// filesystem, volume or partition table. A mounted or in-use device is always refused.
     #[arg(long)]
     force: bool,
     /// Worker threads (default: one per core, plus one).
