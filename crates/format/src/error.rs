@@ -29,6 +29,12 @@ pub enum FormatError {
     PlainHash { block: BlockNo },
     #[error("block {block}: cannot decompress: {reason}")]
     Decompress { block: BlockNo, reason: String },
+    #[error("byte {offset} of the file is {value:#04x}, but it lies in {region}, which must be zero: the file is damaged or was altered")]
+    Padding {
+        offset: u64,
+        value: u8,
+        region: String,
+    },
     #[error("invalid argument: {0}")]
     Invalid(String),
 }

@@ -98,6 +98,38 @@ pub fn check_disk_size(disk_size: u64) -> Result<()> {
     Ok(())
 }
 
+/// Checks that `bytes`, which start at byte `offset` of the file and lie in `region` (said in
+/// errors), are all zero, as the format requires of every padding byte.
+pub fn check_zero(bytes: &[u8], offset: u64, region: impl FnOnce() -> String) -> Result<()> {
+    // Eight bytes at a time: this runs over every padding byte that seal and verify read.
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder();
+    let clean = tail.iter().all(|&b| b == 0)
+        && words
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .all(|w| w == 0);
+    if clean {
+        return Ok(());
+    }
+    let at = bytes.iter().position(|&b| b != 0).expect("a non-zero byte");
+    Err(FormatError::Padding {
+        offset: offset + at as u64,
+        value: bytes[at],
+        region: region(),
+    })
+}
+
+/// Checks the header region's padding (bytes 80..4096), which must be zero.
+pub fn check_header_padding(header_region: &[u8]) -> Result<()> {
+    let end = header_region.len().min(HEADER_LEN as usize);
+    if end <= H_END {
+        return Ok(());
+    }
+    check_zero(&header_region[H_END..end], H_END as u64, || {
+        "the header's padding (bytes 80 to 4095)".into()
+    })
+}
+
 /// The first 4 KiB of a restore-point file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {

@@ -11,9 +11,9 @@ mod writer;
 pub use error::FormatError;
 pub use ids::{BlockNo, Digest, PointId};
 pub use layout::{
-    check_block_size, check_disk_size, Header, MapEntry, Trailer, ALIGN, ENTRY_FLAG_ZSTD,
-    ENTRY_LEN, FORMAT_VERSION, HEADER_LEN, MAX_BLOCK_SIZE, MAX_DISK_SIZE, MAX_META_LEN,
-    MIN_BLOCK_SIZE, TRAILER_LEN,
+    check_block_size, check_disk_size, check_header_padding, check_zero, Header, MapEntry, Trailer,
+    ALIGN, ENTRY_FLAG_ZSTD, ENTRY_LEN, FORMAT_VERSION, HEADER_LEN, MAX_BLOCK_SIZE, MAX_DISK_SIZE,
+    MAX_META_LEN, MIN_BLOCK_SIZE, TRAILER_LEN,
 };
 pub use meta::{validate_name, FileRef, PointKind, PointMeta, RetentionClass, Stats};
 pub use reader::PointReader;

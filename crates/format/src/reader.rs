@@ -3,11 +3,11 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use crate::layout::H_FIXED;
+use crate::layout::{check_header_padding, check_zero, H_FIXED};
 use crate::writer::root_digest;
 use crate::{
-    block_count, plain_len_of, FormatError, Header, MapEntry, PointMeta, Result, Trailer, ALIGN,
-    ENTRY_FLAG_ZSTD, ENTRY_LEN, HEADER_LEN, MAX_META_LEN, TRAILER_LEN,
+    align_up, block_count, plain_len_of, FormatError, Header, MapEntry, PointMeta, Result, Trailer,
+    ALIGN, ENTRY_FLAG_ZSTD, ENTRY_LEN, HEADER_LEN, MAX_META_LEN, TRAILER_LEN,
 };
 
 /// An opened restore point whose header, trailer, metadata and map have been checked against
@@ -36,10 +36,12 @@ impl PointReader {
         if len < min {
             return Err(FormatError::Truncated { len, min });
         }
-        let mut hb = [0u8; 80];
+        // The whole header region: its padding must be zero, and one read costs the same.
+        let mut hb = [0u8; HEADER_LEN as usize];
         file.read_exact_at(&mut hb, 0)
             .map_err(FormatError::io("reading header"))?;
         let header = Header::decode(&hb)?;
+        check_header_padding(&hb)?;
         let trailer = Trailer::read_from(&file)?;
         let end = len - TRAILER_LEN as u64;
         let t = &trailer;
@@ -163,6 +165,107 @@ impl PointReader {
             .read_exact_at(&mut buf[..n], e.offset)
             .map_err(FormatError::io("reading block data"))?;
         Ok(&buf[..n])
+    }
+
+    /// [`PointReader::read_stored`], also reading the block's padding up to the next 4 KiB
+    /// boundary in the same read (the same pages) and checking it is zero. Verify uses this.
+    pub fn read_stored_padded<'b>(&self, e: &MapEntry, buf: &'b mut Vec<u8>) -> Result<&'b [u8]> {
+        if e.file_ref != 0 {
+            return Err(FormatError::Invalid(format!(
+                "block {} is not stored in this file",
+                e.block
+            )));
+        }
+        let n = e.stored_len as usize;
+        let end = e.offset + u64::from(e.stored_len);
+        // `open` checked that `end` is at most the map offset, itself 4 KiB-aligned.
+        let padded = n + (align_up(end) - end) as usize;
+        if buf.len() < padded {
+            buf.resize(padded, 0);
+        }
+        self.file
+            .read_exact_at(&mut buf[..padded], e.offset)
+            .map_err(FormatError::io("reading block data"))?;
+        check_zero(&buf[n..padded], end, || {
+            format!("the padding after block {}", e.block)
+        })?;
+        Ok(&buf[..n])
+    }
+
+    /// Ranges `[start, end)` of the data region that hold no stored block and no block's
+    /// padding. A writer leaves none; any there are must be zero ("the rest zero").
+    pub fn gaps(&self) -> Vec<(u64, u64)> {
+        let mut own: Vec<(u64, u64)> = self
+            .map
+            .iter()
+            .filter(|e| e.file_ref == 0)
+            .map(|e| (e.offset, align_up(e.offset + u64::from(e.stored_len))))
+            .collect();
+        if !own.windows(2).all(|w| w[0].0 <= w[1].0) {
+            own.sort_unstable();
+        }
+        let mut gaps = Vec::new();
+        let mut at = HEADER_LEN;
+        for (start, end) in own {
+            if start > at {
+                gaps.push((at, start));
+            }
+            at = at.max(end);
+        }
+        if at < self.trailer.map_offset {
+            gaps.push((at, self.trailer.map_offset));
+        }
+        gaps
+    }
+
+    /// Checks that the data region's [gaps](PointReader::gaps) are zero. Reads nothing for a
+    /// file as a writer leaves it.
+    pub fn check_gaps(&self) -> Result<()> {
+        let mut buf = Vec::new();
+        for (start, end) in self.gaps() {
+            self.check_zero_range(start, end, &mut buf, || {
+                "a part of the data region that holds no block".into()
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Checks every padding byte of the data region: each stored block's padding up to the
+    /// next 4 KiB boundary, and the gaps. Reads only the padding (less than 4 KiB per block),
+    /// not the blocks: this is what sealing checks besides the root digest. (The header's
+    /// padding is checked by [`PointReader::open`].)
+    pub fn check_padding(&self) -> Result<()> {
+        let mut buf = Vec::new();
+        for e in self.map.iter().filter(|e| e.file_ref == 0) {
+            let end = e.offset + u64::from(e.stored_len);
+            self.check_zero_range(end, align_up(end), &mut buf, || {
+                format!("the padding after block {}", e.block)
+            })?;
+        }
+        self.check_gaps()
+    }
+
+    fn check_zero_range(
+        &self,
+        start: u64,
+        end: u64,
+        buf: &mut Vec<u8>,
+        region: impl Fn() -> String,
+    ) -> Result<()> {
+        const CHUNK: u64 = 1 << 20;
+        let mut at = start;
+        while at < end {
+            let n = (end - at).min(CHUNK) as usize;
+            if buf.len() < n {
+                buf.resize(n, 0);
+            }
+            self.file
+                .read_exact_at(&mut buf[..n], at)
+                .map_err(FormatError::io("reading padding"))?;
+            check_zero(&buf[..n], at, &region)?;
+            at += n as u64;
+        }
+        Ok(())
     }
 }
 

@@ -277,6 +277,7 @@ fn golden_v1_files_still_read() {
     assert_eq!(r.meta.kind, PointKind::ActiveFull);
     let expected_root = std::fs::read_to_string(dir.join("v1-full.root")).unwrap();
     assert_eq!(r.trailer.root_digest.to_hex(), expected_root.trim());
+    r.check_padding().unwrap();
     assert_eq!(read_all(&p), blocks);
 }
 
@@ -338,4 +339,103 @@ fn disk_sizes_over_1_pib_are_refused_when_a_backup_begins() {
             .to_string();
         assert!(e.contains("1 PiB"), "{e}");
     }
+}
+
+/// A point whose first block compresses well, so it is followed by padding; returns its bytes
+/// and map.
+fn padded_point(p: &Path) -> (Vec<u8>, Vec<MapEntry>) {
+    let noise: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    write_point(p, 3 * 8192, 8192, &[(0, vec![5u8; 8192]), (1, noise)]);
+    let r = PointReader::open(File::open(p).unwrap()).unwrap();
+    assert!(r.map[0].is_compressed() && r.map[0].stored_len < 4096);
+    r.check_padding().unwrap();
+    assert!(r.gaps().is_empty());
+    (std::fs::read(p).unwrap(), r.map.clone())
+}
+
+#[test]
+fn a_flipped_header_padding_byte_is_refused_naming_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.bwrp");
+    let (orig, _) = padded_point(&p);
+    for pos in [80usize, 1000, 4095] {
+        let mut bad = orig.clone();
+        bad[pos] ^= 0x20;
+        std::fs::write(&p, &bad).unwrap();
+        let e = PointReader::open(File::open(&p).unwrap()).err().unwrap();
+        assert!(
+            matches!(e, FormatError::Padding { offset, value: 0x20, .. } if offset == pos as u64),
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("byte {pos} ")) && text.contains("header's padding"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_flipped_block_padding_byte_is_found_by_the_padding_check_and_the_padded_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.bwrp");
+    let (orig, map) = padded_point(&p);
+    let e0 = map[0];
+    let end = (e0.offset + u64::from(e0.stored_len)) as usize;
+    for pos in [end, end + 7, align_up(end as u64) as usize - 1] {
+        let mut bad = orig.clone();
+        bad[pos] = 0x01;
+        std::fs::write(&p, &bad).unwrap();
+        // The root digest does not cover padding: the file still opens, and its blocks decode.
+        let r = PointReader::open(File::open(&p).unwrap()).unwrap();
+        let mut buf = vec![];
+        let stored = r.read_stored(&r.map[0], &mut buf).unwrap().to_vec();
+        decode_block(&r.map[0], &stored, &mut vec![]).unwrap();
+        for e in [
+            r.check_padding().unwrap_err(),
+            r.read_stored_padded(&r.map[0], &mut buf).unwrap_err(),
+        ] {
+            assert!(
+                matches!(e, FormatError::Padding { offset, .. } if offset == pos as u64),
+                "{e}"
+            );
+            assert!(e.to_string().contains("the padding after block 0"), "{e}");
+        }
+        // The other block's padding is untouched; its read is unaffected.
+        assert_eq!(
+            r.read_stored_padded(&r.map[1], &mut buf).unwrap().len(),
+            r.map[1].stored_len as usize
+        );
+    }
+}
+
+#[test]
+fn a_reserved_block_never_filled_reads_as_zeros_and_passes_the_padding_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.bwrp");
+    // A reservation never filled is a hole: zeros, so its padding is zero too.
+    let h = Header {
+        block_size: 4096,
+        disk_size: 3 * 4096,
+        point_id: PointId::new(42, [7; 8]),
+    };
+    let mut w = PointWriter::new(File::create(&p).unwrap(), h).unwrap();
+    let d = vec![3u8; 4096];
+    w.reserve_stored(
+        BlockNo(0),
+        4096,
+        Digest::of(&d),
+        4096,
+        false,
+        Digest::of(&d),
+    )
+    .unwrap();
+    w.put_stored(BlockNo(1), 4096, Digest::of(&d), &d, false, Digest::of(&d))
+        .unwrap();
+    w.finish(meta_for(&h, "job-1")).unwrap();
+    let r = PointReader::open(File::open(&p).unwrap()).unwrap();
+    assert!(r.gaps().is_empty());
+    r.check_padding().unwrap();
 }

@@ -14,7 +14,8 @@ use std::os::unix::fs::{fchown, FileExt, MetadataExt, OpenOptionsExt, Permission
 use std::path::{Path, PathBuf};
 
 use bulwark_format::{
-    Digest, Header, PointId, PointMeta, PointReader, Trailer, ENTRY_LEN, MAX_META_LEN, TRAILER_LEN,
+    check_header_padding, Digest, Header, PointId, PointMeta, PointReader, Trailer, ENTRY_LEN,
+    HEADER_LEN, MAX_META_LEN, TRAILER_LEN,
 };
 use bulwark_immut_msg::layout::{incoming_dir, point_file_name, store_dir};
 use bulwark_immut_msg::ErrorCode;
@@ -26,6 +27,8 @@ use crate::ledger::Entry;
 
 /// Name of the root-only folder inside `store/` where files are checked before sealing.
 pub const STAGING: &str = ".staging";
+/// The repository's settings file, made immutable once guarded.
+pub const SETTINGS: &str = "repository.toml";
 /// Largest block map read in full to verify the root digest; larger maps are trusted as the
 /// trailer states them (the digest is still recorded and checked by `bulwark-repo verify`).
 const MAX_VERIFIED_MAP: u64 = 64 << 20;
@@ -51,6 +54,10 @@ pub struct Sealed {
 pub struct GuardedRepo {
     pub path: PathBuf,
     pub min_period_days: u32,
+    /// The repository folder itself (for `repository.toml`).
+    root: File,
+    /// Whether the top level is made append-only and `repository.toml` immutable.
+    lock_root: bool,
     incoming: File,
     store: File,
     staging: File,
@@ -123,18 +130,22 @@ fn chown_tree(p: &Path, uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// The restore point's identity and root digest, read from the file itself.
+/// The restore point's identity and root digest, read from the file itself. Every padding
+/// byte must be zero too: the root digest does not cover padding, so this is what keeps a
+/// sealed file free of bytes nobody checks.
 fn read_point(f: &File) -> std::result::Result<(PointMeta, Digest), String> {
     let t = Trailer::read_from(f).map_err(|e| e.to_string())?;
     if t.map_count.saturating_mul(ENTRY_LEN as u64) <= MAX_VERIFIED_MAP {
         let dup = f.try_clone().map_err(|e| e.to_string())?;
         let r = PointReader::open(dup).map_err(|e| e.to_string())?;
+        r.check_padding().map_err(|e| e.to_string())?;
         return Ok((r.meta, t.root_digest));
     }
     let len = f.metadata().map_err(|e| e.to_string())?.len();
-    let mut hb = [0u8; 80];
+    let mut hb = [0u8; HEADER_LEN as usize];
     f.read_exact_at(&mut hb, 0).map_err(|e| e.to_string())?;
     let header = Header::decode(&hb).map_err(|e| e.to_string())?;
+    check_header_padding(&hb).map_err(|e| e.to_string())?;
     if t.meta_len > MAX_META_LEN
         || t.meta_offset.checked_add(t.meta_len) != Some(len - TRAILER_LEN as u64)
     {
@@ -242,6 +253,8 @@ impl GuardedRepo {
         let repo = GuardedRepo {
             path: p.clone(),
             min_period_days: cfg.min_period_days,
+            root,
+            lock_root,
             incoming,
             store,
             staging,
@@ -250,7 +263,39 @@ impl GuardedRepo {
             service_gid: gid,
         };
         repo.recover_staging();
+        if let Err(e) = repo.protect_settings() {
+            eprintln!(
+                "bulwark-immutd: cannot make {}/repository.toml immutable: {e}",
+                p.display()
+            );
+        }
         Ok(repo)
+    }
+
+    /// Makes `repository.toml` immutable (when the top level is locked), so the service user
+    /// can no longer change the settings of a guarded repository (drop the socket, raise a
+    /// limit). Returns true when this call set the attribute; a missing file is no error
+    /// (the repository is not initialised yet).
+    pub fn protect_settings(&self) -> io::Result<bool> {
+        if !self.lock_root {
+            return Ok(false);
+        }
+        let f = match bulwark_sys::openat(&self.root, OsStr::new(SETTINGS), FILE_FLAGS, 0) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let m = f.metadata()?;
+        if !m.is_file() || m.nlink() != 1 {
+            return Err(io::Error::other(
+                "repository.toml is not a regular file with one link",
+            ));
+        }
+        if bulwark_sys::get_flags(&f)? & FS_IMMUTABLE_FL != 0 {
+            return Ok(false);
+        }
+        bulwark_sys::set_flag(&f, FS_IMMUTABLE_FL, true)?;
+        Ok(true)
     }
 
     /// Moves whatever a crash left in staging back to `incoming/`, owned by the service user.

@@ -1,9 +1,12 @@
 //! Re-reading every stored block of every restore point and naming what is damaged.
 
-use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use bulwark_format::{BlockDecoder, MapEntry, PointId, PointReader};
+use bulwark_immut_msg::{FileInfo, FileState, ImmutClient};
 
 use crate::points::point_files;
 use crate::seal_immutd::Ledger;
@@ -48,14 +51,30 @@ impl Repository {
         threads: usize,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<VerifyReport> {
+        let mut view = match &self.config().immutd_socket {
+            Some(socket) => Some(LedgerView::load(socket, self.root())?),
+            None => None,
+        };
         let jobs = match job {
             Some(j) => vec![j.to_string()],
-            None => self.jobs()?,
+            None => {
+                // A job whose every file is gone is still in the ledger.
+                let mut jobs = self.jobs()?;
+                if let Some(v) = &view {
+                    for info in v.live() {
+                        if !jobs.contains(&info.job) {
+                            jobs.push(info.job.clone());
+                        }
+                    }
+                    jobs.sort();
+                }
+                jobs
+            }
         };
         let mut report = VerifyReport::default();
         for job in jobs {
             let before = report.damaged.len();
-            self.verify_job(&job, threads.max(1), progress, &mut report)?;
+            self.verify_job(&job, threads.max(1), progress, &mut report, view.as_mut())?;
             self.record_health(&job, &report.damaged[before..])?;
         }
         Ok(report)
@@ -129,14 +148,22 @@ impl Repository {
         threads: usize,
         progress: &(dyn Fn(u64) + Sync),
         report: &mut VerifyReport,
+        mut view: Option<&mut LedgerView>,
     ) -> Result<()> {
+        let before = report.damaged.len();
         let mut readers: Vec<(PathBuf, PointReader)> = Vec::new();
         // Points read from the remote tier are not in the local ledger any more (or never
         // were, after an import); `bulwark-repo tier verify` checks their locks instead.
         let mut remote = std::collections::HashSet::new();
         for (chain, point, path, is_remote) in self.all_point_files(job)? {
             report.points_checked += 1;
-            match self.open_stored(&path, job, chain, point) {
+            // Bytes outside every block and its padding (a writer leaves none) must be zero.
+            match self
+                .open_stored(&path, job, chain, point)
+                .and_then(|r| match r.check_gaps() {
+                    Ok(()) => Ok(r),
+                    Err(e) => Err(crate::RepoError::format(&path)(e)),
+                }) {
                 Ok(r) => {
                     if is_remote {
                         remote.insert(readers.len());
@@ -179,13 +206,14 @@ impl Repository {
                     for (i, e) in rx {
                         let r = &readers[i].1;
                         let res =
-                            r.read_stored(&e, &mut stored)
-                                .and_then(|stored| match dec.as_mut() {
+                            r.read_stored_padded(&e, &mut stored).and_then(|stored| {
+                                match dec.as_mut() {
                                     Ok(d) => d.decode(&e, stored, &mut plain).map(|_| ()),
                                     Err(err) => {
                                         Err(bulwark_format::FormatError::Invalid(err.to_string()))
                                     }
-                                });
+                                }
+                            });
                         if let Err(err) = res {
                             let _ = btx.send((i, e.offset, crate::error_chain(&err)));
                         }
@@ -219,15 +247,24 @@ impl Repository {
             .enumerate()
             .map(|(i, (_, r))| (r.meta.point, i))
             .collect();
-        let mut ledger = match &self.config().immutd_socket {
-            Some(socket) => Some(Ledger::connect(socket)?),
-            None => None,
-        };
+        // Points whose ledger entry has been compared with the store.
+        let mut compared = HashSet::new();
         for (i, (path, r)) in readers.iter().enumerate() {
             let mut problems = Vec::new();
             let mut blocks = BTreeSet::new();
-            if let (Some(ledger), false) = (ledger.as_mut(), remote.contains(&i)) {
-                problems.extend(ledger_problem(ledger, path, r)?);
+            if let Some(view) = view.as_deref_mut() {
+                let info = view.entry(r.meta.point)?;
+                compared.insert(r.meta.point);
+                if !remote.contains(&i) {
+                    problems.extend(ledger_problems(info.as_ref(), path, r));
+                } else if let Some(info) = info.filter(|i| i.state != FileState::Deleted) {
+                    // Read from the tier because the local file is gone: the ledger says it
+                    // should be here.
+                    problems.push(format!(
+                        "{}; the copy in the tier still restores",
+                        missing(&info)
+                    ));
+                }
             }
             // Resolve the file table: every referenced file must be present and unchanged.
             let mut table = Vec::with_capacity(r.meta.files.len());
@@ -286,28 +323,170 @@ impl Repository {
                 });
             }
         }
+        // Every file the ledger says is in the store (locked or unlocked) that verify did not
+        // find there, or could not open, must be there and be the file that was sealed.
+        let Some(view) = view else {
+            return Ok(());
+        };
+        let rest: Vec<FileInfo> = view
+            .live()
+            .filter(|i| i.job == job && !compared.contains(&i.point))
+            .cloned()
+            .collect();
+        for info in rest {
+            let problems = match File::open(&info.sealed_path) {
+                Ok(f) => file_problems(&info, &f),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // Asked again: it may have been deleted (expired) since the listing.
+                    match view.ledger.entry(info.point)? {
+                        Some(now) if now.state != FileState::Deleted => vec![missing(&now)],
+                        _ => vec![],
+                    }
+                }
+                Err(e) => vec![format!(
+                    "cannot open {}, which the ledger lists as sealed: {e}",
+                    info.sealed_path.display()
+                )],
+            };
+            if problems.is_empty() {
+                continue;
+            }
+            match report.damaged[before..]
+                .iter_mut()
+                .find(|d| d.point == Some(info.point))
+            {
+                Some(d) => d.problems.extend(problems),
+                None => report.damaged.push(DamagedPoint {
+                    job: job.to_string(),
+                    point: Some(info.point),
+                    chain: Some(info.chain),
+                    path: info.sealed_path.clone(),
+                    problems,
+                    blocks: vec![],
+                }),
+            }
+        }
         Ok(())
     }
 }
 
-/// Compares a file with the immutability service's ledger entry for its point.
-fn ledger_problem(
-    ledger: &mut Ledger,
-    path: &std::path::Path,
-    r: &PointReader,
-) -> Result<Option<String>> {
-    Ok(match ledger.entry(r.meta.point)? {
-        None => Some(
+/// The immutability service's ledger of one repository, as verify compares it with the store:
+/// listed once, and asked point by point for files sealed since.
+struct LedgerView {
+    ledger: Ledger,
+    /// The listing by point; `None` when the service cannot list (then only files found in the
+    /// store are compared, one query each).
+    listed: Option<HashMap<PointId, FileInfo>>,
+}
+
+impl LedgerView {
+    fn load(socket: &Path, root: &Path) -> Result<LedgerView> {
+        let ledger = Ledger::connect(socket)?;
+        // The service knows a guarded repository by its configured, canonical path.
+        let listed = match ImmutClient::connect(socket).and_then(|mut c| c.list(root)) {
+            Ok(entries) => {
+                let mut by_point: HashMap<PointId, FileInfo> = HashMap::new();
+                for e in entries {
+                    // A point sealed again after a deletion: the live entry counts.
+                    match by_point.get(&e.point) {
+                        Some(old) if old.state != FileState::Deleted => {}
+                        _ => {
+                            by_point.insert(e.point, e);
+                        }
+                    }
+                }
+                Some(by_point)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "the immutability service did not list its ledger ({}): only files found in the store are compared with it",
+                    crate::error_chain(&e)
+                );
+                None
+            }
+        };
+        Ok(LedgerView { ledger, listed })
+    }
+
+    /// Listed entries whose file must be in the store: locked or unlocked, not deleted.
+    fn live(&self) -> impl Iterator<Item = &FileInfo> {
+        self.listed
+            .iter()
+            .flat_map(|m| m.values())
+            .filter(|i| i.state != FileState::Deleted)
+    }
+
+    /// The ledger's entry for a point, or `None` when the service never sealed it.
+    fn entry(&mut self, point: PointId) -> Result<Option<FileInfo>> {
+        match self.listed.as_ref().and_then(|m| m.get(&point)) {
+            Some(i) => Ok(Some(i.clone())),
+            None => self.ledger.entry(point),
+        }
+    }
+}
+
+/// The problem of a file the ledger lists as sealed in the store but that is not there.
+fn missing(info: &FileInfo) -> String {
+    format!(
+        "missing from the store: the immutability service's ledger lists it as sealed there ({} until {}), but the file is gone (removed behind the service's back, or lost)",
+        info.state.as_str(),
+        crate::utc(info.expiry_unix)
+    )
+}
+
+/// What a file in the store shows against its ledger entry: another inode or size than was
+/// sealed (replaced), or, while the ledger says locked, no immutable attribute.
+fn file_problems(info: &FileInfo, f: &File) -> Vec<String> {
+    let mut out = Vec::new();
+    if info.state == FileState::Deleted {
+        return out;
+    }
+    match f.metadata() {
+        Ok(m) if m.ino() != info.inode || m.len() != info.size => out.push(format!(
+            "inode {} of {} bytes, but the ledger sealed inode {} of {} bytes: the file was replaced",
+            m.ino(),
+            m.len(),
+            info.inode,
+            info.size
+        )),
+        Ok(_) => {}
+        Err(e) => out.push(format!("cannot read the file's size and inode: {e}")),
+    }
+    if info.state == FileState::Locked {
+        match bulwark_sys::has_flag(f, bulwark_sys::FS_IMMUTABLE_FL) {
+            Ok(true) => {}
+            Ok(false) => out.push(format!(
+                "not sealed: the immutable attribute is cleared, although the ledger says it is locked until {}",
+                crate::utc(info.expiry_unix)
+            )),
+            Err(e) => out.push(format!("cannot read the file's attributes: {e}")),
+        }
+    }
+    out
+}
+
+/// Compares a file found in the store with the immutability service's ledger entry for its
+/// point.
+fn ledger_problems(info: Option<&FileInfo>, path: &Path, r: &PointReader) -> Vec<String> {
+    let Some(info) = info else {
+        return vec![
             "not in the immutability service's ledger: never sealed, or placed here behind its back".into(),
-        ),
-        Some(info) if info.root_digest != r.trailer.root_digest => Some(format!(
+        ];
+    };
+    let mut out = Vec::new();
+    if info.root_digest != r.trailer.root_digest {
+        out.push(format!(
             "root digest {} differs from the ledger's {}: the file was replaced",
             r.trailer.root_digest, info.root_digest
-        )),
-        Some(info) if info.sealed_path != path => Some(format!(
+        ));
+    } else if info.sealed_path != path {
+        out.push(format!(
             "the ledger has this restore point at {}: the file was moved",
             info.sealed_path.display()
-        )),
-        Some(_) => None,
-    })
+        ));
+    }
+    if out.is_empty() {
+        out.extend(file_problems(info, r.file()));
+    }
+    out
 }

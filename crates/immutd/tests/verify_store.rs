@@ -1,0 +1,439 @@
+//! `bulwark verify` and `bulwark-repo verify` compare the immutability service's ledger with
+//! the store (issue 12, item 3): a file the ledger lists as sealed that is missing, replaced or
+//! no longer immutable is named, exit 1, also when the S3 tier holds a copy. And padding
+//! must be zero (item 4): a flipped padding byte fails the seal and fails verify. Root only,
+//! with a real service user and the real bulwark-immutd.
+
+mod common;
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use bulwark_format::{
+    BlockNo, Digest, Header, PointId, PointKind, PointMeta, PointReader, PointWriter,
+    RetentionClass, Stats,
+};
+use bulwark_immut_msg::layout::incoming_path;
+use common::*;
+
+/// Every sealed file of `job`, oldest first (file names are time-ordered point ids).
+fn sealed_files(repo: &Path, job: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(chains) = std::fs::read_dir(repo.join("store").join(job)) else {
+        return out;
+    };
+    for c in chains {
+        for f in std::fs::read_dir(c.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            if p.extension().is_some_and(|e| e == "bwrp") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort_by_key(|p| p.file_name().unwrap().to_owned());
+    out
+}
+
+fn point_of(p: &Path) -> String {
+    p.file_stem().unwrap().to_string_lossy().into_owned()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs `bulwark verify` and `bulwark-repo verify` as the user; both must exit `code`.
+/// Returns what each printed.
+fn verify_both(
+    u: &TestUser,
+    bulwark: &Path,
+    repo_bin: &Path,
+    repo: &str,
+    code: i32,
+) -> (String, String) {
+    let a = run_as(u, bulwark, &["verify", "--repo", repo]);
+    let b = run_as(u, repo_bin, &["verify", repo]);
+    assert_eq!(a.status.code(), Some(code), "bulwark verify: {}", text(&a));
+    assert_eq!(
+        b.status.code(),
+        Some(code),
+        "bulwark-repo verify: {}",
+        text(&b)
+    );
+    (text(&a), text(&b))
+}
+
+fn backup(u: &TestUser, bulwark: &Path, repo: &str, job: &str, img: &Path) {
+    let o = run_as(
+        u,
+        bulwark,
+        &[
+            "backup",
+            "--repo",
+            repo,
+            "--job",
+            job,
+            img.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("sealed immutable until"));
+}
+
+/// A disk image owned by the user; `salt` changes its content.
+fn image(rig: &Rig, salt: &str) -> PathBuf {
+    let img = rig.fs.mnt.join("d.img");
+    let mut data = b"disk content ".repeat(100_000);
+    data.extend_from_slice(salt.as_bytes());
+    std::fs::write(&img, data).unwrap();
+    std::os::unix::fs::chown(&img, Some(rig.user.uid), Some(rig.user.gid)).unwrap();
+    img
+}
+
+#[test]
+fn verify_names_a_sealed_point_that_is_missing_from_the_store() {
+    let name = "verify_names_a_sealed_point_that_is_missing_from_the_store";
+    if !can_run(name, &["mkfs.ext4", "useradd", "chattr"]) {
+        return;
+    }
+    let Some((bulwark, repo_bin)) = client_bins(name) else {
+        return;
+    };
+    let rig = Rig::new(FsKind::Ext4);
+    let u = &rig.user;
+    let repo = rig.repo.to_str().unwrap().to_string();
+    rig.init_guarded(&repo_bin, &[]);
+    let svc = rig.start();
+    backup(u, &bulwark, &repo, "a", &image(&rig, "1"));
+    backup(u, &bulwark, &repo, "a", &image(&rig, "2"));
+    backup(u, &bulwark, &repo, "b", &image(&rig, "3"));
+    verify_both(u, &bulwark, &repo_bin, &repo, 0);
+    let a = sealed_files(&rig.repo, "a");
+    let b = sealed_files(&rig.repo, "b");
+    assert_eq!((a.len(), b.len()), (2, 1));
+
+    // Root removes the newest point of a, which nothing references.
+    sh(&format!("chattr -i {0} && rm {0}", a[1].display()));
+    let (x, y) = verify_both(u, &bulwark, &repo_bin, &repo, 1);
+    for out in [&x, &y] {
+        assert!(
+            out.contains(&point_of(&a[1])) && out.contains("missing from the store"),
+            "{out}"
+        );
+        assert_eq!(out.matches("DAMAGED").count(), 1, "{out}");
+    }
+    // A repeated verify still names it (the ledger, not a health file, is the reference).
+    let (x, _) = verify_both(u, &bulwark, &repo_bin, &repo, 1);
+    assert!(x.contains("missing from the store"), "{x}");
+
+    // Root clears the immutable attribute of b's file: not sealed any more.
+    sh(&format!("chattr -i {}", b[0].display()));
+    let (x, y) = verify_both(u, &bulwark, &repo_bin, &repo, 1);
+    for out in [&x, &y] {
+        assert!(
+            out.contains(&point_of(&b[0]))
+                && out.contains("not sealed: the immutable attribute is cleared"),
+            "{out}"
+        );
+    }
+    sh(&format!("chattr +i {}", b[0].display()));
+
+    // Root replaces a's full with an identical copy: same bytes and root digest, another inode.
+    sh(&format!(
+        "chattr -i {0} && cp -p {0} {0}.new && mv {0}.new {0} && chattr +i {0}",
+        a[0].display()
+    ));
+    let (x, y) = verify_both(u, &bulwark, &repo_bin, &repo, 1);
+    for out in [&x, &y] {
+        assert!(
+            out.contains(&point_of(&a[0])) && out.contains("the file was replaced"),
+            "{out}"
+        );
+    }
+
+    // Root removes job b altogether: verify of all jobs still names its point.
+    sh(&format!(
+        "chattr -R -i {0} && rm -rf {0}",
+        rig.repo.join("store/b").display()
+    ));
+    let (x, y) = verify_both(u, &bulwark, &repo_bin, &repo, 1);
+    for out in [&x, &y] {
+        assert!(
+            out.contains(&point_of(&b[0])) && out.contains("missing from the store"),
+            "{out}"
+        );
+    }
+    let o = run_as(u, &bulwark, &["verify", "--repo", &repo, "--job", "b"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    svc.stop();
+}
+
+#[test]
+fn verify_names_points_missing_locally_although_the_s3_tier_holds_them() {
+    let name = "verify_names_points_missing_locally_although_the_s3_tier_holds_them";
+    if !can_run(name, &["mkfs.ext4", "useradd", "chattr", "cmp"]) {
+        return;
+    }
+    let (Ok(endpoint), Ok(ak), Ok(sk)) = (
+        std::env::var("S3_ENDPOINT"),
+        std::env::var("S3_ACCESS_KEY"),
+        std::env::var("S3_SECRET_KEY"),
+    ) else {
+        eprintln!("SKIP {name}: S3_ENDPOINT, S3_ACCESS_KEY and S3_SECRET_KEY not set (.ci/run starts a Ceph RGW)");
+        return;
+    };
+    let Some((bulwark, repo_bin)) = client_bins(name) else {
+        return;
+    };
+    let rig = Rig::new(FsKind::Ext4);
+    let u = &rig.user;
+    let repo = rig.repo.to_str().unwrap().to_string();
+    rig.init_guarded(&repo_bin, &[]);
+    let svc = rig.start();
+    backup(u, &bulwark, &repo, "vm", &image(&rig, "1"));
+    let img = image(&rig, "2");
+    backup(u, &bulwark, &repo, "vm", &img);
+    let creds = rig.fs.mnt.join("s3.credentials");
+    std::fs::write(
+        &creds,
+        format!("access_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n"),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&creds, Some(u.uid), Some(u.gid)).unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let bucket = format!("verify-missing-{}", std::process::id());
+    let o = run_as(
+        u,
+        &repo_bin,
+        &[
+            "tier",
+            "add",
+            &repo,
+            "--endpoint",
+            &endpoint,
+            "--bucket",
+            &bucket,
+            "--credentials",
+            creds.to_str().unwrap(),
+            "--create-bucket",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run_as(u, &repo_bin, &["tier", "sync", &repo]);
+    assert!(o.status.success(), "{}", text(&o));
+    verify_both(u, &bulwark, &repo_bin, &repo, 0);
+
+    // Every local file is gone; the tier still holds both copies.
+    let files = sealed_files(&rig.repo, "vm");
+    assert_eq!(files.len(), 2);
+    for f in &files {
+        sh(&format!("chattr -i {0} && rm {0}", f.display()));
+    }
+    let o = run_as(u, &bulwark, &["verify", "--repo", &repo]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    for f in &files {
+        assert!(out.contains(&point_of(f)), "{out}");
+    }
+    assert_eq!(out.matches("missing from the store").count(), 2, "{out}");
+    assert!(out.contains("the copy in the tier still restores"), "{out}");
+    // Without the tier attached (bulwark-repo verify) the ledger alone names them.
+    let o = run_as(u, &repo_bin, &["verify", &repo]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(
+        text(&o).matches("missing from the store").count(),
+        2,
+        "{}",
+        text(&o)
+    );
+    // Restores from the tier keep working.
+    let out_dir = rig.fs.mnt.join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::os::unix::fs::chown(&out_dir, Some(u.uid), Some(u.gid)).unwrap();
+    let out_img = out_dir.join("restored.img");
+    let o = run_as(
+        u,
+        &bulwark,
+        &[
+            "restore",
+            "--repo",
+            &repo,
+            "--job",
+            "vm",
+            out_img.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    sh(&format!("cmp {} {}", img.display(), out_img.display()));
+    svc.stop();
+}
+
+/// A zstd frame of one RLE block: `n` copies of `byte` (11 bytes, a real frame).
+fn rle_frame(byte: u8, n: u32) -> Vec<u8> {
+    assert!((256..=65_791).contains(&n));
+    let mut f = vec![0x28, 0xB5, 0x2F, 0xFD];
+    // Single segment, a 2-byte content size (stored minus 256), no checksum, no dictionary.
+    f.push(0x60);
+    f.extend_from_slice(&((n - 256) as u16).to_le_bytes());
+    // Last block, type RLE, size n.
+    let bh = 1 | (1 << 1) | (n << 3);
+    f.extend_from_slice(&bh.to_le_bytes()[..3]);
+    f.push(byte);
+    f
+}
+
+/// Writes a finished point into `incoming/` as the user would: block 0 compressed (so
+/// padding follows it), block 1 raw. Returns its path and block 0's stored end offset.
+fn padded_incoming(rig: &Rig, job: &str) -> (PathBuf, u64) {
+    let point = new_point();
+    let tmp = rig.repo.join("incoming").join(format!(".tmp-{point}"));
+    let h = Header {
+        block_size: 4096,
+        disk_size: 2 * 4096,
+        point_id: point,
+    };
+    let mut w = PointWriter::new(File::create(&tmp).unwrap(), h).unwrap();
+    let plain = vec![0x5Au8; 4096];
+    let frame = rle_frame(0x5A, 4096);
+    let e = w
+        .put_stored(
+            BlockNo(0),
+            4096,
+            Digest::of(&plain),
+            &frame,
+            true,
+            Digest::of(&frame),
+        )
+        .unwrap();
+    let raw: Vec<u8> = (0..4096u32).map(|i| (i * 31 % 251) as u8).collect();
+    w.put_stored(
+        BlockNo(1),
+        4096,
+        Digest::of(&raw),
+        &raw,
+        false,
+        Digest::of(&raw),
+    )
+    .unwrap();
+    let meta = PointMeta {
+        kind: PointKind::ActiveFull,
+        retention: RetentionClass::Regular,
+        compression_level: 1,
+        created_unix_secs: 1_800_000_000,
+        created_nanos: 0,
+        block_size: 4096,
+        disk_size: 2 * 4096,
+        point,
+        parent: PointId::NONE,
+        chain: point,
+        job: job.into(),
+        client: String::new(),
+        stats: Stats::default(),
+        files: vec![],
+    };
+    w.finish(meta).unwrap();
+    std::os::unix::fs::chown(&tmp, Some(rig.user.uid), Some(rig.user.gid)).unwrap();
+    let dst = incoming_path(&rig.repo, point);
+    std::fs::rename(&tmp, &dst).unwrap();
+    (dst, e.offset + u64::from(e.stored_len))
+}
+
+/// Overwrites one byte of a file (as root, as the service user cannot).
+fn poke(p: &Path, offset: u64, byte: u8) -> u8 {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .unwrap();
+    let mut old = [0u8];
+    f.read_exact_at(&mut old, offset).unwrap();
+    f.write_all_at(&[byte], offset).unwrap();
+    f.sync_all().unwrap();
+    old[0]
+}
+
+#[test]
+fn a_flipped_padding_byte_fails_seal_and_verify() {
+    let name = "a_flipped_padding_byte_fails_seal_and_verify";
+    if !can_run(name, &["mkfs.ext4", "useradd", "chattr"]) {
+        return;
+    }
+    let Some((bulwark, repo_bin)) = client_bins(name) else {
+        return;
+    };
+    let rig = Rig::new(FsKind::Ext4);
+    let u = &rig.user;
+    let repo = rig.repo.to_str().unwrap().to_string();
+    rig.init_guarded(&repo_bin, &[]);
+    let svc = rig.start();
+    let sock = rig.socket();
+
+    // Seal: a byte flipped in the header's padding, or after a compressed block, is refused,
+    // the file stays in incoming/, and the same file with zero padding seals.
+    let (p, block_end) = padded_incoming(&rig, "pad");
+    for (offset, region) in [
+        (1000, "header's padding"),
+        (block_end, "padding after block 0"),
+        (block_end + 7, "padding after block 0"),
+        (8191, "padding after block 0"),
+    ] {
+        poke(&p, offset, 0x01);
+        let r = u.ctl(&sock, &["seal", p.to_str().unwrap()]);
+        assert!(r.refused().is_some(), "flip at {offset} sealed: {r:?}");
+        let msg = r.get("message").unwrap_or_default();
+        assert!(
+            msg.contains(&format!("byte {offset} ")) && msg.contains(region),
+            "{msg}"
+        );
+        assert!(p.exists(), "the refused file must stay in incoming/");
+        poke(&p, offset, 0);
+    }
+    let r = u.ctl(&sock, &["seal", p.to_str().unwrap()]).ok();
+    let sealed = PathBuf::from(r.get("sealed_path").unwrap());
+    assert!(is_immutable(&sealed));
+
+    // Verify: a real backup, then root flips padding bytes of its sealed file.
+    backup(u, &bulwark, &repo, "vm", &image(&rig, "1"));
+    verify_both(u, &bulwark, &repo_bin, &repo, 0);
+    let f = sealed_files(&rig.repo, "vm").pop().unwrap();
+    let r = PointReader::open(File::open(&f).unwrap()).unwrap();
+    let e = *r
+        .map
+        .iter()
+        .find(|e| e.file_ref == 0 && e.stored_len % 4096 != 0)
+        .expect("a block followed by padding");
+    drop(r);
+    let after_block = e.offset + u64::from(e.stored_len);
+    for (offset, region) in [
+        (1000, "header's padding".to_string()),
+        (after_block, format!("padding after block {}", e.block)),
+        (
+            bulwark_format::align_up(after_block) - 1,
+            format!("padding after block {}", e.block),
+        ),
+    ] {
+        sh(&format!("chattr -i {}", f.display()));
+        let old = poke(&f, offset, 0x80);
+        sh(&format!("chattr +i {}", f.display()));
+        let (x, y) = verify_both(u, &bulwark, &repo_bin, &repo, 1);
+        for out in [&x, &y] {
+            assert!(
+                out.contains(&point_of(&f))
+                    && out.contains(&format!("byte {offset} "))
+                    && out.contains(&region),
+                "{out}"
+            );
+        }
+        sh(&format!("chattr -i {}", f.display()));
+        poke(&f, offset, old);
+        sh(&format!("chattr +i {}", f.display()));
+    }
+    verify_both(u, &bulwark, &repo_bin, &repo, 0);
+    svc.stop();
+}
