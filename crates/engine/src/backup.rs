@@ -385,6 +385,19 @@ pub fn backup_local(
     opts: &BackupOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BackupSummary> {
+    bulwark_format::validate_name("job", job).map_err(|e| EngineError::Usage(e.to_string()))?;
+    backup_local_source(repo, job, Source::open(source)?, opts, progress)
+}
+
+/// [`backup_local`] of a source opened by the caller (root opens a block device, then gives
+/// up root before touching the repository).
+pub fn backup_local_source(
+    repo: &Repository,
+    job: &str,
+    src: Source,
+    opts: &BackupOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<BackupSummary> {
     let started = Instant::now();
     bulwark_format::validate_name("job", job).map_err(|e| EngineError::Usage(e.to_string()))?;
     check_level(opts.compression_level)?;
@@ -395,7 +408,6 @@ pub fn backup_local(
             )));
         }
     }
-    let src = Source::open(source)?;
     bulwark_format::check_disk_size(src.size)
         .map_err(|e| EngineError::Usage(format!("{}: {e}", src.path.display())))?;
     let (parent, full_reason) = choose_parent(repo, job, &src, opts)?;

@@ -12,7 +12,8 @@ mod source;
 mod target;
 
 pub use backup::{
-    backup_local, run_pipeline, BackupOptions, BackupSummary, BlockSink, Counters, KnownHashes,
+    backup_local, backup_local_source, run_pipeline, BackupOptions, BackupSummary, BlockSink,
+    Counters, KnownHashes,
 };
 pub use error::EngineError;
 pub use restore::{join_workers, restore_local, RestoreOptions, RestoreSummary};

@@ -50,6 +50,39 @@ pub fn effective_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Gives up root for good: no supplementary groups, then real, effective and saved gid and
+/// uid set to `gid` and `uid`. glibc applies each change to every thread of the process.
+/// Fails unless root can no longer be regained afterwards.
+pub fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
+    if uid == 0 || gid == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "refusing to \"drop\" to uid or gid 0",
+        ));
+    }
+    // SAFETY: an empty list (length 0, null pointer) is valid for setgroups.
+    cvt(unsafe { libc::setgroups(0, std::ptr::null()) })?;
+    // SAFETY: plain system calls on integers; the group is changed while still root.
+    cvt(unsafe { libc::setresgid(gid, gid, gid) })?;
+    // SAFETY: as above; after this call the process is no longer root.
+    cvt(unsafe { libc::setresuid(uid, uid, uid) })?;
+    // SAFETY: getters without arguments.
+    let (ru, eu, rg, eg) = unsafe {
+        (
+            libc::getuid(),
+            libc::geteuid(),
+            libc::getgid(),
+            libc::getegid(),
+        )
+    };
+    // SAFETY: plain system call; it must fail now.
+    let regained = unsafe { libc::setuid(0) } == 0;
+    if (ru, eu, rg, eg) != (uid, uid, gid, gid) || regained {
+        return Err(io::Error::other("privileges were not dropped completely"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

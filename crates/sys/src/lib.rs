@@ -21,7 +21,7 @@ pub use clone::{
     ficlone_range, fiemap, Extent, FIEMAP_EXTENT_LAST, FIEMAP_EXTENT_SHARED, FIEMAP_EXTENT_UNKNOWN,
     FIEMAP_EXTENT_UNWRITTEN,
 };
-pub use cred::{effective_uid, peer_cred, PeerCred};
+pub use cred::{drop_privileges, effective_uid, peer_cred, PeerCred};
 pub use lease::{ignore_lease_break_signal, no_writer};
 pub use lock::try_lock_exclusive;
 pub use signal::unlink_on_signal;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use bulwark_engine::{backup_local, BackupOptions, Source};
+use bulwark_engine::{backup_local_source, BackupOptions, Source};
 use serde_json::json;
 
 use crate::output::{human, Output, EXIT_OK};
@@ -48,10 +48,17 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
     if let Some(addr) = super::remote::target(&a.repo) {
         return super::remote::backup(&addr, &a.job, &a.source, &opts, out);
     }
+    let opened = super::become_repo_owner(&a.repo, &a.source)?;
     let repo = super::open_repo(&a.repo)?;
-    let size = Source::open(&a.source).map(|s| s.size).unwrap_or(0);
-    let pb = out.progress(size, "backup");
-    let s = backup_local(&repo, &a.job, &a.source, &opts, &|n| pb.inc(n))
+    let src = match opened {
+        Some(s) => s,
+        None => Source::open(&a.source).map_err(|e| match super::source_advice(&e) {
+            Some(advice) => anyhow::anyhow!("{e}; {advice}"),
+            None => e.into(),
+        })?,
+    };
+    let pb = out.progress(src.size, "backup");
+    let s = backup_local_source(&repo, &a.job, src, &opts, &|n| pb.inc(n))
         .with_context(|| format!("backing up {} as job {:?}", a.source.display(), a.job))?;
     pb.finish_and_clear();
     let synth = match a.synthetic_full {

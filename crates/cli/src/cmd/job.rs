@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use bulwark_engine::{backup_local, BackupOptions};
+use bulwark_engine::{backup_local_source, BackupOptions};
 use bulwark_format::PointKind;
 use bulwark_jobs::{decide, plan, JobFile, JobState};
 use bulwark_repository::{utc, Repository};
@@ -88,6 +88,11 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
             Ok(EXIT_OK)
         }
         Action::Run { file } => {
+            // Root on a guarded host: open the source, continue as the repository's owner.
+            let mut opened = match JobFile::load(&file) {
+                Ok(j) => super::become_repo_owner(std::path::Path::new(&j.repository), &j.source)?,
+                Err(_) => None,
+            };
             let (job, repo, state) = load(&file)?;
             let decision = decide(&job.schedule, &state, now());
             if !out.json {
@@ -113,7 +118,11 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
                 threads: bulwark_engine::default_threads(),
             };
             let pb = out.progress(0, "backup");
-            let s = backup_local(&repo, &job.name, &job.source, &opts, &|n| pb.inc(n))
+            let src = match opened.take() {
+                Some(s) => s,
+                None => bulwark_engine::Source::open(&job.source)?,
+            };
+            let s = backup_local_source(&repo, &job.name, src, &opts, &|n| pb.inc(n))
                 .with_context(|| {
                     format!("backing up {} for job {}", job.source.display(), job.name)
                 })?;

@@ -19,6 +19,77 @@ pub fn open_repo(path: &Path) -> anyhow::Result<Repository> {
     Repository::open(path).with_context(|| format!("opening repository {}", path.display()))
 }
 
+/// Root backing up a block device into a repository that belongs to a service user (a
+/// guarded host, README "Local block devices"): opens the source as root, then gives up root
+/// for good and continues as the repository folder's owner, so that every file, lock and
+/// seal request is the service user's and nothing root-owned is left in the repository.
+/// Returns the opened source, or `None` when nothing needs to change (not root, or the
+/// repository is root's own and unguarded). Refuses, before touching anything, root on a
+/// guarded repository owned by root (the immutability service seals only for its service
+/// user).
+pub fn become_repo_owner(
+    repo: &Path,
+    source: &Path,
+) -> anyhow::Result<Option<bulwark_engine::Source>> {
+    use std::os::unix::fs::MetadataExt;
+    if bulwark_sys::effective_uid() != 0 || !repo.join("repository.toml").is_file() {
+        return Ok(None);
+    }
+    let cfg = bulwark_repository::RepoConfig::load(repo)
+        .with_context(|| format!("opening repository {}", repo.display()))?;
+    let meta = std::fs::metadata(repo)
+        .with_context(|| format!("reading the owner of {}", repo.display()))?;
+    let (uid, gid) = (meta.uid(), meta.gid());
+    if uid == 0 {
+        if cfg.immutd_socket.is_some() {
+            anyhow::bail!(
+                "{} is guarded by the immutability service but owned by root: the service seals \
+                 only for the repository's service user (it refuses uid 0), so this backup \
+                 could never be sealed. Give the repository to its service user (it is created \
+                 with `sudo -u bulwark bulwark-repo init`), then run this backup as root again: \
+                 bulwark opens the device as root and continues as that user. Nothing was written",
+                repo.display()
+            );
+        }
+        return Ok(None);
+    }
+    if gid == 0 {
+        anyhow::bail!(
+            "{} belongs to group root: give it the service user's own group \
+             (`chown bulwark:bulwark {}`) so that root's backup can continue as that user; \
+             nothing was written",
+            repo.display(),
+            repo.display()
+        );
+    }
+    let src = bulwark_engine::Source::open(source)
+        .with_context(|| format!("opening {} as root", source.display()))?;
+    bulwark_sys::drop_privileges(uid, gid).with_context(|| {
+        format!(
+            "giving up root for uid {uid}, gid {gid} (the owner of {})",
+            repo.display()
+        )
+    })?;
+    tracing::info!(uid, gid, source = %source.display(), "opened the source as root; continuing as the repository's owner");
+    Ok(Some(src))
+}
+
+/// Advice for a source that could not be opened for lack of permission.
+pub fn source_advice(e: &bulwark_engine::EngineError) -> Option<&'static str> {
+    match e {
+        bulwark_engine::EngineError::SourceIo { source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Some(
+                "reading a block device needs root: run `bulwark backup` as root (it opens the \
+                 device, then continues as the repository's owner), or add the user to group \
+                 `disk`",
+            )
+        }
+        _ => None,
+    }
+}
+
 /// Opens the repository and attaches its S3 tier, so that restore points missing locally
 /// are read from their copies.
 pub fn open_repo_with_tier(path: &Path) -> anyhow::Result<Repository> {
