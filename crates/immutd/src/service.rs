@@ -152,6 +152,12 @@ fn validate_seal_path(p: &Path) -> std::result::Result<(), ReqError> {
         ));
     }
     let raw = p.as_os_str().as_encoded_bytes();
+    if raw.windows(2).any(|w| w == b"//") || raw.ends_with(b"/") {
+        return Err(ReqError::refused(format!(
+            "{} is not in canonical form (`//` or a trailing `/`); give the exact path REPO/incoming/<point>.bwrp",
+            p.display()
+        )));
+    }
     if raw
         .split(|&b| b == b'/')
         .any(|seg| seg == b".." || seg == b".")
@@ -610,7 +616,8 @@ impl Service {
                 ReqError::refused(format!("{} is not named <point id>.bwrp", path.display()))
             })?;
         let repo_path = self.repos[ri].path.clone();
-        if path != incoming_path(&repo_path, point) {
+        // Byte for byte: `Path` equality ignores `//` and a trailing `/`, the rule does not.
+        if path.as_os_str() != incoming_path(&repo_path, point).as_os_str() {
             return Err(ReqError::refused(format!(
                 "{} is not in canonical form",
                 path.display()
@@ -627,6 +634,18 @@ impl Service {
                 }
                 let x = self.expiries();
                 return Ok(Response::Sealed(self.ledger.entries[i].info(x[i])));
+            }
+        }
+        // A repository initialised after the service started gets its settings locked now.
+        match self.repos[ri].protect_settings() {
+            Ok(true) => {
+                let d = format!("{}/repository.toml made immutable", repo_path.display());
+                let _ = self.log("settings-sealed", &d);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                let d = format!("{}/repository.toml: {e}", repo_path.display());
+                let _ = self.log("settings-unprotected", &d);
             }
         }
         let budget = self

@@ -209,6 +209,27 @@ fn attack_suite(kind: FsKind) {
     }
     assert!(outside.exists() && !is_immutable(&outside));
 
+    // Non-canonical spellings of the right file (issue 13 item 3): `//` inside, a leading
+    // `//`, a trailing `/`. Refused, and the file stays in incoming/ untouched.
+    let p6 = new_point();
+    let canon = put_incoming(&rig, "vm-1", p6, p6, PointId::NONE);
+    let canon_fp = fingerprint(&canon);
+    for p in [
+        format!("{is}//{p6}.bwrp"),
+        format!("/{}", canon.display()),
+        format!("{}/", canon.display()),
+        format!("{rs}//incoming/{p6}.bwrp"),
+    ] {
+        let r = u.ctl(&sock, &["seal", &p]);
+        assert_eq!(
+            r.refused().as_deref(),
+            Some("Refused"),
+            "non-canonical path {p}: {r:?}"
+        );
+    }
+    assert_eq!(fingerprint(&canon), canon_fp, "a refused seal changed the file");
+    u.ctl(&sock, &["seal", canon.to_str().unwrap()]).ok();
+
     // A file still open for writing is refused, and sealed once the writer closes it.
     let p5 = new_point();
     let busy = put_incoming(&rig, "vm-1", p5, p5, PointId::NONE);

@@ -122,6 +122,27 @@ impl Repository {
             .and_then(seal_immutd::clock_alert)
     }
 
+    /// Refuses a repository that looks guarded (its `store/` belongs to root, as the
+    /// immutability service makes it) while `repository.toml` names no immutability service:
+    /// the settings were edited, and new restore points would not be sealed.
+    pub fn check_guard(&self) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        if self.config.immutd_socket.is_some() {
+            return Ok(());
+        }
+        let store = layout::store_dir(&self.root);
+        let (Ok(sm), Ok(rm)) = (std::fs::metadata(&store), std::fs::metadata(&self.root)) else {
+            return Ok(());
+        };
+        if sm.uid() == 0 && rm.uid() != 0 {
+            return Err(RepoError::Usage(format!(
+                "{} is guarded (store/ belongs to root, the immutability service made it so) but its repository.toml names no immutability service (immutd_socket): the settings were changed behind the service's back; restore repository.toml (root: `bulwark-immutd status` lists the guarded repositories) before any backup",
+                self.root.display()
+            )));
+        }
+        Ok(())
+    }
+
     /// The repository's settings.
     pub fn config(&self) -> &RepoConfig {
         &self.config

@@ -63,6 +63,7 @@ impl Repository {
     pub fn begin_point(&self, np: NewPoint) -> Result<PointBuilder> {
         bulwark_format::validate_name("job", &np.job)
             .map_err(|e| RepoError::Usage(e.to_string()))?;
+        self.check_guard()?;
         bulwark_format::check_block_size(np.block_size)
             .map_err(|e| RepoError::Usage(e.to_string()))?;
         if let Some(p) = &np.parent {

@@ -98,6 +98,7 @@ impl Server {
             return Err(ServerError::RunningAsRoot);
         }
         let repository = Repository::open(repo)?;
+        repository.check_guard()?;
         crate::pki::ca_fingerprint(repo)?;
         let tls = configs(repo)?;
         let listener = TcpListener::bind(opts.listen).map_err(ServerError::Net)?;

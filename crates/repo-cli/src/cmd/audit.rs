@@ -140,6 +140,15 @@ fn checks(a: &Args) -> anyhow::Result<Vec<Finding>> {
                 if !st.audit_problem.is_empty() {
                     f.push(finding(Fail, "audit log", st.audit_problem));
                 }
+                let settings = root.join("repository.toml");
+                let locked = std::fs::File::open(&settings)
+                    .and_then(|f| bulwark_sys::get_flags(&f))
+                    .map(|fl| fl & bulwark_sys::FS_IMMUTABLE_FL != 0);
+                f.push(match locked {
+                    Ok(true) => finding(Pass, "settings", "repository.toml is immutable: its settings cannot change behind the immutability service's back"),
+                    Ok(false) => finding(Fail, "settings", "repository.toml is not immutable, so the service user can change the settings (drop the immutability service, raise limits); the immutability service locks it at its start and at every seal: restart it, and check lock_repository_root = true in its configuration"),
+                    Err(e) => finding(Fail, "settings", format!("cannot check {}: {e}", settings.display())),
+                });
             }
             Err(e) => f.push(finding(Fail, "immutability", format!("the immutability service does not answer: {}", bulwark_repository::error_chain(&e)))),
         },
