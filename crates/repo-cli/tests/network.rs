@@ -1249,10 +1249,7 @@ fn a_full_repository_disk_is_reported_to_the_client_as_repository_full() {
     let svc = Service::start_with(
         &[],
         Some(24),
-        &[
-            ("new_bytes_per_day", "\"1T\""),
-            ("sealed_bytes", "\"1T\""),
-        ],
+        &[("new_bytes_per_day", "\"1T\""), ("sealed_bytes", "\"1T\"")],
     );
     svc.enroll("alice");
     let img = svc.path("big.img");
