@@ -4,7 +4,8 @@
 //! Who may hold a connection is decided at `accept`, from `SO_PEERCRED`, before a thread or
 //! a slot is spent on it ([`admit`]): a uid other than root and the service user is answered
 //! `NotPermitted` and closed at once; one uid holds at most [`MAX_PER_UID`] of the
-//! [`MAX_CONNECTIONS`] slots, so root and the service user always find one free. A request
+//! [`MAX_CONNECTIONS`] slots, so root and the service user always find one free (a few
+//! connections over a limit wait [`SLOT_WAIT`] for a slot before they are refused). A request
 //! must arrive whole within [`REQUEST_DEADLINE`] of its first byte (a deadline, not an idle
 //! timeout that a trickle of bytes restarts). Refused and cut connections are counted for
 //! `status` and audited: at most [`AUDITS_PER_MINUTE`] lines a minute, then one summary
@@ -40,6 +41,11 @@ pub const IDLE: Duration = Duration::from_secs(30);
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 /// Refused or cut connections audited one by one per minute; the rest are summed up.
 pub const AUDITS_PER_MINUTE: u32 = 20;
+/// Connections of root and the service user that may wait (up to [`SLOT_WAIT`]) for a slot
+/// when their uid or the service is at its limit; more are refused at once.
+pub const MAX_WAITING: u64 = 8;
+/// How long such a connection waits for a slot before it is answered `Busy`.
+pub const SLOT_WAIT: Duration = Duration::from_secs(10);
 /// Events waiting for the audit thread; more are counted and dropped.
 const AUDIT_QUEUE: usize = 256;
 
@@ -79,6 +85,8 @@ pub struct ConnStats {
     pub refused_busy: AtomicU64,
     /// Requests cut at [`REQUEST_DEADLINE`].
     pub timed_out: AtomicU64,
+    /// Connections of root or the service user waiting for a slot.
+    waiting: AtomicU64,
 }
 
 /// A taken slot; dropping it frees the slot.
@@ -487,22 +495,33 @@ fn accept_one(svc: &Arc<Mutex<Service>>, stream: UnixStream, service_uid: u32, c
             return;
         }
         Admit::UidFull | Admit::Full => {
-            ctx.stats.refused_busy.fetch_add(1, Ordering::Relaxed);
-            let why = if admit == Admit::UidFull {
-                format!("uid {} already holds {MAX_PER_UID} connections", peer.uid)
-            } else {
-                format!("all {MAX_CONNECTIONS} connections are in use")
-            };
-            ctx.audit.note(
-                "connection-limit",
-                peer.uid,
-                format!("{}: {why}; closed at accept", who(&peer)),
-            );
-            refuse(
-                stream,
-                ErrorCode::Busy,
-                format!("{why}; close one and try again"),
-            );
+            // A burst of honest seals waits a moment for a slot rather than failing.
+            if ctx.stats.waiting.fetch_add(1, Ordering::SeqCst) < MAX_WAITING {
+                let (svc, ctx2) = (svc.clone(), ctx.clone());
+                let spawned = std::thread::Builder::new()
+                    .name(format!("wait-{}", peer.uid))
+                    .spawn(move || {
+                        let end = Instant::now() + SLOT_WAIT;
+                        let slot = loop {
+                            match ctx2.stats.take(peer.uid, service_uid) {
+                                (_, Some(slot)) => break Some(slot),
+                                _ if Instant::now() >= end => break None,
+                                _ => std::thread::sleep(Duration::from_millis(20)),
+                            }
+                        };
+                        ctx2.stats.waiting.fetch_sub(1, Ordering::SeqCst);
+                        match slot {
+                            Some(_slot) => serve_one(&svc, stream, peer, &ctx2),
+                            None => refuse_busy(stream, peer, admit, &ctx2),
+                        }
+                    });
+                if spawned.is_err() {
+                    ctx.stats.waiting.fetch_sub(1, Ordering::SeqCst);
+                }
+                return;
+            }
+            ctx.stats.waiting.fetch_sub(1, Ordering::SeqCst);
+            refuse_busy(stream, peer, admit, ctx);
             return;
         }
     }
@@ -516,6 +535,26 @@ fn accept_one(svc: &Arc<Mutex<Service>>, stream: UnixStream, service_uid: u32, c
     if let Err(e) = spawned {
         eprintln!("bulwark-immutd: cannot start a connection thread: {e}");
     }
+}
+
+/// Answers `Busy` to a connection of a permitted uid over a limit, counted and audited.
+fn refuse_busy(stream: UnixStream, peer: PeerCred, admit: Admit, ctx: &Ctx) {
+    ctx.stats.refused_busy.fetch_add(1, Ordering::Relaxed);
+    let why = if admit == Admit::UidFull {
+        format!("uid {} already holds {MAX_PER_UID} connections", peer.uid)
+    } else {
+        format!("all {MAX_CONNECTIONS} connections are in use")
+    };
+    ctx.audit.note(
+        "connection-limit",
+        peer.uid,
+        format!("{}: {why}; closed", who(&peer)),
+    );
+    refuse(
+        stream,
+        ErrorCode::Busy,
+        format!("{why}; close one and try again"),
+    );
 }
 
 /// Runs the timer forever: every `tick` the clock is checked and expired files unlocked.

@@ -205,12 +205,13 @@ fn a_trickled_request_is_cut_at_its_deadline_and_one_uid_cannot_take_every_slot(
     // The service user trickles a 6-byte request, one byte every 3 s: an idle timeout
     // restarted by every byte would wait 15 s and answer; the deadline cuts it at 10 s.
     let trickle = Kill(Some(perl_as(&rig.user, TRICKLE, &[sock.to_str().unwrap()])));
-    // Meanwhile the same user holds 11 more idle connections: its limit, and asks for more.
+    // Meanwhile the same user opens 24 more: 11 reach its limit of 12, 8 wait for a slot,
+    // the rest are answered Busy at once.
     std::thread::sleep(Duration::from_secs(1));
     let hold = Kill(Some(perl_as(
         &rig.user,
         FLOOD,
-        &[sock.to_str().unwrap(), "0", "14", "8", "0"],
+        &[sock.to_str().unwrap(), "0", "24", "8", "0"],
     )));
     std::thread::sleep(Duration::from_secs(3));
     // Root still gets a slot while the service user holds all of its own.
