@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bulwark_immutd::testing::{find_binary, ImmutdSetup};
+use bulwark_testkit::immutd::{find_binary, ImmutdSetup};
 
 fn is_root() -> bool {
     bulwark_sys::effective_uid() == 0

@@ -15,7 +15,6 @@ pub mod ledger;
 pub mod repo;
 pub mod server;
 pub mod service;
-pub mod testing;
 mod toml_lite;
 
 pub use config::Config;

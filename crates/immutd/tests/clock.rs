@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use bulwark_format::PointId;
 use bulwark_immut_msg::layout::sealed_path;
-use bulwark_immutd::testing::{Immutd, ImmutdSetup};
+use bulwark_testkit::immutd::{Immutd, ImmutdSetup};
 use common::*;
 
 const DAY: i64 = 86_400;
@@ -74,7 +74,7 @@ fn start(s: &ImmutdSetup) -> Immutd {
 
 /// Status as root through the socket.
 fn status(rig: &Rig) -> CtlResult {
-    let o = std::process::Command::new(IMMUTCTL)
+    let o = std::process::Command::new(&*IMMUTCTL)
         .arg("--socket")
         .arg(rig.socket())
         .arg("status")
@@ -84,7 +84,7 @@ fn status(rig: &Rig) -> CtlResult {
 }
 
 fn root_ctl(rig: &Rig, args: &[&str]) -> CtlResult {
-    let o = std::process::Command::new(IMMUTCTL)
+    let o = std::process::Command::new(&*IMMUTCTL)
         .arg("--socket")
         .arg(rig.socket())
         .args(args)

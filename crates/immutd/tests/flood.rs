@@ -108,7 +108,7 @@ fn value(out: &str, key: &str) -> u64 {
 /// `bulwark-immutctl status` as root.
 fn root_status(sock: &std::path::Path) -> CtlResult {
     CtlResult::from(
-        Command::new(IMMUTCTL)
+        Command::new(&*IMMUTCTL)
             .arg("--socket")
             .arg(sock)
             .arg("status")

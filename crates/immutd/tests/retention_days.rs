@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use bulwark_immutd::testing::ImmutdSetup;
+use bulwark_testkit::immutd::ImmutdSetup;
 use common::*;
 
 const DAY: i64 = 86_400;

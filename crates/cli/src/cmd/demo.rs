@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 
 use anyhow::{anyhow, bail, Context};
-use bulwark_immutd::testing::{Immutd, ImmutdSetup};
+use bulwark_testkit::immutd::{Immutd, ImmutdSetup};
 use bulwark_repository::{utc, Repository, DEFAULT_IMMUTABLE_DAYS};
 use serde_json::Value;
 

@@ -15,10 +15,20 @@ use bulwark_format::{
     BlockNo, Digest, Header, PointId, PointKind, PointMeta, PointWriter, RetentionClass, Stats,
 };
 use bulwark_immut_msg::layout::incoming_path;
-use bulwark_immutd::testing::{Immutd, ImmutdSetup};
+use bulwark_testkit::immutd::{Immutd, ImmutdSetup};
 
 pub const IMMUTD: &str = env!("CARGO_BIN_EXE_bulwark-immutd");
-pub const IMMUTCTL: &str = env!("CARGO_BIN_EXE_bulwark-immutctl");
+/// `bulwark-immutctl` (its own package) is built next to bulwark-immutd by
+/// `cargo test --workspace`.
+pub static IMMUTCTL: std::sync::LazyLock<PathBuf> = std::sync::LazyLock::new(|| {
+    let p = Path::new(IMMUTD).with_file_name("bulwark-immutctl");
+    assert!(
+        p.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace` (it builds bulwark-immutctl)",
+        p.display()
+    );
+    p
+});
 
 /// True when the test can run; prints why it is skipped otherwise.
 pub fn can_run(test: &str, tools: &[&str]) -> bool {
@@ -138,7 +148,7 @@ impl TestUser {
     /// Runs `bulwark-immutctl --socket S args…` as this user.
     pub fn ctl(&self, socket: &Path, args: &[&str]) -> CtlResult {
         let o = self
-            .cmd(IMMUTCTL)
+            .cmd(IMMUTCTL.to_str().unwrap())
             .arg("--socket")
             .arg(socket)
             .args(args)

@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # fn main() -> std::io::Result<()> {
-//! use bulwark_immutd::testing::{find_binary, ImmutdSetup};
+//! use bulwark_testkit::immutd::{find_binary, ImmutdSetup};
 //! let setup = ImmutdSetup::new("bulwark", "/srv/repo".into(), "/run/bulwark-demo".into());
 //! let daemon = setup.spawn(&find_binary()?)?;
 //! let mut client = daemon.client().unwrap();
