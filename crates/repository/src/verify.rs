@@ -329,8 +329,8 @@ impl Repository {
             return Ok(());
         };
         let rest: Vec<FileInfo> = view
-            .live()
-            .filter(|i| i.job == job && !compared.contains(&i.point))
+            .live_of(job)
+            .filter(|i| !compared.contains(&i.point))
             .cloned()
             .collect();
         for info in rest {
@@ -377,6 +377,8 @@ struct LedgerView {
     /// The listing by point; `None` when the service cannot list (then only files found in the
     /// store are compared, one query each).
     listed: Option<HashMap<PointId, FileInfo>>,
+    /// The listed points of each job (verify goes job by job).
+    by_job: HashMap<String, Vec<PointId>>,
 }
 
 impl LedgerView {
@@ -405,7 +407,15 @@ impl LedgerView {
                 None
             }
         };
-        Ok(LedgerView { ledger, listed })
+        let mut by_job: HashMap<String, Vec<PointId>> = HashMap::new();
+        for i in listed.iter().flat_map(|m| m.values()) {
+            by_job.entry(i.job.clone()).or_default().push(i.point);
+        }
+        Ok(LedgerView {
+            ledger,
+            listed,
+            by_job,
+        })
     }
 
     /// Listed entries whose file must be in the store: locked or unlocked, not deleted.
@@ -413,6 +423,15 @@ impl LedgerView {
         self.listed
             .iter()
             .flat_map(|m| m.values())
+            .filter(|i| i.state != FileState::Deleted)
+    }
+
+    /// [`LedgerView::live`] entries of one job.
+    fn live_of<'a>(&'a self, job: &'a str) -> impl Iterator<Item = &'a FileInfo> + 'a {
+        let points = self.by_job.get(job).map(Vec::as_slice).unwrap_or_default();
+        points
+            .iter()
+            .filter_map(|p| self.listed.as_ref()?.get(p))
             .filter(|i| i.state != FileState::Deleted)
     }
 
