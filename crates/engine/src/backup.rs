@@ -5,13 +5,14 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use bulwark_format::{plain_len_of, BlockNo, Digest, PointKind};
-use bulwark_repository::{NewPoint, ParentMap, PointBuilder, Repository, SealedPoint};
+use bulwark_repository::plan::{block_size_choosable, compression_level_ok};
+use bulwark_repository::{
+    NewPoint, NextPoint, ParentMap, PlanRequest, PointBuilder, Repository, SealedPoint,
+};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::source::{data_ranges, Source};
-use crate::{
-    EngineError, Result, DEFAULT_BLOCK_SIZE, DEFAULT_COMPRESSION, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE,
-};
+use crate::{EngineError, Result, DEFAULT_COMPRESSION};
 
 /// Where the pipeline puts its results, in block order: a local restore point being written,
 /// or a connection to a repository service.
@@ -154,7 +155,7 @@ fn is_zero(data: &[u8]) -> bool {
 }
 
 fn check_level(level: i32) -> Result<()> {
-    if !(-7..=19).contains(&level) {
+    if !compression_level_ok(level) {
         return Err(EngineError::Usage(format!(
             "compression level {level} is out of range: use 1 to 19 (zstd), -7 to -1 (faster), or 0 for none"
         )));
@@ -402,7 +403,7 @@ pub fn backup_local_source(
     bulwark_format::validate_name("job", job).map_err(|e| EngineError::Usage(e.to_string()))?;
     check_level(opts.compression_level)?;
     if let Some(bs) = opts.block_size {
-        if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&bs) || !bs.is_power_of_two() {
+        if !block_size_choosable(bs) {
             return Err(EngineError::Usage(format!(
                 "block size {bs} is not allowed: use a power of two from 64K to 4M"
             )));
@@ -410,12 +411,15 @@ pub fn backup_local_source(
     }
     bulwark_format::check_disk_size(src.size)
         .map_err(|e| EngineError::Usage(format!("{}: {e}", src.path.display())))?;
-    let (parent, full_reason) = choose_parent(repo, job, &src, opts)?;
-    let block_size = match (&parent, opts.block_size) {
-        (Some(p), None) => p.block_size,
-        (_, Some(bs)) => bs,
-        (None, None) => DEFAULT_BLOCK_SIZE,
-    };
+    let NextPoint { plan, parent } = repo.next_point(
+        job,
+        &PlanRequest {
+            disk_size: src.size,
+            block_size: opts.block_size,
+            force_full: opts.force_full,
+        },
+    )?;
+    let block_size = plan.block_size;
     let known = parent.as_ref().map(KnownHashes::from).unwrap_or_default();
     let mut builder = repo.begin_point(NewPoint {
         job: job.to_string(),
@@ -448,50 +452,6 @@ pub fn backup_local_source(
         sealed,
         counters,
         elapsed: started.elapsed(),
-        full_reason,
+        full_reason: plan.reason.full_reason(),
     })
-}
-
-/// The parent of the next restore point, or why there is none.
-fn choose_parent(
-    repo: &Repository,
-    job: &str,
-    src: &Source,
-    opts: &BackupOptions,
-) -> Result<(Option<ParentMap>, Option<String>)> {
-    if opts.force_full {
-        return Ok((None, None));
-    }
-    let parent = match repo.parent_map(job) {
-        Ok(Some(p)) => p,
-        Ok(None) => return Ok((None, None)),
-        Err(e) if e.is_damage() => {
-            return Ok((
-                None,
-                Some(format!(
-                    "the newest restore point is damaged ({}); starting a new chain",
-                    bulwark_repository::error_chain(&e)
-                )),
-            ))
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if parent.disk_size != src.size {
-        let why = format!(
-            "the source is {} bytes but the chain's disk is {} bytes; starting a new chain",
-            src.size, parent.disk_size
-        );
-        return Ok((None, Some(why)));
-    }
-    if let Some(bs) = opts.block_size {
-        if bs != parent.block_size {
-            let why = format!(
-                "block size {} KiB differs from the chain's {} KiB; starting a new chain",
-                bs / 1024,
-                parent.block_size / 1024
-            );
-            return Ok((None, Some(why)));
-        }
-    }
-    Ok((Some(parent), None))
 }

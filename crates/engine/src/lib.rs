@@ -23,15 +23,10 @@ pub use target::RestoreTarget;
 /// Result type of this crate.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
-/// Block size used when a new chain does not say: see `docs/performance.md` for the
-/// measurements behind it.
-pub const DEFAULT_BLOCK_SIZE: u32 = 1 << 20;
-/// Smallest block size the client accepts.
-pub const MIN_BLOCK_SIZE: u32 = 64 << 10;
-/// Largest block size the client accepts.
-pub const MAX_BLOCK_SIZE: u32 = 4 << 20;
-/// zstd level used when none is given.
-pub const DEFAULT_COMPRESSION: i32 = 1;
+// The limits and defaults of a new point live beside the rule that uses them.
+pub use bulwark_repository::plan::{
+    DEFAULT_BLOCK_SIZE, DEFAULT_COMPRESSION, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE,
+};
 
 /// Worker threads to use: one per core.
 pub fn default_threads() -> usize {

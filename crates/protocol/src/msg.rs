@@ -6,7 +6,7 @@ use crate::codec::{Rd, Wr};
 use crate::{ErrorCode, ProtocolError, Result};
 
 /// Largest block the network carries: 4 MiB, the largest block size a client writes
-/// (`bulwark-engine`'s `MAX_BLOCK_SIZE`), below the format's 16 MiB. A chain with larger
+/// (`bulwark_repository::plan::MAX_BLOCK_SIZE`), below the format's 16 MiB. A chain with larger
 /// blocks is refused at `BeginBackup` and restored locally.
 pub const MAX_NET_BLOCK_SIZE: u32 = 4 << 20;
 /// Largest payload of a `Block` frame: its 77-byte header and a block of up to 4 MiB.

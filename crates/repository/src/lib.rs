@@ -7,6 +7,7 @@ mod config;
 mod durable;
 mod error;
 mod lock;
+pub mod plan;
 mod points;
 mod policy;
 mod reader;
@@ -25,6 +26,7 @@ pub use config::{
 pub use durable::{fsync_dir, write_atomic};
 pub use error::RepoError;
 pub use lock::JobLock;
+pub use plan::{plan_next_point, NextPoint, Plan, PlanRequest};
 pub use points::{JobScan, PointInfo};
 pub use policy::RetentionReport;
 pub use reader::{ChainReader, DirectReader, ParentMap};

@@ -13,7 +13,8 @@ use bulwark_protocol::{
     SealedInfo, VerifyReport, MAX_DAMAGED_BLOCKS, MAX_KNOWN_PER_FRAME, MAX_NET_BLOCK_SIZE,
     MAX_POINTS_PER_FRAME, PROTOCOL_VERSION,
 };
-use bulwark_repository::{error_chain, NewPoint, ParentMap, RepoError};
+use bulwark_repository::plan::compression_level_ok;
+use bulwark_repository::{error_chain, NewPoint, NextPoint, PlanRequest, RepoError};
 
 use crate::clients::Claim;
 use crate::conn::Session;
@@ -22,8 +23,6 @@ use crate::serve::State;
 use crate::tokens::redeem;
 use crate::{ClientRecord, ServerError};
 
-/// Block size of a new chain when the client leaves it to the repository.
-const DEFAULT_BLOCK_SIZE: u32 = 1 << 20;
 /// Blocks read ahead of the network during a restore (each buffer holds a stored block, so
 /// this bounds a restoring connection's memory: about (8 + 4) MiB with 1 MiB blocks).
 const READ_AHEAD: usize = 8;
@@ -325,46 +324,6 @@ fn list_points(
     Ok(())
 }
 
-/// The parent of the next restore point, or why there is none (as the local backup does).
-fn choose_parent(
-    state: &State,
-    req: &BackupRequest,
-) -> std::result::Result<(Option<ParentMap>, String), Fail> {
-    if req.force_full {
-        return Ok((None, String::new()));
-    }
-    let parent = match state.repo.parent_map(&req.job) {
-        Ok(Some(p)) => p,
-        Ok(None) => return Ok((None, String::new())),
-        Err(e) if e.is_damage() => {
-            return Ok((
-                None,
-                format!(
-                    "the newest restore point is damaged ({}); starting a new chain",
-                    error_chain(&e)
-                ),
-            ))
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if parent.disk_size != req.disk_size {
-        let why = format!(
-            "the source is {} bytes but the chain's disk is {} bytes; starting a new chain",
-            req.disk_size, parent.disk_size
-        );
-        return Ok((None, why));
-    }
-    if req.block_size != 0 && req.block_size != parent.block_size {
-        let why = format!(
-            "block size {} KiB differs from the chain's {} KiB; starting a new chain",
-            req.block_size / 1024,
-            parent.block_size / 1024
-        );
-        return Ok((None, why));
-    }
-    Ok((Some(parent), String::new()))
-}
-
 /// A block size the network carries: the format's bounds and at most one `Block` frame.
 fn check_net_block_size(block_size: u32) -> std::result::Result<(), Fail> {
     check_block_size(block_size).map_err(|e| Fail::new(ErrorCode::Usage, e.to_string()))?;
@@ -388,7 +347,7 @@ fn check_begin(req: &BackupRequest) -> std::result::Result<(), Fail> {
     if req.block_size != 0 {
         check_net_block_size(req.block_size)?;
     }
-    if !(-7..=19).contains(&req.compression_level) {
+    if !compression_level_ok(req.compression_level) {
         return Err(Fail::new(
             ErrorCode::Usage,
             "compression level out of range (-7 to 19)",
@@ -451,12 +410,16 @@ fn backup(
         bytes: 0,
         finished: false,
     };
-    let (parent, full_reason) = choose_parent(state, &req)?;
-    let block_size = match (&parent, req.block_size) {
-        (Some(p), _) => p.block_size,
-        (None, 0) => DEFAULT_BLOCK_SIZE,
-        (None, bs) => bs,
-    };
+    // The same rule as a local backup: `bulwark_repository::plan`.
+    let NextPoint { plan, parent } = state.repo.next_point(
+        &req.job,
+        &PlanRequest {
+            disk_size: req.disk_size,
+            block_size: (req.block_size != 0).then_some(req.block_size),
+            force_full: req.force_full,
+        },
+    )?;
+    let block_size = plan.block_size;
     check_net_block_size(block_size)?;
     let known: Vec<(u64, Digest)> = parent
         .as_ref()
@@ -487,7 +450,7 @@ fn backup(
         kind: meta_kind,
         block_size,
         known: known.len() as u64,
-        full_reason,
+        full_reason: plan.reason.full_reason().unwrap_or_default(),
     };
     s.send(&Msg::BackupReady(ready))?;
     for chunk in known.chunks(MAX_KNOWN_PER_FRAME) {
