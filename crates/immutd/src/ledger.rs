@@ -50,6 +50,32 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The entry of a file just sealed (or adopted) at trusted time `sealed`, under the
+    /// repository's period: locked, nothing requested yet. The one place entries are made.
+    pub fn new_sealed(
+        repo: PathBuf,
+        s: crate::repo::Sealed,
+        sealed: i64,
+        period_days: u32,
+    ) -> Entry {
+        Entry {
+            repo,
+            job: s.job,
+            chain: s.chain,
+            point: s.point,
+            dev: s.dev,
+            ino: s.ino,
+            size: s.size,
+            root: s.root,
+            sealed,
+            period_days,
+            requested: 0,
+            floor: 0,
+            state: FileState::Locked,
+            state_time: 0,
+        }
+    }
+
     /// Where the file lives.
     pub fn path(&self) -> PathBuf {
         sealed_path(&self.repo, &self.job, self.chain, self.point)

@@ -336,13 +336,6 @@ impl GuardedRepo {
         }
     }
 
-    /// Restores the owner and mode a file had, then gives it back.
-    fn restore(&self, f: &File, name: &OsStr, owner: (u32, u32, u32)) {
-        let _ = fchown(f, Some(owner.0), Some(owner.1));
-        let _ = f.set_permissions(Permissions::from_mode(owner.2));
-        self.give_back(name);
-    }
-
     fn check_candidate(
         &self,
         m: &std::fs::Metadata,
@@ -392,7 +385,76 @@ impl GuardedRepo {
         budget: u64,
     ) -> std::result::Result<Sealed, ReqError> {
         let shown = incoming_dir(&self.path).join(name);
-        // Cheap refusals before anything moves.
+        let staged = self.stage(name, &shown)?;
+        let (f, m) = staged.open(&shown)?;
+        if m.len() > budget {
+            return Err(ReqError::new(
+                ErrorCode::Limit,
+                format!(
+                    "sealing {} ({} bytes) would exceed max_locked_bytes (room for {budget} more)",
+                    shown.display(),
+                    m.len()
+                ),
+            ));
+        }
+        if bulwark_sys::get_flags(&f)
+            .map(|fl| fl & (FS_IMMUTABLE_FL | FS_APPEND_FL) != 0)
+            .unwrap_or(true)
+        {
+            return Err(refused(format!(
+                "{} already carries the immutable or append-only attribute",
+                shown.display()
+            )));
+        }
+        let taken = staged.take_over(f, &m, &shown)?;
+        taken.wait_for_writers(&shown)?;
+        let (meta, root) = read_point(&taken.f).map_err(|e| {
+            refused(format!(
+                "{} is not a valid restore point: {e}",
+                shown.display()
+            ))
+        })?;
+        if meta.point != point {
+            return Err(refused(format!(
+                "{} is named for restore point {point} but contains restore point {}",
+                shown.display(),
+                meta.point
+            )));
+        }
+        let chain_dir = self
+            .chain_dir(&meta.job, meta.chain, true)
+            .map_err(|e| internal("preparing the store folder", e))?;
+        let mut stored = taken.into_store(chain_dir, point)?;
+        bulwark_sys::set_flag(&stored.taken.f, FS_IMMUTABLE_FL, true)
+            .map_err(|e| internal("setting the immutable attribute", e))?;
+        // Protected from here on: nothing is undone any more, whatever fails below.
+        stored.keep();
+        for (what, r) in [
+            ("fsync file", stored.taken.f.sync_all()),
+            ("fsync chain folder", stored.chain_dir.sync_all()),
+            ("fsync staging", self.staging.sync_all()),
+            ("fsync incoming", self.incoming.sync_all()),
+        ] {
+            r.map_err(|e| internal(what, e))?;
+        }
+        Ok(Sealed {
+            job: meta.job,
+            chain: meta.chain,
+            point,
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            root,
+        })
+    }
+
+    /// Seal step 1: cheap refusals, then the file moves out of the service user's reach into
+    /// `store/.staging/`, where it cannot be swapped any more.
+    fn stage<'a>(
+        &'a self,
+        name: &'a OsStr,
+        shown: &Path,
+    ) -> std::result::Result<Staged<'a>, ReqError> {
         let pre = bulwark_sys::openat(&self.incoming, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
             .map_err(|e| {
                 if e.kind() == io::ErrorKind::NotFound {
@@ -407,9 +469,8 @@ impl GuardedRepo {
         let m = pre
             .metadata()
             .map_err(|e| internal("checking the file", e))?;
-        self.check_candidate(&m, &shown)?;
+        self.check_candidate(&m, shown)?;
         drop(pre);
-        // Out of the service user's reach: from here on the object cannot be swapped.
         bulwark_sys::renameat_noreplace(&self.incoming, name, &self.staging, name).map_err(
             |e| match e.kind() {
                 io::ErrorKind::NotFound => {
@@ -418,172 +479,10 @@ impl GuardedRepo {
                 _ => internal("moving the file to staging", e),
             },
         )?;
-        let f = match bulwark_sys::openat(&self.staging, name, FILE_FLAGS, 0) {
-            Ok(f) => f,
-            Err(e) => {
-                self.give_back(name);
-                return Err(if e.raw_os_error() == Some(libc::ELOOP) {
-                    refused(format!(
-                        "{} is a symbolic link; only regular files are sealed",
-                        shown.display()
-                    ))
-                } else {
-                    refused(format!(
-                        "{} cannot be opened as a regular file: {e}",
-                        shown.display()
-                    ))
-                });
-            }
-        };
-        let m = match f.metadata() {
-            Ok(m) => m,
-            Err(e) => {
-                self.give_back(name);
-                return Err(internal("checking the file", e));
-            }
-        };
-        if let Err(e) = self.check_candidate(&m, &shown) {
-            self.give_back(name);
-            return Err(e);
-        }
-        if m.len() > budget {
-            self.give_back(name);
-            return Err(ReqError::new(
-                ErrorCode::Limit,
-                format!(
-                    "sealing {} ({} bytes) would exceed max_locked_bytes (room for {budget} more)",
-                    shown.display(),
-                    m.len()
-                ),
-            ));
-        }
-        if bulwark_sys::get_flags(&f)
-            .map(|fl| fl & (FS_IMMUTABLE_FL | FS_APPEND_FL) != 0)
-            .unwrap_or(true)
-        {
-            self.give_back(name);
-            return Err(refused(format!(
-                "{} already carries the immutable or append-only attribute",
-                shown.display()
-            )));
-        }
-        let owner = (m.uid(), m.gid(), m.mode() & 0o7777);
-        // Root-owned and read-only: no new write opens by any path, /proc/<pid>/fd included.
-        if let Err(e) = fchown(&f, Some(0), Some(0))
-            .and_then(|_| f.set_permissions(Permissions::from_mode(0o444)))
-        {
-            self.restore(&f, name, owner);
-            return Err(internal("taking ownership", e));
-        }
-        match f.metadata() {
-            Ok(m2) if m2.nlink() == 1 => {}
-            _ => {
-                self.restore(&f, name, owner);
-                return Err(refused(format!(
-                    "{} gained a hard link while being sealed",
-                    shown.display()
-                )));
-            }
-        }
-        // A writer descriptor can linger for a moment in a child some other thread of the
-        // writer forked before it could exec (close-on-exec acts only at exec): retry
-        // briefly. No new writer can appear: the file is root-owned and out of reach.
-        let mut probe = bulwark_sys::no_writer(&f);
-        for _ in 0..LEASE_RETRIES {
-            if !matches!(probe, Ok(false)) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            probe = bulwark_sys::no_writer(&f);
-        }
-        match probe {
-            Ok(true) => {}
-            Ok(false) => {
-                self.restore(&f, name, owner);
-                return Err(ReqError::new(
-                    ErrorCode::Busy,
-                    format!(
-                        "{} is still open for writing; close it and ask again",
-                        shown.display()
-                    ),
-                ));
-            }
-            Err(e) => {
-                self.restore(&f, name, owner);
-                return Err(internal("probing for writers with a lease", e));
-            }
-        }
-        let (meta, root) = match read_point(&f) {
-            Ok(x) => x,
-            Err(e) => {
-                self.restore(&f, name, owner);
-                return Err(refused(format!(
-                    "{} is not a valid restore point: {e}",
-                    shown.display()
-                )));
-            }
-        };
-        if meta.point != point {
-            self.restore(&f, name, owner);
-            return Err(refused(format!(
-                "{} is named for restore point {point} but contains restore point {}",
-                shown.display(),
-                meta.point
-            )));
-        }
-        let chain_dir = match self.chain_dir(&meta.job, meta.chain, true) {
-            Ok(d) => d,
-            Err(e) => {
-                self.restore(&f, name, owner);
-                return Err(internal("preparing the store folder", e));
-            }
-        };
-        let final_name = point_file_name(point);
-        if let Err(e) = bulwark_sys::renameat_noreplace(
-            &self.staging,
+        Ok(Staged {
+            repo: self,
             name,
-            &chain_dir,
-            OsStr::new(&final_name),
-        ) {
-            self.restore(&f, name, owner);
-            return Err(if e.kind() == io::ErrorKind::AlreadyExists {
-                refused(format!(
-                    "a sealed file already exists for restore point {point}"
-                ))
-            } else {
-                internal("moving the file into the store", e)
-            });
-        }
-        if let Err(e) = bulwark_sys::set_flag(&f, FS_IMMUTABLE_FL, true) {
-            // Not protected: put it back where the service user can see it is not sealed.
-            if bulwark_sys::renameat_noreplace(
-                &chain_dir,
-                OsStr::new(&final_name),
-                &self.staging,
-                name,
-            )
-            .is_ok()
-            {
-                self.restore(&f, name, owner);
-            }
-            return Err(internal("setting the immutable attribute", e));
-        }
-        for (what, r) in [
-            ("fsync file", f.sync_all()),
-            ("fsync chain folder", chain_dir.sync_all()),
-            ("fsync staging", self.staging.sync_all()),
-            ("fsync incoming", self.incoming.sync_all()),
-        ] {
-            r.map_err(|e| internal(what, e))?;
-        }
-        Ok(Sealed {
-            job: meta.job,
-            chain: meta.chain,
-            point,
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.len(),
-            root,
+            armed: true,
         })
     }
 
@@ -740,5 +639,186 @@ impl GuardedRepo {
     /// True when `incoming/<name>` exists (as anything).
     pub fn incoming_exists(&self, name: &OsStr) -> bool {
         bulwark_sys::openat(&self.incoming, name, libc::O_PATH | libc::O_NOFOLLOW, 0).is_ok()
+    }
+}
+
+/// Seal step 1's result: a file moved into `store/.staging/`. Given back to `incoming/` when
+/// dropped armed, so every refusal after the move undoes it by `?` alone.
+struct Staged<'a> {
+    repo: &'a GuardedRepo,
+    name: &'a OsStr,
+    armed: bool,
+}
+
+impl<'a> Staged<'a> {
+    /// Seal step 2: opens the staged object as a regular file and checks it again.
+    fn open(&self, shown: &Path) -> std::result::Result<(File, std::fs::Metadata), ReqError> {
+        let f = bulwark_sys::openat(&self.repo.staging, self.name, FILE_FLAGS, 0).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                refused(format!(
+                    "{} is a symbolic link; only regular files are sealed",
+                    shown.display()
+                ))
+            } else {
+                refused(format!(
+                    "{} cannot be opened as a regular file: {e}",
+                    shown.display()
+                ))
+            }
+        })?;
+        let m = f.metadata().map_err(|e| internal("checking the file", e))?;
+        self.repo.check_candidate(&m, shown)?;
+        Ok((f, m))
+    }
+
+    /// Seal step 3: the file becomes root-owned and read-only, so no new write opens exist
+    /// by any path (`/proc/<pid>/fd` included). Undone (owner and mode back) on drop.
+    fn take_over(
+        self,
+        f: File,
+        m: &std::fs::Metadata,
+        shown: &Path,
+    ) -> std::result::Result<TakenOver<'a>, ReqError> {
+        let t = TakenOver {
+            staged: self,
+            f,
+            owner: (m.uid(), m.gid(), m.mode() & 0o7777),
+            armed: true,
+        };
+        fchown(&t.f, Some(0), Some(0))
+            .and_then(|_| t.f.set_permissions(Permissions::from_mode(0o444)))
+            .map_err(|e| internal("taking ownership", e))?;
+        match t.f.metadata() {
+            Ok(m2) if m2.nlink() == 1 => Ok(t),
+            _ => Err(refused(format!(
+                "{} gained a hard link while being sealed",
+                shown.display()
+            ))),
+        }
+    }
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.repo.give_back(self.name);
+        }
+    }
+}
+
+/// Seal step 3's result: a staged file owned by root, 0444. Dropped armed, its owner and
+/// mode come back (and `staged` then gives it back).
+struct TakenOver<'a> {
+    staged: Staged<'a>,
+    f: File,
+    owner: (u32, u32, u32),
+    armed: bool,
+}
+
+impl<'a> TakenOver<'a> {
+    /// Seal step 4: nobody may still hold it open for writing (read lease probe). A writer
+    /// descriptor can linger for a moment in a child some other thread of the writer forked
+    /// before it could exec (close-on-exec acts only at exec): retry briefly. No new writer
+    /// can appear: the file is root-owned and out of reach.
+    fn wait_for_writers(&self, shown: &Path) -> std::result::Result<(), ReqError> {
+        let mut probe = bulwark_sys::no_writer(&self.f);
+        for _ in 0..LEASE_RETRIES {
+            if !matches!(probe, Ok(false)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            probe = bulwark_sys::no_writer(&self.f);
+        }
+        match probe {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ReqError::new(
+                ErrorCode::Busy,
+                format!(
+                    "{} is still open for writing; close it and ask again",
+                    shown.display()
+                ),
+            )),
+            Err(e) => Err(internal("probing for writers with a lease", e)),
+        }
+    }
+
+    /// Seal step 5: into `store/<job>/<chain>/<point>.bwrp`.
+    fn into_store(
+        self,
+        chain_dir: File,
+        point: PointId,
+    ) -> std::result::Result<Stored<'a>, ReqError> {
+        let final_name = OsString::from(point_file_name(point));
+        bulwark_sys::renameat_noreplace(
+            &self.staged.repo.staging,
+            self.staged.name,
+            &chain_dir,
+            &final_name,
+        )
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                refused(format!(
+                    "a sealed file already exists for restore point {point}"
+                ))
+            } else {
+                internal("moving the file into the store", e)
+            }
+        })?;
+        Ok(Stored {
+            taken: self,
+            chain_dir,
+            final_name,
+            armed: true,
+        })
+    }
+}
+
+impl Drop for TakenOver<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fchown(&self.f, Some(self.owner.0), Some(self.owner.1));
+            let _ = self.f.set_permissions(Permissions::from_mode(self.owner.2));
+        }
+    }
+}
+
+/// Seal step 5's result: the file in the store, not yet immutable. Dropped armed, it goes
+/// back to staging, then its owner and mode, then to `incoming/`, so the service user can
+/// see it is not sealed. [`Stored::keep`] ends every undo once the attribute is set.
+struct Stored<'a> {
+    taken: TakenOver<'a>,
+    chain_dir: File,
+    final_name: OsString,
+    armed: bool,
+}
+
+impl Stored<'_> {
+    /// The seal is complete: nothing is undone any more.
+    fn keep(&mut self) {
+        self.armed = false;
+        self.taken.armed = false;
+        self.taken.staged.armed = false;
+    }
+}
+
+impl Drop for Stored<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let staged = &self.taken.staged;
+        if bulwark_sys::renameat_noreplace(
+            &self.chain_dir,
+            &self.final_name,
+            &staged.repo.staging,
+            staged.name,
+        )
+        .is_err()
+        {
+            // Still in the store, not immutable: leave it where it is rather than lose it
+            // (the next start reports it), and undo nothing else.
+            self.taken.armed = false;
+            self.taken.staged.armed = false;
+        }
     }
 }

@@ -3,7 +3,6 @@
 use std::fs::{File, OpenOptions, Permissions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bulwark_immut_msg::layout::{incoming_dir, incoming_path, parse_point_file_name};
 use bulwark_immut_msg::{ErrorCode, FileState, Request, Response, StatusInfo, Target, TimePreview};
@@ -28,10 +27,7 @@ pub struct SystemClock;
 
 impl ClockSource for SystemClock {
     fn read(&self) -> Reading {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let wall = bulwark_time::UnixTime::now().secs();
         // Without a boot clock nothing is proven: 0 with no boot id credits only tolerance.
         let (boot, boot_id) = match (bulwark_sys::boottime(), bulwark_sys::read_boot_id()) {
             (Ok(b), Ok(id)) => (b.as_secs() as i64, Some(id)),
@@ -269,22 +265,12 @@ impl Service {
                 let detail = format!("{}/store/{job}/{chain}/{point}.bwrp", repo_path.display());
                 match self.repos[ri].adopt(&job, chain, point) {
                     Ok(s) => {
-                        let entry = Entry {
-                            repo: self.repos[ri].path.clone(),
-                            job: s.job,
-                            chain: s.chain,
-                            point: s.point,
-                            dev: s.dev,
-                            ino: s.ino,
-                            size: s.size,
-                            root: s.root,
-                            sealed: self.stamp,
-                            period_days: self.repos[ri].min_period_days,
-                            requested: 0,
-                            floor: 0,
-                            state: FileState::Locked,
-                            state_time: 0,
-                        };
+                        let entry = Entry::new_sealed(
+                            self.repos[ri].path.clone(),
+                            s,
+                            self.stamp,
+                            self.repos[ri].min_period_days,
+                        );
                         self.ledger.entries.push(entry);
                         added = true;
                         self.log("adopt", &format!("{detail} was sealed but not in the ledger (crash or failed ledger write?); recorded as sealed now"))?;
@@ -653,22 +639,8 @@ impl Service {
             .max_locked_bytes
             .saturating_sub(self.locked_bytes());
         let s = self.repos[ri].seal(&name, point, budget)?;
-        let entry = Entry {
-            repo: repo_path,
-            job: s.job,
-            chain: s.chain,
-            point: s.point,
-            dev: s.dev,
-            ino: s.ino,
-            size: s.size,
-            root: s.root,
-            sealed: self.stamp,
-            period_days: self.repos[ri].min_period_days,
-            requested: 0,
-            floor: 0,
-            state: FileState::Locked,
-            state_time: 0,
-        };
+        let period = self.repos[ri].min_period_days;
+        let entry = Entry::new_sealed(repo_path, s, self.stamp, period);
         self.ledger.entries.push(entry);
         let x = match self.commit() {
             Ok(x) => x,
