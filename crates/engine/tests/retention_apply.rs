@@ -8,10 +8,7 @@ use bulwark_repository::Repository;
 const DAY: i64 = 86_400;
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    bulwark_time::UnixTime::now().secs()
 }
 
 fn setup() -> (tempfile::TempDir, Repository, std::path::PathBuf) {

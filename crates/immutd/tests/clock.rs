@@ -393,10 +393,7 @@ fn jump_of_10_years_across_restart_unlocks_nothing() {
 }
 
 fn real_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    bulwark_time::UnixTime::now().secs()
 }
 
 /// The attack of issue 12: with the wall clock set back (boot clock real), a new point is

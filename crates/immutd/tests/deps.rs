@@ -45,6 +45,8 @@ const ALLOWED: &[&str] = &[
     "bulwark-immut-msg",
     "bulwark-immutd",
     "bulwark-sys",
+    // Unix time and civil dates, no dependencies of its own.
+    "bulwark-time",
     "cfg-if",
     "constant_time_eq",
     "cpufeatures",

@@ -186,11 +186,7 @@ fn a_job_over_35_simulated_days_loses_files_only_after_retention_and_expiry() {
             &repo_bin,
             &["--json", "retention", &repo, "--dry-run"],
         ));
-        let fake_now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64
-            + offset;
+        let fake_now = bulwark_time::UnixTime::now().secs() + offset;
         // A point past retention but still immutable: the service must refuse its deletion.
         for m in plan[0]["marks"].as_array().unwrap() {
             let reasons: Vec<&str> = m["reasons"]

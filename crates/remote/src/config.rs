@@ -223,10 +223,7 @@ impl Credentials {
             address: addr.to_string(),
             client: client.to_string(),
             fingerprint: fingerprint.to_string(),
-            enrolled_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0),
+            enrolled_unix: bulwark_time::UnixTime::now().secs(),
         };
         let text = toml::to_string(&rf).map_err(|e| RemoteError::Usage(e.to_string()))?;
         write_private(&dir.join("repository.toml"), text.as_bytes())?;

@@ -397,10 +397,7 @@ fn enroll_backup_incremental_restore_list_verify_over_tls() {
     }
     let img = svc.path("disk.img");
     image(&img, 1, 12);
-    let before = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let before = bulwark_time::UnixTime::now().secs();
     let full = json(&svc.client(
         "alice",
         &[

@@ -208,16 +208,7 @@ pub fn human(bytes: u64) -> String {
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
-pub fn utc(secs: i64) -> String {
-    let (y, m, d) = retention::civil(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+pub use bulwark_time::utc;
 
 /// An error and all its causes on one line, `outer: inner: innermost`.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
@@ -237,8 +228,6 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Current time as (unix seconds, nanoseconds) by this host's clock.
 pub(crate) fn now_unix() -> (i64, u32) {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    (d.as_secs() as i64, d.subsec_nanos())
+    let (t, nanos) = bulwark_time::UnixTime::now_precise();
+    (t.secs(), nanos)
 }

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bulwark_format::{PointId, PointKind};
+use bulwark_time::{Days, UnixTime, SECS_PER_DAY};
 use serde::{Deserialize, Serialize};
 
 /// A job's retention policy, set on the repository (never by a client).
@@ -100,32 +101,19 @@ impl Mark {
     }
 }
 
-const DAY: i64 = 86_400;
-
-/// Days since the epoch → (year, month, day).
-pub fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
+const DAY: i64 = SECS_PER_DAY;
 
 /// The Monday (days since epoch) of the week holding `t`.
 fn week_of(t: i64) -> i64 {
     // 1970-01-01 was a Thursday: shifting by 3 makes weeks start on Monday.
-    let days = t.div_euclid(DAY);
+    let days = UnixTime(t).day().0;
     days - (days + 3).rem_euclid(7)
 }
 
 /// The GFS period keys of a time: week (its Monday), month, year.
 fn periods(t: i64) -> (i64, (i64, u32), i64) {
-    let (y, m, _) = civil(t.div_euclid(DAY));
-    (week_of(t), (y, m), y)
+    let d = UnixTime(t).date();
+    (week_of(t), (d.year, d.month), d.year)
 }
 
 fn add(reasons: &mut HashMap<PointId, Vec<KeepReason>>, p: PointId, r: KeepReason) {
@@ -167,11 +155,10 @@ pub fn plan(points: &[PointFacts], policy: &Policy, now: i64) -> Vec<Mark> {
         years.entry(y).or_insert(p.point);
     }
     for (&w, &p) in weeks.iter().rev().take(policy.weekly as usize) {
-        let (y, m, d) = civil(w);
         add(
             &mut reasons,
             p,
-            KeepReason::GfsWeekly(format!("the week of {y:04}-{m:02}-{d:02}")),
+            KeepReason::GfsWeekly(format!("the week of {}", Days(w).date())),
         );
     }
     for (&(y, m), &p) in months.iter().rev().take(policy.monthly as usize) {

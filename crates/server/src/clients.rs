@@ -220,8 +220,7 @@ impl Registry {
                 .metadata()
                 .ok()
                 .and_then(|m| m.modified().ok())
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_secs() as i64);
+                .map_or(0, |t| bulwark_time::UnixTime::from_system(t).secs());
             out.push((job, String::from_utf8_lossy(&b).trim().to_string(), when));
         }
         Ok(out)

@@ -28,8 +28,5 @@ pub type Result<T, E = ServerError> = std::result::Result<T, E>;
 
 /// Current time by the repository host's clock, in unix seconds.
 pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    bulwark_time::UnixTime::now().secs()
 }

@@ -62,10 +62,7 @@ impl Intercept for DateCapture {
 
 /// This host's clock, unix seconds.
 pub(crate) fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    bulwark_time::UnixTime::now().secs()
 }
 
 /// What the store says about one object version.

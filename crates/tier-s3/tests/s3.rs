@@ -41,10 +41,7 @@ fn s3_env(test: &str) -> Option<S3Env> {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    bulwark_time::UnixTime::now().secs()
 }
 
 fn unique(prefix: &str) -> String {

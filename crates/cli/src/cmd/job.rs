@@ -36,10 +36,7 @@ enum Action {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    bulwark_time::UnixTime::now().secs()
 }
 
 fn load(file: &std::path::Path) -> anyhow::Result<(JobFile, Repository, JobState)> {

@@ -25,9 +25,7 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         Some(j) => vec![j],
         None => repo.jobs()?,
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs() as i64;
+    let now = bulwark_time::UnixTime::now().secs();
     let mut out = Vec::new();
     let mut refused = false;
     for job in jobs {

@@ -78,10 +78,7 @@ fn apply_retention(dir: &std::path::Path) {
             return tracing::warn!(error = %bulwark_repository::error_chain(&e), "retention: cannot open the repository")
         }
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = bulwark_time::UnixTime::now().secs();
     for job in repo.jobs().unwrap_or_default() {
         match repo.apply_retention(&job, now, false) {
             Ok(r) if !r.removed.is_empty() || !r.refused.is_empty() => {

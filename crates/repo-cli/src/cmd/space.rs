@@ -128,7 +128,7 @@ fn print_report(dir: &std::path::Path, r: &SpaceReport) {
 
 /// Unix seconds as `YYYY-MM-DD HH:MM UTC`.
 fn utc_date(secs: i64) -> String {
-    format!("{} UTC", &bulwark_repository::utc(secs)[..16])
+    bulwark_time::UnixTime(secs).utc_minutes()
 }
 
 #[cfg(test)]
