@@ -122,8 +122,10 @@ impl PointReader {
             if e.file_ref as usize > meta.files.len() {
                 return Err(bad("file reference outside the file table"));
             }
+            // Checked: an offset near 2^64 must not wrap around to pass as inside.
+            let end = e.offset.checked_add(u64::from(e.stored_len));
             if e.file_ref == 0
-                && (e.offset < HEADER_LEN || e.offset + u64::from(e.stored_len) > t.map_offset)
+                && (e.offset < HEADER_LEN || !matches!(end, Some(end) if end <= t.map_offset))
             {
                 return Err(bad("data outside the data region"));
             }
