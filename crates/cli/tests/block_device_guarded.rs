@@ -5,136 +5,14 @@
 //! Without root these tests print why they skip.
 
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use bulwark_testkit::immutd::{find_binary, ImmutdSetup};
+use bulwark_testkit::cmd::{show, text};
+use bulwark_testkit::immutd::ImmutdSetup;
+use bulwark_testkit::{can_run, expect_binary as bin, LoopDev, Scratch, TestUser};
 
-fn is_root() -> bool {
-    bulwark_sys::effective_uid() == 0
-}
-
-macro_rules! need_root {
-    ($name:literal) => {
-        if !is_root() {
-            eprintln!(concat!(
-                "SKIPPED ",
-                $name,
-                ": needs root for a loop device, a service user and bulwark-immutd (CI runs as root)"
-            ));
-            return;
-        }
-    };
-}
-
-fn bin(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_BIN_EXE_bulwark")).with_file_name(name);
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo test --workspace`",
-        p.display()
-    );
-    p
-}
-
-fn show(what: &str, o: &Output) {
-    eprintln!(
-        "$ {what} → {}\n{}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// A system user for one test, removed on drop.
-struct User {
-    name: String,
-    uid: u32,
-    gid: u32,
-}
-
-impl User {
-    fn create(tag: &str) -> User {
-        let name = format!("bwb{}{tag}", std::process::id() % 100_000);
-        let st = Command::new("useradd")
-            .args([
-                "--system",
-                "--user-group",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                &name,
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success(), "useradd {name}");
-        let id = |flag: &str| -> u32 {
-            let o = Command::new("id").args([flag, &name]).output().unwrap();
-            String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
-        };
-        let (uid, gid) = (id("-u"), id("-g"));
-        User { name, uid, gid }
-    }
-    fn run(&self, prog: &Path, args: &[&str]) -> Output {
-        let o = Command::new(prog)
-            .args(args)
-            .uid(self.uid)
-            .gid(self.gid)
-            .output()
-            .unwrap();
-        show(
-            &format!("[{}] {} {}", self.name, prog.display(), args.join(" ")),
-            &o,
-        );
-        o
-    }
-}
-
-impl Drop for User {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).status();
-    }
-}
-
-/// A loop device over an image file, detached on drop.
-struct Loop(String);
-
-impl Loop {
-    fn attach(image: &Path) -> Loop {
-        let o = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(image)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        Loop(String::from_utf8_lossy(&o.stdout).trim().to_string())
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
-}
-
-/// A folder whose immutable and append-only attributes are cleared before it is removed.
-struct Scratch(tempfile::TempDir);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = Command::new("chattr")
-            .arg("-R")
-            .arg("-i")
-            .arg("-a")
-            .arg(self.0.path())
-            .output();
-    }
-}
+const NEEDS: &str = "a loop device, a service user and bulwark-immutd";
 
 fn root_owned_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -147,29 +25,18 @@ fn root_owned_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn root(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn root_backs_up_a_block_device_into_a_guarded_repository_as_its_service_user() {
-    need_root!("root_backs_up_a_block_device_into_a_guarded_repository_as_its_service_user");
-    let immutd_bin = match find_binary() {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("SKIPPED root_backs_up_a_block_device_into_a_guarded_repository_as_its_service_user: {e}");
-            return;
-        }
+    let test = "root_backs_up_a_block_device_into_a_guarded_repository_as_its_service_user";
+    if !can_run(test, NEEDS, &["useradd", "losetup", "chattr"]) {
+        return;
+    }
+    let Some(immutd_bin) = bulwark_testkit::require_binary(test, "bulwark-immutd") else {
+        return;
     };
-    let user = User::create("g");
-    let scratch = Scratch(tempfile::tempdir().unwrap());
-    let dir = scratch.0.path();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let user = TestUser::create();
+    let scratch = Scratch::new("bwbd");
+    let dir = scratch.path();
     let srv = dir.join("srv");
     std::fs::create_dir(&srv).unwrap();
     std::os::unix::fs::chown(&srv, Some(user.uid), Some(user.gid)).unwrap();
@@ -197,7 +64,7 @@ fn root_backs_up_a_block_device_into_a_guarded_repository_as_its_service_user() 
         *b = (i * 7 % 251) as u8;
     }
     std::fs::write(&img, &data).unwrap();
-    let dev = Loop::attach(&img);
+    let dev = LoopDev::attach(&img);
     // The service user alone cannot read the device, and is told what to do.
     let o = user.run(
         &bin("bulwark"),
@@ -207,11 +74,11 @@ fn root_backs_up_a_block_device_into_a_guarded_repository_as_its_service_user() 
             repo.to_str().unwrap(),
             "--job",
             "disk1",
-            &dev.0,
+            dev.path(),
         ],
     );
     assert_eq!(o.status.code(), Some(2));
-    assert!(root(&o).contains("needs root"), "{}", root(&o));
+    assert!(text(&o).contains("needs root"), "{}", text(&o));
     // Root, as the README says: opens the device, continues as the service user.
     let o = Command::new(bin("bulwark"))
         .args([
@@ -221,7 +88,7 @@ fn root_backs_up_a_block_device_into_a_guarded_repository_as_its_service_user() 
             repo.to_str().unwrap(),
             "--job",
             "disk1",
-            &dev.0,
+            dev.path(),
         ])
         .output()
         .unwrap();
@@ -229,7 +96,7 @@ fn root_backs_up_a_block_device_into_a_guarded_repository_as_its_service_user() 
     assert!(
         o.status.success(),
         "root's backup of the device failed: {}\n{}",
-        root(&o),
+        text(&o),
         daemon.log()
     );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -262,17 +129,19 @@ fn root_backs_up_a_block_device_into_a_guarded_repository_as_its_service_user() 
         ],
     );
     assert!(o.status.success());
-    assert!(root(&o).contains("incremental"), "{}", root(&o));
+    assert!(text(&o).contains("incremental"), "{}", text(&o));
     daemon.stop();
 }
 
 #[test]
 fn root_backup_into_a_guarded_repository_owned_by_root_is_refused_early_leaving_nothing() {
-    need_root!(
-        "root_backup_into_a_guarded_repository_owned_by_root_is_refused_early_leaving_nothing"
-    );
-    let scratch = Scratch(tempfile::tempdir().unwrap());
-    let dir = scratch.0.path();
+    let test =
+        "root_backup_into_a_guarded_repository_owned_by_root_is_refused_early_leaving_nothing";
+    if !can_run(test, NEEDS, &["losetup", "chattr"]) {
+        return;
+    }
+    let scratch = Scratch::new("bwbd");
+    let dir = scratch.path();
     let repo = dir.join("repo");
     let o = Command::new(bin("bulwark-repo"))
         .args([
@@ -286,12 +155,11 @@ fn root_backup_into_a_guarded_repository_owned_by_root_is_refused_early_leaving_
     show("[root] bulwark-repo init", &o);
     if !o.status.success() {
         // init may itself refuse root for a guarded repository: then there is nothing to test.
-        eprintln!("SKIPPED root_backup_into_a_guarded_repository_owned_by_root_is_refused_early_leaving_nothing: init as root refused");
-        return;
+        bulwark_testkit::skip!(test, "init as root refused");
     }
     let img = dir.join("disk.img");
     std::fs::write(&img, vec![5u8; 1 << 20]).unwrap();
-    let dev = Loop::attach(&img);
+    let dev = LoopDev::attach(&img);
     let o = Command::new(bin("bulwark"))
         .args([
             "backup",
@@ -299,16 +167,16 @@ fn root_backup_into_a_guarded_repository_owned_by_root_is_refused_early_leaving_
             repo.to_str().unwrap(),
             "--job",
             "disk1",
-            &dev.0,
+            dev.path(),
         ])
         .output()
         .unwrap();
     show("[root] bulwark backup", &o);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        root(&o).contains("owned by root") && root(&o).contains("service user"),
+        text(&o).contains("owned by root") && text(&o).contains("service user"),
         "{}",
-        root(&o)
+        text(&o)
     );
     for sub in ["incoming", "locks"] {
         let left: Vec<_> = std::fs::read_dir(repo.join(sub)).unwrap().collect();

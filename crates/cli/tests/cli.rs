@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use bulwark_testkit::{FsKind, LoopFs, Rng};
+
 fn bulwark() -> Command {
     Command::new(env!("CARGO_BIN_EXE_bulwark"))
 }
@@ -22,33 +24,6 @@ fn run(args: &[&str]) -> Output {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-struct Rng(u64);
-impl Rng {
-    fn seeded() -> Rng {
-        let s = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1;
-        eprintln!("rng seed {s}");
-        Rng(s)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(n + 8);
-        while v.len() < n {
-            v.extend_from_slice(&self.next().to_le_bytes());
-        }
-        v.truncate(n);
-        v
-    }
 }
 
 fn init_repo(dir: &Path) -> PathBuf {
@@ -106,7 +81,7 @@ fn every_flipped_byte_in_a_stored_block_is_reported_by_verify() {
         let own: Vec<_> = r.map.iter().filter(|e| e.file_ref == 0).copied().collect();
         drop(r);
         for e in own {
-            let at = e.offset + (rng.next() % u64::from(e.stored_len));
+            let at = e.offset + (rng.next_u64() % u64::from(e.stored_len));
             let f = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -286,7 +261,7 @@ fn backups_killed_at_random_moments_never_damage_committed_points() {
     let mut killed = 0;
     for trial in 0..trials {
         let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
-        f.write_all_at(&rng.bytes(1 << 20), (rng.next() % 40) << 20)
+        f.write_all_at(&rng.bytes(1 << 20), (rng.next_u64() % 40) << 20)
             .unwrap();
         let mut child = bulwark()
             .args([
@@ -304,7 +279,7 @@ fn backups_killed_at_random_moments_never_damage_committed_points() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let delay = rng.next() % (span + span / 5);
+        let delay = rng.next_u64() % (span + span / 5);
         std::thread::sleep(Duration::from_micros(delay));
         let _ = child.kill();
         let status = child.wait().unwrap();
@@ -357,29 +332,13 @@ fn backups_killed_at_random_moments_never_damage_committed_points() {
 /// Root-only: a repository on a small loop-mounted filesystem runs out of space mid-backup.
 #[test]
 fn full_filesystem_gives_a_clear_error_and_damages_nothing() {
-    if !rustix_is_root() {
-        eprintln!("SKIPPED full_filesystem_gives_a_clear_error_and_damages_nothing: needs root for a loop mount (CI runs as root)");
+    let test = "full_filesystem_gives_a_clear_error_and_damages_nothing";
+    if !bulwark_testkit::can_run(test, "a loop mount", &["mkfs.ext4", "mount"]) {
         return;
     }
-    let Some(mkfs) = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-    else {
-        eprintln!("SKIPPED full_filesystem_gives_a_clear_error_and_damages_nothing: mkfs.ext4 not installed (apt-get install e2fsprogs)");
-        return;
-    };
     let dir = tempfile::tempdir().unwrap();
-    let fsimg = dir.path().join("small.fs");
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    assert!(Command::new(mkfs)
-        .args(["-q", "-F"])
-        .arg(&fsimg)
-        .arg("48M")
-        .status()
-        .unwrap()
-        .success());
-    let mount = Mount::new(&fsimg, &mnt);
+    let fs = LoopFs::with_size(FsKind::Ext4, 48 << 20);
+    let mnt = &fs.mnt;
     let repo = mnt.join("repo");
     bulwark_repository::Repository::init(&repo, 7).unwrap();
     let mut rng = Rng::seeded();
@@ -415,36 +374,7 @@ fn full_filesystem_gives_a_clear_error_and_damages_nothing() {
         .status
         .success());
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&small).unwrap());
-    drop(mount);
-}
-
-fn rustix_is_root() -> bool {
-    // `id -u` keeps this test crate free of unsafe code.
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false)
-}
-
-/// A loop mount that is unmounted on drop, also when the test panics.
-struct Mount(PathBuf);
-impl Mount {
-    fn new(img: &Path, at: &Path) -> Mount {
-        let st = Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(img)
-            .arg(at)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount -o loop failed");
-        Mount(at.to_path_buf())
-    }
-}
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
+    drop(fs);
 }
 
 #[test]

@@ -25,15 +25,7 @@ fn s(p: &Path) -> &str {
 
 /// Distinct, incompressible-enough bytes for a region of the image.
 fn fill(f: &std::fs::File, at: u64, len: usize, seed: u64) {
-    let mut x = seed | 1;
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = bulwark_testkit::Rng::new(seed).bytes(len);
     f.write_all_at(&data, at).unwrap();
 }
 

@@ -3,9 +3,7 @@
 //! repository fail the audit (exit 1) with what to do. Root only (a real service user, a
 //! loop-mounted filesystem and the real bulwark-immutd).
 
-mod common;
-
-use common::*;
+use bulwark_testkit::guarded::*;
 
 /// The findings of `bulwark-repo --json audit DIR` run as `u`, with its exit code.
 fn audit(u: &TestUser, bin: &std::path::Path, dir: &str) -> (i32, serde_json::Value) {

@@ -4,26 +4,14 @@
 //! the machine's clock). Files must disappear only when both retention and immutability
 //! allow, and deleting through the service must be refused before. Root only.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
+use bulwark_testkit::guarded::*;
 use bulwark_testkit::immutd::ImmutdSetup;
-use common::*;
 
 const DAY: i64 = 86_400;
-
-fn libfaketime() -> Option<PathBuf> {
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("ls /usr/lib/*/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1 2>/dev/null | head -n1")
-        .output()
-        .ok()?;
-    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (!p.is_empty()).then(|| PathBuf::from(p))
-}
 
 /// Runs `prog args` as the service user with every clock `offset` seconds ahead.
 fn as_user_at(u: &TestUser, lib: &Path, offset: i64, prog: &Path, args: &[&str]) -> Output {
@@ -58,8 +46,7 @@ fn a_job_over_35_simulated_days_loses_files_only_after_retention_and_expiry() {
     if !can_run(name, &["mkfs.xfs", "useradd", "faketime"]) {
         return;
     }
-    let Some(lib) = libfaketime() else {
-        eprintln!("SKIP {name}: libfaketime.so.1 not found (apt-get install faketime)");
+    let Some(lib) = bulwark_testkit::skip::require_faketime(name) else {
         return;
     };
     let Some((bulwark, repo_bin)) = client_bins(name) else {
@@ -103,17 +90,8 @@ fn a_job_over_35_simulated_days_loses_files_only_after_retention_and_expiry() {
     );
     assert!(o.status.success());
     let img = rig.fs.mnt.join("disk.img");
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let mut noise = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect()
-    };
+    let mut rng = bulwark_testkit::Rng::new(0x9E37_79B9_7F4A_7C15);
+    let mut noise = |n: usize| rng.bytes(n);
     std::fs::write(&img, noise(4 << 20)).unwrap();
     std::os::unix::fs::chown(&img, Some(u.uid), Some(u.gid)).unwrap();
     let job = rig.fs.mnt.join("vm.toml");
@@ -138,7 +116,7 @@ fn a_job_over_35_simulated_days_loses_files_only_after_retention_and_expiry() {
             ("LD_PRELOAD".into(), lib.clone().into()),
             ("FAKETIME".into(), format!("+{offset}").into()),
         ];
-        let svc = s.spawn(Path::new(IMMUTD)).expect("starting bulwark-immutd");
+        let svc = s.spawn(&immutd_bin()).expect("starting bulwark-immutd");
         // A day of changes, then the scheduled run.
         let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
         std::os::unix::fs::FileExt::write_all_at(

@@ -4,9 +4,7 @@
 //! were changed anyway (by root, or before the service started) is refused by backups and by
 //! the transport service. Root only.
 
-mod common;
-
-use common::*;
+use bulwark_testkit::guarded::*;
 
 #[test]
 fn repository_toml_of_a_guarded_repository_cannot_be_changed_by_the_service_user() {

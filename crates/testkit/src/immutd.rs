@@ -205,18 +205,12 @@ impl Drop for Immutd {
     }
 }
 
-/// Finds the `bulwark-immutd` binary next to the running executable (or one folder up, for
-/// test binaries in `target/*/deps`).
+/// Finds the `bulwark-immutd` binary (see [`crate::bins::binary`]).
 pub fn find_binary() -> io::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    for dir in exe.ancestors().skip(1).take(2) {
-        let p = dir.join("bulwark-immutd");
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        "bulwark-immutd is not next to this program; build it with cargo build -p bulwark-immutd",
-    ))
+    crate::bins::binary("bulwark-immutd").ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            "bulwark-immutd is not next to this program; build it with cargo build -p bulwark-immutd",
+        )
+    })
 }

@@ -1,5 +1,26 @@
 //! Shared helpers for Bulwark's tests and for `bulwark demo`. Never linked by a service.
 //!
 //! - [`immutd`]: a real `bulwark-immutd` child process for a repository (root only).
+//! - [`skip`]: the one way a test skips, `SKIP <test>: <reason>` ([`skip!`]).
+//! - [`user`]: a throw-away service user and running programs as it (root only).
+//! - [`fs`]: scratch folders, loop devices, mounts, loop-mounted ext4/XFS.
+//! - [`bins`]: the workspace's binaries, found via `CARGO_BIN_EXE_*` or next to the test.
+//! - [`cmd`]: running tools with a fixed PATH, showing their output.
+//! - [`guarded`]: a guarded repository rig (user, filesystem, service setup) for root tests.
+//! - [`rng`]: a deterministic random generator.
 
+pub mod bins;
+pub mod cmd;
+pub mod fs;
+pub mod guarded;
 pub mod immutd;
+pub mod rng;
+pub mod skip;
+pub mod user;
+
+pub use bins::{binary, expect_binary, require_binary};
+pub use cmd::{sh, show, text};
+pub use fs::{FsKind, LoopDev, LoopFs, Mount, Scratch};
+pub use rng::Rng;
+pub use skip::{can_run, is_root, require_root, require_tools};
+pub use user::{run_as, TestUser};
