@@ -18,12 +18,12 @@ head -c $((MIB << 20)) /dev/urandom > "$W/disk.img"
 $B/bulwark-repo init "$W/repo" >/dev/null 2>&1
 $B/bulwark backup --repo "$W/repo" --job bench "$W/disk.img" >/dev/null
 size=$(du -b --apparent-size -s "$W/repo/store" | cut -f1)
-$B/bulwark-repo tier add "$W/repo" --endpoint "$S3_ENDPOINT" --bucket "$bucket" \
+$B/bulwark-tier add "$W/repo" --endpoint "$S3_ENDPOINT" --bucket "$bucket" \
   --credentials "$W/creds" --create-bucket >/dev/null
 t() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>"$W/err" || { cat "$W/err"; exit 2; }; e=$(date +%s.%N); awk -v a="$s" -v b="$e" 'BEGIN{printf "%.2f", b-a}'; }
-sync_s=$(t $B/bulwark-repo tier sync "$W/repo")
-verify_s=$(t $B/bulwark-repo tier verify "$W/repo")
-import_s=$(t $B/bulwark-repo tier import "$W/rebuilt" --endpoint "$S3_ENDPOINT" --bucket "$bucket" --credentials "$W/creds")
+sync_s=$(t $B/bulwark-tier sync "$W/repo")
+verify_s=$(t $B/bulwark-tier verify "$W/repo")
+import_s=$(t $B/bulwark-tier import "$W/rebuilt" --endpoint "$S3_ENDPOINT" --bucket "$bucket" --credentials "$W/creds")
 restore_s=$(t $B/bulwark restore --repo "$W/rebuilt" --job bench "$W/out.img")
 cmp "$W/out.img" "$W/disk.img"
 mbps() { awk -v n="$size" -v s="$1" 'BEGIN{printf "%.0f", n/s/1e6}'; }

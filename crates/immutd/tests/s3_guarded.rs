@@ -52,6 +52,9 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
     let Some((bulwark, repo_bin)) = client_bins(name) else {
         return;
     };
+    let Some(tier_bin) = tier_bin(name) else {
+        return;
+    };
     let rig = Rig::new(FsKind::Ext4);
     let u = &rig.user;
     let repo = rig.repo.to_str().unwrap().to_string();
@@ -86,10 +89,9 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
     let bucket = format!("guarded-{}", std::process::id());
     let add = json(run_as(
         u,
-        &repo_bin,
+        &tier_bin,
         &[
             "--json",
-            "tier",
             "add",
             &repo,
             "--endpoint",
@@ -102,7 +104,7 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
         ],
     ));
     assert!(add["lock_probe"]["delete_refused"].is_string(), "{add}");
-    let sync = json(run_as(u, &repo_bin, &["--json", "tier", "sync", &repo]));
+    let sync = json(run_as(u, &tier_bin, &["--json", "sync", &repo]));
     assert_eq!(
         sync["unguarded"], false,
         "retain-until must come from the ledger"
@@ -156,7 +158,7 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
         e1_later >= e1 + 86_000,
         "the incremental did not extend the chain in the ledger"
     );
-    let sync = json(run_as(u, &repo_bin, &["--json", "tier", "sync", &repo]));
+    let sync = json(run_as(u, &tier_bin, &["--json", "sync", &repo]));
     assert_eq!(sync["uploaded"].as_array().unwrap().len(), 1);
     assert!(sync["extended"].as_u64().unwrap() >= 1, "{sync}");
     let after = records(&rig.repo);
@@ -165,7 +167,7 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
         (r1_later - e1_later).abs() <= 2,
         "copy locked until {r1_later}, ledger says {e1_later}"
     );
-    let check = json(run_as(u, &repo_bin, &["--json", "tier", "verify", &repo]));
+    let check = json(run_as(u, &tier_bin, &["--json", "verify", &repo]));
     assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
     svc.stop();
 }

@@ -191,6 +191,9 @@ fn verify_names_points_missing_locally_although_the_s3_tier_holds_them() {
     let Some((bulwark, repo_bin)) = client_bins(name) else {
         return;
     };
+    let Some(tier_bin) = tier_bin(name) else {
+        return;
+    };
     let rig = Rig::new(FsKind::Ext4);
     let u = &rig.user;
     let repo = rig.repo.to_str().unwrap().to_string();
@@ -210,9 +213,8 @@ fn verify_names_points_missing_locally_although_the_s3_tier_holds_them() {
     let bucket = format!("verify-missing-{}", std::process::id());
     let o = run_as(
         u,
-        &repo_bin,
+        &tier_bin,
         &[
-            "tier",
             "add",
             &repo,
             "--endpoint",
@@ -225,7 +227,7 @@ fn verify_names_points_missing_locally_although_the_s3_tier_holds_them() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
-    let o = run_as(u, &repo_bin, &["tier", "sync", &repo]);
+    let o = run_as(u, &tier_bin, &["sync", &repo]);
     assert!(o.status.success(), "{}", text(&o));
     verify_both(u, &bulwark, &repo_bin, &repo, 0);
 

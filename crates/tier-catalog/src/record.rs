@@ -8,7 +8,7 @@ use bulwark_repository::write_atomic;
 use serde::{Deserialize, Serialize};
 
 use crate::settings::{read_small, tier_dir};
-use crate::{Result, TierError};
+use crate::{CatalogError, Result};
 
 /// A restore point whose copy is complete and whose retention was read back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,24 +37,24 @@ impl ObjectRecord {
     pub fn point_id(&self) -> Result<PointId> {
         self.point
             .parse()
-            .map_err(|e| TierError::Config(format!("record {}: point: {e}", self.point)))
+            .map_err(|e| CatalogError::Config(format!("record {}: point: {e}", self.point)))
     }
     /// The chain id.
     pub fn chain_id(&self) -> Result<PointId> {
         self.chain
             .parse()
-            .map_err(|e| TierError::Config(format!("record {}: chain: {e}", self.point)))
+            .map_err(|e| CatalogError::Config(format!("record {}: chain: {e}", self.point)))
     }
 }
 
 /// `REPO/tiers/<name>/objects`.
-pub(crate) fn objects_dir(repo: &Path, tier: &str) -> PathBuf {
+pub fn objects_dir(repo: &Path, tier: &str) -> PathBuf {
     tier_dir(repo, tier).join("objects")
 }
 
 /// Writes a record atomically; the point counts as copied from then on.
 pub fn save(repo: &Path, tier: &str, r: &ObjectRecord) -> Result<()> {
-    let text = toml::to_string(r).map_err(|e| TierError::Config(e.to_string()))?;
+    let text = toml::to_string(r).map_err(|e| CatalogError::Config(e.to_string()))?;
     let dir = objects_dir(repo, tier);
     crate::settings::ensure_dir(&dir)?;
     write_atomic(&dir.join(format!("{}.toml", r.point)), text.as_bytes())?;
@@ -68,17 +68,17 @@ pub fn load_all(repo: &Path, tier: &str) -> Result<Vec<ObjectRecord>> {
     let rd = match std::fs::read_dir(&dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(TierError::io(&dir, "listing")(e)),
+        Err(e) => return Err(CatalogError::io(&dir, "listing")(e)),
     };
     for ent in rd {
-        let ent = ent.map_err(TierError::io(&dir, "listing"))?;
+        let ent = ent.map_err(CatalogError::io(&dir, "listing"))?;
         let name = ent.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') || !name.ends_with(".toml") {
             continue;
         }
         let path = ent.path();
         let r: ObjectRecord = toml::from_str(&read_small(&path)?)
-            .map_err(|e| TierError::Config(format!("{}: {e}", path.display())))?;
+            .map_err(|e| CatalogError::Config(format!("{}: {e}", path.display())))?;
         out.push(r);
     }
     out.sort_by(|a, b| a.point.cmp(&b.point));
@@ -88,7 +88,7 @@ pub fn load_all(repo: &Path, tier: &str) -> Result<Vec<ObjectRecord>> {
 /// A multipart upload in progress, kept so that a restarted sync resumes it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct PendingUpload {
+pub struct PendingUpload {
     pub key: String,
     pub upload_id: String,
     pub part_size: u64,
@@ -102,7 +102,8 @@ fn pending_path(repo: &Path, tier: &str, point: &str) -> PathBuf {
         .join(format!("{point}.toml"))
 }
 
-pub(crate) fn load_pending(repo: &Path, tier: &str, point: &str) -> Result<Option<PendingUpload>> {
+/// The multipart upload of `point` to resume, if one was started (an unreadable file counts as none).
+pub fn load_pending(repo: &Path, tier: &str, point: &str) -> Result<Option<PendingUpload>> {
     let path = pending_path(repo, tier, point);
     if !path.exists() {
         return Ok(None);
@@ -110,21 +111,23 @@ pub(crate) fn load_pending(repo: &Path, tier: &str, point: &str) -> Result<Optio
     Ok(toml::from_str(&read_small(&path)?).ok())
 }
 
-pub(crate) fn save_pending(repo: &Path, tier: &str, point: &str, p: &PendingUpload) -> Result<()> {
+/// Records a multipart upload in progress, so that a restarted sync resumes it.
+pub fn save_pending(repo: &Path, tier: &str, point: &str, p: &PendingUpload) -> Result<()> {
     let path = pending_path(repo, tier, point);
     crate::settings::ensure_dir(path.parent().unwrap_or(Path::new(".")))?;
-    let text = toml::to_string(p).map_err(|e| TierError::Config(e.to_string()))?;
+    let text = toml::to_string(p).map_err(|e| CatalogError::Config(e.to_string()))?;
     write_atomic(&path, text.as_bytes())?;
     Ok(())
 }
 
-pub(crate) fn clear_pending(repo: &Path, tier: &str, point: &str) -> Result<()> {
+/// Forgets the upload of `point` once its record is written.
+pub fn clear_pending(repo: &Path, tier: &str, point: &str) -> Result<()> {
     let path = pending_path(repo, tier, point);
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(bulwark_repository::fsync_dir(
             path.parent().unwrap_or(Path::new(".")),
         )?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(TierError::io(&path, "removing")(e)),
+        Err(e) => Err(CatalogError::io(&path, "removing")(e)),
     }
 }

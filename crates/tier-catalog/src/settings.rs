@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use bulwark_repository::write_atomic;
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, TierError};
+use crate::{CatalogError, Result};
 
 /// Largest settings, record or credentials file read (bounded before allocation).
-pub(crate) const MAX_SMALL_FILE: u64 = 64 * 1024;
+pub const MAX_SMALL_FILE: u64 = 64 * 1024;
 /// Default multipart part size; files larger than one part are uploaded in parts.
 pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
 /// Smallest part size S3 allows (except for the last part).
@@ -97,7 +97,7 @@ pub fn validate_tier_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(TierError::Config(format!(
+        Err(CatalogError::Config(format!(
             "tier name {name:?}: use 1 to 32 letters, digits, '-' or '_'"
         )))
     }
@@ -113,26 +113,26 @@ fn settings_path(repo: &Path, name: &str) -> PathBuf {
 }
 
 /// `REPO/tiers/<name>`.
-pub(crate) fn tier_dir(repo: &Path, name: &str) -> PathBuf {
+pub fn tier_dir(repo: &Path, name: &str) -> PathBuf {
     tiers_dir(repo).join(name)
 }
 
 /// Reads a small file, refusing anything larger than `MAX_SMALL_FILE`.
-pub(crate) fn read_small(path: &Path) -> Result<String> {
-    let meta = std::fs::metadata(path).map_err(TierError::io(path, "reading"))?;
+pub fn read_small(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path).map_err(CatalogError::io(path, "reading"))?;
     if meta.len() > MAX_SMALL_FILE {
-        return Err(TierError::Config(format!(
+        return Err(CatalogError::Config(format!(
             "{} is larger than 64 KiB; it is not a Bulwark tier file",
             path.display()
         )));
     }
-    std::fs::read_to_string(path).map_err(TierError::io(path, "reading"))
+    std::fs::read_to_string(path).map_err(CatalogError::io(path, "reading"))
 }
 
 /// Creates `dir` (and parents) if missing.
-pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
+pub fn ensure_dir(dir: &Path) -> Result<()> {
     if !dir.is_dir() {
-        std::fs::create_dir_all(dir).map_err(TierError::io(dir, "creating"))?;
+        std::fs::create_dir_all(dir).map_err(CatalogError::io(dir, "creating"))?;
         if let Some(p) = dir.parent() {
             bulwark_repository::fsync_dir(p)?;
         }
@@ -145,7 +145,7 @@ impl TierSettings {
     pub fn check(&self) -> Result<()> {
         validate_tier_name(&self.name)?;
         if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
-            return Err(TierError::Config(format!(
+            return Err(CatalogError::Config(format!(
                 "endpoint {:?} must be an http:// or https:// URL",
                 self.endpoint
             )));
@@ -157,18 +157,18 @@ impl TierSettings {
                 .bytes()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
         {
-            return Err(TierError::Config(format!(
+            return Err(CatalogError::Config(format!(
                 "bucket name {b:?} is not a valid S3 bucket name (3-63 lowercase letters, digits, '-', '.')"
             )));
         }
         if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&self.part_size) {
-            return Err(TierError::Config(format!(
+            return Err(CatalogError::Config(format!(
                 "part size {} is out of range ({MIN_PART_SIZE} to {MAX_PART_SIZE} bytes)",
                 self.part_size
             )));
         }
         if self.max_attempts == 0 || self.max_attempts > 50 {
-            return Err(TierError::Config("max_attempts must be 1 to 50".into()));
+            return Err(CatalogError::Config("max_attempts must be 1 to 50".into()));
         }
         Ok(())
     }
@@ -177,7 +177,7 @@ impl TierSettings {
     pub fn save(&self, repo: &Path) -> Result<()> {
         self.check()?;
         ensure_dir(&tiers_dir(repo))?;
-        let text = toml::to_string(self).map_err(|e| TierError::Config(e.to_string()))?;
+        let text = toml::to_string(self).map_err(|e| CatalogError::Config(e.to_string()))?;
         write_atomic(&settings_path(repo, &self.name), text.as_bytes())?;
         for sub in ["objects", "uploads", "cache"] {
             ensure_dir(&tier_dir(repo, &self.name).join(sub))?;
@@ -190,7 +190,7 @@ impl TierSettings {
         validate_tier_name(name)?;
         let path = settings_path(repo, name);
         let s: TierSettings = toml::from_str(&read_small(&path)?)
-            .map_err(|e| TierError::Config(format!("{}: {e}", path.display())))?;
+            .map_err(|e| CatalogError::Config(format!("{}: {e}", path.display())))?;
         s.check()?;
         Ok(s)
     }
@@ -202,10 +202,10 @@ impl TierSettings {
         let rd = match std::fs::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(TierError::io(&dir, "listing")(e)),
+            Err(e) => return Err(CatalogError::io(&dir, "listing")(e)),
         };
         for ent in rd {
-            let ent = ent.map_err(TierError::io(&dir, "listing"))?;
+            let ent = ent.map_err(CatalogError::io(&dir, "listing"))?;
             let n = ent.file_name().to_string_lossy().into_owned();
             if let Some(name) = n.strip_suffix(".toml") {
                 if validate_tier_name(name).is_ok() && !n.starts_with('.') {
@@ -238,7 +238,7 @@ impl Credentials {
     /// Reads a credentials file (`access_key_id = "…"`, `secret_access_key = "…"`), which
     /// must be a regular file of mode 0600 (or stricter) owned by `owner_uid`.
     pub fn load(path: &Path, owner_uid: u32) -> Result<Credentials> {
-        let bad = |why: String| TierError::Credentials {
+        let bad = |why: String| CatalogError::Credentials {
             path: path.to_path_buf(),
             why,
         };
@@ -274,6 +274,6 @@ impl Credentials {
 /// Owner uid of the repository folder: the service user.
 pub fn repo_owner(repo: &Path) -> Result<u32> {
     Ok(std::fs::metadata(repo)
-        .map_err(TierError::io(repo, "reading"))?
+        .map_err(CatalogError::io(repo, "reading"))?
         .uid())
 }

@@ -1,6 +1,6 @@
-//! `bulwark-repo tier` and `bulwark list` as an administrator runs them, against the real S3
-//! store of `.ci/run` (`S3_ENDPOINT`, `S3_ACCESS_KEY`, `S3_SECRET_KEY`); skips loudly
-//! without it.
+//! `bulwark-tier` and `bulwark list` as an administrator runs them, against the real S3
+//! store of `.ci/run` (`S3_ENDPOINT`, `S3_ACCESS_KEY`, `S3_SECRET_KEY`); those tests skip
+//! loudly without it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -34,10 +34,21 @@ fn s3_env(test: &str) -> Option<Env> {
 }
 
 fn bin_client() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_BIN_EXE_bulwark-repo")).with_file_name("bulwark");
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_bulwark-tier")).with_file_name("bulwark");
     assert!(
         p.exists(),
         "{} missing: run `cargo test --workspace` so the client is built",
+        p.display()
+    );
+    p
+}
+
+/// `bulwark-repo`, built next to `bulwark-tier` by `cargo test --workspace`.
+fn bin_repo() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_bulwark-tier")).with_file_name("bulwark-repo");
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo test --workspace` so the admin tool is built",
         p.display()
     );
     p
@@ -56,8 +67,8 @@ fn run(bin: &Path, args: &[&str]) -> Output {
     o
 }
 
-fn repo_cli(args: &[&str]) -> Output {
-    run(Path::new(env!("CARGO_BIN_EXE_bulwark-repo")), args)
+fn tier_cli(args: &[&str]) -> Output {
+    run(Path::new(env!("CARGO_BIN_EXE_bulwark-tier")), args)
 }
 
 /// One small restore point of `job`; returns its id.
@@ -132,17 +143,17 @@ impl Rig {
         ]
     }
     fn add_and_sync(&self) {
-        let mut a = vec!["tier", "add"];
+        let mut a = vec!["add"];
         a.extend(self.target(&self.dir));
         a.push("--create-bucket");
-        assert!(repo_cli(&a).status.success());
-        assert!(repo_cli(&["tier", "sync", self.dir.to_str().unwrap()])
+        assert!(tier_cli(&a).status.success());
+        assert!(tier_cli(&["sync", self.dir.to_str().unwrap()])
             .status
             .success());
     }
 }
 
-/// Issue 13 item 6: after `tier import`, `bulwark list` said "no restore points yet" and
+/// Issue 13 item 6: after `bulwark-tier import`, `bulwark list` said "no restore points yet" and
 /// showed no job names. It now lists the tier-only points under their jobs.
 #[test]
 fn after_tier_import_bulwark_list_shows_tier_only_points_with_their_job_names() {
@@ -157,9 +168,9 @@ fn after_tier_import_bulwark_list_shows_tier_only_points_with_their_job_names() 
     rig.add_and_sync();
     // The host is lost; a fresh repository is rebuilt from the bucket alone.
     let fresh = rig.tmp.path().join("rebuilt");
-    let mut a = vec!["tier", "import"];
+    let mut a = vec!["import"];
     a.extend(rig.target(&fresh));
-    assert!(repo_cli(&a).status.success());
+    assert!(tier_cli(&a).status.success());
     let f = fresh.to_str().unwrap();
     let o = run(&bin_client(), &["list", "--repo", f]);
     assert!(o.status.success());
@@ -197,7 +208,7 @@ fn after_tier_import_bulwark_list_shows_tier_only_points_with_their_job_names() 
     assert!(points.iter().all(|p| p["location"] == "local"), "{v}");
 }
 
-/// Issue 13 item 6: `bulwark-repo tier verify` exits 1 and names a version planted over a
+/// Issue 13 item 6: `bulwark-tier verify` exits 1 and names a version planted over a
 /// recorded key (it said all was well).
 #[test]
 fn tier_verify_exits_1_naming_a_version_planted_over_a_recorded_key() {
@@ -210,7 +221,24 @@ fn tier_verify_exits_1_naming_a_version_planted_over_a_recorded_key() {
     let p = one_point(&repo, "web01", 3);
     rig.add_and_sync();
     let d = rig.dir.to_str().unwrap();
-    assert_eq!(repo_cli(&["tier", "verify", d]).status.code(), Some(0));
+    assert_eq!(tier_cli(&["verify", d]).status.code(), Some(0));
+    // Both status commands read the same local catalog; bulwark-repo links no S3 SDK.
+    let o = tier_cli(&["--json", "status", d]);
+    assert_eq!(o.status.code(), Some(0));
+    let tiers = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["tiers"].clone();
+    assert_eq!(tiers[0]["copied"], 1, "{tiers}");
+    assert_eq!(tiers[0]["pending"], 0, "{tiers}");
+    assert_eq!(tiers[0]["mode"], "copy", "{tiers}");
+    let o = run(&bin_repo(), &["--json", "status", d]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["tiers"], tiers);
+    let o = run(&bin_repo(), &["status", d]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("tier s3: bucket ") && l.contains("1 copied, 0 pending")),
+        "{text}"
+    );
     let rec = bulwark_tier_s3::record::load_all(&rig.dir, "s3")
         .unwrap()
         .remove(0);
@@ -224,7 +252,7 @@ fn tier_verify_exits_1_naming_a_version_planted_over_a_recorded_key() {
             &Default::default(),
         )
         .unwrap();
-    let o = repo_cli(&["tier", "verify", d]);
+    let o = tier_cli(&["verify", d]);
     assert_eq!(o.status.code(), Some(1));
     let text = String::from_utf8_lossy(&o.stdout);
     let line = text
@@ -234,5 +262,36 @@ fn tier_verify_exits_1_naming_a_version_planted_over_a_recorded_key() {
     assert!(
         line.contains(&p) && line.contains(&planted) && line.contains("not the recorded one"),
         "{line}"
+    );
+}
+
+/// `bulwark-repo tier …` moved to `bulwark-tier …`: the old spelling says so and exits 2, and
+/// `bulwark-tier status` of a repository without a tier says how to add one (no store needed).
+#[test]
+fn the_old_bulwark_repo_tier_spelling_names_bulwark_tier_and_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    Repository::init(&dir, 7).unwrap();
+    let d = dir.to_str().unwrap();
+    let o = run(&bin_repo(), &["tier", "sync", d]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("bulwark-tier sync {d}")), "{err}");
+    let o = tier_cli(&["status", d]);
+    assert_eq!(o.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("tiers: none") && text.contains("bulwark-tier add"),
+        "{text}"
+    );
+    let o = tier_cli(&["--json", "status", d]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["tiers"], serde_json::json!([]));
+    let o = tier_cli(&["sync", d]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("has no tier; add one with `bulwark-tier add"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
     );
 }

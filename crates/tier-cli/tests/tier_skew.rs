@@ -1,7 +1,7 @@
-//! `bulwark-repo tier` when this host's clock is off the store's: `tier add` and `tier sync`
+//! `bulwark-tier` when this host's clock is off the store's: `tier add` and `tier sync`
 //! measure the skew from the store's `Date` header and warn, the copy's retain-until is the
 //! point's expiry translated to the store's clock, and `tier verify` with the true clock finds
-//! every copy locked as recorded. Only the `bulwark-repo` process runs on a shifted clock (libfaketime), never the
+//! every copy locked as recorded. Only the `bulwark-tier` process runs on a shifted clock (libfaketime), never the
 //! machine. Needs the S3 store of `.ci/run` (`S3_ENDPOINT`, `S3_ACCESS_KEY`, `S3_SECRET_KEY`)
 //! and libfaketime; skips loudly without them.
 
@@ -26,9 +26,9 @@ fn libfaketime() -> Option<PathBuf> {
     (!p.is_empty()).then(|| PathBuf::from(p))
 }
 
-/// `bulwark-repo --json ARGS`, on a clock `shift` seconds ahead when given.
-fn repo_cli(args: &[&str], shift: Option<(&Path, i64)>) -> (Output, serde_json::Value) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bulwark-repo"));
+/// `bulwark-tier --json ARGS`, on a clock `shift` seconds ahead when given.
+fn tier_cli(args: &[&str], shift: Option<(&Path, i64)>) -> (Output, serde_json::Value) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bulwark-tier"));
     c.arg("--json").args(args);
     if let Some((lib, secs)) = shift {
         c.env("LD_PRELOAD", lib)
@@ -113,9 +113,8 @@ fn a_skewed_host_clock_is_measured_warned_about_and_locks_follow_the_stores_cloc
         );
     };
 
-    let (o, v) = repo_cli(
+    let (o, v) = tier_cli(
         &[
-            "tier",
             "add",
             d,
             "--endpoint",
@@ -136,7 +135,7 @@ fn a_skewed_host_clock_is_measured_warned_about_and_locks_follow_the_stores_cloc
         "no skew warning: {err}"
     );
 
-    let (o, v) = repo_cli(&["tier", "sync", d], shifted);
+    let (o, v) = tier_cli(&["sync", d], shifted);
     assert!(o.status.success(), "tier sync: {}", text(&o.stderr));
     near(&v);
     assert_eq!(v["uploaded"].as_array().map(Vec::len), Some(1), "{v}");
@@ -155,12 +154,12 @@ fn a_skewed_host_clock_is_measured_warned_about_and_locks_follow_the_stores_cloc
 
     // With the true clock: no warning, and every copy's version, COMPLIANCE lock and
     // retain-until check out.
-    let (o, v) = repo_cli(&["tier", "sync", d], None);
+    let (o, v) = tier_cli(&["sync", d], None);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let s = v["clock_skew_seconds"].as_i64().unwrap_or(0);
     assert!(s.abs() <= 2, "skew {s} with the true clock");
     assert!(!text(&o.stderr).contains("clock"), "{}", text(&o.stderr));
-    let (o, v) = repo_cli(&["tier", "verify", d], None);
+    let (o, v) = tier_cli(&["verify", d], None);
     assert!(
         o.status.success(),
         "tier verify after a skewed sync: {}{}",

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use bulwark_repository::RepoError;
+use bulwark_tier_catalog::CatalogError;
 
 /// What went wrong in the S3 tier.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +28,7 @@ pub enum TierError {
     Credentials { path: PathBuf, why: String },
     #[error("the store at {endpoint} refused the credentials ({code}); check access_key_id and secret_access_key in the credentials file")]
     BadCredentials { endpoint: String, code: String },
-    #[error("bucket {bucket} has no Object Lock ({why}); Object Lock can only be turned on when a bucket is created, e.g. `aws s3api create-bucket --bucket {bucket} --object-lock-enabled-for-bucket` (plus --endpoint-url for a non-AWS store), then run `tier add` again with that bucket")]
+    #[error("bucket {bucket} has no Object Lock ({why}); Object Lock can only be turned on when a bucket is created, e.g. `aws s3api create-bucket --bucket {bucket} --object-lock-enabled-for-bucket` (plus --endpoint-url for a non-AWS store), then run `bulwark-tier add` again with that bucket")]
     NoObjectLock { bucket: String, why: String },
     #[error("the store does not enforce Object Lock: {0}; refusing it, because a copy there could be deleted or unlocked by anyone holding the bucket's keys. Use a store whose COMPLIANCE mode is enforced (AWS S3, Ceph RGW, MinIO)")]
     LockNotEnforced(String),
@@ -65,6 +66,25 @@ impl TierError {
             TierError::S3 { code, .. } => code.as_deref(),
             TierError::BadCredentials { code, .. } => Some(code),
             _ => None,
+        }
+    }
+}
+
+impl From<CatalogError> for TierError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::Io {
+                path,
+                action,
+                source,
+            } => TierError::Io {
+                path,
+                action,
+                source,
+            },
+            CatalogError::Repo(r) => TierError::Repo(r),
+            CatalogError::Config(s) => TierError::Config(s),
+            CatalogError::Credentials { path, why } => TierError::Credentials { path, why },
         }
     }
 }

@@ -3,23 +3,26 @@
 //! file, addressed by key and version id, and read back when the local file is missing.
 //!
 //! This is the only crate that links the S3 SDK; the repository sees it through
-//! `bulwark_repository::RemoteStore`, and the immutability service never sees it.
+//! `bulwark_repository::RemoteStore`, and the immutability service never sees it. Its local
+//! catalog (settings and records under `REPO/tiers/`) lives in `bulwark-tier-catalog`, so that
+//! `bulwark-repo` reports the tiers without linking the SDK. Linked by `bulwark-tier` and the
+//! client `bulwark` only.
 
 mod error;
 mod import;
 pub mod probe;
-pub mod record;
 mod remote;
-pub mod settings;
 pub mod store;
 mod sync;
 mod verify;
 
+pub use bulwark_tier_catalog::{record, settings};
+pub use bulwark_tier_catalog::{
+    status, tier_name, Credentials, ObjectRecord, TierMode, TierSettings, TierStatus, DEFAULT_TIER,
+};
 pub use error::{Result, TierError};
 pub use import::{import, ImportReport};
-pub use record::ObjectRecord;
 pub use remote::{attach, TierRemote};
-pub use settings::{Credentials, TierMode, TierSettings};
 pub use store::{Store, SKEW_WARN_SECS};
 pub use sync::{SyncOptions, SyncReport};
 pub use verify::{TierVerifyReport, VersionProblem};
@@ -27,9 +30,6 @@ pub use verify::{TierVerifyReport, VersionProblem};
 use std::path::PathBuf;
 
 use bulwark_repository::Repository;
-
-/// Name used when `tier add` is given none.
-pub const DEFAULT_TIER: &str = "s3";
 
 /// An opened tier: settings, credentials checked, a client for the bucket.
 pub struct Tier {
@@ -46,26 +46,6 @@ pub struct AddReport {
     /// Store clock minus this host's, seconds.
     pub skew: Option<i64>,
     pub warnings: Vec<String>,
-}
-
-/// The one tier of a repository when `name` is `None`, else `name`.
-pub fn tier_name(repo: &Repository, name: Option<&str>) -> Result<String> {
-    if let Some(n) = name {
-        return Ok(n.to_string());
-    }
-    let names = TierSettings::names(repo.root())?;
-    match names.as_slice() {
-        [] => Err(TierError::Config(format!(
-            "{} has no tier; add one with `bulwark-repo tier add {} --endpoint URL --bucket NAME --credentials FILE`",
-            repo.root().display(),
-            repo.root().display()
-        ))),
-        [one] => Ok(one.clone()),
-        _ => Err(TierError::Config(format!(
-            "several tiers ({}); say which with --name",
-            names.join(", ")
-        ))),
-    }
 }
 
 fn skew_warning(skew: Option<i64>) -> Option<String> {
@@ -120,7 +100,7 @@ impl Tier {
     }
 
     /// Checks the bucket (credentials, Object Lock on, locks enforced), sets its default
-    /// retention, and saves the settings: `bulwark-repo tier add`.
+    /// retention, and saves the settings: `bulwark-tier add`.
     pub fn add(repo: &Repository, settings: TierSettings) -> Result<(Tier, AddReport)> {
         if TierSettings::names(repo.root())?.contains(&settings.name) {
             return Err(TierError::Config(format!(
@@ -169,66 +149,4 @@ pub fn create_bucket(repo: &Repository, settings: &TierSettings) -> Result<()> {
         }
         r => r,
     }
-}
-
-/// State of one tier, for `bulwark-repo status` (no network).
-#[derive(Debug, Clone)]
-pub struct TierStatus {
-    pub name: String,
-    pub endpoint: String,
-    pub bucket: String,
-    pub mode: TierMode,
-    /// Restore points copied (record written after retention was read back).
-    pub copied: usize,
-    /// Local restore points not copied yet.
-    pub pending: usize,
-    /// Multipart uploads to resume.
-    pub uploads_in_progress: usize,
-    /// Copied points whose local file is gone (moved, or the host was rebuilt).
-    pub remote_only: usize,
-    /// Earliest and latest retain-until of the copies (store clock).
-    pub retain_until: Option<(i64, i64)>,
-}
-
-/// The state of every tier of `repo`.
-pub fn status(repo: &Repository) -> Result<Vec<TierStatus>> {
-    let mut out = Vec::new();
-    for name in TierSettings::names(repo.root())? {
-        let s = TierSettings::load(repo.root(), &name)?;
-        let records = record::load_all(repo.root(), &name)?;
-        let copied: std::collections::HashSet<&str> =
-            records.iter().map(|r| r.point.as_str()).collect();
-        let mut pending = 0;
-        let mut local = std::collections::HashSet::new();
-        for job in repo.jobs()? {
-            for p in repo.scan_job(&job)?.points {
-                let id = p.meta.point.to_hex();
-                if !copied.contains(id.as_str()) {
-                    pending += 1;
-                }
-                local.insert(id);
-            }
-        }
-        let uploads = std::fs::read_dir(settings::tier_dir(repo.root(), &name).join("uploads"))
-            .map(|rd| rd.filter(|e| e.is_ok()).count())
-            .unwrap_or(0);
-        let retain_until = records
-            .iter()
-            .map(|r| r.retain_until)
-            .fold(None, |acc: Option<(i64, i64)>, t| {
-                Some(acc.map_or((t, t), |(a, b)| (a.min(t), b.max(t))))
-            });
-        out.push(TierStatus {
-            name,
-            endpoint: s.endpoint,
-            bucket: s.bucket,
-            mode: s.mode,
-            copied: records.len(),
-            pending,
-            uploads_in_progress: uploads,
-            remote_only: records.iter().filter(|r| !local.contains(&r.point)).count(),
-            retain_until,
-        });
-    }
-    Ok(out)
 }

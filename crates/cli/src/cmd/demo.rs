@@ -8,8 +8,8 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 
 use anyhow::{anyhow, bail, Context};
-use bulwark_testkit::immutd::{Immutd, ImmutdSetup};
 use bulwark_repository::{utc, Repository, DEFAULT_IMMUTABLE_DAYS};
+use bulwark_testkit::immutd::{Immutd, ImmutdSetup};
 use serde_json::Value;
 
 use crate::output::{human, Output, EXIT_DAMAGE, EXIT_OK};
@@ -187,6 +187,11 @@ impl Side {
     /// Runs `bulwark-repo --json ARGS` as the repository side.
     fn repo(&self, args: &[&str]) -> anyhow::Result<Value> {
         json_of(self.command(&sibling_binary("bulwark-repo")?), args)
+    }
+
+    /// `bulwark-tier --json ARGS` as the repository side's user.
+    fn tier(&self, args: &[&str]) -> anyhow::Result<Value> {
+        json_of(self.command(&sibling_binary("bulwark-tier")?), args)
     }
 
     /// A command that runs as the repository side's user.
@@ -556,12 +561,12 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
             }
             let id: String = Repository::open(&repo_dir)?.config().id.chars().take(12).collect();
             let bucket = format!("bulwark-demo-{id}");
-            let add = side.repo(&[
-                "tier", "add", s(&repo_dir), "--endpoint", &endpoint, "--bucket", &bucket,
+            let add = side.tier(&[
+                "add", s(&repo_dir), "--endpoint", &endpoint, "--bucket", &bucket,
                 "--credentials", s(&cred), "--create-bucket",
             ])?;
-            let sync = side.repo(&["tier", "sync", s(&repo_dir)])?;
-            let check = side.repo(&["tier", "verify", s(&repo_dir)])?;
+            let sync = side.tier(&["sync", s(&repo_dir)])?;
+            let check = side.tier(&["verify", s(&repo_dir)])?;
             let refused = add["lock_probe"]["delete_refused"].is_string() && add["lock_probe"]["shorten_refused"].is_string();
             say(format!(
                 "   S3 tier {endpoint} bucket {bucket}: the store {} deleting and shortening a COMPLIANCE-locked probe;",

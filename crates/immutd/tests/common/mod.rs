@@ -512,6 +512,17 @@ pub fn client_bins(test: &str) -> Option<(PathBuf, PathBuf)> {
     }
 }
 
+/// `bulwark-tier` (the S3 tier's command), built next to bulwark-immutd; `None` after a
+/// printed SKIP.
+#[allow(dead_code)]
+pub fn tier_bin(test: &str) -> Option<PathBuf> {
+    let t = sibling("bulwark-tier");
+    if t.is_none() {
+        eprintln!("SKIP {test}: bulwark-tier is not built next to bulwark-immutd (run cargo test --workspace)");
+    }
+    t
+}
+
 impl Rig {
     /// `bulwark-repo init` of the rig's folder as its user, guarded by the rig's service;
     /// `extra` options come before `--immutd-socket`.

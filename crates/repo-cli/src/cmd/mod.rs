@@ -10,5 +10,4 @@ pub mod serve;
 pub mod space;
 pub mod status;
 pub mod synthesize;
-pub mod tier;
 pub mod verify;

@@ -43,7 +43,8 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
     }
     let jobs = repo.jobs()?;
     let reflink = repo.reflink_support()?;
-    let (tier_lines, tiers) = super::tier::status_lines(&repo)?;
+    // From the tier catalog alone: this binary links no S3 SDK (`bulwark-tier verify` asks the store).
+    let tiers = bulwark_tier_catalog::status(&repo)?;
     // The immutability service's clock: a freeze or a stepped clock is an alert here too.
     let immutd = cfg.immutd_socket.as_ref().map(|sock| {
         bulwark_immut_msg::ImmutClient::connect(sock)
@@ -117,11 +118,11 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
                 jobs.join(", ")
             }
         );
-        if tier_lines.is_empty() {
-            println!("tiers: none (copies to S3 Object Lock storage: `bulwark-repo tier add`)");
+        if tiers.is_empty() {
+            println!("tiers: none (copies to S3 Object Lock storage: `bulwark-tier add`)");
         }
-        for l in &tier_lines {
-            println!("{l}");
+        for t in &tiers {
+            println!("{}", t.line());
         }
         for a in &alerts {
             println!("ALERT: {a}");

@@ -1,0 +1,54 @@
+//! `bulwark-tier verify`.
+
+use std::path::PathBuf;
+
+use bulwark_tier_s3::{tier_name, Tier};
+
+use super::open;
+
+/// Arguments of `bulwark-tier verify`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The repository folder.
+    dir: PathBuf,
+    /// The tier (default: the only one).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+/// Runs `bulwark-tier verify`: exit 1 when a copy's version, lock, retention or content is
+/// not as recorded.
+pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
+    let repo = open(&a.dir)?;
+    let tier = Tier::open(&repo, &tier_name(&repo, a.name.as_deref())?)?;
+    let r = tier.verify()?;
+    if json {
+        let p: Vec<_> = r
+            .problems
+            .iter()
+            .map(|p| serde_json::json!({"point": p.point, "key": p.key, "version_id": p.version_id, "problem": p.why}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"checked": r.checked, "bytes": r.bytes, "problems": p})
+        );
+    } else {
+        for p in &r.problems {
+            println!(
+                "BAD {} ({} version {}): {}",
+                p.point, p.key, p.version_id, p.why
+            );
+        }
+        println!(
+            "checked {} copies ({} bytes): {}",
+            r.checked,
+            r.bytes,
+            if r.problems.is_empty() {
+                "all COMPLIANCE-locked, retention and content as recorded".to_string()
+            } else {
+                format!("{} problems", r.problems.len())
+            }
+        );
+    }
+    Ok(if r.problems.is_empty() { 0 } else { 1 })
+}
