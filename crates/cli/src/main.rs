@@ -65,11 +65,5 @@ fn main() {
         Command::Enroll(a) => cmd::enroll::run(a, &out),
         Command::Job(a) => cmd::job::run(a, &out),
     };
-    match res {
-        Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::exit(output::exit_code_of(&e));
-        }
-    }
+    bulwark_cli_common::exit_with(res)
 }
