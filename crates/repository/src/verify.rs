@@ -153,7 +153,7 @@ impl Repository {
         let before = report.damaged.len();
         let mut readers: Vec<(PathBuf, PointReader)> = Vec::new();
         // Points read from the remote tier are not in the local ledger any more (or never
-        // were, after an import); `bulwark-repo tier verify` checks their locks instead.
+        // were, after an import); `bulwark-tier verify` checks their locks instead.
         let mut remote = std::collections::HashSet::new();
         for (chain, point, path, is_remote) in self.all_point_files(job)? {
             report.points_checked += 1;
