@@ -34,8 +34,12 @@ enum Command {
     Space(cmd::space::Args),
     /// Re-read every stored block of every restore point (exit 1 if damage is found).
     Verify(cmd::verify::Args),
-    /// Copies in S3 Object Lock storage: add, sync, verify, import.
-    Tier(cmd::tier::Args),
+    /// Moved to `bulwark-tier`, so that this binary (the transport on 6162) links no S3 SDK.
+    #[command(hide = true)]
+    Tier {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run the transport service (TLS on port 6162) as the unprivileged service user.
     Serve(cmd::serve::Args),
     /// Print a single-use enrollment token for a new client.
@@ -72,7 +76,13 @@ fn main() {
         Command::Retention(a) => cmd::retention::run(a, cli.json),
         Command::Synthesize(a) => cmd::synthesize::run(a, cli.json),
         Command::Space(a) => cmd::space::run(a, cli.json),
-        Command::Tier(a) => cmd::tier::run(a, cli.json),
+        Command::Tier { args } => {
+            eprintln!(
+                "error: the S3 tier has its own command now: run `bulwark-tier {}`",
+                args.join(" ")
+            );
+            Ok(2)
+        }
     };
     bulwark_cli_common::exit_with(res)
 }
