@@ -35,39 +35,20 @@ fn finding(v: &serde_json::Value, check: &str) -> (String, String) {
 #[test]
 fn audit_passes_a_guarded_repository_and_fails_unguarded_or_unattended_ones() {
     let name = "audit_passes_a_guarded_repository_and_fails_unguarded_or_unattended_ones";
-    if !can_run(name, &["mkfs.ext4", "useradd", "chattr"]) {
-        return;
-    }
-    let Some((bulwark, repo_bin)) = client_bins(name) else {
+    let Some(sys) = System::guarded(name, &["mkfs.ext4", "useradd", "chattr"], FsKind::Ext4) else {
         return;
     };
-    let rig = Rig::new(FsKind::Ext4);
-    let u = &rig.user;
-    let repo = rig.repo.to_str().unwrap().to_string();
-    rig.init_guarded(&repo_bin, &[]);
+    let (rig, u, repo, repo_bin) = (&sys.rig, sys.user(), sys.repo.clone(), &sys.repo_bin);
     let svc = rig.start();
-    let img = rig.fs.mnt.join("d.img");
-    std::fs::write(&img, b"disk content ".repeat(50_000)).unwrap();
-    std::os::unix::fs::chown(&img, Some(u.uid), Some(u.gid)).unwrap();
-    let o = run_as(
-        u,
-        &bulwark,
-        &[
-            "backup",
-            "--repo",
-            &repo,
-            "--job",
-            "a",
-            img.to_str().unwrap(),
-        ],
-    );
+    let img = sys.image("d.img", &b"disk content ".repeat(50_000));
+    let o = sys.backup(false, "a", &img);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     // A listener on every address, as a forgotten service would be.
     let open = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = open.local_addr().unwrap().port();
 
-    let (code, v) = audit(u, &repo_bin, &repo);
+    let (code, v) = audit(u, repo_bin, &repo);
     for check in [
         "service user",
         "folder mode",
@@ -92,7 +73,7 @@ fn audit_passes_a_guarded_repository_and_fails_unguarded_or_unattended_ones() {
 
     // The immutability service stopped: the audit fails and says so.
     svc.stop();
-    let (code, v) = audit(u, &repo_bin, &repo);
+    let (code, v) = audit(u, repo_bin, &repo);
     let (level, detail) = finding(&v, "immutability");
     assert_eq!(level, "FAIL");
     assert!(detail.contains("does not answer"), "{detail}");
@@ -103,9 +84,9 @@ fn audit_passes_a_guarded_repository_and_fails_unguarded_or_unattended_ones() {
     std::fs::create_dir(&loose).unwrap();
     std::os::unix::fs::chown(&loose, Some(u.uid), Some(u.gid)).unwrap();
     let loose = loose.to_str().unwrap();
-    assert!(run_as(u, &repo_bin, &["init", loose]).status.success());
+    assert!(run_as(u, repo_bin, &["init", loose]).status.success());
     u.sh(&format!("chmod 755 {loose}"));
-    let (code, v) = audit(u, &repo_bin, loose);
+    let (code, v) = audit(u, repo_bin, loose);
     let (level, detail) = finding(&v, "immutability");
     assert_eq!(level, "FAIL");
     assert!(detail.contains("NOT immutable"), "{detail}");

@@ -40,6 +40,23 @@ fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).expect("JSON output")
 }
 
+/// The points `bulwark list` shows for the first job, at `offset`.
+fn listed(u: &TestUser, lib: &Path, offset: i64, bulwark: &Path, repo: &str) -> Vec<String> {
+    let v = json(&as_user_at(
+        u,
+        lib,
+        offset,
+        bulwark,
+        &["--json", "list", "--repo", repo],
+    ));
+    v["jobs"][0]["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["point"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn a_job_over_35_simulated_days_loses_files_only_after_retention_and_expiry() {
     let name = "a_job_over_35_simulated_days_loses_files_only_after_retention_and_expiry";
@@ -140,19 +157,7 @@ fn a_job_over_35_simulated_days_loses_files_only_after_retention_and_expiry() {
                 "XFS clones synthetic fulls"
             );
         }
-        let now = json(&as_user_at(
-            u,
-            &lib,
-            offset,
-            &bulwark,
-            &["--json", "list", "--repo", &repo],
-        ));
-        let points: Vec<String> = now["jobs"][0]["points"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["point"].as_str().unwrap().to_string())
-            .collect();
+        let points = listed(u, &lib, offset, &bulwark, &repo);
         for p in &points {
             let q = u.ctl(&sock, &["query", p]).ok();
             expiry.insert(p.clone(), q.int("expiry_unix"));
@@ -228,18 +233,8 @@ fn a_job_over_35_simulated_days_loses_files_only_after_retention_and_expiry() {
         }
         removed_total += removed.len();
         // Everything still protected is still there, immutable.
-        let left = json(&as_user_at(
-            u,
-            &lib,
-            offset,
-            &bulwark,
-            &["--json", "list", "--repo", &repo],
-        ));
-        let left: BTreeSet<String> = left["jobs"][0]["points"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["point"].as_str().unwrap().to_string())
+        let left: BTreeSet<String> = listed(u, &lib, offset, &bulwark, &repo)
+            .into_iter()
             .collect();
         for p in &points {
             if expiry[p] > fake_now + 5 {

@@ -9,16 +9,14 @@ use bulwark_testkit::guarded::*;
 #[test]
 fn repository_toml_of_a_guarded_repository_cannot_be_changed_by_the_service_user() {
     let test = "repository_toml_of_a_guarded_repository_cannot_be_changed_by_the_service_user";
-    if !can_run(test, &["mkfs.ext4", "useradd", "chattr", "lsattr"]) {
-        return;
-    }
-    let Some((bulwark, repo_bin)) = client_bins(test) else {
+    let Some(sys) = System::guarded(
+        test,
+        &["mkfs.ext4", "useradd", "chattr", "lsattr"],
+        FsKind::Ext4,
+    ) else {
         return;
     };
-    let rig = Rig::new(FsKind::Ext4);
-    let u = &rig.user;
-    let repo = rig.repo.to_str().unwrap().to_string();
-    rig.init_guarded(&repo_bin, &[]);
+    let (rig, u, repo, repo_bin) = (&sys.rig, sys.user(), sys.repo.clone(), &sys.repo_bin);
     let settings = rig.repo.join("repository.toml");
     let svc = rig.start();
     let before = std::fs::read(&settings).unwrap();
@@ -44,7 +42,7 @@ fn repository_toml_of_a_guarded_repository_cannot_be_changed_by_the_service_user
             "changed by: {script}"
         );
     }
-    let o = run_as(u, &repo_bin, &["audit", &repo]);
+    let o = run_as(u, repo_bin, &["audit", &repo]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         out.lines()
@@ -62,34 +60,21 @@ fn repository_toml_of_a_guarded_repository_cannot_be_changed_by_the_service_user
         .collect();
     sh(&format!("chattr -i {}", settings.display()));
     std::fs::write(&settings, edited).unwrap();
-    let img = rig.fs.mnt.join("d.img");
-    std::fs::write(&img, b"disk".repeat(10_000)).unwrap();
-    std::os::unix::fs::chown(&img, Some(u.uid), Some(u.gid)).unwrap();
-    let o = run_as(
-        u,
-        &bulwark,
-        &[
-            "backup",
-            "--repo",
-            &repo,
-            "--job",
-            "vm-1",
-            img.to_str().unwrap(),
-        ],
-    );
+    let img = sys.image("d.img", &b"disk".repeat(10_000));
+    let o = sys.backup(false, "vm-1", &img);
     assert!(
         !o.status.success(),
         "a backup ran on a guarded repository without its service"
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("names no immutability service"));
     assert!(!rig.repo.join("store").join("vm-1").exists());
-    let o = run_as(u, &repo_bin, &["serve", &repo, "--listen", "127.0.0.1:0"]);
+    let o = run_as(u, repo_bin, &["serve", &repo, "--listen", "127.0.0.1:0"]);
     assert!(
         !o.status.success(),
         "the transport served an edited guarded repository"
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("names no immutability service"));
-    let o = run_as(u, &repo_bin, &["audit", &repo]);
+    let o = run_as(u, repo_bin, &["audit", &repo]);
     assert_ne!(o.status.code(), Some(0));
     std::fs::write(&settings, &before).unwrap();
     drop(svc);

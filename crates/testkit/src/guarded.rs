@@ -218,3 +218,66 @@ pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
 pub use crate::cmd::sh;
 pub use crate::fs::FsKind;
 pub use crate::user::{run_as, TestUser};
+
+/// The usual start of a system test: root and `tools`, the built `bulwark` and
+/// `bulwark-repo`, and a [`Rig`] on a new `kind` filesystem.
+pub struct System {
+    pub rig: Rig,
+    pub bulwark: PathBuf,
+    pub repo_bin: PathBuf,
+    /// The repository folder as text, for command lines.
+    pub repo: String,
+}
+
+impl System {
+    /// `None` after a printed SKIP (not root, a tool or a binary missing).
+    pub fn new(test: &str, tools: &[&str], kind: FsKind) -> Option<System> {
+        if !can_run(test, tools) {
+            return None;
+        }
+        let (bulwark, repo_bin) = client_bins(test)?;
+        let rig = Rig::new(kind);
+        let repo = rig.repo.to_str().unwrap().to_string();
+        Some(System {
+            rig,
+            bulwark,
+            repo_bin,
+            repo,
+        })
+    }
+
+    /// [`System::new`], then `bulwark-repo init` guarded by the rig's service.
+    pub fn guarded(test: &str, tools: &[&str], kind: FsKind) -> Option<System> {
+        let s = System::new(test, tools, kind)?;
+        s.rig.init_guarded(&s.repo_bin, &[]);
+        Some(s)
+    }
+
+    pub fn user(&self) -> &TestUser {
+        &self.rig.user
+    }
+
+    /// A disk image `name` on the rig's filesystem holding `content`, owned by the user.
+    pub fn image(&self, name: &str, content: &[u8]) -> PathBuf {
+        let img = self.rig.fs.mnt.join(name);
+        std::fs::write(&img, content).unwrap();
+        self.user().chown(&img);
+        img
+    }
+
+    /// `bulwark backup --repo R --job JOB IMAGE` (with `--json` first when asked) as the user.
+    pub fn backup(&self, json: bool, job: &str, image: &Path) -> Output {
+        let mut args = vec![];
+        if json {
+            args.push("--json");
+        }
+        args.extend(["backup", "--repo", &self.repo, "--job", job]);
+        args.push(image.to_str().unwrap());
+        self.user().run(&self.bulwark, &args)
+    }
+
+    /// `bulwark-repo args…` as the user.
+    pub fn repo_cmd(&self, args: &[&str]) -> Output {
+        self.user().run(&self.repo_bin, args)
+    }
+}
