@@ -58,6 +58,7 @@ const ALLOWED: &[&str] = &[
     "clap_derive",
     "clap_lex",
     "colorchoice",
+    "console", // progress bars of bulwark-cli-common: terminal drawing only
     "constant_time_eq",
     "cpufeatures",
     "crossbeam-channel",
@@ -75,6 +76,7 @@ const ALLOWED: &[&str] = &[
     "heck",
     "hex",
     "indexmap",
+    "indicatif", // progress bars of bulwark-cli-common: terminal drawing only
     "is_terminal_polyfill",
     "itoa",
     "lazy_static",
@@ -90,10 +92,12 @@ const ALLOWED: &[&str] = &[
     "num-conv",
     "num-integer",
     "num-traits",
+    "number_prefix", // progress bars of bulwark-cli-common: terminal drawing only
     "oid-registry",
     "once_cell",
     "pem",
     "pin-project-lite",
+    "portable-atomic", // progress bars of bulwark-cli-common: terminal drawing only
     "powerfmt",
     "proc-macro2",
     "quote",
@@ -135,6 +139,7 @@ const ALLOWED: &[&str] = &[
     "tracing-subscriber",
     "typenum",
     "unicode-ident",
+    "unicode-width", // progress bars of bulwark-cli-common: terminal drawing only
     "untrusted",
     "utf8parse",
     "winnow",

@@ -49,15 +49,5 @@ fn main() {
         Command::Import(a) => cmd::import::run(a, cli.json),
         Command::Status(a) => cmd::status::run(a, cli.json),
     };
-    match res {
-        Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            let damage = e.chain().any(|c| {
-                c.downcast_ref::<bulwark_repository::RepoError>()
-                    .is_some_and(|r| r.is_damage())
-            });
-            std::process::exit(if damage { 1 } else { 2 });
-        }
-    }
+    bulwark_cli_common::exit_with(res)
 }
