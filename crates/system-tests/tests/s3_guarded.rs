@@ -3,12 +3,11 @@
 //! extends the chain in the ledger, the next sync extends the copies too. Root and an S3 store
 //! (S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY, set by .ci/run) needed; skipped loudly otherwise.
 
-mod common;
-
 use std::path::Path;
 use std::process::Output;
 
-use common::*;
+use bulwark_testkit::guarded::*;
+use bulwark_testkit::skip::{libfaketime, require_s3};
 
 fn json(o: Output) -> serde_json::Value {
     assert!(o.status.success(), "command failed");
@@ -38,28 +37,25 @@ fn records(repo: &Path) -> Vec<(String, i64)> {
 #[test]
 fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
     let name = "copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry";
-    if !can_run(name, &["mkfs.ext4", "useradd"]) {
-        return;
-    }
-    let (Ok(endpoint), Ok(ak), Ok(sk)) = (
-        std::env::var("S3_ENDPOINT"),
-        std::env::var("S3_ACCESS_KEY"),
-        std::env::var("S3_SECRET_KEY"),
-    ) else {
-        eprintln!("SKIPPED {name}: S3_ENDPOINT, S3_ACCESS_KEY and S3_SECRET_KEY not set (.ci/run starts a Ceph RGW)");
+    let Some(s3) = require_s3(name) else {
         return;
     };
-    let Some((bulwark, repo_bin)) = client_bins(name) else {
-        return;
-    };
+    let (endpoint, ak, sk) = (s3.endpoint, s3.access, s3.secret);
     let Some(tier_bin) = tier_bin(name) else {
         return;
     };
-    let rig = Rig::new(FsKind::Ext4);
-    let u = &rig.user;
-    let repo = rig.repo.to_str().unwrap().to_string();
+    let Some(sys) = System::new(name, &["mkfs.ext4", "useradd"], FsKind::Ext4) else {
+        return;
+    };
+    let (rig, u, repo, bulwark, repo_bin) = (
+        &sys.rig,
+        sys.user(),
+        sys.repo.clone(),
+        &sys.bulwark,
+        &sys.repo_bin,
+    );
     let sock = rig.socket();
-    rig.init_guarded(&repo_bin, &["--immutable-days", "9"]);
+    rig.init_guarded(repo_bin, &["--immutable-days", "9"]);
     let svc = rig.start();
     let img = rig.fs.mnt.join("d.img");
     std::fs::write(&img, b"guarded tier ".repeat(200_000)).unwrap();
@@ -74,7 +70,7 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
     std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     assert!(run_as(
         u,
-        &bulwark,
+        bulwark,
         &[
             "backup",
             "--repo",
@@ -123,21 +119,17 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
     // A day later (honest time for the service), an incremental extends the chain in the ledger.
     svc.stop();
     let mut later = rig.setup.clone();
-    let lib = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("ls /usr/lib/*/faketime/libfaketime.so.1 2>/dev/null | head -n1")
-        .output()
-        .unwrap();
-    let lib = String::from_utf8_lossy(&lib.stdout).trim().to_string();
-    if lib.is_empty() {
-        eprintln!("SKIPPED the extension half of {name}: libfaketime not installed");
-        return;
-    }
+    let Some(lib) = libfaketime() else {
+        bulwark_testkit::skip!(
+            name,
+            "libfaketime not installed, so the extension half did not run"
+        );
+    };
     later.env = vec![
-        ("LD_PRELOAD".into(), lib.clone().into()),
+        ("LD_PRELOAD".into(), lib.clone().into_os_string()),
         ("FAKETIME".into(), "+86400".into()),
     ];
-    let svc = later.spawn(Path::new(IMMUTD)).unwrap();
+    let svc = later.spawn(&immutd_bin()).unwrap();
     let o = u
         .cmd(bulwark.to_str().unwrap())
         .args([
