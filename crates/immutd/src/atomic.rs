@@ -24,7 +24,7 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         .write(true)
         .create_new(true)
         .mode(mode)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(bulwark_sys::open::NOFOLLOW)
         .open(&tmp)
         .map_err(ImmutdError::io("creating temporary file", &tmp))?;
     f.write_all(data)

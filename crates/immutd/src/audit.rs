@@ -183,7 +183,7 @@ impl AuditLog {
             .append(true)
             .create(true)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(bulwark_sys::open::NOFOLLOW)
             .open(&path)
             .map_err(ImmutdError::io("opening audit log", &path))?;
         if let Err(e) = bulwark_sys::set_flag(&file, bulwark_sys::FS_APPEND_FL, true) {

@@ -35,8 +35,12 @@ const MAX_VERIFIED_MAP: u64 = 64 << 20;
 
 /// Extra lease probes, 50 ms apart, before a file is declared still open for writing.
 const LEASE_RETRIES: u32 = 10;
-const DIR_FLAGS: i32 = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
-const FILE_FLAGS: i32 = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+const DIR_FLAGS: i32 =
+    bulwark_sys::open::RDONLY | bulwark_sys::open::DIRECTORY | bulwark_sys::open::NOFOLLOW;
+const FILE_FLAGS: i32 = bulwark_sys::open::RDONLY
+    | bulwark_sys::open::NOFOLLOW
+    | bulwark_sys::open::NONBLOCK
+    | bulwark_sys::open::NOCTTY;
 
 /// What sealing learned about a file.
 #[derive(Clone, Debug)]
@@ -173,7 +177,7 @@ impl GuardedRepo {
         };
         let root = OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .custom_flags(bulwark_sys::open::DIRECTORY | bulwark_sys::open::NOFOLLOW)
             .open(p)
             .map_err(|e| rerr(format!("cannot open the repository folder: {e}")))?;
         let rm = root.metadata().map_err(ImmutdError::io("checking", p))?;
@@ -455,17 +459,22 @@ impl GuardedRepo {
         name: &'a OsStr,
         shown: &Path,
     ) -> std::result::Result<Staged<'a>, ReqError> {
-        let pre = bulwark_sys::openat(&self.incoming, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::NotFound {
-                    ReqError::new(
-                        ErrorCode::NotFound,
-                        format!("{} does not exist", shown.display()),
-                    )
-                } else {
-                    internal("opening the file", e)
-                }
-            })?;
+        let pre = bulwark_sys::openat(
+            &self.incoming,
+            name,
+            bulwark_sys::open::PATH | bulwark_sys::open::NOFOLLOW,
+            0,
+        )
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                ReqError::new(
+                    ErrorCode::NotFound,
+                    format!("{} does not exist", shown.display()),
+                )
+            } else {
+                internal("opening the file", e)
+            }
+        })?;
         let m = pre
             .metadata()
             .map_err(|e| internal("checking the file", e))?;
@@ -638,7 +647,13 @@ impl GuardedRepo {
 
     /// True when `incoming/<name>` exists (as anything).
     pub fn incoming_exists(&self, name: &OsStr) -> bool {
-        bulwark_sys::openat(&self.incoming, name, libc::O_PATH | libc::O_NOFOLLOW, 0).is_ok()
+        bulwark_sys::openat(
+            &self.incoming,
+            name,
+            bulwark_sys::open::PATH | bulwark_sys::open::NOFOLLOW,
+            0,
+        )
+        .is_ok()
     }
 }
 
@@ -654,7 +669,7 @@ impl<'a> Staged<'a> {
     /// Seal step 2: opens the staged object as a regular file and checks it again.
     fn open(&self, shown: &Path) -> std::result::Result<(File, std::fs::Metadata), ReqError> {
         let f = bulwark_sys::openat(&self.repo.staging, self.name, FILE_FLAGS, 0).map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
+            if e.raw_os_error() == Some(bulwark_sys::errno::ELOOP) {
                 refused(format!(
                     "{} is a symbolic link; only regular files are sealed",
                     shown.display()

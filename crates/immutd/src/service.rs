@@ -177,7 +177,7 @@ impl Service {
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(bulwark_sys::open::NOFOLLOW)
             .open(&paths.lock)
             .map_err(ImmutdError::io("opening lock file", &paths.lock))?;
         if !bulwark_sys::try_lock_exclusive(&lock)

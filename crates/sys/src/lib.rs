@@ -10,6 +10,7 @@ mod attr;
 mod clock;
 mod clone;
 mod cred;
+mod flags;
 mod lease;
 mod lock;
 mod signal;
@@ -22,6 +23,7 @@ pub use clone::{
     FIEMAP_EXTENT_UNWRITTEN,
 };
 pub use cred::{drop_privileges, effective_uid, peer_cred, PeerCred};
+pub use flags::{errno, open};
 pub use lease::{ignore_lease_break_signal, no_writer};
 pub use lock::try_lock_exclusive;
 pub use signal::unlink_on_signal;
