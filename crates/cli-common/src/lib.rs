@@ -47,8 +47,8 @@ impl Output {
         pb
     }
 
-    /// Prints a JSON value on stdout.
-    pub fn json(&self, v: &serde_json::Value) {
+    /// Prints a JSON value (or any report that serializes) on stdout.
+    pub fn json<T: serde::Serialize + ?Sized>(&self, v: &T) {
         println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
     }
 }

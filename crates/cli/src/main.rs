@@ -5,6 +5,7 @@
 
 mod cmd;
 mod output;
+mod repo;
 
 use clap::{Parser, Subcommand};
 
@@ -51,18 +52,28 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if let Some(d) = &cli.config_dir {
-        // Read by bulwark_remote::config_dir; set before any thread starts.
-        std::env::set_var("BULWARK_CONFIG_DIR", d);
-    }
+    let config_dir = bulwark_remote::config_dir(cli.config_dir.as_deref());
+    let repo = |arg: &std::path::Path| repo::Repo::parse(arg, &config_dir);
     let out = output::Output { json: cli.json };
     let res = match cli.command {
-        Command::Backup(a) => cmd::backup::run(a, &out),
-        Command::Restore(a) => cmd::restore::run(a, &out),
-        Command::List(a) => cmd::list::run(a, &out),
-        Command::Verify(a) => cmd::verify::run(a, &out),
+        Command::Backup(a) => {
+            let r = repo(&a.repo);
+            cmd::backup::run(a, &r, &out)
+        }
+        Command::Restore(a) => {
+            let r = repo(&a.repo);
+            cmd::restore::run(a, &r, &out)
+        }
+        Command::List(a) => {
+            let r = repo(&a.repo);
+            cmd::list::run(a, &r, &out)
+        }
+        Command::Verify(a) => {
+            let r = repo(&a.repo);
+            cmd::verify::run(a, &r, &out)
+        }
         Command::Demo(a) => cmd::demo::run(a, &out),
-        Command::Enroll(a) => cmd::enroll::run(a, &out),
+        Command::Enroll(a) => cmd::enroll::run(a, &config_dir, &out),
         Command::Job(a) => cmd::job::run(a, &out),
     };
     bulwark_cli_common::exit_with(res)

@@ -2,18 +2,17 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-use bulwark_engine::{backup_local_source, BackupOptions, Source};
-use serde_json::json;
+use bulwark_engine::BackupOptions;
 
-use crate::output::{human, Output, EXIT_OK};
+use crate::output::{human, utc, Output, EXIT_OK};
+use crate::repo::Repo;
 
 /// Arguments of `bulwark backup`.
 #[derive(clap::Args)]
 pub struct Args {
     /// The repository: a local folder, or HOST:PORT (or bulwark://HOST:PORT) of an enrolled repository service.
     #[arg(long)]
-    repo: PathBuf,
+    pub repo: PathBuf,
     /// The job: one protected disk. Letters, digits, '.', '_' and '-'.
     #[arg(long)]
     job: String,
@@ -38,108 +37,81 @@ pub struct Args {
 }
 
 /// Runs `bulwark backup`.
-pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
+pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
     let opts = BackupOptions {
         block_size: a.block_size,
         compression_level: a.compression,
         force_full: a.full,
         threads: a.threads.unwrap_or_else(bulwark_engine::default_threads),
     };
-    if let Some(addr) = super::remote::target(&a.repo) {
-        return super::remote::backup(&addr, &a.job, &a.source, &opts, out);
-    }
-    let opened = super::become_repo_owner(&a.repo, &a.source)?;
-    let repo = super::open_repo(&a.repo)?;
-    let src = match opened {
-        Some(s) => s,
-        None => Source::open(&a.source).map_err(|e| match super::source_advice(&e) {
-            Some(advice) => anyhow::anyhow!("{e}; {advice}"),
-            None => e.into(),
-        })?,
-    };
-    let pb = out.progress(src.size, "backup");
-    let s = backup_local_source(&repo, &a.job, src, &opts, &|n| pb.inc(n))
-        .with_context(|| format!("backing up {} as job {:?}", a.source.display(), a.job))?;
-    pb.finish_and_clear();
-    let synth = match a.synthetic_full {
-        true => Some(
-            repo.synthesize(&a.job)
-                .with_context(|| format!("building a synthetic full of job {:?}", a.job))?,
-        ),
-        false => None,
-    };
-    let c = &s.counters;
-    let m = &s.sealed.meta;
-    let secs = s.elapsed.as_secs_f64().max(1e-9);
-    let clock_alert = repo.clock_alert();
-    if let Some(a) = &clock_alert {
-        eprintln!("ALERT: {a}");
+    let r = repo.backup(&a.job, &a.source, &opts, a.synthetic_full, out)?;
+    if let Some(alert) = &r.clock_alert {
+        match &r.repository {
+            Some(_) => eprintln!("ALERT from the repository: {alert}"),
+            None => eprintln!("ALERT: {alert}"),
+        }
     }
     if out.json {
-        out.json(&json!({
-            "job": m.job, "point": m.point.to_hex(), "chain": m.chain.to_hex(), "kind": m.kind.as_str(),
-            "disk_size": m.disk_size, "block_size": m.block_size, "blocks_read": c.blocks_read,
-            "blocks_zero": c.blocks_zero, "blocks_unchanged": c.blocks_unchanged, "blocks_new": c.blocks_new,
-            "bytes_read": c.bytes_read, "bytes_new_plain": c.bytes_new_plain, "bytes_stored": c.bytes_stored,
-            "seconds": secs, "path": s.sealed.path, "root_digest": s.sealed.root.to_hex(),
-            "immutable": s.sealed.immutable, "expiry_unix": s.sealed.expiry, "full_reason": s.full_reason,
-            "synthetic_full": synth.as_ref().map(synth_json),
-            "clock_alert": clock_alert,
-        }));
+        out.json(&r);
+        return Ok(EXIT_OK);
+    }
+    if let Some(why) = &r.full_reason {
+        println!("note: active full because {why}");
+    }
+    let rate = format!(
+        "{} disk, {} read in {:.1}s, {:.0} MB/s",
+        human(r.disk_size),
+        human(r.bytes_read),
+        r.seconds,
+        r.disk_size as f64 / r.seconds / 1e6
+    );
+    match (&r.repository, &r.client) {
+        (Some(addr), Some(client)) => println!(
+            "{} {} of job {} sent to {addr} as client {client} ({rate})",
+            r.kind, r.point, r.job
+        ),
+        _ => println!("{} {} of job {} ({rate})", r.kind, r.point, r.job),
+    }
+    let stored = format!(
+        "  {} new blocks ({} → {} stored), {} unchanged",
+        r.blocks_new,
+        human(r.bytes_new_plain),
+        human(r.bytes_stored),
+        r.blocks_unchanged
+    );
+    if r.repository.is_some() {
+        println!(
+            "{stored}; created {} by the repository's clock",
+            utc(r.created_unix)
+        );
     } else {
-        if let Some(why) = &s.full_reason {
-            println!("note: active full because {why}");
-        }
+        let zero = bulwark_format::block_count(r.disk_size, r.block_size)
+            - r.blocks_new
+            - r.blocks_unchanged;
+        println!("{stored}, {zero} zero or holes");
+    }
+    if r.immutable {
         println!(
-            "{} {} of job {} ({} disk, {} read in {:.1}s, {:.0} MB/s)",
-            m.kind.as_str(),
-            m.point,
-            m.job,
-            human(m.disk_size),
-            human(c.bytes_read),
-            secs,
-            m.disk_size as f64 / secs / 1e6
+            "  sealed immutable until {}",
+            utc(r.expiry_unix.unwrap_or(0))
         );
+    } else {
         println!(
-            "  {} new blocks ({} → {} stored), {} unchanged, {} zero or holes",
-            c.blocks_new,
-            human(c.bytes_new_plain),
-            human(c.bytes_stored),
-            c.blocks_unchanged,
-            bulwark_format::block_count(m.disk_size, m.block_size)
-                - c.blocks_new
-                - c.blocks_unchanged
+            "  WARNING: no immutability service guards this repository: the file is NOT immutable"
         );
-        if s.sealed.immutable {
-            println!(
-                "  sealed immutable until {}",
-                crate::output::utc(s.sealed.expiry.unwrap_or(0))
-            );
-        } else {
-            println!("  WARNING: no immutability service guards this repository: the file is NOT immutable");
-        }
-        if let Some(o) = &synth {
-            println!(
-                "synthetic full {} built from it in {:.2}s by {}: {} cloned, {} copied",
-                o.sealed.meta.point,
-                o.elapsed.as_secs_f64(),
-                o.method.as_str(),
-                human(o.bytes_cloned),
-                human(o.bytes_copied)
-            );
-            if let Some(why) = &o.fallback_reason {
-                println!("  note: {why}: {}", bulwark_repository::REFLINK_ADVICE);
-            }
+    }
+    if let Some(o) = &r.synthetic_full {
+        println!(
+            "synthetic full {} built from it in {:.2}s by {}: {} cloned, {} copied",
+            o.point,
+            o.seconds,
+            o.method,
+            human(o.bytes_cloned),
+            human(o.bytes_copied)
+        );
+        if let Some(why) = &o.fallback_reason {
+            println!("  note: {why}: {}", bulwark_repository::REFLINK_ADVICE);
         }
     }
     Ok(EXIT_OK)
-}
-
-fn synth_json(o: &bulwark_repository::SyntheticOutcome) -> serde_json::Value {
-    json!({
-        "point": o.sealed.meta.point.to_hex(), "chain": o.sealed.meta.chain.to_hex(),
-        "method": o.method.as_str(), "fallback_reason": o.fallback_reason, "blocks": o.blocks,
-        "bytes_cloned": o.bytes_cloned, "bytes_copied": o.bytes_copied, "seconds": o.elapsed.as_secs_f64(),
-        "path": o.sealed.path, "immutable": o.sealed.immutable, "expiry_unix": o.sealed.expiry,
-    })
 }

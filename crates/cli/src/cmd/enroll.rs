@@ -21,15 +21,14 @@ pub struct Args {
 }
 
 /// Runs `bulwark enroll`: the key is generated here and never leaves this machine.
-pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
+pub fn run(a: Args, config_dir: &std::path::Path, out: &Output) -> anyhow::Result<i32> {
     let addr = RemoteAddr::parse(&a.address)?;
     let fp: Fingerprint = a
         .fingerprint
         .parse()
         .map_err(anyhow::Error::msg)
         .context("--fingerprint")?;
-    let dir = bulwark_remote::config_dir(None);
-    let e = bulwark_remote::enroll(&dir, &addr, &a.token, fp)
+    let e = bulwark_remote::enroll(config_dir, &addr, &a.token, fp)
         .with_context(|| format!("enrolling with {addr}"))?;
     if out.json {
         out.json(

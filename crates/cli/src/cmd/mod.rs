@@ -5,7 +5,6 @@ pub mod demo;
 pub mod enroll;
 pub mod job;
 pub mod list;
-pub mod remote;
 pub mod restore;
 pub mod verify;
 
@@ -14,9 +13,9 @@ use std::path::Path;
 use anyhow::Context;
 use bulwark_repository::Repository;
 
-/// Opens the repository named by `--repo`.
+/// Opens the local repository named by a job file.
 pub fn open_repo(path: &Path) -> anyhow::Result<Repository> {
-    Repository::open(path).with_context(|| format!("opening repository {}", path.display()))
+    crate::repo::open_local(path)
 }
 
 /// Root backing up a block device into a repository that belongs to a service user (a
@@ -88,15 +87,6 @@ pub fn source_advice(e: &bulwark_engine::EngineError) -> Option<&'static str> {
         }
         _ => None,
     }
-}
-
-/// Opens the repository and attaches its S3 tier, so that restore points missing locally
-/// are read from their copies.
-pub fn open_repo_with_tier(path: &Path) -> anyhow::Result<Repository> {
-    let mut repo = open_repo(path)?;
-    bulwark_tier_s3::attach(&mut repo)
-        .with_context(|| format!("reading the tier settings of {}", path.display()))?;
-    Ok(repo)
 }
 
 /// Parses sizes such as `1M`, `256K`, `65536`.

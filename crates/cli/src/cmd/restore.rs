@@ -3,18 +3,18 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use bulwark_engine::{restore_local, RestoreOptions};
+use bulwark_engine::RestoreOptions;
 use bulwark_format::PointId;
-use serde_json::json;
 
 use crate::output::{human, Output, EXIT_OK};
+use crate::repo::Repo;
 
 /// Arguments of `bulwark restore`.
 #[derive(clap::Args)]
 pub struct Args {
     /// The repository: a local folder, or HOST:PORT (or bulwark://HOST:PORT) of an enrolled repository service.
     #[arg(long)]
-    repo: PathBuf,
+    pub repo: PathBuf,
     /// The job to restore from.
     #[arg(long)]
     job: String,
@@ -33,7 +33,7 @@ pub struct Args {
 }
 
 /// Runs `bulwark restore`.
-pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
+pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
     let point = if a.point == "latest" {
         None
     } else {
@@ -51,30 +51,23 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
     if let Some(t) = a.threads {
         opts.threads = t;
     }
-    if let Some(addr) = super::remote::target(&a.repo) {
-        return super::remote::restore(&addr, &a.job, point, &a.target, &opts, out);
-    }
-    let repo = super::open_repo_with_tier(&a.repo)?;
-    let pb = out.progress(0, "restore");
-    let s = restore_local(&repo, &a.job, point, &a.target, &opts, &|n| pb.inc(n))
-        .with_context(|| format!("restoring job {:?} to {}", a.job, a.target.display()))?;
-    pb.finish_and_clear();
-    let secs = s.elapsed.as_secs_f64().max(1e-9);
+    let r = repo.restore(&a.job, point, &a.target, &opts, out)?;
     if out.json {
-        out.json(&json!({
-            "job": a.job, "point": s.point.to_hex(), "target": a.target, "disk_size": s.disk_size,
-            "blocks_written": s.blocks_written, "bytes_written": s.bytes_written, "seconds": secs,
-        }));
+        out.json(&r);
     } else {
         println!(
-            "restored {} of job {} to {} ({} disk, {} data written in {:.1}s, {:.0} MB/s); every block matched its hash",
-            s.point,
-            a.job,
-            a.target.display(),
-            human(s.disk_size),
-            human(s.bytes_written),
-            secs,
-            s.disk_size as f64 / secs / 1e6
+            "restored {} of job {}{} to {} ({} disk, {} data written in {:.1}s, {:.0} MB/s); every block matched its hash",
+            r.point,
+            r.job,
+            r.repository
+                .as_ref()
+                .map(|a| format!(" from {a}"))
+                .unwrap_or_default(),
+            r.target.display(),
+            human(r.disk_size),
+            human(r.bytes_written),
+            r.seconds,
+            r.disk_size as f64 / r.seconds / 1e6
         );
     }
     Ok(EXIT_OK)

@@ -2,16 +2,15 @@
 
 use std::path::PathBuf;
 
-use serde_json::json;
-
 use crate::output::{human, Output, EXIT_DAMAGE, EXIT_OK};
+use crate::repo::Repo;
 
 /// Arguments of `bulwark verify`.
 #[derive(clap::Args)]
 pub struct Args {
     /// The repository: a local folder, or HOST:PORT (or bulwark://HOST:PORT) of an enrolled repository service.
     #[arg(long)]
-    repo: PathBuf,
+    pub repo: PathBuf,
     /// Only this job.
     #[arg(long)]
     job: Option<String>,
@@ -21,61 +20,54 @@ pub struct Args {
 }
 
 /// Runs `bulwark verify`: exit 0 when clean, 1 naming each damaged restore point.
-pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
-    if let Some(addr) = super::remote::target(&a.repo) {
-        return super::remote::verify(&addr, a.job.as_deref(), out);
-    }
-    let repo = super::open_repo_with_tier(&a.repo)?;
-    let pb = out.progress(0, "verify");
+pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
     let threads = a.threads.unwrap_or_else(bulwark_engine::default_threads);
-    let r = repo.verify(a.job.as_deref(), threads, &|n| pb.inc(n))?;
-    pb.finish_and_clear();
+    let r = repo.verify(a.job.as_deref(), threads, out)?;
+    let code = if r.clean { EXIT_OK } else { EXIT_DAMAGE };
     if out.json {
-        let damaged: Vec<_> = r
-            .damaged
-            .iter()
-            .map(|d| {
-                json!({"job": d.job, "point": d.point.map(|p| p.to_hex()), "path": d.path,
-                            "problems": d.problems, "blocks": d.blocks})
-            })
-            .collect();
-        out.json(&json!({"points_checked": r.points_checked, "blocks_checked": r.blocks_checked,
-                         "bytes_checked": r.bytes_checked, "damaged": damaged, "clean": r.is_clean()}));
-    } else {
-        for d in &r.damaged {
-            let id = d.point.map(|p| p.to_hex()).unwrap_or_else(|| "?".into());
-            println!("DAMAGED job {} point {id} ({})", d.job, d.path.display());
-            for p in &d.problems {
-                println!("  {p}");
-            }
-            if !d.blocks.is_empty() {
-                let shown: Vec<String> = d.blocks.iter().take(20).map(|b| b.to_string()).collect();
-                let more = d.blocks.len().saturating_sub(20);
-                println!(
-                    "  damaged blocks: {}{}",
-                    shown.join(", "),
-                    if more > 0 {
-                        format!(" and {more} more")
-                    } else {
-                        String::new()
-                    }
-                );
-            }
+        out.json(&r);
+        return Ok(code);
+    }
+    for d in &r.damaged {
+        let id = d.point.clone().unwrap_or_else(|| "?".into());
+        match &d.path {
+            Some(p) => println!("DAMAGED job {} point {id} ({})", d.job, p.display()),
+            None => println!("DAMAGED job {} point {id}", d.job),
         }
-        println!(
-            "verified {} restore points, {} blocks, {} stored: {}",
-            r.points_checked,
-            r.blocks_checked,
-            human(r.bytes_checked),
-            if r.is_clean() {
-                "all good".to_string()
-            } else {
-                format!("{} damaged", r.damaged.len())
-            }
-        );
-        if !r.is_clean() {
-            println!("The next backup of an affected job should be an active full: `bulwark backup --full ...`");
+        for p in &d.problems {
+            println!("  {p}");
+        }
+        if !d.blocks.is_empty() {
+            let shown: Vec<String> = d.blocks.iter().take(20).map(|b| b.to_string()).collect();
+            let more = d.blocks.len().saturating_sub(20) as u64 + d.more_blocks;
+            println!(
+                "  damaged blocks: {}{}",
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            );
         }
     }
-    Ok(if r.is_clean() { EXIT_OK } else { EXIT_DAMAGE })
+    println!(
+        "verified {} restore points, {} blocks, {} stored{}: {}",
+        r.points_checked,
+        r.blocks_checked,
+        human(r.bytes_checked),
+        r.repository
+            .as_ref()
+            .map(|a| format!(" on {a}"))
+            .unwrap_or_default(),
+        if r.clean {
+            "all good".to_string()
+        } else {
+            format!("{} damaged", r.damaged.len())
+        }
+    );
+    if !r.clean {
+        println!("The next backup of an affected job should be an active full: `bulwark backup --full ...`");
+    }
+    Ok(code)
 }
