@@ -2,14 +2,13 @@
 //! message and restore point built here, and a few thousand deterministic mutations of each go
 //! through the same functions libFuzzer calls. `BULWARK_WRITE_SEEDS=1` rewrites the seeds.
 
-use bulwark_format::{Codec, StoredBlock};
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use bulwark_format::{
-    BlockNo, Digest, FileRef, Header, MapEntry, PointId, PointKind, PointMeta, PointReader,
-    PointWriter, RetentionClass, Stats,
+    BlockNo, Codec, Digest, FileRef, Header, MapEntry, PointId, PointKind, PointMeta, PointReader,
+    PointWriter, RetentionClass, Stats, StoredBlock,
 };
 use bulwark_fuzz::{
     compact_point, decode_msg, immut_msg, point_file, point_reader, DIRTY_HEADER_PADDING,

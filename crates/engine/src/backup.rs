@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use bulwark_format::{plain_len_of, BlockNo, Digest, PointKind};
+use bulwark_format::{plain_len_of, BlockNo, Codec, Digest, PointKind, StoredBlock};
 use bulwark_repository::plan::{block_size_choosable, compression_level_ok};
 use bulwark_repository::{
     NewPoint, NextPoint, ParentMap, PlanRequest, PointBuilder, Repository, SealedPoint,
@@ -17,39 +17,15 @@ use crate::{EngineError, Result, DEFAULT_COMPRESSION};
 /// Where the pipeline puts its results, in block order: a local restore point being written,
 /// or a connection to a repository service.
 pub trait BlockSink {
-    /// A block whose data must be stored.
-    fn put_stored(
-        &mut self,
-        block: BlockNo,
-        plain_len: u32,
-        plain_hash: Digest,
-        stored: &[u8],
-        compressed: bool,
-        stored_hash: Digest,
-    ) -> Result<()>;
+    /// A block whose data must be stored (borrowed from the pipeline's buffer).
+    fn put_stored(&mut self, b: StoredBlock<'_>) -> Result<()>;
     /// A block identical to the parent's copy.
     fn put_unchanged(&mut self, block: BlockNo) -> Result<()>;
 }
 
 impl BlockSink for PointBuilder {
-    fn put_stored(
-        &mut self,
-        block: BlockNo,
-        plain_len: u32,
-        plain_hash: Digest,
-        stored: &[u8],
-        compressed: bool,
-        stored_hash: Digest,
-    ) -> Result<()> {
-        Ok(PointBuilder::put_stored(
-            self,
-            block,
-            plain_len,
-            plain_hash,
-            stored,
-            compressed,
-            stored_hash,
-        )?)
+    fn put_stored(&mut self, b: StoredBlock<'_>) -> Result<()> {
+        Ok(PointBuilder::put_stored(self, b)?)
     }
     fn put_unchanged(&mut self, block: BlockNo) -> Result<()> {
         Ok(PointBuilder::put_unchanged(self, block)?)
@@ -130,10 +106,11 @@ pub struct BackupSummary {
 enum Outcome {
     Zero,
     Unchanged,
+    /// `stored` holds the zstd frame; a raw block's bytes stay in the read buffer.
     Stored {
         plain_hash: Digest,
         stored: Vec<u8>,
-        compressed: bool,
+        codec: Codec,
         stored_hash: Digest,
     },
 }
@@ -311,21 +288,24 @@ pub fn run_pipeline(
                     Outcome::Stored {
                         plain_hash,
                         stored,
-                        compressed,
+                        codec,
                         stored_hash,
                     } => {
                         counters.blocks_new += 1;
                         counters.bytes_new_plain += u64::from(d.plain_len);
-                        let data = if *compressed { &stored[..] } else { &d.buf[..] };
+                        let data = match codec {
+                            Codec::Zstd => &stored[..],
+                            Codec::Raw => &d.buf[..],
+                        };
                         counters.bytes_stored += data.len() as u64;
-                        sink.put_stored(
-                            BlockNo(d.block),
-                            d.plain_len,
-                            *plain_hash,
+                        sink.put_stored(StoredBlock {
+                            block: BlockNo(d.block),
+                            plain_len: d.plain_len,
+                            plain_hash: *plain_hash,
                             data,
-                            *compressed,
-                            *stored_hash,
-                        )
+                            codec: *codec,
+                            stored_hash: *stored_hash,
+                        })
                     }
                 };
                 progress(u64::from(d.plain_len));
@@ -363,7 +343,7 @@ fn compress(
             return Ok(Outcome::Stored {
                 plain_hash,
                 stored: out,
-                compressed: true,
+                codec: Codec::Zstd,
                 stored_hash,
             });
         }
@@ -371,7 +351,7 @@ fn compress(
     Ok(Outcome::Stored {
         plain_hash,
         stored: Vec::new(),
-        compressed: false,
+        codec: Codec::Raw,
         stored_hash: plain_hash,
     })
 }

@@ -286,6 +286,11 @@ impl MapEntry {
         self.flags & ENTRY_FLAG_ZSTD != 0
     }
 
+    /// How the stored bytes encode the plain block.
+    pub fn codec(&self) -> crate::Codec {
+        crate::Codec::of_flags(self.flags)
+    }
+
     /// Appends the 96-byte encoding to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.block.0.to_le_bytes());

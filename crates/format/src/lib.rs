@@ -1,6 +1,7 @@
 //! The restore-point file format, version 1. `docs/format.md` is the normative spec; this crate
 //! is its only implementation. All integers are little-endian.
 
+mod block;
 mod error;
 mod ids;
 mod layout;
@@ -8,6 +9,7 @@ mod meta;
 mod reader;
 mod writer;
 
+pub use block::{Codec, StoredBlock};
 pub use error::FormatError;
 pub use ids::{BlockNo, Digest, PointId};
 pub use layout::{

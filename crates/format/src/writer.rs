@@ -5,8 +5,8 @@ use std::io::{Seek, SeekFrom, Write};
 
 use crate::layout::{check_block_size, H_FIXED};
 use crate::{
-    align_up, plain_len_of, BlockNo, Digest, FileRef, FormatError, Header, MapEntry, PointMeta,
-    Result, Stats, Trailer, ENTRY_FLAG_ZSTD, ENTRY_LEN, HEADER_LEN,
+    align_up, plain_len_of, BlockNo, Codec, Digest, FileRef, FormatError, Header, MapEntry,
+    PointMeta, Result, Stats, StoredBlock, Trailer, ENTRY_LEN, HEADER_LEN,
 };
 
 const ZEROS: [u8; 4096] = [0; 4096];
@@ -96,46 +96,22 @@ impl PointWriter {
         Ok(())
     }
 
-    /// Stores a block in this file at the next 4 KiB-aligned offset. `stored` is a zstd frame
-    /// when `compressed`, else the plain block; `stored_hash` is BLAKE3 of `stored`.
-    pub fn put_stored(
-        &mut self,
-        block: BlockNo,
-        plain_len: u32,
-        plain_hash: Digest,
-        stored: &[u8],
-        compressed: bool,
-        stored_hash: Digest,
-    ) -> Result<MapEntry> {
-        let stored_len = u32::try_from(stored.len()).unwrap_or(u32::MAX);
-        self.check_own(
-            block,
-            plain_len,
-            plain_hash,
-            stored_len,
-            compressed,
-            stored_hash,
-        )?;
+    /// Stores a block in this file at the next 4 KiB-aligned offset. `b.data` is a zstd frame
+    /// for [`Codec::Zstd`], else the plain block; `b.stored_hash` is BLAKE3 of `b.data`.
+    pub fn put_stored(&mut self, b: StoredBlock<'_>) -> Result<MapEntry> {
+        let entry = self.check_own(b.own_entry(0))?;
         self.seek_to_pos()?;
         let offset = self.pos;
         self.file
-            .write_all(stored)
+            .write_all(b.data)
             .map_err(FormatError::io("writing block data"))?;
-        let end = offset + stored.len() as u64;
+        let end = offset + b.data.len() as u64;
         let pad = (align_up(end) - end) as usize;
         self.file
             .write_all(&ZEROS[..pad])
             .map_err(FormatError::io("writing block padding"))?;
         self.pos = end + pad as u64;
-        Ok(self.record_own(
-            block,
-            plain_len,
-            plain_hash,
-            offset,
-            stored_len,
-            compressed,
-            stored_hash,
-        ))
+        Ok(self.record_own(MapEntry { offset, ..entry }))
     }
 
     /// Records a block stored in this file like [`PointWriter::put_stored`], but writes no
@@ -152,76 +128,45 @@ impl PointWriter {
         compressed: bool,
         stored_hash: Digest,
     ) -> Result<MapEntry> {
-        self.check_own(
+        let codec = if compressed { Codec::Zstd } else { Codec::Raw };
+        let entry = self.check_own(MapEntry {
             block,
+            file_ref: 0,
+            flags: codec.flags(),
+            offset: 0,
+            stored_len,
             plain_len,
             plain_hash,
-            stored_len,
-            compressed,
             stored_hash,
-        )?;
+        })?;
         let offset = self.pos;
         self.pos = offset + align_up(u64::from(stored_len));
         self.cursor_at_pos = false;
-        Ok(self.record_own(
-            block,
-            plain_len,
-            plain_hash,
-            offset,
-            stored_len,
-            compressed,
-            stored_hash,
-        ))
+        Ok(self.record_own(MapEntry { offset, ..entry }))
     }
 
-    /// Checks a block about to be stored in this file against the format's rules.
-    fn check_own(
-        &self,
-        block: BlockNo,
-        plain_len: u32,
-        plain_hash: Digest,
-        stored_len: u32,
-        compressed: bool,
-        stored_hash: Digest,
-    ) -> Result<()> {
-        self.check_next(block, plain_len)?;
+    /// Checks a block about to be stored in this file (`e.offset` not yet known) against the
+    /// format's rules.
+    fn check_own(&self, e: MapEntry) -> Result<MapEntry> {
+        self.check_next(e.block, e.plain_len)?;
+        let (block, stored_len, plain_len) = (e.block, e.stored_len, e.plain_len);
         if stored_len == 0
             || stored_len > plain_len
-            || (!compressed && (stored_len != plain_len || stored_hash != plain_hash))
+            || (!e.is_compressed() && (stored_len != plain_len || e.stored_hash != e.plain_hash))
         {
             return Err(FormatError::Invalid(format!(
                 "block {block}: stored length {stored_len} is not allowed for a plain length of {plain_len}"
             )));
         }
-        Ok(())
+        Ok(e)
     }
 
-    /// Adds the map entry of a block stored in this file at `offset`.
-    #[allow(clippy::too_many_arguments)]
-    fn record_own(
-        &mut self,
-        block: BlockNo,
-        plain_len: u32,
-        plain_hash: Digest,
-        offset: u64,
-        stored_len: u32,
-        compressed: bool,
-        stored_hash: Digest,
-    ) -> MapEntry {
-        let entry = MapEntry {
-            block,
-            file_ref: 0,
-            flags: if compressed { ENTRY_FLAG_ZSTD } else { 0 },
-            offset,
-            stored_len,
-            plain_len,
-            plain_hash,
-            stored_hash,
-        };
+    /// Adds the map entry of a block stored in this file.
+    fn record_own(&mut self, entry: MapEntry) -> MapEntry {
         self.entries.push(entry);
         self.stats.blocks_new += 1;
-        self.stats.bytes_new_plain += u64::from(plain_len);
-        self.stats.bytes_stored += u64::from(stored_len);
+        self.stats.bytes_new_plain += u64::from(entry.plain_len);
+        self.stats.bytes_stored += u64::from(entry.stored_len);
         entry
     }
 

@@ -42,14 +42,12 @@ fn write_point(path: &Path, disk_size: u64, block_size: u32, blocks: &[(u64, Vec
         } else {
             (data.clone(), false)
         };
-        w.put_stored(
+        w.put_stored(StoredBlock::encoded(
             BlockNo(*no),
-            data.len() as u32,
-            Digest::of(data),
+            data,
             &stored,
-            comp,
-            Digest::of(&stored),
-        )
+            if comp { Codec::Zstd } else { Codec::Raw },
+        ))
         .unwrap();
     }
     let (_, t, _) = w.finish(meta_for(&h, "job-1")).unwrap();
@@ -176,17 +174,15 @@ fn writer_refuses_out_of_order_and_wrong_lengths() {
     };
     let mut w = PointWriter::new(File::create(dir.path().join("x")).unwrap(), h).unwrap();
     let d = vec![1u8; 4096];
-    w.put_stored(BlockNo(1), 4096, Digest::of(&d), &d, false, Digest::of(&d))
-        .unwrap();
+    w.put_stored(StoredBlock::raw(BlockNo(1), &d)).unwrap();
+    assert!(w.put_stored(StoredBlock::raw(BlockNo(1), &d)).is_err());
     assert!(w
-        .put_stored(BlockNo(1), 4096, Digest::of(&d), &d, false, Digest::of(&d))
+        .put_stored(StoredBlock {
+            plain_len: 100,
+            ..StoredBlock::raw(BlockNo(2), &d)
+        })
         .is_err());
-    assert!(w
-        .put_stored(BlockNo(2), 100, Digest::of(&d), &d, false, Digest::of(&d))
-        .is_err());
-    assert!(w
-        .put_stored(BlockNo(3), 4096, Digest::of(&d), &d, false, Digest::of(&d))
-        .is_err());
+    assert!(w.put_stored(StoredBlock::raw(BlockNo(3), &d)).is_err());
 }
 
 #[test]
@@ -432,8 +428,7 @@ fn a_reserved_block_never_filled_reads_as_zeros_and_passes_the_padding_check() {
         Digest::of(&d),
     )
     .unwrap();
-    w.put_stored(BlockNo(1), 4096, Digest::of(&d), &d, false, Digest::of(&d))
-        .unwrap();
+    w.put_stored(StoredBlock::raw(BlockNo(1), &d)).unwrap();
     w.finish(meta_for(&h, "job-1")).unwrap();
     let r = PointReader::open(File::open(&p).unwrap()).unwrap();
     assert!(r.gaps().is_empty());

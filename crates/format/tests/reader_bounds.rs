@@ -1,6 +1,5 @@
 //! Regression tests for what fuzzing the reader found (`fuzz/`, target `point_reader`).
 
-use bulwark_format::{Codec, StoredBlock};
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
@@ -23,16 +22,7 @@ fn one_raw_block() -> Vec<u8> {
     };
     let mut w = PointWriter::new(f, h).unwrap();
     let data: Vec<u8> = (0..4096u32).map(|i| (i * 131 % 251) as u8).collect();
-    let d = Digest::of(&data);
-    w.put_stored(StoredBlock {
-        block: BlockNo(0),
-        plain_len: 4096,
-        plain_hash: d,
-        data: &data,
-        codec: Codec::Raw,
-        stored_hash: d,
-    })
-    .unwrap();
+    w.put_stored(StoredBlock::raw(BlockNo(0), &data)).unwrap();
     let meta = PointMeta {
         kind: PointKind::ActiveFull,
         retention: RetentionClass::Regular,

@@ -88,14 +88,12 @@ fn reserved_blocks_filled_from_another_file_read_back_between_written_ones() {
     let mut w = PointWriter::new(File::create(&src_path).unwrap(), hs).unwrap();
     for no in [1usize, 2] {
         let (s, c) = stored_of(&data[no]);
-        w.put_stored(
+        w.put_stored(StoredBlock::encoded(
             BlockNo(no as u64),
-            BS as u32,
-            Digest::of(&data[no]),
+            &data[no],
             &s,
-            c,
-            Digest::of(&s),
-        )
+            if c { Codec::Zstd } else { Codec::Raw },
+        ))
         .unwrap();
     }
     w.finish(meta_for(&hs)).unwrap();
@@ -107,14 +105,12 @@ fn reserved_blocks_filled_from_another_file_read_back_between_written_ones() {
     let mut w = PointWriter::new(File::create(&dst_path).unwrap(), hd).unwrap();
     let put = |w: &mut PointWriter, no: usize| {
         let (s, c) = stored_of(&data[no]);
-        w.put_stored(
+        w.put_stored(StoredBlock::encoded(
             BlockNo(no as u64),
-            BS as u32,
-            Digest::of(&data[no]),
+            &data[no],
             &s,
-            c,
-            Digest::of(&s),
-        )
+            if c { Codec::Zstd } else { Codec::Raw },
+        ))
         .unwrap();
     };
     put(&mut w, 0);

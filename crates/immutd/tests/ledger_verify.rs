@@ -7,7 +7,7 @@ mod common;
 use std::fs::File;
 use std::path::Path;
 
-use bulwark_format::{BlockNo, Digest, Header, PointReader, PointWriter};
+use bulwark_format::{BlockNo, Header, PointReader, PointWriter, StoredBlock};
 use common::*;
 
 /// Rewrites `path` as a valid restore point with the same ids but other content.
@@ -20,15 +20,7 @@ fn forge(path: &Path) {
     let tmp = path.with_extension("forged");
     let mut w = PointWriter::new(File::create(&tmp).unwrap(), header).unwrap();
     let data = vec![0x5Au8; header.block_size.min(header.disk_size as u32) as usize];
-    w.put_stored(
-        BlockNo(0),
-        data.len() as u32,
-        Digest::of(&data),
-        &data,
-        false,
-        Digest::of(&data),
-    )
-    .unwrap();
+    w.put_stored(StoredBlock::raw(BlockNo(0), &data)).unwrap();
     w.finish(meta).unwrap();
     sh(&format!(
         "chattr -i {p} && cat {t} > {p} && rm {t} && chattr +i {p}",
@@ -117,15 +109,7 @@ fn verify_reports_files_replaced_or_planted_behind_the_services_back() {
     std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
     let mut w = PointWriter::new(File::create(&planted).unwrap(), header).unwrap();
     let data = vec![1u8; header.block_size as usize];
-    w.put_stored(
-        BlockNo(0),
-        data.len() as u32,
-        Digest::of(&data),
-        &data,
-        false,
-        Digest::of(&data),
-    )
-    .unwrap();
+    w.put_stored(StoredBlock::raw(BlockNo(0), &data)).unwrap();
     w.finish(meta).unwrap();
     let o = run_as(u, &bulwark, &["verify", "--repo", &repo, "--job", "c"]);
     assert_eq!(o.status.code(), Some(1));

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use bulwark_format::{
-    BlockNo, Digest, Header, PointId, PointKind, PointMeta, PointReader, PointWriter,
-    RetentionClass, Stats,
+    BlockNo, Codec, Header, PointId, PointKind, PointMeta, PointReader, PointWriter,
+    RetentionClass, Stats, StoredBlock,
 };
 use bulwark_immut_msg::layout::incoming_path;
 use common::*;
@@ -304,25 +304,15 @@ fn padded_incoming(rig: &Rig, job: &str) -> (PathBuf, u64) {
     let plain = vec![0x5Au8; 4096];
     let frame = rle_frame(0x5A, 4096);
     let e = w
-        .put_stored(
+        .put_stored(StoredBlock::encoded(
             BlockNo(0),
-            4096,
-            Digest::of(&plain),
+            &plain,
             &frame,
-            true,
-            Digest::of(&frame),
-        )
+            Codec::Zstd,
+        ))
         .unwrap();
     let raw: Vec<u8> = (0..4096u32).map(|i| (i * 31 % 251) as u8).collect();
-    w.put_stored(
-        BlockNo(1),
-        4096,
-        Digest::of(&raw),
-        &raw,
-        false,
-        Digest::of(&raw),
-    )
-    .unwrap();
+    w.put_stored(StoredBlock::raw(BlockNo(1), &raw)).unwrap();
     let meta = PointMeta {
         kind: PointKind::ActiveFull,
         retention: RetentionClass::Regular,

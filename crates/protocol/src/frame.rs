@@ -113,7 +113,7 @@ pub fn write_msg(w: &mut impl Write, m: &Msg<'_>) -> Result<()> {
     b.extend_from_slice(&[0; FRAME_HEADER_LEN]);
     m.encode_head(&mut b);
     let data: &[u8] = match m {
-        Msg::Block { data, .. } => data,
+        Msg::Block(blk) => blk.data,
         _ => &[],
     };
     let len = b.len() - FRAME_HEADER_LEN + data.len();

@@ -15,9 +15,9 @@ pub use error::{ErrorCode, ProtocolError};
 pub use fingerprint::Fingerprint;
 pub use frame::{check_header, read_frame, write_msg, FrameBuf, Payload, FRAME_HEADER_LEN};
 pub use msg::{
-    BackupReady, BackupRequest, BlockHeader, DamagedPoint, Msg, MsgType, PointSummary, SealedInfo,
-    VerifyReport, BLOCK_HEADER_LEN, MAX_CONTROL_PAYLOAD, MAX_DAMAGED_BLOCKS, MAX_DATA_PAYLOAD,
-    MAX_JOBS, MAX_KNOWN_PER_FRAME, MAX_NET_BLOCK_SIZE, MAX_POINTS_PER_FRAME,
+    BackupReady, BackupRequest, DamagedPoint, Msg, MsgType, PointSummary, SealedInfo, VerifyReport,
+    BLOCK_HEADER_LEN, MAX_CONTROL_PAYLOAD, MAX_DAMAGED_BLOCKS, MAX_DATA_PAYLOAD, MAX_JOBS,
+    MAX_KNOWN_PER_FRAME, MAX_NET_BLOCK_SIZE, MAX_POINTS_PER_FRAME,
 };
 
 /// Protocol version spoken by this build.

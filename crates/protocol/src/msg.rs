@@ -1,6 +1,6 @@
 //! Message types, their payload layouts and limits. `docs/protocol.md` describes each.
 
-use bulwark_format::{Digest, PointId, PointKind, RetentionClass};
+use bulwark_format::{BlockNo, Codec, Digest, PointId, PointKind, RetentionClass, StoredBlock};
 
 use crate::codec::{Rd, Wr};
 use crate::{ErrorCode, ProtocolError, Result};
@@ -124,16 +124,6 @@ pub struct BackupReady {
     pub full_reason: String,
 }
 
-/// Fixed fields of a block sent in either direction; its stored bytes follow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BlockHeader {
-    pub block: u64,
-    pub plain_len: u32,
-    pub compressed: bool,
-    pub plain_hash: Digest,
-    pub stored_hash: Digest,
-}
-
 /// A sealed restore point, as reported after `Finish`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SealedInfo {
@@ -209,8 +199,9 @@ pub enum Msg<'a> {
     BackupReady(BackupReady),
     /// Server: parent hashes `(block, plain BLAKE3)`, ascending.
     Known { entries: Vec<(u64, Digest)> },
-    /// A stored block (client to server in a backup, server to client in a restore).
-    Block { hdr: BlockHeader, data: &'a [u8] },
+    /// A stored block (client to server in a backup, server to client in a restore): its
+    /// fixed fields ([`BLOCK_HEADER_LEN`] bytes), then its stored bytes, borrowed.
+    Block(StoredBlock<'a>),
     /// Client: `count` blocks from `first` are unchanged since the parent.
     Unchanged { first: u64, count: u64 },
     /// Client: every block was sent.
@@ -319,15 +310,13 @@ fn get_opt_id(r: &mut Rd<'_>) -> Result<Option<PointId>> {
     Ok((!id.is_none()).then_some(id))
 }
 
-impl BlockHeader {
-    /// Encodes the fixed fields ([`BLOCK_HEADER_LEN`] bytes).
-    pub fn encode(&self, b: &mut Vec<u8>) {
-        b.u64(self.block);
-        b.u32(self.plain_len);
-        b.u8(u8::from(self.compressed));
-        b.raw(&self.plain_hash.0);
-        b.raw(&self.stored_hash.0);
-    }
+/// Encodes a block's fixed fields ([`BLOCK_HEADER_LEN`] bytes); its data follows unencoded.
+fn encode_block_header(blk: &StoredBlock<'_>, b: &mut Vec<u8>) {
+    b.u64(blk.block.0);
+    b.u32(blk.plain_len);
+    b.u8(u8::from(blk.codec.is_compressed()));
+    b.raw(&blk.plain_hash.0);
+    b.raw(&blk.stored_hash.0);
 }
 
 impl<'a> Msg<'a> {
@@ -346,7 +335,7 @@ impl<'a> Msg<'a> {
             Msg::BeginBackup(_) => MsgType::BeginBackup,
             Msg::BackupReady(_) => MsgType::BackupReady,
             Msg::Known { .. } => MsgType::Known,
-            Msg::Block { .. } => MsgType::Block,
+            Msg::Block(_) => MsgType::Block,
             Msg::Unchanged { .. } => MsgType::Unchanged,
             Msg::Finish { .. } => MsgType::Finish,
             Msg::Sealed(_) => MsgType::Sealed,
@@ -431,7 +420,7 @@ impl<'a> Msg<'a> {
                     b.raw(&h.0);
                 }
             }
-            Msg::Block { hdr, .. } => hdr.encode(b),
+            Msg::Block(blk) => encode_block_header(blk, b),
             Msg::Unchanged { first, count } => {
                 b.u64(*first);
                 b.u64(*count);
@@ -574,25 +563,30 @@ impl<'a> Msg<'a> {
                 Msg::Known { entries }
             }
             MsgType::Block => {
-                let hdr = BlockHeader {
-                    block: r.u64()?,
-                    plain_len: r.u32()?,
-                    compressed: r.bool()?,
-                    plain_hash: r.digest()?,
-                    stored_hash: r.digest()?,
-                };
+                let block = BlockNo(r.u64()?);
+                let plain_len = r.u32()?;
+                let codec = if r.bool()? { Codec::Zstd } else { Codec::Raw };
+                let plain_hash = r.digest()?;
+                let stored_hash = r.digest()?;
                 let data = r.rest();
-                if data.is_empty() || data.len() > hdr.plain_len as usize {
+                if data.is_empty() || data.len() > plain_len as usize {
                     return Err(r.bad(format!(
                         "{} stored bytes for a block of {} plain bytes",
                         data.len(),
-                        hdr.plain_len
+                        plain_len
                     )));
                 }
-                if !hdr.compressed && data.len() != hdr.plain_len as usize {
+                if codec == Codec::Raw && data.len() != plain_len as usize {
                     return Err(r.bad("uncompressed block whose length differs from plain"));
                 }
-                Msg::Block { hdr, data }
+                Msg::Block(StoredBlock {
+                    block,
+                    plain_len,
+                    plain_hash,
+                    data,
+                    codec,
+                    stored_hash,
+                })
             }
             MsgType::Unchanged => Msg::Unchanged {
                 first: r.u64()?,

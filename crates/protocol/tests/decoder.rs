@@ -1,7 +1,7 @@
 //! The decoder over valid, random and mutated frames: it must return a message or an error,
 //! never panic, and never accept a length beyond its type's limit.
 
-use bulwark_format::{Digest, PointId, PointKind, RetentionClass};
+use bulwark_format::{BlockNo, Codec, Digest, PointId, PointKind, RetentionClass, StoredBlock};
 use bulwark_protocol::*;
 use proptest::prelude::*;
 
@@ -79,16 +79,14 @@ fn samples() -> Vec<Msg<'static>> {
         Msg::Known {
             entries: vec![(1, Digest([1; 32])), (9, Digest([2; 32]))],
         },
-        Msg::Block {
-            hdr: BlockHeader {
-                block: 3,
-                plain_len: 8,
-                compressed: true,
-                plain_hash: Digest([3; 32]),
-                stored_hash: Digest([4; 32]),
-            },
+        Msg::Block(StoredBlock {
+            block: BlockNo(3),
+            plain_len: 8,
+            plain_hash: Digest([3; 32]),
             data: b"abc",
-        },
+            codec: Codec::Zstd,
+            stored_hash: Digest([4; 32]),
+        }),
         Msg::Unchanged {
             first: 4,
             count: 10,
@@ -215,19 +213,24 @@ fn a_block_frame_is_limited_to_a_4_mib_block_and_its_77_byte_header() {
     }
     // A full 4 MiB block round-trips; one byte more is refused by the writer too.
     let data = vec![7u8; 4 << 20];
-    let hdr = BlockHeader {
-        block: 3,
+    let blk = StoredBlock {
+        block: BlockNo(3),
         plain_len: 4 << 20,
-        compressed: false,
         plain_hash: Digest([1; 32]),
+        data: &data,
+        codec: Codec::Raw,
         stored_hash: Digest([2; 32]),
     };
     let mut out = Vec::new();
-    write_msg(&mut out, &Msg::Block { hdr, data: &data }).unwrap();
+    write_msg(&mut out, &Msg::Block(blk)).unwrap();
     let mut fb = FrameBuf::default();
     read_frame(&mut &out[..], &mut fb, |_| {}).unwrap();
     let big = vec![7u8; (4 << 20) + 1];
-    let e = write_msg(&mut Vec::new(), &Msg::Block { hdr, data: &big }).unwrap_err();
+    let e = write_msg(
+        &mut Vec::new(),
+        &Msg::Block(StoredBlock { data: &big, ..blk }),
+    )
+    .unwrap_err();
     assert!(matches!(e, ProtocolError::TooLarge { .. }), "{e}");
 }
 

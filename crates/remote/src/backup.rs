@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bulwark_engine::{
     run_pipeline, BackupOptions, BlockSink, Counters, EngineError, KnownHashes, Source,
 };
-use bulwark_format::{BlockNo, Digest};
-use bulwark_protocol::{BackupRequest, BlockHeader, Msg, SealedInfo};
+use bulwark_format::{BlockNo, StoredBlock};
+use bulwark_protocol::{BackupRequest, Msg, SealedInfo};
 
 use crate::{Conn, RemoteAddr, RemoteError, Result};
 
@@ -49,27 +49,10 @@ impl RemoteSink<'_> {
 }
 
 impl BlockSink for RemoteSink<'_> {
-    fn put_stored(
-        &mut self,
-        block: BlockNo,
-        plain_len: u32,
-        plain_hash: Digest,
-        stored: &[u8],
-        compressed: bool,
-        stored_hash: Digest,
-    ) -> bulwark_engine::Result<()> {
-        let r = self.flush_run().and_then(|_| {
-            self.conn.send(&Msg::Block {
-                hdr: BlockHeader {
-                    block: block.0,
-                    plain_len,
-                    compressed,
-                    plain_hash,
-                    stored_hash,
-                },
-                data: stored,
-            })
-        });
+    fn put_stored(&mut self, b: StoredBlock<'_>) -> bulwark_engine::Result<()> {
+        let r = self
+            .flush_run()
+            .and_then(|_| self.conn.send(&Msg::Block(b)));
         match r {
             Ok(()) => {
                 self.sent += 1;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bulwark_engine::{RestoreOptions, RestoreSummary, RestoreTarget};
-use bulwark_format::{plain_len_of, BlockDecoder, BlockNo, MapEntry, PointId, ENTRY_FLAG_ZSTD};
+use bulwark_format::{plain_len_of, BlockDecoder, MapEntry, PointId};
 use bulwark_protocol::{Msg, BLOCK_HEADER_LEN};
 use crossbeam_channel::bounded;
 
@@ -119,33 +119,21 @@ fn receive(
                 }
                 conn.recv_frame()?;
                 let block = match conn.last()? {
-                    Msg::Block { hdr, data } => {
+                    Msg::Block(b) => {
                         let nb = bulwark_format::block_count(s.disk_size, s.block_size);
-                        if hdr.block < next || hdr.block >= nb || got >= blocks {
+                        if b.block.0 < next || b.block.0 >= nb || got >= blocks {
                             return Err(RemoteError::Usage(format!(
                                 "server sent block {} out of order",
-                                hdr.block
+                                b.block.0
                             )));
                         }
-                        if hdr.plain_len
-                            != plain_len_of(BlockNo(hdr.block), s.disk_size, s.block_size)
-                        {
+                        if b.plain_len != plain_len_of(b.block, s.disk_size, s.block_size) {
                             return Err(RemoteError::Damaged(format!(
                                 "block {}: wrong plain length",
-                                hdr.block
+                                b.block.0
                             )));
                         }
-                        let e = MapEntry {
-                            block: BlockNo(hdr.block),
-                            file_ref: 0,
-                            flags: if hdr.compressed { ENTRY_FLAG_ZSTD } else { 0 },
-                            offset: 0,
-                            stored_len: data.len() as u32,
-                            plain_len: hdr.plain_len,
-                            plain_hash: hdr.plain_hash,
-                            stored_hash: hdr.stored_hash,
-                        };
-                        Some(e)
+                        Some(b.own_entry(0))
                     }
                     Msg::RestoreEnd { blocks: n } => {
                         if n != blocks || got != blocks {

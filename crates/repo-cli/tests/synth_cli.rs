@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bulwark_format::{BlockNo, Digest, PointKind};
+use bulwark_format::{BlockNo, PointKind, StoredBlock};
 use bulwark_repository::{probe_reflink, NewPoint, Repository};
 
 const BS: u32 = 64 * 1024;
@@ -51,8 +51,7 @@ fn two_points(repo: &Repository) {
             let data: Vec<u8> = (0..BS as usize)
                 .map(|k| (k as u64 * 31 + i * 7 + u64::from(round) * 101) as u8)
                 .collect();
-            let h = Digest::of(&data);
-            b.put_stored(BlockNo(i), BS, h, &data, false, h).unwrap();
+            b.put_stored(StoredBlock::raw(BlockNo(i), &data)).unwrap();
         }
         b.finish().unwrap();
     }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bulwark_format::{
     BlockNo, Digest, Header, PointId, PointKind, PointMeta, PointReader, PointWriter, Stats,
+    StoredBlock,
 };
 use bulwark_immut_msg::layout;
 
@@ -211,25 +212,9 @@ impl PointBuilder {
     }
 
     /// Stores a new block (see [`PointWriter::put_stored`]).
-    pub fn put_stored(
-        &mut self,
-        block: BlockNo,
-        plain_len: u32,
-        plain_hash: Digest,
-        stored: &[u8],
-        compressed: bool,
-        stored_hash: Digest,
-    ) -> Result<()> {
+    pub fn put_stored(&mut self, b: StoredBlock<'_>) -> Result<()> {
         let w = self.writer.as_mut().expect("writer present until finish");
-        w.put_stored(
-            block,
-            plain_len,
-            plain_hash,
-            stored,
-            compressed,
-            stored_hash,
-        )
-        .map_err(|source| RepoError::Format {
+        w.put_stored(b).map_err(|source| RepoError::Format {
             path: self.tmp.clone(),
             source,
         })?;

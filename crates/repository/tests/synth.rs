@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bulwark_format::{align_up, BlockNo, Digest, PointId, PointKind, HEADER_LEN};
+use bulwark_format::{
+    align_up, BlockNo, Codec, Digest, PointId, PointKind, StoredBlock, HEADER_LEN,
+};
 use bulwark_repository::{NewPoint, Repository, SynthMethod};
 
 const BS: u32 = 64 * 1024;
@@ -89,8 +91,15 @@ fn backup(repo: &Repository, disk: &Disk, full: bool) -> PointId {
         } else {
             (data.clone(), false)
         };
-        b.put_stored(no, BS, h, &stored, comp, Digest::of(&stored))
-            .unwrap();
+        b.put_stored(StoredBlock {
+            block: no,
+            plain_len: BS,
+            plain_hash: h,
+            data: &stored,
+            codec: if comp { Codec::Zstd } else { Codec::Raw },
+            stored_hash: Digest::of(&stored),
+        })
+        .unwrap();
     }
     b.finish().unwrap().meta.point
 }

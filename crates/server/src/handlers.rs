@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bulwark_format::{
     check_block_size, check_disk_size, plain_len_of, validate_name, BlockNo, Digest, PointKind,
-    PointMeta,
+    PointMeta, StoredBlock,
 };
 use bulwark_protocol::{
     BackupReady, BackupRequest, DamagedPoint, ErrorCode, Msg, MsgType, PointSummary, ProtocolError,
@@ -465,28 +465,28 @@ fn backup(
     loop {
         s.recv()?;
         match s.msg()? {
-            Msg::Block { hdr, data } => {
-                if hdr.block < next || hdr.block >= nblocks {
+            Msg::Block(b) => {
+                if b.block.0 < next || b.block.0 >= nblocks {
                     return Err(Fail::new(
                         ErrorCode::OutOfOrder,
-                        format!("block {} out of order or beyond the disk", hdr.block),
+                        format!("block {} out of order or beyond the disk", b.block.0),
                     ));
                 }
-                if hdr.plain_len != plain_len_of(BlockNo(hdr.block), req.disk_size, block_size) {
+                if b.plain_len != plain_len_of(b.block, req.disk_size, block_size) {
                     return Err(Fail::new(
                         ErrorCode::Malformed,
-                        format!("block {}: wrong plain length", hdr.block),
+                        format!("block {}: wrong plain length", b.block.0),
                     ));
                 }
                 // TLS protects the bytes in transit; this catches a client that lies or errs.
-                if Digest::of(data) != hdr.stored_hash {
+                if Digest::of(b.data) != b.stored_hash {
                     return Err(Fail::new(
                         ErrorCode::Malformed,
-                        format!("block {}: stored bytes do not match their hash", hdr.block),
+                        format!("block {}: stored bytes do not match their hash", b.block.0),
                     ));
                 }
-                let (in_flight, g) = state.inflight.add(client, data.len() as u64);
-                receiving.bytes += data.len() as u64;
+                let (in_flight, g) = state.inflight.add(client, b.data.len() as u64);
+                receiving.bytes += b.data.len() as u64;
                 if g != gen {
                     // Another backup of this client finished: its bytes are in the files now.
                     held = limits::held(&state.repo, &state.registry, client, crate::now_unix())?;
@@ -494,15 +494,8 @@ fn backup(
                 }
                 limits::check_bytes(client, &held, &lim, in_flight)
                     .inspect_err(|f| log_limit(client, f))?;
-                builder.put_stored(
-                    BlockNo(hdr.block),
-                    hdr.plain_len,
-                    hdr.plain_hash,
-                    data,
-                    hdr.compressed,
-                    hdr.stored_hash,
-                )?;
-                next = hdr.block + 1;
+                builder.put_stored(b)?;
+                next = b.block.0 + 1;
                 received += 1;
             }
             Msg::Unchanged { first, count } => {
@@ -668,16 +661,7 @@ fn restore(
             };
             let (j, buf, at) = item?;
             debug_assert_eq!(i, j);
-            s.send(&Msg::Block {
-                hdr: bulwark_protocol::BlockHeader {
-                    block: e.block.0,
-                    plain_len: e.plain_len,
-                    compressed: e.is_compressed(),
-                    plain_hash: e.plain_hash,
-                    stored_hash: e.stored_hash,
-                },
-                data: &buf[at],
-            })?;
+            s.send(&Msg::Block(StoredBlock::of_entry(e, &buf[at])))?;
             let _ = free_tx.send(buf);
         }
         Ok(())

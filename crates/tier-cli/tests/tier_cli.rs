@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bulwark_format::{BlockNo, Digest, PointKind};
+use bulwark_format::{BlockNo, PointKind, StoredBlock};
 use bulwark_repository::{NewPoint, Repository};
 
 struct Env {
@@ -89,8 +89,7 @@ fn one_point(repo: &Repository, job: &str, seed: u8) -> String {
         let data: Vec<u8> = (0..bs as usize)
             .map(|k| (k as u64 * 13 + i) as u8 ^ seed)
             .collect();
-        let h = Digest::of(&data);
-        b.put_stored(BlockNo(i), bs, h, &data, false, h).unwrap();
+        b.put_stored(StoredBlock::raw(BlockNo(i), &data)).unwrap();
     }
     b.finish().unwrap().meta.point.to_hex()
 }

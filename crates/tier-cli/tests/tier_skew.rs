@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bulwark_format::{BlockNo, Digest, PointKind};
+use bulwark_format::{BlockNo, PointKind, StoredBlock};
 use bulwark_repository::{NewPoint, Repository};
 
 /// How far ahead this host's clock is made to run: well past the 30 s warning threshold,
@@ -63,8 +63,7 @@ fn one_point(repo: &Repository) {
         let data: Vec<u8> = (0..bs as usize)
             .map(|k| (k as u64 * 13 + i) as u8)
             .collect();
-        let h = Digest::of(&data);
-        b.put_stored(BlockNo(i), bs, h, &data, false, h).unwrap();
+        b.put_stored(StoredBlock::raw(BlockNo(i), &data)).unwrap();
     }
     b.finish().unwrap();
 }

@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bulwark_format::{
-    BlockNo, Digest, Header, PointId, PointKind, PointMeta, PointWriter, RetentionClass, Stats,
+    BlockNo, Header, PointId, PointKind, PointMeta, PointWriter, RetentionClass, Stats, StoredBlock,
 };
 use bulwark_immut_msg::layout::incoming_path;
 use bulwark_testkit::immutd::{Immutd, ImmutdSetup};
@@ -389,8 +389,7 @@ pub fn write_point(
     .unwrap();
     for b in 0..3u64 {
         let data = vec![fill.wrapping_add(b as u8); 4096];
-        let h = Digest::of(&data);
-        w.put_stored(BlockNo(b), 4096, h, &data, false, h).unwrap();
+        w.put_stored(StoredBlock::raw(BlockNo(b), &data)).unwrap();
     }
     let meta = PointMeta {
         kind: if parent.is_none() {
