@@ -40,7 +40,7 @@ enum Command {
     /// Scheduled backups from a job file: `job run FILE`, `job plan FILE`.
     Job(cmd::job::Args),
     /// Run a complete tour in ./bulwark-demo: repository, disk image, full, incremental, restore, verify.
-    Demo(cmd::demo::Args),
+    Demo(bulwark_demo::Args),
 }
 
 fn main() {
@@ -72,7 +72,7 @@ fn main() {
             let r = repo(&a.repo);
             cmd::verify::run(a, &r, &out)
         }
-        Command::Demo(a) => cmd::demo::run(a, &out),
+        Command::Demo(a) => bulwark_demo::run(a, &out),
         Command::Enroll(a) => cmd::enroll::run(a, &config_dir, &out),
         Command::Job(a) => cmd::job::run(a, &out),
     };

@@ -1,4 +1,6 @@
-//! `bulwark demo`: a complete tour with embedded defaults, in `./bulwark-demo`.
+//! `bulwark demo`: a complete tour with embedded defaults, in `./bulwark-demo`. A library of
+//! its own, so that the client does not carry the demo's process harness (it starts a real
+//! `bulwark-immutd` as root) among its commands.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,7 @@ use bulwark_repository::{utc, Repository, DEFAULT_IMMUTABLE_DAYS};
 use bulwark_testkit::immutd::{Immutd, ImmutdSetup};
 use serde_json::Value;
 
-use crate::output::{human, Output, EXIT_DAMAGE, EXIT_OK};
+use bulwark_cli_common::{human, Output, EXIT_DAMAGE, EXIT_OK};
 
 const MARKER: &str = ".bulwark-demo";
 const JOB: &str = "demo-disk";

@@ -1,7 +1,6 @@
 //! One module per subcommand.
 
 pub mod backup;
-pub mod demo;
 pub mod enroll;
 pub mod job;
 pub mod list;
