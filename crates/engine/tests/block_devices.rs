@@ -11,95 +11,16 @@ use std::process::Command;
 
 use bulwark_engine::*;
 use bulwark_repository::Repository;
+use bulwark_testkit::{sh, LoopDev as Loop, Mount, Rng};
 
-fn path_env() -> &'static str {
-    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-}
+const NEEDS: &str = "loop devices and mounts";
 
-fn sh(cmd: &str) -> String {
-    let o = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .env("PATH", path_env())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "`{cmd}` failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-fn has_tool(t: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {t}"))
-        .env("PATH", path_env())
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// True when the test can run; prints why it is skipped otherwise.
 fn can_run(test: &str, tools: &[&str]) -> bool {
-    if bulwark_sys::effective_uid() != 0 {
-        eprintln!("SKIP {test}: needs root (loop devices and mounts; CI runs as root)");
-        return false;
-    }
-    if let Some(t) = tools.iter().find(|t| !has_tool(t)) {
-        eprintln!("SKIP {test}: the tool `{t}` is not installed (see .ci/run)");
-        return false;
-    }
-    true
-}
-
-/// A loop device over an image file, detached on drop.
-struct Loop {
-    dev: PathBuf,
-}
-
-impl Loop {
-    fn new(img: &Path) -> Loop {
-        let dev = sh(&format!("losetup -f --show {}", img.display()));
-        Loop { dev: dev.into() }
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup")
-            .arg("-d")
-            .arg(&self.dev)
-            .env("PATH", path_env())
-            .status();
-    }
-}
-
-/// A mount, unmounted on drop.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let m = self.0.display();
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!("umount {m} || umount -l {m}"))
-            .env("PATH", path_env())
-            .status();
-    }
+    bulwark_testkit::can_run(test, NEEDS, tools)
 }
 
 fn pattern(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    Rng::new(seed).bytes(n)
 }
 
 /// A repository with one full backup of a 16 MiB image; returns it and the image.
@@ -147,7 +68,7 @@ fn restore_onto_a_mounted_loop_device_is_refused_and_leaves_it_intact() {
     let dimg = dir.path().join("dev.img");
     sh(&format!("truncate -s 32M {}", dimg.display()));
     sh(&format!("mkfs.ext4 -q -F {}", dimg.display()));
-    let lo = Loop::new(&dimg);
+    let lo = Loop::attach(&dimg);
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     sh(&format!("mount {} {}", lo.dev.display(), mnt.display()));
@@ -181,7 +102,7 @@ fn restore_onto_a_device_claimed_by_another_program_is_refused() {
     let (repo, _) = backed_up(dir.path());
     let dimg = dir.path().join("dev.img");
     sh(&format!("truncate -s 32M {}", dimg.display()));
-    let lo = Loop::new(&dimg);
+    let lo = Loop::attach(&dimg);
     // An exclusive opener (as mount, swapon, LVM and mdadm are): O_EXCL of a block device.
     use std::os::unix::fs::OpenOptionsExt;
     let holder = std::fs::OpenOptions::new()
@@ -206,7 +127,7 @@ fn a_device_holding_an_ext4_filesystem_needs_force() {
     let dimg = dir.path().join("dev.img");
     sh(&format!("truncate -s 32M {}", dimg.display()));
     sh(&format!("mkfs.ext4 -q -F {}", dimg.display()));
-    let lo = Loop::new(&dimg);
+    let lo = Loop::attach(&dimg);
     let before = digest(&lo.dev, 32 << 20);
     let e = restore(&repo, &lo.dev, false).unwrap_err().to_string();
     assert!(e.contains("ext2/3/4") && e.contains("--force"), "{e}");
@@ -216,7 +137,7 @@ fn a_device_holding_an_ext4_filesystem_needs_force() {
     // A blank device needs no force.
     let bimg = dir.path().join("blank.img");
     sh(&format!("truncate -s 16M {}", bimg.display()));
-    let blank = Loop::new(&bimg);
+    let blank = Loop::attach(&bimg);
     restore(&repo, &blank.dev, false).unwrap();
     assert_eq!(digest(&blank.dev, 16 << 20), digest(&img, 16 << 20));
 }

@@ -8,27 +8,7 @@ use std::path::{Path, PathBuf};
 use bulwark_engine::*;
 use bulwark_format::{PointId, PointKind};
 use bulwark_repository::Repository;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(n + 8);
-        while v.len() < n {
-            v.extend_from_slice(&self.next().to_le_bytes());
-        }
-        v.truncate(n);
-        v
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use bulwark_testkit::Rng;
 
 fn compressible(n: usize, seed: u8) -> Vec<u8> {
     b"disk image text, highly compressible; "
@@ -104,7 +84,7 @@ fn restore_to(
 #[test]
 fn mixed_images_round_trip_for_several_block_sizes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(seed());
+    let mut rng = Rng::new(seed());
     let img = dir.path().join("disk.img");
     let size = mixed_image(&img, &mut rng);
     for bs in [64u32 << 10, 256 << 10, 1 << 20, 4 << 20] {
@@ -141,7 +121,7 @@ fn mixed_images_round_trip_for_several_block_sizes() {
 #[test]
 fn chain_of_five_incrementals_restores_every_point() {
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(seed());
+    let mut rng = Rng::new(seed());
     let img = dir.path().join("disk.img");
     let size = mixed_image(&img, &mut rng);
     let repo = Repository::init(&dir.path().join("repo"), 7).unwrap();
@@ -223,7 +203,7 @@ fn full_flag_and_size_change_start_new_chains() {
 fn source_that_shrinks_during_backup_is_refused_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("disk.img");
-    let mut rng = Rng(seed());
+    let mut rng = Rng::new(seed());
     std::fs::write(&img, rng.bytes(16 << 20)).unwrap();
     let repo = Repository::init(&dir.path().join("repo"), 7).unwrap();
     let opts = BackupOptions {
