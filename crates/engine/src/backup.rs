@@ -184,11 +184,11 @@ pub fn run_pipeline(
                         let from = prefetched.max(at);
                         let to = (at + PREFETCH).min(end);
                         if to > from {
-                            let _ = rustix::fs::fadvise(
+                            let _ = bulwark_sys::fadvise(
                                 &src.file,
                                 from,
                                 to - from,
-                                rustix::fs::Advice::WillNeed,
+                                bulwark_sys::Advice::WillNeed,
                             );
                         }
                         prefetched = to.max(prefetched);

@@ -1,10 +1,9 @@
 //! The disk being backed up: a raw image file or a block device.
 
 use std::fs::File;
+use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-
-use rustix::fs::SeekFrom;
 
 use crate::{EngineError, Result};
 
@@ -39,7 +38,7 @@ impl Source {
             });
         }
         let size = current_size(&file).map_err(err("reading size"))?;
-        let _ = rustix::fs::fadvise(&file, 0, 0, rustix::fs::Advice::Sequential);
+        let _ = bulwark_sys::fadvise(&file, 0, 0, bulwark_sys::Advice::Sequential);
         Ok(Source {
             path: path.to_path_buf(),
             file,
@@ -60,8 +59,9 @@ impl Source {
 
 fn current_size(file: &File) -> std::io::Result<u64> {
     // Seeking to the end works for regular files and block devices alike.
-    let end = rustix::fs::seek(file, SeekFrom::End(0)).map_err(std::io::Error::from)?;
-    rustix::fs::seek(file, SeekFrom::Start(0)).map_err(std::io::Error::from)?;
+    let mut file = file;
+    let end = file.seek(SeekFrom::End(0))?;
+    file.seek(SeekFrom::Start(0))?;
     Ok(end)
 }
 
@@ -71,15 +71,15 @@ pub fn data_ranges(file: &File, size: u64) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     let mut pos = 0u64;
     while pos < size {
-        let start = match rustix::fs::seek(file, SeekFrom::Data(pos as i64)) {
-            Ok(s) => s,
-            Err(rustix::io::Errno::NXIO) => break,
+        let start = match bulwark_sys::seek_data(file, pos) {
+            Ok(Some(s)) => s,
+            Ok(None) => break,
             Err(_) => return vec![(0, size)],
         };
         if start >= size {
             break;
         }
-        let end = match rustix::fs::seek(file, SeekFrom::Hole(start as i64)) {
+        let end = match bulwark_sys::seek_hole(file, start) {
             Ok(e) => e.min(size),
             Err(_) => return vec![(0, size)],
         };
@@ -93,6 +93,7 @@ pub fn data_ranges(file: &File, size: u64) -> Vec<(u64, u64)> {
         }
         pos = end;
     }
-    let _ = rustix::fs::seek(file, SeekFrom::Start(0));
+    let mut file = file;
+    let _ = file.seek(SeekFrom::Start(0));
     out
 }

@@ -13,6 +13,7 @@
 //! processes that are gone and that nobody holds locked.
 
 use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,7 +74,7 @@ pub const SIGNATURE_BYTES: usize = 0x10040 + 8;
 /// Where `dev` (a block device) is mounted, from `/proc/self/mountinfo`.
 fn mounted_at(dev: &Path, rdev: u64) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let id = format!("{}:{}", rustix::fs::major(rdev), rustix::fs::minor(rdev));
+    let id = format!("{}:{}", bulwark_sys::major(rdev), bulwark_sys::minor(rdev));
     let canon = std::fs::canonicalize(dev).ok();
     info.lines().find_map(|l| {
         let f: Vec<&str> = l.split(' ').collect();
@@ -99,10 +100,10 @@ fn open_device(target: &Path, rdev: u64, disk_size: u64, force: bool) -> Result<
     let file = OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
+        .custom_flags(bulwark_sys::open::EXCL)
         .open(target)
         .map_err(|e| {
-            if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) {
+            if e.raw_os_error() == Some(bulwark_sys::errno::EBUSY) {
                 EngineError::Usage(format!(
                     "{} is in use (mounted, an active swap area, part of LVM, RAID or device-mapper, or opened exclusively by another program); nothing was written: free it first (see `lsblk {}`, `swapon --show`, `pvs`), or restore elsewhere",
                     target.display(),
@@ -112,8 +113,9 @@ fn open_device(target: &Path, rdev: u64, disk_size: u64, force: bool) -> Result<
                 terr(target, "opening device")(e)
             }
         })?;
-    let size = rustix::fs::seek(&file, rustix::fs::SeekFrom::End(0))
-        .map_err(|e| terr(target, "reading size")(e.into()))?;
+    let size = (&file)
+        .seek(SeekFrom::End(0))
+        .map_err(terr(target, "reading size"))?;
     if size < disk_size {
         return Err(EngineError::Usage(format!(
             "device {} holds {size} bytes but the restore point's disk is {disk_size} bytes",
@@ -162,13 +164,13 @@ fn remove_stale_partials(dir: &Path, name: &str) {
         let path = e.path();
         let Ok(f) = OpenOptions::new()
             .read(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .custom_flags(bulwark_sys::open::NOFOLLOW)
             .open(&path)
         else {
             continue;
         };
         if !f.metadata().is_ok_and(|m| m.is_file())
-            || rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
+            || !matches!(bulwark_sys::try_lock_exclusive(&f), Ok(true))
         {
             continue;
         }
@@ -235,7 +237,7 @@ impl RestoreTarget {
             .open(&tmp)
             .map_err(terr(&tmp, "creating"))?;
         // Held until the file is closed: tells a later restore that this one still runs.
-        let _ = rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+        let _ = bulwark_sys::try_lock_exclusive(&file);
         bulwark_sys::unlink_on_signal(Some(&tmp));
         let target = RestoreTarget {
             file,
@@ -259,7 +261,7 @@ impl RestoreTarget {
         let len = data.len() as u64;
         let total = self.written.fetch_add(len, Ordering::Relaxed) + len;
         if total / WRITEBACK_CHUNK != (total - len) / WRITEBACK_CHUNK {
-            let _ = rustix::fs::fadvise(&self.file, 0, 0, rustix::fs::Advice::DontNeed);
+            let _ = bulwark_sys::fadvise(&self.file, 0, 0, bulwark_sys::Advice::DontNeed);
         }
         Ok(())
     }

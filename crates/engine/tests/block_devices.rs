@@ -107,7 +107,7 @@ fn restore_onto_a_device_claimed_by_another_program_is_refused() {
     use std::os::unix::fs::OpenOptionsExt;
     let holder = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
+        .custom_flags(bulwark_sys::open::EXCL)
         .open(&lo.dev)
         .unwrap();
     let e = restore(&repo, &lo.dev, true).unwrap_err().to_string();

@@ -30,7 +30,7 @@ fn bin_client() -> PathBuf {
 }
 
 fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
+    bulwark_sys::effective_uid() == 0
 }
 
 macro_rules! need_root {
@@ -1092,8 +1092,8 @@ fn eight_clients_back_up_concurrently() {
 
 /// Free bytes of the filesystem holding `p`.
 fn free_bytes(p: &Path) -> u64 {
-    let st = rustix::fs::statvfs(p).unwrap();
-    st.f_bavail * st.f_frsize
+    let st = bulwark_sys::statvfs(p).unwrap();
+    st.blocks_available * st.frsize
 }
 
 fn stderr(o: &Output) -> String {

@@ -117,6 +117,6 @@ impl RepoError {
             } => Some(source),
             _ => None,
         };
-        io.and_then(|e| e.raw_os_error()) == Some(rustix::io::Errno::NOSPC.raw_os_error())
+        io.and_then(|e| e.raw_os_error()) == Some(bulwark_sys::errno::ENOSPC)
     }
 }

@@ -3,8 +3,6 @@
 use std::fs::File;
 use std::path::Path;
 
-use rustix::fs::{flock, FlockOperation};
-
 use crate::{RepoError, Result};
 
 /// Held while a job is being written; released on drop (or when the process dies).
@@ -23,10 +21,10 @@ impl JobLock {
             .write(true)
             .open(&path)
             .map_err(RepoError::io(&path, "opening lock file"))?;
-        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => Ok(JobLock { _file: file }),
-            Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(RepoError::Busy(job.to_string())),
-            Err(e) => Err(RepoError::io(&path, "locking")(e.into())),
+        match bulwark_sys::try_lock_exclusive(&file) {
+            Ok(true) => Ok(JobLock { _file: file }),
+            Ok(false) => Err(RepoError::Busy(job.to_string())),
+            Err(e) => Err(RepoError::io(&path, "locking")(e)),
         }
     }
 }

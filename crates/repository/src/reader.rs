@@ -38,11 +38,11 @@ impl ChainReader {
     /// running through the map keeps the device busy (cold reads at queue depth one are slow).
     pub fn will_need(&self, e: &MapEntry) {
         let f = self.file_of(e).file();
-        let _ = rustix::fs::fadvise(
+        let _ = bulwark_sys::fadvise(
             f,
             e.offset,
             u64::from(e.stored_len),
-            rustix::fs::Advice::WillNeed,
+            bulwark_sys::Advice::WillNeed,
         );
     }
 
@@ -102,7 +102,7 @@ fn open_direct(f: &std::fs::File) -> Option<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .custom_flags(bulwark_sys::open::DIRECT)
         .open(format!("/proc/self/fd/{}", f.as_raw_fd()))
         .ok()
 }

@@ -280,8 +280,8 @@ impl Repository {
             Ok(_) => Protection::Locked(locked_per_day(&lock_input, now_unix().0)),
             Err(p) => p,
         };
-        let st = rustix::fs::statvfs(self.root())
-            .map_err(|e| RepoError::io(self.root(), "reading free space of")(e.into()))?;
+        let st = bulwark_sys::statvfs(self.root())
+            .map_err(RepoError::io(self.root(), "reading free space of"))?;
         Ok(SpaceReport {
             jobs,
             logical_bytes: totals.0,
@@ -291,8 +291,8 @@ impl Repository {
             protection,
             filesystem: FsSpace {
                 name: crate::filesystem_name(self.root()),
-                total_bytes: st.f_blocks * st.f_frsize,
-                free_bytes: st.f_bavail * st.f_frsize,
+                total_bytes: st.blocks * st.frsize,
+                free_bytes: st.blocks_available * st.frsize,
             },
         })
     }

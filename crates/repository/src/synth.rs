@@ -82,8 +82,8 @@ pub const REFLINK_ADVICE: &str = "synthetic fulls will copy every block instead 
 
 /// Name of a filesystem from its `statfs` magic, for messages.
 pub fn filesystem_name(dir: &Path) -> String {
-    match rustix::fs::statfs(dir) {
-        Ok(s) => match s.f_type as u64 {
+    match bulwark_sys::filesystem_type(dir) {
+        Ok(t) => match t {
             0x5846_5342 => "xfs".into(),
             0xEF53 => "ext4".into(),
             0x9123_683E => "btrfs".into(),
@@ -121,14 +121,15 @@ fn probe_in(dir: &Path, shown: &Path) -> Result<ReflinkSupport> {
 
 /// An unnamed file in `dir` (`O_TMPFILE`): it vanishes when closed, even after a crash.
 fn temp_file(dir: &Path) -> Result<File> {
-    use rustix::fs::{Mode, OFlags};
-    let fd = rustix::fs::open(
-        dir,
-        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )
-    .map_err(|e| RepoError::io(dir, "creating a temporary file in")(e.into()))?;
-    Ok(File::from(fd))
+    use std::os::unix::fs::OpenOptionsExt;
+    // std adds O_CLOEXEC; read and write make O_RDWR.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(bulwark_sys::open::TMPFILE)
+        .mode(0o600)
+        .open(dir)
+        .map_err(RepoError::io(dir, "creating a temporary file in"))
 }
 
 /// Blocks of the new file that sit contiguously in one source file: one clone call.

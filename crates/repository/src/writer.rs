@@ -223,11 +223,11 @@ impl PointBuilder {
         let written = w.bytes_written();
         if written - self.writeback_from >= WRITEBACK_CHUNK {
             let len = written - self.writeback_from;
-            let _ = rustix::fs::fadvise(
+            let _ = bulwark_sys::fadvise(
                 w.file(),
                 self.writeback_from,
                 len,
-                rustix::fs::Advice::DontNeed,
+                bulwark_sys::Advice::DontNeed,
             );
             self.writeback_from = written;
         }

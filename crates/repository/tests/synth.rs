@@ -153,8 +153,8 @@ fn check_new_chain(repo: &Repository, new: PointId, old_newest: PointId, disk: &
 
 fn free_bytes(dir: &Path) -> u64 {
     let _ = Command::new("sync").status();
-    let st = rustix::fs::statvfs(dir).unwrap();
-    st.f_bavail * st.f_frsize
+    let st = bulwark_sys::statvfs(dir).unwrap();
+    st.blocks_available * st.frsize
 }
 
 fn all_point_files(dir: &Path, out: &mut Vec<PathBuf>) {

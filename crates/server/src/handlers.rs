@@ -108,7 +108,7 @@ impl From<ServerError> for Fail {
             ServerError::Repo(r) => r.into(),
             ServerError::Protocol(p) => p.into(),
             ServerError::Io { ref source, .. }
-                if source.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) =>
+                if source.raw_os_error() == Some(bulwark_sys::errno::ENOSPC) =>
             {
                 repository_full(error_chain(&e))
             }
@@ -375,8 +375,8 @@ fn backup(
         Some(_) => return Err(not_yours()),
         None => true,
     };
-    let fs_total = rustix::fs::statvfs(state.repo.root())
-        .map(|st| st.f_blocks.saturating_mul(st.f_frsize))
+    let fs_total = bulwark_sys::statvfs(state.repo.root())
+        .map(|st| st.blocks.saturating_mul(st.frsize))
         .unwrap_or(u64::MAX);
     let lim = limits::Resolved::of(&state.repo.config().client_limits, fs_total);
     let mut gen = state.inflight.generation(client);
@@ -753,7 +753,7 @@ mod tests {
         let full = RepoError::Io {
             path: "/r/incoming/x".into(),
             action: "writing",
-            source: std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error()),
+            source: std::io::Error::from_raw_os_error(bulwark_sys::errno::ENOSPC),
         };
         let f = Fail::from(full);
         assert_eq!(f.code, ErrorCode::RepositoryFull);

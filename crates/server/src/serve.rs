@@ -94,7 +94,7 @@ impl Server {
     /// Checks the process is not root, opens the repository, loads its certificates and binds
     /// the listening socket.
     pub fn bind(repo: &Path, opts: ServeOptions) -> Result<Server> {
-        if rustix::process::geteuid().is_root() {
+        if bulwark_sys::effective_uid() == 0 {
             return Err(ServerError::RunningAsRoot);
         }
         let repository = Repository::open(repo)?;

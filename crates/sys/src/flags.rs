@@ -19,6 +19,8 @@ pub mod open {
     pub const DIRECT: i32 = libc::O_DIRECT;
     /// With create: fail when the file exists; on a block device: fail when it is in use.
     pub const EXCL: i32 = libc::O_EXCL;
+    /// An unnamed file in the given directory, gone when closed (with read-write access).
+    pub const TMPFILE: i32 = libc::O_TMPFILE;
 }
 
 /// Error numbers, as `std::io::Error::raw_os_error` returns them.

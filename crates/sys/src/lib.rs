@@ -11,6 +11,7 @@ mod clock;
 mod clone;
 mod cred;
 mod flags;
+mod fs;
 mod lease;
 mod lock;
 mod signal;
@@ -24,6 +25,9 @@ pub use clone::{
 };
 pub use cred::{drop_privileges, effective_uid, peer_cred, PeerCred};
 pub use flags::{errno, open};
+pub use fs::{
+    fadvise, filesystem_type, major, minor, seek_data, seek_hole, statvfs, Advice, FsStats,
+};
 pub use lease::{ignore_lease_break_signal, no_writer};
 pub use lock::try_lock_exclusive;
 pub use signal::unlink_on_signal;
