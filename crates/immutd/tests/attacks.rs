@@ -31,8 +31,7 @@ fn attack_suite(kind: FsKind) {
     // write through it (via /proc/self/fd, which re-checks permissions on the inode).
     let point = new_point();
     let inc = put_incoming(&rig, "vm-1", point, point, PointId::NONE);
-    let mut holder = user_shell(
-        u,
+    let mut holder = u.spawn_sh(
         &format!(
             "exec 3<'{}'; echo ready; read go; printf X >> /proc/self/fd/3 && echo WROTE; printf X 1<> /proc/self/fd/3 && echo WROTE; echo done",
             inc.display()
@@ -227,19 +226,20 @@ fn attack_suite(kind: FsKind) {
             "non-canonical path {p}: {r:?}"
         );
     }
-    assert_eq!(fingerprint(&canon), canon_fp, "a refused seal changed the file");
+    assert_eq!(
+        fingerprint(&canon),
+        canon_fp,
+        "a refused seal changed the file"
+    );
     u.ctl(&sock, &["seal", canon.to_str().unwrap()]).ok();
 
     // A file still open for writing is refused, and sealed once the writer closes it.
     let p5 = new_point();
     let busy = put_incoming(&rig, "vm-1", p5, p5, PointId::NONE);
-    let mut writer = user_shell(
-        u,
-        &format!(
-            "exec 3>>'{}'; echo open; read go; echo closed",
-            busy.display()
-        ),
-    );
+    let mut writer = u.spawn_sh(&format!(
+        "exec 3>>'{}'; echo open; read go; echo closed",
+        busy.display()
+    ));
     let mut wout = BufReader::new(writer.stdout.take().unwrap());
     let mut l = String::new();
     wout.read_line(&mut l).unwrap();

@@ -10,31 +10,15 @@ use std::path::{Path, PathBuf};
 use bulwark_format::PointId;
 use bulwark_immut_msg::layout::sealed_path;
 use bulwark_testkit::immutd::{Immutd, ImmutdSetup};
+use bulwark_testkit::skip::{libfaketime, require_faketime};
 use common::*;
 
 const DAY: i64 = 86_400;
 /// Seven days less 30 minutes: close to the minimum period, not past it.
 const NEAR_EXPIRY: i64 = 7 * DAY - 1800;
 
-fn libfaketime() -> Option<PathBuf> {
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("ls /usr/lib/*/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1 2>/dev/null | head -n1")
-        .output()
-        .ok()?;
-    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (!p.is_empty()).then(|| PathBuf::from(p))
-}
-
 fn can_run_clock(test: &str) -> bool {
-    if !can_run(test, &["mkfs.ext4", "useradd", "faketime"]) {
-        return false;
-    }
-    if libfaketime().is_none() {
-        eprintln!("SKIP {test}: libfaketime.so.1 not found (apt-get install faketime)");
-        return false;
-    }
-    true
+    can_run(test, &["mkfs.ext4", "useradd", "faketime"]) && require_faketime(test).is_some()
 }
 
 /// The setup with every clock of the service shifted by `offset` seconds (honest time).
@@ -74,13 +58,7 @@ fn start(s: &ImmutdSetup) -> Immutd {
 
 /// Status as root through the socket.
 fn status(rig: &Rig) -> CtlResult {
-    let o = std::process::Command::new(&*IMMUTCTL)
-        .arg("--socket")
-        .arg(rig.socket())
-        .arg("status")
-        .output()
-        .unwrap();
-    CtlResult::from(o).ok()
+    root_ctl(rig, &["status"]).ok()
 }
 
 fn root_ctl(rig: &Rig, args: &[&str]) -> CtlResult {
@@ -624,43 +602,24 @@ fn a_clock_freeze_is_shown_by_status_audit_and_every_backup() {
     if !can_run_clock(test) {
         return;
     }
-    let Some((bulwark, repo_bin)) = client_bins(test) else {
+    let Some(sys) = System::guarded(test, &[], FsKind::Ext4) else {
         return;
     };
-    let rig = Rig::new(FsKind::Ext4);
-    let u = &rig.user;
-    let repo = rig.repo.to_str().unwrap().to_string();
-    rig.init_guarded(&repo_bin, &[]);
+    let (rig, u, repo, repo_bin) = (&sys.rig, sys.user(), &sys.repo, &sys.repo_bin);
     let ts = rig.setup.dir.parent().unwrap().join("faketime");
     std::fs::write(&ts, "+0\n").unwrap();
     let svc = start(&wall_from_file(&rig.setup, &ts));
-    let img = rig.fs.mnt.join("d.img");
-    std::fs::write(&img, b"disk content ".repeat(50_000)).unwrap();
-    std::os::unix::fs::chown(&img, Some(u.uid), Some(u.gid)).unwrap();
-    let backup = |job: &str| {
-        run_as(
-            u,
-            &bulwark,
-            &[
-                "--json",
-                "backup",
-                "--repo",
-                &repo,
-                "--job",
-                job,
-                img.to_str().unwrap(),
-            ],
-        )
-    };
+    let img = sys.image("d.img", &b"disk content ".repeat(50_000));
+    let backup = |job: &str| sys.backup(true, job, &img);
     let o = backup("vm-1");
     assert!(o.status.success());
     assert!(!String::from_utf8_lossy(&o.stderr).contains("ALERT"));
-    let o = run_as(u, &repo_bin, &["status", &repo]);
+    let o = run_as(u, repo_bin, &["status", repo]);
     assert_eq!(o.status.code(), Some(0), "status without alert");
 
     std::fs::write(&ts, format!("+{}\n", 3 * DAY)).unwrap();
-    assert!(wait_for(5, || frozen(&rig)), "jump not detected");
-    let st = status(&rig);
+    assert!(wait_for(5, || frozen(rig)), "jump not detected");
+    let st = status(rig);
     assert!(
         st.get("alert")
             .unwrap_or_default()
@@ -676,10 +635,10 @@ fn a_clock_freeze_is_shown_by_status_audit_and_every_backup() {
         v["clock_alert"].as_str().unwrap_or("").contains("FROZEN"),
         "{v}"
     );
-    let o = run_as(u, &repo_bin, &["status", &repo]);
+    let o = run_as(u, repo_bin, &["status", repo]);
     assert_eq!(o.status.code(), Some(1), "status must fail during a freeze");
     assert!(String::from_utf8_lossy(&o.stdout).contains("ALERT: unlocks are FROZEN"));
-    let o = run_as(u, &repo_bin, &["audit", &repo]);
+    let o = run_as(u, repo_bin, &["audit", repo]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         out.lines()
@@ -696,10 +655,10 @@ fn a_clock_freeze_is_shown_by_status_audit_and_every_backup() {
         "{v}"
     );
 
-    root_ctl(&rig, &["time", "accept", "--yes"]).ok();
+    root_ctl(rig, &["time", "accept", "--yes"]).ok();
     let o = backup("vm-3");
     assert!(!String::from_utf8_lossy(&o.stderr).contains("ALERT"));
-    let o = run_as(u, &repo_bin, &["status", &repo]);
+    let o = run_as(u, repo_bin, &["status", repo]);
     assert_eq!(o.status.code(), Some(0));
     drop(svc);
 }

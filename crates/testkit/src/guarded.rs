@@ -138,6 +138,11 @@ impl Rig {
         self.setup.socket()
     }
 
+    /// Where the repository puts `point` for the service to seal (`incoming/<point>.bwrp`).
+    pub fn incoming_path(&self, point: PointId) -> PathBuf {
+        bulwark_immut_msg::layout::incoming_path(&self.repo, point)
+    }
+
     /// Runs `bulwark-immutd --config C args…` as root.
     pub fn immutd_cli(&self, args: &[&str]) -> Output {
         Command::new(immutd_bin())

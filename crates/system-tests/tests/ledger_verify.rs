@@ -2,13 +2,11 @@
 //! immutability service's ledger: a sealed file that root replaced behind the service's
 //! back, or a file put into the store without being sealed, is reported. Root only.
 
-mod common;
-
 use std::fs::File;
 use std::path::Path;
 
 use bulwark_format::{BlockNo, Header, PointReader, PointWriter, StoredBlock};
-use common::*;
+use bulwark_testkit::guarded::*;
 
 /// Rewrites `path` as a valid restore point with the same ids but other content.
 fn forge(path: &Path) {
@@ -32,38 +30,19 @@ fn forge(path: &Path) {
 #[test]
 fn verify_reports_files_replaced_or_planted_behind_the_services_back() {
     let name = "verify_reports_files_replaced_or_planted_behind_the_services_back";
-    if !can_run(name, &["mkfs.ext4", "useradd", "chattr"]) {
-        return;
-    }
-    let Some((bulwark, repo_bin)) = client_bins(name) else {
+    let Some(sys) = System::guarded(name, &["mkfs.ext4", "useradd", "chattr"], FsKind::Ext4) else {
         return;
     };
-    let rig = Rig::new(FsKind::Ext4);
-    let u = &rig.user;
-    let repo = rig.repo.to_str().unwrap().to_string();
-    rig.init_guarded(&repo_bin, &[]);
+    let (rig, u, repo, bulwark) = (&sys.rig, sys.user(), &sys.repo, &sys.bulwark);
     let svc = rig.start();
-    let img = rig.fs.mnt.join("d.img");
-    std::fs::write(&img, b"disk content ".repeat(100_000)).unwrap();
-    std::os::unix::fs::chown(&img, Some(u.uid), Some(u.gid)).unwrap();
+    let img = sys.image("d.img", &b"disk content ".repeat(100_000));
     for job in ["a", "b"] {
-        let o = run_as(
-            u,
-            &bulwark,
-            &[
-                "backup",
-                "--repo",
-                &repo,
-                "--job",
-                job,
-                img.to_str().unwrap(),
-            ],
-        );
+        let o = sys.backup(false, job, &img);
         assert!(o.status.success());
         assert!(String::from_utf8_lossy(&o.stdout).contains("sealed immutable until"));
     }
     assert_eq!(
-        run_as(u, &bulwark, &["verify", "--repo", &repo])
+        run_as(u, bulwark, &["verify", "--repo", repo])
             .status
             .code(),
         Some(0)
@@ -71,7 +50,7 @@ fn verify_reports_files_replaced_or_planted_behind_the_services_back() {
 
     // Root replaces job a's sealed file with a forged one carrying the same ids.
     let list: serde_json::Value =
-        serde_json::from_slice(&run_as(u, &bulwark, &["--json", "list", "--repo", &repo]).stdout)
+        serde_json::from_slice(&run_as(u, bulwark, &["--json", "list", "--repo", repo]).stdout)
             .unwrap();
     let path_of = |i: usize| {
         let p = &list["jobs"][i]["points"][0];
@@ -83,7 +62,7 @@ fn verify_reports_files_replaced_or_planted_behind_the_services_back() {
     };
     let a = path_of(0);
     forge(&a);
-    let o = run_as(u, &bulwark, &["verify", "--repo", &repo]);
+    let o = run_as(u, bulwark, &["verify", "--repo", repo]);
     assert_eq!(o.status.code(), Some(1));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -111,7 +90,7 @@ fn verify_reports_files_replaced_or_planted_behind_the_services_back() {
     let data = vec![1u8; header.block_size as usize];
     w.put_stored(StoredBlock::raw(BlockNo(0), &data)).unwrap();
     w.finish(meta).unwrap();
-    let o = run_as(u, &bulwark, &["verify", "--repo", &repo, "--job", "c"]);
+    let o = run_as(u, bulwark, &["verify", "--repo", repo, "--job", "c"]);
     assert_eq!(o.status.code(), Some(1));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(

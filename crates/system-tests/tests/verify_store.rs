@@ -4,19 +4,17 @@
 //! must be zero (item 4): a flipped padding byte fails the seal and fails verify. Root only,
 //! with a real service user and the real bulwark-immutd.
 
-mod common;
-
 use std::fs::File;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use bulwark_format::{
     BlockNo, Codec, Header, PointId, PointKind, PointMeta, PointReader, PointWriter,
     RetentionClass, Stats, StoredBlock,
 };
-use bulwark_immut_msg::layout::incoming_path;
-use common::*;
+use bulwark_testkit::cmd::text;
+use bulwark_testkit::guarded::*;
+use bulwark_testkit::skip::require_s3;
 
 /// Every sealed file of `job`, oldest first (file names are time-ordered point ids).
 fn sealed_files(repo: &Path, job: &str) -> Vec<PathBuf> {
@@ -40,25 +38,13 @@ fn point_of(p: &Path) -> String {
     p.file_stem().unwrap().to_string_lossy().into_owned()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// Runs `bulwark verify` and `bulwark-repo verify` as the user; both must exit `code`.
 /// Returns what each printed.
-fn verify_both(
-    u: &TestUser,
-    bulwark: &Path,
-    repo_bin: &Path,
-    repo: &str,
-    code: i32,
-) -> (String, String) {
-    let a = run_as(u, bulwark, &["verify", "--repo", repo]);
-    let b = run_as(u, repo_bin, &["verify", repo]);
+fn verify_both(sys: &System, code: i32) -> (String, String) {
+    let a = sys
+        .user()
+        .run(&sys.bulwark, &["verify", "--repo", &sys.repo]);
+    let b = sys.repo_cmd(&["verify", &sys.repo]);
     assert_eq!(a.status.code(), Some(code), "bulwark verify: {}", text(&a));
     assert_eq!(
         b.status.code(),
@@ -69,58 +55,39 @@ fn verify_both(
     (text(&a), text(&b))
 }
 
-fn backup(u: &TestUser, bulwark: &Path, repo: &str, job: &str, img: &Path) {
-    let o = run_as(
-        u,
-        bulwark,
-        &[
-            "backup",
-            "--repo",
-            repo,
-            "--job",
-            job,
-            img.to_str().unwrap(),
-        ],
-    );
+fn backup(sys: &System, job: &str, img: &Path) {
+    let o = sys.backup(false, job, img);
     assert!(o.status.success(), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("sealed immutable until"));
 }
 
 /// A disk image owned by the user; `salt` changes its content.
-fn image(rig: &Rig, salt: &str) -> PathBuf {
-    let img = rig.fs.mnt.join("d.img");
+fn image(sys: &System, salt: &str) -> PathBuf {
     let mut data = b"disk content ".repeat(100_000);
     data.extend_from_slice(salt.as_bytes());
-    std::fs::write(&img, data).unwrap();
-    std::os::unix::fs::chown(&img, Some(rig.user.uid), Some(rig.user.gid)).unwrap();
-    img
+    sys.image("d.img", &data)
 }
 
 #[test]
 fn verify_names_a_sealed_point_that_is_missing_from_the_store() {
     let name = "verify_names_a_sealed_point_that_is_missing_from_the_store";
-    if !can_run(name, &["mkfs.ext4", "useradd", "chattr"]) {
-        return;
-    }
-    let Some((bulwark, repo_bin)) = client_bins(name) else {
+    let Some(sys) = System::guarded(name, &["mkfs.ext4", "useradd", "chattr"], FsKind::Ext4) else {
         return;
     };
-    let rig = Rig::new(FsKind::Ext4);
-    let u = &rig.user;
-    let repo = rig.repo.to_str().unwrap().to_string();
-    rig.init_guarded(&repo_bin, &[]);
+    let (rig, u, repo) = (&sys.rig, sys.user(), &sys.repo);
+    let bulwark = &sys.bulwark;
     let svc = rig.start();
-    backup(u, &bulwark, &repo, "a", &image(&rig, "1"));
-    backup(u, &bulwark, &repo, "a", &image(&rig, "2"));
-    backup(u, &bulwark, &repo, "b", &image(&rig, "3"));
-    verify_both(u, &bulwark, &repo_bin, &repo, 0);
+    backup(&sys, "a", &image(&sys, "1"));
+    backup(&sys, "a", &image(&sys, "2"));
+    backup(&sys, "b", &image(&sys, "3"));
+    verify_both(&sys, 0);
     let a = sealed_files(&rig.repo, "a");
     let b = sealed_files(&rig.repo, "b");
     assert_eq!((a.len(), b.len()), (2, 1));
 
     // Root removes the newest point of a, which nothing references.
     sh(&format!("chattr -i {0} && rm {0}", a[1].display()));
-    let (x, y) = verify_both(u, &bulwark, &repo_bin, &repo, 1);
+    let (x, y) = verify_both(&sys, 1);
     for out in [&x, &y] {
         assert!(
             out.contains(&point_of(&a[1])) && out.contains("missing from the store"),
@@ -129,12 +96,12 @@ fn verify_names_a_sealed_point_that_is_missing_from_the_store() {
         assert_eq!(out.matches("DAMAGED").count(), 1, "{out}");
     }
     // A repeated verify still names it (the ledger, not a health file, is the reference).
-    let (x, _) = verify_both(u, &bulwark, &repo_bin, &repo, 1);
+    let (x, _) = verify_both(&sys, 1);
     assert!(x.contains("missing from the store"), "{x}");
 
     // Root clears the immutable attribute of b's file: not sealed any more.
     sh(&format!("chattr -i {}", b[0].display()));
-    let (x, y) = verify_both(u, &bulwark, &repo_bin, &repo, 1);
+    let (x, y) = verify_both(&sys, 1);
     for out in [&x, &y] {
         assert!(
             out.contains(&point_of(&b[0]))
@@ -149,7 +116,7 @@ fn verify_names_a_sealed_point_that_is_missing_from_the_store() {
         "chattr -i {0} && cp -p {0} {0}.new && mv {0}.new {0} && chattr +i {0}",
         a[0].display()
     ));
-    let (x, y) = verify_both(u, &bulwark, &repo_bin, &repo, 1);
+    let (x, y) = verify_both(&sys, 1);
     for out in [&x, &y] {
         assert!(
             out.contains(&point_of(&a[0])) && out.contains("the file was replaced"),
@@ -162,14 +129,14 @@ fn verify_names_a_sealed_point_that_is_missing_from_the_store() {
         "chattr -R -i {0} && rm -rf {0}",
         rig.repo.join("store/b").display()
     ));
-    let (x, y) = verify_both(u, &bulwark, &repo_bin, &repo, 1);
+    let (x, y) = verify_both(&sys, 1);
     for out in [&x, &y] {
         assert!(
             out.contains(&point_of(&b[0])) && out.contains("missing from the store"),
             "{out}"
         );
     }
-    let o = run_as(u, &bulwark, &["verify", "--repo", &repo, "--job", "b"]);
+    let o = run_as(u, bulwark, &["verify", "--repo", repo, "--job", "b"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     svc.stop();
 }
@@ -180,35 +147,29 @@ fn verify_names_points_missing_locally_although_the_s3_tier_holds_them() {
     if !can_run(name, &["mkfs.ext4", "useradd", "chattr", "cmp"]) {
         return;
     }
-    let (Ok(endpoint), Ok(ak), Ok(sk)) = (
-        std::env::var("S3_ENDPOINT"),
-        std::env::var("S3_ACCESS_KEY"),
-        std::env::var("S3_SECRET_KEY"),
-    ) else {
-        eprintln!("SKIP {name}: S3_ENDPOINT, S3_ACCESS_KEY and S3_SECRET_KEY not set (.ci/run starts a Ceph RGW)");
+    let Some(s3) = require_s3(name) else {
         return;
     };
-    let Some((bulwark, repo_bin)) = client_bins(name) else {
-        return;
-    };
+    let (endpoint, ak, sk) = (&s3.endpoint, &s3.access, &s3.secret);
     let Some(tier_bin) = tier_bin(name) else {
         return;
     };
-    let rig = Rig::new(FsKind::Ext4);
-    let u = &rig.user;
-    let repo = rig.repo.to_str().unwrap().to_string();
-    rig.init_guarded(&repo_bin, &[]);
+    let Some(sys) = System::guarded(name, &[], FsKind::Ext4) else {
+        return;
+    };
+    let (rig, u, repo) = (&sys.rig, sys.user(), &sys.repo);
+    let (bulwark, repo_bin) = (&sys.bulwark, &sys.repo_bin);
     let svc = rig.start();
-    backup(u, &bulwark, &repo, "vm", &image(&rig, "1"));
-    let img = image(&rig, "2");
-    backup(u, &bulwark, &repo, "vm", &img);
+    backup(&sys, "vm", &image(&sys, "1"));
+    let img = image(&sys, "2");
+    backup(&sys, "vm", &img);
     let creds = rig.fs.mnt.join("s3.credentials");
     std::fs::write(
         &creds,
         format!("access_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n"),
     )
     .unwrap();
-    std::os::unix::fs::chown(&creds, Some(u.uid), Some(u.gid)).unwrap();
+    u.chown(&creds);
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
     let bucket = format!("verify-missing-{}", std::process::id());
     let o = run_as(
@@ -216,9 +177,9 @@ fn verify_names_points_missing_locally_although_the_s3_tier_holds_them() {
         &tier_bin,
         &[
             "add",
-            &repo,
+            repo,
             "--endpoint",
-            &endpoint,
+            endpoint,
             "--bucket",
             &bucket,
             "--credentials",
@@ -227,9 +188,9 @@ fn verify_names_points_missing_locally_although_the_s3_tier_holds_them() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
-    let o = run_as(u, &tier_bin, &["sync", &repo]);
+    let o = run_as(u, &tier_bin, &["sync", repo]);
     assert!(o.status.success(), "{}", text(&o));
-    verify_both(u, &bulwark, &repo_bin, &repo, 0);
+    verify_both(&sys, 0);
 
     // Every local file is gone; the tier still holds both copies.
     let files = sealed_files(&rig.repo, "vm");
@@ -237,7 +198,7 @@ fn verify_names_points_missing_locally_although_the_s3_tier_holds_them() {
     for f in &files {
         sh(&format!("chattr -i {0} && rm {0}", f.display()));
     }
-    let o = run_as(u, &bulwark, &["verify", "--repo", &repo]);
+    let o = run_as(u, bulwark, &["verify", "--repo", repo]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let out = text(&o);
     for f in &files {
@@ -246,7 +207,7 @@ fn verify_names_points_missing_locally_although_the_s3_tier_holds_them() {
     assert_eq!(out.matches("missing from the store").count(), 2, "{out}");
     assert!(out.contains("the copy in the tier still restores"), "{out}");
     // Without the tier attached (bulwark-repo verify) the ledger alone names them.
-    let o = run_as(u, &repo_bin, &["verify", &repo]);
+    let o = run_as(u, repo_bin, &["verify", repo]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert_eq!(
         text(&o).matches("missing from the store").count(),
@@ -257,15 +218,15 @@ fn verify_names_points_missing_locally_although_the_s3_tier_holds_them() {
     // Restores from the tier keep working.
     let out_dir = rig.fs.mnt.join("out");
     std::fs::create_dir(&out_dir).unwrap();
-    std::os::unix::fs::chown(&out_dir, Some(u.uid), Some(u.gid)).unwrap();
+    u.chown(&out_dir);
     let out_img = out_dir.join("restored.img");
     let o = run_as(
         u,
-        &bulwark,
+        bulwark,
         &[
             "restore",
             "--repo",
-            &repo,
+            repo,
             "--job",
             "vm",
             out_img.to_str().unwrap(),
@@ -330,8 +291,8 @@ fn padded_incoming(rig: &Rig, job: &str) -> (PathBuf, u64) {
         files: vec![],
     };
     w.finish(meta).unwrap();
-    std::os::unix::fs::chown(&tmp, Some(rig.user.uid), Some(rig.user.gid)).unwrap();
-    let dst = incoming_path(&rig.repo, point);
+    rig.user.chown(&tmp);
+    let dst = rig.incoming_path(point);
     std::fs::rename(&tmp, &dst).unwrap();
     (dst, e.offset + u64::from(e.stored_len))
 }
@@ -353,22 +314,16 @@ fn poke(p: &Path, offset: u64, byte: u8) -> u8 {
 #[test]
 fn a_flipped_padding_byte_fails_seal_and_verify() {
     let name = "a_flipped_padding_byte_fails_seal_and_verify";
-    if !can_run(name, &["mkfs.ext4", "useradd", "chattr"]) {
-        return;
-    }
-    let Some((bulwark, repo_bin)) = client_bins(name) else {
+    let Some(sys) = System::guarded(name, &["mkfs.ext4", "useradd", "chattr"], FsKind::Ext4) else {
         return;
     };
-    let rig = Rig::new(FsKind::Ext4);
-    let u = &rig.user;
-    let repo = rig.repo.to_str().unwrap().to_string();
-    rig.init_guarded(&repo_bin, &[]);
+    let (rig, u) = (&sys.rig, sys.user());
     let svc = rig.start();
     let sock = rig.socket();
 
     // Seal: a byte flipped in the header's padding, or after a compressed block, is refused,
     // the file stays in incoming/, and the same file with zero padding seals.
-    let (p, block_end) = padded_incoming(&rig, "pad");
+    let (p, block_end) = padded_incoming(rig, "pad");
     for (offset, region) in [
         (1000, "header's padding"),
         (block_end, "padding after block 0"),
@@ -391,8 +346,8 @@ fn a_flipped_padding_byte_fails_seal_and_verify() {
     assert!(is_immutable(&sealed));
 
     // Verify: a real backup, then root flips padding bytes of its sealed file.
-    backup(u, &bulwark, &repo, "vm", &image(&rig, "1"));
-    verify_both(u, &bulwark, &repo_bin, &repo, 0);
+    backup(&sys, "vm", &image(&sys, "1"));
+    verify_both(&sys, 0);
     let f = sealed_files(&rig.repo, "vm").pop().unwrap();
     let r = PointReader::open(File::open(&f).unwrap()).unwrap();
     let e = *r
@@ -413,7 +368,7 @@ fn a_flipped_padding_byte_fails_seal_and_verify() {
         sh(&format!("chattr -i {}", f.display()));
         let old = poke(&f, offset, 0x80);
         sh(&format!("chattr +i {}", f.display()));
-        let (x, y) = verify_both(u, &bulwark, &repo_bin, &repo, 1);
+        let (x, y) = verify_both(&sys, 1);
         for out in [&x, &y] {
             assert!(
                 out.contains(&point_of(&f))
@@ -426,6 +381,6 @@ fn a_flipped_padding_byte_fails_seal_and_verify() {
         poke(&f, offset, old);
         sh(&format!("chattr +i {}", f.display()));
     }
-    verify_both(u, &bulwark, &repo_bin, &repo, 0);
+    verify_both(&sys, 0);
     svc.stop();
 }
