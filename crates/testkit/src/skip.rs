@@ -93,6 +93,31 @@ pub struct S3Env {
     pub secret: String,
 }
 
+impl S3Env {
+    /// Writes the credentials file `bulwark-tier add --credentials` reads, mode 0600.
+    pub fn write_credentials(&self, path: &std::path::Path) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(
+            path,
+            format!(
+                "access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+                self.access, self.secret
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    /// A bucket name no earlier run used: `<prefix>-<the clock in hex>`.
+    pub fn new_bucket(prefix: &str) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        format!("{prefix}-{:x}", nanos & 0xffff_ffff_ffff)
+    }
+}
+
 /// `S3_ENDPOINT`, `S3_ACCESS_KEY` and `S3_SECRET_KEY`, or `None` after a printed SKIP.
 pub fn require_s3(test: &str) -> Option<S3Env> {
     match (

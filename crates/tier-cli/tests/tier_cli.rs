@@ -2,96 +2,28 @@
 //! store of `.ci/run` (`S3_ENDPOINT`, `S3_ACCESS_KEY`, `S3_SECRET_KEY`); those tests skip
 //! loudly without it.
 
-use std::os::unix::fs::PermissionsExt;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use bulwark_format::{BlockNo, PointKind, StoredBlock};
-use bulwark_repository::{NewPoint, Repository};
-
-struct Env {
-    endpoint: String,
-    access: String,
-    secret: String,
-}
-
-fn s3_env(test: &str) -> Option<Env> {
-    match (
-        std::env::var("S3_ENDPOINT"),
-        std::env::var("S3_ACCESS_KEY"),
-        std::env::var("S3_SECRET_KEY"),
-    ) {
-        (Ok(endpoint), Ok(access), Ok(secret)) if !endpoint.is_empty() => Some(Env {
-            endpoint,
-            access,
-            secret,
-        }),
-        _ => {
-            eprintln!("SKIPPED {test}: S3_ENDPOINT not set (run .ci/run as root, or start shared/s3/ci-s3-objectlock.sh and export its last line)");
-            None
-        }
-    }
-}
+use bulwark_repository::Repository;
+use bulwark_testkit::cmd::run;
+use bulwark_testkit::expect_binary;
+use bulwark_testkit::skip::{require_s3, S3Env as Env};
+use common::one_point;
 
 fn bin_client() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_BIN_EXE_bulwark-tier")).with_file_name("bulwark");
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo test --workspace` so the client is built",
-        p.display()
-    );
-    p
+    expect_binary("bulwark")
 }
 
 /// `bulwark-repo`, built next to `bulwark-tier` by `cargo test --workspace`.
 fn bin_repo() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_BIN_EXE_bulwark-tier")).with_file_name("bulwark-repo");
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo test --workspace` so the admin tool is built",
-        p.display()
-    );
-    p
-}
-
-fn run(bin: &Path, args: &[&str]) -> Output {
-    let o = Command::new(bin).args(args).output().unwrap();
-    eprintln!(
-        "$ {} {} → {}\n{}{}",
-        bin.file_name().unwrap().to_string_lossy(),
-        args.join(" "),
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
+    expect_binary("bulwark-repo")
 }
 
 fn tier_cli(args: &[&str]) -> Output {
     run(Path::new(env!("CARGO_BIN_EXE_bulwark-tier")), args)
-}
-
-/// One small restore point of `job`; returns its id.
-fn one_point(repo: &Repository, job: &str, seed: u8) -> String {
-    let bs = 64 * 1024u32;
-    let mut b = repo
-        .begin_point(NewPoint {
-            job: job.into(),
-            parent: None,
-            disk_size: 4 * u64::from(bs),
-            block_size: bs,
-            compression_level: 0,
-            client: String::new(),
-            full_kind: PointKind::ActiveFull,
-        })
-        .unwrap();
-    for i in 0..4u64 {
-        let data: Vec<u8> = (0..bs as usize)
-            .map(|k| (k as u64 * 13 + i) as u8 ^ seed)
-            .collect();
-        b.put_stored(StoredBlock::raw(BlockNo(i), &data)).unwrap();
-    }
-    b.finish().unwrap().meta.point.to_hex()
 }
 
 struct Rig {
@@ -108,20 +40,8 @@ impl Rig {
         let dir = tmp.path().join("repo");
         Repository::init(&dir, 7).unwrap();
         let creds = tmp.path().join("s3.credentials");
-        std::fs::write(
-            &creds,
-            format!(
-                "access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
-                env.access, env.secret
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let bucket = format!("{prefix}-{:x}", nanos & 0xffff_ffff_ffff);
+        env.write_credentials(&creds);
+        let bucket = Env::new_bucket(prefix);
         Rig {
             tmp,
             dir,
@@ -157,7 +77,7 @@ impl Rig {
 #[test]
 fn after_tier_import_bulwark_list_shows_tier_only_points_with_their_job_names() {
     let name = "after_tier_import_bulwark_list_shows_tier_only_points_with_their_job_names";
-    let Some(env) = s3_env(name) else {
+    let Some(env) = require_s3(name) else {
         return;
     };
     let rig = Rig::new(env, "imp");
@@ -212,7 +132,7 @@ fn after_tier_import_bulwark_list_shows_tier_only_points_with_their_job_names() 
 #[test]
 fn tier_verify_exits_1_naming_a_version_planted_over_a_recorded_key() {
     let name = "tier_verify_exits_1_naming_a_version_planted_over_a_recorded_key";
-    let Some(env) = s3_env(name) else {
+    let Some(env) = require_s3(name) else {
         return;
     };
     let rig = Rig::new(env, "plant");

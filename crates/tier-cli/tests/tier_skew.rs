@@ -5,26 +5,18 @@
 //! machine. Needs the S3 store of `.ci/run` (`S3_ENDPOINT`, `S3_ACCESS_KEY`, `S3_SECRET_KEY`)
 //! and libfaketime; skips loudly without them.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
-use bulwark_format::{BlockNo, PointKind, StoredBlock};
-use bulwark_repository::{NewPoint, Repository};
+use bulwark_repository::Repository;
+use bulwark_testkit::skip::{require_faketime, require_s3, S3Env};
+use common::one_point;
 
 /// How far ahead this host's clock is made to run: well past the 30 s warning threshold,
 /// well within the 15 minutes a store accepts in signed requests.
 const AHEAD: i64 = 300;
-
-fn libfaketime() -> Option<PathBuf> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("ls /usr/lib/*/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1 2>/dev/null | head -n1")
-        .output()
-        .ok()?;
-    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (!p.is_empty()).then(|| PathBuf::from(p))
-}
 
 /// `bulwark-tier --json ARGS`, on a clock `shift` seconds ahead when given.
 fn tier_cli(args: &[&str], shift: Option<(&Path, i64)>) -> (Output, serde_json::Value) {
@@ -45,61 +37,24 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// One small restore point.
-fn one_point(repo: &Repository) {
-    let bs = 64 * 1024u32;
-    let mut b = repo
-        .begin_point(NewPoint {
-            job: "host-1".into(),
-            parent: None,
-            disk_size: 4 * u64::from(bs),
-            block_size: bs,
-            compression_level: 0,
-            client: String::new(),
-            full_kind: PointKind::ActiveFull,
-        })
-        .unwrap();
-    for i in 0..4u64 {
-        let data: Vec<u8> = (0..bs as usize)
-            .map(|k| (k as u64 * 13 + i) as u8)
-            .collect();
-        b.put_stored(StoredBlock::raw(BlockNo(i), &data)).unwrap();
-    }
-    b.finish().unwrap();
-}
-
 #[test]
 fn a_skewed_host_clock_is_measured_warned_about_and_locks_follow_the_stores_clock() {
     let name = "a_skewed_host_clock_is_measured_warned_about_and_locks_follow_the_stores_clock";
-    let (Ok(endpoint), Ok(access), Ok(secret)) = (
-        std::env::var("S3_ENDPOINT"),
-        std::env::var("S3_ACCESS_KEY"),
-        std::env::var("S3_SECRET_KEY"),
-    ) else {
-        eprintln!("SKIPPED {name}: S3_ENDPOINT not set (run .ci/run as root, or start shared/s3/ci-s3-objectlock.sh and export its last line)");
+    let Some(env) = require_s3(name) else {
         return;
     };
-    let Some(lib) = libfaketime() else {
-        eprintln!("SKIPPED {name}: libfaketime not installed (apt-get install faketime)");
+    let Some(lib) = require_faketime(name) else {
         return;
     };
+    let endpoint = &env.endpoint;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("repo");
     let d = dir.to_str().unwrap();
     let repo = Repository::init(&dir, 7).unwrap();
-    one_point(&repo);
+    one_point(&repo, "host-1", 0);
     let creds = tmp.path().join("s3.credentials");
-    std::fs::write(
-        &creds,
-        format!("access_key_id = \"{access}\"\nsecret_access_key = \"{secret}\"\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let bucket = format!("skew-{:x}", nanos & 0xffff_ffff_ffff);
+    env.write_credentials(&creds);
+    let bucket = S3Env::new_bucket("skew");
     let shifted = Some((lib.as_path(), AHEAD));
     let near = |v: &serde_json::Value| {
         let s = v["clock_skew_seconds"]
@@ -117,7 +72,7 @@ fn a_skewed_host_clock_is_measured_warned_about_and_locks_follow_the_stores_cloc
             "add",
             d,
             "--endpoint",
-            &endpoint,
+            endpoint,
             "--bucket",
             &bucket,
             "--credentials",

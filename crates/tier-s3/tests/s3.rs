@@ -12,69 +12,28 @@ use std::time::Duration;
 
 use bulwark_engine::{backup_local, restore_local, BackupOptions, RestoreOptions};
 use bulwark_repository::Repository;
+use bulwark_testkit::skip::{require_s3, S3Env};
+use bulwark_testkit::Rng;
 use bulwark_tier_s3::{
     import, record, settings, Store, SyncOptions, Tier, TierError, TierMode, TierSettings,
 };
-
-struct S3Env {
-    endpoint: String,
-    access: String,
-    secret: String,
-}
-
-fn s3_env(test: &str) -> Option<S3Env> {
-    match (
-        std::env::var("S3_ENDPOINT"),
-        std::env::var("S3_ACCESS_KEY"),
-        std::env::var("S3_SECRET_KEY"),
-    ) {
-        (Ok(endpoint), Ok(access), Ok(secret)) if !endpoint.is_empty() => Some(S3Env {
-            endpoint,
-            access,
-            secret,
-        }),
-        _ => {
-            eprintln!("SKIPPED {test}: S3_ENDPOINT not set (run .ci/run as root, or start shared/s3/ci-s3-objectlock.sh and export its last line)");
-            None
-        }
-    }
-}
 
 fn now() -> i64 {
     bulwark_time::UnixTime::now().secs()
 }
 
 fn unique(prefix: &str) -> String {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{:x}", n & 0xffff_ffff_ffff)
-}
-
-struct Rng(u64);
-impl Rng {
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(n + 8);
-        while v.len() < n {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            v.extend_from_slice(&self.0.to_le_bytes());
-        }
-        v.truncate(n);
-        v
-    }
+    S3Env::new_bucket(prefix)
 }
 
 fn creds_file(dir: &Path, access: &str, secret: &str) -> PathBuf {
     let p = dir.join("s3.credentials");
-    std::fs::write(
-        &p,
-        format!("access_key_id = \"{access}\"\nsecret_access_key = \"{secret}\"\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    S3Env {
+        endpoint: String::new(),
+        access: access.into(),
+        secret: secret.into(),
+    }
+    .write_credentials(&p);
     p
 }
 
@@ -152,13 +111,13 @@ fn setup(env: S3Env, seed: u64, tweak: impl FnOnce(&mut TierSettings)) -> Setup 
         tier,
         creds,
         env,
-        rng: Rng(seed),
+        rng: Rng::new(seed),
     }
 }
 
 #[test]
 fn chain_is_locked_in_compliance_and_restores_from_the_bucket_alone() {
-    let Some(env) = s3_env("chain_is_locked_in_compliance_and_restores_from_the_bucket_alone")
+    let Some(env) = require_s3("chain_is_locked_in_compliance_and_restores_from_the_bucket_alone")
     else {
         return;
     };
@@ -256,7 +215,7 @@ fn chain_is_locked_in_compliance_and_restores_from_the_bucket_alone() {
 #[test]
 fn tier_verify_reports_a_planted_version_over_a_recorded_key_and_restores_stay_pinned() {
     let name = "tier_verify_reports_a_planted_version_over_a_recorded_key_and_restores_stay_pinned";
-    let Some(env) = s3_env(name) else {
+    let Some(env) = require_s3(name) else {
         return;
     };
     let mut t = setup(env, 0x005e_ed0f_da7a, |_| {});
@@ -302,7 +261,7 @@ fn tier_verify_reports_a_planted_version_over_a_recorded_key_and_restores_stay_p
 
 #[test]
 fn retention_is_extended_when_the_chain_grows() {
-    let Some(env) = s3_env("retention_is_extended_when_the_chain_grows") else {
+    let Some(env) = require_s3("retention_is_extended_when_the_chain_grows") else {
         return;
     };
     let mut t = setup(env, 0x1234_5678_9abc_def1, |_| {});
@@ -336,7 +295,8 @@ fn retention_is_extended_when_the_chain_grows() {
 
 #[test]
 fn move_mode_frees_expired_local_files_and_restores_read_the_tier() {
-    let Some(env) = s3_env("move_mode_frees_expired_local_files_and_restores_read_the_tier") else {
+    let Some(env) = require_s3("move_mode_frees_expired_local_files_and_restores_read_the_tier")
+    else {
         return;
     };
     let mut t = setup(env, 0x5555_aaaa_1234_0001, |s| s.mode = TierMode::Move);
@@ -450,7 +410,8 @@ fn pump(mut from: TcpStream, mut to: TcpStream, count: Option<Arc<AtomicU64>>, d
 
 #[test]
 fn endpoint_outage_mid_upload_resumes_without_loss_or_double_counting() {
-    let Some(env) = s3_env("endpoint_outage_mid_upload_resumes_without_loss_or_double_counting")
+    let Some(env) =
+        require_s3("endpoint_outage_mid_upload_resumes_without_loss_or_double_counting")
     else {
         return;
     };
@@ -529,7 +490,7 @@ fn endpoint_outage_mid_upload_resumes_without_loss_or_double_counting() {
 
 #[test]
 fn a_closed_port_fails_with_a_clear_error_after_retries() {
-    let Some(env) = s3_env("a_closed_port_fails_with_a_clear_error_after_retries") else {
+    let Some(env) = require_s3("a_closed_port_fails_with_a_clear_error_after_retries") else {
         return;
     };
     let t = setup(env, 7, |_| {});
@@ -549,7 +510,7 @@ fn a_closed_port_fails_with_a_clear_error_after_retries() {
 
 #[test]
 fn wrong_keys_are_refused_with_a_clear_error() {
-    let Some(env) = s3_env("wrong_keys_are_refused_with_a_clear_error") else {
+    let Some(env) = require_s3("wrong_keys_are_refused_with_a_clear_error") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -572,7 +533,8 @@ fn wrong_keys_are_refused_with_a_clear_error() {
 
 #[test]
 fn a_bucket_without_object_lock_is_refused_with_how_to_create_one() {
-    let Some(env) = s3_env("a_bucket_without_object_lock_is_refused_with_how_to_create_one") else {
+    let Some(env) = require_s3("a_bucket_without_object_lock_is_refused_with_how_to_create_one")
+    else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
