@@ -7,134 +7,27 @@ use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bulwark_protocol::{ErrorCode, Msg};
 use bulwark_remote::{Conn, RemoteAddr, RemoteError};
-
-static USERS: Mutex<u32> = Mutex::new(0);
+use bulwark_testkit::{expect_binary, require_root, show, Mount, Rng, TestUser};
 
 fn bin_repo() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bulwark-repo"))
 }
 
 fn bin_client() -> PathBuf {
-    let p = bin_repo().with_file_name("bulwark");
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo test --workspace` so the client is built",
-        p.display()
-    );
-    p
-}
-
-fn is_root() -> bool {
-    bulwark_sys::effective_uid() == 0
+    expect_binary("bulwark")
 }
 
 macro_rules! need_root {
     ($name:literal) => {
-        if !is_root() {
-            eprintln!(concat!(
-                "SKIPPED ",
-                $name,
-                ": needs root to create the unprivileged service user (CI runs as root)"
-            ));
+        if !require_root($name, "creating the unprivileged service user") {
             return;
         }
     };
-}
-
-/// A system user created for one test and removed on drop, even when the test fails.
-struct ServiceUser {
-    name: String,
-    uid: u32,
-    gid: u32,
-}
-
-impl ServiceUser {
-    fn create() -> ServiceUser {
-        let mut n = USERS.lock().unwrap_or_else(|e| e.into_inner());
-        *n += 1;
-        let name = format!("bwt{}x{}", std::process::id(), *n);
-        let mut ok = false;
-        for _ in 0..20 {
-            let st = Command::new("useradd")
-                .args([
-                    "--system",
-                    "--no-create-home",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                    &name,
-                ])
-                .status()
-                .expect("useradd runs");
-            if st.success() {
-                ok = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        assert!(ok, "useradd {name} failed");
-        let id = |flag: &str| -> u32 {
-            let o = Command::new("id").args([flag, &name]).output().unwrap();
-            String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
-        };
-        let (uid, gid) = (id("-u"), id("-g"));
-        assert_ne!(uid, 0);
-        ServiceUser { name, uid, gid }
-    }
-}
-
-impl Drop for ServiceUser {
-    fn drop(&mut self) {
-        let _g = USERS.lock().unwrap_or_else(|e| e.into_inner());
-        for _ in 0..20 {
-            let st = Command::new("userdel").arg(&self.name).status();
-            if st.map(|s| s.success()).unwrap_or(false) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        eprintln!("could not remove test user {}", self.name);
-    }
-}
-
-fn show(what: &str, o: &Output) {
-    eprintln!(
-        "$ {what} → {}\n{}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// A tmpfs mounted for one test, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, mib: u32) -> Tmpfs {
-        let st = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={mib}m,mode=0755"),
-                "tmpfs",
-            ])
-            .arg(at)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mounting a tmpfs at {}", at.display());
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
 }
 
 /// A repository owned by a fresh service user, and its running service.
@@ -145,9 +38,9 @@ struct Service {
     repo: PathBuf,
     log: PathBuf,
     // Before `dir`: unmounted before the folder is removed.
-    _tmpfs: Option<Tmpfs>,
+    _tmpfs: Option<Mount>,
     dir: tempfile::TempDir,
-    user: ServiceUser,
+    user: TestUser,
 }
 
 impl Service {
@@ -158,13 +51,19 @@ impl Service {
     /// [`Service::start`] with the repository on a tmpfs of `tmpfs_mib` MiB, and
     /// `[client_limits]` settings replaced in `repository.toml` before the service starts.
     fn start_with(extra: &[&str], tmpfs_mib: Option<u32>, limits: &[(&str, &str)]) -> Service {
-        let user = ServiceUser::create();
+        let user = TestUser::create();
         let dir = tempfile::tempdir().unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let base = dir.path().join("srv");
         std::fs::create_dir(&base).unwrap();
-        let tmpfs = tmpfs_mib.map(|m| Tmpfs::mount(&base, m));
+        let tmpfs = tmpfs_mib.map(|m| {
+            Mount::new(
+                &format!("-t tmpfs -o size={m}m,mode=0755"),
+                Path::new("tmpfs"),
+                &base,
+            )
+        });
         std::os::unix::fs::chown(&base, Some(user.uid), Some(user.gid)).unwrap();
         let repo = base.join("repo");
         let mut svc = Service {
@@ -313,27 +212,6 @@ impl Drop for Service {
     }
 }
 
-struct Rng(u64);
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(n + 8);
-        while v.len() < n {
-            v.extend_from_slice(&self.next().to_le_bytes());
-        }
-        v.truncate(n);
-        v
-    }
-}
-
 /// A disk image mixing random, compressible and zero regions.
 fn image(path: &Path, seed: u64, mib: usize) {
     let mut rng = Rng::new(seed);
@@ -355,7 +233,7 @@ fn change(path: &Path, seed: u64) {
     let len = f.metadata().unwrap().len();
     let mut rng = Rng::new(seed);
     for _ in 0..3 {
-        let at = rng.next() % (len - 65536);
+        let at = rng.next_u64() % (len - 65536);
         f.write_all_at(&rng.bytes(65536), at).unwrap();
     }
 }

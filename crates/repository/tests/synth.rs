@@ -10,44 +10,28 @@ use bulwark_format::{
     align_up, BlockNo, Codec, Digest, PointId, PointKind, StoredBlock, HEADER_LEN,
 };
 use bulwark_repository::{NewPoint, Repository, SynthMethod};
+use bulwark_testkit::{can_run, FsKind, LoopFs, Rng};
 
 const BS: u32 = 64 * 1024;
 const BLOCKS: u64 = 768; // 48 MiB disk
 const JOB: &str = "vm-1";
 
-/// A small deterministic generator (xorshift64*), so failures can be replayed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// A block: random (stored raw), compressible (zstd, unaligned length) or zero.
-    fn block(&mut self) -> Vec<u8> {
-        let mut b = vec![0u8; BS as usize];
-        match self.below(10) {
-            0 => {}
-            1..=3 => {
-                let v = self.next() as u8;
-                for (i, x) in b.iter_mut().enumerate() {
-                    *x = if i % 3 == 0 { v } else { (i / 512) as u8 };
-                }
-                let k = self.next() as usize % b.len();
-                b[k] ^= 0x5A;
+/// A block from `rng`: random (stored raw), compressible (zstd, unaligned length) or zero.
+fn block(rng: &mut Rng) -> Vec<u8> {
+    let mut b = vec![0u8; BS as usize];
+    match rng.below(10) {
+        0 => {}
+        1..=3 => {
+            let v = rng.next_u64() as u8;
+            for (i, x) in b.iter_mut().enumerate() {
+                *x = if i % 3 == 0 { v } else { (i / 512) as u8 };
             }
-            _ => {
-                for c in b.chunks_mut(8) {
-                    c.copy_from_slice(&self.next().to_le_bytes()[..c.len()]);
-                }
-            }
+            let k = rng.next_u64() as usize % b.len();
+            b[k] ^= 0x5A;
         }
-        b
+        _ => rng.fill(&mut b),
     }
+    b
 }
 
 /// The disk as the test sees it: one buffer per block.
@@ -119,13 +103,13 @@ fn restore(repo: &Repository, point: PointId) -> Vec<u8> {
 
 /// A full and `incrementals` incrementals, each changing about a tenth of the blocks.
 fn make_chain(repo: &Repository, seed: u64, incrementals: usize) -> (Disk, Vec<PointId>) {
-    let mut rng = Rng(seed);
-    let mut disk: Disk = (0..BLOCKS).map(|_| rng.block()).collect();
+    let mut rng = Rng::new(seed);
+    let mut disk: Disk = (0..BLOCKS).map(|_| block(&mut rng)).collect();
     let mut points = vec![backup(repo, &disk, true)];
     for _ in 0..incrementals {
         for _ in 0..BLOCKS / 10 {
             let i = rng.below(BLOCKS) as usize;
-            disk[i] = rng.block();
+            disk[i] = block(&mut rng);
         }
         points.push(backup(repo, &disk, false));
     }
@@ -166,84 +150,6 @@ fn all_point_files(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(p);
         }
     }
-}
-
-/// A filesystem on a loop device, unmounted and deleted on drop (also when a test panics).
-struct LoopFs {
-    _tmp: tempfile::TempDir,
-    mnt: PathBuf,
-    size: u64,
-    mounted: bool,
-}
-
-impl LoopFs {
-    /// Makes and mounts the filesystem, or says why it cannot be done here.
-    fn new(mkfs: &[&str], size: u64) -> Result<LoopFs, String> {
-        if bulwark_sys::effective_uid() != 0 {
-            return Err("needs root (loop mounts); CI runs as root".into());
-        }
-        let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let img = tmp.path().join("fs.img");
-        let mnt = tmp.path().join("mnt");
-        std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
-        std::fs::File::create(&img)
-            .and_then(|f| f.set_len(size))
-            .map_err(|e| e.to_string())?;
-        let mkfs_ok = Command::new(mkfs[0])
-            .args(&mkfs[1..])
-            .arg(&img)
-            .status()
-            .map_err(|e| format!("{} not available ({e}): apt-get install xfsprogs", mkfs[0]))?;
-        if !mkfs_ok.success() {
-            return Err(format!("{} failed", mkfs.join(" ")));
-        }
-        let mut fs = LoopFs {
-            _tmp: tmp,
-            mnt,
-            size,
-            mounted: false,
-        };
-        let ok = Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&img)
-            .arg(&fs.mnt)
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !ok.success() {
-            return Err("mount -o loop failed (no loop devices in this container?)".into());
-        }
-        fs.mounted = true;
-        Ok(fs)
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        if self.mounted {
-            let _ = Command::new("chattr")
-                .arg("-R")
-                .arg("-i")
-                .arg(&self.mnt)
-                .status();
-            let ok = Command::new("umount").arg(&self.mnt).status();
-            if !ok.is_ok_and(|s| s.success()) {
-                // Something still holds it open: detach now, freed when it closes.
-                let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-            }
-        }
-    }
-}
-
-macro_rules! loop_fs_or_skip {
-    ($test:expr, $mkfs:expr, $size:expr) => {
-        match LoopFs::new($mkfs, $size) {
-            Ok(fs) => fs,
-            Err(why) => {
-                eprintln!("SKIPPED {}: {why}", $test);
-                return;
-            }
-        }
-    };
 }
 
 #[test]
@@ -305,11 +211,11 @@ fn synthesize_on_any_filesystem_restores_identically_and_says_how() {
 #[test]
 fn synthetic_full_on_xfs_clones_from_immutable_files_and_costs_no_data_space() {
     let name = "synthetic_full_on_xfs_clones_from_immutable_files_and_costs_no_data_space";
-    let fs = loop_fs_or_skip!(
-        name,
-        &["mkfs.xfs", "-q", "-f", "-m", "reflink=1"],
-        512 << 20
-    );
+    if !can_run(name, "loop mounts", &["mkfs.xfs"]) {
+        return;
+    }
+    let size = 512 << 20;
+    let fs = LoopFs::with_size(FsKind::Xfs, size);
     let repo = Repository::init(&fs.mnt.join("repo"), 7).unwrap();
     assert!(repo.reflink_support().unwrap().is_supported());
     let (disk, points) = make_chain(&repo, 42, 4);
@@ -347,13 +253,13 @@ fn synthetic_full_on_xfs_clones_from_immutable_files_and_costs_no_data_space() {
         .sum();
     assert_eq!(out.bytes_cloned, data);
     assert!(
-        data > fs.size / 20,
+        data > size / 20,
         "the test must hold more data ({data}) than the 1 % threshold"
     );
     assert!(
-        used < fs.size / 100,
+        used < size / 100,
         "free space dropped by {used} bytes, more than 1 % of the {} byte filesystem",
-        fs.size
+        size
     );
 
     // FIEMAP: every extent of the new file's data region is shared with the old files.
@@ -397,7 +303,10 @@ fn synthetic_full_on_xfs_clones_from_immutable_files_and_costs_no_data_space() {
 #[test]
 fn synthetic_full_on_ext4_falls_back_to_copying_and_says_so() {
     let name = "synthetic_full_on_ext4_falls_back_to_copying_and_says_so";
-    let fs = loop_fs_or_skip!(name, &["mkfs.ext4", "-q", "-F"], 256 << 20);
+    if !can_run(name, "loop mounts", &["mkfs.ext4"]) {
+        return;
+    }
+    let fs = LoopFs::with_size(FsKind::Ext4, 256 << 20);
     let repo = Repository::init(&fs.mnt.join("repo"), 7).unwrap();
     let support = repo.reflink_support().unwrap();
     assert!(!support.is_supported());
