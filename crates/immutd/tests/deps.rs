@@ -2,9 +2,6 @@
 //! no other socket code, and nothing beyond a pinned list. Adding a crate to the service must
 //! be a deliberate edit of this list, reviewed like a change to the service itself.
 
-use std::collections::BTreeSet;
-use std::process::Command;
-
 /// Crates whose presence means the service grew network, async or TLS code.
 const FORBIDDEN: &[&str] = &[
     "tokio",
@@ -62,30 +59,7 @@ const ALLOWED: &[&str] = &[
 
 #[test]
 fn dependency_tree_is_small_and_has_no_network_code() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args([
-            "tree",
-            "-p",
-            "bulwark-immutd",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--offline",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("running cargo tree");
-    assert!(
-        out.status.success(),
-        "cargo tree failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let names: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect();
+    let names = bulwark_testkit::deps::normal_tree("bulwark-immutd", env!("CARGO_MANIFEST_DIR"));
     assert!(
         names.contains("bulwark-immutd") && names.contains("libc"),
         "unexpected cargo tree output: {names:?}"

@@ -6,7 +6,6 @@
 //! transport itself.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 /// Crates whose presence means the transport grew the S3 SDK, an async runtime or HTTP code.
 const FORBIDDEN: &[&str] = &[
@@ -153,30 +152,7 @@ const ALLOWED: &[&str] = &[
 ];
 
 fn tree() -> BTreeSet<String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args([
-            "tree",
-            "-p",
-            "bulwark-repo-cli",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--offline",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("running cargo tree");
-    assert!(
-        out.status.success(),
-        "cargo tree failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let names: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect();
+    let names = bulwark_testkit::deps::normal_tree("bulwark-repo-cli", env!("CARGO_MANIFEST_DIR"));
     assert!(
         names.contains("bulwark-repo-cli") && names.contains("rustls"),
         "unexpected cargo tree output: {names:?}"
