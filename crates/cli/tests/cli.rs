@@ -190,36 +190,36 @@ fn truncated_or_future_version_files_are_named_by_verify() {
 fn operational_errors_exit_2_with_advice() {
     let dir = tempfile::tempdir().unwrap();
     let repo = init_repo(dir.path());
-    let o = run(&[
-        "backup",
-        "--repo",
-        s(&dir.path().join("nope")),
-        "--job",
-        "j",
-        "/dev/null",
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("bulwark-repo init"));
-    let o = run(&[
-        "backup",
-        "--repo",
-        s(&repo),
-        "--job",
-        "../etc",
-        "/etc/hostname",
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not allowed"));
-    let o = run(&[
-        "restore",
-        "--repo",
-        s(&repo),
-        "--job",
-        "none",
-        s(&dir.path().join("x")),
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("run a backup first"));
+    let nope = dir.path().join("nope");
+    let x = dir.path().join("x");
+    for (args, advice) in [
+        (
+            ["backup", "--repo", s(&nope), "--job", "j", "/dev/null"],
+            "bulwark-repo init",
+        ),
+        (
+            [
+                "backup",
+                "--repo",
+                s(&repo),
+                "--job",
+                "../etc",
+                "/etc/hostname",
+            ],
+            "not allowed",
+        ),
+        (
+            ["restore", "--repo", s(&repo), "--job", "none", s(&x)],
+            "run a backup first",
+        ),
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(advice),
+            "{args:?}"
+        );
+    }
 }
 
 /// Kills backups with SIGKILL at random moments; committed points must stay intact, and the
