@@ -40,7 +40,6 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
     let Some(s3) = require_s3(name) else {
         return;
     };
-    let (endpoint, ak, sk) = (s3.endpoint, s3.access, s3.secret);
     let Some(tier_bin) = tier_bin(name) else {
         return;
     };
@@ -61,13 +60,8 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
     std::fs::write(&img, b"guarded tier ".repeat(200_000)).unwrap();
     std::os::unix::fs::chown(&img, Some(u.uid), Some(u.gid)).unwrap();
     let creds = rig.fs.mnt.join("s3.credentials");
-    std::fs::write(
-        &creds,
-        format!("access_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n"),
-    )
-    .unwrap();
-    std::os::unix::fs::chown(&creds, Some(u.uid), Some(u.gid)).unwrap();
-    std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    s3.write_credentials(&creds);
+    u.chown(&creds);
     assert!(run_as(
         u,
         bulwark,
@@ -83,22 +77,9 @@ fn copies_of_a_guarded_repository_are_locked_until_the_ledgers_expiry() {
     .status
     .success());
     let bucket = format!("guarded-{}", std::process::id());
-    let add = json(run_as(
-        u,
-        &tier_bin,
-        &[
-            "--json",
-            "add",
-            &repo,
-            "--endpoint",
-            &endpoint,
-            "--bucket",
-            &bucket,
-            "--credentials",
-            creds.to_str().unwrap(),
-            "--create-bucket",
-        ],
-    ));
+    let mut add = vec!["--json"];
+    add.extend(s3.add_args(&repo, &bucket, &creds));
+    let add = json(run_as(u, &tier_bin, &add));
     assert!(add["lock_probe"]["delete_refused"].is_string(), "{add}");
     let sync = json(run_as(u, &tier_bin, &["--json", "sync", &repo]));
     assert_eq!(

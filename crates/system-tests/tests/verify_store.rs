@@ -5,7 +5,7 @@
 //! with a real service user and the real bulwark-immutd.
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bulwark_format::{
@@ -150,7 +150,6 @@ fn verify_names_points_missing_locally_although_the_s3_tier_holds_them() {
     let Some(s3) = require_s3(name) else {
         return;
     };
-    let (endpoint, ak, sk) = (&s3.endpoint, &s3.access, &s3.secret);
     let Some(tier_bin) = tier_bin(name) else {
         return;
     };
@@ -164,29 +163,10 @@ fn verify_names_points_missing_locally_although_the_s3_tier_holds_them() {
     let img = image(&sys, "2");
     backup(&sys, "vm", &img);
     let creds = rig.fs.mnt.join("s3.credentials");
-    std::fs::write(
-        &creds,
-        format!("access_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n"),
-    )
-    .unwrap();
+    s3.write_credentials(&creds);
     u.chown(&creds);
-    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
     let bucket = format!("verify-missing-{}", std::process::id());
-    let o = run_as(
-        u,
-        &tier_bin,
-        &[
-            "add",
-            repo,
-            "--endpoint",
-            endpoint,
-            "--bucket",
-            &bucket,
-            "--credentials",
-            creds.to_str().unwrap(),
-            "--create-bucket",
-        ],
-    );
+    let o = run_as(u, &tier_bin, &s3.add_args(repo, &bucket, &creds));
     assert!(o.status.success(), "{}", text(&o));
     let o = run_as(u, &tier_bin, &["sync", repo]);
     assert!(o.status.success(), "{}", text(&o));

@@ -108,6 +108,27 @@ impl S3Env {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 
+    /// `add REPO --endpoint E --bucket B --credentials C --create-bucket`: `bulwark-tier add`
+    /// of this store for `repo`.
+    pub fn add_args<'a>(
+        &'a self,
+        repo: &'a str,
+        bucket: &'a str,
+        creds: &'a std::path::Path,
+    ) -> Vec<&'a str> {
+        vec![
+            "add",
+            repo,
+            "--endpoint",
+            &self.endpoint,
+            "--bucket",
+            bucket,
+            "--credentials",
+            creds.to_str().unwrap(),
+            "--create-bucket",
+        ]
+    }
+
     /// A bucket name no earlier run used: `<prefix>-<the clock in hex>`.
     pub fn new_bucket(prefix: &str) -> String {
         let nanos = std::time::SystemTime::now()

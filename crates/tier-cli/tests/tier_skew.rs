@@ -46,7 +46,6 @@ fn a_skewed_host_clock_is_measured_warned_about_and_locks_follow_the_stores_cloc
     let Some(lib) = require_faketime(name) else {
         return;
     };
-    let endpoint = &env.endpoint;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("repo");
     let d = dir.to_str().unwrap();
@@ -67,20 +66,7 @@ fn a_skewed_host_clock_is_measured_warned_about_and_locks_follow_the_stores_cloc
         );
     };
 
-    let (o, v) = tier_cli(
-        &[
-            "add",
-            d,
-            "--endpoint",
-            endpoint,
-            "--bucket",
-            &bucket,
-            "--credentials",
-            creds.to_str().unwrap(),
-            "--create-bucket",
-        ],
-        shifted,
-    );
+    let (o, v) = tier_cli(&env.add_args(d, &bucket, &creds), shifted);
     assert!(o.status.success(), "tier add: {}", text(&o.stderr));
     near(&v);
     let err = text(&o.stderr);
