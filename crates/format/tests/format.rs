@@ -1,28 +1,20 @@
 //! Round trips, damage detection and golden files of format version 1.
 
+mod common;
+
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use bulwark_format::*;
+use common::read_all;
 use proptest::prelude::*;
 
 fn meta_for(h: &Header, job: &str) -> PointMeta {
     PointMeta {
-        kind: PointKind::ActiveFull,
-        retention: RetentionClass::Regular,
-        compression_level: 3,
-        created_unix_secs: 1_790_000_000,
         created_nanos: 5,
-        block_size: h.block_size,
-        disk_size: h.disk_size,
-        point: h.point_id,
-        parent: PointId::NONE,
-        chain: h.point_id,
         job: job.into(),
-        client: String::new(),
-        stats: Stats::default(),
-        files: vec![],
+        ..common::meta_for(h, PointKind::ActiveFull)
     }
 }
 
@@ -52,18 +44,6 @@ fn write_point(path: &Path, disk_size: u64, block_size: u32, blocks: &[(u64, Vec
     }
     let (_, t, _) = w.finish(meta_for(&h, "job-1")).unwrap();
     t
-}
-
-fn read_all(path: &Path) -> Vec<(u64, Vec<u8>)> {
-    let r = PointReader::open(File::open(path).unwrap()).unwrap();
-    let mut out = vec![];
-    let (mut stored, mut plain) = (vec![], vec![]);
-    for e in &r.map {
-        let stored = r.read_stored(e, &mut stored).unwrap();
-        decode_block(e, stored, &mut plain).unwrap();
-        out.push((e.block.0, plain.clone()));
-    }
-    out
 }
 
 #[test]

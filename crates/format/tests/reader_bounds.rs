@@ -1,5 +1,7 @@
 //! Regression tests for what fuzzing the reader found (`fuzz/`, target `point_reader`).
 
+mod common;
+
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
@@ -24,20 +26,8 @@ fn one_raw_block() -> Vec<u8> {
     let data: Vec<u8> = (0..4096u32).map(|i| (i * 131 % 251) as u8).collect();
     w.put_stored(StoredBlock::raw(BlockNo(0), &data)).unwrap();
     let meta = PointMeta {
-        kind: PointKind::ActiveFull,
-        retention: RetentionClass::Regular,
         compression_level: 0,
-        created_unix_secs: 1_790_000_000,
-        created_nanos: 0,
-        block_size: 4096,
-        disk_size: 4096,
-        point: h.point_id,
-        parent: PointId::NONE,
-        chain: h.point_id,
-        job: "job-1".into(),
-        client: String::new(),
-        stats: Stats::default(),
-        files: vec![],
+        ..common::meta_for(&h, PointKind::ActiveFull)
     };
     w.finish(meta).unwrap();
     std::fs::read(&p).unwrap()

@@ -1,11 +1,13 @@
 //! `PointWriter::reserve_stored`: blocks whose bytes the caller fills in (a synthetic full
 //! clones them from earlier files).
 
+mod common;
+
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 
 use bulwark_format::*;
+use common::read_all;
 
 const BS: usize = 64 * 1024;
 
@@ -18,22 +20,7 @@ fn header(disk_size: u64, id: u8) -> Header {
 }
 
 fn meta_for(h: &Header) -> PointMeta {
-    PointMeta {
-        kind: PointKind::SyntheticFull,
-        retention: RetentionClass::Regular,
-        compression_level: 3,
-        created_unix_secs: 1_790_000_000,
-        created_nanos: 0,
-        block_size: h.block_size,
-        disk_size: h.disk_size,
-        point: h.point_id,
-        parent: PointId::NONE,
-        chain: h.point_id,
-        job: "job-1".into(),
-        client: String::new(),
-        stats: Stats::default(),
-        files: vec![],
-    }
+    common::meta_for(h, PointKind::SyntheticFull)
 }
 
 /// Stored form of a block: a zstd frame when it is smaller (so lengths are unaligned).
@@ -44,6 +31,18 @@ fn stored_of(data: &[u8]) -> (Vec<u8>, bool) {
     } else {
         (data.to_vec(), false)
     }
+}
+
+/// Writes block `no` of `data` in its stored form.
+fn put(w: &mut PointWriter, data: &[Vec<u8>], no: usize) {
+    let (s, c) = stored_of(&data[no]);
+    w.put_stored(StoredBlock::encoded(
+        BlockNo(no as u64),
+        &data[no],
+        &s,
+        if c { Codec::Zstd } else { Codec::Raw },
+    ))
+    .unwrap();
 }
 
 fn blocks() -> Vec<Vec<u8>> {
@@ -66,17 +65,6 @@ fn blocks() -> Vec<Vec<u8>> {
     ]
 }
 
-fn read_all(path: &Path) -> Vec<(u64, Vec<u8>)> {
-    let r = PointReader::open(File::open(path).unwrap()).unwrap();
-    let (mut stored, mut plain, mut out) = (vec![], vec![], vec![]);
-    for e in &r.map {
-        let stored = r.read_stored(e, &mut stored).unwrap();
-        decode_block(e, stored, &mut plain).unwrap();
-        out.push((e.block.0, plain.clone()));
-    }
-    out
-}
-
 #[test]
 fn reserved_blocks_filled_from_another_file_read_back_between_written_ones() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,14 +75,7 @@ fn reserved_blocks_filled_from_another_file_read_back_between_written_ones() {
     let hs = header(disk, 1);
     let mut w = PointWriter::new(File::create(&src_path).unwrap(), hs).unwrap();
     for no in [1usize, 2] {
-        let (s, c) = stored_of(&data[no]);
-        w.put_stored(StoredBlock::encoded(
-            BlockNo(no as u64),
-            &data[no],
-            &s,
-            if c { Codec::Zstd } else { Codec::Raw },
-        ))
-        .unwrap();
+        put(&mut w, &data, no);
     }
     w.finish(meta_for(&hs)).unwrap();
     let src = PointReader::open(File::open(&src_path).unwrap()).unwrap();
@@ -103,17 +84,7 @@ fn reserved_blocks_filled_from_another_file_read_back_between_written_ones() {
     let dst_path = dir.path().join("dst.bwrp");
     let hd = header(disk, 2);
     let mut w = PointWriter::new(File::create(&dst_path).unwrap(), hd).unwrap();
-    let put = |w: &mut PointWriter, no: usize| {
-        let (s, c) = stored_of(&data[no]);
-        w.put_stored(StoredBlock::encoded(
-            BlockNo(no as u64),
-            &data[no],
-            &s,
-            if c { Codec::Zstd } else { Codec::Raw },
-        ))
-        .unwrap();
-    };
-    put(&mut w, 0);
+    put(&mut w, &data, 0);
     let mut fills = vec![];
     for se in &src.map {
         let e = w
@@ -134,7 +105,7 @@ fn reserved_blocks_filled_from_another_file_read_back_between_written_ones() {
         fills[0].1.offset + align_up(u64::from(fills[0].0.stored_len)),
         "consecutive reservations are contiguous"
     );
-    put(&mut w, 3);
+    put(&mut w, &data, 3);
     for (se, e) in &fills {
         let mut buf = vec![0u8; align_up(u64::from(se.stored_len)) as usize];
         src.file().read_exact_at(&mut buf, se.offset).unwrap();
