@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use bulwark_repository::Repository;
-use bulwark_tier_s3::{TierMode, TierSettings, DEFAULT_TIER};
+use bulwark_tier_s3::{tier_name, Tier, TierMode, TierSettings, DEFAULT_TIER};
 
 /// Where the bucket is and how to reach it.
 #[derive(clap::Args)]
@@ -57,4 +57,23 @@ impl Target {
 /// Opens the repository in `dir`.
 pub fn open(dir: &Path) -> anyhow::Result<Repository> {
     Repository::open(dir).with_context(|| format!("opening {}", dir.display()))
+}
+
+/// A repository folder and one of its tiers: the arguments of `sync` and `verify`.
+#[derive(clap::Args)]
+pub struct RepoTier {
+    /// The repository folder.
+    dir: PathBuf,
+    /// The tier (default: the only one).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+impl RepoTier {
+    /// Opens the repository and the tier.
+    pub fn open(&self) -> anyhow::Result<(Repository, Tier)> {
+        let repo = open(&self.dir)?;
+        let tier = Tier::open(&repo, &tier_name(&repo, self.name.as_deref())?)?;
+        Ok((repo, tier))
+    }
 }

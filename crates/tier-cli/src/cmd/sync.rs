@@ -1,25 +1,13 @@
 //! `bulwark-tier sync`.
 
-use std::path::PathBuf;
-
-use bulwark_tier_s3::{tier_name, SyncOptions, Tier};
-
-use super::open;
+use bulwark_tier_s3::SyncOptions;
 
 /// Arguments of `bulwark-tier sync`.
-#[derive(clap::Args)]
-pub struct Args {
-    /// The repository folder.
-    dir: PathBuf,
-    /// The tier (default: the only one).
-    #[arg(long)]
-    name: Option<String>,
-}
+pub use super::RepoTier as Args;
 
 /// Runs `bulwark-tier sync`; a failed sync is resumed by running it again.
 pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
-    let repo = open(&a.dir)?;
-    let tier = Tier::open(&repo, &tier_name(&repo, a.name.as_deref())?)?;
+    let (repo, tier) = a.open()?;
     let r = tier.sync(&repo, &SyncOptions::default())?;
     for w in &r.warnings {
         eprintln!("warning: {w}");

@@ -1,26 +1,12 @@
 //! `bulwark-tier verify`.
 
-use std::path::PathBuf;
-
-use bulwark_tier_s3::{tier_name, Tier};
-
-use super::open;
-
 /// Arguments of `bulwark-tier verify`.
-#[derive(clap::Args)]
-pub struct Args {
-    /// The repository folder.
-    dir: PathBuf,
-    /// The tier (default: the only one).
-    #[arg(long)]
-    name: Option<String>,
-}
+pub use super::RepoTier as Args;
 
 /// Runs `bulwark-tier verify`: exit 1 when a copy's version, lock, retention or content is
 /// not as recorded.
 pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
-    let repo = open(&a.dir)?;
-    let tier = Tier::open(&repo, &tier_name(&repo, a.name.as_deref())?)?;
+    let (_repo, tier) = a.open()?;
     let r = tier.verify()?;
     if json {
         let p: Vec<_> = r
