@@ -7,7 +7,7 @@ use bulwark_format::PointId;
 use bulwark_repository::write_atomic;
 use serde::{Deserialize, Serialize};
 
-use crate::settings::{read_small, tier_dir};
+use crate::settings::{list_dir, read_small, tier_dir};
 use crate::{CatalogError, Result};
 
 /// A restore point whose copy is complete and whose retention was read back.
@@ -63,20 +63,11 @@ pub fn save(repo: &Path, tier: &str, r: &ObjectRecord) -> Result<()> {
 
 /// All records of a tier, sorted by point id.
 pub fn load_all(repo: &Path, tier: &str) -> Result<Vec<ObjectRecord>> {
-    let dir = objects_dir(repo, tier);
     let mut out = Vec::new();
-    let rd = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(CatalogError::io(&dir, "listing")(e)),
-    };
-    for ent in rd {
-        let ent = ent.map_err(CatalogError::io(&dir, "listing"))?;
-        let name = ent.file_name().to_string_lossy().into_owned();
+    for (name, path) in list_dir(&objects_dir(repo, tier))? {
         if name.starts_with('.') || !name.ends_with(".toml") {
             continue;
         }
-        let path = ent.path();
         let r: ObjectRecord = toml::from_str(&read_small(&path)?)
             .map_err(|e| CatalogError::Config(format!("{}: {e}", path.display())))?;
         out.push(r);

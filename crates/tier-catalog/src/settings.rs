@@ -117,6 +117,21 @@ pub fn tier_dir(repo: &Path, name: &str) -> PathBuf {
     tiers_dir(repo).join(name)
 }
 
+/// The name and path of every entry of `dir`; none when `dir` does not exist.
+pub(crate) fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(CatalogError::io(dir, "listing")(e)),
+    };
+    let mut out = Vec::new();
+    for ent in rd {
+        let ent = ent.map_err(CatalogError::io(dir, "listing"))?;
+        out.push((ent.file_name().to_string_lossy().into_owned(), ent.path()));
+    }
+    Ok(out)
+}
+
 /// Reads a small file, refusing anything larger than `MAX_SMALL_FILE`.
 pub fn read_small(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path).map_err(CatalogError::io(path, "reading"))?;
@@ -197,16 +212,8 @@ impl TierSettings {
 
     /// Names of the configured tiers, sorted.
     pub fn names(repo: &Path) -> Result<Vec<String>> {
-        let dir = tiers_dir(repo);
         let mut out = Vec::new();
-        let rd = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(CatalogError::io(&dir, "listing")(e)),
-        };
-        for ent in rd {
-            let ent = ent.map_err(CatalogError::io(&dir, "listing"))?;
-            let n = ent.file_name().to_string_lossy().into_owned();
+        for (n, _) in list_dir(&tiers_dir(repo))? {
             if let Some(name) = n.strip_suffix(".toml") {
                 if validate_tier_name(name).is_ok() && !n.starts_with('.') {
                     out.push(name.to_string());
