@@ -131,15 +131,29 @@ fn date(t: i64) -> String {
     utc(t)[..10].to_string()
 }
 
-#[test]
-fn two_years_of_daily_incrementals_with_weekly_synthetic_fulls_and_gfs_4_12_3() {
-    let policy = Policy {
+/// Keep the last `keep_days` days and the last `keep_points` points, no GFS.
+fn days_and_points(keep_days: u32, keep_points: u32) -> Policy {
+    Policy {
+        keep_days,
+        keep_points,
+        ..Default::default()
+    }
+}
+
+/// 14 days, 14 points, 4 weekly, 12 monthly and 3 yearly fulls.
+fn gfs_14_4_12_3() -> Policy {
+    Policy {
         keep_days: 14,
         keep_points: 14,
         weekly: 4,
         monthly: 12,
         yearly: 3,
-    };
+    }
+}
+
+#[test]
+fn two_years_of_daily_incrementals_with_weekly_synthetic_fulls_and_gfs_4_12_3() {
+    let policy = gfs_14_4_12_3();
     let (live, now) = simulate(730, &policy);
     assert_eq!(date(now), "2027-01-05");
     let fulls: Vec<String> = live
@@ -181,13 +195,7 @@ fn two_years_of_daily_incrementals_with_weekly_synthetic_fulls_and_gfs_4_12_3() 
 
 #[test]
 fn after_one_year_the_first_full_survives_as_yearly_only() {
-    let policy = Policy {
-        keep_days: 14,
-        keep_points: 14,
-        weekly: 4,
-        monthly: 12,
-        yearly: 3,
-    };
+    let policy = gfs_14_4_12_3();
     let (live, _) = simulate(400, &policy);
     let fulls: Vec<String> = live
         .iter()
@@ -206,11 +214,7 @@ fn after_one_year_the_first_full_survives_as_yearly_only() {
 
 #[test]
 fn retention_ended_but_still_immutable_is_kept_with_that_reason() {
-    let policy = Policy {
-        keep_days: 1,
-        keep_points: 1,
-        ..Default::default()
-    };
+    let policy = days_and_points(1, 1);
     let now = 1_800_000_000;
     let pts = [
         facts(1, 1, PointKind::ActiveFull, now - 30 * DAY, Some(now + DAY)),
@@ -225,11 +229,7 @@ fn retention_ended_but_still_immutable_is_kept_with_that_reason() {
 
 #[test]
 fn one_kept_point_keeps_its_whole_chain() {
-    let policy = Policy {
-        keep_days: 2,
-        keep_points: 0,
-        ..Default::default()
-    };
+    let policy = days_and_points(2, 0);
     let now = 1_800_000_000;
     let pts: Vec<PointFacts> = (0..6)
         .map(|i| {
@@ -267,11 +267,7 @@ fn one_kept_point_keeps_its_whole_chain() {
 #[test]
 fn count_retention_never_removes_points_younger_than_the_floor() {
     // A flood: 1,000 points in one hour; keep_points is small, the floor keeps them all.
-    let policy = Policy {
-        keep_days: 7,
-        keep_points: 3,
-        ..Default::default()
-    };
+    let policy = days_and_points(7, 3);
     let now = 1_800_000_000;
     let mut pts = vec![facts(1, 1, PointKind::ActiveFull, now - 6 * DAY, None)];
     pts.extend((0..1000).map(|i| {
