@@ -57,19 +57,19 @@ fn main() {
     let out = output::Output { json: cli.json };
     let res = match cli.command {
         Command::Backup(a) => {
-            let r = repo(&a.repo);
+            let r = repo(&a.at.repo);
             cmd::backup::run(a, &r, &out)
         }
         Command::Restore(a) => {
-            let r = repo(&a.repo);
+            let r = repo(&a.at.repo);
             cmd::restore::run(a, &r, &out)
         }
         Command::List(a) => {
-            let r = repo(&a.repo);
+            let r = repo(&a.at.repo);
             cmd::list::run(a, &r, &out)
         }
         Command::Verify(a) => {
-            let r = repo(&a.repo);
+            let r = repo(&a.at.repo);
             cmd::verify::run(a, &r, &out)
         }
         Command::Demo(a) => bulwark_demo::run(a, &out),

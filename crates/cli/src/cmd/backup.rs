@@ -10,9 +10,8 @@ use crate::repo::Repo;
 /// Arguments of `bulwark backup`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The repository: a local folder, or HOST:PORT (or bulwark://HOST:PORT) of an enrolled repository service.
-    #[arg(long)]
-    pub repo: PathBuf,
+    #[command(flatten)]
+    pub at: super::RepoArg,
     /// The job: one protected disk. Letters, digits, '.', '_' and '-'.
     #[arg(long)]
     job: String,

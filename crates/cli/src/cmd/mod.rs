@@ -88,6 +88,14 @@ pub fn source_advice(e: &bulwark_engine::EngineError) -> Option<&'static str> {
     }
 }
 
+/// `--repo`, shared by the commands that work on a repository.
+#[derive(clap::Args)]
+pub struct RepoArg {
+    /// The repository: a local folder, or HOST:PORT (or bulwark://HOST:PORT) of an enrolled repository service.
+    #[arg(long)]
+    pub repo: std::path::PathBuf,
+}
+
 /// Parses sizes such as `1M`, `256K`, `65536`.
 pub fn parse_size(s: &str) -> Result<u32, String> {
     let s = s.trim();

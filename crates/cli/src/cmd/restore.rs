@@ -12,9 +12,8 @@ use crate::repo::Repo;
 /// Arguments of `bulwark restore`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The repository: a local folder, or HOST:PORT (or bulwark://HOST:PORT) of an enrolled repository service.
-    #[arg(long)]
-    pub repo: PathBuf,
+    #[command(flatten)]
+    pub at: super::RepoArg,
     /// The job to restore from.
     #[arg(long)]
     job: String,

@@ -1,16 +1,13 @@
 //! `bulwark verify`.
 
-use std::path::PathBuf;
-
 use crate::output::{human, Output, EXIT_DAMAGE, EXIT_OK};
 use crate::repo::Repo;
 
 /// Arguments of `bulwark verify`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The repository: a local folder, or HOST:PORT (or bulwark://HOST:PORT) of an enrolled repository service.
-    #[arg(long)]
-    pub repo: PathBuf,
+    #[command(flatten)]
+    pub at: super::RepoArg,
     /// Only this job.
     #[arg(long)]
     job: Option<String>,
