@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bulwark_immut_msg::{FileState, ImmutClient, TimePreview};
+use bulwark_immut_msg::{ImmutClient, TimePreview};
 use bulwark_immutd::clock::{human, ClockState};
 use bulwark_immutd::config::{Config, DEFAULT_CONFIG};
 use bulwark_immutd::ledger::Ledger;
@@ -222,31 +222,11 @@ fn preview(cfg: &Config) -> anyhow::Result<(TimePreview, bool)> {
     let r = SystemClock.read();
     let clock = load_clock(&paths, ledger.entries.is_empty(), &r)?;
     let (clock, _) = clock.observe(&r, cfg.tolerance(), true);
-    let accepted = clock.accepted_time(&r);
     let x = bulwark_immutd::expiry::expiries(&ledger.entries, |p| {
         cfg.repo(p).map(|c| c.min_period_days)
     });
-    let early: Vec<(u64, i64)> = ledger
-        .entries
-        .iter()
-        .zip(&x)
-        .filter(|(e, &xi)| {
-            e.state == FileState::Locked && xi > clock.last_trusted && xi <= accepted
-        })
-        .map(|(e, &xi)| (e.size, xi))
-        .collect();
-    Ok((
-        TimePreview {
-            trusted_unix: clock.last_trusted,
-            wall_unix: r.wall,
-            accepted_unix: accepted,
-            files_unlocking: early.len() as u64,
-            bytes_unlocking: early.iter().map(|e| e.0).sum(),
-            earliest_expiry_unix: early.iter().map(|e| e.1).min().unwrap_or(0),
-            alert: clock.alert.map(|a| a.message).unwrap_or_default(),
-        },
-        false,
-    ))
+    let p = bulwark_immutd::service::time_preview(&clock, &r, &ledger.entries, &x);
+    Ok((p, false))
 }
 
 fn print_preview(p: &TimePreview) {

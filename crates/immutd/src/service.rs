@@ -825,30 +825,7 @@ impl Service {
     }
 
     fn time_preview_at(&self, r: &Reading) -> TimePreview {
-        let accepted = self.clock.accepted_time(r);
-        let x = self.expiries();
-        let unlocking: Vec<(u64, i64)> = self
-            .ledger
-            .entries
-            .iter()
-            .zip(&x)
-            .filter(|(e, &xi)| e.state == FileState::Locked && xi > self.trusted && xi <= accepted)
-            .map(|(e, &xi)| (e.size, xi))
-            .collect();
-        TimePreview {
-            trusted_unix: self.trusted,
-            wall_unix: r.wall,
-            accepted_unix: accepted,
-            files_unlocking: unlocking.len() as u64,
-            bytes_unlocking: unlocking.iter().map(|u| u.0).sum(),
-            earliest_expiry_unix: unlocking.iter().map(|u| u.1).min().unwrap_or(0),
-            alert: self
-                .clock
-                .alert
-                .as_ref()
-                .map(|a| a.message.clone())
-                .unwrap_or_default(),
-        }
+        time_preview(&self.clock, r, &self.ledger.entries, &self.expiries())
     }
 
     /// One page of ledger entries of `repo` (all when empty), from index `cursor`.
@@ -941,6 +918,34 @@ impl Service {
     /// Path of the ledger file.
     pub fn ledger_path(&self) -> &Path {
         &self.paths.ledger
+    }
+}
+
+/// What accepting the wall clock of reading `r` would do, given the clock state and the
+/// ledger with its computed expiries `x`: the one rule the running service and the offline
+/// `bulwark-immutd time accept` both apply. Counts the locked files that would unlock earlier
+/// than the trusted clock would unlock them.
+pub fn time_preview(clock: &ClockState, r: &Reading, entries: &[Entry], x: &[i64]) -> TimePreview {
+    let trusted = clock.last_trusted;
+    let accepted = clock.accepted_time(r);
+    let early: Vec<(u64, i64)> = entries
+        .iter()
+        .zip(x)
+        .filter(|(e, &xi)| e.state == FileState::Locked && xi > trusted && xi <= accepted)
+        .map(|(e, &xi)| (e.size, xi))
+        .collect();
+    TimePreview {
+        trusted_unix: trusted,
+        wall_unix: r.wall,
+        accepted_unix: accepted,
+        files_unlocking: early.len() as u64,
+        bytes_unlocking: early.iter().map(|e| e.0).sum(),
+        earliest_expiry_unix: early.iter().map(|e| e.1).min().unwrap_or(0),
+        alert: clock
+            .alert
+            .as_ref()
+            .map(|a| a.message.clone())
+            .unwrap_or_default(),
     }
 }
 
