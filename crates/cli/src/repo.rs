@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use bulwark_engine::{backup_local_source, restore_local, BackupOptions, RestoreOptions, Source};
+use bulwark_engine::{
+    backup_local_source, restore_local, BackupOptions, Counters, RestoreOptions, Source,
+};
 use bulwark_format::PointId;
 use bulwark_remote::RemoteAddr;
 use bulwark_repository::Repository;
@@ -38,13 +40,10 @@ pub struct BackupReport {
     pub kind: &'static str,
     pub disk_size: u64,
     pub block_size: u32,
-    pub blocks_read: u64,
-    pub blocks_zero: u64,
-    pub blocks_unchanged: u64,
-    pub blocks_new: u64,
-    pub bytes_read: u64,
-    pub bytes_new_plain: u64,
-    pub bytes_stored: u64,
+    /// blocks_read, blocks_zero, blocks_unchanged, blocks_new, bytes_read,
+    /// bytes_new_plain, bytes_stored.
+    #[serde(flatten)]
+    pub counters: Counters,
     pub seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
@@ -212,7 +211,7 @@ impl Repo {
         let s = bulwark_remote::backup_remote(config_dir, addr, job, path, opts, &|n| pb.inc(n))
             .with_context(|| format!("backing up {} as job {job:?} to {addr}", path.display()))?;
         pb.finish_and_clear();
-        let (c, m) = (&s.counters, &s.sealed.summary);
+        let m = &s.sealed.summary;
         Ok(BackupReport {
             repository: self.remote_name(),
             client: Some(s.client.clone()),
@@ -222,13 +221,7 @@ impl Repo {
             kind: m.kind.as_str(),
             disk_size: m.disk_size,
             block_size: m.block_size,
-            blocks_read: c.blocks_read,
-            blocks_zero: c.blocks_zero,
-            blocks_unchanged: c.blocks_unchanged,
-            blocks_new: c.blocks_new,
-            bytes_read: c.bytes_read,
-            bytes_new_plain: c.bytes_new_plain,
-            bytes_stored: c.bytes_stored,
+            counters: s.counters.clone(),
             seconds: s.elapsed.as_secs_f64().max(1e-9),
             path: None,
             root_digest: m.root.to_hex(),
@@ -448,7 +441,7 @@ fn backup_local(
     } else {
         None
     };
-    let (c, m) = (&s.counters, &s.sealed.meta);
+    let m = &s.sealed.meta;
     Ok(BackupReport {
         repository: None,
         client: None,
@@ -458,13 +451,7 @@ fn backup_local(
         kind: m.kind.as_str(),
         disk_size: m.disk_size,
         block_size: m.block_size,
-        blocks_read: c.blocks_read,
-        blocks_zero: c.blocks_zero,
-        blocks_unchanged: c.blocks_unchanged,
-        blocks_new: c.blocks_new,
-        bytes_read: c.bytes_read,
-        bytes_new_plain: c.bytes_new_plain,
-        bytes_stored: c.bytes_stored,
+        counters: s.counters.clone(),
         seconds: s.elapsed.as_secs_f64().max(1e-9),
         path: Some(s.sealed.path.clone()),
         root_digest: s.sealed.root.to_hex(),

@@ -80,8 +80,8 @@ impl Default for BackupOptions {
     }
 }
 
-/// What the pipeline did.
-#[derive(Clone, Debug, Default)]
+/// What the pipeline did (fields as the client's JSON reports them).
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Counters {
     /// Blocks read from the source (not counting holes skipped unread).
     pub blocks_read: u64,

@@ -60,7 +60,7 @@ pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
     let rate = format!(
         "{} disk, {} read in {:.1}s, {:.0} MB/s",
         human(r.disk_size),
-        human(r.bytes_read),
+        human(r.counters.bytes_read),
         r.seconds,
         r.disk_size as f64 / r.seconds / 1e6
     );
@@ -73,10 +73,10 @@ pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
     }
     let stored = format!(
         "  {} new blocks ({} → {} stored), {} unchanged",
-        r.blocks_new,
-        human(r.bytes_new_plain),
-        human(r.bytes_stored),
-        r.blocks_unchanged
+        r.counters.blocks_new,
+        human(r.counters.bytes_new_plain),
+        human(r.counters.bytes_stored),
+        r.counters.blocks_unchanged
     );
     if r.repository.is_some() {
         println!(
@@ -85,8 +85,8 @@ pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
         );
     } else {
         let zero = bulwark_format::block_count(r.disk_size, r.block_size)
-            - r.blocks_new
-            - r.blocks_unchanged;
+            - r.counters.blocks_new
+            - r.counters.blocks_unchanged;
         println!("{stored}, {zero} zero or holes");
     }
     if r.immutable {
