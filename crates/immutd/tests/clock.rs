@@ -374,6 +374,24 @@ fn real_now() -> i64 {
     bulwark_time::UnixTime::now().secs()
 }
 
+/// Each of these fulls is still immutable, and the service user's delete is refused.
+fn still_protected(rig: &Rig, points: &[(&str, PointId)]) {
+    for &(job, p) in points {
+        assert!(
+            is_immutable(&path_of(rig, job, p, p)),
+            "{job} unlocked early"
+        );
+        assert_eq!(
+            rig.user
+                .ctl(&rig.socket(), &["delete", &p.to_hex()])
+                .refused()
+                .as_deref(),
+            Some("Refused"),
+            "{job} could be deleted"
+        );
+    }
+}
+
 /// The attack of issue 12: with the wall clock set back (boot clock real), a new point is
 /// sealed; its seal time and expiry follow true time, an alert is raised without freezing,
 /// and after the clock is put right the point stays locked for its whole period.
@@ -382,8 +400,6 @@ fn backward_step_while_running(test: &str, back: i64) {
         return;
     }
     let rig = Rig::new(FsKind::Ext4);
-    let u = &rig.user;
-    let sock = rig.socket();
     let ts = rig.setup.dir.parent().unwrap().join("faketime");
     std::fs::write(&ts, "+0\n").unwrap();
     let svc = start(&wall_from_file(&rig.setup, &ts));
@@ -426,17 +442,7 @@ fn backward_step_while_running(test: &str, back: i64) {
         "the backward alert did not end once the clock was right"
     );
     std::thread::sleep(std::time::Duration::from_millis(3000));
-    for (job, p) in [("vm-1", a), ("vm-2", b)] {
-        assert!(
-            is_immutable(&path_of(&rig, job, p, p)),
-            "{job} unlocked early"
-        );
-        assert_eq!(
-            u.ctl(&sock, &["delete", &p.to_hex()]).refused().as_deref(),
-            Some("Refused"),
-            "{job} could be deleted"
-        );
-    }
+    still_protected(&rig, &[("vm-1", a), ("vm-2", b)]);
     assert!(!frozen(&rig));
     drop(svc);
 }
@@ -447,8 +453,6 @@ fn backward_step_across_restart(test: &str, back: i64) {
         return;
     }
     let rig = Rig::new(FsKind::Ext4);
-    let u = &rig.user;
-    let sock = rig.socket();
     let svc = rig.start();
     let (a, r) = seal_new(&rig, "vm-1", None, PointId::NONE);
     r.ok();
@@ -476,16 +480,7 @@ fn backward_step_across_restart(test: &str, back: i64) {
         "putting the clock right froze unlocks: {:?}",
         status(&rig)
     );
-    for (job, p) in [("vm-1", a), ("vm-2", b)] {
-        assert!(
-            is_immutable(&path_of(&rig, job, p, p)),
-            "{job} unlocked early"
-        );
-        assert_eq!(
-            u.ctl(&sock, &["delete", &p.to_hex()]).refused().as_deref(),
-            Some("Refused")
-        );
-    }
+    still_protected(&rig, &[("vm-1", a), ("vm-2", b)]);
     drop(svc);
 }
 
