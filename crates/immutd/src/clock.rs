@@ -170,6 +170,14 @@ impl ClockState {
         }
     }
 
+    /// The alert's text, empty when there is none.
+    pub fn alert_message(&self) -> String {
+        self.alert
+            .as_ref()
+            .map(|a| a.message.clone())
+            .unwrap_or_default()
+    }
+
     /// True while unlocks are frozen.
     pub fn frozen(&self) -> bool {
         matches!(&self.alert, Some(a) if a.kind == AlertKind::Jump)

@@ -131,11 +131,7 @@ fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
             clock.last_trusted,
             r.wall,
             clock.frozen(),
-            clock
-                .alert
-                .as_ref()
-                .map(|a| a.message.clone())
-                .unwrap_or_default(),
+            clock.alert_message(),
         ),
     };
     let x = bulwark_immutd::expiry::expiries(&ledger.entries, |p| {

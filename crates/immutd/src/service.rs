@@ -883,12 +883,7 @@ impl Service {
             trusted_unix: self.trusted,
             wall_unix: self.wall,
             unlocks_frozen: self.clock.frozen(),
-            alert: self
-                .clock
-                .alert
-                .as_ref()
-                .map(|a| a.message.clone())
-                .unwrap_or_default(),
+            alert: self.clock.alert_message(),
             files_locked: locked().count() as u64,
             bytes_locked: self.locked_bytes(),
             files_unlocked: self
@@ -941,11 +936,7 @@ pub fn time_preview(clock: &ClockState, r: &Reading, entries: &[Entry], x: &[i64
         files_unlocking: early.len() as u64,
         bytes_unlocking: early.iter().map(|e| e.0).sum(),
         earliest_expiry_unix: early.iter().map(|e| e.1).min().unwrap_or(0),
-        alert: clock
-            .alert
-            .as_ref()
-            .map(|a| a.message.clone())
-            .unwrap_or_default(),
+        alert: clock.alert_message(),
     }
 }
 
