@@ -220,6 +220,7 @@ fn meta_for(h: &Header, kind: PointKind, parent: PointId, files: Vec<FileRef>) -
         client: "client-a".into(),
         stats: Stats::default(),
         files,
+        extensions: vec![],
     }
 }
 

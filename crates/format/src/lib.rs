@@ -17,7 +17,10 @@ pub use layout::{
     ALIGN, ENTRY_FLAG_ZSTD, ENTRY_LEN, FORMAT_VERSION, HEADER_LEN, MAX_BLOCK_SIZE, MAX_DISK_SIZE,
     MAX_META_LEN, MIN_BLOCK_SIZE, TRAILER_LEN,
 };
-pub use meta::{validate_name, FileRef, PointKind, PointMeta, RetentionClass, Stats};
+pub use meta::{
+    validate_name, Extension, FileRef, PointKind, PointMeta, RetentionClass, Stats, EXT_CBT_SOURCE,
+    EXT_CRITICAL, EXT_ENCRYPTION, MAX_EXTENSIONS, MAX_EXTENSION_LEN,
+};
 pub use reader::PointReader;
 #[cfg(feature = "codec")]
 pub use reader::{decode_block, BlockDecoder};

@@ -126,6 +126,65 @@ pub struct PointMeta {
     pub stats: Stats,
     /// Earlier restore points referenced by map entries with `file_ref >= 1`.
     pub files: Vec<FileRef>,
+    /// Extension records (see [`Extension`]), tags strictly increasing; empty for most points.
+    pub extensions: Vec<Extension>,
+}
+
+/// A tagged record after the file table, for what later features record about a point
+/// (where its changed-block tracking came from, how its blocks are encrypted, …).
+///
+/// A tag with bit 15 set is *critical*: a reader that does not know it must refuse the file,
+/// because reading the blocks without understanding it would give wrong bytes. Other unknown
+/// tags are kept and ignored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Extension {
+    pub tag: u16,
+    pub data: Vec<u8>,
+}
+
+/// Bit 15 of an extension tag: readers that do not know the tag refuse the file.
+pub const EXT_CRITICAL: u16 = 0x8000;
+/// Where a point's changed-block tracking state came from (live sources, docs/sources.md).
+pub const EXT_CBT_SOURCE: u16 = 0x0001;
+/// How the point's blocks are encrypted (docs/encryption.md); critical.
+pub const EXT_ENCRYPTION: u16 = EXT_CRITICAL | 0x0002;
+/// The critical tags this version of the format understands.
+const KNOWN_CRITICAL: [u16; 1] = [EXT_ENCRYPTION];
+/// At most this many extension records, each at most this many bytes.
+pub const MAX_EXTENSIONS: usize = 32;
+pub const MAX_EXTENSION_LEN: usize = 64 * 1024;
+/// Metadata flag (bytes 2..4): extension records follow the file table.
+const META_FLAG_EXTENSIONS: u16 = 1;
+
+impl PointMeta {
+    /// The data of the extension record with `tag`, if the point has one.
+    pub fn extension(&self, tag: u16) -> Option<&[u8]> {
+        self.extensions
+            .iter()
+            .find(|e| e.tag == tag)
+            .map(|e| e.data.as_slice())
+    }
+
+    /// Sets (replaces) the extension record with `tag`, keeping tags in order; refuses more
+    /// than [`MAX_EXTENSIONS`] records or one longer than [`MAX_EXTENSION_LEN`].
+    pub fn set_extension(&mut self, tag: u16, data: Vec<u8>) -> Result<()> {
+        if data.len() > MAX_EXTENSION_LEN {
+            return Err(FormatError::Invalid(format!(
+                "extension {tag:#06x} of {} bytes is over the limit of {MAX_EXTENSION_LEN}",
+                data.len()
+            )));
+        }
+        match self.extensions.binary_search_by_key(&tag, |e| e.tag) {
+            Ok(i) => self.extensions[i].data = data,
+            Err(_) if self.extensions.len() >= MAX_EXTENSIONS => {
+                return Err(FormatError::Invalid(format!(
+                    "a restore point holds at most {MAX_EXTENSIONS} extension records"
+                )))
+            }
+            Err(i) => self.extensions.insert(i, Extension { tag, data }),
+        }
+        Ok(())
+    }
 }
 
 const MAX_NAME: usize = 255;
@@ -152,7 +211,12 @@ impl PointMeta {
         );
         b.push(self.kind.code());
         b.push(self.retention.code());
-        b.extend_from_slice(&0u16.to_le_bytes());
+        let flags = if self.extensions.is_empty() {
+            0
+        } else {
+            META_FLAG_EXTENSIONS
+        };
+        b.extend_from_slice(&flags.to_le_bytes());
         b.extend_from_slice(&self.compression_level.to_le_bytes());
         b.extend_from_slice(&self.created_unix_secs.to_le_bytes());
         b.extend_from_slice(&self.created_nanos.to_le_bytes());
@@ -179,6 +243,14 @@ impl PointMeta {
             b.extend_from_slice(&f.point.0);
             b.extend_from_slice(&f.root.0);
         }
+        if !self.extensions.is_empty() {
+            b.extend_from_slice(&(self.extensions.len() as u16).to_le_bytes());
+            for e in &self.extensions {
+                b.extend_from_slice(&e.tag.to_le_bytes());
+                b.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
+                b.extend_from_slice(&e.data);
+            }
+        }
         b
     }
 
@@ -190,8 +262,9 @@ impl PointMeta {
         }
         let kind = PointKind::from_code(b[0])?;
         let retention = RetentionClass::from_code(b[1])?;
-        if b[2] != 0 || b[3] != 0 {
-            return Err(bad("reserved metadata bytes are not zero"));
+        let flags = u16::from_le_bytes([b[2], b[3]]);
+        if flags & !META_FLAG_EXTENSIONS != 0 {
+            return Err(bad("unknown metadata flags"));
         }
         let id = |at: usize| PointId(b[at..at + 16].try_into().expect("16 bytes"));
         let mut pos = FIXED;
@@ -220,9 +293,19 @@ impl PointMeta {
         }
         let count = u32_at(b, pos) as usize;
         pos += 4;
-        if count.checked_mul(48).and_then(|n| n.checked_add(pos)) != Some(b.len()) {
+        let table_end = count.checked_mul(48).and_then(|n| n.checked_add(pos));
+        let table_fits = match table_end {
+            Some(end) if flags & META_FLAG_EXTENSIONS == 0 => end == b.len(),
+            Some(end) => end <= b.len(),
+            None => false,
+        };
+        if !table_fits {
             return Err(bad("file table length does not match the metadata size"));
         }
+        let extensions = match table_end {
+            Some(end) if flags & META_FLAG_EXTENSIONS != 0 => decode_extensions(&b[end..])?,
+            _ => Vec::new(),
+        };
         let files = (0..count)
             .map(|i| {
                 let at = pos + i * 48;
@@ -256,6 +339,147 @@ impl PointMeta {
             job,
             client,
             files,
+            extensions,
         })
+    }
+}
+
+/// Decodes the extension records that end the metadata: a count (1 ..= [`MAX_EXTENSIONS`]),
+/// then per record its tag, its length and its data. Tags strictly increase; an unknown
+/// critical tag is refused.
+fn decode_extensions(b: &[u8]) -> Result<Vec<Extension>> {
+    let bad = |m: String| FormatError::Meta(m);
+    if b.len() < 2 {
+        return Err(bad("metadata truncated before the extension count".into()));
+    }
+    let count = u16::from_le_bytes([b[0], b[1]]) as usize;
+    if count == 0 || count > MAX_EXTENSIONS {
+        return Err(bad(format!(
+            "extension count {count} is outside 1..={MAX_EXTENSIONS}"
+        )));
+    }
+    let mut pos = 2;
+    let mut out: Vec<Extension> = Vec::with_capacity(count);
+    for _ in 0..count {
+        if pos + 6 > b.len() {
+            return Err(bad("metadata truncated in an extension header".into()));
+        }
+        let tag = u16::from_le_bytes([b[pos], b[pos + 1]]);
+        let len = u32_at(b, pos + 2) as usize;
+        pos += 6;
+        if len > MAX_EXTENSION_LEN || pos + len > b.len() {
+            return Err(bad(format!(
+                "extension {tag:#06x} length {len} out of bounds"
+            )));
+        }
+        if out.last().is_some_and(|e| e.tag >= tag) {
+            return Err(bad("extension tags do not strictly increase".into()));
+        }
+        if tag & EXT_CRITICAL != 0 && !KNOWN_CRITICAL.contains(&tag) {
+            return Err(bad(format!(
+                "the restore point needs extension {tag:#06x}, which this version of Bulwark does not understand; read it with a newer version"
+            )));
+        }
+        out.push(Extension {
+            tag,
+            data: b[pos..pos + len].to_vec(),
+        });
+        pos += len;
+    }
+    if pos != b.len() {
+        return Err(bad("bytes after the last extension record".into()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> PointMeta {
+        PointMeta {
+            kind: PointKind::Incremental,
+            retention: RetentionClass::Regular,
+            compression_level: 3,
+            created_unix_secs: 1_790_000_000,
+            created_nanos: 5,
+            block_size: 1 << 20,
+            disk_size: 1 << 30,
+            point: PointId([1; 16]),
+            parent: PointId([2; 16]),
+            chain: PointId([2; 16]),
+            job: "web01".into(),
+            client: "web01.example".into(),
+            stats: Stats::default(),
+            files: vec![FileRef {
+                point: PointId([2; 16]),
+                root: Digest([9; 32]),
+            }],
+            extensions: vec![],
+        }
+    }
+
+    #[test]
+    fn a_point_without_extensions_encodes_as_before() {
+        let b = meta().encode();
+        assert_eq!(
+            &b[2..4],
+            &[0, 0],
+            "the flags stay zero, so older readers read it"
+        );
+        assert_eq!(PointMeta::decode(&b).unwrap(), meta());
+    }
+
+    #[test]
+    fn extensions_round_trip_in_tag_order() {
+        let mut m = meta();
+        m.set_extension(EXT_ENCRYPTION, vec![7; 40]).unwrap();
+        m.set_extension(EXT_CBT_SOURCE, b"cbt".to_vec()).unwrap();
+        m.set_extension(0x0100, vec![]).unwrap();
+        assert_eq!(
+            m.extensions.iter().map(|e| e.tag).collect::<Vec<_>>(),
+            [EXT_CBT_SOURCE, 0x0100, EXT_ENCRYPTION]
+        );
+        let d = PointMeta::decode(&m.encode()).unwrap();
+        assert_eq!(d, m);
+        assert_eq!(d.extension(EXT_CBT_SOURCE), Some(&b"cbt"[..]));
+        assert_eq!(d.extension(0x0200), None);
+    }
+
+    #[test]
+    fn unknown_critical_extensions_and_bad_records_are_refused() {
+        let mut m = meta();
+        m.set_extension(EXT_CRITICAL | 0x0777, vec![1]).unwrap();
+        let err = PointMeta::decode(&m.encode()).unwrap_err().to_string();
+        assert!(err.contains("does not understand"), "{err}");
+
+        let mut m = meta();
+        m.set_extension(0x0777, vec![1, 2, 3]).unwrap();
+        let good = m.encode();
+        assert!(
+            PointMeta::decode(&good).is_ok(),
+            "unknown non-critical tags are kept"
+        );
+        for cut in 1..=9 {
+            assert!(
+                PointMeta::decode(&good[..good.len() - cut]).is_err(),
+                "cut {cut}"
+            );
+        }
+        let mut extra = good.clone();
+        extra.push(0);
+        assert!(PointMeta::decode(&extra).is_err());
+        let mut flags = good.clone();
+        flags[2] = 2;
+        assert!(
+            PointMeta::decode(&flags).is_err(),
+            "unknown flag bits are refused"
+        );
+        assert!(m.set_extension(1, vec![0; MAX_EXTENSION_LEN + 1]).is_err());
+        for t in 0..MAX_EXTENSIONS as u16 {
+            let _ = m.set_extension(0x1000 + t, vec![]);
+        }
+        assert_eq!(m.extensions.len(), MAX_EXTENSIONS);
+        assert!(m.set_extension(0x2000, vec![]).is_err());
     }
 }

@@ -225,6 +225,7 @@ mod tests {
             client: String::new(),
             stats: Stats::default(),
             files: vec![],
+            extensions: vec![],
         }
     }
 

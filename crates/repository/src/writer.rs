@@ -128,6 +128,7 @@ impl Repository {
             client: np.client,
             stats: Stats::default(),
             files: vec![],
+            extensions: vec![],
         };
         Ok(PointBuilder {
             writer: Some(writer),

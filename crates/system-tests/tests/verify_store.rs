@@ -269,6 +269,7 @@ fn padded_incoming(rig: &Rig, job: &str) -> (PathBuf, u64) {
         client: String::new(),
         stats: Stats::default(),
         files: vec![],
+        extensions: vec![],
     };
     w.finish(meta).unwrap();
     rig.user.chown(&tmp);

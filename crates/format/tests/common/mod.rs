@@ -24,6 +24,7 @@ pub fn meta_for(h: &Header, kind: PointKind) -> PointMeta {
         client: String::new(),
         stats: Stats::default(),
         files: vec![],
+        extensions: vec![],
     }
 }
 

@@ -67,6 +67,7 @@ pub fn write_point(
         client: String::new(),
         stats: Stats::default(),
         files: vec![],
+        extensions: vec![],
     };
     w.finish(meta).unwrap();
     owner.chown(path);
