@@ -5,7 +5,7 @@
 //! retried by the SDK with backoff before they surface here; a failed sync is resumed by
 //! running it again, because a restore point counts as copied only once its record exists.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bulwark_repository::RepoError;
 use bulwark_tier_catalog::CatalogError;
@@ -13,19 +13,10 @@ use bulwark_tier_catalog::CatalogError;
 /// What went wrong in the S3 tier.
 #[derive(Debug, thiserror::Error)]
 pub enum TierError {
-    #[error("{action} {path}")]
-    Io {
-        path: PathBuf,
-        action: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Local files, configuration, credentials and the repository: the tier catalog's own
+    /// errors, so a message reads the same whichever crate raised it.
     #[error(transparent)]
-    Repo(#[from] RepoError),
-    #[error("{0}")]
-    Config(String),
-    #[error("credentials file {path}: {why}")]
-    Credentials { path: PathBuf, why: String },
+    Local(#[from] CatalogError),
     #[error("the store at {endpoint} refused the credentials ({code}); check access_key_id and secret_access_key in the credentials file")]
     BadCredentials { endpoint: String, code: String },
     #[error("bucket {bucket} has no Object Lock ({why}); Object Lock can only be turned on when a bucket is created, e.g. `aws s3api create-bucket --bucket {bucket} --object-lock-enabled-for-bucket` (plus --endpoint-url for a non-AWS store), then run `bulwark-tier add` again with that bucket")]
@@ -52,12 +43,13 @@ pub enum TierError {
 
 impl TierError {
     pub(crate) fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> Self {
-        let path = path.to_path_buf();
-        move |source| TierError::Io {
-            path,
-            action,
-            source,
-        }
+        let local = CatalogError::io(path, action);
+        move |source| TierError::Local(local(source))
+    }
+
+    /// A configuration error: what is wrong and what to change.
+    pub(crate) fn config(msg: String) -> Self {
+        TierError::Local(CatalogError::Config(msg))
     }
 
     /// The store's error code, if this is an S3 error that carried one.
@@ -70,22 +62,9 @@ impl TierError {
     }
 }
 
-impl From<CatalogError> for TierError {
-    fn from(e: CatalogError) -> Self {
-        match e {
-            CatalogError::Io {
-                path,
-                action,
-                source,
-            } => TierError::Io {
-                path,
-                action,
-                source,
-            },
-            CatalogError::Repo(r) => TierError::Repo(r),
-            CatalogError::Config(s) => TierError::Config(s),
-            CatalogError::Credentials { path, why } => TierError::Credentials { path, why },
-        }
+impl From<RepoError> for TierError {
+    fn from(e: RepoError) -> Self {
+        TierError::Local(CatalogError::Repo(e))
     }
 }
 

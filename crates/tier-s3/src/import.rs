@@ -75,7 +75,7 @@ pub fn import(
     let id = match (source_id, ids.len()) {
         (Some(s), _) if ids.contains(s) => s.to_string(),
         (Some(s), _) => {
-            return Err(TierError::Config(format!(
+            return Err(TierError::config(format!(
                 "bucket {} holds no restore points of repository {s}; it holds: {}",
                 settings.bucket,
                 ids.into_iter().collect::<Vec<_>>().join(", ")
@@ -83,13 +83,13 @@ pub fn import(
         }
         (None, 1) => ids.into_iter().next().unwrap_or_default(),
         (None, 0) => {
-            return Err(TierError::Config(format!(
+            return Err(TierError::config(format!(
                 "bucket {} holds no Bulwark restore points (no keys under bulwark/)",
                 settings.bucket
             )))
         }
         (None, _) => {
-            return Err(TierError::Config(format!(
+            return Err(TierError::config(format!(
                 "bucket {} holds restore points of several repositories ({}); choose one with --source-id",
                 settings.bucket,
                 ids.into_iter().collect::<Vec<_>>().join(", ")

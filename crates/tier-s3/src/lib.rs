@@ -103,7 +103,7 @@ impl Tier {
     /// retention, and saves the settings: `bulwark-tier add`.
     pub fn add(repo: &Repository, settings: TierSettings) -> Result<(Tier, AddReport)> {
         if TierSettings::names(repo.root())?.contains(&settings.name) {
-            return Err(TierError::Config(format!(
+            return Err(TierError::config(format!(
                 "tier {:?} already exists in {}",
                 settings.name,
                 repo.root().display()

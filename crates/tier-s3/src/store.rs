@@ -160,7 +160,7 @@ impl Store {
             .worker_threads(2)
             .enable_all()
             .build()
-            .map_err(|e| TierError::Config(format!("starting the I/O runtime: {e}")))?;
+            .map_err(|e| TierError::config(format!("starting the I/O runtime: {e}")))?;
         let clock = Arc::new(StoreClock::default());
         let retry = aws_sdk_s3::config::retry::RetryConfig::standard()
             .with_max_attempts(settings.max_attempts)
@@ -255,7 +255,7 @@ impl Store {
                 Some("ObjectLockConfigurationNotFoundError" | "InvalidBucketState") => {
                     Ok(Err(describe(&e).1))
                 }
-                Some("NoSuchBucket") => Err(TierError::Config(format!(
+                Some("NoSuchBucket") => Err(TierError::config(format!(
                     "bucket {} does not exist at {}; create it with Object Lock enabled, e.g. `aws s3api create-bucket --bucket {} --object-lock-enabled-for-bucket --endpoint-url {}`",
                     self.bucket, self.endpoint, self.bucket, self.endpoint
                 ))),
@@ -424,7 +424,7 @@ impl Store {
         have: &HashMap<i32, (String, u64)>,
     ) -> Result<(String, blake3::Hash, u64)> {
         file.rewind()
-            .map_err(|e| TierError::Config(format!("rewinding {key}: {e}")))?;
+            .map_err(|e| TierError::config(format!("rewinding {key}: {e}")))?;
         let mut hasher = blake3::Hasher::new();
         let parts_total = size.div_ceil(part_size).max(1);
         let mut done: Vec<(i32, String)> = Vec::new();
@@ -435,7 +435,7 @@ impl Store {
                 let len = part_size.min(size - (n - 1) * part_size) as usize;
                 let mut buf = vec![0u8; len];
                 file.read_exact(&mut buf)
-                    .map_err(|e| TierError::Config(format!("reading part {n} of {key}: {e}")))?;
+                    .map_err(|e| TierError::config(format!("reading part {n} of {key}: {e}")))?;
                 hasher.update(&buf);
                 let (md5, md5_hex) = content_md5(&buf);
                 let n = n as i32;
@@ -447,7 +447,7 @@ impl Store {
                 }
                 while set.len() >= PARALLEL_PARTS {
                     if let Some(r) = set.join_next().await {
-                        done.push(r.map_err(|e| TierError::Config(e.to_string()))??);
+                        done.push(r.map_err(|e| TierError::config(e.to_string()))??);
                     }
                 }
                 let req = self
@@ -483,7 +483,7 @@ impl Store {
                 });
             }
             while let Some(r) = set.join_next().await {
-                done.push(r.map_err(|e| TierError::Config(e.to_string()))??);
+                done.push(r.map_err(|e| TierError::config(e.to_string()))??);
             }
             Ok::<_, TierError>(())
         })?;
@@ -672,7 +672,7 @@ impl Store {
                 }
                 hasher.update(&chunk);
                 out.write_all(&chunk).map_err(|e| {
-                    TierError::Config(format!("writing a local copy of {key}: {e}"))
+                    TierError::config(format!("writing a local copy of {key}: {e}"))
                 })?;
             }
             Ok((n, hasher.finalize()))

@@ -233,7 +233,7 @@ impl Tier {
                     .read_to_end(&mut data)
                     .map_err(TierError::io(&p.path, "reading"))?;
                 if data.len() as u64 != size || blake3::hash(&data) != hash {
-                    return Err(TierError::Config(format!(
+                    return Err(TierError::config(format!(
                         "{} changed while being uploaded",
                         p.path.display()
                     )));
@@ -275,7 +275,7 @@ impl Tier {
                     .store
                     .upload_parts(&key, &upload_id, &mut f, size, ps, &have)?;
                 if h != hash {
-                    return Err(TierError::Config(format!(
+                    return Err(TierError::config(format!(
                         "{} changed while being uploaded",
                         p.path.display()
                     )));
