@@ -199,6 +199,20 @@ impl Store {
         })
     }
 
+    /// Runs one SDK call to completion, naming `op` and `key` in its error.
+    fn call<T, E, R>(
+        &self,
+        op: &'static str,
+        key: &str,
+        request: impl std::future::Future<Output = std::result::Result<T, SdkError<E, R>>>,
+    ) -> Result<T>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        self.rt.block_on(request).map_err(|e| self.err(op, key, e))
+    }
+
     fn err<E, R>(&self, op: &'static str, key: &str, e: SdkError<E, R>) -> TierError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -266,15 +280,15 @@ impl Store {
 
     /// Creates the bucket, with Object Lock (and so versioning) when `object_lock` is set.
     pub fn create_bucket(&self, object_lock: bool) -> Result<()> {
-        self.rt
-            .block_on(
-                self.client
-                    .create_bucket()
-                    .bucket(&self.bucket)
-                    .object_lock_enabled_for_bucket(object_lock)
-                    .send(),
-            )
-            .map_err(|e| self.err("CreateBucket", "", e))?;
+        self.call(
+            "CreateBucket",
+            "",
+            self.client
+                .create_bucket()
+                .bucket(&self.bucket)
+                .object_lock_enabled_for_bucket(object_lock)
+                .send(),
+        )?;
         Ok(())
     }
 
@@ -293,15 +307,15 @@ impl Store {
                     .build(),
             )
             .build();
-        self.rt
-            .block_on(
-                self.client
-                    .put_object_lock_configuration()
-                    .bucket(&self.bucket)
-                    .object_lock_configuration(conf)
-                    .send(),
-            )
-            .map_err(|e| self.err("PutObjectLockConfiguration", "", e))?;
+        self.call(
+            "PutObjectLockConfiguration",
+            "",
+            self.client
+                .put_object_lock_configuration()
+                .bucket(&self.bucket)
+                .object_lock_configuration(conf)
+                .send(),
+        )?;
         Ok(())
     }
 
@@ -326,10 +340,7 @@ impl Store {
         for (k, v) in meta {
             req = req.metadata(k, v);
         }
-        let out = self
-            .rt
-            .block_on(req.send())
-            .map_err(|e| self.err("PutObject", key, e))?;
+        let out = self.call("PutObject", key, req.send())?;
         out.version_id().map(str::to_string).ok_or_else(|| TierError::Object {
             key: key.to_string(),
             version: String::new(),
@@ -355,10 +366,7 @@ impl Store {
         for (k, v) in meta {
             req = req.metadata(k, v);
         }
-        let out = self
-            .rt
-            .block_on(req.send())
-            .map_err(|e| self.err("CreateMultipartUpload", key, e))?;
+        let out = self.call("CreateMultipartUpload", key, req.send())?;
         out.upload_id()
             .map(str::to_string)
             .ok_or_else(|| TierError::S3 {
@@ -492,22 +500,21 @@ impl Store {
             .iter()
             .map(|(n, tag)| CompletedPart::builder().part_number(*n).e_tag(tag).build())
             .collect();
-        let out = self
-            .rt
-            .block_on(
-                self.client
-                    .complete_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(upload_id)
-                    .multipart_upload(
-                        CompletedMultipartUpload::builder()
-                            .set_parts(Some(parts))
-                            .build(),
-                    )
-                    .send(),
-            )
-            .map_err(|e| self.err("CompleteMultipartUpload", key, e))?;
+        let out = self.call(
+            "CompleteMultipartUpload",
+            key,
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send(),
+        )?;
         let version = out
             .version_id()
             .map(str::to_string)
@@ -522,22 +529,22 @@ impl Store {
     /// Sets COMPLIANCE retention until `until` on one version (refused by an enforcing store
     /// if that would shorten it).
     pub fn put_retention(&self, key: &str, version: &str, until: i64) -> Result<()> {
-        self.rt
-            .block_on(
-                self.client
-                    .put_object_retention()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .version_id(version)
-                    .retention(
-                        ObjectLockRetention::builder()
-                            .mode(ObjectLockRetentionMode::Compliance)
-                            .retain_until_date(dt(until))
-                            .build(),
-                    )
-                    .send(),
-            )
-            .map_err(|e| self.err("PutObjectRetention", key, e))?;
+        self.call(
+            "PutObjectRetention",
+            key,
+            self.client
+                .put_object_retention()
+                .bucket(&self.bucket)
+                .key(key)
+                .version_id(version)
+                .retention(
+                    ObjectLockRetention::builder()
+                        .mode(ObjectLockRetentionMode::Compliance)
+                        .retain_until_date(dt(until))
+                        .build(),
+                )
+                .send(),
+        )?;
         Ok(())
     }
 
@@ -572,46 +579,45 @@ impl Store {
 
     /// Deletes one version (an enforcing store refuses it while the version is locked).
     pub fn delete_version(&self, key: &str, version: &str) -> Result<()> {
-        self.rt
-            .block_on(
-                self.client
-                    .delete_object()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .version_id(version)
-                    .send(),
-            )
-            .map_err(|e| self.err("DeleteObject", key, e))?;
+        self.call(
+            "DeleteObject",
+            key,
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .version_id(version)
+                .send(),
+        )?;
         Ok(())
     }
 
     /// A plain delete: adds a delete marker, removes no version.
     pub fn delete_latest(&self, key: &str) -> Result<()> {
-        self.rt
-            .block_on(
-                self.client
-                    .delete_object()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .send(),
-            )
-            .map_err(|e| self.err("DeleteObject", key, e))?;
+        self.call(
+            "DeleteObject",
+            key,
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send(),
+        )?;
         Ok(())
     }
 
     /// Size, lock and metadata of one version.
     pub fn head_version(&self, key: &str, version: &str) -> Result<VersionInfo> {
-        let o = self
-            .rt
-            .block_on(
-                self.client
-                    .head_object()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .version_id(version)
-                    .send(),
-            )
-            .map_err(|e| self.err("HeadObject", key, e))?;
+        let o = self.call(
+            "HeadObject",
+            key,
+            self.client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .version_id(version)
+                .send(),
+        )?;
         Ok(VersionInfo {
             size: o.content_length().unwrap_or(0).max(0) as u64,
             lock_mode: o
@@ -684,18 +690,17 @@ impl Store {
         let mut out = Vec::new();
         let (mut km, mut vm): (Option<String>, Option<String>) = (None, None);
         loop {
-            let o = self
-                .rt
-                .block_on(
-                    self.client
-                        .list_object_versions()
-                        .bucket(&self.bucket)
-                        .prefix(prefix)
-                        .set_key_marker(km.clone())
-                        .set_version_id_marker(vm.clone())
-                        .send(),
-                )
-                .map_err(|e| self.err("ListObjectVersions", prefix, e))?;
+            let o = self.call(
+                "ListObjectVersions",
+                prefix,
+                self.client
+                    .list_object_versions()
+                    .bucket(&self.bucket)
+                    .prefix(prefix)
+                    .set_key_marker(km.clone())
+                    .set_version_id_marker(vm.clone())
+                    .send(),
+            )?;
             for v in o.versions() {
                 if let (Some(k), Some(id)) = (v.key(), v.version_id()) {
                     out.push(ListedVersion {
