@@ -4,6 +4,7 @@
 //! nothing in a chain is ever modified after it is sealed.
 
 mod config;
+mod copy;
 mod durable;
 mod error;
 mod lock;
@@ -22,6 +23,10 @@ mod writer;
 pub use config::{
     ByteLimit, ClientLimits, RepoConfig, DEFAULT_IMMUTABLE_DAYS, MAX_IMMUTABLE_DAYS,
     MIN_IMMUTABLE_DAYS,
+};
+pub use copy::{
+    decode_origin, encode_origin, CopiedPoint, CopyHead, CopyMode, CopyPlan, CopyReceiver,
+    HeldPoint, COPY_PREFIX, EXT_COPY_ORIGIN, MAX_COPY_META,
 };
 pub use durable::{fsync_dir, write_atomic};
 pub use error::RepoError;

@@ -203,6 +203,14 @@ impl PointBuilder {
     pub fn kind(&self) -> PointKind {
         self.meta.kind
     }
+    /// The metadata the point will carry (a copy sets its extension records here).
+    pub(crate) fn meta_mut(&mut self) -> &mut PointMeta {
+        &mut self.meta
+    }
+    /// The parent's map, for an incremental.
+    pub(crate) fn parent(&self) -> Option<&ParentMap> {
+        self.parent.as_ref()
+    }
     /// Bytes written to the file so far.
     pub fn bytes_written(&self) -> u64 {
         self.writer.as_ref().map_or(0, |w| w.bytes_written())
