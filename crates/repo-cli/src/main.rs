@@ -34,6 +34,8 @@ enum Command {
     Space(cmd::space::Args),
     /// Re-read every stored block of every restore point (exit 1 if damage is found).
     Verify(cmd::verify::Args),
+    /// Write the repository as one self-contained HTML page: jobs, lock timeline, space, alerts.
+    Report(cmd::report::Args),
     /// Moved to `bulwark-tier`, so that this binary (the transport on 6162) links no S3 SDK.
     #[command(hide = true)]
     Tier {
@@ -76,6 +78,7 @@ fn main() {
         Command::Retention(a) => cmd::retention::run(a, cli.json),
         Command::Synthesize(a) => cmd::synthesize::run(a, cli.json),
         Command::Space(a) => cmd::space::run(a, cli.json),
+        Command::Report(a) => cmd::report::run(a, cli.json),
         Command::Tier { args } => {
             eprintln!(
                 "error: the S3 tier has its own command now: run `bulwark-tier {}`",

@@ -5,6 +5,7 @@ pub mod clients;
 pub mod enroll;
 pub mod init;
 pub mod policy;
+pub mod report;
 pub mod retention;
 pub mod serve;
 pub mod space;
