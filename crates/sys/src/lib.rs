@@ -14,6 +14,7 @@ mod flags;
 mod fs;
 mod lease;
 mod lock;
+mod process;
 mod signal;
 
 pub use at::{mkdirat, openat, renameat_noreplace, unlinkat};
@@ -30,6 +31,7 @@ pub use fs::{
 };
 pub use lease::{ignore_lease_break_signal, no_writer};
 pub use lock::try_lock_exclusive;
+pub use process::{catch_interrupts, die_with_parent, interrupted, terminate};
 pub use signal::unlink_on_signal;
 
 use std::io;
