@@ -8,9 +8,11 @@
 //! - [`cmd`]: running tools with a fixed PATH, showing their output.
 //! - [`guarded`]: a guarded repository rig (user, filesystem, service setup) for root tests.
 //! - [`rng`]: a deterministic random generator.
+//! - [`chromium`]: headless Chromium: a page's DOM, its network log, screenshots.
 //! - [`deps`]: a package's normal dependency tree (for the tests that pin it).
 
 pub mod bins;
+pub mod chromium;
 pub mod cmd;
 pub mod deps;
 pub mod fs;
