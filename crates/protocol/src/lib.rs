@@ -6,11 +6,16 @@
 //! anything is allocated.
 
 mod codec;
+mod copy;
 mod error;
 mod fingerprint;
 mod frame;
 mod msg;
 
+pub use copy::{
+    CopyBegin, CopyMsg, CopyPlanMsg, HeldEntry, COPY_HEADER_LEN, COPY_TRAILER_LEN, MAX_COPY_META,
+    MAX_HELD_PER_FRAME, MAX_MAP_ENTRIES_PER_FRAME, MAX_NEED_PER_FRAME,
+};
 pub use error::{ErrorCode, ProtocolError};
 pub use fingerprint::Fingerprint;
 pub use frame::{check_header, read_frame, write_msg, FrameBuf, Payload, FRAME_HEADER_LEN};

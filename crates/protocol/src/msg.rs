@@ -74,6 +74,14 @@ msg_types! {
     RestoreEnd = 0x32, 8;
     Verify = 0x40, 256;
     VerifyReport = 0x41, MAX_CONTROL_PAYLOAD;
+    CopyHeld = 0x60, crate::copy::LIM_HELD;
+    CopyHeldList = 0x61, crate::copy::LIM_HELD_LIST;
+    CopyBegin = 0x62, crate::copy::LIM_BEGIN;
+    CopyMap = 0x63, crate::copy::LIM_MAP;
+    CopyPlan = 0x64, crate::copy::LIM_PLAN;
+    CopyNeed = 0x65, crate::copy::LIM_NEED;
+    CopyRead = 0x66, crate::copy::LIM_READ;
+    CopyReadHead = 0x67, crate::copy::LIM_READ_HEAD;
 }
 
 /// One restore point as listed to its owner.
@@ -218,6 +226,8 @@ pub enum Msg<'a> {
     Verify { job: Option<String> },
     /// Server: verify's outcome.
     VerifyReport(VerifyReport),
+    /// Copies between repositories (types 0x60–0x6F, `crate::copy`).
+    Copy(crate::copy::CopyMsg),
 }
 
 /// Wire code of a restore-point kind (same as the file format's).
@@ -344,6 +354,7 @@ impl<'a> Msg<'a> {
             Msg::RestoreEnd { .. } => MsgType::RestoreEnd,
             Msg::Verify { .. } => MsgType::Verify,
             Msg::VerifyReport(_) => MsgType::VerifyReport,
+            Msg::Copy(c) => c.ty(),
         }
     }
 
@@ -447,6 +458,7 @@ impl<'a> Msg<'a> {
                 b.u64(*blocks);
             }
             Msg::Verify { job } => b.string(job.as_deref().unwrap_or(""), MAX_NAME),
+            Msg::Copy(c) => c.encode(b),
             Msg::VerifyReport(v) => {
                 b.u64(v.points_checked);
                 b.u64(v.blocks_checked);
@@ -624,6 +636,14 @@ impl<'a> Msg<'a> {
                     job: (!job.is_empty()).then_some(job),
                 }
             }
+            MsgType::CopyHeld
+            | MsgType::CopyHeldList
+            | MsgType::CopyBegin
+            | MsgType::CopyMap
+            | MsgType::CopyPlan
+            | MsgType::CopyNeed
+            | MsgType::CopyRead
+            | MsgType::CopyReadHead => Msg::Copy(crate::copy::CopyMsg::decode(ty, &mut r)?),
             MsgType::VerifyReport => {
                 let points_checked = r.u64()?;
                 let blocks_checked = r.u64()?;

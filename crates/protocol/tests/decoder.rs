@@ -134,6 +134,72 @@ fn samples() -> Vec<Msg<'static>> {
             }],
         }),
     ]
+    .into_iter()
+    .chain(copy_samples())
+    .collect()
+}
+
+/// One valid copy message of every copy type (0x60–0x6F).
+fn copy_samples() -> Vec<Msg<'static>> {
+    let entry = bulwark_format::MapEntry {
+        block: BlockNo(7),
+        file_ref: 1,
+        flags: 1,
+        offset: 8192,
+        stored_len: 100,
+        plain_len: 4096,
+        plain_hash: Digest([1; 32]),
+        stored_hash: Digest([2; 32]),
+    };
+    vec![
+        Msg::Copy(CopyMsg::Held { job: "vm1".into() }),
+        Msg::Copy(CopyMsg::HeldList {
+            last: true,
+            points: vec![
+                HeldEntry {
+                    point: PointId([3; 16]),
+                    chain: PointId([3; 16]),
+                    root: Digest([4; 32]),
+                    created: 1_700_000_000,
+                    origin: None,
+                },
+                HeldEntry {
+                    point: PointId([5; 16]),
+                    chain: PointId([5; 16]),
+                    root: Digest([6; 32]),
+                    created: 1_700_000_001,
+                    origin: Some((PointId([7; 16]), PointId([8; 16]), Digest([9; 32]))),
+                },
+            ],
+        }),
+        Msg::Copy(CopyMsg::Begin(CopyBegin {
+            job: "vm1".into(),
+            header: vec![1; COPY_HEADER_LEN],
+            trailer: vec![2; COPY_TRAILER_LEN],
+            meta: vec![3; 200],
+        })),
+        Msg::Copy(CopyMsg::Map {
+            entries: vec![entry, entry],
+        }),
+        Msg::Copy(CopyMsg::Plan(CopyPlanMsg {
+            mode: 1,
+            needed: 2,
+            resumed_bytes: 3,
+            local_bytes: 4,
+        })),
+        Msg::Copy(CopyMsg::Need {
+            blocks: vec![1, 5, 9],
+        }),
+        Msg::Copy(CopyMsg::Read {
+            job: "vm1".into(),
+            point: PointId([3; 16]),
+            count: 3,
+        }),
+        Msg::Copy(CopyMsg::ReadHead {
+            job: "vm1".into(),
+            point: PointId([3; 16]),
+        }),
+    ]
 }
 
 fn frame(m: &Msg<'_>) -> Vec<u8> {
