@@ -1,6 +1,6 @@
 //! A stored block: what the writer, the pipeline and the network carry for one new block.
 
-use crate::{BlockNo, Digest, MapEntry, ENTRY_FLAG_ZSTD};
+use crate::{BlockNo, Digest, MapEntry, ENTRY_FLAG_ENCRYPTED, ENTRY_FLAG_ZSTD};
 
 /// How a block's stored bytes encode its plain bytes (the map entry's `flags`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -9,6 +9,11 @@ pub enum Codec {
     Raw,
     /// The stored bytes are one zstd frame of the plain block ([`ENTRY_FLAG_ZSTD`]).
     Zstd,
+    /// The stored bytes are the plain block, encrypted ([`ENTRY_FLAG_ENCRYPTED`],
+    /// docs/encryption.md).
+    SealedRaw,
+    /// The stored bytes are a zstd frame of the plain block, encrypted.
+    SealedZstd,
 }
 
 impl Codec {
@@ -17,21 +22,41 @@ impl Codec {
         match self {
             Codec::Raw => 0,
             Codec::Zstd => ENTRY_FLAG_ZSTD,
+            Codec::SealedRaw => ENTRY_FLAG_ENCRYPTED,
+            Codec::SealedZstd => ENTRY_FLAG_ENCRYPTED | ENTRY_FLAG_ZSTD,
         }
     }
 
     /// The codec named by a map entry's flags.
     pub fn of_flags(flags: u32) -> Codec {
-        if flags & ENTRY_FLAG_ZSTD != 0 {
-            Codec::Zstd
-        } else {
-            Codec::Raw
+        match (
+            flags & ENTRY_FLAG_ENCRYPTED != 0,
+            flags & ENTRY_FLAG_ZSTD != 0,
+        ) {
+            (false, false) => Codec::Raw,
+            (false, true) => Codec::Zstd,
+            (true, false) => Codec::SealedRaw,
+            (true, true) => Codec::SealedZstd,
         }
     }
 
-    /// True for [`Codec::Zstd`].
+    /// True when the (decrypted) payload is a zstd frame.
     pub fn is_compressed(self) -> bool {
-        self == Codec::Zstd
+        matches!(self, Codec::Zstd | Codec::SealedZstd)
+    }
+
+    /// True when the stored bytes are encrypted.
+    pub fn is_encrypted(self) -> bool {
+        matches!(self, Codec::SealedRaw | Codec::SealedZstd)
+    }
+
+    /// The encrypted codec of this payload codec (itself when already encrypted).
+    pub fn sealed(self) -> Codec {
+        if self.is_compressed() {
+            Codec::SealedZstd
+        } else {
+            Codec::SealedRaw
+        }
     }
 }
 
@@ -112,7 +137,7 @@ mod tests {
 
     #[test]
     fn codecs_are_the_formats_entry_flags() {
-        for c in [Codec::Raw, Codec::Zstd] {
+        for c in [Codec::Raw, Codec::Zstd, Codec::SealedRaw, Codec::SealedZstd] {
             assert_eq!(Codec::of_flags(c.flags()), c);
         }
         assert_eq!(Codec::Raw.flags(), 0);

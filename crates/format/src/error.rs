@@ -35,6 +35,8 @@ pub enum FormatError {
         value: u8,
         region: String,
     },
+    #[error("block {block} is encrypted: give the key it was written with (--key KEYFILE, or --restore-key PRIVATE for a write-only client's backups)")]
+    Encrypted { block: BlockNo },
     #[error("invalid argument: {0}")]
     Invalid(String),
 }

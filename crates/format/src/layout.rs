@@ -23,6 +23,11 @@ pub const MAX_DISK_SIZE: u64 = 1 << 50;
 pub const MAX_META_LEN: u64 = 16 << 20;
 /// Entry flag: the stored bytes are a zstd frame (else they are the plain block).
 pub const ENTRY_FLAG_ZSTD: u32 = 1;
+/// Entry flag: the stored bytes are encrypted (docs/encryption.md); bit 0 then says whether
+/// the decrypted payload is a zstd frame.
+pub const ENTRY_FLAG_ENCRYPTED: u32 = 2;
+/// Bytes an encrypted block may have beyond its plain length: the salt and the tag.
+pub const ENCRYPTION_OVERHEAD: u32 = 32;
 
 const HEADER_MAGIC: [u8; 8] = *b"BULWARK\0";
 const FILE_TYPE: [u8; 4] = *b"RPNT";
@@ -281,9 +286,40 @@ pub struct MapEntry {
 }
 
 impl MapEntry {
-    /// True when the stored bytes are a zstd frame.
+    /// True when the stored (or, if encrypted, the decrypted) bytes are a zstd frame.
     pub fn is_compressed(&self) -> bool {
         self.flags & ENTRY_FLAG_ZSTD != 0
+    }
+
+    /// True when the stored bytes are encrypted; `plain_hash` is then the keyed
+    /// change-detection hash (docs/encryption.md).
+    pub fn is_encrypted(&self) -> bool {
+        self.flags & ENTRY_FLAG_ENCRYPTED != 0
+    }
+
+    /// Checks the stored length and hash rules of this entry's flags (docs/format.md,
+    /// "Block map entry"); the text says what is wrong.
+    pub fn check_lengths(&self) -> std::result::Result<(), &'static str> {
+        if self.flags & !(ENTRY_FLAG_ZSTD | ENTRY_FLAG_ENCRYPTED) != 0 {
+            return Err("unknown flags");
+        }
+        if self.is_encrypted() {
+            if self.stored_len <= ENCRYPTION_OVERHEAD
+                || self.stored_len > self.plain_len.saturating_add(ENCRYPTION_OVERHEAD)
+            {
+                return Err("encrypted stored length out of range");
+            }
+            return Ok(());
+        }
+        if self.stored_len == 0 || self.stored_len > self.plain_len {
+            return Err("stored length out of range");
+        }
+        if !self.is_compressed()
+            && (self.stored_len != self.plain_len || self.stored_hash != self.plain_hash)
+        {
+            return Err("uncompressed block with differing length or hash");
+        }
+        Ok(())
     }
 
     /// How the stored bytes encode the plain block.

@@ -2,6 +2,7 @@
 //! is its only implementation. All integers are little-endian.
 
 mod block;
+mod encryption;
 mod error;
 mod ids;
 mod layout;
@@ -10,12 +11,16 @@ mod reader;
 mod writer;
 
 pub use block::{Codec, StoredBlock};
+pub use encryption::{
+    EncryptionRecord, KeyMode, Session, AEAD_AES256GCM, MAX_SESSIONS, RECORD_VERSION,
+    SESSION_SALT_LEN,
+};
 pub use error::FormatError;
 pub use ids::{BlockNo, Digest, PointId};
 pub use layout::{
     check_block_size, check_disk_size, check_header_padding, check_zero, Header, MapEntry, Trailer,
-    ALIGN, ENTRY_FLAG_ZSTD, ENTRY_LEN, FORMAT_VERSION, HEADER_LEN, MAX_BLOCK_SIZE, MAX_DISK_SIZE,
-    MAX_META_LEN, MIN_BLOCK_SIZE, TRAILER_LEN,
+    ALIGN, ENCRYPTION_OVERHEAD, ENTRY_FLAG_ENCRYPTED, ENTRY_FLAG_ZSTD, ENTRY_LEN, FORMAT_VERSION,
+    HEADER_LEN, MAX_BLOCK_SIZE, MAX_DISK_SIZE, MAX_META_LEN, MIN_BLOCK_SIZE, TRAILER_LEN,
 };
 pub use meta::{
     validate_name, Extension, FileRef, PointKind, PointMeta, RetentionClass, Stats, EXT_CBT_SOURCE,

@@ -7,7 +7,7 @@ use crate::layout::{check_header_padding, check_zero, H_FIXED};
 use crate::writer::root_digest;
 use crate::{
     align_up, block_count, plain_len_of, FormatError, Header, MapEntry, PointMeta, Result, Trailer,
-    ALIGN, ENTRY_FLAG_ZSTD, ENTRY_LEN, HEADER_LEN, MAX_META_LEN, TRAILER_LEN,
+    ALIGN, ENTRY_LEN, HEADER_LEN, MAX_META_LEN, TRAILER_LEN,
 };
 
 /// An opened restore point whose header, trailer, metadata and map have been checked against
@@ -99,6 +99,10 @@ impl PointReader {
             .map(MapEntry::decode)
             .collect();
         let mut prev: Option<u64> = None;
+        let encrypted = match meta.extension(crate::EXT_ENCRYPTION) {
+            Some(r) => crate::EncryptionRecord::decode(r).map(|_| true)?,
+            None => false,
+        };
         for e in &map {
             let b = e.block.0;
             let bad = |why: &str| layout(format!("map entry for block {b}: {why}"));
@@ -109,15 +113,16 @@ impl PointReader {
             if e.plain_len != plain_len_of(e.block, header.disk_size, header.block_size) {
                 return Err(bad("wrong plain length"));
             }
-            if e.flags & !ENTRY_FLAG_ZSTD != 0 || e.offset % ALIGN != 0 {
-                return Err(bad("unknown flags or unaligned offset"));
+            if e.offset % ALIGN != 0 {
+                return Err(bad("unaligned offset"));
             }
-            if e.stored_len == 0 || e.stored_len > e.plain_len {
-                return Err(bad("stored length out of range"));
-            }
-            if !e.is_compressed() && (e.stored_len != e.plain_len || e.stored_hash != e.plain_hash)
-            {
-                return Err(bad("uncompressed block with differing length or hash"));
+            e.check_lengths().map_err(bad)?;
+            if e.is_encrypted() != encrypted {
+                return Err(bad(if encrypted {
+                    "an unencrypted block in an encrypted restore point"
+                } else {
+                    "an encrypted block in a restore point without an encryption record"
+                }));
             }
             if e.file_ref as usize > meta.files.len() {
                 return Err(bad("file reference outside the file table"));
@@ -313,8 +318,66 @@ impl BlockDecoder {
                 offset: e.offset,
             });
         }
+        if e.is_encrypted() {
+            return Err(FormatError::Encrypted { block: e.block });
+        }
         // A raw block's stored hash is its plain hash: checked just above.
         self.decode_inner(e, stored, out, e.stored_hash == e.plain_hash)
+    }
+
+    /// What verify checks without a key: the stored hash, and for an unencrypted block also
+    /// decompression and the plain hash. An encrypted block's stored hash covers every byte
+    /// of its ciphertext.
+    pub fn check(&mut self, e: &MapEntry, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        use crate::Digest;
+        if e.is_encrypted() {
+            if stored.len() != e.stored_len as usize || Digest::of(stored) != e.stored_hash {
+                return Err(FormatError::StoredHash {
+                    block: e.block,
+                    offset: e.offset,
+                });
+            }
+            return Ok(());
+        }
+        self.decode(e, stored, out).map(|_| ())
+    }
+
+    /// Decodes the decrypted payload of an encrypted block (docs/encryption.md): decompresses
+    /// it when the entry says zstd and checks the keyed change-detection hash with
+    /// `change_key`. Returns the plain block: `payload` itself when stored raw, else the start
+    /// of `out`.
+    pub fn decode_decrypted<'a>(
+        &mut self,
+        e: &MapEntry,
+        payload: &'a [u8],
+        out: &'a mut Vec<u8>,
+        change_key: &[u8; 32],
+    ) -> Result<&'a [u8]> {
+        let plain_len = e.plain_len as usize;
+        let plain = if e.is_compressed() {
+            if out.len() < plain_len {
+                out.resize(plain_len, 0);
+            }
+            let n = self
+                .dctx
+                .decompress_to_buffer(payload, &mut out[..plain_len])
+                .map_err(|err| FormatError::Decompress {
+                    block: e.block,
+                    reason: err.to_string(),
+                })?;
+            if n != plain_len {
+                return Err(FormatError::PlainHash { block: e.block });
+            }
+            &out[..plain_len]
+        } else {
+            payload
+        };
+        if plain.len() != plain_len
+            || blake3::keyed_hash(change_key, plain).as_bytes() != &e.plain_hash.0
+        {
+            return Err(FormatError::PlainHash { block: e.block });
+        }
+        Ok(plain)
     }
 
     /// Decompresses and checks the plain hash only: for bytes that arrived over an
@@ -332,6 +395,9 @@ impl BlockDecoder {
                 block: e.block,
                 offset: e.offset,
             });
+        }
+        if e.is_encrypted() {
+            return Err(FormatError::Encrypted { block: e.block });
         }
         self.decode_inner(e, stored, out, false)
     }

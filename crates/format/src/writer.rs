@@ -129,7 +129,7 @@ impl PointWriter {
         stored_hash: Digest,
     ) -> Result<MapEntry> {
         let codec = if compressed { Codec::Zstd } else { Codec::Raw };
-        let entry = self.check_own(MapEntry {
+        self.reserve_like(&MapEntry {
             block,
             file_ref: 0,
             flags: codec.flags(),
@@ -138,9 +138,19 @@ impl PointWriter {
             plain_len,
             plain_hash,
             stored_hash,
+        })
+    }
+
+    /// [`PointWriter::reserve_stored`] of a block with the lengths, flags (encrypted ones
+    /// included) and hashes of `like` (an entry of another file).
+    pub fn reserve_like(&mut self, like: &MapEntry) -> Result<MapEntry> {
+        let entry = self.check_own(MapEntry {
+            file_ref: 0,
+            offset: 0,
+            ..*like
         })?;
         let offset = self.pos;
-        self.pos = offset + align_up(u64::from(stored_len));
+        self.pos = offset + align_up(u64::from(entry.stored_len));
         self.cursor_at_pos = false;
         Ok(self.record_own(MapEntry { offset, ..entry }))
     }
@@ -150,12 +160,10 @@ impl PointWriter {
     fn check_own(&self, e: MapEntry) -> Result<MapEntry> {
         self.check_next(e.block, e.plain_len)?;
         let (block, stored_len, plain_len) = (e.block, e.stored_len, e.plain_len);
-        if stored_len == 0
-            || stored_len > plain_len
-            || (!e.is_compressed() && (stored_len != plain_len || e.stored_hash != e.plain_hash))
-        {
+        if let Err(why) = e.check_lengths() {
             return Err(FormatError::Invalid(format!(
-                "block {block}: stored length {stored_len} is not allowed for a plain length of {plain_len}"
+                "block {block}: stored length {stored_len} with flags {:#x} is not allowed for a plain length of {plain_len} ({why})",
+                e.flags
             )));
         }
         Ok(e)
@@ -205,6 +213,13 @@ impl PointWriter {
             return Err(FormatError::Invalid(
                 "metadata does not match the header".into(),
             ));
+        }
+        let encrypted = meta.extension(crate::EXT_ENCRYPTION).is_some();
+        if let Some(e) = self.entries.iter().find(|e| e.is_encrypted() != encrypted) {
+            return Err(FormatError::Invalid(format!(
+                "block {}: an encrypted restore point holds only encrypted blocks, and only it holds them (docs/encryption.md)",
+                e.block
+            )));
         }
         self.stats.blocks_mapped = self.entries.len() as u64;
         meta.stats = self.stats;

@@ -1,0 +1,218 @@
+//! The encryption record: the data of a restore point's [`EXT_ENCRYPTION`] extension
+//! (docs/encryption.md, "The encryption record"). It lives here, not in the client's crypto
+//! crate, because the repository copies and merges records (synthetic fulls) without any key.
+//!
+//! [`EXT_ENCRYPTION`]: crate::EXT_ENCRYPTION
+
+use crate::{FormatError, Result};
+
+/// The record version this build writes and reads.
+pub const RECORD_VERSION: u8 = 1;
+/// AEAD code of AES-256-GCM with per-session keys (the only one so far).
+pub const AEAD_AES256GCM: u8 = 1;
+/// Length of a session salt (the first bytes of every encrypted block).
+pub const SESSION_SALT_LEN: usize = 16;
+/// Most sessions one record lists (a synthetic full of a long write-only chain lists one per
+/// point it draws blocks from).
+pub const MAX_SESSIONS: usize = 512;
+const FIXED: usize = 24;
+
+/// Who can read a point's data key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyMode {
+    /// Wrapped under a symmetric master key; the chain shares one data key.
+    Symmetric,
+    /// Wrapped for an X25519 restore key; every writing session has its own data key.
+    WriteOnly,
+}
+
+impl KeyMode {
+    fn code(self) -> u8 {
+        match self {
+            KeyMode::Symmetric => 1,
+            KeyMode::WriteOnly => 2,
+        }
+    }
+    /// Length of a wrapped data key in this mode.
+    pub fn wrapped_len(self) -> usize {
+        match self {
+            KeyMode::Symmetric => 60,
+            KeyMode::WriteOnly => 80,
+        }
+    }
+    /// Short name for listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyMode::Symmetric => "symmetric",
+            KeyMode::WriteOnly => "write-only",
+        }
+    }
+}
+
+/// One writing session: the salt its blocks carry and its data key, wrapped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub salt: [u8; SESSION_SALT_LEN],
+    pub wrapped: Vec<u8>,
+}
+
+/// How one restore point's blocks are encrypted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncryptionRecord {
+    pub mode: KeyMode,
+    /// The key generation (fingerprint) that wrapped the data keys.
+    pub key_id: [u8; 16],
+    /// The first is the session that wrote this point's own blocks; a synthetic full lists
+    /// every session its cloned blocks came from.
+    pub sessions: Vec<Session>,
+}
+
+impl EncryptionRecord {
+    /// Encodes the record.
+    pub fn encode(&self) -> Vec<u8> {
+        let w = self.mode.wrapped_len();
+        let mut b = Vec::with_capacity(FIXED + self.sessions.len() * (SESSION_SALT_LEN + w));
+        b.extend_from_slice(&[RECORD_VERSION, AEAD_AES256GCM, self.mode.code(), 0]);
+        b.extend_from_slice(&self.key_id);
+        b.extend_from_slice(&(self.sessions.len() as u16).to_le_bytes());
+        b.extend_from_slice(&(w as u16).to_le_bytes());
+        for s in &self.sessions {
+            b.extend_from_slice(&s.salt);
+            b.extend_from_slice(&s.wrapped);
+        }
+        b
+    }
+
+    /// Decodes and checks a record: every field's value and the exact length.
+    pub fn decode(b: &[u8]) -> Result<EncryptionRecord> {
+        let bad = |m: String| FormatError::Meta(format!("encryption record: {m}"));
+        if b.len() < FIXED {
+            return Err(bad(format!("{} bytes, at least {FIXED} expected", b.len())));
+        }
+        if b[0] != RECORD_VERSION {
+            return Err(bad(format!(
+                "record version {} is not supported by this build; upgrade Bulwark",
+                b[0]
+            )));
+        }
+        if b[1] != AEAD_AES256GCM {
+            return Err(bad(format!("unknown AEAD {}", b[1])));
+        }
+        let mode = match b[2] {
+            1 => KeyMode::Symmetric,
+            2 => KeyMode::WriteOnly,
+            m => return Err(bad(format!("unknown key mode {m}"))),
+        };
+        if b[3] != 0 {
+            return Err(bad("reserved byte is not zero".into()));
+        }
+        let count = u16::from_le_bytes([b[20], b[21]]) as usize;
+        let w = u16::from_le_bytes([b[22], b[23]]) as usize;
+        if w != mode.wrapped_len() {
+            return Err(bad(format!(
+                "a {} record holds {}-byte wrapped keys, not {w}",
+                mode.as_str(),
+                mode.wrapped_len()
+            )));
+        }
+        if count == 0 || count > MAX_SESSIONS || b.len() != FIXED + count * (SESSION_SALT_LEN + w) {
+            return Err(bad(format!(
+                "{count} sessions do not fit {} bytes (1 to {MAX_SESSIONS} allowed)",
+                b.len()
+            )));
+        }
+        let sessions: Vec<Session> = b[FIXED..]
+            .chunks_exact(SESSION_SALT_LEN + w)
+            .map(|c| Session {
+                salt: c[..SESSION_SALT_LEN].try_into().expect("16"),
+                wrapped: c[SESSION_SALT_LEN..].to_vec(),
+            })
+            .collect();
+        for (i, s) in sessions.iter().enumerate() {
+            if sessions[..i].iter().any(|t| t.salt == s.salt) {
+                return Err(bad("a session salt is listed twice".into()));
+            }
+        }
+        Ok(EncryptionRecord {
+            mode,
+            key_id: b[4..20].try_into().expect("16"),
+            sessions,
+        })
+    }
+
+    /// The key id as hex (the fingerprint users compare with `bulwark key show`).
+    pub fn fingerprint(&self) -> String {
+        hex::encode(self.key_id)
+    }
+
+    /// The session whose blocks carry `salt`.
+    pub fn session(&self, salt: &[u8; SESSION_SALT_LEN]) -> Option<&Session> {
+        self.sessions.iter().find(|s| &s.salt == salt)
+    }
+
+    /// Adds the sessions of `other` (a file whose blocks a synthetic full clones); both must
+    /// be of one mode and key. No key is needed: this is how the repository keeps a synthetic
+    /// full of an encrypted chain readable.
+    pub fn merge(&mut self, other: &EncryptionRecord) -> Result<()> {
+        if other.mode != self.mode || other.key_id != self.key_id {
+            return Err(FormatError::Invalid(format!(
+                "the chain mixes encryption keys ({} {} and {} {}); start a new chain with an active full",
+                self.mode.as_str(),
+                self.fingerprint(),
+                other.mode.as_str(),
+                other.fingerprint()
+            )));
+        }
+        for s in &other.sessions {
+            if self.session(&s.salt).is_none() {
+                if self.sessions.len() >= MAX_SESSIONS {
+                    return Err(FormatError::Invalid(format!(
+                        "a synthetic full can draw blocks from at most {MAX_SESSIONS} encrypted sessions; start a new chain with an active full"
+                    )));
+                }
+                self.sessions.push(s.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(mode: KeyMode, n: usize) -> EncryptionRecord {
+        EncryptionRecord {
+            mode,
+            key_id: [4; 16],
+            sessions: (0..n)
+                .map(|i| Session {
+                    salt: [i as u8; 16],
+                    wrapped: vec![i as u8; mode.wrapped_len()],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_merge_without_a_key() {
+        for mode in [KeyMode::Symmetric, KeyMode::WriteOnly] {
+            let r = rec(mode, 3);
+            assert_eq!(EncryptionRecord::decode(&r.encode()).unwrap(), r);
+            let mut m = rec(mode, 2);
+            m.merge(&r).unwrap();
+            assert_eq!(m.sessions.len(), 3);
+            assert!(m.merge(&rec(KeyMode::Symmetric, 1)).is_ok() == (mode == KeyMode::Symmetric));
+        }
+        let good = rec(KeyMode::WriteOnly, 2).encode();
+        for cut in 1..good.len() {
+            assert!(
+                EncryptionRecord::decode(&good[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut dup = rec(KeyMode::Symmetric, 2);
+        dup.sessions[1].salt = dup.sessions[0].salt;
+        assert!(EncryptionRecord::decode(&dup.encode()).is_err());
+    }
+}
