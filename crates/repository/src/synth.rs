@@ -132,6 +132,36 @@ fn temp_file(dir: &Path) -> Result<File> {
         .map_err(RepoError::io(dir, "creating a temporary file in"))
 }
 
+/// The encryption record of a synthetic full of `src`: the source's record with the sessions
+/// of every file its blocks come from, so each cloned block's salt still names its wrapped data
+/// key (docs/encryption.md). Needs no key; `None` for an unencrypted source.
+fn merged_encryption_record(src: &crate::ChainReader) -> Result<Option<Vec<u8>>> {
+    use bulwark_format::{EncryptionRecord, EXT_ENCRYPTION};
+    let bad = |e: FormatError| RepoError::Usage(format!("cannot build a synthetic full: {e}"));
+    let Some(own) = src.point().meta.extension(EXT_ENCRYPTION) else {
+        return Ok(None);
+    };
+    let mut record = EncryptionRecord::decode(own).map_err(bad)?;
+    let mut seen = vec![src.point().meta.point];
+    for e in src.entries() {
+        let f = src.file_of(e);
+        if seen.contains(&f.meta.point) {
+            continue;
+        }
+        seen.push(f.meta.point);
+        let other = f.meta.extension(EXT_ENCRYPTION).ok_or_else(|| {
+            RepoError::Usage(format!(
+                "cannot build a synthetic full: restore point {} of the chain is not encrypted",
+                f.meta.point
+            ))
+        })?;
+        record
+            .merge(&EncryptionRecord::decode(other).map_err(bad)?)
+            .map_err(bad)?;
+    }
+    Ok(Some(record.encode()))
+}
+
 /// Blocks of the new file that sit contiguously in one source file: one clone call.
 struct Run {
     /// `file_ref` of the source in the reader's chain.
@@ -175,6 +205,10 @@ impl Repository {
             return Err(RepoError::Usage(format!(
                 "restore point {newest} of job {job:?} appeared while the synthetic full was starting; run it again"
             )));
+        }
+
+        if let Some(record) = merged_encryption_record(&src)? {
+            b.set_extension(bulwark_format::EXT_ENCRYPTION, record)?;
         }
 
         // Lay out the new file: every block reserved in order, grouped into runs that are

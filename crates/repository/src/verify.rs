@@ -208,7 +208,7 @@ impl Repository {
                         let res =
                             r.read_stored_padded(&e, &mut stored).and_then(|stored| {
                                 match dec.as_mut() {
-                                    Ok(d) => d.decode(&e, stored, &mut plain).map(|_| ()),
+                                    Ok(d) => d.check(&e, stored, &mut plain),
                                     Err(err) => {
                                         Err(bulwark_format::FormatError::Invalid(err.to_string()))
                                     }

@@ -250,16 +250,15 @@ impl PointBuilder {
         like: &bulwark_format::MapEntry,
     ) -> Result<bulwark_format::MapEntry> {
         let tmp = self.tmp.clone();
-        self.w()
-            .reserve_stored(
-                like.block,
-                like.plain_len,
-                like.plain_hash,
-                like.stored_len,
-                like.is_compressed(),
-                like.stored_hash,
-            )
-            .map_err(RepoError::format(&tmp))
+        self.w().reserve_like(like).map_err(RepoError::format(&tmp))
+    }
+
+    /// Sets an extension record of the new point's metadata (e.g. how its blocks are
+    /// encrypted, docs/encryption.md).
+    pub fn set_extension(&mut self, tag: u16, data: Vec<u8>) -> Result<()> {
+        self.meta
+            .set_extension(tag, data)
+            .map_err(|e| RepoError::Usage(e.to_string()))
     }
 
     /// The temporary file being written, and its path.
