@@ -7,9 +7,11 @@
 //! - [`uri`]: NBD URIs (`nbd://HOST[:PORT]/EXPORT`, `nbd+unix:///EXPORT?socket=PATH`).
 //! - [`client`]: the client that reads live disks (structured replies, block status,
 //!   several requests in flight, timeouts).
+//! - [`server`]: the server that exports restore points (issue 16).
 
 pub mod client;
 pub mod proto;
+pub mod server;
 pub mod uri;
 
 pub use client::{Client, ClientOptions, MappedExtent, NbdError, Ticket};
