@@ -236,6 +236,12 @@ pub(crate) fn session(s: &mut Session, client: &str, state: &State) -> Outcome {
                 };
                 verify(s, client, state, job)?
             }
+            MsgType::CopyHeld | MsgType::CopyBegin | MsgType::CopyReadHead | MsgType::CopyRead => {
+                let Msg::Copy(m) = s.msg()? else {
+                    unreachable!()
+                };
+                crate::copy::request(s, client, state, m)?
+            }
             _ => return Err(s.msg()?.unexpected("a request").into()),
         }
     }

@@ -7,6 +7,7 @@
 
 mod clients;
 mod conn;
+mod copy;
 mod error;
 mod files;
 mod handlers;

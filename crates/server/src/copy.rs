@@ -1,0 +1,406 @@
+//! Copy requests (`bulwark copy`, messages 0x60–0x6F, `docs/protocol.md` "Copies").
+//!
+//! Pushing into this repository follows the rules of a backup: the job belongs to the client
+//! that first wrote it, the client's limits apply to the bytes received, and the point is
+//! written and sealed by the repository (`Repository::begin_copy`): verbatim with its root
+//! digest, or re-chained, always with this repository's own period counted from now. No
+//! message names an expiry, a retention class or anything to delete. Pulling from this
+//! repository reads the client's own jobs only.
+
+use bulwark_format::{validate_name, BlockNo, Digest, MapEntry, PointId, StoredBlock, Trailer};
+use bulwark_protocol::{
+    CopyBegin, CopyMsg, CopyPlanMsg, ErrorCode, HeldEntry, Msg, PointSummary, SealedInfo,
+    MAX_HELD_PER_FRAME, MAX_MAP_ENTRIES_PER_FRAME, MAX_NEED_PER_FRAME,
+};
+use bulwark_repository::{error_chain, CopyHead, CopyMode, RepoError};
+
+use crate::clients::Claim;
+use crate::conn::Session;
+use crate::handlers::Fail;
+use crate::limits;
+use crate::serve::State;
+
+/// Most map entries a copy over the network carries (a 4 TiB disk in 1 MiB blocks); larger
+/// points are copied between local folders.
+const MAX_NET_MAP_ENTRIES: u64 = 1 << 22;
+
+type Res<T = ()> = std::result::Result<T, Fail>;
+
+/// One copy request, already received (`Msg::Copy`).
+pub(crate) fn request(s: &mut Session, client: &str, state: &State, m: CopyMsg) -> Res {
+    match m {
+        CopyMsg::Held { job } => held(s, client, state, &job),
+        CopyMsg::Begin(b) => receive(s, client, state, b),
+        CopyMsg::ReadHead { job, point } => read_head(s, client, state, &job, point),
+        CopyMsg::Read { job, point, count } => read_blocks(s, client, state, &job, point, count),
+        m => Err(Fail::new(
+            ErrorCode::OutOfOrder,
+            format!("{:?} is not a request", m.ty()),
+        )),
+    }
+}
+
+fn check_job(job: &str) -> Res {
+    validate_name("job", job).map_err(|e| Fail::new(ErrorCode::InvalidName, e.to_string()))
+}
+
+fn repo_fail(e: RepoError) -> Fail {
+    Fail::from(e)
+}
+
+/// The job's owner, refusing a job another client owns as if it did not exist.
+fn owned_or_free(client: &str, state: &State, job: &str) -> Res<bool> {
+    check_job(job)?;
+    match state.registry.owner(&state.repo, job)? {
+        Some(o) if o == client => Ok(true),
+        None if state
+            .repo
+            .scan_job(job)
+            .map_err(repo_fail)?
+            .points
+            .is_empty() =>
+        {
+            Ok(false)
+        }
+        _ => Err(Fail::new(
+            ErrorCode::NoSuchJob,
+            format!("job {job:?} has no restore points of yours"),
+        )),
+    }
+}
+
+fn held(s: &mut Session, client: &str, state: &State, job: &str) -> Res {
+    let points = if owned_or_free(client, state, job)? {
+        state.repo.held_points(job).map_err(repo_fail)?
+    } else {
+        vec![]
+    };
+    let all: Vec<HeldEntry> = points
+        .into_iter()
+        .map(|h| HeldEntry {
+            point: h.point,
+            chain: h.chain,
+            root: h.root,
+            created: h.created,
+            origin: h.origin,
+        })
+        .collect();
+    let mut pages = all.chunks(MAX_HELD_PER_FRAME).peekable();
+    if pages.peek().is_none() {
+        s.send(&Msg::Copy(CopyMsg::HeldList {
+            last: true,
+            points: vec![],
+        }))?;
+    }
+    while let Some(p) = pages.next() {
+        s.send(&Msg::Copy(CopyMsg::HeldList {
+            last: pages.peek().is_none(),
+            points: p.to_vec(),
+        }))?;
+    }
+    Ok(())
+}
+
+fn summary(meta: &bulwark_format::PointMeta, root: Digest, file_bytes: u64) -> PointSummary {
+    PointSummary {
+        point: meta.point,
+        chain: meta.chain,
+        parent: meta.parent,
+        kind: meta.kind,
+        retention: meta.retention,
+        created_unix: meta.created_unix_secs,
+        created_nanos: meta.created_nanos,
+        disk_size: meta.disk_size,
+        block_size: meta.block_size,
+        file_bytes,
+        stored_bytes: meta.stats.bytes_stored,
+        new_bytes: meta.stats.bytes_new_plain,
+        new_blocks: meta.stats.blocks_new,
+        root,
+        client: meta.client.clone(),
+    }
+}
+
+/// Receives the map of a point whose header, trailer and metadata arrived in `b`.
+fn receive_map(s: &mut Session, b: &CopyBegin) -> Res<Vec<MapEntry>> {
+    let t = Trailer::decode(&b.trailer)
+        .map_err(|e| Fail::new(ErrorCode::Malformed, format!("copied trailer: {e}")))?;
+    if t.map_count > MAX_NET_MAP_ENTRIES {
+        return Err(Fail::new(
+            ErrorCode::Usage,
+            format!(
+                "the point has {} map entries, more than the {MAX_NET_MAP_ENTRIES} a copy over the network carries; copy it between local folders",
+                t.map_count
+            ),
+        ));
+    }
+    let mut map = Vec::with_capacity(t.map_count as usize);
+    while (map.len() as u64) < t.map_count {
+        s.recv()?;
+        match s.msg()? {
+            Msg::Copy(CopyMsg::Map { entries }) => {
+                if map.len() as u64 + entries.len() as u64 > t.map_count {
+                    return Err(Fail::new(
+                        ErrorCode::Malformed,
+                        "more map entries than the trailer says",
+                    ));
+                }
+                map.extend(entries);
+            }
+            m => return Err(m.unexpected("CopyMap").into()),
+        }
+    }
+    Ok(map)
+}
+
+/// Gives an unused job name back when the copy that claimed it ends without a point.
+struct ClaimGuard<'a> {
+    state: &'a State,
+    job: &'a str,
+    client: &'a str,
+}
+
+impl Drop for ClaimGuard<'_> {
+    fn drop(&mut self) {
+        let Ok(_lock) = bulwark_repository::JobLock::acquire(self.state.repo.root(), self.job)
+        else {
+            return;
+        };
+        if let Ok(true) =
+            self.state
+                .registry
+                .release_unused(&self.state.repo, self.job, self.client)
+        {
+            tracing::info!(job = %self.job, "released the unused job name");
+        }
+    }
+}
+
+/// Bytes being received, counted against the client's limits until the copy ends.
+struct Receiving<'a> {
+    state: &'a State,
+    client: &'a str,
+    bytes: u64,
+    finished: bool,
+}
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        self.state
+            .inflight
+            .end(self.client, self.bytes, self.finished);
+    }
+}
+
+/// A point pushed into this repository.
+fn receive(s: &mut Session, client: &str, state: &State, b: CopyBegin) -> Res {
+    let job = b.job.clone();
+    check_job(&job)?;
+    let not_yours = || {
+        Fail {
+            code: ErrorCode::Unauthorized,
+            message: format!("job {job:?} belongs to another client (or was written locally); copy into another job name"),
+            log: format!("client {client} tried to copy into job {job:?}, which it does not own"),
+        }
+    };
+    let new_job = match state.registry.owner(&state.repo, &job)? {
+        Some(o) if o == client => false,
+        Some(_) => return Err(not_yours()),
+        None => true,
+    };
+    let fs_total = bulwark_sys::statvfs(state.repo.root())
+        .map(|st| st.blocks.saturating_mul(st.frsize))
+        .unwrap_or(u64::MAX);
+    let lim = limits::Resolved::of(&state.repo.config().client_limits, fs_total);
+    let mut gen = state.inflight.generation(client);
+    let mut held = limits::held(&state.repo, &state.registry, client, crate::now_unix())?;
+    limits::check_start(client, &held, &lim, new_job)?;
+    let map = receive_map(s, &b)?;
+    let claim = state.registry.claim_job(&state.repo, &job, client)?;
+    if claim == Claim::Refused {
+        return Err(not_yours());
+    }
+    let _claim = ClaimGuard {
+        state,
+        job: &job,
+        client,
+    };
+    let head = CopyHead {
+        header: b.header,
+        trailer: b.trailer,
+        meta: b.meta,
+        map,
+    };
+    let span = tracing::info_span!("copy", %job);
+    let _e = span.enter();
+    let mut rx = state.repo.begin_copy(&job, &head).map_err(repo_fail)?;
+    let plan = rx.plan().clone();
+    s.send(&Msg::Copy(CopyMsg::Plan(CopyPlanMsg {
+        mode: plan.mode.code(),
+        needed: plan.needed.len() as u64,
+        resumed_bytes: plan.resumed_bytes,
+        local_bytes: plan.local_bytes,
+    })))?;
+    for chunk in plan.needed.chunks(MAX_NEED_PER_FRAME) {
+        s.send(&Msg::Copy(CopyMsg::Need {
+            blocks: chunk.iter().map(|b| b.0).collect(),
+        }))?;
+    }
+    let mut receiving = Receiving {
+        state,
+        client,
+        bytes: 0,
+        finished: false,
+    };
+    let mut received = 0u64;
+    loop {
+        s.recv()?;
+        match s.msg()? {
+            Msg::Block(blk) => {
+                let (in_flight, g) = state.inflight.add(client, blk.data.len() as u64);
+                receiving.bytes += blk.data.len() as u64;
+                if g != gen {
+                    held = limits::held(&state.repo, &state.registry, client, crate::now_unix())?;
+                    gen = g;
+                }
+                limits::check_bytes(client, &held, &lim, in_flight)?;
+                rx.put(blk.block, blk.data)
+                    .map_err(|e| Fail::new(ErrorCode::Malformed, error_chain(&e)))?;
+                received += 1;
+            }
+            Msg::Finish { blocks } => {
+                if blocks != received {
+                    return Err(Fail::new(
+                        ErrorCode::Malformed,
+                        format!(
+                            "client says it sent {blocks} blocks, the server received {received}"
+                        ),
+                    ));
+                }
+                break;
+            }
+            m => return Err(m.unexpected("Block or Finish").into()),
+        }
+    }
+    let done = rx.finish(&state.repo);
+    receiving.finished = matches!(&done, Ok(_) | Err(RepoError::SealDelayed { .. }));
+    let done = done.map_err(repo_fail)?;
+    let (meta, root, immutable, expiry, path) = match &done.sealed {
+        Some(sp) => (
+            sp.meta.clone(),
+            sp.root,
+            sp.immutable,
+            sp.expiry,
+            sp.path.clone(),
+        ),
+        None => {
+            let head = state.repo.copy_head(&job, done.point).map_err(repo_fail)?;
+            let (_, t, meta) = head.decode().map_err(repo_fail)?;
+            let path = state.repo.point_path(&job, meta.chain, meta.point);
+            (meta, t.root_digest, false, None, path)
+        }
+    };
+    let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    tracing::info!(point = %meta.point, mode = done.mode.as_str(), bytes = done.bytes_received, "copied restore point sealed");
+    let mode_held = done.mode == CopyMode::Held;
+    s.send(&Msg::Sealed(SealedInfo {
+        summary: summary(&meta, root, file_bytes),
+        immutable: immutable || mode_held,
+        expiry,
+        notice: state.repo.clock_alert().unwrap_or_default(),
+    }))?;
+    Ok(())
+}
+
+/// Refuses, as "no such job", a job the client does not own.
+fn authorize_read(client: &str, state: &State, job: &str) -> Res {
+    check_job(job)?;
+    if state.registry.owner(&state.repo, job)?.as_deref() != Some(client) {
+        return Err(Fail::new(
+            ErrorCode::NoSuchJob,
+            format!("job {job:?} has no restore points of yours"),
+        ));
+    }
+    Ok(())
+}
+
+fn read_head(s: &mut Session, client: &str, state: &State, job: &str, point: PointId) -> Res {
+    authorize_read(client, state, job)?;
+    let head = state.repo.copy_head(job, point).map_err(repo_fail)?;
+    s.send(&Msg::Copy(CopyMsg::Begin(CopyBegin {
+        job: job.to_string(),
+        header: head.header,
+        trailer: head.trailer,
+        meta: head.meta,
+    })))?;
+    for chunk in head.map.chunks(MAX_MAP_ENTRIES_PER_FRAME) {
+        s.send(&Msg::Copy(CopyMsg::Map {
+            entries: chunk.to_vec(),
+        }))?;
+    }
+    Ok(())
+}
+
+fn read_blocks(
+    s: &mut Session,
+    client: &str,
+    state: &State,
+    job: &str,
+    point: PointId,
+    count: u64,
+) -> Res {
+    authorize_read(client, state, job)?;
+    let chain = state.repo.open_point(job, Some(point)).map_err(repo_fail)?;
+    if count > chain.entries().len() as u64 {
+        return Err(Fail::new(
+            ErrorCode::Usage,
+            format!(
+                "{count} blocks asked of a point with {}",
+                chain.entries().len()
+            ),
+        ));
+    }
+    let mut blocks: Vec<BlockNo> = Vec::with_capacity(count as usize);
+    while (blocks.len() as u64) < count {
+        s.recv()?;
+        match s.msg()? {
+            Msg::Copy(CopyMsg::Need { blocks: b }) => {
+                if blocks.len() as u64 + b.len() as u64 > count {
+                    return Err(Fail::new(
+                        ErrorCode::Malformed,
+                        "more block numbers than announced",
+                    ));
+                }
+                blocks.extend(b.into_iter().map(BlockNo));
+            }
+            m => return Err(m.unexpected("CopyNeed").into()),
+        }
+    }
+    let mut buf = Vec::new();
+    for b in &blocks {
+        let i = chain
+            .entries()
+            .binary_search_by_key(b, |e| e.block)
+            .map_err(|_| {
+                Fail::new(
+                    ErrorCode::NoSuchPoint,
+                    format!("block {b} is not in restore point {point}"),
+                )
+            })?;
+        let e = chain.entries()[i];
+        let file = chain.file_of(&e);
+        let own = MapEntry { file_ref: 0, ..e };
+        let data = file
+            .read_stored(&own, &mut buf)
+            .map_err(|e| Fail::new(ErrorCode::Damaged, e.to_string()))?;
+        if Digest::of(data) != e.stored_hash {
+            return Err(Fail::new(
+                ErrorCode::Damaged,
+                format!("block {b} of restore point {point} is damaged on the source; run `bulwark-repo verify` there"),
+            ));
+        }
+        s.send(&Msg::Block(StoredBlock::of_entry(&e, data)))?;
+    }
+    s.send(&Msg::RestoreEnd { blocks: count })?;
+    Ok(())
+}
