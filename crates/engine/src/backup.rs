@@ -151,6 +151,22 @@ pub fn run_pipeline(
     sink: &mut dyn BlockSink,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Counters> {
+    run_pipeline_keyed(src, block_size, level, threads, known, None, sink, progress)
+}
+
+/// [`run_pipeline`] hashing blocks with BLAKE3 keyed by `change_key` when one is given (the
+/// change-detection hash of encrypted chains, docs/encryption.md).
+#[allow(clippy::too_many_arguments)]
+pub fn run_pipeline_keyed(
+    src: &Source,
+    block_size: u32,
+    level: i32,
+    threads: usize,
+    known: &KnownHashes,
+    change_key: Option<&[u8; 32]>,
+    sink: &mut dyn BlockSink,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Counters> {
     check_level(level)?;
     let threads = threads.max(1);
     let bs = u64::from(block_size);
@@ -237,7 +253,10 @@ pub fn run_pipeline(
                     let outcome = if is_zero(&buf) {
                         Ok(Outcome::Zero)
                     } else {
-                        let plain_hash = Digest::from(blake3::hash(&buf));
+                        let plain_hash = Digest::from(match change_key {
+                            Some(k) => blake3::keyed_hash(k, &buf),
+                            None => blake3::hash(&buf),
+                        });
                         if known.get(block) == Some(plain_hash) {
                             Ok(Outcome::Unchanged)
                         } else {
@@ -293,9 +312,10 @@ pub fn run_pipeline(
                     } => {
                         counters.blocks_new += 1;
                         counters.bytes_new_plain += u64::from(d.plain_len);
-                        let data = match codec {
-                            Codec::Zstd => &stored[..],
-                            Codec::Raw => &d.buf[..],
+                        let data = if codec.is_compressed() {
+                            &stored[..]
+                        } else {
+                            &d.buf[..]
                         };
                         counters.bytes_stored += data.len() as u64;
                         sink.put_stored(StoredBlock {
@@ -399,6 +419,7 @@ pub fn backup_local_source(
             force_full: opts.force_full,
         },
     )?;
+    crate::crypt::refuse_plain_after_encrypted(repo, job, parent.as_ref())?;
     let block_size = plan.block_size;
     let known = parent.as_ref().map(KnownHashes::from).unwrap_or_default();
     let mut builder = repo.begin_point(NewPoint {

@@ -6,6 +6,7 @@
 //! whatever the size of the disk.
 
 mod backup;
+mod crypt;
 mod error;
 mod restore;
 mod source;
@@ -14,6 +15,11 @@ mod target;
 pub use backup::{
     backup_local, backup_local_source, run_pipeline, BackupOptions, BackupSummary, BlockSink,
     Counters, KnownHashes,
+};
+pub use backup::run_pipeline_keyed;
+pub use crypt::{
+    backup_local_encrypted, record_of, refuse_plain_after_encrypted, restore_local_encrypted,
+    Decryptor, EncryptingSink, WriteKey,
 };
 pub use error::EngineError;
 pub use restore::{join_workers, restore_local, RestoreOptions, RestoreSummary};

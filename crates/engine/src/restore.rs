@@ -50,6 +50,14 @@ pub fn restore_local(
     let started = Instant::now();
     let chain = repo.open_point(job, point)?;
     let meta = chain.point().meta.clone();
+    if let Some(r) = crate::crypt::record_of(&meta)? {
+        return Err(EngineError::Usage(format!(
+            "restore point {} is encrypted ({} key {}): give --key KEYFILE (symmetric) or --restore-key PRIVATE (write-only backups); nothing was written",
+            meta.point,
+            r.mode.as_str(),
+            r.fingerprint()
+        )));
+    }
     let out = RestoreTarget::create(target, meta.disk_size, opts.force)?;
     let (blocks_written, bytes_written) =
         write_blocks(&chain, &out, meta.block_size, opts.threads, progress)?;

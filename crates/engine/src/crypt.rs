@@ -1,0 +1,589 @@
+//! Encrypted backups and restores (docs/encryption.md).
+//!
+//! A backup hashes every block with the keyed change-detection hash instead of plain BLAKE3,
+//! compresses it as usual and seals the result in [`EncryptingSink`], so the repository and
+//! the network only ever see ciphertext. Reading decrypts per file of the chain with
+//! [`Decryptor`], which unwraps each file's data keys once.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use bulwark_crypto::{
+    associated_data, unwrap_symmetric, unwrap_x25519, wrap_symmetric, wrap_x25519, BlockKey,
+    KeyFile, KeyKind, PublicKeyFile, Secret, SessionSealer,
+};
+use bulwark_format::{
+    BlockDecoder, BlockNo, Digest, EncryptionRecord, KeyMode, MapEntry, PointId, PointKind,
+    PointMeta, Session, StoredBlock, EXT_ENCRYPTION,
+};
+use bulwark_repository::plan::{block_size_choosable, compression_level_ok};
+use bulwark_repository::{ChainReader, NewPoint, ParentMap, PlanRequest, Repository};
+
+use crate::backup::{run_pipeline_keyed, BackupOptions, BackupSummary, BlockSink, KnownHashes};
+use crate::restore::{join_workers, RestoreOptions, RestoreSummary};
+use crate::target::RestoreTarget;
+use crate::{EngineError, Result, Source};
+
+/// The key a backup writes with.
+pub enum WriteKey {
+    /// A symmetric key file (backs up and restores).
+    Symmetric(KeyFile),
+    /// A write-only client's public key: it can add points but never read one.
+    Public(PublicKeyFile),
+}
+
+impl WriteKey {
+    fn mode(&self) -> KeyMode {
+        match self {
+            WriteKey::Symmetric(_) => KeyMode::Symmetric,
+            WriteKey::Public(_) => KeyMode::WriteOnly,
+        }
+    }
+}
+
+fn usage(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Usage(e.to_string())
+}
+
+/// The encryption record of restore point `meta`, if it is encrypted.
+pub fn record_of(meta: &PointMeta) -> Result<Option<EncryptionRecord>> {
+    meta.extension(EXT_ENCRYPTION)
+        .map(EncryptionRecord::decode)
+        .transpose()
+        .map_err(usage)
+}
+
+/// The parent's encryption record (`None` when the parent is not encrypted).
+fn parent_record(
+    repo: &Repository,
+    job: &str,
+    parent: &ParentMap,
+) -> Result<Option<EncryptionRecord>> {
+    let chain = repo.open_point(job, Some(parent.point))?;
+    record_of(&chain.point().meta)
+}
+
+/// Refuses an unencrypted backup whose parent is encrypted: a chain's mode is fixed by its
+/// first point, and a backup is never silently made unencrypted.
+pub fn refuse_plain_after_encrypted(
+    repo: &Repository,
+    job: &str,
+    parent: Option<&ParentMap>,
+) -> Result<()> {
+    let Some(p) = parent else { return Ok(()) };
+    if let Some(r) = parent_record(repo, job, p)? {
+        return Err(EngineError::Usage(format!(
+            "job {job:?} is encrypted ({} key {}): give its key with --key KEYFILE (symmetric) or --public-key PUBLIC (write-only); \
+             an unencrypted backup of an encrypted job is refused",
+            r.mode.as_str(),
+            r.fingerprint()
+        )));
+    }
+    Ok(())
+}
+
+/// What a new point's encryption is: the session that seals its blocks, the change-detection
+/// key, and the record for its metadata.
+struct Sealing {
+    sealer: SessionSealer,
+    change_key: [u8; 32],
+    record: EncryptionRecord,
+}
+
+/// Decides how the next point is encrypted given its parent's record; `Err(Ok(reason))` asks
+/// for a new chain (an active full) instead.
+fn sealing_for(
+    key: &WriteKey,
+    parent: Option<Option<&EncryptionRecord>>,
+) -> Result<std::result::Result<Sealing, String>> {
+    let fresh = |key_id: [u8; 16],
+                 change_key: [u8; 32],
+                 wrap: &dyn Fn(&BlockKey) -> bulwark_crypto::Result<Vec<u8>>|
+     -> Result<Sealing> {
+        let data_key = BlockKey::generate().map_err(usage)?;
+        let sealer = SessionSealer::new(&data_key).map_err(usage)?;
+        let wrapped = wrap(&data_key).map_err(usage)?;
+        Ok(Sealing {
+            record: EncryptionRecord {
+                mode: key.mode(),
+                key_id,
+                sessions: vec![Session {
+                    salt: sealer.salt(),
+                    wrapped,
+                }],
+            },
+            sealer,
+            change_key,
+        })
+    };
+    let parent = match parent {
+        None => None,
+        Some(None) => {
+            return Ok(Err(
+                "the job's chain is not encrypted: an encrypted backup starts a new chain".into(),
+            ))
+        }
+        Some(Some(r)) => Some(r),
+    };
+    if let Some(r) = parent {
+        if r.mode != key.mode() {
+            return Err(EngineError::Usage(format!(
+                "the job's chain is encrypted in {} mode (key {}); give {}",
+                r.mode.as_str(),
+                r.fingerprint(),
+                match r.mode {
+                    KeyMode::Symmetric => "its symmetric key file with --key",
+                    KeyMode::WriteOnly => "its public key with --public-key",
+                }
+            )));
+        }
+    }
+    match key {
+        WriteKey::Symmetric(kf) => match parent {
+            None => {
+                let g = kf.current();
+                let Secret::Symmetric { master } = &g.secret else {
+                    return Err(usage("not a symmetric key file"));
+                };
+                let (id, master) = (g.key_id(), *master);
+                fresh(id, g.change_key(), &|dk| wrap_symmetric(&master, &id, dk)).map(Ok)
+            }
+            Some(r) => {
+                let g = kf.find(&r.key_id).ok_or_else(|| {
+                    EngineError::Usage(format!(
+                        "wrong key: the job's chain was encrypted with key {}, and this key file holds {}; give the key file the chain was written with (nothing was written)",
+                        r.fingerprint(),
+                        fingerprints(kf)
+                    ))
+                })?;
+                let Secret::Symmetric { master } = &g.secret else {
+                    return Err(usage("not a symmetric key file"));
+                };
+                let first = &r.sessions[0];
+                let data_key =
+                    unwrap_symmetric(master, &r.key_id, &first.wrapped).map_err(usage)?;
+                let sealer = SessionSealer::new(&data_key).map_err(usage)?;
+                Ok(Ok(Sealing {
+                    record: EncryptionRecord {
+                        mode: KeyMode::Symmetric,
+                        key_id: r.key_id,
+                        sessions: vec![Session {
+                            salt: sealer.salt(),
+                            wrapped: first.wrapped.clone(),
+                        }],
+                    },
+                    sealer,
+                    change_key: g.change_key(),
+                }))
+            }
+        },
+        WriteKey::Public(p) => {
+            if let Some(r) = parent {
+                if r.key_id != p.key_id() {
+                    return Ok(Err(format!(
+                        "the job's chain was written for public key {}, and this is {}: a new chain starts",
+                        r.fingerprint(),
+                        hex::encode(p.key_id())
+                    )));
+                }
+            }
+            let public = p.public;
+            fresh(p.key_id(), p.change_key, &|dk| wrap_x25519(&public, dk)).map(Ok)
+        }
+    }
+}
+
+fn fingerprints(kf: &KeyFile) -> String {
+    kf.generations
+        .iter()
+        .map(|g| hex::encode(g.key_id()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Wraps a sink: every stored block is sealed before it reaches it (the repository or the
+/// network sees ciphertext only).
+pub struct EncryptingSink<'a> {
+    inner: &'a mut dyn BlockSink,
+    sealer: SessionSealer,
+    buf: Vec<u8>,
+}
+
+impl<'a> EncryptingSink<'a> {
+    fn new(inner: &'a mut dyn BlockSink, sealer: SessionSealer) -> Self {
+        EncryptingSink {
+            inner,
+            sealer,
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl BlockSink for EncryptingSink<'_> {
+    fn put_stored(&mut self, b: StoredBlock<'_>) -> Result<()> {
+        let codec = b.codec.sealed();
+        let ad = associated_data(b.block.0, b.plain_len, codec.flags(), &b.plain_hash.0);
+        self.sealer
+            .seal(b.block.0, &ad, b.data, &mut self.buf)
+            .map_err(usage)?;
+        let stored_hash = Digest::of(&self.buf);
+        self.inner.put_stored(StoredBlock {
+            data: &self.buf,
+            codec,
+            stored_hash,
+            ..b
+        })
+    }
+    fn put_unchanged(&mut self, block: BlockNo) -> Result<()> {
+        self.inner.put_unchanged(block)
+    }
+}
+
+/// An encrypted backup of `src` to a local repository (see [`crate::backup_local_source`]).
+/// An incremental continues the chain under its key; a chain that is not encrypted, or was
+/// written for another public key, gets a new active full (the reason is returned).
+pub fn backup_local_encrypted(
+    repo: &Repository,
+    job: &str,
+    src: Source,
+    opts: &BackupOptions,
+    key: &WriteKey,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<BackupSummary> {
+    let started = Instant::now();
+    bulwark_format::validate_name("job", job).map_err(usage)?;
+    if !compression_level_ok(opts.compression_level) {
+        return Err(usage(format!(
+            "compression level {} is out of range: use 1 to 19 (zstd), -7 to -1 (faster), or 0 for none",
+            opts.compression_level
+        )));
+    }
+    if let Some(bs) = opts.block_size {
+        if !block_size_choosable(bs) {
+            return Err(usage(format!(
+                "block size {bs} is not allowed: use a power of two from 64K to 4M"
+            )));
+        }
+    }
+    bulwark_format::check_disk_size(src.size)
+        .map_err(|e| usage(format!("{}: {e}", src.path.display())))?;
+    let mut force_full = opts.force_full;
+    let mut reason = None;
+    let (next, sealing) = loop {
+        let next = repo.next_point(
+            job,
+            &PlanRequest {
+                disk_size: src.size,
+                block_size: opts.block_size,
+                force_full,
+            },
+        )?;
+        let rec = match &next.parent {
+            Some(p) => Some(parent_record(repo, job, p)?),
+            None => None,
+        };
+        match sealing_for(key, rec.as_ref().map(|r| r.as_ref()))? {
+            Ok(s) => break (next, s),
+            Err(why) if !force_full => {
+                force_full = true;
+                reason = Some(why);
+            }
+            Err(why) => return Err(usage(why)),
+        }
+    };
+    let block_size = next.plan.block_size;
+    let known = next
+        .parent
+        .as_ref()
+        .map(KnownHashes::from)
+        .unwrap_or_default();
+    let mut builder = repo.begin_point(NewPoint {
+        job: job.to_string(),
+        parent: next.parent,
+        disk_size: src.size,
+        block_size,
+        compression_level: opts.compression_level,
+        client: String::new(),
+        full_kind: PointKind::ActiveFull,
+    })?;
+    builder.set_extension(EXT_ENCRYPTION, sealing.record.encode())?;
+    let counters = {
+        let mut sink = EncryptingSink::new(&mut builder, sealing.sealer);
+        run_pipeline_keyed(
+            &src,
+            block_size,
+            opts.compression_level,
+            opts.threads,
+            &known,
+            Some(&sealing.change_key),
+            &mut sink,
+            progress,
+        )?
+    };
+    let after = src.size_now()?;
+    if after != src.size {
+        return Err(EngineError::SourceChanged {
+            path: src.path.clone(),
+            before: src.size,
+            after,
+        });
+    }
+    let sealed = builder.finish()?;
+    Ok(BackupSummary {
+        sealed,
+        counters,
+        elapsed: started.elapsed(),
+        full_reason: reason.or(next.plan.reason.full_reason()),
+    })
+}
+
+/// The keys of one file of a chain.
+struct FileKeys {
+    /// Data keys by the salt their blocks carry.
+    keys: Vec<([u8; 16], BlockKey)>,
+    change_key: [u8; 32],
+    /// A point written by a backup holds only its own session's blocks; a synthetic full
+    /// holds cloned blocks of many sessions.
+    own_session_only: bool,
+}
+
+impl FileKeys {
+    fn new(meta: &PointMeta, rec: &EncryptionRecord, key: &KeyFile) -> Result<FileKeys> {
+        let wanted = match rec.mode {
+            KeyMode::Symmetric => KeyKind::Symmetric,
+            KeyMode::WriteOnly => KeyKind::Restore,
+        };
+        if key.kind != wanted {
+            return Err(EngineError::Usage(format!(
+                "restore point {} is encrypted in {} mode (key {}): it needs {}",
+                meta.point,
+                rec.mode.as_str(),
+                rec.fingerprint(),
+                wanted.describe()
+            )));
+        }
+        let g = key.find(&rec.key_id).ok_or_else(|| {
+            EngineError::Usage(format!(
+                "wrong key: restore point {} was encrypted with key {}, and the key file holds {}; give the key it was written with (nothing was written)",
+                meta.point,
+                rec.fingerprint(),
+                fingerprints(key)
+            ))
+        })?;
+        let mut keys = Vec::with_capacity(rec.sessions.len());
+        match &g.secret {
+            Secret::Symmetric { master } => {
+                let dk = unwrap_symmetric(master, &rec.key_id, &rec.sessions[0].wrapped)
+                    .map_err(usage)?;
+                for s in &rec.sessions {
+                    keys.push((s.salt, dk.clone()));
+                }
+            }
+            Secret::X25519 { secret, .. } => {
+                for s in &rec.sessions {
+                    keys.push((s.salt, unwrap_x25519(secret, &s.wrapped).map_err(usage)?));
+                }
+            }
+        }
+        Ok(FileKeys {
+            keys,
+            change_key: g.change_key(),
+            own_session_only: meta.kind != PointKind::SyntheticFull,
+        })
+    }
+}
+
+/// Decrypts the blocks of an opened chain: the keys of every file it reads from, unwrapped
+/// once.
+pub struct Decryptor {
+    files: HashMap<PointId, FileKeys>,
+}
+
+impl Decryptor {
+    /// The decryptor of `chain` with `key`; `None` when the chain is not encrypted. A wrong key
+    /// fails here, before anything is written.
+    pub fn for_chain(chain: &ChainReader, key: &KeyFile) -> Result<Option<Decryptor>> {
+        let mut metas: Vec<&PointMeta> = vec![&chain.point().meta];
+        for e in chain.entries() {
+            let m = &chain.file_of(e).meta;
+            if !metas.iter().any(|x| x.point == m.point) {
+                metas.push(m);
+            }
+        }
+        Decryptor::for_files(&metas, key)
+    }
+
+    /// The decryptor of the files `metas` (the point first); `None` when it is not encrypted.
+    pub fn for_files(metas: &[&PointMeta], key: &KeyFile) -> Result<Option<Decryptor>> {
+        let mut files = HashMap::new();
+        for m in metas {
+            match record_of(m)? {
+                Some(rec) => {
+                    files.insert(m.point, FileKeys::new(m, &rec, key)?);
+                }
+                None if files.is_empty() => return Ok(None),
+                None => {
+                    return Err(usage(format!(
+                        "restore point {} of an encrypted chain is not encrypted",
+                        m.point
+                    )))
+                }
+            }
+        }
+        Ok(Some(Decryptor { files }))
+    }
+
+    /// Checks, decrypts and decodes block `e` whose stored bytes `stored` were read from the
+    /// file of point `file` (stored hash, then authentication, then the keyed hash). Returns
+    /// the plain block: part of `payload` or of `out`.
+    pub fn decode<'a>(
+        &self,
+        dec: &mut BlockDecoder,
+        file: PointId,
+        e: &MapEntry,
+        stored: &[u8],
+        payload: &'a mut Vec<u8>,
+        out: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8]> {
+        let block = e.block.0;
+        let auth = |why: &str| {
+            usage(bulwark_crypto::CryptoError::Authentication {
+                block,
+                why: why.to_string(),
+            })
+        };
+        if !e.is_encrypted() {
+            return Err(auth(" (an unencrypted block in an encrypted chain)"));
+        }
+        if stored.len() != e.stored_len as usize || Digest::of(stored) != e.stored_hash {
+            return Err(usage(bulwark_format::FormatError::StoredHash {
+                block: e.block,
+                offset: e.offset,
+            }));
+        }
+        let fk = self
+            .files
+            .get(&file)
+            .ok_or_else(|| usage(format!("block {block}: no keys for restore point {file}")))?;
+        let salt: [u8; 16] = stored
+            .get(..16)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| auth(" (too short)"))?;
+        let pos = fk.keys.iter().position(|(s, _)| *s == salt);
+        let key = match pos {
+            Some(0) => &fk.keys[0].1,
+            Some(i) if !fk.own_session_only => &fk.keys[i].1,
+            _ => return Err(auth(" (it carries another restore point's session)")),
+        };
+        let ad = associated_data(block, e.plain_len, e.flags, &e.plain_hash.0);
+        key.open(block, &ad, stored, payload).map_err(usage)?;
+        dec.decode_decrypted(e, payload, out, &fk.change_key)
+            .map_err(usage)
+    }
+}
+
+/// Restores an encrypted restore point (see [`crate::restore_local`]) with `key`: the
+/// symmetric key file, or the private restore key of write-only backups. Keys are checked
+/// before the target is created.
+pub fn restore_local_encrypted(
+    repo: &Repository,
+    job: &str,
+    point: Option<PointId>,
+    target: &Path,
+    opts: &RestoreOptions,
+    key: &KeyFile,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<RestoreSummary> {
+    let started = Instant::now();
+    let chain = repo.open_point(job, point)?;
+    let meta = chain.point().meta.clone();
+    let Some(dec) = Decryptor::for_chain(&chain, key)? else {
+        return Err(usage(format!(
+            "restore point {} is not encrypted: restore it without --key/--restore-key",
+            meta.point
+        )));
+    };
+    let out = RestoreTarget::create(target, meta.disk_size, opts.force)?;
+    let (blocks_written, bytes_written) = write_blocks_with(
+        &chain,
+        &out,
+        meta.block_size,
+        opts.threads,
+        progress,
+        &|bd, e, stored, payload, plain| {
+            let f = chain.file_of(e);
+            let local = MapEntry { file_ref: 0, ..*e };
+            let s = f.read_stored(&local, stored).map_err(usage)?;
+            dec.decode(bd, f.meta.point, e, s, payload, plain)
+        },
+    )?;
+    let mapped: Vec<u64> = chain.entries().iter().map(|e| e.block.0).collect();
+    out.zero_unmapped(&mapped, meta.disk_size, meta.block_size)?;
+    out.finish()?;
+    Ok(RestoreSummary {
+        point: meta.point,
+        disk_size: meta.disk_size,
+        blocks_written,
+        bytes_written,
+        elapsed: started.elapsed(),
+    })
+}
+
+type DecodeFn<'c> = dyn for<'a> Fn(
+        &mut BlockDecoder,
+        &MapEntry,
+        &'a mut Vec<u8>,
+        &'a mut Vec<u8>,
+        &'a mut Vec<u8>,
+    ) -> Result<&'a [u8]>
+    + Sync
+    + 'c;
+
+/// The restore loop with a block decoder given by the caller: workers on every core, the map
+/// read ahead of them (as [`crate::restore_local`] does).
+fn write_blocks_with(
+    chain: &ChainReader,
+    out: &RestoreTarget,
+    block_size: u32,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+    decode: &DecodeFn<'_>,
+) -> Result<(u64, u64)> {
+    let bs = u64::from(block_size);
+    let threads = threads.max(1);
+    let (tx, rx) = crossbeam_channel::bounded::<MapEntry>(threads * 4);
+    std::thread::scope(|s| -> Result<(u64, u64)> {
+        let mut handles = Vec::new();
+        for _ in 0..threads {
+            let rx = rx.clone();
+            handles.push(s.spawn(move || -> Result<(u64, u64)> {
+                let (mut stored, mut payload, mut plain) = (Vec::new(), Vec::new(), Vec::new());
+                let (mut n, mut bytes) = (0u64, 0u64);
+                let mut dec = BlockDecoder::new().map_err(usage)?;
+                for e in rx {
+                    let plain = decode(&mut dec, &e, &mut stored, &mut payload, &mut plain)?;
+                    out.write_at(plain, e.block.0 * bs)?;
+                    n += 1;
+                    bytes += plain.len() as u64;
+                    progress(plain.len() as u64);
+                }
+                Ok((n, bytes))
+            }));
+        }
+        drop(rx);
+        let entries = chain.entries();
+        let ahead = chain.prefetch_distance();
+        entries.iter().take(ahead).for_each(|e| chain.will_need(e));
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(next) = entries.get(i + ahead) {
+                chain.will_need(next);
+            }
+            if tx.send(*e).is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        join_workers(handles)
+    })
+}
