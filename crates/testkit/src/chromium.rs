@@ -98,6 +98,9 @@ impl Chromium {
             "--disable-sync",
             "--disable-default-apps",
             "--hide-scrollbars",
+            // No name resolves but the loopback address: Chromium's own background requests
+            // (component updates, network time) never leave the machine.
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .stdin(Stdio::null())
@@ -134,7 +137,8 @@ impl Chromium {
     /// A screenshot of `url` at `width`×`height` CSS pixels, saved as PNG at `out`.
     pub fn screenshot(&self, url: &str, width: u32, height: u32, out: &Path) {
         let scratch = Scratch::new("bwchromium");
-        let mut c = self.command(&scratch.path().join("profile"), false, None);
+        let offline = crate::skip::is_root() && url.starts_with("file:");
+        let mut c = self.command(&scratch.path().join("profile"), offline, None);
         c.arg(format!("--screenshot={}", out.display()))
             .arg(format!("--window-size={width},{height}"))
             .arg(url)
@@ -149,6 +153,32 @@ impl Chromium {
             out.display()
         );
     }
+}
+
+/// The requests a page made, as (url, initiator), from Chromium's network log: every URL
+/// request whose initiator is an origin (`null` for a `file:` page), leaving out the
+/// browser's own background requests (initiator "not an origin").
+pub fn page_requests(net_log: &str) -> Vec<(String, String)> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(net_log) else {
+        panic!("the network log is not JSON");
+    };
+    let start = v["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+        .as_i64()
+        .expect("URL_REQUEST_START_JOB in the network log's constants");
+    let mut out = Vec::new();
+    for e in v["events"].as_array().into_iter().flatten() {
+        if e["type"].as_i64() != Some(start) {
+            continue;
+        }
+        let p = &e["params"];
+        let (Some(url), initiator) = (p["url"].as_str(), p["initiator"].as_str()) else {
+            continue;
+        };
+        if initiator != Some("not an origin") {
+            out.push((url.to_string(), initiator.unwrap_or("").to_string()));
+        }
+    }
+    out
 }
 
 /// Every `http://` or `https://` URL in a network log or page other than those starting with
