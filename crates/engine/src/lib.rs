@@ -8,6 +8,8 @@
 mod backup;
 mod crypt;
 mod error;
+mod image;
+pub mod partitions;
 mod restore;
 mod source;
 mod target;
@@ -22,6 +24,10 @@ pub use crypt::{
     Decryptor, EncryptingSink, WriteKey,
 };
 pub use error::EngineError;
+pub use image::{
+    decode_stored, Fetched, ImageError, ImageStats, PointBlocks, PointImage, DEFAULT_CACHE_BYTES,
+    MAX_READ_AHEAD,
+};
 pub use restore::{join_workers, restore_local, RestoreOptions, RestoreSummary};
 pub use source::{data_ranges, Source};
 pub use target::RestoreTarget;

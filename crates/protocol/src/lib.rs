@@ -22,7 +22,8 @@ pub use frame::{check_header, read_frame, write_msg, FrameBuf, Payload, FRAME_HE
 pub use msg::{
     BackupReady, BackupRequest, DamagedPoint, Msg, MsgType, PointSummary, SealedInfo, VerifyReport,
     BLOCK_HEADER_LEN, MAX_CONTROL_PAYLOAD, MAX_DAMAGED_BLOCKS, MAX_DATA_PAYLOAD, MAX_JOBS,
-    MAX_KNOWN_PER_FRAME, MAX_NET_BLOCK_SIZE, MAX_POINTS_PER_FRAME,
+    MAX_KNOWN_PER_FRAME, MAX_MAP_PER_FRAME, MAX_NET_BLOCK_SIZE, MAX_POINTS_PER_FRAME,
+    MAX_READ_BLOCKS,
 };
 
 /// Protocol version spoken by this build.

@@ -82,7 +82,17 @@ msg_types! {
     CopyNeed = 0x65, crate::copy::LIM_NEED;
     CopyRead = 0x66, crate::copy::LIM_READ;
     CopyReadHead = 0x67, crate::copy::LIM_READ_HEAD;
+    OpenExport = 0x50, 256;
+    ExportReady = 0x51, 1024;
+    ExportMap = 0x52, MAX_CONTROL_PAYLOAD;
+    ReadBlocks = 0x53, 12;
+    BlockUnavailable = 0x54, 2048;
 }
+
+/// Most blocks one `ReadBlocks` request may cover (bounds the reply to 64 `Block` frames).
+pub const MAX_READ_BLOCKS: u32 = 64;
+/// Map entries in one `ExportMap` frame.
+pub const MAX_MAP_PER_FRAME: usize = 16_384;
 
 /// One restore point as listed to its owner.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -228,6 +238,18 @@ pub enum Msg<'a> {
     VerifyReport(VerifyReport),
     /// Copies between repositories (types 0x60–0x6F, `crate::copy`).
     Copy(crate::copy::CopyMsg),
+    /// Client: serve a restore point for random access (`None`: the newest); the session
+    /// then carries only `ReadBlocks` requests.
+    OpenExport { job: String, point: Option<PointId> },
+    /// Server: the point, and how many map entries follow in `ExportMap` frames.
+    ExportReady { point: PointSummary, entries: u64 },
+    /// Server: a page of the point's block map `(block, plain BLAKE3)`, ascending.
+    ExportMap { entries: Vec<(u64, Digest)> },
+    /// Client: the stored bytes of the mapped blocks among `count` blocks from `first`; the
+    /// server answers each mapped block, in order, with `Block` or `BlockUnavailable`.
+    ReadBlocks { first: u64, count: u32 },
+    /// Server: this block could not be read on the repository (the session goes on).
+    BlockUnavailable { block: u64, message: String },
 }
 
 /// Wire code of a restore-point kind (same as the file format's).
@@ -355,6 +377,11 @@ impl<'a> Msg<'a> {
             Msg::Verify { .. } => MsgType::Verify,
             Msg::VerifyReport(_) => MsgType::VerifyReport,
             Msg::Copy(c) => c.ty(),
+            Msg::OpenExport { .. } => MsgType::OpenExport,
+            Msg::ExportReady { .. } => MsgType::ExportReady,
+            Msg::ExportMap { .. } => MsgType::ExportMap,
+            Msg::ReadBlocks { .. } => MsgType::ReadBlocks,
+            Msg::BlockUnavailable { .. } => MsgType::BlockUnavailable,
         }
     }
 
@@ -449,9 +476,28 @@ impl<'a> Msg<'a> {
                     b.string(&s.notice[..end], MAX_NOTICE);
                 }
             }
-            Msg::BeginRestore { job, point } => {
+            Msg::BeginRestore { job, point } | Msg::OpenExport { job, point } => {
                 b.string(job, MAX_NAME);
                 put_opt_id(b, *point);
+            }
+            Msg::ExportReady { point, entries } => {
+                put_summary(b, point);
+                b.u64(*entries);
+            }
+            Msg::ExportMap { entries } => {
+                b.u32(entries.len() as u32);
+                for (block, h) in entries {
+                    b.u64(*block);
+                    b.raw(&h.0);
+                }
+            }
+            Msg::ReadBlocks { first, count } => {
+                b.u64(*first);
+                b.u32(*count);
+            }
+            Msg::BlockUnavailable { block, message } => {
+                b.u64(*block);
+                b.string(message, 1024);
             }
             Msg::RestoreReady { point, blocks } => {
                 put_summary(b, point);
@@ -630,6 +676,36 @@ impl<'a> Msg<'a> {
                 blocks: r.u64()?,
             },
             MsgType::RestoreEnd => Msg::RestoreEnd { blocks: r.u64()? },
+            MsgType::OpenExport => Msg::OpenExport {
+                job: r.string(MAX_NAME)?,
+                point: get_opt_id(&mut r)?,
+            },
+            MsgType::ExportReady => Msg::ExportReady {
+                point: get_summary(&mut r)?,
+                entries: r.u64()?,
+            },
+            MsgType::ExportMap => {
+                let n = r.count(MAX_MAP_PER_FRAME, 40)?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    entries.push((r.u64()?, r.digest()?));
+                }
+                Msg::ExportMap { entries }
+            }
+            MsgType::ReadBlocks => {
+                let first = r.u64()?;
+                let count = r.u32()?;
+                if count == 0 || count > MAX_READ_BLOCKS {
+                    return Err(r.bad(format!(
+                        "ReadBlocks of {count} blocks (1 to {MAX_READ_BLOCKS})"
+                    )));
+                }
+                Msg::ReadBlocks { first, count }
+            }
+            MsgType::BlockUnavailable => Msg::BlockUnavailable {
+                block: r.u64()?,
+                message: r.string(1024)?,
+            },
             MsgType::Verify => {
                 let job = r.string(MAX_NAME)?;
                 Msg::Verify {

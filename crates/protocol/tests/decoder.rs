@@ -133,6 +133,25 @@ fn samples() -> Vec<Msg<'static>> {
                 more_blocks: 0,
             }],
         }),
+        Msg::OpenExport {
+            job: "vm1".into(),
+            point: None,
+        },
+        Msg::ExportReady {
+            point: summary(5),
+            entries: 2,
+        },
+        Msg::ExportMap {
+            entries: vec![(0, Digest([6; 32])), (7, Digest([7; 32]))],
+        },
+        Msg::ReadBlocks {
+            first: 3,
+            count: 64,
+        },
+        Msg::BlockUnavailable {
+            block: 3,
+            message: "I/O error".into(),
+        },
     ]
     .into_iter()
     .chain(copy_samples())

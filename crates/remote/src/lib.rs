@@ -9,6 +9,7 @@ mod config;
 mod conn;
 mod enroll;
 mod error;
+mod export;
 mod ops;
 mod restore;
 mod tls;
@@ -18,6 +19,7 @@ pub use config::{config_dir, parse_repo_arg, Credentials, RemoteAddr, RepoTarget
 pub use conn::Conn;
 pub use enroll::{enroll, Enrolled};
 pub use error::RemoteError;
+pub use export::RemotePoint;
 pub use ops::{list_jobs, list_points, verify_remote};
 pub use restore::restore_remote;
 

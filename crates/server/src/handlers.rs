@@ -242,6 +242,12 @@ pub(crate) fn session(s: &mut Session, client: &str, state: &State) -> Outcome {
                 };
                 crate::copy::request(s, client, state, m)?
             }
+            MsgType::OpenExport => {
+                let Msg::OpenExport { job, point } = s.msg()? else {
+                    unreachable!()
+                };
+                crate::export::export(s, client, state, &job, point)?
+            }
             _ => return Err(s.msg()?.unexpected("a request").into()),
         }
     }
@@ -252,7 +258,7 @@ fn check_job(job: &str) -> std::result::Result<(), Fail> {
 }
 
 /// Refuses, as "no such job", any job the client does not own.
-fn authorize_read(client: &str, state: &State, job: &str) -> std::result::Result<(), Fail> {
+pub(crate) fn authorize_read(client: &str, state: &State, job: &str) -> std::result::Result<(), Fail> {
     check_job(job)?;
     if state.registry.owner(&state.repo, job)?.as_deref() != Some(client) {
         return Err(Fail::logged(
@@ -274,7 +280,7 @@ fn owned_jobs(client: &str, state: &State) -> std::result::Result<Vec<String>, F
     Ok(out)
 }
 
-fn summary(meta: &PointMeta, root: Digest, file_bytes: u64) -> PointSummary {
+pub(crate) fn summary(meta: &PointMeta, root: Digest, file_bytes: u64) -> PointSummary {
     PointSummary {
         point: meta.point,
         chain: meta.chain,
@@ -331,7 +337,7 @@ fn list_points(
 }
 
 /// A block size the network carries: the format's bounds and at most one `Block` frame.
-fn check_net_block_size(block_size: u32) -> std::result::Result<(), Fail> {
+pub(crate) fn check_net_block_size(block_size: u32) -> std::result::Result<(), Fail> {
     check_block_size(block_size).map_err(|e| Fail::new(ErrorCode::Usage, e.to_string()))?;
     if block_size > MAX_NET_BLOCK_SIZE {
         return Err(Fail::new(

@@ -9,6 +9,7 @@ mod clients;
 mod conn;
 mod copy;
 mod error;
+mod export;
 mod files;
 mod handlers;
 mod limits;
