@@ -34,6 +34,8 @@ enum Command {
     List(cmd::list::Args),
     /// Re-read every stored block and report damaged restore points (exit 1 if any).
     Verify(cmd::verify::Args),
+    /// Keys of encrypted backups: create, show, passwd, rotate, paper, unpaper.
+    Key(cmd::key::Args),
     /// Enroll with a repository service using a single-use token: generates this client's key
     /// and stores its certificate.
     Enroll(cmd::enroll::Args),
@@ -73,6 +75,7 @@ fn main() {
             cmd::verify::run(a, &r, &out)
         }
         Command::Demo(a) => bulwark_demo::run(a, &out),
+        Command::Key(a) => cmd::key::run(a, &out),
         Command::Enroll(a) => cmd::enroll::run(a, &config_dir, &out),
         Command::Job(a) => cmd::job::run(a, &out),
     };

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use bulwark_engine::{
-    backup_local_source, restore_local, BackupOptions, Counters, RestoreOptions, Source,
+    backup_local_source, restore_local, BackupOptions, Counters, RestoreOptions, Source, WriteKey,
 };
 use bulwark_format::PointId;
 use bulwark_remote::RemoteAddr;
@@ -190,19 +190,23 @@ impl Repo {
     }
 
     /// A new restore point of `job` from `source`; a synthetic full after it when asked
-    /// (local repositories).
-    pub fn backup(
+    /// (local repositories), encrypted with `key` when one is given (docs/encryption.md).
+    pub fn backup_with(
         &self,
         job: &str,
         source: &Path,
         opts: &BackupOptions,
         synthetic_full: bool,
+        key: Option<&WriteKey>,
         out: &Output,
     ) -> anyhow::Result<BackupReport> {
         let (path, config_dir, addr) = match self {
-            Repo::Local(p) => return backup_local(p, job, source, opts, synthetic_full, out),
+            Repo::Local(p) => return backup_local(p, job, source, opts, synthetic_full, key, out),
             Repo::Remote { addr, config_dir } => (source, config_dir, addr),
         };
+        if key.is_some() {
+            anyhow::bail!("encrypted backups to a repository service are not supported by this build yet: back up to a local repository folder, or without --key/--public-key");
+        }
         if synthetic_full {
             anyhow::bail!("--synthetic-full builds on the repository host: run `bulwark-repo synthesize` there");
         }
@@ -235,20 +239,36 @@ impl Repo {
     }
 
     /// Restores a point of `job` (the latest when `point` is `None`) to `target`.
-    pub fn restore(
+    /// With `key` (the symmetric key file or the private restore key) for an encrypted point.
+    pub fn restore_with(
         &self,
         job: &str,
         point: Option<PointId>,
         target: &Path,
         opts: &RestoreOptions,
+        key: Option<&bulwark_crypto::KeyFile>,
         out: &Output,
     ) -> anyhow::Result<RestoreReport> {
         let pb = out.progress(0, "restore");
         let s = match self {
             Repo::Local(p) => {
                 let repo = open_with_tier(p)?;
-                restore_local(&repo, job, point, target, opts, &|n| pb.inc(n))
-                    .with_context(|| format!("restoring job {job:?} to {}", target.display()))?
+                match key {
+                    Some(k) => bulwark_engine::restore_local_encrypted(
+                        &repo,
+                        job,
+                        point,
+                        target,
+                        opts,
+                        k,
+                        &|n| pb.inc(n),
+                    ),
+                    None => restore_local(&repo, job, point, target, opts, &|n| pb.inc(n)),
+                }
+                .with_context(|| format!("restoring job {job:?} to {}", target.display()))?
+            }
+            Repo::Remote { .. } if key.is_some() => {
+                anyhow::bail!("encrypted restores from a repository service are not supported by this build yet: restore from the repository folder")
             }
             Repo::Remote { addr, config_dir } => {
                 bulwark_remote::restore_remote(config_dir, addr, job, point, target, opts, &|n| {
@@ -406,6 +426,7 @@ fn backup_local(
     source: &Path,
     opts: &BackupOptions,
     synthetic_full: bool,
+    key: Option<&WriteKey>,
     out: &Output,
 ) -> anyhow::Result<BackupReport> {
     let opened = crate::cmd::become_repo_owner(path, source)?;
@@ -418,8 +439,11 @@ fn backup_local(
         })?,
     };
     let pb = out.progress(src.size, "backup");
-    let s = backup_local_source(&repo, job, src, opts, &|n| pb.inc(n))
-        .with_context(|| format!("backing up {} as job {job:?}", source.display()))?;
+    let s = match key {
+        Some(k) => bulwark_engine::backup_local_encrypted(&repo, job, src, opts, k, &|n| pb.inc(n)),
+        None => backup_local_source(&repo, job, src, opts, &|n| pb.inc(n)),
+    }
+    .with_context(|| format!("backing up {} as job {job:?}", source.display()))?;
     pb.finish_and_clear();
     let synth = if synthetic_full {
         let o = repo

@@ -33,6 +33,14 @@ pub struct Args {
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Encrypt with this symmetric key file (`bulwark key create`); its passphrase from the
+    /// terminal or $BULWARK_PASSPHRASE. A job encrypted once is refused without its key.
+    #[arg(long, conflicts_with = "public_key")]
+    key: Option<PathBuf>,
+    /// Encrypt as a write-only client with this public key (`bulwark key create
+    /// --write-only`): the backup can be read only with the private restore key.
+    #[arg(long)]
+    public_key: Option<PathBuf>,
 }
 
 /// Runs `bulwark backup`.
@@ -43,7 +51,15 @@ pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
         force_full: a.full,
         threads: a.threads.unwrap_or_else(bulwark_engine::default_threads),
     };
-    let r = repo.backup(&a.job, &a.source, &opts, a.synthetic_full, out)?;
+    let key = super::key::write_key(a.key.as_deref(), a.public_key.as_deref())?;
+    let r = repo.backup_with(
+        &a.job,
+        &a.source,
+        &opts,
+        a.synthetic_full,
+        key.as_ref(),
+        out,
+    )?;
     if let Some(alert) = &r.clock_alert {
         match &r.repository {
             Some(_) => eprintln!("ALERT from the repository: {alert}"),

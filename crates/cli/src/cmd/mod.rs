@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod enroll;
 pub mod job;
+pub mod key;
 pub mod list;
 pub mod restore;
 pub mod verify;

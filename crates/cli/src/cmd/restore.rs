@@ -29,6 +29,13 @@ pub struct Args {
     /// Worker threads (default: one per core, plus one).
     #[arg(long)]
     threads: Option<usize>,
+    /// The symmetric key file an encrypted point was written with.
+    #[arg(long, conflicts_with = "restore_key")]
+    key: Option<PathBuf>,
+    /// The private restore key of a write-only client's backups (`bulwark key create
+    /// --write-only`); its passphrase from the terminal or $BULWARK_PASSPHRASE.
+    #[arg(long)]
+    restore_key: Option<PathBuf>,
 }
 
 /// Runs `bulwark restore`.
@@ -50,7 +57,8 @@ pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
     if let Some(t) = a.threads {
         opts.threads = t;
     }
-    let r = repo.restore(&a.job, point, &a.target, &opts, out)?;
+    let key = super::key::read_key(a.key.as_deref(), a.restore_key.as_deref())?;
+    let r = repo.restore_with(&a.job, point, &a.target, &opts, key.as_ref(), out)?;
     if out.json {
         out.json(&r);
     } else {
