@@ -8,8 +8,10 @@
 //! - [`client`]: the client that reads live disks (structured replies, block status,
 //!   several requests in flight, timeouts).
 //! - [`server`]: the server that exports restore points (issue 16).
+//! - [`overlay`]: a copy-on-write overlay file that makes a read-only export writable.
 
 pub mod client;
+pub mod overlay;
 pub mod proto;
 pub mod server;
 pub mod uri;

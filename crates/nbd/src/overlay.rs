@@ -1,0 +1,288 @@
+//! A copy-on-write overlay: a read-only [`BlockDevice`] made writable by a sparse local file
+//! of the same size. Writes go to the file in 4 KiB clusters (a partial cluster is first
+//! filled from the base), a bitmap says which clusters the file holds, and reads take each
+//! cluster from the file or the base. The base is never written.
+//!
+//! The bitmap is kept beside the file (`FILE.map`, written by temp-fsync-rename-fsync-dir) at
+//! every flush and when the overlay closes, so an export can be stopped and started again on
+//! the same overlay. Only flushed writes are durable: after a crash, writes since the last
+//! flush may read back as the base, as with any disk's write cache.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::proto::{EIO, STATE_HOLE, STATE_ZERO};
+use crate::server::{BlockDevice, ReadError};
+
+/// Size of one overlay cluster.
+pub const CLUSTER: u64 = 4096;
+const MAP_MAGIC: &[u8; 8] = b"BWOVL1\0\0";
+
+/// A writable view of `base` whose writes land in a local file.
+pub struct Overlay {
+    base: Arc<dyn BlockDevice>,
+    file: File,
+    map_path: PathBuf,
+    bits: Mutex<Vec<u64>>,
+    size: u64,
+}
+
+fn io_err(offset: u64, what: &str, e: std::io::Error) -> ReadError {
+    ReadError {
+        offset,
+        len: 0,
+        errno: EIO,
+        message: format!("overlay: {what}: {e}"),
+    }
+}
+
+impl Overlay {
+    /// Opens (or creates, sparse) the overlay file `path` for `base`. An existing overlay must
+    /// have its bitmap beside it and the base's size.
+    pub fn open(base: Arc<dyn BlockDevice>, path: &Path) -> std::io::Result<Overlay> {
+        let size = base.size();
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".map");
+        let map_path = path.with_file_name(name);
+        let exists = path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let words = size.div_ceil(CLUSTER).div_ceil(64) as usize;
+        let bits = if exists {
+            let len = file.metadata()?.len();
+            let bad = |why: String| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: {why}; use a new overlay file", path.display()),
+                )
+            };
+            if len != size {
+                return Err(bad(format!(
+                    "the overlay has {len} bytes but the disk {size}"
+                )));
+            }
+            let m = std::fs::read(&map_path).map_err(|e| {
+                bad(format!(
+                    "its bitmap {} is unreadable: {e}",
+                    map_path.display()
+                ))
+            })?;
+            if m.len() != 16 + 8 * words || &m[..8] != MAP_MAGIC || m[8..16] != size.to_le_bytes() {
+                return Err(bad(format!(
+                    "its bitmap {} does not match",
+                    map_path.display()
+                )));
+            }
+            m[16..]
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("8")))
+                .collect()
+        } else {
+            file.set_len(size)?;
+            vec![0u64; words]
+        };
+        let o = Overlay {
+            base,
+            file,
+            map_path,
+            bits: Mutex::new(bits),
+            size,
+        };
+        o.save_map()?;
+        Ok(o)
+    }
+
+    fn save_map(&self) -> std::io::Result<()> {
+        let bits = self.bits.lock().expect("overlay lock");
+        let mut b = Vec::with_capacity(16 + 8 * bits.len());
+        b.extend_from_slice(MAP_MAGIC);
+        b.extend_from_slice(&self.size.to_le_bytes());
+        for w in bits.iter() {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        drop(bits);
+        let mut tmp_name = self.map_path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(".tmp");
+        let tmp = self.map_path.with_file_name(tmp_name);
+        let mut f = File::create(&tmp)?;
+        f.write_all(&b)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.map_path)?;
+        let dir = self.map_path.parent().filter(|d| !d.as_os_str().is_empty());
+        File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
+    }
+
+    fn has(bits: &[u64], c: u64) -> bool {
+        bits[(c / 64) as usize] & (1 << (c % 64)) != 0
+    }
+
+    /// Clusters the overlay holds (for tests and reports).
+    pub fn clusters_written(&self) -> u64 {
+        let bits = self.bits.lock().expect("overlay lock");
+        bits.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let _ = self.file.sync_data();
+        let _ = self.save_map();
+    }
+}
+
+impl BlockDevice for Overlay {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        let bits = self.bits.lock().expect("overlay lock").clone();
+        let end = offset + buf.len() as u64;
+        let mut at = offset;
+        while at < end {
+            let mine = Self::has(&bits, at / CLUSTER);
+            let mut run_end = ((at / CLUSTER) + 1) * CLUSTER;
+            while run_end < end && Self::has(&bits, run_end / CLUSTER) == mine {
+                run_end += CLUSTER;
+            }
+            let run_end = run_end.min(end);
+            let dst = &mut buf[(at - offset) as usize..(run_end - offset) as usize];
+            if mine {
+                self.file
+                    .read_exact_at(dst, at)
+                    .map_err(|e| io_err(at, "reading", e))?;
+            } else {
+                self.base.read_at(at, dst)?;
+            }
+            at = run_end;
+        }
+        Ok(())
+    }
+
+    fn extents(&self, offset: u64, len: u64) -> Result<Vec<(u64, u32)>, ReadError> {
+        let bits = self.bits.lock().expect("overlay lock").clone();
+        let end = offset + len;
+        let mut out: Vec<(u64, u32)> = Vec::new();
+        let mut at = offset;
+        while at < end && out.len() < 4096 {
+            let mine = Self::has(&bits, at / CLUSTER);
+            let mut run_end = ((at / CLUSTER) + 1) * CLUSTER;
+            while run_end < end && Self::has(&bits, run_end / CLUSTER) == mine {
+                run_end += CLUSTER;
+            }
+            let run_end = run_end.min(end);
+            if mine {
+                out.push((run_end - at, 0));
+            } else {
+                let mut covered = 0;
+                for (l, f) in self.base.extents(at, run_end - at)? {
+                    out.push((l, f & (STATE_HOLE | STATE_ZERO)));
+                    covered += l;
+                }
+                if covered < run_end - at {
+                    // The base answered for less: stop here, the client asks again.
+                    break;
+                }
+            }
+            at = run_end;
+        }
+        Ok(out)
+    }
+
+    fn preferred_block_size(&self) -> u32 {
+        CLUSTER as u32
+    }
+
+    fn writable(&self) -> bool {
+        true
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), ReadError> {
+        // One writer at a time: a partial cluster's read-modify-write must not interleave.
+        let mut bits = self.bits.lock().expect("overlay lock");
+        let end = offset + data.len() as u64;
+        let mut at = offset;
+        while at < end {
+            let c = at / CLUSTER;
+            let cstart = c * CLUSTER;
+            let cend = (cstart + CLUSTER).min(self.size);
+            let n = cend.min(end) - at;
+            let src = &data[(at - offset) as usize..(at - offset + n) as usize];
+            if !Self::has(&bits, c) && (at != cstart || at + n != cend) {
+                // First write to a cluster that is not written whole: start from the base.
+                let mut whole = vec![0u8; (cend - cstart) as usize];
+                self.base.read_at(cstart, &mut whole)?;
+                whole[(at - cstart) as usize..(at - cstart + n) as usize].copy_from_slice(src);
+                self.file
+                    .write_all_at(&whole, cstart)
+                    .map_err(|e| io_err(cstart, "writing", e))?;
+            } else {
+                self.file
+                    .write_all_at(src, at)
+                    .map_err(|e| io_err(at, "writing", e))?;
+            }
+            bits[(c / 64) as usize] |= 1 << (c % 64);
+            at += n;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), ReadError> {
+        self.file
+            .sync_data()
+            .map_err(|e| io_err(0, "flushing", e))?;
+        self.save_map()
+            .map_err(|e| io_err(0, "saving the bitmap", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Base(Vec<u8>);
+    impl BlockDevice for Base {
+        fn size(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn read_at(&self, o: u64, b: &mut [u8]) -> Result<(), ReadError> {
+            b.copy_from_slice(&self.0[o as usize..o as usize + b.len()]);
+            Ok(())
+        }
+        fn extents(&self, _o: u64, l: u64) -> Result<Vec<(u64, u32)>, ReadError> {
+            Ok(vec![(l, 0)])
+        }
+    }
+
+    #[test]
+    fn writes_land_in_the_overlay_reads_merge_and_the_bitmap_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let base: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        let dev: Arc<dyn BlockDevice> = Arc::new(Base(base.clone()));
+        let path = dir.path().join("ov");
+        let mut want = base.clone();
+        {
+            let o = Overlay::open(dev.clone(), &path).unwrap();
+            for (off, len, v) in [(100u64, 10usize, 7u8), (8192, 4096, 9), (39_990, 10, 5)] {
+                o.write_at(off, &vec![v; len]).unwrap();
+                want[off as usize..off as usize + len].fill(v);
+            }
+            let mut got = vec![0u8; base.len()];
+            o.read_at(0, &mut got).unwrap();
+            assert_eq!(got, want);
+            assert_eq!(o.clusters_written(), 3);
+            o.flush().unwrap();
+        }
+        let o = Overlay::open(dev, &path).unwrap();
+        let mut got = vec![0u8; base.len()];
+        o.read_at(0, &mut got).unwrap();
+        assert_eq!(got, want, "the overlay reads the same after a reopen");
+    }
+}
