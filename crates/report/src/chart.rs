@@ -57,14 +57,20 @@ impl Axis {
         s
     }
 
-    /// A vertical marker line with a label at the top.
-    fn marker(&self, t: i64, class: &str, label: &str, top: f64, bottom: f64) -> String {
+    /// A vertical marker line from `top` to `bottom` with its label at `label_y`.
+    fn marker(
+        &self,
+        t: i64,
+        class: &str,
+        label: &str,
+        label_y: f64,
+        top: f64,
+        bottom: f64,
+    ) -> String {
         let x = self.x(t);
         format!(
-            "<line class=\"{class}\" x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" y2=\"{bottom:.1}\"/>\
-             <text class=\"{class}-label\" x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-            top - 22.0,
-            top - 24.0,
+            "<line class=\"{class}\" x1=\"{x:.1}\" y1=\"{top:.1}\" x2=\"{x:.1}\" y2=\"{bottom:.1}\"/>\
+             <text class=\"{class}-label\" x=\"{x:.1}\" y=\"{label_y:.1}\" text-anchor=\"middle\">{}</text>",
             escape(label)
         )
     }
@@ -169,9 +175,9 @@ pub fn timeline(r: &Report) -> Option<String> {
     );
     s.push_str(&axis.ticks(AXIS, h));
     s.push_str(&body);
-    s.push_str(&axis.marker(now + 7 * DAY, "horizon", "+7 d", AXIS + 22.0, h));
-    s.push_str(&axis.marker(now + 30 * DAY, "horizon", "+30 d", AXIS + 22.0, h));
-    s.push_str(&axis.marker(now, "today", "today", AXIS + 22.0, h));
+    s.push_str(&axis.marker(now + 7 * DAY, "horizon", "+7 d", 12.0, 16.0, h));
+    s.push_str(&axis.marker(now + 30 * DAY, "horizon", "+30 d", 12.0, 16.0, h));
+    s.push_str(&axis.marker(now, "today", "today", 12.0, 16.0, h));
     s.push_str("</svg>");
     Some(s)
 }
@@ -319,7 +325,7 @@ pub fn locked_by_date(sp: &Space, now: i64) -> Option<String> {
             human_bytes(c)
         );
     }
-    s.push_str(&axis.marker(now, "today", "today", 26.0, base));
+    s.push_str(&axis.marker(now, "today", "today", 12.0, 16.0, base));
     s.push_str("</svg>");
     Some(s)
 }

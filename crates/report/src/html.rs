@@ -60,11 +60,11 @@ pub fn human_duration(secs: i64) -> String {
     let s = if a < 120 {
         format!("{a} s")
     } else if a < 2 * 3600 {
-        format!("{} min", a / 60)
+        format!("{} min", (a + 30) / 60)
     } else if a < 2 * 86_400 {
-        format!("{} h", a / 3600)
+        format!("{} h", (a + 1800) / 3600)
     } else {
-        format!("{} d", a / 86_400)
+        format!("{} d", (a + 43_200) / 86_400)
     };
     if secs < 0 {
         format!("-{s}")
@@ -139,6 +139,7 @@ mod tests {
         assert_eq!(human_duration(600), "10 min");
         assert_eq!(human_duration(5 * 3600), "5 h");
         assert_eq!(human_duration(-3 * 86_400), "-3 d");
+        assert_eq!(human_duration(3 * 86_400 - 60), "3 d", "rounded, not cut");
     }
 
     #[test]
