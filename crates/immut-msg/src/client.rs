@@ -66,6 +66,8 @@ fn kind(r: &Response) -> &'static str {
         Response::TimeAccepted { .. } => "time-accepted",
         Response::TimePreview(_) => "time-preview",
         Response::Entries { .. } => "entries",
+        Response::Statement { .. } => "statement",
+        Response::Applied { .. } => "applied",
         Response::Error { .. } => "error",
     }
 }
@@ -204,6 +206,58 @@ impl ImmutClient {
             Response::TimePreview(p) => Ok(p),
             r => Err(ClientError::Unexpected {
                 asked: "time-preview",
+                got: kind(&r),
+            }),
+        }
+    }
+
+    /// Root only: the statement approvers must sign for `action` (`release` of `targets`,
+    /// `time-accept`, `config`), valid for `valid_secs`.
+    pub fn prepare(
+        &mut self,
+        action: &str,
+        targets: &[String],
+        valid_secs: u32,
+    ) -> Result<Vec<u8>, ClientError> {
+        let req = Request::Prepare {
+            action: action.to_string(),
+            targets: targets.to_vec(),
+            valid_secs,
+        };
+        match self.call(req)? {
+            Response::Statement { text } => Ok(text),
+            r => Err(ClientError::Unexpected {
+                asked: "prepare",
+                got: kind(&r),
+            }),
+        }
+    }
+
+    /// Root only: performs the action of an issued statement signed by the approvers.
+    pub fn apply(
+        &mut self,
+        statement: &[u8],
+        signatures: &[Vec<u8>],
+    ) -> Result<String, ClientError> {
+        let req = Request::Apply {
+            statement: statement.to_vec(),
+            signatures: signatures.to_vec(),
+        };
+        match self.call(req)? {
+            Response::Applied { summary } => Ok(summary),
+            r => Err(ClientError::Unexpected {
+                asked: "apply",
+                got: kind(&r),
+            }),
+        }
+    }
+
+    /// Root only: clears the alerts of tampering the service has undone.
+    pub fn ack_alerts(&mut self) -> Result<String, ClientError> {
+        match self.call(Request::AckAlerts)? {
+            Response::Applied { summary } => Ok(summary),
+            r => Err(ClientError::Unexpected {
+                asked: "ack-alerts",
                 got: kind(&r),
             }),
         }

@@ -14,6 +14,10 @@ use bulwark_format::{Digest, PointId};
 pub const PROTOCOL_VERSION: u8 = 1;
 /// Longest string or path in a message.
 pub const MAX_STR: usize = 4096;
+/// Longest statement or signature in a message (`u32` length).
+pub const MAX_BLOB: usize = 32 * 1024;
+/// Most strings or signatures in one list (`u16` count).
+pub const MAX_LIST: usize = 128;
 
 /// Which sealed file a request is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +48,21 @@ pub enum Request {
     /// Ledger entries of one guarded repository (every repository when `repo` is empty),
     /// from index `cursor` on; answered with [`Response::Entries`], one page at a time.
     List { repo: PathBuf, cursor: u32 },
+    /// Root only: issue the statement approvers must sign for one weakening action
+    /// (`release` with `targets`, `time-accept`, `config`), valid for `valid_secs`.
+    Prepare {
+        action: String,
+        targets: Vec<String>,
+        valid_secs: u32,
+    },
+    /// Root only: perform the action of an issued statement, given the approvers' SSHSIG
+    /// signature files over exactly its bytes.
+    Apply {
+        statement: Vec<u8>,
+        signatures: Vec<Vec<u8>>,
+    },
+    /// Root only: clear the alerts of tampering that the service has undone (re-sealed).
+    AckAlerts,
 }
 
 /// What accepting the wall clock now would change.
@@ -150,6 +169,10 @@ pub struct StatusInfo {
     pub refused_busy: u64,
     /// Requests cut because they were not complete within the request deadline.
     pub requests_timed_out: u64,
+    /// Protection alerts (root's hand on sealed files or the settings, a weakening
+    /// configuration not applied), one line each; added after the counters (an older
+    /// answer decodes none).
+    pub protection_alerts: Vec<String>,
 }
 
 /// Why the service refused or failed a request.
@@ -218,6 +241,10 @@ pub enum Response {
         entries: Vec<FileInfo>,
         next_cursor: u32,
     },
+    /// Answer to `Prepare`: the statement to sign, exactly.
+    Statement { text: Vec<u8> },
+    /// Answer to `Apply` and `AckAlerts`: what was done.
+    Applied { summary: String },
     /// The request was refused or failed.
     Error { code: ErrorCode, message: String },
 }
@@ -258,6 +285,9 @@ const RQ_STATUS: u8 = 5;
 const RQ_TIME_ACCEPT: u8 = 6;
 const RQ_TIME_PREVIEW: u8 = 7;
 const RQ_LIST: u8 = 8;
+const RQ_PREPARE: u8 = 9;
+const RQ_APPLY: u8 = 10;
+const RQ_ACK_ALERTS: u8 = 11;
 const RS_SEALED: u8 = 0x81;
 const RS_ENTRY: u8 = 0x82;
 const RS_EXTENDED: u8 = 0x83;
@@ -266,6 +296,8 @@ const RS_STATUS: u8 = 0x85;
 const RS_TIME_ACCEPTED: u8 = 0x86;
 const RS_TIME_PREVIEW: u8 = 0x87;
 const RS_ENTRIES: u8 = 0x88;
+const RS_STATEMENT: u8 = 0x89;
+const RS_APPLIED: u8 = 0x8a;
 const RS_ERROR: u8 = 0xff;
 const TG_PATH: u8 = 1;
 const TG_POINT: u8 = 2;
@@ -306,6 +338,20 @@ impl Enc {
     }
     fn path(&mut self, p: &Path) {
         self.bytes(p.as_os_str().as_bytes());
+    }
+    /// A `u32` length then bytes (statements, signatures), cut at [`MAX_BLOB`].
+    fn blob(&mut self, b: &[u8]) {
+        let b = &b[..b.len().min(MAX_BLOB)];
+        self.u32(b.len() as u32);
+        self.0.extend_from_slice(b);
+    }
+    /// A `u16` count then the strings, at most [`MAX_LIST`] of them.
+    fn strs(&mut self, v: &[String]) {
+        let v = &v[..v.len().min(MAX_LIST)];
+        self.u16(v.len() as u16);
+        for s in v {
+            self.str(s);
+        }
     }
     fn target(&mut self, t: &Target) {
         match t {
@@ -382,6 +428,30 @@ impl<'a> Dec<'a> {
         std::str::from_utf8(b)
             .map(str::to_string)
             .map_err(|_| DecodeError::Value("UTF-8 string"))
+    }
+    fn blob(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let len = self.u32()? as usize;
+        if len > MAX_BLOB {
+            return Err(DecodeError::TooLong);
+        }
+        Ok(self.take(len)?.to_vec())
+    }
+    /// A count then that many items of at least `min` bytes each: the count is bounded by
+    /// the bytes left before anything is allocated.
+    fn list<T>(
+        &mut self,
+        min: usize,
+        mut f: impl FnMut(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
+        let n = self.u16()? as usize;
+        if n > MAX_LIST || n > self.0.len() / min {
+            return Err(DecodeError::Truncated);
+        }
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(f(self)?);
+        }
+        Ok(v)
     }
     fn path(&mut self) -> Result<PathBuf, DecodeError> {
         let b = self.bytes()?;
@@ -471,6 +541,29 @@ impl Request {
                 e.path(repo);
                 e.u32(*cursor);
             }
+            Request::Prepare {
+                action,
+                targets,
+                valid_secs,
+            } => {
+                e = Enc::new(RQ_PREPARE);
+                e.str(action);
+                e.strs(targets);
+                e.u32(*valid_secs);
+            }
+            Request::Apply {
+                statement,
+                signatures,
+            } => {
+                e = Enc::new(RQ_APPLY);
+                e.blob(statement);
+                let sigs = &signatures[..signatures.len().min(MAX_LIST)];
+                e.u16(sigs.len() as u16);
+                for s in sigs {
+                    e.blob(s);
+                }
+            }
+            Request::AckAlerts => e = Enc::new(RQ_ACK_ALERTS),
         }
         e.0
     }
@@ -497,6 +590,16 @@ impl Request {
                 repo: d.path()?,
                 cursor: d.u32()?,
             },
+            RQ_PREPARE => Request::Prepare {
+                action: d.str()?,
+                targets: d.list(2, Dec::str)?,
+                valid_secs: d.u32()?,
+            },
+            RQ_APPLY => Request::Apply {
+                statement: d.blob()?,
+                signatures: d.list(4, Dec::blob)?,
+            },
+            RQ_ACK_ALERTS => Request::AckAlerts,
             t => return Err(DecodeError::Tag(t)),
         };
         d.end()?;
@@ -514,6 +617,9 @@ impl Request {
             Request::TimeAccept => "time-accept",
             Request::TimePreview => "time-preview",
             Request::List { .. } => "list",
+            Request::Prepare { .. } => "prepare",
+            Request::Apply { .. } => "apply",
+            Request::AckAlerts => "ack-alerts",
         }
     }
 }
@@ -556,6 +662,7 @@ impl Response {
                 e.u64(s.refused_strangers);
                 e.u64(s.refused_busy);
                 e.u64(s.requests_timed_out);
+                e.strs(&s.protection_alerts);
             }
             Response::TimeAccepted { trusted_unix } => {
                 e = Enc::new(RS_TIME_ACCEPTED);
@@ -581,6 +688,14 @@ impl Response {
                 for i in entries {
                     e.info(i);
                 }
+            }
+            Response::Statement { text } => {
+                e = Enc::new(RS_STATEMENT);
+                e.blob(text);
+            }
+            Response::Applied { summary } => {
+                e = Enc::new(RS_APPLIED);
+                e.str(summary);
             }
             Response::Error { code, message } => {
                 e = Enc::new(RS_ERROR);
@@ -617,6 +732,7 @@ impl Response {
                 refused_strangers: d.trailing(Dec::u64)?,
                 refused_busy: d.trailing(Dec::u64)?,
                 requests_timed_out: d.trailing(Dec::u64)?,
+                protection_alerts: d.trailing(|d| d.list(2, Dec::str))?,
             }),
             RS_TIME_ACCEPTED => Response::TimeAccepted {
                 trusted_unix: d.i64()?,
@@ -646,6 +762,8 @@ impl Response {
                     next_cursor,
                 }
             }
+            RS_STATEMENT => Response::Statement { text: d.blob()? },
+            RS_APPLIED => Response::Applied { summary: d.str()? },
             RS_ERROR => Response::Error {
                 code: ErrorCode::from_code(d.u16()?),
                 message: d.str()?,
@@ -695,7 +813,7 @@ mod tests {
             Response::Status(s.clone())
         );
         // The layout before the counters: they decode as 0.
-        let old = &full[..full.len() - (4 + 8 * 3)];
+        let old = &full[..full.len() - (4 + 8 * 3 + 2)];
         let want = StatusInfo {
             connections_open: 0,
             refused_strangers: 0,
@@ -731,6 +849,16 @@ mod tests {
                 repo: "/srv/repo".into(),
                 cursor: 7,
             },
+            Request::Prepare {
+                action: "release".into(),
+                targets: vec!["/r/store/j/c/p.bwrp".into(), "00ff".into()],
+                valid_secs: 3600,
+            },
+            Request::Apply {
+                statement: b"statement\n".to_vec(),
+                signatures: vec![b"sig a".to_vec(), vec![], b"sig b".to_vec()],
+            },
+            Request::AckAlerts,
         ];
         for r in reqs {
             assert_eq!(Request::decode(&r.encode()).unwrap(), r);
@@ -752,6 +880,16 @@ mod tests {
                 ..Default::default()
             }),
             Response::TimeAccepted { trusted_unix: 5 },
+            Response::Status(StatusInfo {
+                protection_alerts: vec!["a".into(), String::new(), "b".into()],
+                ..Default::default()
+            }),
+            Response::Statement {
+                text: b"text".to_vec(),
+            },
+            Response::Applied {
+                summary: "done".into(),
+            },
             Response::TimePreview(TimePreview {
                 trusted_unix: 1,
                 wall_unix: 2,

@@ -49,7 +49,34 @@ pub struct Config {
     /// Set the append-only attribute on each repository folder so its entries (the store,
     /// incoming/) cannot be renamed or removed by the service user.
     pub lock_repository_root: bool,
+    /// How often every sealed file, the settings and this configuration are checked for
+    /// root's hand (cleared attribute, changed or missing file), seconds.
+    pub watch_secs: u64,
+    /// Four-eyes approvals (`[approval]`); `None` when not configured.
+    pub approval: Option<ApprovalConfig>,
+    /// The text this configuration was parsed from (its BLAKE3 is what approvals name).
+    pub text: String,
 }
+
+/// `[approval]`: who must sign weakening actions, and how many of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovalConfig {
+    /// k: signatures of different approvers needed, at least 2.
+    pub threshold: u32,
+    /// n: `ssh-ed25519 AAAA… NAME` lines.
+    pub approvers: Vec<String>,
+}
+
+impl ApprovalConfig {
+    /// The parsed approvers (checked when the configuration was read).
+    pub fn approvers(&self) -> bulwark_approval::Approvers {
+        bulwark_approval::Approvers::parse(&self.approvers, self.threshold)
+            .expect("checked when the configuration was parsed")
+    }
+}
+
+/// Default seconds between checks for root's hand.
+pub const DEFAULT_WATCH_SECS: u64 = 30;
 
 /// Default drift rate between wall and boot clock, parts per million.
 pub const DEFAULT_DRIFT_PPM: i64 = 20;
@@ -183,6 +210,7 @@ impl Config {
             "clock_drift_ppm",
             "tick_secs",
             "lock_repository_root",
+            "watch_secs",
         ])?;
         let service_user = top
             .str("service_user")?
@@ -233,6 +261,52 @@ impl Config {
             .unwrap_or(DEFAULT_DRIFT_PPM);
         let tick_secs = top.int("tick_secs", 1, 3600)?.unwrap_or(60) as u64;
         let lock_repository_root = top.bool("lock_repository_root")?.unwrap_or(true);
+        let watch_secs = top
+            .int("watch_secs", 1, 3600)?
+            .map_or(DEFAULT_WATCH_SECS, |v| v as u64);
+        let mut approval = None;
+        for (name, table, line) in &doc.tables {
+            if name != "approval" {
+                return Err(err(
+                    cfg,
+                    format!("line {line}: unknown table [{name}] (only [approval] is known)"),
+                ));
+            }
+            let k = Keys {
+                cfg,
+                table,
+                what: "[approval]",
+            };
+            k.check_known(&["threshold", "approvers"])?;
+            let threshold = k
+                .int(
+                    "threshold",
+                    2,
+                    bulwark_approval::verify::MAX_APPROVERS as i64,
+                )?
+                .ok_or_else(|| {
+                    err(
+                        cfg,
+                        format!("line {line}: [approval] needs a threshold (k, at least 2)"),
+                    )
+                })? as u32;
+            let approvers = match table.get("approvers") {
+                Some((Value::Strs(v), _)) => v.clone(),
+                Some((_, l)) => {
+                    return Err(err(
+                        cfg,
+                        format!("line {l}: approvers must be an array of \"ssh-ed25519 AAAA… NAME\" strings"),
+                    ))
+                }
+                None => return Err(err(cfg, format!("line {line}: [approval] needs approvers"))),
+            };
+            bulwark_approval::Approvers::parse(&approvers, threshold)
+                .map_err(|e| err(cfg, format!("[approval]: {e}")))?;
+            approval = Some(ApprovalConfig {
+                threshold,
+                approvers,
+            });
+        }
 
         let mut repositories = Vec::new();
         for (name, table, line) in &doc.arrays {
@@ -301,7 +375,124 @@ impl Config {
             clock_drift_ppm,
             tick_secs,
             lock_repository_root,
+            watch_secs,
+            approval,
+            text: text.to_string(),
         })
+    }
+
+    /// BLAKE3 (hex) of the configuration text: what approvals and the state name it by.
+    pub fn digest(&self) -> String {
+        blake3::hash(self.text.as_bytes()).to_hex().to_string()
+    }
+
+    /// How `new` weakens protection compared with `self` (the approved configuration), one
+    /// line per weakening; empty when every change strengthens it or changes nothing that
+    /// protects. Weakening: fewer or other approvers, a lower threshold, approvals removed,
+    /// a repository dropped, a shorter period, a higher cap (`max_period_days`,
+    /// `max_locked_bytes`), more clock tolerance or drift, a slower check for root's hand,
+    /// the top level no longer locked, another service user, socket or state folder.
+    pub fn weakenings(&self, new: &Config) -> Vec<String> {
+        let mut w = Vec::new();
+        match (&self.approval, &new.approval) {
+            (Some(_), None) => w.push(
+                "[approval] is removed: weakening actions would need no signatures".to_string(),
+            ),
+            (Some(a), Some(b)) => {
+                if b.threshold < a.threshold {
+                    w.push(format!(
+                        "approval threshold lowered from {} to {}",
+                        a.threshold, b.threshold
+                    ));
+                }
+                let (old, newk) = (a.approvers(), b.approvers());
+                for o in &old.list {
+                    if !newk.list.iter().any(|n| n.fingerprint() == o.fingerprint()) {
+                        w.push(format!("approver {} ({}) removed", o.name, o.fingerprint()));
+                    }
+                }
+                for n in &newk.list {
+                    if !old.list.iter().any(|o| o.fingerprint() == n.fingerprint()) {
+                        w.push(format!("approver {} ({}) added", n.name, n.fingerprint()));
+                    }
+                }
+            }
+            _ => {}
+        }
+        for r in &self.repositories {
+            match new.repo(&r.path) {
+                None => w.push(format!(
+                    "repository {} is no longer guarded",
+                    r.path.display()
+                )),
+                Some(n) if n.min_period_days < r.min_period_days => w.push(format!(
+                    "repository {}: min_period_days lowered from {} to {}",
+                    r.path.display(),
+                    r.min_period_days,
+                    n.min_period_days
+                )),
+                Some(_) => {}
+            }
+        }
+        let raised = |w: &mut Vec<String>, what: &str, a: i128, b: i128| {
+            if b > a {
+                w.push(format!("{what} raised from {a} to {b}"));
+            }
+        };
+        raised(
+            &mut w,
+            "max_period_days",
+            self.max_period_days.into(),
+            new.max_period_days.into(),
+        );
+        raised(
+            &mut w,
+            "max_locked_bytes",
+            self.max_locked_bytes.into(),
+            new.max_locked_bytes.into(),
+        );
+        raised(
+            &mut w,
+            "clock_tolerance_secs",
+            self.clock_tolerance_secs.into(),
+            new.clock_tolerance_secs.into(),
+        );
+        raised(
+            &mut w,
+            "clock_drift_ppm",
+            self.clock_drift_ppm.into(),
+            new.clock_drift_ppm.into(),
+        );
+        raised(
+            &mut w,
+            "watch_secs",
+            self.watch_secs.into(),
+            new.watch_secs.into(),
+        );
+        if self.lock_repository_root && !new.lock_repository_root {
+            w.push("lock_repository_root turned off".to_string());
+        }
+        if self.service_user != new.service_user || self.service_uid != new.service_uid {
+            w.push(format!(
+                "service_user changed from {} to {}",
+                self.service_user, new.service_user
+            ));
+        }
+        if self.socket != new.socket {
+            w.push(format!(
+                "socket moved from {} to {}",
+                self.socket.display(),
+                new.socket.display()
+            ));
+        }
+        if self.state_dir != new.state_dir {
+            w.push(format!(
+                "state_dir moved from {} to {}",
+                self.state_dir.display(),
+                new.state_dir.display()
+            ));
+        }
+        w
     }
 
     /// Reads the configuration file, refusing one that anybody but root could have written.
@@ -311,14 +502,18 @@ impl Config {
             check_root_owned(parent, "configuration folder")?;
         }
         let text = read_bounded(path, 1 << 20)?;
-        let passwd = read_bounded(Path::new("/etc/passwd"), 64 << 20)?;
-        Config::parse(path, &text, &passwd)
+        Config::parse(path, &text, &read_passwd()?)
     }
 
     /// The repository whose folder is `path`.
     pub fn repo(&self, path: &Path) -> Option<&RepoConfig> {
         self.repositories.iter().find(|r| r.path == path)
     }
+}
+
+/// `/etc/passwd`, for looking up the service user.
+pub fn read_passwd() -> Result<String> {
+    read_bounded(Path::new("/etc/passwd"), 64 << 20)
 }
 
 fn read_bounded(path: &Path, max: u64) -> Result<String> {

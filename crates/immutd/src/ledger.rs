@@ -4,10 +4,11 @@
 //! Text format, one tab-separated line per file between a header and a footer that holds the
 //! entry count and a BLAKE3 of everything before it:
 //! ```text
-//! bulwark-immutd-ledger 1
-//! <repo> <job> <chain> <point> <dev> <ino> <size> <root> <sealed> <period> <requested> <floor> <state> <state_time>
+//! bulwark-immutd-ledger 2
+//! <repo> <job> <chain> <point> <dev> <ino> <size> <root> <sealed> <period> <requested> <floor> <state> <state_time> <released>
 //! end <count> <blake3 hex>
 //! ```
+//! Version 1 ledgers (without `released`) are still read; they are written back as version 2.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -19,8 +20,9 @@ use bulwark_immut_msg::{FileInfo, FileState};
 use crate::atomic::write_atomic;
 use crate::error::{ImmutdError, Result};
 
-const HEADER: &str = "bulwark-immutd-ledger 1";
-const FIELDS: usize = 14;
+const HEADER: &str = "bulwark-immutd-ledger 2";
+const HEADER_V1: &str = "bulwark-immutd-ledger 1";
+const FIELDS: usize = 15;
 /// Largest ledger file read (about five million entries).
 const MAX_LEDGER: u64 = 1 << 30;
 
@@ -47,6 +49,9 @@ pub struct Entry {
     pub state: FileState,
     /// When it was unlocked or deleted (trusted clock); 0 while locked.
     pub state_time: i64,
+    /// When k approvers released it before its expiry (trusted clock); 0 for never. A
+    /// released file stays unlocked and may be deleted whatever its expiry says.
+    pub released: i64,
 }
 
 impl Entry {
@@ -73,6 +78,7 @@ impl Entry {
             floor: 0,
             state: FileState::Locked,
             state_time: 0,
+            released: 0,
         }
     }
 
@@ -102,7 +108,7 @@ impl Entry {
         use std::fmt::Write;
         let _ = writeln!(
             out,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             self.repo.display(),
             self.job,
             self.chain,
@@ -116,14 +122,15 @@ impl Entry {
             self.requested,
             self.floor,
             self.state.as_str(),
-            self.state_time
+            self.state_time,
+            self.released
         );
     }
 
-    fn decode(line: &str) -> std::result::Result<Entry, String> {
+    fn decode(line: &str, fields: usize) -> std::result::Result<Entry, String> {
         let f: Vec<&str> = line.split('\t').collect();
-        if f.len() != FIELDS {
-            return Err(format!("{} fields instead of {FIELDS}", f.len()));
+        if f.len() != fields {
+            return Err(format!("{} fields instead of {fields}", f.len()));
         }
         let int = |i: usize| {
             f[i].parse::<i64>()
@@ -155,6 +162,7 @@ impl Entry {
             floor: int(11)?,
             state,
             state_time: int(13)?,
+            released: if fields > 14 { int(14)? } else { 0 },
         })
     }
 }
@@ -195,12 +203,14 @@ impl Ledger {
             return Err("checksum mismatch".into());
         }
         let mut lines = body.lines();
-        if lines.next() != Some(HEADER) {
-            return Err("unknown header".into());
-        }
+        let fields = match lines.next() {
+            Some(HEADER) => FIELDS,
+            Some(HEADER_V1) => 14,
+            _ => return Err("unknown header".into()),
+        };
         let entries = lines
             .enumerate()
-            .map(|(i, l)| Entry::decode(l).map_err(|e| format!("entry {}: {e}", i + 1)))
+            .map(|(i, l)| Entry::decode(l, fields).map_err(|e| format!("entry {}: {e}", i + 1)))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         if footer[1].parse::<usize>().ok() != Some(entries.len()) {
             return Err("entry count mismatch".into());
@@ -279,7 +289,30 @@ pub(crate) mod tests {
             floor: 0,
             state: FileState::Locked,
             state_time: 0,
+            released: 0,
         }
+    }
+
+    #[test]
+    fn a_version_1_ledger_is_still_read() {
+        let mut l = Ledger::default();
+        l.entries.push(entry("a", 1, 1, 5, 7));
+        let v2 = l.encode();
+        let body: String = v2
+            .lines()
+            .take(2)
+            .map(|x| x.replace(HEADER, HEADER_V1))
+            .map(|x| match x.rsplit_once('\t') {
+                Some((a, "0")) => format!("{a}\n"),
+                _ => format!("{x}\n"),
+            })
+            .collect();
+        let sum = blake3::hash(body.as_bytes());
+        let v1 = format!("{body}end\t1\t{}\n", sum.to_hex());
+        assert_eq!(Ledger::decode(&v1).unwrap(), l);
+        let mut released = l.clone();
+        released.entries[0].released = 99;
+        assert_eq!(Ledger::decode(&released.encode()).unwrap(), released);
     }
 
     #[test]

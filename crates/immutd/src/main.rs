@@ -1,6 +1,7 @@
 //! `bulwark-immutd`: the root-only immutability service and its root commands.
 //!
-//! Exit codes: 0 ok, 1 damage found (`audit verify`), 2 operational error.
+//! Exit codes: 0 ok, 1 damage found (`audit verify`) or alerts (`status`), 2 operational
+//! error, 3 refused (`approve apply`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,18 @@ commands:
                  --yes skips the question (scripts)
   audit verify   check the hash chain of the audit log (exit 1 when it is broken)
   check-config   validate the configuration and exit
+  approve release TARGET... --out STATEMENT [--valid-for SECS]
+                 write the statement that releases these sealed files before their expiry
+                 (TARGET: sealed path, point id, or chain:<chain id>)
+  approve time-accept --out STATEMENT [--valid-for SECS]
+                 the statement for a time accept that unlocks files early
+  approve config --out STATEMENT [--valid-for SECS]
+                 the statement for the weakening edits of the configuration file (and of
+                 repositories' settings) that the service refused
+  approve apply STATEMENT --sig A.sig --sig B.sig ...
+                 perform the statement's action with the approvers' signatures
+                 (approvers sign with: ssh-keygen -Y sign -f KEY -n bulwark-approval STATEMENT)
+  alerts ack     clear the alerts of root's hand that the service undid (re-sealed files)
 
 The configuration defaults to /etc/bulwark/immutd.toml and must be owned by root.";
 
@@ -66,6 +79,9 @@ fn real_main() -> anyhow::Result<i32> {
         ["time", "accept", "--yes"] => time_accept(&config, true),
         ["time", "preview"] => time_preview(&config).map(|_| 0),
         ["audit", "verify"] => audit_verify(&config),
+        ["approve", "apply", rest @ ..] => approve_apply(&config, rest),
+        ["approve", action, rest @ ..] => approve_prepare(&config, action, rest),
+        ["alerts", "ack"] => alerts_ack(&config),
         ["check-config"] => {
             let c = Config::load(&config)?;
             println!(
@@ -82,9 +98,11 @@ fn real_main() -> anyhow::Result<i32> {
 
 fn run(config: &Path) -> anyhow::Result<i32> {
     let cfg = Config::load(config)?;
-    let socket = cfg.socket.clone();
-    let tick = Duration::from_secs(cfg.tick_secs);
-    let svc = Service::open(cfg, Box::new(SystemClock)).context("starting the service")?;
+    let svc = Service::open_at(cfg, Box::new(SystemClock), Some(config.to_path_buf()))
+        .context("starting the service")?;
+    // From the configuration in force: a weakening edit of the file is not applied.
+    let socket = svc.config.socket.clone();
+    let tick = Duration::from_secs(svc.config.tick_secs);
     let listener = server::bind(&socket)?;
     eprintln!("bulwark-immutd: listening on {}", socket.display());
     let svc = Arc::new(Mutex::new(svc));
@@ -120,6 +138,10 @@ fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
         .and_then(|mut c| c.status().ok());
     let r = SystemClock.read();
     let clock: ClockState = load_clock(&paths, ledger.entries.is_empty(), &r)?;
+    let protection: Vec<String> = match &live {
+        Some(s) => s.protection_alerts.clone(),
+        None => bulwark_immutd::service::read_alerts(&cfg.state_dir),
+    };
     let (trusted, wall, frozen, alert) = match &live {
         Some(s) => (
             s.trusted_unix,
@@ -134,9 +156,11 @@ fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
             clock.alert_message(),
         ),
     };
-    let x = bulwark_immutd::expiry::expiries(&ledger.entries, |p| {
+    let mut x = bulwark_immutd::expiry::expiries(&ledger.entries, |p| {
         cfg.repo(p).map(|c| c.min_period_days)
     });
+    bulwark_immutd::service::released_expiries(&ledger.entries, &mut x);
+    let alerted = !alert.is_empty() || !protection.is_empty();
     if json {
         let files: Vec<String> = ledger
             .entries
@@ -150,9 +174,10 @@ fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
             })
             .collect();
         println!(
-            "{{\"running\":{},\"trusted_unix\":{trusted},\"wall_unix\":{wall},\"unlocks_frozen\":{frozen},\"alert\":{},\"files\":[{}]}}",
+            "{{\"running\":{},\"trusted_unix\":{trusted},\"wall_unix\":{wall},\"unlocks_frozen\":{frozen},\"alert\":{},\"protection_alerts\":[{}],\"files\":[{}]}}",
             live.is_some(),
             json_str(&alert),
+            protection.iter().map(|a| json_str(a)).collect::<Vec<_>>().join(","),
             files.join(",")
         );
     } else {
@@ -182,6 +207,9 @@ fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
         } else {
             println!("unlocks:        running");
         }
+        for a in &protection {
+            println!("ALERT:          {a}");
+        }
         if let Some(s) = &live {
             if !s.audit_problem.is_empty() {
                 println!("AUDIT LOG:      {}", s.audit_problem);
@@ -202,7 +230,7 @@ fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
             );
         }
     }
-    Ok(0)
+    Ok(if alerted { 1 } else { 0 })
 }
 
 /// What accepting would do: from the running service, or from the state on disk.
@@ -303,6 +331,15 @@ fn time_accept(config: &Path, yes: bool) -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
+    if let Some(a) = &cfg.approval {
+        if p.files_unlocking > 0 {
+            bail!(
+                "accepting the wall clock would unlock {} files early, which needs {} approvers' signatures; start the service, then run `bulwark-immutd approve time-accept --out STATEMENT`",
+                p.files_unlocking,
+                a.threshold
+            );
+        }
+    }
     // Not running: rewrite the checkpoint under the state lock, and say so in the audit log.
     let paths = StatePaths::new(&cfg.state_dir);
     let lock = std::fs::OpenOptions::new()
@@ -337,6 +374,140 @@ fn time_accept(config: &Path, yes: bool) -> anyhow::Result<i32> {
         fmt_time(s.last_trusted),
         s.last_trusted
     );
+    Ok(0)
+}
+
+/// Largest statement or signature file read.
+const MAX_FILE: u64 = 64 * 1024;
+
+fn read_small(p: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let f =
+        std::fs::File::open(p).with_context(|| format!("opening the {what} {}", p.display()))?;
+    let mut b = Vec::new();
+    f.take(MAX_FILE + 1)
+        .read_to_end(&mut b)
+        .with_context(|| format!("reading the {what} {}", p.display()))?;
+    if b.len() as u64 > MAX_FILE {
+        bail!(
+            "the {what} {} is larger than {MAX_FILE} bytes; it is not one",
+            p.display()
+        );
+    }
+    Ok(b)
+}
+
+fn connect_running(cfg: &Config) -> anyhow::Result<ImmutClient> {
+    ImmutClient::connect(&cfg.socket).with_context(|| {
+        format!(
+            "approvals go through the running service, which does not answer on {}; start it (`bulwark-immutd run`)",
+            cfg.socket.display()
+        )
+    })
+}
+
+fn approve_prepare(config: &Path, action: &str, rest: &[&str]) -> anyhow::Result<i32> {
+    let cfg = Config::load(config)?;
+    let mut out = None;
+    let mut valid: u32 = 86_400;
+    let mut targets = Vec::new();
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--out" => out = Some(PathBuf::from(it.next().context("--out needs a file name")?)),
+            "--valid-for" => {
+                valid = it
+                    .next()
+                    .context("--valid-for needs seconds")?
+                    .parse()
+                    .context("--valid-for takes whole seconds")?
+            }
+            t if t.starts_with("--") => bail!("unknown option {t}\n\n{USAGE}"),
+            t => targets.push(t.to_string()),
+        }
+    }
+    let out = out.context("give --out STATEMENT: the file approvers sign")?;
+    if action != "release" && !targets.is_empty() {
+        bail!("approve {action} takes no targets\n\n{USAGE}");
+    }
+    let mut c = connect_running(&cfg)?;
+    let text = c
+        .prepare(action, &targets, valid)
+        .with_context(|| format!("preparing the {action} statement"))?;
+    write_new(&out, &text)?;
+    print!("{}", String::from_utf8_lossy(&text));
+    println!(
+        "\nstatement written to {}; each approver signs it with\n  ssh-keygen -Y sign -f KEY -n {} {}\nthen: bulwark-immutd approve apply {} --sig {}.sig --sig …",
+        out.display(),
+        bulwark_approval::NAMESPACE,
+        out.display(),
+        out.display(),
+        out.display()
+    );
+    Ok(0)
+}
+
+/// Writes a new file by temp name, fsync, rename, fsync of the folder.
+fn write_new(p: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = p.file_name().context("--out needs a file name")?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, p).with_context(|| format!("renaming to {}", p.display()))?;
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("fsyncing {}", dir.display()))?;
+    Ok(())
+}
+
+fn approve_apply(config: &Path, rest: &[&str]) -> anyhow::Result<i32> {
+    let cfg = Config::load(config)?;
+    let mut statement = None;
+    let mut sigs = Vec::new();
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--sig" => {
+                let p = PathBuf::from(it.next().context("--sig needs a signature file")?);
+                sigs.push(read_small(&p, "signature file")?);
+            }
+            t if t.starts_with("--") => bail!("unknown option {t}\n\n{USAGE}"),
+            t if statement.is_none() => statement = Some(PathBuf::from(t)),
+            t => bail!("unexpected {t:?}: give one STATEMENT and --sig per signature\n\n{USAGE}"),
+        }
+    }
+    let statement = statement.context("give the STATEMENT file to apply")?;
+    let text = read_small(&statement, "statement")?;
+    let mut c = connect_running(&cfg)?;
+    match c.apply(&text, &sigs) {
+        Ok(summary) => {
+            println!("{summary}");
+            Ok(0)
+        }
+        Err(e) if e.code().is_some() => {
+            println!("refused: {e}");
+            Ok(3)
+        }
+        Err(e) => Err(e).context("applying the statement"),
+    }
+}
+
+fn alerts_ack(config: &Path) -> anyhow::Result<i32> {
+    let cfg = Config::load(config)?;
+    let mut c = connect_running(&cfg)?;
+    println!("{}", c.ack_alerts().context("acknowledging the alerts")?);
     Ok(0)
 }
 

@@ -302,6 +302,11 @@ impl GuardedRepo {
         Ok(true)
     }
 
+    /// Whether the top level is locked and `repository.toml` kept immutable.
+    pub fn locks_root(&self) -> bool {
+        self.lock_root
+    }
+
     /// Moves whatever a crash left in staging back to `incoming/`, owned by the service user.
     fn recover_staging(&self) {
         let dir = store_dir(&self.path).join(STAGING);
@@ -645,6 +650,117 @@ impl GuardedRepo {
         })
     }
 
+    /// What a sealed file looks like now, compared with its ledger entry: for the watch on
+    /// root's hand ([`crate::service`]). Opens nothing for writing and changes nothing.
+    pub fn inspect(&self, e: &Entry) -> io::Result<Inspect> {
+        let dir = match self.chain_dir(&e.job, e.chain, false) {
+            Ok(d) => d,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Inspect::Missing),
+            Err(err) => return Err(err),
+        };
+        let name = OsString::from(point_file_name(e.point));
+        let f = match bulwark_sys::openat(&dir, &name, FILE_FLAGS, 0) {
+            Ok(f) => f,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Inspect::Missing),
+            Err(err) if err.raw_os_error() == Some(bulwark_sys::errno::ELOOP) => {
+                return Ok(Inspect::Replaced("a symbolic link".into()))
+            }
+            Err(err) => return Err(err),
+        };
+        let m = f.metadata()?;
+        if !m.is_file() {
+            return Ok(Inspect::Replaced("not a regular file".into()));
+        }
+        if m.dev() != e.dev || m.ino() != e.ino {
+            return Ok(Inspect::Replaced(format!(
+                "inode {} instead of the sealed inode {}",
+                m.ino(),
+                e.ino
+            )));
+        }
+        let immutable = bulwark_sys::has_flag(&f, FS_IMMUTABLE_FL)?;
+        Ok(Inspect::Present(Looks {
+            immutable,
+            owner_ok: m.uid() == 0 && m.gid() == 0,
+            mode_ok: m.mode() & 0o7777 == 0o444,
+            nlink: m.nlink(),
+            size: m.len(),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }))
+    }
+
+    /// Undoes root's hand on a sealed file whose inode is still the sealed one: the
+    /// attribute is set again first (so nothing more can be written), then owner and mode
+    /// are put back (clearing the attribute for that moment only when they were changed),
+    /// then the whole content is checked against the recorded root digest. Returns whether
+    /// the bytes are intact; the file stays immutable either way (kept as evidence).
+    pub fn reseal(&self, e: &Entry) -> std::result::Result<bool, ReqError> {
+        let (_, f) = self.open_sealed(e)?;
+        bulwark_sys::set_flag(&f, FS_IMMUTABLE_FL, true)
+            .map_err(|err| internal("setting the immutable attribute", err))?;
+        let m = f
+            .metadata()
+            .map_err(|err| internal("checking the file", err))?;
+        if m.uid() != 0 || m.gid() != 0 || m.mode() & 0o7777 != 0o444 {
+            bulwark_sys::set_flag(&f, FS_IMMUTABLE_FL, false)
+                .map_err(|err| internal("clearing the attribute to fix the owner", err))?;
+            let fixed = fchown(&f, Some(0), Some(0))
+                .and_then(|_| f.set_permissions(Permissions::from_mode(0o444)));
+            bulwark_sys::set_flag(&f, FS_IMMUTABLE_FL, true)
+                .map_err(|err| internal("setting the immutable attribute", err))?;
+            fixed.map_err(|err| internal("restoring owner and mode", err))?;
+        }
+        f.sync_all().map_err(|err| internal("fsync", err))?;
+        Ok(verify_content(&f, e.root).is_ok())
+    }
+
+    /// Checks the whole content of a sealed file against its recorded root digest.
+    pub fn verify_sealed(&self, e: &Entry) -> std::result::Result<(), String> {
+        let (_, f) = self.open_sealed(e).map_err(|err| err.message)?;
+        verify_content(&f, e.root)
+    }
+
+    /// The settings file's BLAKE3 (hex) and whether it is immutable; `None` when absent.
+    pub fn settings_state(&self) -> io::Result<Option<(String, bool)>> {
+        use std::io::Read;
+        let f = match bulwark_sys::openat(&self.root, OsStr::new(SETTINGS), FILE_FLAGS, 0) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let m = f.metadata()?;
+        if !m.is_file() {
+            return Err(io::Error::other("repository.toml is not a regular file"));
+        }
+        let mut buf = Vec::new();
+        (&f).take(MAX_SETTINGS + 1).read_to_end(&mut buf)?;
+        if buf.len() as u64 > MAX_SETTINGS {
+            return Err(io::Error::other("repository.toml is larger than 1 MiB"));
+        }
+        let immutable = bulwark_sys::has_flag(&f, FS_IMMUTABLE_FL)?;
+        Ok(Some((blake3::hash(&buf).to_hex().to_string(), immutable)))
+    }
+
+    /// The repository's id from `id = "…"` in its settings, `unknown` when there is none.
+    pub fn repository_id(&self) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Ok(f) = bulwark_sys::openat(&self.root, OsStr::new(SETTINGS), FILE_FLAGS, 0) {
+            let _ = f.take(MAX_SETTINGS).read_to_string(&mut text);
+        }
+        text.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                (k.trim() == "id").then(|| v.trim().trim_matches('"').to_string())
+            })
+            .filter(|v| {
+                !v.is_empty()
+                    && v.len() <= 128
+                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+            .unwrap_or_else(|| "unknown".into())
+    }
+
     /// True when `incoming/<name>` exists (as anything).
     pub fn incoming_exists(&self, name: &OsStr) -> bool {
         bulwark_sys::openat(
@@ -655,6 +771,60 @@ impl GuardedRepo {
         )
         .is_ok()
     }
+}
+
+/// Largest `repository.toml` read.
+const MAX_SETTINGS: u64 = 1 << 20;
+
+/// What a sealed file looks like now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inspect {
+    /// Neither the file nor (perhaps) its folder exists.
+    Missing,
+    /// Something else is at its path: another inode, a symbolic link, a folder.
+    Replaced(String),
+    /// The sealed inode, as it is now.
+    Present(Looks),
+}
+
+/// The protecting properties of a sealed inode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Looks {
+    pub immutable: bool,
+    pub owner_ok: bool,
+    pub mode_ok: bool,
+    pub nlink: u64,
+    pub size: u64,
+    /// Status-change time: any chattr, chmod, chown or write moves it.
+    pub ctime: (i64, i64),
+}
+
+/// Checks a restore point's whole content: the trailer names `root`, the header, metadata
+/// and map hash to it, and every block stored in the file hashes to its map entry.
+pub fn verify_content(f: &File, root: Digest) -> std::result::Result<(), String> {
+    let t = Trailer::read_from(f).map_err(|e| e.to_string())?;
+    if t.root_digest != root {
+        return Err(format!(
+            "its root digest is {} instead of the sealed {root}",
+            t.root_digest
+        ));
+    }
+    if t.map_count.saturating_mul(ENTRY_LEN as u64) > MAX_VERIFIED_MAP {
+        // Too large to hold the map: the trailer's digest is what is compared.
+        return Ok(());
+    }
+    let dup = f.try_clone().map_err(|e| e.to_string())?;
+    let r = PointReader::open(dup).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    for e in r.map.iter().filter(|e| e.file_ref == 0) {
+        let b = r
+            .read_stored_padded(e, &mut buf)
+            .map_err(|err| err.to_string())?;
+        if Digest(*blake3::hash(b).as_bytes()) != e.stored_hash {
+            return Err(format!("block {} does not match its hash", e.block));
+        }
+    }
+    r.check_gaps().map_err(|e| e.to_string())
 }
 
 /// Seal step 1's result: a file moved into `store/.staging/`. Given back to `incoming/` when

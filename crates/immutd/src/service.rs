@@ -16,6 +16,11 @@ use crate::expiry::{cap_request, expiries, is_due};
 use crate::ledger::{Entry, Ledger};
 use crate::repo::GuardedRepo;
 
+mod approve;
+mod watch;
+
+pub use watch::{read_alerts, ALERTS_FILE};
+
 /// Where the clocks are read from; tests inject their own.
 pub trait ClockSource: Send {
     /// Reads wall clock, boot-time clock and boot id.
@@ -132,6 +137,19 @@ pub struct Service {
     ledger_dirty: bool,
     /// Trusted time of the last scan for sealed files missing from the ledger.
     last_adopt_scan: i64,
+    /// Where the configuration is read from, for noticing edits (none when built in memory).
+    config_path: Option<PathBuf>,
+    /// BLAKE3 of the configuration file as last read.
+    seen_config: String,
+    /// A configuration on disk that weakens the one in force, with its weakenings: not
+    /// applied until approved.
+    proposed: Option<(Config, Vec<String>)>,
+    /// Statements issued and not yet used or expired.
+    pending: Vec<approve::Pending>,
+    /// Protection alerts: root's hand seen, configurations refused.
+    alerts: watch::Alerts,
+    /// The watch on root's hand: when it last ran, what it saw.
+    watch: watch::WatchState,
     _lock: File,
 }
 
@@ -170,7 +188,21 @@ fn validate_seal_path(p: &Path) -> std::result::Result<(), ReqError> {
 impl Service {
     /// Opens the state, guards every repository and takes the state lock.
     pub fn open(config: Config, source: Box<dyn ClockSource>) -> Result<Service> {
+        Service::open_at(config, source, None)
+    }
+
+    /// [`Service::open`] for a configuration read from `config_path`: the configuration in
+    /// force is the last approved one unless the file only strengthens it, and the file is
+    /// watched for edits.
+    pub fn open_at(
+        config: Config,
+        source: Box<dyn ClockSource>,
+        config_path: Option<PathBuf>,
+    ) -> Result<Service> {
         prepare_state_dir(&config.state_dir)?;
+        let seen_config = config.digest();
+        let (config, proposed, approved_problem) =
+            approve::reconcile_at_start(config, config_path.as_deref())?;
         let paths = StatePaths::new(&config.state_dir);
         let lock = OpenOptions::new()
             .write(true)
@@ -226,8 +258,15 @@ impl Service {
             },
             ledger_dirty: false,
             last_adopt_scan: i64::MIN,
+            config_path,
+            seen_config,
+            proposed: None,
+            pending: Vec::new(),
+            alerts: watch::Alerts::default(),
+            watch: watch::WatchState::default(),
             _lock: lock,
         };
+        s.alerts = watch::Alerts::load(&s.paths.dir);
         s.log(
             "start",
             &format!(
@@ -240,6 +279,8 @@ impl Service {
         s.save_clock()?;
         s.adopt_unrecorded()?;
         s.relock_all()?;
+        s.after_start(proposed, approved_problem)?;
+        s.watch_now();
         Ok(s)
     }
 
@@ -358,9 +399,11 @@ impl Service {
 
     fn expiries(&self) -> Vec<i64> {
         let cfg = &self.config;
-        expiries(&self.ledger.entries, |r| {
+        let mut x = expiries(&self.ledger.entries, |r| {
             cfg.repo(r).map(|c| c.min_period_days)
-        })
+        });
+        released_expiries(&self.ledger.entries, &mut x);
+        x
     }
 
     fn repo_of(&self, e: &Entry) -> Option<&GuardedRepo> {
@@ -447,6 +490,7 @@ impl Service {
         let clock = self.refresh_clock().and_then(|()| self.save_clock());
         self.retry_ledger();
         self.adopt_if_due(ADOPT_SCAN_SECS);
+        self.watch_if_due();
         let unlocks = self.unlock_due();
         clock.and(unlocks)
     }
@@ -484,7 +528,11 @@ impl Service {
     pub fn handle(&mut self, peer: PeerCred, req: Request) -> Response {
         let svc = self.config.service_uid;
         let allowed = match req {
-            Request::TimeAccept | Request::TimePreview => peer.uid == 0,
+            Request::TimeAccept
+            | Request::TimePreview
+            | Request::Prepare { .. }
+            | Request::Apply { .. }
+            | Request::AckAlerts => peer.uid == 0,
             Request::Status | Request::Query { .. } | Request::List { .. } => {
                 peer.uid == 0 || peer.uid == svc
             }
@@ -557,6 +605,16 @@ impl Service {
             Request::TimeAccept => self.time_accept(),
             Request::TimePreview => Ok(Response::TimePreview(self.time_preview())),
             Request::List { repo, cursor } => self.list(&repo, cursor),
+            Request::Prepare {
+                action,
+                targets,
+                valid_secs,
+            } => self.prepare(&action, &targets, valid_secs),
+            Request::Apply {
+                statement,
+                signatures,
+            } => self.apply(&statement, &signatures),
+            Request::AckAlerts => self.ack_alerts(),
         }
     }
 
@@ -741,7 +799,7 @@ impl Service {
                 format!("{} was already deleted", e.path().display()),
             ));
         }
-        if self.clock.frozen() {
+        if self.clock.frozen() && e.released == 0 {
             return Err(ReqError::refused(format!(
                 "unlocks are frozen by a clock alert; {} stays protected until root runs `bulwark-immutd time accept`",
                 e.path().display()
@@ -749,7 +807,7 @@ impl Service {
         }
         if !is_due(x[i], self.trusted, false) {
             return Err(ReqError::refused(format!(
-                "{} is protected until {} (trusted clock now {})",
+                "{} is protected until {} (trusted clock now {}); only k approvers can release it earlier (`bulwark-immutd approve release`)",
                 e.path().display(),
                 x[i],
                 self.trusted
@@ -783,8 +841,28 @@ impl Service {
 
     fn time_accept(&mut self) -> std::result::Result<Response, ReqError> {
         let r = self.source.read();
-        let before = self.trusted;
         let preview = self.time_preview_at(&r);
+        if let Some(a) = &self.config.approval {
+            if preview.files_unlocking > 0 {
+                return Err(ReqError::refused(format!(
+                    "accepting the wall clock now would unlock {} files ({} bytes) before the trusted clock would; that needs {} approvers' signatures: run `bulwark-immutd approve time-accept --out STATEMENT`, have them sign it, then `bulwark-immutd approve apply STATEMENT --sig …`",
+                    preview.files_unlocking, preview.bytes_unlocking, a.threshold
+                )));
+            }
+        }
+        self.accept_time(&r, &preview, "by root")
+    }
+
+    /// Credits the wall clock of reading `r` (checked by the caller), audits it and unlocks
+    /// what is due.
+    fn accept_time(
+        &mut self,
+        r: &Reading,
+        preview: &TimePreview,
+        how: &str,
+    ) -> std::result::Result<Response, ReqError> {
+        let r = r.clone();
+        let before = self.trusted;
         self.clock = self.clock.accept_now(&r);
         self.trusted = self.clock.last_trusted;
         self.stamp = self.clock.last_stamp;
@@ -802,7 +880,7 @@ impl Service {
         self.log(
             "time-accept",
             &format!(
-                "trusted clock moved from {before} to {} by root (wall {}); {} files ({} bytes) unlock now, earliest expiry {}{behind}",
+                "trusted clock moved from {before} to {} {how} (wall {}); {} files ({} bytes) unlock now, earliest expiry {}{behind}",
                 self.trusted,
                 r.wall,
                 preview.files_unlocking,
@@ -895,6 +973,7 @@ impl Service {
             next_expiry_unix: locked().map(|(_, &x)| x).min().unwrap_or(0),
             repositories: self.repos.len() as u32,
             audit_problem: self.audit.problem.clone().unwrap_or_default(),
+            protection_alerts: self.alerts.lines(),
             // The socket's counters are filled in by the server.
             ..StatusInfo::default()
         }
@@ -913,6 +992,15 @@ impl Service {
     /// Path of the ledger file.
     pub fn ledger_path(&self) -> &Path {
         &self.paths.ledger
+    }
+}
+
+/// A file k approvers released expires at its release (never later than it would have).
+pub fn released_expiries(entries: &[Entry], x: &mut [i64]) {
+    for (e, x) in entries.iter().zip(x.iter_mut()) {
+        if e.released != 0 {
+            *x = (*x).min(e.released);
+        }
     }
 }
 
@@ -946,7 +1034,26 @@ fn describe(r: &Request) -> String {
         Request::Extend { target, until_unix } => format!("target={target:?} until={until_unix}"),
         Request::Query { target } | Request::Delete { target } => format!("target={target:?}"),
         Request::List { repo, cursor } => format!("repo={} cursor={cursor}", repo.display()),
-        Request::Status | Request::TimeAccept | Request::TimePreview => String::new(),
+        Request::Prepare {
+            action,
+            targets,
+            valid_secs,
+        } => format!(
+            "action={action} targets={} valid={valid_secs}s",
+            targets.join(",")
+        ),
+        Request::Apply {
+            statement,
+            signatures,
+        } => format!(
+            "statement={} bytes blake3={} signatures={}",
+            statement.len(),
+            blake3::hash(statement).to_hex(),
+            signatures.len()
+        ),
+        Request::Status | Request::TimeAccept | Request::TimePreview | Request::AckAlerts => {
+            String::new()
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! A strict reader for the small TOML subset the configuration uses: `key = value` lines with
-//! strings, integers and booleans, comments, and `[[repository]]` table arrays. Anything else
-//! is an error, so a typo never silently weakens the policy. (A full TOML crate would pull a
-//! dozen crates into a root process for five keys.)
+//! strings, integers, booleans and arrays of strings (which may span lines), comments,
+//! `[[repository]]` table arrays and plain `[approval]` tables. Anything else is an error, so
+//! a typo never silently weakens the policy. (A full TOML crate would pull a dozen crates
+//! into a root process for a few keys.)
 
 use std::collections::BTreeMap;
 
@@ -11,16 +12,102 @@ pub enum Value {
     Str(String),
     Int(i64),
     Bool(bool),
+    /// An array of strings.
+    Strs(Vec<String>),
 }
 
 /// One table: key → (value, line number).
 pub type Table = BTreeMap<String, (Value, usize)>;
 
-/// The parsed document: the top-level table and each `[[name]]` table in order.
+/// The parsed document: the top-level table, each `[[name]]` table in order, and each
+/// `[name]` table (each name at most once).
 #[derive(Debug, Default)]
 pub struct Document {
     pub top: Table,
     pub arrays: Vec<(String, Table, usize)>,
+    pub tables: Vec<(String, Table, usize)>,
+}
+
+/// Where `key = value` lines go.
+#[derive(Clone, Copy)]
+enum Current {
+    Top,
+    Array(usize),
+    Table(usize),
+}
+
+/// Parses `["a", "b",]` (the whole array, comments already removed).
+fn parse_strs(s: &str, line: usize) -> Result<Value, String> {
+    let inner = s
+        .trim()
+        .strip_prefix('[')
+        .and_then(|r| r.trim_end().strip_suffix(']'))
+        .ok_or_else(|| format!("line {line}: malformed array"))?;
+    let mut out = Vec::new();
+    let mut rest = inner.trim_start();
+    while !rest.is_empty() {
+        if !rest.starts_with('"') {
+            return Err(format!("line {line}: arrays hold only \"strings\""));
+        }
+        let end = string_end(rest).ok_or_else(|| format!("line {line}: unterminated string"))?;
+        match parse_value(&rest[..end], line)? {
+            Value::Str(v) => out.push(v),
+            _ => return Err(format!("line {line}: arrays hold only \"strings\"")),
+        }
+        rest = rest[end..].trim_start();
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r.trim_start();
+        } else if !rest.is_empty() {
+            return Err(format!("line {line}: expected `,` between array items"));
+        }
+    }
+    Ok(Value::Strs(out))
+}
+
+/// Byte index just past the string that starts `s` (which starts with `"`).
+fn string_end(s: &str) -> Option<usize> {
+    let mut esc = false;
+    for (i, c) in s.char_indices().skip(1) {
+        match c {
+            _ if esc => esc = false,
+            '\\' => esc = true,
+            '"' => return Some(i + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `l` without a `#` comment outside strings.
+fn strip_comment(l: &str) -> &str {
+    let mut in_str = false;
+    let mut esc = false;
+    for (i, c) in l.char_indices() {
+        match c {
+            _ if esc => esc = false,
+            '\\' if in_str => esc = true,
+            '"' => in_str = !in_str,
+            '#' if !in_str => return &l[..i],
+            _ => {}
+        }
+    }
+    l
+}
+
+/// True when every `[` outside strings in `s` is closed.
+fn brackets_closed(s: &str) -> bool {
+    let (mut depth, mut in_str, mut esc) = (0i32, false, false);
+    for c in s.chars() {
+        match c {
+            _ if esc => esc = false,
+            '\\' if in_str => esc = true,
+            '"' => in_str = !in_str,
+            '[' if !in_str => depth += 1,
+            ']' if !in_str => depth -= 1,
+            _ => {}
+        }
+    }
+    depth <= 0 && !in_str
 }
 
 fn parse_value(s: &str, line: usize) -> Result<Value, String> {
@@ -79,10 +166,13 @@ fn parse_value(s: &str, line: usize) -> Result<Value, String> {
 /// Parses the subset; errors name the line.
 pub fn parse(text: &str) -> Result<Document, String> {
     let mut doc = Document::default();
-    let mut current: Option<usize> = None;
-    for (i, raw) in text.lines().enumerate() {
+    let mut current = Current::Top;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut i = 0;
+    while i < lines.len() {
         let line = i + 1;
-        let l = raw.trim();
+        let l = lines[i].trim();
+        i += 1;
         if l.is_empty() || l.starts_with('#') {
             continue;
         }
@@ -97,13 +187,24 @@ pub fn parse(text: &str) -> Result<Document, String> {
                 return Err(format!("line {line}: bad table name {name:?}"));
             }
             doc.arrays.push((name.to_string(), Table::new(), line));
-            current = Some(doc.arrays.len() - 1);
+            current = Current::Array(doc.arrays.len() - 1);
             continue;
         }
-        if l.starts_with('[') {
-            return Err(format!(
-                "line {line}: only [[repository]] tables are supported"
-            ));
+        if let Some(name) = l.strip_prefix('[') {
+            let name = strip_comment(name)
+                .trim()
+                .strip_suffix(']')
+                .ok_or_else(|| format!("line {line}: malformed [table] header"))?
+                .trim();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("line {line}: bad table name {name:?}"));
+            }
+            if doc.tables.iter().any(|t| t.0 == name) {
+                return Err(format!("line {line}: table [{name}] given twice"));
+            }
+            doc.tables.push((name.to_string(), Table::new(), line));
+            current = Current::Table(doc.tables.len() - 1);
+            continue;
         }
         let (k, v) = l
             .split_once('=')
@@ -112,10 +213,25 @@ pub fn parse(text: &str) -> Result<Document, String> {
         if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!("line {line}: bad key {k:?}"));
         }
-        let v = parse_value(v, line)?;
+        let v = if v.trim_start().starts_with('[') {
+            // An array of strings, possibly over several lines.
+            let mut whole = strip_comment(v).to_string();
+            while !brackets_closed(&whole) {
+                let next = lines
+                    .get(i)
+                    .ok_or_else(|| format!("line {line}: unterminated array"))?;
+                i += 1;
+                whole.push(' ');
+                whole.push_str(strip_comment(next));
+            }
+            parse_strs(&whole, line)?
+        } else {
+            parse_value(v, line)?
+        };
         let table = match current {
-            Some(n) => &mut doc.arrays[n].1,
-            None => &mut doc.top,
+            Current::Array(n) => &mut doc.arrays[n].1,
+            Current::Table(n) => &mut doc.tables[n].1,
+            Current::Top => &mut doc.top,
         };
         if table.insert(k.to_string(), (v, line)).is_some() {
             return Err(format!("line {line}: key {k:?} given twice"));
@@ -143,13 +259,36 @@ mod tests {
     }
 
     #[test]
+    fn parses_tables_and_string_arrays() {
+        let d = parse(
+            "a = 1\n[approval] # four eyes\nthreshold = 2\napprovers = [\n  \"k1 # not a comment\", # one\n  \"k2\",\n]\none = [\"x\"]\nnone = []\n[[repository]]\npath = \"/r\"\n",
+        )
+        .unwrap();
+        let t = &d.tables[0];
+        assert_eq!(t.0, "approval");
+        assert_eq!(t.1["threshold"].0, Value::Int(2));
+        assert_eq!(
+            t.1["approvers"].0,
+            Value::Strs(vec!["k1 # not a comment".into(), "k2".into()])
+        );
+        assert_eq!(t.1["one"].0, Value::Strs(vec!["x".into()]));
+        assert_eq!(t.1["none"].0, Value::Strs(vec![]));
+        assert_eq!(d.arrays[0].1["path"].0, Value::Str("/r".into()));
+        assert_eq!(d.top["a"].0, Value::Int(1));
+    }
+
+    #[test]
     fn refuses_what_it_does_not_know() {
         for bad in [
             "a = 1\na = 2",
-            "[server]\na = 1",
+            "[a b]\na = 1",
             "a = \"open",
             "a = 1.5",
             "a = [1, 2]",
+            "a = [\"x\" \"y\"]",
+            "a = [\"x\"",
+            "[t]\n[t]",
+            "[t",
             "a = \"x\" y",
             "= 3",
             "a b = 3",

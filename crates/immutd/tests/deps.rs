@@ -34,10 +34,13 @@ const FORBIDDEN: &[&str] = &[
 ];
 
 /// Every crate the service may link (normal dependencies, proc macros included).
+/// `docs/immutd-protocol.md` ("Dependencies") says why each one earns its place.
 const ALLOWED: &[&str] = &[
     "anyhow",
     "arrayvec",
     "blake3",
+    // Four-eyes approvals (issue 20): the statement codec and the k-of-n check.
+    "bulwark-approval",
     "bulwark-format",
     "bulwark-immut-msg",
     "bulwark-immutd",
@@ -55,6 +58,32 @@ const ALLOWED: &[&str] = &[
     "thiserror",
     "thiserror-impl",
     "unicode-ident",
+    // Verifying approvers' OpenSSH signatures (`ssh-key`, no default features: Ed25519 and
+    // the SSHSIG format only) and what it needs: RustCrypto's Ed25519 and SHA-2, the
+    // OpenSSH key and PEM/base64 encodings. `ssh-cipher` (with `cipher`, `inout`) is a
+    // required dependency of `ssh-key` that decrypts private keys; the service never
+    // reads one. No network, async or TLS code among them.
+    "base64ct",
+    "block-buffer",
+    "cipher",
+    "crypto-common",
+    "curve25519-dalek",
+    "curve25519-dalek-derive",
+    "digest",
+    "ed25519",
+    "ed25519-dalek",
+    "generic-array",
+    "inout",
+    "pem-rfc7468",
+    "rand_core",
+    "sha2",
+    "signature",
+    "ssh-cipher",
+    "ssh-encoding",
+    "ssh-key",
+    "subtle",
+    "typenum",
+    "zeroize",
 ];
 
 #[test]

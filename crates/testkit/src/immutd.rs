@@ -36,6 +36,12 @@ pub struct ImmutdSetup {
     pub clock_tolerance_secs: i64,
     pub tick_secs: u64,
     pub lock_repository_root: bool,
+    /// Seconds between the service's checks for root's hand (`watch_secs`). 3600 by
+    /// default, so that tests which play root's hand to test `verify` are not undone
+    /// under them; tests of the watch itself set it low.
+    pub watch_secs: u64,
+    /// Extra configuration text appended at the end (an `[approval]` table).
+    pub extra_config: String,
     /// Program and arguments placed before the service command (e.g. `faketime -f +8d`).
     pub wrapper: Vec<OsString>,
     /// Extra environment for the child.
@@ -55,6 +61,8 @@ impl ImmutdSetup {
             clock_tolerance_secs: 60,
             tick_secs: 1,
             lock_repository_root: true,
+            watch_secs: 3600,
+            extra_config: String::new(),
             wrapper: Vec::new(),
             env: Vec::new(),
         }
@@ -83,7 +91,7 @@ impl ImmutdSetup {
     /// The configuration text.
     pub fn config_text(&self) -> String {
         let mut s = format!(
-            "service_user = \"{}\"\nsocket = \"{}\"\nstate_dir = \"{}\"\nmax_period_days = {}\nmax_locked_bytes = {}\nclock_tolerance_secs = {}\ntick_secs = {}\nlock_repository_root = {}\n",
+            "service_user = \"{}\"\nsocket = \"{}\"\nstate_dir = \"{}\"\nmax_period_days = {}\nmax_locked_bytes = {}\nclock_tolerance_secs = {}\ntick_secs = {}\nlock_repository_root = {}\nwatch_secs = {}\n",
             self.service_user,
             self.socket().display(),
             self.state_dir().display(),
@@ -91,7 +99,8 @@ impl ImmutdSetup {
             self.max_locked_bytes,
             self.clock_tolerance_secs,
             self.tick_secs,
-            self.lock_repository_root
+            self.lock_repository_root,
+            self.watch_secs
         );
         for r in &self.repos {
             s.push_str(&format!(
@@ -100,6 +109,7 @@ impl ImmutdSetup {
                 self.min_period_days
             ));
         }
+        s.push_str(&self.extra_config);
         s
     }
 
