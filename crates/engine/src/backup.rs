@@ -1,7 +1,6 @@
 //! The backup pipeline.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use bulwark_format::{plain_len_of, BlockNo, Codec, Digest, PointKind, StoredBlock};
@@ -11,7 +10,8 @@ use bulwark_repository::{
 };
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::source::{data_ranges, Source};
+use crate::input::Input;
+use crate::source::Source;
 use crate::{EngineError, Result, DEFAULT_COMPRESSION};
 
 /// Where the pipeline puts its results, in block order: a local restore point being written,
@@ -91,6 +91,9 @@ pub struct Counters {
     pub bytes_read: u64,
     pub bytes_new_plain: u64,
     pub bytes_stored: u64,
+    /// Blocks changed-block tracking said are unchanged: referenced, never read (also
+    /// counted in `blocks_unchanged`).
+    pub blocks_referenced: u64,
 }
 
 /// What a backup made.
@@ -106,6 +109,8 @@ pub struct BackupSummary {
 enum Outcome {
     Zero,
     Unchanged,
+    /// Unchanged by changed-block tracking: not read, the parent's copy is referenced.
+    Referenced,
     /// `stored` holds the zstd frame; a raw block's bytes stay in the read buffer.
     Stored {
         plain_hash: Digest,
@@ -124,8 +129,6 @@ struct Done {
 }
 
 const ZERO_PAGE: [u8; 4096] = [0; 4096];
-/// How far ahead of the reader the source is requested from the device.
-const PREFETCH: u64 = 32 << 20;
 
 fn is_zero(data: &[u8]) -> bool {
     data.chunks(4096).all(|c| c == &ZERO_PAGE[..c.len()])
@@ -167,77 +170,48 @@ pub fn run_pipeline_keyed(
     sink: &mut dyn BlockSink,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Counters> {
+    run_input_pipeline(
+        &Input::file(src),
+        block_size,
+        level,
+        threads,
+        known,
+        change_key,
+        sink,
+        progress,
+    )
+}
+
+/// [`run_pipeline_keyed`] of any [`Input`]: a file, or an NBD export with changed-block
+/// tracking's runs (blocks referenced unread are counted unchanged, not read).
+#[allow(clippy::too_many_arguments)]
+pub fn run_input_pipeline(
+    input: &Input<'_>,
+    block_size: u32,
+    level: i32,
+    threads: usize,
+    known: &KnownHashes,
+    change_key: Option<&[u8; 32]>,
+    sink: &mut dyn BlockSink,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Counters> {
     check_level(level)?;
     let threads = threads.max(1);
-    let bs = u64::from(block_size);
-    let size = src.size;
-    let ranges = data_ranges(&src.file, size);
     // Each buffer in flight is one block; this pool is the pipeline's whole memory.
-    let pool = threads * 2 + 2;
+    let pool = threads * 2 + 2 + crate::input::NBD_DEPTH;
     let (free_tx, free_rx): (Sender<Vec<u8>>, Receiver<Vec<u8>>) = bounded(pool);
     for _ in 0..pool {
         free_tx
             .send(Vec::with_capacity(block_size as usize))
             .expect("pool fits");
     }
-    let (work_tx, work_rx) = bounded::<(u64, u64, Vec<u8>)>(pool);
+    let (work_tx, work_rx) = bounded::<crate::input::Work>(pool);
     let (done_tx, done_rx) = bounded::<Result<Done>>(pool);
     let mut counters = Counters::default();
 
     std::thread::scope(|s| -> Result<()> {
-        // Reader: one sequential pass over the data ranges.
-        let reader = s.spawn(move || -> Result<()> {
-            let mut seq = 0u64;
-            let mut next_block = 0u64;
-            let mut prefetched = 0u64;
-            for (start, end) in ranges {
-                let first = (start / bs).max(next_block);
-                let last = end.div_ceil(bs);
-                for block in first..last {
-                    // Keep the device busy: ask for the data ahead of the reader.
-                    let at = block * bs;
-                    if at + PREFETCH / 2 >= prefetched {
-                        let from = prefetched.max(at);
-                        let to = (at + PREFETCH).min(end);
-                        if to > from {
-                            let _ = bulwark_sys::fadvise(
-                                &src.file,
-                                from,
-                                to - from,
-                                bulwark_sys::Advice::WillNeed,
-                            );
-                        }
-                        prefetched = to.max(prefetched);
-                    }
-                    let Ok(mut buf) = free_rx.recv() else {
-                        return Ok(());
-                    };
-                    let len = plain_len_of(BlockNo(block), size, block_size) as usize;
-                    buf.resize(len, 0);
-                    src.file.read_exact_at(&mut buf, block * bs).map_err(|e| {
-                        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                            EngineError::SourceChanged {
-                                path: src.path.clone(),
-                                before: size,
-                                after: src.size_now().unwrap_or(0),
-                            }
-                        } else {
-                            EngineError::SourceIo {
-                                path: src.path.clone(),
-                                action: "reading",
-                                source: e,
-                            }
-                        }
-                    })?;
-                    if work_tx.send((seq, block, buf)).is_err() {
-                        return Ok(());
-                    }
-                    seq += 1;
-                }
-                next_block = last;
-            }
-            Ok(())
-        });
+        // Reader: one sequential pass over the data ranges (or the runs CBT chose).
+        let reader = s.spawn(move || input.read_into(block_size, &free_rx, &work_tx));
         // Workers: zero check, hash, compare, compress.
         for _ in 0..threads {
             let work_rx = work_rx.clone();
@@ -249,6 +223,20 @@ pub fn run_pipeline_keyed(
                     None
                 };
                 for (seq, block, buf) in work_rx {
+                    let Some(buf) = buf else {
+                        let plain_len = plain_len_of(BlockNo(block), input.size, block_size);
+                        let d = Done {
+                            seq,
+                            block,
+                            plain_len,
+                            outcome: Outcome::Referenced,
+                            buf: Vec::new(),
+                        };
+                        if done_tx.send(Ok(d)).is_err() {
+                            return;
+                        }
+                        continue;
+                    };
                     let plain_len = buf.len() as u32;
                     let outcome = if is_zero(&buf) {
                         Ok(Outcome::Zero)
@@ -293,9 +281,16 @@ pub fn run_pipeline_keyed(
             pending.insert(d.seq, d);
             while let Some(d) = pending.remove(&next) {
                 next += 1;
-                counters.blocks_read += 1;
-                counters.bytes_read += u64::from(d.plain_len);
+                if !matches!(d.outcome, Outcome::Referenced) {
+                    counters.blocks_read += 1;
+                    counters.bytes_read += u64::from(d.plain_len);
+                }
                 let r = match &d.outcome {
+                    Outcome::Referenced => {
+                        counters.blocks_unchanged += 1;
+                        counters.blocks_referenced += 1;
+                        sink.put_unchanged(BlockNo(d.block))
+                    }
                     Outcome::Zero => {
                         counters.blocks_zero += 1;
                         Ok(())
@@ -329,7 +324,9 @@ pub fn run_pipeline_keyed(
                     }
                 };
                 progress(u64::from(d.plain_len));
-                let _ = free_tx.send(d.buf);
+                if !d.buf.is_empty() || d.buf.capacity() > 0 {
+                    let _ = free_tx.send(d.buf);
+                }
                 if let Err(e) = r {
                     result = Err(e);
                     break;

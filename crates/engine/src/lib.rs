@@ -6,9 +6,12 @@
 //! whatever the size of the disk.
 
 mod backup;
+pub mod cbt;
 mod crypt;
 mod error;
 mod image;
+mod input;
+mod live;
 pub mod partitions;
 mod restore;
 mod source;
@@ -18,7 +21,9 @@ pub use backup::{
     backup_local, backup_local_source, run_pipeline, BackupOptions, BackupSummary, BlockSink,
     Counters, KnownHashes,
 };
-pub use backup::run_pipeline_keyed;
+pub use backup::{run_input_pipeline, run_pipeline_keyed};
+pub use input::{Input, InputReader, Run};
+pub use live::{backup_live, CbtReport, LiveOptions, LiveSource, ParentInfo, VerifyReport};
 pub use crypt::{
     backup_local_encrypted, record_of, refuse_plain_after_encrypted, restore_local_encrypted,
     Decryptor, EncryptingSink, WriteKey,

@@ -576,13 +576,25 @@ impl Client {
         len: u32,
         data: &[u8],
     ) -> Result<Receiver<Result<Answer>>> {
+        self.submit_with(cmd, flags, offset, len, data, Vec::new())
+    }
+
+    fn submit_with(
+        &self,
+        cmd: u16,
+        flags: u16,
+        offset: u64,
+        len: u32,
+        data: &[u8],
+        buf: Vec<u8>,
+    ) -> Result<Receiver<Result<Answer>>> {
         let cookie = self.cookie.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = sync_channel(1);
         let (name, kind) = match cmd {
             CMD_READ => (
                 "read",
                 Kind::Read {
-                    buf: Vec::new(),
+                    buf,
                     covered: Vec::new(),
                 },
             ),
@@ -666,6 +678,22 @@ impl Client {
                     .unwrap_or_else(|| "the receiver stopped".into()),
             }),
         }
+    }
+
+    /// Submits a read of `buf.len()` bytes at `offset` into `buf` (a recycled buffer: no
+    /// allocation, no page faults); [`Client::wait`] gives it back filled.
+    pub fn submit_read_into(&self, offset: u64, mut buf: Vec<u8>) -> Result<Ticket> {
+        let len = buf.len();
+        if len > self.max_request as usize {
+            return self.submit_read(offset, len);
+        }
+        self.check_range(offset, len as u64)?;
+        buf.resize(len, 0);
+        let rx = self.submit_with(CMD_READ, 0, offset, len as u32, &[], buf)?;
+        Ok(Ticket {
+            parts: vec![rx],
+            len,
+        })
     }
 
     /// Waits for a submitted read; its bytes, complete.
@@ -892,8 +920,9 @@ fn receive_loop(sh: &Shared, s: &mut Stream) -> Result<(), String> {
                                 .into(),
                         )
                     }
-                    Kind::Read { .. } => {
-                        let mut buf = vec![0u8; p.len as usize];
+                    Kind::Read { buf, .. } => {
+                        let mut buf = std::mem::take(buf);
+                        buf.resize(p.len as usize, 0);
                         read_full(sh, s, &mut buf, "read data", false)?;
                         Answer::Data(buf)
                     }
@@ -1000,7 +1029,7 @@ fn chunk_body(
             let Kind::Read { buf, covered } = &mut p.kind else {
                 return Err("read data in the reply to another command".into());
             };
-            if buf.is_empty() && req_len > 0 {
+            if buf.len() != req_len as usize {
                 *buf = vec![0u8; req_len as usize];
             }
             let mut off = [0u8; 8];
@@ -1034,7 +1063,9 @@ fn chunk_body(
             }
             cover(covered, at, n)?;
             let rel = (at - req_off) as usize;
-            if !hole {
+            if hole {
+                buf[rel..rel + n as usize].fill(0);
+            } else {
                 read_full(sh, s, &mut buf[rel..rel + n as usize], "read data", false)?;
             }
         }

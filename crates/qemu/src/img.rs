@@ -1,0 +1,209 @@
+//! Image formats, probed from the content.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+
+use serde::Deserialize;
+
+use crate::{tool, QemuError, Result};
+
+/// The format the first bytes of an image say it is, as QEMU's probes decide it; `None` for
+/// raw (no known header). A LUKS container is reported as `luks` (it needs a key).
+pub fn probe_format(path: &Path) -> Result<Option<&'static str>> {
+    let io = |action| {
+        move |source| QemuError::Io {
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    };
+    let f = File::open(path).map_err(io("opening"))?;
+    let mut head = [0u8; 512];
+    let mut n = 0;
+    let mut r = &f;
+    while n < head.len() {
+        match r
+            .read(&mut head[n..])
+            .map_err(io("reading the header of"))?
+        {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(probe_bytes(&head[..n]))
+}
+
+/// [`probe_format`] of the first bytes (at least 512 when the image has them).
+pub fn probe_bytes(h: &[u8]) -> Option<&'static str> {
+    let at = |o: usize, m: &[u8]| h.len() >= o + m.len() && &h[o..o + m.len()] == m;
+    if at(0, b"QFI\xfb") {
+        let version = h
+            .get(4..8)
+            .map(|v| u32::from_be_bytes(v.try_into().expect("4")));
+        return Some(if version == Some(1) { "qcow" } else { "qcow2" });
+    }
+    if at(0, b"QED\0") {
+        return Some("qed");
+    }
+    if at(0, b"KDMV") || at(0, b"COWD") || at(0, b"# Disk DescriptorFile") {
+        return Some("vmdk");
+    }
+    if at(0x40, &0xbeda_107f_u32.to_le_bytes()) {
+        return Some("vdi");
+    }
+    if at(0, b"vhdxfile") {
+        return Some("vhdx");
+    }
+    if at(0, b"conectix") {
+        return Some("vpc");
+    }
+    if at(0, b"WithoutFreeSpace") || at(0, b"WithouFreSpacExt") {
+        return Some("parallels");
+    }
+    if at(0, b"Bochs Virtual HD Image") {
+        return Some("bochs");
+    }
+    if at(0, b"LUKS\xba\xbe") {
+        return Some("luks");
+    }
+    None
+}
+
+/// A persistent dirty bitmap stored in an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageBitmap {
+    pub name: String,
+    pub granularity: u64,
+    /// `in-use`: the image was not closed cleanly since, the bitmap cannot be trusted.
+    pub in_use: bool,
+    /// `auto`: enabled, it records writes.
+    pub auto: bool,
+}
+
+/// What `qemu-img info` says of an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub format: String,
+    pub virtual_size: u64,
+    pub backing: Option<String>,
+    pub bitmaps: Vec<ImageBitmap>,
+}
+
+#[derive(Deserialize)]
+struct RawInfo {
+    format: String,
+    #[serde(rename = "virtual-size")]
+    virtual_size: u64,
+    #[serde(rename = "backing-filename")]
+    backing: Option<String>,
+    #[serde(rename = "format-specific")]
+    specific: Option<RawSpecific>,
+}
+
+#[derive(Deserialize)]
+struct RawSpecific {
+    data: Option<RawData>,
+}
+
+#[derive(Deserialize)]
+struct RawData {
+    bitmaps: Option<Vec<RawBitmap>>,
+}
+
+#[derive(Deserialize)]
+struct RawBitmap {
+    name: String,
+    granularity: u64,
+    #[serde(default)]
+    flags: Vec<String>,
+}
+
+/// Runs `qemu-img info` on `path` read as `format` (`--force-share`: also while a VM has it).
+pub fn info(path: &Path, format: &str) -> Result<ImageInfo> {
+    let out = Command::new(tool("qemu-img")?)
+        .args(["info", "--output=json", "--force-share", "-f", format])
+        .arg(path)
+        .output()
+        .map_err(|source| QemuError::Spawn {
+            tool: "qemu-img",
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(QemuError::Failed {
+            tool: "qemu-img",
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    parse_info(&out.stdout)
+}
+
+fn parse_info(json: &[u8]) -> Result<ImageInfo> {
+    let r: RawInfo = serde_json::from_slice(json).map_err(|e| QemuError::Failed {
+        tool: "qemu-img",
+        message: format!("unreadable `qemu-img info` output: {e}"),
+    })?;
+    let bitmaps = r
+        .specific
+        .and_then(|s| s.data)
+        .and_then(|d| d.bitmaps)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|b| ImageBitmap {
+            in_use: b.flags.iter().any(|f| f == "in-use"),
+            auto: b.flags.iter().any(|f| f == "auto"),
+            name: b.name,
+            granularity: b.granularity,
+        })
+        .collect();
+    Ok(ImageInfo {
+        format: r.format,
+        virtual_size: r.virtual_size,
+        backing: r.backing,
+        bitmaps,
+    })
+}
+
+/// Reads `len` bytes at `offset` of a file (for probes of block devices and images).
+pub fn read_at(f: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut b = vec![0u8; len];
+    f.read_exact_at(&mut b, offset)?;
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_are_told_by_their_headers_not_their_names() {
+        let mut h = vec![0u8; 512];
+        assert_eq!(probe_bytes(&h), None);
+        h[..8].copy_from_slice(b"QFI\xfb\0\0\0\x03");
+        assert_eq!(probe_bytes(&h), Some("qcow2"));
+        h[..8].copy_from_slice(b"QFI\xfb\0\0\0\x01");
+        assert_eq!(probe_bytes(&h), Some("qcow"));
+        let mut v = vec![0u8; 512];
+        v[0x40..0x44].copy_from_slice(&0xbeda_107f_u32.to_le_bytes());
+        assert_eq!(probe_bytes(&v), Some("vdi"));
+        assert_eq!(probe_bytes(b"vhdxfile\0\0\0"), Some("vhdx"));
+        assert_eq!(probe_bytes(b"KDMV\x01\0\0\0"), Some("vmdk"));
+        assert_eq!(probe_bytes(b"QF"), None);
+    }
+
+    #[test]
+    fn qemu_img_info_json_gives_size_and_bitmaps() {
+        let j = br#"{"virtual-size": 67108864, "filename": "a.qcow2", "format": "qcow2",
+          "format-specific": {"type": "qcow2", "data": {"compat": "1.1",
+          "bitmaps": [{"flags": ["auto"], "name": "b0", "granularity": 65536},
+                      {"flags": ["in-use", "auto"], "name": "b1", "granularity": 1048576}]}}}"#;
+        let i = parse_info(j).unwrap();
+        assert_eq!(i.virtual_size, 64 << 20);
+        assert_eq!(i.bitmaps.len(), 2);
+        assert!(i.bitmaps[0].auto && !i.bitmaps[0].in_use);
+        assert!(i.bitmaps[1].in_use);
+        assert_eq!(i.bitmaps[1].granularity, 1 << 20);
+    }
+}
