@@ -1,0 +1,530 @@
+//! Encrypted backups (issue 17, docs/encryption.md): round trips for every block size, no
+//! plaintext and no plain hash in any repository file, blocks moved between positions or
+//! points fail authentication, wrong keys are refused before anything is written, write-only
+//! clients back up (incrementals too) but only the private restore key reads, verify checks
+//! every stored byte without a key, rotation keeps old chains readable, synthetic fulls of
+//! encrypted chains stay readable.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bulwark_crypto::KeyFile;
+use bulwark_engine::*;
+use bulwark_format::{PointReader, PointWriter, StoredBlock};
+use bulwark_repository::Repository;
+use bulwark_testkit::Rng;
+
+const MARKER: &[u8] = b"PLAINTEXT-MARKER-7f3a9c-";
+
+/// An image of `size` bytes: random data, a compressible run holding the marker, zeros.
+fn make_image(path: &Path, size: u64, seed: u64) {
+    let f = File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    f.write_all_at(&Rng::new(seed).bytes(600_000), 0).unwrap();
+    let text: Vec<u8> = MARKER.iter().copied().cycle().take(900_000).collect();
+    f.write_all_at(&text, 2 << 20).unwrap();
+    // One raw (incompressible) block that also holds the marker.
+    let mut raw = Rng::new(seed + 1).bytes(70_000);
+    raw[1000..1000 + MARKER.len()].copy_from_slice(MARKER);
+    f.write_all_at(&raw, size - 80_000).unwrap();
+}
+
+fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+fn opts(bs: u32) -> BackupOptions {
+    BackupOptions {
+        block_size: Some(bs),
+        ..Default::default()
+    }
+}
+
+fn sym(kf: &KeyFile) -> WriteKey {
+    WriteKey::Symmetric(kf.clone())
+}
+
+fn backup(
+    repo: &Repository,
+    job: &str,
+    img: &Path,
+    o: &BackupOptions,
+    key: &WriteKey,
+) -> BackupSummary {
+    backup_local_encrypted(repo, job, Source::open(img).unwrap(), o, key, &|_| {}).unwrap()
+}
+
+fn restore(
+    repo: &Repository,
+    job: &str,
+    point: Option<bulwark_format::PointId>,
+    target: &Path,
+    key: &KeyFile,
+) -> Result<RestoreSummary, EngineError> {
+    restore_local_encrypted(
+        repo,
+        job,
+        point,
+        target,
+        &RestoreOptions::default(),
+        key,
+        &|_| {},
+    )
+}
+
+fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            all_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn point_files(repo: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    all_files(&repo.join("store"), &mut v);
+    v.retain(|p| p.extension().is_some_and(|e| e == "bwrp"));
+    v.sort();
+    v
+}
+
+#[test]
+fn encrypted_round_trips_for_every_block_size_with_working_incrementals() {
+    let d = tempfile::tempdir().unwrap();
+    let kf = KeyFile::new_symmetric(1).unwrap();
+    let repo = Repository::init(&d.path().join("repo"), 7).unwrap();
+    for (i, bs) in [
+        64u32 << 10,
+        128 << 10,
+        256 << 10,
+        512 << 10,
+        1 << 20,
+        2 << 20,
+        4 << 20,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let job = format!("bs{}", bs >> 10);
+        let img = d.path().join(format!("{job}.img"));
+        // Not a multiple of any block size: the last block is short.
+        make_image(&img, (9 << 20) + 12_345, i as u64);
+        let full = backup(&repo, &job, &img, &opts(bs), &sym(&kf));
+        let first = read(&img);
+        // Change one block's worth of bytes in the middle.
+        File::options()
+            .write(true)
+            .open(&img)
+            .unwrap()
+            .write_all_at(&Rng::new(99).bytes(5000), 5 << 20)
+            .unwrap();
+        let inc = backup(&repo, &job, &img, &opts(bs), &sym(&kf));
+        assert!(
+            inc.counters.blocks_unchanged > 0,
+            "{job}: change detection with the keyed hash finds unchanged blocks"
+        );
+        assert!(
+            inc.counters.blocks_new >= 1 && inc.counters.blocks_new <= 2,
+            "{job}: {:?}",
+            inc.counters
+        );
+        let out = d.path().join(format!("{job}.out"));
+        restore(&repo, &job, Some(full.sealed.meta.point), &out, &kf).unwrap();
+        assert!(
+            read(&out) == first,
+            "{job}: the full restores byte for byte"
+        );
+        std::fs::remove_file(&out).unwrap();
+        restore(&repo, &job, None, &out, &kf).unwrap();
+        assert!(
+            read(&out) == read(&img),
+            "{job}: the incremental restores byte for byte"
+        );
+    }
+}
+
+#[test]
+fn a_plaintext_marker_and_the_plain_block_hashes_appear_in_no_repository_file() {
+    let d = tempfile::tempdir().unwrap();
+    let kf = KeyFile::new_symmetric(1).unwrap();
+    let repo_dir = d.path().join("repo");
+    let repo = Repository::init(&repo_dir, 7).unwrap();
+    let img = d.path().join("disk.img");
+    make_image(&img, 8 << 20, 3);
+    backup(&repo, "vm", &img, &opts(64 << 10), &sym(&kf));
+    let data = read(&img);
+    let hashes: Vec<[u8; 32]> = data
+        .chunks(64 << 10)
+        .filter(|c| c.iter().any(|&b| b != 0))
+        .map(|c| *blake3::hash(c).as_bytes())
+        .collect();
+    let mut files = Vec::new();
+    all_files(&repo_dir, &mut files);
+    assert!(!point_files(&repo_dir).is_empty());
+    for f in files {
+        let b = read(&f);
+        assert!(
+            !contains(&b, &MARKER[..16]),
+            "{} holds plaintext",
+            f.display()
+        );
+        for h in &hashes {
+            assert!(!contains(&b, h), "{} holds a plain block hash", f.display());
+        }
+    }
+    // The same backup unencrypted does hold both: the check above can fail.
+    let plain = Repository::init(&d.path().join("plain"), 7).unwrap();
+    backup_local(&plain, "vm", &img, &opts(64 << 10), &|_| {}).unwrap();
+    let b = read(&point_files(&d.path().join("plain"))[0]);
+    assert!(contains(&b, &MARKER[..16]) && contains(&b, &hashes[0]));
+}
+
+/// Rewrites the point file at `path` as a repository could (map, root digest and every hash
+/// recomputed), with `swap` telling which entry's stored bytes each own block gets.
+fn forge(
+    path: &Path,
+    data_for: &dyn Fn(usize, &bulwark_format::MapEntry) -> (bulwark_format::MapEntry, Vec<u8>),
+) {
+    let r = PointReader::open(File::open(path).unwrap()).unwrap();
+    let meta = r.meta.clone();
+    let tmp = path.with_extension("forged");
+    let mut w = PointWriter::new(File::create(&tmp).unwrap(), r.header).unwrap();
+    for f in &meta.files {
+        w.add_file(*f);
+    }
+    for (i, e) in r.map.iter().enumerate() {
+        if e.file_ref != 0 {
+            w.put_ref(*e).unwrap();
+            continue;
+        }
+        let (like, bytes) = data_for(i, e);
+        w.put_stored(StoredBlock {
+            block: e.block,
+            plain_len: e.plain_len,
+            plain_hash: like.plain_hash,
+            data: &bytes,
+            codec: like.codec(),
+            stored_hash: bulwark_format::Digest::of(&bytes),
+        })
+        .unwrap();
+    }
+    w.finish(meta).unwrap();
+    let mut perm = std::fs::metadata(path).unwrap().permissions();
+    perm.set_readonly(false);
+    std::fs::set_permissions(path, perm).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn stored_of(path: &Path, e: &bulwark_format::MapEntry) -> Vec<u8> {
+    let r = PointReader::open(File::open(path).unwrap()).unwrap();
+    let mut buf = Vec::new();
+    r.read_stored(e, &mut buf).unwrap().to_vec()
+}
+
+#[test]
+fn a_block_moved_to_another_position_or_another_point_fails_authentication() {
+    let d = tempfile::tempdir().unwrap();
+    let kf = KeyFile::new_symmetric(1).unwrap();
+    let repo_dir = d.path().join("repo");
+    let repo = Repository::init(&repo_dir, 7).unwrap();
+    let img = d.path().join("disk.img");
+    let f = File::create(&img).unwrap();
+    f.set_len(1 << 20).unwrap();
+    f.write_all_at(&Rng::new(1).bytes(256 << 10), 0).unwrap();
+    backup(&repo, "vm", &img, &opts(64 << 10), &sym(&kf));
+    // The incremental changes block 0 only.
+    f.write_all_at(&Rng::new(2).bytes(64 << 10), 0).unwrap();
+    let inc = backup(&repo, "vm", &img, &opts(64 << 10), &sym(&kf));
+    assert_eq!(inc.counters.blocks_new, 1);
+    let files = point_files(&repo_dir);
+    let (full_path, inc_path) = (files[0].clone(), inc.sealed.path.clone());
+    assert_ne!(full_path, inc_path);
+    let out = d.path().join("out.img");
+
+    // Position: blocks 1 and 2 of the full swap places (with their entries' hashes).
+    let saved = read(&full_path);
+    let full = PointReader::open(File::open(&full_path).unwrap()).unwrap();
+    let map = full.map.clone();
+    drop(full);
+    forge(&full_path, &|i, e| {
+        let j = match i {
+            1 => 2,
+            2 => 1,
+            _ => i,
+        };
+        let _ = e;
+        (map[j], stored_of(&full_path, &map[j]))
+    });
+    let err = restore(
+        &repo,
+        "vm",
+        Some(
+            files[0]
+                .file_stem()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        ),
+        &out,
+        &kf,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("does not authenticate"), "{err}");
+    assert!(!out.exists());
+    std::fs::write(&full_path, &saved).unwrap();
+    restore(
+        &repo,
+        "vm",
+        Some(
+            files[0]
+                .file_stem()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        ),
+        &out,
+        &kf,
+    )
+    .unwrap();
+    std::fs::remove_file(&out).unwrap();
+
+    // Point: the incremental's block 0 replaced by the full's block 0 with the full's entry
+    // (same chain key, same position, a consistent map): the rollback is refused.
+    let full_b0 = map[0];
+    let old_b0 = stored_of(&full_path, &full_b0);
+    forge(&inc_path, &|_, e| {
+        assert_eq!(e.block.0, 0);
+        (full_b0, old_b0.clone())
+    });
+    let err = restore(&repo, "vm", None, &out, &kf)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("another restore point's session") && err.contains("does not authenticate"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_wrong_key_is_refused_clearly_and_nothing_is_written() {
+    let d = tempfile::tempdir().unwrap();
+    let (kf, other) = (
+        KeyFile::new_symmetric(1).unwrap(),
+        KeyFile::new_symmetric(1).unwrap(),
+    );
+    let repo_dir = d.path().join("repo");
+    let repo = Repository::init(&repo_dir, 7).unwrap();
+    let img = d.path().join("disk.img");
+    make_image(&img, 4 << 20, 5);
+    backup(&repo, "vm", &img, &opts(64 << 10), &sym(&kf));
+    let out = d.path().join("out.img");
+    let err = restore(&repo, "vm", None, &out, &other)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("wrong key"), "{err}");
+    assert!(!out.exists());
+    let err = restore_local(&repo, "vm", None, &out, &RestoreOptions::default(), &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is encrypted") && err.contains("--key"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let before = point_files(&repo_dir).len();
+    let err = backup_local_encrypted(
+        &repo,
+        "vm",
+        Source::open(&img).unwrap(),
+        &opts(64 << 10),
+        &sym(&other),
+        &|_| {},
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("wrong key"), "{err}");
+    let err = backup_local(&repo, "vm", &img, &opts(64 << 10), &|_| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("is encrypted") && err.contains("refused"),
+        "{err}"
+    );
+    assert_eq!(point_files(&repo_dir).len(), before, "nothing was written");
+}
+
+#[test]
+fn a_write_only_client_backs_up_incrementals_but_only_the_private_restore_key_reads() {
+    let d = tempfile::tempdir().unwrap();
+    let (private, public) = KeyFile::new_write_only(1).unwrap();
+    let wk = WriteKey::Public(public);
+    let repo_dir = d.path().join("repo");
+    let repo = Repository::init(&repo_dir, 7).unwrap();
+    let img = d.path().join("disk.img");
+    make_image(&img, 6 << 20, 8);
+    let full = backup(&repo, "vm", &img, &opts(128 << 10), &wk);
+    let first = read(&img);
+    File::options()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .write_all_at(&Rng::new(5).bytes(9000), 3 << 20)
+        .unwrap();
+    let inc = backup(&repo, "vm", &img, &opts(128 << 10), &wk);
+    assert_eq!(
+        inc.sealed.meta.chain, full.sealed.meta.chain,
+        "an incremental, not a new chain"
+    );
+    assert!(
+        inc.counters.blocks_unchanged > 0 && inc.counters.blocks_new == 1,
+        "{:?}",
+        inc.counters
+    );
+    let out = d.path().join("out.img");
+    // Without the private key: refused (with the symmetric kind or without any key).
+    let err = restore_local(&repo, "vm", None, &out, &RestoreOptions::default(), &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("encrypted"), "{err}");
+    let err = restore(&repo, "vm", None, &out, &KeyFile::new_symmetric(1).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("write-only") && err.contains("restore key"),
+        "{err}"
+    );
+    let (stranger, _) = KeyFile::new_write_only(1).unwrap();
+    let err = restore(&repo, "vm", None, &out, &stranger)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("wrong key"), "{err}");
+    assert!(!out.exists());
+    // With it: both points.
+    restore(&repo, "vm", None, &out, &private).unwrap();
+    assert!(read(&out) == read(&img));
+    std::fs::remove_file(&out).unwrap();
+    restore(&repo, "vm", Some(full.sealed.meta.point), &out, &private).unwrap();
+    assert!(read(&out) == first);
+    std::fs::remove_file(&out).unwrap();
+    // A synthetic full (built without any key) of the incremental stays readable.
+    let synth = repo.synthesize("vm").unwrap();
+    restore(&repo, "vm", Some(synth.sealed.meta.point), &out, &private).unwrap();
+    assert!(read(&out) == read(&img));
+}
+
+#[test]
+fn verify_without_any_key_detects_every_flipped_byte_of_an_encrypted_point() {
+    // On tmpfs where there is one: verify fsyncs its state, and this runs it once per byte.
+    let shm = Path::new("/dev/shm");
+    let d = if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    let kf = KeyFile::new_symmetric(1).unwrap();
+    let repo_dir = d.path().join("repo");
+    let repo = Repository::init(&repo_dir, 7).unwrap();
+    let img = d.path().join("disk.img");
+    let f = File::create(&img).unwrap();
+    f.set_len(64 << 10).unwrap();
+    f.write_all_at(&MARKER.repeat(40), 100).unwrap();
+    f.write_all_at(&Rng::new(4).bytes(300), 30_000).unwrap();
+    backup(&repo, "vm", &img, &opts(64 << 10), &sym(&kf));
+    assert!(repo.verify(None, 1, &|_| {}).unwrap().is_clean());
+    let path = point_files(&repo_dir)[0].clone();
+    let good = read(&path);
+    let mut perm = std::fs::metadata(&path).unwrap().permissions();
+    perm.set_readonly(false);
+    std::fs::set_permissions(&path, perm).unwrap();
+    let mut missed = Vec::new();
+    for i in 0..good.len() {
+        let mut bad = good.clone();
+        bad[i] ^= 0x01;
+        std::fs::write(&path, &bad).unwrap();
+        let clean = repo
+            .verify(None, 1, &|_| {})
+            .map(|r| r.is_clean())
+            .unwrap_or(false);
+        if clean {
+            missed.push(i);
+        }
+    }
+    std::fs::write(&path, &good).unwrap();
+    assert!(
+        missed.is_empty(),
+        "flips verify missed at offsets {missed:?} of {}",
+        good.len()
+    );
+}
+
+#[test]
+fn key_rotation_keeps_old_chains_readable_and_new_chains_use_the_new_key() {
+    let d = tempfile::tempdir().unwrap();
+    let old = KeyFile::new_symmetric(1).unwrap();
+    let repo = Repository::init(&d.path().join("repo"), 7).unwrap();
+    let img = d.path().join("disk.img");
+    make_image(&img, 4 << 20, 2);
+    let a = backup(&repo, "vm", &img, &opts(64 << 10), &sym(&old));
+    let mut rotated = old.clone();
+    rotated.rotate(2).unwrap();
+    // The running chain continues under its own key generation.
+    let b = backup(&repo, "vm", &img, &opts(64 << 10), &sym(&rotated));
+    assert_eq!(b.sealed.meta.chain, a.sealed.meta.chain);
+    let rec = record_of(&b.sealed.meta).unwrap().unwrap();
+    assert_eq!(rec.key_id, old.current().key_id());
+    // A new chain uses the new generation.
+    let full = BackupOptions {
+        force_full: true,
+        ..opts(64 << 10)
+    };
+    let c = backup(&repo, "vm", &img, &full, &sym(&rotated));
+    assert_eq!(
+        record_of(&c.sealed.meta).unwrap().unwrap().key_id,
+        rotated.current().key_id()
+    );
+    let out = d.path().join("out.img");
+    for p in [
+        a.sealed.meta.point,
+        b.sealed.meta.point,
+        c.sealed.meta.point,
+    ] {
+        restore(&repo, "vm", Some(p), &out, &rotated).unwrap();
+        assert!(read(&out) == read(&img));
+        std::fs::remove_file(&out).unwrap();
+    }
+    restore(&repo, "vm", Some(a.sealed.meta.point), &out, &old).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    let err = restore(&repo, "vm", Some(c.sealed.meta.point), &out, &old)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("wrong key"), "{err}");
+}
+
+#[test]
+fn an_encrypted_backup_after_plain_ones_starts_a_new_chain() {
+    let d = tempfile::tempdir().unwrap();
+    let kf = KeyFile::new_symmetric(1).unwrap();
+    let repo = Repository::init(&d.path().join("repo"), 7).unwrap();
+    let img = d.path().join("disk.img");
+    make_image(&img, 4 << 20, 6);
+    let plain = backup_local(&repo, "vm", &img, &opts(64 << 10), &|_| {}).unwrap();
+    let enc = backup(&repo, "vm", &img, &opts(64 << 10), &sym(&kf));
+    assert_ne!(enc.sealed.meta.chain, plain.sealed.meta.chain);
+    assert!(enc.full_reason.unwrap().contains("not encrypted"));
+}
