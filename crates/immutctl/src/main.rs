@@ -78,6 +78,10 @@ fn run(socket: &Path, words: &[&str]) -> Result<(), ClientError> {
             println!("refused_strangers={}", s.refused_strangers);
             println!("refused_busy={}", s.refused_busy);
             println!("requests_timed_out={}", s.requests_timed_out);
+            println!("protection_alerts={}", s.protection_alerts.len());
+            for a in &s.protection_alerts {
+                println!("protection_alert={a}");
+            }
         }
         ["list"] | ["list", _] => {
             let repo = words.get(1).copied().unwrap_or("");
