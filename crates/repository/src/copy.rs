@@ -551,15 +551,30 @@ impl Repository {
                 f
             }
         };
-        // Everything but block data is now checked, the root digest included.
-        let reader = PointReader::open(file.try_clone().map_err(RepoError::io(&part, "opening"))?)
-            .map_err(RepoError::format(&part))?;
-        if reader.meta != meta || reader.trailer.root_digest != trailer.root_digest {
-            return Err(RepoError::Usage(format!(
-                "{} does not hold what the source sent",
-                part.display()
-            )));
-        }
+        // Everything but block data is now checked, the root digest included. A head that
+        // fails leaves nothing behind.
+        let checked = file
+            .try_clone()
+            .map_err(RepoError::io(&part, "opening"))
+            .and_then(|f| PointReader::open(f).map_err(RepoError::format(&part)))
+            .and_then(|r| {
+                if r.meta != meta || r.trailer.root_digest != trailer.root_digest {
+                    Err(RepoError::Usage(format!(
+                        "{} does not hold what the source sent",
+                        part.display()
+                    )))
+                } else {
+                    Ok(r)
+                }
+            });
+        let reader = match checked {
+            Ok(r) => r,
+            Err(e) => {
+                drop(file);
+                let _ = std::fs::remove_file(&part);
+                return Err(e);
+            }
+        };
         let mut needed = Vec::new();
         let mut entries = HashMap::new();
         let (mut resumed_bytes, mut local_bytes) = (0u64, 0u64);
@@ -613,6 +628,15 @@ impl Repository {
         held: &[HeldPoint],
         local: HashMap<Digest, LocalBlock>,
     ) -> Result<CopyReceiver> {
+        if meta.extension(bulwark_format::EXT_ENCRYPTION).is_some() {
+            return Err(RepoError::Usage(format!(
+                "restore point {} is encrypted and references files this repository no longer holds; \
+                 its blocks' session records live in those files, so it cannot be re-chained here without \
+                 them. Copied points of an encrypted chain need its earlier files on this repository; \
+                 the source's next active full (`bulwark backup --full`) starts a chain that copies whole",
+                meta.point
+            )));
+        }
         // The re-chained copy of the source parent, if this repository has one.
         let parent = if meta.parent.is_none() {
             None
