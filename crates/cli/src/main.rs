@@ -4,6 +4,7 @@
 //! 2 an operational error (bad arguments, unreadable source, full disk, …).
 
 mod cmd;
+mod notify;
 mod output;
 mod repo;
 
@@ -39,7 +40,7 @@ enum Command {
     /// Enroll with a repository service using a single-use token: generates this client's key
     /// and stores its certificate.
     Enroll(cmd::enroll::Args),
-    /// Scheduled backups from a job file: `job run FILE`, `job plan FILE`.
+    /// Scheduled jobs from a job file: `job run FILE`, `job plan FILE`, `job check FILES`.
     Job(cmd::job::Args),
     /// Run a complete tour in ./bulwark-demo: repository, disk image, full, incremental, restore, verify.
     Demo(bulwark_demo::Args),
@@ -77,7 +78,7 @@ fn main() {
         Command::Demo(a) => bulwark_demo::run(a, &out),
         Command::Key(a) => cmd::key::run(a, &out),
         Command::Enroll(a) => cmd::enroll::run(a, &config_dir, &out),
-        Command::Job(a) => cmd::job::run(a, &out),
+        Command::Job(a) => cmd::job::run(a, &config_dir, &out),
     };
     bulwark_cli_common::exit_with(res)
 }

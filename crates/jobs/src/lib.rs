@@ -1,6 +1,10 @@
 //! Backup jobs: a TOML job file (see `docs/jobs.md`) and the decision of whether the next
 //! run is an incremental, a synthetic full or an active full — a pure function of the
-//! schedule, what the repository holds, and `now`.
+//! schedule, what the repository holds, and `now`. A job's kind is [`JobKind`]; the record
+//! of its last runs (one result per disk) is [`record::RunRecord`].
+
+pub mod record;
+pub mod verified;
 
 use std::path::{Path, PathBuf};
 
@@ -67,23 +71,82 @@ pub struct Schedule {
     pub active_full_every_months: u32,
 }
 
+/// One disk of a machine (`[[disk]]`): its own job, and so its own chains, in the repository.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    /// The disk's name; the repository job is `<job name>.<disk name>`.
+    pub name: String,
+    /// Raw disk image or block device.
+    pub source: PathBuf,
+}
+
+/// `[verify]`: a job that re-reads what the repository holds for the named jobs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySpec {
+    /// The repository jobs to verify; empty means every job this client (or folder) holds.
+    #[serde(default)]
+    pub jobs: Vec<String>,
+}
+
 /// A job file.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobFile {
-    /// The job's name in the repository.
+    /// The job's name (of the machine, for a job of several disks).
     pub name: String,
-    /// Raw disk image or block device.
-    pub source: PathBuf,
-    /// Local repository folder.
+    /// One raw disk image or block device (or give `[[disk]]` tables instead).
+    pub source: Option<PathBuf>,
+    /// Several disks of one machine, each its own chain, all backed up by one run.
+    #[serde(default, rename = "disk")]
+    pub disks: Vec<Disk>,
+    /// A local repository folder, or `HOST:PORT` of a repository service this client is
+    /// enrolled with.
     pub repository: String,
     /// Block size of new chains, e.g. "1M".
     pub block_size: Option<String>,
     /// zstd level.
     pub compression: Option<i32>,
+    /// Alert when the job has had no successful run for this many hours (default 26: a
+    /// daily timer with slack).
+    pub alert_after_hours: Option<u32>,
     #[serde(default)]
     pub schedule: Schedule,
+    /// Makes this a verify job instead of a backup job.
+    pub verify: Option<VerifySpec>,
 }
+
+/// Where a job's repository is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A folder on this machine.
+    Local(PathBuf),
+    /// A repository service, `HOST:PORT` or `bulwark://HOST:PORT`.
+    Network(String),
+}
+
+/// What a job does: the one place a new kind of job is added.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobKind<'a> {
+    /// Back up each disk as its own repository job.
+    Backup(Vec<DiskJob>),
+    /// Re-read the stored blocks of these repository jobs (all when empty).
+    Verify(&'a VerifySpec),
+}
+
+/// One disk of a backup job, resolved: its repository job name and its source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskJob {
+    /// The disk's name (the job's own name for a job of one `source`).
+    pub disk: String,
+    /// The job name in the repository.
+    pub job: String,
+    pub source: PathBuf,
+}
+
+/// Default of `alert_after_hours`.
+pub const DEFAULT_ALERT_AFTER_HOURS: u32 = 26;
 
 impl JobFile {
     /// Reads and checks a job file.
@@ -93,25 +156,115 @@ impl JobFile {
             source,
         };
         let len = std::fs::metadata(path).map_err(io)?.len();
-        let invalid = |msg: String| JobError::Invalid {
-            path: path.to_path_buf(),
-            msg,
-        };
         if len > MAX_JOB_FILE {
-            return Err(invalid("larger than 64 KiB".into()));
+            return Err(JobError::Invalid {
+                path: path.to_path_buf(),
+                msg: "larger than 64 KiB".into(),
+            });
         }
         let text = std::fs::read_to_string(path).map_err(io)?;
-        let job: JobFile = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        bulwark_format::validate_name("job", &job.name).map_err(|e| invalid(e.to_string()))?;
+        JobFile::parse(&text).map_err(|msg| JobError::Invalid {
+            path: path.to_path_buf(),
+            msg,
+        })
+    }
+
+    /// Parses and checks the text of a job file.
+    pub fn parse(text: &str) -> Result<JobFile, String> {
+        let job: JobFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        bulwark_format::validate_name("job", &job.name).map_err(|e| e.to_string())?;
         let s = &job.schedule;
         if s.active_full_every_weeks > 0 && s.active_full_every_months > 0 {
-            return Err(invalid(
+            return Err(
                 "give active_full_every_weeks or active_full_every_months, not both".into(),
-            ));
+            );
+        }
+        if job.repository.trim().is_empty() {
+            return Err("repository is empty: give a folder or HOST:PORT".into());
+        }
+        if job.disks.len() > MAX_DISKS {
+            return Err(format!("more than {MAX_DISKS} [[disk]] tables"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for d in &job.disks {
+            bulwark_format::validate_name("disk", &d.name).map_err(|e| e.to_string())?;
+            if !seen.insert(d.name.as_str()) {
+                return Err(format!("disk {:?} is named twice", d.name));
+            }
+            // The repository job name must be a valid name too.
+            bulwark_format::validate_name("job", &format!("{}.{}", job.name, d.name))
+                .map_err(|e| format!("disk {:?}: {e}", d.name))?;
+        }
+        match (&job.verify, &job.source, job.disks.is_empty()) {
+            (Some(_), None, true) => {}
+            (Some(_), _, _) => {
+                return Err("a [verify] job backs nothing up: remove source and [[disk]]".into())
+            }
+            (None, Some(_), false) => {
+                return Err("give source (one disk) or [[disk]] tables (several), not both".into())
+            }
+            (None, None, true) => {
+                return Err(
+                    "nothing to back up: give source = \"/dev/…\" or [[disk]] tables".into(),
+                )
+            }
+            (None, _, _) => {}
+        }
+        if let Some(v) = &job.verify {
+            for j in &v.jobs {
+                bulwark_format::validate_name("job", j).map_err(|e| e.to_string())?;
+            }
         }
         Ok(job)
     }
+
+    /// Where the repository is: an absolute or relative folder, or `HOST:PORT`.
+    pub fn target(&self) -> Target {
+        let r = self.repository.trim();
+        let looks_remote = r.starts_with("bulwark://")
+            || (!r.starts_with('/') && !r.starts_with('.') && r.contains(':'));
+        if looks_remote && !Path::new(r).is_dir() {
+            Target::Network(r.to_string())
+        } else {
+            Target::Local(PathBuf::from(r))
+        }
+    }
+
+    /// What the job does.
+    pub fn kind(&self) -> JobKind<'_> {
+        if let Some(v) = &self.verify {
+            return JobKind::Verify(v);
+        }
+        JobKind::Backup(self.disk_jobs())
+    }
+
+    /// The disks of a backup job, in file order (none for other kinds).
+    pub fn disk_jobs(&self) -> Vec<DiskJob> {
+        if let Some(src) = &self.source {
+            return vec![DiskJob {
+                disk: self.name.clone(),
+                job: self.name.clone(),
+                source: src.clone(),
+            }];
+        }
+        self.disks
+            .iter()
+            .map(|d| DiskJob {
+                disk: d.name.clone(),
+                job: format!("{}.{}", self.name, d.name),
+                source: d.source.clone(),
+            })
+            .collect()
+    }
+
+    /// Seconds without a successful run after which the job is reported missed.
+    pub fn alert_after_secs(&self) -> i64 {
+        i64::from(self.alert_after_hours.unwrap_or(DEFAULT_ALERT_AFTER_HOURS)) * 3600
+    }
 }
+
+/// Most disks one job may name.
+pub const MAX_DISKS: usize = 64;
 
 /// What the repository holds for the job, as far as the schedule cares.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -282,5 +435,68 @@ mod tests {
             (PointKind::SyntheticFull, sun + 100),
         ]);
         assert_eq!(decide(&s, &state, sun + 5000).kind, PointKind::Incremental);
+    }
+
+    #[test]
+    fn job_files_name_one_disk_several_disks_or_a_verify() {
+        let one = JobFile::parse(
+            "name = \"web01\"\nsource = \"/dev/sda\"\nrepository = \"backup.example.org:6162\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            one.target(),
+            Target::Network("backup.example.org:6162".into())
+        );
+        assert_eq!(
+            one.kind(),
+            JobKind::Backup(vec![DiskJob {
+                disk: "web01".into(),
+                job: "web01".into(),
+                source: "/dev/sda".into()
+            }])
+        );
+        assert_eq!(one.alert_after_secs(), 26 * 3600);
+        let two = JobFile::parse(
+            "name = \"db\"\nrepository = \"/srv/bulwark/repo\"\nalert_after_hours = 2\n\
+             [[disk]]\nname = \"os\"\nsource = \"/dev/vda\"\n[[disk]]\nname = \"data\"\nsource = \"/dev/vdb\"\n",
+        )
+        .unwrap();
+        assert_eq!(two.target(), Target::Local("/srv/bulwark/repo".into()));
+        let jobs: Vec<_> = two.disk_jobs().into_iter().map(|d| d.job).collect();
+        assert_eq!(jobs, ["db.os", "db.data"]);
+        assert_eq!(two.alert_after_secs(), 7200);
+        let v =
+            JobFile::parse("name = \"nightly\"\nrepository = \"[::1]:6162\"\n[verify]\n").unwrap();
+        assert!(matches!(v.kind(), JobKind::Verify(_)));
+        assert_eq!(v.target(), Target::Network("[::1]:6162".into()));
+        assert_eq!(
+            JobFile::parse("name = \"l\"\nsource = \"x\"\nrepository = \"./repo:1\"\n")
+                .unwrap()
+                .target(),
+            Target::Local("./repo:1".into())
+        );
+    }
+
+    #[test]
+    fn bad_job_files_are_refused_with_what_to_change() {
+        let cases = [
+            ("name = \"a\"\nrepository = \"/r\"\n", "nothing to back up"),
+            ("name = \"a\"\nsource = \"/x\"\nrepository = \"/r\"\n[[disk]]\nname = \"b\"\nsource = \"/y\"\n", "not both"),
+            ("name = \"a\"\nrepository = \"/r\"\n[[disk]]\nname = \"b\"\nsource = \"/y\"\n[[disk]]\nname = \"b\"\nsource = \"/z\"\n", "named twice"),
+            ("name = \"a\"\nrepository = \"/r\"\n[[disk]]\nname = \"../b\"\nsource = \"/y\"\n", "disk name"),
+            ("name = \"a\"\nsource = \"/x\"\nrepository = \"/r\"\n[verify]\n", "backs nothing up"),
+            ("name = \"a\"\nsource = \"/x\"\nrepository = \" \"\n", "repository is empty"),
+            ("name = \"a\"\nsource = \"/x\"\nrepository = \"/r\"\nsurprise = 1\n", "unknown field"),
+        ];
+        for (text, want) in cases {
+            let e = JobFile::parse(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+        let long = "x".repeat(60);
+        let e = JobFile::parse(&format!(
+            "name = \"{long}\"\nrepository = \"/r\"\n[[disk]]\nname = \"abcdefgh\"\nsource = \"/y\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("disk \"abcdefgh\""), "{e}");
     }
 }

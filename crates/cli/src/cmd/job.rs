@@ -1,15 +1,26 @@
-//! `bulwark job run` and `bulwark job plan`: scheduled backups from a job file.
+//! `bulwark job run`, `bulwark job plan` and `bulwark job check`: scheduled jobs from a job
+//! file, over a local folder or a repository service.
+//!
+//! A run backs up every disk of the job (each its own repository job and chain), prints and
+//! records one result per disk in the state folder, and sends a notification when a disk
+//! failed. `check` reports jobs with no successful run within their alert interval (a killed
+//! or missed run), for a timer.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use bulwark_engine::{backup_local_source, BackupOptions};
+use bulwark_engine::{backup_local_source, BackupOptions, Source};
 use bulwark_format::PointKind;
-use bulwark_jobs::{decide, plan, JobFile, JobState};
+use bulwark_jobs::record::{overdue, DiskResult, RunRecord};
+use bulwark_jobs::{decide, plan, DiskJob, JobFile, JobKind, JobState, Target};
+use bulwark_remote::RemoteAddr;
 use bulwark_repository::{utc, Repository};
 use serde_json::json;
 
-use crate::output::{human, Output, EXIT_OK};
+use crate::output::{human, Output, EXIT_DAMAGE, EXIT_OK};
+
+/// Exit code of a run in which a disk failed.
+const EXIT_FAILED: i32 = 2;
 
 /// Arguments of `bulwark job`.
 #[derive(clap::Args)]
@@ -18,12 +29,28 @@ pub struct Args {
     action: Action,
 }
 
+/// Where records and notification settings live.
+#[derive(clap::Args, Clone)]
+struct StateArgs {
+    /// Folder of the run records (default $BULWARK_STATE_DIR, else /var/lib/bulwark as
+    /// root, else $XDG_STATE_HOME/bulwark or ~/.local/state/bulwark).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Notification settings (default $BULWARK_NOTIFY_CONFIG, else /etc/bulwark/notify.toml
+    /// when it exists; none: no notification is sent, only logged).
+    #[arg(long)]
+    notify_config: Option<PathBuf>,
+}
+
 #[derive(clap::Subcommand)]
 enum Action {
-    /// Run the job now: decide incremental, synthetic full or active full, and do it.
+    /// Run the job now: for each disk decide incremental, synthetic full or active full, and
+    /// do it; exit 2 when a disk failed.
     Run {
         /// The job file (see docs/jobs.md).
         file: PathBuf,
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// Show what the next daily runs would be, and why.
     Plan {
@@ -33,147 +60,564 @@ enum Action {
         #[arg(long, default_value_t = 14)]
         runs: usize,
     },
+    /// Report (and notify) each job with no successful run within its alert interval;
+    /// exit 1 when one is overdue.
+    Check {
+        /// Job files, or folders of job files (*.toml).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        state: StateArgs,
+    },
 }
 
 fn now() -> i64 {
     bulwark_time::UnixTime::now().secs()
 }
 
-fn load(file: &std::path::Path) -> anyhow::Result<(JobFile, Repository, JobState)> {
-    let job = JobFile::load(file)?;
-    let path = std::path::Path::new(&job.repository);
-    if !path.is_dir() && job.repository.contains(':') {
-        anyhow::bail!(
-            "job file {}: repository {:?} looks like a network address; jobs support local repositories only \
-             for now: run `bulwark backup --repo {}` from a timer instead",
-            file.display(),
-            job.repository,
-            job.repository
-        );
+/// The folder of run records.
+fn state_dir(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
     }
-    let repo = super::open_repo(path)?;
-    let scan = repo.scan_job(&job.name)?;
-    let state = JobState {
-        points: scan
-            .points
-            .iter()
-            .map(|p| (p.meta.kind, p.meta.created_unix_secs))
-            .collect(),
-        damage: repo.chain_damage(&job.name)?,
-    };
-    Ok((job, repo, state))
+    if let Some(p) = std::env::var_os("BULWARK_STATE_DIR") {
+        return PathBuf::from(p);
+    }
+    if bulwark_sys::effective_uid() == 0 {
+        return PathBuf::from("/var/lib/bulwark");
+    }
+    if let Some(p) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(p).join("bulwark");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".local/state/bulwark")
 }
 
-/// Runs `bulwark job`.
-pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
-    match a.action {
-        Action::Plan { file, runs } => {
-            let (job, _, state) = load(&file)?;
-            let p = plan(&job.schedule, &state, now(), runs);
-            if out.json {
-                let v: Vec<_> = p
-                    .iter()
-                    .map(|(t, d)| json!({"at": utc(*t), "kind": d.kind.as_str(), "reason": d.reason}))
-                    .collect();
-                out.json(&json!({"job": job.name, "runs": v}));
-            } else {
-                println!("job {} (one run a day from now):", job.name);
-                for (t, d) in p {
-                    println!("  {}  {:14}  {}", &utc(t)[..10], d.kind.as_str(), d.reason);
-                }
-            }
-            Ok(EXIT_OK)
+/// The job's repository, ready for the kind of run.
+enum Place {
+    Local(Repository),
+    Remote {
+        addr: RemoteAddr,
+        config_dir: PathBuf,
+    },
+}
+
+impl Place {
+    fn open(job: &JobFile, file: &Path, config_dir: &Path) -> anyhow::Result<Place> {
+        match job.target() {
+            Target::Local(p) => Ok(Place::Local(super::open_repo(&p).with_context(|| {
+                format!(
+                    "job file {}: repository {:?} (a folder here; for a repository service \
+                     write HOST:PORT)",
+                    file.display(),
+                    job.repository
+                )
+            })?)),
+            Target::Network(a) => Ok(Place::Remote {
+                addr: RemoteAddr::parse(&a)
+                    .with_context(|| format!("job file {}: repository {a:?}", file.display()))?,
+                config_dir: config_dir.to_path_buf(),
+            }),
         }
-        Action::Run { file } => {
-            // Root on a guarded host: open the source, continue as the repository's owner.
-            let mut opened = match JobFile::load(&file) {
-                Ok(j) => super::become_repo_owner(std::path::Path::new(&j.repository), &j.source)?,
-                Err(_) => None,
-            };
-            let (job, repo, state) = load(&file)?;
-            let decision = decide(&job.schedule, &state, now());
-            if !out.json {
-                println!(
-                    "job {}: {} — {}",
-                    job.name,
-                    decision.kind.as_str(),
-                    decision.reason
-                );
+    }
+
+    /// What the repository holds for one repository job.
+    fn state(&self, job: &str) -> anyhow::Result<JobState> {
+        match self {
+            Place::Local(repo) => {
+                let scan = repo.scan_job(job)?;
+                Ok(JobState {
+                    points: scan
+                        .points
+                        .iter()
+                        .map(|p| (p.meta.kind, p.meta.created_unix_secs))
+                        .collect(),
+                    damage: repo.chain_damage(job)?,
+                })
             }
-            let block_size = job
-                .block_size
-                .as_deref()
-                .map(super::parse_size)
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
-            let opts = BackupOptions {
-                block_size,
-                compression_level: job
-                    .compression
-                    .unwrap_or(bulwark_engine::DEFAULT_COMPRESSION),
-                force_full: decision.kind == PointKind::ActiveFull,
-                threads: bulwark_engine::default_threads(),
-            };
-            let pb = out.progress(0, "backup");
-            let src = match opened.take() {
+            Place::Remote { addr, config_dir } => {
+                let jobs = bulwark_remote::list_jobs(config_dir, addr)
+                    .with_context(|| format!("listing this client's jobs on {addr}"))?;
+                let points = if jobs.iter().any(|j| j == job) {
+                    bulwark_remote::list_points(config_dir, addr, job)
+                        .with_context(|| format!("listing job {job:?} on {addr}"))?
+                        .iter()
+                        .map(|m| (m.kind, m.created_unix))
+                        .collect()
+                } else {
+                    vec![]
+                };
+                // The service decides a new chain itself after damage (its full_reason).
+                Ok(JobState {
+                    points,
+                    damage: None,
+                })
+            }
+        }
+    }
+}
+
+fn backup_options(job: &JobFile, force_full: bool) -> anyhow::Result<BackupOptions> {
+    let block_size = job
+        .block_size
+        .as_deref()
+        .map(super::parse_size)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    Ok(BackupOptions {
+        block_size,
+        compression_level: job
+            .compression
+            .unwrap_or(bulwark_engine::DEFAULT_COMPRESSION),
+        force_full,
+        threads: bulwark_engine::default_threads(),
+    })
+}
+
+/// One disk, backed up.
+fn run_disk(
+    job: &JobFile,
+    disk: &DiskJob,
+    place: &Place,
+    opened: Option<Source>,
+    out: &Output,
+) -> anyhow::Result<DiskResult> {
+    let state = place.state(&disk.job)?;
+    let mut decision = decide(&job.schedule, &state, now());
+    if decision.kind == PointKind::SyntheticFull && matches!(place, Place::Remote { .. }) {
+        decision = bulwark_jobs::Decision {
+            kind: PointKind::Incremental,
+            reason: "synthetic fulls of network jobs are built on the repository host \
+                     (bulwark-repo synthesize); this run sends the changed blocks"
+                .into(),
+        };
+    }
+    if !out.json {
+        println!(
+            "job {} disk {}: {} — {}",
+            job.name,
+            disk.disk,
+            decision.kind.as_str(),
+            decision.reason
+        );
+    }
+    let opts = backup_options(job, decision.kind == PointKind::ActiveFull)?;
+    let pb = out.progress(0, "backup");
+    let (point, kind, bytes_stored, seconds, synth) = match place {
+        Place::Local(repo) => {
+            let src = match opened {
                 Some(s) => s,
-                None => bulwark_engine::Source::open(&job.source)?,
+                None => Source::open(&disk.source).map_err(|e| match super::source_advice(&e) {
+                    Some(advice) => anyhow::anyhow!("{e}; {advice}"),
+                    None => e.into(),
+                })?,
             };
-            let s = backup_local_source(&repo, &job.name, src, &opts, &|n| pb.inc(n))
-                .with_context(|| {
-                    format!("backing up {} for job {}", job.source.display(), job.name)
-                })?;
-            pb.finish_and_clear();
+            let s = backup_local_source(repo, &disk.job, src, &opts, &|n| pb.inc(n))
+                .with_context(|| format!("backing up {}", disk.source.display()))?;
             let synth = if decision.kind == PointKind::SyntheticFull {
                 Some(
-                    repo.synthesize(&job.name)
+                    repo.synthesize(&disk.job)
                         .context("building the synthetic full")?,
                 )
             } else {
                 None
             };
-            if out.json {
-                out.json(&json!({
-                    "job": job.name, "decision": decision.kind.as_str(), "reason": decision.reason,
-                    "point": s.sealed.meta.point.to_hex(), "kind": s.sealed.meta.kind.as_str(),
-                    "bytes_stored": s.counters.bytes_stored, "seconds": s.elapsed.as_secs_f64(),
-                    "synthetic_full": synth.as_ref().map(|o| o.sealed.meta.point.to_hex()),
-                    "synthetic_method": synth.as_ref().map(|o| o.method.as_str()),
-                }));
-            } else {
-                println!(
-                    "  {} {}: {} new blocks, {} stored, in {:.1}s",
-                    s.sealed.meta.kind.as_str(),
-                    s.sealed.meta.point,
-                    s.counters.blocks_new,
-                    human(s.counters.bytes_stored),
-                    s.elapsed.as_secs_f64()
+            (
+                s.sealed.meta.point.to_hex(),
+                s.sealed.meta.kind,
+                s.counters.bytes_stored,
+                s.elapsed.as_secs_f64(),
+                synth.map(|o| (o.sealed.meta.point.to_hex(), o.method.as_str())),
+            )
+        }
+        Place::Remote { addr, config_dir } => {
+            let s = bulwark_remote::backup_remote(
+                config_dir,
+                addr,
+                &disk.job,
+                &disk.source,
+                &opts,
+                &|n| pb.inc(n),
+            )
+            .with_context(|| format!("backing up {} to {addr}", disk.source.display()))?;
+            (
+                s.sealed.summary.point.to_hex(),
+                s.sealed.summary.kind,
+                s.counters.bytes_stored,
+                s.elapsed.as_secs_f64(),
+                None,
+            )
+        }
+    };
+    pb.finish_and_clear();
+    if !out.json {
+        println!(
+            "  {} {point}: {} stored in {seconds:.1}s",
+            kind.as_str(),
+            human(bytes_stored)
+        );
+        if let Some((p, method)) = &synth {
+            println!("  synthetic full {p} by {method}");
+        }
+    }
+    Ok(DiskResult {
+        disk: disk.disk.clone(),
+        job: disk.job.clone(),
+        ok: true,
+        kind: kind.as_str().to_string(),
+        point: Some(point),
+        bytes_stored,
+        seconds,
+        error: None,
+    })
+}
+
+/// Root on a guarded host: open every disk as root, then continue as the repository's owner.
+fn open_as_root(job: &JobFile, disks: &[DiskJob]) -> anyhow::Result<Option<Vec<Source>>> {
+    let Target::Local(repo) = job.target() else {
+        return Ok(None);
+    };
+    let sources: Vec<&Path> = disks.iter().map(|d| d.source.as_path()).collect();
+    super::become_repo_owner_opening(&repo, &sources)
+}
+
+fn run_backup(
+    job: &JobFile,
+    file: &Path,
+    disks: Vec<DiskJob>,
+    config_dir: &Path,
+    state: &StateArgs,
+    out: &Output,
+) -> anyhow::Result<i32> {
+    let dir = state_dir(state.state_dir.as_deref());
+    let previous = bulwark_jobs::record::RunRecord::load(&dir, &job.name)?;
+    let mut record = RunRecord::starting(&job.name, previous.as_ref(), now());
+    // Marked before anything happens: a killed run leaves "started, never finished".
+    prepare_state_dir(&dir, job)?;
+    record
+        .save(&dir)
+        .with_context(|| format!("recording the start of job {}", job.name))?;
+    let mut opened = open_as_root(job, &disks)?.map(Vec::into_iter);
+    let place = Place::open(job, file, config_dir)?;
+    let mut results = Vec::new();
+    for disk in &disks {
+        let src = opened.as_mut().and_then(Iterator::next);
+        let r = run_disk(job, disk, &place, src, out).unwrap_or_else(|e| {
+            let error = format!("{e:#}");
+            if !out.json {
+                println!("job {} disk {}: FAILED: {error}", job.name, disk.disk);
+            }
+            DiskResult {
+                disk: disk.disk.clone(),
+                job: disk.job.clone(),
+                ok: false,
+                kind: String::new(),
+                point: None,
+                bytes_stored: 0,
+                seconds: 0.0,
+                error: Some(error),
+            }
+        });
+        results.push(r);
+    }
+    record.finish(results, now());
+    record
+        .save(&dir)
+        .with_context(|| format!("recording the result of job {}", job.name))?;
+    if !record.ok {
+        let failed: Vec<String> = record
+            .disks
+            .iter()
+            .filter(|d| !d.ok)
+            .map(|d| format!("{}: {}", d.disk, d.error.as_deref().unwrap_or("failed")))
+            .collect();
+        crate::notify::send(
+            state.notify_config.as_deref(),
+            crate::notify::Event::BackupFailed,
+            &job.name,
+            &format!(
+                "backup job {} failed on {} of {} disks: {}",
+                job.name,
+                failed.len(),
+                record.disks.len(),
+                failed.join("; ")
+            ),
+        );
+    }
+    if out.json {
+        out.json(&json!({
+            "job": job.name, "repository": job.repository, "ok": record.ok,
+            "disks": record.disks, "record": bulwark_jobs::record::record_path(&dir, &job.name),
+        }));
+    } else {
+        println!(
+            "job {}: {} of {} disks backed up",
+            job.name,
+            record.disks.iter().filter(|d| d.ok).count(),
+            record.disks.len()
+        );
+    }
+    Ok(if record.ok { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// The state folder exists; when root will continue as a guarded repository's owner, its
+/// records folder belongs to that owner, so the run can record its result after the drop.
+fn prepare_state_dir(dir: &Path, job: &JobFile) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let jobs = dir.join("jobs");
+    std::fs::create_dir_all(&jobs).with_context(|| format!("creating {}", jobs.display()))?;
+    if bulwark_sys::effective_uid() != 0 {
+        return Ok(());
+    }
+    let Target::Local(repo) = job.target() else {
+        return Ok(());
+    };
+    if !repo.join("repository.toml").is_file() {
+        return Ok(());
+    }
+    let meta = std::fs::metadata(&repo).with_context(|| format!("reading {}", repo.display()))?;
+    if meta.uid() != 0 {
+        std::os::unix::fs::chown(&jobs, Some(meta.uid()), Some(meta.gid()))
+            .with_context(|| format!("giving {} to the repository's owner", jobs.display()))?;
+    }
+    Ok(())
+}
+
+fn run_verify(
+    job: &JobFile,
+    spec: &bulwark_jobs::VerifySpec,
+    config_dir: &Path,
+    state: &StateArgs,
+    out: &Output,
+) -> anyhow::Result<i32> {
+    let repo = crate::repo::Repo::parse(Path::new(job.repository.trim()), config_dir);
+    let dir = state_dir(state.state_dir.as_deref());
+    let previous = RunRecord::load(&dir, &job.name)?;
+    let mut record = RunRecord::starting(&job.name, previous.as_ref(), now());
+    std::fs::create_dir_all(dir.join("jobs"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    record.save(&dir)?;
+    let threads = bulwark_engine::default_threads();
+    let targets: Vec<Option<&str>> = if spec.jobs.is_empty() {
+        vec![None]
+    } else {
+        spec.jobs.iter().map(|j| Some(j.as_str())).collect()
+    };
+    let mut results = Vec::new();
+    let mut damaged = Vec::new();
+    for t in targets {
+        let name = t.unwrap_or("*").to_string();
+        match repo.verify(t, threads, out) {
+            Ok(r) => {
+                for d in &r.damaged {
+                    damaged.push(format!(
+                        "job {} point {}: {}",
+                        d.job,
+                        d.point.as_deref().unwrap_or("?"),
+                        d.problems.join("; ")
+                    ));
+                }
+                results.push(DiskResult {
+                    disk: name.clone(),
+                    job: name,
+                    ok: r.clean,
+                    kind: "verify".into(),
+                    point: None,
+                    bytes_stored: r.bytes_checked,
+                    seconds: 0.0,
+                    error: (!r.clean).then(|| format!("{} damaged", r.damaged.len())),
+                });
+            }
+            Err(e) => results.push(DiskResult {
+                disk: name.clone(),
+                job: name,
+                ok: false,
+                kind: "verify".into(),
+                point: None,
+                bytes_stored: 0,
+                seconds: 0.0,
+                error: Some(format!("{e:#}")),
+            }),
+        }
+    }
+    record.finish(results, now());
+    record.save(&dir)?;
+    if !damaged.is_empty() {
+        crate::notify::send(
+            state.notify_config.as_deref(),
+            crate::notify::Event::VerifyDamage,
+            &job.name,
+            &format!(
+                "verify job {} found damage: {}",
+                job.name,
+                damaged.join(" | ")
+            ),
+        );
+    }
+    if out.json {
+        out.json(
+            &json!({"job": job.name, "ok": record.ok, "results": record.disks, "damaged": damaged}),
+        );
+    } else {
+        for d in &damaged {
+            println!("DAMAGED {d}");
+        }
+        for r in &record.disks {
+            println!(
+                "verify {}: {}",
+                r.job,
+                if r.ok {
+                    "clean".to_string()
+                } else {
+                    r.error.clone().unwrap_or_default()
+                }
+            );
+        }
+    }
+    Ok(if !damaged.is_empty() {
+        EXIT_DAMAGE
+    } else if record.ok {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    })
+}
+
+/// Job files named on the command line, folders expanded to their `*.toml`.
+fn job_files(args: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for a in args {
+        if a.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(a)
+                .with_context(|| format!("listing {}", a.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            v.sort();
+            out.extend(v);
+        } else {
+            out.push(a.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn run_check(files: &[PathBuf], state: &StateArgs, out: &Output) -> anyhow::Result<i32> {
+    let dir = state_dir(state.state_dir.as_deref());
+    let t = now();
+    let mut rows = Vec::new();
+    let mut late = 0;
+    for f in job_files(files)? {
+        let job = JobFile::load(&f)?;
+        let rec = RunRecord::load(&dir, &job.name)?;
+        let why = overdue(rec.as_ref(), job.alert_after_secs(), t);
+        if let Some(w) = &why {
+            late += 1;
+            crate::notify::send(
+                state.notify_config.as_deref(),
+                crate::notify::Event::BackupMissed,
+                &job.name,
+                w,
+            );
+        }
+        if !out.json {
+            match &why {
+                Some(w) => println!("OVERDUE {w}"),
+                None => println!(
+                    "ok      job {}: last success {}",
+                    job.name,
+                    rec.as_ref()
+                        .and_then(|r| r.last_success_unix)
+                        .map(utc)
+                        .unwrap_or_else(|| "never (no run yet)".into())
+                ),
+            }
+        }
+        rows.push(json!({"job": job.name, "overdue": why,
+            "last_success_unix": rec.as_ref().and_then(|r| r.last_success_unix)}));
+    }
+    if out.json {
+        out.json(&json!({"jobs": rows, "overdue": late}));
+    }
+    Ok(if late > 0 { EXIT_DAMAGE } else { EXIT_OK })
+}
+
+/// Runs `bulwark job`.
+pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
+    match a.action {
+        Action::Plan { file, runs } => {
+            let job = JobFile::load(&file)?;
+            let JobKind::Backup(disks) = job.kind() else {
+                anyhow::bail!(
+                    "job file {}: a verify job has no backup plan; `bulwark job run` it",
+                    file.display()
                 );
-                if let Some(o) = synth {
-                    println!(
-                        "  synthetic full {} by {} in {:.2}s",
-                        o.sealed.meta.point,
-                        o.method.as_str(),
-                        o.elapsed.as_secs_f64()
-                    );
+            };
+            let place = Place::open(&job, &file, config_dir)?;
+            let mut all = Vec::new();
+            for d in &disks {
+                let state = place.state(&d.job)?;
+                let p = plan(&job.schedule, &state, now(), runs);
+                if !out.json {
+                    println!("job {} (one run a day from now):", d.job);
+                    for (t, dec) in &p {
+                        println!(
+                            "  {}  {:14}  {}",
+                            &utc(*t)[..10],
+                            dec.kind.as_str(),
+                            dec.reason
+                        );
+                    }
+                }
+                let v: Vec<_> = p
+                    .iter()
+                    .map(|(t, d)| json!({"at": utc(*t), "kind": d.kind.as_str(), "reason": d.reason}))
+                    .collect();
+                all.push(json!({"job": d.job, "disk": d.disk, "runs": v}));
+            }
+            if out.json {
+                // One disk: the shape it always had; several: one entry per disk.
+                if all.len() == 1 {
+                    out.json(&all[0]);
+                } else {
+                    out.json(&json!({"job": job.name, "disks": all}));
                 }
             }
             Ok(EXIT_OK)
         }
+        Action::Run { file, state } => {
+            let job = JobFile::load(&file)?;
+            match job.kind() {
+                JobKind::Backup(disks) => run_backup(&job, &file, disks, config_dir, &state, out),
+                JobKind::Verify(spec) => {
+                    let spec = spec.clone();
+                    run_verify(&job, &spec, config_dir, &state, out)
+                }
+            }
+        }
+        Action::Check { files, state } => run_check(&files, &state, out),
     }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_shipped_example_job_file_parses() {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/jobs/web01.toml");
-        let job = bulwark_jobs::JobFile::load(&p).unwrap();
+    fn the_shipped_example_job_files_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/jobs");
+        let job = bulwark_jobs::JobFile::load(&dir.join("web01.toml")).unwrap();
         assert_eq!(job.name, "web01");
         assert_eq!(job.schedule.active_full_every_weeks, 4);
         assert_eq!(
             job.schedule.synthetic_full_day,
             Some(bulwark_jobs::Weekday::Sunday)
         );
+        assert_eq!(
+            job.target(),
+            bulwark_jobs::Target::Network("backup.example.org:6162".into())
+        );
+        let db = bulwark_jobs::JobFile::load(&dir.join("db01.toml")).unwrap();
+        assert_eq!(db.disk_jobs().len(), 2);
+        let v = bulwark_jobs::JobFile::load(&dir.join("verify.toml")).unwrap();
+        assert!(matches!(v.kind(), bulwark_jobs::JobKind::Verify(_)));
     }
 }

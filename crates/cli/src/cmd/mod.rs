@@ -30,6 +30,15 @@ pub fn become_repo_owner(
     repo: &Path,
     source: &Path,
 ) -> anyhow::Result<Option<bulwark_engine::Source>> {
+    Ok(become_repo_owner_opening(repo, &[source])?.and_then(|v| v.into_iter().next()))
+}
+
+/// [`become_repo_owner`] for several sources (a job of several disks): all are opened as
+/// root before root is given up.
+pub fn become_repo_owner_opening(
+    repo: &Path,
+    sources: &[&Path],
+) -> anyhow::Result<Option<Vec<bulwark_engine::Source>>> {
     use std::os::unix::fs::MetadataExt;
     if bulwark_sys::effective_uid() != 0 || !repo.join("repository.toml").is_file() {
         return Ok(None);
@@ -61,15 +70,25 @@ pub fn become_repo_owner(
             repo.display()
         );
     }
-    let src = bulwark_engine::Source::open(source)
-        .with_context(|| format!("opening {} as root", source.display()))?;
+    let mut src = Vec::with_capacity(sources.len());
+    for source in sources {
+        src.push(
+            bulwark_engine::Source::open(source)
+                .with_context(|| format!("opening {} as root", source.display()))?,
+        );
+    }
     bulwark_sys::drop_privileges(uid, gid).with_context(|| {
         format!(
             "giving up root for uid {uid}, gid {gid} (the owner of {})",
             repo.display()
         )
     })?;
-    tracing::info!(uid, gid, source = %source.display(), "opened the source as root; continuing as the repository's owner");
+    tracing::info!(
+        uid,
+        gid,
+        sources = src.len(),
+        "opened the sources as root; continuing as the repository's owner"
+    );
     Ok(Some(src))
 }
 

@@ -1,0 +1,281 @@
+//! The record of a job's runs, kept by `bulwark job run` in the client's state folder
+//! (`<state>/jobs/<name>.json`): when the last run started and ended, one result per disk,
+//! and when the job last succeeded. A run marks its start before it does anything, so a run
+//! that was killed leaves a record that says so. Whether a job is overdue is a pure
+//! function of the record, the job's alert interval and `now` ([`overdue`]).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Largest record read back (a record names at most `MAX_DISKS` disks).
+const MAX_RECORD: u64 = 1 << 20;
+
+/// Errors reading or writing a run record.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("run record {path} is not valid: {msg}; delete it (the next run writes a new one)")]
+    Invalid { path: PathBuf, msg: String },
+}
+
+/// One disk's result in a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DiskResult {
+    /// The disk's name in the job file.
+    pub disk: String,
+    /// Its job name in the repository.
+    pub job: String,
+    pub ok: bool,
+    /// `active_full`, `synthetic_full` or `incremental` (what was decided).
+    #[serde(default)]
+    pub kind: String,
+    /// The restore point made.
+    #[serde(default)]
+    pub point: Option<String>,
+    #[serde(default)]
+    pub bytes_stored: u64,
+    #[serde(default)]
+    pub seconds: f64,
+    /// What went wrong.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// The state of a job's runs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub job: String,
+    /// Start of the last run.
+    pub started_unix: i64,
+    /// End of the last run; `None` while it runs, or when it was killed.
+    pub finished_unix: Option<i64>,
+    /// Whether every disk of the last finished run succeeded.
+    pub ok: bool,
+    /// End of the last run in which every disk succeeded.
+    pub last_success_unix: Option<i64>,
+    /// The last run's results, one per disk.
+    pub disks: Vec<DiskResult>,
+}
+
+/// The record file of a job.
+pub fn record_path(state_dir: &Path, job: &str) -> PathBuf {
+    state_dir.join("jobs").join(format!("{job}.json"))
+}
+
+impl RunRecord {
+    /// The job's record, or `None` when it has never run here.
+    pub fn load(state_dir: &Path, job: &str) -> Result<Option<RunRecord>, RecordError> {
+        let path = record_path(state_dir, job);
+        let f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(RecordError::Io {
+                    what: "opening",
+                    path,
+                    source,
+                })
+            }
+        };
+        let mut text = String::new();
+        use std::io::Read;
+        f.take(MAX_RECORD + 1)
+            .read_to_string(&mut text)
+            .map_err(|source| RecordError::Io {
+                what: "reading",
+                path: path.clone(),
+                source,
+            })?;
+        if text.len() as u64 > MAX_RECORD {
+            return Err(RecordError::Invalid {
+                path,
+                msg: "larger than 1 MiB".into(),
+            });
+        }
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| RecordError::Invalid {
+                path,
+                msg: e.to_string(),
+            })
+    }
+
+    /// Writes the record: temporary file, fsync, rename, fsync of the folder.
+    pub fn save(&self, state_dir: &Path) -> Result<(), RecordError> {
+        let path = record_path(state_dir, &self.job);
+        let dir = path.parent().expect("record path has a folder");
+        let io = |what: &'static str, p: &Path| {
+            let p = p.to_path_buf();
+            move |source| RecordError::Io {
+                what,
+                path: p,
+                source,
+            }
+        };
+        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+        let tmp = dir.join(format!(".{}.json.tmp", self.job));
+        let text = serde_json::to_vec_pretty(self).expect("a record serializes");
+        let mut f = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
+        f.write_all(&text)
+            .and_then(|_| f.sync_all())
+            .map_err(io("writing", &tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, &path).map_err(io("renaming into place", &path))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("syncing", dir))
+    }
+
+    /// The record of a run starting at `now`, keeping the last success of `previous`.
+    pub fn starting(job: &str, previous: Option<&RunRecord>, now: i64) -> RunRecord {
+        RunRecord {
+            job: job.to_string(),
+            started_unix: now,
+            finished_unix: None,
+            ok: false,
+            last_success_unix: previous.and_then(|p| p.last_success_unix),
+            disks: vec![],
+        }
+    }
+
+    /// Closes the run at `now` with its per-disk results.
+    pub fn finish(&mut self, disks: Vec<DiskResult>, now: i64) {
+        self.ok = !disks.is_empty() && disks.iter().all(|d| d.ok);
+        self.disks = disks;
+        self.finished_unix = Some(now);
+        if self.ok {
+            self.last_success_unix = Some(now);
+        }
+    }
+}
+
+/// Why a job is overdue at `now`: no successful run within `alert_after` seconds (counted
+/// from the first run's start when it never succeeded), saying what the last run did.
+/// `None` when the job has succeeded recently enough, or has never run at all (a job that
+/// was never started has no record to judge; the timer's own failure is systemd's).
+pub fn overdue(record: Option<&RunRecord>, alert_after: i64, now: i64) -> Option<String> {
+    let r = record?;
+    let since = r.last_success_unix.unwrap_or(r.started_unix);
+    if now - since <= alert_after {
+        return None;
+    }
+    let hours = |s: i64| format!("{:.1} h", s as f64 / 3600.0);
+    let last = match (r.finished_unix, r.ok) {
+        (None, _) => format!(
+            "the last run, started {}, never finished (killed or still running)",
+            bulwark_time::utc(r.started_unix)
+        ),
+        (Some(_), false) => {
+            let failed: Vec<_> = r
+                .disks
+                .iter()
+                .filter(|d| !d.ok)
+                .map(|d| match &d.error {
+                    Some(e) => format!("{}: {e}", d.disk),
+                    None => d.disk.clone(),
+                })
+                .collect();
+            format!("the last run failed ({})", failed.join("; "))
+        }
+        (Some(_), true) => "no run since".to_string(),
+    };
+    Some(match r.last_success_unix {
+        Some(t) => format!(
+            "job {}: no successful backup for {} (last success {}, alert after {}); {last}",
+            r.job,
+            hours(now - t),
+            bulwark_time::utc(t),
+            hours(alert_after)
+        ),
+        None => format!(
+            "job {}: no successful backup since its first run {} ago (alert after {}); {last}",
+            r.job,
+            hours(now - r.started_unix),
+            hours(alert_after)
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok_disk(name: &str, ok: bool) -> DiskResult {
+        DiskResult {
+            disk: name.into(),
+            job: format!("m.{name}"),
+            ok,
+            kind: "incremental".into(),
+            point: None,
+            bytes_stored: 0,
+            seconds: 0.0,
+            error: (!ok).then(|| "source unreadable".into()),
+        }
+    }
+
+    #[test]
+    fn a_run_succeeds_only_when_every_disk_does() {
+        let mut r = RunRecord::starting("m", None, 100);
+        r.finish(vec![ok_disk("a", true), ok_disk("b", false)], 200);
+        assert!(!r.ok);
+        assert_eq!(r.last_success_unix, None);
+        let mut r2 = RunRecord::starting("m", Some(&r), 300);
+        r2.finish(vec![ok_disk("a", true), ok_disk("b", true)], 400);
+        assert!(r2.ok);
+        assert_eq!(r2.last_success_unix, Some(400));
+        // A run with no disk at all is no success.
+        let mut r3 = RunRecord::starting("m", Some(&r2), 500);
+        r3.finish(vec![], 600);
+        assert!(!r3.ok);
+        assert_eq!(r3.last_success_unix, Some(400));
+    }
+
+    #[test]
+    fn overdue_follows_the_last_success_and_names_what_went_wrong() {
+        let h = 3600;
+        assert_eq!(overdue(None, 26 * h, 1_000_000), None);
+        let mut r = RunRecord::starting("m", None, 0);
+        r.finish(vec![ok_disk("a", true)], 10);
+        assert_eq!(overdue(Some(&r), 26 * h, 10 + 26 * h), None);
+        let late = overdue(Some(&r), 26 * h, 11 + 26 * h).unwrap();
+        assert!(
+            late.contains("no successful backup") && late.contains("no run since"),
+            "{late}"
+        );
+        // Killed: started, never finished.
+        let killed = RunRecord::starting("m", Some(&r), 20 * h);
+        let msg = overdue(Some(&killed), 26 * h, 30 * h).unwrap();
+        assert!(msg.contains("never finished"), "{msg}");
+        assert_eq!(overdue(Some(&killed), 26 * h, 20 * h), None);
+        // Failed runs only, never a success: counted from the first start.
+        let mut failed = RunRecord::starting("m", None, 0);
+        failed.finish(vec![ok_disk("b", false)], 5);
+        let msg = overdue(Some(&failed), 60, 61).unwrap();
+        assert!(
+            msg.contains("failed") && msg.contains("b: source unreadable"),
+            "{msg}"
+        );
+        assert_eq!(overdue(Some(&failed), 60, 60), None);
+    }
+
+    #[test]
+    fn records_round_trip_through_the_state_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(RunRecord::load(dir.path(), "m").unwrap(), None);
+        let mut r = RunRecord::starting("m", None, 7);
+        r.finish(vec![ok_disk("a", true)], 9);
+        r.save(dir.path()).unwrap();
+        assert_eq!(RunRecord::load(dir.path(), "m").unwrap(), Some(r));
+        std::fs::write(record_path(dir.path(), "m"), b"{not json").unwrap();
+        let e = RunRecord::load(dir.path(), "m").unwrap_err().to_string();
+        assert!(e.contains("delete it"), "{e}");
+    }
+}

@@ -1,0 +1,175 @@
+//! `bulwark-monitor`: the repository host's watcher, run every minute by
+//! `bulwark-monitor.timer` as the unprivileged service user. It asks the immutability service
+//! for its status over the Unix socket (the service itself has no network and links no
+//! notification code), looks at `incoming/`, verify's records and the space report, sends
+//! the notifications due (`/etc/bulwark/notify.toml`), and writes Prometheus metrics for
+//! node_exporter's textfile collector.
+//!
+//! Exit codes: 0 nothing to report, 1 a condition is active, 2 operational error.
+
+mod metrics;
+mod watch;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use bulwark_notify::{dedup::Sent, Config, Event, Notification};
+use clap::{Parser, Subcommand};
+
+/// Watch a Bulwark repository host: notifications and metrics.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Look at the repository once: notify what is wrong, optionally write metrics.
+    Check(CheckArgs),
+    /// Send one notification (for systemd OnFailure= hooks and tests).
+    Send {
+        /// backup_failed, backup_missed, verify_damage, clock_alert, clock_frozen,
+        /// not_sealed, locked_bytes_high or tier_sync_failed.
+        event: String,
+        /// What it is about (job, repository, unit).
+        subject: String,
+        /// The message.
+        message: String,
+        /// Notification settings (default $BULWARK_NOTIFY_CONFIG, else
+        /// /etc/bulwark/notify.toml when it exists).
+        #[arg(long)]
+        notify_config: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The repository folder.
+    repo: PathBuf,
+    /// The immutability service's configuration, for its cap on locked bytes.
+    #[arg(long, default_value = "/etc/bulwark/immutd.toml")]
+    immutd_config: PathBuf,
+    /// Notification settings (default $BULWARK_NOTIFY_CONFIG, else /etc/bulwark/notify.toml
+    /// when it exists).
+    #[arg(long)]
+    notify_config: Option<PathBuf>,
+    /// Where to remember what was sent, so that a lasting condition is not sent every minute.
+    #[arg(long, default_value = "/var/lib/bulwark-monitor")]
+    state_dir: PathBuf,
+    /// Also write the metrics to this file (e.g.
+    /// /var/lib/prometheus/node-exporter/bulwark.prom).
+    #[arg(long)]
+    metrics: Option<PathBuf>,
+    /// Seconds a finished file may wait in incoming/ before it is reported not sealed.
+    #[arg(long, default_value_t = 60)]
+    seal_grace_secs: i64,
+    /// Report locked bytes above this percentage of the cap.
+    #[arg(long, default_value_t = 80)]
+    cap_percent: u64,
+}
+
+fn check(a: CheckArgs, json: bool) -> anyhow::Result<i32> {
+    let now = bulwark_time::UnixTime::now().secs();
+    let cap_cfg = a
+        .immutd_config
+        .exists()
+        .then_some(a.immutd_config.as_path());
+    let facts = watch::gather(&a.repo, cap_cfg, now)?;
+    if let Some(out) = &a.metrics {
+        metrics::write_atomic(out, &metrics::render(&facts))
+            .with_context(|| format!("writing the metrics to {}", out.display()))?;
+    }
+    let conds = watch::conditions(
+        &facts,
+        &watch::Thresholds {
+            seal_grace_secs: a.seal_grace_secs,
+            cap_percent: a.cap_percent,
+        },
+    );
+    let cfg = Config::find(a.notify_config.as_deref())?;
+    let repeat = i64::from(cfg.as_ref().and_then(|c| c.repeat_hours).unwrap_or(24)) * 3600;
+    let sent_path = a.state_dir.join("sent.json");
+    let mut sent = Sent::load(&sent_path);
+    let mut failures = 0;
+    let mut rows = Vec::new();
+    for c in &conds {
+        let due = sent.due(c.event, &c.subject, now, repeat);
+        if due {
+            let n = Notification::new(c.event, &c.subject, &c.message);
+            for d in bulwark_notify::send(cfg.as_ref(), &n) {
+                if let Err(e) = d.result {
+                    failures += 1;
+                    eprintln!(
+                        "warning: notification {} to {} failed: {e}",
+                        c.event.as_str(),
+                        d.channel
+                    );
+                }
+            }
+            sent.mark(c.event, &c.subject, now);
+        }
+        if !json {
+            println!("{:18} {}", c.event.as_str(), c.message);
+        }
+        rows.push(
+            serde_json::json!({"event": c.event.as_str(), "subject": c.subject,
+            "message": c.message, "sent": due}),
+        );
+    }
+    let active: Vec<(Event, String)> = conds.iter().map(|c| (c.event, c.subject.clone())).collect();
+    sent.retain_active(&active);
+    if let Err(e) = sent.save(&sent_path) {
+        eprintln!("warning: {e}; a lasting condition may be sent again at the next check");
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"repository": facts.repo, "conditions": rows,
+                "delivery_failures": failures, "metrics": a.metrics})
+        );
+    } else if conds.is_empty() {
+        println!("ok: nothing to report for {}", facts.repo.display());
+    }
+    Ok(if conds.is_empty() { 0 } else { 1 })
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Command::Check(a) => check(a, cli.json),
+        Command::Send {
+            event,
+            subject,
+            message,
+            notify_config,
+        } => (|| {
+            let e = Event::parse(&event).with_context(|| {
+                let all: Vec<_> = Event::ALL.iter().map(|e| e.as_str()).collect();
+                format!("unknown event {event:?}: use one of {}", all.join(", "))
+            })?;
+            let cfg = Config::find(notify_config.as_deref())?;
+            let n = Notification::new(e, &subject, &message);
+            let mut failed = 0;
+            for d in bulwark_notify::send(cfg.as_ref(), &n) {
+                if let Err(err) = d.result {
+                    failed += 1;
+                    eprintln!("error: {err}");
+                }
+            }
+            anyhow::ensure!(failed == 0, "{failed} channels failed");
+            Ok(0)
+        })(),
+    };
+    match res {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2)
+        }
+    }
+}
