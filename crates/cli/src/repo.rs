@@ -55,6 +55,9 @@ pub struct BackupReport {
     pub synthetic_full: Option<SynthReport>,
     /// The immutability service's clock alert while one lasts.
     pub clock_alert: Option<String>,
+    /// Changed-block tracking of live sources (docs/sources.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cbt: Option<bulwark_engine::CbtReport>,
 }
 
 /// A synthetic full built right after a backup.
@@ -235,6 +238,7 @@ impl Repo {
             full_reason: s.full_reason.clone(),
             synthetic_full: None,
             clock_alert: (!s.sealed.notice.is_empty()).then(|| s.sealed.notice.clone()),
+            cbt: None,
         })
     }
 
@@ -485,6 +489,7 @@ fn backup_local(
         full_reason: s.full_reason.clone(),
         synthetic_full: synth,
         clock_alert: repo.clock_alert(),
+        cbt: None,
     })
 }
 

@@ -15,8 +15,12 @@ pub struct Args {
     /// The job: one protected disk. Letters, digits, '.', '_' and '-'.
     #[arg(long)]
     job: String,
-    /// Raw disk image or block device to back up.
+    /// What to back up: a raw disk image or block device, an image file (qcow2, vmdk, vdi,
+    /// vhdx: read through qemu-nbd), or an NBD URI (nbd://HOST[:PORT]/EXPORT,
+    /// nbd+unix:///EXPORT?socket=PATH).
     source: PathBuf,
+    #[command(flatten)]
+    live: super::live::LiveArgs,
     /// Start a new chain with an active full, even if the job has restore points.
     #[arg(long)]
     full: bool,
@@ -52,23 +56,36 @@ pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
         threads: a.threads.unwrap_or_else(bulwark_engine::default_threads),
     };
     let key = super::key::write_key(a.key.as_deref(), a.public_key.as_deref())?;
-    let r = repo.backup_with(
-        &a.job,
-        &a.source,
-        &opts,
-        a.synthetic_full,
-        key.as_ref(),
-        out,
-    )?;
+    let live = a.live.is_live(&a.source);
+    if live && (key.is_some() || a.synthetic_full) {
+        anyhow::bail!("--key, --public-key and --synthetic-full do not apply to live sources in this version: back up without them");
+    }
+    let r = if live {
+        repo.backup_live(&a.job, &a.source, &opts, &a.live, out)?
+    } else {
+        repo.backup_with(
+            &a.job,
+            &a.source,
+            &opts,
+            a.synthetic_full,
+            key.as_ref(),
+            out,
+        )?
+    };
     if let Some(alert) = &r.clock_alert {
         match &r.repository {
             Some(_) => eprintln!("ALERT from the repository: {alert}"),
             None => eprintln!("ALERT: {alert}"),
         }
     }
+    let missed = r
+        .cbt
+        .as_ref()
+        .and_then(|c| c.verify.as_ref())
+        .is_some_and(|v| v.missed_blocks > 0);
     if out.json {
         out.json(&r);
-        return Ok(EXIT_OK);
+        return Ok(if missed { 1 } else { EXIT_OK });
     }
     if let Some(why) = &r.full_reason {
         println!("note: active full because {why}");
@@ -127,6 +144,9 @@ pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
         if let Some(why) = &o.fallback_reason {
             println!("  note: {why}: {}", bulwark_repository::REFLINK_ADVICE);
         }
+    }
+    if super::live::print_cbt(&r) {
+        return Ok(1);
     }
     Ok(EXIT_OK)
 }

@@ -5,6 +5,7 @@ pub mod enroll;
 pub mod job;
 pub mod key;
 pub mod list;
+pub mod live;
 pub mod restore;
 pub mod verify;
 
