@@ -40,6 +40,8 @@ enum Command {
     /// Enroll with a repository service using a single-use token: generates this client's key
     /// and stores its certificate.
     Enroll(cmd::enroll::Args),
+    /// Copy restore points to a second repository (off-site), or compare both with --verify.
+    Copy(cmd::copy::Args),
     /// Scheduled jobs from a job file: `job run FILE`, `job plan FILE`, `job check FILES`.
     Job(cmd::job::Args),
     /// Run a complete tour in ./bulwark-demo: repository, disk image, full, incremental, restore, verify.
@@ -78,6 +80,7 @@ fn main() {
         Command::Demo(a) => bulwark_demo::run(a, &out),
         Command::Key(a) => cmd::key::run(a, &out),
         Command::Enroll(a) => cmd::enroll::run(a, &config_dir, &out),
+        Command::Copy(a) => cmd::copy::run(a, &config_dir, &out),
         Command::Job(a) => cmd::job::run(a, &config_dir, &out),
     };
     bulwark_cli_common::exit_with(res)

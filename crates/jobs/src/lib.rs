@@ -3,6 +3,7 @@
 //! schedule, what the repository holds, and `now`. A job's kind is [`JobKind`]; the record
 //! of its last runs (one result per disk) is [`record::RunRecord`].
 
+pub mod copy;
 pub mod record;
 pub mod verified;
 
@@ -115,6 +116,8 @@ pub struct JobFile {
     pub schedule: Schedule,
     /// Makes this a verify job instead of a backup job.
     pub verify: Option<VerifySpec>,
+    /// Makes this a backup copy job (`[copy]`, docs/copy-jobs.md).
+    pub copy: Option<copy::CopySpec>,
 }
 
 /// Where a job's repository is.
@@ -133,6 +136,8 @@ pub enum JobKind<'a> {
     Backup(Vec<DiskJob>),
     /// Re-read the stored blocks of these repository jobs (all when empty).
     Verify(&'a VerifySpec),
+    /// Copy the restore points of these jobs to a second repository.
+    Copy(&'a copy::CopySpec),
 }
 
 /// One disk of a backup job, resolved: its repository job name and its source.
@@ -195,6 +200,15 @@ impl JobFile {
             bulwark_format::validate_name("job", &format!("{}.{}", job.name, d.name))
                 .map_err(|e| format!("disk {:?}: {e}", d.name))?;
         }
+        if let Some(c) = &job.copy {
+            if job.verify.is_some() || job.source.is_some() || !job.disks.is_empty() {
+                return Err(
+                    "a [copy] job only copies: remove source, [[disk]] and [verify]".into(),
+                );
+            }
+            c.check(&job.repository)?;
+            return Ok(job);
+        }
         match (&job.verify, &job.source, job.disks.is_empty()) {
             (Some(_), None, true) => {}
             (Some(_), _, _) => {
@@ -232,6 +246,9 @@ impl JobFile {
 
     /// What the job does.
     pub fn kind(&self) -> JobKind<'_> {
+        if let Some(c) = &self.copy {
+            return JobKind::Copy(c);
+        }
         if let Some(v) = &self.verify {
             return JobKind::Verify(v);
         }

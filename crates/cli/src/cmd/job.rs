@@ -549,7 +549,7 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
             let job = JobFile::load(&file)?;
             let JobKind::Backup(disks) = job.kind() else {
                 anyhow::bail!(
-                    "job file {}: a verify job has no backup plan; `bulwark job run` it",
+                    "job file {}: a verify or copy job has no backup plan; `bulwark job run` it",
                     file.display()
                 );
             };
@@ -592,6 +592,12 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
                 JobKind::Verify(spec) => {
                     let spec = spec.clone();
                     run_verify(&job, &spec, config_dir, &state, out)
+                }
+                JobKind::Copy(spec) => {
+                    let spec = spec.clone();
+                    let dir = state_dir(state.state_dir.as_deref());
+                    let notify = state.notify_config.as_deref();
+                    super::copy::run_job(&job, &spec, config_dir, &dir, notify, out)
                 }
             }
         }
