@@ -588,6 +588,123 @@ mod tests {
         }
     }
 
+    // Real OpenSSH Ed25519 public keys (made with ssh-keygen for this test).
+    const K1: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINFHf6JXDKgeNNmZcdsHFH9rPT7b5+h5bai+Y3zq+9KJ alice";
+    const K2: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHw+zqruzzldKYG0UXQwBRtu/R1X+FxKMUU9fR/D241N bob";
+    const K3: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFTSWJrmqLaOOt/mNCCwuGfnskyuUfl23t9QZ4M7h29D carol";
+
+    const K4: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKAwzsYb2QjGnQlEr9LPSJyrZdq8DTVAMjM2NBXPtZ4Z dave";
+
+    fn with_approval(base: &str, k: u32, keys: &[&str]) -> String {
+        let list: Vec<String> = keys.iter().map(|k| format!("  \"{k}\",\n")).collect();
+        format!(
+            "{base}\n[approval]\nthreshold = {k}\napprovers = [\n{}]\n",
+            list.concat()
+        )
+    }
+
+    #[test]
+    fn approval_tables_are_checked() {
+        let c = parse(&with_approval(GOOD, 2, &[K1, K2, K3])).unwrap();
+        let a = c.approval.as_ref().unwrap();
+        assert_eq!(a.threshold, 2);
+        assert_eq!(a.approvers().list.len(), 3);
+        assert_eq!(c.watch_secs, DEFAULT_WATCH_SECS);
+        for bad in [
+            with_approval(GOOD, 1, &[K1, K2]),
+            with_approval(GOOD, 3, &[K1, K2]),
+            with_approval(GOOD, 2, &[K1, K1]),
+            with_approval(GOOD, 2, &[K1, "ssh-ed25519 AAAAbroken x"]),
+            format!("{GOOD}\n[approval]\nthreshold = 2\n"),
+            format!("{GOOD}\n[approval]\nthreshold = 2\napprovers = \"{K1}\"\n"),
+            format!("{GOOD}\n[other]\na = 1\n"),
+            GOOD.replace(
+                "max_period_days = 400",
+                "max_period_days = 400\nwatch_secs = 0",
+            ),
+        ] {
+            assert!(parse(&bad).is_err(), "accepted:\n{bad}");
+        }
+    }
+
+    #[test]
+    fn weakenings_are_listed_and_strengthening_is_not() {
+        let base = with_approval(GOOD, 2, &[K1, K2, K3]);
+        let old = parse(&base).unwrap();
+        let weaker = [
+            (
+                base.replace("min_period_days = 30", "min_period_days = 14"),
+                "min_period_days lowered from 30 to 14",
+            ),
+            (
+                base.replace("[[repository]]\npath = \"/srv/r1\"\n", ""),
+                "repository /srv/r1 is no longer guarded",
+            ),
+            (
+                base.replace("max_period_days = 400", "max_period_days = 500"),
+                "max_period_days raised",
+            ),
+            (
+                base.replace(
+                    "max_locked_bytes = 1_000_000",
+                    "max_locked_bytes = 2_000_000",
+                ),
+                "max_locked_bytes raised",
+            ),
+            (
+                format!("clock_tolerance_secs = 600\n{base}"),
+                "clock_tolerance_secs raised",
+            ),
+            (
+                format!("clock_drift_ppm = 100\n{base}"),
+                "clock_drift_ppm raised",
+            ),
+            (format!("watch_secs = 600\n{base}"), "watch_secs raised"),
+            (
+                format!("lock_repository_root = false\n{base}"),
+                "lock_repository_root turned off",
+            ),
+            (
+                format!("state_dir = \"/var/lib/other\"\n{base}"),
+                "state_dir moved",
+            ),
+            (with_approval(GOOD, 2, &[K1, K2]), "approver carol"),
+            (with_approval(GOOD, 2, &[K1, K2, K3, K4]), "approver dave"),
+            (GOOD.to_string(), "[approval] is removed"),
+        ];
+        for (text, want) in weaker {
+            let w = old.weakenings(&parse(&text).unwrap());
+            assert!(w.iter().any(|l| l.contains(want)), "{want}: {w:?}\n{text}");
+        }
+        let k3 = with_approval(GOOD, 3, &[K1, K2, K3]);
+        let stronger = [
+            base.replace("min_period_days = 30", "min_period_days = 60"),
+            base.replace("max_locked_bytes = 1_000_000", "max_locked_bytes = 500_000"),
+            base.replace("max_period_days = 400", "max_period_days = 300"),
+            format!("{base}\n[[repository]]\npath = \"/srv/r3\"\n"),
+            format!("clock_tolerance_secs = 60\nwatch_secs = 5\n{base}"),
+            k3.clone(),
+            format!("# a comment\n{base}"),
+        ];
+        for text in stronger {
+            let w = old.weakenings(&parse(&text).unwrap());
+            assert!(w.is_empty(), "{w:?}\n{text}");
+        }
+        // Adding approvals to a configuration without them strengthens it.
+        assert!(parse(GOOD).unwrap().weakenings(&old).is_empty());
+        // Lowering k back is a weakening.
+        let w = parse(&k3).unwrap().weakenings(&old);
+        assert!(
+            w.iter()
+                .any(|l| l.contains("threshold lowered from 3 to 2")),
+            "{w:?}"
+        );
+    }
+
     #[test]
     fn users_by_name_or_number() {
         assert_eq!(lookup_user(PASSWD, "bulwark"), Some((990, 985)));

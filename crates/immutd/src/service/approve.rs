@@ -149,6 +149,8 @@ impl Service {
             None => {
                 self.alerts.clear("config");
                 self.save_approved()?;
+                let d = self.config.digest();
+                let _ = self.log("config-in-force", &format!("configuration {d}"));
             }
         }
         Ok(())
