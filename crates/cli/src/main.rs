@@ -44,6 +44,8 @@ enum Command {
     Copy(cmd::copy::Args),
     /// Scheduled jobs from a job file: `job run FILE`, `job plan FILE`, `job check FILES`.
     Job(cmd::job::Args),
+    /// Serve this client's jobs as a live, read-only web page (loopback by default).
+    Dashboard(cmd::dashboard::Args),
     /// Run a complete tour in ./bulwark-demo: repository, disk image, full, incremental, restore, verify.
     Demo(bulwark_demo::Args),
 }
@@ -78,6 +80,7 @@ fn main() {
             cmd::verify::run(a, &r, &out)
         }
         Command::Demo(a) => bulwark_demo::run(a, &out),
+        Command::Dashboard(a) => cmd::dashboard::run(a, &config_dir, &out),
         Command::Key(a) => cmd::key::run(a, &out),
         Command::Enroll(a) => cmd::enroll::run(a, &config_dir, &out),
         Command::Copy(a) => cmd::copy::run(a, &config_dir, &out),

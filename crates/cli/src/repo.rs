@@ -138,6 +138,9 @@ pub struct PointListing {
     /// The client that made it (repository services only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    /// When verify last re-read it (local repositories; `REPO/health/verified.json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_verified_unix: Option<i64>,
 }
 
 /// A file in the store that could not be read as a restore point.
@@ -329,6 +332,7 @@ impl Repo {
                             retention: Some(m.retention.as_str()),
                             location: None,
                             client: Some(m.client.clone()),
+                            last_verified_unix: None,
                         })
                         .collect();
                     jobs.push(JobListing {
@@ -507,6 +511,10 @@ fn list_local(path: &Path, job: Option<&str>) -> anyhow::Result<Vec<JobListing>>
         Some(j) => vec![j.to_string()],
         None => repo.jobs()?,
     };
+    let verified = bulwark_jobs::verified::Verified::load(repo.root()).unwrap_or_else(|e| {
+        eprintln!("warning: {e}; verify times are not shown");
+        Default::default()
+    });
     let mut jobs = Vec::new();
     for name in names {
         let scan = repo.scan_job(&name)?;
@@ -532,6 +540,7 @@ fn list_local(path: &Path, job: Option<&str>) -> anyhow::Result<Vec<JobListing>>
                     retention: Some(m.retention.as_str()),
                     location: Some("local"),
                     client: None,
+                    last_verified_unix: verified.point(&name, &m.point.to_hex()),
                 }
             })
             .collect();
@@ -558,6 +567,7 @@ fn list_local(path: &Path, job: Option<&str>) -> anyhow::Result<Vec<JobListing>>
                 retention: None,
                 location: Some("tier"),
                 client: None,
+                last_verified_unix: None,
             });
         }
         let unreadable = scan

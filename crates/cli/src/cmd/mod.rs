@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod backup;
+pub mod dashboard;
 pub mod copy;
 pub mod enroll;
 pub mod job;
