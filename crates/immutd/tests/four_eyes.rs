@@ -369,3 +369,62 @@ fn a_weakening_config_edit_stays_unapplied_and_alerted_until_two_approvers_sign(
     );
     drop(svc);
 }
+
+#[test]
+fn a_time_accept_that_unlocks_early_needs_two_signatures() {
+    let test = "a_time_accept_that_unlocks_early_needs_two_signatures";
+    if !can_run(test, &["mkfs.ext4", "useradd", "ssh-keygen", "faketime"]) {
+        return;
+    }
+    let Some(lib) = bulwark_testkit::skip::require_faketime(test) else {
+        return;
+    };
+    let mut rig = Rig::new(FsKind::Ext4);
+    let keys = Keys::new(&rig.setup.dir.parent().unwrap().join("keys"));
+    rig.setup.extra_config = keys.config();
+    // The wall clock of the service alone is moved (the boot clock stays real): an attack,
+    // or a clock set wrong, that a plain `time accept` would turn into early unlocks.
+    let ts = rig.setup.dir.parent().unwrap().join("faketime");
+    std::fs::write(&ts, "+0\n").unwrap();
+    rig.setup.env = vec![
+        ("LD_PRELOAD".into(), lib.into()),
+        ("FAKETIME_TIMESTAMP_FILE".into(), ts.clone().into()),
+        ("FAKETIME_NO_CACHE".into(), "1".into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ];
+    let _svc = start(&rig);
+    let (a, _) = seal_new(&rig, "vm-a", None, bulwark_format::PointId::NONE);
+    let pa = sealed_path(&rig.repo, "vm-a", a, a);
+    std::fs::write(&ts, format!("+{}\n", 8 * DAY)).unwrap();
+    assert!(
+        wait_for(10, || out(&rig.immutd_cli(&["status"])).contains("FROZEN")),
+        "the jump was not detected"
+    );
+
+    // Root alone: refused, A stays locked.
+    let o = rig.immutd_cli(&["time", "accept", "--yes"]);
+    assert_ne!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(out(&o).contains("needs 2 approvers"), "{}", out(&o));
+    assert!(is_immutable(&pa));
+
+    let s = keys.dir.join("time");
+    let o = prepare(&rig, &["time-accept"], &s);
+    assert!(o.status.success(), "{}", out(&o));
+    let text = std::fs::read_to_string(&s).unwrap();
+    let offset: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("offset: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((offset - 8 * DAY).abs() < 120, "{text}");
+    assert!(text.contains("files-unlocking: 1\n"), "{text}");
+    let (s1, s2) = (keys.sign(0, &s), keys.sign(2, &s));
+    let o = apply(&rig, &s, &[&s2]);
+    assert_eq!(o.status.code(), Some(3), "{}", out(&o));
+    assert!(is_immutable(&pa));
+    let o = apply(&rig, &s, &[&s1, &s2]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(wait_for(10, || !is_immutable(&pa)), "A did not unlock");
+    assert!(audit(&rig).contains("with the approval of alice, carol"));
+}
