@@ -115,6 +115,8 @@ pub struct Point {
     pub lock: Option<Lock>,
     /// Verify found this point damaged.
     pub damaged: bool,
+    /// When a verify last re-read this point, if known.
+    pub verified_unix: Option<i64>,
 }
 
 /// A sealed file in the immutability service's ledger.

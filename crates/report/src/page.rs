@@ -404,10 +404,13 @@ fn jobs(s: &mut String, r: &Report) {
                         human_bytes(p.file_bytes),
                         human_bytes(p.new_bytes),
                         lock,
-                        if p.damaged {
-                            "<span class=\"lvl-FAIL\">damaged</span>".into()
-                        } else {
-                            String::new()
+                        match (p.damaged, p.verified_unix) {
+                            (true, _) => "<span class=\"lvl-FAIL\">damaged</span>".into(),
+                            (false, Some(t)) => format!(
+                                "verified {} ago",
+                                human_duration(r.generated_unix - t)
+                            ),
+                            (false, None) => String::new(),
                         },
                     ]
                 })
@@ -491,11 +494,13 @@ mod tests {
                                 state: "immutable".into(),
                             }),
                             damaged: true,
+                            verified_unix: None,
                         },
                         Point {
                             id: "bb22".into(),
                             kind: "incremental".into(),
                             created_unix: now - DAY,
+                            verified_unix: Some(now - 2 * DAY),
                             ..Point::default()
                         },
                     ],
@@ -568,6 +573,7 @@ mod tests {
         assert!(page.contains("data-frozen=\"true\""));
         assert!(page.contains("DAMAGED: 1 restore point(s)"));
         assert!(page.contains(">damaged<"));
+        assert!(page.contains("verified 2 d ago"));
         assert!(page.contains("not in the ledger"));
         assert!(page.contains("lvl-WARN\">WARN<"));
         assert!(page.contains("<meta http-equiv=\"refresh\" content=\"30\">"));

@@ -173,6 +173,7 @@ fn gather(a: &Args) -> anyhow::Result<rep::Report> {
         }
         verified_now = true;
     }
+    let verified = verified_record(repo.root());
     for job in repo.jobs()? {
         let scan = repo.scan_job(&job)?;
         let recorded = if verified_now {
@@ -226,6 +227,9 @@ fn gather(a: &Args) -> anyhow::Result<rep::Report> {
                 ));
             }
             let point = rep::Point {
+                verified_unix: verified_now
+                    .then_some(now)
+                    .or_else(|| verified.get(&job).and_then(|m| m.get(&id)).copied()),
                 damaged: bad.iter().any(|(bp, _)| bp.as_deref() == Some(id.as_str())),
                 id,
                 kind: p.meta.kind.as_str().replace('-', " "),
@@ -261,7 +265,18 @@ fn gather(a: &Args) -> anyhow::Result<rep::Report> {
         } else if verified_now {
             rep::Verify::Clean { at_unix: now }
         } else {
-            rep::Verify::Unknown
+            // The oldest verify of the job's points, once every point has been verified.
+            let times: Vec<Option<i64>> = chains
+                .iter()
+                .flat_map(|c| &c.points)
+                .map(|p| p.verified_unix)
+                .collect();
+            match times.iter().copied().collect::<Option<Vec<i64>>>() {
+                Some(t) if !t.is_empty() => rep::Verify::Clean {
+                    at_unix: t.into_iter().min().unwrap_or(now),
+                },
+                _ => rep::Verify::Unknown,
+            }
         };
         report.jobs.push(rep::Job {
             name: job,
@@ -271,7 +286,7 @@ fn gather(a: &Args) -> anyhow::Result<rep::Report> {
     }
     if !verified_now {
         report.notes.push(format!(
-            "Damage shown is what the last verify recorded; `bulwark-repo report --verify` re-reads every stored block first (as `bulwark-repo verify {}`).",
+            "Damage and verify ages shown are what the last verify recorded; `bulwark-repo report --verify` re-reads every stored block first (as `bulwark-repo verify {}`).",
             a.dir.display()
         ));
     }
@@ -384,6 +399,36 @@ fn unsealed(repo: &Repository, report: &mut rep::Report) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Longest verify record read from `health/verified.json`.
+const MAX_VERIFIED_FILE: u64 = 64 << 20;
+
+/// When each point was last verified (`health/verified.json`, written by the scheduled
+/// verify: job → point → unix time); empty when there is no record or it cannot be read.
+fn verified_record(root: &Path) -> HashMap<String, HashMap<String, i64>> {
+    use std::io::Read;
+    let mut out = HashMap::new();
+    let Ok(f) = std::fs::File::open(root.join("health").join("verified.json")) else {
+        return out;
+    };
+    let mut text = String::new();
+    if f.take(MAX_VERIFIED_FILE).read_to_string(&mut text).is_err() {
+        return out;
+    }
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return out;
+    };
+    for (job, points) in v["jobs"].as_object().into_iter().flatten() {
+        let m: HashMap<String, i64> = points
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(p, t)| Some((p.clone(), t.as_i64()?)))
+            .collect();
+        out.insert(job.clone(), m);
+    }
+    out
 }
 
 /// Longest damage record read from `health/<job>.damaged`.
