@@ -58,6 +58,34 @@ pub fn immut_msg(data: &[u8]) {
     }
 }
 
+/// The four-eyes approval statement (`bulwark_approval`), which root hands to the service
+/// and approvers sign: any bytes decode to a statement or an error, never a panic or an
+/// allocation beyond the input; a statement that decodes re-encodes to exactly its input
+/// (canonical: what was signed is what is acted on); and checking signatures given as the
+/// input's halves never panics and never approves (no configured key made them).
+pub fn approval_statement(data: &[u8]) {
+    if let Ok(s) = bulwark_approval::Statement::decode(data) {
+        assert_eq!(
+            s.encode().as_bytes(),
+            data,
+            "statement re-encodes differently"
+        );
+        assert!(s.validate().is_ok());
+    }
+    thread_local! {
+        static APPROVERS: bulwark_approval::Approvers = bulwark_approval::Approvers::parse(
+            &[
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINFHf6JXDKgeNNmZcdsHFH9rPT7b5+h5bai+Y3zq+9KJ alice".into(),
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHw+zqruzzldKYG0UXQwBRtu/R1X+FxKMUU9fR/D241N bob".into(),
+            ],
+            2,
+        )
+        .expect("valid test approvers");
+    }
+    let (a, b) = data.split_at(data.len() / 2);
+    APPROVERS.with(|ap| assert!(ap.check(a, &[b, a]).is_err(), "random bytes approved"));
+}
+
 /// Offsets of the compact input of [`point_reader`].
 const IN_MODE: usize = 0;
 const IN_HEADER: usize = 1;

@@ -11,8 +11,8 @@ use bulwark_format::{
     PointWriter, RetentionClass, Stats, StoredBlock,
 };
 use bulwark_fuzz::{
-    compact_point, decode_msg, immut_msg, point_file, point_reader, DIRTY_HEADER_PADDING,
-    FIX_HEADER_CHECK, FIX_TRAILER,
+    approval_statement, compact_point, decode_msg, immut_msg, point_file, point_reader,
+    DIRTY_HEADER_PADDING, FIX_HEADER_CHECK, FIX_TRAILER,
 };
 use bulwark_immut_msg::{
     ErrorCode, FileInfo, FileState, Request, Response, StatusInfo, Target, TimePreview,
@@ -140,6 +140,18 @@ fn messages() -> Vec<(String, Vec<u8>)> {
             repo: repo.clone(),
             cursor: 3,
         },
+        Request::Prepare {
+            action: "release".into(),
+            targets: vec![repo.join("store/j/00/11.bwrp").display().to_string()],
+            valid_secs: 86_400,
+        },
+        Request::Apply {
+            statement: approval_statements()[0].1.clone(),
+            signatures: vec![
+                b"-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n-----END SSH SIGNATURE-----\n".to_vec(),
+            ],
+        },
+        Request::AckAlerts,
     ];
     let resps = [
         Response::Sealed(info(0)),
@@ -166,6 +178,7 @@ fn messages() -> Vec<(String, Vec<u8>)> {
             refused_strangers: 5,
             refused_busy: 1,
             requests_timed_out: 0,
+            protection_alerts: vec!["/srv/bulwark/repo/store/j/00/11.bwrp is MISSING".into()],
         }),
         Response::TimeAccepted {
             trusted_unix: 1_790_000_000,
@@ -186,6 +199,12 @@ fn messages() -> Vec<(String, Vec<u8>)> {
         Response::Error {
             code: ErrorCode::NotPermitted,
             message: "not permitted".into(),
+        },
+        Response::Statement {
+            text: approval_statements()[0].1.clone(),
+        },
+        Response::Applied {
+            summary: "released with the approval of alice, bob".into(),
         },
     ];
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
@@ -358,6 +377,67 @@ fn immut_msg_seeds_and_mutations_pass() {
         }
     }
     replay(&committed("immut_msg"), 10000, immut_msg, 0);
+}
+
+/// One statement of each action, as the immutability service issues them.
+fn approval_statements() -> Vec<(String, Vec<u8>)> {
+    use bulwark_approval::{Action, FileRef, RepoFiles, Statement};
+    let base = |action| Statement {
+        host: "backup-1".into(),
+        machine_id: "0f1e2d3c4b5a69788796a5b4c3d2e1f0".into(),
+        nonce: "8c1d0f4e5a6b7c8d9e0f1a2b3c4d5e6f".into(),
+        issued: 1_800_000_000,
+        expires: 1_800_086_400,
+        action,
+    };
+    let release = Action::Release {
+        repos: vec![RepoFiles {
+            path: "/srv/bulwark/repo".into(),
+            id: "5f3c0a9e".into(),
+            files: vec![FileRef {
+                path: "/srv/bulwark/repo/store/vm-1/00/11.bwrp".into(),
+                root: "ab".repeat(32),
+                size: 12288,
+                until: 1_800_604_800,
+            }],
+        }],
+    };
+    let time = Action::TimeAccept {
+        trusted: 1_800_000_000,
+        wall: 1_800_691_200,
+        offset: 691_200,
+        files_unlocking: 2,
+        bytes_unlocking: 8192,
+        earliest_expiry: 1_800_100_000,
+    };
+    let config = Action::Config {
+        approved: "01".repeat(32),
+        proposed: "02".repeat(32),
+        changes: vec!["repository /srv/bulwark/repo: min_period_days lowered from 30 to 14".into()],
+    };
+    [
+        ("release", release),
+        ("time-accept", time),
+        ("config", config),
+    ]
+    .into_iter()
+    .map(|(n, a)| (format!("statement-{n}"), base(a).encode().into_bytes()))
+    .collect()
+}
+
+#[test]
+fn approval_statement_seeds_and_mutations_pass() {
+    let made = approval_statements();
+    sync_seeds("approval_statement", &made);
+    for (name, b) in &made {
+        assert!(bulwark_approval::Statement::decode(b).is_ok(), "{name}");
+    }
+    replay(
+        &committed("approval_statement"),
+        10000,
+        approval_statement,
+        0,
+    );
 }
 
 #[test]
