@@ -216,7 +216,14 @@ fn json_of(mut cmd: Command, args: &[&str]) -> anyhow::Result<Value> {
         .with_context(|| format!("running {prog} {}", args.join(" ")))?;
     let text = String::from_utf8_lossy(&o.stdout);
     match serde_json::from_str(&text) {
-        Ok(v) if o.status.success() || args[0] == "verify" => Ok(v),
+        // verify reports damage, and report a page with failing alerts, with exit 1.
+        Ok(v)
+            if o.status.success()
+                || args[0] == "verify"
+                || (args[0] == "report" && o.status.code() == Some(1)) =>
+        {
+            Ok(v)
+        }
         _ => Err(anyhow!(
             "{prog} {} failed: {}",
             args.join(" "),
@@ -628,6 +635,16 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
     } else {
         say(format!("   As {DEMO_USER}, try: rm, mv, chattr -i on any of them: all fail. Root removes the demo with `bulwark demo` again."));
     }
+    // The report page (docs/report.md), written by the repository side while the
+    // immutability service still answers, so the lock timeline has the ledger's dates.
+    let page = std::path::absolute(dir.join("report.html"))?;
+    let rep = side.repo(&["report", s(&repo_dir), "--html", s(&page)])?;
+    say(format!(
+        "11. wrote the report page {} ({} sealed files on the lock timeline, {} alerts): open it in a browser",
+        page.display(),
+        rep["sealed_files"],
+        rep["alerts"]
+    ));
     if let Some(d) = side.immutd.take() {
         d.stop();
     }
@@ -636,7 +653,7 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
         out.json(&serde_json::json!({
             "repository": repo_dir, "image": image, "full": full["point"], "incremental": inc["point"],
             "synthetic_full": sy["point"], "restore_identical": same, "network_restore_identical": net_same, "verify_clean": clean,
-            "immutable": immutable_all && !files.is_empty(), "guarded": root,
+            "immutable": immutable_all && !files.is_empty(), "guarded": root, "report": page,
         }));
     }
     Ok(if same && clean && net_same {
