@@ -91,4 +91,23 @@ mod tests {
         assert!(spec("b:6162", &[], Some("fast")).check("/srv/a").is_err());
         assert!(spec("b:6162", &[], Some("0")).check("/srv/a").is_err());
     }
+
+    #[test]
+    fn a_copy_job_file_is_a_copy_kind_and_copies_only() {
+        let j = crate::JobFile::parse(
+            "name = \"offsite\"\nrepository = \"/srv/a\"\n[copy]\nto = \"b:6162\"\njobs = [\"web01\"]\nbwlimit = \"1M\"\n",
+        )
+        .unwrap();
+        assert!(
+            matches!(j.kind(), crate::JobKind::Copy(c) if c.jobs == ["web01"] && c.to == "b:6162")
+        );
+        for bad in [
+            "name = \"x\"\nrepository = \"/srv/a\"\nsource = \"/dev/sda\"\n[copy]\nto = \"b:6162\"\n",
+            "name = \"x\"\nrepository = \"/srv/a\"\n[copy]\nto = \"/srv/a\"\n",
+            "name = \"x\"\nrepository = \"/srv/a\"\n[copy]\nto = \"b:6162\"\nspeed = 1\n",
+            "name = \"x\"\nrepository = \"/srv/a\"\n[verify]\n[copy]\nto = \"b:6162\"\n",
+        ] {
+            assert!(crate::JobFile::parse(bad).is_err(), "{bad}");
+        }
+    }
 }
