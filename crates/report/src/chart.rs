@@ -11,7 +11,7 @@ use crate::html::{escape, human_bytes, iso_utc};
 use crate::{Report, Space, DAY};
 
 const W: f64 = 1000.0;
-const LABEL: f64 = 190.0;
+const LABEL: f64 = 250.0;
 const ROW: f64 = 14.0;
 const BAR: f64 = 10.0;
 const HEAD: f64 = 18.0;

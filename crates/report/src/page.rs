@@ -84,7 +84,29 @@ fn level_class(l: Level) -> &'static str {
 pub fn render(r: &Report) -> String {
     let mut s = String::with_capacity(64 * 1024);
     let worst = r.worst();
-    let problems = r.alerts.len() + r.audit.iter().filter(|f| f.level != Level::Ok).count();
+    let levels = r
+        .alerts
+        .iter()
+        .map(|a| a.level)
+        .chain(r.audit.iter().map(|f| f.level));
+    let (fails, warns) = levels.fold((0, 0), |(f, w), l| match l {
+        Level::Fail => (f + 1, w),
+        Level::Warn => (f, w + 1),
+        Level::Ok => (f, w),
+    });
+    let plural = |n: usize, one: &str| {
+        if n == 1 {
+            format!("1 {one}")
+        } else {
+            format!("{n} {one}s")
+        }
+    };
+    let badge = match (fails, warns) {
+        (0, 0) => "all well".to_string(),
+        (0, w) => plural(w, "warning"),
+        (f, 0) => plural(f, "problem"),
+        (f, w) => format!("{}, {}", plural(f, "problem"), plural(w, "warning")),
+    };
     s.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
     s.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">");
     if let Some(secs) = r.refresh_secs {
@@ -103,11 +125,7 @@ pub fn render(r: &Report) -> String {
         level_class(worst),
         escape(&r.title),
         level_class(worst),
-        match (worst, problems) {
-            (Level::Ok, _) => "all well".to_string(),
-            (_, 1) => "1 problem".to_string(),
-            (_, n) => format!("{n} problems"),
-        },
+        badge,
         escape(&r.source),
         time(r.generated_unix),
         r.refresh_secs
@@ -406,10 +424,9 @@ fn jobs(s: &mut String, r: &Report) {
                         lock,
                         match (p.damaged, p.verified_unix) {
                             (true, _) => "<span class=\"lvl-FAIL\">damaged</span>".into(),
-                            (false, Some(t)) => format!(
-                                "verified {} ago",
-                                human_duration(r.generated_unix - t)
-                            ),
+                            (false, Some(t)) => {
+                                format!("verified {} ago", human_duration(r.generated_unix - t))
+                            }
                             (false, None) => String::new(),
                         },
                     ]
@@ -567,7 +584,7 @@ mod tests {
     fn the_page_shows_alerts_clock_damage_and_the_audit() {
         let page = render(&sample());
         assert!(page.contains("data-status=\"fail\""));
-        assert!(page.contains("2 problems"));
+        assert!(page.contains("1 problem, 1 warning"));
         assert!(page.contains("data-kind=\"clock\""));
         assert!(page.contains("unlocks FROZEN"));
         assert!(page.contains("data-frozen=\"true\""));
@@ -591,6 +608,13 @@ mod tests {
         r.refresh_secs = None;
         let page = render(&r);
         assert!(page.contains("data-status=\"ok\"") && page.contains("all well"));
+        r.audit.push(AuditFinding {
+            level: Level::Warn,
+            check: "clock".into(),
+            detail: "not synchronized".into(),
+        });
+        let page = render(&r);
+        assert!(page.contains("data-status=\"warn\"") && page.contains(">1 warning<"));
         assert!(page.contains("No alerts."));
         assert!(!page.contains("http-equiv=\"refresh\""));
     }
