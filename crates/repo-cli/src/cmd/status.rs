@@ -65,6 +65,12 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         )),
         _ => {}
     }
+    // Root's hand on sealed files or settings, a refused configuration (issue 20).
+    if let Some(Ok(st)) = &immutd {
+        for a in &st.protection_alerts {
+            alerts.push(format!("the immutability service: {a}"));
+        }
+    }
     if json {
         let w: Vec<_> = waiting
             .iter()
@@ -80,6 +86,7 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
                 "immutd": match &immutd {
                     Some(Ok(st)) => serde_json::json!({"answers": true, "trusted_unix": st.trusted_unix,
                         "wall_unix": st.wall_unix, "unlocks_frozen": st.unlocks_frozen, "alert": st.alert,
+                        "protection_alerts": st.protection_alerts,
                         "files_locked": st.files_locked, "bytes_locked": st.bytes_locked}),
                     Some(Err(e)) => serde_json::json!({"answers": false, "error": e}),
                     None => serde_json::Value::Null,
