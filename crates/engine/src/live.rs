@@ -76,6 +76,10 @@ pub struct CbtReport {
     pub verify: Option<VerifyReport>,
     /// The point is sealed, but removing the old bitmaps or the fleecing failed (why).
     pub cleanup_error: Option<String>,
+    /// `--dirty-bitmap`: the block read to check the owner's bitmap against the parent.
+    pub anchor_block: Option<u64>,
+    /// Its bytes (counted in `bytes_read`).
+    pub anchor_bytes: u64,
 }
 
 /// What verify-by-reading found.
@@ -136,6 +140,8 @@ pub struct ParentInfo {
     pub record: Option<Vec<u8>>,
     /// Its non-zero blocks, sorted.
     pub blocks: Vec<u64>,
+    /// Their plain hashes, in the same order.
+    pub hashes: Vec<bulwark_format::Digest>,
 }
 
 impl ParentInfo {
@@ -156,6 +162,7 @@ impl ParentInfo {
             disk_size: p.disk_size,
             record,
             blocks: p.entries.iter().map(|e| e.block.0).collect(),
+            hashes: p.entries.iter().map(|e| e.plain_hash).collect(),
         })
     }
 }
@@ -437,7 +444,7 @@ impl LiveSource {
                                 String::new()
                             },
                         };
-                        finish_decision(
+                        let mut b = finish_decision(
                             decision,
                             Mode::Owner,
                             record,
@@ -447,7 +454,13 @@ impl LiveSource {
                             block_size,
                             &parent_blocks,
                             None,
-                        )
+                        );
+                        if b.report.used {
+                            anchor_check(
+                                client, &mut b, parent, point, size, block_size, &self.name,
+                            )?;
+                        }
+                        b
                     }
                 }
             }
@@ -600,6 +613,62 @@ fn dirty_ranges(client: &Client, id: u32, name: &Path) -> Result<Vec<(u64, u64)>
         }
     }
     Ok(out)
+}
+
+/// An owner's bitmap cannot carry Bulwark's checkpoint, so before trusting it one block the
+/// bitmap calls unchanged (picked at random among those the parent has) is read and compared
+/// with the parent's copy: a bitmap of another disk, or one recreated since, is caught there
+/// and everything is read instead.
+fn anchor_check(
+    client: &Client,
+    b: &mut Begun,
+    parent: Option<&ParentInfo>,
+    point: PointId,
+    size: u64,
+    block_size: u32,
+    name: &Path,
+) -> Result<()> {
+    let (Some(p), Some(runs)) = (parent, b.runs.as_ref()) else {
+        return Ok(());
+    };
+    let clean: u64 = runs
+        .iter()
+        .filter(|r| !r.read)
+        .map(|r| r.end - r.first)
+        .sum();
+    if clean == 0 {
+        return Ok(());
+    }
+    let seed = u64::from_le_bytes(point.0[8..16].try_into().expect("8 bytes"));
+    let mut pick = seed % clean;
+    let mut block = 0;
+    for r in runs.iter().filter(|r| !r.read) {
+        let n = r.end - r.first;
+        if pick < n {
+            block = r.first + pick;
+            break;
+        }
+        pick -= n;
+    }
+    let len = bulwark_format::plain_len_of(bulwark_format::BlockNo(block), size, block_size);
+    let data = client
+        .read_at(block * u64::from(block_size), len as usize)
+        .map_err(nbd_err(name))?;
+    b.report.anchor_block = Some(block);
+    b.report.anchor_bytes = u64::from(len);
+    let want = p.blocks.binary_search(&block).ok().map(|i| p.hashes[i]);
+    if want != Some(bulwark_format::Digest::from(blake3::hash(&data))) {
+        b.runs = None;
+        b.report.used = false;
+        b.report.fallback_reason = Some(format!(
+            "bitmap {:?} says block {block} did not change, but it differs from the parent's copy: the bitmap is not this disk's since the parent (another disk, or recreated)",
+            b.report.bitmap.take().unwrap_or_default()
+        ));
+        if let Some(r) = b.record.as_mut() {
+            r.since_full_read = 0;
+        }
+    }
+    Ok(())
 }
 
 /// Turns a decision into what to read, the record and the report.
@@ -1229,6 +1298,11 @@ pub fn backup_live(
     src.check_missed(&stored, &kept, info.as_ref());
     let sealed = builder.finish()?;
     let mut report = src.report();
+    let mut counters = counters;
+    if report.anchor_block.is_some() {
+        counters.blocks_read += 1;
+        counters.bytes_read += report.anchor_bytes;
+    }
     if let Err(e) = src.commit() {
         report.cleanup_error = Some(e.to_string());
     }
