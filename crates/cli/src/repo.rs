@@ -210,16 +210,15 @@ impl Repo {
             Repo::Local(p) => return backup_local(p, job, source, opts, synthetic_full, key, out),
             Repo::Remote { addr, config_dir } => (source, config_dir, addr),
         };
-        if key.is_some() {
-            anyhow::bail!("encrypted backups to a repository service are not supported by this build yet: back up to a local repository folder, or without --key/--public-key");
-        }
         if synthetic_full {
             anyhow::bail!("--synthetic-full builds on the repository host: run `bulwark-repo synthesize` there");
         }
         let size = Source::open(path).map(|s| s.size).unwrap_or(0);
         let pb = out.progress(size, "backup");
-        let s = bulwark_remote::backup_remote(config_dir, addr, job, path, opts, &|n| pb.inc(n))
-            .with_context(|| format!("backing up {} as job {job:?} to {addr}", path.display()))?;
+        let s = bulwark_remote::backup_remote_with(config_dir, addr, job, path, opts, key, &|n| {
+            pb.inc(n)
+        })
+        .with_context(|| format!("backing up {} as job {job:?} to {addr}", path.display()))?;
         pb.finish_and_clear();
         let m = &s.sealed.summary;
         Ok(BackupReport {
@@ -274,17 +273,19 @@ impl Repo {
                 }
                 .with_context(|| format!("restoring job {job:?} to {}", target.display()))?
             }
-            Repo::Remote { .. } if key.is_some() => {
-                anyhow::bail!("encrypted restores from a repository service are not supported by this build yet: restore from the repository folder")
-            }
-            Repo::Remote { addr, config_dir } => {
-                bulwark_remote::restore_remote(config_dir, addr, job, point, target, opts, &|n| {
-                    pb.inc(n)
-                })
-                .with_context(|| {
-                    format!("restoring job {job:?} from {addr} to {}", target.display())
-                })?
-            }
+            Repo::Remote { addr, config_dir } => bulwark_remote::restore_remote_with(
+                config_dir,
+                addr,
+                job,
+                point,
+                target,
+                opts,
+                key,
+                &|n| pb.inc(n),
+            )
+            .with_context(|| {
+                format!("restoring job {job:?} from {addr} to {}", target.display())
+            })?,
         };
         pb.finish_and_clear();
         Ok(RestoreReport {

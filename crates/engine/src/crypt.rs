@@ -85,10 +85,29 @@ pub fn refuse_plain_after_encrypted(
 
 /// What a new point's encryption is: the session that seals its blocks, the change-detection
 /// key, and the record for its metadata.
-struct Sealing {
+pub struct Sealing {
     sealer: SessionSealer,
-    change_key: [u8; 32],
-    record: EncryptionRecord,
+    /// The keyed-hash key for change detection ([`crate::run_pipeline_keyed`]).
+    pub change_key: [u8; 32],
+    /// The new point's encryption record.
+    pub record: EncryptionRecord,
+}
+
+impl Sealing {
+    /// The sink that seals this session's blocks before `inner` gets them.
+    pub fn into_sink(self, inner: &mut dyn BlockSink) -> EncryptingSink<'_> {
+        EncryptingSink::new(inner, self.sealer)
+    }
+}
+
+/// How the next point of a chain is encrypted with `key`, given its parent's record (`None`:
+/// a new chain; `Some(None)`: the parent is not encrypted). `Ok(Err(reason))` asks for a new
+/// chain (an active full) instead; a wrong key is an error.
+pub fn plan_sealing(
+    key: &WriteKey,
+    parent: Option<Option<&EncryptionRecord>>,
+) -> Result<std::result::Result<Sealing, String>> {
+    sealing_for(key, parent)
 }
 
 /// Decides how the next point is encrypted given its parent's record; `Err(Ok(reason))` asks
@@ -350,6 +369,15 @@ struct FileKeys {
 
 impl FileKeys {
     fn new(meta: &PointMeta, rec: &EncryptionRecord, key: &KeyFile) -> Result<FileKeys> {
+        FileKeys::of(meta.point, meta.kind != PointKind::SyntheticFull, rec, key)
+    }
+
+    fn of(
+        point: PointId,
+        own_session_only: bool,
+        rec: &EncryptionRecord,
+        key: &KeyFile,
+    ) -> Result<FileKeys> {
         let wanted = match rec.mode {
             KeyMode::Symmetric => KeyKind::Symmetric,
             KeyMode::WriteOnly => KeyKind::Restore,
@@ -357,7 +385,7 @@ impl FileKeys {
         if key.kind != wanted {
             return Err(EngineError::Usage(format!(
                 "restore point {} is encrypted in {} mode (key {}): it needs {}",
-                meta.point,
+                point,
                 rec.mode.as_str(),
                 rec.fingerprint(),
                 wanted.describe()
@@ -366,7 +394,7 @@ impl FileKeys {
         let g = key.find(&rec.key_id).ok_or_else(|| {
             EngineError::Usage(format!(
                 "wrong key: restore point {} was encrypted with key {}, and the key file holds {}; give the key it was written with (nothing was written)",
-                meta.point,
+                point,
                 rec.fingerprint(),
                 fingerprints(key)
             ))
@@ -389,7 +417,7 @@ impl FileKeys {
         Ok(FileKeys {
             keys,
             change_key: g.change_key(),
-            own_session_only: meta.kind != PointKind::SyntheticFull,
+            own_session_only,
         })
     }
 }
@@ -412,6 +440,17 @@ impl Decryptor {
             }
         }
         Decryptor::for_files(&metas, key)
+    }
+
+    /// The decryptor of a restore over the network: `record` lists the sessions of every file
+    /// the restore reads (the server merges them, `ChainReader::merged_encryption_record`),
+    /// and blocks are decoded as of `point`. A block's salt must be one of them; which file a
+    /// block came from is not known here.
+    pub fn for_record(point: PointId, record: &[u8], key: &KeyFile) -> Result<Decryptor> {
+        let rec = EncryptionRecord::decode(record).map_err(usage)?;
+        let mut files = HashMap::new();
+        files.insert(point, FileKeys::of(point, false, &rec, key)?);
+        Ok(Decryptor { files })
     }
 
     /// The decryptor of the files `metas` (the point first); `None` when it is not encrypted.

@@ -25,8 +25,8 @@ pub use backup::{run_input_pipeline, run_pipeline_keyed};
 pub use input::{Input, InputReader, Run};
 pub use live::{backup_live, CbtReport, LiveOptions, LiveSource, ParentInfo, VerifyReport};
 pub use crypt::{
-    backup_local_encrypted, record_of, refuse_plain_after_encrypted, restore_local_encrypted,
-    Decryptor, EncryptingSink, WriteKey,
+    backup_local_encrypted, plan_sealing, record_of, refuse_plain_after_encrypted,
+    restore_local_encrypted, Decryptor, EncryptingSink, Sealing, WriteKey,
 };
 pub use error::EngineError;
 pub use image::{

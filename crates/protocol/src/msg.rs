@@ -9,8 +9,10 @@ use crate::{ErrorCode, ProtocolError, Result};
 /// (`bulwark_repository::plan::MAX_BLOCK_SIZE`), below the format's 16 MiB. A chain with larger
 /// blocks is refused at `BeginBackup` and restored locally.
 pub const MAX_NET_BLOCK_SIZE: u32 = 4 << 20;
-/// Largest payload of a `Block` frame: its 77-byte header and a block of up to 4 MiB.
-pub const MAX_DATA_PAYLOAD: u32 = BLOCK_HEADER_LEN as u32 + MAX_NET_BLOCK_SIZE;
+/// Largest payload of a `Block` frame: its 77-byte header and a block of up to 4 MiB (plus
+/// the 32 bytes of salt and tag when encrypted).
+pub const MAX_DATA_PAYLOAD: u32 =
+    BLOCK_HEADER_LEN as u32 + MAX_NET_BLOCK_SIZE + bulwark_format::ENCRYPTION_OVERHEAD;
 /// Largest payload of every other frame.
 pub const MAX_CONTROL_PAYLOAD: u32 = 1 << 20;
 /// Job names in one `Jobs` frame.
@@ -87,7 +89,13 @@ msg_types! {
     ExportMap = 0x52, MAX_CONTROL_PAYLOAD;
     ReadBlocks = 0x53, 12;
     BlockUnavailable = 0x54, 2048;
+    GetParentEncryption = 0x70, 0;
+    EncryptionRecord = 0x71, MAX_RECORD as u32 + 4;
+    Encryption = 0x72, MAX_RECORD as u32 + 4;
 }
+
+/// Largest encryption record on the wire (the format's extension limit).
+pub const MAX_RECORD: usize = bulwark_format::MAX_EXTENSION_LEN;
 
 /// Most blocks one `ReadBlocks` request may cover (bounds the reply to 64 `Block` frames).
 pub const MAX_READ_BLOCKS: u32 = 64;
@@ -224,6 +232,16 @@ pub enum Msg<'a> {
     Unchanged { first: u64, count: u64 },
     /// Client: every block was sent.
     Finish { blocks: u64 },
+    /// Client, in a backup after `Known`: send the parent's encryption record
+    /// (docs/encryption.md).
+    GetParentEncryption,
+    /// Server: an encryption record; empty when the parent is not encrypted or there is none.
+    /// Also sent before `RestoreReady` for an encrypted point: the sessions of every file the
+    /// restore reads.
+    EncryptionRecord { record: Vec<u8> },
+    /// Client, in a backup before its first block: the new point's encryption record; its
+    /// blocks are then all encrypted.
+    Encryption { record: Vec<u8> },
     /// Server: the restore point is durable and sealed.
     Sealed(SealedInfo),
     /// Client: restore a point (`None`: the newest).
@@ -346,7 +364,9 @@ fn get_opt_id(r: &mut Rd<'_>) -> Result<Option<PointId>> {
 fn encode_block_header(blk: &StoredBlock<'_>, b: &mut Vec<u8>) {
     b.u64(blk.block.0);
     b.u32(blk.plain_len);
-    b.u8(u8::from(blk.codec.is_compressed()));
+    // 0 raw, 1 zstd; 2 and 3 the same encrypted (docs/encryption.md). Builds before
+    // encryption read this byte as a boolean and refuse 2 and 3.
+    b.u8(blk.codec.flags() as u8);
     b.raw(&blk.plain_hash.0);
     b.raw(&blk.stored_hash.0);
 }
@@ -374,6 +394,9 @@ impl<'a> Msg<'a> {
             Msg::BeginRestore { .. } => MsgType::BeginRestore,
             Msg::RestoreReady { .. } => MsgType::RestoreReady,
             Msg::RestoreEnd { .. } => MsgType::RestoreEnd,
+            Msg::GetParentEncryption => MsgType::GetParentEncryption,
+            Msg::EncryptionRecord { .. } => MsgType::EncryptionRecord,
+            Msg::Encryption { .. } => MsgType::Encryption,
             Msg::Verify { .. } => MsgType::Verify,
             Msg::VerifyReport(_) => MsgType::VerifyReport,
             Msg::Copy(c) => c.ty(),
@@ -464,6 +487,8 @@ impl<'a> Msg<'a> {
                 b.u64(*count);
             }
             Msg::Finish { blocks } | Msg::RestoreEnd { blocks } => b.u64(*blocks),
+            Msg::GetParentEncryption => {}
+            Msg::EncryptionRecord { record } | Msg::Encryption { record } => b.bytes(record),
             Msg::Sealed(s) => {
                 put_summary(b, &s.summary);
                 b.u8(u8::from(s.immutable));
@@ -623,11 +648,19 @@ impl<'a> Msg<'a> {
             MsgType::Block => {
                 let block = BlockNo(r.u64()?);
                 let plain_len = r.u32()?;
-                let codec = if r.bool()? { Codec::Zstd } else { Codec::Raw };
+                let codec = match r.u8()? {
+                    c @ 0..=3 => Codec::of_flags(u32::from(c)),
+                    c => return Err(r.bad(format!("unknown block codec {c}"))),
+                };
                 let plain_hash = r.digest()?;
                 let stored_hash = r.digest()?;
                 let data = r.rest();
-                if data.is_empty() || data.len() > plain_len as usize {
+                let overhead = if codec.is_encrypted() {
+                    bulwark_format::ENCRYPTION_OVERHEAD as usize
+                } else {
+                    0
+                };
+                if data.len() <= overhead || data.len() > plain_len as usize + overhead {
                     return Err(r.bad(format!(
                         "{} stored bytes for a block of {} plain bytes",
                         data.len(),
@@ -676,6 +709,13 @@ impl<'a> Msg<'a> {
                 blocks: r.u64()?,
             },
             MsgType::RestoreEnd => Msg::RestoreEnd { blocks: r.u64()? },
+            MsgType::GetParentEncryption => Msg::GetParentEncryption,
+            MsgType::EncryptionRecord => Msg::EncryptionRecord {
+                record: r.bytes(MAX_RECORD)?,
+            },
+            MsgType::Encryption => Msg::Encryption {
+                record: r.bytes(MAX_RECORD)?,
+            },
             MsgType::OpenExport => Msg::OpenExport {
                 job: r.string(MAX_NAME)?,
                 point: get_opt_id(&mut r)?,

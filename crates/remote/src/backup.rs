@@ -6,7 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bulwark_engine::{
-    run_pipeline, BackupOptions, BlockSink, Counters, EngineError, KnownHashes, Source,
+    plan_sealing, run_pipeline_keyed, BackupOptions, BlockSink, Counters, EngineError, KnownHashes,
+    Source, WriteKey,
 };
 use bulwark_format::{BlockNo, StoredBlock};
 use bulwark_protocol::{BackupRequest, Msg, SealedInfo};
@@ -88,6 +89,50 @@ pub fn backup_remote(
     opts: &BackupOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<RemoteBackupSummary> {
+    backup_remote_with(config_dir, addr, job, source, opts, None, progress)
+}
+
+/// [`backup_remote`], encrypted on this client with `key` when one is given
+/// (docs/encryption.md): the server receives ciphertext and the encryption record only. A
+/// chain that cannot continue under `key` (not encrypted, another public key) gets a new
+/// active full, the reason reported.
+pub fn backup_remote_with(
+    config_dir: &Path,
+    addr: &RemoteAddr,
+    job: &str,
+    source: &Path,
+    opts: &BackupOptions,
+    key: Option<&WriteKey>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<RemoteBackupSummary> {
+    match backup_once(config_dir, addr, job, source, opts, key, progress)? {
+        Ok(s) => Ok(s),
+        Err(reason) => {
+            let full = BackupOptions {
+                force_full: true,
+                ..opts.clone()
+            };
+            match backup_once(config_dir, addr, job, source, &full, key, progress)? {
+                Ok(mut s) => {
+                    s.full_reason = Some(reason);
+                    Ok(s)
+                }
+                Err(reason) => Err(RemoteError::Usage(reason)),
+            }
+        }
+    }
+}
+
+/// One attempt; `Ok(Err(reason))` when the encrypted backup needs a new chain.
+fn backup_once(
+    config_dir: &Path,
+    addr: &RemoteAddr,
+    job: &str,
+    source: &Path,
+    opts: &BackupOptions,
+    key: Option<&WriteKey>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<std::result::Result<RemoteBackupSummary, String>> {
     let started = Instant::now();
     bulwark_format::validate_name("job", job).map_err(|e| RemoteError::Usage(e.to_string()))?;
     let src = Source::open(source)?;
@@ -127,21 +172,65 @@ pub fn backup_remote(
         ));
     }
     let known = KnownHashes(known);
+    let sealing = match key {
+        None => None,
+        Some(k) => {
+            conn.send(&Msg::GetParentEncryption)?;
+            let parent = match conn.recv()? {
+                Msg::EncryptionRecord { record } if ready.parent.is_none() => {
+                    if !record.is_empty() {
+                        return Err(RemoteError::Usage(
+                            "server sent a parent encryption record for a new chain".into(),
+                        ));
+                    }
+                    None
+                }
+                Msg::EncryptionRecord { record } if record.is_empty() => Some(None),
+                Msg::EncryptionRecord { record } => Some(Some(
+                    bulwark_format::EncryptionRecord::decode(&record)
+                        .map_err(|e| RemoteError::Usage(format!("the parent's {e}")))?,
+                )),
+                m => return Err(m.unexpected("EncryptionRecord").into()),
+            };
+            match plan_sealing(k, parent.as_ref().map(|p| p.as_ref()))? {
+                Ok(s) => {
+                    conn.send(&Msg::Encryption {
+                        record: s.record.encode(),
+                    })?;
+                    Some(s)
+                }
+                // Dropping the connection discards the point the server started.
+                Err(reason) => return Ok(Err(reason)),
+            }
+        }
+    };
+    let change_key = sealing.as_ref().map(|s| s.change_key);
     let mut sink = RemoteSink {
         conn: &mut conn,
         run: None,
         sent: 0,
         err: None,
     };
-    let res = run_pipeline(
-        &src,
-        ready.block_size,
-        opts.compression_level,
-        opts.threads,
-        &known,
-        &mut sink,
-        progress,
-    );
+    let res = {
+        let mut sealed_sink;
+        let out: &mut dyn BlockSink = match sealing {
+            Some(s) => {
+                sealed_sink = s.into_sink(&mut sink);
+                &mut sealed_sink
+            }
+            None => &mut sink,
+        };
+        run_pipeline_keyed(
+            &src,
+            ready.block_size,
+            opts.compression_level,
+            opts.threads,
+            &known,
+            change_key.as_ref(),
+            out,
+            progress,
+        )
+    };
     let counters = match res {
         Ok(c) => c,
         Err(e) => return Err(sink.err.take().unwrap_or(RemoteError::Engine(e))),
@@ -165,11 +254,11 @@ pub fn backup_remote(
     };
     let client = conn.client.clone();
     conn.close();
-    Ok(RemoteBackupSummary {
+    Ok(Ok(RemoteBackupSummary {
         sealed,
         counters,
         elapsed: started.elapsed(),
         full_reason: (!ready.full_reason.is_empty()).then_some(ready.full_reason),
         client,
-    })
+    }))
 }

@@ -25,15 +25,55 @@ pub fn restore_remote(
     opts: &RestoreOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<RestoreSummary> {
+    restore_remote_with(config_dir, addr, job, point, target, opts, None, progress)
+}
+
+/// [`restore_remote`] of an encrypted point with `key` (the symmetric key file or the
+/// private restore key): the server sends ciphertext and the sessions' wrapped keys, this
+/// client decrypts. Keys are checked before the target is created.
+#[allow(clippy::too_many_arguments)]
+pub fn restore_remote_with(
+    config_dir: &Path,
+    addr: &RemoteAddr,
+    job: &str,
+    point: Option<PointId>,
+    target: &Path,
+    opts: &RestoreOptions,
+    key: Option<&bulwark_crypto::KeyFile>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<RestoreSummary> {
     let started = Instant::now();
     let mut conn = Conn::session(config_dir, addr)?;
     conn.send(&Msg::BeginRestore {
         job: job.to_string(),
         point,
     })?;
-    let (summary, blocks) = match conn.recv()? {
-        Msg::RestoreReady { point, blocks } => (point, blocks),
-        m => return Err(m.unexpected("RestoreReady").into()),
+    let mut record = None;
+    let (summary, blocks) = loop {
+        match conn.recv()? {
+            Msg::EncryptionRecord { record: r } if record.is_none() => record = Some(r),
+            Msg::RestoreReady { point, blocks } => break (point, blocks),
+            m => return Err(m.unexpected("RestoreReady").into()),
+        }
+    };
+    let decryptor = match (&record, key) {
+        (None, None) => None,
+        (Some(r), Some(k)) => Some(bulwark_engine::Decryptor::for_record(summary.point, r, k)?),
+        (Some(r), None) => {
+            let fp = bulwark_format::EncryptionRecord::decode(r)
+                .map(|r| format!("{} key {}", r.mode.as_str(), r.fingerprint()))
+                .unwrap_or_default();
+            return Err(RemoteError::Usage(format!(
+                "restore point {} is encrypted ({fp}): give --key KEYFILE (symmetric) or --restore-key PRIVATE (write-only backups); nothing was written",
+                summary.point
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(RemoteError::Usage(format!(
+                "restore point {} is not encrypted: restore it without --key/--restore-key",
+                summary.point
+            )))
+        }
     };
     bulwark_format::check_block_size(summary.block_size)
         .map_err(|e| RemoteError::Usage(format!("server announced a bad block size: {e}")))?;
@@ -44,7 +84,16 @@ pub fn restore_remote(
         )));
     }
     let out = RestoreTarget::create(target, summary.disk_size, opts.force)?;
-    let res = receive(&mut conn, &out, &summary, blocks, opts.threads, progress).and_then(|n| {
+    let res = receive(
+        &mut conn,
+        &out,
+        &summary,
+        blocks,
+        opts.threads,
+        decryptor.as_ref(),
+        progress,
+    )
+    .and_then(|n| {
         out.finish()?;
         Ok(n)
     });
@@ -69,6 +118,7 @@ fn receive(
     s: &bulwark_protocol::PointSummary,
     blocks: u64,
     threads: usize,
+    decryptor: Option<&bulwark_engine::Decryptor>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(u64, u64)> {
     let threads = threads.max(1);
@@ -88,14 +138,20 @@ fn receive(
         for _ in 0..threads {
             let (work_rx, free_tx, failed) = (work_rx.clone(), free_tx.clone(), &failed);
             handles.push(scope.spawn(move || -> Result<(u64, u64)> {
-                let mut plain = Vec::new();
+                let (mut plain, mut payload) = (Vec::new(), Vec::new());
                 let (mut n, mut bytes) = (0u64, 0u64);
                 let mut dec = BlockDecoder::new().map_err(|e| RemoteError::Usage(e.to_string()))?;
                 for (e, buf) in work_rx {
-                    let r = dec
-                        .decode_checking_plain(&e, &buf.bytes()[BLOCK_HEADER_LEN..], &mut plain)
-                        .map_err(|err| RemoteError::Damaged(err.to_string()))
-                        .and_then(|p| Ok(target_file.write_at(p, e.block.0 * bs)?));
+                    let stored = &buf.bytes()[BLOCK_HEADER_LEN..];
+                    let decoded = match decryptor {
+                        Some(d) => d
+                            .decode(&mut dec, s.point, &e, stored, &mut payload, &mut plain)
+                            .map_err(|err| RemoteError::Damaged(err.to_string())),
+                        None => dec
+                            .decode_checking_plain(&e, stored, &mut plain)
+                            .map_err(|err| RemoteError::Damaged(err.to_string())),
+                    };
+                    let r = decoded.and_then(|p| Ok(target_file.write_at(p, e.block.0 * bs)?));
                     if let Err(err) = r {
                         failed.store(true, Ordering::Relaxed);
                         return Err(err);

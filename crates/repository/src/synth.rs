@@ -132,9 +132,16 @@ fn temp_file(dir: &Path) -> Result<File> {
         .map_err(RepoError::io(dir, "creating a temporary file in"))
 }
 
-/// The encryption record of a synthetic full of `src`: the source's record with the sessions
-/// of every file its blocks come from, so each cloned block's salt still names its wrapped data
-/// key (docs/encryption.md). Needs no key; `None` for an unencrypted source.
+impl crate::ChainReader {
+    /// The encryption record of this point with the sessions of every file its blocks come
+    /// from, so each block's salt names its wrapped data key (docs/encryption.md): what a
+    /// synthetic full of it records, and what a restore over the network is sent. Needs no
+    /// key; `None` for an unencrypted point.
+    pub fn merged_encryption_record(&self) -> Result<Option<Vec<u8>>> {
+        merged_encryption_record(self)
+    }
+}
+
 fn merged_encryption_record(src: &crate::ChainReader) -> Result<Option<Vec<u8>>> {
     use bulwark_format::{EncryptionRecord, EXT_ENCRYPTION};
     let bad = |e: FormatError| RepoError::Usage(format!("cannot build a synthetic full: {e}"));
@@ -207,7 +214,7 @@ impl Repository {
             )));
         }
 
-        if let Some(record) = merged_encryption_record(&src)? {
+        if let Some(record) = src.merged_encryption_record()? {
             b.set_extension(bulwark_format::EXT_ENCRYPTION, record)?;
         }
 

@@ -258,7 +258,11 @@ fn check_job(job: &str) -> std::result::Result<(), Fail> {
 }
 
 /// Refuses, as "no such job", any job the client does not own.
-pub(crate) fn authorize_read(client: &str, state: &State, job: &str) -> std::result::Result<(), Fail> {
+pub(crate) fn authorize_read(
+    client: &str,
+    state: &State,
+    job: &str,
+) -> std::result::Result<(), Fail> {
     check_job(job)?;
     if state.registry.owner(&state.repo, job)?.as_deref() != Some(client) {
         return Err(Fail::logged(
@@ -474,9 +478,73 @@ fn backup(
     let mut next = 0u64; // lowest block number still allowed
     let mut received = 0u64;
     let started = Instant::now();
+    // Encryption (docs/encryption.md): the server checks the record's form and that every
+    // block agrees with it; it never holds a key.
+    let parent_record = match parent_ids {
+        Some((p, _)) => state
+            .repo
+            .open_point(&req.job, Some(p))?
+            .point()
+            .meta
+            .extension(bulwark_format::EXT_ENCRYPTION)
+            .map(<[u8]>::to_vec),
+        None => None,
+    };
+    let mut encrypted: Option<bool> = None;
     loop {
         s.recv()?;
+        let first_data = encrypted.is_none()
+            && matches!(
+                s.msg()?,
+                Msg::Block(_) | Msg::Unchanged { .. } | Msg::Finish { .. }
+            );
+        if first_data {
+            if let Some(r) = &parent_record {
+                let fp = bulwark_format::EncryptionRecord::decode(r)
+                    .map(|r| r.fingerprint())
+                    .unwrap_or_default();
+                return Err(Fail::new(
+                    ErrorCode::Usage,
+                    format!("job {:?} is encrypted (key {fp}): an unencrypted backup is refused; back up with its --key or --public-key", req.job),
+                ));
+            }
+            encrypted = Some(false);
+        }
         match s.msg()? {
+            Msg::GetParentEncryption => {
+                s.send(&Msg::EncryptionRecord {
+                    record: parent_record.clone().unwrap_or_default(),
+                })?;
+            }
+            Msg::Encryption { record } if encrypted.is_none() => {
+                let rec = bulwark_format::EncryptionRecord::decode(&record)
+                    .map_err(|e| Fail::new(ErrorCode::Malformed, e.to_string()))?;
+                if parent_ids.is_some() {
+                    let same = parent_record
+                        .as_deref()
+                        .and_then(|r| bulwark_format::EncryptionRecord::decode(r).ok())
+                        .is_some_and(|p| p.mode == rec.mode && p.key_id == rec.key_id);
+                    if !same {
+                        return Err(Fail::new(
+                            ErrorCode::Usage,
+                            "the chain is not encrypted with this key: start a new chain (--full)",
+                        ));
+                    }
+                }
+                builder
+                    .set_extension(bulwark_format::EXT_ENCRYPTION, record)
+                    .map_err(|e| Fail::new(ErrorCode::Malformed, error_chain(&e)))?;
+                encrypted = Some(true);
+            }
+            Msg::Block(b) if Some(b.codec.is_encrypted()) != encrypted => {
+                return Err(Fail::new(
+                    ErrorCode::Malformed,
+                    format!(
+                        "block {}: an encrypted point holds only encrypted blocks, and only it holds them",
+                        b.block.0
+                    ),
+                ));
+            }
             Msg::Block(b) => {
                 if b.block.0 < next || b.block.0 >= nblocks {
                     return Err(Fail::new(
@@ -537,7 +605,11 @@ fn backup(
                 }
                 break;
             }
-            m => return Err(m.unexpected("Block, Unchanged or Finish").into()),
+            m => {
+                return Err(m
+                    .unexpected("Block, Unchanged, Finish, GetParentEncryption or Encryption")
+                    .into())
+            }
         }
     }
     let sealed = builder.finish();
@@ -623,6 +695,10 @@ fn restore(
     check_net_block_size(r.meta.block_size)?;
     let file_bytes = r.file().metadata().map(|m| m.len()).unwrap_or(0);
     let entries = chain.entries();
+    // An encrypted point: the sessions of every file it reads, before anything else.
+    if let Some(record) = chain.merged_encryption_record()? {
+        s.send(&Msg::EncryptionRecord { record })?;
+    }
     s.send(&Msg::RestoreReady {
         point: summary(&r.meta, r.trailer.root_digest, file_bytes),
         blocks: entries.len() as u64,
