@@ -881,25 +881,16 @@ impl CopyReceiver {
                 ..
             } => {
                 file.sync_all().map_err(RepoError::io(&part, "syncing"))?;
+                // Every block was checked as it was placed (received bytes before they were
+                // written, local clones after cloning, resumed ones when re-read); the head is
+                // checked once more, and the immutability service checks the padding.
                 let r = PointReader::open(file).map_err(RepoError::format(&part))?;
-                // Every block, received or local, against its stored hash: a copy is either
-                // whole or not sealed.
-                let mut buf = Vec::new();
-                for e in r.map.iter().filter(|e| e.file_ref == 0) {
-                    let b = r
-                        .read_stored(e, &mut buf)
-                        .map_err(RepoError::format(&part))?;
-                    if Digest::of(b) != e.stored_hash {
-                        return Err(RepoError::Format {
-                            path: part.clone(),
-                            source: FormatError::StoredHash {
-                                block: e.block,
-                                offset: e.offset,
-                            },
-                        });
-                    }
+                if r.trailer.root_digest != root {
+                    return Err(RepoError::Usage(format!(
+                        "{} changed while it was being written",
+                        part.display()
+                    )));
                 }
-                r.check_padding().map_err(RepoError::format(&part))?;
                 drop(r);
                 let meta = *head_meta;
                 let done = layout::incoming_path(repo.root(), meta.point);
