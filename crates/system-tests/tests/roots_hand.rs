@@ -1,0 +1,192 @@
+//! Root's own hand on a guarded repository (issue 20): clearing the immutable attribute,
+//! changing owner or mode, changing a sealed file's bytes, deleting one, clearing the
+//! attribute of `repository.toml`. The real bulwark-immutd, checking every `watch_secs`,
+//! sees each within that interval, audits it, alerts it (`bulwark-immutd status` and
+//! `bulwark-repo status` exit 1 naming the file), seals again what is intact, and leaves
+//! what is not to `verify`, which names it. Root only, with a real service user.
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bulwark_format::PointReader;
+use bulwark_testkit::cmd::text;
+use bulwark_testkit::guarded::*;
+
+/// Seconds between the service's checks in this test.
+const WATCH: u64 = 2;
+
+fn sealed_files(repo: &Path, job: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for c in std::fs::read_dir(repo.join("store").join(job)).unwrap() {
+        for f in std::fs::read_dir(c.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            if p.extension().is_some_and(|e| e == "bwrp") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort_by_key(|p| p.file_name().unwrap().to_owned());
+    out
+}
+
+fn point_of(p: &Path) -> String {
+    p.file_stem().unwrap().to_string_lossy().into_owned()
+}
+
+/// Waits for `cond` at most two check intervals and a margin; returns how long it took.
+fn within_bound(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    let bound = Duration::from_secs(2 * WATCH + 3);
+    while !cond() {
+        assert!(t.elapsed() < bound, "{what}: not seen within {bound:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = t.elapsed();
+    println!("{what}: seen after {} ms", took.as_millis());
+    took
+}
+
+fn audit(sys: &System) -> String {
+    std::fs::read_to_string(sys.rig.setup.state_dir().join("audit.log")).unwrap()
+}
+
+fn immutd_status(sys: &System) -> (Option<i32>, String) {
+    let o = sys.rig.immutd_cli(&["status"]);
+    (o.status.code(), text(&o))
+}
+
+/// Flips one byte inside the first stored block, as root around the attribute.
+fn flip_a_stored_byte(path: &Path) {
+    let r = PointReader::open(File::open(path).unwrap()).unwrap();
+    let e = *r.map.iter().find(|e| e.file_ref == 0).unwrap();
+    drop(r);
+    let at = e.offset + u64::from(e.stored_len) / 2;
+    sh(&format!("chattr -i '{}'", path.display()));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x40], at).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn roots_hand_is_seen_audited_and_undone_within_the_watch_interval() {
+    let name = "roots_hand_is_seen_audited_and_undone_within_the_watch_interval";
+    let Some(mut sys) = System::guarded(name, &["mkfs.ext4", "useradd", "chattr"], FsKind::Ext4)
+    else {
+        return;
+    };
+    sys.rig.setup.watch_secs = WATCH;
+    let _svc = sys.rig.start();
+    for (job, salt) in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")] {
+        let mut data = b"disk content ".repeat(50_000);
+        data.extend_from_slice(salt.as_bytes());
+        let img = sys.image("d.img", &data);
+        let o = sys.backup(false, job, &img);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let (a, b, c, d) = (
+        sealed_files(&sys.rig.repo, "a").remove(0),
+        sealed_files(&sys.rig.repo, "b").remove(0),
+        sealed_files(&sys.rig.repo, "c").remove(0),
+        sealed_files(&sys.rig.repo, "d").remove(0),
+    );
+    assert_eq!(immutd_status(&sys).0, Some(0), "{}", immutd_status(&sys).1);
+    let fp_a = std::fs::read(&a).unwrap();
+
+    // 1. chattr -i: sealed again, bytes untouched, audited and alerted.
+    sh(&format!("chattr -i '{}'", a.display()));
+    assert!(!is_immutable(&a));
+    within_bound("cleared attribute re-sealed", || is_immutable(&a));
+    assert_eq!(std::fs::read(&a).unwrap(), fp_a);
+    let log = audit(&sys);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\ttamper-resealed\t") && l.contains(&point_of(&a))),
+        "{log}"
+    );
+    let (code, out) = immutd_status(&sys);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("ALERT") && out.contains(&point_of(&a)) && out.contains("sealed again"),
+        "{out}"
+    );
+    let o = sys.repo_cmd(&["status", &sys.repo]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains(&point_of(&a)), "{}", text(&o));
+
+    // 2. chattr -i, chmod and chown to the service user: owner, mode and attribute back.
+    let u = sys.user();
+    sh(&format!(
+        "chattr -i '{0}' && chmod 0666 '{0}' && chown {1}:{2} '{0}'",
+        b.display(),
+        u.uid,
+        u.gid
+    ));
+    within_bound("owner and mode restored", || {
+        let m = std::fs::metadata(&b).unwrap();
+        is_immutable(&b) && m.uid() == 0 && m.mode() & 0o7777 == 0o444
+    });
+    let o = u.sh(&format!("printf X >> '{}'", b.display()));
+    assert!(
+        !o.status.success(),
+        "the service user could write after the re-seal"
+    );
+
+    // 3. Changed bytes: alerted as CHANGED, kept immutable as evidence, named by verify.
+    flip_a_stored_byte(&c);
+    within_bound("changed content alerted", || {
+        immutd_status(&sys).1.contains("CHANGED") && is_immutable(&c)
+    });
+    let (_, out) = immutd_status(&sys);
+    assert!(out.contains(&point_of(&c)), "{out}");
+    assert!(audit(&sys).contains("\ttamper-changed\t"));
+
+    // 4. Deleted: alerted as MISSING and named by verify.
+    sh(&format!("chattr -i '{0}' && rm '{0}'", d.display()));
+    within_bound("deleted file alerted", || {
+        let (_, out) = immutd_status(&sys);
+        out.contains("MISSING") && out.contains(&point_of(&d))
+    });
+    assert!(audit(&sys).contains("\ttamper-missing\t"));
+    let o = sys.repo_cmd(&["verify", &sys.repo]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v = text(&o);
+    assert!(v.contains(&point_of(&d)) && v.contains("missing"), "{v}");
+    assert!(
+        v.contains(&point_of(&c)),
+        "verify did not name the changed file: {v}"
+    );
+    assert!(
+        !v.contains(&point_of(&a)) && !v.contains(&point_of(&b)),
+        "{v}"
+    );
+    let o = sys.repo_cmd(&["status", &sys.repo]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains(&point_of(&d)), "{}", text(&o));
+
+    // 5. The repository's settings: chattr -i is undone too.
+    let settings = sys.rig.repo.join("repository.toml");
+    sh(&format!("chattr -i '{}'", settings.display()));
+    within_bound("settings re-sealed", || is_immutable(&settings));
+    assert!(audit(&sys).contains("\ttamper-settings-resealed\t"));
+
+    // 6. Acknowledging clears what was undone; what is lost stays alerted.
+    let o = sys.rig.immutd_cli(&["alerts", "ack"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (code, out) = immutd_status(&sys);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&point_of(&d)) && out.contains(&point_of(&c)),
+        "{out}"
+    );
+    assert!(!out.contains("sealed again"), "{out}");
+    let o = sys.rig.immutd_cli(&["audit", "verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
