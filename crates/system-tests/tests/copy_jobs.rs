@@ -7,7 +7,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
-use std::time::Duration;
 
 use bulwark_copy::{LocalSource, NetTarget, Source, Target};
 use bulwark_format::{
