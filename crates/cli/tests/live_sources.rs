@@ -888,3 +888,44 @@ fn a_client_killed_between_the_transaction_and_the_end_leaves_tracking_intact() 
         "no point from the killed run"
     );
 }
+
+#[path = "../../nbd/tests/common/fake.rs"]
+mod fake;
+
+#[test]
+fn a_broken_nbd_server_fails_the_backup_cleanly_and_leaves_no_partial_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = new_repo(dir.path());
+    for how in [
+        fake::Misbehave::CloseMidReply,
+        fake::Misbehave::HugeLength,
+        fake::Misbehave::UnknownType,
+        fake::Misbehave::ShortChunk,
+    ] {
+        let (sock, _h) = fake::start(dir.path(), how);
+        let t = Instant::now();
+        let o = bulwark(&[
+            os("backup"),
+            os("--repo"),
+            repo.as_os_str(),
+            os("--job"),
+            os("vm"),
+            os(&nbd_uri(&sock)),
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{how:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(t.elapsed() < Duration::from_secs(30), "{how:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("NBD"), "{how:?}: {err}");
+        let incoming: Vec<_> = std::fs::read_dir(repo.join("incoming")).unwrap().collect();
+        assert!(incoming.is_empty(), "{how:?}: a partial file was left");
+        assert!(
+            !repo.join("store").join("vm").exists(),
+            "{how:?}: a point was made"
+        );
+    }
+}
