@@ -152,6 +152,22 @@ fn samples() -> Vec<Msg<'static>> {
             block: 3,
             message: "I/O error".into(),
         },
+        Msg::GetParentEncryption,
+        Msg::EncryptionRecord { record: vec![] },
+        Msg::EncryptionRecord {
+            record: vec![1, 1, 2, 0, 9, 9],
+        },
+        Msg::Encryption {
+            record: vec![5; 120],
+        },
+        Msg::Block(StoredBlock {
+            block: BlockNo(4),
+            plain_len: 100,
+            plain_hash: Digest([3; 32]),
+            data: &[0xe5; 132],
+            codec: Codec::SealedRaw,
+            stored_hash: Digest([4; 32]),
+        }),
     ]
     .into_iter()
     .chain(copy_samples())
@@ -275,9 +291,10 @@ fn a_4_gib_length_prefix_is_refused_before_reading() {
 
 #[test]
 fn a_block_frame_is_limited_to_a_4_mib_block_and_its_77_byte_header() {
+    // An encrypted block may be 32 bytes longer than its plain block (salt and tag).
     assert_eq!(BLOCK_HEADER_LEN, 77);
     assert_eq!(MAX_NET_BLOCK_SIZE, 4 << 20);
-    assert_eq!(MsgType::Block.max_payload(), (4 << 20) + 77);
+    assert_eq!(MsgType::Block.max_payload(), (4 << 20) + 77 + 32);
     let header = |len: u32| {
         let mut h = [0u8; FRAME_HEADER_LEN];
         h[..4].copy_from_slice(&len.to_le_bytes());
@@ -285,11 +302,11 @@ fn a_block_frame_is_limited_to_a_4_mib_block_and_its_77_byte_header() {
         h
     };
     assert_eq!(
-        check_header(header((4 << 20) + 77)).unwrap(),
-        (MsgType::Block, (4 << 20) + 77)
+        check_header(header((4 << 20) + 77 + 32)).unwrap(),
+        (MsgType::Block, (4 << 20) + 77 + 32)
     );
     // What the decoder accepted before: a 16 MiB block (the format's largest) and its header.
-    for len in [(4 << 20) + 78, (16 << 20) + 77] {
+    for len in [(4 << 20) + 77 + 33, (16 << 20) + 77] {
         let e = check_header(header(len)).unwrap_err();
         assert!(matches!(e, ProtocolError::TooLarge { .. }), "{e}");
         let mut fb = FrameBuf::default();
@@ -310,7 +327,26 @@ fn a_block_frame_is_limited_to_a_4_mib_block_and_its_77_byte_header() {
     write_msg(&mut out, &Msg::Block(blk)).unwrap();
     let mut fb = FrameBuf::default();
     read_frame(&mut &out[..], &mut fb, |_| {}).unwrap();
-    let big = vec![7u8; (4 << 20) + 1];
+    // A plain block longer than its plain length is refused by the decoder.
+    let long = vec![7u8; (4 << 20) + 1];
+    let mut out = Vec::new();
+    write_msg(&mut out, &Msg::Block(StoredBlock { data: &long, ..blk })).unwrap();
+    let mut fb = FrameBuf::default();
+    read_frame(&mut &out[..], &mut fb, |_| {}).unwrap();
+    assert!(fb.msg().is_err());
+    // A full 4 MiB block encrypted (32 bytes more) round-trips; one byte more is refused.
+    let sealed = vec![7u8; (4 << 20) + 32];
+    let enc = StoredBlock {
+        data: &sealed,
+        codec: Codec::SealedRaw,
+        ..blk
+    };
+    let mut out = Vec::new();
+    write_msg(&mut out, &Msg::Block(enc)).unwrap();
+    let mut fb = FrameBuf::default();
+    read_frame(&mut &out[..], &mut fb, |_| {}).unwrap();
+    assert_eq!(fb.msg().unwrap(), Msg::Block(enc));
+    let big = vec![7u8; (4 << 20) + 33];
     let e = write_msg(
         &mut Vec::new(),
         &Msg::Block(StoredBlock { data: &big, ..blk }),
