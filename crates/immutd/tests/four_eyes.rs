@@ -428,3 +428,56 @@ fn a_time_accept_that_unlocks_early_needs_two_signatures() {
     assert!(wait_for(10, || !is_immutable(&pa)), "A did not unlock");
     assert!(audit(&rig).contains("with the approval of alice, carol"));
 }
+
+#[test]
+fn a_hand_edit_of_repository_toml_stays_alerted_until_approved() {
+    let test = "a_hand_edit_of_repository_toml_stays_alerted_until_approved";
+    if !can_run_four_eyes(test) {
+        return;
+    }
+    let mut rig = Rig::new(FsKind::Ext4);
+    let keys = Keys::new(&rig.setup.dir.parent().unwrap().join("keys"));
+    rig.setup.extra_config = keys.config();
+    rig.setup.watch_secs = 1;
+    let settings = rig.repo.join("repository.toml");
+    std::fs::write(&settings, "id = \"0123abcd\"\nmax_points_per_day = 8\n").unwrap();
+    rig.user.chown(&settings);
+    let _svc = start(&rig);
+    assert!(
+        wait_for(5, || is_immutable(&settings)),
+        "settings not protected"
+    );
+    let changed =
+        |rig: &Rig| out(&rig.immutd_cli(&["status"])).contains("repository.toml was CHANGED");
+
+    // Root raises a limit by hand (in place: the folder is append-only, no rename).
+    sh(&format!("chattr -i '{}'", settings.display()));
+    std::fs::write(&settings, "id = \"0123abcd\"\nmax_points_per_day = 800\n").unwrap();
+    assert!(
+        wait_for(10, || changed(&rig)),
+        "the hand edit was not alerted"
+    );
+    assert!(
+        is_immutable(&settings),
+        "the edited settings were left mutable"
+    );
+    assert_eq!(rig.immutd_cli(&["status"]).status.code(), Some(1));
+    assert!(audit(&rig).contains("\ttamper-settings-changed\t"));
+
+    // Approved by two: the alert ends and the new content is the approved one.
+    let s = keys.dir.join("settings");
+    let o = prepare(&rig, &["config"], &s);
+    assert!(o.status.success(), "{}", out(&o));
+    let text = std::fs::read_to_string(&s).unwrap();
+    assert!(text.contains("repository.toml changed by hand"), "{text}");
+    let (s1, s2) = (keys.sign(0, &s), keys.sign(1, &s));
+    let o = apply(&rig, &s, &[&s1]);
+    assert_eq!(o.status.code(), Some(3), "{}", out(&o));
+    assert!(changed(&rig));
+    let o = apply(&rig, &s, &[&s1, &s2]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(!changed(&rig));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let o = rig.immutd_cli(&["status"]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+}
