@@ -44,6 +44,13 @@ enum Command {
     Copy(cmd::copy::Args),
     /// Scheduled jobs from a job file: `job run FILE`, `job plan FILE`, `job check FILES`.
     Job(cmd::job::Args),
+    /// Serve a restore point as an NBD export (read-only, or writable through an overlay).
+    Export(cmd::export::Args),
+    /// Show a restore point's disk as a read-only file through FUSE and, as root, mount its
+    /// partitions read-only under DIR/partN (file-level restore).
+    Mount(cmd::mount::Args),
+    /// Undo `bulwark mount DIR`: partition mounts, loop devices, the FUSE disk file.
+    Umount(cmd::mount::UmountArgs),
     /// Serve this client's jobs as a live, read-only web page (loopback by default).
     Dashboard(cmd::dashboard::Args),
     /// Run a complete tour in ./bulwark-demo: repository, disk image, full, incremental, restore, verify.
@@ -79,6 +86,15 @@ fn main() {
             let r = repo(&a.at.repo);
             cmd::verify::run(a, &r, &out)
         }
+        Command::Export(a) => {
+            let r = repo(&a.at.repo);
+            cmd::export::run(a, &r, &out)
+        }
+        Command::Mount(a) => {
+            let r = repo(&a.at.repo);
+            cmd::mount::run(a, &r, &out)
+        }
+        Command::Umount(a) => cmd::mount::run_umount(a, &out),
         Command::Demo(a) => bulwark_demo::run(a, &out),
         Command::Dashboard(a) => cmd::dashboard::run(a, &config_dir, &out),
         Command::Key(a) => cmd::key::run(a, &out),

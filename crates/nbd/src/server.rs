@@ -29,6 +29,8 @@ pub const MAX_REQUEST: u32 = 32 << 20;
 const BASE_ALLOCATION_ID: u32 = 1;
 /// Negotiation must finish within this (a silent client must not hold a connection slot).
 const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the accept loop looks for a new connection (and for a stop).
+const ACCEPT_POLL: Duration = Duration::from_millis(5);
 /// Most extents one block-status reply lists.
 const MAX_EXTENTS: usize = 4096;
 
@@ -265,10 +267,17 @@ impl Server {
         dev: Arc<dyn BlockDevice>,
         opts: ExportOptions,
     ) -> io::Result<Server> {
+        // Non-blocking: the accept loop polls, so that stop never depends on reaching the
+        // socket again (its folder may be gone by then).
         let (listener, listen) = match listen {
-            Listen::Unix(p) => (Listener::Unix(bind_unix(p)?), Listen::Unix(p.clone())),
+            Listen::Unix(p) => {
+                let l = bind_unix(p)?;
+                l.set_nonblocking(true)?;
+                (Listener::Unix(l), Listen::Unix(p.clone()))
+            }
             Listen::Tcp(a) => {
                 let l = TcpListener::bind(a)?;
+                l.set_nonblocking(true)?;
                 let a = l.local_addr()?;
                 (Listener::Tcp(l), Listen::Tcp(a))
             }
@@ -320,17 +329,6 @@ impl Server {
             return;
         };
         self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop with a connection of our own.
-        let _ = match &self.listen {
-            Listen::Unix(p) => UnixStream::connect(p).map(drop),
-            Listen::Tcp(a) => {
-                let mut a = *a;
-                if a.ip().is_unspecified() {
-                    a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                TcpStream::connect_timeout(&a, Duration::from_secs(2)).map(drop)
-            }
-        };
         let _ = accept.join();
         // Readers stop at their next request; workers finish what they hold and reply.
         if let Ok(conns) = self.shared.conns.lock() {
@@ -356,18 +354,24 @@ impl Drop for Server {
 
 fn accept_loop(listener: Listener, sh: Arc<Shared>) {
     loop {
-        let s = match &listener {
-            Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
-            Listener::Tcp(l) => l.accept().map(|(s, _)| {
-                let _ = s.set_nodelay(true);
-                Stream::Tcp(s)
-            }),
-        };
         if sh.stop.load(Ordering::SeqCst) {
             return;
         }
+        let s = match &listener {
+            Listener::Unix(l) => l
+                .accept()
+                .and_then(|(s, _)| s.set_nonblocking(false).map(|()| Stream::Unix(s))),
+            Listener::Tcp(l) => l.accept().and_then(|(s, _)| {
+                let _ = s.set_nodelay(true);
+                s.set_nonblocking(false).map(|()| Stream::Tcp(s))
+            }),
+        };
         let s = match s {
             Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(ACCEPT_POLL);
+                continue;
+            }
             Err(e) => {
                 tracing::warn!("nbd: accept failed: {e}");
                 std::thread::sleep(Duration::from_millis(50));

@@ -4,10 +4,12 @@ pub mod backup;
 pub mod dashboard;
 pub mod copy;
 pub mod enroll;
+pub mod export;
 pub mod job;
 pub mod key;
 pub mod list;
 pub mod live;
+pub mod mount;
 pub mod restore;
 pub mod verify;
 

@@ -1,0 +1,241 @@
+//! `bulwark export`: a restore point as an NBD export (instant access, docs/instant-access.md).
+//!
+//! The point is opened once (locally, or through the repository service with `ReadBlocks`),
+//! read through [`PointImage`] (every block checked against its hash, a bounded cache,
+//! read-ahead) and served by the NBD server until SIGINT, SIGTERM or SIGHUP, which stop it
+//! gracefully and remove its socket. With `--writable FILE` writes go to a copy-on-write
+//! overlay file on this machine; the restore point is never written.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bulwark_engine::{ImageError, PointBlocks, PointImage};
+use bulwark_format::PointId;
+use bulwark_nbd::proto::{EIO, STATE_HOLE, STATE_ZERO};
+use bulwark_nbd::server::{BlockDevice, ExportOptions, Listen, ReadError, Server};
+use serde::Serialize;
+
+use crate::output::{human, Output, EXIT_OK};
+use crate::repo::Repo;
+
+/// Arguments of `bulwark export`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub at: super::RepoArg,
+    /// The job to export from.
+    #[arg(long)]
+    job: String,
+    /// Restore point id (from `bulwark list`), or `latest`.
+    #[arg(long, default_value = "latest")]
+    point: String,
+    /// Where to serve: `unix:PATH` (nbd+unix:///?socket=PATH) or `HOST:PORT` (nbd://HOST:PORT).
+    #[arg(long)]
+    nbd: String,
+    /// Name of the export (clients may also open the default export, "").
+    #[arg(long)]
+    name: Option<String>,
+    /// Cache of decoded blocks, e.g. 64M; 0 turns the cache and read-ahead off.
+    #[arg(long, default_value = "64M", value_parser = super::parse_size)]
+    cache: u32,
+    /// Make the export writable: writes go to this copy-on-write overlay file (created
+    /// sparse if missing, reused with its bitmap FILE.map if present); the restore point is
+    /// never written.
+    #[arg(long, value_name = "FILE")]
+    writable: Option<PathBuf>,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 16)]
+    max_connections: usize,
+}
+
+/// What `bulwark export` serves, printed once it listens.
+#[derive(Serialize)]
+pub struct ExportReport {
+    pub job: String,
+    pub point: String,
+    pub disk_size: u64,
+    pub block_size: u32,
+    pub uri: String,
+    pub writable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<PathBuf>,
+}
+
+/// A restore point opened for random access, whichever side holds it.
+pub trait DiskImage: Send + Sync {
+    fn size(&self) -> u64;
+    fn block_size(&self) -> u32;
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ImageError>;
+    fn extents(&self, offset: u64, len: u64, max_runs: usize) -> Vec<(u64, bool)>;
+}
+
+impl<S: PointBlocks + 'static> DiskImage for PointImage<S> {
+    fn size(&self) -> u64 {
+        PointImage::size(self)
+    }
+    fn block_size(&self) -> u32 {
+        PointImage::block_size(self)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ImageError> {
+        PointImage::read_at(self, offset, buf)
+    }
+    fn extents(&self, offset: u64, len: u64, max_runs: usize) -> Vec<(u64, bool)> {
+        PointImage::extents(self, offset, len, max_runs)
+    }
+}
+
+/// An opened point: its id and the image.
+pub struct Opened {
+    pub point: PointId,
+    pub image: Arc<dyn DiskImage>,
+}
+
+/// Parses `--point`.
+pub fn parse_point(s: &str) -> anyhow::Result<Option<PointId>> {
+    if s == "latest" {
+        return Ok(None);
+    }
+    Ok(Some(
+        s.parse::<PointId>()
+            .map_err(anyhow::Error::msg)
+            .context("--point")?,
+    ))
+}
+
+/// Opens restore point `point` of `job` for random access, locally or over the network.
+pub fn open(repo: &Repo, job: &str, point: Option<PointId>, cache: u64) -> anyhow::Result<Opened> {
+    bulwark_format::validate_name("job", job)?;
+    match repo {
+        Repo::Local(p) => {
+            let r = crate::repo::open_local(p)?;
+            let chain = r
+                .open_point(job, point)
+                .with_context(|| format!("opening job {job:?} of {}", p.display()))?;
+            let id = chain.point().meta.point;
+            Ok(Opened {
+                point: id,
+                image: Arc::new(PointImage::new(chain, cache)),
+            })
+        }
+        Repo::Remote { addr, config_dir } => {
+            let rp = bulwark_remote::RemotePoint::open(config_dir, addr, job, point)
+                .with_context(|| format!("opening job {job:?} on {addr}"))?;
+            let id = rp.summary.point;
+            Ok(Opened {
+                point: id,
+                image: Arc::new(PointImage::new(rp, cache)),
+            })
+        }
+    }
+}
+
+/// The NBD view of a point image: a damaged block is an EIO for exactly its range.
+pub struct NbdDisk(pub Arc<dyn DiskImage>);
+
+impl BlockDevice for NbdDisk {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        self.0.read_at(offset, buf).map_err(|e| {
+            let bs = u64::from(self.0.block_size());
+            let start = (e.block() * bs).max(offset);
+            let end = ((e.block() + 1) * bs).min(offset + buf.len() as u64);
+            ReadError {
+                offset: start,
+                len: end.saturating_sub(start),
+                errno: EIO,
+                message: e.to_string(),
+            }
+        })
+    }
+    fn extents(&self, offset: u64, len: u64) -> Result<Vec<(u64, u32)>, ReadError> {
+        Ok(self
+            .0
+            .extents(offset, len, 4096)
+            .into_iter()
+            .map(|(l, zero)| (l, if zero { STATE_HOLE | STATE_ZERO } else { 0 }))
+            .collect())
+    }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP and returns a waiter for them: a signal then ends the
+/// wait instead of the process, so cleanup runs.
+pub fn termination_signals() -> anyhow::Result<signal_hook::iterator::Signals> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("installing the signal handlers")
+}
+
+/// Runs `bulwark export`.
+pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
+    let listen = Listen::parse(&a.nbd)
+        .map_err(anyhow::Error::msg)
+        .context("--nbd")?;
+    let mut signals = termination_signals()?;
+    let point = parse_point(&a.point)?;
+    let opened = open(repo, &a.job, point, u64::from(a.cache))?;
+    let disk_size = opened.image.size();
+    let block_size = opened.image.block_size();
+    let base: Arc<dyn BlockDevice> = Arc::new(NbdDisk(opened.image.clone()));
+    let dev: Arc<dyn BlockDevice> = match &a.writable {
+        Some(f) => Arc::new(
+            bulwark_nbd::overlay::Overlay::open(base, f)
+                .with_context(|| format!("opening the overlay {} (--writable)", f.display()))?,
+        ),
+        None => base,
+    };
+    let name = a.name.clone().unwrap_or_else(|| a.job.clone());
+    let opts = ExportOptions {
+        name: name.clone(),
+        description: format!("bulwark job {} point {}", a.job, opened.point),
+        max_connections: a.max_connections.max(1),
+        ..Default::default()
+    };
+    let server = Server::start(&listen, dev, opts)
+        .with_context(|| format!("listening on {} (--nbd)", a.nbd))?;
+    let uri = server.listen().uri("");
+    let report = ExportReport {
+        job: a.job.clone(),
+        point: opened.point.to_hex(),
+        disk_size,
+        block_size,
+        uri: uri.clone(),
+        writable: a.writable.is_some(),
+        overlay: a.writable.clone(),
+    };
+    if out.json {
+        out.json(&report);
+    } else {
+        println!(
+            "exporting point {} of job {} ({} disk) {} at {uri}\n  e.g. qemu-img info {uri}\n  stop with Ctrl-C or SIGTERM",
+            report.point,
+            report.job,
+            human(disk_size),
+            if a.writable.is_some() {
+                "writable through its overlay"
+            } else {
+                "read-only"
+            },
+        );
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let sig = signals.forever().next();
+    tracing::info!(?sig, "stopping the export");
+    let stats = server.stats();
+    let (reqs, bytes, errors) = (
+        stats.requests.load(std::sync::atomic::Ordering::Relaxed),
+        stats.bytes_read.load(std::sync::atomic::Ordering::Relaxed),
+        stats.read_errors.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    server.stop();
+    if !out.json {
+        eprintln!(
+            "export stopped: {reqs} requests, {} read, {errors} read errors",
+            human(bytes)
+        );
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,692 @@
+//! Instant access with real tools: `bulwark export` read by qemu-img and qemu-io (full,
+//! incremental, synthetic full; a qcow2 overlay; `--writable`), a damaged block, and
+//! `bulwark mount` of a GPT disk with two ext4 partitions (root), without root, and killed
+//! with SIGKILL.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bulwark_testkit::{require_root, require_tools, Rng, TestUser};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_bulwark")
+}
+
+fn bulwark(args: &[&str]) -> Output {
+    let o = Command::new(bin()).args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "bulwark {args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+}
+
+fn tool(prog: &str, args: &[&str]) -> Output {
+    Command::new(prog).args(args).output().unwrap()
+}
+
+/// A disk image of random, compressible and zero stretches.
+fn image(path: &Path, seed: u64, mib: usize) {
+    let mut rng = Rng::new(seed);
+    let mut data = rng.bytes(mib << 20);
+    for (i, chunk) in data.chunks_mut(192 << 10).enumerate() {
+        match i % 4 {
+            1 => chunk.fill(b'q'),
+            3 => chunk.fill(0),
+            _ => {}
+        }
+    }
+    std::fs::write(path, data).unwrap();
+}
+
+fn change(path: &Path, seed: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let len = f.metadata().unwrap().len();
+    let mut rng = Rng::new(seed);
+    for _ in 0..4 {
+        let at = rng.below(len - 100_000);
+        f.write_all_at(&rng.bytes(100_000), at).unwrap();
+    }
+}
+
+fn backup(repo: &Path, job: &str, img: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut a = vec!["backup", "--repo", s(repo), "--job", job, "--json"];
+    a.extend_from_slice(extra);
+    a.push(s(img));
+    serde_json::from_slice(&bulwark(&a).stdout).unwrap()
+}
+
+/// The JSON report a command prints once it is ready (pretty-printed: read until it
+/// parses). The child is killed when it says nothing parseable.
+fn ready_json(child: &mut Child) -> serde_json::Value {
+    let mut r = BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        let n = r.read_line(&mut line).unwrap_or(0);
+        text.push_str(&line);
+        if let Ok(v) = serde_json::from_str(&text) {
+            // Keep the pipe open: the child may still print.
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                while r.read_line(&mut sink).unwrap_or(0) > 0 {}
+            });
+            return v;
+        }
+        if n == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the command said {text:?} before exiting");
+        }
+    }
+}
+
+/// A running `bulwark export`, stopped with SIGTERM on drop.
+struct Export {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Export {
+    fn start(repo: &Path, job: &str, point: &str, sock: &Path, extra: &[&str]) -> Export {
+        let mut args = vec![
+            "--json".to_string(),
+            "export".into(),
+            "--repo".into(),
+            s(repo).into(),
+            "--job".into(),
+            job.into(),
+            "--point".into(),
+            point.into(),
+            "--nbd".into(),
+            format!("unix:{}", sock.display()),
+        ];
+        args.extend(extra.iter().map(|x| x.to_string()));
+        let mut child = Command::new(bin())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let v = ready_json(&mut child);
+        assert!(v["uri"].as_str().unwrap().contains(s(sock)), "{v}");
+        Export {
+            child,
+            sock: sock.to_path_buf(),
+        }
+    }
+
+    fn uri(&self) -> String {
+        format!("nbd+unix:///?socket={}", self.sock.display())
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        let _ = tool("kill", &["-TERM", &self.child.id().to_string()]);
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Export {
+    fn drop(&mut self) {
+        let _ = tool("kill", &["-TERM", &self.child.id().to_string()]);
+        let _ = self.child.wait();
+    }
+}
+
+fn compare(src: &Path, uri: &str) {
+    let o = tool(
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "raw", s(src), uri],
+    );
+    assert!(
+        o.status.success(),
+        "qemu-img compare {}: {}",
+        s(src),
+        text(&o)
+    );
+}
+
+fn qemu_io(fmt: &str, target: &str, cmds: &[&str]) -> Output {
+    let mut c = Command::new("qemu-io");
+    c.args(["-f", fmt]);
+    for x in cmds {
+        c.args(["-c", x]);
+    }
+    c.arg(target).output().unwrap()
+}
+
+#[test]
+fn export_serves_a_full_an_incremental_and_a_synthetic_full_byte_identical() {
+    let t = "export_serves_a_full_an_incremental_and_a_synthetic_full_byte_identical";
+    if !require_tools(t, &["qemu-img"]) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path().join("repo");
+    bulwark_repository::Repository::init(&repo, 7).unwrap();
+    let img = d.path().join("disk.img");
+    image(&img, 1, 20);
+    let mut points = Vec::new();
+    let v = backup(&repo, "vm", &img, &["--block-size", "64K"]);
+    assert_eq!(v["kind"], "full");
+    let full = d.path().join("full.img");
+    std::fs::copy(&img, &full).unwrap();
+    points.push((v["point"].as_str().unwrap().to_string(), full));
+    change(&img, 2);
+    let v = backup(&repo, "vm", &img, &[]);
+    assert_eq!(v["kind"], "incremental");
+    let inc = d.path().join("inc.img");
+    std::fs::copy(&img, &inc).unwrap();
+    points.push((v["point"].as_str().unwrap().to_string(), inc));
+    change(&img, 3);
+    let v = backup(&repo, "vm", &img, &["--synthetic-full"]);
+    let synth = v["synthetic_full"]["point"].as_str().unwrap().to_string();
+    points.push((synth, img.clone()));
+    for (i, (point, src)) in points.iter().enumerate() {
+        let sock = d.path().join(format!("e{i}.sock"));
+        let e = Export::start(&repo, "vm", point, &sock, &[]);
+        compare(src, &e.uri());
+        // Holes: the zero stretches are reported as zero, not data.
+        let o = tool("qemu-img", &["map", "--output=json", "-f", "raw", &e.uri()]);
+        let map: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(
+            map.as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["zero"] == true && x["data"] == false),
+            "no zero extent in {map}"
+        );
+        assert!(e.stop().success());
+        assert!(
+            !sock.exists(),
+            "the socket is removed when the export stops"
+        );
+    }
+    // `latest` is the synthetic full.
+    let sock = d.path().join("latest.sock");
+    let e = Export::start(&repo, "vm", "latest", &sock, &["--cache", "0"]);
+    compare(&img, &e.uri());
+}
+
+#[test]
+fn a_qcow2_overlay_and_a_writable_export_take_writes_and_leave_the_point_intact() {
+    let t = "a_qcow2_overlay_and_a_writable_export_take_writes_and_leave_the_point_intact";
+    if !require_tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path().join("repo");
+    bulwark_repository::Repository::init(&repo, 7).unwrap();
+    let img = d.path().join("disk.img");
+    image(&img, 4, 12);
+    backup(&repo, "vm", &img, &[]);
+    let sock = d.path().join("e.sock");
+    {
+        let e = Export::start(&repo, "vm", "latest", &sock, &[]);
+        // The documented recipe: a qcow2 overlay backed by the export.
+        let ov = d.path().join("overlay.qcow2");
+        let o = tool(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                "raw",
+                "-b",
+                &e.uri(),
+                s(&ov),
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let o = qemu_io(
+            "qcow2",
+            s(&ov),
+            &["write -P 0x5a 1M 64k", "write -P 0x33 7M 4k"],
+        );
+        assert!(
+            o.status.success() && !text(&o).contains("failed"),
+            "{}",
+            text(&o)
+        );
+        let o = qemu_io(
+            "qcow2",
+            s(&ov),
+            &["read -P 0x5a 1M 64k", "read -P 0x33 7M 4k"],
+        );
+        assert!(
+            o.status.success() && !text(&o).contains("failed"),
+            "{}",
+            text(&o)
+        );
+        // Moving the running disk to its final place: convert the overlay (base + writes).
+        let fin = d.path().join("final.raw");
+        let o = tool("qemu-img", &["convert", "-O", "raw", s(&ov), s(&fin)]);
+        assert!(o.status.success(), "{}", text(&o));
+        let mut want = std::fs::read(&img).unwrap();
+        want[1 << 20..(1 << 20) + 65536].fill(0x5a);
+        want[7 << 20..(7 << 20) + 4096].fill(0x33);
+        assert!(
+            std::fs::read(&fin).unwrap() == want,
+            "the converted disk has the writes"
+        );
+        // The export still serves the point unchanged.
+        compare(&img, &e.uri());
+    }
+    // --writable: writes go to a local overlay file and survive a restart of the export.
+    let ovf = d.path().join("writes.overlay");
+    {
+        let e = Export::start(&repo, "vm", "latest", &sock, &["--writable", s(&ovf)]);
+        let o = qemu_io(
+            "raw",
+            &e.uri(),
+            &["write -P 7 3M 12k", "write -P 9 5000 100", "flush"],
+        );
+        assert!(
+            o.status.success() && !text(&o).contains("failed"),
+            "{}",
+            text(&o)
+        );
+        assert!(e.stop().success());
+    }
+    {
+        let e = Export::start(&repo, "vm", "latest", &sock, &["--writable", s(&ovf)]);
+        let o = qemu_io("raw", &e.uri(), &["read -P 7 3M 12k", "read -P 9 5000 100"]);
+        assert!(
+            o.status.success() && !text(&o).contains("failed"),
+            "{}",
+            text(&o)
+        );
+    }
+    // The restore point itself never changed.
+    let o = bulwark(&["verify", "--repo", s(&repo)]);
+    assert!(o.status.success());
+    let back = d.path().join("back.img");
+    bulwark(&["restore", "--repo", s(&repo), "--job", "vm", s(&back)]);
+    assert!(std::fs::read(&back).unwrap() == std::fs::read(&img).unwrap());
+}
+
+#[test]
+fn a_flipped_byte_in_a_stored_block_is_a_read_error_for_exactly_that_block() {
+    let t = "a_flipped_byte_in_a_stored_block_is_a_read_error_for_exactly_that_block";
+    if !require_tools(t, &["qemu-io"]) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path().join("repo");
+    bulwark_repository::Repository::init(&repo, 7).unwrap();
+    let img = d.path().join("disk.img");
+    std::fs::write(&img, Rng::new(9).bytes(4 << 20)).unwrap();
+    let v = backup(&repo, "vm", &img, &["--block-size", "64K"]);
+    let file = PathBuf::from(v["path"].as_str().unwrap());
+    let r = bulwark_format::PointReader::open(std::fs::File::open(&file).unwrap()).unwrap();
+    let bs = u64::from(r.meta.block_size);
+    let e = r.map[20];
+    drop(r);
+    let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    let mut b = [0u8; 1];
+    std::fs::File::open(&file)
+        .unwrap()
+        .read_exact_at(&mut b, e.offset + 100)
+        .unwrap();
+    f.write_all_at(&[b[0] ^ 0x10], e.offset + 100).unwrap();
+    drop(f);
+    let start = e.block.0 * bs;
+    let sock = d.path().join("e.sock");
+    let ex = Export::start(&repo, "vm", "latest", &sock, &[]);
+    for (off, len, ok) in [
+        (start - 4096, 4096, true),
+        (start, 4096, false),
+        (start + bs - 4096, 4096, false),
+        (start + bs, 4096, true),
+        (start - 65536, 65536, true),
+    ] {
+        let o = Command::new("qemu-io")
+            .args([
+                "-r",
+                "-f",
+                "raw",
+                "-c",
+                &format!("read {off} {len}"),
+                &ex.uri(),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            !text(&o).contains("failed"),
+            ok,
+            "read {off} {len}: {}",
+            text(&o)
+        );
+    }
+    // The good data is the image's.
+    let out = d.path().join("good.raw");
+    let o = Command::new("qemu-img")
+        .args(["dd", "-f", "raw", "-O", "raw", "bs=65536", "count=20"])
+        .arg(format!("if={}", ex.uri()))
+        .arg(format!("of={}", out.display()))
+        .output()
+        .unwrap();
+    if o.status.success() {
+        assert!(std::fs::read(&out).unwrap()[..] == std::fs::read(&img).unwrap()[..20 * 65536]);
+    }
+}
+
+/// Builds a GPT disk with two ext4 partitions from two folders of files (no root needed).
+fn gpt_disk(dir: &Path) -> (PathBuf, Vec<PathBuf>) {
+    let img = dir.join("gpt.img");
+    let f = std::fs::File::create(&img).unwrap();
+    f.set_len(48 << 20).unwrap();
+    drop(f);
+    let mut sf = Command::new("sfdisk")
+        .args(["-q", "--no-reread", "--no-tell-kernel", s(&img)])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    sf.stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: gpt\nstart=2048, size=40960, type=linux\nstart=43008, size=43008, type=linux\n")
+        .unwrap();
+    assert!(sf.wait().unwrap().success());
+    let mut trees = Vec::new();
+    for (n, (start, size)) in [(2048u64, 40960u64), (43008, 43008)].iter().enumerate() {
+        let tree = dir.join(format!("tree{n}"));
+        std::fs::create_dir_all(tree.join("etc/deep")).unwrap();
+        let mut rng = Rng::new(n as u64 + 50);
+        std::fs::write(tree.join("etc/hostname"), format!("host-{n}\n")).unwrap();
+        std::fs::write(tree.join("etc/deep/blob.bin"), rng.bytes(3 << 20)).unwrap();
+        std::fs::write(tree.join("small.txt"), b"a file\n").unwrap();
+        let o = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-E"])
+            .arg(format!("offset={}", start * 512))
+            .arg("-d")
+            .arg(&tree)
+            .arg(&img)
+            .arg(format!("{}k", size * 512 / 1024))
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "mkfs.ext4: {}", text(&o));
+        trees.push(tree);
+    }
+    (img, trees)
+}
+
+fn files_of(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn mountinfo_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| Path::new(m).starts_with(dir))
+        })
+        .map(String::from)
+        .collect()
+}
+
+fn loops_of(file: &Path) -> String {
+    String::from_utf8_lossy(&tool("losetup", &["-j", s(file)]).stdout).to_string()
+}
+
+fn loops_backed_under(dir: &Path) -> Vec<String> {
+    let o = tool("losetup", &["-l", "-n", "-O", "NAME,BACK-FILE"]);
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains(s(dir)))
+        .map(String::from)
+        .collect()
+}
+
+/// A running `bulwark mount`, with its JSON report.
+fn start_mount(cmd: &mut Command) -> (Child, serde_json::Value) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let v = ready_json(&mut child);
+    (child, v)
+}
+
+fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+#[test]
+fn mount_as_root_shows_every_file_of_two_ext4_partitions_and_umount_undoes_it() {
+    let t = "mount_as_root_shows_every_file_of_two_ext4_partitions_and_umount_undoes_it";
+    if !require_root(t, "loop devices and mount(2)")
+        || !require_tools(t, &["sfdisk", "mkfs.ext4", "losetup", "fusermount3"])
+    {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (img, trees) = gpt_disk(d.path());
+    let repo = d.path().join("repo");
+    bulwark_repository::Repository::init(&repo, 7).unwrap();
+    backup(&repo, "gpt", &img, &[]);
+    let repo_before = files_of(&repo)
+        .into_iter()
+        .map(|p| (std::fs::read(repo.join(&p)).unwrap(), p))
+        .collect::<Vec<_>>();
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let (mut child, v) = start_mount(Command::new(bin()).args([
+        "--json",
+        "mount",
+        "--repo",
+        s(&repo),
+        "--job",
+        "gpt",
+        s(&mnt),
+    ]));
+    let parts = v["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{v}");
+    for (n, tree) in trees.iter().enumerate() {
+        assert_eq!(parts[n]["filesystem"], "ext4", "{v}");
+        let at = mnt.join(format!("part{}", n + 1));
+        assert_eq!(parts[n]["mounted_at"], s(&at), "{v}");
+        let want = files_of(tree);
+        let got: Vec<PathBuf> = files_of(&at)
+            .into_iter()
+            .filter(|p| !p.starts_with("lost+found"))
+            .collect();
+        assert_eq!(got, want);
+        for f in &want {
+            assert!(
+                std::fs::read(at.join(f)).unwrap() == std::fs::read(tree.join(f)).unwrap(),
+                "{} differs",
+                f.display()
+            );
+        }
+        // Read-only: nothing can be written.
+        assert!(std::fs::write(at.join("new"), b"x").is_err());
+    }
+    assert!(std::fs::read(mnt.join("disk.raw")).unwrap() == std::fs::read(&img).unwrap());
+    let o = bulwark(&["umount", s(&mnt)]);
+    assert!(text(&o).contains("unmounted"));
+    assert!(child.wait().unwrap().success());
+    assert!(
+        mountinfo_under(&mnt).is_empty(),
+        "{:?}",
+        mountinfo_under(&mnt)
+    );
+    assert!(
+        loops_backed_under(&mnt).is_empty(),
+        "{:?}",
+        loops_backed_under(&mnt)
+    );
+    // bulwark mount wrote nothing to the repository.
+    for (bytes, p) in repo_before {
+        assert!(
+            std::fs::read(repo.join(&p)).unwrap() == bytes,
+            "{} changed",
+            p.display()
+        );
+    }
+    assert!(std::fs::read_dir(&mnt).unwrap().next().is_none());
+}
+
+#[test]
+fn a_mount_killed_with_sigkill_leaves_no_mount_and_no_loop_device() {
+    let t = "a_mount_killed_with_sigkill_leaves_no_mount_and_no_loop_device";
+    if !require_root(t, "loop devices and mount(2)")
+        || !require_tools(t, &["sfdisk", "mkfs.ext4", "losetup", "fusermount3"])
+    {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (img, _) = gpt_disk(d.path());
+    let repo = d.path().join("repo");
+    bulwark_repository::Repository::init(&repo, 7).unwrap();
+    backup(&repo, "gpt", &img, &[]);
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let (mut child, v) = start_mount(Command::new(bin()).args([
+        "--json",
+        "mount",
+        "--repo",
+        s(&repo),
+        "--job",
+        "gpt",
+        s(&mnt),
+    ]));
+    assert_eq!(v["partitions"][1]["filesystem"], "ext4", "{v}");
+    assert_eq!(
+        mountinfo_under(&mnt).len(),
+        3,
+        "{:?}",
+        mountinfo_under(&mnt)
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let clean = wait_until(20, || {
+        mountinfo_under(&mnt).is_empty() && loops_backed_under(&mnt).is_empty()
+    });
+    assert!(
+        clean,
+        "left behind: {:?} {:?}",
+        mountinfo_under(&mnt),
+        loops_backed_under(&mnt)
+    );
+    let _ = loops_of(&mnt.join("disk.raw"));
+    // The folder can be mounted on again.
+    let (mut again, _) = start_mount(Command::new(bin()).args([
+        "--json",
+        "mount",
+        "--repo",
+        s(&repo),
+        "--job",
+        "gpt",
+        s(&mnt),
+    ]));
+    let _ = tool("kill", &["-INT", &again.id().to_string()]);
+    assert!(again.wait().unwrap().success());
+    assert!(mountinfo_under(&mnt).is_empty());
+}
+
+#[test]
+fn mount_without_root_offers_the_disk_file_and_says_what_needs_root() {
+    let t = "mount_without_root_offers_the_disk_file_and_says_what_needs_root";
+    if !require_root(t, "creating the unprivileged user to run as")
+        || !require_tools(t, &["sfdisk", "mkfs.ext4", "fusermount3"])
+    {
+        return;
+    }
+    // Users reach FUSE through /dev/fuse, which udev's default rule makes 0666 on every
+    // Debian host; this machine has no udev and leaves it 0600. Give it the usual mode.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777;
+    if mode != 0o666 {
+        eprintln!("note {t}: /dev/fuse was {mode:o}; setting 0666 as udev does on a normal host");
+        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let user = TestUser::create();
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = d.path().join("u");
+    std::fs::create_dir(&home).unwrap();
+    let (img, _) = gpt_disk(&home);
+    for p in [&home, &img] {
+        std::os::unix::fs::chown(p, Some(user.uid), Some(user.gid)).unwrap();
+    }
+    let repo = home.join("repo");
+    let mnt = home.join("mnt");
+    bulwark_repository::Repository::init(&repo, 7).unwrap();
+    let o = tool(
+        "chown",
+        &["-R", &format!("{}:{}", user.uid, user.gid), s(&repo)],
+    );
+    assert!(o.status.success());
+    let o = user
+        .cmd(bin())
+        .args(["backup", "--repo", s(&repo), "--job", "gpt", s(&img)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = user.cmd("mkdir").args(["-p", s(&mnt)]).output().unwrap();
+    assert!(o.status.success());
+    let (mut child, v) = start_mount(user.cmd(bin()).args([
+        "--json",
+        "mount",
+        "--repo",
+        s(&repo),
+        "--job",
+        "gpt",
+        s(&mnt),
+    ]));
+    assert!(
+        v["needs_root"].as_str().unwrap().contains("root"),
+        "says what needs root: {v}"
+    );
+    assert_eq!(v["partitions"].as_array().unwrap().len(), 2, "{v}");
+    assert!(v["partitions"][0]["mounted_at"].is_null());
+    // The user reads the disk file, byte-identical to the image.
+    let o = user
+        .cmd("cmp")
+        .arg(&img)
+        .arg(mnt.join("disk.raw"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cmp: {}", text(&o));
+    let o = user.cmd(bin()).args(["umount", s(&mnt)]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(child.wait().unwrap().success());
+    assert!(mountinfo_under(&mnt).is_empty());
+}
