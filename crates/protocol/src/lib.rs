@@ -10,6 +10,7 @@ mod copy;
 mod error;
 mod fingerprint;
 mod frame;
+mod locks;
 mod msg;
 
 pub use copy::{
@@ -18,6 +19,7 @@ pub use copy::{
 };
 pub use error::{ErrorCode, ProtocolError};
 pub use fingerprint::Fingerprint;
+pub use locks::{LockClock, LockEntry, LockMsg, LockPage, MAX_LOCKS_PER_FRAME, MAX_LOCK_ALERT};
 pub use frame::{check_header, read_frame, write_msg, FrameBuf, Payload, FRAME_HEADER_LEN};
 pub use msg::{
     BackupReady, BackupRequest, DamagedPoint, Msg, MsgType, PointSummary, SealedInfo, VerifyReport,

@@ -89,6 +89,8 @@ msg_types! {
     ExportMap = 0x52, MAX_CONTROL_PAYLOAD;
     ReadBlocks = 0x53, 12;
     BlockUnavailable = 0x54, 2048;
+    ListLocks = 0x80, crate::locks::LIM_LIST;
+    Locks = 0x81, crate::locks::LIM_PAGE;
     GetParentEncryption = 0x70, 0;
     EncryptionRecord = 0x71, MAX_RECORD as u32 + 4;
     Encryption = 0x72, MAX_RECORD as u32 + 4;
@@ -268,6 +270,8 @@ pub enum Msg<'a> {
     ReadBlocks { first: u64, count: u32 },
     /// Server: this block could not be read on the repository (the session goes on).
     BlockUnavailable { block: u64, message: String },
+    /// The read-only lock messages (types 0x80–0x8F, `crate::locks`).
+    Locks(crate::locks::LockMsg),
 }
 
 /// Wire code of a restore-point kind (same as the file format's).
@@ -400,6 +404,7 @@ impl<'a> Msg<'a> {
             Msg::Verify { .. } => MsgType::Verify,
             Msg::VerifyReport(_) => MsgType::VerifyReport,
             Msg::Copy(c) => c.ty(),
+            Msg::Locks(l) => l.ty(),
             Msg::OpenExport { .. } => MsgType::OpenExport,
             Msg::ExportReady { .. } => MsgType::ExportReady,
             Msg::ExportMap { .. } => MsgType::ExportMap,
@@ -530,6 +535,7 @@ impl<'a> Msg<'a> {
             }
             Msg::Verify { job } => b.string(job.as_deref().unwrap_or(""), MAX_NAME),
             Msg::Copy(c) => c.encode(b),
+            Msg::Locks(l) => l.encode(b),
             Msg::VerifyReport(v) => {
                 b.u64(v.points_checked);
                 b.u64(v.blocks_checked);
@@ -760,6 +766,9 @@ impl<'a> Msg<'a> {
             | MsgType::CopyNeed
             | MsgType::CopyRead
             | MsgType::CopyReadHead => Msg::Copy(crate::copy::CopyMsg::decode(ty, &mut r)?),
+            MsgType::ListLocks | MsgType::Locks => {
+                Msg::Locks(crate::locks::LockMsg::decode(ty, &mut r)?)
+            }
             MsgType::VerifyReport => {
                 let points_checked = r.u64()?;
                 let blocks_checked = r.u64()?;

@@ -292,11 +292,56 @@ fn fetch(
             ),
         });
     }
+    let mut listed = Vec::new();
     for job in jobs {
         let points = points_of(&mut c, &job)?;
-        report.jobs.push(job_of(job, points, verify));
+        listed.push((job, points));
+    }
+    // The ledger's view of each job (ListLocks, 0x80): seal times, expiries, the clock.
+    let mut guarded = None;
+    for (job, points) in listed {
+        let mut j = job_of(job, points, verify);
+        let (g, clock, locks) = locks_of(&mut c, &j.name)?;
+        guarded = Some(g);
+        if report.clock.is_none() {
+            report.clock = clock;
+        }
+        for p in j.chains.iter_mut().flat_map(|c| c.points.iter_mut()) {
+            p.lock = locks
+                .iter()
+                .find(|l| l.point.to_hex() == p.id)
+                .map(|l| rep::Lock {
+                    sealed_unix: l.sealed_unix,
+                    expiry_unix: l.expiry_unix,
+                    state: l.state_name().to_string(),
+                });
+        }
+        report.jobs.push(j);
     }
     c.close();
+    match (guarded, &report.clock) {
+        (Some(false), _) => report.alerts.push(rep::Alert {
+            level: rep::Level::Fail,
+            kind: "immutability".into(),
+            text: "no immutability service guards this repository: restore points are NOT immutable".into(),
+        }),
+        (Some(true), None) => report.alerts.push(rep::Alert {
+            level: rep::Level::Fail,
+            kind: "service".into(),
+            text: "the repository's immutability service does not answer: new restore points are not sealed; look at bulwark-immutd on the repository host".into(),
+        }),
+        (_, Some(clock)) if clock.unlocks_frozen => report.alerts.push(rep::Alert {
+            level: rep::Level::Fail,
+            kind: "clock".into(),
+            text: format!("unlocks are FROZEN by the immutability service's clock alert: {}", clock.alert),
+        }),
+        (_, Some(clock)) if !clock.alert.is_empty() => report.alerts.push(rep::Alert {
+            level: rep::Level::Fail,
+            kind: "clock".into(),
+            text: format!("the immutability service's clock: {}", clock.alert),
+        }),
+        _ => {}
+    }
     if let Some(e) = &verify.error {
         report.alerts.push(rep::Alert {
             level: rep::Level::Warn,
@@ -315,8 +360,8 @@ fn fetch(
         });
     }
     report.notes.push(
-        "This page shows what the repository service tells this client: its jobs, chains, restore points and (with --verify-every-hours) verify results. \
-         The lock timeline, space, the immutability service's clock and the host audit are in the repository host's report (bulwark-repo report --html)."
+        "This page shows what the repository service tells this client: its jobs, chains, restore points, the immutability service's ledger entries and clock for them, and (with --verify-every-hours) verify results. \
+         Space and the host audit are in the repository host's report (bulwark-repo report --html)."
             .into(),
     );
     Ok(rep::render(&report))
@@ -340,6 +385,43 @@ fn points_of(c: &mut Conn, job: &str) -> anyhow::Result<Vec<PointSummary>> {
                 }
             }
             m => anyhow::bail!("{}", m.unexpected("Points")),
+        }
+    }
+}
+
+/// The ledger entries of one job and the immutability service's clock, as
+/// (guarded, clock, entries).
+fn locks_of(
+    c: &mut Conn,
+    job: &str,
+) -> anyhow::Result<(bool, Option<rep::Clock>, Vec<bulwark_protocol::LockEntry>)> {
+    use bulwark_protocol::LockMsg;
+    c.send(&Msg::Locks(LockMsg::List {
+        job: job.to_string(),
+    }))?;
+    let mut out = Vec::new();
+    loop {
+        match c.recv()? {
+            Msg::Locks(LockMsg::Page(p)) => {
+                out.extend(p.entries);
+                anyhow::ensure!(
+                    out.len() <= MAX_POINTS,
+                    "the server sent more than {MAX_POINTS} ledger entries for job {job}"
+                );
+                if p.last {
+                    let clock = p.clock.map(|k| rep::Clock {
+                        trusted_unix: k.trusted_unix,
+                        wall_unix: k.wall_unix,
+                        unlocks_frozen: k.unlocks_frozen,
+                        alert: k.alert,
+                    });
+                    return Ok((p.guarded, clock, out));
+                }
+            }
+            m => anyhow::bail!(
+                "{} (a repository service older than this client answers no ListLocks: update bulwark-repo on the host)",
+                m.unexpected("Locks")
+            ),
         }
     }
 }
