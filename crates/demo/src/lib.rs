@@ -559,6 +559,37 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
             "DIFFERENT from the source"
         }
     ));
+    // A backup copy job (docs/copy-jobs.md): every restore point of the job copied to a second
+    // repository; in production that one lives on another host with its own services.
+    let second = std::path::absolute(dir.join("repo2"))?;
+    side.repo(&["init", s(&second)])?;
+    let cp = side.bulwark(&[
+        "copy",
+        "--from",
+        s(&repo_dir),
+        "--to",
+        s(&second),
+        "--job",
+        JOB,
+    ])?;
+    let cv = side.bulwark(&[
+        "copy",
+        "--verify",
+        "--from",
+        s(&repo_dir),
+        "--to",
+        s(&second),
+        "--job",
+        JOB,
+    ])?;
+    say(format!(
+        "   copied job {JOB} to a second repository {} (`bulwark copy`): {} points, {} sent, {} of {} points with the same root digest",
+        second.display(),
+        cp["jobs"][0]["points_copied"],
+        human(num(&cp, "bytes_sent") as u64),
+        cv["jobs"][0]["same"],
+        cv["jobs"][0]["points"].as_array().map_or(0, |p| p.len()),
+    ));
     // The S3 Object Lock tier, when a store is configured in the environment.
     match (std::env::var("S3_ENDPOINT"), std::env::var("S3_ACCESS_KEY"), std::env::var("S3_SECRET_KEY")) {
         (Ok(endpoint), Ok(ak), Ok(sk)) => {
