@@ -168,6 +168,31 @@ fn samples() -> Vec<Msg<'static>> {
             codec: Codec::SealedRaw,
             stored_hash: Digest([4; 32]),
         }),
+        Msg::Locks(LockMsg::List { job: "vm1".into() }),
+        Msg::Locks(LockMsg::Page(LockPage {
+            last: true,
+            guarded: true,
+            clock: Some(LockClock {
+                trusted_unix: 1,
+                wall_unix: 2,
+                unlocks_frozen: true,
+                alert: "wall clock jumped".into(),
+            }),
+            entries: vec![LockEntry {
+                point: PointId([1; 16]),
+                chain: PointId([2; 16]),
+                sealed_unix: 3,
+                expiry_unix: 4,
+                size: 5,
+                state: 1,
+            }],
+        })),
+        Msg::Locks(LockMsg::Page(LockPage {
+            last: false,
+            guarded: false,
+            clock: None,
+            entries: vec![],
+        })),
     ]
     .into_iter()
     .chain(copy_samples())

@@ -248,6 +248,12 @@ pub(crate) fn session(s: &mut Session, client: &str, state: &State) -> Outcome {
                 };
                 crate::export::export(s, client, state, &job, point)?
             }
+            MsgType::ListLocks => {
+                let Msg::Locks(bulwark_protocol::LockMsg::List { job }) = s.msg()? else {
+                    unreachable!()
+                };
+                crate::locks::list_locks(s, client, state, &job)?
+            }
             _ => return Err(s.msg()?.unexpected("a request").into()),
         }
     }

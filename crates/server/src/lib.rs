@@ -13,6 +13,7 @@ mod export;
 mod files;
 mod handlers;
 mod limits;
+mod locks;
 mod pki;
 mod serve;
 mod tls;
