@@ -1145,3 +1145,125 @@ fn a_full_repository_disk_is_reported_to_the_client_as_repository_full() {
     assert!(left.is_empty(), "left in incoming/: {left:?}");
     assert!(svc.log_text().contains("refused (repository full)"));
 }
+
+/// A running `bulwark export` of a client, stopped with SIGTERM on drop.
+struct NetExport(Child);
+
+impl Drop for NetExport {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `bulwark export` of `job` (point `point`) through the service as `client`, and
+/// waits for its socket.
+fn net_export(svc: &Service, client: &str, job: &str, point: &str, sock: &Path) -> NetExport {
+    let child = Command::new(bin_client())
+        .arg("--config-dir")
+        .arg(svc.config(client))
+        .args([
+            "export", "--repo", &svc.addr, "--job", job, "--point", point,
+        ])
+        .arg("--nbd")
+        .arg(format!("unix:{}", sock.display()))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let e = NetExport(child);
+    let end = Instant::now() + Duration::from_secs(30);
+    while !sock.exists() {
+        assert!(
+            Instant::now() < end,
+            "no export socket; log: {}",
+            svc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    e
+}
+
+fn qemu_compare(src: &Path, sock: &Path) -> Output {
+    Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", "raw"])
+        .arg(src)
+        .arg(format!("nbd+unix:///?socket={}", sock.display()))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn export_over_the_network_serves_a_full_an_incremental_and_a_synthetic_full_to_their_owner_only() {
+    need_root!("export_over_the_network_serves_a_full_an_incremental_and_a_synthetic_full_to_their_owner_only");
+    if !bulwark_testkit::require_tools(
+        "export_over_the_network_serves_a_full_an_incremental_and_a_synthetic_full_to_their_owner_only",
+        &["qemu-img"],
+    ) {
+        return;
+    }
+    let svc = Service::start(&[]);
+    svc.enroll("alice");
+    svc.enroll("bob");
+    let img = svc.path("disk.img");
+    image(&img, 11, 16);
+    let backup = |extra: &[&str]| {
+        let mut a = vec!["--json", "backup", "--repo", &svc.addr, "--job", "vm1"];
+        a.extend_from_slice(extra);
+        let img = s(&img).to_string();
+        let mut a: Vec<String> = a.iter().map(|x| x.to_string()).collect();
+        a.push(img);
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        json(&svc.client("alice", &refs))
+    };
+    let full = backup(&["--block-size", "64K"]);
+    let full_img = svc.path("full.img");
+    std::fs::copy(&img, &full_img).unwrap();
+    change(&img, 12);
+    let inc = backup(&[]);
+    assert_eq!(inc["kind"], "incremental");
+    // A synthetic full built on the repository from the incremental.
+    let o = svc.admin(&["--json", "synthesize", "--job", "vm1", s(&svc.repo)]);
+    assert!(o.status.success());
+    let points = [
+        (
+            full["point"].as_str().unwrap().to_string(),
+            full_img.clone(),
+        ),
+        (inc["point"].as_str().unwrap().to_string(), img.clone()),
+        ("latest".to_string(), img.clone()),
+    ];
+    let list = json(&svc.client("alice", &["--json", "list", "--repo", &svc.addr]));
+    assert!(list.to_string().contains("synthetic-full"), "{list}");
+    for (i, (point, src)) in points.iter().enumerate() {
+        let sock = svc.path(&format!("net{i}.sock"));
+        let e = net_export(&svc, "alice", "vm1", point, &sock);
+        let o = qemu_compare(src, &sock);
+        assert!(
+            o.status.success(),
+            "point {point}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        drop(e);
+        assert!(!sock.exists());
+    }
+    // Bob may not read alice's job: refused before anything is served.
+    let o = svc.client(
+        "bob",
+        &[
+            "export",
+            "--repo",
+            &svc.addr,
+            "--job",
+            "vm1",
+            "--nbd",
+            &format!("unix:{}", svc.path("bob.sock").display()),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no restore points of yours"), "{err}");
+    assert!(!svc.path("bob.sock").exists());
+    assert!(svc.log_text().contains("which it does not own"));
+}
