@@ -109,6 +109,13 @@ pub struct JobFile {
     pub block_size: Option<String>,
     /// zstd level.
     pub compression: Option<i32>,
+    /// Changed-block tracking managed by Bulwark for qcow2 sources (`--cbt`, docs/sources.md).
+    #[serde(default)]
+    pub cbt: bool,
+    /// Read only what this bitmap of an NBD source marks dirty (`--dirty-bitmap`).
+    pub dirty_bitmap: Option<String>,
+    /// The sources' image format (`--format`; default: probed from the content).
+    pub format: Option<String>,
     /// Alert when the job has had no successful run for this many hours (default 26: a
     /// daily timer with slack).
     pub alert_after_hours: Option<u32>,

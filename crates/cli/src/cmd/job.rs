@@ -205,15 +205,33 @@ fn run_disk(
     let pb = out.progress(0, "backup");
     let (point, kind, bytes_stored, seconds, synth) = match place {
         Place::Local(repo) => {
-            let src = match opened {
-                Some(s) => s,
-                None => Source::open(&disk.source).map_err(|e| match super::source_advice(&e) {
-                    Some(advice) => anyhow::anyhow!("{e}; {advice}"),
-                    None => e.into(),
-                })?,
+            // Image files, NBD URIs and changed-block tracking (docs/sources.md).
+            let live = super::live::LiveArgs {
+                format: job.format.clone(),
+                cbt: job.cbt,
+                dirty_bitmap: job.dirty_bitmap.clone(),
+                ..Default::default()
             };
-            let s = backup_local_source(repo, &disk.job, src, &opts, &|n| pb.inc(n))
-                .with_context(|| format!("backing up {}", disk.source.display()))?;
+            let s = if opened.is_none() && live.is_live(&disk.source) {
+                let src =
+                    bulwark_engine::LiveSource::open(&disk.source, &live.options(), &disk.job)
+                        .with_context(|| format!("opening {}", disk.source.display()))?;
+                bulwark_engine::backup_live(repo, &disk.job, src, &opts, &|n| pb.inc(n))
+                    .with_context(|| format!("backing up {}", disk.source.display()))?
+                    .0
+            } else {
+                let src = match opened {
+                    Some(s) => s,
+                    None => {
+                        Source::open(&disk.source).map_err(|e| match super::source_advice(&e) {
+                            Some(advice) => anyhow::anyhow!("{e}; {advice}"),
+                            None => e.into(),
+                        })?
+                    }
+                };
+                backup_local_source(repo, &disk.job, src, &opts, &|n| pb.inc(n))
+                    .with_context(|| format!("backing up {}", disk.source.display()))?
+            };
             let synth = if decision.kind == PointKind::SyntheticFull {
                 Some(
                     repo.synthesize(&disk.job)
