@@ -690,3 +690,37 @@ fn mount_without_root_offers_the_disk_file_and_says_what_needs_root() {
     assert!(child.wait().unwrap().success());
     assert!(mountinfo_under(&mnt).is_empty());
 }
+
+#[test]
+fn an_export_killed_with_sigkill_leaves_only_its_socket_file_which_the_next_export_replaces() {
+    let t =
+        "an_export_killed_with_sigkill_leaves_only_its_socket_file_which_the_next_export_replaces";
+    if !require_tools(t, &["qemu-img"]) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path().join("repo");
+    bulwark_repository::Repository::init(&repo, 7).unwrap();
+    let img = d.path().join("disk.img");
+    image(&img, 21, 4);
+    backup(&repo, "vm", &img, &[]);
+    let sock = d.path().join("e.sock");
+    let mut e = Export::start(&repo, "vm", "latest", &sock, &[]);
+    let pid = e.child.id();
+    e.child.kill().unwrap();
+    e.child.wait().unwrap();
+    // The kernel keeps the socket's file (nobody listens on it) and nothing else: the process
+    // and its threads are gone, connections to the file are refused.
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert!(sock.exists());
+    let refused = std::os::unix::net::UnixStream::connect(&sock).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    drop(e);
+    // The next export on the same path replaces the stale file; Ctrl-C stops it cleanly.
+    let e = Export::start(&repo, "vm", "latest", &sock, &[]);
+    compare(&img, &e.uri());
+    let _ = tool("kill", &["-INT", &e.child.id().to_string()]);
+    let mut e = e;
+    assert!(e.child.wait().unwrap().success());
+    assert!(!sock.exists(), "Ctrl-C removes the socket");
+}
