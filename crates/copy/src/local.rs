@@ -105,7 +105,7 @@ impl Source for LocalSource {
             }
         }
         for (k, b) in blocks.iter().enumerate() {
-            if let Some(e) = blocks.get(k + ahead).and_then(|b| entry_of(b)) {
+            if let Some(e) = blocks.get(k + ahead).and_then(&entry_of) {
                 chain.will_need(&e);
             }
             let i = chain

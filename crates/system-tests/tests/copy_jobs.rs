@@ -1101,16 +1101,14 @@ fn a_client_certificate_of_the_source_cannot_delete_or_shorten_anything_on_the_t
     let mut t = NetTarget::connect(&cfg, addr.clone()).unwrap();
     let err = t
         .begin("vm", &future)
-        .err()
-        .expect("a point from the future was accepted");
+        .expect_err("a point from the future was accepted");
     assert!(err.to_string().contains("clock"), "{err}");
     // 4. Copying into another client's job: refused.
     let (theirs, _) = crafted_head(scratch.path(), "alice-vm", now - DAY, 45);
     let mut t = NetTarget::connect(&cfg, addr.clone()).unwrap();
     let err = t
         .begin("alice-vm", &theirs)
-        .err()
-        .expect("copied into another client's job");
+        .expect_err("copied into another client's job");
     assert!(
         err.to_string().contains("another client") || err.to_string().contains("Unauthorized"),
         "{err}"
