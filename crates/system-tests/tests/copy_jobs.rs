@@ -1162,3 +1162,106 @@ fn a_client_certificate_of_the_source_cannot_delete_or_shorten_anything_on_the_t
         "deleting a locked copy"
     );
 }
+
+#[test]
+fn a_target_pulls_with_a_client_identity_of_the_source_from_a_copy_job_file() {
+    let name = "a_target_pulls_with_a_client_identity_of_the_source_from_a_copy_job_file";
+    let Some((bulwark, repo_bin)) = preamble(name) else {
+        return;
+    };
+    let src = Site::new(&bulwark, &repo_bin, 7);
+    let dst = Site::new(&bulwark, &repo_bin, 14);
+    // A client backs up to the source over the network.
+    let client = TestUser::create();
+    let ccfg = src.rig.fs.mnt.join("client");
+    src.enroll("web1", &ccfg, &client);
+    let work = src.rig.fs.mnt.join("work");
+    std::fs::create_dir(&work).unwrap();
+    client.chown(&work);
+    let img = work.join("disk.img");
+    image(&img, 51, 8, &client);
+    let web = [
+        "backup",
+        "--repo",
+        &src.addr,
+        "--job",
+        "web",
+        img.to_str().unwrap(),
+    ];
+    assert!(bw(&client, &bulwark, &ccfg, &web).status.success());
+    change(&img, 53, 1);
+    assert!(bw(&client, &bulwark, &ccfg, &web).status.success());
+    // Pull: the target host holds a second certificate of the job's owner on the source, and
+    // the source holds nothing of the target. A [copy] job file, run by `bulwark job run`.
+    let du = dst.user();
+    let dcfg = dst.rig.fs.mnt.join("pull");
+    src.enroll("web1", &dcfg, du);
+    let jobs = dst.rig.fs.mnt.join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    du.chown(&jobs);
+    let file = jobs.join("offsite.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"offsite\"\nrepository = \"{}\"\n[copy]\nto = \"{}\"\njobs = [\"web\"]\nbwlimit = \"64M\"\n",
+            src.addr, dst.repo
+        ),
+    )
+    .unwrap();
+    du.chown(&file);
+    let state = jobs.join("state");
+    let run = [
+        "--json",
+        "job",
+        "run",
+        file.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let o = bw(du, &bulwark, &dcfg, &run);
+    assert!(o.status.success());
+    let r = json(&o);
+    assert_eq!(r["jobs"][0]["points_copied"], 2, "{r}");
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("jobs").join("offsite.json")).unwrap())
+            .unwrap();
+    assert_eq!(rec["ok"], true, "{rec}");
+    // Sealed by the target's own service, with the target's own 14 days.
+    let now = bulwark_time::UnixTime::now().secs();
+    let files = dst.store_files();
+    assert_eq!(files.len(), 2);
+    for (id, path) in &files {
+        assert!(is_immutable(path));
+        assert!(dst.expiry(id) >= now + 13 * DAY, "{id}");
+    }
+    // The same points and digests on both sides; the next run copies nothing.
+    let v = bw(
+        du,
+        &bulwark,
+        &dcfg,
+        &[
+            "--json", "copy", "--verify", "--from", &src.addr, "--to", &dst.repo,
+        ],
+    );
+    assert_eq!(v.status.code(), Some(0));
+    assert_eq!(json(&v)["jobs"][0]["same"], 2);
+    let o = bw(du, &bulwark, &dcfg, &run);
+    assert_eq!(json(&o)["jobs"][0]["points_copied"], 0);
+    // Restores on the target host, locally, byte-identical.
+    let out = jobs.join("r.img");
+    let o = bw(
+        du,
+        &bulwark,
+        &dcfg,
+        &[
+            "restore",
+            "--repo",
+            &dst.repo,
+            "--job",
+            "web",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&img).unwrap());
+}
