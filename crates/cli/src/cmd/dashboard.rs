@@ -1,8 +1,8 @@
 //! `bulwark dashboard --repo HOST:6162 --listen 127.0.0.1:8080`: the report page of the jobs
 //! this client may see, live, served on the client or admin machine (never on the hardened
-//! host, which keeps its single port). Read-only: it lists jobs and restore points through
-//! the protocol, and has the server verify them when asked to; nothing it serves can change
-//! anything. See docs/report.md.
+//! host, which keeps its single port). Read-only: it lists jobs, restore points and their
+//! ledger entries (`ListLocks`) through the protocol, and has the server verify them when
+//! asked to; nothing it serves can change anything. See docs/report.md.
 
 use std::net::SocketAddr;
 use std::path::Path;
