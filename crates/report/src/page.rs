@@ -149,10 +149,10 @@ pub fn render(r: &Report) -> String {
         }
         s.push_str("</ul></section>");
     }
-    let _ = write!(
+    let _ = writeln!(
         s,
         "</main><footer><span id=\"tz\">Dates are in UTC.</span> Sizes in binary units (1 GiB = 1024³ bytes). \
-         This page loads nothing from anywhere.</footer><script>{SCRIPT}</script></body></html>\n"
+         This page loads nothing from anywhere.</footer><script>{SCRIPT}</script></body></html>"
     );
     s
 }

@@ -436,7 +436,10 @@ const MAX_HEALTH_FILE: u64 = 1 << 20;
 
 /// What the last verify recorded for `job` (`health/<job>.damaged`, written by verify when it
 /// found damage and removed when a verify is clean): its time and (point, problem) lines.
-fn recorded_damage(root: &Path, job: &str) -> Option<(Option<i64>, Vec<(Option<String>, String)>)> {
+/// Damaged restore points as (point id when known, what is wrong).
+type Damage = Vec<(Option<String>, String)>;
+
+fn recorded_damage(root: &Path, job: &str) -> Option<(Option<i64>, Damage)> {
     use std::io::Read;
     let path = root.join("health").join(format!("{job}.damaged"));
     let f = std::fs::File::open(&path).ok()?;
