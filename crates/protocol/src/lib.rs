@@ -19,8 +19,8 @@ pub use copy::{
 };
 pub use error::{ErrorCode, ProtocolError};
 pub use fingerprint::Fingerprint;
-pub use locks::{LockClock, LockEntry, LockMsg, LockPage, MAX_LOCKS_PER_FRAME, MAX_LOCK_ALERT};
 pub use frame::{check_header, read_frame, write_msg, FrameBuf, Payload, FRAME_HEADER_LEN};
+pub use locks::{LockClock, LockEntry, LockMsg, LockPage, MAX_LOCKS_PER_FRAME, MAX_LOCK_ALERT};
 pub use msg::{
     BackupReady, BackupRequest, DamagedPoint, Msg, MsgType, PointSummary, SealedInfo, VerifyReport,
     BLOCK_HEADER_LEN, MAX_CONTROL_PAYLOAD, MAX_DAMAGED_BLOCKS, MAX_DATA_PAYLOAD, MAX_JOBS,
