@@ -45,7 +45,7 @@ fn the_immutd_unit_creates_its_socket_and_state_folders() {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("bulwark-immutd.service");
     let text = u.replace(
-        "/usr/local/sbin/bulwark-immutd",
+        "/usr/sbin/bulwark-immutd",
         env!("CARGO_BIN_EXE_bulwark-immutd"),
     );
     std::fs::write(&copy, text).unwrap();

@@ -22,6 +22,9 @@ enum Command {
     Audit(cmd::audit::Args),
     /// Create a repository in a new, empty folder.
     Init(cmd::init::Args),
+    /// Set up a fresh host as root: service user, guarded repository, immutability service
+    /// configuration, nftables snippet (port 6162 only), units enabled and started.
+    Install(cmd::install::Args),
     /// Show the repository's settings, jobs, and files waiting to be sealed.
     Status(cmd::status::Args),
     /// Show or set a job's retention policy (days, points, GFS weekly/monthly/yearly).
@@ -69,6 +72,7 @@ fn main() {
     let res = match cli.command {
         Command::Audit(a) => cmd::audit::run(a, cli.json),
         Command::Init(a) => cmd::init::run(a, cli.json),
+        Command::Install(a) => cmd::install::run_install(a, cli.json),
         Command::Status(a) => cmd::status::run(a, cli.json),
         Command::Verify(a) => cmd::verify::run(a, cli.json),
         Command::Serve(a) => cmd::serve::run(a, cli.json),

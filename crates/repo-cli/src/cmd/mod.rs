@@ -4,6 +4,7 @@ pub mod audit;
 pub mod clients;
 pub mod enroll;
 pub mod init;
+pub mod install;
 pub mod policy;
 pub mod report;
 pub mod retention;
