@@ -2,6 +2,8 @@
 //! its own, so that the client does not carry the demo's process harness (it starts a real
 //! `bulwark-immutd` as root) among its commands.
 
+mod cbt_step;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -572,6 +574,10 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
     ));
     for line in encrypted_step(&side, dir, &repo_dir, &image)? {
         say(line);
+    }
+    match cbt_step::cbt_step(&side, dir, &repo_dir) {
+        Ok(lines) => lines.into_iter().for_each(&say),
+        Err(e) => say(format!("   live VM disk: FAILED: {e:#}")),
     }
     // The network path: the transport service runs as the service user on loopback, and a
     // client enrolls with a single-use token, pinning the repository's CA fingerprint.
