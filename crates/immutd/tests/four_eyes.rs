@@ -481,3 +481,50 @@ fn a_hand_edit_of_repository_toml_stays_alerted_until_approved() {
     let o = rig.immutd_cli(&["status"]);
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
 }
+
+#[test]
+fn without_approvers_a_weakening_edit_applies_but_is_alerted() {
+    let test = "without_approvers_a_weakening_edit_applies_but_is_alerted";
+    if !can_run_four_eyes(test) {
+        return;
+    }
+    let mut rig = Rig::new(FsKind::Ext4);
+    rig.setup.min_period_days = 14;
+    rig.setup.watch_secs = 1;
+    let svc = start(&rig);
+    assert_eq!(period_of(&rig, "vm-1"), 14);
+    let weakened = |rig: &Rig| {
+        out(&rig.immutd_cli(&["status"])).contains("weakened without four-eyes protection")
+    };
+
+    // While running: applied at the next check, and said so.
+    rig.setup.min_period_days = 10;
+    rig.setup.write_config().unwrap();
+    assert!(wait_for(10, || weakened(&rig)), "no alert");
+    assert_eq!(period_of(&rig, "vm-2"), 10);
+    // Across a restart: the same.
+    drop(svc);
+    rig.setup.min_period_days = 7;
+    rig.setup.write_config().unwrap();
+    let _svc = start(&rig);
+    assert_eq!(period_of(&rig, "vm-3"), 7);
+    let o = rig.immutd_cli(&["status"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(
+        out(&o).contains("min_period_days lowered from 10 to 7"),
+        "{}",
+        out(&o)
+    );
+
+    // No statement can be issued without approvers.
+    let s = rig.setup.dir.parent().unwrap().join("statement");
+    let (p, _) = seal_new(&rig, "vm-4", None, bulwark_format::PointId::NONE);
+    let o = prepare(&rig, &["release", &p.to_hex()], &s);
+    assert_ne!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(
+        out(&o).contains("no approvers are configured"),
+        "{}",
+        out(&o)
+    );
+    assert!(!s.exists());
+}

@@ -73,7 +73,9 @@ pub(crate) fn reconcile_at_start(disk: Config, path: Option<&Path>) -> Result<St
     let w = approved.weakenings(&disk);
     if w.is_empty() || approved.approval.is_none() {
         // `after_start` records the file as approved (and alerts when it weakened).
-        let weakened = (!w.is_empty()).then(|| (approved.clone(), w));
+        // Handing back the file itself as the "proposal" tells `after_start` it was
+        // applied although it weakens (allowed only while no approvers are configured).
+        let weakened = (!w.is_empty()).then(|| (disk.clone(), w));
         return Ok((disk, weakened, None));
     }
     Ok((approved, Some((disk, w)), None))
