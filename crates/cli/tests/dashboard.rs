@@ -331,6 +331,11 @@ fn the_live_dashboard_shows_only_its_clients_jobs_and_serves_nothing_but_its_pag
     assert_eq!(code, 405, "no write actions");
     let (code, _) = http(
         &dash.url,
+        "GET / HTTP/1.1\r\nHost: HOSTPORT\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    );
+    assert_eq!(code, 413, "a GET with a body");
+    let (code, _) = http(
+        &dash.url,
         "DELETE / HTTP/1.1\r\nHost: HOSTPORT\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(code, 405);
