@@ -3,6 +3,7 @@
 //! `bulwark-immutd` as root) among its commands.
 
 mod cbt_step;
+mod instant_step;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -758,6 +759,13 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
         rep["sealed_files"],
         rep["alerts"]
     ));
+    let new_file = dir.join("new-report.txt");
+    let inside = (what.contains("ext4") && new_file.is_file())
+        .then_some(("home/user/new-report.txt", new_file.as_path()));
+    match instant_step::instant_step(&side, dir, &repo_dir, JOB, &image, inside) {
+        Ok(lines) => lines.into_iter().for_each(&say),
+        Err(e) => say(format!("12. instant access: FAILED: {e:#}")),
+    }
     if let Some(d) = side.immutd.take() {
         d.stop();
     }

@@ -3,7 +3,8 @@
 //! `mount` shows a restore point's disk as the read-only file `DIR/disk.raw` through FUSE,
 //! finds its partitions (GPT, MBR) and, as root, attaches each ext4, XFS or vfat partition to
 //! a read-only loop device (`losetup -r -o OFFSET --sizelimit SIZE`) and mounts it read-only
-//! without journal replay or log recovery under `DIR/partN`. It runs until Ctrl-C, SIGTERM,
+//! without journal replay or log recovery under `DIR/partN` (`DIR/fs` for a disk that is
+//! one filesystem without a partition table). It runs until Ctrl-C, SIGTERM,
 //! SIGHUP or `bulwark umount DIR`, then undoes everything in reverse order.
 //!
 //! What it set up is recorded in a state file (see [`state_dir`]) as it goes, and a guard
@@ -250,6 +251,16 @@ pub fn cleanup(s: &State) -> Vec<String> {
     failed
 }
 
+/// The folder a partition is mounted on: `partN`, or `fs` for a disk that is one
+/// filesystem without a partition table.
+pub fn part_dir(number: u32) -> String {
+    if number == 0 {
+        "fs".into()
+    } else {
+        format!("part{number}")
+    }
+}
+
 /// The FUSE filesystem: `/disk.raw` and an empty folder per partition to mount on.
 struct DiskFs {
     image: Arc<dyn DiskImage>,
@@ -307,7 +318,7 @@ impl DiskFs {
             v.push((
                 INO_PART0 + i as u64,
                 fuser::FileType::Directory,
-                format!("part{n}"),
+                part_dir(*n),
             ));
         }
         v
@@ -517,7 +528,7 @@ fn mount_partition(
     )?;
     m.state.loops.push(dev.clone());
     m.record();
-    let at = dir.join(format!("part{}", p.number));
+    let at = dir.join(part_dir(p.number));
     run_tool(
         "mount",
         &[
@@ -549,11 +560,23 @@ pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
             .read_at(off, buf)
             .map_err(|e| std::io::Error::other(e.to_string()))
     };
-    let parts = if a.no_partitions {
+    let mut parts = if a.no_partitions {
         Vec::new()
     } else {
         partitions::find(&read, image.size())
     };
+    // A disk without a partition table may hold one filesystem from its first byte.
+    if parts.is_empty() && !a.no_partitions {
+        if let Some(fs) = partitions::detect_fs(&read, 0, image.size()) {
+            parts.push(Partition {
+                number: 0,
+                offset: 0,
+                size: image.size(),
+                fs: Some(fs),
+                table: "none",
+            });
+        }
+    }
     let root = bulwark_sys::effective_uid() == 0;
     let (uid, gid) = {
         use std::os::unix::fs::MetadataExt;
