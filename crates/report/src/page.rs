@@ -628,3 +628,54 @@ mod tests {
         assert!(page.contains(" UTC\">"));
     }
 }
+
+#[cfg(test)]
+mod scale {
+    use super::*;
+    use crate::{Chain, Gfs, Job, Lock, Point, DAY};
+
+    /// 100 jobs × 10 chains × 10 sealed files: one bar each, every date in a `<time>`.
+    #[test]
+    fn ten_thousand_sealed_files_render_one_bar_each() {
+        let now = 20_400 * DAY;
+        let jobs = (0..100)
+            .map(|j| Job {
+                name: format!("vm-{j}"),
+                chains: (0..10)
+                    .map(|c| Chain {
+                        id: format!("{j:04}{c:04}"),
+                        points: (0..10)
+                            .map(|p| Point {
+                                id: format!("{j:04}{c:04}{p:04}"),
+                                kind: "incremental".into(),
+                                class: if p == 0 { Gfs::Weekly } else { Gfs::Regular },
+                                created_unix: now - (100 - c * 10 - p) * DAY,
+                                lock: Some(Lock {
+                                    sealed_unix: now - (100 - c * 10 - p) * DAY,
+                                    expiry_unix: now + (c * 10) * DAY,
+                                    state: "locked".into(),
+                                }),
+                                ..Point::default()
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                ..Job::default()
+            })
+            .collect();
+        let r = Report {
+            generated_unix: now,
+            jobs,
+            ..Report::default()
+        };
+        let t = std::time::Instant::now();
+        let page = render(&r);
+        eprintln!(
+            "rendered 10 000 sealed files: {} bytes in {:?}",
+            page.len(),
+            t.elapsed()
+        );
+        assert_eq!(page.matches("<rect class=\"lockbar").count(), 10_000);
+        assert!(page.len() < 64 << 20);
+    }
+}
