@@ -626,3 +626,102 @@ fn write_blocks_with(
         join_workers(handles)
     })
 }
+
+/// A restore point's blocks, decrypted: wraps any [`crate::PointBlocks`] (the repository's
+/// files, or a repository service) so that [`crate::PointImage`] serves an encrypted point
+/// (instant access, mount). The key is checked when it is built.
+pub struct Decrypting<S> {
+    inner: S,
+    dec: Decryptor,
+    /// The restore point holding each `file_ref`'s blocks.
+    files: HashMap<u32, PointId>,
+    point: PointId,
+}
+
+impl Decrypting<ChainReader> {
+    /// An encrypted chain opened from the repository's files, with `key`.
+    pub fn chain(chain: ChainReader, key: &KeyFile) -> Result<Decrypting<ChainReader>> {
+        let dec = Decryptor::for_chain(&chain, key)?.ok_or_else(|| {
+            usage(format!(
+                "restore point {} is not encrypted: open it without --key/--restore-key",
+                chain.point().meta.point
+            ))
+        })?;
+        let mut files = HashMap::new();
+        for e in chain.entries() {
+            files
+                .entry(e.file_ref)
+                .or_insert_with(|| chain.file_of(e).meta.point);
+        }
+        let point = chain.point().meta.point;
+        Ok(Decrypting {
+            inner: chain,
+            dec,
+            files,
+            point,
+        })
+    }
+}
+
+impl<S> Decrypting<S> {
+    /// Blocks from a repository service: `record` is what the service sent for `point` (the
+    /// sessions of every file it reads).
+    pub fn remote(inner: S, point: PointId, record: &[u8], key: &KeyFile) -> Result<Decrypting<S>> {
+        Ok(Decrypting {
+            inner,
+            dec: Decryptor::for_record(point, record, key)?,
+            files: HashMap::new(),
+            point,
+        })
+    }
+}
+
+impl<S: crate::PointBlocks> crate::PointBlocks for Decrypting<S> {
+    fn disk_size(&self) -> u64 {
+        self.inner.disk_size()
+    }
+    fn block_size(&self) -> u32 {
+        self.inner.block_size()
+    }
+    fn map(&self) -> &[MapEntry] {
+        self.inner.map()
+    }
+    fn fetch(&self, first: usize, count: usize) -> Vec<crate::Fetched> {
+        self.inner.fetch(first, count)
+    }
+    fn decryptor_for(&self, e: &MapEntry) -> Option<(&Decryptor, PointId)> {
+        Some((
+            &self.dec,
+            *self.files.get(&e.file_ref).unwrap_or(&self.point),
+        ))
+    }
+}
+
+/// [`crate::decode_stored`] for an encrypted block: the store's entry must be the one the map
+/// names, then stored hash, session, authentication and keyed hash (a failure is damage to
+/// that block only, never wrong bytes).
+pub(crate) fn decode_encrypted(
+    d: &Decryptor,
+    file: PointId,
+    dec: &mut BlockDecoder,
+    expected: &MapEntry,
+    got: &MapEntry,
+    stored: &[u8],
+) -> std::result::Result<Vec<u8>, crate::ImageError> {
+    let damaged = |reason: String| crate::ImageError::Damaged {
+        block: expected.block.0,
+        reason,
+    };
+    if got.block != expected.block
+        || got.plain_len != expected.plain_len
+        || got.plain_hash != expected.plain_hash
+    {
+        return Err(damaged(
+            "the store returned a block other than the one the map names".into(),
+        ));
+    }
+    let (mut payload, mut out) = (Vec::new(), Vec::new());
+    d.decode(dec, file, got, stored, &mut payload, &mut out)
+        .map(<[u8]>::to_vec)
+        .map_err(|e| damaged(e.to_string()))
+}

@@ -61,6 +61,11 @@ pub trait PointBlocks: Send + Sync {
     fn map(&self) -> &[MapEntry];
     /// The stored bytes of map entries `first..first + count`, in order, one result each.
     fn fetch(&self, first: usize, count: usize) -> Vec<Fetched>;
+    /// For an encrypted point: the decryptor and the restore point whose file holds `e`
+    /// (docs/encryption.md; see `crate::Decrypting`). `None`: blocks are not encrypted.
+    fn decryptor_for(&self, _e: &MapEntry) -> Option<(&crate::Decryptor, bulwark_format::PointId)> {
+        None
+    }
 }
 
 impl PointBlocks for ChainReader {
@@ -408,7 +413,12 @@ impl<S: PointBlocks + ?Sized> Inner<S> {
                 reason: e.to_string(),
             })?,
         };
-        let r = decode_stored(&mut dec, expected, &got, &stored);
+        let r = match self.src.decryptor_for(expected) {
+            Some((d, file)) => {
+                crate::crypt::decode_encrypted(d, file, &mut dec, expected, &got, &stored)
+            }
+            None => decode_stored(&mut dec, expected, &got, &stored),
+        };
         self.decoders.lock().expect("decoders lock").push(dec);
         self.stats.decoded.fetch_add(1, Ordering::Relaxed);
         if matches!(r, Err(ImageError::Damaged { .. })) {

@@ -22,17 +22,17 @@ pub use backup::{
     Counters, KnownHashes,
 };
 pub use backup::{run_input_pipeline, run_pipeline_keyed};
-pub use input::{Input, InputReader, Run};
-pub use live::{backup_live, CbtReport, LiveOptions, LiveSource, ParentInfo, VerifyReport};
 pub use crypt::{
     backup_local_encrypted, plan_sealing, record_of, refuse_plain_after_encrypted,
-    restore_local_encrypted, Decryptor, EncryptingSink, Sealing, WriteKey,
+    restore_local_encrypted, Decrypting, Decryptor, EncryptingSink, Sealing, WriteKey,
 };
 pub use error::EngineError;
 pub use image::{
     decode_stored, Fetched, ImageError, ImageStats, PointBlocks, PointImage, DEFAULT_CACHE_BYTES,
     MAX_READ_AHEAD,
 };
+pub use input::{Input, InputReader, Run};
+pub use live::{backup_live, CbtReport, LiveOptions, LiveSource, ParentInfo, VerifyReport};
 pub use restore::{join_workers, restore_local, RestoreOptions, RestoreSummary};
 pub use source::{data_ranges, Source};
 pub use target::RestoreTarget;

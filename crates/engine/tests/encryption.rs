@@ -528,3 +528,45 @@ fn an_encrypted_backup_after_plain_ones_starts_a_new_chain() {
     assert_ne!(enc.sealed.meta.chain, plain.sealed.meta.chain);
     assert!(enc.full_reason.unwrap().contains("not encrypted"));
 }
+
+#[test]
+fn an_encrypted_point_is_randomly_readable_with_its_key_for_instant_access() {
+    let d = tempfile::tempdir().unwrap();
+    let (private, public) = KeyFile::new_write_only(1).unwrap();
+    let wk = WriteKey::Public(public);
+    let repo = Repository::init(&d.path().join("repo"), 7).unwrap();
+    let img = d.path().join("disk.img");
+    make_image(&img, 6 << 20, 11);
+    backup(&repo, "vm", &img, &opts(64 << 10), &wk);
+    File::options()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .write_all_at(&Rng::new(12).bytes(3000), 2 << 20)
+        .unwrap();
+    backup(&repo, "vm", &img, &opts(64 << 10), &wk);
+    let want = read(&img);
+    let chain = repo.open_point("vm", None).unwrap();
+    let image = PointImage::new(
+        Decrypting::chain(chain, &private).unwrap(),
+        DEFAULT_CACHE_BYTES,
+    );
+    for (at, len) in [
+        (0u64, 4096usize),
+        ((2 << 20) - 100, 5000),
+        (3 << 20, 70_000),
+        ((6 << 20) - 9000, 9000),
+    ] {
+        let mut buf = vec![0u8; len];
+        image.read_at(at, &mut buf).unwrap();
+        assert!(buf == want[at as usize..at as usize + len], "read at {at}");
+    }
+    // The wrong key is refused when the image is built.
+    let (stranger, _) = KeyFile::new_write_only(1).unwrap();
+    let chain = repo.open_point("vm", None).unwrap();
+    let err = Decrypting::chain(chain, &stranger)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("wrong key"), "{err}");
+}
