@@ -113,6 +113,17 @@ pub fn open(repo: &Repo, job: &str, point: Option<PointId>, cache: u64) -> anyho
                 .open_point(job, point)
                 .with_context(|| format!("opening job {job:?} of {}", p.display()))?;
             let id = chain.point().meta.point;
+            if chain
+                .point()
+                .meta
+                .extension(bulwark_format::EXT_ENCRYPTION)
+                .is_some()
+            {
+                anyhow::bail!(
+                    "point {id} of job {job:?} is encrypted: random access to encrypted points \
+                     is not supported yet; restore it with `bulwark restore --key` instead"
+                );
+            }
             Ok(Opened {
                 point: id,
                 image: Arc::new(PointImage::new(chain, cache)),
