@@ -11,6 +11,10 @@ use std::collections::BTreeSet;
 const FORBIDDEN: &[&str] = &[
     "bulwark-tier-s3",
     "bulwark-immutd",
+    // Notifications (HTTP and SMTP clients) are sent by bulwark-monitor and the job runner.
+    "bulwark-notify",
+    "ureq",
+    "lettre",
     "tokio",
     "tokio-util",
     "mio",

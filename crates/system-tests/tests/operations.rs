@@ -855,6 +855,7 @@ fn the_metrics_file_passes_promtool_and_agrees_with_list_json() {
             .user()
             .run(&h.sys.bulwark, &["--json", "list", "--repo", &h.sys.repo]),
     );
+    let st = json(&h.sys.repo_cmd(&["--json", "status", &h.sys.repo]));
     let points = samples(&text, "bulwark_job_points");
     let last = samples(&text, "bulwark_job_last_success_timestamp_seconds");
     let verified = samples(&text, "bulwark_job_verify_timestamp_seconds");
@@ -884,8 +885,9 @@ fn the_metrics_file_passes_promtool_and_agrees_with_list_json() {
             "{name}: physical {} logical {file_bytes}",
             of(&phys)
         );
-        // list --json shows the same verify time for each point.
+        // list --json shows the same verify time for each point, status the job's.
         let v = of(&verified) as i64;
+        assert_eq!(st["verified_unix"][name].as_i64(), Some(v), "{st}");
         for x in p {
             assert_eq!(x["last_verified_unix"].as_i64(), Some(v), "{x}");
         }

@@ -42,6 +42,19 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         }
     }
     let jobs = repo.jobs()?;
+    // When each job was last verified: the oldest verify time over its points
+    // (`bulwark-repo verify`, health/verified.json); `None` while a point never was.
+    let verified_record = bulwark_jobs::verified::Verified::load(repo.root()).unwrap_or_default();
+    let mut verified = Vec::with_capacity(jobs.len());
+    for j in &jobs {
+        let ids: Vec<String> = repo
+            .scan_job(j)?
+            .points
+            .iter()
+            .map(|p| p.meta.point.to_hex())
+            .collect();
+        verified.push(verified_record.oldest(j, &ids));
+    }
     let reflink = repo.reflink_support()?;
     // From the tier catalog alone: this binary links no S3 SDK (`bulwark-tier verify` asks the store).
     let tiers = bulwark_tier_catalog::status(&repo)?;
@@ -80,6 +93,7 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             "{}",
             serde_json::json!({"repository": a.dir, "id": cfg.id, "immutable_days": cfg.immutable_days,
                 "immutd_socket": cfg.immutd_socket, "jobs": jobs, "unsealed_files": w,
+                "verified_unix": jobs.iter().zip(&verified).map(|(j, v)| (j.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
                 "synthetic_full_method": if reflink.is_supported() { "clone" } else { "copy" },
                 "reflink_problem": match &reflink { ReflinkSupport::Unsupported(why) => Some(why), _ => None },
                 "tiers": tiers,
@@ -125,6 +139,13 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
                 jobs.join(", ")
             }
         );
+        for (j, v) in jobs.iter().zip(&verified) {
+            println!(
+                "  {j}: last verified {}",
+                v.map(bulwark_repository::utc)
+                    .unwrap_or_else(|| "never (bulwark-repo verify)".into())
+            );
+        }
         if tiers.is_empty() {
             println!("tiers: none (copies to S3 Object Lock storage: `bulwark-tier add`)");
         }
