@@ -125,6 +125,11 @@ pub struct JobFile {
     pub verify: Option<VerifySpec>,
     /// Makes this a backup copy job (`[copy]`, docs/copy-jobs.md).
     pub copy: Option<copy::CopySpec>,
+    /// Encrypt with this symmetric key file (`--key`, docs/encryption.md); its passphrase
+    /// from `BULWARK_PASSPHRASE`.
+    pub key: Option<PathBuf>,
+    /// Encrypt as a write-only client with this public key (`--public-key`).
+    pub public_key: Option<PathBuf>,
 }
 
 /// Where a job's repository is.

@@ -202,6 +202,9 @@ fn run_disk(
         );
     }
     let opts = backup_options(job, decision.kind == PointKind::ActiveFull)?;
+    // `key` / `public_key` in the job file (docs/encryption.md).
+    let key = super::key::write_key(job.key.as_deref(), job.public_key.as_deref())
+        .with_context(|| format!("job {}: its encryption key", job.name))?;
     let pb = out.progress(0, "backup");
     let (point, kind, bytes_stored, seconds, synth) = match place {
         Place::Local(repo) => {
@@ -213,6 +216,11 @@ fn run_disk(
                 ..Default::default()
             };
             let s = if opened.is_none() && live.is_live(&disk.source) {
+                if key.is_some() {
+                    anyhow::bail!(
+                        "encrypted backups of image files, NBD and live sources are not supported yet; back up a raw image or device"
+                    );
+                }
                 let src =
                     bulwark_engine::LiveSource::open(&disk.source, &live.options(), &disk.job)
                         .with_context(|| format!("opening {}", disk.source.display()))?;
@@ -229,8 +237,18 @@ fn run_disk(
                         })?
                     }
                 };
-                backup_local_source(repo, &disk.job, src, &opts, &|n| pb.inc(n))
-                    .with_context(|| format!("backing up {}", disk.source.display()))?
+                match &key {
+                    Some(k) => bulwark_engine::backup_local_encrypted(
+                        repo,
+                        &disk.job,
+                        src,
+                        &opts,
+                        k,
+                        &|n| pb.inc(n),
+                    ),
+                    None => backup_local_source(repo, &disk.job, src, &opts, &|n| pb.inc(n)),
+                }
+                .with_context(|| format!("backing up {}", disk.source.display()))?
             };
             let synth = if decision.kind == PointKind::SyntheticFull {
                 Some(
@@ -249,12 +267,13 @@ fn run_disk(
             )
         }
         Place::Remote { addr, config_dir } => {
-            let s = bulwark_remote::backup_remote(
+            let s = bulwark_remote::backup_remote_with(
                 config_dir,
                 addr,
                 &disk.job,
                 &disk.source,
                 &opts,
+                key.as_ref(),
                 &|n| pb.inc(n),
             )
             .with_context(|| format!("backing up {} to {addr}", disk.source.display()))?;
