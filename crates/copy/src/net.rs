@@ -136,7 +136,8 @@ impl Source for NetSource {
                 t.map_count
             )));
         }
-        let mut map = Vec::with_capacity(t.map_count as usize);
+        // Grown as entries arrive: a trailer's count alone reserves nothing.
+        let mut map = Vec::new();
         while (map.len() as u64) < t.map_count {
             match self.conn.recv()? {
                 Msg::Copy(CopyMsg::Map { entries }) => map.extend(entries),

@@ -418,3 +418,27 @@ fn the_target_keeps_its_own_gfs_retention_where_the_source_keeps_dailies() {
     assert_eq!(r.jobs[0].points_copied, 0, "{r:?}");
     assert_eq!(dst.scan_job("vm").unwrap().points.len(), kept_dst.len());
 }
+
+#[test]
+fn a_head_whose_blocks_do_not_pack_the_data_region_is_refused_and_leaves_nothing() {
+    let (_d, src, dst) = repos();
+    backup(&src, "vm", &disk(41));
+    let mut s = LocalSource {
+        repo: Repository::open(src.root()).unwrap(),
+    };
+    let p = s.points("vm").unwrap()[0].point;
+    let mut head = s.head("vm", p).unwrap();
+    // A block claimed a petabyte into the file: a huge sparse file if it were written.
+    let last = head.map.len() - 1;
+    head.map[last].offset = 1 << 50;
+    let mut t = LocalTarget::new(Repository::open(dst.root()).unwrap());
+    let e = t
+        .begin("vm", &head)
+        .expect_err("a gap in the data region was accepted");
+    assert!(e.to_string().contains("copied restore point"), "{e}");
+    let incoming: Vec<_> = std::fs::read_dir(dst.root().join("incoming"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(incoming.is_empty(), "{incoming:?}");
+}

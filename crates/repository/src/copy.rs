@@ -122,15 +122,26 @@ impl CopyHead {
         if meta.point != header.point_id {
             return Err(bad("metadata and header name different points".into()));
         }
-        // The data region ends where the last own block's padding ends.
-        let data_end = self
+        // The data region holds the point's own blocks packed one after the other from 4096,
+        // each padded to 4 KiB, as every writer lays them out: no gap, no overlap, and so no
+        // file larger than what it holds (a claimed offset far out would make a huge sparse
+        // file for the immutability service to read).
+        let mut own: Vec<(u64, u64)> = self
             .map
             .iter()
             .filter(|e| e.file_ref == 0)
-            .map(|e| e.offset.saturating_add(align_up(u64::from(e.stored_len))))
-            .max()
-            .unwrap_or(HEADER_LEN)
-            .max(HEADER_LEN);
+            .map(|e| (e.offset, align_up(u64::from(e.stored_len))))
+            .collect();
+        own.sort_unstable();
+        let mut data_end = HEADER_LEN;
+        for (off, len) in own {
+            if off != data_end {
+                return Err(bad(format!(
+                    "a block stored at offset {off}, where the data region continues at {data_end}"
+                )));
+            }
+            data_end += len;
+        }
         let map_len = trailer.map_count.saturating_mul(ENTRY_LEN as u64);
         if trailer.map_offset != data_end
             || trailer.map_offset.checked_add(map_len) != Some(trailer.meta_offset)

@@ -134,7 +134,8 @@ fn receive_map(s: &mut Session, b: &CopyBegin) -> Res<Vec<MapEntry>> {
             ),
         ));
     }
-    let mut map = Vec::with_capacity(t.map_count as usize);
+    // Grown as entries arrive: a trailer's count alone reserves nothing.
+    let mut map = Vec::new();
     while (map.len() as u64) < t.map_count {
         s.recv()?;
         match s.msg()? {
