@@ -534,3 +534,47 @@ fn a_stale_socket_is_replaced_and_a_live_one_is_not() {
     assert!(Server::start(&Listen::Unix(f.clone()), dev, ExportOptions::default()).is_err());
     assert_eq!(std::fs::read(&f).unwrap(), b"keep");
 }
+
+#[test]
+fn a_tcp_export_serves_several_clients_at_once() {
+    let t = "a_tcp_export_serves_several_clients_at_once";
+    if !require_tools(t, &["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (dev, data) = disk(6 * MIB, (MIB, 2 * MIB), None);
+    let image = dir.path().join("src.raw");
+    std::fs::write(&image, &data).unwrap();
+    let srv = Server::start(
+        &Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+        dev,
+        ExportOptions::default(),
+    )
+    .unwrap();
+    let uri = srv.listen().uri("");
+    assert!(uri.starts_with("nbd://127.0.0.1:"), "{uri}");
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let (image, uri) = (image.clone(), uri.clone());
+            std::thread::spawn(move || {
+                Command::new("qemu-img")
+                    .args(["compare", "-f", "raw", "-F", "raw"])
+                    .arg(&image)
+                    .arg(&uri)
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    for r in runs {
+        let o = r.join().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    }
+    assert!(
+        srv.stats()
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 4
+    );
+    srv.stop();
+}
