@@ -16,7 +16,7 @@ chroot "$R" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q /tmp/client
 chroot "$R" getent passwd bulwark | grep -q ':/usr/sbin/nologin$'
 test "$(chroot "$R" id -u bulwark)" -lt 1000
 for f in /usr/bin/bulwark /usr/bin/bulwark-repo /usr/bin/bulwark-immutctl /usr/bin/bulwark-monitor /usr/bin/bulwark-tier /usr/sbin/bulwark-immutd; do test -x "$R$f"; done
-for u in bulwark-immutd.service bulwark-repo.service bulwark-job@.service bulwark-job@.timer bulwark-monitor.timer bulwark-verify.timer; do test -f "$R/lib/systemd/system/$u"; done
+for u in bulwark-immutd.service bulwark-repo.service bulwark-job@.service bulwark-job@.timer bulwark-monitor.timer bulwark-verify.timer bulwark-tier-sync.timer bulwark-alert@.service; do test -f "$R/lib/systemd/system/$u"; done
 test -d "$R/etc/bulwark/jobs" && test "$(stat -c %a "$R/etc/bulwark/client")" = 700
 test -f "$R/etc/bulwark/notify.toml" && test -f "$R/etc/bulwark/notify-repository.toml"
 # Installed, not enabled: no unit is wanted by any target.
