@@ -187,12 +187,13 @@ fn a_plaintext_marker_and_the_plain_block_hashes_appear_in_no_repository_file() 
     assert!(contains(&b, &MARKER[..16]) && contains(&b, &hashes[0]));
 }
 
+/// Gives, for own entry `i`, the entry and stored bytes to write in its place.
+type Forger<'a> =
+    dyn Fn(usize, &bulwark_format::MapEntry) -> (bulwark_format::MapEntry, Vec<u8>) + 'a;
+
 /// Rewrites the point file at `path` as a repository could (map, root digest and every hash
 /// recomputed), with `swap` telling which entry's stored bytes each own block gets.
-fn forge(
-    path: &Path,
-    data_for: &dyn Fn(usize, &bulwark_format::MapEntry) -> (bulwark_format::MapEntry, Vec<u8>),
-) {
+fn forge(path: &Path, data_for: &Forger) {
     let r = PointReader::open(File::open(path).unwrap()).unwrap();
     let meta = r.meta.clone();
     let tmp = path.with_extension("forged");
@@ -217,10 +218,14 @@ fn forge(
         .unwrap();
     }
     w.finish(meta).unwrap();
-    let mut perm = std::fs::metadata(path).unwrap().permissions();
-    perm.set_readonly(false);
-    std::fs::set_permissions(path, perm).unwrap();
+    make_writable(path);
     std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Gives the owner write permission on a sealed file (mode 0600), as the tests' attacker.
+fn make_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 fn stored_of(path: &Path, e: &bulwark_format::MapEntry) -> Vec<u8> {
@@ -449,9 +454,7 @@ fn verify_without_any_key_detects_every_flipped_byte_of_an_encrypted_point() {
     assert!(repo.verify(None, 1, &|_| {}).unwrap().is_clean());
     let path = point_files(&repo_dir)[0].clone();
     let good = read(&path);
-    let mut perm = std::fs::metadata(&path).unwrap().permissions();
-    perm.set_readonly(false);
-    std::fs::set_permissions(&path, perm).unwrap();
+    make_writable(&path);
     let mut missed = Vec::new();
     for i in 0..good.len() {
         let mut bad = good.clone();

@@ -232,12 +232,11 @@ fn paper_lines(b: &[u8]) -> Vec<String> {
 
 fn unpaper(text: &str) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
-    let mut n = 0usize;
-    for line in text
+    let lines = text
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    for (n, line) in lines.enumerate() {
         let parts: Vec<&str> = line.split_whitespace().collect();
         let [num, data, check] = parts[..] else {
             bail!("line {line:?} is not NUMBER HEX CHECK");
@@ -253,10 +252,12 @@ fn unpaper(text: &str) -> anyhow::Result<Vec<u8>> {
         h.update(&(n as u32).to_le_bytes());
         h.update(&bytes);
         if h.finalize().to_hex()[..4] != *check {
-            bail!("line {} has a typo: its check {check} does not match; compare it with the paper again", n + 1);
+            bail!(
+                "line {} has a typo: its check {check} does not match; compare it with the paper again",
+                n + 1
+            );
         }
         out.extend_from_slice(&bytes);
-        n += 1;
     }
     if out.is_empty() {
         bail!("no lines of a paper copy on standard input");
