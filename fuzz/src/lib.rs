@@ -257,3 +257,73 @@ fn check_opened(r: &PointReader, bytes: &[u8]) {
         let _ = r.read_stored_padded(e, &mut buf);
     }
 }
+
+/// Mode bit of [`encrypted_block`]: the harness seals the input's payload itself with the
+/// fixed key before reading it back, so the checks after authentication are reached.
+pub const SEAL_PAYLOAD: u8 = 1;
+const ENC_HEAD: usize = 1 + 8 + 4 + 1 + 32;
+
+/// The encrypted block reader (docs/encryption.md): a mode byte, block number (8), plain
+/// length (4, bounded to 1 MiB), entry flags (1), keyed hash (32), then the stored bytes (or,
+/// with [`SEAL_PAYLOAD`], the payload the harness seals). Checked besides "no panic": bytes
+/// the harness did not seal never authenticate; what it sealed opens to exactly the payload;
+/// a decoded block has the entry's plain length and keyed hash; the encryption record, the
+/// wrapped-key and key-file decoders never panic, and a record that decodes re-encodes to
+/// the same bytes.
+pub fn encrypted_block(data: &[u8]) {
+    use bulwark_crypto::{associated_data, BlockKey, SessionSealer};
+    use bulwark_format::{BlockNo, Digest, EncryptionRecord, MapEntry, ENTRY_FLAG_ENCRYPTED};
+    if let Ok(r) = EncryptionRecord::decode(data) {
+        assert_eq!(r.encode(), data, "a record re-encodes to its bytes");
+    }
+    let _ = bulwark_crypto::unwrap_symmetric(&[7; 32], &[1; 16], data);
+    let _ = bulwark_crypto::unwrap_x25519(&[7; 32], data);
+    let _ = bulwark_crypto::PublicKeyFile::decode(data, "fuzz");
+    let _ = bulwark_crypto::KeyFile::decode(data, b"fuzz", "fuzz");
+    if data.len() < ENC_HEAD {
+        return;
+    }
+    let mode = data[0];
+    let block = u64::from_le_bytes(data[1..9].try_into().expect("8"));
+    let plain_len = u32::from_le_bytes(data[9..13].try_into().expect("4")) % (1 << 20) + 1;
+    let flags = u32::from(data[13] & 1) | ENTRY_FLAG_ENCRYPTED;
+    let keyed: [u8; 32] = data[14..46].try_into().expect("32");
+    let rest = &data[ENC_HEAD..];
+    let key = BlockKey::from_bytes([7; 32]);
+    let ad = associated_data(block, plain_len, flags, &keyed);
+    let mut stored = Vec::new();
+    if mode & SEAL_PAYLOAD != 0 {
+        let mut s = SessionSealer::new(&key).expect("randomness");
+        s.seal(block, &ad, rest, &mut stored).expect("sealing");
+    } else {
+        stored.extend_from_slice(rest);
+    }
+    let mut payload = Vec::new();
+    let opened = key.open(block, &ad, &stored, &mut payload);
+    // An empty payload is never written (a block is at least one byte, stored or framed);
+    // sealed, it is too short to be a block and is refused like anything unsealed.
+    if mode & SEAL_PAYLOAD == 0 || rest.is_empty() {
+        assert!(opened.is_err(), "bytes nobody sealed authenticated");
+        return;
+    }
+    opened.expect("what was sealed opens");
+    assert_eq!(payload, rest);
+    let e = MapEntry {
+        block: BlockNo(block),
+        file_ref: 0,
+        flags,
+        offset: 4096,
+        stored_len: stored.len() as u32,
+        plain_len,
+        plain_hash: Digest(keyed),
+        stored_hash: Digest::of(&stored),
+    };
+    let change_key = [9u8; 32];
+    if let Ok(mut dec) = BlockDecoder::new() {
+        let mut out = Vec::new();
+        if let Ok(plain) = dec.decode_decrypted(&e, &payload, &mut out, &change_key) {
+            assert_eq!(plain.len(), plain_len as usize);
+            assert_eq!(blake3::keyed_hash(&change_key, plain).as_bytes(), &keyed);
+        }
+    }
+}

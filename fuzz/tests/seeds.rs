@@ -11,8 +11,8 @@ use bulwark_format::{
     PointWriter, RetentionClass, Stats, StoredBlock,
 };
 use bulwark_fuzz::{
-    approval_statement, compact_point, decode_msg, immut_msg, point_file, point_reader,
-    DIRTY_HEADER_PADDING, FIX_HEADER_CHECK, FIX_TRAILER,
+    approval_statement, compact_point, decode_msg, encrypted_block, immut_msg, point_file,
+    point_reader, DIRTY_HEADER_PADDING, FIX_HEADER_CHECK, FIX_TRAILER, SEAL_PAYLOAD,
 };
 use bulwark_immut_msg::{
     ErrorCode, FileInfo, FileState, Request, Response, StatusInfo, Target, TimePreview,
@@ -456,4 +456,51 @@ fn point_reader_seeds_open_and_mutations_pass() {
     }
     // The mode byte stays as seeded (index 0 protected): mutations land behind the fix-ups.
     replay(&committed("point_reader"), 5000, point_reader, 1);
+}
+
+/// Encrypted-block inputs: sealed by the harness (text that compresses, raw bytes, a zstd
+/// frame whose keyed hash matches) and unsealed; plus an encryption record.
+fn encrypted_seeds() -> Vec<(String, Vec<u8>)> {
+    let head = |mode: u8, block: u64, plain_len: u32, zstd: bool, keyed: [u8; 32]| {
+        let mut b = vec![mode];
+        b.extend_from_slice(&block.to_le_bytes());
+        b.extend_from_slice(&(plain_len - 1).to_le_bytes());
+        b.push(u8::from(zstd));
+        b.extend_from_slice(&keyed);
+        b
+    };
+    let text = b"encrypted block seed ".repeat(50);
+    let keyed = *blake3::keyed_hash(&[9; 32], &text).as_bytes();
+    let frame = zstd::bulk::compress(&text, 3).unwrap();
+    let mut raw = head(SEAL_PAYLOAD, 3, text.len() as u32, false, keyed);
+    raw.extend_from_slice(&text);
+    let mut comp = head(SEAL_PAYLOAD, 4, text.len() as u32, true, keyed);
+    comp.extend_from_slice(&frame);
+    let mut unsealed = head(0, 5, 100, false, [1; 32]);
+    unsealed.extend_from_slice(&[0xab; 140]);
+    let record = bulwark_format::EncryptionRecord {
+        mode: bulwark_format::KeyMode::WriteOnly,
+        key_id: [3; 16],
+        sessions: vec![bulwark_format::Session {
+            salt: [4; 16],
+            wrapped: vec![5; 80],
+        }],
+    };
+    vec![
+        ("sealed-raw".into(), raw),
+        ("sealed-zstd".into(), comp),
+        ("unsealed".into(), unsealed),
+        ("record".into(), record.encode()),
+    ]
+}
+
+#[test]
+fn encrypted_block_seeds_and_mutations_pass() {
+    let made = encrypted_seeds();
+    sync_seeds("encrypted_block", &made);
+    for (_, b) in &made {
+        encrypted_block(b);
+    }
+    // The mode byte stays as seeded: mutations land in the entry and the payload.
+    replay(&committed("encrypted_block"), 3000, encrypted_block, 1);
 }
