@@ -48,7 +48,14 @@ impl Rng {
     }
 }
 
+/// qemu-img, qemu-io and qemu-nbd (qemu-utils).
 fn tools(test: &str) -> bool {
+    require_tools(test, &["qemu-img", "qemu-io", "qemu-nbd"])
+}
+
+/// Those and qemu-storage-daemon (`--cbt`, `--qmp`; in Debian 12 it comes with
+/// qemu-system-common, in later releases with qemu-utils).
+fn qsd_tools(test: &str) -> bool {
     require_tools(
         test,
         &["qemu-img", "qemu-io", "qemu-nbd", "qemu-storage-daemon"],
@@ -339,7 +346,7 @@ fn image_files_are_backed_up_as_the_disk_inside_unless_format_raw() {
 #[test]
 fn cbt_on_a_qcow2_keeps_one_bitmap_per_job_and_reads_only_what_changed() {
     let t = "cbt_on_a_qcow2_keeps_one_bitmap_per_job_and_reads_only_what_changed";
-    if !tools(t) {
+    if !qsd_tools(t) {
         return;
     }
     let mut rng = Rng(seed() | 1);
@@ -370,7 +377,7 @@ fn cbt_on_a_qcow2_keeps_one_bitmap_per_job_and_reads_only_what_changed() {
 #[test]
 fn a_bitmap_deleted_behind_bulwarks_back_falls_back_to_reading_everything() {
     let t = "a_bitmap_deleted_behind_bulwarks_back_falls_back_to_reading_everything";
-    if !tools(t) {
+    if !qsd_tools(t) {
         return;
     }
     let mut rng = Rng(seed() | 1);
@@ -418,7 +425,7 @@ fn a_bitmap_deleted_behind_bulwarks_back_falls_back_to_reading_everything() {
 #[test]
 fn a_bitmap_from_another_disk_is_never_trusted() {
     let t = "a_bitmap_from_another_disk_is_never_trusted";
-    if !tools(t) {
+    if !qsd_tools(t) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -465,7 +472,7 @@ fn a_bitmap_from_another_disk_is_never_trusted() {
 #[test]
 fn a_grown_disk_and_a_removed_parent_fall_back_with_their_reason() {
     let t = "a_grown_disk_and_a_removed_parent_fall_back_with_their_reason";
-    if !tools(t) {
+    if !qsd_tools(t) {
         return;
     }
     let mut rng = Rng(seed() | 1);
@@ -507,7 +514,7 @@ fn a_grown_disk_and_a_removed_parent_fall_back_with_their_reason() {
 #[test]
 fn verify_by_reading_reports_the_blocks_a_bitmap_missed() {
     let t = "verify_by_reading_reports_the_blocks_a_bitmap_missed";
-    if !tools(t) {
+    if !qsd_tools(t) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -693,7 +700,7 @@ fn fake_agent(path: &Path, events: Arc<Mutex<Vec<String>>>) -> std::thread::Join
 #[test]
 fn a_running_disk_is_backed_up_as_it_was_at_the_transaction_while_the_guest_writes() {
     let t = "a_running_disk_is_backed_up_as_it_was_at_the_transaction_while_the_guest_writes";
-    if !tools(t) {
+    if !qsd_tools(t) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -776,7 +783,7 @@ fn a_running_disk_is_backed_up_as_it_was_at_the_transaction_while_the_guest_writ
 #[test]
 fn a_client_killed_between_the_transaction_and_the_end_leaves_tracking_intact() {
     let t = "a_client_killed_between_the_transaction_and_the_end_leaves_tracking_intact";
-    if !tools(t) {
+    if !qsd_tools(t) {
         return;
     }
     let mut rng = Rng(seed() | 1);
