@@ -31,6 +31,8 @@ struct Site {
     log: PathBuf,
     bulwark: PathBuf,
     repo_bin: PathBuf,
+    /// Environment of every process of this host: libfaketime's offset on simulated days.
+    fake: Vec<(String, String)>,
 }
 
 impl Site {
@@ -76,6 +78,7 @@ impl Site {
             log,
             bulwark: bulwark.to_path_buf(),
             repo_bin: repo_bin.to_path_buf(),
+            fake: Vec::new(),
         };
         site.serve();
         site
@@ -96,6 +99,19 @@ impl Site {
         }
     }
 
+    /// Restarts both services with every clock `day` days ahead (libfaketime `lib`, all
+    /// clocks together: honest passage of time, as in `retention_days`).
+    fn at_day(&mut self, lib: &Path, day: i64) {
+        self.stop();
+        self.fake = fake_env(lib, day);
+        self.rig.setup.env = self
+            .fake
+            .iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        self.start_again();
+    }
+
     /// Starts both services again.
     fn start_again(&mut self) {
         self.immutd = Some(self.rig.start());
@@ -103,12 +119,19 @@ impl Site {
     }
 
     fn serve(&mut self) {
+        // A restart keeps the address: credentials are stored per HOST:PORT.
+        let listen = if self.addr.is_empty() {
+            "127.0.0.1:0".to_string()
+        } else {
+            self.addr.clone()
+        };
         let log = std::fs::File::create(&self.log).unwrap();
         let mut child = self
             .user()
             .cmd(&self.repo_bin)
-            .args(["serve", &self.repo, "--listen", "127.0.0.1:0"])
+            .args(["serve", &self.repo, "--listen", &listen])
             .env("BULWARK_LOG", "info")
+            .envs(self.fake.iter().cloned())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -244,6 +267,37 @@ fn bw(u: &TestUser, bulwark: &Path, config: &Path, args: &[&str]) -> Output {
         .output()
         .unwrap();
     bulwark_testkit::show(&format!("[{}] bulwark {}", u.name, full.join(" ")), &o);
+    o
+}
+
+fn fake_env(lib: &Path, day: i64) -> Vec<(String, String)> {
+    vec![
+        ("LD_PRELOAD".into(), lib.to_str().unwrap().into()),
+        ("FAKETIME".into(), format!("+{}", day * DAY)),
+    ]
+}
+
+/// [`bw`] with every clock `day` days ahead.
+fn bw_at(
+    u: &TestUser,
+    lib: &Path,
+    day: i64,
+    bulwark: &Path,
+    config: &Path,
+    args: &[&str],
+) -> Output {
+    let mut full = vec!["--config-dir", config.to_str().unwrap()];
+    full.extend_from_slice(args);
+    let o = u
+        .cmd(bulwark)
+        .args(&full)
+        .envs(fake_env(lib, day))
+        .output()
+        .unwrap();
+    bulwark_testkit::show(
+        &format!("[{}] day {day}: bulwark {}", u.name, full.join(" ")),
+        &o,
+    );
     o
 }
 
@@ -1264,4 +1318,198 @@ fn a_target_pulls_with_a_client_identity_of_the_source_from_a_copy_job_file() {
     );
     assert!(o.status.success());
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&img).unwrap());
+}
+
+#[test]
+fn three_weeks_of_nightly_copies_keep_weekly_fulls_on_the_target_after_the_source_removed_them() {
+    let name = "three_weeks_of_nightly_copies_keep_weekly_fulls_on_the_target_after_the_source_removed_them";
+    let Some((bulwark, repo_bin)) = preamble(name) else {
+        return;
+    };
+    let Some(lib) = bulwark_testkit::skip::require_faketime(name) else {
+        return;
+    };
+    let mut src = Site::new(&bulwark, &repo_bin, 7);
+    let mut dst = Site::new(&bulwark, &repo_bin, 30);
+    let cfg = src.rig.fs.mnt.join("client");
+    dst.enroll("offsite-src", &cfg, src.user());
+    let su_run = |site: &Site, day: i64, args: &[&str]| {
+        let o = site
+            .user()
+            .cmd(&repo_bin)
+            .args(args)
+            .envs(fake_env(&lib, day))
+            .output()
+            .unwrap();
+        bulwark_testkit::show(&format!("day {day}: bulwark-repo {}", args.join(" ")), &o);
+        o
+    };
+    // The source keeps dailies; the target keeps 4 weekly and 3 monthly fulls.
+    assert!(su_run(
+        &src,
+        0,
+        &[
+            "policy",
+            &src.repo,
+            "--job",
+            "vm",
+            "--keep-days",
+            "7",
+            "--keep-points",
+            "1"
+        ]
+    )
+    .status
+    .success());
+    assert!(su_run(
+        &dst,
+        0,
+        &[
+            "policy",
+            &dst.repo,
+            "--job",
+            "vm",
+            "--keep-points",
+            "1",
+            "--weekly",
+            "4",
+            "--monthly",
+            "3"
+        ]
+    )
+    .status
+    .success());
+    let img = src.rig.fs.mnt.join("disk.img");
+    image(&img, 61, 4, src.user());
+    let first = src.rig.fs.mnt.join("night0.img");
+    let mut fulls = vec![];
+    for day in 0..21i64 {
+        src.at_day(&lib, day);
+        dst.at_day(&lib, day);
+        let su = src.user();
+        if day > 0 {
+            change(&img, 1001 + 2 * day as u64, 1);
+        }
+        let mut args = vec!["--json", "backup", "--repo", &src.repo, "--job", "vm"];
+        if day % 7 == 0 && day > 0 {
+            args.push("--full");
+        }
+        args.push(img.to_str().unwrap());
+        let b = json(&bw_at(su, &lib, day, &bulwark, &cfg, &args));
+        if day % 7 == 0 {
+            fulls.push(b["point"].as_str().unwrap().to_string());
+        }
+        if day == 0 {
+            std::fs::copy(&img, &first).unwrap();
+        }
+        let c = bw_at(
+            su,
+            &lib,
+            day,
+            &bulwark,
+            &cfg,
+            &["--json", "copy", "--from", &src.repo, "--to", &dst.addr],
+        );
+        assert!(c.status.success(), "day {day}");
+        assert_eq!(json(&c)["jobs"][0]["points_copied"], 1, "day {day}");
+        assert!(su_run(&src, day, &["retention", &src.repo])
+            .status
+            .success());
+        assert!(su_run(&dst, day, &["retention", &dst.repo])
+            .status
+            .success());
+    }
+    // The source's retention removed its first chain once its 7 days ended; the target,
+    // locked for 30 days and keeping weekly fulls, still holds all 21 points.
+    let held_src: Vec<String> = src.store_files().into_iter().map(|(id, _)| id).collect();
+    let held_dst: Vec<String> = dst.store_files().into_iter().map(|(id, _)| id).collect();
+    assert!(
+        !held_src.contains(&fulls[0]),
+        "the source kept its first full: {held_src:?}"
+    );
+    assert!(held_src.len() < 21);
+    assert_eq!(held_dst.len(), 21);
+    // The first full is the target's GFS monthly full: locked for the target's 3 months
+    // (3 x 31 days from its creation), far beyond both sides' periods.
+    let real_now = bulwark_time::UnixTime::now().secs();
+    assert!(
+        dst.expiry(&fulls[0]) >= real_now + 90 * DAY,
+        "the target's GFS lifetime"
+    );
+    let plan = json(&su_run(
+        &dst,
+        20,
+        &["--json", "retention", &dst.repo, "--dry-run"],
+    ));
+    for f in &fulls {
+        let m = plan[0]["marks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["point"] == f.as_str())
+            .unwrap();
+        let reasons: Vec<&str> = m["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        assert!(
+            reasons.iter().any(|r| r.contains("GFS weekly")),
+            "{f}: {reasons:?}"
+        );
+    }
+    // --verify sees the points only the target still holds; nothing differs.
+    let su = src.user();
+    let v = json(&bw_at(
+        su,
+        &lib,
+        20,
+        &bulwark,
+        &cfg,
+        &[
+            "--json", "copy", "--verify", "--from", &src.repo, "--to", &dst.addr,
+        ],
+    ));
+    let j = &v["jobs"][0];
+    assert_eq!(j["different"], 0, "{v}");
+    assert_eq!(
+        j["only_on_target"].as_u64().unwrap() as usize,
+        21 - held_src.len(),
+        "{v}"
+    );
+    // The first night restores from the target alone, byte-identical.
+    let out_dir = src.rig.fs.mnt.join("restores");
+    std::fs::create_dir(&out_dir).unwrap();
+    su.chown(&out_dir);
+    let out = out_dir.join("night0.img");
+    let o = bw_at(
+        su,
+        &lib,
+        20,
+        &bulwark,
+        &cfg,
+        &[
+            "restore",
+            "--repo",
+            &dst.addr,
+            "--job",
+            "vm",
+            "--point",
+            &fulls[0],
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&first).unwrap());
+    // The next night's copy sends nothing it already sent, and nothing the source lost.
+    let c = json(&bw_at(
+        su,
+        &lib,
+        20,
+        &bulwark,
+        &cfg,
+        &["--json", "copy", "--from", &src.repo, "--to", &dst.addr],
+    ));
+    assert_eq!(c["bytes_sent"], 0);
 }
