@@ -457,8 +457,10 @@ fn mountinfo_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn loops_of(file: &Path) -> String {
-    String::from_utf8_lossy(&tool("losetup", &["-j", s(file)]).stdout).to_string()
+/// True while loop device `dev` (`/dev/loopN`) is attached to a file.
+fn attached(dev: &str) -> bool {
+    let name = dev.trim_start_matches("/dev/");
+    Path::new(&format!("/sys/block/{name}/loop/backing_file")).exists()
 }
 
 fn loops_backed_under(dir: &Path) -> Vec<String> {
@@ -552,6 +554,10 @@ fn mount_as_root_shows_every_file_of_two_ext4_partitions_and_umount_undoes_it() 
         "{:?}",
         loops_backed_under(&mnt)
     );
+    for p in parts {
+        let l = p["loop_device"].as_str().unwrap();
+        assert!(!attached(l), "{l} is still attached");
+    }
     // bulwark mount wrote nothing to the repository.
     for (bytes, p) in repo_before {
         assert!(
@@ -594,18 +600,26 @@ fn a_mount_killed_with_sigkill_leaves_no_mount_and_no_loop_device() {
         "{:?}",
         mountinfo_under(&mnt)
     );
+    let loops: Vec<String> = v["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["loop_device"].as_str().unwrap().to_string())
+        .collect();
+    assert!(loops.iter().all(|l| attached(l)), "{loops:?}");
     child.kill().unwrap();
     child.wait().unwrap();
+    // Also after the FUSE mount is gone (the kernel then names the backing file "/disk.raw",
+    // so the devices are checked by name).
     let clean = wait_until(20, || {
-        mountinfo_under(&mnt).is_empty() && loops_backed_under(&mnt).is_empty()
+        mountinfo_under(&mnt).is_empty() && !loops.iter().any(|l| attached(l))
     });
     assert!(
         clean,
         "left behind: {:?} {:?}",
         mountinfo_under(&mnt),
-        loops_backed_under(&mnt)
+        loops.iter().filter(|l| attached(l)).collect::<Vec<_>>()
     );
-    let _ = loops_of(&mnt.join("disk.raw"));
     // The folder can be mounted on again.
     let (mut again, _) = start_mount(Command::new(bin()).args([
         "--json",

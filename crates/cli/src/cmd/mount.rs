@@ -209,6 +209,13 @@ fn loop_backing(dev: &str) -> Option<PathBuf> {
 /// by this mount's disk file), the FUSE mount, the state file. Returns what failed.
 pub fn cleanup(s: &State) -> Vec<String> {
     let mut failed = Vec::new();
+    // Which loop devices are ours, decided before anything is detached: once the FUSE mount
+    // is detached the kernel names their backing file relative to nothing ("/disk.raw").
+    let ours: Vec<&String> = s
+        .loops
+        .iter()
+        .filter(|l| loop_backing(l).as_deref() == Some(s.disk.as_path()))
+        .collect();
     let fuse_mounted = |dir: &Path| {
         mounts_under(dir)
             .iter()
@@ -238,11 +245,9 @@ pub fn cleanup(s: &State) -> Vec<String> {
         }
     }
     // A loop device still in use is cleared by the kernel once its last user lets go.
-    for l in s.loops.iter().rev() {
-        if loop_backing(l).as_deref() == Some(s.disk.as_path()) {
-            if let Err(e) = run_tool("losetup", &[OsStr::new("-d"), OsStr::new(l)]) {
-                failed.push(e);
-            }
+    for l in ours.into_iter().rev() {
+        if let Err(e) = run_tool("losetup", &[OsStr::new("-d"), OsStr::new(l)]) {
+            failed.push(e);
         }
     }
     if failed.is_empty() {
