@@ -1248,6 +1248,47 @@ fn export_over_the_network_serves_a_full_an_incremental_and_a_synthetic_full_to_
         drop(e);
         assert!(!sock.exists());
     }
+    // A flipped byte in a stored block of the full: reading that block through the network
+    // export fails, its neighbours read (the client checks every block it receives).
+    let full_id = full["point"].as_str().unwrap();
+    let file = std::fs::read_dir(svc.repo.join("store/vm1"))
+        .unwrap()
+        .map(|d| d.unwrap().path().join(format!("{full_id}.bwrp")))
+        .find(|p| p.exists())
+        .expect("the full's file");
+    let r = bulwark_format::PointReader::open(std::fs::File::open(&file).unwrap()).unwrap();
+    let (e, bs) = (r.map[10], u64::from(r.meta.block_size));
+    drop(r);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&file)
+            .unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, e.offset + 7).unwrap();
+        f.write_all_at(&[b[0] ^ 1], e.offset + 7).unwrap();
+    }
+    let sock = svc.path("damaged.sock");
+    let _e = net_export(&svc, "alice", "vm1", full_id, &sock);
+    let start = e.block.0 * bs;
+    for (off, ok) in [
+        (start - 4096, true),
+        (start, false),
+        (start + bs - 4096, false),
+        (start + bs, true),
+    ] {
+        let o = Command::new("qemu-io")
+            .args(["-r", "-f", "raw", "-c", &format!("read {off} 4k")])
+            .arg(format!("nbd+unix:///?socket={}", sock.display()))
+            .output()
+            .unwrap();
+        let text =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert_eq!(!text.contains("failed"), ok, "read at {off}: {text}");
+    }
+    drop(_e);
     // Bob may not read alice's job: refused before anything is served.
     let o = svc.client(
         "bob",
