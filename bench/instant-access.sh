@@ -50,10 +50,13 @@ size = os.path.getsize(img)
 sock = os.path.join(w, "e.sock")
 uri = f"nbd+unix:///?socket={sock}"
 
+live = []
+
 def start(cache="64M"):
     p = subprocess.Popen([bulwark, "export", "--repo", os.path.join(w, "repo"), "--job", "vm",
                           "--nbd", f"unix:{sock}", "--cache", cache],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    live.append(p)
     return p
 
 def stop(p):
@@ -118,6 +121,15 @@ def randreads(cache, span):
     stop(p)
     return nreads / t
 
+def stop_all():
+    # A step that failed must not leave its export running.
+    for p in live:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            p.wait()
+
+import atexit
+atexit.register(stop_all)
 res = {k: [] for k in ["ttfb", "seq", "restore", "peak", "r_all_c", "r_all_n", "r_hot_c", "r_hot_n"]}
 for _ in range(runs):
     res["ttfb"].append(first_byte())
