@@ -153,6 +153,18 @@ const ALLOWED: &[&str] = &[
     "zstd",
     "zstd-safe",
     "zstd-sys",
+    // The client's encryption (bulwark-crypto, docs/encryption.md), reached through
+    // bulwark-cli-common → bulwark-engine: linked, never called by the service, which holds
+    // no key and decrypts nothing (the server crate itself does not depend on it).
+    "argon2",
+    "base64ct",
+    "blake2",
+    "curve25519-dalek",
+    "curve25519-dalek-derive",
+    "password-hash",
+    "rand_core",
+    "x25519-dalek",
+    "zeroize_derive",
 ];
 
 fn tree() -> BTreeSet<String> {
