@@ -71,6 +71,9 @@ struct CheckArgs {
     /// Report locked bytes above this percentage of the cap.
     #[arg(long, default_value_t = 80)]
     cap_percent: u64,
+    /// The transport service's port, whose established connections are counted.
+    #[arg(long, default_value_t = 6162)]
+    transport_port: u16,
 }
 
 fn check(a: CheckArgs, json: bool) -> anyhow::Result<i32> {
@@ -79,7 +82,7 @@ fn check(a: CheckArgs, json: bool) -> anyhow::Result<i32> {
         .immutd_config
         .exists()
         .then_some(a.immutd_config.as_path());
-    let facts = watch::gather(&a.repo, cap_cfg, now)?;
+    let facts = watch::gather(&a.repo, cap_cfg, a.transport_port, now)?;
     if let Some(out) = &a.metrics {
         metrics::write_atomic(out, &metrics::render(&facts))
             .with_context(|| format!("writing the metrics to {}", out.display()))?;

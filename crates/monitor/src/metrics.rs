@@ -190,6 +190,13 @@ pub fn render(f: &Facts) -> String {
         &[("repository", r)],
         oldest,
     );
+    if let Some(n) = f.transport_connections {
+        o.family(
+            "bulwark_transport_connections",
+            "Established TCP connections to the transport service's port.",
+        );
+        o.value("bulwark_transport_connections", &[("repository", r)], n);
+    }
     o.family(
         "bulwark_monitor_last_run_timestamp_seconds",
         "When bulwark-monitor wrote this file.",

@@ -69,7 +69,35 @@ pub struct Facts {
     /// Finished files in `incoming/`, with their age in seconds.
     pub unsealed: Vec<(String, i64)>,
     pub locked: Vec<LockedDay>,
+    /// Established TCP connections to the transport service's port (`/proc/net/tcp*`).
+    pub transport_connections: Option<u64>,
     pub now: i64,
+}
+
+/// Established TCP connections whose local port is `port`, from `/proc/net/tcp` and
+/// `/proc/net/tcp6` (state 01); `None` when neither can be read.
+pub fn established_connections(port: u16) -> Option<u64> {
+    let mut n = 0;
+    let mut read_any = false;
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        read_any = true;
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 4 || cols[3] != "01" {
+                continue;
+            }
+            let local_port = cols[1]
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) {
+                n += 1;
+            }
+        }
+    }
+    read_any.then_some(n)
 }
 
 /// `max_locked_bytes` from the immutability service's configuration file.
@@ -85,13 +113,19 @@ pub fn read_cap(path: &Path) -> anyhow::Result<u64> {
 }
 
 /// Reads the facts of `repo`.
-pub fn gather(repo_dir: &Path, immutd_config: Option<&Path>, now: i64) -> anyhow::Result<Facts> {
+pub fn gather(
+    repo_dir: &Path,
+    immutd_config: Option<&Path>,
+    transport_port: u16,
+    now: i64,
+) -> anyhow::Result<Facts> {
     let repo = Repository::open(repo_dir)
         .with_context(|| format!("opening repository {}", repo_dir.display()))?;
     let root = repo.root().to_path_buf();
     let mut f = Facts {
         repo: root.clone(),
         now,
+        transport_connections: established_connections(transport_port),
         ..Facts::default()
     };
     if let Some(sock) = &repo.config().immutd_socket {

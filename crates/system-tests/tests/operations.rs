@@ -835,7 +835,17 @@ fn the_metrics_file_passes_promtool_and_agrees_with_list_json() {
         Some(0)
     );
     let prom = h.sys.rig.fs.mnt.join("ops").join("bulwark.prom");
-    let o = h.check(&["--metrics", prom.to_str().unwrap()]);
+    // Two connections held open to a listener standing in for the transport's port.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port().to_string();
+    let _c1 = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let _c2 = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let o = h.check(&[
+        "--metrics",
+        prom.to_str().unwrap(),
+        "--transport-port",
+        &port,
+    ]);
     assert_eq!(o.status.code(), Some(0));
     let text = std::fs::read_to_string(&prom).unwrap();
     let pt = Command::new("promtool")
@@ -905,5 +915,10 @@ fn the_metrics_file_passes_promtool_and_agrees_with_list_json() {
         "bytes locked by expiry day"
     );
     assert_eq!(samples(&text, "bulwark_unsealed_files")[0].1, 0.0);
+    assert_eq!(
+        samples(&text, "bulwark_transport_connections")[0].1,
+        2.0,
+        "{text}"
+    );
     svc.stop();
 }
