@@ -1,0 +1,96 @@
+//! `bulwark copy` as a program, between two repository folders (any user): its JSON report,
+//! `--verify` and its exit codes (0 agree, 1 damage, 2 operational error with advice).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bulwark(args: &[&str]) -> Output {
+    let o = Command::new(env!("CARGO_BIN_EXE_bulwark"))
+        .args(args)
+        .output()
+        .unwrap();
+    bulwark_testkit::show(&format!("bulwark {}", args.join(" ")), &o);
+    o
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).expect("JSON output")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn copy_reports_json_and_verify_exits_1_on_a_changed_target_and_2_on_one_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    bulwark_repository::Repository::init(&src, 7).unwrap();
+    bulwark_repository::Repository::init(&dst, 7).unwrap();
+    let img = dir.path().join("disk.img");
+    std::fs::write(&img, bulwark_testkit::Rng::new(77).bytes(3 << 20)).unwrap();
+    let o = bulwark(&["backup", "--repo", s(&src), "--job", "vm", s(&img)]);
+    assert!(o.status.success());
+
+    let o = bulwark(&["--json", "copy", "--from", s(&src), "--to", s(&dst)]);
+    assert_eq!(o.status.code(), Some(0));
+    let r = json(&o);
+    assert_eq!(r["jobs"][0]["job"], "vm");
+    assert_eq!(r["jobs"][0]["points_copied"], 1);
+    let p = &r["jobs"][0]["points"][0];
+    assert_eq!(p["mode"], "verbatim");
+    assert_eq!(p["root_digest"], p["source_root_digest"]);
+    assert_eq!(
+        p["immutable"], false,
+        "no immutability service guards this target"
+    );
+
+    let o = bulwark(&[
+        "--json",
+        "copy",
+        "--verify",
+        "--from",
+        s(&src),
+        "--to",
+        s(&dst),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(json(&o)["jobs"][0]["same"], 1);
+
+    // A stored byte of the target's copy changes: --verify exits 1 and says where.
+    let store = dst.join("store").join("vm");
+    let chain = std::fs::read_dir(&store)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let file = std::fs::read_dir(&chain)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut b = std::fs::read(&file).unwrap();
+    b[4096 + 5] ^= 0x10;
+    std::fs::write(&file, b).unwrap();
+    let o = bulwark(&["copy", "--verify", "--from", s(&src), "--to", s(&dst)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("DAMAGED on the target"));
+
+    // One repository given twice: an operational error that says what to do.
+    let o = bulwark(&["copy", "--from", s(&src), "--to", s(&src)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("a copy needs a second repository"));
+    // A bad rate is refused by the argument parser (exit 2).
+    let o = bulwark(&[
+        "copy",
+        "--from",
+        s(&src),
+        "--to",
+        s(&dst),
+        "--bwlimit",
+        "fast",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}
