@@ -334,6 +334,22 @@ mod tests {
     }
 
     #[test]
+    fn the_bandwidth_limit_holds_after_one_second_of_burst() {
+        let mut l = Limiter::new(Some(8 << 20));
+        let t = Instant::now();
+        for _ in 0..24 {
+            l.take(1 << 20);
+        }
+        // 24 MiB at 8 MiB/s: 3 s, less the one second of burst.
+        let e = t.elapsed().as_secs_f64();
+        assert!((1.9..4.0).contains(&e), "{e} s");
+        let mut free = Limiter::new(None);
+        let t = Instant::now();
+        free.take(1 << 40);
+        assert!(t.elapsed() < Duration::from_millis(50));
+    }
+
+    #[test]
     fn only_points_newer_than_the_newest_held_are_copied() {
         let pts: Vec<_> = (1..=5).map(sp).collect();
         // Nothing held: everything.
