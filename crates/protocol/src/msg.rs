@@ -94,6 +94,9 @@ msg_types! {
     GetParentEncryption = 0x70, 0;
     EncryptionRecord = 0x71, MAX_RECORD as u32 + 4;
     Encryption = 0x72, MAX_RECORD as u32 + 4;
+    GetParentCbt = 0x90, 0;
+    ParentCbt = 0x91, MAX_RECORD as u32 + 4;
+    Cbt = 0x92, MAX_RECORD as u32 + 4;
 }
 
 /// Largest encryption record on the wire (the format's extension limit).
@@ -237,6 +240,13 @@ pub enum Msg<'a> {
     /// Client, in a backup after `Known`: send the parent's encryption record
     /// (docs/encryption.md).
     GetParentEncryption,
+    /// Client, in a backup before its first block: the parent's changed-block tracking
+    /// record (docs/sources.md), answered by `ParentCbt`.
+    GetParentCbt,
+    /// Server: the parent's CBT record (empty when the parent has none or for a new chain).
+    ParentCbt { record: Vec<u8> },
+    /// Client, in a backup before `Finish`: the new point's CBT record (once).
+    Cbt { record: Vec<u8> },
     /// Server: an encryption record; empty when the parent is not encrypted or there is none.
     /// Also sent before `RestoreReady` for an encrypted point: the sessions of every file the
     /// restore reads.
@@ -399,6 +409,9 @@ impl<'a> Msg<'a> {
             Msg::RestoreReady { .. } => MsgType::RestoreReady,
             Msg::RestoreEnd { .. } => MsgType::RestoreEnd,
             Msg::GetParentEncryption => MsgType::GetParentEncryption,
+            Msg::GetParentCbt => MsgType::GetParentCbt,
+            Msg::ParentCbt { .. } => MsgType::ParentCbt,
+            Msg::Cbt { .. } => MsgType::Cbt,
             Msg::EncryptionRecord { .. } => MsgType::EncryptionRecord,
             Msg::Encryption { .. } => MsgType::Encryption,
             Msg::Verify { .. } => MsgType::Verify,
@@ -492,7 +505,8 @@ impl<'a> Msg<'a> {
                 b.u64(*count);
             }
             Msg::Finish { blocks } | Msg::RestoreEnd { blocks } => b.u64(*blocks),
-            Msg::GetParentEncryption => {}
+            Msg::GetParentEncryption | Msg::GetParentCbt => {}
+            Msg::ParentCbt { record } | Msg::Cbt { record } => b.bytes(record),
             Msg::EncryptionRecord { record } | Msg::Encryption { record } => b.bytes(record),
             Msg::Sealed(s) => {
                 put_summary(b, &s.summary);
@@ -716,6 +730,13 @@ impl<'a> Msg<'a> {
             },
             MsgType::RestoreEnd => Msg::RestoreEnd { blocks: r.u64()? },
             MsgType::GetParentEncryption => Msg::GetParentEncryption,
+            MsgType::GetParentCbt => Msg::GetParentCbt,
+            MsgType::ParentCbt => Msg::ParentCbt {
+                record: r.bytes(MAX_RECORD)?,
+            },
+            MsgType::Cbt => Msg::Cbt {
+                record: r.bytes(MAX_RECORD)?,
+            },
             MsgType::EncryptionRecord => Msg::EncryptionRecord {
                 record: r.bytes(MAX_RECORD)?,
             },

@@ -153,6 +153,14 @@ fn samples() -> Vec<Msg<'static>> {
             message: "I/O error".into(),
         },
         Msg::GetParentEncryption,
+        Msg::GetParentCbt,
+        Msg::ParentCbt { record: vec![] },
+        Msg::ParentCbt {
+            record: vec![1, 1, 0, 0, 7],
+        },
+        Msg::Cbt {
+            record: vec![2; 80],
+        },
         Msg::EncryptionRecord { record: vec![] },
         Msg::EncryptionRecord {
             record: vec![1, 1, 2, 0, 9, 9],

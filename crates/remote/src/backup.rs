@@ -27,15 +27,15 @@ pub struct RemoteBackupSummary {
     pub client: String,
 }
 
-struct RemoteSink<'a> {
-    conn: &'a mut Conn,
-    run: Option<(u64, u64)>,
-    sent: u64,
-    err: Option<RemoteError>,
+pub(crate) struct RemoteSink<'a> {
+    pub(crate) conn: &'a mut Conn,
+    pub(crate) run: Option<(u64, u64)>,
+    pub(crate) sent: u64,
+    pub(crate) err: Option<RemoteError>,
 }
 
 impl RemoteSink<'_> {
-    fn flush_run(&mut self) -> Result<()> {
+    pub(crate) fn flush_run(&mut self) -> Result<()> {
         if let Some((first, count)) = self.run.take() {
             self.conn.send(&Msg::Unchanged { first, count })?;
             self.sent += count;

@@ -10,6 +10,7 @@ mod conn;
 mod enroll;
 mod error;
 mod export;
+mod live;
 mod ops;
 mod restore;
 mod tls;
@@ -20,6 +21,7 @@ pub use conn::Conn;
 pub use enroll::{enroll, Enrolled};
 pub use error::RemoteError;
 pub use export::RemotePoint;
+pub use live::backup_remote_live;
 pub use ops::{list_jobs, list_points, verify_remote};
 pub use restore::{restore_remote, restore_remote_with};
 

@@ -496,6 +496,19 @@ fn backup(
             .map(<[u8]>::to_vec),
         None => None,
     };
+    // The parent's changed-block tracking record, for a client reading a live disk
+    // (docs/sources.md); the new point's arrives in a `Cbt` message.
+    let parent_cbt = match parent_ids {
+        Some((p, _)) => state
+            .repo
+            .open_point(&req.job, Some(p))?
+            .point()
+            .meta
+            .extension(bulwark_format::EXT_CBT_SOURCE)
+            .map(<[u8]>::to_vec),
+        None => None,
+    };
+    let mut cbt_set = false;
     let mut encrypted: Option<bool> = None;
     loop {
         s.recv()?;
@@ -517,6 +530,17 @@ fn backup(
             encrypted = Some(false);
         }
         match s.msg()? {
+            Msg::GetParentCbt => {
+                s.send(&Msg::ParentCbt {
+                    record: parent_cbt.clone().unwrap_or_default(),
+                })?;
+            }
+            Msg::Cbt { record } if !cbt_set && !record.is_empty() => {
+                builder
+                    .set_extension(bulwark_format::EXT_CBT_SOURCE, record)
+                    .map_err(|e| Fail::new(ErrorCode::Malformed, error_chain(&e)))?;
+                cbt_set = true;
+            }
             Msg::GetParentEncryption => {
                 s.send(&Msg::EncryptionRecord {
                     record: parent_record.clone().unwrap_or_default(),
@@ -613,7 +637,7 @@ fn backup(
             }
             m => {
                 return Err(m
-                    .unexpected("Block, Unchanged, Finish, GetParentEncryption or Encryption")
+                    .unexpected("Block, Unchanged, Finish, GetParentEncryption, Encryption, GetParentCbt or Cbt (once)")
                     .into())
             }
         }
