@@ -73,6 +73,7 @@ const ALLOWED: &[&str] = &[
     "digest",
     "displaydoc",
     "equivalent",
+    "fastrand", // through tempfile
     "generic-array",
     "getrandom",
     "hashbrown",
@@ -125,6 +126,9 @@ const ALLOWED: &[&str] = &[
     "subtle",
     "syn",
     "synstructure",
+    // Private folders for the QEMU helpers' sockets (bulwark-engine's live sources, via
+    // bulwark-cli-common); the transport never starts them.
+    "tempfile",
     "thiserror",
     "thiserror-impl",
     "thread_local",
