@@ -581,6 +581,20 @@ impl Drop for LiveSource {
     }
 }
 
+/// The overlay file of a fleecing node's filename: a path, or QEMU's `json:{…}` form when
+/// the node's backing was given at `blockdev-add`.
+fn overlay_file(name: &str) -> Option<PathBuf> {
+    match name.strip_prefix("json:") {
+        None => Some(PathBuf::from(name)),
+        Some(j) => {
+            let v: serde_json::Value = serde_json::from_str(j).ok()?;
+            v.pointer("/file/filename")
+                .and_then(|f| f.as_str())
+                .map(PathBuf::from)
+        }
+    }
+}
+
 /// The data ranges of an export (`base:allocation`: extents that read as zeroes are never
 /// read). Without the context, everything is data.
 fn data_ranges(client: &Client, name: &Path) -> Result<Vec<(u64, u64)>> {
@@ -820,7 +834,27 @@ impl Managed {
         let node = self.fleece_node();
         if self.qmp.node_names()?.contains(&node) {
             found = true;
+            // The overlay the interrupted run made, in its private folder under /tmp.
+            let file = self
+                .exec("query-named-block-nodes", json!({"flat": true}))?
+                .as_array()
+                .and_then(|a| {
+                    a.iter()
+                        .find(|n| n.get("node-name").and_then(|v| v.as_str()) == Some(&node))
+                        .and_then(|n| n.pointer("/image/filename"))
+                        .and_then(|v| v.as_str())
+                        .and_then(overlay_file)
+                });
             self.exec("blockdev-del", json!({"node-name": node}))?;
+            if let Some(dir) = file.as_deref().and_then(Path::parent) {
+                let ours = dir.starts_with("/tmp")
+                    && dir
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("bulwark-live-"));
+                if ours {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }
         }
         let frozen = self.frozen_name();
         let n = self.node.clone();
