@@ -47,6 +47,27 @@ pub struct Args {
     /// Connections served at once.
     #[arg(long, default_value_t = 16)]
     max_connections: usize,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+}
+
+/// The key options of `bulwark export` and `bulwark mount` (as for `bulwark restore`).
+#[derive(clap::Args)]
+pub struct KeyArgs {
+    /// The symmetric key file an encrypted point was written with.
+    #[arg(long, conflicts_with = "restore_key")]
+    pub key: Option<PathBuf>,
+    /// The private restore key of a write-only client's backups (`bulwark key create
+    /// --write-only`); its passphrase from the terminal or $BULWARK_PASSPHRASE.
+    #[arg(long)]
+    pub restore_key: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    /// The key file given, opened with its passphrase; `None` without one.
+    pub fn load(&self) -> anyhow::Result<Option<bulwark_crypto::KeyFile>> {
+        super::key::read_key(self.key.as_deref(), self.restore_key.as_deref())
+    }
 }
 
 /// What `bulwark export` serves, printed once it listens.
@@ -103,8 +124,15 @@ pub fn parse_point(s: &str) -> anyhow::Result<Option<PointId>> {
     ))
 }
 
-/// Opens restore point `point` of `job` for random access, locally or over the network.
-pub fn open(repo: &Repo, job: &str, point: Option<PointId>, cache: u64) -> anyhow::Result<Opened> {
+/// Opens restore point `point` of `job` for random access, locally or over the network; an
+/// encrypted local point is decrypted with `key` (docs/encryption.md).
+pub fn open(
+    repo: &Repo,
+    job: &str,
+    point: Option<PointId>,
+    cache: u64,
+    key: Option<&bulwark_crypto::KeyFile>,
+) -> anyhow::Result<Opened> {
     bulwark_format::validate_name("job", job)?;
     match repo {
         Repo::Local(p) => {
@@ -113,22 +141,32 @@ pub fn open(repo: &Repo, job: &str, point: Option<PointId>, cache: u64) -> anyho
                 .open_point(job, point)
                 .with_context(|| format!("opening job {job:?} of {}", p.display()))?;
             let id = chain.point().meta.point;
-            if chain
+            let encrypted = chain
                 .point()
                 .meta
                 .extension(bulwark_format::EXT_ENCRYPTION)
-                .is_some()
-            {
-                anyhow::bail!(
-                    "point {id} of job {job:?} is encrypted: random access to encrypted points \
-                     is not supported yet; restore it with `bulwark restore --key` instead"
-                );
-            }
-            Ok(Opened {
-                point: id,
-                image: Arc::new(PointImage::new(chain, cache)),
-            })
+                .is_some();
+            let image: Arc<dyn DiskImage> = match (encrypted, key) {
+                (false, None) => Arc::new(PointImage::new(chain, cache)),
+                (true, Some(k)) => Arc::new(PointImage::new(
+                    bulwark_engine::Decrypting::chain(chain, k)?,
+                    cache,
+                )),
+                (true, None) => anyhow::bail!(
+                    "point {id} of job {job:?} is encrypted: give its key with --key FILE, or \
+                     --restore-key FILE for a write-only client's point"
+                ),
+                (false, Some(_)) => anyhow::bail!(
+                    "point {id} of job {job:?} is not encrypted: open it without \
+                     --key/--restore-key"
+                ),
+            };
+            Ok(Opened { point: id, image })
         }
+        Repo::Remote { .. } if key.is_some() => anyhow::bail!(
+            "--key/--restore-key work on a local repository only for now: exporting an \
+             encrypted point through the repository service is not supported yet"
+        ),
         Repo::Remote { addr, config_dir } => {
             let rp = bulwark_remote::RemotePoint::open(config_dir, addr, job, point)
                 .with_context(|| format!("opening job {job:?} on {addr}"))?;
@@ -186,7 +224,8 @@ pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
         .context("--nbd")?;
     let mut signals = termination_signals()?;
     let point = parse_point(&a.point)?;
-    let opened = open(repo, &a.job, point, u64::from(a.cache))?;
+    let key = a.keys.load()?;
+    let opened = open(repo, &a.job, point, u64::from(a.cache), key.as_ref())?;
     let disk_size = opened.image.size();
     let block_size = opened.image.block_size();
     let base: Arc<dyn BlockDevice> = Arc::new(NbdDisk(opened.image.clone()));

@@ -50,6 +50,8 @@ pub struct Args {
     /// Show the disk file only; mount no partition.
     #[arg(long)]
     no_partitions: bool,
+    #[command(flatten)]
+    keys: super::export::KeyArgs,
     /// An empty folder to mount on.
     dir: PathBuf,
 }
@@ -558,7 +560,8 @@ pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
         bail!("/dev/fuse is missing: load the fuse module (modprobe fuse) and install fuse3, then try again");
     }
     let point = parse_point(&a.point)?;
-    let opened = open(repo, &a.job, point, u64::from(a.cache))?;
+    let key = a.keys.load()?;
+    let opened = open(repo, &a.job, point, u64::from(a.cache), key.as_ref())?;
     let image = opened.image.clone();
     let read = |off: u64, buf: &mut [u8]| {
         image
