@@ -67,6 +67,9 @@ struct Export {
 
 impl Export {
     /// Starts an export and waits for its JSON report; `Err(stderr)` when it exits instead.
+    // The child is waited for on every path: by `wait_with_output` when it exits, and by
+    // `Export`'s drop once it serves (the lint does not follow the move into `Export`).
+    #[allow(clippy::zombie_processes)]
     fn start(args: &[&str], sock: &Path, pass: Option<&str>) -> Result<Export, String> {
         let mut c = Command::new(env!("CARGO_BIN_EXE_bulwark"));
         c.arg("--json")
@@ -89,15 +92,16 @@ impl Export {
             let n = r.read_line(&mut line).unwrap_or(0);
             text.push_str(&line);
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                assert!(v["uri"].as_str().unwrap().contains(s(sock)), "{v}");
+                let e = Export {
+                    child,
+                    sock: sock.to_path_buf(),
+                };
                 std::thread::spawn(move || {
                     let mut sink = String::new();
                     while r.read_line(&mut sink).unwrap_or(0) > 0 {}
                 });
-                return Ok(Export {
-                    child,
-                    sock: sock.to_path_buf(),
-                });
+                assert!(v["uri"].as_str().unwrap().contains(s(sock)), "{v}");
+                return Ok(e);
             }
             if n == 0 {
                 let o = child.wait_with_output().unwrap();
