@@ -6,15 +6,18 @@ time, CPU time, peak RSS and repository size; each tool's ratio to Bulwark.
 
 Fairness notes: every tool backs up the same path (a hard link named disk.img that points at
 day 1, then day 2), so each sees a changed file and uses its own change detection; restic
-always encrypts (AES-256 + Poly1305), borg runs with --encryption=none, Bulwark does not
-encrypt. Compression: Bulwark zstd -1, restic 'auto' (zstd), borg lz4 and zstd,1.
+always encrypts (AES-256 + Poly1305), borg runs with --encryption=repokey-blake2 (AES-256-CTR +
+BLAKE2b MAC), "bulwark-enc" with a symmetric key file (docs/encryption.md; its passphrase
+through BULWARK_PASSPHRASE, so Argon2id runs once per command, as restic's and borg's KDFs do)
+and plain "bulwark" unencrypted, for the cost of encryption. Compression: Bulwark zstd -1,
+restic 'auto' (zstd), borg lz4 and zstd,1. Ratios are against the first Bulwark tool listed.
 """
 import argparse, json, os, shutil, statistics, subprocess, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
-ENV = dict(os.environ, RESTIC_PASSWORD="bench", BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes",
-           BORG_RELOCATED_REPO_ACCESS_IS_OK="yes")
+ENV = dict(os.environ, RESTIC_PASSWORD="bench", BORG_PASSPHRASE="bench", BULWARK_PASSPHRASE="bench",
+           BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes", BORG_RELOCATED_REPO_ACCESS_IS_OK="yes")
 
 def drop_caches():
     try:
@@ -45,6 +48,21 @@ class Bulwark:
     def restore(self, repo, out_dir):
         return [os.path.join(BIN, "bulwark"), "restore", "--repo", repo, "--job", "bench", os.path.join(out_dir, "disk.img")], None
 
+class BulwarkEncrypted(Bulwark):
+    name = "Bulwark encrypted (symmetric key, zstd -1)"
+    def init(self, repo):
+        Bulwark.init(self, repo)
+        self.key = os.path.join(os.path.dirname(repo), "cmp-bulwark.key")
+        if os.path.exists(self.key):
+            os.remove(self.key)
+        subprocess.run([os.path.join(BIN, "bulwark"), "key", "create", "--out", self.key], check=True, env=ENV,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def backup(self, repo, path):
+        return Bulwark.backup(self, repo, path) + ["--key", self.key]
+    def restore(self, repo, out_dir):
+        cmd, cwd = Bulwark.restore(self, repo, out_dir)
+        return cmd[:-1] + ["--key", self.key, cmd[-1]], cwd
+
 class Restic:
     name = "restic 0.14 (zstd auto, encrypted)"
     def init(self, repo):
@@ -57,9 +75,9 @@ class Restic:
 class Borg:
     def __init__(self, comp):
         self.comp = comp
-        self.name = "borg 1.2 (%s, unencrypted)" % comp
+        self.name = "borg 1.2 (%s, repokey-blake2)" % comp
     def init(self, repo):
-        subprocess.run(["borg", "init", "--encryption=none", repo], check=True, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["borg", "init", "--encryption=repokey-blake2", repo], check=True, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.n = 0
     def backup(self, repo, path):
         self.n += 1
@@ -71,13 +89,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", "/var/tmp/bulwark-bench"))
-    ap.add_argument("--tools", default="bulwark,restic,borg-lz4,borg-zstd")
+    ap.add_argument("--tools", default="bulwark-enc,bulwark,restic,borg-lz4,borg-zstd")
     a = ap.parse_args()
     d = a.dir
     day1, day2 = os.path.join(d, "day1.img"), os.path.join(d, "day2.img")
     size = os.path.getsize(day1)
     cold = drop_caches()
-    all_tools = {"bulwark": Bulwark(), "restic": Restic(), "borg-lz4": Borg("lz4"), "borg-zstd": Borg("zstd,1")}
+    all_tools = {"bulwark": Bulwark(), "bulwark-enc": BulwarkEncrypted(), "restic": Restic(), "borg-lz4": Borg("lz4"), "borg-zstd": Borg("zstd,1")}
     tools = [all_tools[t] for t in a.tools.split(",")]
     res = {t.name: {"full": [], "incr": [], "restore": [], "size": []} for t in tools}
     src_dir = os.path.join(d, "src")
@@ -125,6 +143,17 @@ def main():
     lines.append("CPU seconds (median) full / incr / restore: " + "; ".join(
         "%s %.1f / %.1f / %.1f" % (t.name.split(" (")[0] + (" " + t.comp if isinstance(t, Borg) else ""),
                                     med(res[t.name]["full"], 1), med(res[t.name]["incr"], 1), med(res[t.name]["restore"], 1)) for t in tools))
+    names = [t.name for t in tools]
+    if Bulwark.name in names and BulwarkEncrypted.name in names:
+        p, e = res[Bulwark.name], res[BulwarkEncrypted.name]
+        lines.append("")
+        lines.append("Bulwark encrypted as a share of plain speed (plain time / encrypted time): full %.0f %%, incr %.0f %%, restore %.0f %%" % tuple(
+            100 * med(p[k], 0) / med(e[k], 0) for k in ("full", "incr", "restore")))
+    try:
+        lines.append("")
+        lines.append("Load average at the end (1/5/15 min): %.2f %.2f %.2f on %d CPUs" % (os.getloadavg() + (os.cpu_count(),)))
+    except OSError:
+        pass
     text = "\n".join(lines)
     print(text)
     open(os.path.join(d, "compare.md"), "w").write(text + "\n")
