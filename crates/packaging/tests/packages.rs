@@ -176,12 +176,11 @@ fn every_unit_verifies_and_each_services_exposure_is_the_documented_one() {
     );
 }
 
-fn cargo_deb(args: &[&str]) -> PathBuf {
-    let out = tempfile::Builder::new()
-        .prefix("bwdeb")
-        .tempdir()
-        .unwrap()
-        .keep();
+/// Builds one package into a new folder, removed when the returned guard drops (also when
+/// the test fails).
+fn cargo_deb(args: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new().prefix("bwdeb").tempdir().unwrap();
+    let out = dir.path().to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let o = Command::new(cargo)
         .current_dir(workspace())
@@ -205,7 +204,7 @@ fn cargo_deb(args: &[&str]) -> PathBuf {
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(debs.len(), 1, "{debs:?}");
-    debs.into_iter().next().unwrap()
+    (dir, debs.into_iter().next().unwrap())
 }
 
 fn deb_text(deb: &Path, args: &[&str]) -> String {
@@ -246,9 +245,9 @@ fn the_packages_build_then_install_upgrade_and_purge_in_a_throw_away_debian_root
     if !binaries_built(test) {
         return;
     }
-    let client = cargo_deb(&[]);
-    let repo = cargo_deb(&["--variant", "repository"]);
-    let upgrade = cargo_deb(&["--deb-version", "0.1.0-2"]);
+    let (_c, client) = cargo_deb(&[]);
+    let (_r, repo) = cargo_deb(&["--variant", "repository"]);
+    let (_u, upgrade) = cargo_deb(&["--deb-version", "0.1.0-2"]);
 
     // Contents: FHS paths, conffiles, scripts.
     let c = deb_text(&client, &["-c"]);
@@ -349,7 +348,4 @@ fn the_packages_build_then_install_upgrade_and_purge_in_a_throw_away_debian_root
         );
     }
     assert!(out.contains("upgraded bulwark 0.1.0-1 -> 0.1.0-2"), "{out}");
-    for d in [client, repo, upgrade] {
-        let _ = std::fs::remove_dir_all(d.parent().unwrap());
-    }
 }
