@@ -1,7 +1,8 @@
 //! Issue 17: `bulwark export` of encrypted restore points (docs/encryption.md), read by
 //! qemu-img: a symmetric chain with `--key`, a write-only chain with `--restore-key`, both
 //! byte-identical to their source (full and incremental); refused without the key, with the
-//! public key, and with a key given for a plain point.
+//! public key, and with a key given for a plain point; `bulwark mount --no-partitions` of a
+//! write-only point with `--restore-key`.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
@@ -272,4 +273,109 @@ fn export_serves_encrypted_points_byte_identical_with_their_key_and_refuses_with
     assert!(e.contains("not encrypted"), "{e}");
     let e = Export::start(&["--repo", r, "--job", "plain"], &sock, None).unwrap();
     compare(&plain, &e.uri());
+}
+
+/// `bulwark mount --no-partitions` of an encrypted point (FUSE, no root needed): the disk file
+/// reads byte-identical with `--restore-key`, and the mount is refused without the key.
+#[test]
+fn mount_shows_an_encrypted_point_byte_identical_with_its_restore_key() {
+    let t = "mount_shows_an_encrypted_point_byte_identical_with_its_restore_key";
+    if !require_tools(t, &["fusermount3"]) {
+        return;
+    }
+    if !Path::new("/dev/fuse").exists() {
+        bulwark_testkit::skip::skip(t, "/dev/fuse is missing");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path().join("repo");
+    bulwark_repository::Repository::init(&repo, 7).unwrap();
+    let r = s(&repo);
+    let (private, public) = (d.path().join("restore.key"), d.path().join("client.pub"));
+    ok(bulwark(
+        &[
+            "key",
+            "create",
+            "--write-only",
+            "--out",
+            s(&private),
+            "--public",
+            s(&public),
+        ],
+        Some("wo"),
+    ));
+    let img = d.path().join("disk.img");
+    image(&img, 7, 5);
+    ok(bulwark(
+        &[
+            "backup",
+            "--repo",
+            r,
+            "--job",
+            "vm",
+            "--public-key",
+            s(&public),
+            s(&img),
+        ],
+        None,
+    ));
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let o = bulwark(
+        &[
+            "mount",
+            "--repo",
+            r,
+            "--job",
+            "vm",
+            "--no-partitions",
+            s(&mnt),
+        ],
+        None,
+    );
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("is encrypted") && e.contains("--restore-key"),
+        "{e}"
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bulwark"))
+        .args([
+            "--json",
+            "mount",
+            "--repo",
+            r,
+            "--job",
+            "vm",
+            "--no-partitions",
+            "--restore-key",
+            s(&private),
+            s(&mnt),
+        ])
+        .env("BULWARK_PASSPHRASE", "wo")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut rd = BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    let ready = loop {
+        let mut line = String::new();
+        let n = rd.read_line(&mut line).unwrap_or(0);
+        text.push_str(&line);
+        if serde_json::from_str::<serde_json::Value>(&text).is_ok() {
+            break true;
+        }
+        if n == 0 {
+            break false;
+        }
+    };
+    let same = ready && std::fs::read(mnt.join("disk.raw")).ok() == std::fs::read(&img).ok();
+    let u = bulwark(&["umount", s(&mnt)], None);
+    let status = child.wait().unwrap();
+    assert!(ready, "the mount said {text:?} before exiting");
+    assert!(same, "disk.raw differs from the source image");
+    assert!(u.status.success(), "{}", String::from_utf8_lossy(&u.stderr));
+    assert!(status.success());
+    assert!(std::fs::read_dir(&mnt).unwrap().next().is_none());
 }
