@@ -27,7 +27,7 @@ pub enum RecordError {
 }
 
 /// One disk's result in a run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DiskResult {
     /// The disk's name in the job file.
     pub disk: String,
@@ -47,6 +47,16 @@ pub struct DiskResult {
     /// What went wrong.
     #[serde(default)]
     pub error: Option<String>,
+    /// What the schedule decided (`incremental`, `active-full`, `synthetic-full`) and why.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub decision: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// The synthetic full built after the backup on its day, and how (`reflink` or `copy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic_full: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic_method: Option<String>,
 }
 
 /// The state of a job's runs.
@@ -218,6 +228,7 @@ mod tests {
             bytes_stored: 0,
             seconds: 0.0,
             error: (!ok).then(|| "source unreadable".into()),
+            ..Default::default()
         }
     }
 

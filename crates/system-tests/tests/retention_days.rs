@@ -121,6 +121,10 @@ fn a_job_over_35_simulated_days_loses_files_only_after_retention_and_expiry() {
         ),
     )
     .unwrap();
+    // The service user has no home folder here: its run records go beside the job file.
+    let state = rig.fs.mnt.join("job-state");
+    std::fs::create_dir(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(u.uid), Some(u.gid)).unwrap();
     let setup: ImmutdSetup = rig.setup.clone();
     let mut expiry: BTreeMap<String, i64> = BTreeMap::new();
     let mut removed_total = 0;
@@ -148,7 +152,14 @@ fn a_job_over_35_simulated_days_loses_files_only_after_retention_and_expiry() {
             &lib,
             offset,
             &bulwark,
-            &["--json", "job", "run", job.to_str().unwrap()],
+            &[
+                "--json",
+                "job",
+                "run",
+                "--state-dir",
+                state.to_str().unwrap(),
+                job.to_str().unwrap(),
+            ],
         ));
         if run["synthetic_full"].is_string() {
             synthetic += 1;

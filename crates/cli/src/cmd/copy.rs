@@ -258,6 +258,7 @@ pub fn run_job(
                     bytes_stored: j.bytes_sent,
                     seconds: r.seconds,
                     error: j.error.clone(),
+                    ..Default::default()
                 })
                 .collect(),
             None,
@@ -272,6 +273,7 @@ pub fn run_job(
                 bytes_stored: 0,
                 seconds: 0.0,
                 error: Some(format!("{e:#}")),
+                ..Default::default()
             }],
             Some(EXIT_ERROR),
         ),

@@ -306,6 +306,10 @@ fn run_disk(
         bytes_stored,
         seconds,
         error: None,
+        decision: decision.kind.as_str().to_string(),
+        reason: decision.reason.clone(),
+        synthetic_full: synth.as_ref().map(|(p, _)| p.clone()),
+        synthetic_method: synth.map(|(_, m)| m.to_string()),
     })
 }
 
@@ -353,6 +357,7 @@ fn run_backup(
                 bytes_stored: 0,
                 seconds: 0.0,
                 error: Some(error),
+                ..Default::default()
             }
         });
         results.push(r);
@@ -382,10 +387,22 @@ fn run_backup(
         );
     }
     if out.json {
-        out.json(&json!({
+        let mut v = json!({
             "job": job.name, "repository": job.repository, "ok": record.ok,
             "disks": record.disks, "record": bulwark_jobs::record::record_path(&dir, &job.name),
-        }));
+        });
+        // A one-disk job also keeps the fields it printed before disks were added
+        // (decision, reason, point, kind, bytes_stored, seconds, synthetic_full, …).
+        if let ([d], Some(top)) = (record.disks.as_slice(), v.as_object_mut()) {
+            if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(d) {
+                for (k, val) in fields {
+                    if !matches!(k.as_str(), "job" | "ok" | "disk") {
+                        top.entry(k).or_insert(val);
+                    }
+                }
+            }
+        }
+        out.json(&v);
     } else {
         println!(
             "job {}: {} of {} disks backed up",
@@ -463,6 +480,7 @@ fn run_verify(
                     bytes_stored: r.bytes_checked,
                     seconds: 0.0,
                     error: (!r.clean).then(|| format!("{} damaged", r.damaged.len())),
+                    ..Default::default()
                 });
             }
             Err(e) => results.push(DiskResult {
@@ -474,6 +492,7 @@ fn run_verify(
                 bytes_stored: 0,
                 seconds: 0.0,
                 error: Some(format!("{e:#}")),
+                ..Default::default()
             }),
         }
     }
