@@ -105,9 +105,9 @@ impl CopyMsg {
                     b.raw(&p.chain.0);
                     b.raw(&p.root.0);
                     b.i64(p.created);
-                    let (op, oc, or) = p
-                        .origin
-                        .unwrap_or((PointId::NONE, PointId::NONE, Digest([0; 32])));
+                    let (op, oc, or) =
+                        p.origin
+                            .unwrap_or((PointId::NONE, PointId::NONE, Digest([0; 32])));
                     b.u8(u8::from(p.origin.is_some()));
                     b.raw(&op.0);
                     b.raw(&oc.0);

@@ -1,8 +1,8 @@
 //! One module per subcommand.
 
 pub mod backup;
-pub mod dashboard;
 pub mod copy;
+pub mod dashboard;
 pub mod enroll;
 pub mod export;
 pub mod job;
