@@ -56,9 +56,18 @@ fn several_reads_in_flight_all_fail_when_the_connection_breaks() {
     let dir = tempfile::tempdir().unwrap();
     let (sock, _h) = start(dir.path(), Misbehave::CloseMidReply);
     let c = connect(&sock);
-    let tickets: Vec<_> = (0..8)
-        .map(|i| c.submit_read_into(i << 20, vec![0u8; 1 << 20]).unwrap())
-        .collect();
+    // Once the server has closed, later submissions are refused at once: both are errors.
+    let mut tickets = Vec::new();
+    for i in 0..8u64 {
+        match c.submit_read_into(i << 20, vec![0u8; 1 << 20]) {
+            Ok(t) => tickets.push(t),
+            Err(e) => assert!(matches!(e, bulwark_nbd::NbdError::Closed { .. }), "{e}"),
+        }
+    }
+    assert!(
+        !tickets.is_empty(),
+        "the first read is sent before anything breaks"
+    );
     for t in tickets {
         assert!(c.wait(t).is_err());
     }
