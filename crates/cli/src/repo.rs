@@ -474,8 +474,18 @@ fn backup_local(
     } else {
         None
     };
+    Ok(local_report(&repo, &s, synth, None))
+}
+
+/// The report of a backup sealed in the local repository `repo`.
+pub(crate) fn local_report(
+    repo: &Repository,
+    s: &bulwark_engine::BackupSummary,
+    synthetic_full: Option<SynthReport>,
+    cbt: Option<bulwark_engine::CbtReport>,
+) -> BackupReport {
     let m = &s.sealed.meta;
-    Ok(BackupReport {
+    BackupReport {
         repository: None,
         client: None,
         job: m.job.clone(),
@@ -492,10 +502,10 @@ fn backup_local(
         immutable: s.sealed.immutable,
         expiry_unix: s.sealed.expiry,
         full_reason: s.full_reason.clone(),
-        synthetic_full: synth,
+        synthetic_full,
         clock_alert: repo.clock_alert(),
-        cbt: None,
-    })
+        cbt,
+    }
 }
 
 fn list_local(path: &Path, job: Option<&str>) -> anyhow::Result<Vec<JobListing>> {

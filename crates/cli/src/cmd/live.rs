@@ -141,28 +141,12 @@ impl Repo {
         let (s, cbt) = backup_live(&repo, job, src, opts, &|n| pb.inc(n))
             .with_context(|| format!("backing up {} as job {job:?}", source.display()))?;
         pb.finish_and_clear();
-        let m = &s.sealed.meta;
-        Ok(BackupReport {
-            repository: None,
-            client: None,
-            job: m.job.clone(),
-            point: m.point.to_hex(),
-            chain: m.chain.to_hex(),
-            kind: m.kind.as_str(),
-            disk_size: m.disk_size,
-            block_size: m.block_size,
-            counters: s.counters.clone(),
-            seconds: s.elapsed.as_secs_f64().max(1e-9),
-            path: Some(s.sealed.path.clone()),
-            root_digest: s.sealed.root.to_hex(),
-            created_unix: m.created_unix_secs,
-            immutable: s.sealed.immutable,
-            expiry_unix: s.sealed.expiry,
-            full_reason: s.full_reason.clone(),
-            synthetic_full: None,
-            clock_alert: repo.clock_alert(),
-            cbt: cbt.mode.is_some().then_some(cbt),
-        })
+        Ok(crate::repo::local_report(
+            &repo,
+            &s,
+            None,
+            cbt.mode.is_some().then_some(cbt),
+        ))
     }
 }
 
