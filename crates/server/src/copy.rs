@@ -9,14 +9,14 @@
 
 use bulwark_format::{validate_name, BlockNo, Digest, MapEntry, PointId, StoredBlock, Trailer};
 use bulwark_protocol::{
-    CopyBegin, CopyMsg, CopyPlanMsg, ErrorCode, HeldEntry, Msg, PointSummary, SealedInfo,
-    MAX_HELD_PER_FRAME, MAX_MAP_ENTRIES_PER_FRAME, MAX_NEED_PER_FRAME,
+    CopyBegin, CopyMsg, CopyPlanMsg, ErrorCode, HeldEntry, Msg, SealedInfo, MAX_HELD_PER_FRAME,
+    MAX_MAP_ENTRIES_PER_FRAME, MAX_NEED_PER_FRAME,
 };
 use bulwark_repository::{error_chain, CopyHead, CopyMode, RepoError};
 
 use crate::clients::Claim;
 use crate::conn::Session;
-use crate::handlers::Fail;
+use crate::handlers::{summary, Fail};
 use crate::limits;
 use crate::serve::State;
 
@@ -99,26 +99,6 @@ fn held(s: &mut Session, client: &str, state: &State, job: &str) -> Res {
         }))?;
     }
     Ok(())
-}
-
-fn summary(meta: &bulwark_format::PointMeta, root: Digest, file_bytes: u64) -> PointSummary {
-    PointSummary {
-        point: meta.point,
-        chain: meta.chain,
-        parent: meta.parent,
-        kind: meta.kind,
-        retention: meta.retention,
-        created_unix: meta.created_unix_secs,
-        created_nanos: meta.created_nanos,
-        disk_size: meta.disk_size,
-        block_size: meta.block_size,
-        file_bytes,
-        stored_bytes: meta.stats.bytes_stored,
-        new_bytes: meta.stats.bytes_new_plain,
-        new_blocks: meta.stats.blocks_new,
-        root,
-        client: meta.client.clone(),
-    }
 }
 
 /// Receives the map of a point whose header, trailer and metadata arrived in `b`.
