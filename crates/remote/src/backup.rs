@@ -10,7 +10,7 @@ use bulwark_engine::{
     Source, WriteKey,
 };
 use bulwark_format::{BlockNo, StoredBlock};
-use bulwark_protocol::{BackupRequest, Msg, SealedInfo};
+use bulwark_protocol::{BackupReady, BackupRequest, Msg, SealedInfo};
 
 use crate::{Conn, RemoteAddr, RemoteError, Result};
 
@@ -123,23 +123,17 @@ pub fn backup_remote_with(
     }
 }
 
-/// One attempt; `Ok(Err(reason))` when the encrypted backup needs a new chain.
-fn backup_once(
-    config_dir: &Path,
-    addr: &RemoteAddr,
+/// Opens a backup of `job`, a disk of `disk_size` bytes, on `conn`: the server's answer and
+/// the parent's block hashes, their count, framing and order checked.
+pub(crate) fn begin(
+    conn: &mut Conn,
     job: &str,
-    source: &Path,
+    disk_size: u64,
     opts: &BackupOptions,
-    key: Option<&WriteKey>,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<std::result::Result<RemoteBackupSummary, String>> {
-    let started = Instant::now();
-    bulwark_format::validate_name("job", job).map_err(|e| RemoteError::Usage(e.to_string()))?;
-    let src = Source::open(source)?;
-    let mut conn = Conn::session(config_dir, addr)?;
+) -> Result<(BackupReady, Vec<(u64, bulwark_format::Digest)>)> {
     conn.send(&Msg::BeginBackup(BackupRequest {
         job: job.to_string(),
-        disk_size: src.size,
+        disk_size,
         block_size: opts.block_size.unwrap_or(0),
         compression_level: opts.compression_level,
         force_full: opts.force_full,
@@ -150,7 +144,7 @@ fn backup_once(
     };
     bulwark_format::check_block_size(ready.block_size)
         .map_err(|e| RemoteError::Usage(format!("server chose a bad block size: {e}")))?;
-    let max_known = bulwark_format::block_count(src.size, ready.block_size);
+    let max_known = bulwark_format::block_count(disk_size, ready.block_size);
     if ready.known > max_known {
         return Err(RemoteError::Usage(format!(
             "server announced {} parent hashes for a disk of {max_known} blocks",
@@ -171,6 +165,24 @@ fn backup_once(
             "server sent parent hashes out of order".into(),
         ));
     }
+    Ok((ready, known))
+}
+
+/// One attempt; `Ok(Err(reason))` when the encrypted backup needs a new chain.
+fn backup_once(
+    config_dir: &Path,
+    addr: &RemoteAddr,
+    job: &str,
+    source: &Path,
+    opts: &BackupOptions,
+    key: Option<&WriteKey>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<std::result::Result<RemoteBackupSummary, String>> {
+    let started = Instant::now();
+    bulwark_format::validate_name("job", job).map_err(|e| RemoteError::Usage(e.to_string()))?;
+    let src = Source::open(source)?;
+    let mut conn = Conn::session(config_dir, addr)?;
+    let (ready, known) = begin(&mut conn, job, src.size, opts)?;
     let known = KnownHashes(known);
     let sealing = match key {
         None => None,

@@ -10,7 +10,7 @@ use bulwark_engine::{
     run_input_pipeline, BackupOptions, BlockSink, CbtReport, KnownHashes, LiveSource, ParentInfo,
 };
 use bulwark_format::{BlockNo, StoredBlock};
-use bulwark_protocol::{BackupRequest, Msg};
+use bulwark_protocol::Msg;
 
 use crate::backup::RemoteSink;
 use crate::{Conn, RemoteAddr, RemoteBackupSummary, RemoteError, Result};
@@ -45,40 +45,7 @@ pub fn backup_remote_live(
     let started = Instant::now();
     bulwark_format::validate_name("job", job).map_err(|e| RemoteError::Usage(e.to_string()))?;
     let mut conn = Conn::session(config_dir, addr)?;
-    conn.send(&Msg::BeginBackup(BackupRequest {
-        job: job.to_string(),
-        disk_size: src.size,
-        block_size: opts.block_size.unwrap_or(0),
-        compression_level: opts.compression_level,
-        force_full: opts.force_full,
-    }))?;
-    let ready = match conn.recv()? {
-        Msg::BackupReady(r) => r,
-        m => return Err(m.unexpected("BackupReady").into()),
-    };
-    bulwark_format::check_block_size(ready.block_size)
-        .map_err(|e| RemoteError::Usage(format!("server chose a bad block size: {e}")))?;
-    let max_known = bulwark_format::block_count(src.size, ready.block_size);
-    if ready.known > max_known {
-        return Err(RemoteError::Usage(format!(
-            "server announced {} parent hashes for a disk of {max_known} blocks",
-            ready.known
-        )));
-    }
-    let mut known = Vec::with_capacity(ready.known as usize);
-    while (known.len() as u64) < ready.known {
-        match conn.recv()? {
-            Msg::Known { entries } if known.len() + entries.len() <= ready.known as usize => {
-                known.extend(entries)
-            }
-            m => return Err(m.unexpected("Known").into()),
-        }
-    }
-    if known.windows(2).any(|w| w[0].0 >= w[1].0) {
-        return Err(RemoteError::Usage(
-            "server sent parent hashes out of order".into(),
-        ));
-    }
+    let (ready, known) = crate::backup::begin(&mut conn, job, src.size, opts)?;
     let parent = if ready.parent.is_none() {
         None
     } else {
