@@ -9,6 +9,9 @@
 //! - [`guarded`]: a guarded repository rig (user, filesystem, service setup) for root tests.
 //! - [`rng`]: a deterministic random generator.
 //! - [`chromium`]: headless Chromium: a page's DOM, its network log, screenshots.
+//! - [`serve`]: the transport service and enrolled clients, as the network tests start them.
+//! - [`system`]: rigs shared by the system tests.
+//! - [`images`]: test images and the checks run on them.
 //! - [`deps`]: a package's normal dependency tree (for the tests that pin it).
 
 pub mod bins;
@@ -17,9 +20,12 @@ pub mod cmd;
 pub mod deps;
 pub mod fs;
 pub mod guarded;
+pub mod images;
 pub mod immutd;
 pub mod rng;
+pub mod serve;
 pub mod skip;
+pub mod system;
 pub mod user;
 
 pub use bins::{binary, expect_binary, require_binary};

@@ -1,0 +1,1 @@
+//! Test images and the checks run on them (filled in by the test re-layout).
