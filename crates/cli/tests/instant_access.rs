@@ -3,63 +3,19 @@
 //! `bulwark mount` of a GPT disk with two ext4 partitions (root), without root, and killed
 //! with SIGKILL.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bulwark_testkit::{require_root, require_tools, Rng, TestUser};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_bulwark")
-}
-
-fn bulwark(args: &[&str]) -> Output {
-    let o = Command::new(bin()).args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "bulwark {args:?} failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
-}
+use bulwark_testkit::images::{change, mixed as image, qemu_compare as compare};
+use bulwark_testkit::{require_root, require_tools, text, Rng, TestUser};
+use common::{bin, bulwark_ok as bulwark, init_repo, ready_report, s, Export};
 
 fn tool(prog: &str, args: &[&str]) -> Output {
     Command::new(prog).args(args).output().unwrap()
-}
-
-/// A disk image of random, compressible and zero stretches.
-fn image(path: &Path, seed: u64, mib: usize) {
-    let mut rng = Rng::new(seed);
-    let mut data = rng.bytes(mib << 20);
-    for (i, chunk) in data.chunks_mut(192 << 10).enumerate() {
-        match i % 4 {
-            1 => chunk.fill(b'q'),
-            3 => chunk.fill(0),
-            _ => {}
-        }
-    }
-    std::fs::write(path, data).unwrap();
-}
-
-fn change(path: &Path, seed: u64) {
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    let len = f.metadata().unwrap().len();
-    let mut rng = Rng::new(seed);
-    for _ in 0..4 {
-        let at = rng.below(len - 100_000);
-        f.write_all_at(&rng.bytes(100_000), at).unwrap();
-    }
 }
 
 fn backup(repo: &Path, job: &str, img: &Path, extra: &[&str]) -> serde_json::Value {
@@ -69,102 +25,29 @@ fn backup(repo: &Path, job: &str, img: &Path, extra: &[&str]) -> serde_json::Val
     serde_json::from_slice(&bulwark(&a).stdout).unwrap()
 }
 
-/// The JSON report a command prints once it is ready (pretty-printed: read until it
-/// parses). The child is killed when it says nothing parseable.
+/// The JSON report a command prints once it is ready. The child is killed when it says
+/// nothing parseable.
 fn ready_json(child: &mut Child) -> serde_json::Value {
-    let mut r = BufReader::new(child.stdout.take().unwrap());
-    let mut text = String::new();
-    loop {
-        let mut line = String::new();
-        let n = r.read_line(&mut line).unwrap_or(0);
-        text.push_str(&line);
-        if let Ok(v) = serde_json::from_str(&text) {
-            // Keep the pipe open: the child may still print.
-            std::thread::spawn(move || {
-                let mut sink = String::new();
-                while r.read_line(&mut sink).unwrap_or(0) > 0 {}
-            });
-            return v;
-        }
-        if n == 0 {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the command said {text:?} before exiting");
-        }
-    }
+    ready_report(child).unwrap_or_else(|text| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the command said {text:?} before exiting");
+    })
 }
 
-/// A running `bulwark export`, stopped with SIGTERM on drop.
-struct Export {
-    child: Child,
-    sock: PathBuf,
-}
-
-impl Export {
-    fn start(repo: &Path, job: &str, point: &str, sock: &Path, extra: &[&str]) -> Export {
-        let mut args = vec![
-            "--json".to_string(),
-            "export".into(),
-            "--repo".into(),
-            s(repo).into(),
-            "--job".into(),
-            job.into(),
-            "--point".into(),
-            point.into(),
-            "--nbd".into(),
-            format!("unix:{}", sock.display()),
-        ];
-        args.extend(extra.iter().map(|x| x.to_string()));
-        let mut child = Command::new(bin())
-            .args(&args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let v = ready_json(&mut child);
-        assert!(v["uri"].as_str().unwrap().contains(s(sock)), "{v}");
-        Export {
-            child,
-            sock: sock.to_path_buf(),
-        }
-    }
-
-    fn uri(&self) -> String {
-        format!("nbd+unix:///?socket={}", self.sock.display())
-    }
-
-    fn stop(mut self) -> std::process::ExitStatus {
-        let _ = tool("kill", &["-TERM", &self.child.id().to_string()]);
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Export {
-    fn drop(&mut self) {
-        let _ = tool("kill", &["-TERM", &self.child.id().to_string()]);
-        let _ = self.child.wait();
-    }
-}
-
-fn compare(src: &Path, uri: &str) {
-    let o = tool(
-        "qemu-img",
-        &["compare", "-f", "raw", "-F", "raw", s(src), uri],
-    );
-    assert!(
-        o.status.success(),
-        "qemu-img compare {}: {}",
-        s(src),
-        text(&o)
-    );
-}
-
-fn qemu_io(fmt: &str, target: &str, cmds: &[&str]) -> Output {
+/// Runs qemu-io's `cmds` on `target`, which must all succeed.
+fn qemu_io(fmt: &str, target: &str, cmds: &[&str]) {
     let mut c = Command::new("qemu-io");
     c.args(["-f", fmt]);
     for x in cmds {
         c.args(["-c", x]);
     }
-    c.arg(target).output().unwrap()
+    let o = c.arg(target).output().unwrap();
+    assert!(
+        o.status.success() && !text(&o).contains("failed"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -174,8 +57,7 @@ fn export_serves_a_full_an_incremental_and_a_synthetic_full_byte_identical() {
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let repo = d.path().join("repo");
-    bulwark_repository::Repository::init(&repo, 7).unwrap();
+    let repo = init_repo(d.path());
     let img = d.path().join("disk.img");
     image(&img, 1, 20);
     let mut points = Vec::new();
@@ -227,8 +109,7 @@ fn a_qcow2_overlay_and_a_writable_export_take_writes_and_leave_the_point_intact(
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let repo = d.path().join("repo");
-    bulwark_repository::Repository::init(&repo, 7).unwrap();
+    let repo = init_repo(d.path());
     let img = d.path().join("disk.img");
     image(&img, 4, 12);
     backup(&repo, "vm", &img, &[]);
@@ -252,25 +133,15 @@ fn a_qcow2_overlay_and_a_writable_export_take_writes_and_leave_the_point_intact(
             ],
         );
         assert!(o.status.success(), "{}", text(&o));
-        let o = qemu_io(
+        qemu_io(
             "qcow2",
             s(&ov),
             &["write -P 0x5a 1M 64k", "write -P 0x33 7M 4k"],
         );
-        assert!(
-            o.status.success() && !text(&o).contains("failed"),
-            "{}",
-            text(&o)
-        );
-        let o = qemu_io(
+        qemu_io(
             "qcow2",
             s(&ov),
             &["read -P 0x5a 1M 64k", "read -P 0x33 7M 4k"],
-        );
-        assert!(
-            o.status.success() && !text(&o).contains("failed"),
-            "{}",
-            text(&o)
         );
         // Moving the running disk to its final place: convert the overlay (base + writes).
         let fin = d.path().join("final.raw");
@@ -290,26 +161,16 @@ fn a_qcow2_overlay_and_a_writable_export_take_writes_and_leave_the_point_intact(
     let ovf = d.path().join("writes.overlay");
     {
         let e = Export::start(&repo, "vm", "latest", &sock, &["--writable", s(&ovf)]);
-        let o = qemu_io(
+        qemu_io(
             "raw",
             &e.uri(),
             &["write -P 7 3M 12k", "write -P 9 5000 100", "flush"],
-        );
-        assert!(
-            o.status.success() && !text(&o).contains("failed"),
-            "{}",
-            text(&o)
         );
         assert!(e.stop().success());
     }
     {
         let e = Export::start(&repo, "vm", "latest", &sock, &["--writable", s(&ovf)]);
-        let o = qemu_io("raw", &e.uri(), &["read -P 7 3M 12k", "read -P 9 5000 100"]);
-        assert!(
-            o.status.success() && !text(&o).contains("failed"),
-            "{}",
-            text(&o)
-        );
+        qemu_io("raw", &e.uri(), &["read -P 7 3M 12k", "read -P 9 5000 100"]);
     }
     // The restore point itself never changed.
     let o = bulwark(&["verify", "--repo", s(&repo)]);
@@ -326,8 +187,7 @@ fn a_flipped_byte_in_a_stored_block_is_a_read_error_for_exactly_that_block() {
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let repo = d.path().join("repo");
-    bulwark_repository::Repository::init(&repo, 7).unwrap();
+    let repo = init_repo(d.path());
     let img = d.path().join("disk.img");
     std::fs::write(&img, Rng::new(9).bytes(4 << 20)).unwrap();
     let v = backup(&repo, "vm", &img, &["--block-size", "64K"]);
@@ -472,11 +332,27 @@ fn loops_backed_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// A running `bulwark mount`, with its JSON report.
-fn start_mount(cmd: &mut Command) -> (Child, serde_json::Value) {
+/// A running `bulwark mount` of job `gpt` of `repo` on `mnt`, with its JSON report.
+fn mount_gpt(cmd: &mut Command, repo: &Path, mnt: &Path) -> (Child, serde_json::Value) {
+    let cmd = cmd.args(["--json", "mount", "--repo", s(repo), "--job", "gpt", s(mnt)]);
     let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
     let v = ready_json(&mut child);
     (child, v)
+}
+
+/// The root mount tests' needs: loop devices, mount(2) and the tools of [`gpt_disk`].
+fn can_mount_as_root(t: &str) -> bool {
+    require_root(t, "loop devices and mount(2)")
+        && require_tools(t, &["sfdisk", "mkfs.ext4", "losetup", "fusermount3"])
+}
+
+/// A [`gpt_disk`] in `dir` backed up as job `gpt` into a new repository there: the
+/// repository, the disk image and the partitions' trees.
+fn gpt_backed_up(dir: &Path) -> (PathBuf, PathBuf, Vec<PathBuf>) {
+    let (img, trees) = gpt_disk(dir);
+    let repo = init_repo(dir);
+    backup(&repo, "gpt", &img, &[]);
+    (repo, img, trees)
 }
 
 fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
@@ -493,31 +369,18 @@ fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
 #[test]
 fn mount_as_root_shows_every_file_of_two_ext4_partitions_and_umount_undoes_it() {
     let t = "mount_as_root_shows_every_file_of_two_ext4_partitions_and_umount_undoes_it";
-    if !require_root(t, "loop devices and mount(2)")
-        || !require_tools(t, &["sfdisk", "mkfs.ext4", "losetup", "fusermount3"])
-    {
+    if !can_mount_as_root(t) {
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let (img, trees) = gpt_disk(d.path());
-    let repo = d.path().join("repo");
-    bulwark_repository::Repository::init(&repo, 7).unwrap();
-    backup(&repo, "gpt", &img, &[]);
+    let (repo, img, trees) = gpt_backed_up(d.path());
     let repo_before = files_of(&repo)
         .into_iter()
         .map(|p| (std::fs::read(repo.join(&p)).unwrap(), p))
         .collect::<Vec<_>>();
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let (mut child, v) = start_mount(Command::new(bin()).args([
-        "--json",
-        "mount",
-        "--repo",
-        s(&repo),
-        "--job",
-        "gpt",
-        s(&mnt),
-    ]));
+    let (mut child, v) = mount_gpt(&mut Command::new(bin()), &repo, &mnt);
     let parts = v["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 2, "{v}");
     for (n, tree) in trees.iter().enumerate() {
@@ -572,27 +435,14 @@ fn mount_as_root_shows_every_file_of_two_ext4_partitions_and_umount_undoes_it() 
 #[test]
 fn a_mount_killed_with_sigkill_leaves_no_mount_and_no_loop_device() {
     let t = "a_mount_killed_with_sigkill_leaves_no_mount_and_no_loop_device";
-    if !require_root(t, "loop devices and mount(2)")
-        || !require_tools(t, &["sfdisk", "mkfs.ext4", "losetup", "fusermount3"])
-    {
+    if !can_mount_as_root(t) {
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let (img, _) = gpt_disk(d.path());
-    let repo = d.path().join("repo");
-    bulwark_repository::Repository::init(&repo, 7).unwrap();
-    backup(&repo, "gpt", &img, &[]);
+    let (repo, _, _) = gpt_backed_up(d.path());
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let (mut child, v) = start_mount(Command::new(bin()).args([
-        "--json",
-        "mount",
-        "--repo",
-        s(&repo),
-        "--job",
-        "gpt",
-        s(&mnt),
-    ]));
+    let (mut child, v) = mount_gpt(&mut Command::new(bin()), &repo, &mnt);
     assert_eq!(v["partitions"][1]["filesystem"], "ext4", "{v}");
     assert_eq!(
         mountinfo_under(&mnt).len(),
@@ -621,15 +471,7 @@ fn a_mount_killed_with_sigkill_leaves_no_mount_and_no_loop_device() {
         loops.iter().filter(|l| attached(l)).collect::<Vec<_>>()
     );
     // The folder can be mounted on again.
-    let (mut again, _) = start_mount(Command::new(bin()).args([
-        "--json",
-        "mount",
-        "--repo",
-        s(&repo),
-        "--job",
-        "gpt",
-        s(&mnt),
-    ]));
+    let (mut again, _) = mount_gpt(&mut Command::new(bin()), &repo, &mnt);
     let _ = tool("kill", &["-INT", &again.id().to_string()]);
     assert!(again.wait().unwrap().success());
     assert!(mountinfo_under(&mnt).is_empty());
@@ -676,15 +518,7 @@ fn mount_without_root_offers_the_disk_file_and_says_what_needs_root() {
     assert!(o.status.success(), "{}", text(&o));
     let o = user.cmd("mkdir").args(["-p", s(&mnt)]).output().unwrap();
     assert!(o.status.success());
-    let (mut child, v) = start_mount(user.cmd(bin()).args([
-        "--json",
-        "mount",
-        "--repo",
-        s(&repo),
-        "--job",
-        "gpt",
-        s(&mnt),
-    ]));
+    let (mut child, v) = mount_gpt(&mut user.cmd(bin()), &repo, &mnt);
     assert!(
         v["needs_root"].as_str().unwrap().contains("root"),
         "says what needs root: {v}"
@@ -713,8 +547,7 @@ fn an_export_killed_with_sigkill_leaves_only_its_socket_file_which_the_next_expo
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let repo = d.path().join("repo");
-    bulwark_repository::Repository::init(&repo, 7).unwrap();
+    let repo = init_repo(d.path());
     let img = d.path().join("disk.img");
     image(&img, 21, 4);
     backup(&repo, "vm", &img, &[]);
@@ -733,7 +566,7 @@ fn an_export_killed_with_sigkill_leaves_only_its_socket_file_which_the_next_expo
     // The next export on the same path replaces the stale file; Ctrl-C stops it cleanly.
     let e = Export::start(&repo, "vm", "latest", &sock, &[]);
     compare(&img, &e.uri());
-    let _ = tool("kill", &["-INT", &e.child.id().to_string()]);
+    e.signal("-INT");
     let mut e = e;
     assert!(e.child.wait().unwrap().success());
     assert!(!sock.exists(), "Ctrl-C removes the socket");

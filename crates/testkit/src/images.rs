@@ -1,1 +1,53 @@
-//! Test images and the checks run on them (filled in by the test re-layout).
+//! Test images and the checks run on them: a disk image of random, compressible and zero
+//! stretches, a change to it between two backups, and `qemu-img compare` of an image with
+//! what an NBD export (or any other raw target) serves.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+
+use crate::Rng;
+
+/// Writes a disk image of `mib` MiB at `path`: 192 KiB stretches that are in turn random,
+/// compressible (`q`), random and zero, from `seed`.
+pub fn mixed(path: &Path, seed: u64, mib: usize) {
+    let mut rng = Rng::new(seed);
+    let mut data = rng.bytes(mib << 20);
+    for (i, chunk) in data.chunks_mut(192 << 10).enumerate() {
+        match i % 4 {
+            1 => chunk.fill(b'q'),
+            3 => chunk.fill(0),
+            _ => {}
+        }
+    }
+    std::fs::write(path, data).unwrap();
+}
+
+/// Overwrites four random 100 000-byte stretches of the file at `path` (from `seed`), as a
+/// disk changes between two backups.
+pub fn change(path: &Path, seed: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let len = f.metadata().unwrap().len();
+    let mut rng = Rng::new(seed);
+    for _ in 0..4 {
+        let at = rng.below(len - 100_000);
+        f.write_all_at(&rng.bytes(100_000), at).unwrap();
+    }
+}
+
+/// Asserts that `qemu-img compare` finds the raw image `src` and the raw `target` (a file or
+/// an NBD URI) byte-identical, showing qemu-img's output when they are not.
+pub fn qemu_compare(src: &Path, target: &str) {
+    let o = Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", "raw"])
+        .arg(src)
+        .arg(target)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "qemu-img compare {} {target}: {}",
+        src.display(),
+        crate::text(&o)
+    );
+}
