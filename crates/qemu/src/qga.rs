@@ -26,14 +26,10 @@ impl GuestAgent {
             socket: socket.to_path_buf(),
             why,
         };
-        let s = UnixStream::connect(socket).map_err(|e| bad(format!("connecting: {e}")))?;
-        s.set_read_timeout(Some(timeout))
-            .and_then(|_| s.set_write_timeout(Some(timeout)))
-            .map_err(|e| bad(format!("setting timeouts: {e}")))?;
-        let writer = s.try_clone().map_err(|e| bad(format!("cloning: {e}")))?;
+        let (reader, writer) = crate::qmp::connect_lines(socket, timeout).map_err(bad)?;
         let mut g = GuestAgent {
             socket: socket.to_path_buf(),
-            reader: BufReader::new(s),
+            reader,
             writer,
         };
         let id = std::time::SystemTime::now()

@@ -15,6 +15,20 @@ use crate::{QemuError, Result};
 /// Longest line accepted from QMP (a `query-named-block-nodes` of many nodes is large).
 const MAX_LINE: usize = 16 << 20;
 
+/// Connects to one of QEMU's JSON-lines sockets (QMP, the guest agent) with `timeout` on
+/// every read and write: a buffered reader and a writer of the one stream, or what failed.
+pub(crate) fn connect_lines(
+    socket: &Path,
+    timeout: Duration,
+) -> std::result::Result<(BufReader<UnixStream>, UnixStream), String> {
+    let s = UnixStream::connect(socket).map_err(|e| format!("connecting: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .and_then(|_| s.set_write_timeout(Some(timeout)))
+        .map_err(|e| format!("setting timeouts: {e}"))?;
+    let writer = s.try_clone().map_err(|e| format!("cloning: {e}"))?;
+    Ok((BufReader::new(s), writer))
+}
+
 /// A QMP connection in command mode.
 pub struct Qmp {
     socket: PathBuf,
@@ -31,14 +45,10 @@ impl Qmp {
             socket: socket.to_path_buf(),
             why,
         };
-        let s = UnixStream::connect(socket).map_err(|e| bad(format!("connecting: {e}")))?;
-        s.set_read_timeout(Some(timeout))
-            .and_then(|_| s.set_write_timeout(Some(timeout)))
-            .map_err(|e| bad(format!("setting timeouts: {e}")))?;
-        let writer = s.try_clone().map_err(|e| bad(format!("cloning: {e}")))?;
+        let (reader, writer) = connect_lines(socket, timeout).map_err(bad)?;
         let mut q = Qmp {
             socket: socket.to_path_buf(),
-            reader: BufReader::new(s),
+            reader,
             writer,
             next_id: 1,
             events: Vec::new(),

@@ -65,6 +65,15 @@ impl Read for TimedSock {
     }
 }
 
+/// A socket call that ended without bytes but may be tried again: its short timeout passed
+/// (the deadline is checked by the caller) or a signal interrupted it.
+fn try_again(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
 impl TimedSock {
     /// One socket read into the buffer, within the current deadline.
     fn fill(&mut self) -> io::Result<usize> {
@@ -77,12 +86,7 @@ impl TimedSock {
                 }));
             }
             match self.s.read(&mut self.rbuf) {
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if try_again(&e) => {}
                 Ok(n) => {
                     if self.waiting && n > 0 {
                         self.waiting = false;
@@ -104,12 +108,7 @@ impl Write for TimedSock {
                 return Err(timed_out("write deadline passed (client not reading)"));
             }
             match self.s.write(buf) {
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if try_again(&e) => {}
                 r => return r,
             }
         }

@@ -7,24 +7,21 @@
 //! message names an expiry, a retention class or anything to delete. Pulling from this
 //! repository reads the client's own jobs only.
 
-use bulwark_format::{validate_name, BlockNo, Digest, MapEntry, PointId, StoredBlock, Trailer};
+use bulwark_format::{BlockNo, Digest, MapEntry, PointId, StoredBlock, Trailer};
 use bulwark_protocol::{
     CopyBegin, CopyMsg, CopyPlanMsg, ErrorCode, HeldEntry, Msg, SealedInfo, MAX_HELD_PER_FRAME,
     MAX_MAP_ENTRIES_PER_FRAME, MAX_NEED_PER_FRAME,
 };
 use bulwark_repository::{error_chain, CopyHead, CopyMode, RepoError};
 
-use crate::clients::Claim;
 use crate::conn::Session;
-use crate::handlers::{summary, Fail};
-use crate::limits;
+use crate::handlers::{authorize_read, check_job, send_pages, summary, Fail, Res};
+use crate::receive::{self, Receiving};
 use crate::serve::State;
 
 /// Most map entries a copy over the network carries (a 4 TiB disk in 1 MiB blocks); larger
 /// points are copied between local folders.
 const MAX_NET_MAP_ENTRIES: u64 = 1 << 22;
-
-type Res<T = ()> = std::result::Result<T, Fail>;
 
 /// One copy request, already received (`Msg::Copy`).
 pub(crate) fn request(s: &mut Session, client: &str, state: &State, m: CopyMsg) -> Res {
@@ -38,10 +35,6 @@ pub(crate) fn request(s: &mut Session, client: &str, state: &State, m: CopyMsg) 
             format!("{:?} is not a request", m.ty()),
         )),
     }
-}
-
-fn check_job(job: &str) -> Res {
-    validate_name("job", job).map_err(|e| Fail::new(ErrorCode::InvalidName, e.to_string()))
 }
 
 fn repo_fail(e: RepoError) -> Fail {
@@ -85,20 +78,9 @@ fn held(s: &mut Session, client: &str, state: &State, job: &str) -> Res {
             origin: h.origin,
         })
         .collect();
-    let mut pages = all.chunks(MAX_HELD_PER_FRAME).peekable();
-    if pages.peek().is_none() {
-        s.send(&Msg::Copy(CopyMsg::HeldList {
-            last: true,
-            points: vec![],
-        }))?;
-    }
-    while let Some(p) = pages.next() {
-        s.send(&Msg::Copy(CopyMsg::HeldList {
-            last: pages.peek().is_none(),
-            points: p.to_vec(),
-        }))?;
-    }
-    Ok(())
+    send_pages(s, &all, MAX_HELD_PER_FRAME, |last, points| {
+        Msg::Copy(CopyMsg::HeldList { last, points })
+    })
 }
 
 /// Receives the map of a point whose header, trailer and metadata arrived in `b`.
@@ -134,45 +116,6 @@ fn receive_map(s: &mut Session, b: &CopyBegin) -> Res<Vec<MapEntry>> {
     Ok(map)
 }
 
-/// Gives an unused job name back when the copy that claimed it ends without a point.
-struct ClaimGuard<'a> {
-    state: &'a State,
-    job: &'a str,
-    client: &'a str,
-}
-
-impl Drop for ClaimGuard<'_> {
-    fn drop(&mut self) {
-        let Ok(_lock) = bulwark_repository::JobLock::acquire(self.state.repo.root(), self.job)
-        else {
-            return;
-        };
-        if let Ok(true) =
-            self.state
-                .registry
-                .release_unused(&self.state.repo, self.job, self.client)
-        {
-            tracing::info!(job = %self.job, "released the unused job name");
-        }
-    }
-}
-
-/// Bytes being received, counted against the client's limits until the copy ends.
-struct Receiving<'a> {
-    state: &'a State,
-    client: &'a str,
-    bytes: u64,
-    finished: bool,
-}
-
-impl Drop for Receiving<'_> {
-    fn drop(&mut self) {
-        self.state
-            .inflight
-            .end(self.client, self.bytes, self.finished);
-    }
-}
-
 /// A point pushed into this repository.
 fn receive(s: &mut Session, client: &str, state: &State, b: CopyBegin) -> Res {
     let job = b.job.clone();
@@ -184,28 +127,9 @@ fn receive(s: &mut Session, client: &str, state: &State, b: CopyBegin) -> Res {
             log: format!("client {client} tried to copy into job {job:?}, which it does not own"),
         }
     };
-    let new_job = match state.registry.owner(&state.repo, &job)? {
-        Some(o) if o == client => false,
-        Some(_) => return Err(not_yours()),
-        None => true,
-    };
-    let fs_total = bulwark_sys::statvfs(state.repo.root())
-        .map(|st| st.blocks.saturating_mul(st.frsize))
-        .unwrap_or(u64::MAX);
-    let lim = limits::Resolved::of(&state.repo.config().client_limits, fs_total);
-    let mut gen = state.inflight.generation(client);
-    let mut held = limits::held(&state.repo, &state.registry, client, crate::now_unix())?;
-    limits::check_start(client, &held, &lim, new_job)?;
+    let start = receive::start(state, client, &job, &not_yours)?;
     let map = receive_map(s, &b)?;
-    let claim = state.registry.claim_job(&state.repo, &job, client)?;
-    if claim == Claim::Refused {
-        return Err(not_yours());
-    }
-    let _claim = ClaimGuard {
-        state,
-        job: &job,
-        client,
-    };
+    let (_, _claim) = receive::claim(state, &job, client, &not_yours)?;
     let head = CopyHead {
         header: b.header,
         trailer: b.trailer,
@@ -227,37 +151,19 @@ fn receive(s: &mut Session, client: &str, state: &State, b: CopyBegin) -> Res {
             blocks: chunk.iter().map(|b| b.0).collect(),
         }))?;
     }
-    let mut receiving = Receiving {
-        state,
-        client,
-        bytes: 0,
-        finished: false,
-    };
+    let mut receiving = Receiving::new(state, client, start);
     let mut received = 0u64;
     loop {
         s.recv()?;
         match s.msg()? {
             Msg::Block(blk) => {
-                let (in_flight, g) = state.inflight.add(client, blk.data.len() as u64);
-                receiving.bytes += blk.data.len() as u64;
-                if g != gen {
-                    held = limits::held(&state.repo, &state.registry, client, crate::now_unix())?;
-                    gen = g;
-                }
-                limits::check_bytes(client, &held, &lim, in_flight)?;
+                receiving.add(blk.data.len() as u64)?;
                 rx.put(blk.block, blk.data)
                     .map_err(|e| Fail::new(ErrorCode::Malformed, error_chain(&e)))?;
                 received += 1;
             }
             Msg::Finish { blocks } => {
-                if blocks != received {
-                    return Err(Fail::new(
-                        ErrorCode::Malformed,
-                        format!(
-                            "client says it sent {blocks} blocks, the server received {received}"
-                        ),
-                    ));
-                }
+                receive::check_finish(blocks, received)?;
                 break;
             }
             m => return Err(m.unexpected("Block or Finish").into()),
@@ -290,18 +196,6 @@ fn receive(s: &mut Session, client: &str, state: &State, b: CopyBegin) -> Res {
         expiry,
         notice: state.repo.clock_alert().unwrap_or_default(),
     }))?;
-    Ok(())
-}
-
-/// Refuses, as "no such job", a job the client does not own.
-fn authorize_read(client: &str, state: &State, job: &str) -> Res {
-    check_job(job)?;
-    if state.registry.owner(&state.repo, job)?.as_deref() != Some(client) {
-        return Err(Fail::new(
-            ErrorCode::NoSuchJob,
-            format!("job {job:?} has no restore points of yours"),
-        ));
-    }
     Ok(())
 }
 

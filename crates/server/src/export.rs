@@ -8,7 +8,7 @@ use bulwark_format::{MapEntry, PointId, StoredBlock};
 use bulwark_protocol::{Msg, ProtocolError, MAX_MAP_PER_FRAME};
 
 use crate::conn::Session;
-use crate::handlers::{authorize_read, check_net_block_size, summary, Fail};
+use crate::handlers::{open_for_sending, summary, Fail};
 use crate::serve::State;
 
 /// Serves an export of `job`'s point `point` until the client closes the session.
@@ -19,11 +19,8 @@ pub(crate) fn export(
     job: &str,
     point: Option<PointId>,
 ) -> Result<(), Fail> {
-    authorize_read(client, state, job)?;
-    let chain = state.repo.open_point(job, point)?;
+    let (chain, file_bytes) = open_for_sending(client, state, job, point)?;
     let r = chain.point();
-    check_net_block_size(r.meta.block_size)?;
-    let file_bytes = r.file().metadata().map(|m| m.len()).unwrap_or(0);
     let map = chain.entries();
     s.send(&Msg::ExportReady {
         point: summary(&r.meta, r.trailer.root_digest, file_bytes),

@@ -14,11 +14,12 @@ use bulwark_protocol::{
     MAX_POINTS_PER_FRAME, PROTOCOL_VERSION,
 };
 use bulwark_repository::plan::compression_level_ok;
-use bulwark_repository::{error_chain, NewPoint, NextPoint, PlanRequest, RepoError};
+use bulwark_repository::{error_chain, ChainReader, NewPoint, NextPoint, PlanRequest, RepoError};
 
 use crate::clients::Claim;
 use crate::conn::Session;
 use crate::limits;
+use crate::receive::{self, log_limit, Receiving};
 use crate::serve::State;
 use crate::tokens::redeem;
 use crate::{ClientRecord, ServerError};
@@ -123,8 +124,11 @@ impl From<ServerError> for Fail {
 
 type Outcome = std::result::Result<String, Fail>;
 
+/// The result of a request's step: a refusal is a [`Fail`].
+pub(crate) type Res<T = ()> = std::result::Result<T, Fail>;
+
 /// The first exchange: `Hello` → `Welcome`.
-fn hello(s: &mut Session, client: &str, state: &State) -> std::result::Result<(), Fail> {
+fn hello(s: &mut Session, client: &str, state: &State) -> Res {
     s.recv()?;
     match s.msg()? {
         Msg::Hello { version, .. } if version == PROTOCOL_VERSION => {}
@@ -259,16 +263,12 @@ pub(crate) fn session(s: &mut Session, client: &str, state: &State) -> Outcome {
     }
 }
 
-fn check_job(job: &str) -> std::result::Result<(), Fail> {
+pub(crate) fn check_job(job: &str) -> Res {
     validate_name("job", job).map_err(|e| Fail::new(ErrorCode::InvalidName, e.to_string()))
 }
 
 /// Refuses, as "no such job", any job the client does not own.
-pub(crate) fn authorize_read(
-    client: &str,
-    state: &State,
-    job: &str,
-) -> std::result::Result<(), Fail> {
+pub(crate) fn authorize_read(client: &str, state: &State, job: &str) -> Res {
     check_job(job)?;
     if state.registry.owner(&state.repo, job)?.as_deref() != Some(client) {
         return Err(Fail::logged(
@@ -280,7 +280,7 @@ pub(crate) fn authorize_read(
     Ok(())
 }
 
-fn owned_jobs(client: &str, state: &State) -> std::result::Result<Vec<String>, Fail> {
+fn owned_jobs(client: &str, state: &State) -> Res<Vec<String>> {
     let mut out = Vec::new();
     for job in state.repo.jobs()? {
         if state.registry.owner(&state.repo, &job)?.as_deref() == Some(client) {
@@ -310,19 +310,14 @@ pub(crate) fn summary(meta: &PointMeta, root: Digest, file_bytes: u64) -> PointS
     }
 }
 
-fn list_jobs(s: &mut Session, client: &str, state: &State) -> std::result::Result<(), Fail> {
+fn list_jobs(s: &mut Session, client: &str, state: &State) -> Res {
     let mut jobs = owned_jobs(client, state)?;
     jobs.truncate(bulwark_protocol::MAX_JOBS);
     s.send(&Msg::Jobs { jobs })?;
     Ok(())
 }
 
-fn list_points(
-    s: &mut Session,
-    client: &str,
-    state: &State,
-    job: &str,
-) -> std::result::Result<(), Fail> {
+fn list_points(s: &mut Session, client: &str, state: &State, job: &str) -> Res {
     authorize_read(client, state, job)?;
     let scan = state.repo.scan_job(job)?;
     let all: Vec<PointSummary> = scan
@@ -330,24 +325,48 @@ fn list_points(
         .iter()
         .map(|p| summary(&p.meta, p.root, p.file_size))
         .collect();
-    let mut pages = all.chunks(MAX_POINTS_PER_FRAME).peekable();
+    send_pages(s, &all, MAX_POINTS_PER_FRAME, |last, points| Msg::Points {
+        last,
+        points,
+    })
+}
+
+/// Sends `all` in pages of at most `per_page` items, the last page marked (an empty list is
+/// one empty last page).
+pub(crate) fn send_pages<T: Clone>(
+    s: &mut Session,
+    all: &[T],
+    per_page: usize,
+    page: impl Fn(bool, Vec<T>) -> Msg<'static>,
+) -> Res {
+    let mut pages = all.chunks(per_page).peekable();
     if pages.peek().is_none() {
-        s.send(&Msg::Points {
-            last: true,
-            points: vec![],
-        })?;
+        s.send(&page(true, vec![]))?;
     }
-    while let Some(page) = pages.next() {
-        s.send(&Msg::Points {
-            last: pages.peek().is_none(),
-            points: page.to_vec(),
-        })?;
+    while let Some(p) = pages.next() {
+        s.send(&page(pages.peek().is_none(), p.to_vec()))?;
     }
     Ok(())
 }
 
+/// Opens one of the client's own points to send it (restore, export): its reader and the
+/// size of its file.
+pub(crate) fn open_for_sending(
+    client: &str,
+    state: &State,
+    job: &str,
+    point: Option<bulwark_format::PointId>,
+) -> Res<(ChainReader, u64)> {
+    authorize_read(client, state, job)?;
+    let chain = state.repo.open_point(job, point)?;
+    let r = chain.point();
+    check_net_block_size(r.meta.block_size)?;
+    let file_bytes = r.file().metadata().map(|m| m.len()).unwrap_or(0);
+    Ok((chain, file_bytes))
+}
+
 /// A block size the network carries: the format's bounds and at most one `Block` frame.
-pub(crate) fn check_net_block_size(block_size: u32) -> std::result::Result<(), Fail> {
+pub(crate) fn check_net_block_size(block_size: u32) -> Res {
     check_block_size(block_size).map_err(|e| Fail::new(ErrorCode::Usage, e.to_string()))?;
     if block_size > MAX_NET_BLOCK_SIZE {
         return Err(Fail::new(
@@ -363,7 +382,7 @@ pub(crate) fn check_net_block_size(block_size: u32) -> std::result::Result<(), F
 }
 
 /// What `BeginBackup` must satisfy before anything is claimed or written.
-fn check_begin(req: &BackupRequest) -> std::result::Result<(), Fail> {
+fn check_begin(req: &BackupRequest) -> Res {
     check_job(&req.job)?;
     check_disk_size(req.disk_size).map_err(|e| Fail::new(ErrorCode::Usage, e.to_string()))?;
     if req.block_size != 0 {
@@ -378,12 +397,7 @@ fn check_begin(req: &BackupRequest) -> std::result::Result<(), Fail> {
     Ok(())
 }
 
-fn backup(
-    s: &mut Session,
-    client: &str,
-    state: &State,
-    req: BackupRequest,
-) -> std::result::Result<(), Fail> {
+fn backup(s: &mut Session, client: &str, state: &State, req: BackupRequest) -> Res {
     check_begin(&req)?;
     let not_yours = || {
         Fail::logged(
@@ -392,46 +406,22 @@ fn backup(
             format!("client {client} tried to back up job {:?}, which it does not own", req.job),
         )
     };
-    let new_job = match state.registry.owner(&state.repo, &req.job)? {
-        Some(o) if o == client => false,
-        Some(_) => return Err(not_yours()),
-        None => true,
-    };
-    let fs_total = bulwark_sys::statvfs(state.repo.root())
-        .map(|st| st.blocks.saturating_mul(st.frsize))
-        .unwrap_or(u64::MAX);
-    let lim = limits::Resolved::of(&state.repo.config().client_limits, fs_total);
-    let mut gen = state.inflight.generation(client);
-    let mut held = limits::held(&state.repo, &state.registry, client, crate::now_unix())?;
-    limits::check_start(client, &held, &lim, new_job).inspect_err(|f| log_limit(client, f))?;
-    let claim = state.registry.claim_job(&state.repo, &req.job, client)?;
-    if claim == Claim::Refused {
-        return Err(not_yours());
-    }
+    let start = receive::start(state, client, &req.job, &not_yours)?;
     // Declared before the builder, so dropped after it (and after its job lock): a backup
     // that ends without a restore point gives the job name back.
-    let _claim = ClaimGuard {
-        state,
-        job: &req.job,
-        client,
-    };
+    let (claim, _claim) = receive::claim(state, &req.job, client, &not_yours)?;
     if claim == Claim::New {
         // Claims racing on other connections count too: recount with ours made.
         let now = limits::held(&state.repo, &state.registry, client, crate::now_unix())?;
-        if now.day_jobs > lim.new_jobs_per_day {
-            let f = limits::check_start(client, &held, &lim, true)
+        if now.day_jobs > start.lim.new_jobs_per_day {
+            let f = limits::check_start(client, &start.held, &start.lim, true)
                 .err()
                 .unwrap_or_else(|| Fail::new(ErrorCode::Limit, "too many new jobs at once"));
             log_limit(client, &f);
             return Err(f);
         }
     }
-    let mut receiving = Receiving {
-        state,
-        client,
-        bytes: 0,
-        finished: false,
-    };
+    let mut receiving = Receiving::new(state, client, start);
     // The same rule as a local backup: `bulwark_repository::plan`.
     let NextPoint { plan, parent } = state.repo.next_point(
         &req.job,
@@ -486,28 +476,22 @@ fn backup(
     let started = Instant::now();
     // Encryption (docs/encryption.md): the server checks the record's form and that every
     // block agrees with it; it never holds a key.
-    let parent_record = match parent_ids {
-        Some((p, _)) => state
-            .repo
-            .open_point(&req.job, Some(p))?
-            .point()
-            .meta
-            .extension(bulwark_format::EXT_ENCRYPTION)
-            .map(<[u8]>::to_vec),
-        None => None,
+    let parent_extension = |tag| -> Res<Option<Vec<u8>>> {
+        Ok(match parent_ids {
+            Some((p, _)) => state
+                .repo
+                .open_point(&req.job, Some(p))?
+                .point()
+                .meta
+                .extension(tag)
+                .map(<[u8]>::to_vec),
+            None => None,
+        })
     };
+    let parent_record = parent_extension(bulwark_format::EXT_ENCRYPTION)?;
     // The parent's changed-block tracking record, for a client reading a live disk
     // (docs/sources.md); the new point's arrives in a `Cbt` message.
-    let parent_cbt = match parent_ids {
-        Some((p, _)) => state
-            .repo
-            .open_point(&req.job, Some(p))?
-            .point()
-            .meta
-            .extension(bulwark_format::EXT_CBT_SOURCE)
-            .map(<[u8]>::to_vec),
-        None => None,
-    };
+    let parent_cbt = parent_extension(bulwark_format::EXT_CBT_SOURCE)?;
     let mut cbt_set = false;
     let mut encrypted: Option<bool> = None;
     loop {
@@ -595,15 +579,7 @@ fn backup(
                         format!("block {}: stored bytes do not match their hash", b.block.0),
                     ));
                 }
-                let (in_flight, g) = state.inflight.add(client, b.data.len() as u64);
-                receiving.bytes += b.data.len() as u64;
-                if g != gen {
-                    // Another backup of this client finished: its bytes are in the files now.
-                    held = limits::held(&state.repo, &state.registry, client, crate::now_unix())?;
-                    gen = g;
-                }
-                limits::check_bytes(client, &held, &lim, in_flight)
-                    .inspect_err(|f| log_limit(client, f))?;
+                receiving.add(b.data.len() as u64)?;
                 builder.put_stored(b)?;
                 next = b.block.0 + 1;
                 received += 1;
@@ -625,14 +601,7 @@ fn backup(
                 received += count;
             }
             Msg::Finish { blocks } => {
-                if blocks != received {
-                    return Err(Fail::new(
-                        ErrorCode::Malformed,
-                        format!(
-                            "client says it sent {blocks} blocks, the server received {received}"
-                        ),
-                    ));
-                }
+                receive::check_finish(blocks, received)?;
                 break;
             }
             m => {
@@ -666,64 +635,15 @@ fn backup(
     Ok(())
 }
 
-fn log_limit(client: &str, f: &Fail) {
-    tracing::warn!(%client, "refused by a client limit: {}", f.log);
-}
-
-/// Gives an unused job name back when the backup that claimed it ends without a point.
-struct ClaimGuard<'a> {
-    state: &'a State,
-    job: &'a str,
-    client: &'a str,
-}
-
-impl Drop for ClaimGuard<'_> {
-    fn drop(&mut self) {
-        // Not while another backup of the job runs (it holds the job's lock).
-        let Ok(_lock) = bulwark_repository::JobLock::acquire(self.state.repo.root(), self.job)
-        else {
-            return;
-        };
-        match self
-            .state
-            .registry
-            .release_unused(&self.state.repo, self.job, self.client)
-        {
-            Ok(true) => tracing::info!(job = %self.job, "released the unused job name"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(job = %self.job, "cannot release the unused job name: {e}"),
-        }
-    }
-}
-
-/// The bytes a backup has received, counted against its client's limits until it ends.
-struct Receiving<'a> {
-    state: &'a State,
-    client: &'a str,
-    bytes: u64,
-    finished: bool,
-}
-
-impl Drop for Receiving<'_> {
-    fn drop(&mut self) {
-        self.state
-            .inflight
-            .end(self.client, self.bytes, self.finished);
-    }
-}
-
 fn restore(
     s: &mut Session,
     client: &str,
     state: &State,
     job: &str,
     point: Option<bulwark_format::PointId>,
-) -> std::result::Result<(), Fail> {
-    authorize_read(client, state, job)?;
-    let chain = state.repo.open_point(job, point)?;
+) -> Res {
+    let (chain, file_bytes) = open_for_sending(client, state, job, point)?;
     let r = chain.point();
-    check_net_block_size(r.meta.block_size)?;
-    let file_bytes = r.file().metadata().map(|m| m.len()).unwrap_or(0);
     let entries = chain.entries();
     // An encrypted point: the sessions of every file it reads, before anything else.
     if let Some(record) = chain.merged_encryption_record()? {
@@ -753,7 +673,7 @@ fn restore(
     for _ in 0..pool {
         free_tx.send(Vec::new()).expect("pool fits");
     }
-    std::thread::scope(|sc| -> std::result::Result<(), Fail> {
+    std::thread::scope(|sc| -> Res {
         for (k, tx) in txs.into_iter().enumerate() {
             let (direct, free_rx) = (&direct, free_rx.clone());
             sc.spawn(move || {
@@ -790,12 +710,7 @@ fn restore(
     Ok(())
 }
 
-fn verify(
-    s: &mut Session,
-    client: &str,
-    state: &State,
-    job: Option<String>,
-) -> std::result::Result<(), Fail> {
+fn verify(s: &mut Session, client: &str, state: &State, job: Option<String>) -> Res {
     let jobs = match job {
         Some(j) => {
             authorize_read(client, state, &j)?;

@@ -15,6 +15,7 @@ mod handlers;
 mod limits;
 mod locks;
 mod pki;
+mod receive;
 mod serve;
 mod tls;
 mod tokens;

@@ -11,19 +11,14 @@ use bulwark_protocol::{
 };
 
 use crate::conn::Session;
-use crate::handlers::{authorize_read, Fail};
+use crate::handlers::{authorize_read, Res};
 use crate::serve::State;
 
 /// How long the service may take to answer before the page says it does not.
 const IMMUTD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Answers `ListLocks { job }` with `Locks` pages.
-pub(crate) fn list_locks(
-    s: &mut Session,
-    client: &str,
-    state: &State,
-    job: &str,
-) -> std::result::Result<(), Fail> {
+pub(crate) fn list_locks(s: &mut Session, client: &str, state: &State, job: &str) -> Res {
     authorize_read(client, state, job)?;
     let (guarded, clock, mut entries) = match &state.repo.config().immutd_socket {
         None => (false, None, Vec::new()),

@@ -58,20 +58,8 @@ extern "C" fn on_interrupt(sig: libc::c_int) {
 pub fn catch_interrupts() {
     INSTALL.call_once(|| {
         for sig in [libc::SIGINT, libc::SIGTERM] {
-            // SAFETY: a zeroed sigaction is valid; the handler only stores an atomic and
-            // calls signal, both async-signal-safe.
-            unsafe {
-                let mut old: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(sig, std::ptr::null(), &mut old) != 0
-                    || old.sa_sigaction == libc::SIG_IGN
-                {
-                    continue;
-                }
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
-                libc::sigemptyset(&mut sa.sa_mask);
-                libc::sigaction(sig, &sa, std::ptr::null_mut());
-            }
+            // `on_interrupt` only stores an atomic and calls signal, both async-signal-safe.
+            crate::signal::handle_unless_ignored(sig, on_interrupt);
         }
     });
 }

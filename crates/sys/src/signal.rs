@@ -25,26 +25,33 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
+/// Makes `handler` handle `sig`, unless the process ignores `sig` (then it stays ignored).
+/// `handler` must make only async-signal-safe calls.
+pub(crate) fn handle_unless_ignored(sig: libc::c_int, handler: extern "C" fn(libc::c_int)) {
+    // SAFETY: a zeroed sigaction is valid; we only read the old disposition and install
+    // `handler`, which the caller promises makes only async-signal-safe calls.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(sig, std::ptr::null(), &mut old) != 0
+            || old.sa_sigaction == libc::SIG_IGN
+        {
+            return;
+        }
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as libc::sighandler_t;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+    }
+}
+
 /// From now on, SIGINT, SIGTERM or SIGHUP first remove `path` (one path at a time; `None`
 /// forgets it), then end the process as the signal would have. Signals the process
 /// ignored stay ignored.
 pub fn unlink_on_signal(path: Option<&Path>) {
     INSTALL.call_once(|| {
         for sig in SIGNALS {
-            // SAFETY: a zeroed sigaction is valid; we only read the old disposition and
-            // install a handler that does nothing but async-signal-safe calls.
-            unsafe {
-                let mut old: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(sig, std::ptr::null(), &mut old) != 0
-                    || old.sa_sigaction == libc::SIG_IGN
-                {
-                    continue;
-                }
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-                libc::sigemptyset(&mut sa.sa_mask);
-                libc::sigaction(sig, &sa, std::ptr::null_mut());
-            }
+            // `on_signal` does nothing but async-signal-safe calls.
+            handle_unless_ignored(sig, on_signal);
         }
     });
     let new = path
