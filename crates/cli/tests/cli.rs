@@ -1,35 +1,34 @@
 //! The `bulwark` binary end to end: exit codes, damage reports, crash safety, full disks.
 
+mod common;
+
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bulwark_testkit::{FsKind, LoopFs, Rng};
+use common::{init_repo, job_args, s};
 
 fn bulwark() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_bulwark"))
+    Command::new(common::bin())
 }
 
 fn run(args: &[&str]) -> Output {
     let o = bulwark().args(args).output().unwrap();
     eprintln!(
-        "$ bulwark {}\n{}{}",
+        "$ bulwark {}\n{}",
         args.join(" "),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+        bulwark_testkit::text(&o)
     );
     o
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn init_repo(dir: &Path) -> PathBuf {
-    let repo = dir.join("repo");
-    bulwark_repository::Repository::init(&repo, 7).unwrap();
-    repo
+/// `bulwark backup` of `img` as `job` with `opts`, which must succeed.
+fn backup_ok(repo: &Path, job: &str, opts: &[&str], img: &Path) {
+    assert!(run(&job_args("backup", repo, job, opts, s(img)))
+        .status
+        .success());
 }
 
 fn image(path: &Path, rng: &mut Rng, mib: usize) {
@@ -55,16 +54,13 @@ fn every_flipped_byte_in_a_stored_block_is_reported_by_verify() {
     let img = dir.path().join("d.img");
     image(&img, &mut rng, 2);
     for _ in 0..2 {
-        let o = run(&[
+        let o = run(&job_args(
             "backup",
-            "--repo",
-            s(&repo),
-            "--job",
+            &repo,
             "vm1",
-            "--block-size",
-            "64K",
+            &["--block-size", "64K"],
             s(&img),
-        ]);
+        ));
         assert!(o.status.success());
         let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
         f.write_all_at(&rng.bytes(200_000), 300_000).unwrap();
@@ -122,12 +118,8 @@ fn truncated_or_future_version_files_are_named_by_verify() {
     let repo = init_repo(dir.path());
     let img = dir.path().join("d.img");
     image(&img, &mut rng, 1);
-    assert!(run(&["backup", "--repo", s(&repo), "--job", "a", s(&img)])
-        .status
-        .success());
-    assert!(run(&["backup", "--repo", s(&repo), "--job", "b", s(&img)])
-        .status
-        .success());
+    backup_ok(&repo, "a", &[], &img);
+    backup_ok(&repo, "b", &[], &img);
     let list = points_json(&repo);
     let path_of = |job: usize| {
         let id = list["jobs"][job]["points"][0]["point"]
@@ -170,14 +162,13 @@ fn truncated_or_future_version_files_are_named_by_verify() {
         out.contains("version 9"),
         "unknown version not named: {out}"
     );
-    let o = run(&[
+    let o = run(&job_args(
         "restore",
-        "--repo",
-        s(&repo),
-        "--job",
+        &repo,
         "b",
+        &[],
         s(&dir.path().join("r.img")),
-    ]);
+    ));
     assert_eq!(
         o.status.code(),
         Some(1),
@@ -232,9 +223,7 @@ fn backups_killed_at_random_moments_never_damage_committed_points() {
     let img = dir.path().join("d.img");
     image(&img, &mut rng, 48);
     // One committed point to protect, and its expected content.
-    assert!(run(&["backup", "--repo", s(&repo), "--job", "vm", s(&img)])
-        .status
-        .success());
+    backup_ok(&repo, "vm", &[], &img);
     let first = std::fs::read(&img).unwrap();
     let committed_before = points_json(&repo)["jobs"][0]["points"]
         .as_array()
@@ -242,19 +231,7 @@ fn backups_killed_at_random_moments_never_damage_committed_points() {
         .len();
     // Time one backup so kills land anywhere within it.
     let t = Instant::now();
-    assert!(run(&[
-        "backup",
-        "--repo",
-        s(&repo),
-        "--job",
-        "vm",
-        "--full",
-        "--compression",
-        "9",
-        s(&img)
-    ])
-    .status
-    .success());
+    backup_ok(&repo, "vm", &["--full", "--compression", "9"], &img);
     let span = t.elapsed().as_micros().max(1000) as u64;
     let mut completed = 1 + committed_before;
     let trials = 24;
@@ -264,17 +241,13 @@ fn backups_killed_at_random_moments_never_damage_committed_points() {
         f.write_all_at(&rng.bytes(1 << 20), (rng.next_u64() % 40) << 20)
             .unwrap();
         let mut child = bulwark()
-            .args([
+            .args(job_args(
                 "backup",
-                "--repo",
-                s(&repo),
-                "--job",
+                &repo,
                 "vm",
-                "--full",
-                "--compression",
-                "9",
+                &["--full", "--compression", "9"],
                 s(&img),
-            ])
+            ))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -300,9 +273,7 @@ fn backups_killed_at_random_moments_never_damage_committed_points() {
         "only {killed} of {trials} backups were killed mid-way"
     );
     // The next run cleans the leftovers and succeeds; everything verifies.
-    assert!(run(&["backup", "--repo", s(&repo), "--job", "vm", s(&img)])
-        .status
-        .success());
+    backup_ok(&repo, "vm", &[], &img);
     let incoming: Vec<_> = std::fs::read_dir(repo.join("incoming")).unwrap().collect();
     assert!(incoming.is_empty(), "leftovers in incoming/: {incoming:?}");
     assert_eq!(run(&["verify", "--repo", s(&repo)]).status.code(), Some(0));
@@ -311,16 +282,13 @@ fn backups_killed_at_random_moments_never_damage_committed_points() {
         .unwrap()
         .to_string();
     let out = dir.path().join("first.img");
-    assert!(run(&[
+    assert!(run(&job_args(
         "restore",
-        "--repo",
-        s(&repo),
-        "--job",
+        &repo,
         "vm",
-        "--point",
-        &first_id,
+        &["--point", &first_id],
         s(&out)
-    ])
+    ))
     .status
     .success());
     assert!(
@@ -344,22 +312,10 @@ fn full_filesystem_gives_a_clear_error_and_damages_nothing() {
     let mut rng = Rng::seeded();
     let small = dir.path().join("small.img");
     image(&small, &mut rng, 4);
-    assert!(
-        run(&["backup", "--repo", s(&repo), "--job", "j", s(&small)])
-            .status
-            .success()
-    );
+    backup_ok(&repo, "j", &[], &small);
     let big = dir.path().join("big.img");
     std::fs::write(&big, rng.bytes(96 << 20)).unwrap();
-    let o = run(&[
-        "backup",
-        "--repo",
-        s(&repo),
-        "--job",
-        "j",
-        "--full",
-        s(&big),
-    ]);
+    let o = run(&job_args("backup", &repo, "j", &["--full"], s(&big)));
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("No space left on device"), "{err}");
@@ -370,7 +326,7 @@ fn full_filesystem_gives_a_clear_error_and_damages_nothing() {
     );
     assert_eq!(run(&["verify", "--repo", s(&repo)]).status.code(), Some(0));
     let out = dir.path().join("back.img");
-    assert!(run(&["restore", "--repo", s(&repo), "--job", "j", s(&out)])
+    assert!(run(&job_args("restore", &repo, "j", &[], s(&out)))
         .status
         .success());
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&small).unwrap());

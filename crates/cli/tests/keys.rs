@@ -3,47 +3,34 @@
 //! stops working), rotate (old chains stay readable), and the clear refusals: a wrong
 //! passphrase, a public key given where a secret key is needed, an existing file.
 
-use std::io::Write;
+mod common;
+
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-fn bulwark(args: &[&str], pass: Option<&str>, stdin: Option<&str>) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bulwark"));
-    c.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c.env_remove("BULWARK_PASSPHRASE")
-        .env_remove("BULWARK_NEW_PASSPHRASE");
-    if let Some(p) = pass {
-        c.env("BULWARK_PASSPHRASE", p);
-    }
-    let mut child = c.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(t) = stdin {
-        input.write_all(t.as_bytes()).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
+use common::{bulwark_pass as bulwark, create_write_only_key, err, init_repo, job_args, ok, s};
+
+/// `bulwark key show KEY` under `pass`.
+fn key_show(key: &Path, pass: &str) -> Output {
+    bulwark(&["key", "show", s(key)], Some(pass), None)
 }
 
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    assert!(
-        !o.status.success(),
-        "succeeded: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+/// `bulwark CMD` of job `vm` of `repo` with `--key KEY` and `opts`, under `pass`.
+fn with_key(
+    cmd: &str,
+    repo: &Path,
+    opts: &[&str],
+    key: &Path,
+    target: &Path,
+    pass: &str,
+) -> Output {
+    let opts = [opts, &["--key", s(key)]].concat();
+    bulwark(
+        &job_args(cmd, repo, "vm", &opts, s(target)),
+        Some(pass),
+        None,
+    )
 }
 
 fn image(p: &Path, seed: u8) {
@@ -81,13 +68,9 @@ fn key_commands_and_encrypted_backup_and_restore_through_the_binary() {
         None,
     ));
     assert!(e.contains("never overwritten"), "{e}");
-    let show = ok(&bulwark(
-        &["key", "show", s(&key)],
-        Some("first pass"),
-        None,
-    ));
+    let show = ok(&key_show(&key, "first pass"));
     assert!(show.contains("generation 1: fingerprint"), "{show}");
-    let e = err(&bulwark(&["key", "show", s(&key)], Some("wrong"), None));
+    let e = err(&key_show(&key, "wrong"));
     assert!(e.contains("wrong passphrase"), "{e}");
 
     // Paper copy and back: the same file.
@@ -101,66 +84,26 @@ fn key_commands_and_encrypted_backup_and_restore_through_the_binary() {
     assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&key).unwrap());
 
     // Backups with the key; restore refused without it, with a wrong passphrase, and right.
-    let repo = d.path().join("repo");
-    bulwark_repository::Repository::init(&repo, 7).unwrap();
+    let repo = init_repo(d.path());
     let img = d.path().join("disk.img");
     image(&img, 1);
-    ok(&bulwark(
-        &[
-            "backup",
-            "--repo",
-            s(&repo),
-            "--job",
-            "vm",
-            "--key",
-            s(&key),
-            s(&img),
-        ],
-        Some("first pass"),
-        None,
-    ));
+    ok(&with_key("backup", &repo, &[], &key, &img, "first pass"));
     let out = d.path().join("out.img");
     let e = err(&bulwark(
-        &["restore", "--repo", s(&repo), "--job", "vm", s(&out)],
+        &job_args("restore", &repo, "vm", &[], s(&out)),
         None,
         None,
     ));
     assert!(e.contains("is encrypted") && e.contains("--key"), "{e}");
-    let e = err(&bulwark(
-        &[
-            "restore",
-            "--repo",
-            s(&repo),
-            "--job",
-            "vm",
-            "--key",
-            s(&key),
-            s(&out),
-        ],
-        Some("nope"),
-        None,
-    ));
+    let e = err(&with_key("restore", &repo, &[], &key, &out, "nope"));
     assert!(e.contains("wrong passphrase"), "{e}");
     assert!(!out.exists(), "nothing was written");
-    ok(&bulwark(
-        &[
-            "restore",
-            "--repo",
-            s(&repo),
-            "--job",
-            "vm",
-            "--key",
-            s(&key),
-            s(&out),
-        ],
-        Some("first pass"),
-        None,
-    ));
+    ok(&with_key("restore", &repo, &[], &key, &out, "first pass"));
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&img).unwrap());
     std::fs::remove_file(&out).unwrap();
 
     // A new passphrase: the old one no longer opens the file.
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bulwark"));
+    let mut c = Command::new(common::bin());
     let o = c
         .args(["key", "passwd", s(&key)])
         .env("BULWARK_PASSPHRASE", "first pass")
@@ -168,11 +111,7 @@ fn key_commands_and_encrypted_backup_and_restore_through_the_binary() {
         .output()
         .unwrap();
     ok(&o);
-    let e = err(&bulwark(
-        &["key", "show", s(&key)],
-        Some("first pass"),
-        None,
-    ));
+    let e = err(&key_show(&key, "first pass"));
     assert!(e.contains("wrong passphrase"), "{e}");
 
     // Rotate: a new chain uses generation 2, the old chain still restores.
@@ -183,89 +122,38 @@ fn key_commands_and_encrypted_backup_and_restore_through_the_binary() {
     ));
     assert!(rot.contains("generation 2"), "{rot}");
     image(&img, 2);
-    ok(&bulwark(
-        &[
-            "backup",
-            "--repo",
-            s(&repo),
-            "--job",
-            "vm",
-            "--full",
-            "--key",
-            s(&key),
-            s(&img),
-        ],
-        Some("second pass"),
-        None,
+    ok(&with_key(
+        "backup",
+        &repo,
+        &["--full"],
+        &key,
+        &img,
+        "second pass",
     ));
-    let show = ok(&bulwark(
-        &["key", "show", s(&key)],
-        Some("second pass"),
-        None,
-    ));
+    let show = ok(&key_show(&key, "second pass"));
     assert!(
         show.contains("generation 2") && show.contains("current"),
         "{show}"
     );
-    ok(&bulwark(
-        &[
-            "restore",
-            "--repo",
-            s(&repo),
-            "--job",
-            "vm",
-            "--key",
-            s(&key),
-            s(&out),
-        ],
-        Some("second pass"),
-        None,
-    ));
+    ok(&with_key("restore", &repo, &[], &key, &out, "second pass"));
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&img).unwrap());
 
     // Write-only keys: the public key is refused where a secret key is needed.
     let (private, public) = (d.path().join("r.key"), d.path().join("c.pub"));
-    ok(&bulwark(
-        &[
-            "key",
-            "create",
-            "--write-only",
-            "--out",
-            s(&private),
-            "--public",
-            s(&public),
-        ],
-        Some("p"),
-        None,
-    ));
+    create_write_only_key(&private, &public, "p");
+    let o2 = d.path().join("o2");
     let e = err(&bulwark(
-        &[
+        &job_args(
             "restore",
-            "--repo",
-            s(&repo),
-            "--job",
+            &repo,
             "vm",
-            "--restore-key",
-            s(&public),
-            s(&d.path().join("o2")),
-        ],
+            &["--restore-key", s(&public)],
+            s(&o2),
+        ),
         Some("p"),
         None,
     ));
     assert!(e.contains("public key") && e.contains("never read"), "{e}");
-    let e = err(&bulwark(
-        &[
-            "backup",
-            "--repo",
-            s(&repo),
-            "--job",
-            "vm",
-            "--key",
-            s(&private),
-            s(&img),
-        ],
-        Some("p"),
-        None,
-    ));
+    let e = err(&with_key("backup", &repo, &[], &private, &img, "p"));
     assert!(e.contains("--public-key"), "{e}");
 }

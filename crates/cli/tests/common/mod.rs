@@ -24,6 +24,21 @@ pub fn init_repo(dir: &Path) -> PathBuf {
     repo
 }
 
+/// The arguments of `bulwark CMD --repo REPO --job JOB OPTS... TARGET` (a backup's source, a
+/// restore's target).
+pub fn job_args<'a>(
+    cmd: &'a str,
+    repo: &'a Path,
+    job: &'a str,
+    opts: &[&'a str],
+    target: &'a str,
+) -> Vec<&'a str> {
+    let mut a = vec![cmd, "--repo", s(repo), "--job", job];
+    a.extend_from_slice(opts);
+    a.push(target);
+    a
+}
+
 /// Runs `bulwark args`, which must succeed.
 pub fn bulwark_ok(args: &[&str]) -> Output {
     let o = Command::new(bin()).args(args).output().unwrap();
@@ -61,6 +76,16 @@ pub fn bulwark_pass(args: &[&str], pass: Option<&str>, stdin: Option<&str>) -> O
 pub fn ok(o: &Output) -> String {
     assert!(o.status.success(), "{}", bulwark_testkit::text(o));
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The standard error of a command that must have failed.
+pub fn err(o: &Output) -> String {
+    assert!(
+        !o.status.success(),
+        "succeeded: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// `bulwark key create --write-only` of the secret key `private` and its public key `public`,
