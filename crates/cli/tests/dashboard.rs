@@ -8,140 +8,17 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use bulwark_testkit::chromium::{artefacts_dir, foreign_urls, page_requests, require_chromium};
-use bulwark_testkit::{expect_binary, require_root, show, TestUser};
+use bulwark_testkit::need_root;
+use bulwark_testkit::serve::Service;
 
-/// A repository owned by a fresh service user, and its running transport service.
-struct Service {
-    server: Option<Child>,
-    addr: String,
-    fp: String,
-    repo: PathBuf,
-    dir: tempfile::TempDir,
-    user: TestUser,
-}
-
-impl Service {
-    fn start() -> Service {
-        let user = TestUser::create();
-        let dir = tempfile::tempdir().unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let base = dir.path().join("srv");
-        std::fs::create_dir(&base).unwrap();
-        std::os::unix::fs::chown(&base, Some(user.uid), Some(user.gid)).unwrap();
-        let mut svc = Service {
-            server: None,
-            addr: String::new(),
-            fp: String::new(),
-            repo: base.join("repo"),
-            dir,
-            user,
-        };
-        let o = svc.admin(&["--json", "init", svc.repo.to_str().unwrap()]);
-        assert!(o.status.success());
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        svc.fp = v["fingerprint"].as_str().unwrap().to_string();
-        let mut child = Command::new(expect_binary("bulwark-repo"))
-            .args([
-                "serve",
-                svc.repo.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .uid(svc.user.uid)
-            .gid(svc.user.gid)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        svc.server = Some(child);
-        svc.addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("serve said {line:?}"))
-            .to_string();
-        svc
-    }
-
-    fn admin(&self, args: &[&str]) -> Output {
-        let o = Command::new(expect_binary("bulwark-repo"))
-            .args(args)
-            .uid(self.user.uid)
-            .gid(self.user.gid)
-            .output()
-            .unwrap();
-        show(&format!("bulwark-repo {}", args.join(" ")), &o);
-        o
-    }
-
-    fn config(&self, client: &str) -> PathBuf {
-        self.dir.path().join(format!("client-{client}"))
-    }
-
-    fn client(&self, client: &str, args: &[&str]) -> Output {
-        let o = Command::new(expect_binary("bulwark"))
-            .arg("--config-dir")
-            .arg(self.config(client))
-            .args(args)
-            .output()
-            .unwrap();
-        show(&format!("[{client}] bulwark {}", args.join(" ")), &o);
-        o
-    }
-
-    fn enroll(&self, client: &str) {
-        let o = self.admin(&[
-            "--json",
-            "enroll",
-            self.repo.to_str().unwrap(),
-            "--client",
-            client,
-            "--expires",
-            "10m",
-        ]);
-        assert!(o.status.success());
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        let token = v["token"].as_str().unwrap();
-        let o = self.client(
-            client,
-            &["enroll", &self.addr, token, "--fingerprint", &self.fp],
-        );
-        assert!(o.status.success());
-    }
-
-    fn backup(&self, client: &str, job: &str, image: &Path) {
-        let o = self.client(
-            client,
-            &[
-                "backup",
-                "--repo",
-                &self.addr,
-                "--job",
-                job,
-                image.to_str().unwrap(),
-            ],
-        );
-        assert!(o.status.success());
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.server.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// `client` backs up `image` as `job`, which must succeed.
+fn backup(svc: &Service, client: &str, job: &str, image: &Path) {
+    assert!(svc.bulwark(client).backup(job, image, &[]).status.success());
 }
 
 /// A running `bulwark dashboard`, killed on drop.
@@ -158,10 +35,9 @@ impl Drop for Dashboard {
 }
 
 fn start_dashboard(svc: &Service, client: &str, extra: &[&str]) -> Dashboard {
-    let mut child = Command::new(expect_binary("bulwark"))
-        .arg("--config-dir")
-        .arg(svc.config(client))
-        .args([
+    let mut child = svc
+        .bulwark(client)
+        .command(&[
             "--json",
             "dashboard",
             "--repo",
@@ -240,18 +116,16 @@ fn the_live_dashboard_shows_only_its_clients_jobs_and_serves_nothing_but_its_pag
     let Some(chromium) = require_chromium(test) else {
         return;
     };
-    if !require_root(test, "creating the unprivileged service user") {
-        return;
-    }
-    let svc = Service::start();
+    need_root!(test);
+    let svc = Service::start(&[]);
     svc.enroll("alice");
     svc.enroll("bob");
     let img = svc.dir.path().join("d.img");
     image(&img, 1);
-    svc.backup("alice", "alice-web", &img);
+    backup(&svc, "alice", "alice-web", &img);
     image(&img, 2);
-    svc.backup("alice", "alice-web", &img);
-    svc.backup("bob", "bob-db", &img);
+    backup(&svc, "alice", "alice-web", &img);
+    backup(&svc, "bob", "bob-db", &img);
 
     // Anything but loopback needs the explicit flag, and says why.
     let o = svc.client(
@@ -301,7 +175,7 @@ fn the_live_dashboard_shows_only_its_clients_jobs_and_serves_nothing_but_its_pag
 
     // Live: a new backup shows on a later load (the dashboard asks the server at most every 5 s).
     image(&img, 3);
-    svc.backup("alice", "alice-web", &img);
+    backup(&svc, "alice", "alice-web", &img);
     std::thread::sleep(Duration::from_secs(6));
     let dom = chromium.dump_dom(&dash.url, false, None).dom;
     let rows = dom.split("<table class=\"points\">").nth(1).unwrap();

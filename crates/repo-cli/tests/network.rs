@@ -10,12 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bulwark_protocol::{ErrorCode, Msg};
-use bulwark_remote::{Conn, RemoteError};
+use bulwark_remote::{Conn, RemoteAddr, RemoteError};
+use bulwark_testkit::need_root;
+use bulwark_testkit::serve::{bin_repo, json_of as json, Service};
 use bulwark_testkit::Rng;
-
-#[macro_use]
-mod common;
-use common::{bin_client, bin_repo, Service};
 
 /// A disk image mixing random, compressible and zero regions.
 fn image(path: &Path, seed: u64, mib: usize) {
@@ -47,11 +45,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
     std::fs::read(a).unwrap() == std::fs::read(b).unwrap()
 }
 
-fn json(o: &Output) -> serde_json::Value {
-    assert!(o.status.success(), "command failed");
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -81,20 +74,8 @@ fn enroll_backup_incremental_restore_list_verify_over_tls() {
     let img = svc.path("disk.img");
     image(&img, 1, 12);
     let before = bulwark_time::UnixTime::now().secs();
-    let full = json(&svc.client(
-        "alice",
-        &[
-            "--json",
-            "backup",
-            "--repo",
-            &svc.addr,
-            "--job",
-            "vm1",
-            s(&img),
-            "--block-size",
-            "256K",
-        ],
-    ));
+    let alice = svc.bulwark("alice");
+    let full = alice.backup_json("vm1", &img, &["--block-size", "256K"]);
     assert_eq!(full["kind"], "full");
     assert_eq!(full["client"], "alice");
     let created = full["created_unix"].as_i64().unwrap();
@@ -122,35 +103,17 @@ fn enroll_backup_incremental_restore_list_verify_over_tls() {
     assert!(inc["blocks_new"].as_u64().unwrap() >= 1 && inc["blocks_new"].as_u64().unwrap() <= 6);
     // Latest and first restore byte-identical.
     let out = svc.path("out.img");
-    assert!(svc
-        .client(
-            "alice",
-            &["restore", "--repo", &svc.addr, "--job", "vm1", s(&out)]
-        )
-        .status
-        .success());
+    assert!(alice.restore("vm1", &out, &[]).status.success());
     assert!(same_file(&out, &img), "latest restore differs");
     let out1 = svc.path("out1.img");
     let first = full["point"].as_str().unwrap();
-    assert!(svc
-        .client(
-            "alice",
-            &[
-                "restore",
-                "--repo",
-                &svc.addr,
-                "--job",
-                "vm1",
-                "--point",
-                first,
-                s(&out1)
-            ]
-        )
+    assert!(alice
+        .restore("vm1", &out1, &["--point", first])
         .status
         .success());
     assert!(same_file(&out1, &day1), "first restore differs");
     // List: both points, sent by alice.
-    let l = json(&svc.client("alice", &["--json", "list", "--repo", &svc.addr]));
+    let l = alice.list_json();
     let points = l["jobs"][0]["points"].as_array().unwrap();
     assert_eq!(l["jobs"][0]["job"], "vm1");
     assert_eq!(points.len(), 2);
@@ -167,10 +130,8 @@ fn enroll_backup_incremental_restore_list_verify_over_tls() {
     // A cut connection during a backup leaves nothing visible.
     let big = svc.path("big.img");
     image(&big, 9, 24);
-    let mut c = Command::new(bin_client())
-        .arg("--config-dir")
-        .arg(svc.config("alice"))
-        .args([
+    let mut c = alice
+        .command(&[
             "backup",
             "--repo",
             &svc.addr,
@@ -206,7 +167,7 @@ fn enroll_backup_incremental_restore_list_verify_over_tls() {
         "the backup finished before it could be cut"
     );
     std::thread::sleep(Duration::from_millis(500));
-    let l = json(&svc.client("alice", &["--json", "list", "--repo", &svc.addr]));
+    let l = alice.list_json();
     let jobs: Vec<_> = l["jobs"]
         .as_array()
         .unwrap()
@@ -226,13 +187,7 @@ fn enroll_backup_incremental_restore_list_verify_over_tls() {
         "temporary file left in incoming/: {leftovers:?}"
     );
     // The next run starts cleanly.
-    assert!(svc
-        .client(
-            "alice",
-            &["backup", "--repo", &svc.addr, "--job", "vm2", s(&big)]
-        )
-        .status
-        .success());
+    assert!(alice.backup("vm2", &big, &[]).status.success());
     let log = svc.log_text();
     assert!(
         log.contains("client authenticated") && log.contains("alice"),
@@ -411,37 +366,23 @@ fn security_refusals() {
     let img = svc.path("a.img");
     image(&img, 3, 4);
     assert!(svc
-        .client(
-            "alice",
-            &["backup", "--repo", &svc.addr, "--job", "vm-a", s(&img)]
-        )
+        .bulwark("alice")
+        .backup("vm-a", &img, &[])
         .status
         .success());
-    let l = json(&svc.client("bob", &["--json", "list", "--repo", &svc.addr]));
+    let bob = svc.bulwark("bob");
+    let l = bob.list_json();
     assert!(
         l["jobs"].as_array().unwrap().is_empty(),
         "bob sees alice's jobs: {l}"
     );
     let o = svc.client("bob", &["list", "--repo", &svc.addr, "--job", "vm-a"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no such job"));
-    let o = svc.client(
-        "bob",
-        &[
-            "restore",
-            "--repo",
-            &svc.addr,
-            "--job",
-            "vm-a",
-            s(&svc.path("stolen.img")),
-        ],
-    );
+    let o = bob.restore("vm-a", &svc.path("stolen.img"), &[]);
     assert!(!o.status.success() && !svc.path("stolen.img").exists());
     let o = svc.client("bob", &["verify", "--repo", &svc.addr, "--job", "vm-a"]);
     assert!(!o.status.success());
-    let o = svc.client(
-        "bob",
-        &["backup", "--repo", &svc.addr, "--job", "vm-a", s(&img)],
-    );
+    let o = bob.backup("vm-a", &img, &[]);
     assert!(
         !o.status.success()
             && String::from_utf8_lossy(&o.stderr).contains("belongs to another client")
@@ -464,7 +405,7 @@ fn security_refusals() {
                 force_full: false,
             }),
         ] {
-            let mut c = Conn::session(&cfg, &svc.remote()).unwrap();
+            let mut c = Conn::session(&cfg, &RemoteAddr::parse(&svc.addr).unwrap()).unwrap();
             c.send(&req).unwrap();
             match c.recv() {
                 Err(RemoteError::Refused { code, .. }) => {
@@ -545,25 +486,11 @@ fn robustness_attacks_while_an_honest_client_backs_up() {
         let svc = svc.clone();
         let img = img.clone();
         std::thread::spawn(move || {
-            let o = svc.client(
-                "honest",
-                &[
-                    "backup",
-                    "--repo",
-                    &svc.addr,
-                    "--job",
-                    "honest",
-                    s(&img),
-                    "--block-size",
-                    "256K",
-                ],
-            );
+            let honest = svc.bulwark("honest");
+            let o = honest.backup("honest", &img, &["--block-size", "256K"]);
             assert!(o.status.success(), "honest backup failed under attack");
             change(&img, 77);
-            let o = svc.client(
-                "honest",
-                &["backup", "--repo", &svc.addr, "--job", "honest", s(&img)],
-            );
+            let o = honest.backup("honest", &img, &[]);
             assert!(o.status.success(), "honest incremental failed under attack");
         })
     };
@@ -681,10 +608,8 @@ fn robustness_attacks_while_an_honest_client_backs_up() {
     // The honest backup restores byte-identical, and the service still serves.
     let out = svc.path("h.out");
     assert!(svc
-        .client(
-            "honest",
-            &["restore", "--repo", &svc.addr, "--job", "honest", s(&out)]
-        )
+        .bulwark("honest")
+        .restore("honest", &out, &[])
         .status
         .success());
     assert!(same_file(&out, &img));
@@ -716,31 +641,12 @@ fn eight_clients_back_up_concurrently() {
                 let img = svc.path(&format!("{n}.img"));
                 image(&img, 100 + i as u64, 8);
                 let t = Instant::now();
-                let o = svc.client(
-                    &n,
-                    &[
-                        "backup",
-                        "--repo",
-                        &svc.addr,
-                        "--job",
-                        &format!("{n}-disk"),
-                        s(&img),
-                    ],
-                );
+                let (client, job) = (svc.bulwark(&n), format!("{n}-disk"));
+                let o = client.backup(&job, &img, &[]);
                 assert!(o.status.success(), "{n} failed");
                 let secs = t.elapsed().as_secs_f64();
                 let out = svc.path(&format!("{n}.out"));
-                let o = svc.client(
-                    &n,
-                    &[
-                        "restore",
-                        "--repo",
-                        &svc.addr,
-                        "--job",
-                        &format!("{n}-disk"),
-                        s(&out),
-                    ],
-                );
+                let o = client.restore(&job, &out, &[]);
                 assert!(o.status.success());
                 assert!(same_file(&img, &out), "{n}: restore differs");
                 secs
@@ -764,7 +670,7 @@ fn eight_clients_back_up_concurrently() {
         "unfair: fastest {min:.2}s, slowest {max:.2}s"
     );
     for n in &names {
-        let l = json(&svc.client(n, &["--json", "list", "--repo", &svc.addr]));
+        let l = svc.bulwark(n).list_json();
         assert_eq!(
             l["jobs"].as_array().unwrap().len(),
             1,
@@ -799,17 +705,7 @@ fn one_client_creating_many_jobs_is_refused_by_a_client_limit_and_another_client
     for i in 0..22 {
         // A different image each time: 4 MiB of random data stored per backup.
         image(&img, 7000 + i, 8);
-        let o = svc.client(
-            "sprawl",
-            &[
-                "backup",
-                "--repo",
-                &svc.addr,
-                "--job",
-                &format!("vm{i}"),
-                s(&img),
-            ],
-        );
+        let o = svc.bulwark("sprawl").backup(&format!("vm{i}"), &img, &[]);
         if !o.status.success() {
             refused = Some((i, o));
             break;
@@ -838,10 +734,7 @@ fn one_client_creating_many_jobs_is_refused_by_a_client_limit_and_another_client
     // The refused backup left no claim: its job name is free again.
     assert!(!svc.repo.join(format!("net/owners/vm{i}")).exists());
     image(&img, 1, 8);
-    let o = svc.client(
-        "honest",
-        &["backup", "--repo", &svc.addr, "--job", "web01", s(&img)],
-    );
+    let o = svc.bulwark("honest").backup("web01", &img, &[]);
     assert!(o.status.success(), "the other client's backup failed");
     assert!(svc.logs("refused by a client limit"));
 }
@@ -855,31 +748,16 @@ fn new_job_names_per_client_and_day_are_limited() {
     svc.enroll("sprawl");
     let img = svc.path("zero.img");
     std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let sprawl = svc.bulwark("sprawl");
     for i in 0..3 {
-        let o = svc.client(
-            "sprawl",
-            &[
-                "backup",
-                "--repo",
-                &svc.addr,
-                "--job",
-                &format!("j{i}"),
-                s(&img),
-            ],
-        );
+        let o = sprawl.backup(&format!("j{i}"), &img, &[]);
         assert!(o.status.success());
     }
-    let o = svc.client(
-        "sprawl",
-        &["backup", "--repo", &svc.addr, "--job", "j3", s(&img)],
-    );
+    let o = sprawl.backup("j3", &img, &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("new_jobs_per_day"), "{}", stderr(&o));
     // An existing job still takes backups.
-    let o = svc.client(
-        "sprawl",
-        &["backup", "--repo", &svc.addr, "--job", "j0", s(&img)],
-    );
+    let o = sprawl.backup("j0", &img, &[]);
     assert!(o.status.success());
 }
 
@@ -890,7 +768,11 @@ fn a_backup_that_never_sends_data_releases_its_job_name() {
     let svc = Service::start(&[]);
     svc.enroll("squatter");
     svc.enroll("owner");
-    let mut c = Conn::session(&svc.config("squatter"), &svc.remote()).unwrap();
+    let mut c = Conn::session(
+        &svc.config("squatter"),
+        &RemoteAddr::parse(&svc.addr).unwrap(),
+    )
+    .unwrap();
     c.send(&Msg::BeginBackup(bulwark_protocol::BackupRequest {
         job: "payroll".into(),
         disk_size: 1 << 20,
@@ -912,10 +794,7 @@ fn a_backup_that_never_sends_data_releases_its_job_name() {
     );
     let img = svc.path("d.img");
     image(&img, 3, 2);
-    let o = svc.client(
-        "owner",
-        &["backup", "--repo", &svc.addr, "--job", "payroll", s(&img)],
-    );
+    let o = svc.bulwark("owner").backup("payroll", &img, &[]);
     assert!(o.status.success());
     assert!(svc.logs("released the unused job name"));
 }
@@ -935,10 +814,7 @@ fn a_full_repository_disk_is_reported_to_the_client_as_repository_full() {
     let img = svc.path("big.img");
     let mut rng = Rng::new(99);
     std::fs::write(&img, rng.bytes(64 << 20)).unwrap();
-    let o = svc.client(
-        "alice",
-        &["backup", "--repo", &svc.addr, "--job", "big", s(&img)],
-    );
+    let o = svc.bulwark("alice").backup("big", &img, &[]);
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(err.contains("the repository is full"), "{err}");
@@ -966,14 +842,12 @@ impl Drop for NetExport {
 /// Starts `bulwark export` of `job` (point `point`) through the service as `client`, and
 /// waits for its socket.
 fn net_export(svc: &Service, client: &str, job: &str, point: &str, sock: &Path) -> NetExport {
-    let child = Command::new(bin_client())
-        .arg("--config-dir")
-        .arg(svc.config(client))
-        .args([
-            "export", "--repo", &svc.addr, "--job", job, "--point", point,
+    let nbd = format!("unix:{}", sock.display());
+    let child = svc
+        .bulwark(client)
+        .command(&[
+            "export", "--repo", &svc.addr, "--job", job, "--point", point, "--nbd", &nbd,
         ])
-        .arg("--nbd")
-        .arg(format!("unix:{}", sock.display()))
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -1013,20 +887,12 @@ fn export_over_the_network_serves_a_full_an_incremental_and_a_synthetic_full_to_
     svc.enroll("bob");
     let img = svc.path("disk.img");
     image(&img, 11, 16);
-    let backup = |extra: &[&str]| {
-        let mut a = vec!["--json", "backup", "--repo", &svc.addr, "--job", "vm1"];
-        a.extend_from_slice(extra);
-        let img = s(&img).to_string();
-        let mut a: Vec<String> = a.iter().map(|x| x.to_string()).collect();
-        a.push(img);
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        json(&svc.client("alice", &refs))
-    };
-    let full = backup(&["--block-size", "64K"]);
+    let alice = svc.bulwark("alice");
+    let full = alice.backup_json("vm1", &img, &["--block-size", "64K"]);
     let full_img = svc.path("full.img");
     std::fs::copy(&img, &full_img).unwrap();
     change(&img, 12);
-    let inc = backup(&[]);
+    let inc = alice.backup_json("vm1", &img, &[]);
     assert_eq!(inc["kind"], "incremental");
     // A synthetic full built on the repository from the incremental.
     let o = svc.admin(&["--json", "synthesize", "--job", "vm1", s(&svc.repo)]);
@@ -1039,7 +905,7 @@ fn export_over_the_network_serves_a_full_an_incremental_and_a_synthetic_full_to_
         (inc["point"].as_str().unwrap().to_string(), img.clone()),
         ("latest".to_string(), img.clone()),
     ];
-    let list = json(&svc.client("alice", &["--json", "list", "--repo", &svc.addr]));
+    let list = alice.list_json();
     assert!(list.to_string().contains("synthetic-full"), "{list}");
     for (i, (point, src)) in points.iter().enumerate() {
         let sock = svc.path(&format!("net{i}.sock"));

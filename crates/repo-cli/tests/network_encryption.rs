@@ -7,15 +7,16 @@
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use bulwark_testkit::{show, Rng};
-
-#[macro_use]
-mod common;
-use common::{bin_client, Service};
+use bulwark_testkit::need_root;
+use bulwark_testkit::serve::Service;
+use bulwark_testkit::Rng;
 
 const MARKER: &[u8] = b"NETWORK-PLAINTEXT-MARKER-51c2";
+
+/// The passphrase of every key these tests create.
+const PASS: &str = "correct horse battery";
 
 fn image(path: &Path, seed: u64) {
     let f = std::fs::File::create(path).unwrap();
@@ -29,11 +30,6 @@ fn change(path: &Path, seed: u64) {
     let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.write_all_at(&Rng::new(seed).bytes(10_000), 6 << 20)
         .unwrap();
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 fn s(p: &Path) -> &str {
@@ -72,39 +68,22 @@ fn assert_no_marker(repo: &Path) {
     }
 }
 
-impl Service {
-    /// `bulwark` with `client`'s folder and the key passphrase in the environment.
-    fn client_pw(&self, client: &str, args: &[&str]) -> Output {
-        let o = Command::new(bin_client())
-            .arg("--config-dir")
-            .arg(self.config(client))
-            .args(args)
-            .env("BULWARK_PASSPHRASE", "correct horse battery")
-            .output()
-            .unwrap();
-        show(&format!("[{client}] bulwark {}", args.join(" ")), &o);
-        o
-    }
-}
-
 #[test]
 fn a_write_only_client_backs_up_over_tls_but_only_the_private_restore_key_restores() {
     need_root!("a_write_only_client_backs_up_over_tls_but_only_the_private_restore_key_restores");
     let svc = Service::start(&[]);
     svc.enroll("alice");
+    let (alice, alice_pw) = (svc.bulwark("alice"), svc.bulwark("alice").passphrase(PASS));
     let (private, public) = (svc.path("restore.key"), svc.path("client.pub"));
-    let o = svc.client_pw(
-        "alice",
-        &[
-            "key",
-            "create",
-            "--write-only",
-            "--out",
-            s(&private),
-            "--public",
-            s(&public),
-        ],
-    );
+    let o = alice_pw.run(&[
+        "key",
+        "create",
+        "--write-only",
+        "--out",
+        s(&private),
+        "--public",
+        s(&public),
+    ]);
     assert!(o.status.success());
     assert!(
         stderr(&o).contains("losing every copy"),
@@ -114,46 +93,17 @@ fn a_write_only_client_backs_up_over_tls_but_only_the_private_restore_key_restor
     let img = svc.path("disk.img");
     image(&img, 1);
     let first = std::fs::read(&img).unwrap();
-    let full = json(&svc.client(
-        "alice",
-        &[
-            "--json",
-            "backup",
-            "--repo",
-            &svc.addr,
-            "--job",
-            "vm",
-            "--public-key",
-            s(&public),
-            s(&img),
-        ],
-    ));
+    let full = alice.backup_json("vm", &img, &["--public-key", s(&public)]);
     assert_eq!(full["kind"], "full");
     change(&img, 2);
-    let inc = json(&svc.client(
-        "alice",
-        &[
-            "--json",
-            "backup",
-            "--repo",
-            &svc.addr,
-            "--job",
-            "vm",
-            "--public-key",
-            s(&public),
-            s(&img),
-        ],
-    ));
+    let inc = alice.backup_json("vm", &img, &["--public-key", s(&public)]);
     assert_eq!(inc["kind"], "incremental");
     assert_eq!(inc["chain"], full["chain"]);
     assert!(inc["blocks_unchanged"].as_u64().unwrap() > 0, "{inc}");
     assert_eq!(inc["blocks_new"].as_u64().unwrap(), 1, "{inc}");
     // Without the private key the client cannot read its own backups.
     let out = svc.path("out.img");
-    let o = svc.client(
-        "alice",
-        &["restore", "--repo", &svc.addr, "--job", "vm", s(&out)],
-    );
+    let o = alice.restore("vm", &out, &[]);
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("is encrypted") && stderr(&o).contains("--restore-key"),
@@ -161,19 +111,7 @@ fn a_write_only_client_backs_up_over_tls_but_only_the_private_restore_key_restor
         stderr(&o)
     );
     assert!(!out.exists());
-    let o = svc.client_pw(
-        "alice",
-        &[
-            "restore",
-            "--repo",
-            &svc.addr,
-            "--job",
-            "vm",
-            "--key",
-            s(&public),
-            s(&out),
-        ],
-    );
+    let o = alice_pw.restore("vm", &out, &["--key", s(&public)]);
     assert!(
         !o.status.success() && stderr(&o).contains("public key"),
         "{}",
@@ -181,38 +119,12 @@ fn a_write_only_client_backs_up_over_tls_but_only_the_private_restore_key_restor
     );
     assert!(!out.exists());
     // With it: both points, byte for byte.
-    let o = svc.client_pw(
-        "alice",
-        &[
-            "restore",
-            "--repo",
-            &svc.addr,
-            "--job",
-            "vm",
-            "--restore-key",
-            s(&private),
-            s(&out),
-        ],
-    );
+    let o = alice_pw.restore("vm", &out, &["--restore-key", s(&private)]);
     assert!(o.status.success());
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&img).unwrap());
     std::fs::remove_file(&out).unwrap();
     let p = full["point"].as_str().unwrap();
-    let o = svc.client_pw(
-        "alice",
-        &[
-            "restore",
-            "--repo",
-            &svc.addr,
-            "--job",
-            "vm",
-            "--point",
-            p,
-            "--restore-key",
-            s(&private),
-            s(&out),
-        ],
-    );
+    let o = alice_pw.restore("vm", &out, &["--point", p, "--restore-key", s(&private)]);
     assert!(o.status.success());
     assert!(std::fs::read(&out).unwrap() == first);
     // The repository holds no plaintext and verifies every stored byte without a key.
@@ -253,67 +165,27 @@ fn a_symmetric_client_round_trips_over_tls_and_an_unencrypted_backup_of_its_job_
     );
     let svc = Service::start(&[]);
     svc.enroll("bob");
+    let bob_pw = svc.bulwark("bob").passphrase(PASS);
     let key = svc.path("bob.key");
-    assert!(svc
-        .client_pw("bob", &["key", "create", "--out", s(&key)])
+    assert!(bob_pw
+        .run(&["key", "create", "--out", s(&key)])
         .status
         .success());
     let img = svc.path("disk.img");
     image(&img, 3);
-    json(&svc.client_pw(
-        "bob",
-        &[
-            "--json",
-            "backup",
-            "--repo",
-            &svc.addr,
-            "--job",
-            "db",
-            "--key",
-            s(&key),
-            s(&img),
-        ],
-    ));
+    bob_pw.backup_json("db", &img, &["--key", s(&key)]);
     change(&img, 4);
-    let inc = json(&svc.client_pw(
-        "bob",
-        &[
-            "--json",
-            "backup",
-            "--repo",
-            &svc.addr,
-            "--job",
-            "db",
-            "--key",
-            s(&key),
-            s(&img),
-        ],
-    ));
+    let inc = bob_pw.backup_json("db", &img, &["--key", s(&key)]);
     assert_eq!(inc["kind"], "incremental");
     let out = svc.path("out.img");
-    assert!(svc
-        .client_pw(
-            "bob",
-            &[
-                "restore",
-                "--repo",
-                &svc.addr,
-                "--job",
-                "db",
-                "--key",
-                s(&key),
-                s(&out)
-            ]
-        )
+    assert!(bob_pw
+        .restore("db", &out, &["--key", s(&key)])
         .status
         .success());
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&img).unwrap());
     assert_no_marker(&svc.repo);
     // Never silently unencrypted.
-    let o = svc.client(
-        "bob",
-        &["backup", "--repo", &svc.addr, "--job", "db", s(&img)],
-    );
+    let o = svc.bulwark("bob").backup("db", &img, &[]);
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("is encrypted") && stderr(&o).contains("--key"),
@@ -321,22 +193,10 @@ fn a_symmetric_client_round_trips_over_tls_and_an_unencrypted_backup_of_its_job_
         stderr(&o)
     );
     // A wrong passphrase says so and sends nothing.
-    let o = Command::new(bin_client())
-        .arg("--config-dir")
-        .arg(svc.config("bob"))
-        .args([
-            "backup",
-            "--repo",
-            &svc.addr,
-            "--job",
-            "db",
-            "--key",
-            s(&key),
-            s(&img),
-        ])
-        .env("BULWARK_PASSPHRASE", "wrong")
-        .output()
-        .unwrap();
+    let o = svc
+        .bulwark("bob")
+        .passphrase("wrong")
+        .backup("db", &img, &["--key", s(&key)]);
     assert!(
         !o.status.success() && stderr(&o).contains("wrong passphrase"),
         "{}",

@@ -4,16 +4,11 @@
 //! server, reads only the dirty blocks, and restores over the network exactly as
 //! `qemu-img convert` gives the image. Needs root (the service user) and qemu-utils.
 
-#![allow(dead_code)]
-
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
+use bulwark_testkit::serve::Service;
 use bulwark_testkit::{require_root, require_tools};
-
-#[macro_use]
-mod common;
-use common::Service;
 
 fn run(cmd: &mut Command) {
     let o = cmd.output().unwrap();
@@ -31,11 +26,6 @@ fn raw_of(img: &Path) -> Vec<u8> {
         .arg(img)
         .arg(&out));
     std::fs::read(&out).unwrap()
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 #[test]
@@ -56,21 +46,8 @@ fn a_cbt_incremental_over_the_network_reads_only_the_dirty_blocks() {
     run(Command::new("qemu-io")
         .args(["-f", "qcow2", "-c", "write -P 3 0 12M"])
         .arg(&img));
-    let backup = || {
-        json(&svc.client(
-            "c1",
-            &[
-                "backup",
-                "--json",
-                "--repo",
-                &svc.addr,
-                "--job",
-                "vm",
-                "--cbt",
-                img.to_str().unwrap(),
-            ],
-        ))
-    };
+    let c1 = svc.bulwark("c1");
+    let backup = || c1.backup_json("vm", &img, &["--cbt"]);
     let full = backup();
     assert_eq!(full["kind"], "full");
     run(Command::new("qemu-io")
@@ -88,17 +65,7 @@ fn a_cbt_incremental_over_the_network_reads_only_the_dirty_blocks() {
     assert_eq!(r["cbt"]["used"], true, "{r}");
     assert_eq!(r["bytes_read"], 2 << 20, "{r}");
     let out = svc.path("restored.img");
-    let o = svc.client(
-        "c1",
-        &[
-            "restore",
-            "--repo",
-            &svc.addr,
-            "--job",
-            "vm",
-            out.to_str().unwrap(),
-        ],
-    );
+    let o = c1.restore("vm", &out, &[]);
     assert!(o.status.success());
     assert!(
         std::fs::read(&out).unwrap() == raw_of(&img),
