@@ -25,6 +25,18 @@ fn root_owned_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// `bulwark backup --repo REPO --job disk1 SOURCE`.
+fn backup_args<'a>(repo: &'a Path, source: &'a str) -> [&'a str; 6] {
+    [
+        "backup",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--job",
+        "disk1",
+        source,
+    ]
+}
+
 #[test]
 fn root_backs_up_a_block_device_into_a_guarded_repository_as_its_service_user() {
     let test = "root_backs_up_a_block_device_into_a_guarded_repository_as_its_service_user";
@@ -66,30 +78,13 @@ fn root_backs_up_a_block_device_into_a_guarded_repository_as_its_service_user() 
     std::fs::write(&img, &data).unwrap();
     let dev = LoopDev::attach(&img);
     // The service user alone cannot read the device, and is told what to do.
-    let o = user.run(
-        &bin("bulwark"),
-        &[
-            "backup",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--job",
-            "disk1",
-            dev.path(),
-        ],
-    );
+    let o = user.run(&bin("bulwark"), &backup_args(&repo, dev.path()));
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("needs root"), "{}", text(&o));
     // Root, as the README says: opens the device, continues as the service user.
     let o = Command::new(bin("bulwark"))
-        .args([
-            "--json",
-            "backup",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--job",
-            "disk1",
-            dev.path(),
-        ])
+        .arg("--json")
+        .args(backup_args(&repo, dev.path()))
         .output()
         .unwrap();
     show("[root] bulwark backup", &o);
@@ -117,17 +112,7 @@ fn root_backs_up_a_block_device_into_a_guarded_repository_as_its_service_user() 
     let copy = dir.join("copy.img");
     std::fs::write(&copy, &data).unwrap();
     std::os::unix::fs::chown(&copy, Some(user.uid), Some(user.gid)).unwrap();
-    let o = user.run(
-        &bin("bulwark"),
-        &[
-            "backup",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--job",
-            "disk1",
-            copy.to_str().unwrap(),
-        ],
-    );
+    let o = user.run(&bin("bulwark"), &backup_args(&repo, copy.to_str().unwrap()));
     assert!(o.status.success());
     assert!(text(&o).contains("incremental"), "{}", text(&o));
     daemon.stop();
@@ -161,14 +146,7 @@ fn root_backup_into_a_guarded_repository_owned_by_root_is_refused_early_leaving_
     std::fs::write(&img, vec![5u8; 1 << 20]).unwrap();
     let dev = LoopDev::attach(&img);
     let o = Command::new(bin("bulwark"))
-        .args([
-            "backup",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--job",
-            "disk1",
-            dev.path(),
-        ])
+        .args(backup_args(&repo, dev.path()))
         .output()
         .unwrap();
     show("[root] bulwark backup", &o);
