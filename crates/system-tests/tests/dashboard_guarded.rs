@@ -5,16 +5,13 @@
 //! and a clock freeze of the service shows as an alert on the next load. Root only.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bulwark_testkit::chromium::require_chromium;
 use bulwark_testkit::guarded::*;
-use bulwark_testkit::immutd::Immutd;
-use bulwark_testkit::skip::{libfaketime, require_faketime};
-
-const DAY: i64 = 86_400;
+use bulwark_testkit::skip::require_faketime;
+use bulwark_testkit::system::{enrollment, listening_addr, unlocks_frozen_within, WallClock, DAY};
 
 /// A child killed on drop.
 struct Killed(Child);
@@ -39,17 +36,6 @@ fn iso(secs: i64) -> String {
     bulwark_time::UnixTime(secs).zulu().replacen(' ', "T", 1)
 }
 
-fn start_with_wall_clock_file(rig: &Rig, file: &Path) -> Immutd {
-    let mut s = rig.setup.clone();
-    s.env = vec![
-        ("LD_PRELOAD".into(), libfaketime().unwrap().into()),
-        ("FAKETIME_TIMESTAMP_FILE".into(), file.into()),
-        ("FAKETIME_NO_CACHE".into(), "1".into()),
-        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
-    ];
-    s.spawn(&immutd_bin()).expect("starting bulwark-immutd")
-}
-
 #[test]
 fn the_dashboard_of_a_guarded_repository_shows_the_ledgers_locks_and_a_clock_freeze() {
     let test = "the_dashboard_of_a_guarded_repository_shows_the_ledgers_locks_and_a_clock_freeze";
@@ -62,9 +48,8 @@ fn the_dashboard_of_a_guarded_repository_shows_the_ledgers_locks_and_a_clock_fre
     let Some(sys) = System::guarded(test, &["mkfs.ext4", "useradd", "chattr"], FsKind::Ext4) else {
         return;
     };
-    let ts = sys.rig.setup.dir.parent().unwrap().join("faketime");
-    std::fs::write(&ts, "+0\n").unwrap();
-    let svc = start_with_wall_clock_file(&sys.rig, &ts);
+    let clock = WallClock::new(&sys.rig);
+    let svc = clock.start(&sys.rig);
     let mut serve = sys
         .user()
         .cmd(&sys.repo_bin)
@@ -73,29 +58,15 @@ fn the_dashboard_of_a_guarded_repository_shows_the_ledgers_locks_and_a_clock_fre
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let line = first_line(&mut serve);
+    let addr = listening_addr(&mut serve, None);
     let _serve = Killed(serve);
-    let addr = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("serve said {line:?}"))
-        .to_string();
 
     // Two clients: the dashboard is alice's.
     let conf = sys.rig.fs.mnt.join("clients");
     std::fs::create_dir(&conf).unwrap();
     let img = sys.image("d.img", &b"disk content ".repeat(80_000));
     for client in ["alice", "bob"] {
-        let o = sys.repo_cmd(&[
-            "--json",
-            "enroll",
-            &sys.repo,
-            "--client",
-            client,
-            "--expires",
-            "10m",
-        ]);
-        assert!(o.status.success());
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let v = enrollment(sys.user(), &sys.repo_bin, &sys.repo, client);
         let dir = conf.join(client);
         let o = Command::new(&sys.bulwark)
             .arg("--config-dir")
@@ -169,14 +140,8 @@ fn the_dashboard_of_a_guarded_repository_shows_the_ledgers_locks_and_a_clock_fre
 
     // The service's wall clock jumps three days: the next load (the dashboard asks the
     // server at most every 5 s) shows the freeze.
-    std::fs::write(&ts, format!("+{}\n", 3 * DAY)).unwrap();
-    assert!(
-        wait_for(10, || svc
-            .client()
-            .and_then(|mut c| c.status())
-            .is_ok_and(|s| s.unlocks_frozen)),
-        "the jump was not detected"
-    );
+    clock.jump(3 * DAY);
+    assert!(unlocks_frozen_within(&svc, 10), "the jump was not detected");
     std::thread::sleep(Duration::from_secs(6));
     let dom = chromium.dump_dom(&url, false, None).dom;
     assert!(

@@ -14,25 +14,16 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bulwark_format::PointReader;
-use bulwark_testkit::guarded::{immutd_bin, wait_for, System};
-use bulwark_testkit::skip::{libfaketime, require_faketime};
+use bulwark_testkit::cmd::json;
+use bulwark_testkit::guarded::{wait_for, System};
+use bulwark_testkit::skip::require_faketime;
+use bulwark_testkit::system::{
+    enrollment, flip_a_stored_byte, listening_addr, unlocks_frozen_within, user_dir, WallClock, DAY,
+};
 use bulwark_testkit::{expect_binary, require_root, sh, show, FsKind, Rng, TestUser};
-
-const DAY: i64 = 86_400;
 
 fn monitor_bin() -> PathBuf {
     expect_binary("bulwark-monitor")
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
 }
 
 /// One request a receiver got.
@@ -241,15 +232,7 @@ impl Net {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(serve.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("serve said {line:?}"))
-            .to_string();
+        let addr = listening_addr(&mut serve, None);
         Net {
             serve,
             addr,
@@ -268,21 +251,14 @@ impl Net {
 
     /// Enrolls the client (root, as a job timer runs) under `name`.
     fn enroll(&self, name: &str) {
-        let o = self.user.run(
+        let v = enrollment(
+            &self.user,
             &self.repo_bin,
-            &[
-                "--json",
-                "enroll",
-                self.repo.to_str().unwrap(),
-                "--client",
-                name,
-                "--expires",
-                "10m",
-            ],
+            self.repo.to_str().unwrap(),
+            name,
         );
-        assert!(o.status.success());
-        let token = json(&o)["token"].as_str().unwrap().to_string();
-        let o = self.client(&["enroll", &self.addr, &token, "--fingerprint", &self.fp]);
+        let token = v["token"].as_str().unwrap();
+        let o = self.client(&["enroll", &self.addr, token, "--fingerprint", &self.fp]);
         assert!(o.status.success(), "enroll failed");
     }
 
@@ -591,9 +567,7 @@ impl Host {
     fn new(test: &str, kind: FsKind) -> Option<Host> {
         let sys = System::guarded(test, &["mkfs.ext4", "useradd", "chattr"], kind)?;
         let hook = Hook::start();
-        let dir = sys.rig.fs.mnt.join("ops");
-        std::fs::create_dir(&dir).unwrap();
-        sys.user().chown(&dir);
+        let dir = user_dir(sys.user(), sys.rig.fs.mnt.join("ops"));
         let cfg = notify_config(&dir, &hook, None, Some(sys.user()));
         let state = dir.join("monitor");
         Some(Host {
@@ -618,25 +592,6 @@ impl Host {
         a.extend_from_slice(extra);
         self.sys.user().run(&monitor_bin(), &a)
     }
-}
-
-fn flip_a_stored_byte(path: &Path) {
-    let r = PointReader::open(std::fs::File::open(path).unwrap()).unwrap();
-    let e = *r.map.iter().find(|e| e.file_ref == 0).unwrap();
-    drop(r);
-    let at = e.offset + u64::from(e.stored_len) / 2;
-    sh(&format!("chattr -i '{}'", path.display()));
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, at).unwrap();
-    f.write_all_at(&[b[0] ^ 0x40], at).unwrap();
-    f.sync_all().unwrap();
-    drop(f);
-    sh(&format!("chattr +i '{}'", path.display()));
 }
 
 #[test]
@@ -679,26 +634,12 @@ fn a_wall_clock_jump_of_the_immutability_service_is_notified_once_while_it_lasts
     let Some(h) = Host::new(test, FsKind::Ext4) else {
         return;
     };
-    let ts = h.sys.rig.setup.dir.parent().unwrap().join("faketime");
-    std::fs::write(&ts, "+0\n").unwrap();
-    let mut s = h.sys.rig.setup.clone();
-    s.env = vec![
-        ("LD_PRELOAD".into(), libfaketime().unwrap().into()),
-        ("FAKETIME_TIMESTAMP_FILE".into(), ts.clone().into()),
-        ("FAKETIME_NO_CACHE".into(), "1".into()),
-        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
-    ];
-    let svc = s.spawn(&immutd_bin()).expect("starting bulwark-immutd");
+    let clock = WallClock::new(&h.sys.rig);
+    let svc = clock.start(&h.sys.rig);
     assert_eq!(h.check(&[]).status.code(), Some(0));
     // Three days forward on the wall clock only: the service freezes every unlock.
-    std::fs::write(&ts, format!("+{}\n", 3 * DAY)).unwrap();
-    assert!(
-        wait_for(15, || svc
-            .client()
-            .and_then(|mut c| c.status())
-            .is_ok_and(|s| s.unlocks_frozen)),
-        "the jump was not detected"
-    );
+    clock.jump(3 * DAY);
+    assert!(unlocks_frozen_within(&svc, 15), "the jump was not detected");
     let o = h.check(&[]);
     assert_eq!(o.status.code(), Some(1));
     let ev = h.hook.events("clock_frozen");

@@ -7,18 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use bulwark_format::PointReader;
 use bulwark_testkit::chromium::{
     artefacts_dir, foreign_urls, page_requests, require_chromium, Chromium,
 };
 use bulwark_testkit::guarded::*;
-use bulwark_testkit::immutd::Immutd;
-use bulwark_testkit::skip::{libfaketime, require_faketime};
-
-const DAY: i64 = 86_400;
+use bulwark_testkit::skip::require_faketime;
+use bulwark_testkit::system::{flip_a_stored_byte, unlocks_frozen_within, WallClock, DAY};
 
 /// ISO 8601 UTC, as the page's `data-sealed` / `data-expiry` and `<time datetime>` carry it.
 fn iso(secs: i64) -> String {
@@ -207,40 +203,6 @@ fn the_report_timeline_has_one_bar_per_sealed_file_with_the_ledgers_dates() {
     svc.stop();
 }
 
-/// The wall clock of the service read from `file` on every call (libfaketime), with the
-/// monotonic and boot-time clocks real: what a wall-clock attack looks like to it.
-fn start_with_wall_clock_file(rig: &Rig, file: &Path) -> Immutd {
-    let mut s = rig.setup.clone();
-    s.env = vec![
-        ("LD_PRELOAD".into(), libfaketime().unwrap().into()),
-        ("FAKETIME_TIMESTAMP_FILE".into(), file.into()),
-        ("FAKETIME_NO_CACHE".into(), "1".into()),
-        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
-    ];
-    s.spawn(&immutd_bin()).expect("starting bulwark-immutd")
-}
-
-/// Flips one byte inside the first stored block of the restore point at `path`, as root
-/// (clearing and restoring the immutable attribute around it).
-fn flip_a_stored_byte(path: &Path) {
-    let r = PointReader::open(File::open(path).unwrap()).unwrap();
-    let e = *r.map.iter().find(|e| e.file_ref == 0).unwrap();
-    drop(r);
-    let at = e.offset + u64::from(e.stored_len) / 2;
-    sh(&format!("chattr -i '{}'", path.display()));
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, at).unwrap();
-    f.write_all_at(&[b[0] ^ 0x40], at).unwrap();
-    f.sync_all().unwrap();
-    drop(f);
-    sh(&format!("chattr +i '{}'", path.display()));
-}
-
 #[test]
 fn a_clock_freeze_and_a_flipped_byte_appear_as_alerts_on_the_report_page() {
     let test = "a_clock_freeze_and_a_flipped_byte_appear_as_alerts_on_the_report_page";
@@ -257,9 +219,8 @@ fn a_clock_freeze_and_a_flipped_byte_appear_as_alerts_on_the_report_page() {
     ) else {
         return;
     };
-    let ts = sys.rig.setup.dir.parent().unwrap().join("faketime");
-    std::fs::write(&ts, "+0\n").unwrap();
-    let svc = start_with_wall_clock_file(&sys.rig, &ts);
+    let clock = WallClock::new(&sys.rig);
+    let svc = clock.start(&sys.rig);
     let img = sys.image("d.img", &b"disk content ".repeat(60_000));
     assert!(sys.backup(false, "vm-1", &img).status.success());
     let out = out_dir(&sys).join("alerts.html");
@@ -274,14 +235,8 @@ fn a_clock_freeze_and_a_flipped_byte_appear_as_alerts_on_the_report_page() {
     assert!(!before.contains("data-kind=\"damage\""));
 
     // The service's wall clock jumps three days ahead: it freezes every unlock.
-    std::fs::write(&ts, format!("+{}\n", 3 * DAY)).unwrap();
-    assert!(
-        wait_for(10, || svc
-            .client()
-            .and_then(|mut c| c.status())
-            .is_ok_and(|s| s.unlocks_frozen)),
-        "the jump was not detected"
-    );
+    clock.jump(3 * DAY);
+    assert!(unlocks_frozen_within(&svc, 10), "the jump was not detected");
     // And a byte of a stored block rots.
     let ledger = svc.client().unwrap().list(&sys.rig.repo).unwrap();
     let point = ledger[0].point.to_hex();

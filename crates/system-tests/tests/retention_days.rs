@@ -10,8 +10,7 @@ use std::process::Output;
 
 use bulwark_testkit::guarded::*;
 use bulwark_testkit::immutd::ImmutdSetup;
-
-const DAY: i64 = 86_400;
+use bulwark_testkit::system::{mark, reasons, DAY};
 
 /// Runs `prog args` as the service user with every clock `offset` seconds ahead.
 fn as_user_at(u: &TestUser, lib: &Path, offset: i64, prog: &Path, args: &[&str]) -> Output {
@@ -183,12 +182,7 @@ fn a_job_over_35_simulated_days_loses_files_only_after_retention_and_expiry() {
         let fake_now = bulwark_time::UnixTime::now().secs() + offset;
         // A point past retention but still immutable: the service must refuse its deletion.
         for m in plan[0]["marks"].as_array().unwrap() {
-            let reasons: Vec<&str> = m["reasons"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r.as_str().unwrap())
-                .collect();
+            let reasons = reasons(m);
             let only_immutable = !reasons.is_empty()
                 && reasons.iter().all(|r| {
                     r.starts_with("still immutable")
@@ -228,17 +222,9 @@ fn a_job_over_35_simulated_days_loses_files_only_after_retention_and_expiry() {
                 e <= fake_now + 5,
                 "day {day}: {p} removed while immutable until {e} (now {fake_now})"
             );
-            let mark = plan[0]["marks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|m| m["point"] == p.as_str())
-                .unwrap();
-            let reasons = mark["reasons"].as_array().unwrap();
+            let reasons = reasons(mark(&plan, p));
             assert!(
-                reasons
-                    .iter()
-                    .all(|r| r.as_str().unwrap().starts_with("still immutable")),
+                reasons.iter().all(|r| r.starts_with("still immutable")),
                 "day {day}: {p} removed although retention kept it: {reasons:?}"
             );
         }

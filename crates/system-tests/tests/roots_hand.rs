@@ -5,35 +5,16 @@
 //! `bulwark-repo status` exit 1 naming the file), seals again what is intact, and leaves
 //! what is not to `verify`, which names it. Root only, with a real service user.
 
-use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bulwark_format::PointReader;
 use bulwark_testkit::cmd::text;
 use bulwark_testkit::guarded::*;
+use bulwark_testkit::system::{first_block_middle, flip_byte, point_of, sealed_files};
 
 /// Seconds between the service's checks in this test.
 const WATCH: u64 = 2;
-
-fn sealed_files(repo: &Path, job: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for c in std::fs::read_dir(repo.join("store").join(job)).unwrap() {
-        for f in std::fs::read_dir(c.unwrap().path()).unwrap() {
-            let p = f.unwrap().path();
-            if p.extension().is_some_and(|e| e == "bwrp") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort_by_key(|p| p.file_name().unwrap().to_owned());
-    out
-}
-
-fn point_of(p: &Path) -> String {
-    p.file_stem().unwrap().to_string_lossy().into_owned()
-}
 
 /// Waits for `cond` at most two check intervals and a margin; returns how long it took.
 fn within_bound(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
@@ -63,22 +44,10 @@ fn immutd_status(sys: &System) -> (Option<i32>, String) {
     (o.status.code(), text(&o))
 }
 
-/// Flips one byte inside the first stored block, as root around the attribute.
+/// Flips one byte inside the first stored block as root, leaving the attribute cleared.
 fn flip_a_stored_byte(path: &Path) {
-    let r = PointReader::open(File::open(path).unwrap()).unwrap();
-    let e = *r.map.iter().find(|e| e.file_ref == 0).unwrap();
-    drop(r);
-    let at = e.offset + u64::from(e.stored_len) / 2;
     sh(&format!("chattr -i '{}'", path.display()));
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, at).unwrap();
-    f.write_all_at(&[b[0] ^ 0x40], at).unwrap();
-    f.sync_all().unwrap();
+    flip_byte(path, first_block_middle(path));
 }
 
 #[test]

@@ -5,38 +5,13 @@
 //! with a real service user and the real bulwark-immutd.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use bulwark_format::{
-    BlockNo, Codec, Header, PointId, PointKind, PointMeta, PointReader, PointWriter,
-    RetentionClass, Stats, StoredBlock,
-};
+use bulwark_format::{BlockNo, Codec, Header, PointReader, PointWriter, StoredBlock};
 use bulwark_testkit::cmd::text;
 use bulwark_testkit::guarded::*;
 use bulwark_testkit::skip::require_s3;
-
-/// Every sealed file of `job`, oldest first (file names are time-ordered point ids).
-fn sealed_files(repo: &Path, job: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(chains) = std::fs::read_dir(repo.join("store").join(job)) else {
-        return out;
-    };
-    for c in chains {
-        for f in std::fs::read_dir(c.unwrap().path()).unwrap() {
-            let p = f.unwrap().path();
-            if p.extension().is_some_and(|e| e == "bwrp") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort_by_key(|p| p.file_name().unwrap().to_owned());
-    out
-}
-
-fn point_of(p: &Path) -> String {
-    p.file_stem().unwrap().to_string_lossy().into_owned()
-}
+use bulwark_testkit::system::{full_meta, point_of, poke, poke_sealed, sealed_files, user_dir};
 
 /// Runs `bulwark verify` and `bulwark-repo verify` as the user; both must exit `code`.
 /// Returns what each printed.
@@ -196,9 +171,7 @@ fn verify_names_points_missing_locally_although_the_s3_tier_holds_them() {
         text(&o)
     );
     // Restores from the tier keep working.
-    let out_dir = rig.fs.mnt.join("out");
-    std::fs::create_dir(&out_dir).unwrap();
-    u.chown(&out_dir);
+    let out_dir = user_dir(u, rig.fs.mnt.join("out"));
     let out_img = out_dir.join("restored.img");
     let o = run_as(
         u,
@@ -254,42 +227,13 @@ fn padded_incoming(rig: &Rig, job: &str) -> (PathBuf, u64) {
         .unwrap();
     let raw: Vec<u8> = (0..4096u32).map(|i| (i * 31 % 251) as u8).collect();
     w.put_stored(StoredBlock::raw(BlockNo(1), &raw)).unwrap();
-    let meta = PointMeta {
-        kind: PointKind::ActiveFull,
-        retention: RetentionClass::Regular,
-        compression_level: 1,
-        created_unix_secs: 1_800_000_000,
-        created_nanos: 0,
-        block_size: 4096,
-        disk_size: 2 * 4096,
-        point,
-        parent: PointId::NONE,
-        chain: point,
-        job: job.into(),
-        client: String::new(),
-        stats: Stats::default(),
-        files: vec![],
-        extensions: vec![],
-    };
+    let mut meta = full_meta(point, job, 1_800_000_000, 4096, 2 * 4096);
+    meta.compression_level = 1;
     w.finish(meta).unwrap();
     rig.user.chown(&tmp);
     let dst = rig.incoming_path(point);
     std::fs::rename(&tmp, &dst).unwrap();
     (dst, e.offset + u64::from(e.stored_len))
-}
-
-/// Overwrites one byte of a file (as root, as the service user cannot).
-fn poke(p: &Path, offset: u64, byte: u8) -> u8 {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(p)
-        .unwrap();
-    let mut old = [0u8];
-    f.read_exact_at(&mut old, offset).unwrap();
-    f.write_all_at(&[byte], offset).unwrap();
-    f.sync_all().unwrap();
-    old[0]
 }
 
 #[test]
@@ -346,9 +290,7 @@ fn a_flipped_padding_byte_fails_seal_and_verify() {
             format!("padding after block {}", e.block),
         ),
     ] {
-        sh(&format!("chattr -i {}", f.display()));
-        let old = poke(&f, offset, 0x80);
-        sh(&format!("chattr +i {}", f.display()));
+        let old = poke_sealed(&f, offset, 0x80);
         let (x, y) = verify_both(&sys, 1);
         for out in [&x, &y] {
             assert!(
@@ -358,9 +300,7 @@ fn a_flipped_padding_byte_fails_seal_and_verify() {
                 "{out}"
             );
         }
-        sh(&format!("chattr -i {}", f.display()));
-        poke(&f, offset, old);
-        sh(&format!("chattr +i {}", f.display()));
+        poke_sealed(&f, offset, old);
     }
     verify_both(&sys, 0);
     svc.stop();
