@@ -50,19 +50,25 @@ impl CopySpec {
         let Some(s) = self.bwlimit.as_deref() else {
             return Ok(None);
         };
-        let t = s.trim();
-        let (num, mult) = match t.chars().last() {
-            Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
-            Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
-            Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
-            _ => (t, 1),
-        };
+        let (num, mult) = rate_parts(s);
         num.parse::<u64>()
             .ok()
             .and_then(|n| n.checked_mul(mult))
             .filter(|v| *v > 0)
             .map(Some)
             .ok_or_else(|| format!("[copy] bwlimit {s:?} is not a rate like 512K, 20M or 1G"))
+    }
+}
+
+/// A rate's number and the multiplier of its unit: `20M` is ("20", 1 MiB); K, M and G
+/// (either case) are powers of 1024, no unit is bytes. Surrounding blanks are ignored.
+pub fn rate_parts(s: &str) -> (&str, u64) {
+    let t = s.trim();
+    match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
     }
 }
 

@@ -26,6 +26,66 @@ pub enum RecordError {
     Invalid { path: PathBuf, msg: String },
 }
 
+/// An I/O error of `what` on `path`, for `map_err`.
+pub(crate) fn io_error(
+    what: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> RecordError {
+    let path = path.to_path_buf();
+    move |source| RecordError::Io { what, path, source }
+}
+
+/// Reads the JSON record at `path`: `None` when there is none, invalid when it is larger
+/// than `max` bytes (a whole number of MiB) or is not the record.
+pub(crate) fn load_json<T: serde::de::DeserializeOwned>(
+    path: PathBuf,
+    max: u64,
+) -> Result<Option<T>, RecordError> {
+    use std::io::Read;
+    let f = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(RecordError::Io {
+                what: "opening",
+                path,
+                source,
+            })
+        }
+    };
+    let mut text = String::new();
+    f.take(max + 1)
+        .read_to_string(&mut text)
+        .map_err(io_error("reading", &path))?;
+    if text.len() as u64 > max {
+        return Err(RecordError::Invalid {
+            path,
+            msg: format!("larger than {} MiB", max >> 20),
+        });
+    }
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| RecordError::Invalid {
+            path,
+            msg: e.to_string(),
+        })
+}
+
+/// Writes `bytes` to `path` through the temporary file `tmp` beside it: write, fsync,
+/// rename, fsync of the folder.
+pub(crate) fn write_durably(path: &Path, tmp: &Path, bytes: &[u8]) -> Result<(), RecordError> {
+    let dir = path.parent().expect("a record path has a folder");
+    let mut f = std::fs::File::create(tmp).map_err(io_error("creating", tmp))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(io_error("writing", tmp))?;
+    drop(f);
+    std::fs::rename(tmp, path).map_err(io_error("renaming into place", path))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("syncing", dir))
+}
+
 /// One disk's result in a run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DiskResult {
@@ -59,6 +119,20 @@ pub struct DiskResult {
     pub synthetic_method: Option<String>,
 }
 
+impl DiskResult {
+    /// The result of a disk that failed with `error` before it made a restore point.
+    pub fn failed(disk: String, job: String, kind: &str, error: String) -> DiskResult {
+        DiskResult {
+            disk,
+            job,
+            ok: false,
+            kind: kind.to_string(),
+            error: Some(error),
+            ..Default::default()
+        }
+    }
+}
+
 /// The state of a job's runs.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -83,65 +157,17 @@ pub fn record_path(state_dir: &Path, job: &str) -> PathBuf {
 impl RunRecord {
     /// The job's record, or `None` when it has never run here.
     pub fn load(state_dir: &Path, job: &str) -> Result<Option<RunRecord>, RecordError> {
-        let path = record_path(state_dir, job);
-        let f = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(RecordError::Io {
-                    what: "opening",
-                    path,
-                    source,
-                })
-            }
-        };
-        let mut text = String::new();
-        use std::io::Read;
-        f.take(MAX_RECORD + 1)
-            .read_to_string(&mut text)
-            .map_err(|source| RecordError::Io {
-                what: "reading",
-                path: path.clone(),
-                source,
-            })?;
-        if text.len() as u64 > MAX_RECORD {
-            return Err(RecordError::Invalid {
-                path,
-                msg: "larger than 1 MiB".into(),
-            });
-        }
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| RecordError::Invalid {
-                path,
-                msg: e.to_string(),
-            })
+        load_json(record_path(state_dir, job), MAX_RECORD)
     }
 
     /// Writes the record: temporary file, fsync, rename, fsync of the folder.
     pub fn save(&self, state_dir: &Path) -> Result<(), RecordError> {
         let path = record_path(state_dir, &self.job);
         let dir = path.parent().expect("record path has a folder");
-        let io = |what: &'static str, p: &Path| {
-            let p = p.to_path_buf();
-            move |source| RecordError::Io {
-                what,
-                path: p,
-                source,
-            }
-        };
-        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+        std::fs::create_dir_all(dir).map_err(io_error("creating", dir))?;
         let tmp = dir.join(format!(".{}.json.tmp", self.job));
         let text = serde_json::to_vec_pretty(self).expect("a record serializes");
-        let mut f = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
-        f.write_all(&text)
-            .and_then(|_| f.sync_all())
-            .map_err(io("writing", &tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(io("renaming into place", &path))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("syncing", dir))
+        write_durably(&path, &tmp, &text)
     }
 
     /// The record of a run starting at `now`, keeping the last success of `previous`.

@@ -12,10 +12,9 @@
 //! fsync, rename and fsync of the folder.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::record::RecordError;
+use crate::record::{io_error, load_json, write_durably, RecordError};
 
 /// Largest record read back.
 const MAX_VERIFIED: u64 = 64 << 20;
@@ -35,37 +34,7 @@ pub fn verified_path(repo: &Path) -> PathBuf {
 impl Verified {
     /// The repository's record; empty when there is none yet.
     pub fn load(repo: &Path) -> Result<Verified, RecordError> {
-        use std::io::Read;
-        let path = verified_path(repo);
-        let f = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Verified::default()),
-            Err(source) => {
-                return Err(RecordError::Io {
-                    what: "opening",
-                    path,
-                    source,
-                })
-            }
-        };
-        let mut text = String::new();
-        f.take(MAX_VERIFIED + 1)
-            .read_to_string(&mut text)
-            .map_err(|source| RecordError::Io {
-                what: "reading",
-                path: path.clone(),
-                source,
-            })?;
-        if text.len() as u64 > MAX_VERIFIED {
-            return Err(RecordError::Invalid {
-                path,
-                msg: "larger than 64 MiB".into(),
-            });
-        }
-        serde_json::from_str(&text).map_err(|e| RecordError::Invalid {
-            path,
-            msg: e.to_string(),
-        })
+        Ok(load_json(verified_path(repo), MAX_VERIFIED)?.unwrap_or_default())
     }
 
     /// When `point` of `job` was last verified.
@@ -94,28 +63,12 @@ impl Verified {
     /// Writes the record: temporary file, fsync, rename, fsync of the folder.
     pub fn save(&self, repo: &Path) -> Result<(), RecordError> {
         let path = verified_path(repo);
-        let dir = path.parent().expect("has a folder").to_path_buf();
-        let io = |what: &'static str, p: &Path| {
-            let p = p.to_path_buf();
-            move |source| RecordError::Io {
-                what,
-                path: p,
-                source,
-            }
-        };
+        let dir = path.parent().expect("has a folder");
         if !dir.exists() {
-            std::fs::create_dir(&dir).map_err(io("creating", &dir))?;
+            std::fs::create_dir(dir).map_err(io_error("creating", dir))?;
         }
         let tmp = dir.join(".verified.json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
-        f.write_all(&serde_json::to_vec(self).expect("serializes"))
-            .and_then(|_| f.sync_all())
-            .map_err(io("writing", &tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(io("renaming into place", &path))?;
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("syncing", &dir))
+        write_durably(&path, &tmp, &serde_json::to_vec(self).expect("serializes"))
     }
 }
 
