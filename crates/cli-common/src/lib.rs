@@ -1,5 +1,6 @@
-//! What Bulwark's command-line programs share: text or JSON output, progress bars, and the
-//! one mapping of errors to exit codes.
+//! What Bulwark's command-line programs share: their top-level arguments ([`cli_args!`]),
+//! logging to stderr, text or JSON output, progress bars, and the one mapping of errors to
+//! exit codes.
 //!
 //! Exit codes (documented for scripts; tests rely on them):
 //! - [`EXIT_OK`] 0: everything is fine;
@@ -53,6 +54,40 @@ impl Output {
     }
 }
 
+/// Declares a program's top-level arguments: `struct Cli` with the global `--json`, the
+/// further global options written inside the braces, and `command: Command` (the program's
+/// subcommand enum). A macro rather than a generic struct, so that clap takes the program's
+/// name, version and about text from the crate and doc comment that use it.
+#[macro_export]
+macro_rules! cli_args {
+    ($(#[$attr:meta])* struct Cli { $($field:tt)* }) => {
+        $(#[$attr])*
+        #[derive(::clap::Parser)]
+        #[command(version, about, long_about = None)]
+        struct Cli {
+            /// Print machine-readable JSON instead of text.
+            #[arg(long, global = true)]
+            json: bool,
+            $($field)*
+            #[command(subcommand)]
+            command: Command,
+        }
+    };
+}
+
+/// Sends `tracing` events to stderr at the level `$BULWARK_LOG` names (default
+/// `default_level`), in colour only when stderr is a terminal.
+pub fn log_to_stderr(default_level: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BULWARK_LOG")
+                .unwrap_or_else(|_| default_level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
 /// Exit code for an error: 1 when any cause in its chain reports damaged data, else 2.
 pub fn exit_code_of(e: &anyhow::Error) -> i32 {
     let damage = e.chain().any(|cause| {
@@ -100,6 +135,14 @@ mod tests {
         }
     }
 
+    /// A repository service's refusal with `code`.
+    fn refused(code: ErrorCode) -> anyhow::Error {
+        anyhow::Error::new(RemoteError::Refused {
+            code,
+            message: "m".into(),
+        })
+    }
+
     #[test]
     fn damage_anywhere_in_the_chain_is_exit_1() {
         let e = anyhow::Error::new(broken_chain()).context("verifying");
@@ -108,11 +151,7 @@ mod tests {
         assert_eq!(exit_code_of(&e), EXIT_DAMAGE);
         let e = anyhow::Error::new(RemoteError::Damaged("block 7".into())).context("restoring");
         assert_eq!(exit_code_of(&e), EXIT_DAMAGE);
-        let refused = RemoteError::Refused {
-            code: ErrorCode::Damaged,
-            message: "m".into(),
-        };
-        assert_eq!(exit_code_of(&anyhow::Error::new(refused)), EXIT_DAMAGE);
+        assert_eq!(exit_code_of(&refused(ErrorCode::Damaged)), EXIT_DAMAGE);
     }
 
     #[test]
@@ -120,11 +159,7 @@ mod tests {
         assert_eq!(exit_code_of(&anyhow::anyhow!("bad argument")), EXIT_ERROR);
         let io = std::io::Error::other("disk full");
         assert_eq!(exit_code_of(&anyhow::Error::new(io)), EXIT_ERROR);
-        let refused = RemoteError::Refused {
-            code: ErrorCode::Limit,
-            message: "m".into(),
-        };
-        assert_eq!(exit_code_of(&anyhow::Error::new(refused)), EXIT_ERROR);
+        assert_eq!(exit_code_of(&refused(ErrorCode::Limit)), EXIT_ERROR);
     }
 
     #[test]
