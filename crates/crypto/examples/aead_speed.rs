@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use aes_gcm::aead::{AeadInPlace, KeyInit, Nonce};
+
 const BLOCK: usize = 1 << 20;
 const ROUNDS: usize = 512;
 
@@ -22,62 +24,51 @@ fn report(name: &str, f: &mut dyn FnMut(&mut Vec<u8>)) {
     println!("{name:<40} {:>7.2} GiB/s", gib / secs);
 }
 
+/// A 96-bit nonce holding the counter `n` (each block of a run gets its own).
+fn counter_nonce(n: u64) -> [u8; 12] {
+    let mut nonce = [0u8; 12];
+    nonce[..8].copy_from_slice(&n.to_le_bytes());
+    nonce
+}
+
+/// Sealing in place with one of ring's AEADs.
+fn report_ring(name: &str, alg: &'static ring::aead::Algorithm, key: &[u8; 32]) {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey};
+    let k = LessSafeKey::new(UnboundKey::new(alg, key).unwrap());
+    let mut n = 0u64;
+    report(name, &mut |b| {
+        n += 1;
+        k.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(counter_nonce(n)),
+            Aad::from(&[1u8; 48]),
+            b,
+        )
+        .unwrap();
+    });
+}
+
+/// Encrypting in place with one of RustCrypto's AEADs, the counter in the nonce's first bytes.
+fn report_rustcrypto<A: AeadInPlace + KeyInit>(name: &str, key: &[u8; 32]) {
+    let k = A::new_from_slice(key).unwrap();
+    let mut n = 0u64;
+    let mut nonce = Nonce::<A>::default();
+    report(name, &mut |b| {
+        n += 1;
+        nonce[..8].copy_from_slice(&n.to_le_bytes());
+        k.encrypt_in_place(&nonce, &[1u8; 48], b).unwrap();
+    });
+}
+
 fn main() {
     let key = [7u8; 32];
-    {
-        use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-        let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap());
-        let mut n = 0u64;
-        report("ring AES-256-GCM (seal)", &mut |b| {
-            n += 1;
-            let mut nonce = [0u8; 12];
-            nonce[..8].copy_from_slice(&n.to_le_bytes());
-            k.seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(&[1u8; 48]),
-                b,
-            )
-            .unwrap();
-        });
-    }
-    {
-        use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
-        let k = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &key).unwrap());
-        let mut n = 0u64;
-        report("ring ChaCha20-Poly1305 (seal)", &mut |b| {
-            n += 1;
-            let mut nonce = [0u8; 12];
-            nonce[..8].copy_from_slice(&n.to_le_bytes());
-            k.seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(&[1u8; 48]),
-                b,
-            )
-            .unwrap();
-        });
-    }
-    {
-        use aes_gcm::aead::{AeadInPlace, KeyInit};
-        let k = aes_gcm::Aes256Gcm::new_from_slice(&key).unwrap();
-        let mut n = 0u64;
-        report("RustCrypto aes-gcm Aes256Gcm", &mut |b| {
-            n += 1;
-            let mut nonce = [0u8; 12];
-            nonce[..8].copy_from_slice(&n.to_le_bytes());
-            k.encrypt_in_place((&nonce).into(), &[1u8; 48], b).unwrap();
-        });
-    }
-    {
-        use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-        let k = chacha20poly1305::XChaCha20Poly1305::new_from_slice(&key).unwrap();
-        let mut n = 0u64;
-        report("RustCrypto XChaCha20-Poly1305", &mut |b| {
-            n += 1;
-            let mut nonce = [0u8; 24];
-            nonce[..8].copy_from_slice(&n.to_le_bytes());
-            k.encrypt_in_place((&nonce).into(), &[1u8; 48], b).unwrap();
-        });
-    }
+    report_ring("ring AES-256-GCM (seal)", &ring::aead::AES_256_GCM, &key);
+    report_ring(
+        "ring ChaCha20-Poly1305 (seal)",
+        &ring::aead::CHACHA20_POLY1305,
+        &key,
+    );
+    report_rustcrypto::<aes_gcm::Aes256Gcm>("RustCrypto aes-gcm Aes256Gcm", &key);
+    report_rustcrypto::<chacha20poly1305::XChaCha20Poly1305>("RustCrypto XChaCha20-Poly1305", &key);
     report("BLAKE3 keyed (change-detection hash)", &mut |b| {
         std::hint::black_box(blake3::keyed_hash(&key, b));
     });

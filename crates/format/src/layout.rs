@@ -255,19 +255,25 @@ impl Trailer {
     /// to learn a file's root digest without trusting anything else).
     pub fn read_from(file: &std::fs::File) -> Result<Trailer> {
         use std::os::unix::fs::FileExt;
-        let len = file
-            .metadata()
-            .map_err(FormatError::io("reading file size"))?
-            .len();
-        let min = HEADER_LEN + TRAILER_LEN as u64;
-        if len < min {
-            return Err(FormatError::Truncated { len, min });
-        }
+        let len = point_file_len(file)?;
         let mut b = [0u8; TRAILER_LEN];
         file.read_exact_at(&mut b, len - TRAILER_LEN as u64)
             .map_err(FormatError::io("reading trailer"))?;
         Trailer::decode(&b)
     }
+}
+
+/// The size of a restore-point file, refusing one too short to hold a header and a trailer.
+pub(crate) fn point_file_len(file: &std::fs::File) -> Result<u64> {
+    let len = file
+        .metadata()
+        .map_err(FormatError::io("reading file size"))?
+        .len();
+    let min = HEADER_LEN + TRAILER_LEN as u64;
+    if len < min {
+        return Err(FormatError::Truncated { len, min });
+    }
+    Ok(len)
 }
 
 /// Where one block of the disk is stored: block number → file, offset, length, hashes.

@@ -24,18 +24,33 @@ fn layout(msg: String) -> FormatError {
     FormatError::Layout(msg)
 }
 
+/// Checks stored bytes against their entry's stored length and stored hash.
+fn check_stored(e: &MapEntry, stored: &[u8]) -> Result<()> {
+    if stored.len() != e.stored_len as usize || crate::Digest::of(stored) != e.stored_hash {
+        return Err(FormatError::StoredHash {
+            block: e.block,
+            offset: e.offset,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses an entry of another file of the chain (`file_ref != 0`).
+fn stored_here(e: &MapEntry) -> Result<()> {
+    if e.file_ref != 0 {
+        return Err(FormatError::Invalid(format!(
+            "block {} is not stored in this file",
+            e.block
+        )));
+    }
+    Ok(())
+}
+
 impl PointReader {
     /// Opens and checks everything but block data. Every length is checked against the file's
     /// size before anything is allocated.
     pub fn open(file: File) -> Result<PointReader> {
-        let len = file
-            .metadata()
-            .map_err(FormatError::io("reading file size"))?
-            .len();
-        let min = HEADER_LEN + TRAILER_LEN as u64;
-        if len < min {
-            return Err(FormatError::Truncated { len, min });
-        }
+        let len = crate::layout::point_file_len(&file)?;
         // The whole header region: its padding must be zero, and one read costs the same.
         let mut hb = [0u8; HEADER_LEN as usize];
         file.read_exact_at(&mut hb, 0)
@@ -157,12 +172,7 @@ impl PointReader {
     /// Reads the stored bytes of an entry of this file (`file_ref == 0`) into `buf` and
     /// returns them: the first `stored_len` bytes of `buf`, which may be longer.
     pub fn read_stored<'b>(&self, e: &MapEntry, buf: &'b mut Vec<u8>) -> Result<&'b [u8]> {
-        if e.file_ref != 0 {
-            return Err(FormatError::Invalid(format!(
-                "block {} is not stored in this file",
-                e.block
-            )));
-        }
+        stored_here(e)?;
         // `buf` only grows: bytes once zeroed are read over, not zeroed again for every block.
         let n = e.stored_len as usize;
         if buf.len() < n {
@@ -177,12 +187,7 @@ impl PointReader {
     /// [`PointReader::read_stored`], also reading the block's padding up to the next 4 KiB
     /// boundary in the same read (the same pages) and checking it is zero. Verify uses this.
     pub fn read_stored_padded<'b>(&self, e: &MapEntry, buf: &'b mut Vec<u8>) -> Result<&'b [u8]> {
-        if e.file_ref != 0 {
-            return Err(FormatError::Invalid(format!(
-                "block {} is not stored in this file",
-                e.block
-            )));
-        }
+        stored_here(e)?;
         let n = e.stored_len as usize;
         let end = e.offset + u64::from(e.stored_len);
         // `open` checked that `end` is at most the map offset, itself 4 KiB-aligned.
@@ -311,13 +316,7 @@ impl BlockDecoder {
         stored: &'a [u8],
         out: &'a mut Vec<u8>,
     ) -> Result<&'a [u8]> {
-        use crate::Digest;
-        if stored.len() != e.stored_len as usize || Digest::of(stored) != e.stored_hash {
-            return Err(FormatError::StoredHash {
-                block: e.block,
-                offset: e.offset,
-            });
-        }
+        check_stored(e, stored)?;
         if e.is_encrypted() {
             return Err(FormatError::Encrypted { block: e.block });
         }
@@ -329,15 +328,8 @@ impl BlockDecoder {
     /// decompression and the plain hash. An encrypted block's stored hash covers every byte
     /// of its ciphertext.
     pub fn check(&mut self, e: &MapEntry, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        use crate::Digest;
         if e.is_encrypted() {
-            if stored.len() != e.stored_len as usize || Digest::of(stored) != e.stored_hash {
-                return Err(FormatError::StoredHash {
-                    block: e.block,
-                    offset: e.offset,
-                });
-            }
-            return Ok(());
+            return check_stored(e, stored);
         }
         self.decode(e, stored, out).map(|_| ())
     }
@@ -355,20 +347,7 @@ impl BlockDecoder {
     ) -> Result<&'a [u8]> {
         let plain_len = e.plain_len as usize;
         let plain = if e.is_compressed() {
-            if out.len() < plain_len {
-                out.resize(plain_len, 0);
-            }
-            let n = self
-                .dctx
-                .decompress_to_buffer(payload, &mut out[..plain_len])
-                .map_err(|err| FormatError::Decompress {
-                    block: e.block,
-                    reason: err.to_string(),
-                })?;
-            if n != plain_len {
-                return Err(FormatError::PlainHash { block: e.block });
-            }
-            &out[..plain_len]
+            self.decompress(e, payload, out)?
         } else {
             payload
         };
@@ -418,6 +397,22 @@ impl BlockDecoder {
             }
             return Ok(stored);
         }
+        let plain = self.decompress(e, stored, out)?;
+        if Digest::of(plain) != e.plain_hash {
+            return Err(FormatError::PlainHash { block: e.block });
+        }
+        Ok(plain)
+    }
+
+    /// Decompresses `stored` into the start of `out`, which must come to the entry's plain
+    /// length exactly; returns the plain block (its hash is the caller's to check).
+    fn decompress<'a>(
+        &mut self,
+        e: &MapEntry,
+        stored: &[u8],
+        out: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8]> {
+        let plain_len = e.plain_len as usize;
         // Grown once and overwritten: zeroing a block before every decompression costs a
         // pass over memory; the length check below proves every byte was written.
         if out.len() < plain_len {
@@ -430,10 +425,9 @@ impl BlockDecoder {
                 block: e.block,
                 reason: err.to_string(),
             })?;
-        let plain = &out[..plain_len];
-        if n != plain_len || Digest::of(plain) != e.plain_hash {
+        if n != plain_len {
             return Err(FormatError::PlainHash { block: e.block });
         }
-        Ok(plain)
+        Ok(&out[..plain_len])
     }
 }

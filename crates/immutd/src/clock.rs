@@ -76,6 +76,19 @@ pub struct Alert {
     pub message: String,
 }
 
+impl Alert {
+    /// A forward jump of the wall clock seen at `detected_wall`, `excess_secs` beyond what
+    /// the boot clock and tolerance confirm.
+    fn jump(detected_wall: i64, excess_secs: i64, message: String) -> Alert {
+        Alert {
+            kind: AlertKind::Jump,
+            detected_wall,
+            excess_secs,
+            message,
+        }
+    }
+}
+
 /// The persisted clock state: an anchor (where wall and boot time were last agreed), the last
 /// checkpoint, the mark (the last reading at which the wall clock was not behind), the last
 /// seal stamp, and the alert, if any.
@@ -225,16 +238,12 @@ impl ClockState {
             };
             mark_boot = self.mark_boot;
             if excess > allow && !self.frozen() {
-                new_alert = Some(Alert {
-                    kind: AlertKind::Jump,
-                    detected_wall: r.wall,
-                    excess_secs: excess - allow,
-                    message: format!(
-                        "wall clock jumped forward: it advanced {} more than the boot-time clock confirms (tolerance {}); unlocks are frozen; {FIX_FIRST}",
-                        human(excess),
-                        human(allow)
-                    ),
-                });
+                let message = format!(
+                    "wall clock jumped forward: it advanced {} more than the boot-time clock confirms (tolerance {}); unlocks are frozen; {FIX_FIRST}",
+                    human(excess),
+                    human(allow)
+                );
+                new_alert = Some(Alert::jump(r.wall, excess - allow, message));
             }
             if restarted {
                 // From the first reading after a start on, both clocks are compared with
@@ -271,17 +280,13 @@ impl ClockState {
             behind = backward.then(|| evidence - gap);
             let excess = gap.saturating_sub(evidence);
             if excess > allow && !self.frozen() {
-                new_alert = Some(Alert {
-                    kind: AlertKind::Jump,
-                    detected_wall: r.wall,
-                    excess_secs: excess - allow,
-                    message: format!(
-                        "since the last checkpoint the wall clock advanced {} but only {} is proven by the boot-time clock (machine off or clock changed, tolerance {}); unlocks are frozen; {FIX_FIRST}",
-                        human(gap),
-                        human(evidence),
-                        human(allow)
-                    ),
-                });
+                let message = format!(
+                    "since the last checkpoint the wall clock advanced {} but only {} is proven by the boot-time clock (machine off or clock changed, tolerance {}); unlocks are frozen; {FIX_FIRST}",
+                    human(gap),
+                    human(evidence),
+                    human(allow)
+                );
+                new_alert = Some(Alert::jump(r.wall, excess - allow, message));
             }
             next.boot_id = r.boot_id.clone();
             next.anchor_wall = if backward {

@@ -434,40 +434,20 @@ impl Config {
                 Some(_) => {}
             }
         }
-        let raised = |w: &mut Vec<String>, what: &str, a: i128, b: i128| {
-            if b > a {
-                w.push(format!("{what} raised from {a} to {b}"));
-            }
-        };
-        raised(
-            &mut w,
-            "max_period_days",
-            self.max_period_days.into(),
-            new.max_period_days.into(),
-        );
-        raised(
-            &mut w,
-            "max_locked_bytes",
-            self.max_locked_bytes.into(),
-            new.max_locked_bytes.into(),
-        );
-        raised(
-            &mut w,
-            "clock_tolerance_secs",
-            self.clock_tolerance_secs.into(),
-            new.clock_tolerance_secs.into(),
-        );
-        raised(
-            &mut w,
-            "clock_drift_ppm",
-            self.clock_drift_ppm.into(),
-            new.clock_drift_ppm.into(),
-        );
-        raised(
-            &mut w,
-            "watch_secs",
-            self.watch_secs.into(),
-            new.watch_secs.into(),
+        macro_rules! raised {
+            ($($field:ident),*) => {$(
+                let (a, b) = (i128::from(self.$field), i128::from(new.$field));
+                if b > a {
+                    w.push(format!("{} raised from {a} to {b}", stringify!($field)));
+                }
+            )*};
+        }
+        raised!(
+            max_period_days,
+            max_locked_bytes,
+            clock_tolerance_secs,
+            clock_drift_ppm,
+            watch_secs
         );
         if self.lock_repository_root && !new.lock_repository_root {
             w.push("lock_repository_root turned off".to_string());

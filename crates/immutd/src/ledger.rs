@@ -274,8 +274,7 @@ pub(crate) mod tests {
 
     /// A test entry: job, chain byte, point byte, seal time, period.
     pub(crate) fn entry(job: &str, chain: u8, point: u8, sealed: i64, period_days: u32) -> Entry {
-        Entry {
-            repo: "/srv/repo".into(),
+        let file = crate::repo::Sealed {
             job: job.into(),
             chain: PointId([chain; 16]),
             point: PointId([point; 16]),
@@ -283,14 +282,8 @@ pub(crate) mod tests {
             ino: u64::from(point),
             size: 4096,
             root: Digest([point; 32]),
-            sealed,
-            period_days,
-            requested: 0,
-            floor: 0,
-            state: FileState::Locked,
-            state_time: 0,
-            released: 0,
-        }
+        };
+        Entry::new_sealed("/srv/repo".into(), file, sealed, period_days)
     }
 
     #[test]

@@ -808,6 +808,13 @@ pub struct Looks {
 
 /// Checks that the trailer names `root` and that header, metadata and map hash to it.
 pub fn verify_root(f: &File, root: Digest) -> std::result::Result<(), String> {
+    open_under_root(f, root).map(|_| ())
+}
+
+/// Checks that the trailer names `root`, then opens the point, which checks that header,
+/// metadata and map hash to it; `None` when the map is too large to hold (then the
+/// trailer's digest is what is compared).
+fn open_under_root(f: &File, root: Digest) -> std::result::Result<Option<PointReader>, String> {
     let t = Trailer::read_from(f).map_err(|e| e.to_string())?;
     if t.root_digest != root {
         return Err(format!(
@@ -816,30 +823,18 @@ pub fn verify_root(f: &File, root: Digest) -> std::result::Result<(), String> {
         ));
     }
     if t.map_count.saturating_mul(ENTRY_LEN as u64) > MAX_VERIFIED_MAP {
-        return Ok(());
+        return Ok(None);
     }
     let dup = f.try_clone().map_err(|e| e.to_string())?;
-    PointReader::open(dup)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    PointReader::open(dup).map(Some).map_err(|e| e.to_string())
 }
 
 /// Checks a restore point's whole content: the trailer names `root`, the header, metadata
 /// and map hash to it, and every block stored in the file hashes to its map entry.
 pub fn verify_content(f: &File, root: Digest) -> std::result::Result<(), String> {
-    let t = Trailer::read_from(f).map_err(|e| e.to_string())?;
-    if t.root_digest != root {
-        return Err(format!(
-            "its root digest is {} instead of the sealed {root}",
-            t.root_digest
-        ));
-    }
-    if t.map_count.saturating_mul(ENTRY_LEN as u64) > MAX_VERIFIED_MAP {
-        // Too large to hold the map: the trailer's digest is what is compared.
+    let Some(r) = open_under_root(f, root)? else {
         return Ok(());
-    }
-    let dup = f.try_clone().map_err(|e| e.to_string())?;
-    let r = PointReader::open(dup).map_err(|e| e.to_string())?;
+    };
     let mut buf = Vec::new();
     for e in r.map.iter().filter(|e| e.file_ref == 0) {
         let b = r

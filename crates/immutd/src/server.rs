@@ -580,14 +580,12 @@ mod tests {
             for of_uid in 0..=MAX_CONNECTIONS + 2 {
                 for total in of_uid..=MAX_CONNECTIONS + 4 {
                     let a = admit(uid, svc, of_uid, total);
-                    let want = if uid != 0 && uid != svc {
-                        Admit::Stranger
-                    } else if of_uid >= MAX_PER_UID {
-                        Admit::UidFull
-                    } else if total >= MAX_CONNECTIONS {
-                        Admit::Full
-                    } else {
-                        Admit::Serve
+                    let permitted = uid == 0 || uid == svc;
+                    let want = match (permitted, of_uid < MAX_PER_UID, total < MAX_CONNECTIONS) {
+                        (false, _, _) => Admit::Stranger,
+                        (true, false, _) => Admit::UidFull,
+                        (true, true, false) => Admit::Full,
+                        (true, true, true) => Admit::Serve,
                     };
                     assert_eq!(a, want, "uid {uid} of_uid {of_uid} total {total}");
                 }

@@ -464,23 +464,37 @@ impl Service {
             let e = &self.ledger.entries[i];
             if e.state == FileState::Unlocked && xi > self.trusted {
                 let detail = format!("{} until {xi}", e.path().display());
-                let res = self.repo_of(e).map(|r| r.set_lock(e, true));
-                match res {
-                    Some(Ok(())) => {
-                        self.ledger.entries[i].state = FileState::Locked;
-                        self.ledger.entries[i].state_time = 0;
-                        changed = true;
-                        self.log("relock", &detail)?;
-                    }
-                    Some(Err(err)) => self.log("relock-failed", &format!("{detail}: {err}"))?,
-                    None => {}
-                }
+                changed |= self.set_entry_lock(i, true, "relock", &detail)?;
             }
         }
         if changed {
             self.commit().map_err(|e| ImmutdError::Other(e.message))?;
         }
         Ok(())
+    }
+
+    /// Sets (`lock`) or clears the immutable attribute of entry `i`'s file and, when that
+    /// worked, its state in the ledger, logging `event` (`event-failed` when it did not).
+    /// Returns whether the ledger changed.
+    fn set_entry_lock(&mut self, i: usize, lock: bool, event: &str, detail: &str) -> Result<bool> {
+        let e = &self.ledger.entries[i];
+        match self.repo_of(e).map(|r| r.set_lock(e, lock)) {
+            Some(Ok(())) => {
+                let (state, since) = match lock {
+                    true => (FileState::Locked, 0),
+                    false => (FileState::Unlocked, self.trusted),
+                };
+                self.ledger.entries[i].state = state;
+                self.ledger.entries[i].state_time = since;
+                self.log(event, detail)?;
+                Ok(true)
+            }
+            Some(Err(err)) => {
+                self.log(&format!("{event}-failed"), &format!("{detail}: {err}"))?;
+                Ok(false)
+            }
+            None => Ok(false),
+        }
     }
 
     /// One timer step: check the clock, then unlock what expired unless unlocks are frozen.
@@ -507,16 +521,7 @@ impl Service {
                 continue;
             }
             let detail = format!("{} expired {xi}", e.path().display());
-            match self.repo_of(e).map(|r| r.set_lock(e, false)) {
-                Some(Ok(())) => {
-                    self.ledger.entries[i].state = FileState::Unlocked;
-                    self.ledger.entries[i].state_time = self.trusted;
-                    changed = true;
-                    self.log("unlock", &detail)?;
-                }
-                Some(Err(err)) => self.log("unlock-failed", &format!("{detail}: {err}"))?,
-                None => {}
-            }
+            changed |= self.set_entry_lock(i, false, "unlock", &detail)?;
         }
         if changed {
             self.commit().map_err(|e| ImmutdError::Other(e.message))?;

@@ -579,21 +579,16 @@ impl Store {
 
     /// Deletes one version (an enforcing store refuses it while the version is locked).
     pub fn delete_version(&self, key: &str, version: &str) -> Result<()> {
-        self.call(
-            "DeleteObject",
-            key,
-            self.client
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .version_id(version)
-                .send(),
-        )?;
-        Ok(())
+        self.delete(key, Some(version))
     }
 
     /// A plain delete: adds a delete marker, removes no version.
     pub fn delete_latest(&self, key: &str) -> Result<()> {
+        self.delete(key, None)
+    }
+
+    /// `DeleteObject` of `version`, or without a version (a delete marker).
+    fn delete(&self, key: &str, version: Option<&str>) -> Result<()> {
         self.call(
             "DeleteObject",
             key,
@@ -601,6 +596,7 @@ impl Store {
                 .delete_object()
                 .bucket(&self.bucket)
                 .key(key)
+                .set_version_id(version.map(str::to_string))
                 .send(),
         )?;
         Ok(())

@@ -119,7 +119,24 @@ fn proposal_digest<'a>(
     h.finalize().to_hex().to_string()
 }
 
+/// The alert of a weakened configuration applied because no approvers are configured.
+pub(super) fn weakened_unguarded(w: &[String]) -> String {
+    format!(
+        "the configuration was weakened without four-eyes protection (no [approval] configured): {}",
+        w.join("; ")
+    )
+}
+
 impl Service {
+    /// The alert of a configuration file that weakens protection and waits for approvers.
+    pub(super) fn weakening_refused(&self, w: &[String]) -> String {
+        format!(
+            "the configuration file weakens protection and is NOT applied: {}; the service runs on the approved configuration; to apply it, run `bulwark-immutd approve config --out STATEMENT` and have {} approvers sign it",
+            w.join("; "),
+            self.config.approval.as_ref().map_or(0, |a| a.threshold)
+        )
+    }
+
     /// After start: record the configuration in force as approved, alert a refused one.
     pub(super) fn after_start(
         &mut self,
@@ -132,19 +149,11 @@ impl Service {
         match proposed {
             Some((other, w)) if other.text == self.config.text => {
                 // Weakened while no approvers were configured: applied, and said so.
-                let msg = format!(
-                    "the configuration was weakened without four-eyes protection (no [approval] configured): {}",
-                    w.join("; ")
-                );
-                self.alert_event_at_start("config-weakened", msg);
+                self.alert_event_at_start("config-weakened", weakened_unguarded(&w));
                 self.save_approved()?;
             }
             Some((disk, w)) => {
-                let msg = format!(
-                    "the configuration file weakens protection and is NOT applied: {}; the service runs on the approved configuration; to apply it, run `bulwark-immutd approve config --out STATEMENT` and have {} approvers sign it",
-                    w.join("; "),
-                    self.config.approval.as_ref().map_or(0, |a| a.threshold)
-                );
+                let msg = self.weakening_refused(&w);
                 self.proposed = Some((disk, w));
                 self.condition("config", "config-weakening-refused", msg);
             }

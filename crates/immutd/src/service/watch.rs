@@ -461,18 +461,10 @@ impl Service {
         } else if self.config.approval.is_none() {
             self.proposed = None;
             self.alerts.clear("config");
-            let msg = format!(
-                "the configuration was weakened without four-eyes protection (no [approval] configured): {}",
-                w.join("; ")
-            );
-            self.alert_event("config-weakened", msg);
+            self.alert_event("config-weakened", super::approve::weakened_unguarded(&w));
             self.apply_config(new, "no approvers are configured");
         } else {
-            let msg = format!(
-                "the configuration file weakens protection and is NOT applied: {}; the service runs on the approved configuration; to apply it, run `bulwark-immutd approve config --out STATEMENT` and have {} approvers sign it",
-                w.join("; "),
-                self.config.approval.as_ref().map_or(0, |a| a.threshold)
-            );
+            let msg = self.weakening_refused(&w);
             self.proposed = Some((new, w));
             self.condition("config", "config-weakening-refused", msg);
         }
