@@ -292,13 +292,12 @@ fn sealed_file_resists_the_service_user_on_xfs() {
 
 #[test]
 fn requests_from_other_uids_are_refused_and_audited() {
-    if !can_run(
+    let Some(rig) = ext4_rig(
         "requests_from_other_uids_are_refused_and_audited",
         &["mkfs.ext4", "useradd"],
-    ) {
+    ) else {
         return;
-    }
-    let rig = Rig::new(FsKind::Ext4);
+    };
     let svc = rig.start();
     let (point, r) = seal_new(&rig, "vm-1", None, PointId::NONE);
     r.ok();
@@ -345,13 +344,12 @@ fn requests_from_other_uids_are_refused_and_audited() {
 
 #[test]
 fn audit_chain_detects_a_removed_or_edited_entry() {
-    if !can_run(
+    let Some(rig) = ext4_rig(
         "audit_chain_detects_a_removed_or_edited_entry",
         &["mkfs.ext4", "useradd", "chattr"],
-    ) {
+    ) else {
         return;
-    }
-    let rig = Rig::new(FsKind::Ext4);
+    };
     let svc = rig.start();
     for _ in 0..3 {
         seal_new(&rig, "vm-1", None, PointId::NONE).1.ok();
@@ -431,13 +429,12 @@ fn service_refuses_to_run_as_non_root() {
 
 #[test]
 fn a_sealed_file_missing_from_the_ledger_is_adopted_at_start() {
-    if !can_run(
+    let Some(rig) = ext4_rig(
         "a_sealed_file_missing_from_the_ledger_is_adopted_at_start",
         &["mkfs.ext4", "useradd"],
-    ) {
+    ) else {
         return;
-    }
-    let rig = Rig::new(FsKind::Ext4);
+    };
     let svc = rig.start();
     let (p, r) = seal_new(&rig, "vm-1", None, PointId::NONE);
     let first = r.ok();
@@ -466,10 +463,9 @@ fn a_sealed_file_missing_from_the_ledger_is_adopted_at_start() {
 #[test]
 fn a_full_state_folder_does_not_block_the_chain_once_space_is_freed() {
     let test = "a_full_state_folder_does_not_block_the_chain_once_space_is_freed";
-    if !can_run(test, &["mkfs.ext4", "useradd", "mount"]) {
+    let Some(rig) = ext4_rig(test, &["mkfs.ext4", "useradd", "mount"]) else {
         return;
-    }
-    let rig = Rig::new(FsKind::Ext4);
+    };
     let state = rig.setup.state_dir();
     std::fs::create_dir_all(&state).unwrap();
     sh(&format!(

@@ -21,6 +21,11 @@ fn can_run_clock(test: &str) -> bool {
     can_run(test, &["mkfs.ext4", "useradd", "faketime"]) && require_faketime(test).is_some()
 }
 
+/// An ext4 rig for a clock test, or `None` after a printed SKIP.
+fn clock_rig(test: &str) -> Option<Rig> {
+    can_run_clock(test).then(|| Rig::new(FsKind::Ext4))
+}
+
 /// The setup with every clock of the service shifted by `offset` seconds (honest time).
 fn all_clocks(base: &ImmutdSetup, offset: i64) -> ImmutdSetup {
     let mut s = base.clone();
@@ -79,12 +84,34 @@ fn path_of(rig: &Rig, job: &str, chain: PointId, point: PointId) -> PathBuf {
     sealed_path(&rig.repo, job, chain, point)
 }
 
+/// Asserts that the service user's delete of `point` (named `what`) is refused.
+fn delete_refused(rig: &Rig, point: PointId, what: &str) {
+    assert_eq!(
+        rig.user
+            .ctl(&rig.socket(), &["delete", &point.to_hex()])
+            .refused()
+            .as_deref(),
+        Some("Refused"),
+        "{what} could be deleted"
+    );
+}
+
+/// The service started `day` days ahead on every clock (honest time), once each of `paths`
+/// has unlocked (within 10 s, else the test fails saying `what`).
+fn start_on_day_unlocking(rig: &Rig, day: i64, paths: &[&Path], what: &str) -> Immutd {
+    let svc = start(&all_clocks(&rig.setup, day * DAY));
+    assert!(
+        wait_for(10, || paths.iter().all(|p| !is_immutable(p))),
+        "{what}"
+    );
+    svc
+}
+
 #[test]
 fn expiry_is_honoured_with_the_chain_rule_and_extensions() {
-    if !can_run_clock("expiry_is_honoured_with_the_chain_rule_and_extensions") {
+    let Some(rig) = clock_rig("expiry_is_honoured_with_the_chain_rule_and_extensions") else {
         return;
-    }
-    let rig = Rig::new(FsKind::Ext4);
+    };
     let u = &rig.user;
     let sock = rig.socket();
     // Day 0: a full in chain A, a full in B (extended to day 20), a lone full in C.
@@ -147,29 +174,19 @@ fn expiry_is_honoured_with_the_chain_rule_and_extensions() {
             "{job} unlocked before its expiry"
         );
     }
-    assert_eq!(
-        u.ctl(&sock, &["delete", &c.to_hex()]).refused().as_deref(),
-        Some("Refused")
-    );
+    delete_refused(&rig, c, "C");
     svc.stop();
 
     // Day 9: C (7 days) has expired and unlocks; A's full is older than 7 days but its chain
     // was extended on day 3, so it stays locked.
-    let svc = start(&all_clocks(&rig.setup, 9 * DAY));
     let pc = path_of(&rig, "vm-c", c, c);
-    assert!(
-        wait_for(10, || !is_immutable(&pc)),
-        "C did not unlock after its expiry"
-    );
+    let svc = start_on_day_unlocking(&rig, 9, &[&pc], "C did not unlock after its expiry");
     assert!(
         is_immutable(&path_of(&rig, "vm-a", a, a)),
         "chain rule: A's full unlocked early"
     );
     assert!(is_immutable(&path_of(&rig, "vm-a", a, a2)));
-    assert_eq!(
-        u.ctl(&sock, &["delete", &a.to_hex()]).refused().as_deref(),
-        Some("Refused")
-    );
+    delete_refused(&rig, a, "A's full");
     u.ctl(&sock, &["delete", &c.to_hex()]).ok();
     assert!(!pc.exists(), "delete after expiry did not remove the file");
     assert_eq!(
@@ -182,12 +199,8 @@ fn expiry_is_honoured_with_the_chain_rule_and_extensions() {
     svc.stop();
 
     // Day 11: the whole chain A unlocks together; B (extended) stays locked.
-    let svc = start(&all_clocks(&rig.setup, 11 * DAY));
     let (pa, pa2) = (path_of(&rig, "vm-a", a, a), path_of(&rig, "vm-a", a, a2));
-    assert!(
-        wait_for(10, || !is_immutable(&pa) && !is_immutable(&pa2)),
-        "chain A did not unlock"
-    );
+    let svc = start_on_day_unlocking(&rig, 11, &[&pa, &pa2], "chain A did not unlock");
     assert!(
         is_immutable(&path_of(&rig, "vm-b", b, b)),
         "extended file unlocked early"
@@ -195,10 +208,7 @@ fn expiry_is_honoured_with_the_chain_rule_and_extensions() {
     u.ctl(&sock, &["delete", pa2.to_str().unwrap()]).ok();
     u.ctl(&sock, &["delete", &a.to_hex()]).ok();
     assert!(!pa.exists() && !pa2.exists());
-    assert_eq!(
-        u.ctl(&sock, &["delete", &b.to_hex()]).refused().as_deref(),
-        Some("Refused")
-    );
+    delete_refused(&rig, b, "B");
     let o = rig.immutd_cli(&["status"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -208,11 +218,12 @@ fn expiry_is_honoured_with_the_chain_rule_and_extensions() {
     svc.stop();
 
     // Day 401: past the capped extension, B unlocks and can be deleted.
-    let svc = start(&all_clocks(&rig.setup, 401 * DAY));
     let pb = path_of(&rig, "vm-b", b, b);
-    assert!(
-        wait_for(10, || !is_immutable(&pb)),
-        "B did not unlock after its capped expiry"
+    let svc = start_on_day_unlocking(
+        &rig,
+        401,
+        &[&pb],
+        "B did not unlock after its capped expiry",
     );
     u.ctl(&sock, &["delete", &b.to_hex()]).ok();
     assert!(!pb.exists());
@@ -264,10 +275,7 @@ fn check_frozen_then_accept(rig: &Rig, svc: Immutd, pf: &Path, f: PointId, accep
             .as_deref(),
         Some("locked")
     );
-    assert_eq!(
-        u.ctl(&sock, &["delete", &f.to_hex()]).refused().as_deref(),
-        Some("Refused")
-    );
+    delete_refused(rig, f, "F");
     let (g, r) = seal_new(rig, "vm-1", None, PointId::NONE);
     r.ok();
     assert!(
@@ -315,10 +323,9 @@ fn check_frozen_then_accept(rig: &Rig, svc: Immutd, pf: &Path, f: PointId, accep
 }
 
 fn jump_while_running(test: &str, jump: i64) {
-    if !can_run_clock(test) {
+    let Some(rig) = clock_rig(test) else {
         return;
-    }
-    let rig = Rig::new(FsKind::Ext4);
+    };
     let ts = rig.setup.dir.parent().unwrap().join("faketime");
     std::fs::write(&ts, format!("+{NEAR_EXPIRY}\n")).unwrap();
     let (svc, pf, f) = near_expiry(&rig, &wall_from_file(&rig.setup, &ts));
@@ -327,10 +334,9 @@ fn jump_while_running(test: &str, jump: i64) {
 }
 
 fn jump_across_restart(test: &str, jump: i64) {
-    if !can_run_clock(test) {
+    let Some(rig) = clock_rig(test) else {
         return;
-    }
-    let rig = Rig::new(FsKind::Ext4);
+    };
     let (svc, pf, f) = near_expiry(&rig, &wall_only(&rig.setup, NEAR_EXPIRY));
     svc.stop();
     let svc = start(&wall_only(&rig.setup, NEAR_EXPIRY + jump));
@@ -381,25 +387,39 @@ fn still_protected(rig: &Rig, points: &[(&str, PointId)]) {
             is_immutable(&path_of(rig, job, p, p)),
             "{job} unlocked early"
         );
-        assert_eq!(
-            rig.user
-                .ctl(&rig.socket(), &["delete", &p.to_hex()])
-                .refused()
-                .as_deref(),
-            Some("Refused"),
-            "{job} could be deleted"
-        );
+        delete_refused(rig, p, job);
     }
+}
+
+/// Waits up to 5 s for the alert that the wall clock was set back (else fails: `what` raised
+/// none), then seals a full of `vm-2`, which true time `t0` must stamp and protect.
+fn seal_after_set_back_alert(rig: &Rig, svc: &Immutd, t0: i64, what: &str) -> PointId {
+    assert!(
+        wait_for(5, || status(rig)
+            .get("alert")
+            .unwrap_or_default()
+            .contains("set back")),
+        "{what} raised no alert: {}",
+        svc.log()
+    );
+    let (b, r) = seal_new(rig, "vm-2", None, PointId::NONE);
+    let rb = r.ok();
+    assert!(
+        rb.int("sealed_unix") >= t0 - 5,
+        "seal stamped with the stepped-back clock: sealed {} real {t0}: {rb:?}",
+        rb.int("sealed_unix")
+    );
+    assert!(rb.int("expiry_unix") >= t0 + 7 * DAY - 5, "{rb:?}");
+    b
 }
 
 /// The attack of issue 12: with the wall clock set back (boot clock real), a new point is
 /// sealed; its seal time and expiry follow true time, an alert is raised without freezing,
 /// and after the clock is put right the point stays locked for its whole period.
 fn backward_step_while_running(test: &str, back: i64) {
-    if !can_run_clock(test) {
+    let Some(rig) = clock_rig(test) else {
         return;
-    }
-    let rig = Rig::new(FsKind::Ext4);
+    };
     let ts = rig.setup.dir.parent().unwrap().join("faketime");
     std::fs::write(&ts, "+0\n").unwrap();
     let svc = start(&wall_from_file(&rig.setup, &ts));
@@ -408,23 +428,8 @@ fn backward_step_while_running(test: &str, back: i64) {
     assert!(ra.int("sealed_unix") >= real_now() - 5);
     std::fs::write(&ts, format!("-{back}\n")).unwrap();
     let t0 = real_now();
-    assert!(
-        wait_for(5, || status(&rig)
-            .get("alert")
-            .unwrap_or_default()
-            .contains("set back")),
-        "a backward step raised no alert: {}",
-        svc.log()
-    );
+    let b = seal_after_set_back_alert(&rig, &svc, t0, "a backward step");
     assert!(!frozen(&rig), "a backward step must not freeze unlocks");
-    let (b, r) = seal_new(&rig, "vm-2", None, PointId::NONE);
-    let rb = r.ok();
-    assert!(
-        rb.int("sealed_unix") >= t0 - 5,
-        "seal stamped with the stepped-back clock: sealed {} real {t0}",
-        rb.int("sealed_unix")
-    );
-    assert!(rb.int("expiry_unix") >= t0 + 7 * DAY - 5);
     let st = status(&rig);
     assert!(
         st.int("trusted_unix") >= t0 - 5,
@@ -449,28 +454,16 @@ fn backward_step_while_running(test: &str, back: i64) {
 
 /// The same across a restart: the service starts with the wall clock set back.
 fn backward_step_across_restart(test: &str, back: i64) {
-    if !can_run_clock(test) {
+    let Some(rig) = clock_rig(test) else {
         return;
-    }
-    let rig = Rig::new(FsKind::Ext4);
+    };
     let svc = rig.start();
     let (a, r) = seal_new(&rig, "vm-1", None, PointId::NONE);
     r.ok();
     svc.stop();
     let svc = start(&wall_only(&rig.setup, -back));
     let t0 = real_now();
-    assert!(
-        wait_for(5, || status(&rig)
-            .get("alert")
-            .unwrap_or_default()
-            .contains("set back")),
-        "a backward step across a restart raised no alert: {}",
-        svc.log()
-    );
-    let (b, r) = seal_new(&rig, "vm-2", None, PointId::NONE);
-    let rb = r.ok();
-    assert!(rb.int("sealed_unix") >= t0 - 5, "{rb:?}");
-    assert!(rb.int("expiry_unix") >= t0 + 7 * DAY - 5);
+    let b = seal_after_set_back_alert(&rig, &svc, t0, "a backward step across a restart");
     svc.stop();
     // Put right, restarted again: nothing frozen, nothing unlocked, nothing deletable.
     let svc = rig.start();
@@ -526,10 +519,9 @@ fn backward_step_of_1_year_across_restart_shortens_nothing() {
 #[test]
 fn backward_then_forward_step_freezes_and_unlocks_nothing() {
     let test = "backward_then_forward_step_freezes_and_unlocks_nothing";
-    if !can_run_clock(test) {
+    let Some(rig) = clock_rig(test) else {
         return;
-    }
-    let rig = Rig::new(FsKind::Ext4);
+    };
     let ts = rig.setup.dir.parent().unwrap().join("faketime");
     // A first start trusts the clock it finds; the step comes after it.
     rig.start().stop();
@@ -556,10 +548,9 @@ fn backward_then_forward_step_freezes_and_unlocks_nothing() {
 #[test]
 fn the_boot_clock_check_fires_when_only_the_wall_clock_moves() {
     let test = "the_boot_clock_check_fires_when_only_the_wall_clock_moves";
-    if !can_run_clock(test) {
+    let Some(honest) = clock_rig(test) else {
         return;
-    }
-    let honest = Rig::new(FsKind::Ext4);
+    };
     honest.start().stop();
     let svc = start(&all_clocks(&honest.setup, 2 * DAY));
     std::thread::sleep(std::time::Duration::from_millis(2000));

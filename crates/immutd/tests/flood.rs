@@ -121,10 +121,9 @@ fn root_status(sock: &std::path::Path) -> CtlResult {
 #[test]
 fn a_stranger_holding_connections_cannot_stop_sealing() {
     let test = "a_stranger_holding_connections_cannot_stop_sealing";
-    if !can_run(test, &["mkfs.ext4", "useradd", "perl"]) {
+    let Some(rig) = ext4_rig(test, &["mkfs.ext4", "useradd", "perl"]) else {
         return;
-    }
-    let rig = Rig::new(FsKind::Ext4);
+    };
     let svc = rig.start();
     let stranger = TestUser::create();
     let sock = rig.socket();
@@ -196,10 +195,9 @@ fn a_stranger_holding_connections_cannot_stop_sealing() {
 #[test]
 fn a_trickled_request_is_cut_at_its_deadline_and_one_uid_cannot_take_every_slot() {
     let test = "a_trickled_request_is_cut_at_its_deadline_and_one_uid_cannot_take_every_slot";
-    if !can_run(test, &["mkfs.ext4", "useradd", "perl"]) {
+    let Some(rig) = ext4_rig(test, &["mkfs.ext4", "useradd", "perl"]) else {
         return;
-    }
-    let rig = Rig::new(FsKind::Ext4);
+    };
     let svc = rig.start();
     let sock = rig.socket();
     // The service user trickles a 6-byte request, one byte every 3 s: an idle timeout

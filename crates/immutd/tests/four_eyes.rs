@@ -21,6 +21,13 @@ struct Keys {
 }
 
 impl Keys {
+    /// The keys in a folder beside `rig`, the approvers named in its configuration.
+    fn for_rig(rig: &mut Rig) -> Keys {
+        let keys = Keys::new(&rig.setup.dir.parent().unwrap().join("keys"));
+        rig.setup.extra_config = keys.config();
+        keys
+    }
+
     fn new(dir: &Path) -> Keys {
         std::fs::create_dir_all(dir).unwrap();
         let mut k = Keys {
@@ -103,8 +110,19 @@ fn audit(rig: &Rig) -> String {
     std::fs::read_to_string(rig.setup.state_dir().join("audit.log")).unwrap()
 }
 
-fn can_run_four_eyes(test: &str) -> bool {
-    can_run(test, &["mkfs.ext4", "useradd", "ssh-keygen"])
+/// An ext4 rig for a four-eyes test, or `None` after a printed SKIP.
+fn four_eyes_rig(test: &str) -> Option<Rig> {
+    ext4_rig(test, &["mkfs.ext4", "useradd", "ssh-keygen"])
+}
+
+/// Starts the service of `rig` with a 14-day period and its configuration checked every
+/// second (so a test can edit it), and checks a new full gets those 14 days.
+fn start_watched_14_days(rig: &mut Rig) -> Immutd {
+    rig.setup.min_period_days = 14;
+    rig.setup.watch_secs = 1;
+    let svc = start(rig);
+    assert_eq!(period_of(rig, "vm-1"), 14);
+    svc
 }
 
 /// Seals a new full of `job` and returns its period in days.
@@ -129,12 +147,10 @@ fn start(rig: &Rig) -> Immutd {
 #[test]
 fn early_release_needs_two_of_three_signatures_over_exactly_that_file() {
     let test = "early_release_needs_two_of_three_signatures_over_exactly_that_file";
-    if !can_run_four_eyes(test) {
+    let Some(mut rig) = four_eyes_rig(test) else {
         return;
-    }
-    let mut rig = Rig::new(FsKind::Ext4);
-    let keys = Keys::new(&rig.setup.dir.parent().unwrap().join("keys"));
-    rig.setup.extra_config = keys.config();
+    };
+    let keys = Keys::for_rig(&mut rig);
     let _svc = start(&rig);
     let (sock, u) = (rig.socket(), &rig.user);
     let (a, _) = seal_new(&rig, "vm-a", None, bulwark_format::PointId::NONE);
@@ -276,16 +292,11 @@ fn early_release_needs_two_of_three_signatures_over_exactly_that_file() {
 #[test]
 fn a_weakening_config_edit_stays_unapplied_and_alerted_until_two_approvers_sign() {
     let test = "a_weakening_config_edit_stays_unapplied_and_alerted_until_two_approvers_sign";
-    if !can_run_four_eyes(test) {
+    let Some(mut rig) = four_eyes_rig(test) else {
         return;
-    }
-    let mut rig = Rig::new(FsKind::Ext4);
-    let keys = Keys::new(&rig.setup.dir.parent().unwrap().join("keys"));
-    rig.setup.extra_config = keys.config();
-    rig.setup.min_period_days = 14;
-    rig.setup.watch_secs = 1;
-    let svc = start(&rig);
-    assert_eq!(period_of(&rig, "vm-1"), 14);
+    };
+    let keys = Keys::for_rig(&mut rig);
+    let svc = start_watched_14_days(&mut rig);
 
     // Root lowers the period and raises the byte cap in the file: not applied.
     rig.setup.min_period_days = 7;
@@ -380,8 +391,7 @@ fn a_time_accept_that_unlocks_early_needs_two_signatures() {
         return;
     };
     let mut rig = Rig::new(FsKind::Ext4);
-    let keys = Keys::new(&rig.setup.dir.parent().unwrap().join("keys"));
-    rig.setup.extra_config = keys.config();
+    let keys = Keys::for_rig(&mut rig);
     // The wall clock of the service alone is moved (the boot clock stays real): an attack,
     // or a clock set wrong, that a plain `time accept` would turn into early unlocks.
     let ts = rig.setup.dir.parent().unwrap().join("faketime");
@@ -432,12 +442,10 @@ fn a_time_accept_that_unlocks_early_needs_two_signatures() {
 #[test]
 fn a_hand_edit_of_repository_toml_stays_alerted_until_approved() {
     let test = "a_hand_edit_of_repository_toml_stays_alerted_until_approved";
-    if !can_run_four_eyes(test) {
+    let Some(mut rig) = four_eyes_rig(test) else {
         return;
-    }
-    let mut rig = Rig::new(FsKind::Ext4);
-    let keys = Keys::new(&rig.setup.dir.parent().unwrap().join("keys"));
-    rig.setup.extra_config = keys.config();
+    };
+    let keys = Keys::for_rig(&mut rig);
     rig.setup.watch_secs = 1;
     let settings = rig.repo.join("repository.toml");
     std::fs::write(&settings, "id = \"0123abcd\"\nmax_points_per_day = 8\n").unwrap();
@@ -485,14 +493,10 @@ fn a_hand_edit_of_repository_toml_stays_alerted_until_approved() {
 #[test]
 fn without_approvers_a_weakening_edit_applies_but_is_alerted() {
     let test = "without_approvers_a_weakening_edit_applies_but_is_alerted";
-    if !can_run_four_eyes(test) {
+    let Some(mut rig) = four_eyes_rig(test) else {
         return;
-    }
-    let mut rig = Rig::new(FsKind::Ext4);
-    rig.setup.min_period_days = 14;
-    rig.setup.watch_secs = 1;
-    let svc = start(&rig);
-    assert_eq!(period_of(&rig, "vm-1"), 14);
+    };
+    let svc = start_watched_14_days(&mut rig);
     let weakened = |rig: &Rig| {
         out(&rig.immutd_cli(&["status"])).contains("weakened without four-eyes protection")
     };

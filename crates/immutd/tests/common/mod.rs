@@ -22,6 +22,12 @@ pub const IMMUTD: &str = env!("CARGO_BIN_EXE_bulwark-immutd");
 /// `cargo test --workspace`.
 pub static IMMUTCTL: std::sync::LazyLock<PathBuf> = std::sync::LazyLock::new(immutctl_bin);
 
+/// A guarded rig on ext4 for `test`, or `None` after a printed SKIP when the test does not run
+/// as root or one of `tools` is missing: how most of these tests start.
+pub fn ext4_rig(test: &str, tools: &[&str]) -> Option<Rig> {
+    can_run(test, tools).then(|| Rig::new(FsKind::Ext4))
+}
+
 /// Writes a real restore point at `path` (owned by `owner`): a full when `parent` is NONE.
 pub fn write_point(
     path: &Path,
