@@ -18,6 +18,12 @@ fn meta_for(h: &Header, job: &str) -> PointMeta {
     }
 }
 
+/// Writes `bytes` as the file at `p` and opens it as a restore point.
+fn open_bytes(p: &Path, bytes: &[u8]) -> Result<PointReader, FormatError> {
+    std::fs::write(p, bytes).unwrap();
+    PointReader::open(File::open(p).unwrap())
+}
+
 /// Writes a point holding `blocks` (block number → plain data), compressing when it helps.
 fn write_point(path: &Path, disk_size: u64, block_size: u32, blocks: &[(u64, Vec<u8>)]) -> Trailer {
     let h = Header {
@@ -81,11 +87,7 @@ fn every_flipped_byte_of_metadata_map_header_or_trailer_is_detected() {
     for pos in positions {
         let mut bad = orig.clone();
         bad[pos] ^= 0x01;
-        std::fs::write(&p, &bad).unwrap();
-        assert!(
-            PointReader::open(File::open(&p).unwrap()).is_err(),
-            "flip at {pos} not detected"
-        );
+        assert!(open_bytes(&p, &bad).is_err(), "flip at {pos} not detected");
     }
 }
 
@@ -121,9 +123,8 @@ fn truncated_files_are_refused_at_every_length() {
     write_point(&p, 2 * 4096, 4096, &[(0, vec![1u8; 4096])]);
     let orig = std::fs::read(&p).unwrap();
     for len in (0..orig.len()).step_by(97).chain([orig.len() - 1]) {
-        std::fs::write(&p, &orig[..len]).unwrap();
         assert!(
-            PointReader::open(File::open(&p).unwrap()).is_err(),
+            open_bytes(&p, &orig[..len]).is_err(),
             "length {len} accepted"
         );
     }
@@ -136,8 +137,7 @@ fn unknown_version_is_named_in_the_error() {
     write_point(&p, 4096, 4096, &[]);
     let mut b = std::fs::read(&p).unwrap();
     b[12] = 2; // header version field
-    std::fs::write(&p, &b).unwrap();
-    let err = PointReader::open(File::open(&p).unwrap()).err().unwrap();
+    let err = open_bytes(&p, &b).err().unwrap();
     assert!(
         matches!(err, FormatError::UnsupportedVersion { found: 2 }),
         "{err}"
@@ -213,8 +213,7 @@ proptest! {
     fn random_bytes_never_panic_the_reader(bytes in proptest::collection::vec(any::<u8>(), 0..9000)) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("junk");
-        std::fs::write(&p, &bytes).unwrap();
-        prop_assert!(PointReader::open(File::open(&p).unwrap()).is_err());
+        prop_assert!(open_bytes(&p, &bytes).is_err());
     }
 }
 
@@ -339,8 +338,7 @@ fn a_flipped_header_padding_byte_is_refused_naming_its_offset() {
     for pos in [80usize, 1000, 4095] {
         let mut bad = orig.clone();
         bad[pos] ^= 0x20;
-        std::fs::write(&p, &bad).unwrap();
-        let e = PointReader::open(File::open(&p).unwrap()).err().unwrap();
+        let e = open_bytes(&p, &bad).err().unwrap();
         assert!(
             matches!(e, FormatError::Padding { offset, value: 0x20, .. } if offset == pos as u64),
             "{e}"
@@ -363,9 +361,8 @@ fn a_flipped_block_padding_byte_is_found_by_the_padding_check_and_the_padded_rea
     for pos in [end, end + 7, align_up(end as u64) as usize - 1] {
         let mut bad = orig.clone();
         bad[pos] = 0x01;
-        std::fs::write(&p, &bad).unwrap();
         // The root digest does not cover padding: the file still opens, and its blocks decode.
-        let r = PointReader::open(File::open(&p).unwrap()).unwrap();
+        let r = open_bytes(&p, &bad).unwrap();
         let mut buf = vec![];
         let stored = r.read_stored(&r.map[0], &mut buf).unwrap().to_vec();
         decode_block(&r.map[0], &stored, &mut vec![]).unwrap();
