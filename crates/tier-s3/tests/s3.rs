@@ -18,6 +18,19 @@ use bulwark_tier_s3::{
     import, record, settings, Store, SyncOptions, Tier, TierError, TierMode, TierSettings,
 };
 
+/// What a holder of the bucket's keys can do: a newer version with `data` over `rec`'s key,
+/// locked as long as the recorded one; returns the planted version's id.
+fn plant(store: &Store, rec: &record::ObjectRecord, data: &[u8]) -> String {
+    store
+        .put_locked(
+            &rec.key,
+            data.to_vec(),
+            rec.retain_until,
+            &Default::default(),
+        )
+        .unwrap()
+}
+
 fn now() -> i64 {
     bulwark_time::UnixTime::now().secs()
 }
@@ -164,14 +177,7 @@ fn chain_is_locked_in_compliance_and_restores_from_the_bucket_alone() {
         .unwrap_err();
     assert_eq!(e.code(), Some("AccessDenied"), "{e}");
     store.delete_latest(&recs[1].key).unwrap();
-    store
-        .put_locked(
-            &victim.key,
-            b"not a restore point".to_vec(),
-            victim.retain_until,
-            &Default::default(),
-        )
-        .unwrap();
+    plant(store, victim, b"not a restore point");
     // `tier verify` names the planted version (a delete marker is not a version).
     let v = t.tier.verify().unwrap();
     assert_eq!(v.checked, 2);
@@ -225,16 +231,11 @@ fn tier_verify_reports_a_planted_version_over_a_recorded_key_and_restores_stay_p
     let v = t.tier.verify().unwrap();
     assert!(v.problems.is_empty(), "{:?}", v.problems);
     let rec = record::load_all(t.repo.root(), "s3").unwrap().remove(0);
-    let planted = t
-        .tier
-        .store()
-        .put_locked(
-            &rec.key,
-            b"planted by a holder of the bucket's keys".to_vec(),
-            rec.retain_until,
-            &Default::default(),
-        )
-        .unwrap();
+    let planted = plant(
+        t.tier.store(),
+        &rec,
+        b"planted by a holder of the bucket's keys",
+    );
     let v = t.tier.verify().unwrap();
     assert_eq!(v.problems.len(), 1, "{:?}", v.problems);
     let p = &v.problems[0];
