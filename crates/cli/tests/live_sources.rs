@@ -121,13 +121,27 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `qemu-img ARGS IMG TAIL`, which must succeed; its output.
+fn qemu_img(args: &[&str], img: &Path, tail: impl AsRef<OsStr>) -> String {
+    run(Command::new("qemu-img").args(args).arg(img).arg(tail))
+}
+
+/// A `--cbt` backup of job `vm` from `img`, which must restore (into `out`) as the disk is
+/// now; its report.
+fn cbt_backup(repo: &Path, img: &Path, out: &Path) -> Value {
+    let expect = raw_of(img);
+    let r = backup(repo, "vm", img.as_os_str(), &["--cbt"]);
+    assert!(
+        restore(repo, "vm", None, out) == expect,
+        "the restore differs from the disk: {r}"
+    );
+    r
+}
+
 /// The disk inside an image, as `qemu-img convert -O raw` gives it.
 fn raw_of(img: &Path) -> Vec<u8> {
     let out = img.with_extension("convert.raw");
-    run(Command::new("qemu-img")
-        .args(["convert", "-U", "-O", "raw"])
-        .arg(img)
-        .arg(&out));
+    qemu_img(&["convert", "-U", "-O", "raw"], img, &out);
     let b = std::fs::read(&out).unwrap();
     std::fs::remove_file(&out).unwrap();
     b
@@ -234,10 +248,7 @@ fn cbt(r: &Value) -> &Value {
 /// A qcow2 of `size` with `data` random-ish bytes written at the start.
 fn make_disk(dir: &Path, name: &str, size: u64, data_mib: u64, pattern: u8) -> PathBuf {
     let img = dir.join(name);
-    run(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&img)
-        .arg(size.to_string()));
+    qemu_img(&["create", "-q", "-f", "qcow2"], &img, size.to_string());
     let mut c = Command::new("qemu-io");
     c.args(["-f", "qcow2"]);
     for i in 0..data_mib {
@@ -261,10 +272,7 @@ fn incrementals_through_qemu_nbd_dirty_bitmaps_read_only_the_dirty_blocks_and_re
     let dir = tempfile::tempdir().unwrap();
     let repo = new_repo(dir.path());
     let img = make_disk(dir.path(), "vm.qcow2", 128 * MIB, 24, 1);
-    run(Command::new("qemu-img")
-        .args(["bitmap", "--add"])
-        .arg(&img)
-        .arg("b0"));
+    qemu_img(&["bitmap", "--add"], &img, "b0");
     let sock = dir.path().join("nbd.sock");
     let uri = nbd_uri(&sock);
     let full = {
@@ -330,10 +338,7 @@ fn image_files_are_backed_up_as_the_disk_inside_unless_format_raw() {
     // vmdk and vdi are read through qemu-nbd too.
     for fmt in ["vmdk", "vdi"] {
         let other = dir.path().join(format!("disk.{fmt}.bin"));
-        run(Command::new("qemu-img")
-            .args(["convert", "-f", "qcow2", "-O", fmt])
-            .arg(&img)
-            .arg(&other));
+        qemu_img(&["convert", "-f", "qcow2", "-O", fmt], &img, &other);
         let job = format!("as-{fmt}");
         backup(&repo, &job, other.as_os_str(), &[]);
         assert!(
@@ -363,14 +368,12 @@ fn cbt_on_a_qcow2_keeps_one_bitmap_per_job_and_reads_only_what_changed() {
         let n = 1 + rng.below(10) as usize;
         let offs = offsets(&mut rng, n, 96 * MIB);
         qemu_io_writes(&img, &offs, 0x60 + round);
-        let expect = raw_of(&img);
-        let r = backup(&repo, "vm", img.as_os_str(), &["--cbt"]);
+        let r = cbt_backup(&repo, &img, &dir.path().join("o.raw"));
         assert_eq!(cbt(&r)["used"], true, "{r}");
         assert_eq!(r["bytes_read"], blocks_of(&offs, MIB) as u64 * MIB, "{r}");
         let point = r["point"].as_str().unwrap();
         assert_eq!(bitmaps(&img), vec![format!("bulwark.vm.{point}")]);
         assert_eq!(cbt(&r)["new_bitmap"], format!("bulwark.vm.{point}"));
-        assert!(restore(&repo, "vm", None, &dir.path().join("o.raw")) == expect);
     }
 }
 
@@ -386,40 +389,25 @@ fn a_bitmap_deleted_behind_bulwarks_back_falls_back_to_reading_everything() {
     let img = make_disk(dir.path(), "vm.qcow2", 64 * MIB, 8, 5);
     backup(&repo, "vm", img.as_os_str(), &["--cbt"]);
     let name = bitmaps(&img).pop().unwrap();
-    run(Command::new("qemu-img")
-        .args(["bitmap", "--remove"])
-        .arg(&img)
-        .arg(&name));
+    qemu_img(&["bitmap", "--remove"], &img, &name);
     qemu_io_writes(&img, &offsets(&mut rng, 4, 64 * MIB), 0x77);
     // Recreated under the same name after the writes: empty, it would hide them.
-    run(Command::new("qemu-img")
-        .args(["bitmap", "--add", "-g", "1M"])
-        .arg(&img)
-        .arg(&name));
-    let expect = raw_of(&img);
-    let r = backup(&repo, "vm", img.as_os_str(), &["--cbt"]);
+    qemu_img(&["bitmap", "--add", "-g", "1M"], &img, &name);
+    let r = cbt_backup(&repo, &img, &dir.path().join("o.raw"));
     assert_eq!(cbt(&r)["used"], false, "{r}");
     let why = cbt(&r)["fallback_reason"].as_str().unwrap();
     assert!(why.contains("recreated"), "{why}");
-    assert!(restore(&repo, "vm", None, &dir.path().join("o.raw")) == expect);
     // Deleted outright: missing.
     let name = bitmaps(&img).pop().unwrap();
-    run(Command::new("qemu-img")
-        .args(["bitmap", "--remove"])
-        .arg(&img)
-        .arg(&name));
+    qemu_img(&["bitmap", "--remove"], &img, &name);
     qemu_io_writes(&img, &offsets(&mut rng, 4, 64 * MIB), 0x78);
-    let expect = raw_of(&img);
-    let r = backup(&repo, "vm", img.as_os_str(), &["--cbt"]);
+    let r = cbt_backup(&repo, &img, &dir.path().join("o.raw"));
     let why = cbt(&r)["fallback_reason"].as_str().unwrap();
     assert!(why.contains("not on the source"), "{why}");
-    assert!(restore(&repo, "vm", None, &dir.path().join("o.raw")) == expect);
     // And the next one uses CBT again.
     qemu_io_writes(&img, &offsets(&mut rng, 2, 64 * MIB), 0x79);
-    let expect = raw_of(&img);
-    let r = backup(&repo, "vm", img.as_os_str(), &["--cbt"]);
+    let r = cbt_backup(&repo, &img, &dir.path().join("o.raw"));
     assert_eq!(cbt(&r)["used"], true, "{r}");
-    assert!(restore(&repo, "vm", None, &dir.path().join("o.raw")) == expect);
 }
 
 #[test]
@@ -434,10 +422,7 @@ fn a_bitmap_from_another_disk_is_never_trusted() {
     let a = make_disk(dir.path(), "a.qcow2", 64 * MIB, 8, 1);
     let b = make_disk(dir.path(), "b.qcow2", 64 * MIB, 8, 100);
     for img in [&a, &b] {
-        run(Command::new("qemu-img")
-            .args(["bitmap", "--add"])
-            .arg(img)
-            .arg("b0"));
+        qemu_img(&["bitmap", "--add"], img, "b0");
     }
     let sock = dir.path().join("nbd.sock");
     let uri = nbd_uri(&sock);
@@ -487,28 +472,20 @@ fn a_grown_disk_and_a_removed_parent_fall_back_with_their_reason() {
     // bitmap was dropped when it was made, so nothing proves what changed since.
     std::fs::remove_file(second["path"].as_str().unwrap()).unwrap();
     qemu_io_writes(&img, &offsets(&mut rng, 3, 64 * MIB), 0x12);
-    let expect = raw_of(&img);
-    let r = backup(&repo, "vm", img.as_os_str(), &["--cbt"]);
+    let r = cbt_backup(&repo, &img, &dir.path().join("o.raw"));
     assert_eq!(r["kind"], "incremental");
     assert_eq!(cbt(&r)["used"], false, "{r}");
     assert!(cbt(&r)["fallback_reason"]
         .as_str()
         .unwrap()
         .contains("not on the source"));
-    assert!(restore(&repo, "vm", None, &dir.path().join("o.raw")) == expect);
     // The disk grows by 16 MiB.
-    let out = run(Command::new("qemu-img")
-        .args(["resize", "-q"])
-        .arg(&img)
-        .arg("+16M"));
-    let _ = out;
+    qemu_img(&["resize", "-q"], &img, "+16M");
     qemu_io_writes(&img, &[70 * MIB], 0x13);
-    let expect = raw_of(&img);
-    let r = backup(&repo, "vm", img.as_os_str(), &["--cbt"]);
+    let r = cbt_backup(&repo, &img, &dir.path().join("o.raw"));
     assert_eq!(r["kind"], "full", "{r}");
     assert!(r["full_reason"].as_str().unwrap().contains("bytes"), "{r}");
     assert_eq!(cbt(&r)["used"], false);
-    assert!(restore(&repo, "vm", None, &dir.path().join("o.raw")) == expect);
 }
 
 #[test]
@@ -528,15 +505,9 @@ fn verify_by_reading_reports_the_blocks_a_bitmap_missed() {
     );
     let name = bitmaps(&img).pop().unwrap();
     // A write the bitmap does not see.
-    run(Command::new("qemu-img")
-        .args(["bitmap", "--disable"])
-        .arg(&img)
-        .arg(&name));
+    qemu_img(&["bitmap", "--disable"], &img, &name);
     qemu_io_writes(&img, &[3 * MIB], 0x21);
-    run(Command::new("qemu-img")
-        .args(["bitmap", "--enable"])
-        .arg(&img)
-        .arg(&name));
+    qemu_img(&["bitmap", "--enable"], &img, &name);
     qemu_io_writes(&img, &[5 * MIB], 0x22);
     let expect = raw_of(&img);
     let o = bulwark(&[
@@ -790,10 +761,7 @@ fn a_client_killed_between_the_transaction_and_the_end_leaves_tracking_intact() 
     let dir = tempfile::tempdir().unwrap();
     let repo = new_repo(dir.path());
     let img = dir.path().join("vm.qcow2");
-    run(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&img)
-        .arg("64M"));
+    qemu_img(&["create", "-q", "-f", "qcow2"], &img, "64M");
     // Incompressible data, so that level 19 makes the killed backup slow.
     let noise = dir.path().join("noise");
     let mut n = vec![0u8; 24 * MIB as usize];
