@@ -1,4 +1,30 @@
+use std::path::{Path, PathBuf};
+
 use crate::{BlockNo, Digest};
+
+/// An I/O error on a named file: what was being done ("reading", "listing", …), the file,
+/// and the system's error. The error enums of the repository, the transport service, the tier
+/// catalog and the client carry it as their `Io` variant, so it reads the same in all.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {path}")]
+pub struct FileIoError {
+    pub path: PathBuf,
+    pub action: &'static str,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl FileIoError {
+    /// Maps an I/O error on `path` while doing `action`.
+    pub fn on(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> FileIoError {
+        let path = path.to_path_buf();
+        move |source| FileIoError {
+            path,
+            action,
+            source,
+        }
+    }
+}
 
 /// What can be wrong with a restore-point file. Every variant says where.
 #[derive(Debug, thiserror::Error)]

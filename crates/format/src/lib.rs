@@ -15,7 +15,7 @@ pub use encryption::{
     EncryptionRecord, KeyMode, Session, AEAD_AES256GCM, MAX_SESSIONS, RECORD_VERSION,
     SESSION_SALT_LEN,
 };
-pub use error::FormatError;
+pub use error::{FileIoError, FormatError};
 pub use ids::{BlockNo, Digest, PointId};
 pub use layout::{
     check_block_size, check_disk_size, check_header_padding, check_zero, Header, MapEntry, Trailer,

@@ -2,18 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
+use bulwark_format::FileIoError;
 use bulwark_protocol::{ErrorCode, ProtocolError};
 
 /// What went wrong talking to a repository service.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    #[error("{action} {path}")]
-    Io {
-        path: PathBuf,
-        action: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileIoError),
     #[error("cannot reach the repository at {addr}: {source}")]
     Connect {
         addr: String,
@@ -68,12 +64,8 @@ impl From<ProtocolError> for RemoteError {
 
 impl RemoteError {
     pub(crate) fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> Self {
-        let path = path.to_path_buf();
-        move |source| RemoteError::Io {
-            path,
-            action,
-            source,
-        }
+        let on = FileIoError::on(path, action);
+        move |source| RemoteError::Io(on(source))
     }
     /// True when the error reports damaged repository data (exit code 1).
     pub fn is_damage(&self) -> bool {

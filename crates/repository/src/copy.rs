@@ -734,15 +734,7 @@ impl Repository {
     fn parent_of(&self, job: &str, h: &HeldPoint) -> Result<ParentMap> {
         let path = self.point_path(job, h.chain, h.point);
         let r = self.open_stored(&path, job, h.chain, h.point)?;
-        Ok(ParentMap {
-            point: h.point,
-            chain: r.meta.chain,
-            root: r.trailer.root_digest,
-            disk_size: r.meta.disk_size,
-            block_size: r.meta.block_size,
-            files: r.meta.files.clone(),
-            entries: r.map,
-        })
+        Ok(ParentMap::of(h.point, r))
     }
 }
 

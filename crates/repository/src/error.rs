@@ -6,18 +6,13 @@
 
 use std::path::{Path, PathBuf};
 
-use bulwark_format::FormatError;
+use bulwark_format::{FileIoError, FormatError};
 
 /// What went wrong in the repository layer.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
-    #[error("{action} {path}")]
-    Io {
-        path: PathBuf,
-        action: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileIoError),
     #[error("{path}")]
     Format {
         path: PathBuf,
@@ -85,12 +80,8 @@ impl RepoError {
         path: &Path,
         action: &'static str,
     ) -> impl FnOnce(std::io::Error) -> RepoError {
-        let path = path.to_path_buf();
-        move |source| RepoError::Io {
-            path,
-            action,
-            source,
-        }
+        let on = FileIoError::on(path, action);
+        move |source| RepoError::Io(on(source))
     }
     pub(crate) fn format(path: &Path) -> impl FnOnce(FormatError) -> RepoError {
         let path = path.to_path_buf();
@@ -110,7 +101,7 @@ impl RepoError {
     /// True when the underlying cause is a full filesystem.
     pub fn is_no_space(&self) -> bool {
         let io = match self {
-            RepoError::Io { source, .. } => Some(source),
+            RepoError::Io(e) => Some(&e.source),
             RepoError::Format {
                 source: FormatError::Io { source, .. },
                 ..

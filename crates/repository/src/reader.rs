@@ -197,6 +197,18 @@ pub struct ParentMap {
 }
 
 impl ParentMap {
+    /// The parent map of point `point`, opened as `r`.
+    pub(crate) fn of(point: PointId, r: PointReader) -> ParentMap {
+        ParentMap {
+            point,
+            chain: r.meta.chain,
+            root: r.trailer.root_digest,
+            disk_size: r.meta.disk_size,
+            block_size: r.meta.block_size,
+            files: r.meta.files.clone(),
+            entries: r.map,
+        }
+    }
     /// The parent's entry for `block`, if the block is not zero there.
     pub fn entry(&self, block: BlockNo) -> Option<&MapEntry> {
         self.entries
@@ -284,14 +296,6 @@ impl Repository {
             return Ok(None);
         };
         let r = self.open_stored(&path, job, chain, id)?;
-        Ok(Some(ParentMap {
-            point: id,
-            chain: r.meta.chain,
-            root: r.trailer.root_digest,
-            disk_size: r.meta.disk_size,
-            block_size: r.meta.block_size,
-            files: r.meta.files.clone(),
-            entries: r.map,
-        }))
+        Ok(Some(ParentMap::of(id, r)))
     }
 }

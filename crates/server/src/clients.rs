@@ -163,9 +163,7 @@ impl Registry {
             true,
         ) {
             Ok(()) => Ok(Claim::New),
-            Err(ServerError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::AlreadyExists =>
-            {
+            Err(ServerError::Io(io)) if io.source.kind() == std::io::ErrorKind::AlreadyExists => {
                 Ok(mine(self.owner(repo, job)?))
             }
             Err(e) => Err(e),

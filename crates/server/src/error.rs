@@ -1,18 +1,15 @@
 //! Errors of the transport service. Each names the file or peer it concerns and says what to
 //! do next.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use bulwark_format::FileIoError;
 
 /// What went wrong in the transport service.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("{action} {path}")]
-    Io {
-        path: PathBuf,
-        action: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileIoError),
     #[error("network: {0}")]
     Net(#[source] std::io::Error),
     #[error("TLS: {0}")]
@@ -31,11 +28,7 @@ pub enum ServerError {
 
 impl ServerError {
     pub(crate) fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> Self {
-        let path = path.to_path_buf();
-        move |source| ServerError::Io {
-            path,
-            action,
-            source,
-        }
+        let on = FileIoError::on(path, action);
+        move |source| ServerError::Io(on(source))
     }
 }

@@ -65,5 +65,5 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
 
 /// True when the error is a missing file.
 pub(crate) fn is_not_found(e: &ServerError) -> bool {
-    matches!(e, ServerError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    matches!(e, ServerError::Io(io) if io.source.kind() == std::io::ErrorKind::NotFound)
 }

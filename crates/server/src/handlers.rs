@@ -108,8 +108,8 @@ impl From<ServerError> for Fail {
         match e {
             ServerError::Repo(r) => r.into(),
             ServerError::Protocol(p) => p.into(),
-            ServerError::Io { ref source, .. }
-                if source.raw_os_error() == Some(bulwark_sys::errno::ENOSPC) =>
+            ServerError::Io(ref io)
+                if io.source.raw_os_error() == Some(bulwark_sys::errno::ENOSPC) =>
             {
                 repository_full(error_chain(&e))
             }
@@ -783,11 +783,11 @@ mod tests {
 
     #[test]
     fn full_disk_and_delayed_seal_become_their_own_error_codes() {
-        let full = RepoError::Io {
+        let full = RepoError::Io(bulwark_format::FileIoError {
             path: "/r/incoming/x".into(),
             action: "writing",
             source: std::io::Error::from_raw_os_error(bulwark_sys::errno::ENOSPC),
-        };
+        });
         let f = Fail::from(full);
         assert_eq!(f.code, ErrorCode::RepositoryFull);
         assert!(f.message.contains("free space"), "{}", f.message);

@@ -146,7 +146,7 @@ pub(crate) fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
 pub fn ca_fingerprint(repo: &Path) -> Result<Fingerprint> {
     let p = NetPaths::new(repo);
     let ca = load_cert(&p.ca_cert()).map_err(|e| match e {
-        ServerError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+        ServerError::Io(io) if io.source.kind() == std::io::ErrorKind::NotFound => {
             ServerError::Config(format!(
                 "{} has no network identity ({} missing): it was created without one; give it one with `bulwark-repo init {} --add-network`",
                 repo.display(),

@@ -6,18 +6,14 @@
 
 use std::path::{Path, PathBuf};
 
+use bulwark_format::FileIoError;
 use bulwark_repository::RepoError;
 
 /// What went wrong reading or writing the tier catalog.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("{action} {path}")]
-    Io {
-        path: PathBuf,
-        action: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileIoError),
     #[error(transparent)]
     Repo(#[from] RepoError),
     #[error("{0}")]
@@ -29,12 +25,8 @@ pub enum CatalogError {
 impl CatalogError {
     /// Maps an I/O error on `path` while doing `action` ("reading", "listing", …).
     pub fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> Self {
-        let path = path.to_path_buf();
-        move |source| CatalogError::Io {
-            path,
-            action,
-            source,
-        }
+        let on = FileIoError::on(path, action);
+        move |source| CatalogError::Io(on(source))
     }
 }
 
