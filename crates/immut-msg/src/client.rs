@@ -56,6 +56,25 @@ pub struct ImmutClient {
     stream: UnixStream,
 }
 
+/// The error for an answer `r` that does not answer `asked`.
+fn unexpected(asked: &'static str, r: &Response) -> ClientError {
+    ClientError::Unexpected {
+        asked,
+        got: kind(r),
+    }
+}
+
+/// Sends the request `$req` and takes the one answer `$answer => $out` it expects; any other
+/// answer is [`ClientError::Unexpected`] for `$asked`.
+macro_rules! answer {
+    ($self:ident, $req:expr, $asked:literal, $answer:pat => $out:expr) => {
+        match $self.call($req)? {
+            $answer => Ok($out),
+            r => Err(unexpected($asked, &r)),
+        }
+    };
+}
+
 fn kind(r: &Response) -> &'static str {
     match r {
         Response::Sealed(_) => "sealed",
@@ -129,15 +148,10 @@ impl ImmutClient {
 
     /// Seals the file at `incoming` (which must be `REPO/incoming/<point>.bwrp`).
     pub fn seal_path(&mut self, incoming: &Path) -> Result<FileInfo, ClientError> {
-        match self.call(Request::Seal {
+        let req = Request::Seal {
             path: incoming.to_path_buf(),
-        })? {
-            Response::Sealed(i) => Ok(i),
-            r => Err(ClientError::Unexpected {
-                asked: "seal",
-                got: kind(&r),
-            }),
-        }
+        };
+        answer!(self, req, "seal", Response::Sealed(i) => i)
     }
 
     /// Raises the expiry of a sealed file to at least `until_unix`; returns the entry and
@@ -147,68 +161,42 @@ impl ImmutClient {
         target: Target,
         until_unix: i64,
     ) -> Result<(FileInfo, bool), ClientError> {
-        match self.call(Request::Extend { target, until_unix })? {
-            Response::Extended { info, capped } => Ok((info, capped)),
-            r => Err(ClientError::Unexpected {
-                asked: "extend",
-                got: kind(&r),
-            }),
-        }
+        answer!(
+            self,
+            Request::Extend { target, until_unix },
+            "extend",
+            Response::Extended { info, capped } => (info, capped)
+        )
     }
 
     /// The ledger entry of a sealed file.
     pub fn query(&mut self, target: Target) -> Result<FileInfo, ClientError> {
-        match self.call(Request::Query { target })? {
-            Response::Entry(i) => Ok(i),
-            r => Err(ClientError::Unexpected {
-                asked: "query",
-                got: kind(&r),
-            }),
-        }
+        answer!(self, Request::Query { target }, "query", Response::Entry(i) => i)
     }
 
     /// Deletes a sealed file whose protection has expired; returns its path.
     pub fn delete(&mut self, target: Target) -> Result<PathBuf, ClientError> {
-        match self.call(Request::Delete { target })? {
-            Response::Deleted { path } => Ok(path),
-            r => Err(ClientError::Unexpected {
-                asked: "delete",
-                got: kind(&r),
-            }),
-        }
+        answer!(self, Request::Delete { target }, "delete", Response::Deleted { path } => path)
     }
 
     /// The service's clock, alert and counters.
     pub fn status(&mut self) -> Result<StatusInfo, ClientError> {
-        match self.call(Request::Status)? {
-            Response::Status(s) => Ok(s),
-            r => Err(ClientError::Unexpected {
-                asked: "status",
-                got: kind(&r),
-            }),
-        }
+        answer!(self, Request::Status, "status", Response::Status(s) => s)
     }
 
     /// Root only: accept the current wall-clock time after a clock alert.
     pub fn time_accept(&mut self) -> Result<i64, ClientError> {
-        match self.call(Request::TimeAccept)? {
-            Response::TimeAccepted { trusted_unix } => Ok(trusted_unix),
-            r => Err(ClientError::Unexpected {
-                asked: "time-accept",
-                got: kind(&r),
-            }),
-        }
+        answer!(
+            self,
+            Request::TimeAccept,
+            "time-accept",
+            Response::TimeAccepted { trusted_unix } => trusted_unix
+        )
     }
 
     /// Root only: what `time_accept` would unlock now, without changing anything.
     pub fn time_preview(&mut self) -> Result<TimePreview, ClientError> {
-        match self.call(Request::TimePreview)? {
-            Response::TimePreview(p) => Ok(p),
-            r => Err(ClientError::Unexpected {
-                asked: "time-preview",
-                got: kind(&r),
-            }),
-        }
+        answer!(self, Request::TimePreview, "time-preview", Response::TimePreview(p) => p)
     }
 
     /// Root only: the statement approvers must sign for `action` (`release` of `targets`,
@@ -224,13 +212,7 @@ impl ImmutClient {
             targets: targets.to_vec(),
             valid_secs,
         };
-        match self.call(req)? {
-            Response::Statement { text } => Ok(text),
-            r => Err(ClientError::Unexpected {
-                asked: "prepare",
-                got: kind(&r),
-            }),
-        }
+        answer!(self, req, "prepare", Response::Statement { text } => text)
     }
 
     /// Root only: performs the action of an issued statement signed by the approvers.
@@ -243,24 +225,17 @@ impl ImmutClient {
             statement: statement.to_vec(),
             signatures: signatures.to_vec(),
         };
-        match self.call(req)? {
-            Response::Applied { summary } => Ok(summary),
-            r => Err(ClientError::Unexpected {
-                asked: "apply",
-                got: kind(&r),
-            }),
-        }
+        answer!(self, req, "apply", Response::Applied { summary } => summary)
     }
 
     /// Root only: clears the alerts of tampering the service has undone.
     pub fn ack_alerts(&mut self) -> Result<String, ClientError> {
-        match self.call(Request::AckAlerts)? {
-            Response::Applied { summary } => Ok(summary),
-            r => Err(ClientError::Unexpected {
-                asked: "ack-alerts",
-                got: kind(&r),
-            }),
-        }
+        answer!(
+            self,
+            Request::AckAlerts,
+            "ack-alerts",
+            Response::Applied { summary } => summary
+        )
     }
 
     /// Every ledger entry of the guarded repository `repo` (all repositories when empty),
@@ -285,12 +260,7 @@ impl ImmutClient {
                     }
                     cursor = next_cursor;
                 }
-                r => {
-                    return Err(ClientError::Unexpected {
-                        asked: "list",
-                        got: kind(&r),
-                    })
-                }
+                r => return Err(unexpected("list", &r)),
             }
         }
     }

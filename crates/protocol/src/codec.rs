@@ -99,6 +99,21 @@ impl<'a> Rd<'a> {
         }
         Ok(n)
     }
+    /// A count of items (bounded as by [`Rd::count`]), then that many items, each read by
+    /// `item`.
+    pub(crate) fn list<T>(
+        &mut self,
+        max: usize,
+        min_elem: usize,
+        mut item: impl FnMut(&mut Self) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let n = self.count(max, min_elem)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(item(self)?);
+        }
+        Ok(out)
+    }
     /// The rest of the payload.
     pub(crate) fn rest(&mut self) -> &'a [u8] {
         let s = &self.b[self.pos..];

@@ -157,23 +157,21 @@ impl CopyMsg {
             },
             MsgType::CopyHeldList => {
                 let last = r.bool()?;
-                let n = r.count(MAX_HELD_PER_FRAME, HELD_LEN)?;
-                let mut points = Vec::with_capacity(n);
-                for _ in 0..n {
+                let points = r.list(MAX_HELD_PER_FRAME, HELD_LEN, |r| {
                     let point = r.id()?;
                     let chain = r.id()?;
                     let root = r.digest()?;
                     let created = r.i64()?;
                     let has = r.bool()?;
                     let o = (r.id()?, r.id()?, r.digest()?);
-                    points.push(HeldEntry {
+                    Ok(HeldEntry {
                         point,
                         chain,
                         root,
                         created,
                         origin: has.then_some(o),
-                    });
-                }
+                    })
+                })?;
                 CopyMsg::HeldList { last, points }
             }
             MsgType::CopyBegin => {
@@ -192,11 +190,9 @@ impl CopyMsg {
                 })
             }
             MsgType::CopyMap => {
-                let n = r.count(MAX_MAP_ENTRIES_PER_FRAME, ENTRY_LEN)?;
-                let mut entries = Vec::with_capacity(n);
-                for _ in 0..n {
-                    entries.push(MapEntry::decode(r.take(ENTRY_LEN)?));
-                }
+                let entries = r.list(MAX_MAP_ENTRIES_PER_FRAME, ENTRY_LEN, |r| {
+                    Ok(MapEntry::decode(r.take(ENTRY_LEN)?))
+                })?;
                 CopyMsg::Map { entries }
             }
             MsgType::CopyPlan => CopyMsg::Plan(CopyPlanMsg {
@@ -206,11 +202,7 @@ impl CopyMsg {
                 local_bytes: r.u64()?,
             }),
             MsgType::CopyNeed => {
-                let n = r.count(MAX_NEED_PER_FRAME, 8)?;
-                let mut blocks = Vec::with_capacity(n);
-                for _ in 0..n {
-                    blocks.push(r.u64()?);
-                }
+                let blocks = r.list(MAX_NEED_PER_FRAME, 8, |r| r.u64())?;
                 CopyMsg::Need { blocks }
             }
             MsgType::CopyRead => CopyMsg::Read {

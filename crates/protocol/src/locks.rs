@@ -131,9 +131,7 @@ impl LockMsg {
                 } else {
                     None
                 };
-                let n = r.count(MAX_LOCKS_PER_FRAME, ENTRY)?;
-                let mut entries = Vec::with_capacity(n);
-                for _ in 0..n {
+                let entries = r.list(MAX_LOCKS_PER_FRAME, ENTRY, |r| {
                     let point = r.id()?;
                     let chain = r.id()?;
                     let sealed_unix = r.i64()?;
@@ -143,15 +141,15 @@ impl LockMsg {
                     if !(1..=3).contains(&state) {
                         return Err(r.bad("unknown lock state"));
                     }
-                    entries.push(LockEntry {
+                    Ok(LockEntry {
                         point,
                         chain,
                         sealed_unix,
                         expiry_unix,
                         size,
                         state,
-                    });
-                }
+                    })
+                })?;
                 LockMsg::Page(LockPage {
                     last: flags & 1 != 0,
                     guarded: flags & 2 != 0,

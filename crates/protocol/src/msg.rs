@@ -609,11 +609,7 @@ impl<'a> Msg<'a> {
             },
             MsgType::ListJobs => Msg::ListJobs,
             MsgType::Jobs => {
-                let n = r.count(MAX_JOBS, 2)?;
-                let mut jobs = Vec::with_capacity(n);
-                for _ in 0..n {
-                    jobs.push(r.string(MAX_NAME)?);
-                }
+                let jobs = r.list(MAX_JOBS, 2, |r| r.string(MAX_NAME))?;
                 Msg::Jobs { jobs }
             }
             MsgType::ListPoints => Msg::ListPoints {
@@ -621,11 +617,7 @@ impl<'a> Msg<'a> {
             },
             MsgType::Points => {
                 let last = r.bool()?;
-                let n = r.count(MAX_POINTS_PER_FRAME, SUMMARY_MIN)?;
-                let mut points = Vec::with_capacity(n);
-                for _ in 0..n {
-                    points.push(get_summary(&mut r)?);
-                }
+                let points = r.list(MAX_POINTS_PER_FRAME, SUMMARY_MIN, get_summary)?;
                 Msg::Points { last, points }
             }
             MsgType::BeginBackup => {
@@ -658,11 +650,7 @@ impl<'a> Msg<'a> {
                 })
             }
             MsgType::Known => {
-                let n = r.count(MAX_KNOWN_PER_FRAME, 40)?;
-                let mut entries = Vec::with_capacity(n);
-                for _ in 0..n {
-                    entries.push((r.u64()?, r.digest()?));
-                }
+                let entries = r.list(MAX_KNOWN_PER_FRAME, 40, |r| Ok((r.u64()?, r.digest()?)))?;
                 Msg::Known { entries }
             }
             MsgType::Block => {
@@ -752,11 +740,7 @@ impl<'a> Msg<'a> {
                 entries: r.u64()?,
             },
             MsgType::ExportMap => {
-                let n = r.count(MAX_MAP_PER_FRAME, 40)?;
-                let mut entries = Vec::with_capacity(n);
-                for _ in 0..n {
-                    entries.push((r.u64()?, r.digest()?));
-                }
+                let entries = r.list(MAX_MAP_PER_FRAME, 40, |r| Ok((r.u64()?, r.digest()?)))?;
                 Msg::ExportMap { entries }
             }
             MsgType::ReadBlocks => {
@@ -794,29 +778,15 @@ impl<'a> Msg<'a> {
                 let points_checked = r.u64()?;
                 let blocks_checked = r.u64()?;
                 let bytes_checked = r.u64()?;
-                let n = r.count(MAX_DAMAGED_POINTS, 2 + 16 + 4 + 4 + 8)?;
-                let mut damaged = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let job = r.string(MAX_NAME)?;
-                    let point = get_opt_id(&mut r)?;
-                    let np = r.count(MAX_PROBLEMS, 2)?;
-                    let mut problems = Vec::with_capacity(np);
-                    for _ in 0..np {
-                        problems.push(r.string(1024)?);
-                    }
-                    let nb = r.count(MAX_DAMAGED_BLOCKS, 8)?;
-                    let mut blocks = Vec::with_capacity(nb);
-                    for _ in 0..nb {
-                        blocks.push(r.u64()?);
-                    }
-                    damaged.push(DamagedPoint {
-                        job,
-                        point,
-                        problems,
-                        blocks,
+                let damaged = r.list(MAX_DAMAGED_POINTS, 2 + 16 + 4 + 4 + 8, |r| {
+                    Ok(DamagedPoint {
+                        job: r.string(MAX_NAME)?,
+                        point: get_opt_id(r)?,
+                        problems: r.list(MAX_PROBLEMS, 2, |r| r.string(1024))?,
+                        blocks: r.list(MAX_DAMAGED_BLOCKS, 8, |r| r.u64())?,
                         more_blocks: r.u64()?,
-                    });
-                }
+                    })
+                })?;
                 Msg::VerifyReport(VerifyReport {
                     points_checked,
                     blocks_checked,
