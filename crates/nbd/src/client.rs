@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::proto::*;
+use crate::stream::Stream;
 use crate::uri::{Endpoint, NbdUri};
 
 /// The most extents one block-status chunk may carry (a 512 KiB payload).
@@ -100,62 +101,6 @@ pub struct MappedExtent {
     pub start: u64,
     pub end: u64,
     pub flags: u32,
-}
-
-enum Stream {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-impl Stream {
-    fn try_clone(&self) -> io::Result<Stream> {
-        Ok(match self {
-            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
-            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
-        })
-    }
-    fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => {
-                s.set_read_timeout(t)?;
-                s.set_write_timeout(t)
-            }
-            Stream::Tcp(s) => {
-                s.set_read_timeout(t)?;
-                s.set_write_timeout(t)
-            }
-        }
-    }
-    fn shutdown(&self) {
-        let _ = match self {
-            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
-            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
-        };
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.read(b),
-            Stream::Tcp(s) => s.read(b),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.write(b),
-            Stream::Tcp(s) => s.write(b),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.flush(),
-            Stream::Tcp(s) => s.flush(),
-        }
-    }
 }
 
 /// The answer to one request, as the receiver hands it over.
@@ -351,7 +296,8 @@ impl Client {
         export: &str,
         opts: &ClientOptions,
     ) -> Result<Client> {
-        s.set_timeouts(Some(opts.timeout))
+        s.set_read_timeout(Some(opts.timeout))
+            .and_then(|()| s.set_write_timeout(Some(opts.timeout)))
             .map_err(|source| NbdError::Io {
                 addr: addr.clone(),
                 what: "setting timeouts",
@@ -393,15 +339,13 @@ impl Client {
         let mut contexts = Vec::new();
         if structured && !opts.meta_contexts.is_empty() {
             let mut d = Vec::new();
-            d.extend_from_slice(&(export.len() as u32).to_be_bytes());
-            d.extend_from_slice(export.as_bytes());
+            put_name(&mut d, export);
             d.extend_from_slice(&(opts.meta_contexts.len() as u32).to_be_bytes());
             for q in &opts.meta_contexts {
                 if q.len() > MAX_NAME as usize {
                     return Err(NbdError::Usage(format!("meta context {q:?} is too long")));
                 }
-                d.extend_from_slice(&(q.len() as u32).to_be_bytes());
-                d.extend_from_slice(q.as_bytes());
+                put_name(&mut d, q);
             }
             h.send_option(OPT_SET_META_CONTEXT, &d)?;
             loop {
@@ -432,8 +376,7 @@ impl Client {
         }
 
         let mut d = Vec::new();
-        d.extend_from_slice(&(export.len() as u32).to_be_bytes());
-        d.extend_from_slice(export.as_bytes());
+        put_name(&mut d, export);
         d.extend_from_slice(&1u16.to_be_bytes());
         d.extend_from_slice(&INFO_BLOCK_SIZE.to_be_bytes());
         h.send_option(OPT_GO, &d)?;
@@ -806,7 +749,7 @@ impl Client {
             .encode();
             if let Ok(mut w) = self.shared.writer.lock() {
                 let _ = w.write_all(&req);
-                w.shutdown();
+                w.shutdown(Shutdown::Both);
             }
             fail_all(&self.shared, "the client disconnected".into());
             let _ = h.join();
@@ -840,7 +783,7 @@ fn receive(sh: Arc<Shared>, mut s: Stream) {
         Err(e) => e,
     };
     fail_all(&sh, why);
-    s.shutdown();
+    s.shutdown(Shutdown::Both);
 }
 
 /// Reads exactly `b`, telling a timeout and a closed connection apart; `idle` allows a

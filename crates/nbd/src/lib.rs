@@ -14,6 +14,7 @@ pub mod client;
 pub mod overlay;
 pub mod proto;
 pub mod server;
+mod stream;
 pub mod uri;
 
 pub use client::{Client, ClientOptions, MappedExtent, NbdError, Ticket};

@@ -155,6 +155,13 @@ fn be_u64(b: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
+/// Appends `name` as option data carries a name (an export, a meta context): its length in
+/// 32 bits, then its bytes. The caller bounds the length first ([`MAX_NAME`]).
+pub fn put_name(data: &mut Vec<u8>, name: &str) {
+    data.extend_from_slice(&(name.len() as u32).to_be_bytes());
+    data.extend_from_slice(name.as_bytes());
+}
+
 /// A transmission request (client → server).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request {

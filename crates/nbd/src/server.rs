@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::proto::*;
+use crate::stream::Stream;
 
 /// The most bytes one read (or write) request may ask for: 32 MiB, what the protocol
 /// recommends servers accept and what QEMU's client never exceeds.
@@ -166,59 +167,6 @@ struct Shared {
     conns: Mutex<HashMap<u64, Stream>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     stats: Stats,
-}
-
-enum Stream {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-impl Stream {
-    fn try_clone(&self) -> io::Result<Stream> {
-        Ok(match self {
-            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
-            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
-        })
-    }
-    fn shutdown(&self, how: std::net::Shutdown) {
-        let _ = match self {
-            Stream::Unix(s) => s.shutdown(how),
-            Stream::Tcp(s) => s.shutdown(how),
-        };
-    }
-    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.set_read_timeout(t),
-            Stream::Tcp(s) => s.set_read_timeout(t),
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.read(b),
-            Stream::Tcp(s) => s.read(b),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.write(b),
-            Stream::Tcp(s) => s.write(b),
-        }
-    }
-    fn write_vectored(&mut self, b: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.write_vectored(b),
-            Stream::Tcp(s) => s.write_vectored(b),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 enum Listener {
@@ -554,8 +502,7 @@ fn negotiate(s: &mut Stream, sh: &Shared, neg: &mut Negotiated) -> io::Result<bo
                     continue;
                 }
                 let mut d = Vec::new();
-                d.extend_from_slice(&(sh.opts.name.len() as u32).to_be_bytes());
-                d.extend_from_slice(sh.opts.name.as_bytes());
+                put_name(&mut d, &sh.opts.name);
                 option_reply(s, h.option, REP_SERVER, &d)?;
                 option_reply(s, h.option, REP_ACK, &[])?;
             }

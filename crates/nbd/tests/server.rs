@@ -210,18 +210,7 @@ fn read_reply(s: &mut UnixStream) -> Reply {
 }
 
 fn qemu_compare(image: &Path, sock: &Path) {
-    let o = Command::new("qemu-img")
-        .args(["compare", "-f", "raw", "-F", "raw"])
-        .arg(image)
-        .arg(uri(sock))
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "qemu-img compare: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    bulwark_testkit::images::qemu_compare(image, &uri(sock));
 }
 
 #[test]
@@ -556,19 +545,11 @@ fn a_tcp_export_serves_several_clients_at_once() {
     let runs: Vec<_> = (0..4)
         .map(|_| {
             let (image, uri) = (image.clone(), uri.clone());
-            std::thread::spawn(move || {
-                Command::new("qemu-img")
-                    .args(["compare", "-f", "raw", "-F", "raw"])
-                    .arg(&image)
-                    .arg(&uri)
-                    .output()
-                    .unwrap()
-            })
+            std::thread::spawn(move || bulwark_testkit::images::qemu_compare(&image, &uri))
         })
         .collect();
     for r in runs {
-        let o = r.join().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        r.join().expect("qemu-img compare of the TCP export");
     }
     assert!(
         srv.stats()

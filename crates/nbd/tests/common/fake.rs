@@ -104,6 +104,17 @@ fn chunk(
     s.write_all(payload)
 }
 
+/// The last `NBD_REPLY_TYPE_OFFSET_DATA` chunk of a read: `offset` (8 bytes), then `data`.
+fn offset_data(s: &mut UnixStream, cookie: u64, offset: &[u8], data: &[u8]) -> std::io::Result<()> {
+    chunk(
+        s,
+        REPLY_FLAG_DONE,
+        REPLY_TYPE_OFFSET_DATA,
+        cookie,
+        &[offset, data].concat(),
+    )
+}
+
 fn serve(mut s: UnixStream, how: Misbehave) {
     if !negotiate(&mut s) {
         return;
@@ -137,19 +148,10 @@ fn serve(mut s: UnixStream, how: Misbehave) {
                 );
             }
             CMD_READ => {
-                let mut p = r.offset.to_be_bytes().to_vec();
+                let p = r.offset.to_be_bytes();
                 let data = vec![0x5au8; r.length as usize];
                 let res = match how {
-                    Misbehave::ZeroExtent => {
-                        p.extend_from_slice(&data);
-                        chunk(
-                            &mut s,
-                            REPLY_FLAG_DONE,
-                            REPLY_TYPE_OFFSET_DATA,
-                            r.cookie,
-                            &p,
-                        )
-                    }
+                    Misbehave::ZeroExtent => offset_data(&mut s, r.cookie, &p, &data),
                     Misbehave::CloseMidReply => {
                         let h = StructuredReply {
                             flags: REPLY_FLAG_DONE,
@@ -187,25 +189,9 @@ fn serve(mut s: UnixStream, how: Misbehave) {
                         let _ = s.read(&mut b);
                         return;
                     }
-                    Misbehave::WrongCookie => {
-                        p.extend_from_slice(&data);
-                        chunk(
-                            &mut s,
-                            REPLY_FLAG_DONE,
-                            REPLY_TYPE_OFFSET_DATA,
-                            r.cookie ^ 0xdead,
-                            &p,
-                        )
-                    }
+                    Misbehave::WrongCookie => offset_data(&mut s, r.cookie ^ 0xdead, &p, &data),
                     Misbehave::IncompleteRead => {
-                        p.extend_from_slice(&data[..data.len() / 2]);
-                        chunk(
-                            &mut s,
-                            REPLY_FLAG_DONE,
-                            REPLY_TYPE_OFFSET_DATA,
-                            r.cookie,
-                            &p,
-                        )
+                        offset_data(&mut s, r.cookie, &p, &data[..data.len() / 2])
                     }
                 };
                 if res.is_err() {
