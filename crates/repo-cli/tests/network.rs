@@ -13,7 +13,7 @@ use bulwark_protocol::{ErrorCode, Msg};
 use bulwark_remote::{Conn, RemoteAddr, RemoteError};
 use bulwark_testkit::need_root;
 use bulwark_testkit::serve::{bin_repo, json_of as json, Service};
-use bulwark_testkit::{images, Rng};
+use bulwark_testkit::{images, system, Rng};
 
 /// Overwrites a few 64 KiB stretches.
 fn change(path: &Path, seed: u64) {
@@ -903,17 +903,7 @@ fn export_over_the_network_serves_a_full_an_incremental_and_a_synthetic_full_to_
     let r = bulwark_format::PointReader::open(std::fs::File::open(&file).unwrap()).unwrap();
     let (e, bs) = (r.map[10], u64::from(r.meta.block_size));
     drop(r);
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&file)
-            .unwrap();
-        let mut b = [0u8; 1];
-        f.read_exact_at(&mut b, e.offset + 7).unwrap();
-        f.write_all_at(&[b[0] ^ 1], e.offset + 7).unwrap();
-    }
+    system::flip_byte(&file, e.offset + 7);
     let sock = svc.path("damaged.sock");
     let _e = net_export(&svc, "alice", "vm1", full_id, &sock);
     let start = e.block.0 * bs;

@@ -11,7 +11,7 @@ use std::process::Output;
 
 use bulwark_testkit::need_root;
 use bulwark_testkit::serve::Service;
-use bulwark_testkit::Rng;
+use bulwark_testkit::{system, Rng};
 
 const MARKER: &[u8] = b"NETWORK-PLAINTEXT-MARKER-51c2";
 
@@ -141,14 +141,7 @@ fn a_write_only_client_backs_up_over_tls_but_only_the_private_restore_key_restor
     } else {
         file
     };
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&file)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, 4096 + 100).unwrap();
-    f.write_all_at(&[b[0] ^ 0x10], 4096 + 100).unwrap();
+    system::flip_byte(&file, 4096 + 100);
     let o = svc.admin(&["verify", s(&svc.repo)]);
     assert_eq!(
         o.status.code(),

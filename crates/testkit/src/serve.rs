@@ -2,7 +2,6 @@
 //! unprivileged user, real `bulwark` clients enrolled over TLS on 127.0.0.1 (root only, for
 //! the service user: start a test with [`need_root!`](crate::need_root)).
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -11,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::bins::expect_binary;
 use crate::cmd::show;
 use crate::fs::{Mount, Scratch};
+use crate::system::listening_addr;
 use crate::user::TestUser;
 
 /// Returns from the test (after a printed SKIP) unless it runs as root, which a [`Service`]
@@ -39,20 +39,7 @@ pub fn bin_client() -> PathBuf {
 /// says anything else the test fails showing the service's `log`.
 pub fn spawn_listening(serve: &mut Command, log: &Path) -> (Child, String) {
     let mut child = serve.stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .map(String::from)
-        .unwrap_or_else(|| {
-            panic!(
-                "serve said {line:?}; log: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            )
-        });
+    let addr = listening_addr(&mut child, Some(log));
     (child, addr)
 }
 
@@ -279,28 +266,35 @@ impl<'a> Client<'a> {
         o
     }
 
+    /// `COMMAND --repo ADDR --job JOB EXTRA… PATH`: the form of `backup` and `restore`.
+    fn job_args<'b>(
+        &'b self,
+        command: &'b str,
+        job: &'b str,
+        path: &'b Path,
+        extra: &[&'b str],
+    ) -> Vec<&'b str> {
+        let mut a = vec![command, "--repo", &self.svc.addr, "--job", job];
+        a.extend_from_slice(extra);
+        a.push(path.to_str().unwrap());
+        a
+    }
+
     /// `bulwark backup --repo ADDR --job JOB EXTRA… IMAGE`.
     pub fn backup(&self, job: &str, image: &Path, extra: &[&str]) -> Output {
-        let mut a = vec!["backup", "--repo", &self.svc.addr, "--job", job];
-        a.extend_from_slice(extra);
-        a.push(image.to_str().unwrap());
-        self.run(&a)
+        self.run(&self.job_args("backup", job, image, extra))
     }
 
     /// `bulwark --json backup …` as [`Client::backup`], which must succeed; its report.
     pub fn backup_json(&self, job: &str, image: &Path, extra: &[&str]) -> serde_json::Value {
-        let mut a = vec!["--json", "backup", "--repo", &self.svc.addr, "--job", job];
-        a.extend_from_slice(extra);
-        a.push(image.to_str().unwrap());
+        let mut a = vec!["--json"];
+        a.extend(self.job_args("backup", job, image, extra));
         json_of(&self.run(&a))
     }
 
     /// `bulwark restore --repo ADDR --job JOB EXTRA… OUT`.
     pub fn restore(&self, job: &str, out: &Path, extra: &[&str]) -> Output {
-        let mut a = vec!["restore", "--repo", &self.svc.addr, "--job", job];
-        a.extend_from_slice(extra);
-        a.push(out.to_str().unwrap());
-        self.run(&a)
+        self.run(&self.job_args("restore", job, out, extra))
     }
 
     /// `bulwark --json list --repo ADDR`, which must succeed; the listing.
