@@ -6,6 +6,8 @@
 //! a fresh random salt and seals each block number at most once (a point's blocks strictly
 //! increase), so a nonce never repeats under a session key.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use zeroize::Zeroizing;
 
@@ -107,10 +109,16 @@ pub(crate) fn change_key_of(master: &[u8; 32]) -> [u8; 32] {
 }
 
 /// Seals the blocks of one writing session (one restore point) under one salt.
+///
+/// Workers may seal blocks in parallel and out of order with [`SessionSealer::seal_detached`];
+/// what keeps the nonce unique is [`SessionSealer::admit`], which the one thread that keeps
+/// sealed blocks (writes or sends them) calls, in that order, before any leaves memory: block
+/// numbers must strictly increase, so no two kept ciphertexts share a nonce.
 pub struct SessionSealer {
     salt: [u8; SALT_LEN],
     key: LessSafeKey,
-    last: Option<u64>,
+    /// The last admitted block number plus one; 0 before the first.
+    last: AtomicU64,
 }
 
 impl SessionSealer {
@@ -120,7 +128,7 @@ impl SessionSealer {
         Ok(SessionSealer {
             salt,
             key: data_key.session(&salt),
-            last: None,
+            last: AtomicU64::new(0),
         })
     }
 
@@ -139,13 +147,39 @@ impl SessionSealer {
         payload: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        if self.last.is_some_and(|l| block <= l) {
-            return Err(CryptoError::Usage(format!(
-                "block {block} sealed after block {}: a session seals each block number once, in order",
-                self.last.unwrap_or(0)
-            )));
-        }
-        self.last = Some(block);
+        self.admit(block)?;
+        self.seal_detached(block, ad, payload, out)
+    }
+
+    /// The order check of [`SessionSealer::seal`] alone: admits block `block`, sealed with
+    /// [`SessionSealer::seal_detached`], to be kept. Refused unless it is greater than every
+    /// block admitted before.
+    pub fn admit(&self, block: u64) -> Result<()> {
+        let next = block
+            .checked_add(1)
+            .ok_or_else(|| CryptoError::Usage(format!("block number {block} is out of range")))?;
+        self.last
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                (next > last).then_some(next)
+            })
+            .map(|_| ())
+            .map_err(|last| {
+                CryptoError::Usage(format!(
+                    "block {block} sealed after block {}: a session seals each block number once, in order",
+                    last - 1
+                ))
+            })
+    }
+
+    /// [`SessionSealer::seal`] without the order check, from any thread: the bytes must pass
+    /// [`SessionSealer::admit`] before they leave memory, or be dropped.
+    pub fn seal_detached(
+        &self,
+        block: u64,
+        ad: &[u8; AD_LEN],
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         out.clear();
         out.reserve(payload.len() + BLOCK_OVERHEAD);
         out.extend_from_slice(&self.salt);
@@ -214,5 +248,36 @@ mod tests {
         let a = SessionSealer::new(&key).unwrap().salt();
         let b = SessionSealer::new(&key).unwrap().salt();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn detached_seals_are_kept_only_in_strictly_increasing_order() {
+        let key = BlockKey::generate().unwrap();
+        let s = SessionSealer::new(&key).unwrap();
+        let mut sealed = Vec::new();
+        // Sealed out of order by workers, admitted in order by the keeper.
+        for b in [3u64, 1, 2] {
+            let ad = associated_data(b, 4, 0, &[0; 32]);
+            s.seal_detached(b, &ad, b"data", &mut sealed).unwrap();
+            let mut out = Vec::new();
+            key.open(b, &ad, &sealed, &mut out).unwrap();
+            assert_eq!(out, b"data");
+        }
+        s.admit(1).unwrap();
+        s.admit(2).unwrap();
+        assert!(s.admit(2).is_err(), "a repeat");
+        assert!(s.admit(1).is_err(), "a step back");
+        s.admit(7).unwrap();
+        assert!(
+            s.admit(u64::MAX).is_err(),
+            "no block number has no successor"
+        );
+        let mut s = s;
+        let ad = associated_data(7, 4, 0, &[0; 32]);
+        assert!(
+            s.seal(7, &ad, b"data", &mut sealed).is_err(),
+            "seal checks the same order"
+        );
+        s.seal(8, &ad, b"data", &mut sealed).unwrap();
     }
 }

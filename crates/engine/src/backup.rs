@@ -1,8 +1,10 @@
 //! The backup pipeline.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bulwark_crypto::{associated_data, SessionSealer};
 use bulwark_format::{plain_len_of, BlockNo, Codec, Digest, PointKind, StoredBlock};
 use bulwark_repository::plan::{block_size_choosable, compression_level_ok};
 use bulwark_repository::{
@@ -21,6 +23,11 @@ pub trait BlockSink {
     fn put_stored(&mut self, b: StoredBlock<'_>) -> Result<()>;
     /// A block identical to the parent's copy.
     fn put_unchanged(&mut self, block: BlockNo) -> Result<()>;
+    /// The session sealer of a sink that encrypts ([`crate::EncryptingSink`]): the pipeline's
+    /// workers then seal blocks in parallel, and the sink admits them in block order.
+    fn parallel_sealer(&self) -> Option<Arc<SessionSealer>> {
+        None
+    }
 }
 
 impl BlockSink for PointBuilder {
@@ -111,7 +118,8 @@ enum Outcome {
     Unchanged,
     /// Unchanged by changed-block tracking: not read, the parent's copy is referenced.
     Referenced,
-    /// `stored` holds the zstd frame; a raw block's bytes stay in the read buffer.
+    /// `stored` holds the zstd frame or the sealed bytes; a plain raw block's bytes stay in
+    /// the read buffer.
     Stored {
         plain_hash: Digest,
         stored: Vec<u8>,
@@ -208,6 +216,8 @@ pub fn run_input_pipeline(
     let (work_tx, work_rx) = bounded::<crate::input::Work>(pool);
     let (done_tx, done_rx) = bounded::<Result<Done>>(pool);
     let mut counters = Counters::default();
+    let sealer = sink.parallel_sealer();
+    let sealer = sealer.as_deref();
 
     std::thread::scope(|s| -> Result<()> {
         // Reader: one sequential pass over the data ranges (or the runs CBT chose).
@@ -248,7 +258,10 @@ pub fn run_input_pipeline(
                         if known.get(block) == Some(plain_hash) {
                             Ok(Outcome::Unchanged)
                         } else {
-                            compress(comp.as_mut(), &buf, plain_hash)
+                            compress(comp.as_mut(), &buf, plain_hash).and_then(|o| match sealer {
+                                Some(sealer) => seal(sealer, block, &buf, o),
+                                None => Ok(o),
+                            })
                         }
                     };
                     let msg = outcome.map(|outcome| Done {
@@ -307,10 +320,10 @@ pub fn run_input_pipeline(
                     } => {
                         counters.blocks_new += 1;
                         counters.bytes_new_plain += u64::from(d.plain_len);
-                        let data = if codec.is_compressed() {
-                            &stored[..]
-                        } else {
-                            &d.buf[..]
+                        // Only a plain raw block's bytes stay in the read buffer.
+                        let data = match codec {
+                            Codec::Raw => &d.buf[..],
+                            _ => &stored[..],
                         };
                         counters.bytes_stored += data.len() as u64;
                         sink.put_stored(StoredBlock {
@@ -370,6 +383,37 @@ fn compress(
         stored: Vec::new(),
         codec: Codec::Raw,
         stored_hash: plain_hash,
+    })
+}
+
+/// Encrypts a compressed outcome of block `block` (plain bytes `buf`) in a worker
+/// (docs/encryption.md): the payload is the zstd frame or the plain block; the stored hash
+/// covers the ciphertext. The sink admits it in block order before it is kept.
+fn seal(sealer: &SessionSealer, block: u64, buf: &[u8], o: Outcome) -> Result<Outcome> {
+    let Outcome::Stored {
+        plain_hash,
+        stored,
+        codec,
+        ..
+    } = o
+    else {
+        return Ok(o);
+    };
+    let payload = match codec {
+        Codec::Raw => buf,
+        _ => &stored[..],
+    };
+    let codec = codec.sealed();
+    let ad = associated_data(block, buf.len() as u32, codec.flags(), &plain_hash.0);
+    let mut sealed = Vec::new();
+    sealer
+        .seal_detached(block, &ad, payload, &mut sealed)
+        .map_err(|e| EngineError::Usage(e.to_string()))?;
+    Ok(Outcome::Stored {
+        plain_hash,
+        stored_hash: Digest::of(&sealed),
+        stored: sealed,
+        codec,
     })
 }
 

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bulwark_crypto::{
@@ -225,7 +226,7 @@ fn fingerprints(kf: &KeyFile) -> String {
 /// network sees ciphertext only).
 pub struct EncryptingSink<'a> {
     inner: &'a mut dyn BlockSink,
-    sealer: SessionSealer,
+    sealer: Arc<SessionSealer>,
     buf: Vec<u8>,
 }
 
@@ -233,7 +234,7 @@ impl<'a> EncryptingSink<'a> {
     fn new(inner: &'a mut dyn BlockSink, sealer: SessionSealer) -> Self {
         EncryptingSink {
             inner,
-            sealer,
+            sealer: Arc::new(sealer),
             buf: Vec::new(),
         }
     }
@@ -241,10 +242,19 @@ impl<'a> EncryptingSink<'a> {
 
 impl BlockSink for EncryptingSink<'_> {
     fn put_stored(&mut self, b: StoredBlock<'_>) -> Result<()> {
+        if b.codec.is_encrypted() {
+            // Sealed by a pipeline worker: kept only in strictly increasing block order.
+            self.sealer.admit(b.block.0).map_err(usage)?;
+            return self.inner.put_stored(b);
+        }
         let codec = b.codec.sealed();
         let ad = associated_data(b.block.0, b.plain_len, codec.flags(), &b.plain_hash.0);
         self.sealer
-            .seal(b.block.0, &ad, b.data, &mut self.buf)
+            .admit(b.block.0)
+            .and_then(|()| {
+                self.sealer
+                    .seal_detached(b.block.0, &ad, b.data, &mut self.buf)
+            })
             .map_err(usage)?;
         let stored_hash = Digest::of(&self.buf);
         self.inner.put_stored(StoredBlock {
@@ -256,6 +266,9 @@ impl BlockSink for EncryptingSink<'_> {
     }
     fn put_unchanged(&mut self, block: BlockNo) -> Result<()> {
         self.inner.put_unchanged(block)
+    }
+    fn parallel_sealer(&self) -> Option<Arc<SessionSealer>> {
+        Some(self.sealer.clone())
     }
 }
 
