@@ -34,7 +34,32 @@ pub(crate) struct RemoteSink<'a> {
     pub(crate) err: Option<RemoteError>,
 }
 
-impl RemoteSink<'_> {
+impl<'a> RemoteSink<'a> {
+    /// A sink sending the blocks of the backup open on `conn`.
+    pub(crate) fn new(conn: &'a mut Conn) -> Self {
+        RemoteSink {
+            conn,
+            run: None,
+            sent: 0,
+            err: None,
+        }
+    }
+
+    /// Ends the blocks after the pipeline's result `res`: its counters and the number of
+    /// blocks sent, or the sink's own error when sending failed (the pipeline saw only
+    /// that the sink did).
+    pub(crate) fn finish(
+        mut self,
+        res: bulwark_engine::Result<Counters>,
+    ) -> Result<(Counters, u64)> {
+        let counters = match res {
+            Ok(c) => c,
+            Err(e) => return Err(self.err.take().unwrap_or(RemoteError::Engine(e))),
+        };
+        self.flush_run()?;
+        Ok((counters, self.sent))
+    }
+
     pub(crate) fn flush_run(&mut self) -> Result<()> {
         if let Some((first, count)) = self.run.take() {
             self.conn.send(&Msg::Unchanged { first, count })?;
@@ -80,19 +105,7 @@ impl BlockSink for RemoteSink<'_> {
 
 /// Backs up `source` as a new restore point of `job` in the repository at `addr`. The server
 /// chooses the parent (as a local backup does) and sends its block hashes; only changed
-/// blocks travel.
-pub fn backup_remote(
-    config_dir: &Path,
-    addr: &RemoteAddr,
-    job: &str,
-    source: &Path,
-    opts: &BackupOptions,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<RemoteBackupSummary> {
-    backup_remote_with(config_dir, addr, job, source, opts, None, progress)
-}
-
-/// [`backup_remote`], encrypted on this client with `key` when one is given
+/// blocks travel. Encrypted on this client with `key` when one is given
 /// (docs/encryption.md): the server receives ciphertext and the encryption record only. A
 /// chain that cannot continue under `key` (not encrypted, another public key) gets a new
 /// active full, the reason reported.
@@ -168,6 +181,31 @@ pub(crate) fn begin(
     Ok((ready, known))
 }
 
+/// Seals the backup `ready` answered on `conn` once its `sent` blocks are all sent: `Finish`,
+/// the server's `Sealed`, the session closed; what it made, `started` being its start.
+pub(crate) fn seal(
+    mut conn: Conn,
+    ready: BackupReady,
+    sent: u64,
+    counters: Counters,
+    started: Instant,
+) -> Result<RemoteBackupSummary> {
+    conn.send(&Msg::Finish { blocks: sent })?;
+    let sealed = match conn.recv()? {
+        Msg::Sealed(s) => s,
+        m => return Err(m.unexpected("Sealed").into()),
+    };
+    let client = conn.client.clone();
+    conn.close();
+    Ok(RemoteBackupSummary {
+        sealed,
+        counters,
+        elapsed: started.elapsed(),
+        full_reason: (!ready.full_reason.is_empty()).then_some(ready.full_reason),
+        client,
+    })
+}
+
 /// One attempt; `Ok(Err(reason))` when the encrypted backup needs a new chain.
 fn backup_once(
     config_dir: &Path,
@@ -217,12 +255,7 @@ fn backup_once(
         }
     };
     let change_key = sealing.as_ref().map(|s| s.change_key);
-    let mut sink = RemoteSink {
-        conn: &mut conn,
-        run: None,
-        sent: 0,
-        err: None,
-    };
+    let mut sink = RemoteSink::new(&mut conn);
     let res = {
         let mut sealed_sink;
         let out: &mut dyn BlockSink = match sealing {
@@ -243,12 +276,7 @@ fn backup_once(
             progress,
         )
     };
-    let counters = match res {
-        Ok(c) => c,
-        Err(e) => return Err(sink.err.take().unwrap_or(RemoteError::Engine(e))),
-    };
-    sink.flush_run()?;
-    let sent = sink.sent;
+    let (counters, sent) = sink.finish(res)?;
     let after = src.size_now()?;
     if after != src.size {
         // Dropping the connection makes the server discard the unfinished restore point.
@@ -259,18 +287,5 @@ fn backup_once(
         }
         .into());
     }
-    conn.send(&Msg::Finish { blocks: sent })?;
-    let sealed = match conn.recv()? {
-        Msg::Sealed(s) => s,
-        m => return Err(m.unexpected("Sealed").into()),
-    };
-    let client = conn.client.clone();
-    conn.close();
-    Ok(Ok(RemoteBackupSummary {
-        sealed,
-        counters,
-        elapsed: started.elapsed(),
-        full_reason: (!ready.full_reason.is_empty()).then_some(ready.full_reason),
-        client,
-    }))
+    seal(conn, ready, sent, counters, started).map(Ok)
 }

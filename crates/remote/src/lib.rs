@@ -15,15 +15,15 @@ mod ops;
 mod restore;
 mod tls;
 
-pub use backup::{backup_remote, backup_remote_with, RemoteBackupSummary};
+pub use backup::{backup_remote_with, RemoteBackupSummary};
 pub use config::{config_dir, parse_repo_arg, Credentials, RemoteAddr, RepoTarget};
 pub use conn::Conn;
 pub use enroll::{enroll, Enrolled};
 pub use error::RemoteError;
 pub use export::RemotePoint;
 pub use live::backup_remote_live;
-pub use ops::{list_jobs, list_points, verify_remote};
-pub use restore::{restore_remote, restore_remote_with};
+pub use ops::{list_jobs, list_points, points_on, verify_remote};
+pub use restore::restore_remote_with;
 
 /// Result type of this crate.
 pub type Result<T, E = RemoteError> = std::result::Result<T, E>;

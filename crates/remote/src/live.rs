@@ -67,12 +67,7 @@ pub fn backup_remote_live(
         conn.send(&Msg::Cbt { record })?;
     }
     let known = KnownHashes(known);
-    let mut sink = RemoteSink {
-        conn: &mut conn,
-        run: None,
-        sent: 0,
-        err: None,
-    };
+    let mut sink = RemoteSink::new(&mut conn);
     let (res, stored, kept) = {
         let input = src.input()?;
         let mut rec = Recording {
@@ -92,36 +87,18 @@ pub fn backup_remote_live(
         );
         (res, rec.stored, rec.kept)
     };
-    let mut counters = match res {
-        Ok(c) => c,
-        Err(e) => return Err(sink.err.take().unwrap_or(RemoteError::Engine(e))),
-    };
-    sink.flush_run()?;
-    let sent = sink.sent;
+    let (counters, sent) = sink.finish(res)?;
     src.check_missed(&stored, &kept, parent.as_ref());
-    conn.send(&Msg::Finish { blocks: sent })?;
-    let sealed = match conn.recv()? {
-        Msg::Sealed(s) => s,
-        m => return Err(m.unexpected("Sealed").into()),
-    };
-    let client = conn.client.clone();
-    conn.close();
+    let mut summary = crate::backup::seal(conn, ready, sent, counters, started)?;
     let mut report = src.report();
     if report.anchor_block.is_some() {
-        counters.blocks_read += 1;
-        counters.bytes_read += report.anchor_bytes;
+        summary.counters.blocks_read += 1;
+        summary.counters.bytes_read += report.anchor_bytes;
     }
     if let Err(e) = src.commit() {
         report.cleanup_error = Some(e.to_string());
     }
-    Ok((
-        RemoteBackupSummary {
-            sealed,
-            counters,
-            elapsed: started.elapsed(),
-            full_reason: (!ready.full_reason.is_empty()).then_some(ready.full_reason),
-            client,
-        },
-        report,
-    ))
+    // Cleaning up in QEMU counts, as it does in a local live backup.
+    summary.elapsed = started.elapsed();
+    Ok((summary, report))
 }

@@ -29,7 +29,8 @@ pub fn list_points(config_dir: &Path, addr: &RemoteAddr, job: &str) -> Result<Ve
     Ok(out)
 }
 
-pub(crate) fn points_on(c: &mut Conn, job: &str) -> Result<Vec<PointSummary>> {
+/// The restore points of one of this client's jobs, oldest first, asked on the open session `c`.
+pub fn points_on(c: &mut Conn, job: &str) -> Result<Vec<PointSummary>> {
     c.send(&Msg::ListPoints {
         job: job.to_string(),
     })?;

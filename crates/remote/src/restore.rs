@@ -15,20 +15,7 @@ use crossbeam_channel::bounded;
 use crate::{Conn, RemoteAddr, RemoteError, Result};
 
 /// Restores restore point `point` of `job` (the newest with `None`) from the repository at
-/// `addr` to `target`.
-pub fn restore_remote(
-    config_dir: &Path,
-    addr: &RemoteAddr,
-    job: &str,
-    point: Option<PointId>,
-    target: &Path,
-    opts: &RestoreOptions,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<RestoreSummary> {
-    restore_remote_with(config_dir, addr, job, point, target, opts, None, progress)
-}
-
-/// [`restore_remote`] of an encrypted point with `key` (the symmetric key file or the
+/// `addr` to `target`. An encrypted point needs its `key` (the symmetric key file or the
 /// private restore key): the server sends ciphertext and the sessions' wrapped keys, this
 /// client decrypts. Keys are checked before the target is created.
 #[allow(clippy::too_many_arguments)]
