@@ -17,6 +17,26 @@ fn unexpected(m: Msg<'_>, what: &'static str) -> CopyError {
     CopyError::Remote(RemoteError::Protocol(m.unexpected(what)))
 }
 
+/// A list of points the `side` sends in pages: `page` takes each message apart into
+/// (last page?, its points) until the last; at most [`MAX_LIST`] points in all.
+fn recv_list<T>(
+    conn: &mut Conn,
+    side: &str,
+    mut page: impl FnMut(Msg<'_>) -> Result<(bool, Vec<T>)>,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    loop {
+        let (last, points) = page(conn.recv()?)?;
+        out.extend(points);
+        if out.len() > MAX_LIST {
+            return Err(CopyError::Usage(format!("the {side} sent too many points")));
+        }
+        if last {
+            return Ok(out);
+        }
+    }
+}
+
 /// A repository service copied from (pull): reads the jobs this identity owns there.
 pub struct NetSource {
     addr: RemoteAddr,
@@ -94,28 +114,20 @@ impl Source for NetSource {
         self.conn.send(&Msg::ListPoints {
             job: job.to_string(),
         })?;
-        let mut out = Vec::new();
-        loop {
-            match self.conn.recv()? {
-                Msg::Points { last, points } => {
-                    out.extend(points.into_iter().map(|s| SourcePoint {
-                        point: s.point,
-                        chain: s.chain,
-                        parent: s.parent,
-                        kind: s.kind,
-                        root: s.root,
-                        created: s.created_unix,
-                    }));
-                    if out.len() > MAX_LIST {
-                        return Err(CopyError::Usage("the source sent too many points".into()));
-                    }
-                    if last {
-                        return Ok(out);
-                    }
-                }
-                m => return Err(unexpected(m, "Points")),
+        recv_list(&mut self.conn, "source", |m| match m {
+            Msg::Points { last, points } => {
+                let points = points.into_iter().map(|s| SourcePoint {
+                    point: s.point,
+                    chain: s.chain,
+                    parent: s.parent,
+                    kind: s.kind,
+                    root: s.root,
+                    created: s.created_unix,
+                });
+                Ok((last, points.collect()))
             }
-        }
+            m => Err(unexpected(m, "Points")),
+        })
     }
 
     fn head(&mut self, job: &str, point: PointId) -> Result<CopyHead> {
@@ -221,27 +233,19 @@ impl Target for NetTarget {
         self.conn.send(&Msg::Copy(CopyMsg::Held {
             job: job.to_string(),
         }))?;
-        let mut out = Vec::new();
-        loop {
-            match self.conn.recv()? {
-                Msg::Copy(CopyMsg::HeldList { last, points }) => {
-                    out.extend(points.into_iter().map(|h| HeldPoint {
-                        point: h.point,
-                        chain: h.chain,
-                        root: h.root,
-                        created: h.created,
-                        origin: h.origin,
-                    }));
-                    if out.len() > MAX_LIST {
-                        return Err(CopyError::Usage("the target sent too many points".into()));
-                    }
-                    if last {
-                        return Ok(out);
-                    }
-                }
-                m => return Err(unexpected(m, "CopyHeldList")),
+        recv_list(&mut self.conn, "target", |m| match m {
+            Msg::Copy(CopyMsg::HeldList { last, points }) => {
+                let points = points.into_iter().map(|h| HeldPoint {
+                    point: h.point,
+                    chain: h.chain,
+                    root: h.root,
+                    created: h.created,
+                    origin: h.origin,
+                });
+                Ok((last, points.collect()))
             }
-        }
+            m => Err(unexpected(m, "CopyHeldList")),
+        })
     }
 
     fn begin(&mut self, job: &str, head: &CopyHead) -> Result<CopyPlan> {
