@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::watch::Facts;
+use crate::watch::{Facts, LockedDay};
 
 /// A label value escaped as the format requires (backslash, double quote, newline).
 fn esc(v: &str) -> String {
@@ -93,29 +93,25 @@ pub fn render(f: &Facts) -> String {
             }
         }
     }
-    o.family(
-        "bulwark_locked_bytes",
-        "Physical bytes that stay locked until the end of the day in label until (UTC).",
-    );
-    for d in &f.locked {
-        let day = bulwark_time::utc(d.until_unix)[..10].to_string();
-        o.value(
+    type DayGauge = (&'static str, &'static str, fn(&LockedDay) -> u64);
+    let per_day: [DayGauge; 2] = [
+        (
             "bulwark_locked_bytes",
-            &[("repository", r), ("until", &day)],
-            d.physical_bytes,
-        );
-    }
-    o.family(
-        "bulwark_locked_files",
-        "Files whose protection ends on the day in label until (UTC).",
-    );
-    for d in &f.locked {
-        let day = bulwark_time::utc(d.until_unix)[..10].to_string();
-        o.value(
+            "Physical bytes that stay locked until the end of the day in label until (UTC).",
+            |d| d.physical_bytes,
+        ),
+        (
             "bulwark_locked_files",
-            &[("repository", r), ("until", &day)],
-            d.files,
-        );
+            "Files whose protection ends on the day in label until (UTC).",
+            |d| d.files,
+        ),
+    ];
+    for (name, help, get) in per_day {
+        o.family(name, help);
+        for d in &f.locked {
+            let day = bulwark_time::utc(d.until_unix)[..10].to_string();
+            o.value(name, &[("repository", r), ("until", &day)], get(d));
+        }
     }
     o.family(
         "bulwark_immutd_up",

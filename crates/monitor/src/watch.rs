@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use bulwark_immut_msg::{layout, ImmutClient};
+use bulwark_immut_msg::{layout, ImmutClient, StatusInfo};
 use bulwark_jobs::verified::Verified;
 use bulwark_notify::Event;
 use bulwark_repository::{Protection, Repository};
@@ -45,25 +45,13 @@ pub struct LockedDay {
     pub physical_bytes: u64,
 }
 
-/// What the immutability service said of itself.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ImmutdFacts {
-    pub trusted_unix: i64,
-    pub wall_unix: i64,
-    pub unlocks_frozen: bool,
-    /// The clock alert, empty when none.
-    pub alert: String,
-    pub files_locked: u64,
-    pub bytes_locked: u64,
-}
-
 /// Everything one look found.
 #[derive(Clone, Debug, Default)]
 pub struct Facts {
     pub repo: PathBuf,
     pub jobs: Vec<JobFacts>,
     /// The immutability service's answer, or why there is none (`None` when unguarded).
-    pub immutd: Option<Result<ImmutdFacts, String>>,
+    pub immutd: Option<Result<StatusInfo, String>>,
     /// `max_locked_bytes` of the service's configuration, when readable.
     pub cap_bytes: Option<u64>,
     /// Finished files in `incoming/`, with their age in seconds.
@@ -132,14 +120,6 @@ pub fn gather(
         f.immutd = Some(
             ImmutClient::connect(sock)
                 .and_then(|mut c| c.status())
-                .map(|st| ImmutdFacts {
-                    trusted_unix: st.trusted_unix,
-                    wall_unix: st.wall_unix,
-                    unlocks_frozen: st.unlocks_frozen,
-                    alert: st.alert,
-                    files_locked: st.files_locked,
-                    bytes_locked: st.bytes_locked,
-                })
                 .map_err(|e| bulwark_repository::error_chain(&e)),
         );
     }
@@ -311,13 +291,13 @@ pub fn conditions(f: &Facts, t: &Thresholds) -> Vec<Condition> {
 mod tests {
     use super::*;
 
-    fn st(alert: &str, frozen: bool, locked: u64) -> ImmutdFacts {
-        ImmutdFacts {
+    fn st(alert: &str, frozen: bool, locked: u64) -> StatusInfo {
+        StatusInfo {
             unlocks_frozen: frozen,
             alert: alert.into(),
             files_locked: 1,
             bytes_locked: locked,
-            ..ImmutdFacts::default()
+            ..StatusInfo::default()
         }
     }
 
