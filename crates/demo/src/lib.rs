@@ -352,16 +352,9 @@ fn encrypted_step(
     std::env::set_var("BULWARK_PASSPHRASE", "bulwark demo passphrase");
     let key = std::path::absolute(dir.join("demo.key"))?;
     let k = side.bulwark(&["key", "create", "--out", s(&key)])?;
-    let b = side.bulwark(&[
-        "backup",
-        "--repo",
-        s(repo_dir),
-        "--job",
-        "demo-encrypted",
-        "--key",
-        s(&key),
-        s(image),
-    ])?;
+    let job = ["--repo", s(repo_dir), "--job", "demo-encrypted"];
+    let b =
+        side.bulwark(&[&["backup"][..], &job[..], &["--key", s(&key), s(image)][..]].concat())?;
     // Stored blocks that open as zstd frames (what a plain job stores): the encrypted job's
     // stored bytes start with a random salt instead, and hold no frame to decompress.
     let repo = Repository::open(repo_dir)?;
@@ -381,25 +374,16 @@ fn encrypted_step(
     let (enc_z, enc_n) = frames("demo-encrypted")?;
     let restored = std::path::absolute(dir.join("restored-encrypted.img"))?;
     let refused = side
-        .bulwark(&[
-            "restore",
-            "--repo",
-            s(repo_dir),
-            "--job",
-            "demo-encrypted",
-            s(&restored),
-        ])
+        .bulwark(&[&["restore"][..], &job[..], &[s(&restored)][..]].concat())
         .is_err();
-    side.bulwark(&[
-        "restore",
-        "--repo",
-        s(repo_dir),
-        "--job",
-        "demo-encrypted",
-        "--key",
-        s(&key),
-        s(&restored),
-    ])?;
+    side.bulwark(
+        &[
+            &["restore"][..],
+            &job[..],
+            &["--key", s(&key), s(&restored)][..],
+        ]
+        .concat(),
+    )?;
     let same = file_hash(&restored)? == file_hash(image)?;
     Ok(vec![format!(
         "   encrypted: key {} (fingerprint {}), job demo-encrypted backed up with --key ({} stored): stored blocks that are readable zstd frames: {plain_z} of {plain_n} in the plain job's newest point, {enc_z} of {enc_n} in the encrypted one (AES-256-GCM, verified without a key); restore without the key {}, with it {}",
@@ -646,25 +630,9 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
     // repository; in production that one lives on another host with its own services.
     let second = std::path::absolute(dir.join("repo2"))?;
     side.repo(&["init", s(&second)])?;
-    let cp = side.bulwark(&[
-        "copy",
-        "--from",
-        s(&repo_dir),
-        "--to",
-        s(&second),
-        "--job",
-        JOB,
-    ])?;
-    let cv = side.bulwark(&[
-        "copy",
-        "--verify",
-        "--from",
-        s(&repo_dir),
-        "--to",
-        s(&second),
-        "--job",
-        JOB,
-    ])?;
+    let copy = ["--from", s(&repo_dir), "--to", s(&second), "--job", JOB];
+    let cp = side.bulwark(&[&["copy"][..], &copy[..]].concat())?;
+    let cv = side.bulwark(&[&["copy", "--verify"][..], &copy[..]].concat())?;
     say(format!(
         "   copied job {JOB} to a second repository {} (`bulwark copy`): {} points, {} sent, {} of {} points with the same root digest",
         second.display(),
