@@ -251,6 +251,13 @@ fn a_block_moved_to_another_position_or_another_point_fails_authentication() {
     assert_eq!(inc.counters.blocks_new, 1);
     let files = point_files(&repo_dir);
     let (full_path, inc_path) = (files[0].clone(), inc.sealed.path.clone());
+    let full_id = files[0]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_ne!(full_path, inc_path);
     let out = d.path().join("out.img");
 
@@ -268,42 +275,13 @@ fn a_block_moved_to_another_position_or_another_point_fails_authentication() {
         let _ = e;
         (map[j], stored_of(&full_path, &map[j]))
     });
-    let err = restore(
-        &repo,
-        "vm",
-        Some(
-            files[0]
-                .file_stem()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap(),
-        ),
-        &out,
-        &kf,
-    )
-    .unwrap_err()
-    .to_string();
+    let err = restore(&repo, "vm", Some(full_id), &out, &kf)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("does not authenticate"), "{err}");
     assert!(!out.exists());
     std::fs::write(&full_path, &saved).unwrap();
-    restore(
-        &repo,
-        "vm",
-        Some(
-            files[0]
-                .file_stem()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap(),
-        ),
-        &out,
-        &kf,
-    )
-    .unwrap();
+    restore(&repo, "vm", Some(full_id), &out, &kf).unwrap();
     std::fs::remove_file(&out).unwrap();
 
     // Point: the incremental's block 0 replaced by the full's block 0 with the full's entry

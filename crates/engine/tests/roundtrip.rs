@@ -199,6 +199,28 @@ fn full_flag_and_size_change_start_new_chains() {
     assert!(c.full_reason.unwrap().contains("bytes"));
 }
 
+/// Backs up `img` as job `j`, setting its length to `len` once the backup has begun (at its
+/// first progress report); the backup's error.
+fn backup_resized_midway(
+    repo: &Repository,
+    img: &Path,
+    opts: &BackupOptions,
+    len: u64,
+) -> EngineError {
+    let resize = std::sync::Once::new();
+    backup_local(repo, "j", img, opts, &|_| {
+        resize.call_once(|| {
+            File::options()
+                .write(true)
+                .open(img)
+                .unwrap()
+                .set_len(len)
+                .unwrap()
+        })
+    })
+    .unwrap_err()
+}
+
 #[test]
 fn source_that_shrinks_during_backup_is_refused_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -211,18 +233,7 @@ fn source_that_shrinks_during_backup_is_refused_and_leaves_nothing() {
         threads: 1,
         ..Default::default()
     };
-    let shrink = std::sync::Once::new();
-    let err = backup_local(&repo, "j", &img, &opts, &|_| {
-        shrink.call_once(|| {
-            File::options()
-                .write(true)
-                .open(&img)
-                .unwrap()
-                .set_len(1 << 20)
-                .unwrap()
-        })
-    })
-    .unwrap_err();
+    let err = backup_resized_midway(&repo, &img, &opts, 1 << 20);
     assert!(matches!(err, EngineError::SourceChanged { .. }), "{err}");
     assert!(err.to_string().contains("changed size"));
     assert!(repo.jobs().unwrap().is_empty());
@@ -238,18 +249,7 @@ fn source_that_grows_during_backup_is_refused() {
     let img = dir.path().join("disk.img");
     std::fs::write(&img, compressible(4 << 20, 0)).unwrap();
     let repo = Repository::init(&dir.path().join("repo"), 7).unwrap();
-    let grow = std::sync::Once::new();
-    let err = backup_local(&repo, "j", &img, &BackupOptions::default(), &|_| {
-        grow.call_once(|| {
-            File::options()
-                .write(true)
-                .open(&img)
-                .unwrap()
-                .set_len(8 << 20)
-                .unwrap()
-        })
-    })
-    .unwrap_err();
+    let err = backup_resized_midway(&repo, &img, &BackupOptions::default(), 8 << 20);
     assert!(matches!(err, EngineError::SourceChanged { .. }), "{err}");
     assert!(repo.jobs().unwrap().is_empty());
 }
