@@ -5,15 +5,9 @@ mod cmd;
 
 use clap::{Parser, Subcommand};
 
-/// Administer a Bulwark repository on its host.
-#[derive(Parser)]
-#[command(version, about, long_about = None)]
-struct Cli {
-    /// Print machine-readable JSON instead of text.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: Command,
+bulwark_cli_common::cli_args! {
+    /// Administer a Bulwark repository on its host.
+    struct Cli {}
 }
 
 #[derive(Subcommand)]
@@ -61,14 +55,7 @@ fn main() {
     } else {
         "warn"
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BULWARK_LOG")
-                .unwrap_or_else(|_| default_level.into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    bulwark_cli_common::log_to_stderr(default_level);
     let res = match cli.command {
         Command::Audit(a) => cmd::audit::run(a, cli.json),
         Command::Init(a) => cmd::init::run(a, cli.json),

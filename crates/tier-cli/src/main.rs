@@ -7,15 +7,9 @@ mod cmd;
 
 use clap::{Parser, Subcommand};
 
-/// Copies of a Bulwark repository's restore points in S3 Object Lock storage.
-#[derive(Parser)]
-#[command(version, about, long_about = None)]
-struct Cli {
-    /// Print machine-readable JSON instead of text.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: Command,
+bulwark_cli_common::cli_args! {
+    /// Copies of a Bulwark repository's restore points in S3 Object Lock storage.
+    struct Cli {}
 }
 
 #[derive(Subcommand)]
@@ -34,14 +28,7 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BULWARK_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    bulwark_cli_common::log_to_stderr("warn");
     let res = match cli.command {
         Command::Add(a) => cmd::add::run(a, cli.json),
         Command::Sync(a) => cmd::sync::run(a, cli.json),

@@ -4,15 +4,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use bulwark_immut_msg::{layout, FileInfo, ImmutClient, StatusInfo};
 use bulwark_report as rep;
 use bulwark_repository::{error_chain, Protection, Repository};
-
-/// Files in `incoming/` older than this are reported (as `bulwark-repo status` does).
-const SEAL_DELAY_ALERT: Duration = Duration::from_secs(60);
 
 /// Arguments of `bulwark-repo report`.
 #[derive(clap::Args)]
@@ -373,30 +369,19 @@ fn alert(level: rep::Level, kind: &str, text: impl Into<String>) -> rep::Alert {
 /// Files waiting in `incoming/` longer than sealing takes.
 fn unsealed(repo: &Repository, report: &mut rep::Report) -> anyhow::Result<()> {
     let incoming = layout::incoming_dir(repo.root());
-    let rd = match std::fs::read_dir(&incoming) {
-        Ok(rd) => rd,
+    let waiting = match super::status::waiting_to_be_sealed(&incoming) {
+        Ok(w) => w,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("listing {}", incoming.display())),
     };
-    for ent in rd {
-        let ent = ent.with_context(|| format!("listing {}", incoming.display()))?;
-        let age = ent
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .unwrap_or_default();
-        if age > SEAL_DELAY_ALERT {
-            report.alerts.push(alert(
-                rep::Level::Fail,
-                "unsealed",
-                format!(
-                    "{} has waited {} s in incoming/ without being sealed: check that bulwark-immutd runs",
-                    ent.file_name().to_string_lossy(),
-                    age.as_secs()
-                ),
-            ));
-        }
+    for (name, secs) in waiting {
+        report.alerts.push(alert(
+            rep::Level::Fail,
+            "unsealed",
+            format!(
+                "{name} has waited {secs} s in incoming/ without being sealed: check that bulwark-immutd runs"
+            ),
+        ));
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `bulwark-repo status`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -10,23 +10,11 @@ use bulwark_repository::{ReflinkSupport, Repository, REFLINK_ADVICE};
 /// Files in `incoming/` older than this are reported: sealing takes seconds.
 const SEAL_DELAY_ALERT: Duration = Duration::from_secs(60);
 
-/// Arguments of `bulwark-repo status`.
-#[derive(clap::Args)]
-pub struct Args {
-    /// The repository folder.
-    dir: PathBuf,
-}
-
-/// Runs `bulwark-repo status`: exit 0, or 1 when files wait too long to be sealed or the
-/// immutability service reports a clock alert (or does not answer).
-pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
-    let repo = Repository::open(&a.dir).with_context(|| format!("opening {}", a.dir.display()))?;
-    let cfg = repo.config();
+/// The files in the folder `incoming` that have waited longer than sealing takes, as (name,
+/// seconds waited).
+pub(crate) fn waiting_to_be_sealed(incoming: &Path) -> std::io::Result<Vec<(String, u64)>> {
     let mut waiting = Vec::new();
-    let incoming = layout::incoming_dir(&a.dir);
-    for ent in
-        std::fs::read_dir(&incoming).with_context(|| format!("listing {}", incoming.display()))?
-    {
+    for ent in std::fs::read_dir(incoming)? {
         let ent = ent?;
         let age = ent
             .metadata()
@@ -41,6 +29,24 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             ));
         }
     }
+    Ok(waiting)
+}
+
+/// Arguments of `bulwark-repo status`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The repository folder.
+    dir: PathBuf,
+}
+
+/// Runs `bulwark-repo status`: exit 0, or 1 when files wait too long to be sealed or the
+/// immutability service reports a clock alert (or does not answer).
+pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
+    let repo = Repository::open(&a.dir).with_context(|| format!("opening {}", a.dir.display()))?;
+    let cfg = repo.config();
+    let incoming = layout::incoming_dir(&a.dir);
+    let waiting = waiting_to_be_sealed(&incoming)
+        .with_context(|| format!("listing {}", incoming.display()))?;
     let jobs = repo.jobs()?;
     // When each job was last verified: the oldest verify time over its points
     // (`bulwark-repo verify`, health/verified.json); `None` while a point never was.
