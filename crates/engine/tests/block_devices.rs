@@ -50,6 +50,17 @@ fn restore(repo: &Repository, target: &Path, force: bool) -> Result<(), EngineEr
     .map(|_| ())
 }
 
+/// A loop device on a `mib` MiB image `name` in `dir`, holding an empty ext4 filesystem when
+/// `ext4`.
+fn device(dir: &Path, name: &str, mib: u64, ext4: bool) -> Loop {
+    let img = dir.join(name);
+    sh(&format!("truncate -s {mib}M {}", img.display()));
+    if ext4 {
+        sh(&format!("mkfs.ext4 -q -F {}", img.display()));
+    }
+    Loop::attach(&img)
+}
+
 fn digest(p: &Path, len: u64) -> blake3::Hash {
     let f = File::open(p).unwrap();
     let mut buf = vec![0u8; len as usize];
@@ -65,10 +76,7 @@ fn restore_onto_a_mounted_loop_device_is_refused_and_leaves_it_intact() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (repo, _) = backed_up(dir.path());
-    let dimg = dir.path().join("dev.img");
-    sh(&format!("truncate -s 32M {}", dimg.display()));
-    sh(&format!("mkfs.ext4 -q -F {}", dimg.display()));
-    let lo = Loop::attach(&dimg);
+    let lo = device(dir.path(), "dev.img", 32, true);
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     sh(&format!("mount {} {}", lo.dev.display(), mnt.display()));
@@ -100,9 +108,7 @@ fn restore_onto_a_device_claimed_by_another_program_is_refused() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (repo, _) = backed_up(dir.path());
-    let dimg = dir.path().join("dev.img");
-    sh(&format!("truncate -s 32M {}", dimg.display()));
-    let lo = Loop::attach(&dimg);
+    let lo = device(dir.path(), "dev.img", 32, false);
     // An exclusive opener (as mount, swapon, LVM and mdadm are): O_EXCL of a block device.
     use std::os::unix::fs::OpenOptionsExt;
     let holder = std::fs::OpenOptions::new()
@@ -124,10 +130,7 @@ fn a_device_holding_an_ext4_filesystem_needs_force() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (repo, img) = backed_up(dir.path());
-    let dimg = dir.path().join("dev.img");
-    sh(&format!("truncate -s 32M {}", dimg.display()));
-    sh(&format!("mkfs.ext4 -q -F {}", dimg.display()));
-    let lo = Loop::attach(&dimg);
+    let lo = device(dir.path(), "dev.img", 32, true);
     let before = digest(&lo.dev, 32 << 20);
     let e = restore(&repo, &lo.dev, false).unwrap_err().to_string();
     assert!(e.contains("ext2/3/4") && e.contains("--force"), "{e}");
@@ -135,9 +138,7 @@ fn a_device_holding_an_ext4_filesystem_needs_force() {
     restore(&repo, &lo.dev, true).unwrap();
     assert_eq!(digest(&lo.dev, 16 << 20), digest(&img, 16 << 20));
     // A blank device needs no force.
-    let bimg = dir.path().join("blank.img");
-    sh(&format!("truncate -s 16M {}", bimg.display()));
-    let blank = Loop::attach(&bimg);
+    let blank = device(dir.path(), "blank.img", 16, false);
     restore(&repo, &blank.dev, false).unwrap();
     assert_eq!(digest(&blank.dev, 16 << 20), digest(&img, 16 << 20));
 }
