@@ -10,7 +10,9 @@ use bulwark_copy::{copy, verify_copies, CopyOptions, LocalSource, LocalTarget, S
 use bulwark_format::{
     BlockNo, Digest, PointId, PointKind, PointMeta, PointWriter, RetentionClass, Stats, StoredBlock,
 };
-use bulwark_repository::{retention::Policy, CopyMode, NewPoint, Repository};
+use bulwark_repository::{
+    retention::Policy, CopyMode, NewPoint, ParentMap, PointBuilder, Repository,
+};
 use bulwark_testkit::Rng;
 
 const BS: usize = 64 * 1024;
@@ -30,21 +32,26 @@ fn disk(seed: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A new point of `job` on the test disk's geometry: an incremental of `parent`, or an
+/// active full without one.
+fn begin(repo: &Repository, job: &str, parent: Option<ParentMap>) -> PointBuilder {
+    repo.begin_point(NewPoint {
+        job: job.into(),
+        parent,
+        disk_size: (BLOCKS * BS) as u64,
+        block_size: BS as u32,
+        compression_level: 0,
+        client: String::new(),
+        full_kind: PointKind::ActiveFull,
+    })
+    .unwrap()
+}
+
 /// Backs `blocks` up as a new point of `job` (an incremental when the job has points):
 /// changed blocks stored raw, the rest referenced. Returns the stored bytes of new blocks.
 fn backup(repo: &Repository, job: &str, blocks: &[Vec<u8>]) -> u64 {
     let parent = repo.parent_map(job).unwrap();
-    let mut b = repo
-        .begin_point(NewPoint {
-            job: job.into(),
-            parent: parent.clone(),
-            disk_size: (BLOCKS * BS) as u64,
-            block_size: BS as u32,
-            compression_level: 0,
-            client: String::new(),
-            full_kind: PointKind::ActiveFull,
-        })
-        .unwrap();
+    let mut b = begin(repo, job, parent.clone());
     let mut new = 0;
     for (i, data) in blocks.iter().enumerate() {
         if data.iter().all(|&x| x == 0) {
@@ -148,17 +155,7 @@ fn blocks_the_target_already_holds_are_not_sent() {
     backup(&src, "vm", &d);
     run(src.root(), dst.root());
     // An active full of the same disk: every stored block is already on the target.
-    let mut b = src
-        .begin_point(NewPoint {
-            job: "vm".into(),
-            parent: None,
-            disk_size: (BLOCKS * BS) as u64,
-            block_size: BS as u32,
-            compression_level: 0,
-            client: String::new(),
-            full_kind: PointKind::ActiveFull,
-        })
-        .unwrap();
+    let mut b = begin(&src, "vm", None);
     for (i, data) in d.iter().enumerate() {
         if data.iter().any(|&x| x != 0) {
             b.put_stored(StoredBlock::raw(BlockNo(i as u64), data))
