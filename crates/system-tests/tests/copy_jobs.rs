@@ -4,21 +4,24 @@
 //! after a killed copy, an encrypted chain, `--verify` against tampering, and a copier's
 //! identity trying to delete, overwrite or shorten anything on the target. Root only.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use bulwark_copy::{LocalSource, NetTarget, Source, Target};
-use bulwark_format::{
-    BlockNo, PointId, PointKind, PointMeta, PointWriter, RetentionClass, Stats, StoredBlock,
-};
+use bulwark_format::{BlockNo, PointId, PointWriter, StoredBlock};
 use bulwark_remote::RemoteAddr;
 use bulwark_repository::Repository;
+use bulwark_testkit::cmd::json;
 use bulwark_testkit::guarded::*;
 use bulwark_testkit::immutd::Immutd;
+use bulwark_testkit::serve::spawn_listening;
+use bulwark_testkit::system::{
+    enrollment, flip_sealed_byte, full_meta, job_args, mark, reasons, user_dir, DAY,
+};
 use bulwark_testkit::Rng;
 
-const DAY: i64 = 86_400;
+/// A target's own retention: GFS, 4 weekly and 3 monthly fulls, set by its administrator.
+const GFS: [&str; 6] = ["--keep-points", "1", "--weekly", "4", "--monthly", "3"];
 
 /// One repository host: its user, filesystem, immutability service and transport service.
 struct Site {
@@ -88,6 +91,31 @@ impl Site {
         &self.rig.user
     }
 
+    /// The host's service user running `bulwark` with the configuration folder `config`.
+    fn client<'a>(&'a self, config: &'a Path) -> Client<'a> {
+        Client::new(self.user(), &self.bulwark, config)
+    }
+
+    /// `bulwark-repo args…` as the service user, on this host's clocks.
+    fn admin(&self, args: &[&str]) -> Output {
+        let o = self
+            .user()
+            .cmd(&self.repo_bin)
+            .args(args)
+            .envs(self.fake.iter().cloned())
+            .output()
+            .unwrap();
+        bulwark_testkit::show(&format!("bulwark-repo {}", args.join(" ")), &o);
+        o
+    }
+
+    /// `bulwark-repo policy REPO --job JOB args…`, which must succeed.
+    fn policy(&self, job: &str, args: &[&str]) {
+        let mut full = vec!["policy", &self.repo, "--job", job];
+        full.extend_from_slice(args);
+        assert!(self.admin(&full).status.success());
+    }
+
     /// Stops both services (the host is gone).
     fn stop(&mut self) {
         if let Some(mut c) = self.serve.take() {
@@ -126,49 +154,20 @@ impl Site {
             self.addr.clone()
         };
         let log = std::fs::File::create(&self.log).unwrap();
-        let mut child = self
-            .user()
-            .cmd(&self.repo_bin)
+        let mut serve = self.user().cmd(&self.repo_bin);
+        serve
             .args(["serve", &self.repo, "--listen", &listen])
             .env("BULWARK_LOG", "info")
             .envs(self.fake.iter().cloned())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+            .stderr(log);
+        let (child, addr) = spawn_listening(&mut serve, &self.log);
+        self.addr = addr;
         self.serve = Some(child);
-        self.addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| {
-                panic!(
-                    "serve said {line:?}: {}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                )
-            })
-            .to_string();
     }
 
     /// Enrolls `client` with this site; the credentials go to `config` (owned by `owner`).
     fn enroll(&self, client: &str, config: &Path, owner: &TestUser) {
-        let o = self.user().run(
-            &self.repo_bin,
-            &[
-                "--json",
-                "enroll",
-                &self.repo,
-                "--client",
-                client,
-                "--expires",
-                "10m",
-            ],
-        );
-        assert!(o.status.success());
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let v = enrollment(self.user(), &self.repo_bin, &self.repo, client);
         let token = v["token"].as_str().unwrap();
         std::fs::create_dir_all(config).unwrap();
         owner.chown(config);
@@ -198,6 +197,28 @@ impl Site {
             .ctl(&self.socket(), &["query", point])
             .ok()
             .int("expiry_unix")
+    }
+
+    /// Every sealed file of the store with its expiry in this site's ledger.
+    fn expiries(&self) -> Vec<(String, i64)> {
+        self.store_files()
+            .iter()
+            .map(|(id, _)| (id.clone(), self.expiry(id)))
+            .collect()
+    }
+
+    /// Asserts that every sealed file of the store is immutable and locked at least `days`
+    /// days from `now` by this site's ledger.
+    fn all_locked_for(&self, days: i64, now: i64) {
+        for (id, path) in &self.store_files() {
+            assert!(is_immutable(path), "{id} is not immutable on {}", self.repo);
+            let e = self.expiry(id);
+            assert!(
+                e >= now + days * DAY,
+                "{id} expires at {e} on {}, before its {days} days",
+                self.repo
+            );
+        }
     }
 
     /// Every sealed file of the store, as (point id, path).
@@ -246,28 +267,133 @@ impl Drop for Site {
     }
 }
 
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
+/// `bulwark --config-dir C` as one user (with a passphrase for key files), optionally with
+/// every clock some days ahead.
+struct Client<'a> {
+    user: &'a TestUser,
+    bulwark: &'a Path,
+    config: &'a Path,
+    /// libfaketime and the day the clocks are moved to.
+    at: Option<(&'a Path, i64)>,
 }
 
-/// `bulwark --config-dir C args` as `u`, with a passphrase for key files.
-fn bw(u: &TestUser, bulwark: &Path, config: &Path, args: &[&str]) -> Output {
-    let mut full = vec!["--config-dir", config.to_str().unwrap()];
-    full.extend_from_slice(args);
-    let o = u
-        .cmd(bulwark)
-        .args(&full)
-        .env("BULWARK_PASSPHRASE", "copy test passphrase")
-        .output()
-        .unwrap();
-    bulwark_testkit::show(&format!("[{}] bulwark {}", u.name, full.join(" ")), &o);
-    o
+impl<'a> Client<'a> {
+    fn new(user: &'a TestUser, bulwark: &'a Path, config: &'a Path) -> Client<'a> {
+        Client {
+            user,
+            bulwark,
+            config,
+            at: None,
+        }
+    }
+
+    /// This client with every clock `day` days ahead (libfaketime `lib`).
+    fn on_day(&self, lib: &'a Path, day: i64) -> Client<'a> {
+        Client {
+            at: Some((lib, day)),
+            ..*self
+        }
+    }
+
+    /// The command `bulwark --config-dir C args…`, not yet run.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.user.cmd(self.bulwark);
+        cmd.arg("--config-dir")
+            .arg(self.config)
+            .args(args)
+            .env("BULWARK_PASSPHRASE", "copy test passphrase");
+        if let Some((lib, day)) = self.at {
+            cmd.envs(fake_env(lib, day));
+        }
+        cmd
+    }
+
+    /// Runs `bulwark --config-dir C args…`, echoing what it printed.
+    fn run(&self, args: &[&str]) -> Output {
+        let o = self.command(args).output().unwrap();
+        let day = self
+            .at
+            .map(|(_, d)| format!("day {d}: "))
+            .unwrap_or_default();
+        let what = format!(
+            "[{}] {day}bulwark --config-dir {} {}",
+            self.user.name,
+            self.config.display(),
+            args.join(" ")
+        );
+        bulwark_testkit::show(&what, &o);
+        o
+    }
+
+    /// `bulwark --json args…`, which must print JSON.
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        json(&self.run(&full))
+    }
+
+    /// `bulwark backup` ([`job_args`]), which must succeed.
+    fn backs_up(&self, repo: &str, job: &str, extra: &[&str], img: &Path) {
+        let o = self.run(&job_args("backup", repo, job, extra, img));
+        assert!(o.status.success(), "backup of {job} to {repo}");
+    }
+
+    /// `bulwark restore` ([`job_args`]).
+    fn restore(&self, repo: &str, job: &str, extra: &[&str], out: &Path) -> Output {
+        self.run(&job_args("restore", repo, job, extra, out))
+    }
+
+    /// [`Client::restore`] succeeds and writes the bytes of `original`.
+    fn restores(&self, repo: &str, job: &str, extra: &[&str], out: &Path, original: &Path) {
+        let o = self.restore(repo, job, extra, out);
+        assert!(o.status.success(), "restoring {job} {extra:?} from {repo}");
+        assert_eq!(
+            std::fs::read(out).unwrap(),
+            std::fs::read(original).unwrap(),
+            "{job} {extra:?} restored from {repo}"
+        );
+    }
+
+    /// `bulwark --json copy extra… --from FROM --to TO`.
+    fn copy(&self, extra: &[&str], from: &str, to: &str) -> Output {
+        let mut args = vec!["--json", "copy"];
+        args.extend_from_slice(extra);
+        args.extend(["--from", from, "--to", to]);
+        self.run(&args)
+    }
+
+    /// [`Client::copy`], which must succeed: what it printed.
+    fn copied(&self, from: &str, to: &str) -> serde_json::Value {
+        let o = self.copy(&[], from, to);
+        assert!(o.status.success(), "copy from {from} to {to}");
+        json(&o)
+    }
+
+    /// `copy --verify` exits 0 and finds the first job's `same` points the same on both sides.
+    fn verifies_same(&self, from: &str, to: &str, same: u64) {
+        let v = self.copy(&["--verify"], from, to);
+        assert_eq!(v.status.code(), Some(0));
+        assert_eq!(json(&v)["jobs"][0]["same"], same);
+    }
+
+    /// The points `bulwark list` shows of the first job of `repo`, with their root digests.
+    fn listed(&self, repo: &str, extra: &[&str]) -> Vec<(String, String)> {
+        let mut args = vec!["list", "--repo", repo];
+        args.extend_from_slice(extra);
+        self.json(&args)["jobs"][0]["points"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|p| {
+                        (
+                            p["point"].as_str().unwrap().to_string(),
+                            p["root_digest"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 fn fake_env(lib: &Path, day: i64) -> Vec<(String, String)> {
@@ -275,30 +401,6 @@ fn fake_env(lib: &Path, day: i64) -> Vec<(String, String)> {
         ("LD_PRELOAD".into(), lib.to_str().unwrap().into()),
         ("FAKETIME".into(), format!("+{}", day * DAY)),
     ]
-}
-
-/// [`bw`] with every clock `day` days ahead.
-fn bw_at(
-    u: &TestUser,
-    lib: &Path,
-    day: i64,
-    bulwark: &Path,
-    config: &Path,
-    args: &[&str],
-) -> Output {
-    let mut full = vec!["--config-dir", config.to_str().unwrap()];
-    full.extend_from_slice(args);
-    let o = u
-        .cmd(bulwark)
-        .args(&full)
-        .envs(fake_env(lib, day))
-        .output()
-        .unwrap();
-    bulwark_testkit::show(
-        &format!("[{}] day {day}: bulwark {}", u.name, full.join(" ")),
-        &o,
-    );
-    o
 }
 
 /// A disk image of `mib` MiB of random data (incompressible, so stored = plain bytes).
@@ -319,22 +421,6 @@ fn change(path: &Path, seed: u64, n: usize) {
     }
 }
 
-fn listed(v: &serde_json::Value) -> Vec<(String, String)> {
-    v["jobs"][0]["points"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    (
-                        p["point"].as_str().unwrap().to_string(),
-                        p["root_digest"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn preamble(name: &str) -> Option<(PathBuf, PathBuf)> {
     if !can_run(name, &["mkfs.xfs", "useradd", "chattr"]) {
         return None;
@@ -342,52 +428,57 @@ fn preamble(name: &str) -> Option<(PathBuf, PathBuf)> {
     client_bins(name)
 }
 
+/// A source site of `src_days` and a target site of `dst_days`; `None` after a printed SKIP.
+fn two_sites(name: &str, src_days: u32, dst_days: u32) -> Option<(Site, Site)> {
+    let (bulwark, repo_bin) = preamble(name)?;
+    let src = Site::new(&bulwark, &repo_bin, src_days);
+    let dst = Site::new(&bulwark, &repo_bin, dst_days);
+    Some((src, dst))
+}
+
+/// [`two_sites`] whose source user holds a client identity (`offsite-src`) of the target in
+/// the folder `client` of its filesystem: the push setup.
+fn push_pair(name: &str, src_days: u32, dst_days: u32) -> Option<(Site, Site, PathBuf)> {
+    let (src, dst) = two_sites(name, src_days, dst_days)?;
+    let cfg = src.rig.fs.mnt.join("client");
+    dst.enroll("offsite-src", &cfg, src.user());
+    Some((src, dst, cfg))
+}
+
+/// A network client of `source` on the host `home`: its own user, enrolled as `web1` with
+/// credentials in `client/`, and a disk image of 8 random MiB (`seed`) in `work/`.
+struct WebClient {
+    user: TestUser,
+    cfg: PathBuf,
+    img: PathBuf,
+}
+
+impl WebClient {
+    fn new(source: &Site, home: &Site, seed: u64) -> WebClient {
+        let user = TestUser::create();
+        let cfg = home.rig.fs.mnt.join("client");
+        source.enroll("web1", &cfg, &user);
+        let img = user_dir(&user, home.rig.fs.mnt.join("work")).join("disk.img");
+        image(&img, seed, 8, &user);
+        WebClient { user, cfg, img }
+    }
+
+    fn client<'a>(&'a self, site: &'a Site) -> Client<'a> {
+        Client::new(&self.user, &site.bulwark, &self.cfg)
+    }
+}
+
 #[test]
 fn a_week_of_daily_backups_copies_nightly_to_a_gfs_target_and_restores_from_it_alone() {
     let name = "a_week_of_daily_backups_copies_nightly_to_a_gfs_target_and_restores_from_it_alone";
-    let Some((bulwark, repo_bin)) = preamble(name) else {
+    // Push: the source host holds a client identity of the target.
+    let Some((src, dst, cfg)) = push_pair(name, 7, 30) else {
         return;
     };
-    let src = Site::new(&bulwark, &repo_bin, 7);
-    let dst = Site::new(&bulwark, &repo_bin, 30);
     let su = src.user();
-    // Push: the source host holds a client identity of the target.
-    let cfg = src.rig.fs.mnt.join("client");
-    dst.enroll("offsite-src", &cfg, su);
-    assert!(src
-        .user()
-        .run(
-            &repo_bin,
-            &[
-                "policy",
-                &src.repo,
-                "--job",
-                "vm",
-                "--keep-days",
-                "7",
-                "--keep-points",
-                "7"
-            ]
-        )
-        .status
-        .success());
-    // The target's own policy: GFS, 4 weekly and 3 monthly, set by the target's administrator.
-    let o = dst.user().run(
-        &repo_bin,
-        &[
-            "policy",
-            &dst.repo,
-            "--job",
-            "vm",
-            "--keep-points",
-            "1",
-            "--weekly",
-            "4",
-            "--monthly",
-            "3",
-        ],
-    );
-    assert!(o.status.success());
+    let c = src.client(&cfg);
+    src.policy("vm", &["--keep-days", "7", "--keep-points", "7"]);
+    dst.policy("vm", &GFS);
     let img = src.rig.fs.mnt.join("disk.img");
     image(&img, 1, 24, su);
     let mut saved = vec![];
@@ -395,37 +486,21 @@ fn a_week_of_daily_backups_copies_nightly_to_a_gfs_target_and_restores_from_it_a
         if night > 0 {
             change(&img, 1001 + 2 * night, 2);
         }
-        let b = json(&bw(
-            su,
-            &bulwark,
-            &cfg,
-            &[
-                "--json",
-                "backup",
-                "--repo",
-                &src.repo,
-                "--job",
-                "vm",
-                "--block-size",
-                "1M",
-                img.to_str().unwrap(),
-            ],
+        let b = c.json(&job_args(
+            "backup",
+            &src.repo,
+            "vm",
+            &["--block-size", "1M"],
+            &img,
         ));
         let keep = src.rig.fs.mnt.join(format!("night{night}.img"));
         std::fs::copy(&img, &keep).unwrap();
         saved.push((b["point"].as_str().unwrap().to_string(), keep));
-        let c = bw(
-            su,
-            &bulwark,
-            &cfg,
-            &[
-                "--json", "copy", "--from", &src.repo, "--to", &dst.addr, "--job", "vm",
-            ],
-        );
-        assert!(c.status.success());
-        let c = json(&c);
-        let job = &c["jobs"][0];
-        assert_eq!(job["points_copied"], 1, "night {night}: {c}");
+        let o = c.copy(&["--job", "vm"], &src.repo, &dst.addr);
+        assert!(o.status.success());
+        let r = json(&o);
+        let job = &r["jobs"][0];
+        assert_eq!(job["points_copied"], 1, "night {night}: {r}");
         // Only the new blocks travel: what the backup stored, not more than 1.05x of it.
         let sent = job["bytes_sent"].as_u64().unwrap();
         let stored = b["bytes_stored"].as_u64().unwrap();
@@ -445,132 +520,61 @@ fn a_week_of_daily_backups_copies_nightly_to_a_gfs_target_and_restores_from_it_a
         assert_eq!(p["immutable"], true);
     }
     // Same ids and digests on both sides.
-    let a = listed(&json(&bw(
-        su,
-        &bulwark,
-        &cfg,
-        &["--json", "list", "--repo", &src.repo, "--job", "vm"],
-    )));
-    let b = listed(&json(&bw(
-        su,
-        &bulwark,
-        &cfg,
-        &["--json", "list", "--repo", &dst.addr, "--job", "vm"],
-    )));
+    let a = c.listed(&src.repo, &["--job", "vm"]);
+    let b = c.listed(&dst.addr, &["--job", "vm"]);
     assert_eq!(a.len(), 7);
     assert_eq!(a, b);
     // Sealed on the target by its own service, locked by its own 30-day period.
     let now = bulwark_time::UnixTime::now().secs();
     let files = dst.store_files();
     assert_eq!(files.len(), 7);
-    for (id, path) in &files {
-        assert!(is_immutable(path), "{id} is not immutable on the target");
-        let e = dst.expiry(id);
-        assert!(
-            e >= now + 29 * DAY,
-            "{id} expires at {e} on the target, before its 30 days"
-        );
+    dst.all_locked_for(29, now);
+    for (id, _) in &files {
         assert!(
             src.expiry(id) < now + 8 * DAY,
             "the source keeps its own 7 days"
         );
     }
     // The target's retention plan follows its own GFS policy (nothing removable: all locked).
-    let plan = json(
-        &dst.user()
-            .run(&repo_bin, &["--json", "retention", &dst.repo, "--dry-run"]),
-    );
+    let plan = json(&dst.admin(&["--json", "retention", &dst.repo, "--dry-run"]));
     let marks = plan[0]["marks"].as_array().unwrap();
     assert_eq!(marks.len(), 7);
     assert!(
-        marks.iter().any(|m| m["reasons"]
-            .as_array()
-            .unwrap()
+        marks
             .iter()
-            .any(|r| r.as_str().unwrap().contains("GFS weekly"))),
+            .any(|m| reasons(m).iter().any(|r| r.contains("GFS weekly"))),
         "{plan}"
     );
     // Every point restores byte-identical from the target alone: the source's services stop.
     let mut src = src;
     src.stop();
-    let su = src.user();
-    let out_dir = src.rig.fs.mnt.join("restores");
-    std::fs::create_dir(&out_dir).unwrap();
-    su.chown(&out_dir);
+    let c = src.client(&cfg);
+    let out_dir = user_dir(src.user(), src.rig.fs.mnt.join("restores"));
     for (point, keep) in &saved {
         let out = out_dir.join(format!("{point}.img"));
-        let o = bw(
-            su,
-            &bulwark,
-            &cfg,
-            &[
-                "restore",
-                "--repo",
-                &dst.addr,
-                "--job",
-                "vm",
-                "--point",
-                point,
-                out.to_str().unwrap(),
-            ],
-        );
-        assert!(o.status.success(), "restoring {point} from the target");
-        assert_eq!(
-            std::fs::read(&out).unwrap(),
-            std::fs::read(keep).unwrap(),
-            "{point}"
-        );
+        c.restores(&dst.addr, "vm", &["--point", point], &out, keep);
         std::fs::remove_file(&out).unwrap();
     }
     src.start_again();
-    let su = src.user();
     // --verify agrees, both ledgers included.
-    let v = bw(
-        su,
-        &bulwark,
-        &cfg,
-        &[
-            "--json", "copy", "--verify", "--from", &src.repo, "--to", &dst.addr,
-        ],
-    );
-    assert!(v.status.success());
-    assert_eq!(json(&v)["jobs"][0]["same"], 7);
+    src.client(&cfg).verifies_same(&src.repo, &dst.addr, 7);
 }
 
 #[test]
 fn a_copy_killed_mid_way_resumes_and_completes_over_tls() {
     let name = "a_copy_killed_mid_way_resumes_and_completes_over_tls";
-    let Some((bulwark, repo_bin)) = preamble(name) else {
+    let Some((src, dst, cfg)) = push_pair(name, 7, 14) else {
         return;
     };
-    let src = Site::new(&bulwark, &repo_bin, 7);
-    let dst = Site::new(&bulwark, &repo_bin, 14);
     let su = src.user();
-    let cfg = src.rig.fs.mnt.join("client");
-    dst.enroll("offsite-src", &cfg, su);
+    let c = src.client(&cfg);
     let img = src.rig.fs.mnt.join("disk.img");
     image(&img, 7, 48, su);
-    let b = json(&bw(
-        su,
-        &bulwark,
-        &cfg,
-        &[
-            "--json",
-            "backup",
-            "--repo",
-            &src.repo,
-            "--job",
-            "vm",
-            img.to_str().unwrap(),
-        ],
-    ));
+    let b = c.json(&job_args("backup", &src.repo, "vm", &[], &img));
     let stored = b["bytes_stored"].as_u64().unwrap();
     // A slow copy (4 MiB/s), killed once part of it has arrived on the target.
-    let mut child = su
-        .cmd(&bulwark)
-        .args([
-            "--config-dir",
-            cfg.to_str().unwrap(),
+    let mut child = c
+        .command(&[
             "copy",
             "--from",
             &src.repo,
@@ -608,14 +612,7 @@ fn a_copy_killed_mid_way_resumes_and_completes_over_tls() {
         "nothing is visible after a killed copy"
     );
     let before = arrived();
-    let o = bw(
-        su,
-        &bulwark,
-        &cfg,
-        &["--json", "copy", "--from", &src.repo, "--to", &dst.addr],
-    );
-    assert!(o.status.success());
-    let r = json(&o);
+    let r = c.copied(&src.repo, &dst.addr);
     let p = &r["jobs"][0]["points"][0];
     let (sent, resumed) = (
         p["bytes_sent"].as_u64().unwrap(),
@@ -634,227 +631,77 @@ fn a_copy_killed_mid_way_resumes_and_completes_over_tls() {
     let files = dst.store_files();
     assert_eq!(files.len(), 1);
     assert!(is_immutable(&files[0].1));
-    let out_dir = src.rig.fs.mnt.join("restores");
-    std::fs::create_dir(&out_dir).unwrap();
-    su.chown(&out_dir);
-    let out = out_dir.join("r.img");
-    assert!(bw(
-        su,
-        &bulwark,
-        &cfg,
-        &[
-            "restore",
-            "--repo",
-            &dst.addr,
-            "--job",
-            "vm",
-            out.to_str().unwrap()
-        ]
-    )
-    .status
-    .success());
-    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&img).unwrap());
+    let out_dir = user_dir(su, src.rig.fs.mnt.join("restores"));
+    c.restores(&dst.addr, "vm", &[], &out_dir.join("r.img"), &img);
 }
 
 #[test]
 fn an_encrypted_chain_copies_without_any_key_and_restores_with_it_on_the_target() {
     let name = "an_encrypted_chain_copies_without_any_key_and_restores_with_it_on_the_target";
-    let Some((bulwark, repo_bin)) = preamble(name) else {
+    let Some((src, dst, cfg)) = push_pair(name, 7, 7) else {
         return;
     };
-    let src = Site::new(&bulwark, &repo_bin, 7);
-    let dst = Site::new(&bulwark, &repo_bin, 7);
     let su = src.user();
-    let cfg = src.rig.fs.mnt.join("client");
-    dst.enroll("offsite-src", &cfg, su);
-    let keys = src.rig.fs.mnt.join("keys");
-    std::fs::create_dir(&keys).unwrap();
-    su.chown(&keys);
+    let c = src.client(&cfg);
+    let keys = user_dir(su, src.rig.fs.mnt.join("keys"));
     let key = keys.join("vm.key");
-    assert!(bw(
-        su,
-        &bulwark,
-        &cfg,
-        &["key", "create", "--out", key.to_str().unwrap()]
-    )
-    .status
-    .success());
+    assert!(c
+        .run(&["key", "create", "--out", key.to_str().unwrap()])
+        .status
+        .success());
     let img = src.rig.fs.mnt.join("disk.img");
     image(&img, 9, 8, su);
     let k = key.to_str().unwrap();
-    assert!(bw(
-        su,
-        &bulwark,
-        &cfg,
-        &[
-            "backup",
-            "--repo",
-            &src.repo,
-            "--job",
-            "vm",
-            "--key",
-            k,
-            img.to_str().unwrap()
-        ]
-    )
-    .status
-    .success());
+    c.backs_up(&src.repo, "vm", &["--key", k], &img);
     change(&img, 10, 1);
-    assert!(bw(
-        su,
-        &bulwark,
-        &cfg,
-        &[
-            "backup",
-            "--repo",
-            &src.repo,
-            "--job",
-            "vm",
-            "--key",
-            k,
-            img.to_str().unwrap()
-        ]
-    )
-    .status
-    .success());
+    c.backs_up(&src.repo, "vm", &["--key", k], &img);
     // The key is moved away from the copier: the copy has none.
     let hidden = std::env::temp_dir().join(format!("bw-copy-key-{}", std::process::id()));
     std::fs::copy(&key, &hidden).unwrap();
     std::fs::remove_file(&key).unwrap();
-    let o = bw(
-        su,
-        &bulwark,
-        &cfg,
-        &["--json", "copy", "--from", &src.repo, "--to", &dst.addr],
+    assert_eq!(
+        c.copied(&src.repo, &dst.addr)["jobs"][0]["points_copied"],
+        2
     );
-    assert!(o.status.success());
-    assert_eq!(json(&o)["jobs"][0]["points_copied"], 2);
     // On the target host, as its own user, with the key: byte-identical.
     let du = dst.user();
-    let dkeys = dst.rig.fs.mnt.join("keys");
-    std::fs::create_dir(&dkeys).unwrap();
-    du.chown(&dkeys);
+    let dkeys = user_dir(du, dst.rig.fs.mnt.join("keys"));
     let dkey = dkeys.join("vm.key");
     std::fs::copy(&hidden, &dkey).unwrap();
     std::fs::remove_file(&hidden).unwrap();
     du.chown(&dkey);
-    let out = dkeys.join("r.img");
-    let o = bw(
-        du,
-        &bulwark,
-        &dkeys,
-        &[
-            "restore",
-            "--repo",
-            &dst.repo,
-            "--job",
-            "vm",
-            "--key",
-            dkey.to_str().unwrap(),
-            out.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success());
-    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&img).unwrap());
+    let d = dst.client(&dkeys);
+    let with_key = ["--key", dkey.to_str().unwrap()];
+    d.restores(&dst.repo, "vm", &with_key, &dkeys.join("r.img"), &img);
     // Without the key the target refuses to restore it (it is still encrypted there).
-    let o = bw(
-        du,
-        &bulwark,
-        &dkeys,
-        &[
-            "restore",
-            "--repo",
-            &dst.repo,
-            "--job",
-            "vm",
-            dkeys.join("nokey.img").to_str().unwrap(),
-        ],
-    );
+    let o = d.restore(&dst.repo, "vm", &[], &dkeys.join("nokey.img"));
     assert!(!o.status.success());
 }
 
 #[test]
 fn network_to_network_copy_and_verify_detects_tampering_on_the_target() {
     let name = "network_to_network_copy_and_verify_detects_tampering_on_the_target";
-    let Some((bulwark, repo_bin)) = preamble(name) else {
+    let Some((src, dst)) = two_sites(name, 7, 7) else {
         return;
     };
-    let src = Site::new(&bulwark, &repo_bin, 7);
-    let dst = Site::new(&bulwark, &repo_bin, 7);
     // A client backs up over the network to the source; a third host holds its identity (pull)
     // and an identity of the target (push).
-    let client = TestUser::create();
-    let cfg = dst.rig.fs.mnt.join("client");
-    src.enroll("web1", &cfg, &client);
-    dst.enroll("offsite-web1", &cfg, &client);
-    let work = dst.rig.fs.mnt.join("work");
-    std::fs::create_dir(&work).unwrap();
-    client.chown(&work);
-    let img = work.join("disk.img");
-    image(&img, 11, 8, &client);
+    let web = WebClient::new(&src, &dst, 11);
+    dst.enroll("offsite-web1", &web.cfg, &web.user);
+    let (c, img) = (web.client(&src), &web.img);
     for n in 0..3 {
         if n > 0 {
-            change(&img, 41 + 2 * n, 1);
+            change(img, 41 + 2 * n, 1);
         }
-        assert!(bw(
-            &client,
-            &bulwark,
-            &cfg,
-            &[
-                "backup",
-                "--repo",
-                &src.addr,
-                "--job",
-                "web",
-                img.to_str().unwrap()
-            ]
-        )
-        .status
-        .success());
+        c.backs_up(&src.addr, "web", &[], img);
     }
-    let o = bw(
-        &client,
-        &bulwark,
-        &cfg,
-        &["--json", "copy", "--from", &src.addr, "--to", &dst.addr],
-    );
-    assert!(o.status.success());
-    let r = json(&o);
+    let r = c.copied(&src.addr, &dst.addr);
     assert_eq!(r["jobs"][0]["points_copied"], 3, "{r}");
-    let v = bw(
-        &client,
-        &bulwark,
-        &cfg,
-        &[
-            "--json", "copy", "--verify", "--from", &src.addr, "--to", &dst.addr,
-        ],
-    );
-    assert_eq!(v.status.code(), Some(0));
-    assert_eq!(json(&v)["jobs"][0]["same"], 3);
+    c.verifies_same(&src.addr, &dst.addr, 3);
     // Root on the target's host flips one stored byte of a sealed copy.
     let files = dst.store_files();
-    let victim = &files[1].1;
-    sh(&format!("chattr -i '{}'", victim.display()));
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(victim)
-            .unwrap();
-        let mut b = [0u8; 1];
-        f.read_exact_at(&mut b, 4096 + 17).unwrap();
-        f.write_all_at(&[b[0] ^ 0x40], 4096 + 17).unwrap();
-    }
-    sh(&format!("chattr +i '{}'", victim.display()));
-    let v = bw(
-        &client,
-        &bulwark,
-        &cfg,
-        &[
-            "--json", "copy", "--verify", "--from", &src.addr, "--to", &dst.addr,
-        ],
-    );
+    flip_sealed_byte(&files[1].1, 4096 + 17);
+    let v = c.copy(&["--verify"], &src.addr, &dst.addr);
     assert_eq!(
         v.status.code(),
         Some(1),
@@ -879,9 +726,7 @@ fn a_copy_to_a_second_local_repository_is_sealed_there_with_its_own_period() {
     let src = Site::new(&bulwark, &repo_bin, 7);
     let su = src.user();
     // A second repository of the same service user (a second disk), with its own service.
-    let repo2 = src.rig.fs.mnt.join("repo2");
-    std::fs::create_dir(&repo2).unwrap();
-    su.chown(&repo2);
+    let repo2 = user_dir(su, src.rig.fs.mnt.join("repo2"));
     let state = bulwark_testkit::Scratch::new("bwcopy2");
     let mut setup = bulwark_testkit::immutd::ImmutdSetup::new(
         &su.name,
@@ -907,61 +752,16 @@ fn a_copy_to_a_second_local_repository_is_sealed_there_with_its_own_period() {
         .success());
     let svc2 = setup.spawn(&immutd_bin()).unwrap();
     let cfg = src.rig.fs.mnt.join("client");
+    let c = src.client(&cfg);
     let img = src.rig.fs.mnt.join("disk.img");
     image(&img, 21, 8, su);
-    assert!(bw(
-        su,
-        &bulwark,
-        &cfg,
-        &[
-            "backup",
-            "--repo",
-            &src.repo,
-            "--job",
-            "vm",
-            img.to_str().unwrap()
-        ]
-    )
-    .status
-    .success());
+    c.backs_up(&src.repo, "vm", &[], &img);
     change(&img, 22, 1);
-    assert!(bw(
-        su,
-        &bulwark,
-        &cfg,
-        &[
-            "backup",
-            "--repo",
-            &src.repo,
-            "--job",
-            "vm",
-            img.to_str().unwrap()
-        ]
-    )
-    .status
-    .success());
-    let o = bw(
-        su,
-        &bulwark,
-        &cfg,
-        &["--json", "copy", "--from", &src.repo, "--to", r2],
-    );
-    assert!(o.status.success());
-    let r = json(&o);
-    assert_eq!(r["jobs"][0]["points_copied"], 2);
+    c.backs_up(&src.repo, "vm", &[], &img);
+    assert_eq!(c.copied(&src.repo, r2)["jobs"][0]["points_copied"], 2);
     let now = bulwark_time::UnixTime::now().secs();
-    let a = listed(&json(&bw(
-        su,
-        &bulwark,
-        &cfg,
-        &["--json", "list", "--repo", &src.repo],
-    )));
-    let b = listed(&json(&bw(
-        su,
-        &bulwark,
-        &cfg,
-        &["--json", "list", "--repo", r2],
-    )));
+    let a = c.listed(&src.repo, &[]);
+    let b = c.listed(r2, &[]);
     assert_eq!(a, b, "same ids and root digests");
     for (id, _) in &b {
         let e = su.ctl(&sock2, &["query", id]).ok().int("expiry_unix");
@@ -1015,24 +815,8 @@ fn crafted_head(
     .unwrap();
     let data = rng.bytes(bs as usize);
     w.put_stored(StoredBlock::raw(BlockNo(0), &data)).unwrap();
-    w.finish(PointMeta {
-        kind: PointKind::ActiveFull,
-        retention: RetentionClass::Regular,
-        compression_level: 0,
-        created_unix_secs: created,
-        created_nanos: 0,
-        block_size: bs,
-        disk_size: u64::from(bs),
-        point,
-        parent: PointId::NONE,
-        chain: point,
-        job: job.into(),
-        client: String::new(),
-        stats: Stats::default(),
-        files: vec![],
-        extensions: vec![],
-    })
-    .unwrap();
+    w.finish(full_meta(point, job, created, bs, u64::from(bs)))
+        .unwrap();
     let r = bulwark_format::PointReader::open(std::fs::File::open(&path).unwrap()).unwrap();
     (bulwark_repository::CopyHead::of_reader(&r).unwrap(), data)
 }
@@ -1040,74 +824,25 @@ fn crafted_head(
 #[test]
 fn a_client_certificate_of_the_source_cannot_delete_or_shorten_anything_on_the_target() {
     let name = "a_client_certificate_of_the_source_cannot_delete_or_shorten_anything_on_the_target";
-    let Some((bulwark, repo_bin)) = preamble(name) else {
+    let Some((src, dst, cfg)) = push_pair(name, 7, 30) else {
         return;
     };
-    let src = Site::new(&bulwark, &repo_bin, 7);
-    let dst = Site::new(&bulwark, &repo_bin, 30);
     let su = src.user();
-    let cfg = src.rig.fs.mnt.join("client");
-    dst.enroll("offsite-src", &cfg, su);
+    let c = src.client(&cfg);
     // Another client's job on the target.
     let other = TestUser::create();
     let ocfg = dst.rig.fs.mnt.join("other");
     dst.enroll("alice", &ocfg, &other);
-    let work = dst.rig.fs.mnt.join("work");
-    std::fs::create_dir(&work).unwrap();
-    other.chown(&work);
-    let oimg = work.join("a.img");
+    let oimg = user_dir(&other, dst.rig.fs.mnt.join("work")).join("a.img");
     image(&oimg, 31, 2, &other);
-    assert!(bw(
-        &other,
-        &bulwark,
-        &ocfg,
-        &[
-            "backup",
-            "--repo",
-            &dst.addr,
-            "--job",
-            "alice-vm",
-            oimg.to_str().unwrap()
-        ]
-    )
-    .status
-    .success());
+    Client::new(&other, &dst.bulwark, &ocfg).backs_up(&dst.addr, "alice-vm", &[], &oimg);
     // An honest copy first.
     let img = src.rig.fs.mnt.join("disk.img");
     image(&img, 32, 4, su);
-    assert!(bw(
-        su,
-        &bulwark,
-        &cfg,
-        &[
-            "backup",
-            "--repo",
-            &src.repo,
-            "--job",
-            "vm",
-            img.to_str().unwrap()
-        ]
-    )
-    .status
-    .success());
-    assert!(bw(
-        su,
-        &bulwark,
-        &cfg,
-        &["copy", "--from", &src.repo, "--to", &dst.addr]
-    )
-    .status
-    .success());
-    let before: Vec<(String, i64)> = dst
-        .store_files()
-        .iter()
-        .map(|(id, _)| (id.clone(), dst.expiry(id)))
-        .collect();
-    let src_before: Vec<(String, i64)> = src
-        .store_files()
-        .iter()
-        .map(|(id, _)| (id.clone(), src.expiry(id)))
-        .collect();
+    c.backs_up(&src.repo, "vm", &[], &img);
+    c.copied(&src.repo, &dst.addr);
+    let before = dst.expiries();
+    let src_before = src.expiries();
     assert_eq!(before.len(), 2);
 
     // The attacker holds the copier's certificate (root reads its files on the source host).
@@ -1220,39 +955,22 @@ fn a_client_certificate_of_the_source_cannot_delete_or_shorten_anything_on_the_t
 #[test]
 fn a_target_pulls_with_a_client_identity_of_the_source_from_a_copy_job_file() {
     let name = "a_target_pulls_with_a_client_identity_of_the_source_from_a_copy_job_file";
-    let Some((bulwark, repo_bin)) = preamble(name) else {
+    let Some((src, dst)) = two_sites(name, 7, 14) else {
         return;
     };
-    let src = Site::new(&bulwark, &repo_bin, 7);
-    let dst = Site::new(&bulwark, &repo_bin, 14);
     // A client backs up to the source over the network.
-    let client = TestUser::create();
-    let ccfg = src.rig.fs.mnt.join("client");
-    src.enroll("web1", &ccfg, &client);
-    let work = src.rig.fs.mnt.join("work");
-    std::fs::create_dir(&work).unwrap();
-    client.chown(&work);
-    let img = work.join("disk.img");
-    image(&img, 51, 8, &client);
-    let web = [
-        "backup",
-        "--repo",
-        &src.addr,
-        "--job",
-        "web",
-        img.to_str().unwrap(),
-    ];
-    assert!(bw(&client, &bulwark, &ccfg, &web).status.success());
-    change(&img, 53, 1);
-    assert!(bw(&client, &bulwark, &ccfg, &web).status.success());
+    let web = WebClient::new(&src, &src, 51);
+    let (c, img) = (web.client(&src), &web.img);
+    c.backs_up(&src.addr, "web", &[], img);
+    change(img, 53, 1);
+    c.backs_up(&src.addr, "web", &[], img);
     // Pull: the target host holds a second certificate of the job's owner on the source, and
     // the source holds nothing of the target. A [copy] job file, run by `bulwark job run`.
     let du = dst.user();
     let dcfg = dst.rig.fs.mnt.join("pull");
     src.enroll("web1", &dcfg, du);
-    let jobs = dst.rig.fs.mnt.join("jobs");
-    std::fs::create_dir(&jobs).unwrap();
-    du.chown(&jobs);
+    let d = dst.client(&dcfg);
+    let jobs = user_dir(du, dst.rig.fs.mnt.join("jobs"));
     let file = jobs.join("offsite.toml");
     std::fs::write(
         &file,
@@ -1272,7 +990,7 @@ fn a_target_pulls_with_a_client_identity_of_the_source_from_a_copy_job_file() {
         "--state-dir",
         state.to_str().unwrap(),
     ];
-    let o = bw(du, &bulwark, &dcfg, &run);
+    let o = d.run(&run);
     assert!(o.status.success());
     let r = json(&o);
     assert_eq!(r["jobs"][0]["points_copied"], 2, "{r}");
@@ -1282,103 +1000,30 @@ fn a_target_pulls_with_a_client_identity_of_the_source_from_a_copy_job_file() {
     assert_eq!(rec["ok"], true, "{rec}");
     // Sealed by the target's own service, with the target's own 14 days.
     let now = bulwark_time::UnixTime::now().secs();
-    let files = dst.store_files();
-    assert_eq!(files.len(), 2);
-    for (id, path) in &files {
-        assert!(is_immutable(path));
-        assert!(dst.expiry(id) >= now + 13 * DAY, "{id}");
-    }
+    assert_eq!(dst.store_files().len(), 2);
+    dst.all_locked_for(13, now);
     // The same points and digests on both sides; the next run copies nothing.
-    let v = bw(
-        du,
-        &bulwark,
-        &dcfg,
-        &[
-            "--json", "copy", "--verify", "--from", &src.addr, "--to", &dst.repo,
-        ],
-    );
-    assert_eq!(v.status.code(), Some(0));
-    assert_eq!(json(&v)["jobs"][0]["same"], 2);
-    let o = bw(du, &bulwark, &dcfg, &run);
-    assert_eq!(json(&o)["jobs"][0]["points_copied"], 0);
+    d.verifies_same(&src.addr, &dst.repo, 2);
+    assert_eq!(json(&d.run(&run))["jobs"][0]["points_copied"], 0);
     // Restores on the target host, locally, byte-identical.
-    let out = jobs.join("r.img");
-    let o = bw(
-        du,
-        &bulwark,
-        &dcfg,
-        &[
-            "restore",
-            "--repo",
-            &dst.repo,
-            "--job",
-            "web",
-            out.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success());
-    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&img).unwrap());
+    d.restores(&dst.repo, "web", &[], &jobs.join("r.img"), img);
 }
 
 #[test]
 fn three_weeks_of_nightly_copies_keep_weekly_fulls_on_the_target_after_the_source_removed_them() {
     let name = "three_weeks_of_nightly_copies_keep_weekly_fulls_on_the_target_after_the_source_removed_them";
-    let Some((bulwark, repo_bin)) = preamble(name) else {
+    if preamble(name).is_none() {
         return;
-    };
+    }
     let Some(lib) = bulwark_testkit::skip::require_faketime(name) else {
         return;
     };
-    let mut src = Site::new(&bulwark, &repo_bin, 7);
-    let mut dst = Site::new(&bulwark, &repo_bin, 30);
-    let cfg = src.rig.fs.mnt.join("client");
-    dst.enroll("offsite-src", &cfg, src.user());
-    let su_run = |site: &Site, day: i64, args: &[&str]| {
-        let o = site
-            .user()
-            .cmd(&repo_bin)
-            .args(args)
-            .envs(fake_env(&lib, day))
-            .output()
-            .unwrap();
-        bulwark_testkit::show(&format!("day {day}: bulwark-repo {}", args.join(" ")), &o);
-        o
+    let Some((mut src, mut dst, cfg)) = push_pair(name, 7, 30) else {
+        return;
     };
     // The source keeps dailies; the target keeps 4 weekly and 3 monthly fulls.
-    assert!(su_run(
-        &src,
-        0,
-        &[
-            "policy",
-            &src.repo,
-            "--job",
-            "vm",
-            "--keep-days",
-            "7",
-            "--keep-points",
-            "1"
-        ]
-    )
-    .status
-    .success());
-    assert!(su_run(
-        &dst,
-        0,
-        &[
-            "policy",
-            &dst.repo,
-            "--job",
-            "vm",
-            "--keep-points",
-            "1",
-            "--weekly",
-            "4",
-            "--monthly",
-            "3"
-        ]
-    )
-    .status
-    .success());
+    src.policy("vm", &["--keep-days", "7", "--keep-points", "1"]);
+    dst.policy("vm", &GFS);
     let img = src.rig.fs.mnt.join("disk.img");
     image(&img, 61, 4, src.user());
     let first = src.rig.fs.mnt.join("night0.img");
@@ -1386,38 +1031,27 @@ fn three_weeks_of_nightly_copies_keep_weekly_fulls_on_the_target_after_the_sourc
     for day in 0..21i64 {
         src.at_day(&lib, day);
         dst.at_day(&lib, day);
-        let su = src.user();
+        let c = src.client(&cfg).on_day(&lib, day);
         if day > 0 {
             change(&img, 1001 + 2 * day as u64, 1);
         }
-        let mut args = vec!["--json", "backup", "--repo", &src.repo, "--job", "vm"];
-        if day % 7 == 0 && day > 0 {
-            args.push("--full");
-        }
-        args.push(img.to_str().unwrap());
-        let b = json(&bw_at(su, &lib, day, &bulwark, &cfg, &args));
+        let full: &[&str] = if day % 7 == 0 && day > 0 {
+            &["--full"]
+        } else {
+            &[]
+        };
+        let b = c.json(&job_args("backup", &src.repo, "vm", full, &img));
         if day % 7 == 0 {
             fulls.push(b["point"].as_str().unwrap().to_string());
         }
         if day == 0 {
             std::fs::copy(&img, &first).unwrap();
         }
-        let c = bw_at(
-            su,
-            &lib,
-            day,
-            &bulwark,
-            &cfg,
-            &["--json", "copy", "--from", &src.repo, "--to", &dst.addr],
-        );
-        assert!(c.status.success(), "day {day}");
-        assert_eq!(json(&c)["jobs"][0]["points_copied"], 1, "day {day}");
-        assert!(su_run(&src, day, &["retention", &src.repo])
-            .status
-            .success());
-        assert!(su_run(&dst, day, &["retention", &dst.repo])
-            .status
-            .success());
+        let o = c.copy(&[], &src.repo, &dst.addr);
+        assert!(o.status.success(), "day {day}");
+        assert_eq!(json(&o)["jobs"][0]["points_copied"], 1, "day {day}");
+        assert!(src.admin(&["retention", &src.repo]).status.success());
+        assert!(dst.admin(&["retention", &dst.repo]).status.success());
     }
     // The source's retention removed its first chain once its 7 days ended; the target,
     // locked for 30 days and keeping weekly fulls, still holds all 21 points.
@@ -1436,41 +1070,17 @@ fn three_weeks_of_nightly_copies_keep_weekly_fulls_on_the_target_after_the_sourc
         dst.expiry(&fulls[0]) >= real_now + 90 * DAY,
         "the target's GFS lifetime"
     );
-    let plan = json(&su_run(
-        &dst,
-        20,
-        &["--json", "retention", &dst.repo, "--dry-run"],
-    ));
+    let plan = json(&dst.admin(&["--json", "retention", &dst.repo, "--dry-run"]));
     for f in &fulls {
-        let m = plan[0]["marks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["point"] == f.as_str())
-            .unwrap();
-        let reasons: Vec<&str> = m["reasons"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r.as_str().unwrap())
-            .collect();
+        let reasons = reasons(mark(&plan, f));
         assert!(
             reasons.iter().any(|r| r.contains("GFS weekly")),
             "{f}: {reasons:?}"
         );
     }
     // --verify sees the points only the target still holds; nothing differs.
-    let su = src.user();
-    let v = json(&bw_at(
-        su,
-        &lib,
-        20,
-        &bulwark,
-        &cfg,
-        &[
-            "--json", "copy", "--verify", "--from", &src.repo, "--to", &dst.addr,
-        ],
-    ));
+    let c = src.client(&cfg).on_day(&lib, 20);
+    let v = json(&c.copy(&["--verify"], &src.repo, &dst.addr));
     let j = &v["jobs"][0];
     assert_eq!(j["different"], 0, "{v}");
     assert_eq!(
@@ -1479,37 +1089,10 @@ fn three_weeks_of_nightly_copies_keep_weekly_fulls_on_the_target_after_the_sourc
         "{v}"
     );
     // The first night restores from the target alone, byte-identical.
-    let out_dir = src.rig.fs.mnt.join("restores");
-    std::fs::create_dir(&out_dir).unwrap();
-    su.chown(&out_dir);
+    let out_dir = user_dir(src.user(), src.rig.fs.mnt.join("restores"));
     let out = out_dir.join("night0.img");
-    let o = bw_at(
-        su,
-        &lib,
-        20,
-        &bulwark,
-        &cfg,
-        &[
-            "restore",
-            "--repo",
-            &dst.addr,
-            "--job",
-            "vm",
-            "--point",
-            &fulls[0],
-            out.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success());
-    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&first).unwrap());
+    c.restores(&dst.addr, "vm", &["--point", &fulls[0]], &out, &first);
     // The next night's copy sends nothing it already sent, and nothing the source lost.
-    let c = json(&bw_at(
-        su,
-        &lib,
-        20,
-        &bulwark,
-        &cfg,
-        &["--json", "copy", "--from", &src.repo, "--to", &dst.addr],
-    ));
-    assert_eq!(c["bytes_sent"], 0);
+    let r = json(&c.copy(&[], &src.repo, &dst.addr));
+    assert_eq!(r["bytes_sent"], 0);
 }

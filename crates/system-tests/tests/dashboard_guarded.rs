@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use bulwark_testkit::chromium::require_chromium;
 use bulwark_testkit::guarded::*;
-use bulwark_testkit::skip::require_faketime;
-use bulwark_testkit::system::{enrollment, listening_addr, unlocks_frozen_within, WallClock, DAY};
+use bulwark_testkit::system::{
+    enrollment, guarded_on_wall_clock, listening_addr, unlocks_frozen_within, DAY,
+};
 
 /// A child killed on drop.
 struct Killed(Child);
@@ -42,14 +43,10 @@ fn the_dashboard_of_a_guarded_repository_shows_the_ledgers_locks_and_a_clock_fre
     let Some(chromium) = require_chromium(test) else {
         return;
     };
-    if require_faketime(test).is_none() {
-        return;
-    }
-    let Some(sys) = System::guarded(test, &["mkfs.ext4", "useradd", "chattr"], FsKind::Ext4) else {
+    let tools = ["mkfs.ext4", "useradd", "chattr"];
+    let Some((sys, clock, svc)) = guarded_on_wall_clock(test, &tools, FsKind::Ext4) else {
         return;
     };
-    let clock = WallClock::new(&sys.rig);
-    let svc = clock.start(&sys.rig);
     let mut serve = sys
         .user()
         .cmd(&sys.repo_bin)

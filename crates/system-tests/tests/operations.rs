@@ -245,6 +245,17 @@ impl Net {
         }
     }
 
+    /// [`Net::start`] with the client enrolled as `client`, for a root-only test; `None`
+    /// after a printed SKIP.
+    fn enrolled(test: &str, client: &str) -> Option<Net> {
+        if !require_root(test, "creating the unprivileged service user") {
+            return None;
+        }
+        let net = Net::start();
+        net.enroll(client);
+        Some(net)
+    }
+
     fn config(&self) -> PathBuf {
         self.dir.path().join("client")
     }
@@ -304,11 +315,9 @@ fn two_disk_job(net: &Net, name: &str, os: &Path, data: &Path, extra: &str) -> P
 #[test]
 fn a_network_job_of_two_disks_backs_up_each_disk_over_tls_as_its_own_job() {
     let test = "a_network_job_of_two_disks_backs_up_each_disk_over_tls_as_its_own_job";
-    if !require_root(test, "creating the unprivileged service user") {
+    let Some(net) = Net::enrolled(test, "db01-host") else {
         return;
-    }
-    let net = Net::start();
-    net.enroll("db01-host");
+    };
     let (os, data) = (net.path("os.img"), net.path("data.img"));
     random_image(&os, 1, 3 << 20);
     random_image(&data, 2, 2 << 20);
@@ -413,14 +422,12 @@ fn a_network_job_of_two_disks_backs_up_each_disk_over_tls_as_its_own_job() {
 #[test]
 fn a_failed_backup_is_notified_by_webhook_and_email_with_one_result_per_disk() {
     let test = "a_failed_backup_is_notified_by_webhook_and_email_with_one_result_per_disk";
-    if !require_root(test, "creating the unprivileged service user") {
+    let Some(net) = Net::enrolled(test, "web02") else {
         return;
-    }
+    };
     let Some(smtp) = Smtp::start(test) else {
         return;
     };
-    let net = Net::start();
-    net.enroll("web02");
     let hook = Hook::start();
     let cfg = notify_config(net.dir.path(), &hook, Some(&smtp), None);
     let os = net.path("os.img");
@@ -484,11 +491,9 @@ fn a_failed_backup_is_notified_by_webhook_and_email_with_one_result_per_disk() {
 #[test]
 fn a_killed_backup_is_notified_as_missed_by_job_check() {
     let test = "a_killed_backup_is_notified_as_missed_by_job_check";
-    if !require_root(test, "creating the unprivileged service user") {
+    let Some(net) = Net::enrolled(test, "web03") else {
         return;
-    }
-    let net = Net::start();
-    net.enroll("web03");
+    };
     let hook = Hook::start();
     let cfg = notify_config(net.dir.path(), &hook, None, None);
     // The source is a FIFO nobody writes: the run hangs opening it, after marking its start.

@@ -13,8 +13,9 @@ use bulwark_testkit::chromium::{
     artefacts_dir, foreign_urls, page_requests, require_chromium, Chromium,
 };
 use bulwark_testkit::guarded::*;
-use bulwark_testkit::skip::require_faketime;
-use bulwark_testkit::system::{flip_a_stored_byte, unlocks_frozen_within, WallClock, DAY};
+use bulwark_testkit::system::{
+    flip_a_stored_byte, guarded_on_wall_clock, unlocks_frozen_within, DAY,
+};
 
 /// ISO 8601 UTC, as the page's `data-sealed` / `data-expiry` and `<time datetime>` carry it.
 fn iso(secs: i64) -> String {
@@ -209,18 +210,10 @@ fn a_clock_freeze_and_a_flipped_byte_appear_as_alerts_on_the_report_page() {
     let Some(chromium) = require_chromium(test) else {
         return;
     };
-    if require_faketime(test).is_none() {
-        return;
-    }
-    let Some(sys) = System::guarded(
-        test,
-        &["mkfs.ext4", "useradd", "chattr", "unshare"],
-        FsKind::Ext4,
-    ) else {
+    let tools = ["mkfs.ext4", "useradd", "chattr", "unshare"];
+    let Some((sys, clock, svc)) = guarded_on_wall_clock(test, &tools, FsKind::Ext4) else {
         return;
     };
-    let clock = WallClock::new(&sys.rig);
-    let svc = clock.start(&sys.rig);
     let img = sys.image("d.img", &b"disk content ".repeat(60_000));
     assert!(sys.backup(false, "vm-1", &img).status.success());
     let out = out_dir(&sys).join("alerts.html");

@@ -10,9 +10,9 @@ use std::process::Child;
 use bulwark_format::{PointId, PointKind, PointMeta, PointReader, RetentionClass, Stats};
 
 use crate::cmd::sh;
-use crate::guarded::{immutd_bin, wait_for, Rig};
+use crate::guarded::{immutd_bin, wait_for, FsKind, Rig, System};
 use crate::immutd::Immutd;
-use crate::skip::libfaketime;
+use crate::skip::{libfaketime, require_faketime};
 use crate::user::TestUser;
 
 /// Seconds in a day.
@@ -130,6 +130,20 @@ impl WallClock {
     }
 }
 
+/// [`System::guarded`] with its service started on a [`WallClock`] (libfaketime required as
+/// well as `tools`); `None` after a printed SKIP.
+pub fn guarded_on_wall_clock(
+    test: &str,
+    tools: &[&str],
+    kind: FsKind,
+) -> Option<(System, WallClock, Immutd)> {
+    require_faketime(test)?;
+    let sys = System::guarded(test, tools, kind)?;
+    let clock = WallClock::new(&sys.rig);
+    let svc = clock.start(&sys.rig);
+    Some((sys, clock, svc))
+}
+
 /// Whether `svc` reports within `secs` that it froze every unlock.
 pub fn unlocks_frozen_within(svc: &Immutd, secs: u64) -> bool {
     wait_for(secs, || {
@@ -177,6 +191,21 @@ pub fn enrollment(
     );
     assert!(o.status.success());
     serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The arguments of `bulwark backup` or `restore` (`command`) of `job` between `repo` and
+/// `path` (a backup's source, a restore's target): `COMMAND --repo REPO --job JOB extra… PATH`.
+pub fn job_args<'a>(
+    command: &'a str,
+    repo: &'a str,
+    job: &'a str,
+    extra: &[&'a str],
+    path: &'a Path,
+) -> Vec<&'a str> {
+    let mut args = vec![command, "--repo", repo, "--job", job];
+    args.extend_from_slice(extra);
+    args.push(path.to_str().unwrap());
+    args
 }
 
 /// The mark of `point` in a `bulwark-repo --json retention` plan of one job.
