@@ -10,19 +10,14 @@ mod repo;
 
 use clap::{Parser, Subcommand};
 
-/// Bulwark: image-level backups into a hardened, immutable repository.
-#[derive(Parser)]
-#[command(version, about, long_about = None)]
-struct Cli {
-    /// Print machine-readable JSON instead of text.
-    #[arg(long, global = true)]
-    json: bool,
-    /// Folder of the client's credentials (default $BULWARK_CONFIG_DIR, else
-    /// $XDG_CONFIG_HOME/bulwark or ~/.config/bulwark).
-    #[arg(long, global = true)]
-    config_dir: Option<std::path::PathBuf>,
-    #[command(subcommand)]
-    command: Command,
+bulwark_cli_common::cli_args! {
+    /// Bulwark: image-level backups into a hardened, immutable repository.
+    struct Cli {
+        /// Folder of the client's credentials (default $BULWARK_CONFIG_DIR, else
+        /// $XDG_CONFIG_HOME/bulwark or ~/.config/bulwark).
+        #[arg(long, global = true)]
+        config_dir: Option<std::path::PathBuf>,
+    }
 }
 
 #[derive(Subcommand)]
@@ -58,42 +53,17 @@ enum Command {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BULWARK_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    bulwark_cli_common::log_to_stderr("warn");
     let cli = Cli::parse();
     let config_dir = bulwark_remote::config_dir(cli.config_dir.as_deref());
-    let repo = |arg: &std::path::Path| repo::Repo::parse(arg, &config_dir);
     let out = output::Output { json: cli.json };
     let res = match cli.command {
-        Command::Backup(a) => {
-            let r = repo(&a.at.repo);
-            cmd::backup::run(a, &r, &out)
-        }
-        Command::Restore(a) => {
-            let r = repo(&a.at.repo);
-            cmd::restore::run(a, &r, &out)
-        }
-        Command::List(a) => {
-            let r = repo(&a.at.repo);
-            cmd::list::run(a, &r, &out)
-        }
-        Command::Verify(a) => {
-            let r = repo(&a.at.repo);
-            cmd::verify::run(a, &r, &out)
-        }
-        Command::Export(a) => {
-            let r = repo(&a.at.repo);
-            cmd::export::run(a, &r, &out)
-        }
-        Command::Mount(a) => {
-            let r = repo(&a.at.repo);
-            cmd::mount::run(a, &r, &out)
-        }
+        Command::Backup(a) => cmd::backup::run(a, &config_dir, &out),
+        Command::Restore(a) => cmd::restore::run(a, &config_dir, &out),
+        Command::List(a) => cmd::list::run(a, &config_dir, &out),
+        Command::Verify(a) => cmd::verify::run(a, &config_dir, &out),
+        Command::Export(a) => cmd::export::run(a, &config_dir, &out),
+        Command::Mount(a) => cmd::mount::run(a, &config_dir, &out),
         Command::Umount(a) => cmd::mount::run_umount(a, &out),
         Command::Demo(a) => bulwark_demo::run(a, &out),
         Command::Dashboard(a) => cmd::dashboard::run(a, &config_dir, &out),

@@ -220,28 +220,7 @@ impl Repo {
         })
         .with_context(|| format!("backing up {} as job {job:?} to {addr}", path.display()))?;
         pb.finish_and_clear();
-        let m = &s.sealed.summary;
-        Ok(BackupReport {
-            repository: self.remote_name(),
-            client: Some(s.client.clone()),
-            job: job.to_string(),
-            point: m.point.to_hex(),
-            chain: m.chain.to_hex(),
-            kind: m.kind.as_str(),
-            disk_size: m.disk_size,
-            block_size: m.block_size,
-            counters: s.counters.clone(),
-            seconds: s.elapsed.as_secs_f64().max(1e-9),
-            path: None,
-            root_digest: m.root.to_hex(),
-            created_unix: m.created_unix,
-            immutable: s.sealed.immutable,
-            expiry_unix: s.sealed.expiry,
-            full_reason: s.full_reason.clone(),
-            synthetic_full: None,
-            clock_alert: (!s.sealed.notice.is_empty()).then(|| s.sealed.notice.clone()),
-            cbt: None,
-        })
+        Ok(remote_report(addr, job, &s, None))
     }
 
     /// Restores a point of `job` (the latest when `point` is `None`) to `target`.
@@ -358,8 +337,19 @@ impl Repo {
         threads: usize,
         out: &Output,
     ) -> anyhow::Result<VerifyReport> {
-        let damaged_of =
-            |job: &str, point: Option<PointId>| (job.to_string(), point.map(|p| p.to_hex()));
+        let damaged_of = |job: &str,
+                          point: Option<PointId>,
+                          path: Option<PathBuf>,
+                          problems: &[String],
+                          blocks: &[u64],
+                          more_blocks: u64| Damaged {
+            job: job.to_string(),
+            point: point.map(|p| p.to_hex()),
+            path,
+            problems: problems.to_vec(),
+            blocks: blocks.to_vec(),
+            more_blocks,
+        };
         let (points_checked, blocks_checked, bytes_checked, damaged) = match self {
             Repo::Local(p) => {
                 let repo = open_with_tier(p)?;
@@ -370,15 +360,8 @@ impl Repo {
                     .damaged
                     .iter()
                     .map(|d| {
-                        let (job, point) = damaged_of(&d.job, d.point);
-                        Damaged {
-                            job,
-                            point,
-                            path: Some(d.path.clone()),
-                            problems: d.problems.clone(),
-                            blocks: d.blocks.clone(),
-                            more_blocks: 0,
-                        }
+                        let path = Some(d.path.clone());
+                        damaged_of(&d.job, d.point, path, &d.problems, &d.blocks, 0)
                     })
                     .collect();
                 (r.points_checked, r.blocks_checked, r.bytes_checked, damaged)
@@ -390,15 +373,7 @@ impl Repo {
                     .damaged
                     .iter()
                     .map(|d| {
-                        let (job, point) = damaged_of(&d.job, d.point);
-                        Damaged {
-                            job,
-                            point,
-                            path: None,
-                            problems: d.problems.clone(),
-                            blocks: d.blocks.clone(),
-                            more_blocks: d.more_blocks,
-                        }
+                        damaged_of(&d.job, d.point, None, &d.problems, &d.blocks, d.more_blocks)
                     })
                     .collect();
                 (r.points_checked, r.blocks_checked, r.bytes_checked, damaged)
@@ -504,6 +479,37 @@ pub(crate) fn local_report(
         full_reason: s.full_reason.clone(),
         synthetic_full,
         clock_alert: repo.clock_alert(),
+        cbt,
+    }
+}
+
+/// The report of a backup sealed by the repository service at `addr`.
+pub(crate) fn remote_report(
+    addr: &RemoteAddr,
+    job: &str,
+    s: &bulwark_remote::RemoteBackupSummary,
+    cbt: Option<bulwark_engine::CbtReport>,
+) -> BackupReport {
+    let m = &s.sealed.summary;
+    BackupReport {
+        repository: Some(addr.to_string()),
+        client: Some(s.client.clone()),
+        job: job.to_string(),
+        point: m.point.to_hex(),
+        chain: m.chain.to_hex(),
+        kind: m.kind.as_str(),
+        disk_size: m.disk_size,
+        block_size: m.block_size,
+        counters: s.counters.clone(),
+        seconds: s.elapsed.as_secs_f64().max(1e-9),
+        path: None,
+        root_digest: m.root.to_hex(),
+        created_unix: m.created_unix,
+        immutable: s.sealed.immutable,
+        expiry_unix: s.sealed.expiry,
+        full_reason: s.full_reason.clone(),
+        synthetic_full: None,
+        clock_alert: (!s.sealed.notice.is_empty()).then(|| s.sealed.notice.clone()),
         cbt,
     }
 }

@@ -1,20 +1,19 @@
 //! `bulwark backup`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bulwark_engine::BackupOptions;
 
 use crate::output::{human, utc, Output, EXIT_OK};
-use crate::repo::Repo;
 
 /// Arguments of `bulwark backup`.
 #[derive(clap::Args)]
+#[command(mut_args(super::job_help(
+    "The job: one protected disk. Letters, digits, '.', '_' and '-'"
+)))]
 pub struct Args {
     #[command(flatten)]
-    pub at: super::RepoArg,
-    /// The job: one protected disk. Letters, digits, '.', '_' and '-'.
-    #[arg(long)]
-    job: String,
+    pub at: super::JobArg,
     /// What to back up: a raw disk image or block device, an image file (qcow2, vmdk, vdi,
     /// vhdx: read through qemu-nbd), or an NBD URI (nbd://HOST[:PORT]/EXPORT,
     /// nbd+unix:///EXPORT?socket=PATH).
@@ -48,7 +47,8 @@ pub struct Args {
 }
 
 /// Runs `bulwark backup`.
-pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
+pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
+    let repo = &a.at.open(config_dir);
     let opts = BackupOptions {
         block_size: a.block_size,
         compression_level: a.compression,
@@ -61,10 +61,10 @@ pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
         anyhow::bail!("--key, --public-key and --synthetic-full do not apply to live sources in this version: back up without them");
     }
     let r = if live {
-        repo.backup_live(&a.job, &a.source, &opts, &a.live, out)?
+        repo.backup_live(&a.at.job, &a.source, &opts, &a.live, out)?
     } else {
         repo.backup_with(
-            &a.job,
+            &a.at.job,
             &a.source,
             &opts,
             a.synthetic_full,

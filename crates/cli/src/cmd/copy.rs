@@ -40,13 +40,7 @@ pub struct Args {
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.chars().last() {
-        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
+    let (num, mult) = bulwark_jobs::copy::rate_parts(s);
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a rate like 512K, 20M or 1G (bytes per second)"))?;
@@ -264,17 +258,12 @@ pub fn run_job(
             None,
         ),
         Err(e) => (
-            vec![DiskResult {
-                disk: "*".into(),
-                job: "*".into(),
-                ok: false,
-                kind: "copy".into(),
-                point: None,
-                bytes_stored: 0,
-                seconds: 0.0,
-                error: Some(format!("{e:#}")),
-                ..Default::default()
-            }],
+            vec![DiskResult::failed(
+                "*".into(),
+                "*".into(),
+                "copy",
+                format!("{e:#}"),
+            )],
             Some(EXIT_ERROR),
         ),
     };

@@ -294,7 +294,8 @@ fn fetch(
     }
     let mut listed = Vec::new();
     for job in jobs {
-        let points = points_of(&mut c, &job)?;
+        let points = bulwark_remote::points_on(&mut c, &job)
+            .with_context(|| format!("listing the restore points of job {job}"))?;
         listed.push((job, points));
     }
     // The ledger's view of each job (ListLocks, 0x80): seal times, expiries, the clock.
@@ -365,28 +366,6 @@ fn fetch(
             .into(),
     );
     Ok(rep::render(&report))
-}
-
-fn points_of(c: &mut Conn, job: &str) -> anyhow::Result<Vec<PointSummary>> {
-    c.send(&Msg::ListPoints {
-        job: job.to_string(),
-    })?;
-    let mut out = Vec::new();
-    loop {
-        match c.recv()? {
-            Msg::Points { last, points } => {
-                out.extend(points);
-                anyhow::ensure!(
-                    out.len() <= MAX_POINTS,
-                    "the server sent more than {MAX_POINTS} restore points for job {job}"
-                );
-                if last {
-                    return Ok(out);
-                }
-            }
-            m => anyhow::bail!("{}", m.unexpected("Points")),
-        }
-    }
 }
 
 /// The ledger entries of one job and the immutability service's clock, as

@@ -6,7 +6,7 @@
 //! gracefully and remove its socket. With `--writable FILE` writes go to a copy-on-write
 //! overlay file on this machine; the restore point is never written.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -21,15 +21,10 @@ use crate::repo::Repo;
 
 /// Arguments of `bulwark export`.
 #[derive(clap::Args)]
+#[command(mut_args(super::job_help("The job to export from")))]
 pub struct Args {
     #[command(flatten)]
-    pub at: super::RepoArg,
-    /// The job to export from.
-    #[arg(long)]
-    job: String,
-    /// Restore point id (from `bulwark list`), or `latest`.
-    #[arg(long, default_value = "latest")]
-    point: String,
+    pub at: super::PointArg,
     /// Where to serve: `unix:PATH` (nbd+unix:///?socket=PATH) or `HOST:PORT` (nbd://HOST:PORT).
     #[arg(long)]
     nbd: String,
@@ -48,26 +43,7 @@ pub struct Args {
     #[arg(long, default_value_t = 16)]
     max_connections: usize,
     #[command(flatten)]
-    pub keys: KeyArgs,
-}
-
-/// The key options of `bulwark export` and `bulwark mount` (as for `bulwark restore`).
-#[derive(clap::Args)]
-pub struct KeyArgs {
-    /// The symmetric key file an encrypted point was written with.
-    #[arg(long, conflicts_with = "restore_key")]
-    pub key: Option<PathBuf>,
-    /// The private restore key of a write-only client's backups (`bulwark key create
-    /// --write-only`); its passphrase from the terminal or $BULWARK_PASSPHRASE.
-    #[arg(long)]
-    pub restore_key: Option<PathBuf>,
-}
-
-impl KeyArgs {
-    /// The key file given, opened with its passphrase; `None` without one.
-    pub fn load(&self) -> anyhow::Result<Option<bulwark_crypto::KeyFile>> {
-        super::key::read_key(self.key.as_deref(), self.restore_key.as_deref())
-    }
+    pub keys: super::KeyArgs,
 }
 
 /// What `bulwark export` serves, printed once it listens.
@@ -112,16 +88,16 @@ pub struct Opened {
     pub image: Arc<dyn DiskImage>,
 }
 
-/// Parses `--point`.
-pub fn parse_point(s: &str) -> anyhow::Result<Option<PointId>> {
-    if s == "latest" {
-        return Ok(None);
-    }
-    Ok(Some(
-        s.parse::<PointId>()
-            .map_err(anyhow::Error::msg)
-            .context("--point")?,
-    ))
+/// [`open`] for a command's `--repo`, `--job`, `--point` and key options.
+pub fn open_point(
+    repo: &Repo,
+    at: &super::PointArg,
+    keys: &super::KeyArgs,
+    cache: u32,
+) -> anyhow::Result<Opened> {
+    let point = at.id()?;
+    let key = keys.load()?;
+    open(repo, at.job(), point, u64::from(cache), key.as_ref())
 }
 
 /// Opens restore point `point` of `job` for random access, locally or over the network; an
@@ -218,14 +194,13 @@ pub fn termination_signals() -> anyhow::Result<signal_hook::iterator::Signals> {
 }
 
 /// Runs `bulwark export`.
-pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
+pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
+    let repo = &a.at.open(config_dir);
     let listen = Listen::parse(&a.nbd)
         .map_err(anyhow::Error::msg)
         .context("--nbd")?;
     let mut signals = termination_signals()?;
-    let point = parse_point(&a.point)?;
-    let key = a.keys.load()?;
-    let opened = open(repo, &a.job, point, u64::from(a.cache), key.as_ref())?;
+    let opened = open_point(repo, &a.at, &a.keys, a.cache)?;
     let disk_size = opened.image.size();
     let block_size = opened.image.block_size();
     let base: Arc<dyn BlockDevice> = Arc::new(NbdDisk(opened.image.clone()));
@@ -236,10 +211,10 @@ pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
         ),
         None => base,
     };
-    let name = a.name.clone().unwrap_or_else(|| a.job.clone());
+    let name = a.name.clone().unwrap_or_else(|| a.at.job().to_string());
     let opts = ExportOptions {
         name: name.clone(),
-        description: format!("bulwark job {} point {}", a.job, opened.point),
+        description: format!("bulwark job {} point {}", a.at.job(), opened.point),
         max_connections: a.max_connections.max(1),
         ..Default::default()
     };
@@ -247,7 +222,7 @@ pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
         .with_context(|| format!("listening on {} (--nbd)", a.nbd))?;
     let uri = server.listen().uri("");
     let report = ExportReport {
-        job: a.job.clone(),
+        job: a.at.job().to_string(),
         point: opened.point.to_hex(),
         disk_size,
         block_size,

@@ -348,17 +348,7 @@ fn run_backup(
             if !out.json {
                 println!("job {} disk {}: FAILED: {error}", job.name, disk.disk);
             }
-            DiskResult {
-                disk: disk.disk.clone(),
-                job: disk.job.clone(),
-                ok: false,
-                kind: String::new(),
-                point: None,
-                bytes_stored: 0,
-                seconds: 0.0,
-                error: Some(error),
-                ..Default::default()
-            }
+            DiskResult::failed(disk.disk.clone(), disk.job.clone(), "", error)
         });
         results.push(r);
     }
@@ -483,17 +473,12 @@ fn run_verify(
                     ..Default::default()
                 });
             }
-            Err(e) => results.push(DiskResult {
-                disk: name.clone(),
-                job: name,
-                ok: false,
-                kind: "verify".into(),
-                point: None,
-                bytes_stored: 0,
-                seconds: 0.0,
-                error: Some(format!("{e:#}")),
-                ..Default::default()
-            }),
+            Err(e) => results.push(DiskResult::failed(
+                name.clone(),
+                name,
+                "verify",
+                format!("{e:#}"),
+            )),
         }
     }
     record.finish(results, now());

@@ -1,21 +1,20 @@
 //! `bulwark list`.
 
+use std::path::Path;
+
 use crate::output::{human, Output, EXIT_OK};
-use crate::repo::Repo;
 
 /// Arguments of `bulwark list`.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    pub at: super::RepoArg,
-    /// Only this job.
-    #[arg(long)]
-    job: Option<String>,
+    pub at: super::JobsArg,
 }
 
 /// Runs `bulwark list`.
-pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
-    let r = repo.list(a.job.as_deref())?;
+pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
+    let repo = &a.at.open(config_dir);
+    let r = repo.list(a.at.job.as_deref())?;
     if out.json {
         out.json(&r);
         return Ok(EXIT_OK);

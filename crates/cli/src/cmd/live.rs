@@ -98,28 +98,12 @@ impl Repo {
                         format!("backing up {} as job {job:?} to {addr}", source.display())
                     })?;
                 pb.finish_and_clear();
-                let m = &s.sealed.summary;
-                return Ok(BackupReport {
-                    repository: Some(addr.to_string()),
-                    client: Some(s.client.clone()),
-                    job: job.to_string(),
-                    point: m.point.to_hex(),
-                    chain: m.chain.to_hex(),
-                    kind: m.kind.as_str(),
-                    disk_size: m.disk_size,
-                    block_size: m.block_size,
-                    counters: s.counters.clone(),
-                    seconds: s.elapsed.as_secs_f64().max(1e-9),
-                    path: None,
-                    root_digest: m.root.to_hex(),
-                    created_unix: m.created_unix,
-                    immutable: s.sealed.immutable,
-                    expiry_unix: s.sealed.expiry,
-                    full_reason: s.full_reason.clone(),
-                    synthetic_full: None,
-                    clock_alert: (!s.sealed.notice.is_empty()).then(|| s.sealed.notice.clone()),
-                    cbt: cbt.mode.is_some().then_some(cbt),
-                });
+                return Ok(crate::repo::remote_report(
+                    addr,
+                    job,
+                    &s,
+                    cbt.mode.is_some().then_some(cbt),
+                ));
             }
         };
         if bulwark_sys::effective_uid() == 0 && path.join("repository.toml").is_file() {

@@ -13,10 +13,13 @@ pub mod mount;
 pub mod restore;
 pub mod verify;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use bulwark_format::PointId;
 use bulwark_repository::Repository;
+
+use crate::repo::Repo;
 
 /// Opens the local repository named by a job file.
 pub fn open_repo(path: &Path) -> anyhow::Result<Repository> {
@@ -119,6 +122,113 @@ pub struct RepoArg {
     /// The repository: a local folder, or HOST:PORT (or bulwark://HOST:PORT) of an enrolled repository service.
     #[arg(long)]
     pub repo: std::path::PathBuf,
+}
+
+impl RepoArg {
+    /// The repository `--repo` names, reached with the credentials in `config_dir`.
+    pub fn open(&self, config_dir: &Path) -> Repo {
+        Repo::parse(&self.repo, config_dir)
+    }
+}
+
+/// `--repo` and `--job`: the job a command works on. Each command words the help of
+/// `--job` itself (`#[command(mut_args(job_help(...)))]`).
+#[derive(clap::Args)]
+pub struct JobArg {
+    #[command(flatten)]
+    pub at: RepoArg,
+    /// The job.
+    #[arg(long)]
+    pub job: String,
+}
+
+impl JobArg {
+    /// See [`RepoArg::open`].
+    pub fn open(&self, config_dir: &Path) -> Repo {
+        self.at.open(config_dir)
+    }
+}
+
+/// Gives `--job` a command's own help text; the other arguments stay as and where they are.
+pub fn job_help(help: &'static str) -> impl FnMut(clap::Arg) -> clap::Arg {
+    move |a| {
+        if a.get_id() == "job" {
+            a.help(help)
+        } else {
+            a
+        }
+    }
+}
+
+/// `--repo` and an optional `--job`: the jobs `list` and `verify` look at.
+#[derive(clap::Args)]
+pub struct JobsArg {
+    #[command(flatten)]
+    pub at: RepoArg,
+    /// Only this job.
+    #[arg(long)]
+    pub job: Option<String>,
+}
+
+impl JobsArg {
+    /// See [`RepoArg::open`].
+    pub fn open(&self, config_dir: &Path) -> Repo {
+        self.at.open(config_dir)
+    }
+}
+
+/// `--repo`, `--job` and `--point`: the restore point `restore`, `export` and `mount` read.
+#[derive(clap::Args)]
+pub struct PointArg {
+    #[command(flatten)]
+    pub of: JobArg,
+    /// Restore point id (from `bulwark list`), or `latest`.
+    #[arg(long, default_value = "latest")]
+    pub point: String,
+}
+
+impl PointArg {
+    /// See [`RepoArg::open`].
+    pub fn open(&self, config_dir: &Path) -> Repo {
+        self.of.open(config_dir)
+    }
+
+    /// The job.
+    pub fn job(&self) -> &str {
+        &self.of.job
+    }
+
+    /// `--point` parsed: `None` for the latest.
+    pub fn id(&self) -> anyhow::Result<Option<PointId>> {
+        if self.point == "latest" {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.point
+                .parse::<PointId>()
+                .map_err(anyhow::Error::msg)
+                .context("--point")?,
+        ))
+    }
+}
+
+/// The key options of `bulwark restore`, `bulwark export` and `bulwark mount`.
+#[derive(clap::Args)]
+pub struct KeyArgs {
+    /// The symmetric key file an encrypted point was written with.
+    #[arg(long, conflicts_with = "restore_key")]
+    pub key: Option<PathBuf>,
+    /// The private restore key of a write-only client's backups (`bulwark key create
+    /// --write-only`); its passphrase from the terminal or $BULWARK_PASSPHRASE.
+    #[arg(long)]
+    pub restore_key: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    /// The key file given, opened with its passphrase; `None` without one.
+    pub fn load(&self) -> anyhow::Result<Option<bulwark_crypto::KeyFile>> {
+        key::read_key(self.key.as_deref(), self.restore_key.as_deref())
+    }
 }
 
 /// Parses sizes such as `1M`, `256K`, `65536`.

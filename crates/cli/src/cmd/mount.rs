@@ -25,9 +25,8 @@ use anyhow::{bail, Context};
 use bulwark_engine::partitions::{self, FsType, Partition};
 use serde::{Deserialize, Serialize};
 
-use super::export::{open, parse_point, termination_signals, DiskImage};
+use super::export::{open_point, termination_signals, DiskImage};
 use crate::output::{human, Output, EXIT_OK};
-use crate::repo::Repo;
 
 /// The disk file's name inside the mount.
 pub const DISK_FILE: &str = "disk.raw";
@@ -35,15 +34,10 @@ const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 
 /// Arguments of `bulwark mount`.
 #[derive(clap::Args)]
+#[command(mut_args(super::job_help("The job to mount from")))]
 pub struct Args {
     #[command(flatten)]
-    pub at: super::RepoArg,
-    /// The job to mount from.
-    #[arg(long)]
-    job: String,
-    /// Restore point id (from `bulwark list`), or `latest`.
-    #[arg(long, default_value = "latest")]
-    point: String,
+    pub at: super::PointArg,
     /// Cache of decoded blocks, e.g. 64M.
     #[arg(long, default_value = "64M", value_parser = super::parse_size)]
     cache: u32,
@@ -51,7 +45,7 @@ pub struct Args {
     #[arg(long)]
     no_partitions: bool,
     #[command(flatten)]
-    keys: super::export::KeyArgs,
+    keys: super::KeyArgs,
     /// An empty folder to mount on.
     dir: PathBuf,
 }
@@ -553,15 +547,14 @@ fn mount_partition(
 }
 
 /// Runs `bulwark mount`.
-pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
+pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
+    let repo = &a.at.open(config_dir);
     let mut signals = termination_signals()?;
     let dir = check_dir(&a.dir)?;
     if !Path::new("/dev/fuse").exists() {
         bail!("/dev/fuse is missing: load the fuse module (modprobe fuse) and install fuse3, then try again");
     }
-    let point = parse_point(&a.point)?;
-    let key = a.keys.load()?;
-    let opened = open(repo, &a.job, point, u64::from(a.cache), key.as_ref())?;
+    let opened = open_point(repo, &a.at, &a.keys, a.cache)?;
     let image = opened.image.clone();
     let read = |off: u64, buf: &mut [u8]| {
         image
@@ -624,7 +617,7 @@ pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
     };
     let mut opts = vec![
         fuser::MountOption::RO,
-        fuser::MountOption::FSName(format!("bulwark:{}", a.job)),
+        fuser::MountOption::FSName(format!("bulwark:{}", a.at.job())),
         fuser::MountOption::Subtype("bulwark".into()),
         fuser::MountOption::DefaultPermissions,
         fuser::MountOption::NoExec,
@@ -680,7 +673,7 @@ pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
             .to_string()
     });
     let report = MountReport {
-        job: a.job.clone(),
+        job: a.at.job().to_string(),
         point: opened.point.to_hex(),
         dir: dir.clone(),
         disk_file: disk.clone(),

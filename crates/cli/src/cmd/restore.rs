@@ -1,25 +1,17 @@
 //! `bulwark restore`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use bulwark_engine::RestoreOptions;
-use bulwark_format::PointId;
 
 use crate::output::{human, Output, EXIT_OK};
-use crate::repo::Repo;
 
 /// Arguments of `bulwark restore`.
 #[derive(clap::Args)]
+#[command(mut_args(super::job_help("The job to restore from")))]
 pub struct Args {
     #[command(flatten)]
-    pub at: super::RepoArg,
-    /// The job to restore from.
-    #[arg(long)]
-    job: String,
-    /// Restore point id (from `bulwark list`), or `latest`.
-    #[arg(long, default_value = "latest")]
-    point: String,
+    pub at: super::PointArg,
     /// Where to write the disk: a new file, or a block device.
     target: PathBuf,
     /// Replace TARGET if it is an existing file, or overwrite a block device that holds a
@@ -29,27 +21,14 @@ pub struct Args {
     /// Worker threads (default: one per core, plus one).
     #[arg(long)]
     threads: Option<usize>,
-    /// The symmetric key file an encrypted point was written with.
-    #[arg(long, conflicts_with = "restore_key")]
-    key: Option<PathBuf>,
-    /// The private restore key of a write-only client's backups (`bulwark key create
-    /// --write-only`); its passphrase from the terminal or $BULWARK_PASSPHRASE.
-    #[arg(long)]
-    restore_key: Option<PathBuf>,
+    #[command(flatten)]
+    keys: super::KeyArgs,
 }
 
 /// Runs `bulwark restore`.
-pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
-    let point = if a.point == "latest" {
-        None
-    } else {
-        Some(
-            a.point
-                .parse::<PointId>()
-                .map_err(anyhow::Error::msg)
-                .context("--point")?,
-        )
-    };
+pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
+    let repo = &a.at.open(config_dir);
+    let point = a.at.id()?;
     let mut opts = RestoreOptions {
         force: a.force,
         ..Default::default()
@@ -57,8 +36,8 @@ pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
     if let Some(t) = a.threads {
         opts.threads = t;
     }
-    let key = super::key::read_key(a.key.as_deref(), a.restore_key.as_deref())?;
-    let r = repo.restore_with(&a.job, point, &a.target, &opts, key.as_ref(), out)?;
+    let key = a.keys.load()?;
+    let r = repo.restore_with(a.at.job(), point, &a.target, &opts, key.as_ref(), out)?;
     if out.json {
         out.json(&r);
     } else {

@@ -1,25 +1,24 @@
 //! `bulwark verify`.
 
+use std::path::Path;
+
 use crate::output::{human, Output, EXIT_DAMAGE, EXIT_OK};
-use crate::repo::Repo;
 
 /// Arguments of `bulwark verify`.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    pub at: super::RepoArg,
-    /// Only this job.
-    #[arg(long)]
-    job: Option<String>,
+    pub at: super::JobsArg,
     /// Reader threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
 }
 
 /// Runs `bulwark verify`: exit 0 when clean, 1 naming each damaged restore point.
-pub fn run(a: Args, repo: &Repo, out: &Output) -> anyhow::Result<i32> {
+pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
+    let repo = &a.at.open(config_dir);
     let threads = a.threads.unwrap_or_else(bulwark_engine::default_threads);
-    let r = repo.verify(a.job.as_deref(), threads, out)?;
+    let r = repo.verify(a.at.job.as_deref(), threads, out)?;
     let code = if r.clean { EXIT_OK } else { EXIT_DAMAGE };
     if out.json {
         out.json(&r);
