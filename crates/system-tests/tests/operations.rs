@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use bulwark_testkit::cmd::json;
 use bulwark_testkit::guarded::{wait_for, System};
+use bulwark_testkit::serve::{self, Service};
 use bulwark_testkit::skip::require_faketime;
 use bulwark_testkit::system::{
-    enrollment, flip_a_stored_byte, listening_addr, unlocks_frozen_within, user_dir, WallClock, DAY,
+    flip_a_stored_byte, unlocks_frozen_within, user_dir, WallClock, DAY,
 };
 use bulwark_testkit::{expect_binary, require_root, sh, show, FsKind, Rng, TestUser};
 
@@ -190,109 +191,39 @@ fn random_image(path: &Path, seed: u64, bytes: usize) {
     std::fs::write(path, Rng::new(seed).bytes(bytes)).unwrap();
 }
 
-/// A repository service: a fresh service user, `bulwark-repo init`, `serve` on 127.0.0.1.
+/// A repository service ([`Service`]: a fresh service user, `bulwark-repo init`, `serve` on
+/// 127.0.0.1) and the one client a job timer runs as root.
 struct Net {
-    serve: Child,
-    addr: String,
-    fp: String,
-    repo: PathBuf,
-    dir: tempfile::TempDir,
-    user: TestUser,
-    bulwark: PathBuf,
-    repo_bin: PathBuf,
+    svc: Service,
+    name: String,
 }
 
 impl Net {
-    fn start() -> Net {
-        let user = TestUser::create();
-        let dir = tempfile::tempdir().unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let base = dir.path().join("srv");
-        std::fs::create_dir(&base).unwrap();
-        user.chown(&base);
-        let repo = base.join("repo");
-        let repo_bin = expect_binary("bulwark-repo");
-        let o = user.run(
-            &repo_bin,
-            &[
-                "--json",
-                "init",
-                repo.to_str().unwrap(),
-                "--immutable-days",
-                "7",
-            ],
-        );
-        assert!(o.status.success());
-        let fp = json(&o)["fingerprint"].as_str().unwrap().to_string();
-        let mut serve = user
-            .cmd(&repo_bin)
-            .args(["serve", repo.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr = listening_addr(&mut serve, None);
-        Net {
-            serve,
-            addr,
-            fp,
-            repo,
-            dir,
-            user,
-            bulwark: expect_binary("bulwark"),
-            repo_bin,
-        }
-    }
-
-    /// [`Net::start`] with the client enrolled as `client`, for a root-only test; `None`
-    /// after a printed SKIP.
+    /// A [`Service`] with the client enrolled as `client`, for a root-only test; `None` after
+    /// a printed SKIP.
     fn enrolled(test: &str, client: &str) -> Option<Net> {
         if !require_root(test, "creating the unprivileged service user") {
             return None;
         }
-        let net = Net::start();
-        net.enroll(client);
-        Some(net)
+        let svc = Service::start(&[]);
+        svc.enroll(client);
+        Some(Net {
+            svc,
+            name: client.to_string(),
+        })
     }
 
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("client")
-    }
-
-    /// Enrolls the client (root, as a job timer runs) under `name`.
-    fn enroll(&self, name: &str) {
-        let v = enrollment(
-            &self.user,
-            &self.repo_bin,
-            self.repo.to_str().unwrap(),
-            name,
-        );
-        let token = v["token"].as_str().unwrap();
-        let o = self.client(&["enroll", &self.addr, token, "--fingerprint", &self.fp]);
-        assert!(o.status.success(), "enroll failed");
+    /// The client's `bulwark`.
+    fn bulwark(&self) -> serve::Client<'_> {
+        self.svc.bulwark(&self.name)
     }
 
     fn client(&self, args: &[&str]) -> Output {
-        let o = Command::new(&self.bulwark)
-            .arg("--config-dir")
-            .arg(self.config())
-            .args(args)
-            .output()
-            .unwrap();
-        show(&format!("bulwark {}", args.join(" ")), &o);
-        o
+        self.bulwark().run(args)
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = self.serve.kill();
-        let _ = self.serve.wait();
+        self.svc.path(name)
     }
 }
 
@@ -303,7 +234,7 @@ fn two_disk_job(net: &Net, name: &str, os: &Path, data: &Path, extra: &str) -> P
         format!(
             "name = \"{name}\"\nrepository = \"{}\"\nblock_size = \"64K\"\n{extra}\n\
              [[disk]]\nname = \"os\"\nsource = \"{}\"\n[[disk]]\nname = \"data\"\nsource = \"{}\"\n",
-            net.addr,
+            net.svc.addr,
             os.display(),
             data.display()
         ),
@@ -381,7 +312,7 @@ fn a_network_job_of_two_disks_backs_up_each_disk_over_tls_as_its_own_job() {
     assert!(rec["last_success_unix"].as_i64().unwrap() > 0);
 
     // The repository holds two jobs, each its own chain of two points, owned by the client.
-    let l = json(&net.client(&["--json", "list", "--repo", &net.addr]));
+    let l = json(&net.client(&["--json", "list", "--repo", &net.svc.addr]));
     let jobs: Vec<&str> = l["jobs"]
         .as_array()
         .unwrap()
@@ -400,7 +331,7 @@ fn a_network_job_of_two_disks_backs_up_each_disk_over_tls_as_its_own_job() {
     let o = net.client(&[
         "restore",
         "--repo",
-        &net.addr,
+        &net.svc.addr,
         "--job",
         "db01.data",
         back.to_str().unwrap(),
@@ -429,7 +360,7 @@ fn a_failed_backup_is_notified_by_webhook_and_email_with_one_result_per_disk() {
         return;
     };
     let hook = Hook::start();
-    let cfg = notify_config(net.dir.path(), &hook, Some(&smtp), None);
+    let cfg = notify_config(net.svc.dir.path(), &hook, Some(&smtp), None);
     let os = net.path("os.img");
     random_image(&os, 3, 1 << 20);
     // The data disk is gone (a snapshot that was never made).
@@ -495,7 +426,7 @@ fn a_killed_backup_is_notified_as_missed_by_job_check() {
         return;
     };
     let hook = Hook::start();
-    let cfg = notify_config(net.dir.path(), &hook, None, None);
+    let cfg = notify_config(net.svc.dir.path(), &hook, None, None);
     // The source is a FIFO nobody writes: the run hangs opening it, after marking its start.
     let fifo = net.path("stuck");
     sh(&format!("mkfifo '{}'", fifo.display()));
@@ -504,16 +435,15 @@ fn a_killed_backup_is_notified_as_missed_by_job_check() {
         &job,
         format!(
             "name = \"web03\"\nrepository = \"{}\"\nsource = \"{}\"\nalert_after_hours = 0\n",
-            net.addr,
+            net.svc.addr,
             fifo.display()
         ),
     )
     .unwrap();
     let state = net.path("state");
-    let mut run = Command::new(&net.bulwark)
-        .arg("--config-dir")
-        .arg(net.config())
-        .args([
+    let mut run = net
+        .bulwark()
+        .command(&[
             "job",
             "run",
             job.to_str().unwrap(),
