@@ -7,8 +7,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use bulwark_testkit::system::job_args;
 use bulwark_testkit::{FsKind, LoopFs, Rng};
-use common::{init_repo, job_args, s};
+use common::{init_repo, s};
 
 fn bulwark() -> Command {
     Command::new(common::bin())
@@ -26,7 +27,7 @@ fn run(args: &[&str]) -> Output {
 
 /// `bulwark backup` of `img` as `job` with `opts`, which must succeed.
 fn backup_ok(repo: &Path, job: &str, opts: &[&str], img: &Path) {
-    assert!(run(&job_args("backup", repo, job, opts, s(img)))
+    assert!(run(&job_args("backup", s(repo), job, opts, img))
         .status
         .success());
 }
@@ -56,10 +57,10 @@ fn every_flipped_byte_in_a_stored_block_is_reported_by_verify() {
     for _ in 0..2 {
         let o = run(&job_args(
             "backup",
-            &repo,
+            s(&repo),
             "vm1",
             &["--block-size", "64K"],
-            s(&img),
+            &img,
         ));
         assert!(o.status.success());
         let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
@@ -164,10 +165,10 @@ fn truncated_or_future_version_files_are_named_by_verify() {
     );
     let o = run(&job_args(
         "restore",
-        &repo,
+        s(&repo),
         "b",
         &[],
-        s(&dir.path().join("r.img")),
+        &dir.path().join("r.img"),
     ));
     assert_eq!(
         o.status.code(),
@@ -243,10 +244,10 @@ fn backups_killed_at_random_moments_never_damage_committed_points() {
         let mut child = bulwark()
             .args(job_args(
                 "backup",
-                &repo,
+                s(&repo),
                 "vm",
                 &["--full", "--compression", "9"],
-                s(&img),
+                &img,
             ))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -284,10 +285,10 @@ fn backups_killed_at_random_moments_never_damage_committed_points() {
     let out = dir.path().join("first.img");
     assert!(run(&job_args(
         "restore",
-        &repo,
+        s(&repo),
         "vm",
         &["--point", &first_id],
-        s(&out)
+        &out
     ))
     .status
     .success());
@@ -315,7 +316,7 @@ fn full_filesystem_gives_a_clear_error_and_damages_nothing() {
     backup_ok(&repo, "j", &[], &small);
     let big = dir.path().join("big.img");
     std::fs::write(&big, rng.bytes(96 << 20)).unwrap();
-    let o = run(&job_args("backup", &repo, "j", &["--full"], s(&big)));
+    let o = run(&job_args("backup", s(&repo), "j", &["--full"], &big));
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("No space left on device"), "{err}");
@@ -326,7 +327,7 @@ fn full_filesystem_gives_a_clear_error_and_damages_nothing() {
     );
     assert_eq!(run(&["verify", "--repo", s(&repo)]).status.code(), Some(0));
     let out = dir.path().join("back.img");
-    assert!(run(&job_args("restore", &repo, "j", &[], s(&out)))
+    assert!(run(&job_args("restore", s(&repo), "j", &[], &out))
         .status
         .success());
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&small).unwrap());

@@ -9,7 +9,8 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{bulwark_pass as bulwark, create_write_only_key, err, init_repo, job_args, ok, s};
+use bulwark_testkit::system::job_args;
+use common::{bulwark_pass as bulwark, create_write_only_key, err, init_repo, ok, s};
 
 /// `bulwark key show KEY` under `pass`.
 fn key_show(key: &Path, pass: &str) -> Output {
@@ -27,7 +28,7 @@ fn with_key(
 ) -> Output {
     let opts = [opts, &["--key", s(key)]].concat();
     bulwark(
-        &job_args(cmd, repo, "vm", &opts, s(target)),
+        &job_args(cmd, s(repo), "vm", &opts, target),
         Some(pass),
         None,
     )
@@ -90,7 +91,7 @@ fn key_commands_and_encrypted_backup_and_restore_through_the_binary() {
     ok(&with_key("backup", &repo, &[], &key, &img, "first pass"));
     let out = d.path().join("out.img");
     let e = err(&bulwark(
-        &job_args("restore", &repo, "vm", &[], s(&out)),
+        &job_args("restore", s(&repo), "vm", &[], &out),
         None,
         None,
     ));
@@ -145,10 +146,10 @@ fn key_commands_and_encrypted_backup_and_restore_through_the_binary() {
     let e = err(&bulwark(
         &job_args(
             "restore",
-            &repo,
+            s(&repo),
             "vm",
             &["--restore-key", s(&public)],
-            s(&o2),
+            &o2,
         ),
         Some("p"),
         None,

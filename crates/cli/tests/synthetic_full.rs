@@ -5,7 +5,8 @@ mod common;
 
 use std::os::unix::fs::FileExt;
 
-use common::{bulwark_ok as bulwark, init_repo, job_args, s};
+use bulwark_testkit::system::job_args;
+use common::{bulwark_ok as bulwark, init_repo, s};
 
 /// Distinct, incompressible-enough bytes for a region of the image.
 fn fill(f: &std::fs::File, at: u64, len: usize, seed: u64) {
@@ -21,7 +22,7 @@ fn backup_with_synthetic_full_starts_a_new_chain_that_restores_the_image() {
     let f = std::fs::File::create(&img).unwrap();
     f.set_len(8 << 20).unwrap();
     fill(&f, 0, 5 << 20, 1);
-    let backup = |opts: &[&str]| bulwark(&job_args("backup", &repo, "pc", opts, s(&img)));
+    let backup = |opts: &[&str]| bulwark(&job_args("backup", s(&repo), "pc", opts, &img));
     let json = |out: std::process::Output| -> serde_json::Value {
         serde_json::from_slice(&out.stdout).unwrap()
     };
@@ -36,7 +37,7 @@ fn backup_with_synthetic_full_starts_a_new_chain_that_restores_the_image() {
     assert!(["clone", "copy"].contains(&sf["method"].as_str().unwrap()));
 
     let restored = t.path().join("restored.img");
-    bulwark(&job_args("restore", &repo, "pc", &[], s(&restored)));
+    bulwark(&job_args("restore", s(&repo), "pc", &[], &restored));
     assert!(std::fs::read(&restored).unwrap() == std::fs::read(&img).unwrap());
     let list = json(bulwark(&["list", "--repo", s(&repo), "--json"]));
     assert!(list.to_string().contains("synthetic-full"), "{list}");

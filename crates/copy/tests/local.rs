@@ -7,12 +7,11 @@
 use std::path::Path;
 
 use bulwark_copy::{copy, verify_copies, CopyOptions, LocalSource, LocalTarget, Source, Target};
-use bulwark_format::{
-    BlockNo, Digest, PointId, PointKind, PointMeta, PointWriter, RetentionClass, Stats, StoredBlock,
-};
+use bulwark_format::{BlockNo, Digest, PointId, PointKind, PointWriter, StoredBlock};
 use bulwark_repository::{
     retention::Policy, CopyMode, NewPoint, ParentMap, PointBuilder, Repository,
 };
+use bulwark_testkit::system::full_meta;
 use bulwark_testkit::Rng;
 
 const BS: usize = 64 * 1024;
@@ -334,24 +333,8 @@ fn old_full(repo: &Repository, job: &str, created: i64, seed: u64) {
     .unwrap();
     let data = rng.bytes(BS);
     w.put_stored(StoredBlock::raw(BlockNo(0), &data)).unwrap();
-    w.finish(PointMeta {
-        kind: PointKind::ActiveFull,
-        retention: RetentionClass::Regular,
-        compression_level: 0,
-        created_unix_secs: created,
-        created_nanos: 0,
-        block_size: BS as u32,
-        disk_size: BS as u64,
-        point,
-        parent: PointId::NONE,
-        chain: point,
-        job: job.into(),
-        client: String::new(),
-        stats: Stats::default(),
-        files: vec![],
-        extensions: vec![],
-    })
-    .unwrap();
+    w.finish(full_meta(point, job, created, BS as u32, BS as u64))
+        .unwrap();
 }
 
 #[test]

@@ -24,21 +24,6 @@ pub fn init_repo(dir: &Path) -> PathBuf {
     repo
 }
 
-/// The arguments of `bulwark CMD --repo REPO --job JOB OPTS... TARGET` (a backup's source, a
-/// restore's target).
-pub fn job_args<'a>(
-    cmd: &'a str,
-    repo: &'a Path,
-    job: &'a str,
-    opts: &[&'a str],
-    target: &'a str,
-) -> Vec<&'a str> {
-    let mut a = vec![cmd, "--repo", s(repo), "--job", job];
-    a.extend_from_slice(opts);
-    a.push(target);
-    a
-}
-
 /// Runs `bulwark args`, which must succeed.
 pub fn bulwark_ok(args: &[&str]) -> Output {
     let o = Command::new(bin()).args(args).output().unwrap();
