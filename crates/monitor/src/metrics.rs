@@ -4,7 +4,6 @@
 //! file. Names and their meaning are listed in `docs/monitoring.md`.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
@@ -205,28 +204,19 @@ pub fn render(f: &Facts) -> String {
     o.0
 }
 
-/// Writes `text` to `path` atomically (temporary file in the same folder, fsync, rename,
-/// fsync of the folder). The collector reads only `*.prom`, so the temporary name ends
-/// otherwise.
+/// Writes `text` to `path` atomically ([`bulwark_repository::write_atomic`]: temporary file
+/// in the same folder, fsync, rename, fsync of the folder). The collector reads only
+/// `*.prom`, and the temporary name ends otherwise.
 pub fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} names no file", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    drop(f);
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))
+    // Absolute, so that a bare file name has a folder to sync.
+    let path =
+        std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
+    anyhow::ensure!(
+        path.file_name().is_some(),
+        "{} names no file",
+        path.display()
+    );
+    Ok(bulwark_repository::write_atomic(&path, text.as_bytes())?)
 }
 
 #[cfg(test)]
