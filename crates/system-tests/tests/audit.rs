@@ -4,6 +4,7 @@
 //! loop-mounted filesystem and the real bulwark-immutd).
 
 use bulwark_testkit::guarded::*;
+use bulwark_testkit::system::user_dir;
 
 /// The findings of `bulwark-repo --json audit DIR` run as `u`, with its exit code.
 fn audit(u: &TestUser, bin: &std::path::Path, dir: &str) -> (i32, serde_json::Value) {
@@ -80,9 +81,7 @@ fn audit_passes_a_guarded_repository_and_fails_unguarded_or_unattended_ones() {
     assert_eq!((code, v["ok"].as_bool()), (1, Some(false)));
 
     // A repository nobody guards, in a folder others can read: two failures, each with the fix.
-    let loose = rig.fs.mnt.join("loose");
-    std::fs::create_dir(&loose).unwrap();
-    std::os::unix::fs::chown(&loose, Some(u.uid), Some(u.gid)).unwrap();
+    let loose = user_dir(u, rig.fs.mnt.join("loose"));
     let loose = loose.to_str().unwrap();
     assert!(run_as(u, repo_bin, &["init", loose]).status.success());
     u.sh(&format!("chmod 755 {loose}"));

@@ -10,7 +10,7 @@ use std::process::Output;
 
 use bulwark_testkit::guarded::*;
 use bulwark_testkit::immutd::ImmutdSetup;
-use bulwark_testkit::system::{mark, reasons, DAY};
+use bulwark_testkit::system::{mark, reasons, user_dir, DAY};
 
 /// Runs `prog args` as the service user with every clock `offset` seconds ahead.
 fn as_user_at(u: &TestUser, lib: &Path, offset: i64, prog: &Path, args: &[&str]) -> Output {
@@ -121,9 +121,7 @@ fn a_job_over_35_simulated_days_loses_files_only_after_retention_and_expiry() {
     )
     .unwrap();
     // The service user has no home folder here: its run records go beside the job file.
-    let state = rig.fs.mnt.join("job-state");
-    std::fs::create_dir(&state).unwrap();
-    std::os::unix::fs::chown(&state, Some(u.uid), Some(u.gid)).unwrap();
+    let state = user_dir(u, rig.fs.mnt.join("job-state"));
     let setup: ImmutdSetup = rig.setup.clone();
     let mut expiry: BTreeMap<String, i64> = BTreeMap::new();
     let mut removed_total = 0;
