@@ -1,6 +1,7 @@
 //! The backup pipeline.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -417,6 +418,75 @@ fn seal(sealer: &SessionSealer, block: u64, buf: &[u8], o: Outcome) -> Result<Ou
     })
 }
 
+/// Checks a local backup's job name, options and disk size (of the source `name`) before
+/// anything is planned or written.
+pub(crate) fn check_request(job: &str, opts: &BackupOptions, size: u64, name: &Path) -> Result<()> {
+    bulwark_format::validate_name("job", job).map_err(|e| EngineError::Usage(e.to_string()))?;
+    check_level(opts.compression_level)?;
+    if let Some(bs) = opts.block_size {
+        if !block_size_choosable(bs) {
+            return Err(EngineError::Usage(format!(
+                "block size {bs} is not allowed: use a power of two from 64K to 4M"
+            )));
+        }
+    }
+    bulwark_format::check_disk_size(size)
+        .map_err(|e| EngineError::Usage(format!("{}: {e}", name.display())))
+}
+
+/// The next point of an unencrypted backup of `job` (`disk_size` bytes) in a local
+/// repository; refused when the job's chain is encrypted.
+pub(crate) fn plan_plain(
+    repo: &Repository,
+    job: &str,
+    opts: &BackupOptions,
+    disk_size: u64,
+) -> Result<NextPoint> {
+    let next = repo.next_point(
+        job,
+        &PlanRequest {
+            disk_size,
+            block_size: opts.block_size,
+            force_full: opts.force_full,
+        },
+    )?;
+    crate::crypt::refuse_plain_after_encrypted(repo, job, next.parent.as_ref())?;
+    Ok(next)
+}
+
+/// Begins the next point of `job` in a local repository: an incremental on `parent`, or an
+/// active full.
+pub(crate) fn begin_local(
+    repo: &Repository,
+    job: &str,
+    parent: Option<ParentMap>,
+    disk_size: u64,
+    block_size: u32,
+    compression_level: i32,
+) -> Result<PointBuilder> {
+    Ok(repo.begin_point(NewPoint {
+        job: job.to_string(),
+        parent,
+        disk_size,
+        block_size,
+        compression_level,
+        client: String::new(),
+        full_kind: PointKind::ActiveFull,
+    })?)
+}
+
+/// Fails when the source (`path`) no longer has the size it had when the backup began.
+pub(crate) fn check_same_size(path: &Path, before: u64, after: u64) -> Result<()> {
+    if after != before {
+        return Err(EngineError::SourceChanged {
+            path: path.to_path_buf(),
+            before,
+            after,
+        });
+    }
+    Ok(())
+}
+
 /// Backs up `source` as a new restore point of `job` in a local repository: an incremental
 /// on the job's newest restore point, or an active full for a new job, with `--full`, or when
 /// the newest point cannot serve as a parent (the reason is returned).
@@ -441,37 +511,18 @@ pub fn backup_local_source(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BackupSummary> {
     let started = Instant::now();
-    bulwark_format::validate_name("job", job).map_err(|e| EngineError::Usage(e.to_string()))?;
-    check_level(opts.compression_level)?;
-    if let Some(bs) = opts.block_size {
-        if !block_size_choosable(bs) {
-            return Err(EngineError::Usage(format!(
-                "block size {bs} is not allowed: use a power of two from 64K to 4M"
-            )));
-        }
-    }
-    bulwark_format::check_disk_size(src.size)
-        .map_err(|e| EngineError::Usage(format!("{}: {e}", src.path.display())))?;
-    let NextPoint { plan, parent } = repo.next_point(
-        job,
-        &PlanRequest {
-            disk_size: src.size,
-            block_size: opts.block_size,
-            force_full: opts.force_full,
-        },
-    )?;
-    crate::crypt::refuse_plain_after_encrypted(repo, job, parent.as_ref())?;
+    check_request(job, opts, src.size, &src.path)?;
+    let NextPoint { plan, parent } = plan_plain(repo, job, opts, src.size)?;
     let block_size = plan.block_size;
     let known = parent.as_ref().map(KnownHashes::from).unwrap_or_default();
-    let mut builder = repo.begin_point(NewPoint {
-        job: job.to_string(),
+    let mut builder = begin_local(
+        repo,
+        job,
         parent,
-        disk_size: src.size,
+        src.size,
         block_size,
-        compression_level: opts.compression_level,
-        client: String::new(),
-        full_kind: PointKind::ActiveFull,
-    })?;
+        opts.compression_level,
+    )?;
     let counters = run_pipeline(
         &src,
         block_size,
@@ -481,14 +532,7 @@ pub fn backup_local_source(
         &mut builder,
         progress,
     )?;
-    let after = src.size_now()?;
-    if after != src.size {
-        return Err(EngineError::SourceChanged {
-            path: src.path.clone(),
-            before: src.size,
-            after,
-        });
-    }
+    check_same_size(&src.path, src.size, src.size_now()?)?;
     let sealed = builder.finish()?;
     Ok(BackupSummary {
         sealed,

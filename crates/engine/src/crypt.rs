@@ -18,12 +18,13 @@ use bulwark_format::{
     BlockDecoder, BlockNo, Digest, EncryptionRecord, KeyMode, MapEntry, PointId, PointKind,
     PointMeta, Session, StoredBlock, EXT_ENCRYPTION,
 };
-use bulwark_repository::plan::{block_size_choosable, compression_level_ok};
-use bulwark_repository::{ChainReader, NewPoint, ParentMap, PlanRequest, Repository};
+use bulwark_repository::{ChainReader, ParentMap, PlanRequest, Repository};
 
-use crate::backup::{run_pipeline_keyed, BackupOptions, BackupSummary, BlockSink, KnownHashes};
-use crate::restore::{join_workers, RestoreOptions, RestoreSummary};
-use crate::target::RestoreTarget;
+use crate::backup::{
+    begin_local, check_request, check_same_size, run_pipeline_keyed, BackupOptions, BackupSummary,
+    BlockSink, KnownHashes,
+};
+use crate::restore::{restore_chain, RestoreOptions, RestoreSummary};
 use crate::{EngineError, Result, Source};
 
 /// The key a backup writes with.
@@ -284,22 +285,7 @@ pub fn backup_local_encrypted(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BackupSummary> {
     let started = Instant::now();
-    bulwark_format::validate_name("job", job).map_err(usage)?;
-    if !compression_level_ok(opts.compression_level) {
-        return Err(usage(format!(
-            "compression level {} is out of range: use 1 to 19 (zstd), -7 to -1 (faster), or 0 for none",
-            opts.compression_level
-        )));
-    }
-    if let Some(bs) = opts.block_size {
-        if !block_size_choosable(bs) {
-            return Err(usage(format!(
-                "block size {bs} is not allowed: use a power of two from 64K to 4M"
-            )));
-        }
-    }
-    bulwark_format::check_disk_size(src.size)
-        .map_err(|e| usage(format!("{}: {e}", src.path.display())))?;
+    check_request(job, opts, src.size, &src.path)?;
     let mut force_full = opts.force_full;
     let mut reason = None;
     let (next, sealing) = loop {
@@ -330,15 +316,14 @@ pub fn backup_local_encrypted(
         .as_ref()
         .map(KnownHashes::from)
         .unwrap_or_default();
-    let mut builder = repo.begin_point(NewPoint {
-        job: job.to_string(),
-        parent: next.parent,
-        disk_size: src.size,
+    let mut builder = begin_local(
+        repo,
+        job,
+        next.parent,
+        src.size,
         block_size,
-        compression_level: opts.compression_level,
-        client: String::new(),
-        full_kind: PointKind::ActiveFull,
-    })?;
+        opts.compression_level,
+    )?;
     builder.set_extension(EXT_ENCRYPTION, sealing.record.encode())?;
     let counters = {
         let mut sink = EncryptingSink::new(&mut builder, sealing.sealer);
@@ -353,14 +338,7 @@ pub fn backup_local_encrypted(
             progress,
         )?
     };
-    let after = src.size_now()?;
-    if after != src.size {
-        return Err(EngineError::SourceChanged {
-            path: src.path.clone(),
-            before: src.size,
-            after,
-        });
-    }
+    check_same_size(&src.path, src.size, src.size_now()?)?;
     let sealed = builder.finish()?;
     Ok(BackupSummary {
         sealed,
@@ -549,19 +527,18 @@ pub fn restore_local_encrypted(
 ) -> Result<RestoreSummary> {
     let started = Instant::now();
     let chain = repo.open_point(job, point)?;
-    let meta = chain.point().meta.clone();
+    let meta = &chain.point().meta;
     let Some(dec) = Decryptor::for_chain(&chain, key)? else {
         return Err(usage(format!(
             "restore point {} is not encrypted: restore it without --key/--restore-key",
             meta.point
         )));
     };
-    let out = RestoreTarget::create(target, meta.disk_size, opts.force)?;
-    let (blocks_written, bytes_written) = write_blocks_with(
+    restore_chain(
         &chain,
-        &out,
-        meta.block_size,
-        opts.threads,
+        target,
+        opts,
+        started,
         progress,
         &|bd, e, stored, payload, plain| {
             let f = chain.file_of(e);
@@ -569,75 +546,7 @@ pub fn restore_local_encrypted(
             let s = f.read_stored(&local, stored).map_err(usage)?;
             dec.decode(bd, f.meta.point, e, s, payload, plain)
         },
-    )?;
-    let mapped: Vec<u64> = chain.entries().iter().map(|e| e.block.0).collect();
-    out.zero_unmapped(&mapped, meta.disk_size, meta.block_size)?;
-    out.finish()?;
-    Ok(RestoreSummary {
-        point: meta.point,
-        disk_size: meta.disk_size,
-        blocks_written,
-        bytes_written,
-        elapsed: started.elapsed(),
-    })
-}
-
-type DecodeFn<'c> = dyn for<'a> Fn(
-        &mut BlockDecoder,
-        &MapEntry,
-        &'a mut Vec<u8>,
-        &'a mut Vec<u8>,
-        &'a mut Vec<u8>,
-    ) -> Result<&'a [u8]>
-    + Sync
-    + 'c;
-
-/// The restore loop with a block decoder given by the caller: workers on every core, the map
-/// read ahead of them (as [`crate::restore_local`] does).
-fn write_blocks_with(
-    chain: &ChainReader,
-    out: &RestoreTarget,
-    block_size: u32,
-    threads: usize,
-    progress: &(dyn Fn(u64) + Sync),
-    decode: &DecodeFn<'_>,
-) -> Result<(u64, u64)> {
-    let bs = u64::from(block_size);
-    let threads = threads.max(1);
-    let (tx, rx) = crossbeam_channel::bounded::<MapEntry>(threads * 4);
-    std::thread::scope(|s| -> Result<(u64, u64)> {
-        let mut handles = Vec::new();
-        for _ in 0..threads {
-            let rx = rx.clone();
-            handles.push(s.spawn(move || -> Result<(u64, u64)> {
-                let (mut stored, mut payload, mut plain) = (Vec::new(), Vec::new(), Vec::new());
-                let (mut n, mut bytes) = (0u64, 0u64);
-                let mut dec = BlockDecoder::new().map_err(usage)?;
-                for e in rx {
-                    let plain = decode(&mut dec, &e, &mut stored, &mut payload, &mut plain)?;
-                    out.write_at(plain, e.block.0 * bs)?;
-                    n += 1;
-                    bytes += plain.len() as u64;
-                    progress(plain.len() as u64);
-                }
-                Ok((n, bytes))
-            }));
-        }
-        drop(rx);
-        let entries = chain.entries();
-        let ahead = chain.prefetch_distance();
-        entries.iter().take(ahead).for_each(|e| chain.will_need(e));
-        for (i, e) in entries.iter().enumerate() {
-            if let Some(next) = entries.get(i + ahead) {
-                chain.will_need(next);
-            }
-            if tx.send(*e).is_err() {
-                break;
-            }
-        }
-        drop(tx);
-        join_workers(handles)
-    })
+    )
 }
 
 /// A restore point's blocks, decrypted: wraps any [`crate::PointBlocks`] (the repository's
@@ -725,14 +634,7 @@ pub(crate) fn decode_encrypted(
         block: expected.block.0,
         reason,
     };
-    if got.block != expected.block
-        || got.plain_len != expected.plain_len
-        || got.plain_hash != expected.plain_hash
-    {
-        return Err(damaged(
-            "the store returned a block other than the one the map names".into(),
-        ));
-    }
+    crate::image::check_same_block(expected, got)?;
     let (mut payload, mut out) = (Vec::new(), Vec::new());
     d.decode(dec, file, got, stored, &mut payload, &mut out)
         .map(<[u8]>::to_vec)

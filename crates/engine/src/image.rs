@@ -104,6 +104,21 @@ impl PointBlocks for ChainReader {
     }
 }
 
+/// Fails unless the store answered with the block the map names (`expected`): the same
+/// position, plain length and plain hash.
+pub(crate) fn check_same_block(expected: &MapEntry, got: &MapEntry) -> Result<(), ImageError> {
+    if got.block != expected.block
+        || got.plain_len != expected.plain_len
+        || got.plain_hash != expected.plain_hash
+    {
+        return Err(ImageError::Damaged {
+            block: expected.block.0,
+            reason: "the store returned a block other than the one the map names".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Turns a block's stored bytes into its plain bytes, checking them first: the stored entry
 /// must describe the block the map names, the stored bytes must match their hash, and the
 /// decoded block must match the plain hash the map records. `expected` comes from the map,
@@ -119,14 +134,7 @@ pub fn decode_stored(
         block: expected.block.0,
         reason,
     };
-    if got.block != expected.block
-        || got.plain_len != expected.plain_len
-        || got.plain_hash != expected.plain_hash
-    {
-        return Err(damaged(
-            "the store returned a block other than the one the map names".into(),
-        ));
-    }
+    check_same_block(expected, got)?;
     let mut out = Vec::new();
     let (raw, len) = {
         let plain = dec

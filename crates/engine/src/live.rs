@@ -1253,33 +1253,10 @@ pub fn backup_live(
     opts: &crate::BackupOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(crate::BackupSummary, CbtReport)> {
-    use bulwark_repository::{NewPoint, NextPoint, PlanRequest};
+    use bulwark_repository::NextPoint;
     let started = std::time::Instant::now();
-    bulwark_format::validate_name("job", job).map_err(|e| EngineError::Usage(e.to_string()))?;
-    if !bulwark_repository::plan::compression_level_ok(opts.compression_level) {
-        return Err(EngineError::Usage(format!(
-            "compression level {} is out of range: use 1 to 19 (zstd), -7 to -1 (faster), or 0 for none",
-            opts.compression_level
-        )));
-    }
-    if let Some(bs) = opts.block_size {
-        if !bulwark_repository::plan::block_size_choosable(bs) {
-            return Err(EngineError::Usage(format!(
-                "block size {bs} is not allowed: use a power of two from 64K to 4M"
-            )));
-        }
-    }
-    bulwark_format::check_disk_size(src.size)
-        .map_err(|e| EngineError::Usage(format!("{}: {e}", src.name.display())))?;
-    let NextPoint { plan, parent } = repo.next_point(
-        job,
-        &PlanRequest {
-            disk_size: src.size,
-            block_size: opts.block_size,
-            force_full: opts.force_full,
-        },
-    )?;
-    crate::refuse_plain_after_encrypted(repo, job, parent.as_ref())?;
+    crate::backup::check_request(job, opts, src.size, &src.name)?;
+    let NextPoint { plan, parent } = crate::backup::plan_plain(repo, job, opts, src.size)?;
     let block_size = plan.block_size;
     let info = match &parent {
         Some(p) => Some(ParentInfo::of(repo, job, p)?),
@@ -1289,15 +1266,14 @@ pub fn backup_live(
         .as_ref()
         .map(crate::KnownHashes::from)
         .unwrap_or_default();
-    let mut builder = repo.begin_point(NewPoint {
-        job: job.to_string(),
+    let mut builder = crate::backup::begin_local(
+        repo,
+        job,
         parent,
-        disk_size: src.size,
+        src.size,
         block_size,
-        compression_level: opts.compression_level,
-        client: String::new(),
-        full_kind: bulwark_format::PointKind::ActiveFull,
-    })?;
+        opts.compression_level,
+    )?;
     src.begin(builder.point(), info.as_ref(), block_size)?;
     if let Some(rec) = src.record() {
         builder.set_extension(cbt::TAG, rec)?;
@@ -1321,14 +1297,7 @@ pub fn backup_live(
         )?;
         (c, sink.stored, sink.kept)
     };
-    let after = src.size_now()?;
-    if after != src.size {
-        return Err(EngineError::SourceChanged {
-            path: src.name.clone(),
-            before: src.size,
-            after,
-        });
-    }
+    crate::backup::check_same_size(&src.name, src.size, src.size_now()?)?;
     src.check_missed(&stored, &kept, info.as_ref());
     let sealed = builder.finish()?;
     let mut report = src.report();

@@ -49,8 +49,8 @@ pub fn restore_local(
 ) -> Result<RestoreSummary> {
     let started = Instant::now();
     let chain = repo.open_point(job, point)?;
-    let meta = chain.point().meta.clone();
-    if let Some(r) = crate::crypt::record_of(&meta)? {
+    let meta = &chain.point().meta;
+    if let Some(r) = crate::crypt::record_of(meta)? {
         return Err(EngineError::Usage(format!(
             "restore point {} is encrypted ({} key {}): give --key KEYFILE (symmetric) or --restore-key PRIVATE (write-only backups); nothing was written",
             meta.point,
@@ -58,9 +58,30 @@ pub fn restore_local(
             r.fingerprint()
         )));
     }
+    restore_chain(
+        &chain,
+        target,
+        opts,
+        started,
+        progress,
+        &|dec, e, stored, _payload, plain| Ok(chain.read_block_with(dec, e, stored, plain)?),
+    )
+}
+
+/// Restores `chain`'s restore point to `target` with `decode` turning each map entry into its
+/// plain block; `started` is when the caller began (for the summary).
+pub(crate) fn restore_chain(
+    chain: &ChainReader,
+    target: &Path,
+    opts: &RestoreOptions,
+    started: Instant,
+    progress: &(dyn Fn(u64) + Sync),
+    decode: &DecodeFn<'_>,
+) -> Result<RestoreSummary> {
+    let meta = &chain.point().meta;
     let out = RestoreTarget::create(target, meta.disk_size, opts.force)?;
     let (blocks_written, bytes_written) =
-        write_blocks(&chain, &out, meta.block_size, opts.threads, progress)?;
+        write_blocks_with(chain, &out, meta.block_size, opts.threads, progress, decode)?;
     let mapped: Vec<u64> = chain.entries().iter().map(|e| e.block.0).collect();
     out.zero_unmapped(&mapped, meta.disk_size, meta.block_size)?;
     out.finish()?;
@@ -73,12 +94,25 @@ pub fn restore_local(
     })
 }
 
-fn write_blocks(
+pub(crate) type DecodeFn<'c> = dyn for<'a> Fn(
+        &mut BlockDecoder,
+        &MapEntry,
+        &'a mut Vec<u8>,
+        &'a mut Vec<u8>,
+        &'a mut Vec<u8>,
+    ) -> Result<&'a [u8]>
+    + Sync
+    + 'c;
+
+/// The restore loop with a block decoder given by the caller: workers on every core, the map
+/// read ahead of them (as [`crate::restore_local`] does).
+fn write_blocks_with(
     chain: &ChainReader,
     out: &RestoreTarget,
     block_size: u32,
     threads: usize,
     progress: &(dyn Fn(u64) + Sync),
+    decode: &DecodeFn<'_>,
 ) -> Result<(u64, u64)> {
     let bs = u64::from(block_size);
     let threads = threads.max(1);
@@ -88,11 +122,11 @@ fn write_blocks(
         for _ in 0..threads {
             let rx = rx.clone();
             handles.push(s.spawn(move || -> Result<(u64, u64)> {
-                let (mut stored, mut plain) = (Vec::new(), Vec::new());
+                let (mut stored, mut payload, mut plain) = (Vec::new(), Vec::new(), Vec::new());
                 let (mut n, mut bytes) = (0u64, 0u64);
                 let mut dec = BlockDecoder::new().map_err(|e| EngineError::Usage(e.to_string()))?;
                 for e in rx {
-                    let plain = chain.read_block_with(&mut dec, &e, &mut stored, &mut plain)?;
+                    let plain = decode(&mut dec, &e, &mut stored, &mut payload, &mut plain)?;
                     out.write_at(plain, e.block.0 * bs)?;
                     n += 1;
                     bytes += plain.len() as u64;
