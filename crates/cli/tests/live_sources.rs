@@ -262,16 +262,33 @@ fn make_disk(dir: &Path, name: &str, size: u64, data_mib: u64, pattern: u8) -> P
     img
 }
 
+/// Where most tests here start: a scratch folder, a new repository in it, and a qcow2
+/// disk made by [`make_disk`].
+struct Rig {
+    dir: tempfile::TempDir,
+    repo: PathBuf,
+    img: PathBuf,
+}
+
+/// A [`Rig`] with the disk `name` (`size`, `data_mib` MiB written from `pattern`), when
+/// `tools` (the tests' tool check, which prints why it skips) found what the test needs.
+fn rig(tools: bool, name: &str, size: u64, data_mib: u64, pattern: u8) -> Option<Rig> {
+    if !tools {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = new_repo(dir.path());
+    let img = make_disk(dir.path(), name, size, data_mib, pattern);
+    Some(Rig { dir, repo, img })
+}
+
 #[test]
 fn incrementals_through_qemu_nbd_dirty_bitmaps_read_only_the_dirty_blocks_and_restore_exactly() {
     let t = "incrementals_through_qemu_nbd_dirty_bitmaps_read_only_the_dirty_blocks_and_restore_exactly";
-    if !tools(t) {
+    let Some(Rig { dir, repo, img }) = rig(tools(t), "vm.qcow2", 128 * MIB, 24, 1) else {
         return;
-    }
+    };
     let mut rng = Rng(seed() | 1);
-    let dir = tempfile::tempdir().unwrap();
-    let repo = new_repo(dir.path());
-    let img = make_disk(dir.path(), "vm.qcow2", 128 * MIB, 24, 1);
     qemu_img(&["bitmap", "--add"], &img, "b0");
     let sock = dir.path().join("nbd.sock");
     let uri = nbd_uri(&sock);
@@ -318,12 +335,9 @@ fn incrementals_through_qemu_nbd_dirty_bitmaps_read_only_the_dirty_blocks_and_re
 #[test]
 fn image_files_are_backed_up_as_the_disk_inside_unless_format_raw() {
     let t = "image_files_are_backed_up_as_the_disk_inside_unless_format_raw";
-    if !tools(t) {
+    let Some(Rig { dir, repo, img }) = rig(tools(t), "disk.img", 64 * MIB, 5, 9) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let repo = new_repo(dir.path());
-    let img = make_disk(dir.path(), "disk.img", 64 * MIB, 5, 9);
+    };
     let r = backup(&repo, "inside", img.as_os_str(), &[]);
     assert_eq!(
         r["disk_size"],
@@ -351,13 +365,10 @@ fn image_files_are_backed_up_as_the_disk_inside_unless_format_raw() {
 #[test]
 fn cbt_on_a_qcow2_keeps_one_bitmap_per_job_and_reads_only_what_changed() {
     let t = "cbt_on_a_qcow2_keeps_one_bitmap_per_job_and_reads_only_what_changed";
-    if !qsd_tools(t) {
+    let Some(Rig { dir, repo, img }) = rig(qsd_tools(t), "vm.qcow2", 96 * MIB, 16, 3) else {
         return;
-    }
+    };
     let mut rng = Rng(seed() | 1);
-    let dir = tempfile::tempdir().unwrap();
-    let repo = new_repo(dir.path());
-    let img = make_disk(dir.path(), "vm.qcow2", 96 * MIB, 16, 3);
     let full = backup(&repo, "vm", img.as_os_str(), &["--cbt"]);
     let b = bitmaps(&img);
     assert_eq!(
@@ -380,13 +391,10 @@ fn cbt_on_a_qcow2_keeps_one_bitmap_per_job_and_reads_only_what_changed() {
 #[test]
 fn a_bitmap_deleted_behind_bulwarks_back_falls_back_to_reading_everything() {
     let t = "a_bitmap_deleted_behind_bulwarks_back_falls_back_to_reading_everything";
-    if !qsd_tools(t) {
+    let Some(Rig { dir, repo, img }) = rig(qsd_tools(t), "vm.qcow2", 64 * MIB, 8, 5) else {
         return;
-    }
+    };
     let mut rng = Rng(seed() | 1);
-    let dir = tempfile::tempdir().unwrap();
-    let repo = new_repo(dir.path());
-    let img = make_disk(dir.path(), "vm.qcow2", 64 * MIB, 8, 5);
     backup(&repo, "vm", img.as_os_str(), &["--cbt"]);
     let name = bitmaps(&img).pop().unwrap();
     qemu_img(&["bitmap", "--remove"], &img, &name);
@@ -457,13 +465,10 @@ fn a_bitmap_from_another_disk_is_never_trusted() {
 #[test]
 fn a_grown_disk_and_a_removed_parent_fall_back_with_their_reason() {
     let t = "a_grown_disk_and_a_removed_parent_fall_back_with_their_reason";
-    if !qsd_tools(t) {
+    let Some(Rig { dir, repo, img }) = rig(qsd_tools(t), "vm.qcow2", 64 * MIB, 8, 7) else {
         return;
-    }
+    };
     let mut rng = Rng(seed() | 1);
-    let dir = tempfile::tempdir().unwrap();
-    let repo = new_repo(dir.path());
-    let img = make_disk(dir.path(), "vm.qcow2", 64 * MIB, 8, 7);
     backup(&repo, "vm", img.as_os_str(), &["--cbt"]);
     qemu_io_writes(&img, &offsets(&mut rng, 3, 64 * MIB), 0x11);
     let second = backup(&repo, "vm", img.as_os_str(), &["--cbt"]);
@@ -491,12 +496,9 @@ fn a_grown_disk_and_a_removed_parent_fall_back_with_their_reason() {
 #[test]
 fn verify_by_reading_reports_the_blocks_a_bitmap_missed() {
     let t = "verify_by_reading_reports_the_blocks_a_bitmap_missed";
-    if !qsd_tools(t) {
+    let Some(Rig { dir, repo, img }) = rig(qsd_tools(t), "vm.qcow2", 64 * MIB, 8, 7) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let repo = new_repo(dir.path());
-    let img = make_disk(dir.path(), "vm.qcow2", 64 * MIB, 8, 7);
+    };
     backup(
         &repo,
         "vm",
@@ -671,12 +673,9 @@ fn fake_agent(path: &Path, events: Arc<Mutex<Vec<String>>>) -> std::thread::Join
 #[test]
 fn a_running_disk_is_backed_up_as_it_was_at_the_transaction_while_the_guest_writes() {
     let t = "a_running_disk_is_backed_up_as_it_was_at_the_transaction_while_the_guest_writes";
-    if !qsd_tools(t) {
+    let Some(Rig { dir, repo, img }) = rig(qsd_tools(t), "vm.qcow2", 64 * MIB, 32, 1) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let repo = new_repo(dir.path());
-    let img = make_disk(dir.path(), "vm.qcow2", 64 * MIB, 32, 1);
+    };
     let base = raw_of(&img);
     let vm = start_vm(dir.path(), &img);
     let qmp = vm.qmp.to_str().unwrap().to_string();
