@@ -3,7 +3,7 @@
 mod common;
 
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,29 @@ fn image(path: &Path, rng: &mut Rng, mib: usize) {
     std::fs::write(path, data).unwrap();
 }
 
+/// Where most tests here start: a scratch folder with a new repository and an image `d.img`
+/// of `mib` MiB from a seeded generator, which the test goes on using.
+struct Rig {
+    dir: tempfile::TempDir,
+    rng: Rng,
+    repo: PathBuf,
+    img: PathBuf,
+}
+
+fn rig(mib: usize) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::seeded();
+    let repo = init_repo(dir.path());
+    let img = dir.path().join("d.img");
+    image(&img, &mut rng, mib);
+    Rig {
+        dir,
+        rng,
+        repo,
+        img,
+    }
+}
+
 fn points_json(repo: &Path) -> serde_json::Value {
     let o = run(&["list", "--repo", s(repo), "--json"]);
     assert!(o.status.success());
@@ -49,11 +72,12 @@ fn points_json(repo: &Path) -> serde_json::Value {
 
 #[test]
 fn every_flipped_byte_in_a_stored_block_is_reported_by_verify() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng::seeded();
-    let repo = init_repo(dir.path());
-    let img = dir.path().join("d.img");
-    image(&img, &mut rng, 2);
+    let Rig {
+        dir: _dir,
+        mut rng,
+        repo,
+        img,
+    } = rig(2);
     for _ in 0..2 {
         let o = run(&job_args(
             "backup",
@@ -114,11 +138,12 @@ fn every_flipped_byte_in_a_stored_block_is_reported_by_verify() {
 
 #[test]
 fn truncated_or_future_version_files_are_named_by_verify() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng::seeded();
-    let repo = init_repo(dir.path());
-    let img = dir.path().join("d.img");
-    image(&img, &mut rng, 1);
+    let Rig {
+        dir,
+        rng: _,
+        repo,
+        img,
+    } = rig(1);
     backup_ok(&repo, "a", &[], &img);
     backup_ok(&repo, "b", &[], &img);
     let list = points_json(&repo);
@@ -218,11 +243,12 @@ fn operational_errors_exit_2_with_advice() {
 /// next run must clean up and succeed.
 #[test]
 fn backups_killed_at_random_moments_never_damage_committed_points() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng::seeded();
-    let repo = init_repo(dir.path());
-    let img = dir.path().join("d.img");
-    image(&img, &mut rng, 48);
+    let Rig {
+        dir,
+        mut rng,
+        repo,
+        img,
+    } = rig(48);
     // One committed point to protect, and its expected content.
     backup_ok(&repo, "vm", &[], &img);
     let first = std::fs::read(&img).unwrap();
@@ -336,11 +362,12 @@ fn full_filesystem_gives_a_clear_error_and_damages_nothing() {
 
 #[test]
 fn after_verify_finds_damage_the_next_job_run_is_an_active_full_and_says_why() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng::seeded();
-    let repo = init_repo(dir.path());
-    let img = dir.path().join("d.img");
-    image(&img, &mut rng, 2);
+    let Rig {
+        dir,
+        rng: _,
+        repo,
+        img,
+    } = rig(2);
     let job = dir.path().join("job.toml");
     std::fs::write(
         &job,

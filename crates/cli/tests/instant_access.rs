@@ -35,6 +35,18 @@ fn ready_json(child: &mut Child) -> serde_json::Value {
     })
 }
 
+/// Where the export tests start, once `tools` are found (else the test skips): a scratch
+/// folder, a new repository in it, and the path of its disk image `disk.img`.
+fn rig(t: &str, tools: &[&str]) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
+    if !require_tools(t, tools) {
+        return None;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let repo = init_repo(d.path());
+    let img = d.path().join("disk.img");
+    Some((d, repo, img))
+}
+
 /// Runs qemu-io's `cmds` on `target`, which must all succeed.
 fn qemu_io(fmt: &str, target: &str, cmds: &[&str]) {
     let mut c = Command::new("qemu-io");
@@ -53,12 +65,9 @@ fn qemu_io(fmt: &str, target: &str, cmds: &[&str]) {
 #[test]
 fn export_serves_a_full_an_incremental_and_a_synthetic_full_byte_identical() {
     let t = "export_serves_a_full_an_incremental_and_a_synthetic_full_byte_identical";
-    if !require_tools(t, &["qemu-img"]) {
+    let Some((d, repo, img)) = rig(t, &["qemu-img"]) else {
         return;
-    }
-    let d = tempfile::tempdir().unwrap();
-    let repo = init_repo(d.path());
-    let img = d.path().join("disk.img");
+    };
     image(&img, 1, 20);
     let mut points = Vec::new();
     let v = backup(&repo, "vm", &img, &["--block-size", "64K"]);
@@ -105,12 +114,9 @@ fn export_serves_a_full_an_incremental_and_a_synthetic_full_byte_identical() {
 #[test]
 fn a_qcow2_overlay_and_a_writable_export_take_writes_and_leave_the_point_intact() {
     let t = "a_qcow2_overlay_and_a_writable_export_take_writes_and_leave_the_point_intact";
-    if !require_tools(t, &["qemu-img", "qemu-io"]) {
+    let Some((d, repo, img)) = rig(t, &["qemu-img", "qemu-io"]) else {
         return;
-    }
-    let d = tempfile::tempdir().unwrap();
-    let repo = init_repo(d.path());
-    let img = d.path().join("disk.img");
+    };
     image(&img, 4, 12);
     backup(&repo, "vm", &img, &[]);
     let sock = d.path().join("e.sock");
@@ -183,12 +189,9 @@ fn a_qcow2_overlay_and_a_writable_export_take_writes_and_leave_the_point_intact(
 #[test]
 fn a_flipped_byte_in_a_stored_block_is_a_read_error_for_exactly_that_block() {
     let t = "a_flipped_byte_in_a_stored_block_is_a_read_error_for_exactly_that_block";
-    if !require_tools(t, &["qemu-io"]) {
+    let Some((d, repo, img)) = rig(t, &["qemu-io"]) else {
         return;
-    }
-    let d = tempfile::tempdir().unwrap();
-    let repo = init_repo(d.path());
-    let img = d.path().join("disk.img");
+    };
     std::fs::write(&img, Rng::new(9).bytes(4 << 20)).unwrap();
     let v = backup(&repo, "vm", &img, &["--block-size", "64K"]);
     let file = PathBuf::from(v["path"].as_str().unwrap());
@@ -543,12 +546,9 @@ fn mount_without_root_offers_the_disk_file_and_says_what_needs_root() {
 fn an_export_killed_with_sigkill_leaves_only_its_socket_file_which_the_next_export_replaces() {
     let t =
         "an_export_killed_with_sigkill_leaves_only_its_socket_file_which_the_next_export_replaces";
-    if !require_tools(t, &["qemu-img"]) {
+    let Some((d, repo, img)) = rig(t, &["qemu-img"]) else {
         return;
-    }
-    let d = tempfile::tempdir().unwrap();
-    let repo = init_repo(d.path());
-    let img = d.path().join("disk.img");
+    };
     image(&img, 21, 4);
     backup(&repo, "vm", &img, &[]);
     let sock = d.path().join("e.sock");
