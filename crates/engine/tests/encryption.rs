@@ -30,6 +30,17 @@ fn make_image(path: &Path, size: u64, seed: u64) {
     f.write_all_at(&raw, size - 80_000).unwrap();
 }
 
+/// Overwrites `len` bytes of the image at `at` with random bytes from `seed` (a change
+/// between two backups).
+fn overwrite(img: &Path, seed: u64, len: usize, at: u64) {
+    File::options()
+        .write(true)
+        .open(img)
+        .unwrap()
+        .write_all_at(&Rng::new(seed).bytes(len), at)
+        .unwrap();
+}
+
 fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap()
 }
@@ -120,12 +131,7 @@ fn encrypted_round_trips_for_every_block_size_with_working_incrementals() {
         let full = backup(&repo, &job, &img, &opts(bs), &sym(&kf));
         let first = read(&img);
         // Change one block's worth of bytes in the middle.
-        File::options()
-            .write(true)
-            .open(&img)
-            .unwrap()
-            .write_all_at(&Rng::new(99).bytes(5000), 5 << 20)
-            .unwrap();
+        overwrite(&img, 99, 5000, 5 << 20);
         let inc = backup(&repo, &job, &img, &opts(bs), &sym(&kf));
         assert!(
             inc.counters.blocks_unchanged > 0,
@@ -363,12 +369,7 @@ fn a_write_only_client_backs_up_incrementals_but_only_the_private_restore_key_re
     make_image(&img, 6 << 20, 8);
     let full = backup(&repo, "vm", &img, &opts(128 << 10), &wk);
     let first = read(&img);
-    File::options()
-        .write(true)
-        .open(&img)
-        .unwrap()
-        .write_all_at(&Rng::new(5).bytes(9000), 3 << 20)
-        .unwrap();
+    overwrite(&img, 5, 9000, 3 << 20);
     let inc = backup(&repo, "vm", &img, &opts(128 << 10), &wk);
     assert_eq!(
         inc.sealed.meta.chain, full.sealed.meta.chain,
@@ -519,12 +520,7 @@ fn an_encrypted_point_is_randomly_readable_with_its_key_for_instant_access() {
     let img = d.path().join("disk.img");
     make_image(&img, 6 << 20, 11);
     backup(&repo, "vm", &img, &opts(64 << 10), &wk);
-    File::options()
-        .write(true)
-        .open(&img)
-        .unwrap()
-        .write_all_at(&Rng::new(12).bytes(3000), 2 << 20)
-        .unwrap();
+    overwrite(&img, 12, 3000, 2 << 20);
     backup(&repo, "vm", &img, &opts(64 << 10), &wk);
     let want = read(&img);
     let chain = repo.open_point("vm", None).unwrap();

@@ -175,10 +175,7 @@ fn chain_of_five_incrementals_restores_every_point() {
 
 #[test]
 fn full_flag_and_size_change_start_new_chains() {
-    let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("disk.img");
-    std::fs::write(&img, compressible(3 << 20, 0)).unwrap();
-    let repo = Repository::init(&dir.path().join("repo"), 7).unwrap();
+    let (_dir, img, repo) = compressible_in_repo("disk.img", 3 << 20);
     let a = backup_local(&repo, "j", &img, &BackupOptions::default(), &|_| {}).unwrap();
     let b = backup_local(
         &repo,
@@ -197,6 +194,15 @@ fn full_flag_and_size_change_start_new_chains() {
     let c = backup_local(&repo, "j", &img, &BackupOptions::default(), &|_| {}).unwrap();
     assert_eq!(c.sealed.meta.kind, PointKind::ActiveFull);
     assert!(c.full_reason.unwrap().contains("bytes"));
+}
+
+/// A scratch folder with a compressible image `name` of `len` bytes and a new repository.
+fn compressible_in_repo(name: &str, len: usize) -> (tempfile::TempDir, PathBuf, Repository) {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join(name);
+    std::fs::write(&img, compressible(len, 0)).unwrap();
+    let repo = Repository::init(&dir.path().join("repo"), 7).unwrap();
+    (dir, img, repo)
 }
 
 /// Backs up `img` as job `j`, setting its length to `len` once the backup has begun (at its
@@ -245,10 +251,7 @@ fn source_that_shrinks_during_backup_is_refused_and_leaves_nothing() {
 
 #[test]
 fn source_that_grows_during_backup_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("disk.img");
-    std::fs::write(&img, compressible(4 << 20, 0)).unwrap();
-    let repo = Repository::init(&dir.path().join("repo"), 7).unwrap();
+    let (_dir, img, repo) = compressible_in_repo("disk.img", 4 << 20);
     let err = backup_resized_midway(&repo, &img, &BackupOptions::default(), 8 << 20);
     assert!(matches!(err, EngineError::SourceChanged { .. }), "{err}");
     assert!(repo.jobs().unwrap().is_empty());
@@ -300,10 +303,7 @@ fn unusable_sources_and_names_get_clear_errors() {
 
 #[test]
 fn restore_refuses_to_overwrite_without_force() {
-    let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("d.img");
-    std::fs::write(&img, compressible(1 << 20, 0)).unwrap();
-    let repo = Repository::init(&dir.path().join("repo"), 7).unwrap();
+    let (dir, img, repo) = compressible_in_repo("d.img", 1 << 20);
     backup_local(&repo, "j", &img, &BackupOptions::default(), &|_| {}).unwrap();
     let target = dir.path().join("existing");
     std::fs::write(&target, b"precious").unwrap();
@@ -335,10 +335,7 @@ fn restore_refuses_to_overwrite_without_force() {
 
 #[test]
 fn damaged_newest_point_makes_the_next_backup_a_full() {
-    let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("d.img");
-    std::fs::write(&img, compressible(2 << 20, 0)).unwrap();
-    let repo = Repository::init(&dir.path().join("repo"), 7).unwrap();
+    let (_dir, img, repo) = compressible_in_repo("d.img", 2 << 20);
     let a = backup_local(&repo, "j", &img, &BackupOptions::default(), &|_| {}).unwrap();
     // Damage the trailer of the only point (the repository is not guarded, so this is possible).
     let f = OpenOptions::new().write(true).open(&a.sealed.path).unwrap();
