@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bulwark_testkit::images::{change, mixed as image, qemu_compare as compare};
+use bulwark_testkit::images::{change, mixed as image, qemu_compare as compare, qemu_map};
 use bulwark_testkit::{require_root, require_tools, text, Rng, TestUser};
 use common::{bin, bulwark_ok as bulwark, init_repo, ready_report, s, Export};
 
@@ -90,8 +90,7 @@ fn export_serves_a_full_an_incremental_and_a_synthetic_full_byte_identical() {
         let e = Export::start(&repo, "vm", point, &sock, &[]);
         compare(src, &e.uri());
         // Holes: the zero stretches are reported as zero, not data.
-        let o = tool("qemu-img", &["map", "--output=json", "-f", "raw", &e.uri()]);
-        let map: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let map = qemu_map(&e.uri());
         assert!(
             map.as_array()
                 .unwrap()

@@ -225,12 +225,7 @@ fn qemu_img_reads_the_export_byte_identical_and_sees_its_zero_range_as_a_hole() 
     std::fs::write(&image, &data).unwrap();
     let (srv, sock) = serve(dir.path(), dev);
     qemu_compare(&image, &sock);
-    let o = Command::new("qemu-img")
-        .args(["map", "--output=json", "-f", "raw"])
-        .arg(uri(&sock))
-        .output()
-        .unwrap();
-    let map: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let map = bulwark_testkit::images::qemu_map(&uri(&sock));
     let hole = map
         .as_array()
         .unwrap()

@@ -51,3 +51,20 @@ pub fn qemu_compare(src: &Path, target: &str) {
         crate::text(&o)
     );
 }
+
+/// The extents `qemu-img map --output=json` reports for the raw `target` (a file or an NBD
+/// URI): each with its `start`, `length`, `zero` and `data`.
+pub fn qemu_map(target: &str) -> serde_json::Value {
+    let o = Command::new("qemu-img")
+        .args(["map", "--output=json", "-f", "raw", target])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "qemu-img map {target}: {}",
+        crate::text(&o)
+    );
+    let map: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(map.is_array(), "qemu-img map {target}: {map}");
+    map
+}
