@@ -78,6 +78,15 @@ fn disk(size: u64, zero: (u64, u64), bad: Option<(u64, u64)>) -> (Arc<Mem>, Vec<
     )
 }
 
+/// A [`disk`] (no damaged range) and the same bytes in a raw image `src.raw` in `dir`, for
+/// the real clients to compare the export with.
+fn disk_and_image(dir: &Path, size: u64, zero: (u64, u64)) -> (Arc<Mem>, PathBuf) {
+    let (dev, data) = disk(size, zero, None);
+    let image = dir.join("src.raw");
+    std::fs::write(&image, &data).unwrap();
+    (dev, image)
+}
+
 fn serve(dir: &Path, dev: Arc<Mem>) -> (Server, PathBuf) {
     let sock = dir.join("export.sock");
     let s = Server::start(&Listen::Unix(sock.clone()), dev, ExportOptions::default()).unwrap();
@@ -220,9 +229,7 @@ fn qemu_img_reads_the_export_byte_identical_and_sees_its_zero_range_as_a_hole() 
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (dev, data) = disk(8 * MIB + 512, (2 * MIB, 5 * MIB), None);
-    let image = dir.path().join("src.raw");
-    std::fs::write(&image, &data).unwrap();
+    let (dev, image) = disk_and_image(dir.path(), 8 * MIB + 512, (2 * MIB, 5 * MIB));
     let (srv, sock) = serve(dir.path(), dev);
     qemu_compare(&image, &sock);
     let map = bulwark_testkit::images::qemu_map(&uri(&sock));
@@ -526,9 +533,7 @@ fn a_tcp_export_serves_several_clients_at_once() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (dev, data) = disk(6 * MIB, (MIB, 2 * MIB), None);
-    let image = dir.path().join("src.raw");
-    std::fs::write(&image, &data).unwrap();
+    let (dev, image) = disk_and_image(dir.path(), 6 * MIB, (MIB, 2 * MIB));
     let srv = Server::start(
         &Listen::Tcp("127.0.0.1:0".parse().unwrap()),
         dev,
