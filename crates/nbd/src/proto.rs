@@ -155,6 +155,20 @@ fn be_u64(b: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
+/// Writes the big-endian `bytes` of a field at offset `at` of a header.
+fn put<const N: usize>(b: &mut [u8], at: usize, bytes: [u8; N]) {
+    b[at..at + N].copy_from_slice(&bytes);
+}
+
+/// `Err(BadMagic)` unless the header `what` starts with the magic `want`.
+fn check_magic(what: &'static str, found: u64, want: u64) -> Result<(), BadMagic> {
+    if found == want {
+        Ok(())
+    } else {
+        Err(BadMagic { what, found })
+    }
+}
+
 /// Appends `name` as option data carries a name (an export, a meta context): its length in
 /// 32 bits, then its bytes. The caller bounds the length first ([`MAX_NAME`]).
 pub fn put_name(data: &mut Vec<u8>, name: &str) {
@@ -175,23 +189,17 @@ pub struct Request {
 impl Request {
     pub fn encode(&self) -> [u8; REQUEST_LEN] {
         let mut b = [0u8; REQUEST_LEN];
-        b[0..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
-        b[4..6].copy_from_slice(&self.flags.to_be_bytes());
-        b[6..8].copy_from_slice(&self.kind.to_be_bytes());
-        b[8..16].copy_from_slice(&self.cookie.to_be_bytes());
-        b[16..24].copy_from_slice(&self.offset.to_be_bytes());
-        b[24..28].copy_from_slice(&self.length.to_be_bytes());
+        put(&mut b, 0, REQUEST_MAGIC.to_be_bytes());
+        put(&mut b, 4, self.flags.to_be_bytes());
+        put(&mut b, 6, self.kind.to_be_bytes());
+        put(&mut b, 8, self.cookie.to_be_bytes());
+        put(&mut b, 16, self.offset.to_be_bytes());
+        put(&mut b, 24, self.length.to_be_bytes());
         b
     }
 
     pub fn decode(b: &[u8; REQUEST_LEN]) -> Result<Self, BadMagic> {
-        let magic = be_u32(b, 0);
-        if magic != REQUEST_MAGIC {
-            return Err(BadMagic {
-                what: "request",
-                found: magic.into(),
-            });
-        }
+        check_magic("request", be_u32(b, 0).into(), REQUEST_MAGIC.into())?;
         Ok(Request {
             flags: be_u16(b, 4),
             kind: be_u16(b, 6),
@@ -212,9 +220,9 @@ pub struct SimpleReply {
 impl SimpleReply {
     pub fn encode(&self) -> [u8; SIMPLE_REPLY_LEN] {
         let mut b = [0u8; SIMPLE_REPLY_LEN];
-        b[0..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
-        b[4..8].copy_from_slice(&self.error.to_be_bytes());
-        b[8..16].copy_from_slice(&self.cookie.to_be_bytes());
+        put(&mut b, 0, SIMPLE_REPLY_MAGIC.to_be_bytes());
+        put(&mut b, 4, self.error.to_be_bytes());
+        put(&mut b, 8, self.cookie.to_be_bytes());
         b
     }
 
@@ -240,11 +248,11 @@ pub struct StructuredReply {
 impl StructuredReply {
     pub fn encode(&self) -> [u8; STRUCTURED_REPLY_LEN] {
         let mut b = [0u8; STRUCTURED_REPLY_LEN];
-        b[0..4].copy_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
-        b[4..6].copy_from_slice(&self.flags.to_be_bytes());
-        b[6..8].copy_from_slice(&self.kind.to_be_bytes());
-        b[8..16].copy_from_slice(&self.cookie.to_be_bytes());
-        b[16..20].copy_from_slice(&self.length.to_be_bytes());
+        put(&mut b, 0, STRUCTURED_REPLY_MAGIC.to_be_bytes());
+        put(&mut b, 4, self.flags.to_be_bytes());
+        put(&mut b, 6, self.kind.to_be_bytes());
+        put(&mut b, 8, self.cookie.to_be_bytes());
+        put(&mut b, 16, self.length.to_be_bytes());
         b
     }
 
@@ -277,20 +285,14 @@ pub struct OptionHeader {
 impl OptionHeader {
     pub fn encode(&self) -> [u8; OPTION_LEN] {
         let mut b = [0u8; OPTION_LEN];
-        b[0..8].copy_from_slice(&IHAVEOPT.to_be_bytes());
-        b[8..12].copy_from_slice(&self.option.to_be_bytes());
-        b[12..16].copy_from_slice(&self.length.to_be_bytes());
+        put(&mut b, 0, IHAVEOPT.to_be_bytes());
+        put(&mut b, 8, self.option.to_be_bytes());
+        put(&mut b, 12, self.length.to_be_bytes());
         b
     }
 
     pub fn decode(b: &[u8; OPTION_LEN]) -> Result<Self, BadMagic> {
-        let magic = be_u64(b, 0);
-        if magic != IHAVEOPT {
-            return Err(BadMagic {
-                what: "option",
-                found: magic,
-            });
-        }
+        check_magic("option", be_u64(b, 0), IHAVEOPT)?;
         Ok(OptionHeader {
             option: be_u32(b, 8),
             length: be_u32(b, 12),
@@ -309,21 +311,15 @@ pub struct OptionReply {
 impl OptionReply {
     pub fn encode(&self) -> [u8; OPTION_REPLY_LEN] {
         let mut b = [0u8; OPTION_REPLY_LEN];
-        b[0..8].copy_from_slice(&OPTION_REPLY_MAGIC.to_be_bytes());
-        b[8..12].copy_from_slice(&self.option.to_be_bytes());
-        b[12..16].copy_from_slice(&self.kind.to_be_bytes());
-        b[16..20].copy_from_slice(&self.length.to_be_bytes());
+        put(&mut b, 0, OPTION_REPLY_MAGIC.to_be_bytes());
+        put(&mut b, 8, self.option.to_be_bytes());
+        put(&mut b, 12, self.kind.to_be_bytes());
+        put(&mut b, 16, self.length.to_be_bytes());
         b
     }
 
     pub fn decode(b: &[u8; OPTION_REPLY_LEN]) -> Result<Self, BadMagic> {
-        let magic = be_u64(b, 0);
-        if magic != OPTION_REPLY_MAGIC {
-            return Err(BadMagic {
-                what: "option reply",
-                found: magic,
-            });
-        }
+        check_magic("option reply", be_u64(b, 0), OPTION_REPLY_MAGIC)?;
         Ok(OptionReply {
             option: be_u32(b, 8),
             kind: be_u32(b, 12),
@@ -428,6 +424,66 @@ mod tests {
         };
         assert_eq!(OptionReply::decode(&r.encode()), Ok(r));
         assert!(r.is_error());
+    }
+
+    /// The exact bytes of every header, as docs/protocol (and the NBD spec) lay them out.
+    #[test]
+    fn headers_encode_to_the_protocols_bytes() {
+        let r = Request {
+            flags: 0x0102,
+            kind: 0x0304,
+            cookie: 0x0506_0708_090a_0b0c,
+            offset: 0x0d0e_0f10_1112_1314,
+            length: 0x1516_1718,
+        };
+        assert_eq!(
+            r.encode(),
+            [
+                0x25, 0x60, 0x95, 0x13, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
+                18, 19, 20, 21, 22, 23, 24
+            ]
+        );
+        let s = SimpleReply {
+            error: 0x0102_0304,
+            cookie: 0x0506_0708_090a_0b0c,
+        };
+        assert_eq!(
+            s.encode(),
+            [0x67, 0x44, 0x66, 0x98, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+        );
+        let c = StructuredReply {
+            flags: 0x0102,
+            kind: 0x0304,
+            cookie: 0x0506_0708_090a_0b0c,
+            length: 0x0d0e_0f10,
+        };
+        assert_eq!(
+            c.encode(),
+            [0x66, 0x8e, 0x33, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
+        );
+        let o = OptionHeader {
+            option: 0x0102_0304,
+            length: 0x0506_0708,
+        };
+        assert_eq!(
+            o.encode(),
+            [b'I', b'H', b'A', b'V', b'E', b'O', b'P', b'T', 1, 2, 3, 4, 5, 6, 7, 8]
+        );
+        let p = OptionReply {
+            option: 0x0102_0304,
+            kind: 0x0506_0708,
+            length: 0x090a_0b0c,
+        };
+        assert_eq!(
+            p.encode(),
+            [
+                0x00, 0x03, 0xe8, 0x89, 0x04, 0x55, 0x65, 0xa9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+                12
+            ]
+        );
+        let mut name = Vec::new();
+        put_name(&mut name, "ab");
+        assert_eq!(name, [0, 0, 0, 2, b'a', b'b']);
     }
 
     #[test]
