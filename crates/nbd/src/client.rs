@@ -217,6 +217,12 @@ impl Handshake<'_> {
         let r = self.s.write_all(&b);
         r.map_err(self.io("sending an option"))
     }
+    /// The next reply to `option` before its closing `NBD_REP_ACK`; `None` once that came.
+    fn reply_before_ack(&mut self, option: u32) -> Result<Option<(u32, Vec<u8>)>> {
+        let (kind, data) = self.option_reply(option)?;
+        Ok((kind != REP_ACK).then_some((kind, data)))
+    }
+
     /// One option reply: its type and data (bounded by [`MAX_OPTION_DATA`]).
     fn option_reply(&mut self, option: u32) -> Result<(u32, Vec<u8>)> {
         let mut h = [0u8; OPTION_REPLY_LEN];
@@ -348,10 +354,8 @@ impl Client {
                 put_name(&mut d, q);
             }
             h.send_option(OPT_SET_META_CONTEXT, &d)?;
-            loop {
-                let (kind, data) = h.option_reply(OPT_SET_META_CONTEXT)?;
+            while let Some((kind, data)) = h.reply_before_ack(OPT_SET_META_CONTEXT)? {
                 match kind {
-                    REP_ACK => break,
                     REP_META_CONTEXT => {
                         if data.len() < 5 {
                             return Err(h.proto("meta context reply too short"));
@@ -382,10 +386,8 @@ impl Client {
         h.send_option(OPT_GO, &d)?;
         let mut export_info = None;
         let mut max_request = DEFAULT_MAX_REQUEST;
-        loop {
-            let (kind, data) = h.option_reply(OPT_GO)?;
+        while let Some((kind, data)) = h.reply_before_ack(OPT_GO)? {
             match kind {
-                REP_ACK => break,
                 REP_INFO => {
                     if data.len() < 2 {
                         return Err(h.proto("info reply too short"));
@@ -511,18 +513,9 @@ impl Client {
         Ok(())
     }
 
-    fn submit_one(
-        &self,
-        cmd: u16,
-        flags: u16,
-        offset: u64,
-        len: u32,
-        data: &[u8],
-    ) -> Result<Receiver<Result<Answer>>> {
-        self.submit_with(cmd, flags, offset, len, data, Vec::new())
-    }
-
-    fn submit_with(
+    /// Sends one request (`data` its payload); a read's data goes into `buf` (a recycled
+    /// buffer, or an empty one).
+    fn submit(
         &self,
         cmd: u16,
         flags: u16,
@@ -595,7 +588,7 @@ impl Client {
         let mut at = 0usize;
         while at < len {
             let n = (len - at).min(self.max_request as usize);
-            parts.push(self.submit_one(CMD_READ, 0, offset + at as u64, n as u32, &[])?);
+            parts.push(self.submit(CMD_READ, 0, offset + at as u64, n as u32, &[], Vec::new())?);
             at += n;
         }
         Ok(Ticket { parts, len })
@@ -632,7 +625,7 @@ impl Client {
         }
         self.check_range(offset, len as u64)?;
         buf.resize(len, 0);
-        let rx = self.submit_with(CMD_READ, 0, offset, len as u32, &[], buf)?;
+        let rx = self.submit(CMD_READ, 0, offset, len as u32, &[], buf)?;
         Ok(Ticket {
             parts: vec![rx],
             len,
@@ -674,13 +667,13 @@ impl Client {
                 "write larger than the server's maximum".into(),
             ));
         }
-        let rx = self.submit_one(CMD_WRITE, 0, offset, data.len() as u32, data)?;
+        let rx = self.submit(CMD_WRITE, 0, offset, data.len() as u32, data, Vec::new())?;
         self.answer(&rx).map(|_| ())
     }
 
     /// Flushes the export (what was written is durable on the server).
     pub fn flush(&self) -> Result<()> {
-        let rx = self.submit_one(CMD_FLUSH, 0, 0, 0, &[])?;
+        let rx = self.submit(CMD_FLUSH, 0, 0, 0, &[], Vec::new())?;
         self.answer(&rx).map(|_| ())
     }
 
@@ -690,7 +683,7 @@ impl Client {
             return Err(NbdError::Usage("no meta context was negotiated".into()));
         }
         self.check_range(offset, len.into())?;
-        let rx = self.submit_one(CMD_BLOCK_STATUS, 0, offset, len, &[])?;
+        let rx = self.submit(CMD_BLOCK_STATUS, 0, offset, len, &[], Vec::new())?;
         match self.answer(&rx)? {
             Answer::Status(s) => Ok(s),
             _ => Err(NbdError::Usage(
