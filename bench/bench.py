@@ -8,6 +8,8 @@ import argparse, json, os, shutil, statistics, subprocess, sys, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
 
+ENV = dict(os.environ, BULWARK_PASSPHRASE=os.environ.get("BULWARK_PASSPHRASE", "bulwark bench passphrase"))
+
 def drop_caches():
     try:
         subprocess.run(["sync"], check=True)
@@ -21,7 +23,7 @@ def timed(cmd):
     """Runs cmd under GNU time; returns (wall s, cpu s, peak RSS MiB, stdout)."""
     fmt = "%e %U %S %M"
     p = subprocess.run(["/usr/bin/time", "-f", fmt, "-o", "/tmp/bulwark-bench.time"] + cmd,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     if p.returncode != 0:
         sys.exit("command failed: %s\n%s" % (" ".join(cmd), p.stderr))
     wall, user, sys_, rss = open("/tmp/bulwark-bench.time").read().split()[-4:]
@@ -51,14 +53,21 @@ def main():
     cold = drop_caches()
     if not cold:
         print("NOTE: cannot drop the page cache (not root): figures are warm-cache figures")
-    limits = json.loads(subprocess.run([os.path.join(BIN, "bulwark-limits"), day1],
-                                       stdout=subprocess.PIPE, text=True, check=True).stdout)
-    res = {k: ([], [], []) for k in ("full", "incr", "restore", "incr_warm")}
+    res = {k: ([], [], []) for k in ("full", "incr", "restore", "incr_warm", "full_enc", "restore_enc")}
     stored = {}
+    lim_runs = []
+    key = os.path.join(d, "bench.key")
+    if not os.path.exists(key):
+        subprocess.run(bulwark("key", "create", "--out", key), check=True, env=ENV,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for run in range(a.runs):
         repo = os.path.join(d, "repo")
         shutil.rmtree(repo, ignore_errors=True)
         subprocess.run([os.path.join(BIN, "bulwark-repo"), "init", repo], check=True, stdout=subprocess.DEVNULL)
+        # The limits, measured again in every run: the device's speed moves between runs.
+        lim_runs.append(json.loads(subprocess.run(
+            [os.path.join(BIN, "bulwark-limits"), day1, "--write-dir", repo],
+            stdout=subprocess.PIPE, text=True, check=True).stdout))
         steps = [
             ("full", bulwark("backup", "--json", "--repo", repo, "--job", "bench", day1)),
             ("incr", bulwark("backup", "--json", "--repo", repo, "--job", "bench", day2)),
@@ -77,6 +86,20 @@ def main():
         if subprocess.run(["cmp", "-s", day2, out_img]).returncode != 0:
             sys.exit("restored image differs from day2.img")
         os.remove(out_img)
+        # The same full and restore, encrypted (symmetric key file), in the same run.
+        enc_repo = os.path.join(d, "repo-enc")
+        shutil.rmtree(enc_repo, ignore_errors=True)
+        subprocess.run([os.path.join(BIN, "bulwark-repo"), "init", enc_repo], check=True, stdout=subprocess.DEVNULL)
+        drop_caches()
+        w, c, r, _ = timed(bulwark("backup", "--json", "--repo", enc_repo, "--job", "bench", "--key", key, day1))
+        res["full_enc"][0].append(w); res["full_enc"][1].append(c); res["full_enc"][2].append(r)
+        drop_caches()
+        w, c, r, _ = timed(bulwark("restore", "--repo", enc_repo, "--job", "bench", "--key", key, out_img))
+        res["restore_enc"][0].append(w); res["restore_enc"][1].append(c); res["restore_enc"][2].append(r)
+        if subprocess.run(["cmp", "-s", day1, out_img]).returncode != 0:
+            sys.exit("encrypted restore differs from day1.img")
+        os.remove(out_img)
+        shutil.rmtree(enc_repo)
         # Warm incremental: a chain with only day 1, then day 2 read from the page cache.
         subprocess.run(bulwark("backup", "--repo", repo, "--job", "warm", day1), check=True, stdout=subprocess.DEVNULL)
         subprocess.run(["cat", day2], stdout=subprocess.DEVNULL, check=True)
@@ -86,15 +109,35 @@ def main():
         shutil.rmtree(repo)
         print("run %d done" % (run + 1), file=sys.stderr)
     inc = stored["incr"]
+    limits = {k: med([l[k] for l in lim_runs]) for k in lim_runs[0] if not isinstance(lim_runs[0][k], bool)}
+    data = limits["data_bytes"]
+    # What a full must do at the least: read the data extents, and compress and hash them on
+    # every core (zstd and BLAKE3 at the rates measured on the image's own data).
+    read_s = limits["extents_read_secs"]
+    compute_s = data / (limits["zstd_all_mbps"] * 1e6) + data / (limits["blake3_all_mbps"] * 1e6)
+    full_limit = max(read_s, compute_s)
+    # What a restore must do at the least: write the data, and read what the chain stores for
+    # it (about the full's stored bytes) at the measured cold read rate, overlapped.
+    write_s = limits["write_secs"]
+    restore_read_s = stored["full"]["bytes_stored"] / (limits["extents_read_mbps"] * 1e6)
+    restore_limit = max(write_s, restore_read_s)
+    pct = lambda limit, key: 100.0 * limit / med(res[key][0])
     lines = []
     lines.append("Machine: %d cores; %s page cache; image %.2f GiB (%s)" % (
         limits["cores"], "cold (dropped before each step)" if cold else "WARM", size / 2**30, day1))
     lines.append("")
-    lines.append("| limit | MB/s |")
-    lines.append("|---|---|")
-    lines.append("| sequential read of the image (cold) | %d |" % limits["seq_read_mbps"])
-    lines.append("| BLAKE3, 1 core / all cores | %d / %d |" % (limits["blake3_1_mbps"], limits["blake3_all_mbps"]))
-    lines.append("| zstd -%d, 1 core / all cores | %d / %d |" % (limits["zstd_level"], limits["zstd_1_mbps"], limits["zstd_all_mbps"]))
+    lines.append("| limit (median of %d, measured in every run) | MB/s | seconds for the image's %.2f GiB of data |" % (a.runs, data / 2**30))
+    lines.append("|---|---|---|")
+    lines.append("| reading the data extents (cold) | %d | %.2f s |" % (limits["extents_read_mbps"], read_s))
+    lines.append("| writing as much at the same offsets, with fsync (best of buffered %.2f s / direct %.2f s) | %d | %.2f s |" % (
+        limits["write_buffered_secs"], limits["write_direct_secs"], limits["write_mbps"], write_s))
+    lines.append("| sequential read of the whole image (cold) | %d | |" % limits["seq_read_mbps"])
+    lines.append("| BLAKE3, 1 core / all cores | %d / %d | %.2f s (all cores) |" % (limits["blake3_1_mbps"], limits["blake3_all_mbps"], data / (limits["blake3_all_mbps"] * 1e6)))
+    lines.append("| zstd -%d, 1 core / all cores (sample spread over the image) | %d / %d | %.2f s (all cores) |" % (
+        limits["zstd_level"], limits["zstd_1_mbps"], limits["zstd_all_mbps"], data / (limits["zstd_all_mbps"] * 1e6)))
+    lines.append("| a full's limit: max(read, zstd + BLAKE3 on all cores) | | %.2f s |" % full_limit)
+    lines.append("| a restore's limit: max(write, reading the %.0f MiB stored at the cold read rate) | | %.2f s |" % (
+        stored["full"]["bytes_stored"] / 2**20, restore_limit))
     lines.append("")
     lines.append("| step (median of %d) | wall | throughput (of image) | CPU | peak RSS | notes |" % a.runs)
     lines.append("|---|---|---|---|---|---|")
@@ -102,9 +145,20 @@ def main():
     lines.append(row("full backup", *res["full"], size, "stored %.0f MiB of %.0f MiB non-zero data" % (f["bytes_stored"] / 2**20, f["bytes_read"] / 2**20)))
     lines.append(row("incremental (day 2)", *res["incr"], size, "%d of %d blocks changed, stored %.1f MiB; %.0f %% of the read limit" % (
         inc["blocks_new"], inc["blocks_new"] + inc["blocks_unchanged"], inc["bytes_stored"] / 2**20,
-        100 * size / med(res["incr"][0]) / 1e6 / limits["seq_read_mbps"])))
+        100 * read_s / med(res["incr"][0]))))
     lines.append(row("incremental, image in page cache", *res["incr_warm"], size, ""))
     lines.append(row("restore (latest)", *res["restore"], size, "byte-identical (cmp)"))
+    lines.append(row("full backup, encrypted", *res["full_enc"], size, ""))
+    lines.append(row("restore, encrypted", *res["restore_enc"], size, "byte-identical (cmp)"))
+    lines.append("")
+    lines.append("| against the limits | plain | encrypted |")
+    lines.append("|---|---|---|")
+    lines.append("| full: read limit / full | %.0f %% | %.0f %% |" % (pct(read_s, "full"), pct(read_s, "full_enc")))
+    lines.append("| full: full's limit (max of read, compute) / full | %.0f %% | %.0f %% |" % (pct(full_limit, "full"), pct(full_limit, "full_enc")))
+    lines.append("| restore: write limit / restore | %.0f %% | %.0f %% |" % (pct(write_s, "restore"), pct(write_s, "restore_enc")))
+    lines.append("| restore: restore's limit (max of write, read) / restore | %.0f %% | %.0f %% |" % (pct(restore_limit, "restore"), pct(restore_limit, "restore_enc")))
+    lines.append("| encrypted as a share of plain speed | full %.0f %% | restore %.0f %% |" % (
+        100.0 * med(res["full"][0]) / med(res["full_enc"][0]), 100.0 * med(res["restore"][0]) / med(res["restore_enc"][0])))
     lines.append("")
     lines.append("Repository after full + incremental: %.0f MiB" % (repo_bytes / 2**20))
     if a.sparse:

@@ -1,11 +1,15 @@
 //! `bulwark-limits IMAGE [ZSTD_LEVEL] [--write-dir DIR]`: what this machine can do at best,
 //! measured on IMAGE's data. Prints one JSON object:
 //! - `extents_read_*`: reading IMAGE's data extents (`SEEK_DATA`/`SEEK_HOLE`) cold, once, in
-//!   order: the least a full backup must do. The page cache is dropped first when root.
+//!   order, with the data asked for 32 MiB ahead: the least a full backup must do. The page
+//!   cache is dropped first when root.
 //! - `write_*`: writing the same number of bytes at the same offsets into a new file in DIR
 //!   (default: IMAGE's folder), and `fsync`: the least a restore must do. Measured with the
-//!   page cache (`write_buffered_secs`) and with direct I/O (`write_direct_secs`);
+//!   page cache, written pages dropped every 256 MiB as a restore does (`write_buffered_secs`),
+//!   and with direct I/O (`write_direct_secs`);
 //!   `write_secs` is the faster.
+//! - `copy_*`: the data extents read cold and written as above at the same time (a second
+//!   thread writes): the device doing both, as a restore does; `copy_mbps` counts both ways.
 //! - `seq_read_mbps`: the whole image read cold (holes read as zeroes).
 //! - BLAKE3 and zstd throughput on one core and on all cores over a 256 MiB sample of
 //!   non-zero data taken from the whole image.
@@ -20,6 +24,7 @@ const CHUNK: usize = 1 << 20;
 const SAMPLE: usize = 256 << 20;
 const IO: usize = 4 << 20;
 const ALIGN: usize = 4096;
+const PREFETCH: u64 = 32 << 20;
 
 fn mbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / secs / 1e6
@@ -74,6 +79,15 @@ fn aligned(v: &mut [u8], len: usize) -> &mut [u8] {
     &mut v[skip..skip + len]
 }
 
+/// Every 256 MiB written, starts writeback and drops written pages (as a restore does): the
+/// page cache never fills with dirty data waiting for the final fsync.
+fn flush_behind(f: &File, written: u64, len: u64) {
+    const CHUNK: u64 = 256 << 20;
+    if written / CHUNK != (written - len) / CHUNK {
+        let _ = bulwark_sys::fadvise(f, 0, 0, bulwark_sys::Advice::DontNeed);
+    }
+}
+
 /// Writes `total` bytes from `ring` at `ranges`' offsets into a new file at `path`, fsyncs it,
 /// and returns the seconds taken; the file is removed.
 fn write_test(path: &Path, size: u64, ranges: &[(u64, u64)], ring: &[u8], direct: bool) -> f64 {
@@ -93,6 +107,7 @@ fn write_test(path: &Path, size: u64, ranges: &[(u64, u64)], ring: &[u8], direct
     data.copy_from_slice(&ring[..ring_len]);
     let t = Instant::now();
     let mut ring_at = 0usize;
+    let mut written = 0u64;
     for &(start, end) in ranges {
         // Direct I/O: whole 4 KiB pages (extents of a 4 KiB-block file system are).
         let (start, end) = (
@@ -104,6 +119,10 @@ fn write_test(path: &Path, size: u64, ranges: &[(u64, u64)], ring: &[u8], direct
             let n = ((end - at) as usize).min(IO);
             f.write_all_at(&data[ring_at..ring_at + n], at)
                 .expect("write test");
+            written += n as u64;
+            if !direct {
+                flush_behind(&f, written, n as u64);
+            }
             ring_at = (ring_at + IO) % ring_len;
             at += n as u64;
         }
@@ -111,6 +130,62 @@ fn write_test(path: &Path, size: u64, ranges: &[(u64, u64)], ring: &[u8], direct
     f.sync_all().expect("fsync the write test file");
     let secs = t.elapsed().as_secs_f64();
     drop(f);
+    let _ = std::fs::remove_file(path);
+    secs
+}
+
+/// Copies `ranges` of `src` into a new file at `path` (read by one thread with the data asked
+/// for ahead, written by another at the same offsets, then fsync): the device reading and
+/// writing at once, as a restore does. Returns the seconds taken; the file is removed.
+fn copy_test(src: &File, path: &Path, size: u64, ranges: &[(u64, u64)]) -> f64 {
+    let _ = std::fs::remove_file(path);
+    let out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .expect("create the copy test file");
+    out.set_len(size).expect("size the copy test file");
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(8);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut prefetched = 0u64;
+            for &(start, end) in ranges {
+                let mut at = start;
+                while at < end {
+                    let n = ((end - at) as usize).min(IO);
+                    if at + PREFETCH / 2 >= prefetched {
+                        let from = prefetched.max(at);
+                        let to = (at + PREFETCH).min(size);
+                        if to > from {
+                            let _ = bulwark_sys::fadvise(
+                                src,
+                                from,
+                                to - from,
+                                bulwark_sys::Advice::WillNeed,
+                            );
+                        }
+                        prefetched = to.max(prefetched);
+                    }
+                    let mut buf = vec![0u8; n];
+                    src.read_exact_at(&mut buf, at).expect("read image");
+                    if tx.send((at, buf)).is_err() {
+                        return;
+                    }
+                    at += n as u64;
+                }
+            }
+        });
+        let mut written = 0u64;
+        for (at, buf) in rx {
+            out.write_all_at(&buf, at).expect("copy test write");
+            written += buf.len() as u64;
+            flush_behind(&out, written, buf.len() as u64);
+        }
+    });
+    out.sync_all().expect("fsync the copy test file");
+    let secs = t.elapsed().as_secs_f64();
+    drop(out);
     let _ = std::fs::remove_file(path);
     secs
 }
@@ -151,10 +226,21 @@ fn main() {
     let stride = (extent_total / SAMPLE as u64).max(1);
     let mut chunk_no = 0u64;
     let t = Instant::now();
+    let mut prefetched = 0u64;
     for &(start, end) in &ranges {
         let mut at = start;
         while at < end {
             let n = ((end - at) as usize).min(IO);
+            // Keep the device busy, as the backup's reader does: ask for 32 MiB ahead.
+            if at + PREFETCH / 2 >= prefetched {
+                let from = prefetched.max(at);
+                let to = (at + PREFETCH).min(size);
+                if to > from {
+                    let _ =
+                        bulwark_sys::fadvise(&f, from, to - from, bulwark_sys::Advice::WillNeed);
+                }
+                prefetched = to.max(prefetched);
+            }
             f.read_exact_at(&mut buf[..n], at).expect("read image");
             // Keep non-zero data as the sample: zero runs would flatter BLAKE3 and zstd.
             chunk_no += 1;
@@ -184,9 +270,13 @@ fn main() {
     drop_caches();
     let write_direct = write_test(&wpath, size, &ranges, ring, true);
 
+    drop_caches();
+    let copy = copy_test(&f, &wpath, size, &ranges);
+
     // The whole image, cold.
     drop_caches();
-    let mut f = File::open(path).expect("open image");
+    let mut f = f;
+    let _ = std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0));
     let t = Instant::now();
     let mut total = 0u64;
     loop {
@@ -213,11 +303,13 @@ fn main() {
          \"data_bytes\": {data_bytes}, \"extents_read_secs\": {extents_secs:.3}, \
          \"extents_read_mbps\": {:.0}, \"write_buffered_secs\": {write_buffered:.3}, \
          \"write_direct_secs\": {write_direct:.3}, \"write_secs\": {write_secs:.3}, \
-         \"write_mbps\": {:.0}, \"seq_read_mbps\": {read:.0}, \
+         \"write_mbps\": {:.0}, \"copy_secs\": {copy:.3}, \"copy_mbps\": {:.0}, \
+         \"seq_read_mbps\": {read:.0}, \
          \"blake3_1_mbps\": {:.0}, \"blake3_all_mbps\": {:.0}, \"zstd_level\": {level}, \
          \"zstd_1_mbps\": {:.0}, \"zstd_all_mbps\": {:.0}}}",
         mbps(data_bytes, extents_secs),
         mbps(data_bytes, write_secs),
+        mbps(2 * data_bytes, copy),
         parallel(&sample, 1, hash),
         parallel(&sample, cores, hash),
         parallel(&sample, 1, zstd),
