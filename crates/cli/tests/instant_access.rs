@@ -342,19 +342,37 @@ fn mount_gpt(cmd: &mut Command, repo: &Path, mnt: &Path) -> (Child, serde_json::
     (child, v)
 }
 
-/// The root mount tests' needs: loop devices, mount(2) and the tools of [`gpt_disk`].
-fn can_mount_as_root(t: &str) -> bool {
-    require_root(t, "loop devices and mount(2)")
-        && require_tools(t, &["sfdisk", "mkfs.ext4", "losetup", "fusermount3"])
+/// Where the root mount tests start: a [`gpt_disk`] backed up as job `gpt` into a new
+/// repository, and an empty folder `mnt` to mount it on, all in `d`.
+struct GptRig {
+    d: tempfile::TempDir,
+    repo: PathBuf,
+    img: PathBuf,
+    trees: Vec<PathBuf>,
+    mnt: PathBuf,
 }
 
-/// A [`gpt_disk`] in `dir` backed up as job `gpt` into a new repository there: the
-/// repository, the disk image and the partitions' trees.
-fn gpt_backed_up(dir: &Path) -> (PathBuf, PathBuf, Vec<PathBuf>) {
-    let (img, trees) = gpt_disk(dir);
-    let repo = init_repo(dir);
+/// A [`GptRig`], once loop devices, mount(2) and the tools of [`gpt_disk`] are there (else
+/// the test skips).
+fn gpt_rig(t: &str) -> Option<GptRig> {
+    if !require_root(t, "loop devices and mount(2)")
+        || !require_tools(t, &["sfdisk", "mkfs.ext4", "losetup", "fusermount3"])
+    {
+        return None;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (img, trees) = gpt_disk(d.path());
+    let repo = init_repo(d.path());
     backup(&repo, "gpt", &img, &[]);
-    (repo, img, trees)
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    Some(GptRig {
+        d,
+        repo,
+        img,
+        trees,
+        mnt,
+    })
 }
 
 fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
@@ -371,17 +389,20 @@ fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
 #[test]
 fn mount_as_root_shows_every_file_of_two_ext4_partitions_and_umount_undoes_it() {
     let t = "mount_as_root_shows_every_file_of_two_ext4_partitions_and_umount_undoes_it";
-    if !can_mount_as_root(t) {
+    let Some(GptRig {
+        d: _d,
+        repo,
+        img,
+        trees,
+        mnt,
+    }) = gpt_rig(t)
+    else {
         return;
-    }
-    let d = tempfile::tempdir().unwrap();
-    let (repo, img, trees) = gpt_backed_up(d.path());
+    };
     let repo_before = files_of(&repo)
         .into_iter()
         .map(|p| (std::fs::read(repo.join(&p)).unwrap(), p))
         .collect::<Vec<_>>();
-    let mnt = d.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
     let (mut child, v) = mount_gpt(&mut Command::new(bin()), &repo, &mnt);
     let parts = v["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 2, "{v}");
@@ -437,13 +458,12 @@ fn mount_as_root_shows_every_file_of_two_ext4_partitions_and_umount_undoes_it() 
 #[test]
 fn a_mount_killed_with_sigkill_leaves_no_mount_and_no_loop_device() {
     let t = "a_mount_killed_with_sigkill_leaves_no_mount_and_no_loop_device";
-    if !can_mount_as_root(t) {
+    let Some(GptRig {
+        d: _d, repo, mnt, ..
+    }) = gpt_rig(t)
+    else {
         return;
-    }
-    let d = tempfile::tempdir().unwrap();
-    let (repo, _, _) = gpt_backed_up(d.path());
-    let mnt = d.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
+    };
     let (mut child, v) = mount_gpt(&mut Command::new(bin()), &repo, &mnt);
     assert_eq!(v["partitions"][1]["filesystem"], "ext4", "{v}");
     assert_eq!(
