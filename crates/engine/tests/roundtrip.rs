@@ -275,30 +275,26 @@ fn unusable_sources_and_names_get_clear_errors() {
         let e = backup_local(&repo, bad, &img, &o, &|_| {}).unwrap_err();
         assert!(e.to_string().contains("not allowed"), "{bad:?}: {e}");
     }
-    let e = backup_local(
-        &repo,
-        "j",
-        &img,
-        &BackupOptions {
-            block_size: Some(12345),
-            ..o.clone()
-        },
-        &|_| {},
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("block size"), "{e}");
-    let e = backup_local(
-        &repo,
-        "j",
-        &img,
-        &BackupOptions {
-            compression_level: 99,
-            ..o
-        },
-        &|_| {},
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("compression level"), "{e}");
+    let bad_options = [
+        (
+            BackupOptions {
+                block_size: Some(12345),
+                ..o.clone()
+            },
+            "block size",
+        ),
+        (
+            BackupOptions {
+                compression_level: 99,
+                ..o
+            },
+            "compression level",
+        ),
+    ];
+    for (opts, says) in bad_options {
+        let e = backup_local(&repo, "j", &img, &opts, &|_| {}).unwrap_err();
+        assert!(e.to_string().contains(says), "{e}");
+    }
 }
 
 #[test]
