@@ -24,6 +24,7 @@ fn layout(msg: String) -> FormatError {
     FormatError::Layout(msg)
 }
 
+#[cfg(feature = "codec")]
 /// Checks stored bytes against their entry's stored length and stored hash.
 fn check_stored(e: &MapEntry, stored: &[u8]) -> Result<()> {
     if stored.len() != e.stored_len as usize || crate::Digest::of(stored) != e.stored_hash {
