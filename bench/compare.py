@@ -19,14 +19,7 @@ BIN = os.path.join(ROOT, "target", "release")
 ENV = dict(os.environ, RESTIC_PASSWORD="bench", BORG_PASSPHRASE="bench", BULWARK_PASSPHRASE="bench",
            BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes", BORG_RELOCATED_REPO_ACCESS_IS_OK="yes")
 
-def drop_caches():
-    try:
-        subprocess.run(["sync"], check=True)
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-        return True
-    except OSError:
-        return False
+from bench import drop_caches  # the one copy, in bench/bench.py
 
 def timed(cmd, cwd=None):
     p = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", "/tmp/bulwark-compare.time"] + cmd,

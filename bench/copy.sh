@@ -10,16 +10,8 @@
 # system user when root. Every run copies a job of its own, so each copy starts from nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export BENCH_DIR=${BENCH_DIR:-/var/tmp/bulwark-bench}
-RUNS=${RUNS:-1}
-COLD=${COLD:-1}
-cargo build --release -q --bin bulwark --bin bulwark-repo
-BIN=$PWD/target/release
-[ -f "$BENCH_DIR/day2.img" ] || bench/make-images.sh
-D1=$BENCH_DIR/day1.img
-D2=$BENCH_DIR/day2.img
-SIZE=$(stat -c %s "$D1")
 . bench/service.sh
+bench_prepare
 service_workdir copybench
 drop() { if [ "$COLD" = 1 ] && [ "$(id -u)" = 0 ]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi; }
 now() { date +%s.%N; }

@@ -11,16 +11,8 @@
 # the current user. Prints MB/s of disk size for each step and network/local ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export BENCH_DIR=${BENCH_DIR:-/var/tmp/bulwark-bench}
-RUNS=${RUNS:-1}
-COLD=${COLD:-1}
-cargo build --release -q --bin bulwark --bin bulwark-repo
-BIN=$PWD/target/release
-[ -f "$BENCH_DIR/day2.img" ] || bench/make-images.sh
-D1=$BENCH_DIR/day1.img
-D2=$BENCH_DIR/day2.img
-SIZE=$(stat -c %s "$D1")
 . bench/service.sh
+bench_prepare
 service_workdir netbench
 drop() { if [ "$COLD" = 1 ] && [ "$(id -u)" = 0 ]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi; }
 now() { date +%s.%N; }

@@ -6,6 +6,20 @@
 #   as_service CMD...         runs CMD as the service user (as is when not root)
 #   service_init REPO         `bulwark-repo init` as the service user; sets FP
 #   service_start REPO ARG... starts `bulwark-repo serve REPO ARG...`; sets SERVER_PID, ADDR
+#   bench_prepare             builds the release binaries and the images (if missing); sets
+#                             BENCH_DIR, RUNS (1), COLD (1), BIN, D1, D2 (day 1 and 2), SIZE
+
+bench_prepare() {
+  export BENCH_DIR=${BENCH_DIR:-/var/tmp/bulwark-bench}
+  RUNS=${RUNS:-1}
+  COLD=${COLD:-1}
+  cargo build --release -q --bin bulwark --bin bulwark-repo
+  BIN=$PWD/target/release
+  [ -f "$BENCH_DIR/day2.img" ] || bench/make-images.sh
+  D1=$BENCH_DIR/day1.img
+  D2=$BENCH_DIR/day2.img
+  SIZE=$(stat -c %s "$D1")
+}
 
 USER_CREATED=""
 SERVER_PID=""

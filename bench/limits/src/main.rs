@@ -79,6 +79,19 @@ fn aligned(v: &mut [u8], len: usize) -> &mut [u8] {
     &mut v[skip..skip + len]
 }
 
+/// Keeps the device busy, as the backup's reader does: when reading at `at` comes within
+/// 16 MiB of what was asked for (`asked`), asks for the 32 MiB from there.
+fn ask_ahead(f: &File, at: u64, size: u64, asked: &mut u64) {
+    if at + PREFETCH / 2 >= *asked {
+        let from = (*asked).max(at);
+        let to = (at + PREFETCH).min(size);
+        if to > from {
+            let _ = bulwark_sys::fadvise(f, from, to - from, bulwark_sys::Advice::WillNeed);
+        }
+        *asked = to.max(*asked);
+    }
+}
+
 /// Every 256 MiB written, starts writeback and drops written pages (as a restore does): the
 /// page cache never fills with dirty data waiting for the final fsync.
 fn flush_behind(f: &File, written: u64, len: u64) {
@@ -154,19 +167,7 @@ fn copy_test(src: &File, path: &Path, size: u64, ranges: &[(u64, u64)]) -> f64 {
                 let mut at = start;
                 while at < end {
                     let n = ((end - at) as usize).min(IO);
-                    if at + PREFETCH / 2 >= prefetched {
-                        let from = prefetched.max(at);
-                        let to = (at + PREFETCH).min(size);
-                        if to > from {
-                            let _ = bulwark_sys::fadvise(
-                                src,
-                                from,
-                                to - from,
-                                bulwark_sys::Advice::WillNeed,
-                            );
-                        }
-                        prefetched = to.max(prefetched);
-                    }
+                    ask_ahead(src, at, size, &mut prefetched);
                     let mut buf = vec![0u8; n];
                     src.read_exact_at(&mut buf, at).expect("read image");
                     if tx.send((at, buf)).is_err() {
@@ -231,16 +232,7 @@ fn main() {
         let mut at = start;
         while at < end {
             let n = ((end - at) as usize).min(IO);
-            // Keep the device busy, as the backup's reader does: ask for 32 MiB ahead.
-            if at + PREFETCH / 2 >= prefetched {
-                let from = prefetched.max(at);
-                let to = (at + PREFETCH).min(size);
-                if to > from {
-                    let _ =
-                        bulwark_sys::fadvise(&f, from, to - from, bulwark_sys::Advice::WillNeed);
-                }
-                prefetched = to.max(prefetched);
-            }
+            ask_ahead(&f, at, size, &mut prefetched);
             f.read_exact_at(&mut buf[..n], at).expect("read image");
             // Keep non-zero data as the sample: zero runs would flatter BLAKE3 and zstd.
             chunk_no += 1;
