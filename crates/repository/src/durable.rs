@@ -11,9 +11,18 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
     f.sync_all().map_err(RepoError::io(dir, "fsyncing folder"))
 }
 
+/// The folder holding `path`: its parent, or the current folder for a bare file name (whose
+/// parent is the empty path, which cannot be opened to fsync).
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Replaces `path` with `data` atomically: a crash leaves either the old or the new content.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = folder_of(path);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -34,4 +43,19 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_file_name_is_written_in_the_current_folder() {
+        assert_eq!(folder_of(Path::new("metrics.prom")), Path::new("."));
+        assert_eq!(
+            folder_of(Path::new("/var/lib/x/metrics.prom")),
+            Path::new("/var/lib/x")
+        );
+        assert_eq!(folder_of(Path::new("sub/metrics.prom")), Path::new("sub"));
+    }
 }
