@@ -84,27 +84,12 @@ fn restore(
     )
 }
 
-fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            all_files(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
 fn point_files(repo: &Path) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    all_files(&repo.join("store"), &mut v);
-    v.retain(|p| p.extension().is_some_and(|e| e == "bwrp"));
-    v.sort();
-    v
+    bulwark_testkit::fs::point_files_under(&repo.join("store"))
 }
 
 #[test]
@@ -172,10 +157,8 @@ fn a_plaintext_marker_and_the_plain_block_hashes_appear_in_no_repository_file() 
         .filter(|c| c.iter().any(|&b| b != 0))
         .map(|c| *blake3::hash(c).as_bytes())
         .collect();
-    let mut files = Vec::new();
-    all_files(&repo_dir, &mut files);
     assert!(!point_files(&repo_dir).is_empty());
-    for f in files {
+    for f in bulwark_testkit::fs::files_under(&repo_dir) {
         let b = read(&f);
         assert!(
             !contains(&b, &MARKER[..16]),

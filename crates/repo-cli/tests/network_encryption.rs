@@ -41,20 +41,8 @@ fn stderr(o: &Output) -> String {
 }
 
 /// Every file under `dir`.
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            files(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
 fn assert_no_marker(repo: &Path) {
-    let mut all = Vec::new();
-    files(repo, &mut all);
+    let all = bulwark_testkit::fs::files_under(repo);
     assert!(all
         .iter()
         .any(|p| p.extension().is_some_and(|e| e == "bwrp")));
@@ -133,9 +121,8 @@ fn a_write_only_client_backs_up_over_tls_but_only_the_private_restore_key_restor
     assert!(o.status.success(), "{}", stderr(&o));
     let file = PathBuf::from(full["path"].as_str().map(String::from).unwrap_or_default());
     let file = if file.as_os_str().is_empty() {
-        let mut all = Vec::new();
-        files(&svc.repo.join("store"), &mut all);
-        all.into_iter()
+        bulwark_testkit::fs::files_under(&svc.repo.join("store"))
+            .into_iter()
             .find(|f| f.to_string_lossy().contains(p))
             .unwrap()
     } else {

@@ -1,7 +1,6 @@
 //! `bulwark-repo init`, `status`, `synthesize` and `space` as a user runs them: the reflink
 //! warning, clone-or-copy in status, the synthetic full and the space report's JSON.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use bulwark_format::{BlockNo, PointKind, StoredBlock};
@@ -57,17 +56,6 @@ fn two_points(repo: &Repository) {
     }
 }
 
-fn point_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            point_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "bwrp") {
-            out.push(p);
-        }
-    }
-}
-
 #[test]
 fn init_warns_status_says_how_synthesize_and_space_report() {
     let tmp = tempfile::tempdir().unwrap();
@@ -112,8 +100,7 @@ fn init_warns_status_says_how_synthesize_and_space_report() {
         serde_json::from_slice(&repo_cli(&["space", d, "--json"]).stdout).unwrap();
     let chains = sp["jobs"][0]["chains"].as_array().unwrap();
     assert_eq!(chains.len(), 2);
-    let mut files = vec![];
-    point_files(&dir.join("store"), &mut files);
+    let files = bulwark_testkit::fs::point_files_under(&dir.join("store"));
     assert_eq!(files.len(), 3);
     let logical: u64 = files
         .iter()

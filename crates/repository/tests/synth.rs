@@ -3,7 +3,7 @@
 //! almost no space and works from immutable files; on ext4 the blocks are copied and the
 //! outcome says so. The loop-device tests need root and skip with a printed reason otherwise.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use bulwark_format::{
@@ -141,17 +141,6 @@ fn free_bytes(dir: &Path) -> u64 {
     st.blocks_available * st.frsize
 }
 
-fn all_point_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            all_point_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "bwrp") {
-            out.push(p);
-        }
-    }
-}
-
 #[test]
 fn direct_and_fallback_reads_return_the_stored_bytes_of_every_block_across_the_chain() {
     let tmp = tempfile::tempdir().unwrap();
@@ -221,8 +210,7 @@ fn synthetic_full_on_xfs_clones_from_immutable_files_and_costs_no_data_space() {
     let (disk, points) = make_chain(&repo, 42, 4);
 
     // Seal the sources the hard way: immutable, even for root.
-    let mut files = vec![];
-    all_point_files(&repo.root().join("store"), &mut files);
+    let files = bulwark_testkit::fs::point_files_under(&repo.root().join("store"));
     assert_eq!(files.len(), points.len());
     for f in &files {
         let h = std::fs::File::open(f).unwrap();
@@ -312,8 +300,7 @@ fn synthetic_full_on_ext4_falls_back_to_copying_and_says_so() {
     assert!(!support.is_supported());
     assert!(format!("{support:?}").contains("ext4"), "{support:?}");
     let (disk, _) = make_chain(&repo, 9, 3);
-    let mut files = vec![];
-    all_point_files(&repo.root().join("store"), &mut files);
+    let files = bulwark_testkit::fs::point_files_under(&repo.root().join("store"));
     for f in &files {
         let h = std::fs::File::open(f).unwrap();
         bulwark_sys::set_flag(&h, bulwark_sys::FS_IMMUTABLE_FL, true).unwrap();

@@ -132,3 +132,29 @@ impl LoopFs {
         }
     }
 }
+
+/// Every regular file below `dir`, sorted; symbolic links are neither followed nor listed.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("listing {}: {e}", d.display())) {
+            let e = e.unwrap();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                todo.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The restore-point files (`*.bwrp`) below `dir`, sorted.
+pub fn point_files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut v = files_under(dir);
+    v.retain(|p| p.extension().is_some_and(|x| x == "bwrp"));
+    v
+}

@@ -6,7 +6,7 @@
 //! bucket, and no file of either repository, holds a plaintext marker of the source image.
 
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use bulwark_repository::Repository;
@@ -86,26 +86,8 @@ fn image(p: &Path, seed: u8) {
     f.write_all_at(&m, (3 << 20) + 12_345).unwrap();
 }
 
-/// Every regular file under `dir`.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let t = e.file_type().unwrap();
-            if t.is_dir() {
-                todo.push(e.path());
-            } else if t.is_file() {
-                out.push(e.path());
-            }
-        }
-    }
-    out
-}
-
 fn no_marker_in(dir: &Path) {
-    for f in files(dir) {
+    for f in bulwark_testkit::fs::files_under(dir) {
         let Ok(b) = std::fs::read(&f) else { continue };
         assert!(
             !contains(&b, MARKER),
