@@ -153,23 +153,11 @@ fn check_level(level: i32) -> Result<()> {
 }
 
 /// Reads `src` and feeds every non-zero block to `sink` in block order. Holes are skipped
-/// without reading; blocks whose hash equals `known`'s are sent as unchanged.
-pub fn run_pipeline(
-    src: &Source,
-    block_size: u32,
-    level: i32,
-    threads: usize,
-    known: &KnownHashes,
-    sink: &mut dyn BlockSink,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<Counters> {
-    run_pipeline_keyed(src, block_size, level, threads, known, None, sink, progress)
-}
-
-/// [`run_pipeline`] hashing blocks with BLAKE3 keyed by `change_key` when one is given (the
-/// change-detection hash of encrypted chains, docs/encryption.md).
+/// without reading; blocks whose hash equals `known`'s are sent as unchanged. Blocks are
+/// hashed with BLAKE3 keyed by `change_key` when one is given (the change-detection hash of
+/// encrypted chains, docs/encryption.md).
 #[allow(clippy::too_many_arguments)]
-pub fn run_pipeline_keyed(
+pub fn run_pipeline(
     src: &Source,
     block_size: u32,
     level: i32,
@@ -179,19 +167,13 @@ pub fn run_pipeline_keyed(
     sink: &mut dyn BlockSink,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Counters> {
+    let input = Input::file(src);
     run_input_pipeline(
-        &Input::file(src),
-        block_size,
-        level,
-        threads,
-        known,
-        change_key,
-        sink,
-        progress,
+        &input, block_size, level, threads, known, change_key, sink, progress,
     )
 }
 
-/// [`run_pipeline_keyed`] of any [`Input`]: a file, or an NBD export with changed-block
+/// [`run_pipeline`] of any [`Input`]: a file, or an NBD export with changed-block
 /// tracking's runs (blocks referenced unread are counted unchanged, not read).
 #[allow(clippy::too_many_arguments)]
 pub fn run_input_pipeline(
@@ -529,6 +511,7 @@ pub fn backup_local_source(
         opts.compression_level,
         opts.threads,
         &known,
+        None,
         &mut builder,
         progress,
     )?;

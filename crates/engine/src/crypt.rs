@@ -21,7 +21,7 @@ use bulwark_format::{
 use bulwark_repository::{ChainReader, ParentMap, PlanRequest, Repository};
 
 use crate::backup::{
-    begin_local, check_request, check_same_size, run_pipeline_keyed, BackupOptions, BackupSummary,
+    begin_local, check_request, check_same_size, run_pipeline, BackupOptions, BackupSummary,
     BlockSink, KnownHashes,
 };
 use crate::restore::{restore_chain, RestoreOptions, RestoreSummary};
@@ -89,7 +89,7 @@ pub fn refuse_plain_after_encrypted(
 /// key, and the record for its metadata.
 pub struct Sealing {
     sealer: SessionSealer,
-    /// The keyed-hash key for change detection ([`crate::run_pipeline_keyed`]).
+    /// The keyed-hash key for change detection ([`crate::run_pipeline`]).
     pub change_key: [u8; 32],
     /// The new point's encryption record.
     pub record: EncryptionRecord,
@@ -327,7 +327,7 @@ pub fn backup_local_encrypted(
     builder.set_extension(EXT_ENCRYPTION, sealing.record.encode())?;
     let counters = {
         let mut sink = EncryptingSink::new(&mut builder, sealing.sealer);
-        run_pipeline_keyed(
+        run_pipeline(
             &src,
             block_size,
             opts.compression_level,

@@ -17,11 +17,11 @@ mod restore;
 mod source;
 mod target;
 
+pub use backup::run_input_pipeline;
 pub use backup::{
     backup_local, backup_local_source, run_pipeline, BackupOptions, BackupSummary, BlockSink,
     Counters, KnownHashes,
 };
-pub use backup::{run_input_pipeline, run_pipeline_keyed};
 pub use crypt::{
     backup_local_encrypted, plan_sealing, record_of, refuse_plain_after_encrypted,
     restore_local_encrypted, Decrypting, Decryptor, EncryptingSink, Sealing, WriteKey,

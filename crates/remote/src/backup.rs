@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bulwark_engine::{
-    plan_sealing, run_pipeline_keyed, BackupOptions, BlockSink, Counters, EngineError, KnownHashes,
+    plan_sealing, run_pipeline, BackupOptions, BlockSink, Counters, EngineError, KnownHashes,
     Source, WriteKey,
 };
 use bulwark_format::{BlockNo, StoredBlock};
@@ -265,7 +265,7 @@ fn backup_once(
             }
             None => &mut sink,
         };
-        run_pipeline_keyed(
+        run_pipeline(
             &src,
             ready.block_size,
             opts.compression_level,
