@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bulwark_crypto::{associated_data, SessionSealer};
+use bulwark_crypto::SessionSealer;
 use bulwark_format::{plain_len_of, BlockNo, Codec, Digest, PointKind, StoredBlock};
 use bulwark_repository::plan::{block_size_choosable, compression_level_ok};
 use bulwark_repository::{
@@ -386,15 +386,19 @@ fn seal(sealer: &SessionSealer, block: u64, buf: &[u8], o: Outcome) -> Result<Ou
         Codec::Raw => buf,
         _ => &stored[..],
     };
-    let codec = codec.sealed();
-    let ad = associated_data(block, buf.len() as u32, codec.flags(), &plain_hash.0);
     let mut sealed = Vec::new();
-    sealer
-        .seal_detached(block, &ad, payload, &mut sealed)
-        .map_err(|e| EngineError::Usage(e.to_string()))?;
+    let (codec, stored_hash) = crate::crypt::seal_block(
+        sealer,
+        block,
+        buf.len() as u32,
+        codec,
+        &plain_hash,
+        payload,
+        &mut sealed,
+    )?;
     Ok(Outcome::Stored {
         plain_hash,
-        stored_hash: Digest::of(&sealed),
+        stored_hash,
         stored: sealed,
         codec,
     })

@@ -15,7 +15,7 @@ use bulwark_crypto::{
     KeyFile, KeyKind, PublicKeyFile, Secret, SessionSealer,
 };
 use bulwark_format::{
-    BlockDecoder, BlockNo, Digest, EncryptionRecord, KeyMode, MapEntry, PointId, PointKind,
+    BlockDecoder, BlockNo, Codec, Digest, EncryptionRecord, KeyMode, MapEntry, PointId, PointKind,
     PointMeta, Session, StoredBlock, EXT_ENCRYPTION,
 };
 use bulwark_repository::{ChainReader, ParentMap, PlanRequest, Repository};
@@ -248,16 +248,16 @@ impl BlockSink for EncryptingSink<'_> {
             self.sealer.admit(b.block.0).map_err(usage)?;
             return self.inner.put_stored(b);
         }
-        let codec = b.codec.sealed();
-        let ad = associated_data(b.block.0, b.plain_len, codec.flags(), &b.plain_hash.0);
-        self.sealer
-            .admit(b.block.0)
-            .and_then(|()| {
-                self.sealer
-                    .seal_detached(b.block.0, &ad, b.data, &mut self.buf)
-            })
-            .map_err(usage)?;
-        let stored_hash = Digest::of(&self.buf);
+        self.sealer.admit(b.block.0).map_err(usage)?;
+        let (codec, stored_hash) = seal_block(
+            &self.sealer,
+            b.block.0,
+            b.plain_len,
+            b.codec,
+            &b.plain_hash,
+            b.data,
+            &mut self.buf,
+        )?;
         self.inner.put_stored(StoredBlock {
             data: &self.buf,
             codec,
@@ -271,6 +271,26 @@ impl BlockSink for EncryptingSink<'_> {
     fn parallel_sealer(&self) -> Option<Arc<SessionSealer>> {
         Some(self.sealer.clone())
     }
+}
+
+/// Encrypts the payload of block `block` (the zstd frame, or the plain block for `Codec::Raw`)
+/// into `out` (docs/encryption.md): returns the sealed codec and the stored hash, which covers
+/// the ciphertext. The caller admits the block in order before it is kept.
+pub(crate) fn seal_block(
+    sealer: &SessionSealer,
+    block: u64,
+    plain_len: u32,
+    codec: Codec,
+    plain_hash: &Digest,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(Codec, Digest)> {
+    let codec = codec.sealed();
+    let ad = associated_data(block, plain_len, codec.flags(), &plain_hash.0);
+    sealer
+        .seal_detached(block, &ad, payload, out)
+        .map_err(usage)?;
+    Ok((codec, Digest::of(out)))
 }
 
 /// An encrypted backup of `src` to a local repository (see [`crate::backup_local_source`]).
