@@ -135,23 +135,29 @@ fn clean_abs_path(cfg: &Path, key: &str, s: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
+/// The values of one table, whose keys were all checked known when it was read.
 struct Keys<'a> {
     cfg: &'a Path,
     table: &'a Table,
-    what: &'static str,
 }
 
-impl Keys<'_> {
-    fn check_known(&self, known: &[&str]) -> Result<()> {
-        for (k, (_, line)) in self.table {
+impl<'a> Keys<'a> {
+    /// The keys of `table` (named `what` in errors), refusing any not in `known`.
+    fn known(
+        cfg: &'a Path,
+        table: &'a Table,
+        what: &'static str,
+        known: &[&str],
+    ) -> Result<Keys<'a>> {
+        for (k, (_, line)) in table {
             if !known.contains(&k.as_str()) {
                 return Err(err(
-                    self.cfg,
-                    format!("line {line}: unknown key {k:?} in {}", self.what),
+                    cfg,
+                    format!("line {line}: unknown key {k:?} in {what}"),
                 ));
             }
         }
-        Ok(())
+        Ok(Keys { cfg, table })
     }
     fn str(&self, k: &str) -> Result<Option<&str>> {
         match self.table.get(k) {
@@ -194,24 +200,24 @@ impl Config {
     /// Parses and validates configuration text. `passwd` is the content of `/etc/passwd`.
     pub fn parse(cfg: &Path, text: &str, passwd: &str) -> Result<Config> {
         let doc = toml_lite::parse(text).map_err(|m| err(cfg, m))?;
-        let top = Keys {
+        let top = Keys::known(
             cfg,
-            table: &doc.top,
-            what: "the top level",
-        };
-        top.check_known(&[
-            "service_user",
-            "socket",
-            "state_dir",
-            "min_period_days",
-            "max_period_days",
-            "max_locked_bytes",
-            "clock_tolerance_secs",
-            "clock_drift_ppm",
-            "tick_secs",
-            "lock_repository_root",
-            "watch_secs",
-        ])?;
+            &doc.top,
+            "the top level",
+            &[
+                "service_user",
+                "socket",
+                "state_dir",
+                "min_period_days",
+                "max_period_days",
+                "max_locked_bytes",
+                "clock_tolerance_secs",
+                "clock_drift_ppm",
+                "tick_secs",
+                "lock_repository_root",
+                "watch_secs",
+            ],
+        )?;
         let service_user = top
             .str("service_user")?
             .ok_or_else(|| err(cfg, "service_user is required"))?;
@@ -272,12 +278,7 @@ impl Config {
                     format!("line {line}: unknown table [{name}] (only [approval] is known)"),
                 ));
             }
-            let k = Keys {
-                cfg,
-                table,
-                what: "[approval]",
-            };
-            k.check_known(&["threshold", "approvers"])?;
+            let k = Keys::known(cfg, table, "[approval]", &["threshold", "approvers"])?;
             let threshold = k
                 .int(
                     "threshold",
@@ -313,12 +314,7 @@ impl Config {
             if name != "repository" {
                 return Err(err(cfg, format!("line {line}: unknown table [[{name}]]")));
             }
-            let k = Keys {
-                cfg,
-                table,
-                what: "[[repository]]",
-            };
-            k.check_known(&["path", "min_period_days"])?;
+            let k = Keys::known(cfg, table, "[[repository]]", &["path", "min_period_days"])?;
             let path = k
                 .str("path")?
                 .ok_or_else(|| err(cfg, format!("line {line}: [[repository]] needs a path")))?;
