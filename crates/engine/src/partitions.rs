@@ -268,6 +268,28 @@ mod tests {
         e[12..16].copy_from_slice(&count.to_le_bytes());
     }
 
+    /// A blank disk of `len` bytes with the MBR boot signature.
+    fn mbr_disk(len: usize) -> Vec<u8> {
+        let mut d = vec![0u8; len];
+        boot_signature(&mut d, 0);
+        d
+    }
+
+    /// The 0x55 0xaa signature of the MBR or EBR sector at byte `at`.
+    fn boot_signature(d: &mut [u8], at: usize) {
+        d[at + 510] = 0x55;
+        d[at + 511] = 0xaa;
+    }
+
+    /// An EBR at byte `at`: its logical partition and the link to the next EBR, each
+    /// `(kind, start, count)` with `start` in sectors relative to the extended partition.
+    fn ebr(d: &mut [u8], at: usize, logical: (u8, u32, u32), next: (u8, u32, u32)) {
+        boot_signature(d, at);
+        let sector = &mut d[at..at + 512];
+        mbr_entry(sector, 0, logical.0, logical.1, logical.2);
+        mbr_entry(sector, 1, next.0, next.1, next.2);
+    }
+
     #[test]
     fn crc32_matches_the_standard_check_value() {
         assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
@@ -275,28 +297,19 @@ mod tests {
 
     #[test]
     fn mbr_primary_and_logical_partitions_are_found_and_bad_ones_left_out() {
-        let mut d = vec![0u8; 8 << 20];
-        d[510] = 0x55;
-        d[511] = 0xaa;
+        let mut d = mbr_disk(8 << 20);
         mbr_entry(&mut d, 0, 0x83, 2048, 4096);
         mbr_entry(&mut d, 1, 0x83, 1, u32::MAX); // past the end: left out
         mbr_entry(&mut d, 2, 0x05, 8192, 4096);
         // EBR at 8192: a logical at +2048, next EBR at +3072 (relative to the extended).
-        let ebr = 8192 * 512;
-        d[ebr + 510] = 0x55;
-        d[ebr + 511] = 0xaa;
-        let mut e = [0u8; 512];
-        mbr_entry(&mut e, 0, 0x83, 2048, 512);
-        mbr_entry(&mut e, 1, 0x05, 3072, 1024);
-        d[ebr + 446..ebr + 478].copy_from_slice(&e[446..478]);
-        let ebr2 = (8192 + 3072) * 512;
-        d[ebr2 + 510] = 0x55;
-        d[ebr2 + 511] = 0xaa;
-        let mut e = [0u8; 512];
-        mbr_entry(&mut e, 0, 0x83, 64, 512);
+        ebr(&mut d, 8192 * 512, (0x83, 2048, 512), (0x05, 3072, 1024));
         // A loop back to the first EBR must not loop forever.
-        mbr_entry(&mut e, 1, 0x05, 0, 1024);
-        d[ebr2 + 446..ebr2 + 478].copy_from_slice(&e[446..478]);
+        ebr(
+            &mut d,
+            (8192 + 3072) * 512,
+            (0x83, 64, 512),
+            (0x05, 0, 1024),
+        );
         // An ext4 magic in partition 1.
         d[2048 * 512 + 1080] = 0x53;
         d[2048 * 512 + 1081] = 0xef;
@@ -319,9 +332,7 @@ mod tests {
 
     #[test]
     fn a_gpt_with_a_bad_crc_is_not_trusted() {
-        let mut d = vec![0u8; 4 << 20];
-        d[510] = 0x55;
-        d[511] = 0xaa;
+        let mut d = mbr_disk(4 << 20);
         mbr_entry(&mut d, 0, 0xee, 1, 8191);
         let h = 512;
         d[h..h + 8].copy_from_slice(b"EFI PART");
