@@ -3,7 +3,9 @@
 //! in `docs/protocol.md`).
 //!
 //! The map arrives once, when the export opens; every block fetched later is checked against
-//! its plain hash there (by [`bulwark_engine::decode_stored`]). Several connections serve
+//! its plain hash there (by [`bulwark_engine::decode_stored`]). An encrypted point's record
+//! arrives before the map; [`bulwark_engine::Decrypting::remote`] over a [`RemotePoint`]
+//! decrypts with the client's key. Several connections serve
 //! reads at once (a client of the export keeps several requests in flight); one that fails is
 //! dropped and the request is tried once more on a new connection (the service closes
 //! sessions idle for longer than its idle timeout).
@@ -27,23 +29,34 @@ pub struct RemotePoint {
     job: String,
     /// The point every connection opens (resolved once: `latest` must not move).
     pub summary: PointSummary,
+    /// An encrypted point's record (the sessions of every file it reads), as the service sent
+    /// it; `None` for a point that is not encrypted.
+    pub encryption: Option<Vec<u8>>,
     map: Vec<MapEntry>,
     pool: Mutex<Vec<Conn>>,
 }
 
-/// Opens an export session on `conn` and reads the point's summary and map.
-fn open_export(
-    conn: &mut Conn,
-    job: &str,
-    point: Option<PointId>,
-) -> Result<(PointSummary, Vec<MapEntry>)> {
+/// What an export session opens with.
+struct Opening {
+    summary: PointSummary,
+    encryption: Option<Vec<u8>>,
+    map: Vec<MapEntry>,
+}
+
+/// Opens an export session on `conn` and reads the point's encryption record (when it is
+/// encrypted), summary and map.
+fn open_export(conn: &mut Conn, job: &str, point: Option<PointId>) -> Result<Opening> {
     conn.send(&Msg::OpenExport {
         job: job.to_string(),
         point,
     })?;
-    let (summary, n) = match conn.recv()? {
-        Msg::ExportReady { point, entries } => (point, entries),
-        m => return Err(m.unexpected("ExportReady").into()),
+    let mut encryption = None;
+    let (summary, n) = loop {
+        match conn.recv()? {
+            Msg::EncryptionRecord { record } if encryption.is_none() => encryption = Some(record),
+            Msg::ExportReady { point, entries } => break (point, entries),
+            m => return Err(m.unexpected("ExportReady").into()),
+        }
     };
     bulwark_format::check_block_size(summary.block_size)
         .map_err(|e| RemoteError::Usage(format!("server announced a bad block size: {e}")))?;
@@ -85,7 +98,11 @@ fn open_export(
             });
         }
     }
-    Ok((summary, map))
+    Ok(Opening {
+        summary,
+        encryption,
+        map,
+    })
 }
 
 impl RemotePoint {
@@ -97,21 +114,25 @@ impl RemotePoint {
         point: Option<PointId>,
     ) -> Result<RemotePoint> {
         let mut conn = Conn::session(config_dir, addr)?;
-        let (summary, map) = open_export(&mut conn, job, point)?;
+        let o = open_export(&mut conn, job, point)?;
         Ok(RemotePoint {
             config_dir: config_dir.to_path_buf(),
             addr: addr.clone(),
             job: job.to_string(),
-            summary,
-            map,
+            summary: o.summary,
+            encryption: o.encryption,
+            map: o.map,
             pool: Mutex::new(vec![conn]),
         })
     }
 
     fn connect(&self) -> Result<Conn> {
         let mut conn = Conn::session(&self.config_dir, &self.addr)?;
-        let (s, map) = open_export(&mut conn, &self.job, Some(self.summary.point))?;
-        if s.root != self.summary.root || map.len() != self.map.len() {
+        let o = open_export(&mut conn, &self.job, Some(self.summary.point))?;
+        if o.summary.root != self.summary.root
+            || o.map.len() != self.map.len()
+            || o.encryption != self.encryption
+        {
             return Err(RemoteError::Usage(
                 "the restore point changed between two connections".into(),
             ));

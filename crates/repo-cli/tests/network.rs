@@ -825,15 +825,28 @@ impl Drop for NetExport {
     }
 }
 
-/// Starts `bulwark export` of `job` (point `point`) through the service as `client`, and
-/// waits for its socket.
-fn net_export(svc: &Service, client: &str, job: &str, point: &str, sock: &Path) -> NetExport {
+/// Starts `bulwark export` of `job` (point `point`) through the service as the client `c`,
+/// with `extra` options (a key), and waits for its socket.
+fn net_export(
+    svc: &Service,
+    c: &bulwark_testkit::serve::Client,
+    job: &str,
+    point: &str,
+    sock: &Path,
+    extra: &[&str],
+) -> NetExport {
     let nbd = format!("unix:{}", sock.display());
-    let child = svc
-        .bulwark(client)
-        .command(&[
-            "export", "--repo", &svc.addr, "--job", job, "--point", point, "--nbd", &nbd,
-        ])
+    let child = c
+        .command(
+            &[
+                &[
+                    "export", "--repo", &svc.addr, "--job", job, "--point", point,
+                ][..],
+                extra,
+                &["--nbd", &nbd],
+            ]
+            .concat(),
+        )
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -886,7 +899,7 @@ fn export_over_the_network_serves_a_full_an_incremental_and_a_synthetic_full_to_
     assert!(list.to_string().contains("synthetic-full"), "{list}");
     for (i, (point, src)) in points.iter().enumerate() {
         let sock = svc.path(&format!("net{i}.sock"));
-        let e = net_export(&svc, "alice", "vm1", point, &sock);
+        let e = net_export(&svc, &alice, "vm1", point, &sock, &[]);
         eprintln!("point {point}:");
         images::qemu_compare(src, &format!("nbd+unix:///?socket={}", sock.display()));
         drop(e);
@@ -905,7 +918,7 @@ fn export_over_the_network_serves_a_full_an_incremental_and_a_synthetic_full_to_
     drop(r);
     system::flip_byte(&file, e.offset + 7);
     let sock = svc.path("damaged.sock");
-    let _e = net_export(&svc, "alice", "vm1", full_id, &sock);
+    let _e = net_export(&svc, &alice, "vm1", full_id, &sock, &[]);
     let start = e.block.0 * bs;
     for (off, ok) in [
         (start - 4096, true),
@@ -941,4 +954,105 @@ fn export_over_the_network_serves_a_full_an_incremental_and_a_synthetic_full_to_
     assert!(err.contains("no restore points of yours"), "{err}");
     assert!(!svc.path("bob.sock").exists());
     assert!(svc.logs("which it does not own"));
+}
+
+/// Issue 17: exports through the service of encrypted points, symmetric and write-only: a
+/// full, an incremental and a synthetic full the repository built from them (ciphertext of
+/// two sessions, cloned), each byte-identical with the client's key. The service sends the
+/// sessions and holds no key; without the key, or with a key for a plain point, the export is
+/// refused before anything is served.
+#[test]
+fn export_over_the_network_decrypts_encrypted_points_with_the_clients_key() {
+    let t = "export_over_the_network_decrypts_encrypted_points_with_the_clients_key";
+    need_root!(t);
+    if !bulwark_testkit::require_tools(t, &["qemu-img"]) {
+        return;
+    }
+    const PASS: &str = "correct horse battery";
+    let svc = Service::start(&[]);
+    svc.enroll("alice");
+    let (alice, alice_pw) = (svc.bulwark("alice"), svc.bulwark("alice").passphrase(PASS));
+    let (sym, private, public) = (
+        svc.path("sym.key"),
+        svc.path("restore.key"),
+        svc.path("client.pub"),
+    );
+    assert!(alice_pw
+        .run(&["key", "create", "--out", s(&sym)])
+        .status
+        .success());
+    let o = alice_pw.run(&[
+        "key",
+        "create",
+        "--write-only",
+        "--out",
+        s(&private),
+        "--public",
+        s(&public),
+    ]);
+    assert!(o.status.success());
+    let refused = |job: &str, extra: &[&str]| {
+        let sock = svc.path("refused.sock");
+        let nbd = format!("unix:{}", sock.display());
+        let o = alice_pw.run(
+            &[
+                &["export", "--repo", &svc.addr, "--job", job][..],
+                extra,
+                &["--nbd", &nbd],
+            ]
+            .concat(),
+        );
+        assert!(!o.status.success());
+        assert!(!sock.exists(), "nothing is served");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    for (job, seed, write, read) in [
+        ("sym", 21, ["--key", s(&sym)], ["--key", s(&sym)]),
+        (
+            "wo",
+            22,
+            ["--public-key", s(&public)],
+            ["--restore-key", s(&private)],
+        ),
+    ] {
+        let img = svc.path(&format!("{job}.img"));
+        images::mixed(&img, seed, 16);
+        let full =
+            alice_pw.backup_json(job, &img, &[&["--block-size", "64K"][..], &write].concat());
+        let full_img = svc.path(&format!("{job}-full.img"));
+        std::fs::copy(&img, &full_img).unwrap();
+        change(&img, seed + 10);
+        let inc = alice_pw.backup_json(job, &img, &write);
+        assert_eq!(inc["kind"], "incremental");
+        let o = svc.admin(&["--json", "synthesize", "--job", job, s(&svc.repo)]);
+        assert!(o.status.success());
+        for (i, (point, src)) in [
+            (full["point"].as_str().unwrap(), &full_img),
+            (inc["point"].as_str().unwrap(), &img),
+            ("latest", &img),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let sock = svc.path(&format!("{job}{i}.sock"));
+            let e = net_export(&svc, &alice_pw, job, point, &sock, &read);
+            eprintln!("{job} point {point}:");
+            images::qemu_compare(src, &format!("nbd+unix:///?socket={}", sock.display()));
+            drop(e);
+            assert!(!sock.exists());
+        }
+        let e = refused(job, &[]);
+        assert!(
+            e.contains("is encrypted") && e.contains("--restore-key"),
+            "{e}"
+        );
+    }
+    // The wrong kind of key, and a key for a point that is not encrypted.
+    let e = refused("wo", &["--key", s(&sym)]);
+    assert!(e.contains("write-only mode"), "{e}");
+    let plain = svc.path("plain.img");
+    images::mixed(&plain, 23, 4);
+    alice.backup_json("plain", &plain, &[]);
+    let e = refused("plain", &["--key", s(&sym)]);
+    assert!(e.contains("not encrypted"), "{e}");
 }

@@ -3,6 +3,8 @@
 //! restore), the server sends its block map, then answers `ReadBlocks` requests with the
 //! stored bytes of the mapped blocks until the client closes the session. The client checks
 //! every block against the map's hashes; the server sends stored bytes as they are on disk.
+//! An encrypted point's record (the sessions of every file it reads) goes first, so a client
+//! holding the key can decrypt; the server needs no key.
 
 use bulwark_format::{MapEntry, PointId, StoredBlock};
 use bulwark_protocol::{Msg, ProtocolError, MAX_MAP_PER_FRAME};
@@ -22,6 +24,11 @@ pub(crate) fn export(
     let (chain, file_bytes) = open_for_sending(client, state, job, point)?;
     let r = chain.point();
     let map = chain.entries();
+    // An encrypted point: the sessions of every file it reads, before anything else (as a
+    // restore does); the client decrypts with its key.
+    if let Some(record) = chain.merged_encryption_record()? {
+        s.send(&Msg::EncryptionRecord { record })?;
+    }
     s.send(&Msg::ExportReady {
         point: summary(&r.meta, r.trailer.root_digest, file_bytes),
         entries: map.len() as u64,

@@ -101,7 +101,7 @@ pub fn open_point(
 }
 
 /// Opens restore point `point` of `job` for random access, locally or over the network; an
-/// encrypted local point is decrypted with `key` (docs/encryption.md).
+/// encrypted point is decrypted here with `key` (docs/encryption.md).
 pub fn open(
     repo: &Repo,
     job: &str,
@@ -128,31 +128,42 @@ pub fn open(
                     bulwark_engine::Decrypting::chain(chain, k)?,
                     cache,
                 )),
-                (true, None) => anyhow::bail!(
-                    "point {id} of job {job:?} is encrypted: give its key with --key FILE, or \
-                     --restore-key FILE for a write-only client's point"
-                ),
-                (false, Some(_)) => anyhow::bail!(
-                    "point {id} of job {job:?} is not encrypted: open it without \
-                     --key/--restore-key"
-                ),
+                (true, None) => anyhow::bail!("{}", needs_key(id, job)),
+                (false, Some(_)) => anyhow::bail!("{}", needs_no_key(id, job)),
             };
             Ok(Opened { point: id, image })
         }
-        Repo::Remote { .. } if key.is_some() => anyhow::bail!(
-            "--key/--restore-key work on a local repository only for now: exporting an \
-             encrypted point through the repository service is not supported yet"
-        ),
         Repo::Remote { addr, config_dir } => {
             let rp = bulwark_remote::RemotePoint::open(config_dir, addr, job, point)
                 .with_context(|| format!("opening job {job:?} on {addr}"))?;
             let id = rp.summary.point;
-            Ok(Opened {
-                point: id,
-                image: Arc::new(PointImage::new(rp, cache)),
-            })
+            let image: Arc<dyn DiskImage> = match (rp.encryption.clone(), key) {
+                (None, None) => Arc::new(PointImage::new(rp, cache)),
+                // The service sent the sessions of every file the point reads; this client
+                // decrypts (docs/encryption.md), the service holds no key.
+                (Some(record), Some(k)) => Arc::new(PointImage::new(
+                    bulwark_engine::Decrypting::remote(rp, id, &record, k)?,
+                    cache,
+                )),
+                (Some(_), None) => anyhow::bail!("{}", needs_key(id, job)),
+                (None, Some(_)) => anyhow::bail!("{}", needs_no_key(id, job)),
+            };
+            Ok(Opened { point: id, image })
         }
     }
+}
+
+/// A point is encrypted and no key was given.
+fn needs_key(id: PointId, job: &str) -> String {
+    format!(
+        "point {id} of job {job:?} is encrypted: give its key with --key FILE, or \
+         --restore-key FILE for a write-only client's point"
+    )
+}
+
+/// A key was given for a point that is not encrypted.
+fn needs_no_key(id: PointId, job: &str) -> String {
+    format!("point {id} of job {job:?} is not encrypted: open it without --key/--restore-key")
 }
 
 /// The NBD view of a point image: a damaged block is an EIO for exactly its range.
