@@ -63,15 +63,10 @@ fn a_write_only_client_backs_up_over_tls_but_only_the_private_restore_key_restor
     svc.enroll("alice");
     let (alice, alice_pw) = (svc.bulwark("alice"), svc.bulwark("alice").passphrase(PASS));
     let (private, public) = (svc.path("restore.key"), svc.path("client.pub"));
-    let o = alice_pw.run(&[
-        "key",
-        "create",
-        "--write-only",
-        "--out",
+    let o = alice_pw.run(&bulwark_testkit::keys::write_only_args(
         s(&private),
-        "--public",
         s(&public),
-    ]);
+    ));
     assert!(o.status.success());
     assert!(
         stderr(&o).contains("losing every copy"),

@@ -22,6 +22,7 @@ pub mod fs;
 pub mod guarded;
 pub mod images;
 pub mod immutd;
+pub mod keys;
 pub mod rng;
 pub mod serve;
 pub mod skip;

@@ -119,15 +119,7 @@ fn the_s3_tier_copies_and_imports_encrypted_points_that_restore_only_with_their_
     ));
     let (private, public) = (d.path().join("restore.key"), d.path().join("client.pub"));
     ok(bulwark(
-        &[
-            "key",
-            "create",
-            "--write-only",
-            "--out",
-            s(&private),
-            "--public",
-            s(&public),
-        ],
+        &bulwark_testkit::keys::write_only_args(s(&private), s(&public)),
         Some("wo pass"),
     ));
 
