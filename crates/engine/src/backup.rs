@@ -496,35 +496,51 @@ pub fn backup_local_source(
     opts: &BackupOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BackupSummary> {
+    backup_local_with(repo, job, src, opts, None, progress)
+}
+
+/// A backup of `src` to a local repository, encrypted with `key` when one is given
+/// ([`crate::backup_local_encrypted`]), else unencrypted ([`backup_local_source`]).
+pub(crate) fn backup_local_with(
+    repo: &Repository,
+    job: &str,
+    src: Source,
+    opts: &BackupOptions,
+    key: Option<&crate::WriteKey>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<BackupSummary> {
     let started = Instant::now();
     check_request(job, opts, src.size, &src.path)?;
-    let NextPoint { plan, parent } = plan_plain(repo, job, opts, src.size)?;
-    let block_size = plan.block_size;
-    let known = parent.as_ref().map(KnownHashes::from).unwrap_or_default();
-    let mut builder = begin_local(
+    let crate::crypt::LocalPoint {
+        mut builder,
+        block_size,
+        known,
+        sealing,
+        full_reason,
+    } = crate::crypt::plan_local(repo, job, opts, src.size, key)?.begin(
         repo,
         job,
-        parent,
         src.size,
-        block_size,
         opts.compression_level,
     )?;
-    let counters = run_pipeline(
-        &src,
-        block_size,
-        opts.compression_level,
-        opts.threads,
-        &known,
-        None,
-        &mut builder,
-        progress,
-    )?;
+    let counters = crate::run_sealed(sealing, &mut builder, |sink, change_key| {
+        run_pipeline(
+            &src,
+            block_size,
+            opts.compression_level,
+            opts.threads,
+            &known,
+            change_key,
+            sink,
+            progress,
+        )
+    })?;
     check_same_size(&src.path, src.size, src.size_now()?)?;
     let sealed = builder.finish()?;
     Ok(BackupSummary {
         sealed,
         counters,
         elapsed: started.elapsed(),
-        full_reason: plan.reason.full_reason(),
+        full_reason,
     })
 }

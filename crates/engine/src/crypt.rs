@@ -18,11 +18,12 @@ use bulwark_format::{
     BlockDecoder, BlockNo, Codec, Digest, EncryptionRecord, KeyMode, MapEntry, PointId, PointKind,
     PointMeta, Session, StoredBlock, EXT_ENCRYPTION,
 };
-use bulwark_repository::{ChainReader, ParentMap, PlanRequest, Repository};
+use bulwark_repository::{
+    ChainReader, NextPoint, ParentMap, PlanRequest, PointBuilder, Repository,
+};
 
 use crate::backup::{
-    begin_local, check_request, check_same_size, run_pipeline, BackupOptions, BackupSummary,
-    BlockSink, KnownHashes,
+    begin_local, plan_plain, BackupOptions, BackupSummary, BlockSink, KnownHashes,
 };
 use crate::restore::{restore_chain, RestoreOptions, RestoreSummary};
 use crate::{EngineError, Result, Source};
@@ -304,15 +305,46 @@ pub fn backup_local_encrypted(
     key: &WriteKey,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BackupSummary> {
-    let started = Instant::now();
-    check_request(job, opts, src.size, &src.path)?;
+    crate::backup::backup_local_with(repo, job, src, opts, Some(key), progress)
+}
+
+/// The next point of a local backup and how its blocks are sealed.
+pub(crate) struct LocalPlan {
+    pub next: NextPoint,
+    /// `None`: an unencrypted point.
+    pub sealing: Option<Sealing>,
+    /// Why the point is a full although the job had restore points.
+    pub full_reason: Option<String>,
+}
+
+/// Plans the next point of `job` (`disk_size` bytes) in a local repository. With `key`, an
+/// incremental continues the chain under it, and a chain that cannot continue under it (not
+/// encrypted, another public key) gets a new active full, the reason kept; a wrong key is an
+/// error. Without a key, a job whose chain is encrypted is refused
+/// ([`refuse_plain_after_encrypted`]).
+pub(crate) fn plan_local(
+    repo: &Repository,
+    job: &str,
+    opts: &BackupOptions,
+    disk_size: u64,
+    key: Option<&WriteKey>,
+) -> Result<LocalPlan> {
+    let Some(key) = key else {
+        let next = plan_plain(repo, job, opts, disk_size)?;
+        let full_reason = next.plan.reason.full_reason();
+        return Ok(LocalPlan {
+            next,
+            sealing: None,
+            full_reason,
+        });
+    };
     let mut force_full = opts.force_full;
     let mut reason = None;
-    let (next, sealing) = loop {
+    loop {
         let next = repo.next_point(
             job,
             &PlanRequest {
-                disk_size: src.size,
+                disk_size,
                 block_size: opts.block_size,
                 force_full,
             },
@@ -322,50 +354,94 @@ pub fn backup_local_encrypted(
             None => None,
         };
         match sealing_for(key, rec.as_ref().map(|r| r.as_ref()))? {
-            Ok(s) => break (next, s),
+            Ok(s) => {
+                let full_reason = reason.or(next.plan.reason.full_reason());
+                return Ok(LocalPlan {
+                    next,
+                    sealing: Some(s),
+                    full_reason,
+                });
+            }
             Err(why) if !force_full => {
                 force_full = true;
                 reason = Some(why);
             }
             Err(why) => return Err(usage(why)),
         }
-    };
-    let block_size = next.plan.block_size;
-    let known = next
-        .parent
-        .as_ref()
-        .map(KnownHashes::from)
-        .unwrap_or_default();
-    let mut builder = begin_local(
-        repo,
-        job,
-        next.parent,
-        src.size,
-        block_size,
-        opts.compression_level,
-    )?;
-    builder.set_extension(EXT_ENCRYPTION, sealing.record.encode())?;
-    let counters = {
-        let mut sink = EncryptingSink::new(&mut builder, sealing.sealer);
-        run_pipeline(
-            &src,
+    }
+}
+
+/// A local point begun as its [`LocalPlan`] says.
+pub(crate) struct LocalPoint {
+    /// The point being written, its encryption record set when it is encrypted.
+    pub builder: PointBuilder,
+    pub block_size: u32,
+    /// The parent's hashes (keyed with the change-detection key on an encrypted chain).
+    pub known: KnownHashes,
+    pub sealing: Option<Sealing>,
+    pub full_reason: Option<String>,
+}
+
+impl LocalPlan {
+    /// The change-detection key the point's (and its parent's) block hashes are keyed with.
+    pub fn change_key(&self) -> Option<[u8; 32]> {
+        self.sealing.as_ref().map(|s| s.change_key)
+    }
+
+    /// Begins the point: an incremental on the plan's parent, or an active full; an encrypted
+    /// point carries its encryption record.
+    pub fn begin(
+        self,
+        repo: &Repository,
+        job: &str,
+        disk_size: u64,
+        compression_level: i32,
+    ) -> Result<LocalPoint> {
+        let block_size = self.next.plan.block_size;
+        let known = self
+            .next
+            .parent
+            .as_ref()
+            .map(KnownHashes::from)
+            .unwrap_or_default();
+        let mut builder = begin_local(
+            repo,
+            job,
+            self.next.parent,
+            disk_size,
             block_size,
-            opts.compression_level,
-            opts.threads,
-            &known,
-            Some(&sealing.change_key),
-            &mut sink,
-            progress,
-        )?
-    };
-    check_same_size(&src.path, src.size, src.size_now()?)?;
-    let sealed = builder.finish()?;
-    Ok(BackupSummary {
-        sealed,
-        counters,
-        elapsed: started.elapsed(),
-        full_reason: reason.or(next.plan.reason.full_reason()),
-    })
+            compression_level,
+        )?;
+        if let Some(s) = &self.sealing {
+            builder.set_extension(EXT_ENCRYPTION, s.record.encode())?;
+        }
+        Ok(LocalPoint {
+            builder,
+            block_size,
+            known,
+            sealing: self.sealing,
+            full_reason: self.full_reason,
+        })
+    }
+}
+
+/// Runs the pipeline `run` into `inner` with its change-detection key: unchanged for an
+/// unencrypted point (plain BLAKE3); else every stored block is sealed by `sealing` before
+/// `inner` gets it (the pipeline's workers seal in parallel), and blocks are hashed with the
+/// chain's change-detection key, as its parent's were.
+pub fn run_sealed<T>(
+    sealing: Option<Sealing>,
+    inner: &mut dyn BlockSink,
+    run: impl FnOnce(&mut dyn BlockSink, Option<&[u8; 32]>) -> T,
+) -> T {
+    match sealing {
+        None => run(inner, None),
+        Some(s) => {
+            let change_key = s.change_key;
+            let mut sink = s.into_sink(inner);
+            run(&mut sink, Some(&change_key))
+        }
+    }
 }
 
 /// The keys of one file of a chain.

@@ -24,7 +24,7 @@ pub use backup::{
 };
 pub use crypt::{
     backup_local_encrypted, plan_sealing, record_of, refuse_plain_after_encrypted,
-    restore_local_encrypted, Decrypting, Decryptor, EncryptingSink, Sealing, WriteKey,
+    restore_local_encrypted, run_sealed, Decrypting, Decryptor, EncryptingSink, Sealing, WriteKey,
 };
 pub use error::EngineError;
 pub use image::{
@@ -32,7 +32,9 @@ pub use image::{
     MAX_READ_AHEAD,
 };
 pub use input::{Input, InputReader, Run};
-pub use live::{backup_live, CbtReport, LiveOptions, LiveSource, ParentInfo, VerifyReport};
+pub use live::{
+    backup_live, CbtReport, LiveOptions, LiveSource, ParentInfo, Recording, VerifyReport,
+};
 pub use restore::{join_workers, restore_local, RestoreOptions, RestoreSummary};
 pub use source::{data_ranges, Source};
 pub use target::RestoreTarget;

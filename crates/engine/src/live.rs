@@ -140,16 +140,21 @@ pub struct ParentInfo {
     pub record: Option<Vec<u8>>,
     /// Its non-zero blocks, sorted.
     pub blocks: Vec<u64>,
-    /// Their plain hashes, in the same order.
+    /// Their plain hashes, in the same order (keyed with `change_key` on an encrypted chain).
     pub hashes: Vec<bulwark_format::Digest>,
+    /// The chain's change-detection key, when it is encrypted (docs/encryption.md): the
+    /// parent's hashes are keyed with it, and so are the new point's.
+    pub change_key: Option<[u8; 32]>,
 }
 
 impl ParentInfo {
-    /// The parent `p` of `job` in `repo`, with its record read from its metadata.
+    /// The parent `p` of `job` in `repo`, with its record read from its metadata; its hashes
+    /// keyed with `change_key` when the chain is encrypted.
     pub fn of(
         repo: &bulwark_repository::Repository,
         job: &str,
         p: &ParentMap,
+        change_key: Option<[u8; 32]>,
     ) -> Result<ParentInfo> {
         let record = repo
             .scan_job(job)?
@@ -163,6 +168,16 @@ impl ParentInfo {
             record,
             blocks: p.entries.iter().map(|e| e.block.0).collect(),
             hashes: p.entries.iter().map(|e| e.plain_hash).collect(),
+            change_key,
+        })
+    }
+
+    /// The hash of a block's plain bytes `data` as this chain's points hold it (comparable
+    /// with [`ParentInfo::hashes`]).
+    pub fn hash_of(&self, data: &[u8]) -> bulwark_format::Digest {
+        bulwark_format::Digest::from(match &self.change_key {
+            Some(k) => blake3::keyed_hash(k, data),
+            None => blake3::hash(data),
         })
     }
 }
@@ -671,7 +686,7 @@ fn anchor_check(
     b.report.anchor_block = Some(block);
     b.report.anchor_bytes = u64::from(len);
     let want = p.blocks.binary_search(&block).ok().map(|i| p.hashes[i]);
-    if want != Some(bulwark_format::Digest::from(blake3::hash(&data))) {
+    if want != Some(p.hash_of(&data)) {
         b.runs = None;
         b.report.used = false;
         b.report.fallback_reason = Some(format!(
@@ -1225,11 +1240,25 @@ impl Managed {
     }
 }
 
-/// A sink that remembers which blocks were stored and which kept (verify-by-reading).
-struct Recording<'a> {
+/// A sink that remembers which blocks were stored and which kept (verify-by-reading), then
+/// passes them on to `inner`.
+pub struct Recording<'a> {
     inner: &'a mut dyn crate::BlockSink,
-    stored: Vec<u64>,
-    kept: Vec<u64>,
+    /// Blocks stored anew, in order.
+    pub stored: Vec<u64>,
+    /// Blocks kept from the parent, in order.
+    pub kept: Vec<u64>,
+}
+
+impl<'a> Recording<'a> {
+    /// Records what goes to `inner`.
+    pub fn new(inner: &'a mut dyn crate::BlockSink) -> Self {
+        Recording {
+            inner,
+            stored: Vec::new(),
+            kept: Vec::new(),
+        }
+    }
 }
 
 impl crate::BlockSink for Recording<'_> {
@@ -1241,60 +1270,57 @@ impl crate::BlockSink for Recording<'_> {
         self.kept.push(block.0);
         self.inner.put_unchanged(block)
     }
+    fn parallel_sealer(&self) -> Option<std::sync::Arc<bulwark_crypto::SessionSealer>> {
+        self.inner.parallel_sealer()
+    }
 }
 
 /// Backs up a live source as a new restore point of `job` in a local repository (see
 /// [`crate::backup_local`]); with `--cbt`/`--dirty-bitmap` the point carries its CBT record,
-/// and an incremental reads only the dirty blocks when the rules allow.
+/// and an incremental reads only the dirty blocks when the rules allow. Encrypted with `key`
+/// when one is given, as [`crate::backup_local_encrypted`] is (a chain that cannot continue
+/// under it gets a new active full); without one, an encrypted job is refused.
 pub fn backup_live(
     repo: &bulwark_repository::Repository,
     job: &str,
     mut src: LiveSource,
     opts: &crate::BackupOptions,
+    key: Option<&crate::WriteKey>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(crate::BackupSummary, CbtReport)> {
-    use bulwark_repository::NextPoint;
     let started = std::time::Instant::now();
     crate::backup::check_request(job, opts, src.size, &src.name)?;
-    let NextPoint { plan, parent } = crate::backup::plan_plain(repo, job, opts, src.size)?;
-    let block_size = plan.block_size;
-    let info = match &parent {
-        Some(p) => Some(ParentInfo::of(repo, job, p)?),
+    let plan = crate::crypt::plan_local(repo, job, opts, src.size, key)?;
+    let info = match &plan.next.parent {
+        Some(p) => Some(ParentInfo::of(repo, job, p, plan.change_key())?),
         None => None,
     };
-    let known = parent
-        .as_ref()
-        .map(crate::KnownHashes::from)
-        .unwrap_or_default();
-    let mut builder = crate::backup::begin_local(
-        repo,
-        job,
-        parent,
-        src.size,
+    let crate::crypt::LocalPoint {
+        mut builder,
         block_size,
-        opts.compression_level,
-    )?;
+        known,
+        sealing,
+        full_reason,
+    } = plan.begin(repo, job, src.size, opts.compression_level)?;
     src.begin(builder.point(), info.as_ref(), block_size)?;
     if let Some(rec) = src.record() {
         builder.set_extension(cbt::TAG, rec)?;
     }
     let (counters, stored, kept) = {
         let input = src.input()?;
-        let mut sink = Recording {
-            inner: &mut builder,
-            stored: Vec::new(),
-            kept: Vec::new(),
-        };
-        let c = crate::run_input_pipeline(
-            &input,
-            block_size,
-            opts.compression_level,
-            opts.threads,
-            &known,
-            None,
-            &mut sink,
-            progress,
-        )?;
+        let mut sink = Recording::new(&mut builder);
+        let c = crate::run_sealed(sealing, &mut sink, |sink, change_key| {
+            crate::run_input_pipeline(
+                &input,
+                block_size,
+                opts.compression_level,
+                opts.threads,
+                &known,
+                change_key,
+                sink,
+                progress,
+            )
+        })?;
         (c, sink.stored, sink.kept)
     };
     crate::backup::check_same_size(&src.name, src.size, src.size_now()?)?;
@@ -1314,7 +1340,7 @@ pub fn backup_live(
             sealed,
             counters,
             elapsed: started.elapsed(),
-            full_reason: plan.reason.full_reason(),
+            full_reason,
         },
         report,
     ))

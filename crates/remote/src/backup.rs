@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bulwark_engine::{
-    plan_sealing, run_pipeline, BackupOptions, BlockSink, Counters, EngineError, KnownHashes,
-    Source, WriteKey,
+    plan_sealing, run_pipeline, run_sealed, BackupOptions, BlockSink, Counters, EngineError,
+    KnownHashes, Sealing, Source, WriteKey,
 };
 use bulwark_format::{BlockNo, StoredBlock};
 use bulwark_protocol::{BackupReady, BackupRequest, Msg, SealedInfo};
@@ -118,22 +118,100 @@ pub fn backup_remote_with(
     key: Option<&WriteKey>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<RemoteBackupSummary> {
-    match backup_once(config_dir, addr, job, source, opts, key, progress)? {
+    let (summary, ()) = retry_as_full(opts, |opts| {
+        backup_once(config_dir, addr, job, source, opts, key, progress)
+    })?;
+    Ok(summary)
+}
+
+/// Runs one attempt of a backup with `opts`, and when it says the chain cannot continue under
+/// its key (`Ok(Err(reason))`), once more as an active full: that reason is then the
+/// summary's `full_reason`.
+pub(crate) fn retry_as_full<X>(
+    opts: &BackupOptions,
+    mut attempt: impl FnMut(
+        &BackupOptions,
+    ) -> Result<std::result::Result<(RemoteBackupSummary, X), String>>,
+) -> Result<(RemoteBackupSummary, X)> {
+    match attempt(opts)? {
         Ok(s) => Ok(s),
         Err(reason) => {
             let full = BackupOptions {
                 force_full: true,
                 ..opts.clone()
             };
-            match backup_once(config_dir, addr, job, source, &full, key, progress)? {
+            match attempt(&full)? {
                 Ok(mut s) => {
-                    s.full_reason = Some(reason);
+                    s.0.full_reason = Some(reason);
                     Ok(s)
                 }
                 Err(reason) => Err(RemoteError::Usage(reason)),
             }
         }
     }
+}
+
+/// A backup opened on the server, its encryption agreed.
+pub(crate) struct Opened {
+    pub(crate) conn: Conn,
+    pub(crate) ready: BackupReady,
+    /// The parent's block hashes, in block order.
+    pub(crate) known: Vec<(u64, bulwark_format::Digest)>,
+    /// How the blocks are sealed (`None`: unencrypted).
+    pub(crate) sealing: Option<Sealing>,
+}
+
+/// Opens a backup of `job`, a disk of `disk_size` bytes, at `addr` and, with `key`, agrees on
+/// its encryption with the server from the parent's record. `Ok(Err(reason))` when the chain
+/// cannot continue under `key` (dropping the connection discards the point the server
+/// started).
+pub(crate) fn open(
+    config_dir: &Path,
+    addr: &RemoteAddr,
+    job: &str,
+    disk_size: u64,
+    opts: &BackupOptions,
+    key: Option<&WriteKey>,
+) -> Result<std::result::Result<Opened, String>> {
+    let mut conn = Conn::session(config_dir, addr)?;
+    let (ready, known) = begin(&mut conn, job, disk_size, opts)?;
+    let sealing = match key {
+        None => None,
+        Some(k) => {
+            conn.send(&Msg::GetParentEncryption)?;
+            let parent = match conn.recv()? {
+                Msg::EncryptionRecord { record } if ready.parent.is_none() => {
+                    if !record.is_empty() {
+                        return Err(RemoteError::Usage(
+                            "server sent a parent encryption record for a new chain".into(),
+                        ));
+                    }
+                    None
+                }
+                Msg::EncryptionRecord { record } if record.is_empty() => Some(None),
+                Msg::EncryptionRecord { record } => Some(Some(
+                    bulwark_format::EncryptionRecord::decode(&record)
+                        .map_err(|e| RemoteError::Usage(format!("the parent's {e}")))?,
+                )),
+                m => return Err(m.unexpected("EncryptionRecord").into()),
+            };
+            match plan_sealing(k, parent.as_ref().map(|p| p.as_ref()))? {
+                Ok(s) => {
+                    conn.send(&Msg::Encryption {
+                        record: s.record.encode(),
+                    })?;
+                    Some(s)
+                }
+                Err(reason) => return Ok(Err(reason)),
+            }
+        }
+    };
+    Ok(Ok(Opened {
+        conn,
+        ready,
+        known,
+        sealing,
+    }))
 }
 
 /// Opens a backup of `job`, a disk of `disk_size` bytes, on `conn`: the server's answer and
@@ -215,67 +293,33 @@ fn backup_once(
     opts: &BackupOptions,
     key: Option<&WriteKey>,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<std::result::Result<RemoteBackupSummary, String>> {
+) -> Result<std::result::Result<(RemoteBackupSummary, ()), String>> {
     let started = Instant::now();
     bulwark_format::validate_name("job", job).map_err(|e| RemoteError::Usage(e.to_string()))?;
     let src = Source::open(source)?;
-    let mut conn = Conn::session(config_dir, addr)?;
-    let (ready, known) = begin(&mut conn, job, src.size, opts)?;
-    let known = KnownHashes(known);
-    let sealing = match key {
-        None => None,
-        Some(k) => {
-            conn.send(&Msg::GetParentEncryption)?;
-            let parent = match conn.recv()? {
-                Msg::EncryptionRecord { record } if ready.parent.is_none() => {
-                    if !record.is_empty() {
-                        return Err(RemoteError::Usage(
-                            "server sent a parent encryption record for a new chain".into(),
-                        ));
-                    }
-                    None
-                }
-                Msg::EncryptionRecord { record } if record.is_empty() => Some(None),
-                Msg::EncryptionRecord { record } => Some(Some(
-                    bulwark_format::EncryptionRecord::decode(&record)
-                        .map_err(|e| RemoteError::Usage(format!("the parent's {e}")))?,
-                )),
-                m => return Err(m.unexpected("EncryptionRecord").into()),
-            };
-            match plan_sealing(k, parent.as_ref().map(|p| p.as_ref()))? {
-                Ok(s) => {
-                    conn.send(&Msg::Encryption {
-                        record: s.record.encode(),
-                    })?;
-                    Some(s)
-                }
-                // Dropping the connection discards the point the server started.
-                Err(reason) => return Ok(Err(reason)),
-            }
-        }
+    let Opened {
+        mut conn,
+        ready,
+        known,
+        sealing,
+    } = match open(config_dir, addr, job, src.size, opts, key)? {
+        Ok(o) => o,
+        Err(reason) => return Ok(Err(reason)),
     };
-    let change_key = sealing.as_ref().map(|s| s.change_key);
+    let known = KnownHashes(known);
     let mut sink = RemoteSink::new(&mut conn);
-    let res = {
-        let mut sealed_sink;
-        let out: &mut dyn BlockSink = match sealing {
-            Some(s) => {
-                sealed_sink = s.into_sink(&mut sink);
-                &mut sealed_sink
-            }
-            None => &mut sink,
-        };
+    let res = run_sealed(sealing, &mut sink, |out, change_key| {
         run_pipeline(
             &src,
             ready.block_size,
             opts.compression_level,
             opts.threads,
             &known,
-            change_key.as_ref(),
+            change_key,
             out,
             progress,
         )
-    };
+    });
     let (counters, sent) = sink.finish(res)?;
     let after = src.size_now()?;
     if after != src.size {
@@ -287,5 +331,5 @@ fn backup_once(
         }
         .into());
     }
-    seal(conn, ready, sent, counters, started).map(Ok)
+    seal(conn, ready, sent, counters, started).map(|s| Ok((s, ())))
 }

@@ -7,45 +7,57 @@ use std::path::Path;
 use std::time::Instant;
 
 use bulwark_engine::{
-    run_input_pipeline, BackupOptions, BlockSink, CbtReport, KnownHashes, LiveSource, ParentInfo,
+    run_input_pipeline, run_sealed, BackupOptions, CbtReport, KnownHashes, LiveSource, ParentInfo,
+    Recording, WriteKey,
 };
-use bulwark_format::{BlockNo, StoredBlock};
 use bulwark_protocol::Msg;
 
-use crate::backup::RemoteSink;
-use crate::{Conn, RemoteAddr, RemoteBackupSummary, RemoteError, Result};
+use crate::backup::{Opened, RemoteSink};
+use crate::{RemoteAddr, RemoteBackupSummary, RemoteError, Result};
 
-/// Remembers which blocks were stored and which kept (verify-by-reading).
-struct Recording<'a, 'b> {
-    inner: &'a mut RemoteSink<'b>,
-    stored: Vec<u64>,
-    kept: Vec<u64>,
-}
-
-impl BlockSink for Recording<'_, '_> {
-    fn put_stored(&mut self, b: StoredBlock<'_>) -> bulwark_engine::Result<()> {
-        self.stored.push(b.block.0);
-        self.inner.put_stored(b)
-    }
-    fn put_unchanged(&mut self, block: BlockNo) -> bulwark_engine::Result<()> {
-        self.kept.push(block.0);
-        self.inner.put_unchanged(block)
-    }
-}
-
-/// Backs up the live source `src` as a new restore point of `job` at `addr`.
+/// Backs up the live source `src` as a new restore point of `job` at `addr`, encrypted on
+/// this client with `key` when one is given, as [`crate::backup_remote_with`] does (a chain
+/// that cannot continue under `key` gets a new active full, the reason reported).
 pub fn backup_remote_live(
     config_dir: &Path,
     addr: &RemoteAddr,
     job: &str,
     mut src: LiveSource,
     opts: &BackupOptions,
+    key: Option<&WriteKey>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(RemoteBackupSummary, CbtReport)> {
     let started = Instant::now();
     bulwark_format::validate_name("job", job).map_err(|e| RemoteError::Usage(e.to_string()))?;
-    let mut conn = Conn::session(config_dir, addr)?;
-    let (ready, known) = crate::backup::begin(&mut conn, job, src.size, opts)?;
+    crate::backup::retry_as_full(opts, |opts| {
+        live_once(
+            config_dir, addr, job, &mut src, opts, key, started, progress,
+        )
+    })
+}
+
+/// One attempt; `Ok(Err(reason))` (before the source is begun) when the encrypted backup
+/// needs a new chain.
+#[allow(clippy::too_many_arguments)]
+fn live_once(
+    config_dir: &Path,
+    addr: &RemoteAddr,
+    job: &str,
+    src: &mut LiveSource,
+    opts: &BackupOptions,
+    key: Option<&WriteKey>,
+    started: Instant,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<std::result::Result<(RemoteBackupSummary, CbtReport), String>> {
+    let Opened {
+        mut conn,
+        ready,
+        known,
+        sealing,
+    } = match crate::backup::open(config_dir, addr, job, src.size, opts, key)? {
+        Ok(o) => o,
+        Err(reason) => return Ok(Err(reason)),
+    };
     let parent = if ready.parent.is_none() {
         None
     } else {
@@ -60,6 +72,7 @@ pub fn backup_remote_live(
             record: (!record.is_empty()).then_some(record),
             blocks: known.iter().map(|(b, _)| *b).collect(),
             hashes: known.iter().map(|(_, h)| *h).collect(),
+            change_key: sealing.as_ref().map(|s| s.change_key),
         })
     };
     src.begin(ready.point, parent.as_ref(), ready.block_size)?;
@@ -70,21 +83,19 @@ pub fn backup_remote_live(
     let mut sink = RemoteSink::new(&mut conn);
     let (res, stored, kept) = {
         let input = src.input()?;
-        let mut rec = Recording {
-            inner: &mut sink,
-            stored: Vec::new(),
-            kept: Vec::new(),
-        };
-        let res = run_input_pipeline(
-            &input,
-            ready.block_size,
-            opts.compression_level,
-            opts.threads,
-            &known,
-            None,
-            &mut rec,
-            progress,
-        );
+        let mut rec = Recording::new(&mut sink);
+        let res = run_sealed(sealing, &mut rec, |out, change_key| {
+            run_input_pipeline(
+                &input,
+                ready.block_size,
+                opts.compression_level,
+                opts.threads,
+                &known,
+                change_key,
+                out,
+                progress,
+            )
+        });
         (res, rec.stored, rec.kept)
     };
     let (counters, sent) = sink.finish(res)?;
@@ -100,5 +111,5 @@ pub fn backup_remote_live(
     }
     // Cleaning up in QEMU counts, as it does in a local live backup.
     summary.elapsed = started.elapsed();
-    Ok((summary, report))
+    Ok(Ok((summary, report)))
 }

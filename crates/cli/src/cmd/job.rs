@@ -216,17 +216,14 @@ fn run_disk(
                 ..Default::default()
             };
             let s = if opened.is_none() && live.is_live(&disk.source) {
-                if key.is_some() {
-                    anyhow::bail!(
-                        "encrypted backups of image files, NBD and live sources are not supported yet; back up a raw image or device"
-                    );
-                }
                 let src =
                     bulwark_engine::LiveSource::open(&disk.source, &live.options(), &disk.job)
                         .with_context(|| format!("opening {}", disk.source.display()))?;
-                bulwark_engine::backup_live(repo, &disk.job, src, &opts, &|n| pb.inc(n))
-                    .with_context(|| format!("backing up {}", disk.source.display()))?
-                    .0
+                bulwark_engine::backup_live(repo, &disk.job, src, &opts, key.as_ref(), &|n| {
+                    pb.inc(n)
+                })
+                .with_context(|| format!("backing up {}", disk.source.display()))?
+                .0
             } else {
                 let src = match opened {
                     Some(s) => s,

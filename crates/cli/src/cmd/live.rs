@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use bulwark_engine::{backup_live, BackupOptions, LiveOptions, LiveSource};
+use bulwark_engine::{backup_live, BackupOptions, LiveOptions, LiveSource, WriteKey};
 
 use crate::output::Output;
 use crate::repo::{BackupReport, Repo};
@@ -74,13 +74,15 @@ impl LiveArgs {
 }
 
 impl Repo {
-    /// A new restore point of `job` from a live source.
+    /// A new restore point of `job` from a live source, encrypted with `key` when one is
+    /// given (docs/encryption.md).
     pub fn backup_live(
         &self,
         job: &str,
         source: &Path,
         opts: &BackupOptions,
         live: &LiveArgs,
+        key: Option<&WriteKey>,
         out: &Output,
     ) -> anyhow::Result<BackupReport> {
         let path = match self {
@@ -90,13 +92,18 @@ impl Repo {
                 let src = LiveSource::open(source, &live.options(), job)
                     .with_context(|| format!("opening {}", source.display()))?;
                 let pb = out.progress(src.size, "backup");
-                let (s, cbt) =
-                    bulwark_remote::backup_remote_live(config_dir, addr, job, src, opts, &|n| {
-                        pb.inc(n)
-                    })
-                    .with_context(|| {
-                        format!("backing up {} as job {job:?} to {addr}", source.display())
-                    })?;
+                let (s, cbt) = bulwark_remote::backup_remote_live(
+                    config_dir,
+                    addr,
+                    job,
+                    src,
+                    opts,
+                    key,
+                    &|n| pb.inc(n),
+                )
+                .with_context(|| {
+                    format!("backing up {} as job {job:?} to {addr}", source.display())
+                })?;
                 pb.finish_and_clear();
                 return Ok(crate::repo::remote_report(
                     addr,
@@ -122,7 +129,7 @@ impl Repo {
         let src = LiveSource::open(source, &live.options(), job)
             .with_context(|| format!("opening {}", source.display()))?;
         let pb = out.progress(src.size, "backup");
-        let (s, cbt) = backup_live(&repo, job, src, opts, &|n| pb.inc(n))
+        let (s, cbt) = backup_live(&repo, job, src, opts, key, &|n| pb.inc(n))
             .with_context(|| format!("backing up {} as job {job:?}", source.display()))?;
         pb.finish_and_clear();
         Ok(crate::repo::local_report(

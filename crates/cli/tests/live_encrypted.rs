@@ -1,0 +1,314 @@
+//! Encrypted backups of live sources (issue 17, docs/encryption.md, docs/sources.md) with
+//! real QEMU tools: a qcow2 backed up with `--cbt` and a symmetric key or a write-only public
+//! key, the incremental reading only the dirty blocks; restores compared with the image by
+//! `qemu-img compare`; no plaintext in the repository; a job file's `key` for a live disk; an
+//! encrypted job refused without its key; verify-by-reading on an encrypted chain.
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bulwark_testkit::{require_tools, Rng};
+use common::{bulwark_pass, create_write_only_key, err, init_repo, ok, s};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+const MARKER: &[u8] = b"LIVE-PLAINTEXT-MARKER-7d3e";
+/// The passphrase of every key these tests create.
+const PASS: &str = "live disks stay secret";
+
+fn run(cmd: &mut Command) -> String {
+    let o = cmd.output().expect("tool runs");
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed: {}",
+        bulwark_testkit::text(&o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A scratch folder, a repository in it, a symmetric key, and a 64 MiB qcow2 holding 6 MiB
+/// of random data and 1 MiB of a plaintext marker; `None` (after a printed SKIP) without
+/// qemu-img, qemu-io and qemu-storage-daemon (`--cbt`).
+struct Rig {
+    dir: tempfile::TempDir,
+    repo: PathBuf,
+    img: PathBuf,
+    key: PathBuf,
+}
+
+fn rig(test: &str) -> Option<Rig> {
+    if !require_tools(test, &["qemu-img", "qemu-io", "qemu-storage-daemon"]) {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init_repo(dir.path());
+    let raw = dir.path().join("disk.raw");
+    let f = std::fs::File::create(&raw).unwrap();
+    f.set_len(64 * MIB).unwrap();
+    f.write_all_at(&Rng::new(17).bytes(6 << 20), 0).unwrap();
+    let text: Vec<u8> = MARKER.iter().copied().cycle().take(1 << 20).collect();
+    f.write_all_at(&text, 8 * MIB).unwrap();
+    drop(f);
+    let img = dir.path().join("vm.qcow2");
+    run(Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&img));
+    std::fs::remove_file(&raw).unwrap();
+    let key = dir.path().join("sym.key");
+    ok(&bulwark_pass(
+        &["key", "create", "--out", s(&key)],
+        Some(PASS),
+        None,
+    ));
+    Some(Rig {
+        dir,
+        repo,
+        img,
+        key,
+    })
+}
+
+impl Rig {
+    /// `bulwark --json backup` of the image as `job` with `extra`.
+    fn try_backup(&self, job: &str, extra: &[&str]) -> Output {
+        let mut a = vec!["backup", "--json", "--repo", s(&self.repo), "--job", job];
+        a.push(s(&self.img));
+        a.extend_from_slice(extra);
+        bulwark_pass(&a, Some(PASS), None)
+    }
+
+    /// [`Rig::try_backup`], which must end with `code`; its report.
+    fn backup_exits(&self, job: &str, extra: &[&str], code: i32) -> Value {
+        let o = self.try_backup(job, extra);
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "backup {extra:?}: {}",
+            bulwark_testkit::text(&o)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// [`Rig::try_backup`], which must succeed; its report.
+    fn backup(&self, job: &str, extra: &[&str]) -> Value {
+        self.backup_exits(job, extra, 0)
+    }
+
+    /// `bulwark restore` of `job`'s newest point with `extra` (the key options).
+    fn restore(&self, job: &str, extra: &[&str]) -> (Output, PathBuf) {
+        let out = self.dir.path().join("restored.raw");
+        let _ = std::fs::remove_file(&out);
+        let mut a = vec!["restore", "--repo", s(&self.repo), "--job", job];
+        a.extend_from_slice(extra);
+        a.push(s(&out));
+        (bulwark_pass(&a, Some(PASS), None), out)
+    }
+
+    /// Restores `job`'s newest point with `extra`, which must give the disk inside the image
+    /// as it is now (`qemu-img compare`).
+    fn restores_as_the_image(&self, job: &str, extra: &[&str]) {
+        let (o, out) = self.restore(job, extra);
+        ok(&o);
+        run(Command::new("qemu-img")
+            .args(["compare", "-U", "-f", "raw", "-F", "qcow2"])
+            .arg(&out)
+            .arg(&self.img));
+    }
+
+    /// Writes 64 KiB of `pattern` at each of `offsets` into the image.
+    fn write(&self, offsets: &[u64], pattern: u8) {
+        let mut c = Command::new("qemu-io");
+        c.args(["-f", "qcow2"]);
+        for o in offsets {
+            c.arg("-c").arg(format!("write -P {pattern} {o} 64k"));
+        }
+        run(c.arg(&self.img));
+    }
+
+    /// The image's persistent dirty bitmaps.
+    fn bitmaps(&self) -> Vec<String> {
+        let out = run(Command::new("qemu-img")
+            .args(["info", "-U", "--output=json"])
+            .arg(&self.img));
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v.pointer("/format-specific/data/bitmaps")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|b| b["name"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every file of the repository with its length and content hash (what "nothing was
+    /// written" compares).
+    fn repo_state(&self) -> Vec<(PathBuf, blake3::Hash)> {
+        bulwark_testkit::fs::files_under(&self.repo)
+            .into_iter()
+            .map(|p| {
+                let h = blake3::hash(&std::fs::read(&p).unwrap());
+                (p, h)
+            })
+            .collect()
+    }
+
+    /// No file of the repository holds the image's plaintext marker.
+    fn assert_no_plaintext(&self) {
+        let all = bulwark_testkit::fs::files_under(&self.repo);
+        assert!(all
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "bwrp")));
+        for p in all {
+            let b = std::fs::read(&p).unwrap();
+            assert!(
+                !b.windows(16).any(|w| w == &MARKER[..16]),
+                "{} holds plaintext",
+                p.display()
+            );
+        }
+    }
+}
+
+/// The incremental after writes at 2M and 40M: two whole 1 MiB blocks read, and only they.
+fn assert_read_only_the_dirty_blocks(r: &Value) {
+    assert_eq!(r["kind"], "incremental", "{r}");
+    assert_eq!(r["cbt"]["used"], true, "{r}");
+    assert_eq!(r["bytes_read"], 2 * MIB, "{r}");
+    assert_eq!(r["blocks_new"], 2, "{r}");
+}
+
+#[test]
+fn an_encrypted_cbt_incremental_of_a_qcow2_reads_only_the_dirty_blocks_and_stores_no_plaintext() {
+    let t = "an_encrypted_cbt_incremental_of_a_qcow2_reads_only_the_dirty_blocks_and_stores_no_plaintext";
+    let Some(rig) = rig(t) else { return };
+    let key = s(&rig.key);
+    let full = rig.backup("vm", &["--cbt", "--key", key]);
+    assert_eq!(full["kind"], "full", "{full}");
+    assert_eq!(full["cbt"]["mode"], "managed", "{full}");
+    rig.restores_as_the_image("vm", &["--key", key]);
+    rig.write(&[2 * MIB, 40 * MIB], 9);
+    let inc = rig.backup("vm", &["--cbt", "--key", key]);
+    assert_read_only_the_dirty_blocks(&inc);
+    rig.restores_as_the_image("vm", &["--key", key]);
+    let (o, _) = rig.restore("vm", &[]);
+    let e = err(&o);
+    assert!(e.contains("is encrypted"), "{e}");
+    rig.assert_no_plaintext();
+}
+
+#[test]
+fn a_write_only_client_backs_up_a_live_disk_that_only_the_private_restore_key_restores() {
+    let t = "a_write_only_client_backs_up_a_live_disk_that_only_the_private_restore_key_restores";
+    let Some(rig) = rig(t) else { return };
+    let (private, public) = (
+        rig.dir.path().join("restore.key"),
+        rig.dir.path().join("client.pub"),
+    );
+    create_write_only_key(&private, &public, PASS);
+    let full = rig.backup("wo", &["--cbt", "--public-key", s(&public)]);
+    assert_eq!(full["kind"], "full", "{full}");
+    rig.write(&[2 * MIB, 40 * MIB], 5);
+    let inc = rig.backup("wo", &["--cbt", "--public-key", s(&public)]);
+    assert_read_only_the_dirty_blocks(&inc);
+    let (o, out) = rig.restore("wo", &[]);
+    let e = err(&o);
+    assert!(
+        e.contains("is encrypted") && e.contains("--restore-key"),
+        "a restore without the private key says which key it needs: {e}"
+    );
+    assert!(!out.exists(), "nothing was written");
+    rig.restores_as_the_image("wo", &["--restore-key", s(&private)]);
+    rig.assert_no_plaintext();
+}
+
+#[test]
+fn a_job_file_key_encrypts_a_live_disk_and_the_job_is_then_refused_without_its_key() {
+    let t = "a_job_file_key_encrypts_a_live_disk_and_the_job_is_then_refused_without_its_key";
+    let Some(rig) = rig(t) else { return };
+    let state = rig.dir.path().join("state");
+    let job_file = |name: &str, key: Option<&Path>| {
+        let f = rig.dir.path().join(name);
+        let mut text = format!(
+            "name = \"vmj\"\nsource = \"{}\"\nrepository = \"{}\"\ncbt = true\n",
+            s(&rig.img),
+            s(&rig.repo)
+        );
+        if let Some(k) = key {
+            text.push_str(&format!("key = \"{}\"\n", s(k)));
+        }
+        std::fs::write(&f, text).unwrap();
+        f
+    };
+    let job_run = |file: &Path| {
+        Command::new(common::bin())
+            .args(["job", "run", s(file)])
+            .env("BULWARK_STATE_DIR", &state)
+            .env("BULWARK_PASSPHRASE", PASS)
+            .output()
+            .unwrap()
+    };
+    let keyed = job_file("keyed.toml", Some(&rig.key));
+    let first = ok(&job_run(&keyed));
+    assert!(first.contains("full"), "{first}");
+    rig.write(&[2 * MIB, 40 * MIB], 7);
+    let second = ok(&job_run(&keyed));
+    assert!(second.contains("incremental"), "{second}");
+    rig.restores_as_the_image("vmj", &["--key", s(&rig.key)]);
+    rig.assert_no_plaintext();
+
+    // Without the key: refused, with what to give, and nothing written (neither in the
+    // repository nor in the image's bitmaps).
+    rig.write(&[5 * MIB], 8);
+    let (files, bitmaps) = (rig.repo_state(), rig.bitmaps());
+    let o = rig.try_backup("vmj", &["--cbt"]);
+    assert_eq!(o.status.code(), Some(2), "{}", bulwark_testkit::text(&o));
+    let e = err(&o);
+    assert!(
+        e.contains("is encrypted") && e.contains("--key KEYFILE") && e.contains("refused"),
+        "{e}"
+    );
+    let o = job_run(&job_file("plain.toml", None));
+    assert!(!o.status.success(), "{}", bulwark_testkit::text(&o));
+    let text = bulwark_testkit::text(&o);
+    assert!(text.contains("is encrypted"), "{text}");
+    assert!(rig.repo_state() == files, "a refused backup wrote nothing");
+    assert_eq!(rig.bitmaps(), bitmaps, "a refused backup left the bitmaps");
+}
+
+#[test]
+fn verify_by_reading_on_an_encrypted_chain_compares_keyed_hashes_and_still_finds_misses() {
+    let t = "verify_by_reading_on_an_encrypted_chain_compares_keyed_hashes_and_still_finds_misses";
+    let Some(rig) = rig(t) else { return };
+    let key = s(&rig.key);
+    let verify = ["--cbt", "--cbt-verify-every", "1", "--key", key];
+    rig.backup("vm", &verify);
+    rig.write(&[2 * MIB, 40 * MIB], 3);
+    let r = rig.backup("vm", &verify);
+    assert_eq!(r["kind"], "incremental", "{r}");
+    assert_eq!(r["cbt"]["used"], false, "verify reads the whole disk: {r}");
+    assert_eq!(r["cbt"]["verify"]["missed_blocks"], 0, "{r}");
+    // The unchanged blocks matched the parent's keyed hashes: only the written ones are new.
+    assert_eq!(r["blocks_new"], 2, "{r}");
+    assert!(r["blocks_unchanged"].as_u64().unwrap() >= 6, "{r}");
+    rig.restores_as_the_image("vm", &["--key", key]);
+    // A write the bitmap does not see is still found.
+    let name = rig.bitmaps().pop().unwrap();
+    run(Command::new("qemu-img")
+        .args(["bitmap", "--disable"])
+        .arg(&rig.img)
+        .arg(&name));
+    rig.write(&[3 * MIB], 0x21);
+    run(Command::new("qemu-img")
+        .args(["bitmap", "--enable"])
+        .arg(&rig.img)
+        .arg(&name));
+    rig.write(&[5 * MIB], 0x22);
+    let r = rig.backup_exits("vm", &verify, 1);
+    assert_eq!(r["cbt"]["verify"]["missed"], serde_json::json!([3]), "{r}");
+    rig.restores_as_the_image("vm", &["--key", key]);
+}
