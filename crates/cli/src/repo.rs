@@ -143,6 +143,38 @@ pub struct PointListing {
     pub last_verified_unix: Option<i64>,
 }
 
+impl PointListing {
+    /// What a point's id and record say: its creation time also as UTC text, no parent for
+    /// [`PointId::NONE`], no sizes, location or verify time yet.
+    fn bare(
+        point: PointId,
+        chain: PointId,
+        parent: PointId,
+        kind: &'static str,
+        created_unix: i64,
+    ) -> PointListing {
+        PointListing {
+            point: point.to_hex(),
+            chain: chain.to_hex(),
+            parent: (!parent.is_none()).then(|| parent.to_hex()),
+            kind,
+            created_unix,
+            created: bulwark_cli_common::utc(created_unix),
+            disk_size: None,
+            block_size: None,
+            file_bytes: None,
+            stored_bytes: None,
+            new_bytes: None,
+            new_blocks: None,
+            root_digest: None,
+            retention: None,
+            location: None,
+            client: None,
+            last_verified_unix: None,
+        }
+    }
+}
+
 /// A file in the store that could not be read as a restore point.
 #[derive(Serialize)]
 pub struct Unreadable {
@@ -296,12 +328,6 @@ impl Repo {
                     let points = points
                         .iter()
                         .map(|m| PointListing {
-                            point: m.point.to_hex(),
-                            chain: m.chain.to_hex(),
-                            parent: (!m.parent.is_none()).then(|| m.parent.to_hex()),
-                            kind: m.kind.as_str(),
-                            created_unix: m.created_unix,
-                            created: bulwark_cli_common::utc(m.created_unix),
                             disk_size: Some(m.disk_size),
                             block_size: Some(m.block_size),
                             file_bytes: Some(m.file_bytes),
@@ -310,9 +336,14 @@ impl Repo {
                             new_blocks: Some(m.new_blocks),
                             root_digest: Some(m.root.to_hex()),
                             retention: Some(m.retention.as_str()),
-                            location: None,
                             client: Some(m.client.clone()),
-                            last_verified_unix: None,
+                            ..PointListing::bare(
+                                m.point,
+                                m.chain,
+                                m.parent,
+                                m.kind.as_str(),
+                                m.created_unix,
+                            )
                         })
                         .collect();
                     jobs.push(JobListing {
@@ -541,12 +572,6 @@ fn list_local(path: &Path, job: Option<&str>) -> anyhow::Result<Vec<JobListing>>
             .map(|p| {
                 let m = &p.meta;
                 PointListing {
-                    point: m.point.to_hex(),
-                    chain: m.chain.to_hex(),
-                    parent: (!m.parent.is_none()).then(|| m.parent.to_hex()),
-                    kind: m.kind.as_str(),
-                    created_unix: m.created_unix_secs,
-                    created: bulwark_cli_common::utc(m.created_unix_secs),
                     disk_size: Some(m.disk_size),
                     block_size: Some(m.block_size),
                     file_bytes: Some(p.file_size),
@@ -556,35 +581,26 @@ fn list_local(path: &Path, job: Option<&str>) -> anyhow::Result<Vec<JobListing>>
                     root_digest: Some(p.root.to_hex()),
                     retention: Some(m.retention.as_str()),
                     location: Some("local"),
-                    client: None,
                     last_verified_unix: verified.point(&name, &m.point.to_hex()),
+                    ..PointListing::bare(
+                        m.point,
+                        m.chain,
+                        m.parent,
+                        m.kind.as_str(),
+                        m.created_unix_secs,
+                    )
                 }
             })
             .collect();
         for (chain, point) in tier_only_points(&repo, &name, &scan)? {
-            let created = created_unix(point);
+            let kind = if chain == point {
+                "full"
+            } else {
+                "incremental"
+            };
             points.push(PointListing {
-                point: point.to_hex(),
-                chain: chain.to_hex(),
-                parent: None,
-                kind: if chain == point {
-                    "full"
-                } else {
-                    "incremental"
-                },
-                created_unix: created,
-                created: bulwark_cli_common::utc(created),
-                disk_size: None,
-                block_size: None,
-                file_bytes: None,
-                stored_bytes: None,
-                new_bytes: None,
-                new_blocks: None,
-                root_digest: None,
-                retention: None,
                 location: Some("tier"),
-                client: None,
-                last_verified_unix: None,
+                ..PointListing::bare(point, chain, PointId::NONE, kind, created_unix(point))
             });
         }
         let unreadable = scan
