@@ -45,6 +45,24 @@ fn image(img: &Path) {
     std::fs::remove_file(&raw).unwrap();
 }
 
+/// The image's persistent dirty bitmaps.
+fn bitmaps(img: &Path) -> Vec<String> {
+    let o = Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(img)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.pointer("/format-specific/data/bitmaps")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|b| b["name"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[test]
 fn an_encrypted_cbt_incremental_over_the_network_reads_only_the_dirty_blocks_and_restores_with_the_key(
 ) {
@@ -93,6 +111,13 @@ fn an_encrypted_cbt_incremental_over_the_network_reads_only_the_dirty_blocks_and
         .args(["compare", "-U", "-f", "raw", "-F", "qcow2"])
         .arg(&out)
         .arg(&img));
+    // Without the key: refused with what to give, and the image's bitmaps are as they were.
+    let before = bitmaps(&img);
+    let o = c1.backup("vm", &img, &["--cbt"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{e}");
+    assert!(e.contains("is encrypted") && e.contains("--key"), "{e}");
+    assert_eq!(bitmaps(&img), before);
     let files = bulwark_testkit::fs::files_under(&svc.repo);
     assert!(files
         .iter()
