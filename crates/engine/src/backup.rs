@@ -152,29 +152,11 @@ fn check_level(level: i32) -> Result<()> {
     Ok(())
 }
 
-/// Reads `src` and feeds every non-zero block to `sink` in block order. Holes are skipped
-/// without reading; blocks whose hash equals `known`'s are sent as unchanged. Blocks are
-/// hashed with BLAKE3 keyed by `change_key` when one is given (the change-detection hash of
-/// encrypted chains, docs/encryption.md).
-#[allow(clippy::too_many_arguments)]
-pub fn run_pipeline(
-    src: &Source,
-    block_size: u32,
-    level: i32,
-    threads: usize,
-    known: &KnownHashes,
-    change_key: Option<&[u8; 32]>,
-    sink: &mut dyn BlockSink,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<Counters> {
-    let input = Input::file(src);
-    run_input_pipeline(
-        &input, block_size, level, threads, known, change_key, sink, progress,
-    )
-}
-
-/// [`run_pipeline`] of any [`Input`]: a file, or an NBD export with changed-block
-/// tracking's runs (blocks referenced unread are counted unchanged, not read).
+/// Reads `input` (a file, or an NBD export with changed-block tracking's runs) and feeds
+/// every non-zero block to `sink` in block order. Holes are skipped without reading; blocks
+/// whose hash equals `known`'s are sent as unchanged, and blocks CBT references unread are
+/// counted unchanged, not read. Blocks are hashed with BLAKE3 keyed by `change_key` when one
+/// is given (the change-detection hash of encrypted chains, docs/encryption.md).
 #[allow(clippy::too_many_arguments)]
 pub fn run_input_pipeline(
     input: &Input<'_>,
@@ -511,36 +493,21 @@ pub(crate) fn backup_local_with(
 ) -> Result<BackupSummary> {
     let started = Instant::now();
     check_request(job, opts, src.size, &src.path)?;
-    let crate::crypt::LocalPoint {
-        mut builder,
-        block_size,
-        known,
-        sealing,
-        full_reason,
-    } = crate::crypt::plan_local(repo, job, opts, src.size, key)?.begin(
+    let mut point = crate::crypt::plan_local(repo, job, opts, src.size, key)?.begin(
         repo,
         job,
         src.size,
         opts.compression_level,
     )?;
-    let counters = crate::run_sealed(sealing, &mut builder, |sink, change_key| {
-        run_pipeline(
-            &src,
-            block_size,
-            opts.compression_level,
-            opts.threads,
-            &known,
-            change_key,
-            sink,
-            progress,
-        )
-    })?;
+    let counters = crate::run_backup_pipeline(
+        &Input::file(&src),
+        point.block_size,
+        opts,
+        &point.known,
+        point.sealing.take(),
+        &mut point.builder,
+        progress,
+    )?;
     check_same_size(&src.path, src.size, src.size_now()?)?;
-    let sealed = builder.finish()?;
-    Ok(BackupSummary {
-        sealed,
-        counters,
-        elapsed: started.elapsed(),
-        full_reason,
-    })
+    point.finish(counters, started)
 }

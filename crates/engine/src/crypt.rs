@@ -23,8 +23,10 @@ use bulwark_repository::{
 };
 
 use crate::backup::{
-    begin_local, plan_plain, BackupOptions, BackupSummary, BlockSink, KnownHashes,
+    begin_local, plan_plain, run_input_pipeline, BackupOptions, BackupSummary, BlockSink, Counters,
+    KnownHashes,
 };
+use crate::input::Input;
 use crate::restore::{restore_chain, RestoreOptions, RestoreSummary};
 use crate::{EngineError, Result, Source};
 
@@ -90,7 +92,7 @@ pub fn refuse_plain_after_encrypted(
 /// key, and the record for its metadata.
 pub struct Sealing {
     sealer: SessionSealer,
-    /// The keyed-hash key for change detection ([`crate::run_pipeline`]).
+    /// The keyed-hash key for change detection ([`crate::run_backup_pipeline`]).
     pub change_key: [u8; 32],
     /// The new point's encryption record.
     pub record: EncryptionRecord,
@@ -425,23 +427,52 @@ impl LocalPlan {
     }
 }
 
-/// Runs the pipeline `run` into `inner` with its change-detection key: unchanged for an
-/// unencrypted point (plain BLAKE3); else every stored block is sealed by `sealing` before
-/// `inner` gets it (the pipeline's workers seal in parallel), and blocks are hashed with the
-/// chain's change-detection key, as its parent's were.
-pub fn run_sealed<T>(
-    sealing: Option<Sealing>,
-    inner: &mut dyn BlockSink,
-    run: impl FnOnce(&mut dyn BlockSink, Option<&[u8; 32]>) -> T,
-) -> T {
-    match sealing {
-        None => run(inner, None),
-        Some(s) => {
-            let change_key = s.change_key;
-            let mut sink = s.into_sink(inner);
-            run(&mut sink, Some(&change_key))
-        }
+impl LocalPoint {
+    /// Seals the point: what the backup made, `started` being its start.
+    pub fn finish(self, counters: Counters, started: Instant) -> Result<BackupSummary> {
+        let sealed = self.builder.finish()?;
+        Ok(BackupSummary {
+            sealed,
+            counters,
+            elapsed: started.elapsed(),
+            full_reason: self.full_reason,
+        })
     }
+}
+
+/// Runs the backup pipeline over `input` into `sink` ([`crate::run_input_pipeline`], with the
+/// block size of the point and the level and threads of `opts`). Unencrypted (`sealing`
+/// `None`): plain BLAKE3. Encrypted: every stored block is sealed by `sealing` before `sink`
+/// gets it (the pipeline's workers seal in parallel), and blocks are hashed with the chain's
+/// change-detection key, as its parent's were.
+pub fn run_backup_pipeline(
+    input: &Input<'_>,
+    block_size: u32,
+    opts: &BackupOptions,
+    known: &KnownHashes,
+    sealing: Option<Sealing>,
+    sink: &mut dyn BlockSink,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Counters> {
+    let change_key = sealing.as_ref().map(|s| s.change_key);
+    let mut sealed;
+    let out: &mut dyn BlockSink = match sealing {
+        None => sink,
+        Some(s) => {
+            sealed = s.into_sink(sink);
+            &mut sealed
+        }
+    };
+    run_input_pipeline(
+        input,
+        block_size,
+        opts.compression_level,
+        opts.threads,
+        known,
+        change_key.as_ref(),
+        out,
+        progress,
+    )
 }
 
 /// The keys of one file of a chain.

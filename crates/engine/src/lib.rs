@@ -19,12 +19,13 @@ mod target;
 
 pub use backup::run_input_pipeline;
 pub use backup::{
-    backup_local, backup_local_source, run_pipeline, BackupOptions, BackupSummary, BlockSink,
-    Counters, KnownHashes,
+    backup_local, backup_local_source, BackupOptions, BackupSummary, BlockSink, Counters,
+    KnownHashes,
 };
 pub use crypt::{
     backup_local_encrypted, plan_sealing, record_of, refuse_plain_after_encrypted,
-    restore_local_encrypted, run_sealed, Decrypting, Decryptor, EncryptingSink, Sealing, WriteKey,
+    restore_local_encrypted, run_backup_pipeline, Decrypting, Decryptor, EncryptingSink, Sealing,
+    WriteKey,
 };
 pub use error::EngineError;
 pub use image::{

@@ -564,6 +564,21 @@ impl LiveSource {
         });
     }
 
+    /// After the point is sealed: commits ([`LiveSource::commit`]; a failure is the report's
+    /// `cleanup_error`, the point stays) and returns the report, the anchor block (read
+    /// outside the pipeline) counted in `counters`.
+    pub fn conclude(&mut self, counters: &mut crate::Counters) -> CbtReport {
+        let mut report = self.report();
+        if report.anchor_block.is_some() {
+            counters.blocks_read += 1;
+            counters.bytes_read += report.anchor_bytes;
+        }
+        if let Err(e) = self.commit() {
+            report.cleanup_error = Some(e.to_string());
+        }
+        report
+    }
+
     /// After the point is sealed: keeps the new bitmap, drops the old ones and the fleecing.
     pub fn commit(&mut self) -> Result<()> {
         self.committed = true;
@@ -1295,53 +1310,30 @@ pub fn backup_live(
         Some(p) => Some(ParentInfo::of(repo, job, p, plan.change_key())?),
         None => None,
     };
-    let crate::crypt::LocalPoint {
-        mut builder,
-        block_size,
-        known,
-        sealing,
-        full_reason,
-    } = plan.begin(repo, job, src.size, opts.compression_level)?;
-    src.begin(builder.point(), info.as_ref(), block_size)?;
+    let mut point = plan.begin(repo, job, src.size, opts.compression_level)?;
+    src.begin(point.builder.point(), info.as_ref(), point.block_size)?;
     if let Some(rec) = src.record() {
-        builder.set_extension(cbt::TAG, rec)?;
+        point.builder.set_extension(cbt::TAG, rec)?;
     }
     let (counters, stored, kept) = {
         let input = src.input()?;
-        let mut sink = Recording::new(&mut builder);
-        let c = crate::run_sealed(sealing, &mut sink, |sink, change_key| {
-            crate::run_input_pipeline(
-                &input,
-                block_size,
-                opts.compression_level,
-                opts.threads,
-                &known,
-                change_key,
-                sink,
-                progress,
-            )
-        })?;
+        let mut sink = Recording::new(&mut point.builder);
+        let c = crate::run_backup_pipeline(
+            &input,
+            point.block_size,
+            opts,
+            &point.known,
+            point.sealing.take(),
+            &mut sink,
+            progress,
+        )?;
         (c, sink.stored, sink.kept)
     };
     crate::backup::check_same_size(&src.name, src.size, src.size_now()?)?;
     src.check_missed(&stored, &kept, info.as_ref());
-    let sealed = builder.finish()?;
-    let mut report = src.report();
-    let mut counters = counters;
-    if report.anchor_block.is_some() {
-        counters.blocks_read += 1;
-        counters.bytes_read += report.anchor_bytes;
-    }
-    if let Err(e) = src.commit() {
-        report.cleanup_error = Some(e.to_string());
-    }
-    Ok((
-        crate::BackupSummary {
-            sealed,
-            counters,
-            elapsed: started.elapsed(),
-            full_reason,
-        },
-        report,
-    ))
+    let mut summary = point.finish(counters, started)?;
+    let report = src.conclude(&mut summary.counters);
+    // Cleaning up in QEMU counts.
+    summary.elapsed = started.elapsed();
+    Ok((summary, report))
 }

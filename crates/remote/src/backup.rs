@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bulwark_engine::{
-    plan_sealing, run_pipeline, run_sealed, BackupOptions, BlockSink, Counters, EngineError,
+    plan_sealing, run_backup_pipeline, BackupOptions, BlockSink, Counters, EngineError, Input,
     KnownHashes, Sealing, Source, WriteKey,
 };
 use bulwark_format::{BlockNo, StoredBlock};
@@ -308,18 +308,15 @@ fn backup_once(
     };
     let known = KnownHashes(known);
     let mut sink = RemoteSink::new(&mut conn);
-    let res = run_sealed(sealing, &mut sink, |out, change_key| {
-        run_pipeline(
-            &src,
-            ready.block_size,
-            opts.compression_level,
-            opts.threads,
-            &known,
-            change_key,
-            out,
-            progress,
-        )
-    });
+    let res = run_backup_pipeline(
+        &Input::file(&src),
+        ready.block_size,
+        opts,
+        &known,
+        sealing,
+        &mut sink,
+        progress,
+    );
     let (counters, sent) = sink.finish(res)?;
     let after = src.size_now()?;
     if after != src.size {

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use bulwark_engine::{
-    run_input_pipeline, run_sealed, BackupOptions, CbtReport, KnownHashes, LiveSource, ParentInfo,
-    Recording, WriteKey,
+    run_backup_pipeline, BackupOptions, CbtReport, KnownHashes, LiveSource, ParentInfo, Recording,
+    WriteKey,
 };
 use bulwark_protocol::Msg;
 
@@ -84,31 +84,21 @@ fn live_once(
     let (res, stored, kept) = {
         let input = src.input()?;
         let mut rec = Recording::new(&mut sink);
-        let res = run_sealed(sealing, &mut rec, |out, change_key| {
-            run_input_pipeline(
-                &input,
-                ready.block_size,
-                opts.compression_level,
-                opts.threads,
-                &known,
-                change_key,
-                out,
-                progress,
-            )
-        });
+        let res = run_backup_pipeline(
+            &input,
+            ready.block_size,
+            opts,
+            &known,
+            sealing,
+            &mut rec,
+            progress,
+        );
         (res, rec.stored, rec.kept)
     };
     let (counters, sent) = sink.finish(res)?;
     src.check_missed(&stored, &kept, parent.as_ref());
     let mut summary = crate::backup::seal(conn, ready, sent, counters, started)?;
-    let mut report = src.report();
-    if report.anchor_block.is_some() {
-        summary.counters.blocks_read += 1;
-        summary.counters.bytes_read += report.anchor_bytes;
-    }
-    if let Err(e) = src.commit() {
-        report.cleanup_error = Some(e.to_string());
-    }
+    let report = src.conclude(&mut summary.counters);
     // Cleaning up in QEMU counts, as it does in a local live backup.
     summary.elapsed = started.elapsed();
     Ok(Ok((summary, report)))
