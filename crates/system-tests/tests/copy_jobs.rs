@@ -250,19 +250,13 @@ impl Site {
 
 impl Drop for Site {
     fn drop(&mut self) {
-        if let Some(mut c) = self.serve.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.stop();
         if std::thread::panicking() {
             eprintln!(
                 "--- serve log of {} ---\n{}",
                 self.repo,
                 std::fs::read_to_string(&self.log).unwrap_or_default()
             );
-        }
-        if let Some(i) = self.immutd.take() {
-            i.stop();
         }
     }
 }
