@@ -7,8 +7,10 @@
 mod common;
 
 use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use bulwark_testkit::{require_tools, Rng};
 use common::{bulwark_pass, create_write_only_key, err, init_repo, ok, s};
@@ -75,22 +77,25 @@ fn rig(test: &str) -> Option<Rig> {
 impl Rig {
     /// `bulwark --json backup` of the image as `job` with `extra`.
     fn try_backup(&self, job: &str, extra: &[&str]) -> Output {
+        self.try_backup_from(s(&self.img), job, extra)
+    }
+
+    /// `bulwark --json backup` of `source` as `job` with `extra`.
+    fn try_backup_from(&self, source: &str, job: &str, extra: &[&str]) -> Output {
         let mut a = vec!["backup", "--json", "--repo", s(&self.repo), "--job", job];
-        a.push(s(&self.img));
+        a.push(source);
         a.extend_from_slice(extra);
         bulwark_pass(&a, Some(PASS), None)
     }
 
+    /// [`Rig::try_backup_from`], which must succeed; its report.
+    fn backup_from(&self, source: &str, job: &str, extra: &[&str]) -> Value {
+        ok_report(&self.try_backup_from(source, job, extra), 0)
+    }
+
     /// [`Rig::try_backup`], which must end with `code`; its report.
     fn backup_exits(&self, job: &str, extra: &[&str], code: i32) -> Value {
-        let o = self.try_backup(job, extra);
-        assert_eq!(
-            o.status.code(),
-            Some(code),
-            "backup {extra:?}: {}",
-            bulwark_testkit::text(&o)
-        );
-        serde_json::from_slice(&o.stdout).unwrap()
+        ok_report(&self.try_backup(job, extra), code)
     }
 
     /// [`Rig::try_backup`], which must succeed; its report.
@@ -171,6 +176,43 @@ impl Rig {
                 p.display()
             );
         }
+    }
+}
+
+/// The JSON report of a backup that ended with `code`.
+fn ok_report(o: &Output, code: i32) -> Value {
+    assert_eq!(o.status.code(), Some(code), "{}", bulwark_testkit::text(o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// `qemu-nbd --read-only` serving `img` with its bitmap `bitmap` on the Unix socket `sock`,
+/// stopped when dropped.
+struct QemuNbd(Child);
+
+impl QemuNbd {
+    fn start(img: &Path, bitmap: &str, sock: &Path) -> QemuNbd {
+        let _ = std::fs::remove_file(sock);
+        let child = Command::new("qemu-nbd")
+            .args(["-r", "-t", "-f", "qcow2", "-B", bitmap])
+            .arg(format!("--socket={}", s(sock)))
+            .arg(img)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let nbd = QemuNbd(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(sock).is_err() {
+            assert!(Instant::now() < deadline, "qemu-nbd never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nbd
+    }
+}
+
+impl Drop for QemuNbd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -311,4 +353,39 @@ fn verify_by_reading_on_an_encrypted_chain_compares_keyed_hashes_and_still_finds
     let r = rig.backup_exits("vm", &verify, 1);
     assert_eq!(r["cbt"]["verify"]["missed"], serde_json::json!([3]), "{r}");
     rig.restores_as_the_image("vm", &["--key", key]);
+}
+
+#[test]
+fn an_owners_dirty_bitmap_is_checked_against_the_keyed_hash_of_an_encrypted_parent() {
+    let t = "an_owners_dirty_bitmap_is_checked_against_the_keyed_hash_of_an_encrypted_parent";
+    if !require_tools(t, &["qemu-nbd"]) {
+        return;
+    }
+    let Some(rig) = rig(t) else { return };
+    run(Command::new("qemu-img")
+        .args(["bitmap", "--add"])
+        .arg(&rig.img)
+        .arg("b0"));
+    let sock = rig.dir.path().join("nbd.sock");
+    let uri = format!("nbd+unix:///?socket={}", s(&sock));
+    let key = s(&rig.key);
+    let backup = || {
+        let _nbd = QemuNbd::start(&rig.img, "b0", &sock);
+        rig.backup_from(&uri, "nbd", &["--dirty-bitmap", "b0", "--key", key])
+    };
+    let full = backup();
+    assert_eq!(full["kind"], "full", "{full}");
+    rig.write(&[2 * MIB, 40 * MIB], 4);
+    let r = backup();
+    assert_eq!(r["kind"], "incremental", "{r}");
+    // The anchor block matched the parent's keyed hash, so the bitmap was trusted.
+    assert_eq!(r["cbt"]["used"], true, "{r}");
+    assert!(r["cbt"]["anchor_block"].is_u64(), "{r}");
+    assert_eq!(
+        r["bytes_read"].as_u64().unwrap(),
+        2 * MIB + r["cbt"]["anchor_bytes"].as_u64().unwrap(),
+        "{r}"
+    );
+    rig.restores_as_the_image("nbd", &["--key", key]);
+    rig.assert_no_plaintext();
 }
