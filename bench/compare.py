@@ -6,17 +6,17 @@ time, CPU time, peak RSS and repository size; each tool's ratio to Bulwark.
 
 Fairness notes: every tool backs up the same path (a hard link named disk.img that points at
 day 1, then day 2), so each sees a changed file and uses its own change detection; restic
-always encrypts (AES-256 + Poly1305), borg runs with --encryption=repokey-blake2 (AES-256-CTR +
+and rustic always encrypt (AES-256 + Poly1305), borg runs with --encryption=repokey-blake2 (AES-256-CTR +
 BLAKE2b MAC), "bulwark-enc" with a symmetric key file (docs/encryption.md; its passphrase
 through BULWARK_PASSPHRASE, so Argon2id runs once per command, as restic's and borg's KDFs do)
 and plain "bulwark" unencrypted, for the cost of encryption. Compression: Bulwark zstd -1,
-restic 'auto' (zstd), borg lz4 and zstd,1. Ratios are against the first Bulwark tool listed.
+restic 'auto' (zstd), rustic its default (zstd), borg lz4 and zstd,1. Ratios are against the first Bulwark tool listed.
 """
 import argparse, json, os, shutil, statistics, subprocess, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
-ENV = dict(os.environ, RESTIC_PASSWORD="bench", BORG_PASSPHRASE="bench", BULWARK_PASSPHRASE="bench",
+ENV = dict(os.environ, RESTIC_PASSWORD="bench", RUSTIC_PASSWORD="bench", BORG_PASSPHRASE="bench", BULWARK_PASSPHRASE="bench",
            BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes", BORG_RELOCATED_REPO_ACCESS_IS_OK="yes")
 
 from bench import drop_caches  # the one copy, in bench/bench.py
@@ -65,6 +65,23 @@ class Restic:
     def restore(self, repo, out_dir):
         return ["restic", "--repo", repo, "restore", "latest", "--target", out_dir], None
 
+class Rustic:
+    """rustic (the Rust implementation of restic, same repository format): `cargo install
+    rustic-rs`; found on PATH or at $RUSTIC."""
+    def __init__(self):
+        self.exe = os.environ.get("RUSTIC") or shutil.which("rustic") or "/opt/rustic/bin/rustic"
+        try:
+            v = subprocess.run([self.exe, "--version"], stdout=subprocess.PIPE, text=True).stdout.split()
+            self.name = "rustic %s (zstd default, encrypted)" % (v[-1] if v else "?")
+        except OSError:
+            self.name = "rustic (not installed)"
+    def init(self, repo):
+        subprocess.run([self.exe, "--repository", repo, "init"], check=True, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def backup(self, repo, path):
+        return [self.exe, "--repository", repo, "backup", path]
+    def restore(self, repo, out_dir):
+        return [self.exe, "--repository", repo, "restore", "latest", out_dir], None
+
 class Borg:
     def __init__(self, comp):
         self.comp = comp
@@ -82,14 +99,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", "/var/tmp/bulwark-bench"))
-    ap.add_argument("--tools", default="bulwark-enc,bulwark,restic,borg-lz4,borg-zstd")
+    ap.add_argument("--tools", default="bulwark-enc,bulwark,restic,rustic,borg-lz4,borg-zstd",
+                    help="comma-separated; rustic is skipped with a note when it is not installed")
     a = ap.parse_args()
     d = a.dir
     day1, day2 = os.path.join(d, "day1.img"), os.path.join(d, "day2.img")
     size = os.path.getsize(day1)
     cold = drop_caches()
-    all_tools = {"bulwark": Bulwark(), "bulwark-enc": BulwarkEncrypted(), "restic": Restic(), "borg-lz4": Borg("lz4"), "borg-zstd": Borg("zstd,1")}
+    all_tools = {"bulwark": Bulwark(), "bulwark-enc": BulwarkEncrypted(), "restic": Restic(), "rustic": Rustic(),
+                 "borg-lz4": Borg("lz4"), "borg-zstd": Borg("zstd,1")}
     tools = [all_tools[t] for t in a.tools.split(",")]
+    if any(isinstance(t, Rustic) and not os.path.exists(t.exe) for t in tools):
+        print("NOTE: rustic is not installed (cargo install rustic-rs); it is left out", file=sys.stderr)
+        tools = [t for t in tools if not (isinstance(t, Rustic) and not os.path.exists(t.exe))]
     res = {t.name: {"full": [], "incr": [], "restore": [], "size": []} for t in tools}
     src_dir = os.path.join(d, "src")
     os.makedirs(src_dir, exist_ok=True)

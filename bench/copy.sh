@@ -13,9 +13,6 @@ cd "$(dirname "$0")/.."
 . bench/service.sh
 bench_prepare
 service_workdir copybench
-drop() { if [ "$COLD" = 1 ] && [ "$(id -u)" = 0 ]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi; }
-now() { date +%s.%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 js() { python3 -c "import json,sys; v=json.load(sys.stdin); print($1)"; }
 
 SREPO=$WORK/source
@@ -25,8 +22,7 @@ mkdir -p "$WORK/net"; [ -n "$USER_CREATED" ] && chown "$USER_CREATED" "$WORK/net
 service_init "$TREPO"
 service_start "$TREPO" --max-connections 8
 export BULWARK_CONFIG_DIR=$WORK/client
-TOKEN=$(as_service "$BIN/bulwark-repo" --json enroll "$TREPO" --client copier | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-"$BIN/bulwark" enroll "$ADDR" "$TOKEN" --fingerprint "$FP" >/dev/null
+service_enroll "$TREPO" copier
 
 backup_t=(); full_t=(); inc_t=(); full_sent=(); inc_sent=(); inc_new=()
 for r in $(seq 1 "$RUNS"); do

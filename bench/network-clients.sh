@@ -19,8 +19,6 @@ IMG=$BENCH_DIR/day1.img
 SIZE=$(stat -c %s "$IMG")
 . bench/service.sh
 service_workdir netclients
-drop() { if [ "$(id -u)" = 0 ]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi; }
-now() { date +%s.%N; }
 
 [ "$(id -u)" = 0 ] || echo "not root: the page cache is not dropped between steps" >&2
 REPO=$WORK/repo
@@ -31,8 +29,7 @@ service_start "$REPO"
 # rate-limited per address, so this paces itself when it has to.
 for i in $(seq 0 "$CLIENTS"); do
   for attempt in 1 2 3; do
-    TOKEN=$(as_service "$BIN/bulwark-repo" --json enroll "$REPO" --client "c$i" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-    "$BIN/bulwark" --config-dir "$WORK/cfg$i" enroll "$ADDR" "$TOKEN" --fingerprint "$FP" >/dev/null 2>"$WORK/enroll.err" && break
+    service_enroll "$REPO" "c$i" --config-dir "$WORK/cfg$i" 2>"$WORK/enroll.err" && break
     grep -q "rate limited" "$WORK/enroll.err" || { cat "$WORK/enroll.err" >&2; exit 1; }
     sleep 61
   done

@@ -14,8 +14,6 @@ cd "$(dirname "$0")/.."
 . bench/service.sh
 bench_prepare
 service_workdir netbench
-drop() { if [ "$COLD" = 1 ] && [ "$(id -u)" = 0 ]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi; }
-now() { date +%s.%N; }
 # Median wall seconds of "$@" over RUNS runs; `prep` runs (untimed) before each.
 timed() {
   local prep=$1; shift
@@ -26,7 +24,7 @@ timed() {
     local a b; a=$(now); "$@" >/dev/null || { echo "failed: $*" >&2; exit 1; }; b=$(now)
     ts+=("$(echo "$b - $a" | bc -l)")
   done
-  printf '%s\n' "${ts[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+  printf '%s\n' "${ts[@]}" | median
 }
 mbs() { echo "scale=0; $SIZE / $1 / 1000000" | bc -l; }
 
@@ -48,8 +46,7 @@ export BULWARK_CONFIG_DIR=$WORK/client
 # One client, enrolled once (the service rate-limits enrollment attempts per address); each
 # run uses a job of its own, so a full is a full. `timed` runs in a subshell, so the step's
 # name keeps the job names of different steps apart.
-TOKEN=$(as_service "$BIN/bulwark-repo" --json enroll "$NREPO" --client bench | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-"$BIN/bulwark" enroll "$ADDR" "$TOKEN" --fingerprint "$FP" >/dev/null
+service_enroll "$NREPO" bench
 n=0
 newjob() { n=$((n + 1)); JOB="bench-$1-$n"; }
 nb() { local cmd=$1; shift; "$BIN/bulwark" "$cmd" --repo "$ADDR" --job "$JOB" "$@"; }

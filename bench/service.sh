@@ -1,4 +1,4 @@
-# Sourced by network.sh and network-clients.sh (not run on its own): a work folder under
+# Sourced by network.sh, network-clients.sh and copy.sh (not run on its own): a work folder under
 # /var/tmp, a throw-away system user for the service when root (the service refuses root),
 # and `bulwark-repo serve` on 127.0.0.1; the server, the folder and the user are removed on
 # exit. Needs $BIN (the release binaries).
@@ -8,6 +8,12 @@
 #   service_start REPO ARG... starts `bulwark-repo serve REPO ARG...`; sets SERVER_PID, ADDR
 #   bench_prepare             builds the release binaries and the images (if missing); sets
 #                             BENCH_DIR, RUNS (1), COLD (1), BIN, D1, D2 (day 1 and 2), SIZE
+#   service_token REPO CLIENT an enrollment token for CLIENT (printed)
+#   service_enroll REPO CLIENT [ARG...]
+#                             enrolls `bulwark ARG...` (e.g. --config-dir DIR) as CLIENT
+#   drop                      drops the page cache before a cold step (root, COLD not 0)
+#   now                       seconds since the epoch, with nanoseconds
+#   median                    the median of the numbers on stdin, one a line
 
 bench_prepare() {
   export BENCH_DIR=${BENCH_DIR:-/var/tmp/bulwark-bench}
@@ -72,3 +78,18 @@ service_start() {
   ADDR=$(sed -n 's/^listening on //p' "$WORK/serve.out")
   [ -n "$ADDR" ] || { echo "bulwark-repo serve did not start:" >&2; cat "$WORK/serve.log" >&2; exit 1; }
 }
+
+service_token() {
+  as_service "$BIN/bulwark-repo" --json enroll "$1" --client "$2" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'
+}
+
+service_enroll() {
+  local repo=$1 client=$2 token; shift 2
+  token=$(service_token "$repo" "$client")
+  "$BIN/bulwark" "$@" enroll "$ADDR" "$token" --fingerprint "$FP" >/dev/null
+}
+
+drop() { if [ "${COLD:-1}" != 0 ] && [ "$(id -u)" = 0 ]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi; }
+now() { date +%s.%N; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
