@@ -131,3 +131,63 @@ fn an_encrypted_cbt_incremental_over_the_network_reads_only_the_dirty_blocks_and
         );
     }
 }
+
+#[test]
+fn a_network_job_file_with_a_key_backs_up_its_qcow2_live_with_cbt_encrypted() {
+    let t = "a_network_job_file_with_a_key_backs_up_its_qcow2_live_with_cbt_encrypted";
+    if !require_root(t, "creating the unprivileged service user")
+        || !require_tools(t, &["qemu-img", "qemu-io", "qemu-storage-daemon"])
+    {
+        return;
+    }
+    let svc = Service::start(&[]);
+    svc.enroll("c1");
+    let c1 = svc.bulwark("c1").passphrase(PASS);
+    let key = svc.path("sym.key");
+    assert!(c1
+        .run(&["key", "create", "--out", s(&key)])
+        .status
+        .success());
+    let img = svc.path("vm.qcow2");
+    image(&img);
+    let job = svc.path("vmjob.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"vmjob\"\nsource = \"{}\"\nrepository = \"{}\"\ncbt = true\nkey = \"{}\"\n",
+            s(&img),
+            svc.addr,
+            s(&key)
+        ),
+    )
+    .unwrap();
+    let state = svc.path("state");
+    let job_run = || {
+        let o = c1
+            .command(&["job", "run", s(&job)])
+            .env("BULWARK_STATE_DIR", &state)
+            .output()
+            .unwrap();
+        let text = bulwark_testkit::text(&o);
+        assert!(o.status.success(), "{text}");
+        text
+    };
+    assert!(job_run().contains("full"));
+    run(Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 6 2M 64k"])
+        .arg(&img));
+    let second = job_run();
+    assert!(second.contains("incremental"), "{second}");
+    // Read through QEMU with Bulwark's bitmaps: one per job, named after the newest point.
+    let b = bitmaps(&img);
+    assert!(b.len() == 1 && b[0].starts_with("bulwark.vmjob."), "{b:?}");
+    let out = svc.path("restored.raw");
+    assert!(c1
+        .restore("vmjob", &out, &["--key", s(&key)])
+        .status
+        .success());
+    run(Command::new("qemu-img")
+        .args(["compare", "-U", "-f", "raw", "-F", "qcow2"])
+        .arg(&out)
+        .arg(&img));
+}

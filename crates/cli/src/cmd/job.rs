@@ -206,19 +206,21 @@ fn run_disk(
     let key = super::key::write_key(job.key.as_deref(), job.public_key.as_deref())
         .with_context(|| format!("job {}: its encryption key", job.name))?;
     let pb = out.progress(0, "backup");
+    // Image files, NBD URIs and changed-block tracking (docs/sources.md).
+    let live = super::live::LiveArgs {
+        format: job.format.clone(),
+        cbt: job.cbt,
+        dirty_bitmap: job.dirty_bitmap.clone(),
+        ..Default::default()
+    };
+    let open_live = || {
+        bulwark_engine::LiveSource::open(&disk.source, &live.options(), &disk.job)
+            .with_context(|| format!("opening {}", disk.source.display()))
+    };
     let (point, kind, bytes_stored, seconds, synth) = match place {
         Place::Local(repo) => {
-            // Image files, NBD URIs and changed-block tracking (docs/sources.md).
-            let live = super::live::LiveArgs {
-                format: job.format.clone(),
-                cbt: job.cbt,
-                dirty_bitmap: job.dirty_bitmap.clone(),
-                ..Default::default()
-            };
             let s = if opened.is_none() && live.is_live(&disk.source) {
-                let src =
-                    bulwark_engine::LiveSource::open(&disk.source, &live.options(), &disk.job)
-                        .with_context(|| format!("opening {}", disk.source.display()))?;
+                let src = open_live()?;
                 bulwark_engine::backup_live(repo, &disk.job, src, &opts, key.as_ref(), &|n| {
                     pb.inc(n)
                 })
@@ -264,15 +266,28 @@ fn run_disk(
             )
         }
         Place::Remote { addr, config_dir } => {
-            let s = bulwark_remote::backup_remote_with(
-                config_dir,
-                addr,
-                &disk.job,
-                &disk.source,
-                &opts,
-                key.as_ref(),
-                &|n| pb.inc(n),
-            )
+            let s = if live.is_live(&disk.source) {
+                bulwark_remote::backup_remote_live(
+                    config_dir,
+                    addr,
+                    &disk.job,
+                    open_live()?,
+                    &opts,
+                    key.as_ref(),
+                    &|n| pb.inc(n),
+                )
+                .map(|(s, _)| s)
+            } else {
+                bulwark_remote::backup_remote_with(
+                    config_dir,
+                    addr,
+                    &disk.job,
+                    &disk.source,
+                    &opts,
+                    key.as_ref(),
+                    &|n| pb.inc(n),
+                )
+            }
             .with_context(|| format!("backing up {} to {addr}", disk.source.display()))?;
             (
                 s.sealed.summary.point.to_hex(),
