@@ -389,3 +389,36 @@ fn an_owners_dirty_bitmap_is_checked_against_the_keyed_hash_of_an_encrypted_pare
     rig.restores_as_the_image("nbd", &["--key", key]);
     rig.assert_no_plaintext();
 }
+
+#[test]
+fn a_plain_live_chain_continues_encrypted_only_through_a_new_full_and_a_wrong_key_is_refused() {
+    let t =
+        "a_plain_live_chain_continues_encrypted_only_through_a_new_full_and_a_wrong_key_is_refused";
+    let Some(rig) = rig(t) else { return };
+    let key = s(&rig.key);
+    assert_eq!(rig.backup("vm", &["--cbt"])["kind"], "full");
+    rig.write(&[2 * MIB], 1);
+    let r = rig.backup("vm", &["--cbt", "--key", key]);
+    assert_eq!(r["kind"], "full", "{r}");
+    let why = r["full_reason"].as_str().unwrap_or_default();
+    assert!(why.contains("not encrypted"), "{r}");
+    rig.write(&[2 * MIB, 40 * MIB], 2);
+    assert_read_only_the_dirty_blocks(&rig.backup("vm", &["--cbt", "--key", key]));
+    rig.restores_as_the_image("vm", &["--key", key]);
+    // Another symmetric key: refused before anything is read or written.
+    let other = rig.dir.path().join("other.key");
+    ok(&bulwark_pass(
+        &["key", "create", "--out", s(&other)],
+        Some(PASS),
+        None,
+    ));
+    rig.write(&[5 * MIB], 3);
+    let (files, bitmaps) = (rig.repo_state(), rig.bitmaps());
+    let e = err(&rig.try_backup("vm", &["--cbt", "--key", s(&other)]));
+    assert!(
+        e.contains("wrong key") && e.contains("nothing was written"),
+        "{e}"
+    );
+    assert!(rig.repo_state() == files, "a refused backup wrote nothing");
+    assert_eq!(rig.bitmaps(), bitmaps, "a refused backup left the bitmaps");
+}
