@@ -63,25 +63,37 @@ fn bitmaps(img: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The service with client `c1` enrolled, its symmetric key `sym.key` and the image
+/// `vm.qcow2` ([`image`]); `None` (after a printed SKIP) without root or the QEMU tools.
+fn service(test: &str) -> Option<Service> {
+    if !require_root(test, "creating the unprivileged service user")
+        || !require_tools(test, &["qemu-img", "qemu-io", "qemu-storage-daemon"])
+    {
+        return None;
+    }
+    let svc = Service::start(&[]);
+    svc.enroll("c1");
+    let key = svc.path("sym.key");
+    assert!(svc
+        .bulwark("c1")
+        .passphrase(PASS)
+        .run(&["key", "create", "--out", s(&key)])
+        .status
+        .success());
+    image(&svc.path("vm.qcow2"));
+    Some(svc)
+}
+
 #[test]
 fn an_encrypted_cbt_incremental_over_the_network_reads_only_the_dirty_blocks_and_restores_with_the_key(
 ) {
     let t = "an_encrypted_cbt_incremental_over_the_network_reads_only_the_dirty_blocks_and_restores_with_the_key";
-    if !require_root(t, "creating the unprivileged service user")
-        || !require_tools(t, &["qemu-img", "qemu-io", "qemu-storage-daemon"])
-    {
-        return;
-    }
-    let svc = Service::start(&[]);
-    svc.enroll("c1");
-    let c1 = svc.bulwark("c1").passphrase(PASS);
-    let key = svc.path("sym.key");
-    assert!(c1
-        .run(&["key", "create", "--out", s(&key)])
-        .status
-        .success());
-    let img = svc.path("vm.qcow2");
-    image(&img);
+    let Some(svc) = service(t) else { return };
+    let (c1, key, img) = (
+        svc.bulwark("c1").passphrase(PASS),
+        svc.path("sym.key"),
+        svc.path("vm.qcow2"),
+    );
     let backup = || c1.backup_json("vm", &img, &["--cbt", "--key", s(&key)]);
     let full = backup();
     assert_eq!(full["kind"], "full", "{full}");
@@ -135,21 +147,12 @@ fn an_encrypted_cbt_incremental_over_the_network_reads_only_the_dirty_blocks_and
 #[test]
 fn a_network_job_file_with_a_key_backs_up_its_qcow2_live_with_cbt_encrypted() {
     let t = "a_network_job_file_with_a_key_backs_up_its_qcow2_live_with_cbt_encrypted";
-    if !require_root(t, "creating the unprivileged service user")
-        || !require_tools(t, &["qemu-img", "qemu-io", "qemu-storage-daemon"])
-    {
-        return;
-    }
-    let svc = Service::start(&[]);
-    svc.enroll("c1");
-    let c1 = svc.bulwark("c1").passphrase(PASS);
-    let key = svc.path("sym.key");
-    assert!(c1
-        .run(&["key", "create", "--out", s(&key)])
-        .status
-        .success());
-    let img = svc.path("vm.qcow2");
-    image(&img);
+    let Some(svc) = service(t) else { return };
+    let (c1, key, img) = (
+        svc.bulwark("c1").passphrase(PASS),
+        svc.path("sym.key"),
+        svc.path("vm.qcow2"),
+    );
     let job = svc.path("vmjob.toml");
     std::fs::write(
         &job,
