@@ -237,6 +237,21 @@ fn an_encrypted_cbt_incremental_of_a_qcow2_reads_only_the_dirty_blocks_and_store
     let inc = rig.backup("vm", &["--cbt", "--key", key]);
     assert_read_only_the_dirty_blocks(&inc);
     rig.restores_as_the_image("vm", &["--key", key]);
+    // Every point carries both records, in tag order: the CBT record, then the encryption
+    // record (critical).
+    let repo = bulwark_repository::Repository::open(&rig.repo).unwrap();
+    let points = repo.scan_job("vm").unwrap().points;
+    assert_eq!(points.len(), 2);
+    for p in points {
+        let tags: Vec<u16> = p.meta.extensions.iter().map(|e| e.tag).collect();
+        assert_eq!(
+            tags,
+            [
+                bulwark_format::EXT_CBT_SOURCE,
+                bulwark_format::EXT_ENCRYPTION
+            ]
+        );
+    }
     let (o, _) = rig.restore("vm", &[]);
     let e = err(&o);
     assert!(e.contains("is encrypted"), "{e}");
