@@ -136,18 +136,7 @@ impl Rig {
 
     /// The image's persistent dirty bitmaps.
     fn bitmaps(&self) -> Vec<String> {
-        let out = run(Command::new("qemu-img")
-            .args(["info", "-U", "--output=json"])
-            .arg(&self.img));
-        let v: Value = serde_json::from_str(&out).unwrap();
-        v.pointer("/format-specific/data/bitmaps")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|b| b["name"].as_str().unwrap().to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
+        bulwark_testkit::images::qcow2_bitmaps(&self.img)
     }
 
     /// Every file of the repository with its length and content hash (what "nothing was
@@ -164,18 +153,7 @@ impl Rig {
 
     /// No file of the repository holds the image's plaintext marker.
     fn assert_no_plaintext(&self) {
-        let all = bulwark_testkit::fs::files_under(&self.repo);
-        assert!(all
-            .iter()
-            .any(|p| p.extension().is_some_and(|e| e == "bwrp")));
-        for p in all {
-            let b = std::fs::read(&p).unwrap();
-            assert!(
-                !b.windows(16).any(|w| w == &MARKER[..16]),
-                "{} holds plaintext",
-                p.display()
-            );
-        }
+        bulwark_testkit::fs::assert_no_marker(&self.repo, MARKER);
     }
 }
 

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bulwark_testkit::images::qcow2_bitmaps as bitmaps;
 use bulwark_testkit::skip::require_tools;
 use serde_json::Value;
 
@@ -224,21 +225,6 @@ fn qemu_nbd(img: &Path, bitmap: &str, sock: &Path) -> Helper {
 
 fn nbd_uri(sock: &Path) -> String {
     format!("nbd+unix:///?socket={}", sock.display())
-}
-
-fn bitmaps(img: &Path) -> Vec<String> {
-    let out = run(Command::new("qemu-img")
-        .args(["info", "-U", "--output=json"])
-        .arg(img));
-    let v: Value = serde_json::from_str(&out).unwrap();
-    v.pointer("/format-specific/data/bitmaps")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .map(|b| b["name"].as_str().unwrap().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn cbt(r: &Value) -> &Value {

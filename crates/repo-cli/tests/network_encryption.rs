@@ -40,22 +40,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Every file under `dir`.
-fn assert_no_marker(repo: &Path) {
-    let all = bulwark_testkit::fs::files_under(repo);
-    assert!(all
-        .iter()
-        .any(|p| p.extension().is_some_and(|e| e == "bwrp")));
-    for p in all {
-        let b = std::fs::read(&p).unwrap();
-        assert!(
-            !b.windows(16).any(|w| w == &MARKER[..16]),
-            "{} holds plaintext",
-            p.display()
-        );
-    }
-}
-
 #[test]
 fn a_write_only_client_backs_up_over_tls_but_only_the_private_restore_key_restores() {
     need_root!("a_write_only_client_backs_up_over_tls_but_only_the_private_restore_key_restores");
@@ -111,7 +95,7 @@ fn a_write_only_client_backs_up_over_tls_but_only_the_private_restore_key_restor
     assert!(o.status.success());
     assert!(std::fs::read(&out).unwrap() == first);
     // The repository holds no plaintext and verifies every stored byte without a key.
-    assert_no_marker(&svc.repo);
+    bulwark_testkit::fs::assert_no_marker(&svc.repo, MARKER);
     let o = svc.admin(&["verify", s(&svc.repo)]);
     assert!(o.status.success(), "{}", stderr(&o));
     let file = PathBuf::from(full["path"].as_str().map(String::from).unwrap_or_default());
@@ -158,7 +142,7 @@ fn a_symmetric_client_round_trips_over_tls_and_an_unencrypted_backup_of_its_job_
         .status
         .success());
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&img).unwrap());
-    assert_no_marker(&svc.repo);
+    bulwark_testkit::fs::assert_no_marker(&svc.repo, MARKER);
     // Never silently unencrypted.
     let o = svc.bulwark("bob").backup("db", &img, &[]);
     assert!(!o.status.success());

@@ -45,24 +45,6 @@ fn image(img: &Path) {
     std::fs::remove_file(&raw).unwrap();
 }
 
-/// The image's persistent dirty bitmaps.
-fn bitmaps(img: &Path) -> Vec<String> {
-    let o = Command::new("qemu-img")
-        .args(["info", "-U", "--output=json"])
-        .arg(img)
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    v.pointer("/format-specific/data/bitmaps")
-        .and_then(serde_json::Value::as_array)
-        .map(|a| {
-            a.iter()
-                .map(|b| b["name"].as_str().unwrap().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The service with client `c1` enrolled, its symmetric key `sym.key` and the image
 /// `vm.qcow2` ([`image`]); `None` (after a printed SKIP) without root or the QEMU tools.
 fn service(test: &str) -> Option<Service> {
@@ -124,24 +106,13 @@ fn an_encrypted_cbt_incremental_over_the_network_reads_only_the_dirty_blocks_and
         .arg(&out)
         .arg(&img));
     // Without the key: refused with what to give, and the image's bitmaps are as they were.
-    let before = bitmaps(&img);
+    let before = bulwark_testkit::images::qcow2_bitmaps(&img);
     let o = c1.backup("vm", &img, &["--cbt"]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{e}");
     assert!(e.contains("is encrypted") && e.contains("--key"), "{e}");
-    assert_eq!(bitmaps(&img), before);
-    let files = bulwark_testkit::fs::files_under(&svc.repo);
-    assert!(files
-        .iter()
-        .any(|p| p.extension().is_some_and(|e| e == "bwrp")));
-    for p in files {
-        let b = std::fs::read(&p).unwrap();
-        assert!(
-            !b.windows(16).any(|w| w == &MARKER[..16]),
-            "{} holds plaintext",
-            p.display()
-        );
-    }
+    assert_eq!(bulwark_testkit::images::qcow2_bitmaps(&img), before);
+    bulwark_testkit::fs::assert_no_marker(&svc.repo, MARKER);
 }
 
 #[test]
@@ -182,7 +153,7 @@ fn a_network_job_file_with_a_key_backs_up_its_qcow2_live_with_cbt_encrypted() {
     let second = job_run();
     assert!(second.contains("incremental"), "{second}");
     // Read through QEMU with Bulwark's bitmaps: one per job, named after the newest point.
-    let b = bitmaps(&img);
+    let b = bulwark_testkit::images::qcow2_bitmaps(&img);
     assert!(b.len() == 1 && b[0].starts_with("bulwark.vmjob."), "{b:?}");
     let out = svc.path("restored.raw");
     assert!(c1

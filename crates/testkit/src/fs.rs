@@ -158,3 +158,24 @@ pub fn point_files_under(dir: &Path) -> Vec<PathBuf> {
     v.retain(|p| p.extension().is_some_and(|x| x == "bwrp"));
     v
 }
+
+/// Asserts that `dir` holds restore points and that no file below it contains the first 16
+/// bytes of `marker` (a plaintext written into the source of an encrypted backup).
+pub fn assert_no_marker(dir: &Path, marker: &[u8]) {
+    let needle = &marker[..16.min(marker.len())];
+    let all = files_under(dir);
+    assert!(
+        all.iter()
+            .any(|p| p.extension().is_some_and(|e| e == "bwrp")),
+        "no restore point below {}",
+        dir.display()
+    );
+    for p in all {
+        let b = std::fs::read(&p).unwrap();
+        assert!(
+            !b.windows(needle.len()).any(|w| w == needle),
+            "{} holds plaintext",
+            p.display()
+        );
+    }
+}

@@ -68,3 +68,27 @@ pub fn qemu_map(target: &str) -> serde_json::Value {
     assert!(map.is_array(), "qemu-img map {target}: {map}");
     map
 }
+
+/// The names of the persistent dirty bitmaps of the qcow2 image `img` (`qemu-img info`).
+pub fn qcow2_bitmaps(img: &Path) -> Vec<String> {
+    let o = Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(img)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "qemu-img info {}: {}",
+        img.display(),
+        crate::text(&o)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.pointer("/format-specific/data/bitmaps")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|b| b["name"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
