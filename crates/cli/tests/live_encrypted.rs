@@ -7,11 +7,10 @@
 mod common;
 
 use std::os::unix::fs::FileExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
+use bulwark_testkit::vm::{nbd_uri, qemu_nbd};
 use bulwark_testkit::{require_tools, Rng};
 use common::{bulwark_pass, create_write_only_key, err, init_repo, ok, s};
 use serde_json::Value;
@@ -161,37 +160,6 @@ impl Rig {
 fn ok_report(o: &Output, code: i32) -> Value {
     assert_eq!(o.status.code(), Some(code), "{}", bulwark_testkit::text(o));
     serde_json::from_slice(&o.stdout).unwrap()
-}
-
-/// `qemu-nbd --read-only` serving `img` with its bitmap `bitmap` on the Unix socket `sock`,
-/// stopped when dropped.
-struct QemuNbd(Child);
-
-impl QemuNbd {
-    fn start(img: &Path, bitmap: &str, sock: &Path) -> QemuNbd {
-        let _ = std::fs::remove_file(sock);
-        let child = Command::new("qemu-nbd")
-            .args(["-r", "-t", "-f", "qcow2", "-B", bitmap])
-            .arg(format!("--socket={}", s(sock)))
-            .arg(img)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let nbd = QemuNbd(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(sock).is_err() {
-            assert!(Instant::now() < deadline, "qemu-nbd never listened");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        nbd
-    }
-}
-
-impl Drop for QemuNbd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The incremental after writes at 2M and 40M: two whole 1 MiB blocks read, and only they.
@@ -360,10 +328,10 @@ fn an_owners_dirty_bitmap_is_checked_against_the_keyed_hash_of_an_encrypted_pare
         .arg(&rig.img)
         .arg("b0"));
     let sock = rig.dir.path().join("nbd.sock");
-    let uri = format!("nbd+unix:///?socket={}", s(&sock));
+    let uri = nbd_uri(&sock);
     let key = s(&rig.key);
     let backup = || {
-        let _nbd = QemuNbd::start(&rig.img, "b0", &sock);
+        let _nbd = qemu_nbd(&rig.img, "b0", &sock);
         rig.backup_from(&uri, "nbd", &["--dirty-bitmap", "b0", "--key", key])
     };
     let full = backup();

@@ -8,15 +8,15 @@
 //! a run can be repeated on the same inputs or on others.
 
 use std::ffi::OsStr;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bulwark_testkit::images::qcow2_bitmaps as bitmaps;
 use bulwark_testkit::skip::require_tools;
+use bulwark_testkit::vm::{apply, nbd_uri, prefix_of, qemu_nbd, start_writer, Vm, SLOT};
 use serde_json::Value;
 
 const KIB: u64 = 1024;
@@ -181,50 +181,6 @@ fn new_repo(dir: &Path) -> PathBuf {
     let p = dir.join("repo");
     bulwark_repository::Repository::init(&p, 14).unwrap();
     p
-}
-
-fn wait_socket(p: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while UnixStream::connect(p).is_err() {
-        assert!(Instant::now() < deadline, "{} never opened", p.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A QEMU helper the test started, stopped (SIGTERM, then waited for) when dropped.
-struct Helper(Child);
-impl Drop for Helper {
-    fn drop(&mut self) {
-        let _ = bulwark_sys::terminate(self.0.id());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `qemu-nbd -r -B bitmap` serving `img` on `sock` (export name "").
-fn qemu_nbd(img: &Path, bitmap: &str, sock: &Path) -> Helper {
-    let _ = std::fs::remove_file(sock);
-    let child = Command::new("qemu-nbd")
-        .args(["-r", "-t", "-f", "qcow2", "-B", bitmap])
-        .arg(format!("--socket={}", sock.display()))
-        .arg(img)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let h = Helper(child);
-    wait_socket(sock);
-    h
-}
-
-fn nbd_uri(sock: &Path) -> String {
-    format!("nbd+unix:///?socket={}", sock.display())
 }
 
 fn cbt(r: &Value) -> &Value {
@@ -516,125 +472,6 @@ fn verify_by_reading_reports_the_blocks_a_bitmap_missed() {
     assert!(restore(&repo, "vm", None, &dir.path().join("o.raw")) == expect);
 }
 
-/// qemu-storage-daemon standing in for a running VM: node `disk` on a qcow2, a writable NBD
-/// export `live` for the guest's writes, and two QMP monitors (Bulwark's and the test's).
-struct Vm {
-    _qsd: Helper,
-    qmp: PathBuf,
-    test_qmp: PathBuf,
-    nbd: PathBuf,
-}
-
-fn start_vm(dir: &Path, img: &Path) -> Vm {
-    let qmp = dir.join("qmp.sock");
-    let test_qmp = dir.join("qmp-test.sock");
-    let nbd = dir.join("vm-nbd.sock");
-    let child = Command::new("qemu-storage-daemon")
-        .arg("--blockdev")
-        .arg(format!(
-            r#"{{"driver":"file","node-name":"f0","filename":"{}"}}"#,
-            img.display()
-        ))
-        .arg("--blockdev")
-        .arg(r#"{"driver":"qcow2","node-name":"disk","file":"f0"}"#)
-        .arg("--nbd-server")
-        .arg(format!("addr.type=unix,addr.path={}", nbd.display()))
-        .arg("--export")
-        .arg("type=nbd,id=live,node-name=disk,name=live,writable=on")
-        .arg("--chardev")
-        .arg(format!(
-            "socket,id=m0,path={},server=on,wait=off",
-            qmp.display()
-        ))
-        .arg("--monitor")
-        .arg("chardev=m0")
-        .arg("--chardev")
-        .arg(format!(
-            "socket,id=m1,path={},server=on,wait=off",
-            test_qmp.display()
-        ))
-        .arg("--monitor")
-        .arg("chardev=m1")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let h = Helper(child);
-    for s in [&qmp, &test_qmp, &nbd] {
-        wait_socket(s);
-    }
-    Vm {
-        _qsd: h,
-        qmp,
-        test_qmp,
-        nbd,
-    }
-}
-
-const SLOT: u64 = 64 * KIB;
-
-/// The bytes of write `i` of writer `round` (each write of each round is unique).
-fn slot_data(round: u64, i: u64) -> Vec<u8> {
-    let mut d = vec![(i % 251) as u8 + 1; SLOT as usize];
-    d[..8].copy_from_slice(&(i + 1).to_le_bytes());
-    d[8..16].copy_from_slice(&round.to_le_bytes());
-    d
-}
-
-/// The guest: writes 64 KiB slots one after another (one in flight) until told to stop;
-/// the log is (slot offset) per write index.
-fn start_writer(
-    vm: &Vm,
-    round: u64,
-    slots: u64,
-    stop: Arc<AtomicBool>,
-    log: Arc<Mutex<Vec<u64>>>,
-) -> std::thread::JoinHandle<()> {
-    let uri = bulwark_nbd::NbdUri::unix(&vm.nbd, "live");
-    std::thread::spawn(move || {
-        let c = bulwark_nbd::Client::connect(
-            &uri,
-            &bulwark_nbd::ClientOptions {
-                meta_contexts: vec![],
-                timeout: Duration::from_secs(30),
-            },
-        )
-        .unwrap();
-        let mut i = 0u64;
-        while !stop.load(Ordering::SeqCst) {
-            let off = ((i * 7919) % slots) * SLOT;
-            // Logged before the write: a write in flight at the transaction may or may not
-            // be in the point, and either is a prefix of the log.
-            log.lock().unwrap().push(off);
-            c.write_at(off, &slot_data(round, i)).unwrap();
-            i += 1;
-        }
-        c.flush().unwrap();
-    })
-}
-
-/// Checks that `got` is the disk `base` after exactly a prefix of the writes in `log`, and
-/// returns the prefix's length.
-fn prefix_of(base: &[u8], got: &[u8], round: u64, log: &[u64]) -> usize {
-    assert_eq!(base.len(), got.len());
-    let mut newest = 0usize;
-    for &off in log.iter() {
-        let s = &got[off as usize..(off + SLOT) as usize];
-        let idx = u64::from_le_bytes(s[..8].try_into().unwrap());
-        if idx > 0 && idx as usize <= log.len() && s == slot_data(round, idx - 1).as_slice() {
-            newest = newest.max(idx as usize);
-        }
-    }
-    let mut want = base.to_vec();
-    for (i, &off) in log.iter().enumerate().take(newest) {
-        want[off as usize..(off + SLOT) as usize].copy_from_slice(&slot_data(round, i as u64));
-    }
-    assert!(
-        want == got,
-        "the point is not the disk at any one moment (newest write seen: {newest})"
-    );
-    newest
-}
-
 /// A fake QEMU guest agent: answers guest-sync, records freeze and thaw.
 fn fake_agent(path: &Path, events: Arc<Mutex<Vec<String>>>) -> std::thread::JoinHandle<()> {
     use std::io::{BufRead, BufReader, Write};
@@ -663,7 +500,7 @@ fn a_running_disk_is_backed_up_as_it_was_at_the_transaction_while_the_guest_writ
         return;
     };
     let base = raw_of(&img);
-    let vm = start_vm(dir.path(), &img);
+    let vm = Vm::start(dir.path(), &img);
     let qmp = vm.qmp.to_str().unwrap().to_string();
     let nbd = vm.nbd.to_str().unwrap().to_string();
     let slots = 32 * MIB / SLOT;
@@ -716,24 +553,9 @@ fn a_running_disk_is_backed_up_as_it_was_at_the_transaction_while_the_guest_writ
             assert_eq!(cbt(&r)["used"], true, "{r}");
         }
         // Next round's base: the disk now.
-        for (i, &off) in log.iter().enumerate() {
-            disk[off as usize..(off + SLOT) as usize].copy_from_slice(&slot_data(round, i as u64));
-        }
+        apply(&mut disk, round, &log);
     }
-    // Nothing of Bulwark's is left in the running process but its one bitmap.
-    let mut q = bulwark_qemu::Qmp::connect(&vm.test_qmp, Duration::from_secs(10)).unwrap();
-    let node = q.node("disk").unwrap().unwrap();
-    let names: Vec<_> = node.bitmaps.iter().map(|b| b.name.clone()).collect();
-    assert_eq!(names.len(), 1, "{names:?}");
-    assert!(q
-        .node_names()
-        .unwrap()
-        .iter()
-        .all(|n| !n.starts_with("bulwark")));
-    let jobs = q
-        .execute("query-block-jobs", serde_json::json!({}))
-        .unwrap();
-    assert_eq!(jobs, serde_json::json!([]));
+    vm.assert_only_one_bitmap_left();
 }
 
 #[test]
@@ -758,7 +580,7 @@ fn a_client_killed_between_the_transaction_and_the_end_leaves_tracking_intact() 
         .args(["-f", "qcow2", "-c"])
         .arg(format!("write -s {} 0 24M", noise.display()))
         .arg(&img));
-    let vm = start_vm(dir.path(), &img);
+    let vm = Vm::start(dir.path(), &img);
     let qmp = vm.qmp.to_str().unwrap().to_string();
     let nbd = vm.nbd.to_str().unwrap().to_string();
     let live = [
@@ -773,14 +595,7 @@ fn a_client_killed_between_the_transaction_and_the_end_leaves_tracking_intact() 
     backup(&repo, "vm", os("vm-disk"), &live);
     let writes = offsets(&mut rng, 4, 64 * MIB);
     {
-        let c = bulwark_nbd::Client::connect(
-            &bulwark_nbd::NbdUri::unix(&vm.nbd, "live"),
-            &bulwark_nbd::ClientOptions {
-                meta_contexts: vec![],
-                timeout: Duration::from_secs(30),
-            },
-        )
-        .unwrap();
+        let c = vm.guest();
         for &o in &writes {
             c.write_at(o, &vec![0xab; SLOT as usize]).unwrap();
         }
@@ -796,7 +611,7 @@ fn a_client_killed_between_the_transaction_and_the_end_leaves_tracking_intact() 
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut q = bulwark_qemu::Qmp::connect(&vm.test_qmp, Duration::from_secs(10)).unwrap();
+    let mut q = vm.monitor();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ex = q

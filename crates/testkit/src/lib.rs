@@ -13,6 +13,7 @@
 //! - [`system`]: rigs shared by the system tests.
 //! - [`images`]: test images and the checks run on them.
 //! - [`deps`]: a package's normal dependency tree (for the tests that pin it).
+//! - [`vm`]: a running disk under qemu-storage-daemon, its writing guest, and qemu-nbd.
 
 pub mod bins;
 pub mod chromium;
@@ -28,6 +29,7 @@ pub mod serve;
 pub mod skip;
 pub mod system;
 pub mod user;
+pub mod vm;
 
 pub use bins::{binary, expect_binary, require_binary};
 pub use cmd::{sh, show, text};
