@@ -2,15 +2,19 @@
 //! real QEMU tools: a qcow2 backed up with `--cbt` and a symmetric key or a write-only public
 //! key, the incremental reading only the dirty blocks; restores compared with the image by
 //! `qemu-img compare`; no plaintext in the repository; a job file's `key` for a live disk; an
-//! encrypted job refused without its key; verify-by-reading on an encrypted chain.
+//! encrypted job refused without its key; verify-by-reading on an encrypted chain; a running
+//! disk under qemu-storage-daemon fleeced through QMP while its guest writes.
 
 mod common;
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use bulwark_testkit::vm::{nbd_uri, qemu_nbd};
+use bulwark_testkit::vm::{apply, nbd_uri, prefix_of, qemu_nbd, start_writer, Vm, SLOT};
 use bulwark_testkit::{require_tools, Rng};
 use common::{bulwark_pass, create_write_only_key, err, init_repo, ok, s};
 use serde_json::Value;
@@ -382,4 +386,93 @@ fn a_plain_live_chain_continues_encrypted_only_through_a_new_full_and_a_wrong_ke
     );
     assert!(rig.repo_state() == files, "a refused backup wrote nothing");
     assert_eq!(rig.bitmaps(), bitmaps, "a refused backup left the bitmaps");
+}
+
+#[test]
+fn an_encrypted_backup_of_a_running_disk_is_the_disk_at_the_transaction_and_restores_only_with_the_key(
+) {
+    let t = "an_encrypted_backup_of_a_running_disk_is_the_disk_at_the_transaction_and_restores_only_with_the_key";
+    if !require_tools(t, &["qemu-nbd"]) {
+        return;
+    }
+    let Some(rig) = rig(t) else { return };
+    let base = rig.dir.path().join("base.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-U", "-O", "raw"])
+        .arg(&rig.img)
+        .arg(&base));
+    let mut disk = std::fs::read(&base).unwrap();
+    let vm = Vm::start(rig.dir.path(), &rig.img);
+    let (qmp, nbd, key) = (s(&vm.qmp), s(&vm.nbd), s(&rig.key));
+    let live = [
+        "--qmp",
+        qmp,
+        "--node",
+        "disk",
+        "--nbd-socket",
+        nbd,
+        "--cbt",
+        "--key",
+        key,
+    ];
+    // The guest writes the first 8 MiB only: the marker at 8 MiB stays in every point.
+    let slots = 8 * MIB / SLOT;
+    let marker_at = 8 * MIB as usize..8 * MIB as usize + MARKER.len();
+    assert_eq!(&disk[marker_at.clone()], MARKER);
+    for round in 0..2u64 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let writer = start_writer(&vm, round, slots, stop.clone(), log.clone());
+        while log.lock().unwrap().len() < 20 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let r = rig.backup_from("vm-disk", "vm", &live);
+        let before_end = log.lock().unwrap().len();
+        std::thread::sleep(Duration::from_millis(50));
+        stop.store(true, Ordering::SeqCst);
+        writer.join().unwrap();
+        let log = log.lock().unwrap().clone();
+        assert_eq!(r["kind"], ["full", "incremental"][round as usize], "{r}");
+        if round > 0 {
+            assert_eq!(r["cbt"]["used"], true, "{r}");
+        }
+        let (o, out) = rig.restore("vm", &["--key", key]);
+        ok(&o);
+        let got = std::fs::read(&out).unwrap();
+        let seen = prefix_of(&disk, &got, round, &log);
+        assert!(seen >= 20, "writes before the transaction are in the point");
+        assert!(
+            seen < before_end,
+            "writes after the transaction are not ({seen} of {before_end})"
+        );
+        assert_eq!(
+            &got[marker_at.clone()],
+            MARKER,
+            "the point holds the marker"
+        );
+        apply(&mut disk, round, &log);
+    }
+    // Both points are encrypted.
+    let repo = bulwark_repository::Repository::open(&rig.repo).unwrap();
+    let points = repo.scan_job("vm").unwrap().points;
+    assert_eq!(points.len(), 2);
+    for p in points {
+        assert!(
+            p.meta
+                .extensions
+                .iter()
+                .any(|e| e.tag == bulwark_format::EXT_ENCRYPTION),
+            "{:?}",
+            p.meta.extensions
+        );
+    }
+    let (o, out) = rig.restore("vm", &[]);
+    let e = err(&o);
+    assert!(
+        e.contains("is encrypted") && e.contains("--key"),
+        "a restore without the key says which key it needs: {e}"
+    );
+    assert!(!out.exists(), "nothing was written");
+    rig.assert_no_plaintext();
+    vm.assert_only_one_bitmap_left();
 }
