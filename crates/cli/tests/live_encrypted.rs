@@ -10,11 +10,9 @@ mod common;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bulwark_testkit::vm::{apply, nbd_uri, prefix_of, qemu_nbd, start_writer, Vm, SLOT};
+use bulwark_testkit::vm::{apply, nbd_uri, prefix_of, qemu_nbd, Guest, Vm, SLOT};
 use bulwark_testkit::{require_tools, Rng};
 use common::{bulwark_pass, create_write_only_key, err, init_repo, ok, s};
 use serde_json::Value;
@@ -154,6 +152,18 @@ impl Rig {
             .collect()
     }
 
+    /// Asserts that restoring `job` without a key is refused, says it is encrypted and names
+    /// `wants` (the option to give), and writes nothing.
+    fn restore_without_a_key_is_refused(&self, job: &str, wants: &str) {
+        let (o, out) = self.restore(job, &[]);
+        let e = err(&o);
+        assert!(
+            e.contains("is encrypted") && e.contains(wants),
+            "a restore without the key says which key it needs ({wants}): {e}"
+        );
+        assert!(!out.exists(), "nothing was written");
+    }
+
     /// No file of the repository holds the image's plaintext marker.
     fn assert_no_plaintext(&self) {
         bulwark_testkit::fs::assert_no_marker(&self.repo, MARKER);
@@ -202,9 +212,7 @@ fn an_encrypted_cbt_incremental_of_a_qcow2_reads_only_the_dirty_blocks_and_store
             ]
         );
     }
-    let (o, _) = rig.restore("vm", &[]);
-    let e = err(&o);
-    assert!(e.contains("is encrypted"), "{e}");
+    rig.restore_without_a_key_is_refused("vm", "--key");
     rig.assert_no_plaintext();
 }
 
@@ -222,13 +230,7 @@ fn a_write_only_client_backs_up_a_live_disk_that_only_the_private_restore_key_re
     rig.write(&[2 * MIB, 40 * MIB], 5);
     let inc = rig.backup("wo", &["--cbt", "--public-key", s(&public)]);
     assert_read_only_the_dirty_blocks(&inc);
-    let (o, out) = rig.restore("wo", &[]);
-    let e = err(&o);
-    assert!(
-        e.contains("is encrypted") && e.contains("--restore-key"),
-        "a restore without the private key says which key it needs: {e}"
-    );
-    assert!(!out.exists(), "nothing was written");
+    rig.restore_without_a_key_is_refused("wo", "--restore-key");
     rig.restores_as_the_image("wo", &["--restore-key", s(&private)]);
     rig.assert_no_plaintext();
 }
@@ -420,18 +422,11 @@ fn an_encrypted_backup_of_a_running_disk_is_the_disk_at_the_transaction_and_rest
     let marker_at = 8 * MIB as usize..8 * MIB as usize + MARKER.len();
     assert_eq!(&disk[marker_at.clone()], MARKER);
     for round in 0..2u64 {
-        let stop = Arc::new(AtomicBool::new(false));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let writer = start_writer(&vm, round, slots, stop.clone(), log.clone());
-        while log.lock().unwrap().len() < 20 {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        let guest = Guest::start(&vm, round, slots, 20);
         let r = rig.backup_from("vm-disk", "vm", &live);
-        let before_end = log.lock().unwrap().len();
+        let before_end = guest.writes();
         std::thread::sleep(Duration::from_millis(50));
-        stop.store(true, Ordering::SeqCst);
-        writer.join().unwrap();
-        let log = log.lock().unwrap().clone();
+        let log = guest.stop();
         assert_eq!(r["kind"], ["full", "incremental"][round as usize], "{r}");
         if round > 0 {
             assert_eq!(r["cbt"]["used"], true, "{r}");
@@ -466,13 +461,7 @@ fn an_encrypted_backup_of_a_running_disk_is_the_disk_at_the_transaction_and_rest
             p.meta.extensions
         );
     }
-    let (o, out) = rig.restore("vm", &[]);
-    let e = err(&o);
-    assert!(
-        e.contains("is encrypted") && e.contains("--key"),
-        "a restore without the key says which key it needs: {e}"
-    );
-    assert!(!out.exists(), "nothing was written");
+    rig.restore_without_a_key_is_refused("vm", "--key");
     rig.assert_no_plaintext();
     vm.assert_only_one_bitmap_left();
 }

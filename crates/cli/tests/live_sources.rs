@@ -10,13 +10,12 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bulwark_testkit::images::qcow2_bitmaps as bitmaps;
 use bulwark_testkit::skip::require_tools;
-use bulwark_testkit::vm::{apply, nbd_uri, prefix_of, qemu_nbd, start_writer, Vm, SLOT};
+use bulwark_testkit::vm::{apply, nbd_uri, prefix_of, qemu_nbd, Guest, Vm, SLOT};
 use serde_json::Value;
 
 const KIB: u64 = 1024;
@@ -506,12 +505,7 @@ fn a_running_disk_is_backed_up_as_it_was_at_the_transaction_while_the_guest_writ
     let slots = 32 * MIB / SLOT;
     let mut disk = base.clone();
     for round in 0..3u64 {
-        let stop = Arc::new(AtomicBool::new(false));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let writer = start_writer(&vm, round, slots, stop.clone(), log.clone());
-        while log.lock().unwrap().len() < 20 {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        let guest = Guest::start(&vm, round, slots, 20);
         let agent_sock = dir.path().join(format!("qga{round}.sock"));
         let events = Arc::new(Mutex::new(Vec::new()));
         let agent = fake_agent(&agent_sock, events.clone());
@@ -531,16 +525,14 @@ fn a_running_disk_is_backed_up_as_it_was_at_the_transaction_while_the_guest_writ
                 agent_sock.to_str().unwrap(),
             ],
         );
-        let before_end = log.lock().unwrap().len();
+        let before_end = guest.writes();
         std::thread::sleep(Duration::from_millis(50));
-        stop.store(true, Ordering::SeqCst);
-        writer.join().unwrap();
+        let log = guest.stop();
         agent.join().unwrap();
         assert_eq!(
             *events.lock().unwrap(),
             ["guest-sync", "guest-fsfreeze-freeze", "guest-fsfreeze-thaw"]
         );
-        let log = log.lock().unwrap().clone();
         // The writes of earlier rounds are part of this round's base.
         let got = restore(&repo, "vm", None, &dir.path().join("o.raw"));
         let seen = prefix_of(&disk, &got, round, &log);

@@ -172,27 +172,67 @@ pub fn slot_data(round: u64, i: u64) -> Vec<u8> {
 }
 
 /// The guest: writes 64 KiB slots (of the first `slots`) one after another (one in flight)
-/// until told to stop; the log is (slot offset) per write index.
-pub fn start_writer(
-    vm: &Vm,
-    round: u64,
-    slots: u64,
+/// until stopped; its log is (slot offset) per write index. Stopped when dropped too.
+pub struct Guest {
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<Vec<u64>>>,
-) -> JoinHandle<()> {
-    let c = vm.guest();
-    std::thread::spawn(move || {
-        let mut i = 0u64;
-        while !stop.load(Ordering::SeqCst) {
-            let off = ((i * 7919) % slots) * SLOT;
-            // Logged before the write: a write in flight at the transaction may or may not
-            // be in the point, and either is a prefix of the log.
-            log.lock().unwrap().push(off);
-            c.write_at(off, &slot_data(round, i)).unwrap();
-            i += 1;
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Guest {
+    /// Starts writer `round` through `vm`'s export and returns once it made `first` writes.
+    pub fn start(vm: &Vm, round: u64, slots: u64, first: usize) -> Guest {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let c = vm.guest();
+        let thread = std::thread::spawn({
+            let (stop, log) = (stop.clone(), log.clone());
+            move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let off = ((i * 7919) % slots) * SLOT;
+                    // Logged before the write: a write in flight at the transaction may or
+                    // may not be in the point, and either is a prefix of the log.
+                    log.lock().unwrap().push(off);
+                    c.write_at(off, &slot_data(round, i)).unwrap();
+                    i += 1;
+                }
+                c.flush().unwrap();
+            }
+        });
+        let g = Guest {
+            stop,
+            log,
+            thread: Some(thread),
+        };
+        while g.writes() < first {
+            let ended = g.thread.as_ref().is_some_and(|t| t.is_finished());
+            assert!(!ended, "the guest stopped after {} writes", g.writes());
+            std::thread::sleep(Duration::from_millis(2));
         }
-        c.flush().unwrap();
-    })
+        g
+    }
+
+    /// How many writes were started so far.
+    pub fn writes(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// Stops the writer (its last write flushed) and returns its log.
+    pub fn stop(mut self) -> Vec<u64> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Checks that `got` is the disk `base` after exactly a prefix of the writes in `log`, and
