@@ -430,6 +430,8 @@ fn an_encrypted_backup_of_a_running_disk_is_the_disk_at_the_transaction_and_rest
         assert_eq!(r["kind"], ["full", "incremental"][round as usize], "{r}");
         if round > 0 {
             assert_eq!(r["cbt"]["used"], true, "{r}");
+            let read = r["bytes_read"].as_u64().unwrap();
+            assert!(read <= 8 * MIB, "only what the guest wrote is read: {r}");
         }
         let (o, out) = rig.restore("vm", &["--key", key]);
         ok(&o);
