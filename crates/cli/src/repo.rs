@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use bulwark_engine::{
-    backup_local_source, restore_local, BackupOptions, Counters, RestoreOptions, Source, WriteKey,
+    backup_local_source, BackupOptions, Counters, RestoreOptions, Source, WriteKey,
 };
 use bulwark_format::PointId;
 use bulwark_remote::RemoteAddr;
@@ -270,18 +270,9 @@ impl Repo {
         let s = match self {
             Repo::Local(p) => {
                 let repo = open_with_tier(p)?;
-                match key {
-                    Some(k) => bulwark_engine::restore_local_encrypted(
-                        &repo,
-                        job,
-                        point,
-                        target,
-                        opts,
-                        k,
-                        &|n| pb.inc(n),
-                    ),
-                    None => restore_local(&repo, job, point, target, opts, &|n| pb.inc(n)),
-                }
+                bulwark_engine::restore_local_with(&repo, job, point, target, opts, key, &|n| {
+                    pb.inc(n)
+                })
                 .with_context(|| format!("restoring job {job:?} to {}", target.display()))?
             }
             Repo::Remote { addr, config_dir } => bulwark_remote::restore_remote_with(

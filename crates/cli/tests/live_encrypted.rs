@@ -127,12 +127,7 @@ impl Rig {
 
     /// Writes 64 KiB of `pattern` at each of `offsets` into the image.
     fn write(&self, offsets: &[u64], pattern: u8) {
-        let mut c = Command::new("qemu-io");
-        c.args(["-f", "qcow2"]);
-        for o in offsets {
-            c.arg("-c").arg(format!("write -P {pattern} {o} 64k"));
-        }
-        run(c.arg(&self.img));
+        bulwark_testkit::images::qcow2_write_64k(&self.img, offsets, pattern);
     }
 
     /// The image's persistent dirty bitmaps.

@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bulwark_testkit::images::qcow2_bitmaps as bitmaps;
+use bulwark_testkit::images::{qcow2_bitmaps as bitmaps, qcow2_write_64k};
 use bulwark_testkit::skip::require_tools;
 use bulwark_testkit::vm::{apply, nbd_uri, prefix_of, qemu_nbd, Guest, Vm, SLOT};
 use serde_json::Value;
@@ -147,16 +147,6 @@ fn raw_of(img: &Path) -> Vec<u8> {
     b
 }
 
-/// Writes 64 KiB patterns with qemu-io at `offsets`.
-fn qemu_io_writes(img: &Path, offsets: &[u64], pattern: u8) {
-    let mut c = Command::new("qemu-io");
-    c.args(["-f", "qcow2"]);
-    for o in offsets {
-        c.arg("-c").arg(format!("write -P {pattern} {o} 64k"));
-    }
-    run(c.arg(img));
-}
-
 /// `n` distinct random 64 KiB-aligned offsets below `limit`.
 fn offsets(rng: &mut Rng, n: usize, limit: u64) -> Vec<u64> {
     let mut v: Vec<u64> = Vec::new();
@@ -247,7 +237,7 @@ fn incrementals_through_qemu_nbd_dirty_bitmaps_read_only_the_dirty_blocks_and_re
     for round in 0..2u8 {
         let n = 3 + rng.below(6) as usize;
         let offs = offsets(&mut rng, n, 128 * MIB);
-        qemu_io_writes(&img, &offs, 0x40 + round);
+        qcow2_write_64k(&img, &offs, 0x40 + round);
         written.extend(offs);
         let expect = raw_of(&img);
         let r = {
@@ -319,7 +309,7 @@ fn cbt_on_a_qcow2_keeps_one_bitmap_per_job_and_reads_only_what_changed() {
     for round in 0..3u8 {
         let n = 1 + rng.below(10) as usize;
         let offs = offsets(&mut rng, n, 96 * MIB);
-        qemu_io_writes(&img, &offs, 0x60 + round);
+        qcow2_write_64k(&img, &offs, 0x60 + round);
         let r = cbt_backup(&repo, &img, &dir.path().join("o.raw"));
         assert_eq!(cbt(&r)["used"], true, "{r}");
         assert_eq!(r["bytes_read"], blocks_of(&offs, MIB) as u64 * MIB, "{r}");
@@ -339,7 +329,7 @@ fn a_bitmap_deleted_behind_bulwarks_back_falls_back_to_reading_everything() {
     backup(&repo, "vm", img.as_os_str(), &["--cbt"]);
     let name = bitmaps(&img).pop().unwrap();
     qemu_img(&["bitmap", "--remove"], &img, &name);
-    qemu_io_writes(&img, &offsets(&mut rng, 4, 64 * MIB), 0x77);
+    qcow2_write_64k(&img, &offsets(&mut rng, 4, 64 * MIB), 0x77);
     // Recreated under the same name after the writes: empty, it would hide them.
     qemu_img(&["bitmap", "--add", "-g", "1M"], &img, &name);
     let r = cbt_backup(&repo, &img, &dir.path().join("o.raw"));
@@ -349,12 +339,12 @@ fn a_bitmap_deleted_behind_bulwarks_back_falls_back_to_reading_everything() {
     // Deleted outright: missing.
     let name = bitmaps(&img).pop().unwrap();
     qemu_img(&["bitmap", "--remove"], &img, &name);
-    qemu_io_writes(&img, &offsets(&mut rng, 4, 64 * MIB), 0x78);
+    qcow2_write_64k(&img, &offsets(&mut rng, 4, 64 * MIB), 0x78);
     let r = cbt_backup(&repo, &img, &dir.path().join("o.raw"));
     let why = cbt(&r)["fallback_reason"].as_str().unwrap();
     assert!(why.contains("not on the source"), "{why}");
     // And the next one uses CBT again.
-    qemu_io_writes(&img, &offsets(&mut rng, 2, 64 * MIB), 0x79);
+    qcow2_write_64k(&img, &offsets(&mut rng, 2, 64 * MIB), 0x79);
     let r = cbt_backup(&repo, &img, &dir.path().join("o.raw"));
     assert_eq!(cbt(&r)["used"], true, "{r}");
 }
@@ -411,13 +401,13 @@ fn a_grown_disk_and_a_removed_parent_fall_back_with_their_reason() {
     };
     let mut rng = Rng(seed() | 1);
     backup(&repo, "vm", img.as_os_str(), &["--cbt"]);
-    qemu_io_writes(&img, &offsets(&mut rng, 3, 64 * MIB), 0x11);
+    qcow2_write_64k(&img, &offsets(&mut rng, 3, 64 * MIB), 0x11);
     let second = backup(&repo, "vm", img.as_os_str(), &["--cbt"]);
     assert_eq!(cbt(&second)["used"], true);
     // The newest point goes (as retention or an operator would remove it): its parent's
     // bitmap was dropped when it was made, so nothing proves what changed since.
     std::fs::remove_file(second["path"].as_str().unwrap()).unwrap();
-    qemu_io_writes(&img, &offsets(&mut rng, 3, 64 * MIB), 0x12);
+    qcow2_write_64k(&img, &offsets(&mut rng, 3, 64 * MIB), 0x12);
     let r = cbt_backup(&repo, &img, &dir.path().join("o.raw"));
     assert_eq!(r["kind"], "incremental");
     assert_eq!(cbt(&r)["used"], false, "{r}");
@@ -427,7 +417,7 @@ fn a_grown_disk_and_a_removed_parent_fall_back_with_their_reason() {
         .contains("not on the source"));
     // The disk grows by 16 MiB.
     qemu_img(&["resize", "-q"], &img, "+16M");
-    qemu_io_writes(&img, &[70 * MIB], 0x13);
+    qcow2_write_64k(&img, &[70 * MIB], 0x13);
     let r = cbt_backup(&repo, &img, &dir.path().join("o.raw"));
     assert_eq!(r["kind"], "full", "{r}");
     assert!(r["full_reason"].as_str().unwrap().contains("bytes"), "{r}");
@@ -449,9 +439,9 @@ fn verify_by_reading_reports_the_blocks_a_bitmap_missed() {
     let name = bitmaps(&img).pop().unwrap();
     // A write the bitmap does not see.
     qemu_img(&["bitmap", "--disable"], &img, &name);
-    qemu_io_writes(&img, &[3 * MIB], 0x21);
+    qcow2_write_64k(&img, &[3 * MIB], 0x21);
     qemu_img(&["bitmap", "--enable"], &img, &name);
-    qemu_io_writes(&img, &[5 * MIB], 0x22);
+    qcow2_write_64k(&img, &[5 * MIB], 0x22);
     let expect = raw_of(&img);
     let o = bulwark(&[
         os("backup"),

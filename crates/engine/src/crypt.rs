@@ -27,7 +27,7 @@ use crate::backup::{
     KnownHashes,
 };
 use crate::input::Input;
-use crate::restore::{restore_chain, RestoreOptions, RestoreSummary};
+use crate::restore::{RestoreOptions, RestoreSummary};
 use crate::{EngineError, Result, Source};
 
 /// The key a backup writes with.
@@ -652,28 +652,7 @@ pub fn restore_local_encrypted(
     key: &KeyFile,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<RestoreSummary> {
-    let started = Instant::now();
-    let chain = repo.open_point(job, point)?;
-    let meta = &chain.point().meta;
-    let Some(dec) = Decryptor::for_chain(&chain, key)? else {
-        return Err(usage(format!(
-            "restore point {} is not encrypted: restore it without --key/--restore-key",
-            meta.point
-        )));
-    };
-    restore_chain(
-        &chain,
-        target,
-        opts,
-        started,
-        progress,
-        &|bd, e, stored, payload, plain| {
-            let f = chain.file_of(e);
-            let local = MapEntry { file_ref: 0, ..*e };
-            let s = f.read_stored(&local, stored).map_err(usage)?;
-            dec.decode(bd, f.meta.point, e, s, payload, plain)
-        },
-    )
+    crate::restore::restore_local_with(repo, job, point, target, opts, Some(key), progress)
 }
 
 /// A restore point's blocks, decrypted: wraps any [`crate::PointBlocks`] (the repository's

@@ -36,7 +36,9 @@ pub use input::{Input, InputReader, Run};
 pub use live::{
     backup_live, CbtReport, LiveOptions, LiveSource, ParentInfo, Recording, VerifyReport,
 };
-pub use restore::{join_workers, restore_local, RestoreOptions, RestoreSummary};
+pub use restore::{
+    join_workers, restore_local, restore_local_with, RestoreOptions, RestoreSummary,
+};
 pub use source::{data_ranges, Source};
 pub use target::RestoreTarget;
 

@@ -47,30 +47,66 @@ pub fn restore_local(
     opts: &RestoreOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<RestoreSummary> {
+    restore_local_with(repo, job, point, target, opts, None, progress)
+}
+
+/// [`restore_local`] of a point that may be encrypted: `key` (the symmetric key file, or the
+/// private restore key of write-only backups) must be given exactly when it is. Keys are
+/// checked before the target is created.
+pub fn restore_local_with(
+    repo: &Repository,
+    job: &str,
+    point: Option<PointId>,
+    target: &Path,
+    opts: &RestoreOptions,
+    key: Option<&bulwark_crypto::KeyFile>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<RestoreSummary> {
     let started = Instant::now();
     let chain = repo.open_point(job, point)?;
     let meta = &chain.point().meta;
-    if let Some(r) = crate::crypt::record_of(meta)? {
-        return Err(EngineError::Usage(format!(
-            "restore point {} is encrypted ({} key {}): give --key KEYFILE (symmetric) or --restore-key PRIVATE (write-only backups); nothing was written",
-            meta.point,
-            r.mode.as_str(),
-            r.fingerprint()
-        )));
-    }
+    let dec = match key {
+        Some(k) => Some(crate::Decryptor::for_chain(&chain, k)?.ok_or_else(|| {
+            EngineError::Usage(format!(
+                "restore point {} is not encrypted: restore it without --key/--restore-key",
+                meta.point
+            ))
+        })?),
+        None => match crate::crypt::record_of(meta)? {
+            Some(r) => {
+                return Err(EngineError::Usage(format!(
+                    "restore point {} is encrypted ({} key {}): give --key KEYFILE (symmetric) or --restore-key PRIVATE (write-only backups); nothing was written",
+                    meta.point,
+                    r.mode.as_str(),
+                    r.fingerprint()
+                )))
+            }
+            None => None,
+        },
+    };
     restore_chain(
         &chain,
         target,
         opts,
         started,
         progress,
-        &|dec, e, stored, _payload, plain| Ok(chain.read_block_with(dec, e, stored, plain)?),
+        &|bd, e, stored, payload, plain| match &dec {
+            None => Ok(chain.read_block_with(bd, e, stored, plain)?),
+            Some(d) => {
+                let f = chain.file_of(e);
+                let local = MapEntry { file_ref: 0, ..*e };
+                let s = f
+                    .read_stored(&local, stored)
+                    .map_err(|e| EngineError::Usage(e.to_string()))?;
+                d.decode(bd, f.meta.point, e, s, payload, plain)
+            }
+        },
     )
 }
 
 /// Restores `chain`'s restore point to `target` with `decode` turning each map entry into its
 /// plain block; `started` is when the caller began (for the summary).
-pub(crate) fn restore_chain(
+fn restore_chain(
     chain: &ChainReader,
     target: &Path,
     opts: &RestoreOptions,

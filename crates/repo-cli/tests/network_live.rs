@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use bulwark_testkit::serve::Service;
-use bulwark_testkit::{require_root, require_tools};
+use bulwark_testkit::{images, require_root, require_tools};
 
 fn run(cmd: &mut Command) {
     let o = cmd.output().unwrap();
@@ -43,23 +43,12 @@ fn a_cbt_incremental_over_the_network_reads_only_the_dirty_blocks() {
         .args(["create", "-q", "-f", "qcow2"])
         .arg(&img)
         .arg("64M"));
-    run(Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", "write -P 3 0 12M"])
-        .arg(&img));
+    images::qemu_io(&img, &["write -P 3 0 12M"]);
     let c1 = svc.bulwark("c1");
     let backup = || c1.backup_json("vm", &img, &["--cbt"]);
     let full = backup();
     assert_eq!(full["kind"], "full");
-    run(Command::new("qemu-io")
-        .args([
-            "-f",
-            "qcow2",
-            "-c",
-            "write -P 9 2M 64k",
-            "-c",
-            "write -P 8 40M 64k",
-        ])
-        .arg(&img));
+    images::qemu_io(&img, &["write -P 9 2M 64k", "write -P 8 40M 64k"]);
     let r = backup();
     assert_eq!(r["kind"], "incremental");
     assert_eq!(r["cbt"]["used"], true, "{r}");

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use bulwark_testkit::serve::Service;
-use bulwark_testkit::{require_root, require_tools, Rng};
+use bulwark_testkit::{images, require_root, require_tools, Rng};
 
 const MIB: u64 = 1 << 20;
 const MARKER: &[u8] = b"NETWORK-LIVE-PLAINTEXT-MARKER-93ab";
@@ -79,16 +79,7 @@ fn an_encrypted_cbt_incremental_over_the_network_reads_only_the_dirty_blocks_and
     let backup = || c1.backup_json("vm", &img, &["--cbt", "--key", s(&key)]);
     let full = backup();
     assert_eq!(full["kind"], "full", "{full}");
-    run(Command::new("qemu-io")
-        .args([
-            "-f",
-            "qcow2",
-            "-c",
-            "write -P 9 2M 64k",
-            "-c",
-            "write -P 8 40M 64k",
-        ])
-        .arg(&img));
+    images::qemu_io(&img, &["write -P 9 2M 64k", "write -P 8 40M 64k"]);
     let r = backup();
     assert_eq!(r["kind"], "incremental", "{r}");
     assert_eq!(r["cbt"]["used"], true, "{r}");
@@ -106,12 +97,12 @@ fn an_encrypted_cbt_incremental_over_the_network_reads_only_the_dirty_blocks_and
         .arg(&out)
         .arg(&img));
     // Without the key: refused with what to give, and the image's bitmaps are as they were.
-    let before = bulwark_testkit::images::qcow2_bitmaps(&img);
+    let before = images::qcow2_bitmaps(&img);
     let o = c1.backup("vm", &img, &["--cbt"]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{e}");
     assert!(e.contains("is encrypted") && e.contains("--key"), "{e}");
-    assert_eq!(bulwark_testkit::images::qcow2_bitmaps(&img), before);
+    assert_eq!(images::qcow2_bitmaps(&img), before);
     bulwark_testkit::fs::assert_no_marker(&svc.repo, MARKER);
 }
 
@@ -147,13 +138,11 @@ fn a_network_job_file_with_a_key_backs_up_its_qcow2_live_with_cbt_encrypted() {
         text
     };
     assert!(job_run().contains("full"));
-    run(Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", "write -P 6 2M 64k"])
-        .arg(&img));
+    images::qemu_io(&img, &["write -P 6 2M 64k"]);
     let second = job_run();
     assert!(second.contains("incremental"), "{second}");
     // Read through QEMU with Bulwark's bitmaps: one per job, named after the newest point.
-    let b = bulwark_testkit::images::qcow2_bitmaps(&img);
+    let b = images::qcow2_bitmaps(&img);
     assert!(b.len() == 1 && b[0].starts_with("bulwark.vmjob."), "{b:?}");
     let out = svc.path("restored.raw");
     assert!(c1

@@ -92,3 +92,29 @@ pub fn qcow2_bitmaps(img: &Path) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Runs `qemu-io -f qcow2 -c CMD …` on the qcow2 image `img` (e.g. `write -P 9 2M 64k`),
+/// which must succeed.
+pub fn qemu_io(img: &Path, cmds: &[&str]) {
+    let mut c = Command::new("qemu-io");
+    c.args(["-f", "qcow2"]);
+    for cmd in cmds {
+        c.arg("-c").arg(cmd);
+    }
+    let o = c.arg(img).output().unwrap();
+    assert!(
+        o.status.success(),
+        "qemu-io {cmds:?} {}: {}",
+        img.display(),
+        crate::text(&o)
+    );
+}
+
+/// Writes 64 KiB of `pattern` at each of `offsets` into the qcow2 image `img`.
+pub fn qcow2_write_64k(img: &Path, offsets: &[u64], pattern: u8) {
+    let cmds: Vec<String> = offsets
+        .iter()
+        .map(|o| format!("write -P {pattern} {o} 64k"))
+        .collect();
+    qemu_io(img, &cmds.iter().map(String::as_str).collect::<Vec<_>>());
+}
