@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use bulwark_testkit::run_ok;
 use bulwark_testkit::vm::{apply, nbd_uri, prefix_of, qemu_nbd, Guest, Vm, SLOT};
 use bulwark_testkit::{require_tools, Rng};
 use common::{bulwark_pass, create_write_only_key, err, init_repo, ok, s};
@@ -21,16 +22,6 @@ const MIB: u64 = 1 << 20;
 const MARKER: &[u8] = b"LIVE-PLAINTEXT-MARKER-7d3e";
 /// The passphrase of every key these tests create.
 const PASS: &str = "live disks stay secret";
-
-fn run(cmd: &mut Command) -> String {
-    let o = cmd.output().expect("tool runs");
-    assert!(
-        o.status.success(),
-        "{cmd:?} failed: {}",
-        bulwark_testkit::text(&o)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// A scratch folder, a repository in it, a symmetric key, and a 64 MiB qcow2 holding 6 MiB
 /// of random data and 1 MiB of a plaintext marker; `None` (after a printed SKIP) without
@@ -56,10 +47,12 @@ fn rig(test: &str) -> Option<Rig> {
     f.write_all_at(&text, 8 * MIB).unwrap();
     drop(f);
     let img = dir.path().join("vm.qcow2");
-    run(Command::new("qemu-img")
-        .args(["convert", "-f", "raw", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(&img));
+    run_ok(
+        Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&img),
+    );
     std::fs::remove_file(&raw).unwrap();
     let key = dir.path().join("sym.key");
     ok(&bulwark_pass(
@@ -119,10 +112,12 @@ impl Rig {
     fn restores_as_the_image(&self, job: &str, extra: &[&str]) {
         let (o, out) = self.restore(job, extra);
         ok(&o);
-        run(Command::new("qemu-img")
-            .args(["compare", "-U", "-f", "raw", "-F", "qcow2"])
-            .arg(&out)
-            .arg(&self.img));
+        run_ok(
+            Command::new("qemu-img")
+                .args(["compare", "-U", "-f", "raw", "-F", "qcow2"])
+                .arg(&out)
+                .arg(&self.img),
+        );
     }
 
     /// Writes 64 KiB of `pattern` at each of `offsets` into the image.
@@ -302,15 +297,19 @@ fn verify_by_reading_on_an_encrypted_chain_compares_keyed_hashes_and_still_finds
     rig.restores_as_the_image("vm", &["--key", key]);
     // A write the bitmap does not see is still found.
     let name = rig.bitmaps().pop().unwrap();
-    run(Command::new("qemu-img")
-        .args(["bitmap", "--disable"])
-        .arg(&rig.img)
-        .arg(&name));
+    run_ok(
+        Command::new("qemu-img")
+            .args(["bitmap", "--disable"])
+            .arg(&rig.img)
+            .arg(&name),
+    );
     rig.write(&[3 * MIB], 0x21);
-    run(Command::new("qemu-img")
-        .args(["bitmap", "--enable"])
-        .arg(&rig.img)
-        .arg(&name));
+    run_ok(
+        Command::new("qemu-img")
+            .args(["bitmap", "--enable"])
+            .arg(&rig.img)
+            .arg(&name),
+    );
     rig.write(&[5 * MIB], 0x22);
     let r = rig.backup_exits("vm", &verify, 1);
     assert_eq!(r["cbt"]["verify"]["missed"], serde_json::json!([3]), "{r}");
@@ -324,10 +323,12 @@ fn an_owners_dirty_bitmap_is_checked_against_the_keyed_hash_of_an_encrypted_pare
         return;
     }
     let Some(rig) = rig(t) else { return };
-    run(Command::new("qemu-img")
-        .args(["bitmap", "--add"])
-        .arg(&rig.img)
-        .arg("b0"));
+    run_ok(
+        Command::new("qemu-img")
+            .args(["bitmap", "--add"])
+            .arg(&rig.img)
+            .arg("b0"),
+    );
     let sock = rig.dir.path().join("nbd.sock");
     let uri = nbd_uri(&sock);
     let key = s(&rig.key);
@@ -394,10 +395,12 @@ fn an_encrypted_backup_of_a_running_disk_is_the_disk_at_the_transaction_and_rest
     }
     let Some(rig) = rig(t) else { return };
     let base = rig.dir.path().join("base.raw");
-    run(Command::new("qemu-img")
-        .args(["convert", "-U", "-O", "raw"])
-        .arg(&rig.img)
-        .arg(&base));
+    run_ok(
+        Command::new("qemu-img")
+            .args(["convert", "-U", "-O", "raw"])
+            .arg(&rig.img)
+            .arg(&base),
+    );
     let mut disk = std::fs::read(&base).unwrap();
     let vm = Vm::start(rig.dir.path(), &rig.img);
     let (qmp, nbd, key) = (s(&vm.qmp), s(&vm.nbd), s(&rig.key));

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bulwark_testkit::images::{qcow2_bitmaps as bitmaps, qcow2_write_64k};
+use bulwark_testkit::run_ok;
 use bulwark_testkit::skip::require_tools;
 use bulwark_testkit::vm::{apply, nbd_uri, prefix_of, qemu_nbd, Guest, Vm, SLOT};
 use serde_json::Value;
@@ -110,20 +111,9 @@ fn restore(repo: &Path, job: &str, point: Option<&str>, target: &Path) -> Vec<u8
     std::fs::read(target).unwrap()
 }
 
-fn run(cmd: &mut Command) -> String {
-    let o = cmd.output().expect("tool runs");
-    assert!(
-        o.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// `qemu-img ARGS IMG TAIL`, which must succeed; its output.
 fn qemu_img(args: &[&str], img: &Path, tail: impl AsRef<OsStr>) -> String {
-    run(Command::new("qemu-img").args(args).arg(img).arg(tail))
+    run_ok(Command::new("qemu-img").args(args).arg(img).arg(tail))
 }
 
 /// A `--cbt` backup of job `vm` from `img`, which must restore (into `out`) as the disk is
@@ -189,7 +179,7 @@ fn make_disk(dir: &Path, name: &str, size: u64, data_mib: u64, pattern: u8) -> P
             i * MIB
         ));
     }
-    run(c.arg(&img));
+    run_ok(c.arg(&img));
     img
 }
 
@@ -558,10 +548,12 @@ fn a_client_killed_between_the_transaction_and_the_end_leaves_tracking_intact() 
         c.copy_from_slice(&rng.next().to_le_bytes());
     }
     std::fs::write(&noise, &n).unwrap();
-    run(Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c"])
-        .arg(format!("write -s {} 0 24M", noise.display()))
-        .arg(&img));
+    run_ok(
+        Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c"])
+            .arg(format!("write -s {} 0 24M", noise.display()))
+            .arg(&img),
+    );
     let vm = Vm::start(dir.path(), &img);
     let qmp = vm.qmp.to_str().unwrap().to_string();
     let nbd = vm.nbd.to_str().unwrap().to_string();

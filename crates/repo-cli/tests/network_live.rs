@@ -7,24 +7,18 @@
 use std::path::Path;
 use std::process::Command;
 
+use bulwark_testkit::run_ok;
 use bulwark_testkit::serve::Service;
 use bulwark_testkit::{images, require_root, require_tools};
 
-fn run(cmd: &mut Command) {
-    let o = cmd.output().unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 fn raw_of(img: &Path) -> Vec<u8> {
     let out = img.with_extension("raw");
-    run(Command::new("qemu-img")
-        .args(["convert", "-U", "-O", "raw"])
-        .arg(img)
-        .arg(&out));
+    run_ok(
+        Command::new("qemu-img")
+            .args(["convert", "-U", "-O", "raw"])
+            .arg(img)
+            .arg(&out),
+    );
     std::fs::read(&out).unwrap()
 }
 
@@ -39,10 +33,12 @@ fn a_cbt_incremental_over_the_network_reads_only_the_dirty_blocks() {
     let svc = Service::start(&[]);
     svc.enroll("c1");
     let img = svc.path("vm.qcow2");
-    run(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&img)
-        .arg("64M"));
+    run_ok(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&img)
+            .arg("64M"),
+    );
     images::qemu_io(&img, &["write -P 3 0 12M"]);
     let c1 = svc.bulwark("c1");
     let backup = || c1.backup_json("vm", &img, &["--cbt"]);

@@ -9,21 +9,13 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
+use bulwark_testkit::run_ok;
 use bulwark_testkit::serve::Service;
 use bulwark_testkit::{images, require_root, require_tools, Rng};
 
 const MIB: u64 = 1 << 20;
 const MARKER: &[u8] = b"NETWORK-LIVE-PLAINTEXT-MARKER-93ab";
 const PASS: &str = "live over the network";
-
-fn run(cmd: &mut Command) {
-    let o = cmd.output().unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -38,10 +30,12 @@ fn image(img: &Path) {
     let text: Vec<u8> = MARKER.iter().copied().cycle().take(1 << 20).collect();
     f.write_all_at(&text, 8 * MIB).unwrap();
     drop(f);
-    run(Command::new("qemu-img")
-        .args(["convert", "-f", "raw", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(img));
+    run_ok(
+        Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(img),
+    );
     std::fs::remove_file(&raw).unwrap();
 }
 
@@ -92,10 +86,12 @@ fn an_encrypted_cbt_incremental_over_the_network_reads_only_the_dirty_blocks_and
         "a restore without the key is refused"
     );
     assert!(c1.restore("vm", &out, &["--key", s(&key)]).status.success());
-    run(Command::new("qemu-img")
-        .args(["compare", "-U", "-f", "raw", "-F", "qcow2"])
-        .arg(&out)
-        .arg(&img));
+    run_ok(
+        Command::new("qemu-img")
+            .args(["compare", "-U", "-f", "raw", "-F", "qcow2"])
+            .arg(&out)
+            .arg(&img),
+    );
     // Without the key: refused with what to give, and the image's bitmaps are as they were.
     let before = images::qcow2_bitmaps(&img);
     let o = c1.backup("vm", &img, &["--cbt"]);
@@ -149,8 +145,10 @@ fn a_network_job_file_with_a_key_backs_up_its_qcow2_live_with_cbt_encrypted() {
         .restore("vmjob", &out, &["--key", s(&key)])
         .status
         .success());
-    run(Command::new("qemu-img")
-        .args(["compare", "-U", "-f", "raw", "-F", "qcow2"])
-        .arg(&out)
-        .arg(&img));
+    run_ok(
+        Command::new("qemu-img")
+            .args(["compare", "-U", "-f", "raw", "-F", "qcow2"])
+            .arg(&out)
+            .arg(&img),
+    );
 }

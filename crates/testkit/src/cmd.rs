@@ -61,6 +61,16 @@ pub fn run(prog: &std::path::Path, args: &[&str]) -> Output {
     o
 }
 
+/// Runs `cmd`, which must succeed (else the test fails showing what it printed); its
+/// standard output.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} does not start: {e}"));
+    assert!(o.status.success(), "{cmd:?} failed: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// Parses a command's standard output as JSON, panicking with its output when it is not.
 pub fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))

@@ -32,7 +32,7 @@ pub mod user;
 pub mod vm;
 
 pub use bins::{binary, expect_binary, require_binary};
-pub use cmd::{sh, show, text};
+pub use cmd::{run_ok, sh, show, text};
 pub use fs::{FsKind, LoopDev, LoopFs, Mount, Scratch};
 pub use rng::Rng;
 pub use skip::{can_run, is_root, require_root, require_tools};
