@@ -451,27 +451,28 @@ fn backup_local(
     }
     .with_context(|| format!("backing up {} as job {job:?}", source.display()))?;
     pb.finish_and_clear();
-    let synth = if synthetic_full {
-        let o = repo
-            .synthesize(job)
-            .with_context(|| format!("building a synthetic full of job {job:?}"))?;
-        Some(SynthReport {
-            point: o.sealed.meta.point.to_hex(),
-            chain: o.sealed.meta.chain.to_hex(),
-            method: o.method.as_str(),
-            fallback_reason: o.fallback_reason.clone(),
-            blocks: o.blocks,
-            bytes_cloned: o.bytes_cloned,
-            bytes_copied: o.bytes_copied,
-            seconds: o.elapsed.as_secs_f64(),
-            path: o.sealed.path.clone(),
-            immutable: o.sealed.immutable,
-            expiry_unix: o.sealed.expiry,
-        })
-    } else {
-        None
-    };
+    let synth = synthetic_full.then(|| synthesize(&repo, job)).transpose()?;
     Ok(local_report(&repo, &s, synth, None))
+}
+
+/// Builds a synthetic full of `job` in `repo` right after a backup (`--synthetic-full`).
+pub(crate) fn synthesize(repo: &Repository, job: &str) -> anyhow::Result<SynthReport> {
+    let o = repo
+        .synthesize(job)
+        .with_context(|| format!("building a synthetic full of job {job:?}"))?;
+    Ok(SynthReport {
+        point: o.sealed.meta.point.to_hex(),
+        chain: o.sealed.meta.chain.to_hex(),
+        method: o.method.as_str(),
+        fallback_reason: o.fallback_reason.clone(),
+        blocks: o.blocks,
+        bytes_cloned: o.bytes_cloned,
+        bytes_copied: o.bytes_copied,
+        seconds: o.elapsed.as_secs_f64(),
+        path: o.sealed.path.clone(),
+        immutable: o.sealed.immutable,
+        expiry_unix: o.sealed.expiry,
+    })
 }
 
 /// The report of a backup sealed in the local repository `repo`.

@@ -465,3 +465,33 @@ fn an_encrypted_backup_of_a_running_disk_is_the_disk_at_the_transaction_and_rest
     rig.assert_no_plaintext();
     vm.assert_only_one_bitmap_left();
 }
+
+#[test]
+fn synthetic_full_after_an_encrypted_cbt_incremental_restores_with_the_key_and_the_next_backup_reads_the_disk(
+) {
+    let t = "synthetic_full_after_an_encrypted_cbt_incremental_restores_with_the_key_and_the_next_backup_reads_the_disk";
+    let Some(rig) = rig(t) else { return };
+    let key = ["--cbt", "--key", s(&rig.key)];
+    let full = rig.backup("vm", &key);
+    assert_eq!(full["kind"], "full", "{full}");
+    rig.write(&[2 * MIB, 40 * MIB], 3);
+    let inc = rig.backup("vm", &[&key[..], &["--synthetic-full"]].concat());
+    assert_read_only_the_dirty_blocks(&inc);
+    let synth = &inc["synthetic_full"];
+    assert!(
+        synth["point"].is_string(),
+        "a synthetic full was built: {inc}"
+    );
+    assert_ne!(synth["point"], inc["point"]);
+    // The newest point is now the synthetic full: byte-identical with the key, refused without.
+    rig.restores_as_the_image("vm", &["--key", s(&rig.key)]);
+    rig.restore_without_a_key_is_refused("vm", "--key");
+    // A synthetic full carries no CBT record: the next backup reads the disk again (and says
+    // why), and is still right.
+    rig.write(&[10 * MIB], 4);
+    let next = rig.backup("vm", &key);
+    assert_eq!(next["cbt"]["used"], false, "{next}");
+    assert!(next["cbt"]["fallback_reason"].is_string(), "{next}");
+    rig.restores_as_the_image("vm", &["--key", s(&rig.key)]);
+    rig.assert_no_plaintext();
+}

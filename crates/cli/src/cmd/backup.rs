@@ -57,14 +57,16 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
     };
     let key = super::key::write_key(a.key.as_deref(), a.public_key.as_deref())?;
     let live = a.live.is_live(&a.source);
-    if live && a.synthetic_full {
-        anyhow::bail!(
-            "--synthetic-full is not supported with live sources (image files, NBD exports, --cbt, --dirty-bitmap, --qmp) in this version: \
-             back up without it (a job file whose schedule asks for synthetic fulls builds them for live disks: bulwark job run); nothing was written"
-        );
-    }
     let r = if live {
-        repo.backup_live(&a.at.job, &a.source, &opts, &a.live, key.as_ref(), out)?
+        repo.backup_live(
+            &a.at.job,
+            &a.source,
+            &opts,
+            &a.live,
+            a.synthetic_full,
+            key.as_ref(),
+            out,
+        )?
     } else {
         repo.backup_with(
             &a.at.job,

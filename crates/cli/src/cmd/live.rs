@@ -75,18 +75,23 @@ impl LiveArgs {
 
 impl Repo {
     /// A new restore point of `job` from a live source, encrypted with `key` when one is
-    /// given (docs/encryption.md).
+    /// given (docs/encryption.md); a synthetic full after it when asked (local repositories).
+    #[allow(clippy::too_many_arguments)]
     pub fn backup_live(
         &self,
         job: &str,
         source: &Path,
         opts: &BackupOptions,
         live: &LiveArgs,
+        synthetic_full: bool,
         key: Option<&WriteKey>,
         out: &Output,
     ) -> anyhow::Result<BackupReport> {
         let path = match self {
             Repo::Local(p) => p,
+            Repo::Remote { .. } if synthetic_full => anyhow::bail!(
+                "--synthetic-full builds on the repository host: run `bulwark-repo synthesize` there"
+            ),
             Repo::Remote { addr, config_dir } => {
                 bulwark_sys::catch_interrupts();
                 let src = LiveSource::open(source, &live.options(), job)
@@ -132,10 +137,13 @@ impl Repo {
         let (s, cbt) = backup_live(&repo, job, src, opts, key, &|n| pb.inc(n))
             .with_context(|| format!("backing up {} as job {job:?}", source.display()))?;
         pb.finish_and_clear();
+        let synth = synthetic_full
+            .then(|| crate::repo::synthesize(&repo, job))
+            .transpose()?;
         Ok(crate::repo::local_report(
             &repo,
             &s,
-            None,
+            synth,
             cbt.mode.is_some().then_some(cbt),
         ))
     }
