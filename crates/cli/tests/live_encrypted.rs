@@ -7,14 +7,13 @@
 
 mod common;
 
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use bulwark_testkit::require_tools;
 use bulwark_testkit::run_ok;
 use bulwark_testkit::vm::{apply, nbd_uri, prefix_of, qemu_nbd, Guest, Vm, SLOT};
-use bulwark_testkit::{require_tools, Rng};
 use common::{bulwark_pass, create_write_only_key, err, init_repo, ok, s};
 use serde_json::Value;
 
@@ -39,21 +38,8 @@ fn rig(test: &str) -> Option<Rig> {
     }
     let dir = tempfile::tempdir().unwrap();
     let repo = init_repo(dir.path());
-    let raw = dir.path().join("disk.raw");
-    let f = std::fs::File::create(&raw).unwrap();
-    f.set_len(64 * MIB).unwrap();
-    f.write_all_at(&Rng::new(17).bytes(6 << 20), 0).unwrap();
-    let text: Vec<u8> = MARKER.iter().copied().cycle().take(1 << 20).collect();
-    f.write_all_at(&text, 8 * MIB).unwrap();
-    drop(f);
     let img = dir.path().join("vm.qcow2");
-    run_ok(
-        Command::new("qemu-img")
-            .args(["convert", "-f", "raw", "-O", "qcow2"])
-            .arg(&raw)
-            .arg(&img),
-    );
-    std::fs::remove_file(&raw).unwrap();
+    bulwark_testkit::images::qcow2_with_marker(&img, 17, MARKER);
     let key = dir.path().join("sym.key");
     ok(&bulwark_pass(
         &["key", "create", "--out", s(&key)],

@@ -5,13 +5,12 @@
 //! `qemu-img compare` sees the image, and the repository holds no plaintext. Needs root (the
 //! service user) and qemu-utils with qemu-storage-daemon.
 
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
 use bulwark_testkit::run_ok;
 use bulwark_testkit::serve::Service;
-use bulwark_testkit::{images, require_root, require_tools, Rng};
+use bulwark_testkit::{images, require_root, require_tools};
 
 const MIB: u64 = 1 << 20;
 const MARKER: &[u8] = b"NETWORK-LIVE-PLAINTEXT-MARKER-93ab";
@@ -21,26 +20,8 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A 64 MiB qcow2 at `img` with 6 MiB of random data and 1 MiB of the plaintext marker.
-fn image(img: &Path) {
-    let raw = img.with_extension("raw");
-    let f = std::fs::File::create(&raw).unwrap();
-    f.set_len(64 * MIB).unwrap();
-    f.write_all_at(&Rng::new(29).bytes(6 << 20), 0).unwrap();
-    let text: Vec<u8> = MARKER.iter().copied().cycle().take(1 << 20).collect();
-    f.write_all_at(&text, 8 * MIB).unwrap();
-    drop(f);
-    run_ok(
-        Command::new("qemu-img")
-            .args(["convert", "-f", "raw", "-O", "qcow2"])
-            .arg(&raw)
-            .arg(img),
-    );
-    std::fs::remove_file(&raw).unwrap();
-}
-
 /// The service with client `c1` enrolled, its symmetric key `sym.key` and the image
-/// `vm.qcow2` ([`image`]); `None` (after a printed SKIP) without root or the QEMU tools.
+/// `vm.qcow2` ([`images::qcow2_with_marker`]); `None` (after a printed SKIP) without root or the QEMU tools.
 fn service(test: &str) -> Option<Service> {
     if !require_root(test, "creating the unprivileged service user")
         || !require_tools(test, &["qemu-img", "qemu-io", "qemu-storage-daemon"])
@@ -56,7 +37,7 @@ fn service(test: &str) -> Option<Service> {
         .run(&["key", "create", "--out", s(&key)])
         .status
         .success());
-    image(&svc.path("vm.qcow2"));
+    images::qcow2_with_marker(&svc.path("vm.qcow2"), 29, MARKER);
     Some(svc)
 }
 

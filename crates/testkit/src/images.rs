@@ -118,3 +118,24 @@ pub fn qcow2_write_64k(img: &Path, offsets: &[u64], pattern: u8) {
         .collect();
     qemu_io(img, &cmds.iter().map(String::as_str).collect::<Vec<_>>());
 }
+
+/// Writes a 64 MiB qcow2 image at `img` holding 6 MiB of random data from `seed` at its
+/// start and 1 MiB of `marker`, repeated, at 8 MiB (a plaintext no encrypted repository file
+/// may contain: [`crate::fs::assert_no_marker`]).
+pub fn qcow2_with_marker(img: &Path, seed: u64, marker: &[u8]) {
+    const MIB: u64 = 1 << 20;
+    let raw = img.with_extension("raw");
+    let f = std::fs::File::create(&raw).unwrap();
+    f.set_len(64 * MIB).unwrap();
+    f.write_all_at(&Rng::new(seed).bytes(6 << 20), 0).unwrap();
+    let text: Vec<u8> = marker.iter().copied().cycle().take(1 << 20).collect();
+    f.write_all_at(&text, 8 * MIB).unwrap();
+    drop(f);
+    crate::run_ok(
+        Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(img),
+    );
+    std::fs::remove_file(&raw).unwrap();
+}
