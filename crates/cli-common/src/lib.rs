@@ -50,8 +50,52 @@ impl Output {
 
     /// Prints a JSON value (or any report that serializes) on stdout.
     pub fn json<T: serde::Serialize + ?Sized>(&self, v: &T) {
-        println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+        outln!("{}", serde_json::to_string_pretty(v).expect("serializable"));
     }
+}
+
+/// Set once standard output is found closed: what is printed after it is dropped.
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes `args` to standard output, never panicking (what `println!` does when stdout is a
+/// pipe whose reader has gone, as in `bulwark list | head -1`). Once stdout is closed the rest
+/// of the output is dropped and the command carries on, so a backup still finishes its work
+/// and returns its own exit code; any other write error is reported on stderr, once.
+pub fn print_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if !STDOUT_CLOSED.swap(true, Ordering::Relaxed)
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            eprintln!(
+                "warning: cannot write to standard output ({e}); the rest of the output is dropped"
+            );
+        }
+    }
+}
+
+/// `println!` that never panics: see [`print_stdout`].
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::print_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::print_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` that never panics: see [`print_stdout`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::print_stdout(format_args!($($arg)*))
+    };
 }
 
 /// Declares a program's top-level arguments: `struct Cli` with the global `--json`, the

@@ -3,6 +3,10 @@
 //! Exit codes: 0 all is well; 1 damage was found (verify, or a restore that met a bad block);
 //! 2 an operational error (bad arguments, unreadable source, full disk, …).
 
+/// `outln!` / `out!`: printing that survives a closed standard output (`… | head`).
+#[macro_use]
+extern crate bulwark_cli_common;
+
 mod cmd;
 mod notify;
 mod output;

@@ -2,6 +2,10 @@
 //! its own, so that the client does not carry the demo's process harness (it starts a real
 //! `bulwark-immutd` as root) among its commands.
 
+/// `outln!` / `out!`: printing that survives a closed standard output (`… | head`).
+#[macro_use]
+extern crate bulwark_cli_common;
+
 mod cbt_step;
 mod instant_step;
 
@@ -247,7 +251,7 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     if workspace.join("Cargo.toml").exists()
         && exe.parent().is_some_and(|d| d.ends_with("target/release"))
     {
-        println!("   (building {name} once)");
+        outln!("   (building {name} once)");
         run_tool(
             Command::new("cargo")
                 .args(["build", "--release", "-q", "--bin", name])
@@ -401,7 +405,7 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
     let mut dir = a.dir.clone();
     if root && !reachable_by_others(&dir) {
         let alt = PathBuf::from("/var/tmp/bulwark-demo");
-        println!(
+        outln!(
             "note: {} is not reachable by an unprivileged user, so the demo runs in {}",
             dir.display(),
             alt.display()
@@ -427,7 +431,7 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
     )?;
     let say = |s: String| {
         if !out.json {
-            println!("{s}");
+            outln!("{s}");
         }
     };
     let repo_dir = std::path::absolute(dir.join("repo"))?;

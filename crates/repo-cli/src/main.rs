@@ -1,6 +1,10 @@
 //! `bulwark-repo`: administration of a repository, run on the repository host as the service
 //! user. Exit codes: 0 ok, 1 damage found, 2 operational error.
 
+/// `outln!` / `out!`: printing that survives a closed standard output (`… | head`).
+#[macro_use]
+extern crate bulwark_cli_common;
+
 mod cmd;
 
 use clap::{Parser, Subcommand};

@@ -3,6 +3,10 @@
 //! (whose `serve` listens on 6162) links no S3 SDK, no async runtime and no HTTP stack.
 //! Exit codes: 0 ok, 1 damage found, 2 operational error.
 
+/// `outln!` / `out!`: printing that survives a closed standard output (`… | head`).
+#[macro_use]
+extern crate bulwark_cli_common;
+
 mod cmd;
 
 use clap::{Parser, Subcommand};

@@ -124,7 +124,7 @@ fn print_copy(r: &CopyReport, out: &Output) -> i32 {
         out.json(r);
         return code;
     }
-    println!("copy from {} to {}", r.from, r.to);
+    outln!("copy from {} to {}", r.from, r.to);
     for j in &r.jobs {
         for p in &j.points {
             let lock = match (p.immutable, p.expiry_unix) {
@@ -132,7 +132,7 @@ fn print_copy(r: &CopyReport, out: &Output) -> i32 {
                 _ if p.mode == "held" => String::new(),
                 _ => ", NOT locked (the target has no immutability service)".into(),
             };
-            println!(
+            outln!(
                 "  {} {} -> {} ({}): {} sent, {} from the target's own blocks, {} resumed{lock}",
                 j.job,
                 p.source_point,
@@ -143,7 +143,7 @@ fn print_copy(r: &CopyReport, out: &Output) -> i32 {
                 human(p.bytes_resumed),
             );
         }
-        println!(
+        outln!(
             "job {}: {} copied, {} skipped, {} failed; {} sent",
             j.job,
             j.points_copied,
@@ -152,11 +152,11 @@ fn print_copy(r: &CopyReport, out: &Output) -> i32 {
             human(j.bytes_sent)
         );
         if let Some(e) = &j.error {
-            println!("  FAILED: {e}");
-            println!("  Run the same command again: points already copied are skipped and a partial copy resumes.");
+            outln!("  FAILED: {e}");
+            outln!("  Run the same command again: points already copied are skipped and a partial copy resumes.");
         }
     }
-    println!(
+    outln!(
         "{} sent in {:.1} s ({}/s)",
         human(r.bytes_sent),
         r.seconds,
@@ -171,10 +171,10 @@ fn print_verify(v: &VerifyCopies, out: &Output) -> i32 {
         out.json(v);
         return code;
     }
-    println!("compared {} with {}", v.from, v.to);
+    outln!("compared {} with {}", v.from, v.to);
     for j in &v.jobs {
         for p in j.points.iter().filter(|p| p.status != "same") {
-            println!(
+            outln!(
                 "  {} {}: {} (source {}, target {})",
                 j.job,
                 p.source_point.as_deref().unwrap_or("?"),
@@ -184,12 +184,12 @@ fn print_verify(v: &VerifyCopies, out: &Output) -> i32 {
             );
         }
         for d in &j.source_damage {
-            println!("  {} DAMAGED on the source: {d}", j.job);
+            outln!("  {} DAMAGED on the source: {d}", j.job);
         }
         for d in &j.target_damage {
-            println!("  {} DAMAGED on the target: {d}", j.job);
+            outln!("  {} DAMAGED on the target: {d}", j.job);
         }
-        println!(
+        outln!(
             "job {}: {} same, {} different, {} missing on the target, {} only on the target; source damage {}, target damage {}",
             j.job,
             j.same,
@@ -201,7 +201,7 @@ fn print_verify(v: &VerifyCopies, out: &Output) -> i32 {
         );
     }
     if code != EXIT_OK {
-        println!("Damage or a difference was found: restore from the side that verifies clean, and run `bulwark verify` on the other.");
+        outln!("Damage or a difference was found: restore from the side that verifies clean, and run `bulwark verify` on the other.");
     }
     code
 }
@@ -291,7 +291,7 @@ pub fn run_job(
                     &serde_json::json!({"job": job.name, "ok": false, "error": format!("{e:#}")}),
                 );
             } else {
-                println!("copy job {} FAILED: {e:#}", job.name);
+                outln!("copy job {} FAILED: {e:#}", job.name);
             }
             Ok(code.unwrap_or(EXIT_ERROR))
         }

@@ -93,14 +93,14 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
         .to_ip()
         .context("the dashboard listens on a TCP address")?;
     if out.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"listening": format!("http://{bound}/"), "repository": addr.to_string()})
         );
     } else {
-        println!("dashboard of {addr} on http://{bound}/ (read-only; Ctrl-C stops it)");
+        outln!("dashboard of {addr} on http://{bound}/ (read-only; Ctrl-C stops it)");
         if !bound.ip().is_loopback() {
-            println!(
+            outln!(
                 "WARNING: serving on {bound}, reachable from other machines: the page has no login"
             );
         }

@@ -36,12 +36,12 @@ pub fn run(a: Args, config_dir: &std::path::Path, out: &Output) -> anyhow::Resul
                          "fingerprint": e.fingerprint.to_string()}),
         );
     } else {
-        println!("enrolled with {addr} as client {:?}", e.client);
-        println!(
+        outln!("enrolled with {addr} as client {:?}", e.client);
+        outln!(
             "  key, certificate and pinned CA stored in {} (mode 0600)",
             e.dir.display()
         );
-        println!("  use --repo {addr} with backup, restore, list and verify");
+        outln!("  use --repo {addr} with backup, restore, list and verify");
     }
     Ok(EXIT_OK)
 }

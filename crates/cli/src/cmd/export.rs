@@ -244,7 +244,7 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
     if out.json {
         out.json(&report);
     } else {
-        println!(
+        outln!(
             "exporting point {} of job {} ({} disk) {} at {uri}\n  e.g. qemu-img info {uri}\n  stop with Ctrl-C or SIGTERM",
             report.point,
             report.job,

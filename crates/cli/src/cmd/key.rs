@@ -305,12 +305,12 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
                 }));
             } else {
                 match &public {
-                    Some(p) => println!(
+                    Some(p) => outln!(
                         "created the private restore key {} and the public key {} (fingerprint {id});\n\
                          give clients only the public key (bulwark backup --public-key {}), keep the private key offline",
                         path.display(), p.display(), p.display()
                     ),
-                    None => println!("created the symmetric key file {} (fingerprint {id})", path.display()),
+                    None => outln!("created the symmetric key file {} (fingerprint {id})", path.display()),
                 }
                 eprintln!("{LOSS_WARNING}");
             }
@@ -335,14 +335,14 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
                     "generations": gens.iter().map(|(f, c)| serde_json::json!({"fingerprint": f, "created_unix": c})).collect::<Vec<_>>(),
                 }));
             } else {
-                println!("{}: {}", file.display(), kind.describe());
+                outln!("{}: {}", file.display(), kind.describe());
                 for (i, (f, c)) in gens.iter().enumerate() {
                     let current = if i + 1 == gens.len() {
                         " (current: new chains use it)"
                     } else {
                         ""
                     };
-                    println!(
+                    outln!(
                         "  generation {}: fingerprint {f}, created {}{current}",
                         i + 1,
                         bulwark_cli_common::utc(*c)
@@ -358,7 +358,7 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
                 &kf.encode(new.as_bytes(), Argon2Params::default())?,
                 true,
             )?;
-            println!("changed the passphrase of {}; paper copies of the old file still open with the old passphrase", file.display());
+            outln!("changed the passphrase of {}; paper copies of the old file still open with the old passphrase", file.display());
         }
         KeyCmd::Rotate { file, public } => {
             let mut kf = load_secret(&file)?;
@@ -372,28 +372,28 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
                 write_key_file(pp, &pf.encode(), false)?;
             }
             write_key_file(&file, &bytes, true)?;
-            println!(
+            outln!(
                 "added key generation {} (fingerprint {}) to {}: new chains use it; chains written with older generations stay readable with this file",
                 kf.generations.len(),
                 fp(kf.current().key_id()),
                 file.display()
             );
             if let Some(pp) = &public {
-                println!("give the clients the new public key {}", pp.display());
+                outln!("give the clients the new public key {}", pp.display());
             }
         }
         KeyCmd::Paper { file } => {
             let b = read_key_bytes(&file)?;
             let kind = bulwark_crypto::kind_of(&b, &file.display().to_string())?;
-            println!(
+            outln!(
                 "# Bulwark key file {} — {}",
                 file.display(),
                 kind.describe()
             );
-            println!("# Still protected by its passphrase. Type it back with: bulwark key unpaper --out FILE");
-            println!("# Each line: number, 32 bytes in hex, a check that catches typos.");
+            outln!("# Still protected by its passphrase. Type it back with: bulwark key unpaper --out FILE");
+            outln!("# Each line: number, 32 bytes in hex, a check that catches typos.");
             for l in paper_lines(&b) {
-                println!("{l}");
+                outln!("{l}");
             }
         }
         KeyCmd::Unpaper { out: path } => {
@@ -403,7 +403,7 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
             let b = unpaper(&text)?;
             let kind = bulwark_crypto::kind_of(&b, "the paper copy")?;
             write_key_file(&path, &b, false)?;
-            println!("rebuilt {} ({})", path.display(), kind.describe());
+            outln!("rebuilt {} ({})", path.display(), kind.describe());
         }
     }
     Ok(EXIT_OK)

@@ -20,15 +20,15 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
         return Ok(EXIT_OK);
     }
     for j in &r.jobs {
-        println!("job {}", j.job);
+        outln!("job {}", j.job);
         let mut last_chain = None;
         for p in &j.points {
             if last_chain != Some(&p.chain) {
-                println!("  chain {}", p.chain);
+                outln!("  chain {}", p.chain);
                 last_chain = Some(&p.chain);
             }
             match (p.disk_size, p.file_bytes, p.new_bytes) {
-                (Some(disk), Some(file), Some(new)) => println!(
+                (Some(disk), Some(file), Some(new)) => outln!(
                     "    {}  {:14}  {}  disk {:>10}  stored {:>10}  new {:>10}",
                     p.point,
                     p.kind,
@@ -37,20 +37,22 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
                     human(file),
                     human(new)
                 ),
-                _ => println!(
+                _ => outln!(
                     "    {}  {:14}  {}  in the tier only",
-                    p.point, p.kind, p.created
+                    p.point,
+                    p.kind,
+                    p.created
                 ),
             }
         }
         for u in &j.unreadable {
-            println!("  UNREADABLE {}: {}", u.path.display(), u.error);
+            outln!("  UNREADABLE {}: {}", u.path.display(), u.error);
         }
     }
     if r.jobs.is_empty() {
         match &r.repository {
-            Some(addr) => println!("no restore points of this client yet on {addr}"),
-            None => println!("no restore points yet"),
+            Some(addr) => outln!("no restore points of this client yet on {addr}"),
+            None => outln!("no restore points yet"),
         }
     }
     Ok(EXIT_OK)

@@ -155,7 +155,7 @@ pub fn print_cbt(r: &BackupReport) -> bool {
     let Some(c) = &r.cbt else { return false };
     let h = crate::output::human;
     if c.used {
-        println!(
+        outln!(
             "  changed-block tracking: read {} for {} marked dirty by bitmap {} ({} of whole blocks); {} blocks referenced unread",
             h(r.counters.bytes_read),
             h(c.dirty_bytes),
@@ -164,26 +164,24 @@ pub fn print_cbt(r: &BackupReport) -> bool {
             r.counters.blocks_referenced
         );
     } else if let Some(why) = &c.fallback_reason {
-        println!(
-            "note: changed-block tracking not used, the whole disk was read and hashed: {why}"
-        );
+        outln!("note: changed-block tracking not used, the whole disk was read and hashed: {why}");
     }
     if let Some(b) = &c.new_bitmap {
-        println!("  changes from now on are tracked by bitmap {b}");
+        outln!("  changes from now on are tracked by bitmap {b}");
     }
     if let Some(e) = &c.cleanup_error {
-        println!("  WARNING: the point is sealed, but cleaning up in QEMU failed: {e}");
+        outln!("  WARNING: the point is sealed, but cleaning up in QEMU failed: {e}");
     }
     match &c.verify {
         Some(v) if v.missed_blocks > 0 => {
-            println!(
+            outln!(
                 "  WARNING: verify-by-reading found {} changed blocks the bitmap did not mark (first: {:?}); this point is correct (it was read in full), but the bitmap cannot be trusted",
                 v.missed_blocks, v.missed
             );
             true
         }
         Some(_) => {
-            println!("  verify-by-reading: every changed block was marked by the bitmap");
+            outln!("  verify-by-reading: every changed block was marked by the bitmap");
             false
         }
         None => false,

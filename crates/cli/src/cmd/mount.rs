@@ -684,7 +684,7 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
     if out.json {
         out.json(&report);
     } else {
-        println!(
+        outln!(
             "mounted point {} of job {} on {}: {} ({})",
             report.point,
             report.job,
@@ -693,7 +693,7 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
             human(report.disk_size)
         );
         for p in &report.partitions {
-            println!(
+            outln!(
                 "  partition {} ({}, {}, {}): {}",
                 p.number,
                 p.table,
@@ -707,9 +707,9 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
             );
         }
         if let Some(n) = &report.needs_root {
-            println!("  {n}");
+            outln!("  {n}");
         }
-        println!("  stop with Ctrl-C or `bulwark umount {}`", dir.display());
+        outln!("  stop with Ctrl-C or `bulwark umount {}`", dir.display());
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -749,7 +749,7 @@ pub fn run_umount(a: UmountArgs, out: &Output) -> anyhow::Result<i32> {
         {
             run_tool("fusermount3", &[OsStr::new("-u"), dir.as_os_str()])
                 .map_err(anyhow::Error::msg)?;
-            println!("unmounted {}", dir.display());
+            outln!("unmounted {}", dir.display());
             return Ok(EXIT_OK);
         }
         bail!(
@@ -782,7 +782,7 @@ pub fn run_umount(a: UmountArgs, out: &Output) -> anyhow::Result<i32> {
     if out.json {
         out.json(&serde_json::json!({ "unmounted": dir }));
     } else {
-        println!("unmounted {}", dir.display());
+        outln!("unmounted {}", dir.display());
     }
     Ok(EXIT_OK)
 }

@@ -41,7 +41,7 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
     if out.json {
         out.json(&r);
     } else {
-        println!(
+        outln!(
             "restored {} of job {}{} to {} ({} disk, {} data written in {:.1}s, {:.0} MB/s); every block matched its hash",
             r.point,
             r.job,

@@ -27,16 +27,16 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
     for d in &r.damaged {
         let id = d.point.clone().unwrap_or_else(|| "?".into());
         match &d.path {
-            Some(p) => println!("DAMAGED job {} point {id} ({})", d.job, p.display()),
-            None => println!("DAMAGED job {} point {id}", d.job),
+            Some(p) => outln!("DAMAGED job {} point {id} ({})", d.job, p.display()),
+            None => outln!("DAMAGED job {} point {id}", d.job),
         }
         for p in &d.problems {
-            println!("  {p}");
+            outln!("  {p}");
         }
         if !d.blocks.is_empty() {
             let shown: Vec<String> = d.blocks.iter().take(20).map(|b| b.to_string()).collect();
             let more = d.blocks.len().saturating_sub(20) as u64 + d.more_blocks;
-            println!(
+            outln!(
                 "  damaged blocks: {}{}",
                 shown.join(", "),
                 if more > 0 {
@@ -47,7 +47,7 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
             );
         }
     }
-    println!(
+    outln!(
         "verified {} restore points, {} blocks, {} stored{}: {}",
         r.points_checked,
         r.blocks_checked,
@@ -63,7 +63,7 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
         }
     );
     if !r.clean {
-        println!("The next backup of an affected job should be an active full: `bulwark backup --full ...`");
+        outln!("The next backup of an affected job should be an active full: `bulwark backup --full ...`");
     }
     Ok(code)
 }

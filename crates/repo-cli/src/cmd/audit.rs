@@ -241,13 +241,13 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             .iter()
             .map(|f| serde_json::json!({"level": name(f.level), "check": f.check, "detail": f.detail}))
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"findings": v, "ok": worst != Level::Fail})
         );
     } else {
         for f in &findings {
-            println!("{:4}  {:24} {}", name(f.level), f.check, f.detail);
+            outln!("{:4}  {:24} {}", name(f.level), f.check, f.detail);
         }
     }
     Ok(if worst == Level::Fail { 1 } else { 0 })

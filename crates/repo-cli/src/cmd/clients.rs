@@ -34,7 +34,7 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             );
         }
         if !json {
-            println!("revoked {n} certificate(s) of {who}");
+            outln!("revoked {n} certificate(s) of {who}");
         }
     }
     let list = reg.list()?;
@@ -44,15 +44,15 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             .map(|r| serde_json::json!({"client": r.name, "fingerprint": r.fingerprint, "serial": r.serial,
                 "issued_unix": r.issued_unix, "not_after_unix": r.not_after_unix, "revoked_unix": r.revoked_unix}))
             .collect();
-        println!("{}", serde_json::json!({ "clients": v }));
+        outln!("{}", serde_json::json!({ "clients": v }));
     } else if list.is_empty() {
-        println!(
+        outln!(
             "no clients enrolled; create a token with `bulwark-repo enroll {} --client NAME`",
             a.dir.display()
         );
     } else {
         for r in &list {
-            println!(
+            outln!(
                 "{:20} issued {}  expires {}  {}  sha256 {}",
                 r.name,
                 utc(r.issued_unix),

@@ -23,19 +23,20 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
     let (token, info) = bulwark_server::create_token(&a.dir, &a.client, a.expires)
         .with_context(|| format!("creating an enrollment token in {}", a.dir.display()))?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"client": a.client, "token": token, "fingerprint": fp.to_string(),
                                "expires_unix": info.expires_unix})
         );
     } else {
-        println!(
+        outln!(
             "enrollment token for client {:?} (works once, expires in {}s):",
-            a.client, a.expires
+            a.client,
+            a.expires
         );
-        println!("  {token}");
-        println!("on the client, run:");
-        println!("  bulwark enroll HOST:6162 {token} --fingerprint {fp}");
+        outln!("  {token}");
+        outln!("on the client, run:");
+        outln!("  bulwark enroll HOST:6162 {token} --fingerprint {fp}");
     }
     Ok(0)
 }

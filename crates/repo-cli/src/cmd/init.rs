@@ -54,13 +54,13 @@ fn add_network(a: &Args, json: bool) -> anyhow::Result<i32> {
     let fp = bulwark_server::init_pki(&a.dir, &repo.config().id, &a.server_name)
         .with_context(|| format!("creating the repository CA in {}", a.dir.display()))?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"repository": a.dir, "id": repo.config().id, "fingerprint": fp.to_string()})
         );
     } else {
-        println!("gave repository {} a network identity", a.dir.display());
-        println!("repository CA fingerprint (clients pin it at enrollment): {fp}");
+        outln!("gave repository {} a network identity", a.dir.display());
+        outln!("repository CA fingerprint (clients pin it at enrollment): {fp}");
     }
     Ok(0)
 }
@@ -81,31 +81,31 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         ReflinkSupport::Unsupported(why) => Some(format!("{why}: {REFLINK_ADVICE}")),
     };
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"repository": a.dir, "id": repo.config().id, "immutable_days": a.immutable_days,
                 "fingerprint": fp.to_string(),
                                "reflink": reflink.is_supported(), "reflink_warning": no_reflink})
         );
     } else {
-        println!(
+        outln!(
             "created repository {} (id {})",
             a.dir.display(),
             repo.config().id
         );
-        println!("immutability period: {} days", a.immutable_days);
-        println!("repository CA fingerprint (clients pin it at enrollment): {fp}");
+        outln!("immutability period: {} days", a.immutable_days);
+        outln!("repository CA fingerprint (clients pin it at enrollment): {fp}");
         match &no_reflink {
-            None => println!("block cloning: supported (synthetic fulls share blocks)"),
+            None => outln!("block cloning: supported (synthetic fulls share blocks)"),
             Some(w) => eprintln!("WARNING: {w}"),
         }
         match &a.immutd_socket {
-            Some(sock) => println!(
+            Some(sock) => outln!(
                 "restore points will be sealed by the immutability service at {}; list {} in its configuration",
                 sock.display(),
                 repo.root().display()
             ),
-            None => println!(
+            None => outln!(
                 "files are NOT immutable: no immutability service is configured (see --immutd-socket)"
             ),
         }

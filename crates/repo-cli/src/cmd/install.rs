@@ -297,36 +297,36 @@ pub fn run_install(a: Args, json: bool) -> anyhow::Result<i32> {
         ),
     ];
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"repository": a.repo, "user": a.user, "uid": uid,
                 "immutd_config": cfg_path, "nftables": nft_path, "max_locked_bytes": cap,
                 "fingerprint": fingerprint, "units_started": started, "notes": notes, "next": next})
         );
     } else {
-        println!(
+        outln!(
             "repository {} for user {} (uid {uid})",
             a.repo.display(),
             a.user
         );
         if let Some(fp) = &fingerprint {
-            println!("fingerprint for clients' `bulwark enroll --fingerprint`: {fp}");
+            outln!("fingerprint for clients' `bulwark enroll --fingerprint`: {fp}");
         }
-        println!("immutability service configuration: {}", cfg_path.display());
-        println!(
+        outln!("immutability service configuration: {}", cfg_path.display());
+        outln!(
             "firewall snippet (TCP {} only): {}",
             a.port,
             nft_path.display()
         );
         for u in &started {
-            println!("started {u}");
+            outln!("started {u}");
         }
         for n in &notes {
-            println!("note: {n}");
+            outln!("note: {n}");
         }
-        println!("next:");
+        outln!("next:");
         for n in &next {
-            println!("  {n}");
+            outln!("  {n}");
         }
     }
     Ok(0)

@@ -51,17 +51,17 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         old
     };
     match (policy, json) {
-        (Some(p), true) => println!(
+        (Some(p), true) => outln!(
             "{}",
             serde_json::json!({"job": a.job, "keep_days": p.keep_days, "keep_points": p.keep_points,
                 "weekly": p.weekly, "monthly": p.monthly, "yearly": p.yearly})
         ),
-        (Some(p), false) => println!(
+        (Some(p), false) => outln!(
             "job {}: keep {} days or {} points (whichever keeps more); GFS {} weekly, {} monthly, {} yearly",
             a.job, p.keep_days, p.keep_points, p.weekly, p.monthly, p.yearly
         ),
-        (None, true) => println!("{}", serde_json::json!({"job": a.job, "policy": null})),
-        (None, false) => println!("job {}: no retention policy: nothing is ever removed", a.job),
+        (None, true) => outln!("{}", serde_json::json!({"job": a.job, "policy": null})),
+        (None, false) => outln!("job {}: no retention policy: nothing is ever removed", a.job),
     }
     Ok(0)
 }

@@ -44,16 +44,16 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
     })?;
     let worst = report.worst();
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"report": out, "bytes": page.len(), "alerts": report.alerts.len(),
                 "status": worst.as_str(),
                 "sealed_files": report.sealed().count()})
         );
     } else {
-        println!("{}", out.display());
+        outln!("{}", out.display());
         for al in &report.alerts {
-            println!("ALERT: {}", al.text);
+            outln!("ALERT: {}", al.text);
         }
     }
     Ok(if worst == rep::Level::Fail { 1 } else { 0 })

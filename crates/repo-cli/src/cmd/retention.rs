@@ -52,9 +52,9 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             );
             continue;
         }
-        println!("job {job}");
+        outln!("job {job}");
         if r.policy.is_none() {
-            println!(
+            outln!(
                 "  no retention policy: nothing is removed (set one with `bulwark-repo policy`)"
             );
             continue;
@@ -74,17 +74,17 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             } else {
                 "remove".to_string()
             };
-            println!("  {} {}  {verdict}", m.point, utc(f.created));
+            outln!("  {} {}  {verdict}", m.point, utc(f.created));
         }
         for (p, why) in &r.refused {
-            println!("  REFUSED removal of {p}: {why}");
+            outln!("  REFUSED removal of {p}: {why}");
         }
         if !a.dry_run {
-            println!("  removed {} restore points", r.removed.len());
+            outln!("  removed {} restore points", r.removed.len());
         }
     }
     if json {
-        println!("{}", serde_json::Value::Array(out));
+        outln!("{}", serde_json::Value::Array(out));
     }
     Ok(if refused { 1 } else { 0 })
 }

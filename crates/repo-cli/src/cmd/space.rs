@@ -21,7 +21,7 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         .space()
         .with_context(|| format!("measuring the space of {}", a.dir.display()))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report_json(&r))?);
+        outln!("{}", serde_json::to_string_pretty(&report_json(&r))?);
     } else {
         print_report(&a.dir, &r);
     }
@@ -72,14 +72,14 @@ fn report_json(r: &SpaceReport) -> serde_json::Value {
 }
 
 fn print_report(dir: &std::path::Path, r: &SpaceReport) {
-    println!(
+    outln!(
         "repository {} on {} ({} free of {})",
         dir.display(),
         r.filesystem.name,
         human(r.filesystem.free_bytes),
         human(r.filesystem.total_bytes)
     );
-    println!(
+    outln!(
         "restore points: logical {}, allocated per file {} (what du counts), physical {} (each shared extent once), shared {}",
         human(r.logical_bytes),
         human(r.allocated_bytes),
@@ -87,15 +87,15 @@ fn print_report(dir: &std::path::Path, r: &SpaceReport) {
         human(r.shared_bytes)
     );
     if r.allocated_bytes > r.physical_bytes {
-        println!(
+        outln!(
             "block cloning saves {}",
             human(r.allocated_bytes - r.physical_bytes)
         );
     }
     for j in &r.jobs {
-        println!("job {}", j.job);
+        outln!("job {}", j.job);
         for c in &j.chains {
-            println!(
+            outln!(
                 "  chain {} (restore points: {}): logical {}, physical {}, shared {}, only in this chain {}",
                 c.chain,
                 c.files.len(),
@@ -108,13 +108,13 @@ fn print_report(dir: &std::path::Path, r: &SpaceReport) {
     }
     match &r.protection {
         Protection::NotProtected => {
-            println!("locked: not protected (no immutability service guards this repository)")
+            outln!("locked: not protected (no immutability service guards this repository)")
         }
-        Protection::Unknown(why) => println!("locked: unknown: {why}"),
-        Protection::Locked(days) if days.is_empty() => println!("locked: nothing"),
+        Protection::Unknown(why) => outln!("locked: unknown: {why}"),
+        Protection::Locked(days) if days.is_empty() => outln!("locked: nothing"),
         Protection::Locked(days) => {
             for d in days {
-                println!(
+                outln!(
                     "locked until {}: {} files ({} logical), {} physical bytes not freeable before then",
                     utc_date(d.until_unix),
                     d.files,

@@ -95,7 +95,7 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             .iter()
             .map(|(n, s)| serde_json::json!({"file": n, "age_seconds": s}))
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"repository": a.dir, "id": cfg.id, "immutable_days": cfg.immutable_days,
                 "immutd_socket": cfg.immutd_socket, "jobs": jobs, "unsealed_files": w,
@@ -114,30 +114,30 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
                 "alerts": alerts})
         );
     } else {
-        println!("repository {} (id {})", a.dir.display(), cfg.id);
-        println!("immutability period: {} days", cfg.immutable_days);
+        outln!("repository {} (id {})", a.dir.display(), cfg.id);
+        outln!("immutability period: {} days", cfg.immutable_days);
         match &cfg.immutd_socket {
             Some(s) => match &immutd {
-                Some(Ok(st)) => println!(
+                Some(Ok(st)) => outln!(
                     "immutability service: {}, trusted clock {} (wall clock {}), {} files locked",
                     s.display(),
                     bulwark_repository::utc(st.trusted_unix),
                     bulwark_repository::utc(st.wall_unix),
                     st.files_locked
                 ),
-                _ => println!("immutability service: {}", s.display()),
+                _ => outln!("immutability service: {}", s.display()),
             },
-            None => println!("immutability service: NONE — restore points are not immutable"),
+            None => outln!("immutability service: NONE — restore points are not immutable"),
         }
         match &reflink {
             ReflinkSupport::Supported => {
-                println!("synthetic fulls: clone (the filesystem supports reflink)")
+                outln!("synthetic fulls: clone (the filesystem supports reflink)")
             }
             ReflinkSupport::Unsupported(why) => {
-                println!("synthetic fulls: COPY, because {why}; {REFLINK_ADVICE}")
+                outln!("synthetic fulls: COPY, because {why}; {REFLINK_ADVICE}")
             }
         }
-        println!(
+        outln!(
             "jobs: {}",
             if jobs.is_empty() {
                 "none".to_string()
@@ -146,23 +146,23 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             }
         );
         for (j, v) in jobs.iter().zip(&verified) {
-            println!(
+            outln!(
                 "  {j}: last verified {}",
                 v.map(bulwark_repository::utc)
                     .unwrap_or_else(|| "never (bulwark-repo verify)".into())
             );
         }
         if tiers.is_empty() {
-            println!("tiers: none (copies to S3 Object Lock storage: `bulwark-tier add`)");
+            outln!("tiers: none (copies to S3 Object Lock storage: `bulwark-tier add`)");
         }
         for t in &tiers {
-            println!("{}", t.line());
+            outln!("{}", t.line());
         }
         for a in &alerts {
-            println!("ALERT: {a}");
+            outln!("ALERT: {a}");
         }
         for (n, s) in &waiting {
-            println!("ALERT: {n} has waited {s}s in incoming/ without being sealed");
+            outln!("ALERT: {n} has waited {s}s in incoming/ without being sealed");
         }
     }
     Ok(if waiting.is_empty() && alerts.is_empty() {

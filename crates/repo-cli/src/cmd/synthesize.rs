@@ -24,7 +24,7 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         .synthesize(&a.job)
         .with_context(|| format!("building a synthetic full of job {:?}", a.job))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&outcome_json(&o))?);
+        outln!("{}", serde_json::to_string_pretty(&outcome_json(&o))?);
     } else {
         print_outcome(&o);
     }
@@ -46,7 +46,7 @@ pub fn outcome_json(o: &SyntheticOutcome) -> serde_json::Value {
 
 fn print_outcome(o: &SyntheticOutcome) {
     let m = &o.sealed.meta;
-    println!(
+    outln!(
         "synthetic full {} of job {} from {} (chain {}): {} blocks in {:.2}s",
         m.point,
         m.job,
@@ -56,13 +56,13 @@ fn print_outcome(o: &SyntheticOutcome) {
         o.elapsed.as_secs_f64()
     );
     match o.method {
-        SynthMethod::Clone => println!(
+        SynthMethod::Clone => outln!(
             "  cloned {} with {} FICLONERANGE calls: no block data was written",
             human(o.bytes_cloned),
             o.clone_calls
         ),
         SynthMethod::Copy => {
-            println!(
+            outln!(
                 "  COPIED {} (and cloned {}): {}",
                 human(o.bytes_copied),
                 human(o.bytes_cloned),
@@ -70,16 +70,16 @@ fn print_outcome(o: &SyntheticOutcome) {
                     .as_deref()
                     .unwrap_or("the filesystem refused to clone")
             );
-            println!("  note: {REFLINK_ADVICE}");
+            outln!("  note: {REFLINK_ADVICE}");
         }
     }
     if o.sealed.immutable {
-        println!(
+        outln!(
             "  sealed immutable until unix time {}",
             o.sealed.expiry.unwrap_or(0)
         );
     } else {
-        println!(
+        outln!(
             "  WARNING: no immutability service guards this repository: the file is NOT immutable"
         );
     }

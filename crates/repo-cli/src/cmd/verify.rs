@@ -88,21 +88,21 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             .map(|d| serde_json::json!({"job": d.job, "point": d.point.map(|p| p.to_hex()), "path": d.path,
                                         "problems": d.problems, "blocks": d.blocks}))
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"points_checked": r.points_checked, "damaged": damaged,
                 "jobs_verified": todo, "jobs": all_jobs.len(), "within_days": a.within_days})
         );
     } else {
         for d in &r.damaged {
-            println!(
+            outln!(
                 "DAMAGED {} {}: {}",
                 d.job,
                 d.path.display(),
                 d.problems.join("; ")
             );
         }
-        println!(
+        outln!(
             "verified {} restore points, {} blocks{}",
             r.points_checked,
             r.blocks_checked,

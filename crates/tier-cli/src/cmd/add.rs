@@ -36,7 +36,7 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         eprintln!("warning: {w}");
     }
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"tier": tier.settings.name, "bucket": tier.settings.bucket,
                 "endpoint": tier.settings.endpoint, "mode": tier.settings.mode.as_str(),
@@ -44,23 +44,23 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
                 "clock_skew_seconds": r.skew})
         );
     } else {
-        println!(
+        outln!(
             "tier {} added: bucket {} at {} ({} mode)",
             tier.settings.name,
             tier.settings.bucket,
             tier.settings.endpoint,
             tier.settings.mode.as_str()
         );
-        println!(
+        outln!(
             "lock probe: deleting a COMPLIANCE-locked version was refused ({}), shortening its retention was refused ({})",
             r.probe.delete.clone().err().unwrap_or_default(),
             r.probe.shorten.clone().err().unwrap_or_default()
         );
-        println!(
+        outln!(
             "bucket default retention: COMPLIANCE, {} days",
             repo.config().immutable_days
         );
-        println!(
+        outln!(
             "copy restore points with `bulwark-tier sync {}`",
             a.dir.display()
         );

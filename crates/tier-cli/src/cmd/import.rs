@@ -23,7 +23,7 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
     let s = a.target.settings(TierMode::Copy, String::new());
     let r = import(&a.dir, s, a.source_id.as_deref())?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"source_id": r.source_id, "created_repository": r.created_repository,
                 "imported": r.imported, "skipped": r.skipped})
@@ -32,7 +32,7 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         for (v, why) in &r.skipped {
             eprintln!("skipped {v}: {why}");
         }
-        println!(
+        outln!(
             "imported {} restore points of repository {} into {}{}; restore them with `bulwark restore --repo {} --job JOB TARGET`",
             r.imported.len(),
             r.source_id,

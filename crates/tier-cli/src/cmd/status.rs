@@ -16,18 +16,18 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
     let repo = open(&a.dir)?;
     let tiers = bulwark_tier_s3::status(&repo)?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"repository": a.dir, "tiers": tiers})
         );
     } else if tiers.is_empty() {
-        println!(
+        outln!(
             "tiers: none (copies to S3 Object Lock storage: `bulwark-tier add {} --endpoint URL --bucket NAME --credentials FILE`)",
             a.dir.display()
         );
     } else {
         for t in &tiers {
-            println!("{}", t.line());
+            outln!("{}", t.line());
         }
     }
     Ok(0)

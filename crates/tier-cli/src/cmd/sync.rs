@@ -13,7 +13,7 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         eprintln!("warning: {w}");
     }
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"uploaded": r.uploaded, "adopted": r.adopted, "already": r.already,
                 "extended": r.extended, "moved": r.moved, "bytes_uploaded": r.bytes_uploaded,
@@ -21,7 +21,7 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
                 "clock_skew_seconds": r.skew, "unguarded": r.unguarded})
         );
     } else {
-        println!(
+        outln!(
             "uploaded {} restore points ({} bytes, {} parts, {} parts resumed), adopted {}, {} already copied, {} retention extended, {} local files freed",
             r.uploaded.len(),
             r.bytes_uploaded,

@@ -14,18 +14,21 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             .iter()
             .map(|p| serde_json::json!({"point": p.point, "key": p.key, "version_id": p.version_id, "problem": p.why}))
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"checked": r.checked, "bytes": r.bytes, "problems": p})
         );
     } else {
         for p in &r.problems {
-            println!(
+            outln!(
                 "BAD {} ({} version {}): {}",
-                p.point, p.key, p.version_id, p.why
+                p.point,
+                p.key,
+                p.version_id,
+                p.why
             );
         }
-        println!(
+        outln!(
             "checked {} copies ({} bytes): {}",
             r.checked,
             r.bytes,
