@@ -418,7 +418,7 @@ pub(crate) fn plan_plain(
             force_full: opts.force_full,
         },
     )?;
-    crate::crypt::refuse_plain_after_encrypted(repo, job, next.parent.as_ref())?;
+    crate::crypt::refuse_plain_after_encrypted(repo, job)?;
     Ok(next)
 }
 

@@ -69,23 +69,26 @@ fn parent_record(
     record_of(&chain.point().meta)
 }
 
-/// Refuses an unencrypted backup whose parent is encrypted: a chain's mode is fixed by its
-/// first point, and a backup is never silently made unencrypted.
-pub fn refuse_plain_after_encrypted(
-    repo: &Repository,
-    job: &str,
-    parent: Option<&ParentMap>,
-) -> Result<()> {
-    let Some(p) = parent else { return Ok(()) };
-    if let Some(r) = parent_record(repo, job, p)? {
-        return Err(EngineError::Usage(format!(
-            "job {job:?} is encrypted ({} key {}): give its key with --key KEYFILE (symmetric) or --public-key PUBLIC (write-only); \
-             an unencrypted backup of an encrypted job is refused",
-            r.mode.as_str(),
-            r.fingerprint()
-        )));
-    }
-    Ok(())
+/// Refuses an unencrypted backup of a job whose newest readable point is encrypted, whether
+/// the backup would continue its chain or start a new one: a backup is never silently made
+/// unencrypted. (To stop encrypting a disk, back it up under a new job name.)
+pub fn refuse_plain_after_encrypted(repo: &Repository, job: &str) -> Result<()> {
+    let Some(bytes) = repo.job_encryption(job)? else {
+        return Ok(());
+    };
+    let r = EncryptionRecord::decode(&bytes).map_err(usage)?;
+    let give = match r.mode {
+        KeyMode::Symmetric => "give its key file with --key KEYFILE (`key = \"…\"` in a job file)",
+        KeyMode::WriteOnly => {
+            "give its public key with --public-key PUBLIC (`public_key = \"…\"` in a job file)"
+        }
+    };
+    Err(EngineError::Usage(format!(
+        "job {job:?} is encrypted ({} key {}): {give}; an unencrypted backup of an encrypted job is refused, \
+         also as a new full (to stop encrypting this disk, back it up under a new job name); nothing was written",
+        r.mode.as_str(),
+        r.fingerprint()
+    )))
 }
 
 /// What a new point's encryption is: the session that seals its blocks, the change-detection

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::{EngineError, Result};
@@ -26,7 +26,13 @@ impl Source {
                 source,
             }
         };
-        let file = File::open(path).map_err(err("opening"))?;
+        // Non-blocking, so that a FIFO given by mistake is refused below instead of waiting
+        // for a writer forever; reads of files and block devices do not change with it.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(bulwark_sys::open::NONBLOCK)
+            .open(path)
+            .map_err(err("opening"))?;
         let ft = file
             .metadata()
             .map_err(err("reading metadata"))?

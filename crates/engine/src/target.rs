@@ -217,10 +217,25 @@ impl RestoreTarget {
                 written: AtomicU64::new(0),
             });
         }
+        if meta.as_ref().is_some_and(|m| m.is_dir()) {
+            return Err(EngineError::Usage(format!(
+                "{} is a folder: give the path of the disk image to write, e.g. {}",
+                target.display(),
+                target.join("disk.img").display()
+            )));
+        }
         if target.exists() && !force {
             return Err(EngineError::Usage(format!(
                 "{} exists; choose another target or pass --force to replace it",
                 target.display()
+            )));
+        }
+        let folder = parent_dir(target);
+        if !folder.is_dir() {
+            return Err(EngineError::Usage(format!(
+                "folder {} does not exist: create it first (mkdir -p {}) or restore elsewhere; nothing was written",
+                folder.display(),
+                folder.display()
             )));
         }
         let name = target
@@ -235,7 +250,16 @@ impl RestoreTarget {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
-            .map_err(terr(&tmp, "creating"))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                    EngineError::Usage(format!(
+                        "cannot create {} in folder {} ({e}): restore to a folder you can write to; nothing was written",
+                        target.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+                        folder.display()
+                    ))
+                }
+                _ => terr(&tmp, "creating")(e),
+            })?;
         // Held until the file is closed: tells a later restore that this one still runs.
         let _ = bulwark_sys::try_lock_exclusive(&file);
         bulwark_sys::unlink_on_signal(Some(&tmp));

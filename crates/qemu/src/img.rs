@@ -20,6 +20,15 @@ pub fn probe_format(path: &Path) -> Result<Option<&'static str>> {
             source,
         }
     };
+    // Only files and block devices have a format to probe; anything else (a FIFO given by
+    // mistake would block the open until a writer comes) is left to the raw path, which
+    // refuses it with the reason.
+    let ft = std::fs::metadata(path)
+        .map_err(io("reading metadata of"))?
+        .file_type();
+    if !ft.is_file() && !std::os::unix::fs::FileTypeExt::is_block_device(&ft) {
+        return Ok(None);
+    }
     let f = File::open(path).map_err(io("opening"))?;
     let mut head = [0u8; 512];
     let mut n = 0;

@@ -7,7 +7,9 @@
 //! 1. **Forced** — `--full` (`force_full`) starts a new chain; the newest point is not read.
 //! 2. **New job** — a job without restore points starts its first chain.
 //! 3. **Damaged** — a newest point that cannot be read as a parent starts a new chain (verify
-//!    names it; the damaged point stays readable where its blocks are good).
+//!    names it; the damaged point stays readable where its blocks are good), and so does a
+//!    current chain in which the last verify found damage (`health/<job>.damaged`): an
+//!    incremental would reference its bad blocks and be unrestorable too.
 //! 4. **Disk size** — a source whose size differs from the chain's disk starts a new chain.
 //! 5. **Block size** — a requested block size that differs from the chain's starts a new chain.
 //! 6. Otherwise an **incremental** on the newest point, with the chain's block size.
@@ -65,6 +67,8 @@ pub enum Newest {
     None,
     /// The newest point cannot be read as a parent: why.
     Damaged(String),
+    /// The newest point reads, but the last verify found damage in its chain: what it found.
+    VerifyFound(String),
     /// The newest point's chain.
     Chain { disk_size: u64, block_size: u32 },
 }
@@ -78,6 +82,8 @@ pub enum Reason {
     NewJob,
     /// An active full because the newest point is damaged (the error, on one line).
     Damaged(String),
+    /// An active full because the last verify found damage in the current chain.
+    VerifyFound(String),
     /// An active full because the source's size differs from the chain's disk.
     DiskSize { source: u64, chain: u64 },
     /// An active full because the requested block size differs from the chain's.
@@ -95,6 +101,7 @@ impl Reason {
             Reason::Damaged(why) => Some(format!(
                 "the newest restore point is damaged ({why}); starting a new chain"
             )),
+            Reason::VerifyFound(what) => Some(format!("{what}; starting a new chain")),
             Reason::DiskSize { source, chain } => Some(format!(
                 "the source is {source} bytes but the chain's disk is {chain} bytes; starting a new chain"
             )),
@@ -148,6 +155,7 @@ pub fn plan_next_point(req: &PlanRequest, newest: &Newest) -> Plan {
     let (disk_size, block_size) = match newest {
         Newest::None => return new_chain(Reason::NewJob),
         Newest::Damaged(why) => return new_chain(Reason::Damaged(why.clone())),
+        Newest::VerifyFound(what) => return new_chain(Reason::VerifyFound(what.clone())),
         Newest::Chain {
             disk_size,
             block_size,
@@ -188,14 +196,17 @@ impl Repository {
         } else {
             match self.parent_map(job) {
                 Ok(None) => Newest::None,
-                Ok(Some(p)) => {
-                    let chain = Newest::Chain {
-                        disk_size: p.disk_size,
-                        block_size: p.block_size,
-                    };
-                    parent = Some(p);
-                    chain
-                }
+                Ok(Some(p)) => match self.chain_damage(job)? {
+                    Some(what) => Newest::VerifyFound(what),
+                    None => {
+                        let chain = Newest::Chain {
+                            disk_size: p.disk_size,
+                            block_size: p.block_size,
+                        };
+                        parent = Some(p);
+                        chain
+                    }
+                },
                 Err(e) if e.is_damage() => Newest::Damaged(error_chain(&e)),
                 Err(e) => return Err(e),
             }

@@ -157,6 +157,18 @@ impl Repository {
         Ok(self.scan_job(job)?.points.pop())
     }
 
+    /// The encryption record (its bytes, docs/encryption.md) of the job's newest readable
+    /// restore point; `None` when that point is not encrypted or the job has none. A job is
+    /// encrypted from then on: a backup without its key is refused even where it would start
+    /// a new chain (`--full`, another disk size or block size, a damaged newest point).
+    pub fn job_encryption(&self, job: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.latest_point(job)?.and_then(|p| {
+            p.meta
+                .extension(bulwark_format::EXT_ENCRYPTION)
+                .map(<[u8]>::to_vec)
+        }))
+    }
+
     /// True when `job` has no file at all: none in the store (readable or not) and none
     /// finished and waiting in `incoming/` to be sealed. Its name is then unused.
     pub fn job_is_unused(&self, job: &str) -> Result<bool> {

@@ -489,6 +489,9 @@ fn backup(s: &mut Session, client: &str, state: &State, req: BackupRequest) -> R
         })
     };
     let parent_record = parent_extension(bulwark_format::EXT_ENCRYPTION)?;
+    // A job is encrypted from its newest readable point on: a plain backup is refused also
+    // when it starts a new chain (`--full`, another disk or block size, a damaged newest point).
+    let job_record = state.repo.job_encryption(&req.job)?;
     // The parent's changed-block tracking record, for a client reading a live disk
     // (docs/sources.md); the new point's arrives in a `Cbt` message.
     let parent_cbt = parent_extension(bulwark_format::EXT_CBT_SOURCE)?;
@@ -502,13 +505,13 @@ fn backup(s: &mut Session, client: &str, state: &State, req: BackupRequest) -> R
                 Msg::Block(_) | Msg::Unchanged { .. } | Msg::Finish { .. }
             );
         if first_data {
-            if let Some(r) = &parent_record {
+            if let Some(r) = &job_record {
                 let fp = bulwark_format::EncryptionRecord::decode(r)
                     .map(|r| r.fingerprint())
                     .unwrap_or_default();
                 return Err(Fail::new(
                     ErrorCode::Usage,
-                    format!("job {:?} is encrypted (key {fp}): an unencrypted backup is refused; back up with its --key or --public-key", req.job),
+                    format!("job {:?} is encrypted (key {fp}): an unencrypted backup is refused, also as a new full; back up with its --key or --public-key (or under a new job name to stop encrypting it)", req.job),
                 ));
             }
             encrypted = Some(false);

@@ -48,6 +48,9 @@ pub struct Args {
 
 /// Runs `bulwark backup`.
 pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
+    // Ctrl-C / SIGTERM stop the backup between blocks: the unfinished file is removed and no
+    // restore point is made (a second signal ends the process at once).
+    bulwark_sys::catch_interrupts();
     let repo = &a.at.open(config_dir);
     let opts = BackupOptions {
         block_size: a.block_size,
@@ -93,7 +96,7 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
         return Ok(if missed { 1 } else { EXIT_OK });
     }
     if let Some(why) = &r.full_reason {
-        println!("note: active full because {why}");
+        outln!("note: active full because {why}");
     }
     let rate = format!(
         "{} disk, {} read in {:.1}s, {:.0} MB/s",
@@ -103,11 +106,13 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
         r.disk_size as f64 / r.seconds / 1e6
     );
     match (&r.repository, &r.client) {
-        (Some(addr), Some(client)) => println!(
+        (Some(addr), Some(client)) => outln!(
             "{} {} of job {} sent to {addr} as client {client} ({rate})",
-            r.kind, r.point, r.job
+            r.kind,
+            r.point,
+            r.job
         ),
-        _ => println!("{} {} of job {} ({rate})", r.kind, r.point, r.job),
+        _ => outln!("{} {} of job {} ({rate})", r.kind, r.point, r.job),
     }
     let stored = format!(
         "  {} new blocks ({} → {} stored), {} unchanged",
@@ -117,7 +122,7 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
         r.counters.blocks_unchanged
     );
     if r.repository.is_some() {
-        println!(
+        outln!(
             "{stored}; created {} by the repository's clock",
             utc(r.created_unix)
         );
@@ -125,20 +130,20 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
         let zero = bulwark_format::block_count(r.disk_size, r.block_size)
             - r.counters.blocks_new
             - r.counters.blocks_unchanged;
-        println!("{stored}, {zero} zero or holes");
+        outln!("{stored}, {zero} zero or holes");
     }
     if r.immutable {
-        println!(
+        outln!(
             "  sealed immutable until {}",
             utc(r.expiry_unix.unwrap_or(0))
         );
     } else {
-        println!(
+        outln!(
             "  WARNING: no immutability service guards this repository: the file is NOT immutable"
         );
     }
     if let Some(o) = &r.synthetic_full {
-        println!(
+        outln!(
             "synthetic full {} built from it in {:.2}s by {}: {} cloned, {} copied",
             o.point,
             o.seconds,
@@ -147,7 +152,7 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
             human(o.bytes_copied)
         );
         if let Some(why) = &o.fallback_reason {
-            println!("  note: {why}: {}", bulwark_repository::REFLINK_ADVICE);
+            outln!("  note: {why}: {}", bulwark_repository::REFLINK_ADVICE);
         }
     }
     if super::live::print_cbt(&r) {

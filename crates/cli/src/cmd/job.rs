@@ -193,7 +193,7 @@ fn run_disk(
         };
     }
     if !out.json {
-        println!(
+        outln!(
             "job {} disk {}: {} — {}",
             job.name,
             disk.disk,
@@ -300,13 +300,13 @@ fn run_disk(
     };
     pb.finish_and_clear();
     if !out.json {
-        println!(
+        outln!(
             "  {} {point}: {} stored in {seconds:.1}s",
             kind.as_str(),
             human(bytes_stored)
         );
         if let Some((p, method)) = &synth {
-            println!("  synthetic full {p} by {method}");
+            outln!("  synthetic full {p} by {method}");
         }
     }
     Ok(DiskResult {
@@ -342,6 +342,9 @@ fn run_backup(
     state: &StateArgs,
     out: &Output,
 ) -> anyhow::Result<i32> {
+    // As `bulwark backup`: the first Ctrl-C / SIGTERM stops the disk being backed up (no
+    // restore point, its file removed) and fails the others, and the run records it.
+    bulwark_sys::catch_interrupts();
     let dir = state_dir(state.state_dir.as_deref());
     let previous = bulwark_jobs::record::RunRecord::load(&dir, &job.name)?;
     let mut record = RunRecord::starting(&job.name, previous.as_ref(), now());
@@ -358,7 +361,7 @@ fn run_backup(
         let r = run_disk(job, disk, &place, src, out).unwrap_or_else(|e| {
             let error = format!("{e:#}");
             if !out.json {
-                println!("job {} disk {}: FAILED: {error}", job.name, disk.disk);
+                outln!("job {} disk {}: FAILED: {error}", job.name, disk.disk);
             }
             DiskResult::failed(disk.disk.clone(), disk.job.clone(), "", error)
         });
@@ -406,7 +409,7 @@ fn run_backup(
         }
         out.json(&v);
     } else {
-        println!(
+        outln!(
             "job {}: {} of {} disks backed up",
             job.name,
             record.disks.iter().filter(|d| d.ok).count(),
@@ -513,10 +516,10 @@ fn run_verify(
         );
     } else {
         for d in &damaged {
-            println!("DAMAGED {d}");
+            outln!("DAMAGED {d}");
         }
         for r in &record.disks {
-            println!(
+            outln!(
                 "verify {}: {}",
                 r.job,
                 if r.ok {
@@ -575,8 +578,8 @@ fn run_check(files: &[PathBuf], state: &StateArgs, out: &Output) -> anyhow::Resu
         }
         if !out.json {
             match &why {
-                Some(w) => println!("OVERDUE {w}"),
-                None => println!(
+                Some(w) => outln!("OVERDUE {w}"),
+                None => outln!(
                     "ok      job {}: last success {}",
                     job.name,
                     rec.as_ref()
@@ -612,9 +615,9 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
                 let state = place.state(&d.job)?;
                 let p = plan(&job.schedule, &state, now(), runs);
                 if !out.json {
-                    println!("job {} (one run a day from now):", d.job);
+                    outln!("job {} (one run a day from now):", d.job);
                     for (t, dec) in &p {
-                        println!(
+                        outln!(
                             "  {}  {:14}  {}",
                             &utc(*t)[..10],
                             dec.kind.as_str(),
