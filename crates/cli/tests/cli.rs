@@ -404,3 +404,177 @@ fn after_verify_finds_damage_the_next_job_run_is_an_active_full_and_says_why() {
         "damage of the old chain must not force fulls forever"
     );
 }
+
+/// `bulwark … | head -1`: a closed standard output neither panics (exit 101) nor fails the
+/// command, and a backup whose output pipe closed still makes its restore point.
+#[test]
+fn a_closed_standard_output_neither_panics_nor_fails_the_command() {
+    let Rig {
+        dir: _dir,
+        rng: _,
+        repo,
+        img,
+    } = rig(2);
+    backup_ok(&repo, "vm", &[], &img);
+    let closed = |args: &[&str]| {
+        let mut child = bulwark()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reading end goes away before the command prints anything.
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+    };
+    closed(&["list", "--repo", s(&repo)]);
+    closed(&["--json", "list", "--repo", s(&repo)]);
+    closed(&job_args("backup", s(&repo), "vm", &[], &img));
+    closed(&["verify", "--repo", s(&repo)]);
+    let points = points_json(&repo)["jobs"][0]["points"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(points, 2, "the backup with a closed output made its point");
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM during a backup of a raw image stops it between blocks: exit 2
+/// saying so, its unfinished file removed from `incoming/`, no restore point.
+#[test]
+fn an_interrupted_raw_backup_removes_its_file_and_makes_no_point() {
+    let Rig {
+        dir: _dir,
+        rng: _,
+        repo,
+        img,
+    } = rig(96);
+    for signal in ["-INT", "-TERM"] {
+        let child = bulwark()
+            .args(job_args(
+                "backup",
+                s(&repo),
+                "vm",
+                &["--threads", "1", "--compression", "19"],
+                &img,
+            ))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the backup is writing its file, then interrupt it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::read_dir(repo.join("incoming")).unwrap().count() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the backup never started writing"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success());
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{signal}: {err}");
+        assert!(err.contains("interrupted"), "{signal}: {err}");
+        let left: Vec<_> = std::fs::read_dir(repo.join("incoming")).unwrap().collect();
+        assert!(left.is_empty(), "{signal}: left in incoming/: {left:?}");
+        let list = run(&["list", "--repo", s(&repo)]);
+        assert!(
+            String::from_utf8_lossy(&list.stdout).contains("no restore points"),
+            "{signal}: a point was made"
+        );
+    }
+}
+
+/// A plain `bulwark backup` (not only `job run`) after verify found damage in the current
+/// chain starts a new chain, says why, and restores; an incremental would have referenced the
+/// bad block and failed to restore.
+#[test]
+fn a_backup_after_verify_found_damage_starts_a_new_chain_that_restores() {
+    let Rig {
+        dir,
+        rng: _,
+        repo,
+        img,
+    } = rig(2);
+    backup_ok(&repo, "web", &[], &img);
+    let p = &points_json(&repo)["jobs"][0]["points"][0];
+    let path = repo
+        .join("store/web")
+        .join(p["chain"].as_str().unwrap())
+        .join(format!("{}.bwrp", p["point"].as_str().unwrap()));
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(b"X", 4096 + 10).unwrap();
+    assert_eq!(run(&["verify", "--repo", s(&repo)]).status.code(), Some(1));
+    let o = run(&job_args("backup", s(&repo), "web", &[], &img));
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("active full because verify found restore point"),
+        "{out}"
+    );
+    let restored = dir.path().join("r.img");
+    assert!(run(&job_args("restore", s(&repo), "web", &[], &restored))
+        .status
+        .success());
+    assert!(std::fs::read(&restored).unwrap() == std::fs::read(&img).unwrap());
+}
+
+/// Restore targets and sources that cannot work are refused up front with what to do, and
+/// nothing is written: a folder as the target (also with --force), a target in a folder that
+/// does not exist, a FIFO as the source (which would block the open forever).
+#[test]
+fn impossible_targets_and_sources_are_refused_up_front() {
+    let Rig {
+        dir,
+        rng: _,
+        repo,
+        img,
+    } = rig(1);
+    backup_ok(&repo, "vm", &[], &img);
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    let missing = dir.path().join("nope/disk.img");
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for (args, advice) in [
+        (
+            job_args("restore", s(&repo), "vm", &[], &folder),
+            "is a folder",
+        ),
+        (
+            job_args("restore", s(&repo), "vm", &["--force"], &folder),
+            "is a folder",
+        ),
+        (
+            job_args("restore", s(&repo), "vm", &[], &missing),
+            "does not exist",
+        ),
+        (
+            job_args("backup", s(&repo), "pipe", &[], &fifo),
+            "not a regular file or block device",
+        ),
+    ] {
+        let t = Instant::now();
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(advice),
+            "{args:?}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(20), "{args:?} took long");
+    }
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
+    assert!(!missing.parent().unwrap().exists());
+}

@@ -13,8 +13,16 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use crate::{Credentials, RemoteAddr, RemoteError, Result};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Longest silence from the server (a server-side verify of large jobs can be slow).
+/// The TLS handshake and `Hello`/`Welcome` must be done within this (the service's own frame
+/// timeout is 30 s): a process that accepts connections but does not answer (stopped,
+/// hung, not a Bulwark service) is reported instead of waited for.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest silence from the server once the session is open (a server-side verify of large
+/// jobs can be slow).
 const READ_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Longest a send may wait for the server to take data (the service stops reading only
+/// while it writes to its disk, and its own idle timeout is 300 s).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Socket reads this large: rustls asks for 4 KiB at a time, which would cost a system call
 /// per 4 KiB of a restore stream.
@@ -55,6 +63,11 @@ pub struct Conn {
 impl Conn {
     /// Connects with `cfg` and exchanges `Hello`/`Welcome`.
     pub(crate) fn open(addr: &RemoteAddr, cfg: Arc<ClientConfig>) -> Result<Conn> {
+        Conn::open_within(addr, cfg, HANDSHAKE_TIMEOUT)
+    }
+
+    /// [`Conn::open`] with the handshake (TLS, `Hello`/`Welcome`) bounded by `handshake`.
+    fn open_within(addr: &RemoteAddr, cfg: Arc<ClientConfig>, handshake: Duration) -> Result<Conn> {
         let cerr = |source| RemoteError::Connect {
             addr: addr.to_string(),
             source,
@@ -75,12 +88,30 @@ impl Conn {
         }
         let mut sock = sock.ok_or_else(|| cerr(last))?;
         sock.set_nodelay(true).map_err(cerr)?;
-        sock.set_read_timeout(Some(READ_TIMEOUT)).map_err(cerr)?;
-        sock.set_write_timeout(Some(READ_TIMEOUT)).map_err(cerr)?;
+        sock.set_read_timeout(Some(handshake)).map_err(cerr)?;
+        sock.set_write_timeout(Some(handshake)).map_err(cerr)?;
+        let silent = |what: &str| {
+            RemoteError::Connect {
+            addr: addr.to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no {what} within {} s: the service is stopped or hung, or this address is not a Bulwark repository service",
+                    handshake.as_secs()
+                ),
+            ),
+        }
+        };
         let name = ServerName::try_from(SERVER_NAME).expect("valid DNS name");
         let mut conn = ClientConnection::new(cfg, name)?;
         while conn.is_handshaking() {
-            conn.complete_io(&mut sock).map_err(|e| tls_err(e, addr))?;
+            conn.complete_io(&mut sock).map_err(|e| {
+                if is_timeout(&e) {
+                    silent("TLS handshake")
+                } else {
+                    tls_err(e, addr)
+                }
+            })?;
         }
         let sock = BufSock(std::io::BufReader::with_capacity(READ_BUF, sock));
         let mut c = Conn {
@@ -94,17 +125,26 @@ impl Conn {
             version: PROTOCOL_VERSION,
             software: format!("bulwark {}", env!("CARGO_PKG_VERSION")),
         })?;
-        match c.recv()? {
-            Msg::Welcome {
+        match c.recv() {
+            Ok(Msg::Welcome {
                 client,
                 server_unix,
                 ..
-            } => {
+            }) => {
                 c.client = client;
                 c.server_unix = server_unix;
             }
-            m => return Err(m.unexpected("Welcome").into()),
+            Ok(m) => return Err(m.unexpected("Welcome").into()),
+            Err(RemoteError::Protocol(bulwark_protocol::ProtocolError::Io(e)))
+                if is_timeout(&e) =>
+            {
+                return Err(silent("welcome"))
+            }
+            Err(e) => return Err(e),
         }
+        let sock = c.tls.sock.0.get_ref();
+        sock.set_read_timeout(Some(READ_TIMEOUT)).map_err(cerr)?;
+        sock.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(cerr)?;
         Ok(c)
     }
 
@@ -212,6 +252,14 @@ impl std::io::Read for ReadOnly<'_> {
     }
 }
 
+/// A socket timeout (`WouldBlock` is how a read or write timeout shows on Linux).
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
 fn tls_err(e: std::io::Error, addr: &RemoteAddr) -> RemoteError {
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         Some(t) => RemoteError::Tls(t.clone()),
@@ -219,5 +267,49 @@ fn tls_err(e: std::io::Error, addr: &RemoteAddr) -> RemoteError {
             addr: addr.to_string(),
             source: e,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A client config that trusts nobody: enough to start a handshake.
+    fn config() -> Arc<ClientConfig> {
+        Arc::new(
+            ClientConfig::builder_with_provider(crate::tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        )
+    }
+
+    #[test]
+    fn a_service_that_accepts_but_never_answers_is_reported_within_the_handshake_timeout() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        // Accepts, then holds the connection without a word (a stopped or hung service).
+        let hold = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            std::thread::sleep(Duration::from_secs(4));
+            drop(s);
+        });
+        let addr = RemoteAddr {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let t = Instant::now();
+        let e = Conn::open_within(&addr, config(), Duration::from_secs(1))
+            .err()
+            .expect("no session with a silent peer");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        let msg = e.to_string();
+        assert!(
+            msg.contains("no TLS handshake within 1 s") && msg.contains(&addr.to_string()),
+            "{msg}"
+        );
+        hold.join().unwrap();
     }
 }

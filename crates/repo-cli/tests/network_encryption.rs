@@ -143,14 +143,25 @@ fn a_symmetric_client_round_trips_over_tls_and_an_unencrypted_backup_of_its_job_
         .success());
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&img).unwrap());
     bulwark_testkit::fs::assert_no_marker(&svc.repo, MARKER);
-    // Never silently unencrypted.
-    let o = svc.bulwark("bob").backup("db", &img, &[]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("is encrypted") && stderr(&o).contains("--key"),
-        "{}",
-        stderr(&o)
-    );
+    // Never silently unencrypted: neither as an incremental nor as a new chain (a forced
+    // full, another block size), and nothing reaches the repository.
+    let points = || {
+        std::fs::read_dir(svc.repo.join("store/db"))
+            .unwrap()
+            .count()
+    };
+    let chains = points();
+    for extra in [&[][..], &["--full"][..], &["--block-size", "256K"][..]] {
+        let o = svc.bulwark("bob").backup("db", &img, extra);
+        assert!(!o.status.success(), "{extra:?}");
+        assert!(
+            stderr(&o).contains("is encrypted") && stderr(&o).contains("--key"),
+            "{extra:?}: {}",
+            stderr(&o)
+        );
+    }
+    assert_eq!(points(), chains, "a refused backup started no chain");
+    bulwark_testkit::fs::assert_no_marker(&svc.repo, MARKER);
     // A wrong passphrase says so and sends nothing.
     let o = svc
         .bulwark("bob")
