@@ -51,25 +51,14 @@ impl Repository {
         threads: usize,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<VerifyReport> {
-        let mut view = match &self.config().immutd_socket {
-            Some(socket) => Some(LedgerView::load(socket, self.root())?),
-            None => None,
-        };
+        let mut view = self.ledger_view()?;
+        let known = self.known_jobs(view.as_ref())?;
         let jobs = match job {
-            Some(j) => vec![j.to_string()],
-            None => {
-                // A job whose every file is gone is still in the ledger.
-                let mut jobs = self.jobs()?;
-                if let Some(v) = &view {
-                    for info in v.live() {
-                        if !jobs.contains(&info.job) {
-                            jobs.push(info.job.clone());
-                        }
-                    }
-                    jobs.sort();
-                }
-                jobs
+            Some(j) => {
+                self.check_job_in(j, &known)?;
+                vec![j.to_string()]
             }
+            None => known,
         };
         let mut report = VerifyReport::default();
         for job in jobs {
@@ -78,6 +67,53 @@ impl Repository {
             self.record_health(&job, &report.damaged[before..])?;
         }
         Ok(report)
+    }
+
+    /// Refuses a job name that is not allowed or names no job of this repository, listing
+    /// the jobs it has. A job whose files are all gone but that the immutability ledger
+    /// still holds exists.
+    pub fn require_job(&self, job: &str) -> Result<()> {
+        let view = self.ledger_view()?;
+        self.check_job_in(job, &self.known_jobs(view.as_ref())?)
+    }
+
+    /// The ledger as verify compares it, when the repository is guarded.
+    fn ledger_view(&self) -> Result<Option<LedgerView>> {
+        match &self.config().immutd_socket {
+            Some(socket) => LedgerView::load(socket, self.root()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The jobs with a folder in the store (or the tier), and those only the ledger holds.
+    fn known_jobs(&self, view: Option<&LedgerView>) -> Result<Vec<String>> {
+        let mut jobs = self.jobs()?;
+        if let Some(v) = view {
+            for info in v.live() {
+                if !jobs.contains(&info.job) {
+                    jobs.push(info.job.clone());
+                }
+            }
+            jobs.sort();
+        }
+        Ok(jobs)
+    }
+
+    /// [`Repository::require_job`] against the already known jobs.
+    fn check_job_in(&self, job: &str, known: &[String]) -> Result<()> {
+        bulwark_format::validate_name("job", job)
+            .map_err(|e| crate::RepoError::Usage(e.to_string()))?;
+        if known.iter().any(|j| j == job) {
+            return Ok(());
+        }
+        Err(crate::RepoError::Usage(format!(
+            "no job {job:?} in repository {}; {}",
+            self.root().display(),
+            match known.is_empty() {
+                true => "it has no jobs yet".to_string(),
+                false => format!("its jobs: {}", known.join(", ")),
+            }
+        )))
     }
 
     /// Remembers what verify found, so that the next backup of a damaged chain is an active
@@ -508,4 +544,35 @@ fn ledger_problems(info: Option<&FileInfo>, path: &Path, r: &PointReader) -> Vec
         out.extend(file_problems(info, r.file()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_of_a_job_that_does_not_exist_names_the_jobs_there_are() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repository::init(d.path(), 7).unwrap();
+        let e = repo
+            .verify(Some("typo"), 1, &|_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no job \"typo\"") && e.contains("no jobs yet"),
+            "{e}"
+        );
+        for job in ["a", "b"] {
+            std::fs::create_dir(crate::layout::store_dir(d.path()).join(job)).unwrap();
+        }
+        let e = repo.require_job("typo").unwrap_err().to_string();
+        assert!(e.ends_with("; its jobs: a, b"), "{e}");
+        let e = repo.require_job("../x").unwrap_err().to_string();
+        assert!(e.contains("is not allowed"), "{e}");
+        repo.require_job("a").unwrap();
+        assert_eq!(
+            repo.verify(Some("a"), 1, &|_| {}).unwrap().points_checked,
+            0
+        );
+    }
 }

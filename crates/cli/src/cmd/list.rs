@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::output::{human, Output, EXIT_OK};
+use crate::repo::{open_local, Repo};
 
 /// Arguments of `bulwark list`.
 #[derive(clap::Args)]
@@ -13,8 +14,20 @@ pub struct Args {
 
 /// Runs `bulwark list`.
 pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
+    if let Some(j) = &a.at.job {
+        bulwark_format::validate_name("job", j)?;
+    }
     let repo = &a.at.open(config_dir);
     let r = repo.list(a.at.job.as_deref())?;
+    if let (Some(j), Repo::Local(path)) = (&a.at.job, repo) {
+        // Nothing listed: a mistyped name, or a job only the immutability ledger still holds.
+        if r.jobs
+            .iter()
+            .all(|l| l.points.is_empty() && l.unreadable.is_empty())
+        {
+            open_local(path)?.require_job(j)?;
+        }
+    }
     if out.json {
         out.json(&r);
         return Ok(EXIT_OK);

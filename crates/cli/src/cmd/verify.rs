@@ -2,7 +2,10 @@
 
 use std::path::Path;
 
+use bulwark_jobs::verified::Verified;
+
 use crate::output::{human, Output, EXIT_DAMAGE, EXIT_OK};
+use crate::repo::{open_local, Repo, VerifyReport};
 
 /// Arguments of `bulwark verify`.
 #[derive(clap::Args)]
@@ -18,7 +21,7 @@ pub struct Args {
 pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
     let repo = &a.at.open(config_dir);
     let threads = a.threads.unwrap_or_else(bulwark_engine::default_threads);
-    let r = repo.verify(a.at.job.as_deref(), threads, out)?;
+    let r = verify_recorded(repo, a.at.job.as_deref(), threads, out)?;
     let code = if r.clean { EXIT_OK } else { EXIT_DAMAGE };
     if out.json {
         out.json(&r);
@@ -66,4 +69,48 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
         outln!("The next backup of an affected job should be an active full: `bulwark backup --full ...`");
     }
     Ok(code)
+}
+
+/// [`Repo::verify`], and for a local repository the record of when each restore point was
+/// last verified (`REPO/health/verified.json`, as `bulwark-repo verify` keeps it; shown by
+/// `bulwark-repo status` and `bulwark list --json`). A record that cannot be written (a
+/// read-only repository) is a warning: the verify itself went through. Through a service
+/// nothing is recorded: the repository host's `bulwark-repo verify` keeps the record.
+pub fn verify_recorded(
+    repo: &Repo,
+    job: Option<&str>,
+    threads: usize,
+    out: &Output,
+) -> anyhow::Result<VerifyReport> {
+    let Repo::Local(path) = repo else {
+        return repo.verify(job, threads, out);
+    };
+    let local = open_local(path)?;
+    let jobs = match job {
+        Some(j) => {
+            bulwark_format::validate_name("job", j)?;
+            vec![j.to_string()]
+        }
+        None => local.jobs()?,
+    };
+    // The points held when verify starts: those are the ones it reads.
+    let mut held = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        let scan = local.scan_job(&j)?;
+        let ids: Vec<String> = scan.points.iter().map(|p| p.meta.point.to_hex()).collect();
+        held.push((j, ids));
+    }
+    let r = repo.verify(job, threads, out)?;
+    let now = bulwark_time::UnixTime::now().secs();
+    let mut verified = Verified::load(local.root()).unwrap_or_else(|e| {
+        eprintln!("warning: {e}; starting a new record of verify times");
+        Verified::default()
+    });
+    for (j, ids) in &held {
+        verified.mark(j, ids, now);
+    }
+    if let Err(e) = verified.save(local.root()) {
+        eprintln!("warning: {e}; the verify times of this run are not recorded");
+    }
+    Ok(r)
 }

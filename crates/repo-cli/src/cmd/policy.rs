@@ -46,6 +46,13 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             yearly: a.yearly.unwrap_or(base.yearly),
         };
         repo.set_policy(&a.job, &p)?;
+        // A policy may be set before the first backup, but a mistyped name never applies.
+        if let Err(e) = repo.require_job(&a.job) {
+            eprintln!(
+                "warning: {e}; the policy is set and applies once job {} has restore points: check the name",
+                a.job
+            );
+        }
         Some(p)
     } else {
         old

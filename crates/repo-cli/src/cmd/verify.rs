@@ -36,7 +36,11 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         Verified::default()
     });
     let all_jobs = match &a.job {
-        Some(j) => vec![j.clone()],
+        Some(j) => {
+            // Before scanning: a mistyped name is an error, not "0 restore points, all good".
+            repo.require_job(j)?;
+            vec![j.clone()]
+        }
         None => repo.jobs()?,
     };
     let mut ids = Vec::with_capacity(all_jobs.len());
