@@ -87,6 +87,18 @@ impl Registry {
         Ok(out)
     }
 
+    /// The certificates of `name` that a handshake would accept at `now`: not revoked and
+    /// not expired. A name with none (never enrolled, only revoked or expired certificates,
+    /// or tokens not used yet) is free to enroll.
+    pub fn active(&self, name: &str, now: i64) -> Result<Vec<ClientRecord>> {
+        if !self.paths.clients().is_dir() {
+            return Ok(Vec::new());
+        }
+        let mut out = self.list()?;
+        out.retain(|r| r.name == name && r.revoked_unix.is_none() && r.not_after_unix > now);
+        Ok(out)
+    }
+
     /// Revokes every certificate of `name` (or the one whose fingerprint is `name`); returns
     /// how many were newly revoked.
     pub fn revoke(&self, name_or_fp: &str, now: i64) -> Result<usize> {
@@ -234,4 +246,39 @@ pub enum Claim {
     New,
     /// Another client (or a local backup) owns it.
     Refused,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, fp: u8, not_after: i64, revoked: Option<i64>) -> ClientRecord {
+        ClientRecord {
+            name: name.into(),
+            fingerprint: hex::encode([fp; 32]),
+            serial: "01".into(),
+            issued_unix: 100,
+            not_after_unix: not_after,
+            revoked_unix: revoked,
+        }
+    }
+
+    #[test]
+    fn only_unrevoked_unexpired_certificates_of_the_name_are_active() {
+        let d = tempfile::tempdir().unwrap();
+        let reg = Registry::new(d.path());
+        assert!(reg.active("c1", 1000).unwrap().is_empty(), "no net/ at all");
+        std::fs::create_dir_all(NetPaths::new(d.path()).clients()).unwrap();
+        reg.add(&record("c1", 1, 2000, Some(500))).unwrap();
+        reg.add(&record("c1", 2, 900, None)).unwrap();
+        reg.add(&record("c2", 3, 2000, None)).unwrap();
+        assert!(reg.active("c1", 1000).unwrap().is_empty());
+        reg.add(&record("c1", 4, 2000, None)).unwrap();
+        let a = reg.active("c1", 1000).unwrap();
+        assert_eq!(a, vec![record("c1", 4, 2000, None)]);
+        assert!(
+            reg.active("c1", 2000).unwrap().is_empty(),
+            "expired at not_after"
+        );
+    }
 }

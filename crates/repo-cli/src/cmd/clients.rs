@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 /// Unix seconds as the date `YYYY-MM-DD`.
-fn utc(secs: i64) -> String {
+pub(crate) fn utc(secs: i64) -> String {
     bulwark_time::UnixTime(secs).date().to_string()
 }
 
