@@ -410,7 +410,7 @@ impl KeyFile {
         params.check().map_err(CryptoError::Usage)?;
         if passphrase.is_empty() {
             return Err(CryptoError::Usage(
-                "an empty passphrase is not allowed: choose one (or set BULWARK_PASSPHRASE)".into(),
+                "an empty passphrase is not allowed: choose one".into(),
             ));
         }
         let s = Sealing {

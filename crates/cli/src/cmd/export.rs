@@ -204,6 +204,30 @@ pub fn termination_signals() -> anyhow::Result<signal_hook::iterator::Signals> {
         .context("installing the signal handlers")
 }
 
+/// Opens the copy-on-write overlay `path` (`--writable`) over `base`. One this export creates
+/// is made 0600 with its bitmap before the server starts, so before any write lands in it: it
+/// will hold plaintext of the point's disk, as a restore target does.
+fn open_overlay(
+    base: Arc<dyn BlockDevice>,
+    path: &Path,
+) -> anyhow::Result<bulwark_nbd::overlay::Overlay> {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = || format!("opening the overlay {} (--writable)", path.display());
+    let created = path.symlink_metadata().is_err();
+    let overlay = bulwark_nbd::overlay::Overlay::open(base, path).with_context(ctx)?;
+    if created {
+        // Named as the overlay names its bitmap.
+        let mut map = path.file_name().unwrap_or_default().to_os_string();
+        map.push(".map");
+        for f in [path.to_path_buf(), path.with_file_name(map)] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("making {} private (mode 0600)", f.display()))
+                .with_context(ctx)?;
+        }
+    }
+    Ok(overlay)
+}
+
 /// Runs `bulwark export`.
 pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
     let repo = &a.at.open(config_dir);
@@ -216,10 +240,7 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
     let block_size = opened.image.block_size();
     let base: Arc<dyn BlockDevice> = Arc::new(NbdDisk(opened.image.clone()));
     let dev: Arc<dyn BlockDevice> = match &a.writable {
-        Some(f) => Arc::new(
-            bulwark_nbd::overlay::Overlay::open(base, f)
-                .with_context(|| format!("opening the overlay {} (--writable)", f.display()))?,
-        ),
+        Some(f) => Arc::new(open_overlay(base, f)?),
         None => base,
     };
     let name = a.name.clone().unwrap_or_else(|| a.at.job().to_string());

@@ -39,8 +39,8 @@ enum KeyCmd {
         /// public key for the clients.
         #[arg(long, requires = "public")]
         write_only: bool,
-        /// Where to write the public key (with --write-only).
-        #[arg(long)]
+        /// Where to write the public key (only with --write-only).
+        #[arg(long, requires = "write_only")]
         public: Option<PathBuf>,
     },
     /// Show what a key file is and the fingerprints of its key generations (secret files ask
@@ -50,15 +50,16 @@ enum KeyCmd {
     /// the new from $BULWARK_NEW_PASSPHRASE or the terminal.
     Passwd { file: PathBuf },
     /// Add a new key generation: new chains use it, old chains stay readable with the older
-    /// ones, which the file keeps. For a restore key, also writes the new public key.
+    /// ones, which the file keeps. For a restore key, also writes the new public key. The
+    /// passphrase is asked once and stays the same (`key passwd` changes it).
     Rotate {
         file: PathBuf,
-        /// Where to write the new public key (restore keys).
+        /// Where to write the new public key (restore keys only).
         #[arg(long)]
         public: Option<PathBuf>,
     },
-    /// Print a paper copy of a key file (it stays protected by its passphrase); `key unpaper`
-    /// turns it back into the file.
+    /// Print a paper copy of a key file (a secret one stays protected by its passphrase);
+    /// `key unpaper` turns it back into the file.
     Paper { file: PathBuf },
     /// Rebuild a key file from its paper copy, read from standard input.
     Unpaper {
@@ -74,19 +75,29 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// A passphrase from `var` or, when it is unset, the terminal (`confirm`: asked twice).
+/// A passphrase from `var` or, when it is unset, the terminal (`confirm`: asked twice). An
+/// empty one is refused here, naming where it came from (no key file has one).
 fn passphrase(
     var: &str,
     prompt: &str,
     confirm: bool,
 ) -> anyhow::Result<zeroize::Zeroizing<String>> {
     if let Ok(p) = std::env::var(var) {
+        if p.is_empty() {
+            bail!(
+                "{var} is set but empty: an empty passphrase is not allowed; set {var} to the \
+                 passphrase, or unset it to type it on the terminal"
+            );
+        }
         return Ok(zeroize::Zeroizing::new(p));
     }
     let p = zeroize::Zeroizing::new(
         rpassword::prompt_password(prompt)
             .with_context(|| format!("reading the passphrase from the terminal (or set {var})"))?,
     );
+    if p.is_empty() {
+        bail!("an empty passphrase is not allowed: type one (or set {var})");
+    }
     if confirm {
         let again = zeroize::Zeroizing::new(
             rpassword::prompt_password("Same passphrase again: ")
@@ -99,55 +110,127 @@ fn passphrase(
     Ok(p)
 }
 
-/// Reads a key file of at most 64 KiB.
-fn read_key_bytes(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("reading key file {}", path.display()))?;
-    if meta.len() > 64 * 1024 {
+/// Refuses a key file whose mode lets other users read a secret (they could copy it and try
+/// passphrases offline) or replace a public key (they could swap in their own and read every
+/// later backup). docs/encryption.md, "Key file permissions".
+fn check_mode(shown: &str, mode: u32, kind: KeyKind) -> anyhow::Result<()> {
+    let mode = mode & 0o7777;
+    if kind == KeyKind::Public && mode & 0o022 != 0 {
         bail!(
-            "{} is {} bytes: not a Bulwark key file",
-            path.display(),
-            meta.len()
+            "public key file {shown} (mode {mode:04o}) is writable by other users: another user \
+             could swap in their own key and read every later backup; refused. Run `chmod 600 \
+             {shown}`, then check with `bulwark key show {shown}` that its fingerprint is still \
+             your restore key's"
         );
     }
-    std::fs::read(path).with_context(|| format!("reading key file {}", path.display()))
+    if kind != KeyKind::Public && mode & 0o077 != 0 {
+        bail!(
+            "secret key file {shown} (mode {mode:04o}) is readable or writable by other users: \
+             they could copy it and try passphrases offline; refused. Run `chmod 600 {shown}` \
+             (a copy on a filesystem without Unix modes, such as a FAT stick: `install -m 600 \
+             {shown} DEST` first)"
+        );
+    }
+    Ok(())
 }
 
-/// Opens a secret key file (symmetric or restore) with its passphrase.
-pub fn load_secret(path: &Path) -> anyhow::Result<KeyFile> {
-    let b = read_key_bytes(path)?;
+/// A key file read from disk (at most 64 KiB), its kind known and its mode checked.
+struct KeyBytes {
+    bytes: Vec<u8>,
+    kind: KeyKind,
+    shown: String,
+}
+
+/// Reads the key file `path`: size, kind and mode are checked on the one opened file.
+fn read_key_file(path: &Path) -> anyhow::Result<KeyBytes> {
+    use std::os::unix::fs::PermissionsExt;
     let shown = path.display().to_string();
-    // Say what the file is before asking for a passphrase it does not need.
-    bulwark_crypto::kind_of(&b, &shown)?;
-    let p = passphrase(
-        "BULWARK_PASSPHRASE",
-        &format!("Passphrase for {shown}: "),
-        false,
-    )?;
-    Ok(KeyFile::decode(&b, p.as_bytes(), &shown)?)
+    let ctx = || format!("reading key file {shown}");
+    let f = std::fs::File::open(path).with_context(ctx)?;
+    let meta = f.metadata().with_context(ctx)?;
+    if meta.len() > 64 * 1024 {
+        bail!("{shown} is {} bytes: not a Bulwark key file", meta.len());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.take(64 * 1024)
+        .read_to_end(&mut bytes)
+        .with_context(ctx)?;
+    let kind = bulwark_crypto::kind_of(&bytes, &shown)?;
+    check_mode(&shown, meta.permissions().mode(), kind)?;
+    Ok(KeyBytes { bytes, kind, shown })
+}
+
+/// What a secret key file is opened for; a key of another kind is refused before the
+/// passphrase is asked, saying what to use instead.
+#[derive(Clone, Copy)]
+enum Purpose {
+    /// `backup --key`: a symmetric key.
+    Backup,
+    /// Restore, export, mount: the kind of the option given.
+    Read(KeyKind),
+    /// `key show`, `key passwd`, `key rotate`: either secret kind.
+    Manage,
+}
+
+/// Why `purpose` cannot use a key file of `kind` (completes "FILE is …"); `None` if it can.
+fn refusal(purpose: Purpose, kind: KeyKind) -> Option<String> {
+    let public = kind == KeyKind::Public;
+    match purpose {
+        Purpose::Backup if public => Some(
+            "a write-only public key: give it as --public-key (public_key in a job file); \
+             --key takes a symmetric key file"
+                .into(),
+        ),
+        Purpose::Backup if kind == KeyKind::Restore => Some(format!(
+            "{}: backups of write-only clients take the public key (--public-key)",
+            kind.describe()
+        )),
+        Purpose::Read(_) if public => Some(
+            "a write-only public key: it can back up but never read; restoring needs the \
+             private restore key (--restore-key)"
+                .into(),
+        ),
+        Purpose::Read(want) if kind != want => Some(kind.describe().into()),
+        Purpose::Manage if public => Some(
+            "a write-only public key: it has no passphrase, and a key pair is rotated through \
+             its private restore key: `bulwark key rotate PRIVATE --public NEW.pub` (which \
+             writes the new public key for the clients)"
+                .into(),
+        ),
+        _ => None,
+    }
+}
+
+impl KeyBytes {
+    /// Opens the secret key with its passphrase (asked once), which is returned too so the
+    /// file can be sealed again under the same one.
+    fn unlock(&self, purpose: Purpose) -> anyhow::Result<(KeyFile, zeroize::Zeroizing<String>)> {
+        if let Some(why) = refusal(purpose, self.kind) {
+            bail!("{} is {why}", self.shown);
+        }
+        let p = passphrase(
+            "BULWARK_PASSPHRASE",
+            &format!("Passphrase for {}: ", self.shown),
+            false,
+        )?;
+        let kf = KeyFile::decode(&self.bytes, p.as_bytes(), &self.shown)?;
+        Ok((kf, p))
+    }
 }
 
 /// Opens a write-only client's public key file.
 pub fn load_public(path: &Path) -> anyhow::Result<PublicKeyFile> {
-    let b = read_key_bytes(path)?;
-    Ok(PublicKeyFile::decode(&b, &path.display().to_string())?)
+    let k = read_key_file(path)?;
+    Ok(PublicKeyFile::decode(&k.bytes, &k.shown)?)
 }
 
 /// The key a backup writes with, from `--key` or `--public-key` (at most one).
 pub fn write_key(key: Option<&Path>, public: Option<&Path>) -> anyhow::Result<Option<WriteKey>> {
     Ok(match (key, public) {
         (Some(_), Some(_)) => bail!("give --key or --public-key, not both"),
-        (Some(k), None) => {
-            let kf = load_secret(k)?;
-            if kf.kind != KeyKind::Symmetric {
-                bail!(
-                    "{} is {}: backups of write-only clients take the public key (--public-key)",
-                    k.display(),
-                    kf.kind.describe()
-                );
-            }
-            Some(WriteKey::Symmetric(kf))
-        }
+        (Some(k), None) => Some(WriteKey::Symmetric(
+            read_key_file(k)?.unlock(Purpose::Backup)?.0,
+        )),
         (None, Some(p)) => Some(WriteKey::Public(load_public(p)?)),
         (None, None) => None,
     })
@@ -161,11 +244,75 @@ pub fn read_key(key: Option<&Path>, restore: Option<&Path>) -> anyhow::Result<Op
         (None, Some(r)) => (r, KeyKind::Restore),
         (None, None) => return Ok(None),
     };
-    let kf = load_secret(path)?;
-    if kf.kind != want {
-        bail!("{} is {}", path.display(), kf.kind.describe());
+    Ok(Some(read_key_file(path)?.unlock(Purpose::Read(want))?.0))
+}
+
+/// The folder a key file at `path` goes into.
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     }
-    Ok(Some(kf))
+}
+
+/// Refuses a new key file at `path` (given as `opt`) unless its folder exists and nothing is
+/// there yet; checked for every file a command writes before it writes any.
+fn check_new_target(path: &Path, opt: &str) -> anyhow::Result<()> {
+    if path.symlink_metadata().is_ok() {
+        bail!(
+            "{} ({opt}) exists; a key file is never overwritten (choose another name); nothing \
+             was written",
+            path.display()
+        );
+    }
+    let dir = folder_of(path);
+    if !dir.is_dir() {
+        bail!(
+            "the folder {} of {} ({opt}) does not exist: create it first; nothing was written",
+            dir.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses two names for one file (`--out` and `--public` of one command), existing or not.
+fn check_distinct(a: &Path, b: &Path) -> anyhow::Result<()> {
+    let real = |p: &Path| {
+        std::fs::canonicalize(folder_of(p))
+            .map(|d| d.join(p.file_name().unwrap_or_default()))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    if real(a) == real(b) {
+        bail!(
+            "{} and {} name the same file: the private and the public key need two files; \
+             nothing was written",
+            a.display(),
+            b.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes the new key file `first`, then `second` (replacing it when `replace`); when the
+/// second fails, the first is removed again, so no half of a key pair stays behind.
+fn write_pair(first: (&Path, &[u8]), second: (&Path, &[u8]), replace: bool) -> anyhow::Result<()> {
+    write_key_file(first.0, first.1, false)
+        .with_context(|| format!("writing {} failed: nothing was written", first.0.display()))?;
+    if let Err(e) = write_key_file(second.0, second.1, replace) {
+        let undo = match std::fs::remove_file(first.0) {
+            Ok(()) => format!(
+                "so {} was removed again: nothing was written",
+                first.0.display()
+            ),
+            Err(r) => format!(
+                "and {} could not be removed again ({r}): delete it",
+                first.0.display()
+            ),
+        };
+        return Err(e.context(format!("writing {} failed, {undo}", second.0.display())));
+    }
+    Ok(())
 }
 
 /// Writes a key file: a temporary file of mode 0600, fsynced, renamed over `path` (only when
@@ -177,10 +324,7 @@ fn write_key_file(path: &Path, data: &[u8], replace: bool) -> anyhow::Result<()>
             path.display()
         );
     }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = folder_of(path);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -251,7 +395,8 @@ fn unpaper(text: &str) -> anyhow::Result<Vec<u8>> {
         let mut h = blake3::Hasher::new();
         h.update(&(n as u32).to_le_bytes());
         h.update(&bytes);
-        if h.finalize().to_hex()[..4] != *check {
+        // Hex is hex in either case: an uppercase check is not a typo.
+        if !h.finalize().to_hex()[..4].eq_ignore_ascii_case(check) {
             bail!(
                 "line {} has a typo: its check {check} does not match; compare it with the paper again",
                 n + 1
@@ -273,6 +418,12 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
             write_only,
             public,
         } => {
+            // Every target is checked before the passphrase is asked and anything written.
+            check_new_target(&path, "--out")?;
+            if let Some(pp) = &public {
+                check_new_target(pp, "--public")?;
+                check_distinct(&path, pp)?;
+            }
             let pass = passphrase(
                 "BULWARK_PASSPHRASE",
                 "New passphrase for the key file: ",
@@ -285,17 +436,9 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
                 (KeyFile::new_symmetric(now())?, None)
             };
             let bytes = kf.encode(pass.as_bytes(), Argon2Params::default())?;
-            if let (Some(pp), Some(pf)) = (&public, &public_file) {
-                if pp.symlink_metadata().is_ok() {
-                    bail!(
-                        "{} exists; a key file is never overwritten (choose another name)",
-                        pp.display()
-                    );
-                }
-                write_key_file(&path, &bytes, false)?;
-                write_key_file(pp, &pf.encode(), false)?;
-            } else {
-                write_key_file(&path, &bytes, false)?;
+            match (&public, &public_file) {
+                (Some(pp), Some(pf)) => write_pair((&path, &bytes), (pp, &pf.encode()), false)?,
+                _ => write_key_file(&path, &bytes, false)?,
             }
             let id = fp(kf.current().key_id());
             if out.json {
@@ -316,14 +459,13 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
             }
         }
         KeyCmd::Show { file } => {
-            let b = read_key_bytes(&file)?;
-            let shown = file.display().to_string();
-            let kind = bulwark_crypto::kind_of(&b, &shown)?;
-            let gens: Vec<(String, i64)> = if kind == KeyKind::Public {
-                let p = PublicKeyFile::decode(&b, &shown)?;
+            let k = read_key_file(&file)?;
+            let gens: Vec<(String, i64)> = if k.kind == KeyKind::Public {
+                let p = PublicKeyFile::decode(&k.bytes, &k.shown)?;
                 vec![(fp(p.key_id()), p.created)]
             } else {
-                load_secret(&file)?
+                k.unlock(Purpose::Manage)?
+                    .0
                     .generations
                     .iter()
                     .map(|g| (fp(g.key_id()), g.created))
@@ -331,11 +473,11 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
             };
             if out.json {
                 out.json(&serde_json::json!({
-                    "file": file, "kind": kind.describe(),
+                    "file": file, "kind": k.kind.describe(),
                     "generations": gens.iter().map(|(f, c)| serde_json::json!({"fingerprint": f, "created_unix": c})).collect::<Vec<_>>(),
                 }));
             } else {
-                outln!("{}: {}", file.display(), kind.describe());
+                outln!("{}: {}", file.display(), k.kind.describe());
                 for (i, (f, c)) in gens.iter().enumerate() {
                     let current = if i + 1 == gens.len() {
                         " (current: new chains use it)"
@@ -351,7 +493,7 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
             }
         }
         KeyCmd::Passwd { file } => {
-            let kf = load_secret(&file)?;
+            let (kf, _old) = read_key_file(&file)?.unlock(Purpose::Manage)?;
             let new = passphrase("BULWARK_NEW_PASSPHRASE", "New passphrase: ", true)?;
             write_key_file(
                 &file,
@@ -361,17 +503,33 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
             outln!("changed the passphrase of {}; paper copies of the old file still open with the old passphrase", file.display());
         }
         KeyCmd::Rotate { file, public } => {
-            let mut kf = load_secret(&file)?;
-            if kf.kind == KeyKind::Restore && public.is_none() {
-                bail!("rotating a restore key makes a new public key: give --public FILE for it");
+            let k = read_key_file(&file)?;
+            match (k.kind, &public) {
+                // Refused by `unlock`, saying what to rotate instead.
+                (KeyKind::Public, _) => {}
+                (KeyKind::Restore, None) => bail!(
+                    "rotating a restore key makes a new public key: give --public FILE for it"
+                ),
+                (KeyKind::Symmetric, Some(_)) => bail!(
+                    "{} is {}, which has no public key: rotate it without --public",
+                    k.shown,
+                    k.kind.describe()
+                ),
+                (_, Some(pp)) => {
+                    check_new_target(pp, "--public")?;
+                    check_distinct(&file, pp)?;
+                }
+                _ => {}
             }
-            let pass = passphrase("BULWARK_PASSPHRASE", "Passphrase: ", false)?;
+            // Rotation only adds a generation: the file is sealed again under the passphrase
+            // that opened it (asked once; `key passwd` changes it).
+            let (mut kf, pass) = k.unlock(Purpose::Manage)?;
             let new_public = kf.rotate(now())?;
             let bytes = kf.encode(pass.as_bytes(), Argon2Params::default())?;
-            if let (Some(pp), Some(pf)) = (&public, &new_public) {
-                write_key_file(pp, &pf.encode(), false)?;
+            match (&public, &new_public) {
+                (Some(pp), Some(pf)) => write_pair((pp, &pf.encode()), (&file, &bytes), true)?,
+                _ => write_key_file(&file, &bytes, true)?,
             }
-            write_key_file(&file, &bytes, true)?;
             outln!(
                 "added key generation {} (fingerprint {}) to {}: new chains use it; chains written with older generations stay readable with this file",
                 kf.generations.len(),
@@ -383,16 +541,19 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
             }
         }
         KeyCmd::Paper { file } => {
-            let b = read_key_bytes(&file)?;
-            let kind = bulwark_crypto::kind_of(&b, &file.display().to_string())?;
+            let k = read_key_file(&file)?;
             outln!(
                 "# Bulwark key file {} — {}",
                 file.display(),
-                kind.describe()
+                k.kind.describe()
             );
-            outln!("# Still protected by its passphrase. Type it back with: bulwark key unpaper --out FILE");
+            if k.kind == KeyKind::Public {
+                outln!("# A public key: no passphrase and nothing secret (it backs up, never reads); keep other users from swapping it. Type it back with: bulwark key unpaper --out FILE");
+            } else {
+                outln!("# Still protected by its passphrase. Type it back with: bulwark key unpaper --out FILE");
+            }
             outln!("# Each line: number, 32 bytes in hex, a check that catches typos.");
-            for l in paper_lines(&b) {
+            for l in paper_lines(&k.bytes) {
                 outln!("{l}");
             }
         }
@@ -420,5 +581,61 @@ mod tests {
         assert_eq!(unpaper(&text).unwrap(), b);
         let typo = text.replacen("000", "001", 1);
         assert!(unpaper(&typo).is_err());
+    }
+
+    #[test]
+    fn a_paper_copy_typed_in_uppercase_reads_back() {
+        let b: Vec<u8> = (0..100u32).map(|i| (i * 13) as u8).collect();
+        let text = paper_lines(&b).join("\n");
+        assert!(text.chars().any(|c| c.is_ascii_lowercase()), "{text}");
+        assert_eq!(unpaper(&text.to_uppercase()).unwrap(), b);
+    }
+
+    #[test]
+    fn secret_key_files_must_be_private_and_public_ones_unwritable_by_others() {
+        use KeyKind::*;
+        for (mode, kind, refused) in [
+            (0o600, Symmetric, false),
+            (0o400, Restore, false),
+            (0o100600, Symmetric, false),
+            (0o640, Symmetric, true),
+            (0o604, Restore, true),
+            (0o620, Restore, true),
+            (0o644, Public, false),
+            (0o600, Public, false),
+            (0o664, Public, true),
+            (0o646, Public, true),
+        ] {
+            let r = check_mode("k", mode, kind);
+            assert_eq!(r.is_err(), refused, "{mode:o} {kind:?}");
+            if let Err(e) = r {
+                assert!(e.to_string().contains("chmod 600 k"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_of_the_wrong_kind_is_refused_saying_what_to_use() {
+        use KeyKind::*;
+        let says = |p, k| refusal(p, k).unwrap_or_default();
+        assert!(says(Purpose::Backup, Public).contains("--public-key"));
+        assert!(!says(Purpose::Backup, Public).contains("--restore-key"));
+        assert!(says(Purpose::Backup, Restore).contains("--public-key"));
+        assert!(says(Purpose::Read(Restore), Public).contains("never read"));
+        assert!(says(Purpose::Read(Symmetric), Restore).contains("--restore-key"));
+        let manage = says(Purpose::Manage, Public);
+        assert!(
+            manage.contains("no passphrase") && manage.contains("--public"),
+            "{manage}"
+        );
+        for (p, k) in [
+            (Purpose::Backup, Symmetric),
+            (Purpose::Read(Symmetric), Symmetric),
+            (Purpose::Read(Restore), Restore),
+            (Purpose::Manage, Symmetric),
+            (Purpose::Manage, Restore),
+        ] {
+            assert_eq!(refusal(p, k), None, "{k:?}");
+        }
     }
 }
