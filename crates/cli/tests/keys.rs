@@ -8,7 +8,7 @@
 mod common;
 
 use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use bulwark_testkit::system::job_args;
@@ -36,6 +36,66 @@ fn create_key(key: &Path, pass: &str) {
         Some(pass),
         None,
     ));
+}
+
+/// `bulwark key paper KEY`, typed back as `typed` makes it, through `bulwark key unpaper`:
+/// the same file.
+fn paper_round_trip(key: &Path, typed: impl Fn(&str) -> String) {
+    let paper = ok(&bulwark(&["key", "paper", s(key)], None, None));
+    let back = key.with_extension("back");
+    ok(&bulwark(
+        &["key", "unpaper", "--out", s(&back)],
+        None,
+        Some(&typed(&paper)),
+    ));
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(key).unwrap());
+}
+
+/// A scratch folder and the symmetric key `k.key` in it, under `pass`.
+fn scratch_key(pass: &str) -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let key = d.path().join("k.key");
+    create_key(&key, pass);
+    (d, key)
+}
+
+/// A scratch folder with the symmetric key `k.key` (passphrase "pw"), the write-only pair
+/// `r.key` (passphrase "wo") and `c.pub`, a repository and a 4 MiB image `disk.img`.
+struct Rig {
+    d: tempfile::TempDir,
+    key: PathBuf,
+    private: PathBuf,
+    public: PathBuf,
+    repo: PathBuf,
+    img: PathBuf,
+}
+
+impl Rig {
+    fn new(seed: u8) -> Rig {
+        let (d, key) = scratch_key("pw");
+        let (private, public) = (d.path().join("r.key"), d.path().join("c.pub"));
+        create_write_only_key(&private, &public, "wo");
+        let repo = init_repo(d.path());
+        let img = d.path().join("disk.img");
+        image(&img, seed);
+        Rig {
+            d,
+            key,
+            private,
+            public,
+            repo,
+            img,
+        }
+    }
+
+    /// `bulwark CMD` of job `vm` with `opts` on `target`, under `pass`.
+    fn job(&self, cmd: &str, opts: &[&str], target: &Path, pass: Option<&str>) -> Output {
+        bulwark(
+            &job_args(cmd, s(&self.repo), "vm", opts, target),
+            pass,
+            None,
+        )
+    }
 }
 
 /// The permission bits of `p`.
@@ -101,14 +161,7 @@ fn key_commands_and_encrypted_backup_and_restore_through_the_binary() {
     assert!(e.contains("wrong passphrase"), "{e}");
 
     // Paper copy and back: the same file.
-    let paper = ok(&bulwark(&["key", "paper", s(&key)], None, None));
-    let back = d.path().join("back.key");
-    ok(&bulwark(
-        &["key", "unpaper", "--out", s(&back)],
-        None,
-        Some(&paper),
-    ));
-    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&key).unwrap());
+    paper_round_trip(&key, |t| t.to_string());
 
     // Backups with the key; restore refused without it, with a wrong passphrase, and right.
     let repo = init_repo(d.path());
@@ -180,9 +233,7 @@ fn key_commands_and_encrypted_backup_and_restore_through_the_binary() {
 
 #[test]
 fn rotate_keeps_the_passphrase_of_the_file() {
-    let d = tempfile::tempdir().unwrap();
-    let key = d.path().join("k.key");
-    create_key(&key, "orig");
+    let (d, key) = scratch_key("orig");
     ok(&bulwark(&["key", "rotate", s(&key)], Some("orig"), None));
     let show = ok(&key_show(&key, "orig"));
     assert!(show.contains("generation 2"), "{show}");
@@ -232,9 +283,7 @@ fn rotate_on_a_terminal_asks_for_the_passphrase_once_and_keeps_it() {
     if !bulwark_testkit::require_tools(t, &["script"]) {
         return;
     }
-    let d = tempfile::tempdir().unwrap();
-    let key = d.path().join("k.key");
-    create_key(&key, "orig");
+    let (_d, key) = scratch_key("orig");
     let cmd = format!("'{}' key rotate '{}'", common::bin(), s(&key));
     let mut child = Command::new("script")
         .args(["-q", "-e", "-c", &cmd, "/dev/null"])
@@ -346,79 +395,44 @@ fn key_create_writes_every_file_or_none() {
 
 #[test]
 fn key_files_other_users_could_read_or_replace_are_refused() {
-    let d = tempfile::tempdir().unwrap();
-    let key = d.path().join("k.key");
-    create_key(&key, "pw");
-    let (private, public) = (d.path().join("r.key"), d.path().join("c.pub"));
-    create_write_only_key(&private, &public, "wo");
+    let r = Rig::new(3);
     let chmod =
         |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
-    let repo = init_repo(d.path());
-    let img = d.path().join("disk.img");
-    image(&img, 3);
-
-    chmod(&key, 0o640);
-    let e = err(&key_show(&key, "pw"));
-    assert!(e.contains(&format!("chmod 600 {}", s(&key))), "{e}");
-    let e = err(&with_key("backup", &repo, &[], &key, &img, "pw"));
+    chmod(&r.key, 0o640);
+    let e = err(&key_show(&r.key, "pw"));
+    assert!(e.contains(&format!("chmod 600 {}", s(&r.key))), "{e}");
+    let e = err(&with_key("backup", &r.repo, &[], &r.key, &r.img, "pw"));
     assert!(e.contains("chmod 600"), "{e}");
-    chmod(&key, 0o600);
-    ok(&key_show(&key, "pw"));
+    chmod(&r.key, 0o600);
+    ok(&key_show(&r.key, "pw"));
 
-    chmod(&private, 0o604);
-    let e = err(&bulwark(
-        &job_args(
-            "restore",
-            s(&repo),
-            "vm",
-            &["--restore-key", s(&private)],
-            &img,
-        ),
-        Some("wo"),
-        None,
-    ));
+    chmod(&r.private, 0o604);
+    let restore = ["--restore-key", s(&r.private)];
+    let e = err(&r.job("restore", &restore, &r.d.path().join("out"), Some("wo")));
     assert!(e.contains("chmod 600"), "{e}");
 
     // A public key may be readable by all, never writable by others.
-    chmod(&public, 0o644);
-    ok(&bulwark(&["key", "show", s(&public)], None, None));
-    chmod(&public, 0o664);
-    let e = err(&bulwark(
-        &job_args(
-            "backup",
-            s(&repo),
-            "vm",
-            &["--public-key", s(&public)],
-            &img,
-        ),
-        None,
-        None,
-    ));
+    chmod(&r.public, 0o644);
+    ok(&bulwark(&["key", "show", s(&r.public)], None, None));
+    chmod(&r.public, 0o664);
+    let e = err(&r.job("backup", &["--public-key", s(&r.public)], &r.img, None));
     assert!(e.contains("swap in") && e.contains("chmod 600"), "{e}");
 }
 
 #[test]
 fn a_public_key_given_for_a_secret_one_says_what_to_do_with_it() {
-    let d = tempfile::tempdir().unwrap();
-    let (private, public) = (d.path().join("r.key"), d.path().join("c.pub"));
-    create_write_only_key(&private, &public, "wo");
-    let repo = init_repo(d.path());
-    let img = d.path().join("disk.img");
-    image(&img, 4);
+    let r = Rig::new(4);
+    let public = s(&r.public);
     // No passphrase is given: none is asked for before the refusal.
-    let e = err(&bulwark(
-        &job_args("backup", s(&repo), "vm", &["--key", s(&public)], &img),
-        None,
-        None,
-    ));
+    let e = err(&r.job("backup", &["--key", public], &r.img, None));
     assert!(
         e.contains("--public-key") && !e.contains("--restore-key"),
         "{e}"
     );
     for args in [
-        vec!["key", "passwd", s(&public)],
-        vec!["key", "rotate", s(&public)],
-        vec!["key", "rotate", s(&public), "--public", "new.pub"],
+        vec!["key", "passwd", public],
+        vec!["key", "rotate", public],
+        vec!["key", "rotate", public, "--public", "new.pub"],
     ] {
         let e = err(&bulwark(&args, None, None));
         assert!(
@@ -428,7 +442,7 @@ fn a_public_key_given_for_a_secret_one_says_what_to_do_with_it() {
     }
 
     // Its paper copy does not claim a passphrase.
-    let paper = ok(&bulwark(&["key", "paper", s(&public)], None, None));
+    let paper = ok(&bulwark(&["key", "paper", public], None, None));
     assert!(
         paper.contains("no passphrase") && !paper.contains("protected by its passphrase"),
         "{paper}"
@@ -437,9 +451,7 @@ fn a_public_key_given_for_a_secret_one_says_what_to_do_with_it() {
 
 #[test]
 fn passwd_with_an_empty_new_passphrase_names_its_variable_and_keeps_the_old() {
-    let d = tempfile::tempdir().unwrap();
-    let key = d.path().join("k.key");
-    create_key(&key, "old");
+    let (_d, key) = scratch_key("old");
     let e = err(&passwd(&key, "old", ""));
     assert!(e.contains("BULWARK_NEW_PASSPHRASE"), "{e}");
     assert!(!e.contains("set BULWARK_PASSPHRASE"), "{e}");
@@ -448,45 +460,23 @@ fn passwd_with_an_empty_new_passphrase_names_its_variable_and_keeps_the_old() {
 
 #[test]
 fn a_paper_copy_typed_in_uppercase_rebuilds_the_file() {
-    let d = tempfile::tempdir().unwrap();
-    let key = d.path().join("k.key");
-    create_key(&key, "pw");
-    let paper = ok(&bulwark(&["key", "paper", s(&key)], None, None)).to_uppercase();
-    let back = d.path().join("back.key");
-    ok(&bulwark(
-        &["key", "unpaper", "--out", s(&back)],
-        None,
-        Some(&paper),
-    ));
-    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&key).unwrap());
+    let (_d, key) = scratch_key("pw");
+    paper_round_trip(&key, str::to_uppercase);
 }
 
 #[test]
 fn a_writable_export_of_an_encrypted_point_creates_its_overlay_private() {
-    let d = tempfile::tempdir().unwrap();
-    let key = d.path().join("k.key");
-    create_key(&key, "pw");
-    let repo = init_repo(d.path());
-    let img = d.path().join("disk.img");
-    image(&img, 5);
-    ok(&with_key("backup", &repo, &[], &key, &img, "pw"));
-    let overlay = d.path().join("ov.img");
+    let r = Rig::new(5);
+    ok(&with_key("backup", &r.repo, &[], &r.key, &r.img, "pw"));
+    let overlay = r.d.path().join("ov.img");
+    let args = ["--repo", s(&r.repo), "--job", "vm", "--key", s(&r.key)];
     let export = Export::try_start(
-        &[
-            "--repo",
-            s(&repo),
-            "--job",
-            "vm",
-            "--key",
-            s(&key),
-            "--writable",
-            s(&overlay),
-        ],
-        &d.path().join("nbd.sock"),
+        &[&args[..], &["--writable", s(&overlay)]].concat(),
+        &r.d.path().join("nbd.sock"),
         Some("pw"),
     )
     .unwrap_or_else(|e| panic!("export failed: {e}"));
     assert_eq!(mode(&overlay), 0o600, "the overlay will hold plaintext");
-    assert_eq!(mode(&d.path().join("ov.img.map")), 0o600);
+    assert_eq!(mode(&r.d.path().join("ov.img.map")), 0o600);
     drop(export);
 }
