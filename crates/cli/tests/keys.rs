@@ -462,6 +462,13 @@ fn passwd_with_an_empty_new_passphrase_names_its_variable_and_keeps_the_old() {
 fn a_paper_copy_typed_in_uppercase_rebuilds_the_file() {
     let (_d, key) = scratch_key("pw");
     paper_round_trip(&key, str::to_uppercase);
+    // A name that cannot be written is refused before the lines are read.
+    let e = err(&bulwark(
+        &["key", "unpaper", "--out", "/nonexistent/k.key"],
+        None,
+        None,
+    ));
+    assert!(e.contains("does not exist"), "{e}");
 }
 
 #[test]

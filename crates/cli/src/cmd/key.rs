@@ -558,6 +558,8 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
             }
         }
         KeyCmd::Unpaper { out: path } => {
+            // Before the lines are typed in.
+            check_new_target(&path, "--out")?;
             let mut text = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin().take(512 * 1024), &mut text)
                 .context("reading the paper copy from standard input")?;
