@@ -529,7 +529,8 @@ fn a_backup_after_verify_found_damage_starts_a_new_chain_that_restores() {
 
 /// Restore targets and sources that cannot work are refused up front with what to do, and
 /// nothing is written: a folder as the target (also with --force), a target in a folder that
-/// does not exist, a FIFO as the source (which would block the open forever).
+/// does not exist, a FIFO as the source (which would block the open forever), an unknown
+/// `--format`.
 #[test]
 fn impossible_targets_and_sources_are_refused_up_front() {
     let Rig {
@@ -564,6 +565,10 @@ fn impossible_targets_and_sources_are_refused_up_front() {
         (
             job_args("backup", s(&repo), "pipe", &[], &fifo),
             "not a regular file or block device",
+        ),
+        (
+            job_args("backup", s(&repo), "fmt", &["--format", "nonsense"], &img),
+            "is not an image format",
         ),
     ] {
         let t = Instant::now();

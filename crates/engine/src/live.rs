@@ -27,6 +27,22 @@ use crate::input::{Input, Run};
 use crate::source::Source;
 use crate::{EngineError, Result};
 
+/// The image formats `--format` names (QEMU's names; read through qemu-nbd). Any other name
+/// is refused before QEMU starts, instead of failing there with an unclear message.
+const IMAGE_FORMATS: &[&str] = &[
+    "qcow2",
+    "qcow",
+    "vmdk",
+    "vdi",
+    "vhdx",
+    "vpc",
+    "qed",
+    "parallels",
+    "dmg",
+    "cloop",
+    "bochs",
+];
+
 /// How to read a live source.
 #[derive(Clone, Debug, Default)]
 pub struct LiveOptions {
@@ -303,6 +319,12 @@ impl LiveSource {
         // A file: its format from its content, never from its name.
         let probed = match opts.format.as_deref() {
             Some("raw") => None,
+            Some(f) if !IMAGE_FORMATS.contains(&f) => {
+                return Err(usage(format!(
+                    "--format {f:?} is not an image format Bulwark reads: give one of raw, {}, or leave it out to probe the file",
+                    IMAGE_FORMATS.join(", ")
+                )))
+            }
             Some(f) => Some(f.to_string()),
             None => bulwark_qemu::probe_format(source)
                 .map_err(qemu_err(&name))?

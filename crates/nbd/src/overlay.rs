@@ -10,7 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -48,11 +48,14 @@ impl Overlay {
         name.push(".map");
         let map_path = path.with_file_name(name);
         let exists = path.exists();
+        // 0600 from the start: an overlay holds what the base serves (plaintext of an
+        // encrypted point) and what clients wrote.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(path)?;
         let words = size.div_ceil(CLUSTER).div_ceil(64) as usize;
         let bits = if exists {
@@ -111,7 +114,12 @@ impl Overlay {
         let mut tmp_name = self.map_path.file_name().unwrap_or_default().to_os_string();
         tmp_name.push(".tmp");
         let tmp = self.map_path.with_file_name(tmp_name);
-        let mut f = File::create(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(&b)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &self.map_path)?;

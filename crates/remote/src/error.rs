@@ -16,8 +16,10 @@ pub enum RemoteError {
         #[source]
         source: std::io::Error,
     },
-    #[error("TLS with the repository: {0}")]
+    #[error("TLS with the repository: {}", tls_text(.0))]
     Tls(#[from] rustls::Error),
+    #[error("the repository service closed the connection before the end (it stopped, restarted or failed; its log says why); nothing of this operation was kept: run it again")]
+    Closed,
     #[error("{}", refused_text(*code, message))]
     Refused { code: ErrorCode, message: String },
     #[error("protocol: {0}")]
@@ -45,6 +47,25 @@ fn refused_text(code: ErrorCode, message: &str) -> String {
     }
 }
 
+/// A TLS failure as the user reads it: rustls's words, and what they mean here where the
+/// usual cause is known.
+fn tls_text(e: &rustls::Error) -> String {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let why = match e {
+        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature | C::NotValidForName) => {
+            "the service does not present a certificate of the repository this client enrolled with \
+             (another repository answers at this address, or something is in between): check the address; \
+             if the repository was set up anew, enroll again (bulwark enroll ADDR TOKEN --fingerprint FP)"
+        }
+        E::AlertReceived(A::BadCertificate | A::CertificateRevoked | A::UnknownCA | A::CertificateUnknown) => {
+            "the repository refused this client's certificate (revoked, or issued by another repository): \
+             ask its administrator for a new enrollment token"
+        }
+        _ => return e.to_string(),
+    };
+    format!("{e}: {why}")
+}
+
 impl From<ProtocolError> for RemoteError {
     fn from(e: ProtocolError) -> Self {
         match e {
@@ -55,6 +76,8 @@ impl From<ProtocolError> for RemoteError {
                 .cloned()
             {
                 Some(t) => RemoteError::Tls(t),
+                // The stream ended mid-frame or without TLS's closing message.
+                None if io.kind() == std::io::ErrorKind::UnexpectedEof => RemoteError::Closed,
                 None => RemoteError::Protocol(ProtocolError::Io(io)),
             },
             e => RemoteError::Protocol(e),
@@ -100,5 +123,44 @@ mod tests {
             message: String::new()
         }
         .is_damage());
+    }
+
+    #[test]
+    fn certificate_failures_and_a_dropped_connection_say_what_they_mean() {
+        let other_repo = RemoteError::Tls(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        let t = other_repo.to_string();
+        assert!(
+            t.contains("UnknownIssuer") && t.contains("enroll again"),
+            "{t}"
+        );
+        let revoked = RemoteError::Tls(rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRevoked,
+        ));
+        assert!(
+            revoked.to_string().contains("new enrollment token"),
+            "{revoked}"
+        );
+        let other = RemoteError::Tls(rustls::Error::HandshakeNotComplete);
+        assert_eq!(
+            other.to_string(),
+            format!(
+                "TLS with the repository: {}",
+                rustls::Error::HandshakeNotComplete
+            )
+        );
+        let eof = std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "peer closed connection without sending TLS close_notify",
+        );
+        let closed = RemoteError::from(ProtocolError::Io(eof));
+        assert!(matches!(closed, RemoteError::Closed), "{closed}");
+        assert!(closed.to_string().contains("run it again"));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(matches!(
+            RemoteError::from(ProtocolError::Io(reset)),
+            RemoteError::Protocol(_)
+        ));
     }
 }

@@ -16,7 +16,7 @@ use bulwark_testkit::guarded::*;
 use bulwark_testkit::immutd::Immutd;
 use bulwark_testkit::serve::spawn_listening;
 use bulwark_testkit::system::{
-    enrollment, flip_sealed_byte, full_meta, job_args, mark, reasons, user_dir, DAY,
+    enrollment_with, flip_sealed_byte, full_meta, job_args, mark, reasons, user_dir, DAY,
 };
 use bulwark_testkit::Rng;
 
@@ -167,7 +167,12 @@ impl Site {
 
     /// Enrolls `client` with this site; the credentials go to `config` (owned by `owner`).
     fn enroll(&self, client: &str, config: &Path, owner: &TestUser) {
-        let v = enrollment(self.user(), &self.repo_bin, &self.repo, client);
+        self.enroll_with(client, config, owner, &[]);
+    }
+
+    /// [`Site::enroll`] with further `bulwark-repo enroll` arguments (`--replace`).
+    fn enroll_with(&self, client: &str, config: &Path, owner: &TestUser, extra: &[&str]) {
+        let v = enrollment_with(self.user(), &self.repo_bin, &self.repo, client, extra);
         let token = v["token"].as_str().unwrap();
         std::fs::create_dir_all(config).unwrap();
         owner.chown(config);
@@ -962,7 +967,8 @@ fn a_target_pulls_with_a_client_identity_of_the_source_from_a_copy_job_file() {
     // the source holds nothing of the target. A [copy] job file, run by `bulwark job run`.
     let du = dst.user();
     let dcfg = dst.rig.fs.mnt.join("pull");
-    src.enroll("web1", &dcfg, du);
+    // A second machine for a name already enrolled: on purpose (`--replace`).
+    src.enroll_with("web1", &dcfg, du, &["--replace"]);
     let d = dst.client(&dcfg);
     let jobs = user_dir(du, dst.rig.fs.mnt.join("jobs"));
     let file = jobs.join("offsite.toml");

@@ -427,16 +427,22 @@ fn a_killed_backup_is_notified_as_missed_by_job_check() {
     };
     let hook = Hook::start();
     let cfg = notify_config(net.svc.dir.path(), &hook, None, None);
-    // The source is a FIFO nobody writes: the run hangs opening it, after marking its start.
-    let fifo = net.path("stuck");
-    sh(&format!("mkfifo '{}'", fifo.display()));
+    // The source is an NBD server that accepts and never says a word: the run hangs reading
+    // its greeting, after marking its start. (A FIFO did this once; it is refused now.)
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nbd = format!("nbd://{}/stuck", silent.local_addr().unwrap());
+    let _held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept() {
+            conns.push(c);
+        }
+    });
     let job = net.path("web03.toml");
     std::fs::write(
         &job,
         format!(
             "name = \"web03\"\nrepository = \"{}\"\nsource = \"{}\"\nalert_after_hours = 0\n",
-            net.svc.addr,
-            fifo.display()
+            net.svc.addr, nbd
         ),
     )
     .unwrap();

@@ -177,19 +177,30 @@ pub fn enrollment(
     repo: &str,
     client: &str,
 ) -> serde_json::Value {
-    let o = admin.run(
-        repo_bin,
-        &[
-            "--json",
-            "enroll",
-            repo,
-            "--client",
-            client,
-            "--expires",
-            "10m",
-        ],
-    );
-    assert!(o.status.success());
+    enrollment_with(admin, repo_bin, repo, client, &[])
+}
+
+/// [`enrollment`] with further arguments (`--replace`: a second certificate for a name
+/// already enrolled).
+pub fn enrollment_with(
+    admin: &TestUser,
+    repo_bin: &Path,
+    repo: &str,
+    client: &str,
+    extra: &[&str],
+) -> serde_json::Value {
+    let mut args = vec![
+        "--json",
+        "enroll",
+        repo,
+        "--client",
+        client,
+        "--expires",
+        "10m",
+    ];
+    args.extend_from_slice(extra);
+    let o = admin.run(repo_bin, &args);
+    assert!(o.status.success(), "{}", crate::text(&o));
     serde_json::from_slice(&o.stdout).unwrap()
 }
 

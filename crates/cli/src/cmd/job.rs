@@ -466,7 +466,7 @@ fn run_verify(
     let mut damaged = Vec::new();
     for t in targets {
         let name = t.unwrap_or("*").to_string();
-        match repo.verify(t, threads, out) {
+        match super::verify::verify_recorded(&repo, t, threads, out) {
             Ok(r) => {
                 for d in &r.damaged {
                     damaged.push(format!(
