@@ -583,3 +583,37 @@ fn impossible_targets_and_sources_are_refused_up_front() {
     assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
     assert!(!missing.parent().unwrap().exists());
 }
+
+/// `bulwark job plan` refuses a job file that `bulwark job run` would refuse (a block size
+/// that is no power of two), instead of planning runs that cannot happen.
+#[test]
+fn job_plan_refuses_a_block_size_job_run_would_refuse() {
+    let Rig {
+        dir,
+        rng: _,
+        repo,
+        img,
+    } = rig(1);
+    let job = dir.path().join("bj.toml");
+    for (bs, ok) in [("3M", false), ("8M", false), ("256K", true)] {
+        std::fs::write(
+            &job,
+            format!(
+                "name = \"bj\"\nsource = \"{}\"\nrepository = \"{}\"\nblock_size = \"{bs}\"\n",
+                s(&img),
+                s(&repo)
+            ),
+        )
+        .unwrap();
+        let o = run(&["job", "plan", s(&job)]);
+        if ok {
+            assert!(o.status.success(), "{bs}");
+        } else {
+            assert_eq!(o.status.code(), Some(2), "{bs}");
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains("power of two from 64K to 4M"),
+                "{bs}"
+            );
+        }
+    }
+}

@@ -164,6 +164,13 @@ fn backup_options(job: &JobFile, force_full: bool) -> anyhow::Result<BackupOptio
         .map(super::parse_size)
         .transpose()
         .map_err(anyhow::Error::msg)?;
+    if block_size.is_some_and(|b| !bulwark_repository::plan::block_size_choosable(b)) {
+        anyhow::bail!(
+            "job {}: block_size {} is not allowed: use a power of two from 64K to 4M",
+            job.name,
+            job.block_size.as_deref().unwrap_or_default()
+        );
+    }
     Ok(BackupOptions {
         block_size,
         compression_level: job
@@ -585,7 +592,11 @@ fn run_check(files: &[PathBuf], state: &StateArgs, out: &Output) -> anyhow::Resu
                     rec.as_ref()
                         .and_then(|r| r.last_success_unix)
                         .map(utc)
-                        .unwrap_or_else(|| "never (no run yet)".into())
+                        .unwrap_or_else(|| match &rec {
+                            // Within the alert interval since the first run began.
+                            Some(_) => "never (runs so far failed or did not finish)".into(),
+                            None => "never (no run yet)".into(),
+                        })
                 ),
             }
         }
@@ -609,6 +620,8 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
                     file.display()
                 );
             };
+            // What `job run` would refuse, `job plan` refuses too.
+            backup_options(&job, false)?;
             let place = Place::open(&job, &file, config_dir)?;
             let mut all = Vec::new();
             for d in &disks {
