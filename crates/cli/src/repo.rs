@@ -451,15 +451,26 @@ fn backup_local(
     }
     .with_context(|| format!("backing up {} as job {job:?}", source.display()))?;
     pb.finish_and_clear();
-    let synth = synthetic_full.then(|| synthesize(&repo, job)).transpose()?;
+    let synth = synthetic_full
+        .then(|| synthesize(&repo, job, &s))
+        .transpose()?;
     Ok(local_report(&repo, &s, synth, None))
 }
 
-/// Builds a synthetic full of `job` in `repo` right after a backup (`--synthetic-full`).
-pub(crate) fn synthesize(repo: &Repository, job: &str) -> anyhow::Result<SynthReport> {
-    let o = repo
-        .synthesize(job)
-        .with_context(|| format!("building a synthetic full of job {job:?}"))?;
+/// Builds a synthetic full of `job` in `repo` right after `backup` (`--synthetic-full`); a
+/// failure says that the backup itself was kept.
+pub(crate) fn synthesize(
+    repo: &Repository,
+    job: &str,
+    backup: &bulwark_engine::BackupSummary,
+) -> anyhow::Result<SynthReport> {
+    let o = repo.synthesize(job).with_context(|| {
+        format!(
+            "the backup was stored ({} {}), but building a synthetic full of job {job:?} after it failed",
+            backup.sealed.meta.kind.as_str(),
+            backup.sealed.meta.point
+        )
+    })?;
     Ok(SynthReport {
         point: o.sealed.meta.point.to_hex(),
         chain: o.sealed.meta.chain.to_hex(),

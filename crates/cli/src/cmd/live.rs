@@ -138,7 +138,7 @@ impl Repo {
             .with_context(|| format!("backing up {} as job {job:?}", source.display()))?;
         pb.finish_and_clear();
         let synth = synthetic_full
-            .then(|| crate::repo::synthesize(&repo, job))
+            .then(|| crate::repo::synthesize(&repo, job, &s))
             .transpose()?;
         Ok(crate::repo::local_report(
             &repo,
