@@ -64,6 +64,19 @@ fn rig(mib: usize) -> Rig {
     }
 }
 
+/// Overwrites a byte of the first stored block of `job`'s first restore point (the
+/// repository's only job), so that verify and a restore of it find damage.
+fn damage_first_block_of_first_point(repo: &Path, job: &str) {
+    let p = &points_json(repo)["jobs"][0]["points"][0];
+    let path = repo
+        .join("store")
+        .join(job)
+        .join(p["chain"].as_str().unwrap())
+        .join(format!("{}.bwrp", p["point"].as_str().unwrap()));
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(b"X", 4096 + 10).unwrap();
+}
+
 fn points_json(repo: &Path) -> serde_json::Value {
     let o = run(&["list", "--repo", s(repo), "--json"]);
     assert!(o.status.success());
@@ -383,14 +396,7 @@ fn after_verify_finds_damage_the_next_job_run_is_an_active_full_and_says_why() {
     let second = run(&["job", "run", s(&job)]);
     assert!(String::from_utf8_lossy(&second.stdout).contains("incremental"));
     // Damage one stored block of the full, let verify find it.
-    let list = points_json(&repo);
-    let p = &list["jobs"][0]["points"][0];
-    let path = repo
-        .join("store/web")
-        .join(p["chain"].as_str().unwrap())
-        .join(format!("{}.bwrp", p["point"].as_str().unwrap()));
-    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    f.write_all_at(b"X", 4096 + 10).unwrap();
+    damage_first_block_of_first_point(&repo, "web");
     assert_eq!(run(&["verify", "--repo", s(&repo)]).status.code(), Some(1));
     let third = run(&["job", "run", s(&job)]);
     assert!(third.status.success());
@@ -505,13 +511,7 @@ fn a_backup_after_verify_found_damage_starts_a_new_chain_that_restores() {
         img,
     } = rig(2);
     backup_ok(&repo, "web", &[], &img);
-    let p = &points_json(&repo)["jobs"][0]["points"][0];
-    let path = repo
-        .join("store/web")
-        .join(p["chain"].as_str().unwrap())
-        .join(format!("{}.bwrp", p["point"].as_str().unwrap()));
-    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    f.write_all_at(b"X", 4096 + 10).unwrap();
+    damage_first_block_of_first_point(&repo, "web");
     assert_eq!(run(&["verify", "--repo", s(&repo)]).status.code(), Some(1));
     let o = run(&job_args("backup", s(&repo), "web", &[], &img));
     assert!(o.status.success());
