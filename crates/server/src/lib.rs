@@ -24,7 +24,7 @@ pub use clients::{Claim, ClientRecord, Registry};
 pub use error::ServerError;
 pub use files::{read_bounded, write_private};
 pub use pki::{ca_fingerprint, init_pki, NetPaths};
-pub use serve::{serve, ServeOptions, Server};
+pub use serve::{serve, ServeOptions, Server, DRAIN};
 pub use tokens::{create_token, parse_duration, TokenInfo};
 
 /// Result type of this crate.

@@ -129,18 +129,36 @@ impl Server {
         crate::pki::ca_fingerprint(self.state.repo.root())
     }
 
-    /// Serves until the process ends.
+    /// Serves until the process ends, or — where the program called
+    /// `bulwark_sys::catch_interrupts` (`bulwark-repo serve`) — until SIGTERM or SIGINT:
+    /// then it accepts nothing more and lets running sessions finish ([`DRAIN`]), so that a
+    /// `systemctl restart` does not cut the backups in progress.
     pub fn run(self) -> Result<()> {
         let max = self.state.opts.max_connections;
-        for stream in self.listener.incoming() {
-            let stream = match stream {
-                Ok(s) => s,
+        // Polled, so that a stop signal is seen between connections.
+        self.listener
+            .set_nonblocking(true)
+            .map_err(ServerError::Net)?;
+        loop {
+            if bulwark_sys::interrupted() {
+                return self.drain();
+            }
+            let stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(ACCEPT_POLL);
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
             };
+            if let Err(e) = stream.set_nonblocking(false) {
+                tracing::warn!("connection closed: cannot make its socket blocking: {e}");
+                continue;
+            }
             let peer = stream
                 .peer_addr()
                 .map(|a| a.to_string())
@@ -162,9 +180,38 @@ impl Server {
                 tracing::error!("cannot start a connection thread: {e}");
             }
         }
+    }
+
+    /// After a stop signal: closes the listener and waits up to [`DRAIN`] for the running
+    /// sessions. What is still running then ends with the process; a backup cut so keeps
+    /// nothing (its temporary file is removed at the next start).
+    fn drain(self) -> Result<()> {
+        drop(self.listener);
+        let running = self.state.active.load(Ordering::SeqCst);
+        tracing::info!(
+            running,
+            "stopping: no new connections; waiting up to {} s for the running ones (a second signal stops at once)",
+            DRAIN.as_secs()
+        );
+        let deadline = Instant::now() + DRAIN;
+        while self.state.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        match self.state.active.load(Ordering::SeqCst) {
+            0 => tracing::info!("stopped: every session ended"),
+            n => tracing::warn!(
+                "stopped with {n} sessions still open: backups among them keep nothing"
+            ),
+        }
         Ok(())
     }
 }
+
+/// How long a stopping service waits for running sessions (systemd's default stop timeout
+/// is 90 s).
+pub const DRAIN: Duration = Duration::from_secs(60);
+/// How often the listener looks for new connections while none is waiting.
+const ACCEPT_POLL: Duration = Duration::from_millis(20);
 
 /// Gives back the job names of backups that a stopped service left without a restore point
 /// (no connection runs yet, so none is in use).

@@ -48,6 +48,10 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         .with_context(|| format!("starting the repository service for {}", a.dir.display()))?;
     let addr = server.local_addr()?;
     let fp = server.fingerprint()?;
+    // SIGTERM (systemctl stop / restart) or Ctrl-C: running backups and restores finish
+    // first (up to bulwark_server::DRAIN); a second signal stops at once. Caught before the
+    // service says it listens, so no stop request finds it unprepared.
+    bulwark_sys::catch_interrupts();
     // A closed stdout (a supervisor that stopped reading) must not stop the service.
     let mut out = std::io::stdout();
     let line = if json {
