@@ -54,6 +54,8 @@ pub struct TierStatus {
     pub copied: usize,
     /// Local restore points not copied yet.
     pub pending: usize,
+    /// Local restore-point files that cannot be read (not copied; `bulwark-repo verify`).
+    pub unreadable: usize,
     /// Multipart uploads to resume.
     pub uploads_in_progress: usize,
     /// Copied points whose local file is gone (moved, or the host was rebuilt).
@@ -70,13 +72,17 @@ impl TierStatus {
             .map(|(a, b)| format!(", locked until {} … {}", utc(a), utc(b)))
             .unwrap_or_default();
         format!(
-            "tier {}: bucket {} at {} ({} mode): {} copied, {} pending, {} uploads to resume, {} only in the tier{until}",
+            "tier {}: bucket {} at {} ({} mode): {} copied, {} pending{}, {} uploads to resume, {} only in the tier{until}",
             self.name,
             self.bucket,
             self.endpoint,
             self.mode.as_str(),
             self.copied,
             self.pending,
+            match self.unreadable {
+                0 => String::new(),
+                n => format!(" ({n} more unreadable: not copied, run bulwark-repo verify)"),
+            },
             self.uploads_in_progress,
             self.remote_only
         )
@@ -90,10 +96,12 @@ pub fn status(repo: &Repository) -> Result<Vec<TierStatus>> {
         let s = TierSettings::load(repo.root(), &name)?;
         let records = record::load_all(repo.root(), &name)?;
         let copied: HashSet<&str> = records.iter().map(|r| r.point.as_str()).collect();
-        let mut pending = 0;
+        let (mut pending, mut unreadable) = (0, 0);
         let mut local = HashSet::new();
         for job in repo.jobs()? {
-            for p in repo.scan_job(&job)?.points {
+            let scan = repo.scan_job(&job)?;
+            unreadable += scan.unreadable.len();
+            for p in scan.points {
                 let id = p.meta.point.to_hex();
                 if !copied.contains(id.as_str()) {
                     pending += 1;
@@ -117,6 +125,7 @@ pub fn status(repo: &Repository) -> Result<Vec<TierStatus>> {
             mode: s.mode,
             copied: records.len(),
             pending,
+            unreadable,
             uploads_in_progress: uploads,
             remote_only: records.iter().filter(|r| !local.contains(&r.point)).count(),
             retain_until,

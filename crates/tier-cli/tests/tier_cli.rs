@@ -214,3 +214,56 @@ fn the_old_bulwark_repo_tier_spelling_names_bulwark_tier_and_exits_2() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A restore point damaged on the local disk is not copied to the tier, where its copy would
+/// be locked and could not be replaced: sync exits 1 naming it, it stays pending, the healthy
+/// points are copied, and once the file is repaired the next sync copies it.
+#[test]
+fn tier_sync_refuses_to_lock_a_damaged_point_and_copies_it_once_repaired() {
+    let name = "tier_sync_refuses_to_lock_a_damaged_point_and_copies_it_once_repaired";
+    let Some(env) = require_s3(name) else {
+        return;
+    };
+    use std::os::unix::fs::FileExt;
+    let rig = Rig::new(env, "dmg");
+    let repo = Repository::open(&rig.dir).unwrap();
+    let good = one_point(&repo, "web01", 1);
+    let bad = one_point(&repo, "db01", 2);
+    let path = repo.scan_job("db01").unwrap().points[0].path.clone();
+    let e = bulwark_format::PointReader::open(std::fs::File::open(&path).unwrap())
+        .unwrap()
+        .map[1];
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let at = e.offset + 100;
+    let mut byte = [0u8];
+    f.read_exact_at(&mut byte, at).unwrap();
+    f.write_all_at(&[byte[0] ^ 0x40], at).unwrap();
+    let mut a = vec!["add"];
+    a.extend(rig.target(&rig.dir));
+    a.push("--create-bucket");
+    assert!(tier_cli(&a).status.success());
+    let d = rig.dir.to_str().unwrap();
+    let o = tier_cli(&["--json", "sync", d]);
+    assert_eq!(o.status.code(), Some(1), "{}", bulwark_testkit::text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["uploaded"], serde_json::json!([good]));
+    let damaged = v["damaged"][0].as_str().unwrap();
+    assert!(
+        damaged.contains(&bad) && damaged.contains(&format!("block {}", e.block)),
+        "{damaged}"
+    );
+    let status = tier_cli(&["status", d]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("1 copied, 1 pending"), "{text}");
+    // Repaired (restored from elsewhere, here: the byte put back): copied by the next sync.
+    f.write_all_at(&byte, at).unwrap();
+    let o = tier_cli(&["--json", "sync", d]);
+    assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["uploaded"], serde_json::json!([bad]));
+    assert_eq!(v["damaged"], serde_json::json!([]));
+}

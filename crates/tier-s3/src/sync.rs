@@ -55,6 +55,46 @@ pub struct SyncReport {
     /// from creation time plus the repository's period.
     pub unguarded: bool,
     pub warnings: Vec<String>,
+    /// Points not uploaded because a stored block, its padding or a gap does not check out
+    /// (`path: why`): a damaged copy must not be locked in the store, where it could not be
+    /// replaced until its lock ends. They stay pending.
+    pub damaged: Vec<String>,
+    /// Restore-point files that cannot be read at all (`path: why`); not uploaded, pending.
+    pub unreadable: Vec<String>,
+}
+
+/// Checks every stored block of `p`'s own file against its stored hash, with its padding
+/// and every gap zero — what `bulwark-repo verify` checks without a key — before a copy of it
+/// is locked in the store. `Err(why)` on the first problem.
+fn check_point(p: &PointInfo) -> std::result::Result<(), String> {
+    let f = std::fs::File::open(&p.path).map_err(|e| format!("opening: {e}"))?;
+    let r = bulwark_format::PointReader::open(f).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    for e in r.map.iter().filter(|e| e.file_ref == 0) {
+        let stored = r
+            .read_stored_padded(e, &mut buf)
+            .map_err(|e| e.to_string())?;
+        if bulwark_format::Digest::of(stored) != e.stored_hash {
+            return Err(format!(
+                "block {}: stored bytes at offset {} do not match their hash",
+                e.block, e.offset
+            ));
+        }
+    }
+    for (start, end) in r.gaps() {
+        let mut at = start;
+        while at < end {
+            let n = ((end - at) as usize).min(1 << 20);
+            buf.resize(n, 0);
+            std::os::unix::fs::FileExt::read_exact_at(r.file(), &mut buf, at)
+                .map_err(|e| format!("reading bytes at {at}: {e}"))?;
+            if buf.iter().any(|&b| b != 0) {
+                return Err(format!("non-zero bytes outside every block at {at}..{end}"));
+            }
+            at += n as u64;
+        }
+    }
+    Ok(())
 }
 
 /// Where local expiries come from.
@@ -140,12 +180,23 @@ impl Tier {
         let now = opts.now.unwrap_or_else(now_unix);
         for job in repo.jobs()? {
             let scan = repo.scan_job(&job)?;
+            for (path, e) in &scan.unreadable {
+                report.unreadable.push(format!(
+                    "{}: {}",
+                    path.display(),
+                    bulwark_repository::error_chain(e)
+                ));
+            }
             let exp = expiries.of_job(&scan.points, repo.config().immutable_days)?;
             for p in &scan.points {
                 let id = p.meta.point.to_hex();
                 let local_expiry = exp[&p.meta.point];
                 match records.get_mut(&id) {
                     None => {
+                        if let Err(why) = check_point(p) {
+                            report.damaged.push(format!("{}: {why}", p.path.display()));
+                            continue;
+                        }
                         let (r, adopted) = self.upload_point(p, local_expiry, &mut report)?;
                         if adopted {
                             report.adopted.push(id.clone());

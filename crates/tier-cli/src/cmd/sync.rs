@@ -18,7 +18,8 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             serde_json::json!({"uploaded": r.uploaded, "adopted": r.adopted, "already": r.already,
                 "extended": r.extended, "moved": r.moved, "bytes_uploaded": r.bytes_uploaded,
                 "parts_uploaded": r.parts_uploaded, "parts_resumed": r.parts_resumed,
-                "clock_skew_seconds": r.skew, "unguarded": r.unguarded})
+                "clock_skew_seconds": r.skew, "unguarded": r.unguarded,
+                "damaged": r.damaged, "unreadable": r.unreadable})
         );
     } else {
         outln!(
@@ -32,6 +33,19 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             r.extended,
             r.moved.len()
         );
+        for d in &r.damaged {
+            outln!("DAMAGED, not uploaded: {d}");
+        }
+        for u in &r.unreadable {
+            outln!("UNREADABLE, not uploaded: {u}");
+        }
+    }
+    if !r.damaged.is_empty() || !r.unreadable.is_empty() {
+        eprintln!(
+            "error: {} restore points were not copied to the tier because they are damaged or unreadable (a damaged copy would stay locked there); they stay pending: run `bulwark-repo verify` and see docs/s3-tier.md",
+            r.damaged.len() + r.unreadable.len()
+        );
+        return Ok(bulwark_cli_common::EXIT_DAMAGE);
     }
     Ok(0)
 }
