@@ -121,3 +121,52 @@ fn init_warns_status_says_how_synthesize_and_space_report() {
     assert!(human.contains("locked: not protected"), "{human}");
     assert!(human.contains(&format!("job {JOB}")), "{human}");
 }
+
+/// Damage the last verify found shows in `bulwark-repo status` as an ALERT naming the job and
+/// point, and status exits 1 (as the report and the metrics already said); a clean verify
+/// after the repair clears it.
+#[test]
+fn status_shows_the_damage_verify_found_and_exits_1() {
+    use std::os::unix::fs::FileExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let d = dir.to_str().unwrap();
+    let repo = Repository::init(&dir, 7).unwrap();
+    two_points(&repo);
+    let status = |code: i32| {
+        let o = Command::new(env!("CARGO_BIN_EXE_bulwark-repo"))
+            .args(["status", d])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(code), "{}", text(&o.stdout));
+        text(&o.stdout)
+    };
+    assert!(!status(0).contains("ALERT"));
+    let p = &repo.scan_job(JOB).unwrap().points[0];
+    let e = bulwark_format::PointReader::open(std::fs::File::open(&p.path).unwrap())
+        .unwrap()
+        .map[0];
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&p.path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, e.offset + 7).unwrap();
+    f.write_all_at(&[b[0] ^ 1], e.offset + 7).unwrap();
+    let v = Command::new(env!("CARGO_BIN_EXE_bulwark-repo"))
+        .args(["verify", d])
+        .output()
+        .unwrap();
+    assert_eq!(v.status.code(), Some(1));
+    let out = status(1);
+    assert!(
+        out.contains("ALERT: verify found restore point")
+            && out.contains(&p.meta.point.to_hex())
+            && out.contains(JOB),
+        "{out}"
+    );
+    f.write_all_at(&b, e.offset + 7).unwrap();
+    assert!(repo_cli(&["verify", d]).status.success());
+    assert!(!status(0).contains("ALERT"));
+}

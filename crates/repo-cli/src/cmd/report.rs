@@ -424,7 +424,7 @@ const MAX_HEALTH_FILE: u64 = 1 << 20;
 /// Damaged restore points as (point id when known, what is wrong).
 type Damage = Vec<(Option<String>, String)>;
 
-fn recorded_damage(root: &Path, job: &str) -> Option<(Option<i64>, Damage)> {
+pub(crate) fn recorded_damage(root: &Path, job: &str) -> Option<(Option<i64>, Damage)> {
     use std::io::Read;
     let path = root.join("health").join(format!("{job}.damaged"));
     let f = std::fs::File::open(&path).ok()?;

@@ -39,8 +39,9 @@ pub struct Args {
     dir: PathBuf,
 }
 
-/// Runs `bulwark-repo status`: exit 0, or 1 when files wait too long to be sealed or the
-/// immutability service reports a clock alert (or does not answer).
+/// Runs `bulwark-repo status`: exit 0, or 1 when files wait too long to be sealed, the
+/// immutability service reports a clock alert (or does not answer), or the last verify found
+/// damage.
 pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
     let repo = Repository::open(&a.dir).with_context(|| format!("opening {}", a.dir.display()))?;
     let cfg = repo.config();
@@ -88,6 +89,19 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
     if let Some(Ok(st)) = &immutd {
         for a in &st.protection_alerts {
             alerts.push(format!("the immutability service: {a}"));
+        }
+    }
+    // Damage the last verify found (health/<job>.damaged), as the report and the metrics
+    // show it: the first command an administrator runs must show it too.
+    for j in &jobs {
+        let Some((_, lines)) = super::report::recorded_damage(repo.root(), j) else {
+            continue;
+        };
+        for (point, why) in &lines {
+            alerts.push(format!(
+                "verify found restore point {} of job {j} damaged: {why} (`bulwark-repo verify --job {j}` after a repair; the next backup of the job starts a new chain)",
+                point.as_deref().unwrap_or("(unknown)")
+            ));
         }
     }
     if json {
