@@ -1036,8 +1036,12 @@ impl Managed {
                 "data": {"node": node, "target": frozen, "bitmaps": [old]}}));
         }
         if self.live() {
+            // 0700 (tempfile would use the umask's mode): the fleecing overlay holds the
+            // guest's data as it was before each write during the backup — plaintext, also
+            // of an encrypted job.
             let dir = tempfile::Builder::new()
                 .prefix("bulwark-live-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
                 .tempdir_in("/tmp")
                 .map_err(|e| {
                     EngineError::Usage(format!("creating a private folder in /tmp: {e}"))

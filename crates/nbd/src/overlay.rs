@@ -57,6 +57,17 @@ impl Overlay {
             .truncate(false)
             .mode(0o600)
             .open(path)?;
+        // One export at a time: two writing the same overlay would each rewrite its map on
+        // stop, and the first to stop would lose the other's flushed writes.
+        if !bulwark_sys::try_lock_exclusive(&file)? {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!(
+                    "{} is in use by another writable export: stop that one first, or give a new overlay file",
+                    path.display()
+                ),
+            ));
+        }
         let words = size.div_ceil(CLUSTER).div_ceil(64) as usize;
         let bits = if exists {
             let len = file.metadata()?.len();
@@ -292,5 +303,27 @@ mod tests {
         let mut got = vec![0u8; base.len()];
         o.read_at(0, &mut got).unwrap();
         assert_eq!(got, want, "the overlay reads the same after a reopen");
+    }
+
+    #[test]
+    fn an_overlay_in_use_by_one_export_is_refused_to_a_second_until_the_first_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev: Arc<dyn BlockDevice> = Arc::new(Base(vec![1u8; 8192]));
+        let path = dir.path().join("ov");
+        let first = Overlay::open(dev.clone(), &path).unwrap();
+        first.write_at(0, &[9u8; 16]).unwrap();
+        first.flush().unwrap();
+        let e = Overlay::open(dev.clone(), &path)
+            .err()
+            .expect("a second writer");
+        assert!(
+            e.to_string().contains("in use by another writable export"),
+            "{e}"
+        );
+        drop(first);
+        let again = Overlay::open(dev, &path).unwrap();
+        let mut b = [0u8; 16];
+        again.read_at(0, &mut b).unwrap();
+        assert_eq!(b, [9u8; 16], "the first export's flushed write survives");
     }
 }

@@ -39,8 +39,11 @@ fn private_dir() -> Result<tempfile::TempDir> {
     } else {
         base
     };
+    // 0700: tempfile creates folders with the umask's mode otherwise (0755 for root), and
+    // this one holds the QEMU process's sockets and log.
     tempfile::Builder::new()
         .prefix("bulwark-qemu-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir_in(&base)
         .map_err(|source| QemuError::Io {
             path: base,
@@ -290,5 +293,18 @@ impl Drop for Daemon {
         if let Err(e) = self.stop_inner() {
             tracing::warn!("{e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_private_folder_is_0700_whatever_the_umask() {
+        let d = private_dir().unwrap();
+        let mode = std::fs::metadata(d.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{mode:o}");
     }
 }
