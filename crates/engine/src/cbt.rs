@@ -132,6 +132,13 @@ impl CbtRecord {
     }
 }
 
+/// The granularity of the bitmaps Bulwark creates: not QEMU's default (64 KiB), so that a
+/// bitmap deleted and re-added under the same name with the default (`qemu-img bitmap --add
+/// NAME`) differs from the granularity its record holds and is told apart as recreated. A
+/// bitmap recreated with this granularity too cannot be told apart (a qcow2 bitmap carries no
+/// identity): `--cbt-verify-every` finds what such a bitmap missed.
+pub const MANAGED_GRANULARITY: u64 = 128 << 10;
+
 /// The name of the bitmap Bulwark creates for point `point` of `job`.
 pub fn managed_bitmap_name(job: &str, point: PointId) -> String {
     format!("{}{}", managed_prefix(job), point.to_hex())

@@ -1023,7 +1023,8 @@ impl Managed {
         let mut actions = Vec::new();
         if tracking {
             actions.push(json!({"type": "block-dirty-bitmap-add",
-                "data": {"node": node, "name": new, "persistent": true}}));
+                "data": {"node": node, "name": new, "persistent": true,
+                         "granularity": cbt::MANAGED_GRANULARITY}}));
         }
         if let Some(old) = &old {
             let g = bitmaps
