@@ -283,7 +283,11 @@ fn copy_job(
     Ok(())
 }
 
-/// A token bucket: at most `rate` bytes per second, with one second of burst.
+/// Burst a [`Limiter`] allows: short, so that even a copy of a few MiB keeps to the rate
+/// (with a second of burst, a 20 MiB incremental at `--bwlimit 20M` went out at full speed).
+const BURST: Duration = Duration::from_millis(100);
+
+/// A token bucket: at most `rate` bytes per second, with [`BURST`] of burst.
 struct Limiter {
     rate: Option<u64>,
     start: Instant,
@@ -303,8 +307,8 @@ impl Limiter {
         self.sent += n;
         let due = Duration::from_secs_f64(self.sent as f64 / rate as f64);
         let elapsed = self.start.elapsed();
-        if due > elapsed + Duration::from_secs(1) {
-            std::thread::sleep(due - elapsed - Duration::from_secs(1));
+        if due > elapsed + BURST {
+            std::thread::sleep(due - elapsed - BURST);
         }
     }
 }
@@ -334,15 +338,23 @@ mod tests {
     }
 
     #[test]
-    fn the_bandwidth_limit_holds_after_one_second_of_burst() {
+    fn the_bandwidth_limit_holds_even_for_short_copies() {
         let mut l = Limiter::new(Some(8 << 20));
         let t = Instant::now();
         for _ in 0..24 {
             l.take(1 << 20);
         }
-        // 24 MiB at 8 MiB/s: 3 s, less the one second of burst.
+        // 24 MiB at 8 MiB/s: 3 s, less the 0.1 s of burst.
         let e = t.elapsed().as_secs_f64();
-        assert!((1.9..4.0).contains(&e), "{e} s");
+        assert!((2.8..4.0).contains(&e), "{e} s");
+        // 4 MiB at 8 MiB/s: half a second, not let through as a burst.
+        let mut l = Limiter::new(Some(8 << 20));
+        let t = Instant::now();
+        for _ in 0..4 {
+            l.take(1 << 20);
+        }
+        let e = t.elapsed().as_secs_f64();
+        assert!((0.35..1.5).contains(&e), "{e} s");
         let mut free = Limiter::new(None);
         let t = Instant::now();
         free.take(1 << 40);
