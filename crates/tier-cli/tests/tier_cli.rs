@@ -267,3 +267,38 @@ fn tier_sync_refuses_to_lock_a_damaged_point_and_copies_it_once_repaired() {
     assert_eq!(v["uploaded"], serde_json::json!([bad]));
     assert_eq!(v["damaged"], serde_json::json!([]));
 }
+
+/// A `bulwark-tier import` that fails before importing anything (here: nothing listens at
+/// the endpoint) leaves no empty repository folder behind, so the retry starts clean.
+#[test]
+fn a_failed_import_leaves_no_folder_behind() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let creds = tmp.path().join("s3.credentials");
+    std::fs::write(&creds, "access_key_id = \"x\"\nsecret_access_key = \"y\"\n").unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tmp.path().join("rebuilt");
+    let o = tier_cli(&[
+        "import",
+        dir.to_str().unwrap(),
+        "--endpoint",
+        &format!("http://127.0.0.1:{port}"),
+        "--bucket",
+        "bulwark-import-test",
+        "--credentials",
+        creds.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", bulwark_testkit::text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cannot reach the store"),
+        "{}",
+        bulwark_testkit::text(&o)
+    );
+    assert!(!dir.exists(), "the failed import left {}", dir.display());
+}

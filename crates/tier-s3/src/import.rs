@@ -44,7 +44,18 @@ fn parse_key(key: &str) -> Option<(String, String, PointId, PointId)> {
 /// not exist or is empty). `source_id` picks the repository when the bucket holds several.
 /// For each restore point the oldest COMPLIANCE-locked version whose bytes hash to its
 /// recorded BLAKE3 and that opens as the point its key names is used.
-pub fn import(
+pub fn import(dir: &Path, settings: TierSettings, source_id: Option<&str>) -> Result<ImportReport> {
+    let made = !dir.exists();
+    let r = import_into(dir, settings, source_id);
+    if r.is_err() && made {
+        // A failure before anything was imported (store unreachable, wrong keys, no Object
+        // Lock, no such repository) leaves no empty folder behind; a started repository stays.
+        let _ = std::fs::remove_dir(dir);
+    }
+    r
+}
+
+fn import_into(
     dir: &Path,
     mut settings: TierSettings,
     source_id: Option<&str>,
