@@ -94,3 +94,32 @@ fn copy_reports_json_and_verify_exits_1_on_a_changed_target_and_2_on_one_reposit
     ]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// A source point whose metadata is damaged (here: a byte of the header's padding) fails the
+/// copy with exit 1, as damage does everywhere, and without the advice to run it again.
+#[test]
+fn a_damaged_source_point_exits_1_without_advice_to_retry() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    let repo = bulwark_repository::Repository::init(&src, 7).unwrap();
+    bulwark_repository::Repository::init(&dst, 7).unwrap();
+    let img = dir.path().join("disk.img");
+    std::fs::write(&img, bulwark_testkit::Rng::new(78).bytes(2 << 20)).unwrap();
+    assert!(
+        bulwark(&["backup", "--repo", s(&src), "--job", "vm", s(&img)])
+            .status
+            .success()
+    );
+    let path = repo.scan_job("vm").unwrap().points[0].path.clone();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0x77], 200).unwrap();
+    let o = bulwark(&["copy", "--from", s(&src), "--to", s(&dst)]);
+    assert_eq!(o.status.code(), Some(1), "{}", bulwark_testkit::text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("FAILED") && out.contains("bulwark verify"),
+        "{out}"
+    );
+    assert!(!out.contains("Run the same command again"), "{out}");
+}

@@ -36,6 +36,9 @@ pub enum CopyError {
     Remote(#[from] bulwark_remote::RemoteError),
     #[error("{0}")]
     Usage(String),
+    /// A source file that is damaged (exit code 1, like any damage): what and what to do.
+    #[error("{0}")]
+    Damaged(String),
 }
 
 impl CopyError {
@@ -45,6 +48,7 @@ impl CopyError {
             CopyError::Repo(r) => r.is_damage(),
             CopyError::Remote(r) => r.is_damage(),
             CopyError::Usage(_) => false,
+            CopyError::Damaged(_) => true,
         }
     }
 }

@@ -53,12 +53,17 @@ impl Source for LocalSource {
     fn points(&mut self, job: &str) -> Result<Vec<SourcePoint>> {
         let scan = self.repo.scan_job(job)?;
         if let Some((path, e)) = scan.unreadable.first() {
-            return Err(CopyError::Usage(format!(
+            let text = format!(
                 "{} cannot be read ({}); run `bulwark verify --repo {}` before copying job {job:?}",
                 path.display(),
                 error_chain(e),
                 self.repo.root().display()
-            )));
+            );
+            return Err(if e.is_damage() {
+                CopyError::Damaged(text)
+            } else {
+                CopyError::Usage(text)
+            });
         }
         Ok(scan
             .points

@@ -153,7 +153,10 @@ fn print_copy(r: &CopyReport, out: &Output) -> i32 {
         );
         if let Some(e) = &j.error {
             outln!("  FAILED: {e}");
-            outln!("  Run the same command again: points already copied are skipped and a partial copy resumes.");
+            // Damage in the source fails again the same way: no advice to retry.
+            if !j.damaged {
+                outln!("  Run the same command again: points already copied are skipped and a partial copy resumes.");
+            }
         }
     }
     outln!(
