@@ -242,6 +242,14 @@ pub fn decide(parent: Option<ParentCbt<'_>>, offer: &Offer<'_>) -> Decision {
             offer.mode.as_str()
         ));
     }
+    if let Some(name) = offer.owner_bitmap {
+        if !offer.bitmaps.iter().any(|b| b.name == name) {
+            return full(format!(
+                "the NBD export offers no bitmap {name:?} (no meta context qemu:dirty-bitmap:{name}): export it \
+                 (`qemu-nbd -B {name}`, or the bitmap in the owner's NBD server); until then every backup reads the whole disk"
+            ));
+        }
+    }
     if r.bitmap.is_empty() {
         return full(
             "no dirty bitmap was on the source when the parent was read, so none is known to have started before it"
@@ -525,6 +533,24 @@ mod tests {
             ..parent
         };
         assert!(reason(Some(p), &offer).contains("no dirty bitmap"));
+        // An owner's bitmap the export does not offer is named as such, every time.
+        let mut owner = good.clone();
+        owner.mode = Mode::Owner;
+        let ob = owner.encode();
+        let p = ParentCbt {
+            record: Some(&ob),
+            ..parent
+        };
+        let o = Offer {
+            mode: Mode::Owner,
+            owner_bitmap: Some("b9"),
+            ..offer.clone()
+        };
+        let why = reason(Some(p), &o);
+        assert!(
+            why.contains("offers no bitmap \"b9\"") && why.contains("-B b9"),
+            "{why}"
+        );
     }
 
     #[test]
