@@ -162,11 +162,16 @@ impl Repository {
     /// encrypted from then on: a backup without its key is refused even where it would start
     /// a new chain (`--full`, another disk size or block size, a damaged newest point).
     pub fn job_encryption(&self, job: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.latest_point(job)?.and_then(|p| {
-            p.meta
-                .extension(bulwark_format::EXT_ENCRYPTION)
-                .map(<[u8]>::to_vec)
-        }))
+        // Newest first, stopping at the first that reads: one file in the usual case.
+        for (chain, point, path) in point_files(self.root(), job)?.into_iter().rev() {
+            if let Ok(r) = open_checked(&path, job, chain, point) {
+                return Ok(r
+                    .meta
+                    .extension(bulwark_format::EXT_ENCRYPTION)
+                    .map(<[u8]>::to_vec));
+            }
+        }
+        Ok(None)
     }
 
     /// True when `job` has no file at all: none in the store (readable or not) and none
