@@ -116,14 +116,7 @@ fn every_flipped_byte_in_a_stored_block_is_reported_by_verify() {
         drop(r);
         for e in own {
             let at = e.offset + (rng.next_u64() % u64::from(e.stored_len));
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&p.path)
-                .unwrap();
-            let mut b = [0u8];
-            f.read_exact_at(&mut b, at).unwrap();
-            f.write_all_at(&[b[0] ^ 0x10], at).unwrap();
+            bulwark_testkit::fs::flip_byte(&p.path, at, 0x10);
             let o = run(&["verify", "--repo", s(&repo)]);
             assert_eq!(
                 o.status.code(),
@@ -141,7 +134,8 @@ fn every_flipped_byte_in_a_stored_block_is_reported_by_verify() {
                 "damaged block {} not named",
                 e.block
             );
-            f.write_all_at(&b, at).unwrap();
+            // The same flip again puts the byte back.
+            bulwark_testkit::fs::flip_byte(&p.path, at, 0x10);
             checked += 1;
         }
     }

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -198,14 +197,7 @@ fn a_flipped_byte_in_a_stored_block_is_a_read_error_for_exactly_that_block() {
     let bs = u64::from(r.meta.block_size);
     let e = r.map[20];
     drop(r);
-    let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
-    let mut b = [0u8; 1];
-    std::fs::File::open(&file)
-        .unwrap()
-        .read_exact_at(&mut b, e.offset + 100)
-        .unwrap();
-    f.write_all_at(&[b[0] ^ 0x10], e.offset + 100).unwrap();
-    drop(f);
+    bulwark_testkit::fs::flip_byte(&file, e.offset + 100, 0x10);
     let start = e.block.0 * bs;
     let sock = d.path().join("e.sock");
     let ex = Export::start(&repo, "vm", "latest", &sock, &[]);

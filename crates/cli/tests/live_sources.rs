@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bulwark_testkit::images::{qcow2_bitmaps as bitmaps, qcow2_write_64k};
+use bulwark_testkit::rng::Rng;
 use bulwark_testkit::run_ok;
 use bulwark_testkit::skip::require_tools;
 use bulwark_testkit::vm::{apply, nbd_uri, prefix_of, qemu_nbd, Guest, Vm, SLOT};
@@ -34,19 +35,6 @@ fn seed() -> u64 {
         });
     eprintln!("BULWARK_TEST_SEED={s}");
     s
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// qemu-img, qemu-io and qemu-nbd (qemu-utils).
@@ -209,7 +197,7 @@ fn incrementals_through_qemu_nbd_dirty_bitmaps_read_only_the_dirty_blocks_and_re
     let Some(Rig { dir, repo, img }) = rig(tools(t), "vm.qcow2", 128 * MIB, 24, 1) else {
         return;
     };
-    let mut rng = Rng(seed() | 1);
+    let mut rng = Rng::new(seed());
     qemu_img(&["bitmap", "--add"], &img, "b0");
     let sock = dir.path().join("nbd.sock");
     let uri = nbd_uri(&sock);
@@ -289,7 +277,7 @@ fn cbt_on_a_qcow2_keeps_one_bitmap_per_job_and_reads_only_what_changed() {
     let Some(Rig { dir, repo, img }) = rig(qsd_tools(t), "vm.qcow2", 96 * MIB, 16, 3) else {
         return;
     };
-    let mut rng = Rng(seed() | 1);
+    let mut rng = Rng::new(seed());
     let full = backup(&repo, "vm", img.as_os_str(), &["--cbt"]);
     let b = bitmaps(&img);
     assert_eq!(
@@ -315,7 +303,7 @@ fn a_bitmap_deleted_behind_bulwarks_back_falls_back_to_reading_everything() {
     let Some(Rig { dir, repo, img }) = rig(qsd_tools(t), "vm.qcow2", 64 * MIB, 8, 5) else {
         return;
     };
-    let mut rng = Rng(seed() | 1);
+    let mut rng = Rng::new(seed());
     backup(&repo, "vm", img.as_os_str(), &["--cbt"]);
     let name = bitmaps(&img).pop().unwrap();
     qemu_img(&["bitmap", "--remove"], &img, &name);
@@ -399,7 +387,7 @@ fn a_grown_disk_and_a_removed_parent_fall_back_with_their_reason() {
     let Some(Rig { dir, repo, img }) = rig(qsd_tools(t), "vm.qcow2", 64 * MIB, 8, 7) else {
         return;
     };
-    let mut rng = Rng(seed() | 1);
+    let mut rng = Rng::new(seed());
     backup(&repo, "vm", img.as_os_str(), &["--cbt"]);
     qcow2_write_64k(&img, &offsets(&mut rng, 3, 64 * MIB), 0x11);
     let second = backup(&repo, "vm", img.as_os_str(), &["--cbt"]);
@@ -546,17 +534,14 @@ fn a_client_killed_between_the_transaction_and_the_end_leaves_tracking_intact() 
     if !qsd_tools(t) {
         return;
     }
-    let mut rng = Rng(seed() | 1);
+    let mut rng = Rng::new(seed());
     let dir = tempfile::tempdir().unwrap();
     let repo = new_repo(dir.path());
     let img = dir.path().join("vm.qcow2");
     qemu_img(&["create", "-q", "-f", "qcow2"], &img, "64M");
     // Incompressible data, so that level 19 makes the killed backup slow.
     let noise = dir.path().join("noise");
-    let mut n = vec![0u8; 24 * MIB as usize];
-    for c in n.chunks_mut(8) {
-        c.copy_from_slice(&rng.next().to_le_bytes());
-    }
+    let n = rng.bytes(24 * MIB as usize);
     std::fs::write(&noise, &n).unwrap();
     run_ok(
         Command::new("qemu-io")

@@ -127,7 +127,6 @@ fn init_warns_status_says_how_synthesize_and_space_report() {
 /// after the repair clears it.
 #[test]
 fn status_shows_the_damage_verify_found_and_exits_1() {
-    use std::os::unix::fs::FileExt;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("repo");
     let d = dir.to_str().unwrap();
@@ -146,14 +145,7 @@ fn status_shows_the_damage_verify_found_and_exits_1() {
     let e = bulwark_format::PointReader::open(std::fs::File::open(&p.path).unwrap())
         .unwrap()
         .map[0];
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&p.path)
-        .unwrap();
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, e.offset + 7).unwrap();
-    f.write_all_at(&[b[0] ^ 1], e.offset + 7).unwrap();
+    bulwark_testkit::fs::flip_byte(&p.path, e.offset + 7, 1);
     let v = Command::new(env!("CARGO_BIN_EXE_bulwark-repo"))
         .args(["verify", d])
         .output()
@@ -166,7 +158,8 @@ fn status_shows_the_damage_verify_found_and_exits_1() {
             && out.contains(JOB),
         "{out}"
     );
-    f.write_all_at(&b, e.offset + 7).unwrap();
+    // The same flip again puts the byte back.
+    bulwark_testkit::fs::flip_byte(&p.path, e.offset + 7, 1);
     assert!(repo_cli(&["verify", d]).status.success());
     assert!(!status(0).contains("ALERT"));
 }

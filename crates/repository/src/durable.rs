@@ -1,6 +1,7 @@
 //! Durable file updates: temp, fsync, rename, fsync the folder.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::{RepoError, Result};
@@ -22,6 +23,12 @@ fn folder_of(path: &Path) -> &Path {
 
 /// Replaces `path` with `data` atomically: a crash leaves either the old or the new content.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomic_mode(path, data, 0o666)
+}
+
+/// [`write_atomic`] with the new file created with `mode` (less the umask), e.g. `0o600` for
+/// a key file, so that it is never readable to others, not even for a moment.
+pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let dir = folder_of(path);
     let name = path
         .file_name()
@@ -32,6 +39,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(mode)
             .open(&tmp)
             .map_err(RepoError::io(&tmp, "creating"))?;
         f.write_all(data).map_err(RepoError::io(&tmp, "writing"))?;

@@ -28,7 +28,7 @@ pub use copy::{
     decode_origin, encode_origin, CopiedPoint, CopyHead, CopyMode, CopyPlan, CopyReceiver,
     HeldPoint, COPY_PREFIX, EXT_COPY_ORIGIN, MAX_COPY_META,
 };
-pub use durable::{fsync_dir, write_atomic};
+pub use durable::{fsync_dir, write_atomic, write_atomic_mode};
 pub use error::RepoError;
 pub use lock::JobLock;
 pub use plan::{plan_next_point, NextPoint, Plan, PlanRequest};

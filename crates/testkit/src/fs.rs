@@ -179,3 +179,17 @@ pub fn assert_no_marker(dir: &Path, marker: &[u8]) {
         );
     }
 }
+
+/// XORs the byte at `at` of the file at `path` with `mask`, in place: a bit rotted on disk,
+/// or an edit by someone who can write the file.
+pub fn flip_byte(path: &Path, at: u64, mask: u8) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("opening {} to damage it: {e}", path.display()));
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ mask], at).unwrap();
+}

@@ -224,7 +224,6 @@ fn tier_sync_refuses_to_lock_a_damaged_point_and_copies_it_once_repaired() {
     let Some(env) = require_s3(name) else {
         return;
     };
-    use std::os::unix::fs::FileExt;
     let rig = Rig::new(env, "dmg");
     let repo = Repository::open(&rig.dir).unwrap();
     let good = one_point(&repo, "web01", 1);
@@ -233,15 +232,7 @@ fn tier_sync_refuses_to_lock_a_damaged_point_and_copies_it_once_repaired() {
     let e = bulwark_format::PointReader::open(std::fs::File::open(&path).unwrap())
         .unwrap()
         .map[1];
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    let at = e.offset + 100;
-    let mut byte = [0u8];
-    f.read_exact_at(&mut byte, at).unwrap();
-    f.write_all_at(&[byte[0] ^ 0x40], at).unwrap();
+    bulwark_testkit::fs::flip_byte(&path, e.offset + 100, 0x40);
     let mut a = vec!["add"];
     a.extend(rig.target(&rig.dir));
     a.push("--create-bucket");
@@ -260,7 +251,7 @@ fn tier_sync_refuses_to_lock_a_damaged_point_and_copies_it_once_repaired() {
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("1 copied, 1 pending"), "{text}");
     // Repaired (restored from elsewhere, here: the byte put back): copied by the next sync.
-    f.write_all_at(&byte, at).unwrap();
+    bulwark_testkit::fs::flip_byte(&path, e.offset + 100, 0x40);
     let o = tier_cli(&["--json", "sync", d]);
     assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -2,8 +2,7 @@
 //! encrypted backups (docs/encryption.md). Also loads the keys `backup`, `restore` and job
 //! files name.
 
-use std::io::{Read as _, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -324,32 +323,7 @@ fn write_key_file(path: &Path, data: &[u8], replace: bool) -> anyhow::Result<()>
             path.display()
         );
     }
-    let dir = folder_of(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let res = (|| -> anyhow::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(data)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("fsyncing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("fsyncing folder {}", dir.display()))
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+    Ok(bulwark_repository::write_atomic_mode(path, data, 0o600)?)
 }
 
 fn fp(id: [u8; 16]) -> String {
