@@ -5,7 +5,12 @@
 //! the notifications due (`/etc/bulwark/notify.toml`), and writes Prometheus metrics for
 //! node_exporter's textfile collector.
 //!
-//! Exit codes: 0 nothing to report, 1 a condition is active, 2 operational error.
+//! A due condition counts as sent when at least one channel accepted it (or no channel wants
+//! its event: then the journal line is the notification); otherwise it is not remembered and
+//! is tried again at the next check. Each failed channel is named in a journal warning.
+//!
+//! Exit codes: 0 nothing to report, 1 a condition is active (and every due notification was
+//! accepted by every channel), 2 operational error, including a channel that failed.
 
 mod metrics;
 mod watch;
@@ -99,29 +104,52 @@ fn check(a: CheckArgs, json: bool) -> anyhow::Result<i32> {
     let sent_path = a.state_dir.join("sent.json");
     let mut sent = Sent::load(&sent_path);
     let mut failures = 0;
+    let mut undelivered = 0;
     let mut rows = Vec::new();
     for c in &conds {
         let due = sent.due(c.event, &c.subject, now, repeat);
+        let mut delivered = false;
+        let mut failed = Vec::new();
         if due {
             let n = Notification::new(c.event, &c.subject, &c.message);
-            for d in bulwark_notify::send(cfg.as_ref(), &n) {
+            let deliveries = bulwark_notify::send(cfg.as_ref(), &n);
+            delivered = accepted(&deliveries);
+            for d in deliveries {
                 if let Err(e) = d.result {
                     failures += 1;
+                    // `<4>`: journald keeps it as a warning.
                     eprintln!(
-                        "warning: notification {} to {} failed: {e}",
+                        "<4>warning: notification {} about {} to {} failed: {e}{}",
                         c.event.as_str(),
-                        d.channel
+                        c.subject,
+                        d.channel,
+                        if delivered {
+                            "; another channel accepted it, so it is not sent again to this \
+                             channel before repeat_hours"
+                        } else {
+                            "; no channel accepted it: it is tried again at the next check"
+                        }
                     );
+                    failed.push(serde_json::json!({"channel": d.channel, "error": e.to_string()}));
                 }
             }
-            sent.mark(c.event, &c.subject, now);
+            if delivered {
+                sent.mark(c.event, &c.subject, now);
+            } else {
+                undelivered += 1;
+            }
         }
         if !json {
-            println!("{:18} {}", c.event.as_str(), c.message);
+            let note = if due && !delivered {
+                " (not delivered: tried again at the next check)"
+            } else {
+                ""
+            };
+            println!("{:18} {}{note}", c.event.as_str(), c.message);
         }
         rows.push(
             serde_json::json!({"event": c.event.as_str(), "subject": c.subject,
-            "message": c.message, "sent": due}),
+            "message": c.message, "due": due, "sent": delivered, "failed": failed}),
         );
     }
     let active: Vec<(Event, String)> = conds.iter().map(|c| (c.event, c.subject.clone())).collect();
@@ -138,7 +166,21 @@ fn check(a: CheckArgs, json: bool) -> anyhow::Result<i32> {
     } else if conds.is_empty() {
         println!("ok: nothing to report for {}", facts.repo.display());
     }
+    if failures > 0 {
+        eprintln!(
+            "error: {failures} notification deliveries failed (see the warnings above); \
+             {undelivered} conditions reached no channel and are tried again at the next check; \
+             fix the channels in the notification settings"
+        );
+        return Ok(2);
+    }
     Ok(if conds.is_empty() { 0 } else { 1 })
+}
+
+/// Whether a notification counts as sent: a channel accepted it, or no channel wants its
+/// event (the journal line `send` wrote is then the notification).
+fn accepted(deliveries: &[bulwark_notify::Delivery]) -> bool {
+    deliveries.is_empty() || deliveries.iter().any(|d| d.result.is_ok())
 }
 
 fn main() {
@@ -174,5 +216,34 @@ fn main() {
             eprintln!("error: {e:#}");
             std::process::exit(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulwark_notify::{Delivery, NotifyError};
+
+    fn d(ok: bool) -> Delivery {
+        Delivery {
+            channel: "webhook http://x".into(),
+            result: if ok {
+                Ok(())
+            } else {
+                Err(NotifyError::Webhook {
+                    url: "http://x".into(),
+                    msg: "HTTP 503".into(),
+                })
+            },
+        }
+    }
+
+    #[test]
+    fn a_notification_counts_as_sent_only_when_a_channel_accepted_it_or_none_wants_it() {
+        assert!(accepted(&[]));
+        assert!(accepted(&[d(true)]));
+        assert!(accepted(&[d(false), d(true)]));
+        assert!(!accepted(&[d(false)]));
+        assert!(!accepted(&[d(false), d(false)]));
     }
 }

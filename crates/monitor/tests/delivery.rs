@@ -1,0 +1,213 @@
+//! `bulwark-monitor check` counts a condition as sent only when a channel accepted it: a
+//! receiver that answers 503 (or is unreachable) gets it again at the next check, and the run
+//! that failed says so (exit 2, a `<4>` warning naming the channel). The condition staged is
+//! a finished file left in `incoming/` of an unguarded repository (`not_sealed`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_bulwark-monitor")
+}
+
+/// A local webhook receiver answering the given statuses in turn, then 200; it keeps the
+/// bodies it got (before answering, so a finished run's request is always recorded).
+struct Sink {
+    url: String,
+    got: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Sink {
+    fn start(statuses: &[u16]) -> Sink {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", l.local_addr().unwrap());
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        let mut statuses: std::collections::VecDeque<u16> = statuses.iter().copied().collect();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.trim().split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            len = v.trim().parse().unwrap_or(0).min(1 << 20);
+                        }
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                g.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
+                let status = statuses.pop_front().unwrap_or(200);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Sink { url, got }
+    }
+
+    fn events(&self, event: &str) -> Vec<serde_json::Value> {
+        let got = self.got.lock().unwrap();
+        got.iter()
+            .filter(|b| b["event"] == event)
+            .cloned()
+            .collect()
+    }
+}
+
+/// A URL nothing listens on.
+fn unreachable_url() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}/hook", l.local_addr().unwrap())
+}
+
+/// An unguarded repository with a finished file that has waited two minutes in `incoming/`.
+struct Staged {
+    dir: tempfile::TempDir,
+    repo: PathBuf,
+}
+
+fn stage(urls: &[&str]) -> Staged {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    bulwark_repository::Repository::init(&repo, 7).unwrap();
+    let f = std::fs::File::create(repo.join("incoming").join("left.bwrp")).unwrap();
+    f.set_modified(SystemTime::now() - Duration::from_secs(120))
+        .unwrap();
+    let mut cfg = String::new();
+    for u in urls {
+        cfg.push_str(&format!("[[webhook]]\nurl = \"{u}\"\ntimeout_secs = 5\n"));
+    }
+    std::fs::write(dir.path().join("notify.toml"), cfg).unwrap();
+    Staged { dir, repo }
+}
+
+impl Staged {
+    fn check(&self) -> Output {
+        let p = |x: &str| -> PathBuf { self.dir.path().join(x) };
+        Command::new(bin())
+            .arg("--json")
+            .arg("check")
+            .arg(&self.repo)
+            .arg("--notify-config")
+            .arg(p("notify.toml"))
+            .arg("--state-dir")
+            .arg(p("state"))
+            .arg("--immutd-config")
+            .arg(Path::new("/nonexistent/immutd.toml"))
+            .output()
+            .unwrap()
+    }
+}
+
+fn row(o: &Output) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)));
+    let rows = v["conditions"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(rows[0]["event"], "not_sealed", "{v}");
+    rows[0].clone()
+}
+
+#[test]
+fn a_notification_the_webhook_refused_is_sent_again_at_the_next_check_and_then_not_repeated() {
+    let sink = Sink::start(&[503]);
+    let s = stage(&[&sink.url]);
+
+    // The receiver answers 503: not sent, the run says so, nothing is remembered.
+    let o = s.check();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(sink.events("not_sealed").len(), 1);
+    let r = row(&o);
+    assert_eq!(r["due"], true);
+    assert_eq!(r["sent"], false);
+    assert_eq!(r["failed"][0]["channel"], format!("webhook {}", sink.url));
+    assert!(
+        err.contains("<4>warning: notification not_sealed about ")
+            && err.contains(&format!("to webhook {} failed", sink.url))
+            && err.contains("HTTP 503")
+            && err.contains("tried again at the next check"),
+        "{err}"
+    );
+
+    // A minute later the receiver is back: delivered.
+    let o = s.check();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(sink.events("not_sealed").len(), 2);
+    let r = row(&o);
+    assert_eq!(
+        (r["due"].clone(), r["sent"].clone()),
+        (true.into(), true.into())
+    );
+
+    // Still within repeat_hours: reported, not sent again.
+    let o = s.check();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(sink.events("not_sealed").len(), 2);
+    let r = row(&o);
+    assert_eq!(
+        (r["due"].clone(), r["sent"].clone()),
+        (false.into(), false.into())
+    );
+}
+
+#[test]
+fn an_unreachable_webhook_is_tried_at_every_check_until_it_accepts() {
+    let s = stage(&[&unreachable_url()]);
+    for _ in 0..2 {
+        let o = s.check();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert_eq!(row(&o)["sent"], false);
+        assert!(
+            err.contains("check the URL and that the receiver is up")
+                && err.contains("tried again at the next check"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_notification_one_of_two_webhooks_accepted_counts_as_sent_and_the_other_is_named() {
+    let sink = Sink::start(&[]);
+    let down = unreachable_url();
+    let s = stage(&[&down, &sink.url]);
+    let o = s.check();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "a channel failed: {err}");
+    let r = row(&o);
+    assert_eq!(r["sent"], true);
+    assert_eq!(r["failed"].as_array().unwrap().len(), 1);
+    assert_eq!(r["failed"][0]["channel"], format!("webhook {down}"));
+    assert!(
+        err.contains(&format!("to webhook {down} failed"))
+            && err.contains("another channel accepted it"),
+        "{err}"
+    );
+    assert_eq!(sink.events("not_sealed").len(), 1);
+    // Sent: not again before repeat_hours, to either.
+    let o = s.check();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(row(&o)["due"], false);
+    assert_eq!(sink.events("not_sealed").len(), 1);
+}
