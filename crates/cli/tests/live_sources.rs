@@ -673,3 +673,102 @@ fn a_broken_nbd_server_fails_the_backup_cleanly_and_leaves_no_partial_point() {
         );
     }
 }
+
+/// A VM's raw disk whose guest wrote an image header at sector 0 (a qcow2 naming a host file
+/// as its backing file, a vmdk descriptor naming one as its extent) is never read through
+/// those names: as a file it is refused unless `--format` says what it is, as a block device
+/// it is raw, and the host file appears in no restore.
+#[test]
+fn a_raw_disk_whose_guest_wrote_an_image_header_never_makes_bulwark_read_a_host_file() {
+    let t = "a_raw_disk_whose_guest_wrote_an_image_header_never_makes_bulwark_read_a_host_file";
+    if !tools(t) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let repo = new_repo(d);
+    let secret = d.join("host-secret.txt");
+    let marker = b"HOST-SECRET-4f1c9a";
+    let mut s = marker.repeat(4096);
+    s.resize(MIB as usize, 0);
+    std::fs::write(&secret, &s).unwrap();
+    let hdr = d.join("hdr.qcow2");
+    run_ok(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(&secret)
+            .arg(&hdr)
+            .arg("1M"),
+    );
+    let vmdk = format!(
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW 2048 FLAT \"{}\" 0\n",
+        secret.display()
+    );
+    for (name, header) in [
+        ("qcow2", std::fs::read(&hdr).unwrap()),
+        ("vmdk", vmdk.into_bytes()),
+    ] {
+        let guest = d.join(format!("guest-{name}.img"));
+        let mut disk = Rng::new(seed()).bytes(16 * MIB as usize);
+        disk[..header.len()].copy_from_slice(&header);
+        std::fs::write(&guest, &disk).unwrap();
+        let o = bulwark(&[
+            os("backup"),
+            os("--repo"),
+            repo.as_os_str(),
+            os("--job"),
+            os(name),
+            guest.as_os_str(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{name}: a probed image naming a host file must be refused: {err}"
+        );
+        assert!(
+            err.contains("--format raw") && err.contains("host-secret.txt"),
+            "{name}: {err}"
+        );
+        let held = bulwark_repository::Repository::open(&repo)
+            .unwrap()
+            .scan_job(name)
+            .map_or(0, |s| s.points.len());
+        assert_eq!(held, 0, "{name}: a refused backup made a restore point");
+        backup(&repo, name, guest.as_os_str(), &["--format", "raw"]);
+        let got = restore(&repo, name, None, &d.join("out.raw"));
+        assert!(
+            got == disk,
+            "{name}: --format raw restores the raw disk as it is"
+        );
+        if bulwark_testkit::skip::is_root() {
+            let dev = bulwark_testkit::fs::LoopDev::attach(&guest);
+            let job = format!("{name}-dev");
+            let r = backup(&repo, &job, dev.dev.as_os_str(), &[]);
+            assert_eq!(
+                r["disk_size"],
+                16 * MIB,
+                "{name}: a block device is read raw: {r}"
+            );
+            let got = restore(&repo, &job, None, &d.join("out.raw"));
+            assert!(
+                got == disk,
+                "{name}: the block device restores as the raw disk"
+            );
+            assert!(!got.windows(marker.len()).any(|w| w == marker));
+        } else {
+            eprintln!("SKIP part of {t}: the block-device case needs root (losetup)");
+        }
+    }
+    // An overlay the administrator made, named with --format, still reads its backing file.
+    let ov = d.join("overlay.qcow2");
+    run_ok(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(&secret)
+            .arg(&ov)
+            .arg("1M"),
+    );
+    backup(&repo, "overlay", ov.as_os_str(), &["--format", "qcow2"]);
+    assert!(restore(&repo, "overlay", None, &d.join("out.raw")) == s);
+}

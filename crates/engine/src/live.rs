@@ -215,6 +215,31 @@ fn qemu_err(name: &Path) -> impl Fn(bulwark_qemu::QemuError) -> EngineError + '_
     move |e| EngineError::Usage(format!("{}: {e}", name.display()))
 }
 
+/// A format found by probing is only a claim of the file's first bytes, which on a VM's raw
+/// disk the guest writes: a guest could make its disk "a qcow2 whose backing file is
+/// /etc/shadow" and have root back up (and hand back on restore) a host file instead of the
+/// disk. So an image whose format was probed may not name other files (a backing file, an
+/// external data file, vmdk extents): that takes `--format` from the administrator.
+fn refuse_probed_references(
+    source: &Path,
+    info: &bulwark_qemu::ImageInfo,
+    format: &str,
+) -> Result<()> {
+    let others = info.other_files();
+    if others.is_empty() {
+        return Ok(());
+    }
+    Err(EngineError::Usage(format!(
+        "{}: its first bytes say it is a {format} image that reads {}; the format was detected from the content, which a virtual machine writes on a raw disk, so Bulwark does not follow those names on its own: give --format {format} if this is a {format} image you made, or --format raw if it is a raw disk",
+        source.display(),
+        others
+            .iter()
+            .map(|o| format!("{o:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
 fn nbd_err(name: &Path) -> impl Fn(bulwark_nbd::NbdError) -> EngineError + '_ {
     move |e| EngineError::SourceIo {
         path: name.to_path_buf(),
@@ -351,6 +376,16 @@ impl LiveSource {
                 source.display()
             )));
         }
+        let info = bulwark_qemu::img::info(&canon, &format).map_err(qemu_err(&name))?;
+        if opts.format.is_none() {
+            refuse_probed_references(source, &info, &format)?;
+        }
+        // The files the disk is read from are part of its identity: an overlay rebased onto
+        // another backing file (`qemu-img rebase -u`) is another disk for `--cbt`.
+        let identity = match info.other_files().as_slice() {
+            [] => identity,
+            others => format!("{identity} reading {}", others.join(", ")),
+        };
         if opts.dirty_bitmap.is_some() {
             return Err(usage(
                 "--dirty-bitmap is for NBD exports; for an image file use --cbt (Bulwark manages the bitmaps)".into(),

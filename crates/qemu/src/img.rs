@@ -10,8 +10,10 @@ use serde::Deserialize;
 
 use crate::{tool, QemuError, Result};
 
-/// The format the first bytes of an image say it is, as QEMU's probes decide it; `None` for
-/// raw (no known header). A LUKS container is reported as `luks` (it needs a key).
+/// The format the first bytes of an image file say it is, as QEMU's probes decide it; `None`
+/// for raw (no known header). A LUKS container is reported as `luks` (it needs a key).
+/// A block device is never probed and always `None`: its first bytes are the disk's own (on
+/// a VM's logical volume, the guest's), so a header there is content, not a format.
 pub fn probe_format(path: &Path) -> Result<Option<&'static str>> {
     let io = |action| {
         move |source| QemuError::Io {
@@ -20,13 +22,13 @@ pub fn probe_format(path: &Path) -> Result<Option<&'static str>> {
             source,
         }
     };
-    // Only files and block devices have a format to probe; anything else (a FIFO given by
-    // mistake would block the open until a writer comes) is left to the raw path, which
-    // refuses it with the reason.
+    // Only files have a format to probe; a block device is raw (above), and anything else
+    // (a FIFO given by mistake would block the open until a writer comes) is left to the raw
+    // path, which refuses it with the reason.
     let ft = std::fs::metadata(path)
         .map_err(io("reading metadata of"))?
         .file_type();
-    if !ft.is_file() && !std::os::unix::fs::FileTypeExt::is_block_device(&ft) {
+    if !ft.is_file() {
         return Ok(None);
     }
     let f = File::open(path).map_err(io("opening"))?;
@@ -98,7 +100,21 @@ pub struct ImageInfo {
     pub format: String,
     pub virtual_size: u64,
     pub backing: Option<String>,
+    /// Other files reading the disk opens besides the image and its backing file: an
+    /// external data file (qcow2 `data_file`), the extents of a vmdk that are not the image.
+    pub references: Vec<String>,
     pub bitmaps: Vec<ImageBitmap>,
+}
+
+impl ImageInfo {
+    /// Every other file reading the disk opens: the backing file, then [`Self::references`].
+    pub fn other_files(&self) -> Vec<&str> {
+        self.backing
+            .iter()
+            .chain(&self.references)
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 #[derive(Deserialize)]
@@ -120,6 +136,14 @@ struct RawSpecific {
 #[derive(Deserialize)]
 struct RawData {
     bitmaps: Option<Vec<RawBitmap>>,
+    #[serde(rename = "data-file")]
+    data_file: Option<String>,
+    extents: Option<Vec<RawExtent>>,
+}
+
+#[derive(Deserialize)]
+struct RawExtent {
+    filename: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -146,7 +170,15 @@ pub fn info(path: &Path, format: &str) -> Result<ImageInfo> {
             message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
-    parse_info(&out.stdout)
+    let mut i = parse_info(&out.stdout)?;
+    // A vmdk's extents name the image itself too (monolithicSparse): only others count.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let me = path.canonicalize().ok();
+    i.references.retain(|r| {
+        let p = dir.join(r);
+        p.canonicalize().ok().is_none_or(|c| Some(c) != me)
+    });
+    Ok(i)
 }
 
 fn parse_info(json: &[u8]) -> Result<ImageInfo> {
@@ -154,9 +186,18 @@ fn parse_info(json: &[u8]) -> Result<ImageInfo> {
         tool: "qemu-img",
         message: format!("unreadable `qemu-img info` output: {e}"),
     })?;
-    let bitmaps = r
-        .specific
-        .and_then(|s| s.data)
+    let data = r.specific.and_then(|s| s.data);
+    let mut references = Vec::new();
+    if let Some(d) = &data {
+        references.extend(d.data_file.clone());
+        references.extend(
+            d.extents
+                .iter()
+                .flatten()
+                .filter_map(|e| e.filename.clone()),
+        );
+    }
+    let bitmaps = data
         .and_then(|d| d.bitmaps)
         .unwrap_or_default()
         .into_iter()
@@ -171,6 +212,7 @@ fn parse_info(json: &[u8]) -> Result<ImageInfo> {
         format: r.format,
         virtual_size: r.virtual_size,
         backing: r.backing,
+        references,
         bitmaps,
     })
 }
