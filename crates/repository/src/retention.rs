@@ -9,7 +9,10 @@
 //! 3. **GFS** — the first full of each of the last `weekly` weeks, `monthly` months and
 //!    `yearly` years that have a full is kept.
 //! 4. **Immutability** — a point whose protection has not expired is kept.
-//! 5. **Dependencies** — a kept point keeps every earlier point of its chain, and a chain is
+//! 5. **Newest** — a job's newest restore point is always kept, whatever the policy says:
+//!    backups that stopped (a client down for longer than `keep_days`) never lose their last
+//!    restore point to retention.
+//! 6. **Dependencies** — a kept point keeps every earlier point of its chain, and a chain is
 //!    removed only as a whole: one kept point keeps the whole chain.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -64,6 +67,8 @@ pub enum KeepReason {
     GfsYearly(i64),
     /// Still immutable until this time.
     Immutable(i64),
+    /// The job's newest restore point, kept whatever the policy says.
+    Newest,
     /// A later kept point of the chain depends on it.
     ChainDependency(PointId),
     /// Another point of its chain is kept, and chains are removed only as a whole.
@@ -79,6 +84,7 @@ impl std::fmt::Display for KeepReason {
             KeepReason::GfsMonthly(m) => write!(f, "GFS monthly full of {m}"),
             KeepReason::GfsYearly(y) => write!(f, "GFS yearly full of {y}"),
             KeepReason::Immutable(t) => write!(f, "still immutable until {}", crate::utc(*t)),
+            KeepReason::Newest => write!(f, "the job's newest restore point (always kept)"),
             KeepReason::ChainDependency(p) => write!(f, "chain dependency of {p}"),
             KeepReason::ChainKept => write!(f, "its chain is kept (chains are removed as a whole)"),
         }
@@ -175,6 +181,9 @@ pub fn plan(points: &[PointFacts], policy: &Policy, now: i64) -> Vec<Mark> {
         if let Some(e) = p.expiry.filter(|&e| e > now) {
             add(&mut reasons, p.point, KeepReason::Immutable(e));
         }
+    }
+    if let Some(newest) = order.last() {
+        add(&mut reasons, newest.point, KeepReason::Newest);
     }
     // Dependencies: each kept point keeps the earlier points of its chain.
     let mut by_chain: BTreeMap<PointId, Vec<&PointFacts>> = BTreeMap::new();

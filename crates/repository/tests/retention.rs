@@ -246,7 +246,7 @@ fn one_kept_point_keeps_its_whole_chain() {
     assert!(marks[0]
         .reasons
         .contains(&KeepReason::ChainDependency(id(15))));
-    assert_eq!(marks[5].reasons, vec![KeepReason::WithinDays(2)]);
+    assert_eq!(marks[5].reasons, vec![KeepReason::WithinDays(2), KeepReason::Newest]);
     // A newer chain alone within retention: the old chain goes, whole.
     let mut more = pts.clone();
     more.push(facts(
@@ -287,12 +287,34 @@ fn count_retention_never_removes_points_younger_than_the_floor() {
 }
 
 #[test]
-fn empty_policy_keeps_nothing_and_no_points_is_fine() {
+fn an_empty_policy_keeps_only_the_newest_chain_and_no_points_is_fine() {
     assert!(plan(&[], &Policy::default(), 0).is_empty());
-    let m = plan(
-        &[facts(1, 1, PointKind::ActiveFull, 0, None)],
-        &Policy::default(),
-        10 * DAY,
-    );
-    assert!(!m[0].keep());
+    let pts = [
+        facts(1, 1, PointKind::ActiveFull, 0, None),
+        facts(2, 2, PointKind::ActiveFull, DAY, None),
+        facts(3, 2, PointKind::Incremental, 2 * DAY, None),
+    ];
+    let m = plan(&pts, &Policy::default(), 10 * DAY);
+    assert!(!m[0].keep(), "an older chain with no reason goes");
+    assert_eq!(m[2].reasons, vec![KeepReason::Newest]);
+    assert_eq!(m[1].reasons, vec![KeepReason::ChainDependency(id(3))]);
+}
+
+/// Backups stopped (a client down for longer than `keep_days`, `keep_points` 0): retention
+/// removes the older chains but never the job's last restore point and its chain.
+#[test]
+fn backups_that_stopped_never_lose_their_last_restore_point() {
+    let policy = days_and_points(1, 0);
+    let now = 1_800_000_000;
+    let pts = [
+        facts(1, 1, PointKind::ActiveFull, now - 20 * DAY, None),
+        facts(2, 2, PointKind::ActiveFull, now - 10 * DAY, None),
+        facts(3, 2, PointKind::Incremental, now - 9 * DAY, None),
+    ];
+    for later in [0, 30 * DAY, 3650 * DAY] {
+        let m = plan(&pts, &policy, now + later);
+        assert!(!m[0].keep());
+        assert!(m[2].reasons.contains(&KeepReason::Newest), "{:?}", m[2]);
+        assert!(m[1].keep(), "the newest point's chain stays whole");
+    }
 }
