@@ -123,3 +123,64 @@ fn a_damaged_source_point_exits_1_without_advice_to_retry() {
     );
     assert!(!out.contains("Run the same command again"), "{out}");
 }
+
+/// A copy that would copy nothing is an error, not a success: the same repository spelled
+/// another way (a trailing slash, a symbolic link) in `bulwark copy` and in a `[copy]` job
+/// file, and a job the source does not have.
+#[test]
+fn a_copy_into_its_own_source_or_of_a_job_the_source_lacks_fails_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (src, dst) = (d.join("src"), d.join("dst"));
+    bulwark_repository::Repository::init(&src, 7).unwrap();
+    bulwark_repository::Repository::init(&dst, 7).unwrap();
+    let img = d.join("disk.img");
+    std::fs::write(&img, bulwark_testkit::Rng::new(5).bytes(1 << 20)).unwrap();
+    assert!(
+        bulwark(&["backup", "--repo", s(&src), "--job", "web", s(&img)])
+            .status
+            .success()
+    );
+    let link = d.join("link");
+    std::os::unix::fs::symlink(&src, &link).unwrap();
+    let slash = format!("{}/", s(&src));
+    for to in [slash.as_str(), s(&link)] {
+        let o = bulwark(&["copy", "--from", s(&src), "--to", to]);
+        assert_eq!(o.status.code(), Some(2), "copy to {to}");
+        assert!(bulwark_testkit::text(&o).contains("same repository"));
+        let job = d.join("self.toml");
+        std::fs::write(
+            &job,
+            format!(
+                "name = \"off\"\nrepository = \"{}\"\n[copy]\nto = \"{to}\"\n",
+                s(&src)
+            ),
+        )
+        .unwrap();
+        let state = d.join("state");
+        let o = bulwark(&["job", "run", "--state-dir", s(&state), s(&job)]);
+        assert_eq!(o.status.code(), Some(2), "job file copying to {to}");
+        assert!(bulwark_testkit::text(&o).contains("same repository"));
+    }
+    let o = bulwark(&[
+        "--json",
+        "copy",
+        "--from",
+        s(&src),
+        "--to",
+        s(&dst),
+        "--job",
+        "web01",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "a job the source lacks");
+    let err = json(&o)["jobs"][0]["error"].as_str().unwrap().to_string();
+    assert!(
+        err.contains("no job \"web01\"") && err.contains("web"),
+        "{err}"
+    );
+    assert!(bulwark_repository::Repository::open(&dst)
+        .unwrap()
+        .jobs()
+        .unwrap()
+        .is_empty());
+}

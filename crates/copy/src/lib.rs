@@ -206,8 +206,9 @@ pub fn copy(
     progress: Progress<'_>,
 ) -> Result<CopyReport> {
     let started = Instant::now();
+    let held = src.jobs()?;
     let jobs = if opts.jobs.is_empty() {
-        src.jobs()?
+        held.clone()
     } else {
         opts.jobs.clone()
     };
@@ -224,7 +225,18 @@ pub fn copy(
             job: job.clone(),
             ..Default::default()
         };
-        if let Err(e) = copy_job(src, dst, &job, &mut jr, &mut limiter, progress) {
+        if !held.contains(&job) {
+            // A mistyped name copies nothing: that is a failed job, not "0 copied".
+            jr.points_failed += 1;
+            jr.error = Some(format!(
+                "the source has no job {job:?} (its jobs: {})",
+                if held.is_empty() {
+                    "none".to_string()
+                } else {
+                    held.join(", ")
+                }
+            ));
+        } else if let Err(e) = copy_job(src, dst, &job, &mut jr, &mut limiter, progress) {
             tracing::warn!(%job, error = %error_chain(&e), "copy of the job stopped");
             jr.points_failed += 1;
             jr.damaged = e.is_damage();

@@ -61,6 +61,35 @@ fn open_source(r: &Repo) -> anyhow::Result<Box<dyn Source>> {
     })
 }
 
+/// A copy into the repository it reads from would copy nothing and report success: refused,
+/// whatever the spelling (`REPO/`, a symbolic link, `bulwark://H:P` and `H:P`). Two local
+/// folders are the same repository when their repository ids are.
+fn refuse_same_repository(from: &Repo, to: &Repo, what: &str) -> anyhow::Result<()> {
+    let same = match (from, to) {
+        (Repo::Local(f), Repo::Local(t)) => {
+            let id = |p: &Path| {
+                bulwark_repository::Repository::open(p)
+                    .ok()
+                    .map(|r| r.config().id.clone())
+            };
+            f.canonicalize().ok() == t.canonicalize().ok()
+                || matches!((id(f), id(t)), (Some(a), Some(b)) if a == b)
+        }
+        (Repo::Remote { addr: f, .. }, Repo::Remote { addr: t, .. }) => f == t,
+        _ => false,
+    };
+    if same {
+        anyhow::bail!(
+            "{what} are the same repository ({}); a copy needs a second repository",
+            match from {
+                Repo::Local(p) => p.display().to_string(),
+                Repo::Remote { addr, .. } => addr.to_string(),
+            }
+        );
+    }
+    Ok(())
+}
+
 fn open_target(r: &Repo) -> anyhow::Result<Box<dyn Target>> {
     Ok(match r {
         Repo::Local(p) => Box::new(LocalTarget::new(crate::repo::open_local(p)?)),
@@ -75,14 +104,7 @@ fn open_target(r: &Repo) -> anyhow::Result<Box<dyn Target>> {
 pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
     let from = Repo::parse(&a.from, config_dir);
     let to = Repo::parse(&a.to, config_dir);
-    if let (Repo::Local(f), Repo::Local(t)) = (&from, &to) {
-        if f.canonicalize().ok() == t.canonicalize().ok() {
-            anyhow::bail!(
-                "--from and --to are the same repository ({}); a copy needs a second repository",
-                f.display()
-            );
-        }
-    }
+    refuse_same_repository(&from, &to, "--from and --to")?;
     let mut src = open_source(&from)?;
     let mut dst = open_target(&to)?;
     if a.verify {
@@ -233,6 +255,7 @@ pub fn run_job(
     let result = (|| -> anyhow::Result<CopyReport> {
         let from = Repo::parse(Path::new(job.repository.trim()), config_dir);
         let to = Repo::parse(Path::new(spec.to.trim()), config_dir);
+        refuse_same_repository(&from, &to, "the job's repository and [copy] to")?;
         let mut src = open_source(&from)?;
         let mut dst = open_target(&to)?;
         let opts = CopyOptions {
