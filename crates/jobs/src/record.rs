@@ -1,8 +1,9 @@
 //! The record of a job's runs, kept by `bulwark job run` in the client's state folder
 //! (`<state>/jobs/<name>.json`): when the last run started and ended, one result per disk,
-//! and when the job last succeeded. A run marks its start before it does anything, so a run
-//! that was killed leaves a record that says so. Whether a job is overdue is a pure
-//! function of the record, the job's alert interval and `now` ([`overdue`]).
+//! when the first run it knows started, and when the job last succeeded. A run marks its
+//! start before it does anything, so a run that was killed leaves a record that says so.
+//! Whether a job is overdue is a pure function of the record, when the job file was written,
+//! the job's alert interval and `now` ([`overdue`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -139,6 +140,10 @@ pub struct RunRecord {
     pub job: String,
     /// Start of the last run.
     pub started_unix: i64,
+    /// Start of the first run this record knows, kept by every later run. `None` in records
+    /// written before it was kept: there the last run's start stands in for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_started_unix: Option<i64>,
     /// End of the last run; `None` while it runs, or when it was killed.
     pub finished_unix: Option<i64>,
     /// Whether every disk of the last finished run succeeded.
@@ -170,16 +175,23 @@ impl RunRecord {
         write_durably(&path, &tmp, &text)
     }
 
-    /// The record of a run starting at `now`, keeping the last success of `previous`.
+    /// The record of a run starting at `now`, keeping the first start and the last success
+    /// of `previous`.
     pub fn starting(job: &str, previous: Option<&RunRecord>, now: i64) -> RunRecord {
         RunRecord {
             job: job.to_string(),
             started_unix: now,
+            first_started_unix: Some(previous.map_or(now, RunRecord::first_started)),
             finished_unix: None,
             ok: false,
             last_success_unix: previous.and_then(|p| p.last_success_unix),
             disks: vec![],
         }
+    }
+
+    /// Start of the first run this record knows (the last run's in an older record).
+    pub fn first_started(&self) -> i64 {
+        self.first_started_unix.unwrap_or(self.started_unix)
     }
 
     /// Closes the run at `now` with its per-disk results.
@@ -193,17 +205,33 @@ impl RunRecord {
     }
 }
 
-/// Why a job is overdue at `now`: no successful run within `alert_after` seconds (counted
-/// from the first run's start when it never succeeded), saying what the last run did.
-/// `None` when the job has succeeded recently enough, or has never run at all (a job that
-/// was never started has no record to judge; the timer's own failure is systemd's).
-pub fn overdue(record: Option<&RunRecord>, alert_after: i64, now: i64) -> Option<String> {
-    let r = record?;
-    let since = r.last_success_unix.unwrap_or(r.started_unix);
+/// Why job `job` is overdue at `now`: no successful run within `alert_after` seconds,
+/// counted from the last success; when it never succeeded, from the first run's start; when
+/// it never ran (no record: a timer never enabled, a mistyped instance), from
+/// `file_written` — when its job file was written — so a job that never runs is not "ok"
+/// forever. Says what the last run did. `None` when the job is within its interval.
+pub fn overdue(
+    job: &str,
+    record: Option<&RunRecord>,
+    file_written: i64,
+    alert_after: i64,
+    now: i64,
+) -> Option<String> {
+    let hours = |s: i64| format!("{:.1} h", s as f64 / 3600.0);
+    let Some(r) = record else {
+        return (now - file_written > alert_after).then(|| {
+            format!(
+                "job {job}: never ran; its job file was written {} ago ({}, alert after {})",
+                hours(now - file_written),
+                bulwark_time::utc(file_written),
+                hours(alert_after)
+            )
+        });
+    };
+    let since = r.last_success_unix.unwrap_or_else(|| r.first_started());
     if now - since <= alert_after {
         return None;
     }
-    let hours = |s: i64| format!("{:.1} h", s as f64 / 3600.0);
     let last = match (r.finished_unix, r.ok) {
         (None, _) => format!(
             "the last run, started {}, never finished (killed or still running)",
@@ -225,16 +253,16 @@ pub fn overdue(record: Option<&RunRecord>, alert_after: i64, now: i64) -> Option
     };
     Some(match r.last_success_unix {
         Some(t) => format!(
-            "job {}: no successful backup for {} (last success {}, alert after {}); {last}",
-            r.job,
+            "job {job}: no successful backup for {} (last success {}, alert after {}); {last}",
             hours(now - t),
             bulwark_time::utc(t),
             hours(alert_after)
         ),
         None => format!(
-            "job {}: no successful backup since its first run {} ago (alert after {}); {last}",
-            r.job,
-            hours(now - r.started_unix),
+            "job {job}: no successful backup since its first run {} ago ({}, alert after {}); \
+             {last}",
+            hours(now - r.first_started()),
+            bulwark_time::utc(r.first_started()),
             hours(alert_after)
         ),
     })
@@ -278,29 +306,96 @@ mod tests {
     #[test]
     fn overdue_follows_the_last_success_and_names_what_went_wrong() {
         let h = 3600;
-        assert_eq!(overdue(None, 26 * h, 1_000_000), None);
         let mut r = RunRecord::starting("m", None, 0);
         r.finish(vec![ok_disk("a", true)], 10);
-        assert_eq!(overdue(Some(&r), 26 * h, 10 + 26 * h), None);
-        let late = overdue(Some(&r), 26 * h, 11 + 26 * h).unwrap();
+        assert_eq!(overdue("m", Some(&r), 0, 26 * h, 10 + 26 * h), None);
+        let late = overdue("m", Some(&r), 0, 26 * h, 11 + 26 * h).unwrap();
         assert!(
             late.contains("no successful backup") && late.contains("no run since"),
             "{late}"
         );
         // Killed: started, never finished.
         let killed = RunRecord::starting("m", Some(&r), 20 * h);
-        let msg = overdue(Some(&killed), 26 * h, 30 * h).unwrap();
+        let msg = overdue("m", Some(&killed), 0, 26 * h, 30 * h).unwrap();
         assert!(msg.contains("never finished"), "{msg}");
-        assert_eq!(overdue(Some(&killed), 26 * h, 20 * h), None);
+        assert_eq!(overdue("m", Some(&killed), 0, 26 * h, 20 * h), None);
         // Failed runs only, never a success: counted from the first start.
         let mut failed = RunRecord::starting("m", None, 0);
         failed.finish(vec![ok_disk("b", false)], 5);
-        let msg = overdue(Some(&failed), 60, 61).unwrap();
+        let msg = overdue("m", Some(&failed), 0, 60, 61).unwrap();
         assert!(
             msg.contains("failed") && msg.contains("b: source unreadable"),
             "{msg}"
         );
-        assert_eq!(overdue(Some(&failed), 60, 60), None);
+        assert_eq!(overdue("m", Some(&failed), 0, 60, 60), None);
+    }
+
+    #[test]
+    fn a_job_failing_every_day_is_overdue_from_its_first_run() {
+        let h = 3600;
+        let day = 24 * h;
+        let mut r: Option<RunRecord> = None;
+        for d in 0..4 {
+            let mut run = RunRecord::starting("n", r.as_ref(), d * day);
+            run.finish(vec![ok_disk("a", false)], d * day + 60);
+            r = Some(run);
+        }
+        let r = r.unwrap();
+        assert_eq!(r.first_started_unix, Some(0));
+        assert_eq!(r.started_unix, 3 * day);
+        // 4 days after the first failing run, 1 hour after the last one.
+        let msg = overdue("n", Some(&r), 0, 26 * h, 3 * day + h).unwrap();
+        assert!(
+            msg.contains("since its first run 73.0 h ago") && msg.contains("failed"),
+            "{msg}"
+        );
+        assert_eq!(overdue("n", Some(&r), 0, 26 * h, 26 * h), None);
+        // A success then counts from itself, and failures after it from the success.
+        let mut ok = RunRecord::starting("n", Some(&r), 4 * day);
+        ok.finish(vec![ok_disk("a", true)], 4 * day + 60);
+        assert_eq!(ok.first_started_unix, Some(0));
+        assert_eq!(overdue("n", Some(&ok), 0, 26 * h, 5 * day), None);
+        let mut bad = RunRecord::starting("n", Some(&ok), 5 * day);
+        bad.finish(vec![ok_disk("a", false)], 5 * day + 60);
+        assert_eq!(
+            overdue("n", Some(&bad), 0, 26 * h, 4 * day + 60 + 26 * h),
+            None
+        );
+        let msg = overdue("n", Some(&bad), 0, 26 * h, 4 * day + 61 + 26 * h).unwrap();
+        assert!(msg.contains("last success"), "{msg}");
+    }
+
+    #[test]
+    fn a_record_written_before_the_first_start_was_kept_still_loads_and_counts_from_its_run() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
+        std::fs::write(
+            record_path(dir.path(), "old"),
+            r#"{"job":"old","started_unix":1000,"finished_unix":1010,"ok":false,
+                "last_success_unix":null,"disks":[]}"#,
+        )
+        .unwrap();
+        let old = RunRecord::load(dir.path(), "old").unwrap().unwrap();
+        assert_eq!(old.first_started_unix, None);
+        assert_eq!(old.first_started(), 1000);
+        assert_eq!(overdue("old", Some(&old), 0, 100, 1100), None);
+        assert!(overdue("old", Some(&old), 0, 100, 1101).is_some());
+        // The next run keeps the old run's start as the first one.
+        let next = RunRecord::starting("old", Some(&old), 2000);
+        assert_eq!(next.first_started_unix, Some(1000));
+    }
+
+    #[test]
+    fn a_job_that_never_ran_is_overdue_from_when_its_file_was_written() {
+        let h = 3600;
+        assert_eq!(overdue("web", None, 1_000, 26 * h, 1_000 + 26 * h), None);
+        let msg = overdue("web", None, 1_000, 26 * h, 1_001 + 26 * h).unwrap();
+        assert!(
+            msg.contains("job web: never ran") && msg.contains("written 26.0 h ago"),
+            "{msg}"
+        );
+        // A file written "in the future" (a clock set back) is not overdue.
+        assert_eq!(overdue("web", None, 10 * h, 26 * h, 0), None);
     }
 
     #[test]

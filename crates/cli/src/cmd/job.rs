@@ -60,8 +60,9 @@ enum Action {
         #[arg(long, default_value_t = 14)]
         runs: usize,
     },
-    /// Report (and notify) each job with no successful run within its alert interval;
-    /// exit 1 when one is overdue.
+    /// Report (and notify) each job with no successful run within its alert interval (a job
+    /// that never ran: since its file was written), and each job file that cannot be read;
+    /// exit 1 when one is overdue or bad.
     Check {
         /// Job files, or folders of job files (*.toml).
         #[arg(required = true)]
@@ -546,67 +547,199 @@ fn run_verify(
     })
 }
 
-/// Job files named on the command line, folders expanded to their `*.toml`.
-fn job_files(args: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+/// Job files named on the command line, folders expanded to their `*.toml`; a folder that
+/// cannot be listed is an entry of its own with the error, so the others are still checked.
+fn job_files(args: &[PathBuf]) -> Vec<(PathBuf, anyhow::Result<()>)> {
     let mut out = Vec::new();
     for a in args {
         if a.is_dir() {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(a)
-                .with_context(|| format!("listing {}", a.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                .collect();
-            v.sort();
-            out.extend(v);
+            let listed = std::fs::read_dir(a).and_then(|rd| {
+                rd.map(|e| e.map(|e| e.path()))
+                    .collect::<std::io::Result<Vec<PathBuf>>>()
+            });
+            match listed {
+                Ok(v) => {
+                    let mut v: Vec<PathBuf> = v
+                        .into_iter()
+                        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                        .collect();
+                    v.sort();
+                    out.extend(v.into_iter().map(|p| (p, Ok(()))));
+                }
+                Err(e) => out.push((
+                    a.clone(),
+                    Err(anyhow::Error::new(e).context(format!(
+                        "listing the job folder {}: its jobs are not checked",
+                        a.display()
+                    ))),
+                )),
+            }
         } else {
-            out.push(a.clone());
+            out.push((a.clone(), Ok(())));
         }
     }
-    Ok(out)
+    out
+}
+
+/// What `job check` found for one job file.
+enum Checked {
+    /// The file and the job's record were read: `overdue` says why it is late, if it is.
+    Job {
+        job: Box<JobFile>,
+        rec: Option<RunRecord>,
+        overdue: Option<String>,
+    },
+    /// The file (or its record) could not be read: no job of it runs until it is fixed.
+    Bad(String),
+}
+
+/// One job file checked at `now`.
+fn check_file(f: &Path, dir: &Path, now: i64) -> anyhow::Result<Checked> {
+    let job = JobFile::load(f)?;
+    // A job that never ran counts from when its file was written.
+    let written = std::fs::metadata(f)
+        .and_then(|m| m.modified())
+        .with_context(|| format!("reading the modification time of {}", f.display()))?;
+    let written = bulwark_time::UnixTime::from_system(written).secs();
+    let rec = RunRecord::load(dir, &job.name).with_context(|| {
+        format!(
+            "job file {}: the run record of job {}",
+            f.display(),
+            job.name
+        )
+    })?;
+    let mut why = overdue(
+        &job.name,
+        rec.as_ref(),
+        written,
+        job.alert_after_secs(),
+        now,
+    );
+    if let (Some(w), None) = (&mut why, &rec) {
+        let unit = f
+            .file_stem()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default();
+        w.push_str(&format!(
+            "; is bulwark-job@{unit}.timer enabled? (systemctl enable --now \
+             bulwark-job@{unit}.timer)"
+        ));
+    }
+    Ok(Checked::Job {
+        job: Box::new(job),
+        rec,
+        overdue: why,
+    })
+}
+
+/// What a job file that cannot be read means, and what to do.
+const NOT_RUN_UNTIL_FIXED: &str = "no job of this file runs until it is fixed \
+    (`bulwark job plan FILE` shows whether a job file parses)";
+
+/// Where `job check` remembers when it last sent each `backup_missed`.
+fn sent_path(dir: &Path) -> PathBuf {
+    dir.join("job-check-sent.json")
 }
 
 fn run_check(files: &[PathBuf], state: &StateArgs, out: &Output) -> anyhow::Result<i32> {
+    use bulwark_notify::dedup::Sent;
+    use bulwark_notify::Event;
     let dir = state_dir(state.state_dir.as_deref());
     let t = now();
-    let mut rows = Vec::new();
-    let mut late = 0;
-    for f in job_files(files)? {
-        let job = JobFile::load(&f)?;
-        let rec = RunRecord::load(&dir, &job.name)?;
-        let why = overdue(rec.as_ref(), job.alert_after_secs(), t);
-        if let Some(w) = &why {
-            late += 1;
-            crate::notify::send(
-                state.notify_config.as_deref(),
-                crate::notify::Event::BackupMissed,
-                &job.name,
-                w,
-            );
+    // A lasting overdue job is sent when it becomes overdue, then every repeat_hours.
+    let repeat = bulwark_notify::Config::find(state.notify_config.as_deref())
+        .ok()
+        .flatten()
+        .and_then(|c| c.repeat_hours)
+        .unwrap_or(24);
+    let repeat = i64::from(repeat) * 3600;
+    let mut sent = Sent::load(&sent_path(&dir));
+    let mut active = Vec::new();
+    let mut notify = |subject: &str, message: &str| -> bool {
+        active.push((Event::BackupMissed, subject.to_string()));
+        if !sent.due(Event::BackupMissed, subject, t, repeat) {
+            return false;
         }
-        if !out.json {
-            match &why {
-                Some(w) => outln!("OVERDUE {w}"),
-                None => outln!(
-                    "ok      job {}: last success {}",
-                    job.name,
-                    rec.as_ref()
-                        .and_then(|r| r.last_success_unix)
-                        .map(utc)
-                        .unwrap_or_else(|| match &rec {
-                            // Within the alert interval since the first run began.
-                            Some(_) => "never (runs so far failed or did not finish)".into(),
-                            None => "never (no run yet)".into(),
-                        })
-                ),
+        crate::notify::send(
+            state.notify_config.as_deref(),
+            Event::BackupMissed,
+            subject,
+            message,
+        );
+        sent.mark(Event::BackupMissed, subject, t);
+        true
+    };
+    let mut rows = Vec::new();
+    let (mut late, mut bad) = (0, 0);
+    for (f, listed) in job_files(files) {
+        let checked = listed
+            .and_then(|()| check_file(&f, &dir, t))
+            .unwrap_or_else(|e| Checked::Bad(format!("{e:#}").trim_end().to_string()));
+        match checked {
+            Checked::Bad(error) => {
+                bad += 1;
+                let notified = notify(
+                    &f.display().to_string(),
+                    &format!("{error}; {NOT_RUN_UNTIL_FIXED}"),
+                );
+                if !out.json {
+                    outln!("BAD     {error}\n        {NOT_RUN_UNTIL_FIXED}");
+                }
+                rows.push(
+                    json!({"file": f, "job": null, "error": error, "overdue": null,
+                    "last_success_unix": null, "notified": notified}),
+                );
+            }
+            Checked::Job { job, rec, overdue } => {
+                let mut notified = false;
+                if let Some(w) = &overdue {
+                    late += 1;
+                    notified = notify(&job.name, w);
+                }
+                if !out.json {
+                    match &overdue {
+                        Some(w) => outln!("OVERDUE {w}"),
+                        None => outln!(
+                            "ok      job {}: last success {}",
+                            job.name,
+                            rec.as_ref()
+                                .and_then(|r| r.last_success_unix)
+                                .map(utc)
+                                .unwrap_or_else(|| match &rec {
+                                    // Within the alert interval since the first run began.
+                                    Some(_) => {
+                                        "never (runs so far failed or did not finish)".into()
+                                    }
+                                    // Within the alert interval since the file was written.
+                                    None => "never (no run yet)".into(),
+                                })
+                        ),
+                    }
+                }
+                rows.push(
+                    json!({"file": f, "job": job.name, "error": null, "overdue": overdue,
+                    "last_success_unix": rec.as_ref().and_then(|r| r.last_success_unix),
+                    "notified": notified}),
+                );
             }
         }
-        rows.push(json!({"job": job.name, "overdue": why,
-            "last_success_unix": rec.as_ref().and_then(|r| r.last_success_unix)}));
+    }
+    // A job back within its interval is news again the next time it is late.
+    sent.retain_active(&active);
+    if let Err(e) = sent.save(&sent_path(&dir)) {
+        eprintln!(
+            "warning: {e}; an overdue job may be notified again at the next check \
+             (repeat_hours not kept)"
+        );
     }
     if out.json {
-        out.json(&json!({"jobs": rows, "overdue": late}));
+        out.json(&json!({"jobs": rows, "overdue": late, "bad_files": bad}));
     }
-    Ok(if late > 0 { EXIT_DAMAGE } else { EXIT_OK })
+    Ok(if late > 0 || bad > 0 {
+        EXIT_DAMAGE
+    } else {
+        EXIT_OK
+    })
 }
 
 /// Runs `bulwark job`.

@@ -1,0 +1,349 @@
+//! `bulwark job check` end to end, the real binary under libfaketime: a bad job file is
+//! reported and the other jobs are still checked; a job failing every day, and one that
+//! never ran, become overdue; a lasting overdue job is notified once per `repeat_hours`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use common::{init_repo, s};
+
+/// A local webhook receiver: answers 200 to every POST and keeps the JSON bodies.
+struct Hook {
+    url: String,
+    got: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Hook {
+    fn start() -> Hook {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", l.local_addr().unwrap());
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { continue };
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut len = 0usize;
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    continue;
+                }
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.trim().split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            len = v.trim().parse().unwrap_or(0).min(1 << 20);
+                        }
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                g.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
+            }
+        });
+        Hook { url, got }
+    }
+
+    /// The `backup_missed` payloads received about `subject`.
+    fn missed(&self, subject: &str) -> Vec<serde_json::Value> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b["event"] == "backup_missed" && b["subject"] == subject)
+            .cloned()
+            .collect()
+    }
+
+    /// notify.toml in `dir` pointing at this receiver, with `extra` settings on top.
+    fn config(&self, dir: &Path, extra: &str) -> PathBuf {
+        let p = dir.join("notify.toml");
+        std::fs::write(&p, format!("{extra}[[webhook]]\nurl = \"{}\"\n", self.url)).unwrap();
+        p
+    }
+}
+
+/// Runs `bulwark args` with its wall clock at `faketime` (libfaketime's FAKETIME: "+3d",
+/// "@2027-01-01 22:00:00"; `None`: the real clock).
+fn bulwark_at(faketime: Option<(&Path, &str)>, args: &[&str]) -> Output {
+    let mut c = Command::new(common::bin());
+    c.args(args)
+        .env_remove("BULWARK_STATE_DIR")
+        .env_remove("BULWARK_NOTIFY_CONFIG");
+    if let Some((lib, at)) = faketime {
+        // TZ: an absolute FAKETIME is read as local time.
+        c.env("LD_PRELOAD", lib)
+            .env("TZ", "UTC")
+            .env("FAKETIME", at)
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    }
+    let o = c.output().unwrap();
+    bulwark_testkit::show(
+        &format!(
+            "FAKETIME={:?} bulwark {}",
+            faketime.map(|f| f.1),
+            args.join(" ")
+        ),
+        &o,
+    );
+    o
+}
+
+/// `bulwark --json job check FILES --state-dir STATE --notify-config CFG` at `at`: its exit
+/// code and report.
+fn check(
+    lib: Option<&Path>,
+    at: &str,
+    files: &[&Path],
+    state: &Path,
+    cfg: &Path,
+) -> (Option<i32>, serde_json::Value) {
+    let mut a = vec!["--json", "job", "check"];
+    a.extend(files.iter().map(|f| s(f)));
+    a.extend(["--state-dir", s(state), "--notify-config", s(cfg)]);
+    let o = bulwark_at(lib.map(|l| (l, at)), &a);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+    (o.status.code(), v)
+}
+
+/// The report's row of job file `file` (or of job `job`).
+fn row<'a>(report: &'a serde_json::Value, file: &Path, job: &str) -> &'a serde_json::Value {
+    report["jobs"]
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|r| r["file"] == s(file) || r["job"] == job)
+        })
+        .unwrap_or_else(|| panic!("no row for {} in {report}", file.display()))
+}
+
+fn job_file(path: &Path, name: &str, source: &Path, repo: &Path, extra: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "name = \"{name}\"\nsource = \"{}\"\nrepository = \"{}\"\n{extra}",
+            s(source),
+            s(repo)
+        ),
+    )
+    .unwrap();
+}
+
+/// Sets the modification time of `path` to `secs` seconds ago.
+fn written_ago(path: &Path, secs: u64) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(secs))
+        .unwrap();
+}
+
+#[test]
+fn a_bad_job_file_is_reported_and_every_other_job_is_still_checked_and_notified() {
+    let test = "a_bad_job_file_is_reported_and_every_other_job_is_still_checked_and_notified";
+    let Some(lib) = bulwark_testkit::skip::require_faketime(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init_repo(dir.path());
+    let img = dir.path().join("d.img");
+    std::fs::write(&img, bulwark_testkit::Rng::new(1).bytes(1 << 20)).unwrap();
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    // Sorted first, so a check that stops at it never sees the good job.
+    let bad = jobs.join("aa.toml");
+    std::fs::write(&bad, "name = \"x\"\nsourec = \"/x\"\nrepository = \"/r\"\n").unwrap();
+    let good = jobs.join("zz.toml");
+    job_file(&good, "web", &img, &repo, "");
+    let state = dir.path().join("state");
+    let o = bulwark_at(None, &["job", "run", s(&good), "--state-dir", s(&state)]);
+    assert!(o.status.success());
+    let hook = Hook::start();
+    let cfg = hook.config(dir.path(), "");
+
+    let (code, v) = check(Some(&lib), "+3d", &[&jobs], &state, &cfg);
+    assert_eq!(code, Some(1), "an overdue job and a bad file exit 1: {v}");
+    let b = row(&v, &bad, "x");
+    let err = b["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains(s(&bad)) && err.contains("unknown field `sourec`"),
+        "the bad file's row names it and its parse error: {b}"
+    );
+    let w = row(&v, &good, "web");
+    assert_eq!(w["job"], "web");
+    assert!(w["error"].is_null(), "{w}");
+    assert!(
+        w["overdue"]
+            .as_str()
+            .is_some_and(|m| m.contains("job web: no successful backup for 72.0 h")),
+        "the good job is still checked: {w}"
+    );
+    assert_eq!(
+        (v["overdue"].as_u64(), v["bad_files"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let web = hook.missed("web");
+    assert_eq!(web.len(), 1, "web's backup_missed is still sent");
+    let file = hook.missed(s(&bad));
+    assert_eq!(file.len(), 1, "the bad file is notified too");
+    assert!(
+        file[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("sourec") && m.contains("no job of this file runs")),
+        "{}",
+        file[0]
+    );
+
+    // The text report says the same, and exits 1 with nothing overdue but the bad file.
+    let o = bulwark_at(
+        None,
+        &[
+            "job",
+            "check",
+            s(&jobs),
+            "--state-dir",
+            s(&state),
+            "--notify-config",
+            s(&cfg),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(&format!("BAD     job file {}", s(&bad)))
+            && text.contains("ok      job web: last success"),
+        "{text}"
+    );
+    // Only good files: exit 0.
+    let (code, v) = check(None, "", &[&good], &state, &cfg);
+    assert_eq!(code, Some(0), "{v}");
+}
+
+#[test]
+fn a_job_failing_every_day_is_overdue_from_its_first_run() {
+    let test = "a_job_failing_every_day_is_overdue_from_its_first_run";
+    let Some(lib) = bulwark_testkit::skip::require_faketime(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init_repo(dir.path());
+    let job = dir.path().join("n.toml");
+    job_file(&job, "n", &dir.path().join("missing.img"), &repo, "");
+    let state = dir.path().join("state");
+    for d in 1..=4 {
+        let at = format!("@2027-01-0{d} 22:00:00");
+        let o = bulwark_at(
+            Some((&lib, &at)),
+            &["job", "run", s(&job), "--state-dir", s(&state)],
+        );
+        assert_eq!(o.status.code(), Some(2), "a run whose disk failed exits 2");
+    }
+    let hook = Hook::start();
+    let cfg = hook.config(dir.path(), "");
+    // 23 h after the last failing run, 95 h after the first.
+    let (code, v) = check(Some(&lib), "@2027-01-05 21:00:00", &[&job], &state, &cfg);
+    assert_eq!(code, Some(1), "{v}");
+    let msg = row(&v, &job, "n")["overdue"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        msg.contains("since its first run 95.0 h ago (2027-01-01 22:00:00 UTC")
+            && msg.contains("the last run failed"),
+        "{msg}"
+    );
+    assert_eq!(hook.missed("n").len(), 1);
+}
+
+#[test]
+fn a_job_that_never_ran_is_overdue_from_when_its_file_was_written() {
+    let test = "a_job_that_never_ran_is_overdue_from_when_its_file_was_written";
+    let Some(lib) = bulwark_testkit::skip::require_faketime(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init_repo(dir.path());
+    let job = dir.path().join("web.toml");
+    job_file(&job, "web", &dir.path().join("d.img"), &repo, "");
+    let state = dir.path().join("state");
+    let hook = Hook::start();
+    let cfg = hook.config(dir.path(), "");
+    // Just written: within its 26 hours.
+    let (code, v) = check(None, "", &[&job], &state, &cfg);
+    assert_eq!(code, Some(0), "{v}");
+    assert!(row(&v, &job, "web")["overdue"].is_null(), "{v}");
+    // 27 hours later, still no run record: overdue.
+    let (code, v) = check(Some(&lib), "+27h", &[&job], &state, &cfg);
+    assert_eq!(code, Some(1), "{v}");
+    let msg = row(&v, &job, "web")["overdue"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        msg.contains("job web: never ran; its job file was written 27.0 h ago")
+            && msg.contains("is bulwark-job@web.timer enabled?"),
+        "{msg}"
+    );
+    assert_eq!(hook.missed("web").len(), 1);
+    // A file written long ago that never ran is overdue on the real clock too.
+    written_ago(&job, 30 * 3600);
+    let (code, _) = check(None, "", &[&job], &state, &cfg);
+    assert_eq!(code, Some(1));
+}
+
+#[test]
+fn a_lasting_overdue_job_is_notified_when_it_becomes_overdue_then_every_repeat_hours() {
+    let test = "a_lasting_overdue_job_is_notified_when_it_becomes_overdue_then_every_repeat_hours";
+    let Some(lib) = bulwark_testkit::skip::require_faketime(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init_repo(dir.path());
+    let img = dir.path().join("d.img");
+    std::fs::write(&img, bulwark_testkit::Rng::new(2).bytes(1 << 20)).unwrap();
+    let job = dir.path().join("web.toml");
+    job_file(&job, "web", &img, &repo, "alert_after_hours = 1\n");
+    let state = dir.path().join("state");
+    let hook = Hook::start();
+    let cfg = hook.config(dir.path(), "repeat_hours = 24\n");
+    let run = |at: &str| {
+        let o = bulwark_at(
+            Some((&lib, at)),
+            &["job", "run", s(&job), "--state-dir", s(&state)],
+        );
+        assert!(o.status.success());
+    };
+    let sent = |at: &str| {
+        let (code, v) = check(Some(&lib), at, &[&job], &state, &cfg);
+        assert_eq!(code, Some(1), "overdue at {at}: {v}");
+        hook.missed("web").len()
+    };
+    run("+0");
+    assert_eq!(sent("+2h"), 1, "sent when it becomes overdue");
+    assert_eq!(sent("+3h"), 1, "not again at the next hourly check");
+    assert_eq!(sent("+25h"), 1, "not again within repeat_hours");
+    assert_eq!(sent("+1561m"), 2, "again after repeat_hours");
+    assert_eq!(sent("+27h"), 2);
+    // It recovers: a successful run and a check that finds it in time.
+    run("+27h");
+    let (code, v) = check(Some(&lib), "+1650m", &[&job], &state, &cfg);
+    assert_eq!(code, Some(0), "{v}");
+    // Late again 1.5 h after the success: news again, though the last sending was 2.5 h ago.
+    assert_eq!(sent("+1710m"), 3, "a new overdue spell is sent at once");
+}
