@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -265,6 +266,10 @@ fn gpt_disk(dir: &Path) -> (PathBuf, Vec<PathBuf>) {
         std::fs::write(tree.join("etc/hostname"), format!("host-{n}\n")).unwrap();
         std::fs::write(tree.join("etc/deep/blob.bin"), rng.bytes(3 << 20)).unwrap();
         std::fs::write(tree.join("small.txt"), b"a file\n").unwrap();
+        // What a compromised guest could leave for the restoring host: a setuid program.
+        let suid = tree.join("id-suid");
+        std::fs::copy("/usr/bin/id", &suid).unwrap();
+        std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
         let o = Command::new("mkfs.ext4")
             .args(["-q", "-F", "-E"])
             .arg(format!("offset={}", start * 512))
@@ -501,7 +506,6 @@ fn mount_without_root_offers_the_disk_file_and_says_what_needs_root() {
     }
     // Users reach FUSE through /dev/fuse, which udev's default rule makes 0666 on every
     // Debian host; this machine has no udev and leaves it 0600. Give it the usual mode.
-    use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777;
     if mode != 0o666 {
         eprintln!("note {t}: /dev/fuse was {mode:o}; setting 0666 as udev does on a normal host");
@@ -581,4 +585,55 @@ fn an_export_killed_with_sigkill_leaves_only_its_socket_file_which_the_next_expo
     let mut e = e;
     assert!(e.child.wait().unwrap().success());
     assert!(!sock.exists(), "Ctrl-C removes the socket");
+}
+
+/// A root mount honours nothing the backed-up machine put in its filesystems (every partition
+/// mount is nosuid, nodev, noexec: a guest's setuid program neither runs nor gains root), and
+/// the mount is root's alone: another user reads neither the whole disk nor a partition.
+#[test]
+fn a_root_mount_runs_nothing_of_the_guest_and_is_readable_by_root_only() {
+    let t = "a_root_mount_runs_nothing_of_the_guest_and_is_readable_by_root_only";
+    let Some(GptRig {
+        d: _d, repo, mnt, ..
+    }) = gpt_rig(t)
+    else {
+        return;
+    };
+    let (mut child, v) = mount_gpt(&mut Command::new(bin()), &repo, &mnt);
+    assert_eq!(v["partitions"].as_array().unwrap().len(), 2, "{v}");
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let parts: Vec<&str> = mounts
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(1)
+                .is_some_and(|m| m.starts_with(&format!("{}/part", s(&mnt))))
+        })
+        .collect();
+    assert_eq!(parts.len(), 2, "{mounts}");
+    for l in &parts {
+        let opts: Vec<&str> = l.split(' ').nth(3).unwrap().split(',').collect();
+        for f in ["ro", "nosuid", "nodev", "noexec"] {
+            assert!(opts.contains(&f), "{f} missing: {l}");
+        }
+    }
+    let suid = mnt.join("part1/id-suid");
+    let mode = std::fs::metadata(&suid).unwrap().permissions().mode();
+    assert_ne!(
+        mode & 0o4000,
+        0,
+        "the file keeps its bits; the mount ignores them"
+    );
+    assert!(
+        Command::new(&suid).output().is_err(),
+        "a program of the guest ran on the host"
+    );
+    let user = TestUser::create();
+    for p in [mnt.join("disk.raw"), mnt.join("part1/small.txt")] {
+        let o = user.cmd("cat").arg(&p).output().unwrap();
+        assert!(!o.status.success(), "another user read {}", p.display());
+    }
+    let o = bulwark(&["umount", s(&mnt)]);
+    assert!(text(&o).contains("unmounted"), "{}", text(&o));
+    assert!(child.wait().unwrap().success());
 }

@@ -42,12 +42,14 @@ impl FsType {
             FsType::Vfat => "vfat",
         }
     }
-    /// Mount options that never write to the device (no journal replay, no log recovery).
+    /// Mount options that never write to the device (no journal replay, no log recovery),
+    /// and that honour nothing the backed-up machine put there: no setuid or setgid bits, no
+    /// device nodes, no execution (a compromised guest's setuid shell stays a file).
     pub fn mount_options(self) -> &'static str {
         match self {
-            FsType::Ext4 => "ro,noload",
-            FsType::Xfs => "ro,norecovery",
-            FsType::Vfat => "ro",
+            FsType::Ext4 => "ro,noload,nosuid,nodev,noexec",
+            FsType::Xfs => "ro,norecovery,nosuid,nodev,noexec",
+            FsType::Vfat => "ro,nosuid,nodev,noexec",
         }
     }
 }

@@ -279,10 +279,13 @@ const INO_PART0: u64 = 16;
 impl DiskFs {
     fn attr(&self, ino: u64) -> Option<fuser::FileAttr> {
         let (kind, perm, size, nlink) = match ino {
-            INO_ROOT => (fuser::FileType::Directory, 0o555, 0, 2),
-            INO_DISK => (fuser::FileType::RegularFile, 0o444, self.image.size(), 1),
+            // The owner's only (root's, for root's mount): the disk file is the whole disk,
+            // decrypted for encrypted points, and the partitions below hold the guest's files
+            // with the guest's owners, which mean other people on this host.
+            INO_ROOT => (fuser::FileType::Directory, 0o500, 0, 2),
+            INO_DISK => (fuser::FileType::RegularFile, 0o400, self.image.size(), 1),
             i if i >= INO_PART0 && ((i - INO_PART0) as usize) < self.parts.len() => {
-                (fuser::FileType::Directory, 0o555, 0, 2)
+                (fuser::FileType::Directory, 0o500, 0, 2)
             }
             _ => return None,
         };
