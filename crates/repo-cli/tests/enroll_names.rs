@@ -147,6 +147,36 @@ fn a_second_machine_becomes_an_enrolled_client_only_with_replace() {
     assert_eq!(jobs("c1-new"), "web");
 }
 
+/// Two tokens for a free name, both issued before either is used: the first enrolls the
+/// name, the second is refused when it is used (the name is checked again then), so two
+/// machines never become the same client without `--replace`.
+#[test]
+fn of_two_unused_tokens_for_one_name_only_the_first_used_enrolls() {
+    need_root!("of_two_unused_tokens_for_one_name_only_the_first_used_enrolls");
+    let svc = Service::start(&[]);
+    let t1 = svc.token("c2", "10m");
+    let t2 = svc.token("c2", "10m");
+    assert!(svc.enroll_with("c2", &t1).status.success());
+    let o = svc.enroll_with("c2-other", &t2);
+    assert!(!o.status.success(), "a second machine became c2");
+    let e = bulwark_testkit::text(&o);
+    assert!(
+        e.contains("was enrolled by another machine after this token was issued")
+            && e.contains("--replace"),
+        "{e}"
+    );
+    let repo = svc.repo.to_str().unwrap();
+    let o = svc.admin(&["--json", "clients", repo]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let active: Vec<_> = v["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["client"] == "c2" && c["revoked_unix"].is_null())
+        .collect();
+    assert_eq!(active.len(), 1, "{v}");
+}
+
 /// A repository without network identity holding one restore point of job `a`.
 fn job_a() -> (tempfile::TempDir, String) {
     let tmp = tempfile::tempdir().unwrap();

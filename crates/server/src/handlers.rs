@@ -169,7 +169,23 @@ pub(crate) fn enrollment(s: &mut Session, ip: IpAddr, state: &State) -> Outcome 
         ));
     }
     let client = match redeem(&state.paths, &token, crate::now_unix())? {
-        Ok(c) => c,
+        // The name was free when the token was issued (or --replace said a replacement is
+        // meant); another token for it may have been used since: the name is checked again
+        // now, so two unused tokens cannot make two machines the same client.
+        Ok(t) if !t.replace && !state.registry.active(&t.client, crate::now_unix())?.is_empty() => {
+            return Err(Fail::logged(
+                ErrorCode::TokenRejected,
+                format!(
+                    "enrollment token rejected: client {:?} was enrolled by another machine after this token was issued; ask the repository administrator for a new token (`bulwark-repo enroll --replace` if this machine replaces that client)",
+                    t.client
+                ),
+                format!(
+                    "enrollment refused: client {} already has an active certificate and the token was not issued with --replace",
+                    t.client
+                ),
+            ))
+        }
+        Ok(t) => t.client,
         Err(why) => {
             return Err(Fail::logged(
                 ErrorCode::TokenRejected,

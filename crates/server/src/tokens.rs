@@ -23,6 +23,10 @@ pub struct TokenInfo {
     pub hash: String,
     pub created_unix: i64,
     pub expires_unix: i64,
+    /// Issued with `--replace`: it may enroll a name that has an active certificate (a
+    /// replacement machine). Without it, the name must still be free when the token is used.
+    #[serde(default)]
+    pub replace: bool,
 }
 
 /// Why a token was refused; the peer only learns "rejected".
@@ -56,6 +60,7 @@ pub fn create_token(
     repo: &std::path::Path,
     client: &str,
     valid_secs: i64,
+    replace: bool,
 ) -> Result<(String, TokenInfo)> {
     bulwark_format::validate_name("client", client)
         .map_err(|e| ServerError::Config(e.to_string()))?;
@@ -80,18 +85,19 @@ pub fn create_token(
         hash: blake3::hash(secret.as_bytes()).to_hex().to_string(),
         created_unix: now,
         expires_unix: now.saturating_add(valid_secs),
+        replace,
     };
     let text = toml::to_string(&info).map_err(|e| ServerError::Config(e.to_string()))?;
     write_private(&token_path(&p, &id), text.as_bytes(), true)?;
     Ok((format!("{PREFIX}-{id}-{secret}"), info))
 }
 
-/// Checks `token` and consumes it; returns the client name it enrolls.
+/// Checks `token` and consumes it; returns what it says (the client name it enrolls).
 pub(crate) fn redeem(
     p: &NetPaths,
     token: &str,
     now: i64,
-) -> Result<std::result::Result<String, TokenRefusal>> {
+) -> Result<std::result::Result<TokenInfo, TokenRefusal>> {
     let mut parts = token.trim().splitn(3, '-');
     let (Some(PREFIX), Some(id), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {
         return Ok(Err(TokenRefusal::Malformed));
@@ -124,7 +130,7 @@ pub(crate) fn redeem(
         Err(e) => return Err(ServerError::io(&path, "removing used token")(e)),
     }
     bulwark_repository::fsync_dir(&p.tokens())?;
-    Ok(Ok(info.client))
+    Ok(Ok(info))
 }
 
 /// Parses `90s`, `15m`, `1h`, `7d` (or plain seconds) into seconds.
@@ -162,9 +168,9 @@ mod tests {
     #[test]
     fn a_token_works_once() {
         let (d, p) = repo();
-        let (tok, _) = create_token(d.path(), "alice", 3600).unwrap();
+        let (tok, _) = create_token(d.path(), "alice", 3600, false).unwrap();
         let now = crate::now_unix();
-        assert_eq!(redeem(&p, &tok, now).unwrap().unwrap(), "alice");
+        assert_eq!(redeem(&p, &tok, now).unwrap().unwrap().client, "alice");
         assert!(matches!(
             redeem(&p, &tok, now).unwrap(),
             Err(TokenRefusal::Unknown)
@@ -174,7 +180,7 @@ mod tests {
     #[test]
     fn wrong_expired_and_malformed_tokens_are_refused() {
         let (d, p) = repo();
-        let (tok, _) = create_token(d.path(), "bob", 60).unwrap();
+        let (tok, _) = create_token(d.path(), "bob", 60, false).unwrap();
         let now = crate::now_unix();
         let mut wrong = tok.clone();
         let last = wrong.pop().unwrap();

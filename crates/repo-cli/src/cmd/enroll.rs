@@ -85,7 +85,7 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             c = a.client,
         );
     }
-    let (token, info) = bulwark_server::create_token(&a.dir, &a.client, a.expires)
+    let (token, info) = bulwark_server::create_token(&a.dir, &a.client, a.expires, a.replace)
         .with_context(|| format!("creating an enrollment token in {}", a.dir.display()))?;
     if json {
         let replaces: Vec<&str> = active.iter().map(|r| r.fingerprint.as_str()).collect();
