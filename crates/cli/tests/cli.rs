@@ -611,3 +611,72 @@ fn job_plan_refuses_a_block_size_job_run_would_refuse() {
         }
     }
 }
+
+/// The clock stepped back between two backups (a bad NTP source, a host restored from a
+/// snapshot): the second backup still sorts after the first, so the default restore gives
+/// the disk as it is now, and the incremental is not dated before its parent.
+#[test]
+fn a_backup_after_the_clock_stepped_back_is_still_the_newest_restore_point() {
+    let t = "a_backup_after_the_clock_stepped_back_is_still_the_newest_restore_point";
+    let Some(lib) = bulwark_testkit::skip::require_faketime(t) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init_repo(dir.path());
+    let img = dir.path().join("disk.img");
+    let mut rng = Rng::new(11);
+    let first = rng.bytes(4 << 20);
+    std::fs::write(&img, &first).unwrap();
+    // A year ahead, then the real clock.
+    let o = bulwark()
+        .args([
+            "--json",
+            "backup",
+            "--repo",
+            s(&repo),
+            "--job",
+            "vm",
+            s(&img),
+        ])
+        .env("LD_PRELOAD", &lib)
+        .env("TZ", "UTC")
+        .env("FAKETIME", "+365d")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
+    let ahead: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut second = first.clone();
+    second[..1 << 20].copy_from_slice(&rng.bytes(1 << 20));
+    std::fs::write(&img, &second).unwrap();
+    let o = run(&[
+        "--json",
+        "backup",
+        "--repo",
+        s(&repo),
+        "--job",
+        "vm",
+        s(&img),
+    ]);
+    assert!(o.status.success());
+    let now: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(now["kind"], "incremental", "{now}");
+    assert!(
+        bulwark_testkit::text(&o).contains("clock is behind"),
+        "the step is reported"
+    );
+    assert!(
+        now["created_unix"].as_i64() >= ahead["created_unix"].as_i64(),
+        "{now} after {ahead}"
+    );
+    let out = dir.path().join("out.img");
+    assert!(
+        run(&["restore", "--repo", s(&repo), "--job", "vm", s(&out)])
+            .status
+            .success()
+    );
+    assert!(
+        std::fs::read(&out).unwrap() == second,
+        "restored the older point"
+    );
+}

@@ -58,7 +58,44 @@ pub struct SealedPoint {
     pub expiry: Option<i64>,
 }
 
+/// The creation time a point id carries, in nanoseconds since the epoch.
+fn id_nanos(p: PointId) -> u64 {
+    u64::from_be_bytes(p.0[..8].try_into().expect("8 bytes"))
+}
+
 impl Repository {
+    /// The creation time of a new point of `np.job`: the repository's clock, but always after
+    /// the job's newest restore point (and the parent). Point ids carry their creation time
+    /// and order the job's points, so a clock stepped back (a bad NTP source, a VM restored
+    /// from a snapshot) would otherwise make the newest point sort before its parent: the
+    /// default restore would pick the older point, and retention would date the new one in
+    /// the past. Such a point is dated one nanosecond after the newest, with a warning.
+    fn point_time(&self, np: &NewPoint) -> Result<(i64, u32)> {
+        let (secs, nanos) = now_unix();
+        let now = (secs.max(0) as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(nanos));
+        let newest = crate::points::point_files(self.root(), &np.job)?
+            .iter()
+            .map(|(_, p, _)| id_nanos(*p))
+            .chain(np.parent.as_ref().map(|p| id_nanos(p.point)))
+            .max();
+        match newest {
+            Some(n) if n >= now => {
+                let t = n + 1;
+                let at = ((t / 1_000_000_000) as i64, (t % 1_000_000_000) as u32);
+                tracing::warn!(
+                    job = %np.job,
+                    clock = %crate::utc(secs),
+                    newest = %crate::utc(at.0),
+                    "the repository's clock is behind the job's newest restore point: the new point is dated just after it, so that the chain stays in order; check this host's clock"
+                );
+                Ok(at)
+            }
+            _ => Ok((secs, nanos)),
+        }
+    }
+
     /// Starts a new restore point of `np.job`: takes the job's lock, clears leftovers of
     /// interrupted runs, applies the flood limit, and creates the temporary file.
     pub fn begin_point(&self, np: NewPoint) -> Result<PointBuilder> {
@@ -79,7 +116,7 @@ impl Repository {
         let lock = JobLock::acquire(self.root(), &np.job)?;
         self.clean_incoming(&np.job)?;
         self.check_flood(&np.job)?;
-        let (secs, nanos) = now_unix();
+        let (secs, nanos) = self.point_time(&np)?;
         let kind_now = if np.parent.is_some() {
             PointKind::Incremental
         } else {
