@@ -28,8 +28,9 @@ pub struct Args {
 enum KeyCmd {
     /// Create a key file. Symmetric by default (backs up and restores); with --write-only, a
     /// private restore key (keep it offline) and a public key for the clients, which can back
-    /// up but never read. The passphrase is asked on the terminal, or read from
-    /// $BULWARK_PASSPHRASE.
+    /// up but never read. The passphrase is read from $BULWARK_PASSPHRASE, the file
+    /// $BULWARK_PASSPHRASE_FILE or the systemd credential bulwark-passphrase, or asked on the
+    /// terminal.
     Create {
         /// Where to write the key file (the private restore key with --write-only).
         #[arg(long)]
@@ -45,8 +46,10 @@ enum KeyCmd {
     /// Show what a key file is and the fingerprints of its key generations (secret files ask
     /// for the passphrase).
     Show { file: PathBuf },
-    /// Change the passphrase of a key file: the old from $BULWARK_PASSPHRASE or the terminal,
-    /// the new from $BULWARK_NEW_PASSPHRASE or the terminal.
+    /// Change the passphrase of a key file: the old as for every key file ($BULWARK_PASSPHRASE,
+    /// $BULWARK_PASSPHRASE_FILE, the credential, the terminal), the new from
+    /// $BULWARK_NEW_PASSPHRASE, $BULWARK_NEW_PASSPHRASE_FILE or the terminal. Given a link,
+    /// writes the file it leads to.
     Passwd { file: PathBuf },
     /// Add a new key generation: new chains use it, old chains stay readable with the older
     /// ones, which the file keeps. For a restore key, also writes the new public key. The
@@ -74,28 +77,112 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// A passphrase from `var` or, when it is unset, the terminal (`confirm`: asked twice). An
-/// empty one is refused here, naming where it came from (no key file has one).
+/// Where a passphrase comes from, first found wins: the variable `var`, then the file that
+/// `{var}_FILE` names, then (for the key passphrase) the systemd credential `credential` in
+/// `$CREDENTIALS_DIRECTORY`, then the terminal. docs/encryption.md, "Passphrases".
+struct PassSource {
+    var: &'static str,
+    credential: Option<&'static str>,
+}
+
+/// The passphrase that opens a key file (and seals a new one).
+const KEY_PASS: PassSource = PassSource {
+    var: "BULWARK_PASSPHRASE",
+    credential: Some("bulwark-passphrase"),
+};
+
+/// The new passphrase of `key passwd`.
+const NEW_PASS: PassSource = PassSource {
+    var: "BULWARK_NEW_PASSPHRASE",
+    credential: None,
+};
+
+/// The longest passphrase file read (a passphrase, not a document).
+const PASS_FILE_MAX: u64 = 4096;
+
+impl PassSource {
+    fn file_var(&self) -> String {
+        format!("{}_FILE", self.var)
+    }
+
+    /// Every way to give this passphrase, for the message when none was given.
+    fn ways(&self) -> String {
+        let mut w = format!(
+            "{var}=PASSPHRASE; {var}_FILE=PATH, a file of mode 0600 holding it (one trailing \
+             newline is ignored); ",
+            var = self.var
+        );
+        if let Some(c) = self.credential {
+            w.push_str(&format!(
+                "the systemd credential {c} (LoadCredential={c}:/etc/bulwark/keys/passphrase or \
+                 LoadCredentialEncrypted= in the unit, see docs/jobs.md \"Encrypted jobs\"); "
+            ));
+        }
+        w.push_str("or run it on a terminal");
+        if self.credential.is_some() {
+            w.push_str(
+                ". A scheduled backup needs no passphrase at all as a write-only client \
+                 (public_key in the job file, docs/encryption.md)",
+            );
+        }
+        w
+    }
+}
+
+/// A passphrase from `src` (`confirm`: asked twice on the terminal). An empty one is refused
+/// here, naming where it came from (no key file has one).
 fn passphrase(
-    var: &str,
+    src: &PassSource,
     prompt: &str,
     confirm: bool,
 ) -> anyhow::Result<zeroize::Zeroizing<String>> {
-    if let Ok(p) = std::env::var(var) {
-        if p.is_empty() {
+    let var = src.var;
+    match std::env::var(var) {
+        Ok(p) if p.is_empty() => bail!(
+            "{var} is set but empty: an empty passphrase is not allowed; set {var} to the \
+             passphrase, or unset it to use {var}_FILE or the terminal"
+        ),
+        Ok(p) => return Ok(zeroize::Zeroizing::new(p)),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            bail!("{var} is not valid UTF-8: a passphrase is text; set it again")
+        }
+        Err(std::env::VarError::NotPresent) => {}
+    }
+    let file_var = src.file_var();
+    if let Some(f) = std::env::var_os(&file_var) {
+        if f.is_empty() {
             bail!(
-                "{var} is set but empty: an empty passphrase is not allowed; set {var} to the \
-                 passphrase, or unset it to type it on the terminal"
+                "{file_var} is set but empty: set it to the file that holds the passphrase, or \
+                 unset it"
             );
         }
-        return Ok(zeroize::Zeroizing::new(p));
+        let path = PathBuf::from(f);
+        let shown = format!("{} ({file_var})", path.display());
+        return read_passphrase_file(&path, &shown, false);
     }
-    let p = zeroize::Zeroizing::new(
-        rpassword::prompt_password(prompt)
-            .with_context(|| format!("reading the passphrase from the terminal (or set {var})"))?,
-    );
+    let mut not_there = String::new();
+    if let (Some(name), Some(dir)) = (src.credential, std::env::var_os("CREDENTIALS_DIRECTORY")) {
+        let path = Path::new(&dir).join(name);
+        if path.symlink_metadata().is_ok() {
+            let shown = format!("{} (the systemd credential)", path.display());
+            return read_passphrase_file(&path, &shown, true);
+        }
+        not_there = format!(
+            " ($CREDENTIALS_DIRECTORY {} holds no credential {name})",
+            path.parent().unwrap_or(Path::new("")).display()
+        );
+    }
+    let no_source = |e: std::io::Error| {
+        anyhow::anyhow!(
+            "no passphrase given: {var} and {file_var} are not set{not_there}, and reading it \
+             from the terminal failed ({e}). Give it one of these ways (the first one set is \
+             used): {}",
+            src.ways()
+        )
+    };
+    let p = zeroize::Zeroizing::new(rpassword::prompt_password(prompt).map_err(no_source)?);
     if p.is_empty() {
-        bail!("an empty passphrase is not allowed: type one (or set {var})");
+        bail!("an empty passphrase is not allowed: type one (or set {var} or {file_var})");
     }
     if confirm {
         let again = zeroize::Zeroizing::new(
@@ -107,6 +194,147 @@ fn passphrase(
         }
     }
     Ok(p)
+}
+
+/// Reads a passphrase file (`credential`: systemd's, which it writes 0400, root's or the
+/// service user's, in a folder private to the unit; with a user's ACL the group bits show
+/// read). At most [`PASS_FILE_MAX`] bytes of UTF-8, one trailing newline dropped.
+fn read_passphrase_file(
+    path: &Path,
+    shown: &str,
+    credential: bool,
+) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let (f, meta) = open_regular(path, shown, "passphrase file")?;
+    check_owner(
+        &format!("passphrase file {shown}"),
+        &path.display().to_string(),
+        meta.uid(),
+        bulwark_sys::effective_uid(),
+        "another user could read or change the passphrase",
+    )?;
+    let mode = meta.permissions().mode() & 0o7777;
+    let others = if credential { 0o007 } else { 0o077 };
+    if mode & others != 0 {
+        bail!(
+            "passphrase file {shown} has mode {mode:04o}: other users could read or change \
+             the passphrase; refused. Run `chmod 600 {}`",
+            path.display()
+        );
+    }
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    f.take(PASS_FILE_MAX + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading the passphrase from {shown}"))?;
+    if bytes.len() as u64 > PASS_FILE_MAX {
+        bail!(
+            "passphrase file {shown} is longer than {PASS_FILE_MAX} bytes: it should hold only \
+             the passphrase (one line)"
+        );
+    }
+    let mut p =
+        zeroize::Zeroizing::new(String::from_utf8(std::mem::take(&mut *bytes)).map_err(|e| {
+            let mut b = e.into_bytes();
+            zeroize::Zeroize::zeroize(&mut b);
+            anyhow::anyhow!("passphrase file {shown} is not UTF-8 text: a passphrase is text")
+        })?);
+    strip_one_newline(&mut p);
+    if p.is_empty() {
+        bail!(
+            "passphrase file {shown} is empty: an empty passphrase is not allowed; write the \
+             passphrase into it"
+        );
+    }
+    Ok(p)
+}
+
+/// Drops one trailing `\n` (or `\r\n`), as `echo` and editors leave it; nothing else.
+fn strip_one_newline(p: &mut String) {
+    if p.ends_with("\r\n") {
+        p.truncate(p.len() - 2);
+    } else if p.ends_with('\n') {
+        p.truncate(p.len() - 1);
+    }
+}
+
+/// Opens `path` (following links) for reading without blocking, so a FIFO or a device is
+/// refused at once instead of waiting for a writer; the opened file must be a regular file.
+fn open_regular(
+    path: &Path,
+    shown: &str,
+    what: &str,
+) -> anyhow::Result<(std::fs::File, std::fs::Metadata)> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let ctx = || format!("reading {what} {shown}");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(bulwark_sys::open::NONBLOCK | bulwark_sys::open::NOCTTY)
+        .open(path)
+        .with_context(ctx)?;
+    let meta = f.metadata().with_context(ctx)?;
+    let t = meta.file_type();
+    let kind = if t.is_file() {
+        return Ok((f, meta));
+    } else if t.is_dir() {
+        "a folder"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    };
+    bail!("{what} {shown} is {kind}, not a regular file: give the file itself; refused")
+}
+
+/// Refuses the file `path` (named `label` in the message) unless the running user `me` or
+/// root owns it: its owner could replace it at will.
+fn check_owner(label: &str, path: &str, owner: u32, me: u32, why: &str) -> anyhow::Result<()> {
+    if owner == me || owner == 0 {
+        return Ok(());
+    }
+    let allowed = allowed_owners(me);
+    bail!(
+        "{label} is owned by uid {owner}, not by {allowed}: {why}; refused. Run \
+         `chown {me} {path}` as root, or copy it into a folder of yours: `install -m 600 \
+         {path} DEST`"
+    )
+}
+
+/// Who may own a key file and its folder, as messages say it.
+fn allowed_owners(me: u32) -> String {
+    if me == 0 {
+        "root (you)".into()
+    } else {
+        format!("you (uid {me}) or root")
+    }
+}
+
+/// Refuses a key file in the folder `dir` (mode `mode`, owner `owner`) when another user
+/// could replace the file there: the folder is another user's, or every user may write it
+/// and it has no sticky bit. docs/encryption.md, "Key file permissions".
+fn check_folder(dir: &str, file: &str, mode: u32, owner: u32, me: u32) -> anyhow::Result<()> {
+    let mode = mode & 0o7777;
+    if owner != me && owner != 0 {
+        let allowed = allowed_owners(me);
+        bail!(
+            "the folder {dir} of key file {file} is owned by uid {owner}, not by {allowed}: \
+             that user could replace the key file (and swap in their own key); \
+             refused. Move the key into a folder of yours or root's (e.g. /etc/bulwark/keys), \
+             or run `chown {me} {dir}` as root"
+        );
+    }
+    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        bail!(
+            "the folder {dir} of key file {file} (mode {mode:04o}) is writable by every user \
+             and has no sticky bit: anyone could replace the key file (and swap in their own \
+             key); refused. Run `chmod o-w {dir}` (or `chmod +t {dir}`), or move the key into a \
+             private folder"
+        );
+    }
+    Ok(())
 }
 
 /// Refuses a key file whose mode lets other users read a secret (they could copy it and try
@@ -133,20 +361,33 @@ fn check_mode(shown: &str, mode: u32, kind: KeyKind) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A key file read from disk (at most 64 KiB), its kind known and its mode checked.
+/// A key file read from disk (at most 64 KiB), its kind known, its mode, owner and folder
+/// checked.
 struct KeyBytes {
     bytes: Vec<u8>,
     kind: KeyKind,
     shown: String,
+    /// The file itself, links resolved: `passwd` and `rotate` write this one, so a link to a
+    /// key file stays a link.
+    real: PathBuf,
 }
 
-/// Reads the key file `path`: size, kind and mode are checked on the one opened file.
+/// Reads the key file `path`: type, owner, size, kind and mode are checked on the one opened
+/// file, then the folders of the name given and of the file a link leads to.
 fn read_key_file(path: &Path) -> anyhow::Result<KeyBytes> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let shown = path.display().to_string();
     let ctx = || format!("reading key file {shown}");
-    let f = std::fs::File::open(path).with_context(ctx)?;
-    let meta = f.metadata().with_context(ctx)?;
+    let (f, meta) = open_regular(path, &shown, "key file")?;
+    let me = bulwark_sys::effective_uid();
+    check_owner(
+        &format!("key file {shown}"),
+        &shown,
+        meta.uid(),
+        me,
+        "that user could swap in their own key (and read every later backup) or copy a secret \
+         one",
+    )?;
     if meta.len() > 64 * 1024 {
         bail!("{shown} is {} bytes: not a Bulwark key file", meta.len());
     }
@@ -156,7 +397,28 @@ fn read_key_file(path: &Path) -> anyhow::Result<KeyBytes> {
         .with_context(ctx)?;
     let kind = bulwark_crypto::kind_of(&bytes, &shown)?;
     check_mode(&shown, meta.permissions().mode(), kind)?;
-    Ok(KeyBytes { bytes, kind, shown })
+    let real = std::fs::canonicalize(path).with_context(ctx)?;
+    let mut folders = vec![folder_of(path).to_path_buf()];
+    if folder_of(&real) != folder_of(path) {
+        folders.push(folder_of(&real).to_path_buf());
+    }
+    for dir in folders {
+        let m = std::fs::metadata(&dir)
+            .with_context(|| format!("reading the folder {} of key file {shown}", dir.display()))?;
+        check_folder(
+            &dir.display().to_string(),
+            &shown,
+            m.permissions().mode(),
+            m.uid(),
+            me,
+        )?;
+    }
+    Ok(KeyBytes {
+        bytes,
+        kind,
+        shown,
+        real,
+    })
 }
 
 /// What a secret key file is opened for; a key of another kind is refused before the
@@ -208,7 +470,7 @@ impl KeyBytes {
             bail!("{} is {why}", self.shown);
         }
         let p = passphrase(
-            "BULWARK_PASSPHRASE",
+            &KEY_PASS,
             &format!("Passphrase for {}: ", self.shown),
             false,
         )?;
@@ -326,6 +588,16 @@ fn write_key_file(path: &Path, data: &[u8], replace: bool) -> anyhow::Result<()>
     Ok(bulwark_repository::write_atomic_mode(path, data, 0o600)?)
 }
 
+/// " (the link's file REAL)" when `given` is a symbolic link, for the messages of the
+/// commands that write a key file in place.
+fn via_link(given: &Path, real: &Path) -> String {
+    if given.is_symlink() {
+        format!(" (the file the link leads to, {})", real.display())
+    } else {
+        String::new()
+    }
+}
+
 fn fp(id: [u8; 16]) -> String {
     hex::encode(id)
 }
@@ -398,11 +670,7 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
                 check_new_target(pp, "--public")?;
                 check_distinct(&path, pp)?;
             }
-            let pass = passphrase(
-                "BULWARK_PASSPHRASE",
-                "New passphrase for the key file: ",
-                true,
-            )?;
+            let pass = passphrase(&KEY_PASS, "New passphrase for the key file: ", true)?;
             let (kf, public_file) = if write_only {
                 let (k, p) = KeyFile::new_write_only(now())?;
                 (k, Some(p))
@@ -467,14 +735,21 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
             }
         }
         KeyCmd::Passwd { file } => {
-            let (kf, _old) = read_key_file(&file)?.unlock(Purpose::Manage)?;
-            let new = passphrase("BULWARK_NEW_PASSPHRASE", "New passphrase: ", true)?;
+            let k = read_key_file(&file)?;
+            let (kf, _old) = k.unlock(Purpose::Manage)?;
+            let new = passphrase(&NEW_PASS, "New passphrase: ", true)?;
+            // Through a link, the file it leads to is written (in its own folder): the link
+            // stays and every name of the key opens with the new passphrase.
             write_key_file(
-                &file,
+                &k.real,
                 &kf.encode(new.as_bytes(), Argon2Params::default())?,
                 true,
             )?;
-            outln!("changed the passphrase of {}; paper copies of the old file still open with the old passphrase", file.display());
+            outln!(
+                "changed the passphrase of {}{}; paper copies of the old file still open with the old passphrase",
+                file.display(),
+                via_link(&file, &k.real)
+            );
         }
         KeyCmd::Rotate { file, public } => {
             let k = read_key_file(&file)?;
@@ -491,7 +766,7 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
                 ),
                 (_, Some(pp)) => {
                     check_new_target(pp, "--public")?;
-                    check_distinct(&file, pp)?;
+                    check_distinct(&k.real, pp)?;
                 }
                 _ => {}
             }
@@ -501,14 +776,15 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
             let new_public = kf.rotate(now())?;
             let bytes = kf.encode(pass.as_bytes(), Argon2Params::default())?;
             match (&public, &new_public) {
-                (Some(pp), Some(pf)) => write_pair((pp, &pf.encode()), (&file, &bytes), true)?,
-                _ => write_key_file(&file, &bytes, true)?,
+                (Some(pp), Some(pf)) => write_pair((pp, &pf.encode()), (&k.real, &bytes), true)?,
+                _ => write_key_file(&k.real, &bytes, true)?,
             }
             outln!(
-                "added key generation {} (fingerprint {}) to {}: new chains use it; chains written with older generations stay readable with this file",
+                "added key generation {} (fingerprint {}) to {}{}: new chains use it; chains written with older generations stay readable with this file",
                 kf.generations.len(),
                 fp(kf.current().key_id()),
-                file.display()
+                file.display(),
+                via_link(&file, &k.real)
             );
             if let Some(pp) = &public {
                 outln!("give the clients the new public key {}", pp.display());
@@ -588,6 +864,51 @@ mod tests {
                 assert!(e.to_string().contains("chmod 600 k"), "{e}");
             }
         }
+    }
+
+    #[test]
+    fn a_passphrase_file_loses_one_trailing_newline_only() {
+        for (text, want) in [
+            ("pw\n", "pw"),
+            ("pw", "pw"),
+            ("pw\r\n", "pw"),
+            ("pw\n\n", "pw\n"),
+            (" pw \n", " pw "),
+            ("\n", ""),
+        ] {
+            let mut p = text.to_string();
+            strip_one_newline(&mut p);
+            assert_eq!(p, want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn key_files_and_their_folders_belong_to_the_user_or_root() {
+        assert!(check_owner("k", "k", 1000, 1000, "").is_ok());
+        assert!(check_owner("k", "k", 0, 1000, "").is_ok());
+        let e = check_owner("k", "k", 65534, 1000, "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("chown 1000 k"), "{e}");
+        assert!(check_owner("k", "k", 1000, 0, "").is_err());
+        for (mode, owner, refused) in [
+            (0o700, 1000, false),
+            (0o755, 0, false),
+            (0o775, 1000, false),
+            (0o1777, 0, false),
+            (0o40777, 1000, true),
+            (0o777, 0, true),
+            (0o757, 1000, true),
+            (0o755, 65534, true),
+            (0o1777, 65534, true),
+        ] {
+            let r = check_folder("d", "d/k", mode, owner, 1000);
+            assert_eq!(r.is_err(), refused, "{mode:o} {owner}");
+        }
+        let e = check_folder("d", "d/k", 0o777, 0, 1000)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("chmod o-w d"), "{e}");
     }
 
     #[test]
