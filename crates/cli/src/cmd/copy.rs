@@ -90,9 +90,33 @@ fn refuse_same_repository(from: &Repo, to: &Repo, what: &str) -> anyhow::Result<
     Ok(())
 }
 
+/// Root copying into a local repository that belongs to its service user would leave
+/// root-owned files there (partial copies in `incoming/`, locks) that the service cannot
+/// replace and the immutability service refuses to seal (it seals for the service user
+/// only): refused before anything is written.
+fn refuse_root_into_owned(p: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if bulwark_sys::effective_uid() != 0 || !p.join("repository.toml").is_file() {
+        return Ok(());
+    }
+    let owner = std::fs::metadata(p)
+        .with_context(|| format!("reading the owner of {}", p.display()))?
+        .uid();
+    if owner != 0 {
+        anyhow::bail!(
+            "the target {} belongs to its service user (uid {owner}): a copy by root would leave root-owned files there that the service cannot seal or replace. Run the copy as that user (`sudo -u USER bulwark copy …`, or `User=` in the job's unit); nothing was written",
+            p.display()
+        );
+    }
+    Ok(())
+}
+
 fn open_target(r: &Repo) -> anyhow::Result<Box<dyn Target>> {
     Ok(match r {
-        Repo::Local(p) => Box::new(LocalTarget::new(crate::repo::open_local(p)?)),
+        Repo::Local(p) => {
+            refuse_root_into_owned(p)?;
+            Box::new(LocalTarget::new(crate::repo::open_local(p)?))
+        }
         Repo::Remote { addr, config_dir } => Box::new(
             NetTarget::connect(config_dir, addr.clone())
                 .with_context(|| format!("connecting to the target {addr}"))?,

@@ -23,6 +23,7 @@ pub(crate) fn utc(secs: i64) -> String {
 
 /// Runs `bulwark-repo clients`.
 pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
+    super::as_repo_owner(&a.dir)?;
     bulwark_server::ca_fingerprint(&a.dir)?;
     let reg = Registry::new(&a.dir);
     if let Some(who) = &a.revoke {

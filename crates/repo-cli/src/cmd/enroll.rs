@@ -65,6 +65,7 @@ fn revoke_hint(dir: &std::path::Path, active: &[ClientRecord]) -> String {
 
 /// Runs `bulwark-repo enroll`: prints the token once; only its hash is stored.
 pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
+    super::as_repo_owner(&a.dir)?;
     let fp = bulwark_server::ca_fingerprint(&a.dir)?;
     let active = Registry::new(&a.dir)
         .active(&a.client, bulwark_server::now_unix())

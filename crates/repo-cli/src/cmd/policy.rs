@@ -33,6 +33,7 @@ pub struct Args {
 
 /// Runs `bulwark-repo policy`: shows the policy, or changes the fields given.
 pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
+    super::as_repo_owner(&a.dir)?;
     let repo = Repository::open(&a.dir).with_context(|| format!("opening {}", a.dir.display()))?;
     let old = repo.policy(&a.job)?;
     let changes = [a.keep_days, a.keep_points, a.weekly, a.monthly, a.yearly];

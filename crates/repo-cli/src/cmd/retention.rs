@@ -20,6 +20,7 @@ pub struct Args {
 
 /// Runs `bulwark-repo retention`.
 pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
+    super::as_repo_owner(&a.dir)?;
     let repo = Repository::open(&a.dir).with_context(|| format!("opening {}", a.dir.display()))?;
     let jobs = match a.job {
         Some(j) => vec![j],

@@ -19,6 +19,7 @@ pub struct Args {
 
 /// Runs `bulwark-repo synthesize`.
 pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
+    super::as_repo_owner(&a.dir)?;
     let repo = Repository::open(&a.dir).with_context(|| format!("opening {}", a.dir.display()))?;
     let o = repo
         .synthesize(&a.job)
