@@ -141,6 +141,43 @@ fn creds_dir(config: &Path, addr: &RemoteAddr) -> PathBuf {
     config.join("repositories").join(addr.dir_name())
 }
 
+/// The client name this machine is enrolled as with `addr` in `config`, if it is.
+pub fn enrolled_as(config: &Path, addr: &RemoteAddr) -> Option<String> {
+    let text = read_small(&creds_dir(config, addr).join("repository.toml")).ok()?;
+    toml::from_str::<RepoFile>(&String::from_utf8_lossy(&text))
+        .ok()
+        .map(|r| r.client)
+}
+
+/// Enrolling again with the same repository replaces this machine's identity there: the
+/// files of the previous one are moved into `previous-<unix time>/` beside them (0700), not
+/// overwritten, so a mistaken enrollment loses no key whose certificate is still valid.
+fn keep_previous(dir: &Path) -> Result<()> {
+    const FILES: [&str; 4] = ["repository.toml", "client.key", "client.crt", "ca.crt"];
+    if !dir.join("repository.toml").exists() {
+        return Ok(());
+    }
+    let keep = dir.join(format!(
+        "previous-{}-{}",
+        bulwark_time::UnixTime::now().secs(),
+        std::process::id()
+    ));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&keep)
+        .map_err(RemoteError::io(&keep, "creating"))?;
+    for f in FILES {
+        let from = dir.join(f);
+        if from.exists() {
+            std::fs::rename(&from, keep.join(f))
+                .map_err(RemoteError::io(&from, "keeping the previous identity"))?;
+        }
+    }
+    let d = std::fs::File::open(dir).map_err(RemoteError::io(dir, "opening folder"))?;
+    d.sync_all()
+        .map_err(RemoteError::io(dir, "fsyncing folder"))
+}
+
 fn read_small(path: &Path) -> Result<Vec<u8>> {
     let meta = std::fs::metadata(path).map_err(RemoteError::io(path, "reading"))?;
     if meta.len() > 64 * 1024 {
@@ -213,6 +250,7 @@ impl Credentials {
             .mode(0o700)
             .create(&dir)
             .map_err(RemoteError::io(&dir, "creating"))?;
+        keep_previous(&dir)?;
         write_private(&dir.join("client.key"), key_pem.as_bytes())?;
         write_private(
             &dir.join("client.crt"),

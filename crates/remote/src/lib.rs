@@ -16,7 +16,7 @@ mod restore;
 mod tls;
 
 pub use backup::{backup_remote_with, RemoteBackupSummary};
-pub use config::{config_dir, parse_repo_arg, Credentials, RemoteAddr, RepoTarget};
+pub use config::{config_dir, enrolled_as, parse_repo_arg, Credentials, RemoteAddr, RepoTarget};
 pub use conn::Conn;
 pub use enroll::{enroll, Enrolled};
 pub use error::RemoteError;

@@ -177,6 +177,49 @@ fn of_two_unused_tokens_for_one_name_only_the_first_used_enrolls() {
     assert_eq!(active.len(), 1, "{v}");
 }
 
+/// Enrolling a machine again with the same repository (another token, another name) replaces
+/// its identity there, but keeps the previous key and certificate beside it and says so: a
+/// mistaken enrollment loses no key whose certificate is still valid.
+#[test]
+fn enrolling_again_keeps_the_previous_identity_and_says_which_it_was() {
+    need_root!("enrolling_again_keeps_the_previous_identity_and_says_which_it_was");
+    let svc = Service::start(&[]);
+    svc.enroll("m");
+    let t = svc.token("carol", "10m");
+    let o = svc.enroll_with("m", &t);
+    assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("as client \"m\"") && e.contains("\"carol\""),
+        "{e}"
+    );
+    let creds = std::fs::read_dir(svc.config("m").join("repositories"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let kept: Vec<_> = std::fs::read_dir(&creds)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("previous-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "{creds:?}");
+    let old = std::fs::read_to_string(kept[0].join("repository.toml")).unwrap();
+    assert!(
+        old.contains("\"m\"") && kept[0].join("client.key").exists(),
+        "{old}"
+    );
+    // The new identity works.
+    let l = svc.bulwark("m").run(&["list", "--repo", &svc.addr]);
+    assert!(l.status.success(), "{}", bulwark_testkit::text(&l));
+}
+
 /// A repository without network identity holding one restore point of job `a`.
 fn job_a() -> (tempfile::TempDir, String) {
     let tmp = tempfile::tempdir().unwrap();

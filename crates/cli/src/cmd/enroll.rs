@@ -28,8 +28,16 @@ pub fn run(a: Args, config_dir: &std::path::Path, out: &Output) -> anyhow::Resul
         .parse()
         .map_err(anyhow::Error::msg)
         .context("--fingerprint")?;
+    let before = bulwark_remote::enrolled_as(config_dir, &addr);
     let e = bulwark_remote::enroll(config_dir, &addr, &a.token, fp)
         .with_context(|| format!("enrolling with {addr}"))?;
+    if let Some(old) = &before {
+        eprintln!(
+            "warning: this machine was enrolled with {addr} as client {old:?}; that identity is replaced by {:?} (its files are kept in {}/previous-*). Its certificate stays valid on the repository until revoked there by fingerprint (`bulwark-repo clients REPO` lists them; `--revoke NAME` would also revoke a new certificate of the same name)",
+            e.client,
+            e.dir.display()
+        );
+    }
     if out.json {
         out.json(
             &json!({"address": addr.to_string(), "client": e.client, "credentials": e.dir,
