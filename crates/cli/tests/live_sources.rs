@@ -772,3 +772,60 @@ fn a_raw_disk_whose_guest_wrote_an_image_header_never_makes_bulwark_read_a_host_
     backup(&repo, "overlay", ov.as_os_str(), &["--format", "qcow2"]);
     assert!(restore(&repo, "overlay", None, &d.join("out.raw")) == s);
 }
+
+/// A running disk's fleecing overlay can grow to the disk's size while the VM writes; where
+/// TMPDIR has less room than that, the backup is refused before anything is asked of QEMU
+/// (a full overlay would fail the VM's writes), and with room it goes there.
+#[test]
+fn a_running_disk_is_not_fleeced_where_a_full_overlay_could_fail_the_vms_writes() {
+    let t = "a_running_disk_is_not_fleeced_where_a_full_overlay_could_fail_the_vms_writes";
+    if !bulwark_testkit::skip::require_root(t, "mounting a small tmpfs") {
+        return;
+    }
+    let Some(Rig { dir, repo, img }) = rig(qsd_tools(t), "vm.qcow2", 64 * MIB, 8, 4) else {
+        return;
+    };
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let _m = bulwark_testkit::fs::Mount::new(
+        "-t tmpfs -o size=16m,mode=0700",
+        Path::new("tmpfs"),
+        &small,
+    );
+    let vm = Vm::start(dir.path(), &img);
+    let base = raw_of(&img);
+    let run = |tmp: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_bulwark"))
+            .args(["--json", "backup", "--repo"])
+            .arg(&repo)
+            .args(["--job", "vm", "vm-disk", "--qmp"])
+            .arg(&vm.qmp)
+            .args(["--node", "disk", "--nbd-socket"])
+            .arg(&vm.nbd)
+            .env("TMPDIR", tmp)
+            .output()
+            .unwrap()
+    };
+    let o = run(&small);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("fleecing overlay") && err.contains("TMPDIR"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&small).unwrap().count(),
+        0,
+        "nothing left in TMPDIR"
+    );
+    let roomy = dir.path().join("roomy");
+    std::fs::create_dir(&roomy).unwrap();
+    let o = run(&roomy);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(restore(&repo, "vm", None, &dir.path().join("o.raw")) == base);
+    assert_eq!(
+        std::fs::read_dir(&roomy).unwrap().count(),
+        0,
+        "the overlay is removed after"
+    );
+}

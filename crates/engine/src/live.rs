@@ -240,6 +240,28 @@ fn refuse_probed_references(
     )))
 }
 
+/// The fleecing overlay receives the old data of every cluster the VM writes while the
+/// backup runs, up to the whole disk; when its filesystem fills, QEMU fails the VM's writes
+/// (copy-before-write breaks the guest write, not the snapshot). So the backup starts only
+/// where the overlay can always grow to the disk's size (plus qcow2 metadata): otherwise it
+/// is refused with where to put it (`TMPDIR`).
+fn check_fleece_room(base: &Path, disk: u64) -> Result<()> {
+    let need = disk.saturating_add(disk / 64).saturating_add(64 << 20);
+    let st = bulwark_sys::statvfs(base).map_err(|e| {
+        EngineError::Usage(format!("reading the free space of {}: {e}", base.display()))
+    })?;
+    let free = st.blocks_available.saturating_mul(st.frsize);
+    if free < need {
+        return Err(EngineError::Usage(format!(
+            "the fleecing overlay of a running disk goes in {} (TMPDIR), which has {} MiB free; it can grow to the disk's size while the VM writes during the backup, and a full overlay would fail the VM's own writes: point TMPDIR at a folder with at least {} MiB free (root-only, it holds the disk's data)",
+            base.display(),
+            free >> 20,
+            need.div_ceil(1 << 20)
+        )));
+    }
+    Ok(())
+}
+
 fn nbd_err(name: &Path) -> impl Fn(bulwark_nbd::NbdError) -> EngineError + '_ {
     move |e| EngineError::SourceIo {
         path: name.to_path_buf(),
@@ -934,7 +956,7 @@ impl Managed {
                 });
             self.exec("blockdev-del", json!({"node-name": node}))?;
             if let Some(dir) = file.as_deref().and_then(Path::parent) {
-                let ours = dir.starts_with("/tmp")
+                let ours = dir.starts_with(std::env::temp_dir())
                     && dir
                         .file_name()
                         .is_some_and(|n| n.to_string_lossy().starts_with("bulwark-live-"));
@@ -1075,12 +1097,17 @@ impl Managed {
             // 0700 (tempfile would use the umask's mode): the fleecing overlay holds the
             // guest's data as it was before each write during the backup — plaintext, also
             // of an encrypted job.
+            let base = std::env::temp_dir();
+            check_fleece_room(&base, size)?;
             let dir = tempfile::Builder::new()
                 .prefix("bulwark-live-")
                 .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .tempdir_in("/tmp")
+                .tempdir_in(&base)
                 .map_err(|e| {
-                    EngineError::Usage(format!("creating a private folder in /tmp: {e}"))
+                    EngineError::Usage(format!(
+                        "creating a private folder in {}: {e}",
+                        base.display()
+                    ))
                 })?;
             let overlay = dir.path().join("fleece.qcow2");
             let st = std::process::Command::new(bulwark_qemu::tool("qemu-img").map_err(&q)?)
