@@ -211,6 +211,47 @@ impl Repository {
         Ok(())
     }
 
+    /// Removes the partial files of interrupted backups (`incoming/.tmp-JOB-POINT.bwrp`, not
+    /// resumable) of every job nobody is writing now (its lock is free), and returns them.
+    /// A backup's own next run does this for its job; the repository service does it for all
+    /// jobs when it starts, so a partial left by a killed service or client does not wait for
+    /// that job's next backup, which may never come. Resumable copies (`.copy-…`) stay.
+    pub fn remove_interrupted_partials(&self) -> Result<Vec<PathBuf>> {
+        let dir = layout::incoming_dir(self.root());
+        let mut removed = Vec::new();
+        for ent in std::fs::read_dir(&dir).map_err(RepoError::io(&dir, "listing"))? {
+            let ent = ent.map_err(RepoError::io(&dir, "listing"))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(layout::TMP_PREFIX) else {
+                continue;
+            };
+            let Some((job, file)) = rest.rsplit_once('-') else {
+                continue;
+            };
+            if layout::parse_point_file_name(file).is_none()
+                || bulwark_format::validate_name("job", job).is_err()
+            {
+                continue;
+            }
+            let Ok(_lock) = JobLock::acquire(self.root(), job) else {
+                continue; // being written now, or its lock cannot be taken: left alone
+            };
+            let path = ent.path();
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(file = %name, "removed the partial file of an interrupted backup");
+                    removed.push(path);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(RepoError::io(&path, "removing")(e)),
+            }
+        }
+        if !removed.is_empty() {
+            fsync_dir(&dir)?;
+        }
+        Ok(removed)
+    }
+
     /// Refuses a new restore point when the job already made its daily maximum.
     fn check_flood(&self, job: &str) -> Result<()> {
         let (now, _) = now_unix();

@@ -104,6 +104,15 @@ impl Server {
         let listener = TcpListener::bind(opts.listen).map_err(ServerError::Net)?;
         let registry = Registry::new(repo);
         release_unused_claims(&repository, &registry)?;
+        // Partials of backups cut by a killed service or client (no session runs yet; a
+        // local backup in progress holds its job's lock and keeps its file).
+        let removed = repository.remove_interrupted_partials()?;
+        if !removed.is_empty() {
+            tracing::info!(
+                files = removed.len(),
+                "removed partial files of interrupted backups"
+            );
+        }
         Ok(Server {
             listener,
             state: Arc::new(State {
