@@ -184,3 +184,42 @@ fn a_copy_into_its_own_source_or_of_a_job_the_source_lacks_fails_with_exit_2() {
         .unwrap()
         .is_empty());
 }
+
+/// `--verify` against a target that has never received a job reports that job's points as
+/// missing on the target and goes on to the other jobs, instead of stopping at the first.
+#[test]
+fn verify_reports_a_job_the_target_lacks_as_missing_and_compares_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (src, dst) = (d.join("src"), d.join("dst"));
+    bulwark_repository::Repository::init(&src, 7).unwrap();
+    bulwark_repository::Repository::init(&dst, 7).unwrap();
+    let img = d.join("disk.img");
+    std::fs::write(&img, bulwark_testkit::Rng::new(9).bytes(1 << 20)).unwrap();
+    for job in ["db", "web"] {
+        assert!(
+            bulwark(&["backup", "--repo", s(&src), "--job", job, s(&img)])
+                .status
+                .success()
+        );
+    }
+    let o = bulwark(&["copy", "--from", s(&src), "--to", s(&dst), "--job", "web"]);
+    assert!(o.status.success());
+    let o = bulwark(&[
+        "--json",
+        "copy",
+        "--verify",
+        "--from",
+        s(&src),
+        "--to",
+        s(&dst),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "nothing differs or is damaged");
+    let v = json(&o);
+    let jobs = v["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "{v}");
+    assert_eq!(jobs[0]["job"], "db");
+    assert_eq!(jobs[0]["missing_on_target"], 1);
+    assert_eq!(jobs[0]["points"][0]["status"], "missing-on-target");
+    assert_eq!(jobs[1]["same"], 1);
+}

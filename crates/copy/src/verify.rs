@@ -122,7 +122,11 @@ pub fn verify_copies(
             }
         }
         vj.source_damage = src.verify(&job)?;
-        vj.target_damage = dst.verify(&job)?;
+        // A target that holds nothing of the job (never copied yet) has nothing to re-read:
+        // its points are reported missing-on-target, not an error that stops the comparison.
+        if !held.is_empty() {
+            vj.target_damage = dst.verify(&job)?;
+        }
         out.jobs.push(vj);
     }
     Ok(out)
