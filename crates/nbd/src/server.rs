@@ -205,7 +205,47 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    UnixListener::bind(path)
+    bind_private(path)
+}
+
+/// Binds a Unix socket at `path` that only this user may connect to (mode 0600), whatever
+/// the umask: it is bound in a new folder beside `path` that only this user can enter (0700),
+/// made 0600 there, then hard-linked into place, so no other user can ever reach it under a
+/// wider mode. (Narrowing the umask would change it for every thread of the process, and a
+/// chmod after std's bind, which also listens, leaves a window in which anyone may connect.)
+/// The link fails on an existing file: nothing is ever replaced.
+fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut n = 0u32;
+    let private = loop {
+        let d = parent.join(format!(".nbd{}.{n}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&d) {
+            Ok(()) => break d,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 64 => n += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    let inner = private.join("s");
+    let bound = (|| {
+        // Created 0700 or narrower (the umask): this user must be able to enter it.
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))?;
+        let l = UnixListener::bind(&inner)?;
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::hard_link(&inner, path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("linking the socket to {}: {e}", path.display()),
+            )
+        })?;
+        Ok(l)
+    })();
+    let _ = std::fs::remove_file(&inner);
+    let _ = std::fs::remove_dir(&private);
+    bound
 }
 
 impl Server {

@@ -25,9 +25,16 @@ use crate::repo::Repo;
 pub struct Args {
     #[command(flatten)]
     pub at: super::PointArg,
-    /// Where to serve: `unix:PATH` (nbd+unix:///?socket=PATH) or `HOST:PORT` (nbd://HOST:PORT).
+    /// Where to serve: `unix:PATH` (nbd+unix:///?socket=PATH, a socket only its owner may
+    /// connect to) or `HOST:PORT` (nbd://HOST:PORT), a loopback address unless
+    /// --allow-remote-clients.
     #[arg(long)]
     nbd: String,
+    /// Serve on a TCP address that is not loopback. NBD has no login and no encryption:
+    /// anyone who can reach the address reads the whole (decrypted) disk. Use it on a
+    /// trusted storage network only.
+    #[arg(long)]
+    allow_remote_clients: bool,
     /// Name of the export (clients may also open the default export, "").
     #[arg(long)]
     name: Option<String>,
@@ -228,12 +235,28 @@ fn open_overlay(
     Ok(overlay)
 }
 
-/// Runs `bulwark export`.
-pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
-    let repo = &a.at.open(config_dir);
-    let listen = Listen::parse(&a.nbd)
+/// Where `--nbd` serves, refused when it is a TCP address that is not loopback without
+/// `allow_remote` (the NBD export has no authentication or TLS of its own).
+fn listen_address(nbd: &str, allow_remote: bool) -> anyhow::Result<Listen> {
+    let listen = Listen::parse(nbd)
         .map_err(anyhow::Error::msg)
         .context("--nbd")?;
+    if let Listen::Tcp(a) = &listen {
+        if !a.ip().is_loopback() && !allow_remote {
+            anyhow::bail!(
+                "--nbd {a} is not a loopback address: NBD has no login and no encryption, so anyone who can reach that address would read the whole disk (decrypted, for an encrypted point); \
+                 serve on a Unix socket (--nbd unix:PATH, its owner's only) or on 127.0.0.1 and reach it through an ssh tunnel, or add --allow-remote-clients on a trusted storage network"
+            );
+        }
+    }
+    Ok(listen)
+}
+
+/// Runs `bulwark export`.
+pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
+    // Before anything is opened: a refused address must not cost a key's passphrase.
+    let listen = listen_address(&a.nbd, a.allow_remote_clients)?;
+    let repo = &a.at.open(config_dir);
     let mut signals = termination_signals()?;
     let opened = open_point(repo, &a.at, &a.keys, a.cache)?;
     let disk_size = opened.image.size();
@@ -253,6 +276,14 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
     let server = Server::start(&listen, dev, opts)
         .with_context(|| format!("listening on {} (--nbd)", a.nbd))?;
     let uri = server.listen().uri("");
+    if let Listen::Tcp(bound) = server.listen() {
+        if !bound.ip().is_loopback() {
+            eprintln!(
+                "WARNING: serving on {bound}, reachable from other machines: NBD has no login and \
+                 no encryption, anyone who reaches it reads the whole disk"
+            );
+        }
+    }
     let report = ExportReport {
         job: a.at.job().to_string(),
         point: opened.point.to_hex(),

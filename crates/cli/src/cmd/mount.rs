@@ -64,6 +64,11 @@ pub struct UmountArgs {
 #[derive(Serialize, Deserialize, Default, Clone)]
 pub struct State {
     pub pid: u32,
+    /// The mount process's start time (field 22 of /proc/PID/stat): `umount` signals `pid`
+    /// only while this matches, so never another process that was given the pid later.
+    /// State files written before it was recorded have none: their pid is never signalled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
     pub dir: PathBuf,
     pub disk: PathBuf,
     /// FUSE is mounted on `dir`.
@@ -439,11 +444,13 @@ fn libc_enoent() -> i32 {
     2
 }
 
-/// A running mount: undone on drop, in reverse order, whatever ended it.
+/// A running mount: undone by [`Mounted::undo`] or on drop, in reverse order, whatever
+/// ended it.
 struct Mounted {
     state: State,
     session: Option<fuser::BackgroundSession>,
     guard: Option<Child>,
+    undone: bool,
 }
 
 impl Mounted {
@@ -452,63 +459,129 @@ impl Mounted {
             tracing::warn!("{e:#}");
         }
     }
-}
 
-impl Drop for Mounted {
-    fn drop(&mut self) {
+    /// Undoes everything (once), in reverse order: partition mounts, loop devices, FUSE.
+    /// `Err` says what could not be undone, what the guard then did, and what to do.
+    fn undo(&mut self) -> Result<(), String> {
+        if std::mem::replace(&mut self.undone, true) {
+            return Ok(());
+        }
+        let mut failed = Vec::new();
         for m in self.state.mounts.iter().rev() {
             if let Err(e) = run_tool("umount", &[m.as_os_str()]) {
-                eprintln!(
-                    "bulwark mount: {e}; run `bulwark umount {}`",
-                    self.state.dir.display()
-                );
+                failed.push(e);
             }
         }
         for l in self.state.loops.iter().rev() {
             if let Err(e) = run_tool("losetup", &[OsStr::new("-d"), OsStr::new(l)]) {
-                eprintln!("bulwark mount: {e}");
+                failed.push(e);
             }
         }
-        // Unmounts FUSE and ends its thread.
+        // Unmounts FUSE (the session thread ends with the process).
         drop(self.session.take());
-        let still = mounts_under(&self.state.dir)
-            .iter()
-            .any(|(p, t)| p == &self.state.dir && t.starts_with("fuse"));
-        if !still {
-            let _ = std::fs::remove_file(state_path(&self.state.dir));
+        let dir = &self.state.dir;
+        let fuse_left = || {
+            mounts_under(dir)
+                .iter()
+                .any(|(p, t)| p == dir && t.starts_with("fuse"))
+        };
+        if self.state.fuse && fuse_left() {
+            failed.push(format!(
+                "the FUSE mount on {} is still there",
+                dir.display()
+            ));
+        }
+        if failed.is_empty() {
+            let _ = std::fs::remove_file(state_path(dir));
         }
         // The guard sees its pipe close, finds no state file (or one it cleans) and exits.
         if let Some(mut g) = self.guard.take() {
             drop(g.stdin.take());
             let _ = g.wait();
         }
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let what = format!(
+            "could not undo everything on {}: {}",
+            dir.display(),
+            failed.join("; ")
+        );
+        if load_state(dir).is_none() && mounts_under(dir).is_empty() {
+            // The guard cleaned up from the state file: a lazy detach of the whole tree.
+            Err(format!(
+                "{what}; the guard then detached it lazily (umount -l): it is gone from {}, but \
+                 a filesystem still in use stays mounted out of sight, with its loop device, \
+                 until the last program using it closes its files (`losetup -l` shows the device)",
+                dir.display()
+            ))
+        } else {
+            Err(format!(
+                "{what}; close what still uses it and run `bulwark umount {}`",
+                dir.display()
+            ))
+        }
     }
 }
 
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Err(e) = self.undo() {
+            eprintln!("bulwark mount: {e}");
+        }
+    }
+}
+
+/// The folder to mount on, canonical, once it is an empty folder nothing is mounted on.
+/// A folder in use is said to be in use first: a live mount makes it non-empty and a dead
+/// FUSE mount (its daemon killed) answers ENOTCONN, which would otherwise read as "not empty"
+/// or "not a folder".
 fn check_dir(dir: &Path) -> anyhow::Result<PathBuf> {
-    let dir = std::fs::canonicalize(dir)
-        .with_context(|| format!("{} must be an existing empty folder", dir.display()))?;
-    if !dir.is_dir() {
-        bail!(
+    let in_use = |d: &Path| {
+        anyhow::anyhow!(
+            "{} is already in use by a mount; run `bulwark umount {}` first",
+            d.display(),
+            d.display()
+        )
+    };
+    let used = |d: &Path| !mounts_under(d).is_empty() || load_state(d).is_some();
+    let dir = match std::fs::canonicalize(dir) {
+        Ok(d) => d,
+        Err(e) => {
+            let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+            if used(&abs) {
+                return Err(in_use(&abs));
+            }
+            return Err(e)
+                .with_context(|| format!("{} must be an existing empty folder", dir.display()));
+        }
+    };
+    if used(&dir) {
+        return Err(in_use(&dir));
+    }
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => {}
+        Err(e) if e.raw_os_error() == Some(ENOTCONN) => return Err(in_use(&dir)),
+        _ => bail!(
             "{} is not a folder; give an empty folder to mount on",
             dir.display()
-        );
+        ),
     }
-    if std::fs::read_dir(&dir)?.next().is_some() {
+    let mut entries = std::fs::read_dir(&dir).map_err(|e| match e.raw_os_error() {
+        Some(ENOTCONN) => in_use(&dir),
+        _ => anyhow::Error::new(e).context(format!("reading {}", dir.display())),
+    })?;
+    if entries.next().is_some() {
         bail!(
             "{} is not empty; give an empty folder to mount on",
             dir.display()
         );
     }
-    if !mounts_under(&dir).is_empty() || load_state(&dir).is_some() {
-        bail!(
-            "{} is already in use by a mount; run `bulwark umount {}` first",
-            dir.display(),
-            dir.display()
-        );
-    }
     Ok(dir)
 }
+
+/// "Transport endpoint is not connected": what a FUSE mount whose daemon died answers.
+const ENOTCONN: i32 = 107;
 
 fn mount_partition(
     m: &mut Mounted,
@@ -591,12 +664,14 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
     let mut m = Mounted {
         state: State {
             pid: std::process::id(),
+            start_time: process_start_time(std::process::id()),
             dir: dir.clone(),
             disk: disk.clone(),
             ..Default::default()
         },
         session: None,
         guard: None,
+        undone: false,
     };
     m.record();
     let exe = std::env::current_exe().context("finding the bulwark binary for the guard")?;
@@ -718,14 +793,28 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
     let _ = std::io::stdout().flush();
     let sig = signals.forever().next();
     tracing::info!(?sig, "unmounting");
-    drop(m);
+    m.undo().map_err(anyhow::Error::msg)?;
     Ok(EXIT_OK)
 }
 
-fn process_alive(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| c.windows(7).any(|w| w == b"bulwark"))
-        .unwrap_or(false)
+/// The start time of process `pid`, in clock ticks since boot (field 22 of /proc/PID/stat).
+/// With the pid it names one process for good; a pid alone is reused once its process ends.
+fn process_start_time(pid: u32) -> Option<u64> {
+    start_time_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Field 22 of a /proc/PID/stat line. Field 2, the command name, is in parentheses and may
+/// itself hold spaces and ')': the fields are counted from the last ')'.
+fn start_time_of(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// True while the mount that wrote `s` still runs: its pid has the start time it recorded.
+/// A state without a start time (an older bulwark) names no process that may be signalled.
+fn mount_alive(s: &State) -> bool {
+    s.start_time
+        .is_some_and(|t| process_start_time(s.pid) == Some(t))
 }
 
 /// Runs `bulwark umount` (and the guard).
@@ -761,7 +850,7 @@ pub fn run_umount(a: UmountArgs, out: &Output) -> anyhow::Result<i32> {
             state_dir().display()
         );
     };
-    if process_alive(s.pid) && s.pid != std::process::id() {
+    if s.pid != std::process::id() && mount_alive(&s) {
         // Ask the mount to clean up itself, as Ctrl-C would.
         let _ = run_tool(
             "kill",
@@ -788,4 +877,20 @@ pub fn run_umount(a: UmountArgs, out: &Output) -> anyhow::Result<i32> {
         outln!("unmounted {}", dir.display());
     }
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_time_is_field_22_whatever_the_command_name_holds() {
+        let tail = "S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20 21";
+        assert_eq!(start_time_of(&format!("42 (bulwark) {tail}")), Some(987654));
+        assert_eq!(start_time_of(&format!("42 (a) b (c) {tail}")), Some(987654));
+        assert_eq!(start_time_of("42 (bulwark) S 1 2"), None);
+        assert_eq!(start_time_of("garbage"), None);
+        let me = process_start_time(std::process::id());
+        assert!(me.is_some_and(|t| t > 0), "{me:?}");
+    }
 }
