@@ -163,3 +163,61 @@ fn status_shows_the_damage_verify_found_and_exits_1() {
     assert!(repo_cli(&["verify", d]).status.success());
     assert!(!status(0).contains("ALERT"));
 }
+
+/// `bulwark-repo status` of a repository on a read-only filesystem (a mounted copy, a
+/// filesystem remounted read-only after errors) reports everything it can read; only the
+/// synthetic full method is unknown, since the reflink probe cannot write.
+#[test]
+fn status_of_a_read_only_repository_reports_and_names_what_it_could_not_probe() {
+    let t = "status_of_a_read_only_repository_reports_and_names_what_it_could_not_probe";
+    if !bulwark_testkit::require_root(t, "mounting a tmpfs read-only") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let mnt = d.path().join("ro");
+    std::fs::create_dir(&mnt).unwrap();
+    let _m = bulwark_testkit::fs::Mount::new(
+        "-t tmpfs -o size=32m",
+        std::path::Path::new("tmpfs"),
+        &mnt,
+    );
+    let dir = mnt.join("repo");
+    let repo = Repository::init(&dir, 7).unwrap();
+    let mut b = repo
+        .begin_point(NewPoint {
+            job: "web".into(),
+            parent: None,
+            disk_size: 65_536,
+            block_size: 65_536,
+            compression_level: 0,
+            client: String::new(),
+            full_kind: PointKind::ActiveFull,
+        })
+        .unwrap();
+    b.put_stored(StoredBlock::raw(BlockNo(0), &[1u8; 65_536]))
+        .unwrap();
+    b.finish().unwrap();
+    drop(repo);
+    let o = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let ds = dir.to_str().unwrap();
+    let o = repo_cli(&["status", ds]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("jobs: web") && out.contains("synthetic fulls: unknown"),
+        "{out}"
+    );
+    let o = repo_cli(&["--json", "status", ds]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["synthetic_full_method"], "unknown");
+    assert!(
+        v["reflink_problem"].as_str().unwrap().contains("Read-only"),
+        "{v}"
+    );
+}

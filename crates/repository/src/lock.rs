@@ -11,7 +11,7 @@ pub struct JobLock {
 }
 
 impl JobLock {
-    /// Takes the lock of `job`, failing at once if another process holds it.
+    /// Takes the lock of `job`, failing (within 50 ms) if another process holds it.
     pub fn acquire(repo: &Path, job: &str) -> Result<JobLock> {
         let dir = repo.join("locks");
         let path = dir.join(format!("{job}.lock"));
@@ -21,10 +21,19 @@ impl JobLock {
             .write(true)
             .open(&path)
             .map_err(RepoError::io(&path, "opening lock file"))?;
-        match bulwark_sys::try_lock_exclusive(&file) {
-            Ok(true) => Ok(JobLock { _file: file }),
-            Ok(false) => Err(RepoError::Busy(job.to_string())),
-            Err(e) => Err(RepoError::io(&path, "locking")(e)),
+        // A lock just released can stay held for a moment by a child process forked while
+        // it was held (its copy of the descriptor lives until its exec closes it): a few
+        // short retries tell that apart from a writer that really holds the job.
+        for attempt in 0..5 {
+            match bulwark_sys::try_lock_exclusive(&file) {
+                Ok(true) => return Ok(JobLock { _file: file }),
+                Ok(false) if attempt < 4 => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Ok(false) => break,
+                Err(e) => return Err(RepoError::io(&path, "locking")(e)),
+            }
         }
+        Err(RepoError::Busy(job.to_string()))
     }
 }

@@ -62,7 +62,11 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             .collect();
         verified.push(verified_record.oldest(j, &ids));
     }
-    let reflink = repo.reflink_support()?;
+    // The probe writes a temporary file: on a read-only or full repository it cannot, and
+    // status still reports everything else.
+    let reflink = repo
+        .reflink_support()
+        .map_err(|e| bulwark_repository::error_chain(&e));
     // From the tier catalog alone: this binary links no S3 SDK (`bulwark-tier verify` asks the store).
     let tiers = bulwark_tier_catalog::status(&repo)?;
     // The immutability service's clock: a freeze or a stepped clock is an alert here too.
@@ -114,8 +118,8 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             serde_json::json!({"repository": a.dir, "id": cfg.id, "immutable_days": cfg.immutable_days,
                 "immutd_socket": cfg.immutd_socket, "jobs": jobs, "unsealed_files": w,
                 "verified_unix": jobs.iter().zip(&verified).map(|(j, v)| (j.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
-                "synthetic_full_method": if reflink.is_supported() { "clone" } else { "copy" },
-                "reflink_problem": match &reflink { ReflinkSupport::Unsupported(why) => Some(why), _ => None },
+                "synthetic_full_method": match &reflink { Ok(r) if r.is_supported() => "clone", Ok(_) => "copy", Err(_) => "unknown" },
+                "reflink_problem": match &reflink { Ok(ReflinkSupport::Unsupported(why)) | Err(why) => Some(why), _ => None },
                 "tiers": tiers,
                 "immutd": match &immutd {
                     Some(Ok(st)) => serde_json::json!({"answers": true, "trusted_unix": st.trusted_unix,
@@ -144,12 +148,15 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
             None => outln!("immutability service: NONE — restore points are not immutable"),
         }
         match &reflink {
-            ReflinkSupport::Supported => {
+            Ok(ReflinkSupport::Supported) => {
                 outln!("synthetic fulls: clone (the filesystem supports reflink)")
             }
-            ReflinkSupport::Unsupported(why) => {
+            Ok(ReflinkSupport::Unsupported(why)) => {
                 outln!("synthetic fulls: COPY, because {why}; {REFLINK_ADVICE}")
             }
+            Err(e) => outln!(
+                "synthetic fulls: unknown: the reflink probe could not write in the repository ({e}); is it read-only or full?"
+            ),
         }
         outln!(
             "jobs: {}",
