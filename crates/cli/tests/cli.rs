@@ -612,6 +612,35 @@ fn job_plan_refuses_a_block_size_job_run_would_refuse() {
     }
 }
 
+/// `bulwark job plan` also refuses what `job run` would refuse later: a compression level out
+/// of range, and both kinds of key at once.
+#[test]
+fn job_plan_refuses_a_bad_compression_and_two_kinds_of_key() {
+    let Rig {
+        dir,
+        rng: _,
+        repo,
+        img,
+    } = rig(1);
+    let job = dir.path().join("cj.toml");
+    let base = format!(
+        "name = \"cj\"\nsource = \"{}\"\nrepository = \"{}\"\n",
+        s(&img),
+        s(&repo)
+    );
+    for (extra, why) in [
+        ("compression = 99\n", "compression 99 is out of range"),
+        ("key = \"/k.key\"\npublic_key = \"/k.pub\"\n", "not both"),
+    ] {
+        std::fs::write(&job, format!("{base}{extra}")).unwrap();
+        let o = run(&["job", "plan", s(&job)]);
+        assert_eq!(o.status.code(), Some(2), "{extra}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains(why), "{extra}");
+    }
+    std::fs::write(&job, format!("{base}compression = 19\n")).unwrap();
+    assert!(run(&["job", "plan", s(&job)]).status.success());
+}
+
 /// The clock stepped back between two backups (a bad NTP source, a host restored from a
 /// snapshot): the second backup still sorts after the first, so the default restore gives
 /// the disk as it is now, and the incremental is not dated before its parent.

@@ -172,11 +172,24 @@ fn backup_options(job: &JobFile, force_full: bool) -> anyhow::Result<BackupOptio
             job.block_size.as_deref().unwrap_or_default()
         );
     }
+    let compression_level = job
+        .compression
+        .unwrap_or(bulwark_engine::DEFAULT_COMPRESSION);
+    if !bulwark_repository::plan::compression_level_ok(compression_level) {
+        anyhow::bail!(
+            "job {}: compression {compression_level} is out of range: use 1 to 19 (zstd), -7 to -1 (faster), or 0 for none",
+            job.name
+        );
+    }
+    if job.key.is_some() && job.public_key.is_some() {
+        anyhow::bail!(
+            "job {}: give `key` (symmetric) or `public_key` (write-only), not both",
+            job.name
+        );
+    }
     Ok(BackupOptions {
         block_size,
-        compression_level: job
-            .compression
-            .unwrap_or(bulwark_engine::DEFAULT_COMPRESSION),
+        compression_level,
         force_full,
         threads: bulwark_engine::default_threads(),
     })
