@@ -112,6 +112,43 @@ fn a_name_with_only_revoked_expired_or_unused_credentials_is_free() {
     assert_eq!(v["replaces"], serde_json::json!([]));
 }
 
+/// `bulwark-repo clients` says what the service does with each certificate now: an expired
+/// one is not shown as active.
+#[test]
+fn clients_shows_expired_and_revoked_certificates_as_such() {
+    let (_tmp, dir) = net_repo();
+    let reg = Registry::new(Path::new(&dir));
+    let now = bulwark_server::now_unix();
+    reg.add(&record("live", 1, now + 86_400, None)).unwrap();
+    reg.add(&record("old", 2, now - 1, None)).unwrap();
+    reg.add(&record("gone", 3, now + 86_400, Some(now - 5)))
+        .unwrap();
+    let o = repo_cli(&["--json", "clients", &dir]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let status = |name: &str| {
+        v["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["client"] == name)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status("live"), "active");
+    assert_eq!(status("old"), "expired");
+    assert_eq!(status("gone"), "revoked");
+    let text = String::from_utf8_lossy(&repo_cli(&["clients", &dir]).stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("old "))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains("EXPIRED") && !line.contains("active"),
+        "{line}"
+    );
+}
+
 #[test]
 fn a_second_machine_becomes_an_enrolled_client_only_with_replace() {
     need_root!("a_second_machine_becomes_an_enrolled_client_only_with_replace");

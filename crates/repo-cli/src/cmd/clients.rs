@@ -39,11 +39,19 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         }
     }
     let list = reg.list()?;
+    let now = bulwark_server::now_unix();
+    // What the service does with the certificate now: it refuses a revoked or expired one.
+    let status = |r: &bulwark_server::ClientRecord| match r.revoked_unix {
+        Some(t) => format!("REVOKED {}", utc(t)),
+        None if r.not_after_unix <= now => "EXPIRED (enroll it again)".into(),
+        None => "active".into(),
+    };
     if json {
         let v: Vec<_> = list
             .iter()
             .map(|r| serde_json::json!({"client": r.name, "fingerprint": r.fingerprint, "serial": r.serial,
-                "issued_unix": r.issued_unix, "not_after_unix": r.not_after_unix, "revoked_unix": r.revoked_unix}))
+                "issued_unix": r.issued_unix, "not_after_unix": r.not_after_unix, "revoked_unix": r.revoked_unix,
+                "status": if r.revoked_unix.is_some() { "revoked" } else if r.not_after_unix <= now { "expired" } else { "active" }}))
             .collect();
         outln!("{}", serde_json::json!({ "clients": v }));
     } else if list.is_empty() {
@@ -58,10 +66,7 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
                 r.name,
                 utc(r.issued_unix),
                 utc(r.not_after_unix),
-                match r.revoked_unix {
-                    Some(t) => format!("REVOKED {}", utc(t)),
-                    None => "active".into(),
-                },
+                status(r),
                 r.fingerprint
             );
         }
