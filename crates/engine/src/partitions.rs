@@ -101,6 +101,28 @@ pub fn detect_fs(read: &ReadAt<'_>, offset: u64, size: u64) -> Option<FsType> {
     None
 }
 
+/// At most this many partitions of one disk are offered (and mounted).
+pub const MAX_PARTITIONS: usize = 128;
+
+/// The partitions in table order, leaving out each one that overlaps one kept before it and
+/// any beyond [`MAX_PARTITIONS`]: a hostile table of many entries over the same extent
+/// would otherwise cost a loop device and a mount each.
+fn no_overlaps(parts: Vec<Partition>) -> Vec<Partition> {
+    let mut kept: Vec<Partition> = Vec::new();
+    for p in parts {
+        if kept.len() == MAX_PARTITIONS {
+            break;
+        }
+        let overlaps = kept
+            .iter()
+            .any(|k| p.offset < k.offset + k.size && k.offset < p.offset + p.size);
+        if !overlaps {
+            kept.push(p);
+        }
+    }
+    kept
+}
+
 /// The partitions of a disk of `disk_size` bytes: GPT when the MBR is protective (or absent
 /// and a GPT header is found), else the MBR's primary and logical partitions. Empty for a
 /// disk without a partition table. Partitions reaching outside the disk are left out.
@@ -119,6 +141,7 @@ pub fn find(read: &ReadAt<'_>, disk_size: u64) -> Vec<Partition> {
     if parts.is_empty() && signed && !protective {
         parts = mbr_parts(read, &mbr, disk_size);
     }
+    let mut parts = no_overlaps(parts);
     for p in &mut parts {
         p.fs = detect_fs(read, p.offset, p.size);
     }
@@ -330,6 +353,30 @@ mod tests {
         );
         assert_eq!(p[0].fs, Some(FsType::Ext4));
         assert_eq!(p[1].fs, None);
+    }
+
+    #[test]
+    fn overlapping_partitions_are_offered_once_and_at_most_max_partitions() {
+        let mut d = mbr_disk(8 << 20);
+        mbr_entry(&mut d, 0, 0x83, 2048, 4096);
+        mbr_entry(&mut d, 1, 0x83, 4096, 4096); // overlaps the first: left out
+        mbr_entry(&mut d, 2, 0x83, 2048, 4096); // the same extent again: left out
+        mbr_entry(&mut d, 3, 0x83, 6144, 2048); // right after the first: kept
+        let got: Vec<_> = find(&reader(&d), d.len() as u64)
+            .iter()
+            .map(|p| p.number)
+            .collect();
+        assert_eq!(got, vec![1, 4]);
+        let many = (0..300)
+            .map(|i| Partition {
+                number: i + 1,
+                offset: u64::from(i) * 512,
+                size: 512,
+                fs: None,
+                table: "gpt",
+            })
+            .collect();
+        assert_eq!(no_overlaps(many).len(), MAX_PARTITIONS);
     }
 
     #[test]
