@@ -829,3 +829,46 @@ fn a_running_disk_is_not_fleeced_where_a_full_overlay_could_fail_the_vms_writes(
         "the overlay is removed after"
     );
 }
+
+/// A job file with `cbt = true` says in each run's result what changed-block tracking did:
+/// everything read on the first run (and why), only the dirty blocks after a change.
+#[test]
+fn a_cbt_job_file_reports_what_changed_block_tracking_did_in_each_run() {
+    let t = "a_cbt_job_file_reports_what_changed_block_tracking_did_in_each_run";
+    let Some(Rig { dir, repo, img }) = rig(qsd_tools(t), "vm.qcow2", 64 * MIB, 8, 6) else {
+        return;
+    };
+    let job = dir.path().join("vm.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"vm\"\nsource = \"{}\"\nrepository = \"{}\"\ncbt = true\n",
+            img.display(),
+            repo.display()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let run = || {
+        let o = bulwark(&[
+            os("--json"),
+            os("job"),
+            os("run"),
+            os("--state-dir"),
+            state.as_os_str(),
+            job.as_os_str(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["disks"][0]["cbt"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let first = run();
+    assert!(first.starts_with("read everything: "), "{first}");
+    qcow2_write_64k(&img, &[3 * MIB], 0x5a);
+    let second = run();
+    assert!(second.starts_with("read only the "), "{second}");
+    assert!(restore(&repo, "vm", None, &dir.path().join("o.raw")) == raw_of(&img));
+}

@@ -118,6 +118,10 @@ pub struct DiskResult {
     pub synthetic_full: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synthetic_method: Option<String>,
+    /// Changed-block tracking of a live source, in one line: what was read, or why
+    /// everything was read instead (`cbt` / `dirty_bitmap` jobs, docs/sources.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cbt: Option<String>,
 }
 
 impl DiskResult {

@@ -238,15 +238,18 @@ fn run_disk(
         bulwark_engine::LiveSource::open(&disk.source, &live.options(), &disk.job)
             .with_context(|| format!("opening {}", disk.source.display()))
     };
+    let mut cbt = None;
     let (point, kind, bytes_stored, seconds, synth) = match place {
         Place::Local(repo) => {
             let s = if opened.is_none() && live.is_live(&disk.source) {
                 let src = open_live()?;
-                bulwark_engine::backup_live(repo, &disk.job, src, &opts, key.as_ref(), &|n| {
-                    pb.inc(n)
-                })
-                .with_context(|| format!("backing up {}", disk.source.display()))?
-                .0
+                let (s, report) =
+                    bulwark_engine::backup_live(repo, &disk.job, src, &opts, key.as_ref(), &|n| {
+                        pb.inc(n)
+                    })
+                    .with_context(|| format!("backing up {}", disk.source.display()))?;
+                cbt = cbt_line(&report);
+                s
             } else {
                 let src = match opened {
                     Some(s) => s,
@@ -297,7 +300,10 @@ fn run_disk(
                     key.as_ref(),
                     &|n| pb.inc(n),
                 )
-                .map(|(s, _)| s)
+                .map(|(s, report)| {
+                    cbt = cbt_line(&report);
+                    s
+                })
             } else {
                 bulwark_remote::backup_remote_with(
                     config_dir,
@@ -329,6 +335,9 @@ fn run_disk(
         if let Some((p, method)) = &synth {
             outln!("  synthetic full {p} by {method}");
         }
+        if let Some(c) = &cbt {
+            outln!("  changed-block tracking: {c}");
+        }
     }
     Ok(DiskResult {
         disk: disk.disk.clone(),
@@ -343,7 +352,30 @@ fn run_disk(
         reason: decision.reason.clone(),
         synthetic_full: synth.as_ref().map(|(p, _)| p.clone()),
         synthetic_method: synth.map(|(_, m)| m.to_string()),
+        cbt,
     })
+}
+
+/// A live source's changed-block tracking in one line, for the run's output and record:
+/// `None` where the job uses none.
+fn cbt_line(r: &bulwark_engine::CbtReport) -> Option<String> {
+    r.mode?;
+    let mut line = if r.used {
+        format!(
+            "read only the {} the bitmap {} marked dirty",
+            human(r.dirty_block_bytes),
+            r.bitmap.as_deref().unwrap_or("?")
+        )
+    } else {
+        format!(
+            "read everything: {}",
+            r.fallback_reason.as_deref().unwrap_or("no usable bitmap")
+        )
+    };
+    if let Some(e) = &r.cleanup_error {
+        line.push_str(&format!("; cleanup: {e}"));
+    }
+    Some(line)
 }
 
 /// Root on a guarded host: open every disk as root, then continue as the repository's owner.
