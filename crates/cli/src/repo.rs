@@ -141,6 +141,12 @@ pub struct PointListing {
     /// When verify last re-read it (local repositories; `REPO/health/verified.json`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_verified_unix: Option<i64>,
+    /// `symmetric` or `write-only` for an encrypted point (local repositories), with the
+    /// fingerprint of the key that reads it (`bulwark key show`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_fingerprint: Option<String>,
 }
 
 impl PointListing {
@@ -171,6 +177,8 @@ impl PointListing {
             location: None,
             client: None,
             last_verified_unix: None,
+            encryption: None,
+            key_fingerprint: None,
         }
     }
 }
@@ -574,7 +582,10 @@ fn list_local(path: &Path, job: Option<&str>) -> anyhow::Result<Vec<JobListing>>
             .iter()
             .map(|p| {
                 let m = &p.meta;
+                let enc = bulwark_engine::record_of(m).ok().flatten();
                 PointListing {
+                    encryption: enc.as_ref().map(|r| r.mode.as_str()),
+                    key_fingerprint: enc.as_ref().map(|r| hex::encode(r.key_id)),
                     disk_size: Some(m.disk_size),
                     block_size: Some(m.block_size),
                     file_bytes: Some(p.file_size),

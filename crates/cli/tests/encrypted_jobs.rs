@@ -149,3 +149,58 @@ fn a_keyless_backup_of_a_write_only_job_is_refused_also_as_a_new_full() {
     let cases: &[&[&str]] = &[&[], &["--full"], &["--block-size", "256K"]];
     keyless_refused(&repo, "vm", &img, cases, "--public-key PUBLIC");
 }
+
+/// `bulwark list` says which chains are encrypted, how, and with which key (the
+/// fingerprint `bulwark key show` prints), so an administrator knows which key file a chain
+/// needs after rotations; a plain chain says nothing of the kind.
+#[test]
+fn list_names_the_encryption_mode_and_key_of_each_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init_repo(dir.path());
+    let (private, public) = (dir.path().join("wo.key"), dir.path().join("wo.pub"));
+    create_write_only_key(&private, &public, PASS);
+    let img = dir.path().join("disk.img");
+    image(&img, 2);
+    ok(&bulwark(
+        &job_args(
+            "backup",
+            s(&repo),
+            "enc",
+            &["--public-key", s(&public)],
+            &img,
+        ),
+        None,
+        None,
+    ));
+    ok(&bulwark(
+        &job_args("backup", s(&repo), "plain", &[], &img),
+        None,
+        None,
+    ));
+    let shown = ok(&bulwark(&["key", "show", s(&public)], None, None));
+    let v: serde_json::Value = serde_json::from_str(&ok(&bulwark(
+        &["--json", "list", "--repo", s(&repo)],
+        None,
+        None,
+    )))
+    .unwrap();
+    let point = |job: &str| {
+        v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["job"] == job)
+            .unwrap()["points"][0]
+            .clone()
+    };
+    let enc = point("enc");
+    assert_eq!(enc["encryption"], "write-only", "{enc}");
+    let fp = enc["key_fingerprint"].as_str().unwrap();
+    assert!(shown.contains(fp), "key show {shown} does not name {fp}");
+    assert!(point("plain").get("encryption").is_none());
+    let text = ok(&bulwark(&["list", "--repo", s(&repo)], None, None));
+    assert!(
+        text.contains(&format!("(encrypted, write-only, key {fp})")),
+        "{text}"
+    );
+}

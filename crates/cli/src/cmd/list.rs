@@ -37,7 +37,12 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
         let mut last_chain = None;
         for p in &j.points {
             if last_chain != Some(&p.chain) {
-                outln!("  chain {}", p.chain);
+                match (p.encryption, &p.key_fingerprint) {
+                    (Some(mode), Some(k)) => {
+                        outln!("  chain {} (encrypted, {mode}, key {k})", p.chain)
+                    }
+                    _ => outln!("  chain {}", p.chain),
+                }
                 last_chain = Some(&p.chain);
             }
             match (p.disk_size, p.file_bytes, p.new_bytes) {
