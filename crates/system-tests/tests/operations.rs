@@ -338,6 +338,32 @@ fn a_network_job_of_two_disks_backs_up_each_disk_over_tls_as_its_own_job() {
     ]);
     assert!(o.status.success());
     assert!(std::fs::read(&back).unwrap() == std::fs::read(&data).unwrap());
+    // The plan of a network job shows what its runs will do: on the synthetic-full day an
+    // incremental (the host builds synthetic fulls itself), never a client-side synthetic full.
+    let sched = two_disk_job(
+        &net,
+        "db01",
+        &os,
+        &data,
+        "[schedule]\nsynthetic_full_day = \"sunday\"",
+    );
+    let o = net.client(&[
+        "--json",
+        "job",
+        "plan",
+        sched.to_str().unwrap(),
+        "--runs",
+        "8",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let plan = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(!plan.contains("\"synthetic-full\""), "{plan}");
+    assert!(plan.contains("built on the repository host"), "{plan}");
     // The plan of a job of two disks shows each disk.
     let p = json(&net.client(&[
         "--json",

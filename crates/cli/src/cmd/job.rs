@@ -195,6 +195,21 @@ fn backup_options(job: &JobFile, force_full: bool) -> anyhow::Result<BackupOptio
     })
 }
 
+/// What a run against `place` does of the schedule's `decision`: a network job's synthetic
+/// full day sends an incremental (the host builds synthetic fulls itself). `job run` and
+/// `job plan` both go through here, so the plan shows what the runs will do.
+fn for_place(decision: bulwark_jobs::Decision, place: &Place) -> bulwark_jobs::Decision {
+    if decision.kind == PointKind::SyntheticFull && matches!(place, Place::Remote { .. }) {
+        return bulwark_jobs::Decision {
+            kind: PointKind::Incremental,
+            reason: "synthetic fulls of network jobs are built on the repository host \
+                     (bulwark-repo synthesize); this run sends the changed blocks"
+                .into(),
+        };
+    }
+    decision
+}
+
 /// One disk, backed up.
 fn run_disk(
     job: &JobFile,
@@ -204,15 +219,7 @@ fn run_disk(
     out: &Output,
 ) -> anyhow::Result<DiskResult> {
     let state = place.state(&disk.job)?;
-    let mut decision = decide(&job.schedule, &state, now());
-    if decision.kind == PointKind::SyntheticFull && matches!(place, Place::Remote { .. }) {
-        decision = bulwark_jobs::Decision {
-            kind: PointKind::Incremental,
-            reason: "synthetic fulls of network jobs are built on the repository host \
-                     (bulwark-repo synthesize); this run sends the changed blocks"
-                .into(),
-        };
-    }
+    let decision = for_place(decide(&job.schedule, &state, now()), place);
     if !out.json {
         outln!(
             "job {} disk {}: {} — {}",
@@ -804,7 +811,10 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
             let mut all = Vec::new();
             for d in &disks {
                 let state = place.state(&d.job)?;
-                let p = plan(&job.schedule, &state, now(), runs);
+                let p: Vec<_> = plan(&job.schedule, &state, now(), runs)
+                    .into_iter()
+                    .map(|(t, d)| (t, for_place(d, &place)))
+                    .collect();
                 if !out.json {
                     outln!("job {} (one run a day from now):", d.job);
                     for (t, dec) in &p {
