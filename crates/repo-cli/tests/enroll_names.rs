@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use bulwark_format::{BlockNo, PointKind, StoredBlock};
+use bulwark_format::{BlockNo, StoredBlock};
 use bulwark_repository::{NewPoint, Repository};
 use bulwark_server::{ClientRecord, Registry};
 use bulwark_testkit::serve::Service;
@@ -263,15 +263,7 @@ fn job_a() -> (tempfile::TempDir, String) {
     let dir = tmp.path().join("repo");
     let repo = Repository::init(&dir, 7).unwrap();
     let mut b = repo
-        .begin_point(NewPoint {
-            job: "a".into(),
-            parent: None,
-            disk_size: 65_536,
-            block_size: 65_536,
-            compression_level: 0,
-            client: String::new(),
-            full_kind: PointKind::ActiveFull,
-        })
+        .begin_point(NewPoint::active_full("a", 65_536, 65_536))
         .unwrap();
     b.put_stored(StoredBlock::raw(BlockNo(0), &[7u8; 65_536]))
         .unwrap();

@@ -184,15 +184,7 @@ fn status_of_a_read_only_repository_reports_and_names_what_it_could_not_probe() 
     let dir = mnt.join("repo");
     let repo = Repository::init(&dir, 7).unwrap();
     let mut b = repo
-        .begin_point(NewPoint {
-            job: "web".into(),
-            parent: None,
-            disk_size: 65_536,
-            block_size: 65_536,
-            compression_level: 0,
-            client: String::new(),
-            full_kind: PointKind::ActiveFull,
-        })
+        .begin_point(NewPoint::active_full("web", 65_536, 65_536))
         .unwrap();
     b.put_stored(StoredBlock::raw(BlockNo(0), &[1u8; 65_536]))
         .unwrap();

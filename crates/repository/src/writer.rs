@@ -29,6 +29,22 @@ pub struct NewPoint {
     pub full_kind: PointKind,
 }
 
+impl NewPoint {
+    /// An active full of `job` written on this host (no parent, no client, stored
+    /// uncompressed unless `compression_level` is set afterwards).
+    pub fn active_full(job: &str, disk_size: u64, block_size: u32) -> NewPoint {
+        NewPoint {
+            job: job.to_string(),
+            parent: None,
+            disk_size,
+            block_size,
+            compression_level: 0,
+            client: String::new(),
+            full_kind: PointKind::ActiveFull,
+        }
+    }
+}
+
 /// A restore point being written. Dropping it unfinished removes its temporary file.
 pub struct PointBuilder {
     writer: Option<PointWriter>,

@@ -2,21 +2,9 @@
 //! repository service does when it starts), never the file of a backup in progress, never
 //! a resumable copy.
 
-use bulwark_format::{BlockNo, PointId, PointKind, StoredBlock};
+use bulwark_format::{BlockNo, PointId, StoredBlock};
 use bulwark_immut_msg::layout;
 use bulwark_repository::{NewPoint, Repository, COPY_PREFIX};
-
-fn new_point(job: &str) -> NewPoint {
-    NewPoint {
-        job: job.into(),
-        parent: None,
-        disk_size: 65_536,
-        block_size: 65_536,
-        compression_level: 0,
-        client: String::new(),
-        full_kind: PointKind::ActiveFull,
-    }
-}
 
 #[test]
 fn partials_of_interrupted_backups_go_and_a_running_backups_file_stays() {
@@ -31,7 +19,9 @@ fn partials_of_interrupted_backups_go_and_a_running_backups_file_stays() {
     std::fs::write(&stale, b"half a backup").unwrap();
     let copy = incoming.join(format!("{COPY_PREFIX}web-01-x.bwrp"));
     std::fs::write(&copy, b"a resumable copy").unwrap();
-    let mut running = repo.begin_point(new_point("db")).unwrap();
+    let mut running = repo
+        .begin_point(NewPoint::active_full("db", 65_536, 65_536))
+        .unwrap();
     running
         .put_stored(StoredBlock::raw(BlockNo(0), &[5u8; 65_536]))
         .unwrap();
