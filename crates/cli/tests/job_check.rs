@@ -4,69 +4,25 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use bulwark_testkit::webhook::Hook;
 use common::{init_repo, s};
 
-/// A local webhook receiver: answers 200 to every POST and keeps the JSON bodies.
-struct Hook {
-    url: String,
-    got: Arc<Mutex<Vec<serde_json::Value>>>,
+/// What the job-check tests ask of the shared webhook receiver.
+trait MissedHook {
+    fn missed(&self, subject: &str) -> Vec<serde_json::Value>;
+    fn config(&self, dir: &Path, extra: &str) -> PathBuf;
 }
 
-impl Hook {
-    fn start() -> Hook {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", l.local_addr().unwrap());
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let g = got.clone();
-        std::thread::spawn(move || {
-            for c in l.incoming() {
-                let Ok(mut c) = c else { continue };
-                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut r = BufReader::new(c.try_clone().unwrap());
-                let mut len = 0usize;
-                let mut line = String::new();
-                if r.read_line(&mut line).is_err() {
-                    continue;
-                }
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = h.trim().split_once(':') {
-                        if k.eq_ignore_ascii_case("content-length") {
-                            len = v.trim().parse().unwrap_or(0).min(1 << 20);
-                        }
-                    }
-                }
-                let mut body = vec![0; len];
-                let _ = r.read_exact(&mut body);
-                let _ = c.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-                g.lock()
-                    .unwrap()
-                    .push(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
-            }
-        });
-        Hook { url, got }
-    }
-
+impl MissedHook for Hook {
     /// The `backup_missed` payloads received about `subject`.
     fn missed(&self, subject: &str) -> Vec<serde_json::Value> {
-        self.got
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|b| b["event"] == "backup_missed" && b["subject"] == subject)
-            .cloned()
+        self.events("backup_missed")
+            .into_iter()
+            .filter(|b| b["subject"] == subject)
             .collect()
     }
 

@@ -3,70 +3,15 @@
 //! that failed says so (exit 2, a `<4>` warning naming the channel). The condition staged is
 //! a finished file left in `incoming/` of an unguarded repository (`not_sealed`).
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+use bulwark_testkit::webhook::Hook;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_bulwark-monitor")
-}
-
-/// A local webhook receiver answering the given statuses in turn, then 200; it keeps the
-/// bodies it got (before answering, so a finished run's request is always recorded).
-struct Sink {
-    url: String,
-    got: Arc<Mutex<Vec<serde_json::Value>>>,
-}
-
-impl Sink {
-    fn start(statuses: &[u16]) -> Sink {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", l.local_addr().unwrap());
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let g = got.clone();
-        let mut statuses: std::collections::VecDeque<u16> = statuses.iter().copied().collect();
-        std::thread::spawn(move || {
-            for s in l.incoming() {
-                let Ok(mut s) = s else { continue };
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut len = 0usize;
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = h.trim().split_once(':') {
-                        if k.eq_ignore_ascii_case("content-length") {
-                            len = v.trim().parse().unwrap_or(0).min(1 << 20);
-                        }
-                    }
-                }
-                let mut body = vec![0; len];
-                let _ = r.read_exact(&mut body);
-                g.lock()
-                    .unwrap()
-                    .push(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
-                let status = statuses.pop_front().unwrap_or(200);
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-            }
-        });
-        Sink { url, got }
-    }
-
-    fn events(&self, event: &str) -> Vec<serde_json::Value> {
-        let got = self.got.lock().unwrap();
-        got.iter()
-            .filter(|b| b["event"] == event)
-            .cloned()
-            .collect()
-    }
 }
 
 /// A URL nothing listens on.
@@ -125,7 +70,7 @@ fn row(o: &Output) -> serde_json::Value {
 
 #[test]
 fn a_notification_the_webhook_refused_is_sent_again_at_the_next_check_and_then_not_repeated() {
-    let sink = Sink::start(&[503]);
+    let sink = Hook::answering(&[503]);
     let s = stage(&[&sink.url]);
 
     // The receiver answers 503: not sent, the run says so, nothing is remembered.
@@ -189,7 +134,7 @@ fn an_unreachable_webhook_is_tried_at_every_check_until_it_accepts() {
 
 #[test]
 fn a_notification_one_of_two_webhooks_accepted_counts_as_sent_and_the_other_is_named() {
-    let sink = Sink::start(&[]);
+    let sink = Hook::answering(&[]);
     let down = unreachable_url();
     let s = stage(&[&down, &sink.url]);
     let o = s.check();

@@ -6,12 +6,10 @@
 //! bytes near the cap; and the metrics file checked by `promtool` against `list --json`.
 //! Root only (service users, loop filesystems); each test says why it skips.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bulwark_testkit::cmd::json;
@@ -21,83 +19,11 @@ use bulwark_testkit::skip::require_faketime;
 use bulwark_testkit::system::{
     flip_a_stored_byte, unlocks_frozen_within, user_dir, WallClock, DAY,
 };
+use bulwark_testkit::webhook::Hook;
 use bulwark_testkit::{expect_binary, require_root, sh, show, FsKind, Rng, TestUser};
 
 fn monitor_bin() -> PathBuf {
     expect_binary("bulwark-monitor")
-}
-
-/// One request a receiver got.
-#[derive(Clone, Debug)]
-struct Request {
-    path: String,
-    headers: Vec<(String, String)>,
-    body: serde_json::Value,
-}
-
-/// A local HTTP receiver for webhooks: answers 200 to every POST and keeps what it got.
-struct Hook {
-    url: String,
-    got: Arc<Mutex<Vec<Request>>>,
-}
-
-impl Hook {
-    fn start() -> Hook {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", l.local_addr().unwrap());
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let g = got.clone();
-        std::thread::spawn(move || {
-            for s in l.incoming() {
-                let Ok(mut s) = s else { continue };
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut line = String::new();
-                if r.read_line(&mut line).is_err() {
-                    continue;
-                }
-                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                let mut headers = Vec::new();
-                let mut len = 0usize;
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = h.trim().split_once(':') {
-                        if k.eq_ignore_ascii_case("content-length") {
-                            len = v.trim().parse().unwrap_or(0).min(1 << 20);
-                        }
-                        headers.push((k.to_ascii_lowercase(), v.trim().to_string()));
-                    }
-                }
-                let mut body = vec![0; len];
-                let _ = r.read_exact(&mut body);
-                let _ = s.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-                g.lock().unwrap().push(Request {
-                    path,
-                    headers,
-                    body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-                });
-            }
-        });
-        Hook { url, got }
-    }
-
-    fn requests(&self) -> Vec<Request> {
-        self.got.lock().unwrap().clone()
-    }
-
-    /// The generic payloads of `event` received.
-    fn events(&self, event: &str) -> Vec<serde_json::Value> {
-        self.requests()
-            .into_iter()
-            .map(|r| r.body)
-            .filter(|b| b["event"] == event)
-            .collect()
-    }
 }
 
 /// A local SMTP receiver (`python3 -m aiosmtpd`, Debian's python3-aiosmtpd) writing a

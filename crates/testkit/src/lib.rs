@@ -30,6 +30,7 @@ pub mod skip;
 pub mod system;
 pub mod user;
 pub mod vm;
+pub mod webhook;
 
 pub use bins::{binary, expect_binary, require_binary};
 pub use cmd::{run_ok, sh, show, text};
