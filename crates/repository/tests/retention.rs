@@ -246,7 +246,10 @@ fn one_kept_point_keeps_its_whole_chain() {
     assert!(marks[0]
         .reasons
         .contains(&KeepReason::ChainDependency(id(15))));
-    assert_eq!(marks[5].reasons, vec![KeepReason::WithinDays(2), KeepReason::Newest]);
+    assert_eq!(
+        marks[5].reasons,
+        vec![KeepReason::WithinDays(2), KeepReason::Newest]
+    );
     // A newer chain alone within retention: the old chain goes, whole.
     let mut more = pts.clone();
     more.push(facts(
