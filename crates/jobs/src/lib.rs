@@ -126,7 +126,8 @@ pub struct JobFile {
     /// Makes this a backup copy job (`[copy]`, docs/copy-jobs.md).
     pub copy: Option<copy::CopySpec>,
     /// Encrypt with this symmetric key file (`--key`, docs/encryption.md); its passphrase
-    /// from `BULWARK_PASSPHRASE`.
+    /// from `BULWARK_PASSPHRASE`, `BULWARK_PASSPHRASE_FILE` or the systemd credential
+    /// `bulwark-passphrase` (docs/jobs.md, "Encrypted jobs").
     pub key: Option<PathBuf>,
     /// Encrypt as a write-only client with this public key (`--public-key`).
     pub public_key: Option<PathBuf>,

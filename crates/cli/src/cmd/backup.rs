@@ -36,8 +36,9 @@ pub struct Args {
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Encrypt with this symmetric key file (`bulwark key create`); its passphrase from the
-    /// terminal or $BULWARK_PASSPHRASE. A job encrypted once is refused without its key.
+    /// Encrypt with this symmetric key file (`bulwark key create`); its passphrase from
+    /// $BULWARK_PASSPHRASE, $BULWARK_PASSPHRASE_FILE, the systemd credential or the terminal.
+    /// A job encrypted once is refused without its key.
     #[arg(long, conflicts_with = "public_key")]
     key: Option<PathBuf>,
     /// Encrypt as a write-only client with this public key (`bulwark key create

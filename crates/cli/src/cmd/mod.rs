@@ -219,7 +219,8 @@ pub struct KeyArgs {
     #[arg(long, conflicts_with = "restore_key")]
     pub key: Option<PathBuf>,
     /// The private restore key of a write-only client's backups (`bulwark key create
-    /// --write-only`); its passphrase from the terminal or $BULWARK_PASSPHRASE.
+    /// --write-only`); its passphrase from $BULWARK_PASSPHRASE, $BULWARK_PASSPHRASE_FILE,
+    /// the systemd credential or the terminal.
     #[arg(long)]
     pub restore_key: Option<PathBuf>,
 }
