@@ -664,5 +664,5 @@ fn tier_only_points(
 
 /// Creation time a point id carries (its leading nanoseconds by the repository's clock).
 fn created_unix(p: PointId) -> i64 {
-    (u64::from_be_bytes(p.0[..8].try_into().expect("8 bytes")) / 1_000_000_000) as i64
+    (p.unix_nanos() / 1_000_000_000) as i64
 }

@@ -59,6 +59,11 @@ impl PointId {
         b[8..].copy_from_slice(&random);
         PointId(b)
     }
+    /// The creation time the id carries, in nanoseconds since the epoch (what
+    /// [`PointId::new`] was given).
+    pub fn unix_nanos(&self) -> u64 {
+        u64::from_be_bytes(self.0[..8].try_into().expect("8 bytes"))
+    }
     /// True for [`PointId::NONE`].
     pub fn is_none(&self) -> bool {
         *self == Self::NONE

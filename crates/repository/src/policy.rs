@@ -14,7 +14,7 @@ const MAX_POLICY_LEN: u64 = 16 * 1024;
 
 /// Seconds since the epoch encoded in a point id (the repository's clock at creation).
 pub(crate) fn id_time(p: PointId) -> i64 {
-    (u64::from_be_bytes(p.0[..8].try_into().expect("8 bytes")) / 1_000_000_000) as i64
+    (p.unix_nanos() / 1_000_000_000) as i64
 }
 
 /// What applying retention did (or would do, with `dry_run`).

@@ -74,11 +74,6 @@ pub struct SealedPoint {
     pub expiry: Option<i64>,
 }
 
-/// The creation time a point id carries, in nanoseconds since the epoch.
-fn id_nanos(p: PointId) -> u64 {
-    u64::from_be_bytes(p.0[..8].try_into().expect("8 bytes"))
-}
-
 impl Repository {
     /// The creation time of a new point of `np.job`: the repository's clock, but always after
     /// the job's newest restore point (and the parent). Point ids carry their creation time
@@ -86,15 +81,15 @@ impl Repository {
     /// from a snapshot) would otherwise make the newest point sort before its parent: the
     /// default restore would pick the older point, and retention would date the new one in
     /// the past. Such a point is dated one nanosecond after the newest, with a warning.
-    fn point_time(&self, np: &NewPoint) -> Result<(i64, u32)> {
+    fn point_time(&self, np: &NewPoint, held: &[PointId]) -> (i64, u32) {
         let (secs, nanos) = now_unix();
         let now = (secs.max(0) as u64)
             .saturating_mul(1_000_000_000)
             .saturating_add(u64::from(nanos));
-        let newest = crate::points::point_files(self.root(), &np.job)?
+        let newest = held
             .iter()
-            .map(|(_, p, _)| id_nanos(*p))
-            .chain(np.parent.as_ref().map(|p| id_nanos(p.point)))
+            .chain(np.parent.as_ref().map(|p| &p.point))
+            .map(PointId::unix_nanos)
             .max();
         match newest {
             Some(n) if n >= now => {
@@ -106,9 +101,9 @@ impl Repository {
                     newest = %crate::utc(at.0),
                     "the repository's clock is behind the job's newest restore point: the new point is dated just after it, so that the chain stays in order; check this host's clock"
                 );
-                Ok(at)
+                at
             }
-            _ => Ok((secs, nanos)),
+            _ => (secs, nanos),
         }
     }
 
@@ -131,8 +126,13 @@ impl Repository {
         }
         let lock = JobLock::acquire(self.root(), &np.job)?;
         self.clean_incoming(&np.job)?;
-        self.check_flood(&np.job)?;
-        let (secs, nanos) = self.point_time(&np)?;
+        // The job's points, listed once: for the flood limit and for the new point's time.
+        let held: Vec<PointId> = crate::points::point_files(self.root(), &np.job)?
+            .into_iter()
+            .map(|(_, p, _)| p)
+            .collect();
+        self.check_flood(&np.job, &held)?;
+        let (secs, nanos) = self.point_time(&np, &held);
         let kind_now = if np.parent.is_some() {
             PointKind::Incremental
         } else {
@@ -269,15 +269,10 @@ impl Repository {
     }
 
     /// Refuses a new restore point when the job already made its daily maximum.
-    fn check_flood(&self, job: &str) -> Result<()> {
+    fn check_flood(&self, job: &str, held: &[PointId]) -> Result<()> {
         let (now, _) = now_unix();
         let day_ago = (now - 86_400).max(0) as u64 * 1_000_000_000;
-        let recent = crate::points::point_files(self.root(), job)?
-            .iter()
-            .filter(|(_, p, _)| {
-                u64::from_be_bytes(p.0[..8].try_into().expect("8 bytes")) >= day_ago
-            })
-            .count();
+        let recent = held.iter().filter(|p| p.unix_nanos() >= day_ago).count();
         if recent >= self.config().max_points_per_day as usize {
             return Err(RepoError::Usage(format!(
                 "job {job:?} already has {recent} restore points from the last 24 hours, the repository's limit \
