@@ -6,7 +6,7 @@
 mod common;
 
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bulwark_testkit::system::job_args;
 use common::{bulwark_pass as bulwark, create_write_only_key, err, init_repo, ok, s};
@@ -127,8 +127,9 @@ fn a_keyless_backup_of_an_encrypted_job_is_refused_also_where_it_would_start_a_n
     ));
 }
 
-#[test]
-fn a_keyless_backup_of_a_write_only_job_is_refused_also_as_a_new_full() {
+/// A scratch folder with a repository, a write-only key pair, an image (seed 2) and one
+/// write-only backup of it as `job`: (folder, repository, public key, image).
+fn write_only_job(job: &str) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let repo = init_repo(dir.path());
     let (private, public) = (dir.path().join("wo.priv"), dir.path().join("wo.pub"));
@@ -136,16 +137,16 @@ fn a_keyless_backup_of_a_write_only_job_is_refused_also_as_a_new_full() {
     let img = dir.path().join("disk.img");
     image(&img, 2);
     ok(&bulwark(
-        &job_args(
-            "backup",
-            s(&repo),
-            "vm",
-            &["--public-key", s(&public)],
-            &img,
-        ),
+        &job_args("backup", s(&repo), job, &["--public-key", s(&public)], &img),
         None,
         None,
     ));
+    (dir, repo, public, img)
+}
+
+#[test]
+fn a_keyless_backup_of_a_write_only_job_is_refused_also_as_a_new_full() {
+    let (_dir, repo, _public, img) = write_only_job("vm");
     let cases: &[&[&str]] = &[&[], &["--full"], &["--block-size", "256K"]];
     keyless_refused(&repo, "vm", &img, cases, "--public-key PUBLIC");
 }
@@ -155,23 +156,7 @@ fn a_keyless_backup_of_a_write_only_job_is_refused_also_as_a_new_full() {
 /// needs after rotations; a plain chain says nothing of the kind.
 #[test]
 fn list_names_the_encryption_mode_and_key_of_each_chain() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = init_repo(dir.path());
-    let (private, public) = (dir.path().join("wo.key"), dir.path().join("wo.pub"));
-    create_write_only_key(&private, &public, PASS);
-    let img = dir.path().join("disk.img");
-    image(&img, 2);
-    ok(&bulwark(
-        &job_args(
-            "backup",
-            s(&repo),
-            "enc",
-            &["--public-key", s(&public)],
-            &img,
-        ),
-        None,
-        None,
-    ));
+    let (_dir, repo, public, img) = write_only_job("enc");
     ok(&bulwark(
         &job_args("backup", s(&repo), "plain", &[], &img),
         None,
