@@ -1,7 +1,7 @@
 //! `bulwark copy` as a program, between two repository folders (any user): its JSON report,
 //! `--verify` and its exit codes (0 agree, 1 damage, 2 operational error with advice).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn bulwark(args: &[&str]) -> Output {
@@ -124,18 +124,25 @@ fn a_damaged_source_point_exits_1_without_advice_to_retry() {
     assert!(!out.contains("Run the same command again"), "{out}");
 }
 
+/// A scratch folder with two new repositories `src` and `dst` and a 1 MiB image of random
+/// bytes from `seed`: (folder, source, target, image).
+fn two_repositories(seed: u64) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    bulwark_repository::Repository::init(&src, 7).unwrap();
+    bulwark_repository::Repository::init(&dst, 7).unwrap();
+    let img = dir.path().join("disk.img");
+    std::fs::write(&img, bulwark_testkit::Rng::new(seed).bytes(1 << 20)).unwrap();
+    (dir, src, dst, img)
+}
+
 /// A copy that would copy nothing is an error, not a success: the same repository spelled
 /// another way (a trailing slash, a symbolic link) in `bulwark copy` and in a `[copy]` job
 /// file, and a job the source does not have.
 #[test]
 fn a_copy_into_its_own_source_or_of_a_job_the_source_lacks_fails_with_exit_2() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, src, dst, img) = two_repositories(5);
     let d = dir.path();
-    let (src, dst) = (d.join("src"), d.join("dst"));
-    bulwark_repository::Repository::init(&src, 7).unwrap();
-    bulwark_repository::Repository::init(&dst, 7).unwrap();
-    let img = d.join("disk.img");
-    std::fs::write(&img, bulwark_testkit::Rng::new(5).bytes(1 << 20)).unwrap();
     assert!(
         bulwark(&["backup", "--repo", s(&src), "--job", "web", s(&img)])
             .status
@@ -189,13 +196,7 @@ fn a_copy_into_its_own_source_or_of_a_job_the_source_lacks_fails_with_exit_2() {
 /// missing on the target and goes on to the other jobs, instead of stopping at the first.
 #[test]
 fn verify_reports_a_job_the_target_lacks_as_missing_and_compares_the_others() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (src, dst) = (d.join("src"), d.join("dst"));
-    bulwark_repository::Repository::init(&src, 7).unwrap();
-    bulwark_repository::Repository::init(&dst, 7).unwrap();
-    let img = d.join("disk.img");
-    std::fs::write(&img, bulwark_testkit::Rng::new(9).bytes(1 << 20)).unwrap();
+    let (_dir, src, dst, img) = two_repositories(9);
     for job in ["db", "web"] {
         assert!(
             bulwark(&["backup", "--repo", s(&src), "--job", job, s(&img)])
