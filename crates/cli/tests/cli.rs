@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bulwark_testkit::system::job_args;
+use bulwark_testkit::system::{job_args, job_file};
 use bulwark_testkit::{FsKind, LoopFs, Rng};
 use common::{init_repo, s};
 
@@ -16,13 +16,7 @@ fn bulwark() -> Command {
 }
 
 fn run(args: &[&str]) -> Output {
-    let o = bulwark().args(args).output().unwrap();
-    eprintln!(
-        "$ bulwark {}\n{}",
-        args.join(" "),
-        bulwark_testkit::text(&o)
-    );
-    o
+    bulwark_testkit::cmd::run(Path::new(common::bin()), args)
 }
 
 /// `bulwark backup` of `img` as `job` with `opts`, which must succeed.
@@ -30,6 +24,28 @@ fn backup_ok(repo: &Path, job: &str, opts: &[&str], img: &Path) {
     assert!(run(&job_args("backup", s(repo), job, opts, img))
         .status
         .success());
+}
+
+/// `bulwark restore` of `job` with `opts` to `out`, which must succeed.
+fn restore_ok(repo: &Path, job: &str, opts: &[&str], out: &Path) {
+    assert!(run(&job_args("restore", s(repo), job, opts, out))
+        .status
+        .success());
+}
+
+/// The exit code of `bulwark verify` of the whole repository.
+fn verify_code(repo: &Path) -> Option<i32> {
+    run(&["verify", "--repo", s(repo)]).status.code()
+}
+
+/// Runs `bulwark args`, which must fail as an operational error (exit 2) saying `advice`.
+fn refused_with(args: &[&str], advice: &str) {
+    let o = run(args);
+    assert_eq!(o.status.code(), Some(2), "{args:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(advice),
+        "{args:?}"
+    );
 }
 
 fn image(path: &Path, rng: &mut Rng, mib: usize) {
@@ -83,6 +99,22 @@ fn points_json(repo: &Path) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+/// `bulwark job plan` of the job file `job`, which must refuse it (exit 2) saying `why`;
+/// `case` names what the file holds.
+fn plan_refused(job: &Path, why: &str, case: &str) {
+    let o = run(&["job", "plan", s(job)]);
+    assert_eq!(o.status.code(), Some(2), "{case}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains(why), "{case}");
+}
+
+/// How many restore points the repository's first job has.
+fn point_count(repo: &Path) -> usize {
+    points_json(repo)["jobs"][0]["points"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
 #[test]
 fn every_flipped_byte_in_a_stored_block_is_reported_by_verify() {
     let Rig {
@@ -103,7 +135,7 @@ fn every_flipped_byte_in_a_stored_block_is_reported_by_verify() {
         let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
         f.write_all_at(&rng.bytes(200_000), 300_000).unwrap();
     }
-    assert_eq!(run(&["verify", "--repo", s(&repo)]).status.code(), Some(0));
+    assert_eq!(verify_code(&repo), Some(0));
     // Every stored block of every file: flip one byte, verify must fail naming the point.
     let scan = bulwark_repository::Repository::open(&repo)
         .unwrap()
@@ -140,17 +172,12 @@ fn every_flipped_byte_in_a_stored_block_is_reported_by_verify() {
         }
     }
     assert!(checked >= 20, "only {checked} blocks exercised");
-    assert_eq!(run(&["verify", "--repo", s(&repo)]).status.code(), Some(0));
+    assert_eq!(verify_code(&repo), Some(0));
 }
 
 #[test]
 fn truncated_or_future_version_files_are_named_by_verify() {
-    let Rig {
-        dir,
-        rng: _,
-        repo,
-        img,
-    } = rig(1);
+    let Rig { dir, repo, img, .. } = rig(1);
     backup_ok(&repo, "a", &[], &img);
     backup_ok(&repo, "b", &[], &img);
     let list = points_json(&repo);
@@ -237,12 +264,7 @@ fn operational_errors_exit_2_with_advice() {
             "run a backup first",
         ),
     ] {
-        let o = run(&args);
-        assert_eq!(o.status.code(), Some(2), "{args:?}");
-        assert!(
-            String::from_utf8_lossy(&o.stderr).contains(advice),
-            "{args:?}"
-        );
+        refused_with(&args, advice);
     }
 }
 
@@ -259,10 +281,7 @@ fn backups_killed_at_random_moments_never_damage_committed_points() {
     // One committed point to protect, and its expected content.
     backup_ok(&repo, "vm", &[], &img);
     let first = std::fs::read(&img).unwrap();
-    let committed_before = points_json(&repo)["jobs"][0]["points"]
-        .as_array()
-        .unwrap()
-        .len();
+    let committed_before = point_count(&repo);
     // Time one backup so kills land anywhere within it.
     let t = Instant::now();
     backup_ok(&repo, "vm", &["--full", "--compression", "9"], &img);
@@ -296,11 +315,10 @@ fn backups_killed_at_random_moments_never_damage_committed_points() {
             killed += 1;
         }
         eprintln!("trial {trial}: killed after {delay} µs, exit {status}");
-        let pts = points_json(&repo)["jobs"][0]["points"]
-            .as_array()
-            .unwrap()
-            .len();
-        assert!(pts >= completed, "a committed point vanished");
+        assert!(
+            point_count(&repo) >= completed,
+            "a committed point vanished"
+        );
     }
     assert!(
         killed >= trials / 3,
@@ -310,21 +328,13 @@ fn backups_killed_at_random_moments_never_damage_committed_points() {
     backup_ok(&repo, "vm", &[], &img);
     let incoming: Vec<_> = std::fs::read_dir(repo.join("incoming")).unwrap().collect();
     assert!(incoming.is_empty(), "leftovers in incoming/: {incoming:?}");
-    assert_eq!(run(&["verify", "--repo", s(&repo)]).status.code(), Some(0));
+    assert_eq!(verify_code(&repo), Some(0));
     let first_id = points_json(&repo)["jobs"][0]["points"][0]["point"]
         .as_str()
         .unwrap()
         .to_string();
     let out = dir.path().join("first.img");
-    assert!(run(&job_args(
-        "restore",
-        s(&repo),
-        "vm",
-        &["--point", &first_id],
-        &out
-    ))
-    .status
-    .success());
+    restore_ok(&repo, "vm", &["--point", &first_id], &out);
     assert!(
         std::fs::read(&out).unwrap() == first,
         "the first committed point changed"
@@ -358,40 +368,25 @@ fn full_filesystem_gives_a_clear_error_and_damages_nothing() {
         0,
         "partial file left behind"
     );
-    assert_eq!(run(&["verify", "--repo", s(&repo)]).status.code(), Some(0));
+    assert_eq!(verify_code(&repo), Some(0));
     let out = dir.path().join("back.img");
-    assert!(run(&job_args("restore", s(&repo), "j", &[], &out))
-        .status
-        .success());
+    restore_ok(&repo, "j", &[], &out);
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&small).unwrap());
     drop(fs);
 }
 
 #[test]
 fn after_verify_finds_damage_the_next_job_run_is_an_active_full_and_says_why() {
-    let Rig {
-        dir,
-        rng: _,
-        repo,
-        img,
-    } = rig(2);
+    let Rig { dir, repo, img, .. } = rig(2);
     let job = dir.path().join("job.toml");
-    std::fs::write(
-        &job,
-        format!(
-            "name = \"web\"\nsource = \"{}\"\nrepository = \"{}\"\n",
-            s(&img),
-            s(&repo)
-        ),
-    )
-    .unwrap();
+    job_file(&job, "web", &img, &repo, "");
     let first = run(&["job", "run", s(&job)]);
     assert!(String::from_utf8_lossy(&first.stdout).contains("full — first backup"));
     let second = run(&["job", "run", s(&job)]);
     assert!(String::from_utf8_lossy(&second.stdout).contains("incremental"));
     // Damage one stored block of the full, let verify find it.
     damage_first_block_of_first_point(&repo, "web");
-    assert_eq!(run(&["verify", "--repo", s(&repo)]).status.code(), Some(1));
+    assert_eq!(verify_code(&repo), Some(1));
     let third = run(&["job", "run", s(&job)]);
     assert!(third.status.success());
     let out = String::from_utf8_lossy(&third.stdout);
@@ -411,9 +406,9 @@ fn after_verify_finds_damage_the_next_job_run_is_an_active_full_and_says_why() {
 fn a_closed_standard_output_neither_panics_nor_fails_the_command() {
     let Rig {
         dir: _dir,
-        rng: _,
         repo,
         img,
+        ..
     } = rig(2);
     backup_ok(&repo, "vm", &[], &img);
     let closed = |args: &[&str]| {
@@ -434,11 +429,11 @@ fn a_closed_standard_output_neither_panics_nor_fails_the_command() {
     closed(&["--json", "list", "--repo", s(&repo)]);
     closed(&job_args("backup", s(&repo), "vm", &[], &img));
     closed(&["verify", "--repo", s(&repo)]);
-    let points = points_json(&repo)["jobs"][0]["points"]
-        .as_array()
-        .unwrap()
-        .len();
-    assert_eq!(points, 2, "the backup with a closed output made its point");
+    assert_eq!(
+        point_count(&repo),
+        2,
+        "the backup with a closed output made its point"
+    );
 }
 
 /// Ctrl-C (SIGINT) or SIGTERM during a backup of a raw image stops it between blocks: exit 2
@@ -447,9 +442,9 @@ fn a_closed_standard_output_neither_panics_nor_fails_the_command() {
 fn an_interrupted_raw_backup_removes_its_file_and_makes_no_point() {
     let Rig {
         dir: _dir,
-        rng: _,
         repo,
         img,
+        ..
     } = rig(96);
     for signal in ["-INT", "-TERM"] {
         let child = bulwark()
@@ -498,15 +493,10 @@ fn an_interrupted_raw_backup_removes_its_file_and_makes_no_point() {
 /// bad block and failed to restore.
 #[test]
 fn a_backup_after_verify_found_damage_starts_a_new_chain_that_restores() {
-    let Rig {
-        dir,
-        rng: _,
-        repo,
-        img,
-    } = rig(2);
+    let Rig { dir, repo, img, .. } = rig(2);
     backup_ok(&repo, "web", &[], &img);
     damage_first_block_of_first_point(&repo, "web");
-    assert_eq!(run(&["verify", "--repo", s(&repo)]).status.code(), Some(1));
+    assert_eq!(verify_code(&repo), Some(1));
     let o = run(&job_args("backup", s(&repo), "web", &[], &img));
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
@@ -515,9 +505,7 @@ fn a_backup_after_verify_found_damage_starts_a_new_chain_that_restores() {
         "{out}"
     );
     let restored = dir.path().join("r.img");
-    assert!(run(&job_args("restore", s(&repo), "web", &[], &restored))
-        .status
-        .success());
+    restore_ok(&repo, "web", &[], &restored);
     assert!(std::fs::read(&restored).unwrap() == std::fs::read(&img).unwrap());
 }
 
@@ -527,12 +515,7 @@ fn a_backup_after_verify_found_damage_starts_a_new_chain_that_restores() {
 /// `--format`.
 #[test]
 fn impossible_targets_and_sources_are_refused_up_front() {
-    let Rig {
-        dir,
-        rng: _,
-        repo,
-        img,
-    } = rig(1);
+    let Rig { dir, repo, img, .. } = rig(1);
     backup_ok(&repo, "vm", &[], &img);
     let folder = dir.path().join("folder");
     std::fs::create_dir(&folder).unwrap();
@@ -566,12 +549,7 @@ fn impossible_targets_and_sources_are_refused_up_front() {
         ),
     ] {
         let t = Instant::now();
-        let o = run(&args);
-        assert_eq!(o.status.code(), Some(2), "{args:?}");
-        assert!(
-            String::from_utf8_lossy(&o.stderr).contains(advice),
-            "{args:?}"
-        );
+        refused_with(&args, advice);
         assert!(t.elapsed() < Duration::from_secs(20), "{args:?} took long");
     }
     assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
@@ -582,32 +560,14 @@ fn impossible_targets_and_sources_are_refused_up_front() {
 /// that is no power of two), instead of planning runs that cannot happen.
 #[test]
 fn job_plan_refuses_a_block_size_job_run_would_refuse() {
-    let Rig {
-        dir,
-        rng: _,
-        repo,
-        img,
-    } = rig(1);
+    let Rig { dir, repo, img, .. } = rig(1);
     let job = dir.path().join("bj.toml");
     for (bs, ok) in [("3M", false), ("8M", false), ("256K", true)] {
-        std::fs::write(
-            &job,
-            format!(
-                "name = \"bj\"\nsource = \"{}\"\nrepository = \"{}\"\nblock_size = \"{bs}\"\n",
-                s(&img),
-                s(&repo)
-            ),
-        )
-        .unwrap();
-        let o = run(&["job", "plan", s(&job)]);
+        job_file(&job, "bj", &img, &repo, &format!("block_size = \"{bs}\"\n"));
         if ok {
-            assert!(o.status.success(), "{bs}");
+            assert!(run(&["job", "plan", s(&job)]).status.success(), "{bs}");
         } else {
-            assert_eq!(o.status.code(), Some(2), "{bs}");
-            assert!(
-                String::from_utf8_lossy(&o.stderr).contains("power of two from 64K to 4M"),
-                "{bs}"
-            );
+            plan_refused(&job, "power of two from 64K to 4M", bs);
         }
     }
 }
@@ -616,28 +576,16 @@ fn job_plan_refuses_a_block_size_job_run_would_refuse() {
 /// of range, and both kinds of key at once.
 #[test]
 fn job_plan_refuses_a_bad_compression_and_two_kinds_of_key() {
-    let Rig {
-        dir,
-        rng: _,
-        repo,
-        img,
-    } = rig(1);
+    let Rig { dir, repo, img, .. } = rig(1);
     let job = dir.path().join("cj.toml");
-    let base = format!(
-        "name = \"cj\"\nsource = \"{}\"\nrepository = \"{}\"\n",
-        s(&img),
-        s(&repo)
-    );
     for (extra, why) in [
         ("compression = 99\n", "compression 99 is out of range"),
         ("key = \"/k.key\"\npublic_key = \"/k.pub\"\n", "not both"),
     ] {
-        std::fs::write(&job, format!("{base}{extra}")).unwrap();
-        let o = run(&["job", "plan", s(&job)]);
-        assert_eq!(o.status.code(), Some(2), "{extra}");
-        assert!(String::from_utf8_lossy(&o.stderr).contains(why), "{extra}");
+        job_file(&job, "cj", &img, &repo, extra);
+        plan_refused(&job, why, extra);
     }
-    std::fs::write(&job, format!("{base}compression = 19\n")).unwrap();
+    job_file(&job, "cj", &img, &repo, "compression = 19\n");
     assert!(run(&["job", "plan", s(&job)]).status.success());
 }
 
@@ -656,17 +604,18 @@ fn a_backup_after_the_clock_stepped_back_is_still_the_newest_restore_point() {
     let mut rng = Rng::new(11);
     let first = rng.bytes(4 << 20);
     std::fs::write(&img, &first).unwrap();
+    let backup = [
+        "--json",
+        "backup",
+        "--repo",
+        s(&repo),
+        "--job",
+        "vm",
+        s(&img),
+    ];
     // A year ahead, then the real clock.
     let o = bulwark()
-        .args([
-            "--json",
-            "backup",
-            "--repo",
-            s(&repo),
-            "--job",
-            "vm",
-            s(&img),
-        ])
+        .args(backup)
         .env("LD_PRELOAD", &lib)
         .env("TZ", "UTC")
         .env("FAKETIME", "+365d")
@@ -678,15 +627,7 @@ fn a_backup_after_the_clock_stepped_back_is_still_the_newest_restore_point() {
     let mut second = first.clone();
     second[..1 << 20].copy_from_slice(&rng.bytes(1 << 20));
     std::fs::write(&img, &second).unwrap();
-    let o = run(&[
-        "--json",
-        "backup",
-        "--repo",
-        s(&repo),
-        "--job",
-        "vm",
-        s(&img),
-    ]);
+    let o = run(&backup);
     assert!(o.status.success());
     let now: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(now["kind"], "incremental", "{now}");
@@ -699,11 +640,7 @@ fn a_backup_after_the_clock_stepped_back_is_still_the_newest_restore_point() {
         "{now} after {ahead}"
     );
     let out = dir.path().join("out.img");
-    assert!(
-        run(&["restore", "--repo", s(&repo), "--job", "vm", s(&out)])
-            .status
-            .success()
-    );
+    restore_ok(&repo, "vm", &[], &out);
     assert!(
         std::fs::read(&out).unwrap() == second,
         "restored the older point"

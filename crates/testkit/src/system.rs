@@ -219,6 +219,26 @@ pub fn job_args<'a>(
     args
 }
 
+/// Writes the job file `path` of job `name`, which backs up `source` to `repository` (a
+/// folder or a service's address), with the TOML lines `extra` after those three.
+pub fn job_file(
+    path: &Path,
+    name: &str,
+    source: impl AsRef<Path>,
+    repository: impl AsRef<Path>,
+    extra: &str,
+) {
+    std::fs::write(
+        path,
+        format!(
+            "name = \"{name}\"\nsource = \"{}\"\nrepository = \"{}\"\n{extra}",
+            source.as_ref().display(),
+            repository.as_ref().display()
+        ),
+    )
+    .unwrap();
+}
+
 /// The mark of `point` in a `bulwark-repo --json retention` plan of one job.
 pub fn mark<'a>(plan: &'a serde_json::Value, point: &str) -> &'a serde_json::Value {
     plan[0]["marks"]
