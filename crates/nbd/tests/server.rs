@@ -87,6 +87,21 @@ fn disk_and_image(dir: &Path, size: u64, zero: (u64, u64)) -> (Arc<Mem>, PathBuf
     (dev, image)
 }
 
+/// A temporary folder holding a [`disk_and_image`], for a test that checks the export with
+/// `qemu-img`; `None` after a printed SKIP when it is not installed.
+fn qemu_img_disk(
+    test: &str,
+    size: u64,
+    zero: (u64, u64),
+) -> Option<(tempfile::TempDir, Arc<Mem>, PathBuf)> {
+    if !require_tools(test, &["qemu-img"]) {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (dev, image) = disk_and_image(dir.path(), size, zero);
+    Some((dir, dev, image))
+}
+
 fn serve(dir: &Path, dev: Arc<Mem>) -> (Server, PathBuf) {
     let sock = dir.join("export.sock");
     let s = Server::start(&Listen::Unix(sock.clone()), dev, ExportOptions::default()).unwrap();
@@ -225,11 +240,9 @@ fn qemu_compare(image: &Path, sock: &Path) {
 #[test]
 fn qemu_img_reads_the_export_byte_identical_and_sees_its_zero_range_as_a_hole() {
     let t = "qemu_img_reads_the_export_byte_identical_and_sees_its_zero_range_as_a_hole";
-    if !require_tools(t, &["qemu-img"]) {
+    let Some((dir, dev, image)) = qemu_img_disk(t, 8 * MIB + 512, (2 * MIB, 5 * MIB)) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (dev, image) = disk_and_image(dir.path(), 8 * MIB + 512, (2 * MIB, 5 * MIB));
+    };
     let (srv, sock) = serve(dir.path(), dev);
     qemu_compare(&image, &sock);
     let map = bulwark_testkit::images::qemu_map(&uri(&sock));
@@ -529,11 +542,9 @@ fn a_stale_socket_is_replaced_and_a_live_one_is_not() {
 #[test]
 fn a_tcp_export_serves_several_clients_at_once() {
     let t = "a_tcp_export_serves_several_clients_at_once";
-    if !require_tools(t, &["qemu-img"]) {
+    let Some((_dir, dev, image)) = qemu_img_disk(t, 6 * MIB, (MIB, 2 * MIB)) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (dev, image) = disk_and_image(dir.path(), 6 * MIB, (MIB, 2 * MIB));
+    };
     let srv = Server::start(
         &Listen::Tcp("127.0.0.1:0".parse().unwrap()),
         dev,
