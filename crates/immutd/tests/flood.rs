@@ -6,10 +6,12 @@
 mod common;
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bulwark_format::PointId;
+use bulwark_testkit::immutd::Immutd;
 use common::*;
 
 /// Perl (in every Debian base system) as the flooding user: a storm of connects, then
@@ -105,6 +107,15 @@ fn value(out: &str, key: &str) -> u64 {
         .unwrap() as u64
 }
 
+/// An ext4 rig with its service started, and the service's socket; `None` after a printed
+/// SKIP.
+fn started_rig(test: &str) -> Option<(Rig, Immutd, PathBuf)> {
+    let rig = ext4_rig(test, &["mkfs.ext4", "useradd", "perl"])?;
+    let svc = rig.start();
+    let sock = rig.socket();
+    Some((rig, svc, sock))
+}
+
 /// `bulwark-immutctl status` as root.
 fn root_status(sock: &std::path::Path) -> CtlResult {
     CtlResult::from(
@@ -121,12 +132,10 @@ fn root_status(sock: &std::path::Path) -> CtlResult {
 #[test]
 fn a_stranger_holding_connections_cannot_stop_sealing() {
     let test = "a_stranger_holding_connections_cannot_stop_sealing";
-    let Some(rig) = ext4_rig(test, &["mkfs.ext4", "useradd", "perl"]) else {
+    let Some((rig, svc, sock)) = started_rig(test) else {
         return;
     };
-    let svc = rig.start();
     let stranger = TestUser::create();
-    let sock = rig.socket();
     // Three seconds of connect storm, then 64 connections (four times the slots) held
     // for 20 s with a byte every 3 s: the attack that stopped every seal before.
     let flood = Kill(Some(perl_as(
@@ -195,11 +204,9 @@ fn a_stranger_holding_connections_cannot_stop_sealing() {
 #[test]
 fn a_trickled_request_is_cut_at_its_deadline_and_one_uid_cannot_take_every_slot() {
     let test = "a_trickled_request_is_cut_at_its_deadline_and_one_uid_cannot_take_every_slot";
-    let Some(rig) = ext4_rig(test, &["mkfs.ext4", "useradd", "perl"]) else {
+    let Some((rig, svc, sock)) = started_rig(test) else {
         return;
     };
-    let svc = rig.start();
-    let sock = rig.socket();
     // The service user trickles a 6-byte request, one byte every 3 s: an idle timeout
     // restarted by every byte would wait 15 s and answer; the deadline cuts it at 10 s.
     let trickle = Kill(Some(perl_as(&rig.user, TRICKLE, &[sock.to_str().unwrap()])));
