@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
+use bulwark_testkit::system::job_file;
 use bulwark_testkit::webhook::Hook;
 use common::{init_repo, s};
 
@@ -88,16 +89,81 @@ fn row<'a>(report: &'a serde_json::Value, file: &Path, job: &str) -> &'a serde_j
         .unwrap_or_else(|| panic!("no row for {} in {report}", file.display()))
 }
 
-fn job_file(path: &Path, name: &str, source: &Path, repo: &Path, extra: &str) {
-    std::fs::write(
-        path,
-        format!(
-            "name = \"{name}\"\nsource = \"{}\"\nrepository = \"{}\"\n{extra}",
-            s(source),
-            s(repo)
-        ),
-    )
-    .unwrap();
+/// Where every test here starts, once libfaketime is found (else the test skips): a scratch
+/// folder with a repository and a state folder, and a webhook receiver with its notify.toml
+/// (`notify` settings on top).
+struct Rig {
+    lib: PathBuf,
+    dir: tempfile::TempDir,
+    repo: PathBuf,
+    state: PathBuf,
+    hook: Hook,
+    cfg: PathBuf,
+}
+
+fn rig(test: &str, notify: &str) -> Option<Rig> {
+    let lib = bulwark_testkit::skip::require_faketime(test)?;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init_repo(dir.path());
+    let state = dir.path().join("state");
+    let hook = Hook::start();
+    let cfg = hook.config(dir.path(), notify);
+    Some(Rig {
+        lib,
+        dir,
+        repo,
+        state,
+        hook,
+        cfg,
+    })
+}
+
+impl Rig {
+    /// A 1 MiB image `d.img` of random bytes from `seed`.
+    fn image(&self, seed: u64) -> PathBuf {
+        let img = self.dir.path().join("d.img");
+        std::fs::write(&img, bulwark_testkit::Rng::new(seed).bytes(1 << 20)).unwrap();
+        img
+    }
+
+    /// The job file `NAME.toml` of job `name` backing up the file `source` of the scratch
+    /// folder (which need not exist) to the rig's repository.
+    fn job(&self, name: &str, source: &str, extra: &str) -> PathBuf {
+        let job = self.dir.path().join(format!("{name}.toml"));
+        job_file(&job, name, self.dir.path().join(source), &self.repo, extra);
+        job
+    }
+
+    /// `bulwark job run JOB` with the rig's state folder at `faketime` (as [`bulwark_at`]).
+    fn job_run(&self, faketime: Option<&str>, job: &Path) -> Output {
+        bulwark_at(
+            faketime.map(|at| (self.lib.as_path(), at)),
+            &["job", "run", s(job), "--state-dir", s(&self.state)],
+        )
+    }
+
+    /// [`check`] of `files` at `at` (`None`: the real clock) with the rig's state and hook.
+    fn check(&self, at: Option<&str>, files: &[&Path]) -> (Option<i32>, serde_json::Value) {
+        check(
+            at.map(|_| self.lib.as_path()),
+            at.unwrap_or(""),
+            files,
+            &self.state,
+            &self.cfg,
+        )
+    }
+
+    /// The overdue message of job `name` of the job file `job` when a check at `at` finds it
+    /// overdue (which it must, exiting 1); the check's `backup_missed` notices of it.
+    fn overdue(&self, at: &str, job: &Path, name: &str) -> (String, usize) {
+        let (code, v) = self.check(Some(at), &[job]);
+        assert_eq!(code, Some(1), "{name} is overdue at {at}: {v}");
+        let msg = row(&v, job, name)["overdue"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (msg, self.hook.missed(name).len())
+    }
 }
 
 /// Sets the modification time of `path` to `secs` seconds ago.
@@ -113,27 +179,27 @@ fn written_ago(path: &Path, secs: u64) {
 #[test]
 fn a_bad_job_file_is_reported_and_every_other_job_is_still_checked_and_notified() {
     let test = "a_bad_job_file_is_reported_and_every_other_job_is_still_checked_and_notified";
-    let Some(lib) = bulwark_testkit::skip::require_faketime(test) else {
+    let Some(rig) = rig(test, "") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let repo = init_repo(dir.path());
-    let img = dir.path().join("d.img");
-    std::fs::write(&img, bulwark_testkit::Rng::new(1).bytes(1 << 20)).unwrap();
+    let Rig {
+        dir,
+        state,
+        hook,
+        cfg,
+        ..
+    } = &rig;
+    let img = rig.image(1);
     let jobs = dir.path().join("jobs");
     std::fs::create_dir(&jobs).unwrap();
     // Sorted first, so a check that stops at it never sees the good job.
     let bad = jobs.join("aa.toml");
     std::fs::write(&bad, "name = \"x\"\nsourec = \"/x\"\nrepository = \"/r\"\n").unwrap();
     let good = jobs.join("zz.toml");
-    job_file(&good, "web", &img, &repo, "");
-    let state = dir.path().join("state");
-    let o = bulwark_at(None, &["job", "run", s(&good), "--state-dir", s(&state)]);
-    assert!(o.status.success());
-    let hook = Hook::start();
-    let cfg = hook.config(dir.path(), "");
+    job_file(&good, "web", &img, &rig.repo, "");
+    assert!(rig.job_run(None, &good).status.success());
 
-    let (code, v) = check(Some(&lib), "+3d", &[&jobs], &state, &cfg);
+    let (code, v) = rig.check(Some("+3d"), &[&jobs]);
     assert_eq!(code, Some(1), "an overdue job and a bad file exit 1: {v}");
     let b = row(&v, &bad, "x");
     let err = b["error"].as_str().unwrap_or_default();
@@ -174,9 +240,9 @@ fn a_bad_job_file_is_reported_and_every_other_job_is_still_checked_and_notified(
             "check",
             s(&jobs),
             "--state-dir",
-            s(&state),
+            s(state),
             "--notify-config",
-            s(&cfg),
+            s(cfg),
         ],
     );
     assert_eq!(o.status.code(), Some(1));
@@ -187,109 +253,67 @@ fn a_bad_job_file_is_reported_and_every_other_job_is_still_checked_and_notified(
         "{text}"
     );
     // Only good files: exit 0.
-    let (code, v) = check(None, "", &[&good], &state, &cfg);
+    let (code, v) = rig.check(None, &[&good]);
     assert_eq!(code, Some(0), "{v}");
 }
 
 #[test]
 fn a_job_failing_every_day_is_overdue_from_its_first_run() {
     let test = "a_job_failing_every_day_is_overdue_from_its_first_run";
-    let Some(lib) = bulwark_testkit::skip::require_faketime(test) else {
+    let Some(rig) = rig(test, "") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let repo = init_repo(dir.path());
-    let job = dir.path().join("n.toml");
-    job_file(&job, "n", &dir.path().join("missing.img"), &repo, "");
-    let state = dir.path().join("state");
+    let job = rig.job("n", "missing.img", "");
     for d in 1..=4 {
         let at = format!("@2027-01-0{d} 22:00:00");
-        let o = bulwark_at(
-            Some((&lib, &at)),
-            &["job", "run", s(&job), "--state-dir", s(&state)],
-        );
+        let o = rig.job_run(Some(&at), &job);
         assert_eq!(o.status.code(), Some(2), "a run whose disk failed exits 2");
     }
-    let hook = Hook::start();
-    let cfg = hook.config(dir.path(), "");
     // 23 h after the last failing run, 95 h after the first.
-    let (code, v) = check(Some(&lib), "@2027-01-05 21:00:00", &[&job], &state, &cfg);
-    assert_eq!(code, Some(1), "{v}");
-    let msg = row(&v, &job, "n")["overdue"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let (msg, sent) = rig.overdue("@2027-01-05 21:00:00", &job, "n");
     assert!(
         msg.contains("since its first run 95.0 h ago (2027-01-01 22:00:00 UTC")
             && msg.contains("the last run failed"),
         "{msg}"
     );
-    assert_eq!(hook.missed("n").len(), 1);
+    assert_eq!(sent, 1);
 }
 
 #[test]
 fn a_job_that_never_ran_is_overdue_from_when_its_file_was_written() {
     let test = "a_job_that_never_ran_is_overdue_from_when_its_file_was_written";
-    let Some(lib) = bulwark_testkit::skip::require_faketime(test) else {
+    let Some(rig) = rig(test, "") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let repo = init_repo(dir.path());
-    let job = dir.path().join("web.toml");
-    job_file(&job, "web", &dir.path().join("d.img"), &repo, "");
-    let state = dir.path().join("state");
-    let hook = Hook::start();
-    let cfg = hook.config(dir.path(), "");
+    let job = rig.job("web", "d.img", "");
     // Just written: within its 26 hours.
-    let (code, v) = check(None, "", &[&job], &state, &cfg);
+    let (code, v) = rig.check(None, &[&job]);
     assert_eq!(code, Some(0), "{v}");
     assert!(row(&v, &job, "web")["overdue"].is_null(), "{v}");
     // 27 hours later, still no run record: overdue.
-    let (code, v) = check(Some(&lib), "+27h", &[&job], &state, &cfg);
-    assert_eq!(code, Some(1), "{v}");
-    let msg = row(&v, &job, "web")["overdue"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let (msg, sent) = rig.overdue("+27h", &job, "web");
     assert!(
         msg.contains("job web: never ran; its job file was written 27.0 h ago")
             && msg.contains("is bulwark-job@web.timer enabled?"),
         "{msg}"
     );
-    assert_eq!(hook.missed("web").len(), 1);
+    assert_eq!(sent, 1);
     // A file written long ago that never ran is overdue on the real clock too.
     written_ago(&job, 30 * 3600);
-    let (code, _) = check(None, "", &[&job], &state, &cfg);
+    let (code, _) = rig.check(None, &[&job]);
     assert_eq!(code, Some(1));
 }
 
 #[test]
 fn a_lasting_overdue_job_is_notified_when_it_becomes_overdue_then_every_repeat_hours() {
     let test = "a_lasting_overdue_job_is_notified_when_it_becomes_overdue_then_every_repeat_hours";
-    let Some(lib) = bulwark_testkit::skip::require_faketime(test) else {
+    let Some(rig) = rig(test, "repeat_hours = 24\n") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let repo = init_repo(dir.path());
-    let img = dir.path().join("d.img");
-    std::fs::write(&img, bulwark_testkit::Rng::new(2).bytes(1 << 20)).unwrap();
-    let job = dir.path().join("web.toml");
-    job_file(&job, "web", &img, &repo, "alert_after_hours = 1\n");
-    let state = dir.path().join("state");
-    let hook = Hook::start();
-    let cfg = hook.config(dir.path(), "repeat_hours = 24\n");
-    let run = |at: &str| {
-        let o = bulwark_at(
-            Some((&lib, at)),
-            &["job", "run", s(&job), "--state-dir", s(&state)],
-        );
-        assert!(o.status.success());
-    };
-    let sent = |at: &str| {
-        let (code, v) = check(Some(&lib), at, &[&job], &state, &cfg);
-        assert_eq!(code, Some(1), "overdue at {at}: {v}");
-        hook.missed("web").len()
-    };
+    rig.image(2);
+    let job = rig.job("web", "d.img", "alert_after_hours = 1\n");
+    let run = |at: &str| assert!(rig.job_run(Some(at), &job).status.success());
+    let sent = |at: &str| rig.overdue(at, &job, "web").1;
     run("+0");
     assert_eq!(sent("+2h"), 1, "sent when it becomes overdue");
     assert_eq!(sent("+3h"), 1, "not again at the next hourly check");
@@ -298,7 +322,7 @@ fn a_lasting_overdue_job_is_notified_when_it_becomes_overdue_then_every_repeat_h
     assert_eq!(sent("+27h"), 2);
     // It recovers: a successful run and a check that finds it in time.
     run("+27h");
-    let (code, v) = check(Some(&lib), "+1650m", &[&job], &state, &cfg);
+    let (code, v) = rig.check(Some("+1650m"), &[&job]);
     assert_eq!(code, Some(0), "{v}");
     // Late again 1.5 h after the success: news again, though the last sending was 2.5 h ago.
     assert_eq!(sent("+1710m"), 3, "a new overdue spell is sent at once");
