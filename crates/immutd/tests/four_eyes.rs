@@ -115,6 +115,49 @@ fn four_eyes_rig(test: &str) -> Option<Rig> {
     ext4_rig(test, &["mkfs.ext4", "useradd", "ssh-keygen"])
 }
 
+/// A [`four_eyes_rig`] whose configuration names the approvers of its [`Keys`].
+fn rig_with_keys(test: &str) -> Option<(Rig, Keys)> {
+    let mut rig = four_eyes_rig(test)?;
+    let keys = Keys::for_rig(&mut rig);
+    Some((rig, keys))
+}
+
+/// `approve … --out statement`, which must succeed; returns the statement's text.
+fn prepared(rig: &Rig, args: &[&str], statement: &Path) -> String {
+    let o = prepare(rig, args, statement);
+    assert!(o.status.success(), "{}", out(&o));
+    std::fs::read_to_string(statement).unwrap()
+}
+
+/// Applies `statement` signed by approvers `pair`: with the signature of `pair[alone]` only it
+/// is refused (exit 3) and `unapplied` still holds; with both it is applied (exit 0).
+fn refused_by_one_applied_by_two(
+    rig: &Rig,
+    keys: &Keys,
+    statement: &Path,
+    pair: [usize; 2],
+    alone: usize,
+    unapplied: impl FnOnce() -> bool,
+) {
+    let sigs = [keys.sign(pair[0], statement), keys.sign(pair[1], statement)];
+    let o = apply(rig, statement, &[&sigs[alone]]);
+    assert_eq!(o.status.code(), Some(3), "{}", out(&o));
+    assert!(
+        unapplied(),
+        "{} took effect with one signature",
+        statement.display()
+    );
+    let o = apply(rig, statement, &[&sigs[0], &sigs[1]]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+}
+
+/// Runs `bulwark-immutd status`, asserts it exits `code`, and returns its output.
+fn status_exits(rig: &Rig, code: i32) -> String {
+    let o = rig.immutd_cli(&["status"]);
+    assert_eq!(o.status.code(), Some(code), "{}", out(&o));
+    out(&o)
+}
+
 /// Starts the service of `rig` with a 14-day period and its configuration checked every
 /// second (so a test can edit it), and checks a new full gets those 14 days.
 fn start_watched_14_days(rig: &mut Rig) -> Immutd {
@@ -147,10 +190,9 @@ fn start(rig: &Rig) -> Immutd {
 #[test]
 fn early_release_needs_two_of_three_signatures_over_exactly_that_file() {
     let test = "early_release_needs_two_of_three_signatures_over_exactly_that_file";
-    let Some(mut rig) = four_eyes_rig(test) else {
+    let Some((rig, keys)) = rig_with_keys(test) else {
         return;
     };
-    let keys = Keys::for_rig(&mut rig);
     let _svc = start(&rig);
     let (sock, u) = (rig.socket(), &rig.user);
     let (a, _) = seal_new(&rig, "vm-a", None, bulwark_format::PointId::NONE);
@@ -173,9 +215,7 @@ fn early_release_needs_two_of_three_signatures_over_exactly_that_file() {
     );
 
     let s_a = keys.dir.join("release-a");
-    let o = prepare(&rig, &["release", pa.to_str().unwrap()], &s_a);
-    assert!(o.status.success(), "{}", out(&o));
-    let text = std::fs::read_to_string(&s_a).unwrap();
+    let text = prepared(&rig, &["release", pa.to_str().unwrap()], &s_a);
     assert!(text.starts_with("bulwark-approval-statement 1\n"), "{text}");
     assert!(
         text.contains(&format!("file: {}\n", pa.display())),
@@ -292,10 +332,9 @@ fn early_release_needs_two_of_three_signatures_over_exactly_that_file() {
 #[test]
 fn a_weakening_config_edit_stays_unapplied_and_alerted_until_two_approvers_sign() {
     let test = "a_weakening_config_edit_stays_unapplied_and_alerted_until_two_approvers_sign";
-    let Some(mut rig) = four_eyes_rig(test) else {
+    let Some((mut rig, keys)) = rig_with_keys(test) else {
         return;
     };
-    let keys = Keys::for_rig(&mut rig);
     let svc = start_watched_14_days(&mut rig);
 
     // Root lowers the period and raises the byte cap in the file: not applied.
@@ -332,27 +371,19 @@ fn a_weakening_config_edit_stays_unapplied_and_alerted_until_two_approvers_sign(
 
     // Approved by one: refused; by two: in force, and the alert ends.
     let s = keys.dir.join("config");
-    let o = prepare(&rig, &["config"], &s);
-    assert!(o.status.success(), "{}", out(&o));
-    let text = std::fs::read_to_string(&s).unwrap();
+    let text = prepared(&rig, &["config"], &s);
     assert!(
         text.contains("action: config\n") && text.contains("change: repository"),
         "{text}"
     );
-    let (s1, s2) = (keys.sign(1, &s), keys.sign(2, &s));
-    let o = apply(&rig, &s, &[&s1]);
-    assert_eq!(o.status.code(), Some(3), "{}", out(&o));
-    assert_eq!(period_of(&rig, "vm-4"), 14);
-    let o = apply(&rig, &s, &[&s1, &s2]);
-    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    refused_by_one_applied_by_two(&rig, &keys, &s, [1, 2], 0, || period_of(&rig, "vm-4") == 14);
     assert_eq!(
         period_of(&rig, "vm-5"),
         7,
         "the approved period is not in force"
     );
     assert!(!alerted(&rig));
-    let o = rig.immutd_cli(&["status"]);
-    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    status_exits(&rig, 0);
 
     // A strengthening edit applies at once, without approvals.
     rig.setup.min_period_days = 21;
@@ -361,8 +392,7 @@ fn a_weakening_config_edit_stays_unapplied_and_alerted_until_two_approvers_sign(
         wait_for(10, || period_of(&rig, "vm-6") == 21),
         "a longer period was not applied at once"
     );
-    let o = rig.immutd_cli(&["status"]);
-    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    status_exits(&rig, 0);
 
     // Removing the approvers is itself a weakening.
     let approval = std::mem::take(&mut rig.setup.extra_config);
@@ -418,9 +448,7 @@ fn a_time_accept_that_unlocks_early_needs_two_signatures() {
     assert!(is_immutable(&pa));
 
     let s = keys.dir.join("time");
-    let o = prepare(&rig, &["time-accept"], &s);
-    assert!(o.status.success(), "{}", out(&o));
-    let text = std::fs::read_to_string(&s).unwrap();
+    let text = prepared(&rig, &["time-accept"], &s);
     let offset: i64 = text
         .lines()
         .find_map(|l| l.strip_prefix("offset: "))
@@ -429,12 +457,7 @@ fn a_time_accept_that_unlocks_early_needs_two_signatures() {
         .unwrap();
     assert!((offset - 8 * DAY).abs() < 120, "{text}");
     assert!(text.contains("files-unlocking: 1\n"), "{text}");
-    let (s1, s2) = (keys.sign(0, &s), keys.sign(2, &s));
-    let o = apply(&rig, &s, &[&s2]);
-    assert_eq!(o.status.code(), Some(3), "{}", out(&o));
-    assert!(is_immutable(&pa));
-    let o = apply(&rig, &s, &[&s1, &s2]);
-    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    refused_by_one_applied_by_two(&rig, &keys, &s, [0, 2], 1, || is_immutable(&pa));
     assert!(wait_for(10, || !is_immutable(&pa)), "A did not unlock");
     assert!(audit(&rig).contains("with the approval of alice, carol"));
 }
@@ -442,10 +465,9 @@ fn a_time_accept_that_unlocks_early_needs_two_signatures() {
 #[test]
 fn a_hand_edit_of_repository_toml_stays_alerted_until_approved() {
     let test = "a_hand_edit_of_repository_toml_stays_alerted_until_approved";
-    let Some(mut rig) = four_eyes_rig(test) else {
+    let Some((mut rig, keys)) = rig_with_keys(test) else {
         return;
     };
-    let keys = Keys::for_rig(&mut rig);
     rig.setup.watch_secs = 1;
     let settings = rig.repo.join("repository.toml");
     std::fs::write(&settings, "id = \"0123abcd\"\nmax_points_per_day = 8\n").unwrap();
@@ -469,25 +491,17 @@ fn a_hand_edit_of_repository_toml_stays_alerted_until_approved() {
         is_immutable(&settings),
         "the edited settings were left mutable"
     );
-    assert_eq!(rig.immutd_cli(&["status"]).status.code(), Some(1));
+    status_exits(&rig, 1);
     assert!(audit(&rig).contains("\ttamper-settings-changed\t"));
 
     // Approved by two: the alert ends and the new content is the approved one.
     let s = keys.dir.join("settings");
-    let o = prepare(&rig, &["config"], &s);
-    assert!(o.status.success(), "{}", out(&o));
-    let text = std::fs::read_to_string(&s).unwrap();
+    let text = prepared(&rig, &["config"], &s);
     assert!(text.contains("repository.toml changed by hand"), "{text}");
-    let (s1, s2) = (keys.sign(0, &s), keys.sign(1, &s));
-    let o = apply(&rig, &s, &[&s1]);
-    assert_eq!(o.status.code(), Some(3), "{}", out(&o));
-    assert!(changed(&rig));
-    let o = apply(&rig, &s, &[&s1, &s2]);
-    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    refused_by_one_applied_by_two(&rig, &keys, &s, [0, 1], 0, || changed(&rig));
     assert!(!changed(&rig));
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let o = rig.immutd_cli(&["status"]);
-    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    status_exits(&rig, 0);
 }
 
 #[test]
@@ -512,12 +526,10 @@ fn without_approvers_a_weakening_edit_applies_but_is_alerted() {
     rig.setup.write_config().unwrap();
     let _svc = start(&rig);
     assert_eq!(period_of(&rig, "vm-3"), 7);
-    let o = rig.immutd_cli(&["status"]);
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let status = status_exits(&rig, 1);
     assert!(
-        out(&o).contains("min_period_days lowered from 10 to 7"),
-        "{}",
-        out(&o)
+        status.contains("min_period_days lowered from 10 to 7"),
+        "{status}"
     );
 
     // No statement can be issued without approvers.
