@@ -15,6 +15,8 @@
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+pub mod owner;
+
 pub use bulwark_repository::human;
 pub use bulwark_time::utc;
 

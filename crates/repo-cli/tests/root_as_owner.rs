@@ -99,3 +99,62 @@ fn root_leaves_no_root_owned_file_in_a_service_users_repository() {
     assert_eq!(std::fs::read_dir(dir.join("incoming")).unwrap().count(), 0);
     assert!(!dir.join("jobs/db").exists() && !dir.join("locks/db.lock").exists());
 }
+
+/// A repository of a user but group root: root's `bulwark-repo` and `bulwark` refuse to
+/// continue (with group root every file they wrote would keep root's group) and change
+/// nothing; both programs say it the same way, from the one owner rule in cli-common.
+#[test]
+fn a_repository_of_a_user_with_group_root_is_refused_by_both_programs() {
+    need_root!("a_repository_of_a_user_with_group_root_is_refused_by_both_programs");
+    let repo_bin = env!("CARGO_BIN_EXE_bulwark-repo");
+    let client = bulwark_testkit::serve::bin_client();
+    let client = client.to_str().unwrap();
+    let user = TestUser::create();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("repo");
+    let ds = dir.to_str().unwrap();
+    assert!(run(repo_bin, &["init", ds, "--immutable-days", "7"])
+        .status
+        .success());
+    let o = Command::new("chown")
+        .args(["-R", &format!("{}:0", user.uid), ds])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let tree = || {
+        let o = Command::new("find")
+            .arg(ds)
+            .arg("-printf")
+            .arg("%p %s %T@\n")
+            .output()
+            .unwrap();
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let before = tree();
+    let o = run(
+        repo_bin,
+        &["policy", ds, "--job", "web", "--keep-days", "9"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        bulwark_testkit::text(&o).contains("but group root"),
+        "the refusal names the cause"
+    );
+    assert_eq!(tree(), before, "nothing was changed");
+    let img = d.path().join("disk.img");
+    std::fs::write(&img, bulwark_testkit::Rng::new(4).bytes(1 << 20)).unwrap();
+    let o = run(
+        client,
+        &[
+            "backup",
+            "--repo",
+            ds,
+            "--job",
+            "web",
+            img.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(bulwark_testkit::text(&o).contains("but group root"));
+    assert_eq!(tree(), before, "the backup wrote nothing either");
+}

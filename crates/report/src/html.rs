@@ -39,20 +39,7 @@ pub fn time(secs: i64) -> String {
 }
 
 /// Bytes in binary units: `512 B`, `1.5 KiB`, `20.0 GiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use bulwark_time::human_bytes;
 
 /// A duration in the largest unit that keeps it readable: `45 s`, `12 min`, `5 h`, `3 d`.
 pub fn human_duration(secs: i64) -> String {

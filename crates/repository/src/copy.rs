@@ -411,29 +411,12 @@ impl Repository {
         });
         let local = self.local_blocks(&files)?;
         if verbatim {
-            self.check_flood_copy(job, &files)?;
+            self.check_flood(job, files.iter().map(|(_, p, _)| *p), "copies")?;
             self.begin_verbatim(job, head, header, trailer, meta, local, lock)
         } else {
             drop(lock);
             self.begin_rechain(job, head, meta, trailer.root_digest, &held, local)
         }
-    }
-
-    /// The flood rule of `begin_point` for copies: at most the day's maximum of points created
-    /// in the last 24 hours.
-    fn check_flood_copy(&self, job: &str, files: &[(PointId, PointId, PathBuf)]) -> Result<()> {
-        let (now, _) = now_unix();
-        let recent = files
-            .iter()
-            .filter(|(_, p, _)| id_time(*p) >= now - 86_400)
-            .count();
-        if recent >= self.config().max_points_per_day as usize {
-            return Err(RepoError::Usage(format!(
-                "job {job:?} already has {recent} restore points from the last 24 hours, the repository's limit \
-                 (max_points_per_day in repository.toml); refusing more copies so that a flood cannot push out older points"
-            )));
-        }
-        Ok(())
     }
 
     /// Every stored block of `job`'s sealed files by its stored hash.

@@ -196,21 +196,8 @@ impl Repository {
     }
 }
 
-/// Bytes as a short human string (B, KiB, MiB, GiB, TiB).
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+/// Bytes as a short human string (B, KiB, … PiB).
+pub use bulwark_time::human_bytes as human;
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
 pub use bulwark_time::utc;

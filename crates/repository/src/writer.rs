@@ -131,7 +131,7 @@ impl Repository {
             .into_iter()
             .map(|(_, p, _)| p)
             .collect();
-        self.check_flood(&np.job, &held)?;
+        self.check_flood(&np.job, held.iter().copied(), "points")?;
         let (secs, nanos) = self.point_time(&np, &held);
         let kind_now = if np.parent.is_some() {
             PointKind::Incremental
@@ -268,15 +268,24 @@ impl Repository {
         Ok(removed)
     }
 
-    /// Refuses a new restore point when the job already made its daily maximum.
-    fn check_flood(&self, job: &str, held: &[PointId]) -> Result<()> {
+    /// Refuses a new restore point (`what`: "points" for a backup, "copies" for a copy) when
+    /// the job already has the day's maximum of points created in the last 24 hours.
+    pub(crate) fn check_flood(
+        &self,
+        job: &str,
+        held: impl IntoIterator<Item = PointId>,
+        what: &str,
+    ) -> Result<()> {
         let (now, _) = now_unix();
         let day_ago = (now - 86_400).max(0) as u64 * 1_000_000_000;
-        let recent = held.iter().filter(|p| p.unix_nanos() >= day_ago).count();
+        let recent = held
+            .into_iter()
+            .filter(|p| p.unix_nanos() >= day_ago)
+            .count();
         if recent >= self.config().max_points_per_day as usize {
             return Err(RepoError::Usage(format!(
                 "job {job:?} already has {recent} restore points from the last 24 hours, the repository's limit \
-                 (max_points_per_day in repository.toml); refusing more so that a flood cannot push out older points"
+                 (max_points_per_day in repository.toml); refusing more {what} so that a flood cannot push out older points"
             )));
         }
         Ok(())

@@ -7,10 +7,28 @@
 //! - [`UnixTime::utc`]: `2026-11-18 11:06:40 UTC` (clients, reports);
 //! - [`UnixTime::utc_minutes`]: `2026-11-18 11:06 UTC` (space report);
 //! - [`UnixTime::zulu`]: `2026-11-18 11:06:40Z` (the immutability service's status);
-//! - [`CivilDate`]'s `Display`: `2026-11-18`.
+//! - [`CivilDate`]'s `Display`: `2026-11-18`;
+//! - [`human_bytes`]: sizes in binary units, `512 B`, `1.5 KiB`, `20.0 GiB` (the other unit
+//!   every program prints, kept beside the times so that it too exists once).
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Bytes in binary units: `512 B`, `1.5 KiB`, `20.0 GiB` (B, KiB, MiB, GiB, TiB, PiB).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
 
 /// Seconds in a day (no leap seconds: unix time has none).
 pub const SECS_PER_DAY: i64 = 86_400;

@@ -47,37 +47,26 @@ pub fn become_repo_owner_opening(
     repo: &Path,
     sources: &[&Path],
 ) -> anyhow::Result<Option<Vec<bulwark_engine::Source>>> {
-    use std::os::unix::fs::MetadataExt;
-    if bulwark_sys::effective_uid() != 0 || !repo.join("repository.toml").is_file() {
-        return Ok(None);
-    }
-    let cfg = bulwark_repository::RepoConfig::load(repo)
-        .with_context(|| format!("opening repository {}", repo.display()))?;
-    let meta = std::fs::metadata(repo)
-        .with_context(|| format!("reading the owner of {}", repo.display()))?;
-    let (uid, gid) = (meta.uid(), meta.gid());
-    if uid == 0 {
-        if cfg.immutd_socket.is_some() {
-            anyhow::bail!(
-                "{} is guarded by the immutability service but owned by root: the service seals \
-                 only for the repository's service user (it refuses uid 0), so this backup \
-                 could never be sealed. Give the repository to its service user (it is created \
-                 with `sudo -u bulwark bulwark-repo init`), then run this backup as root again: \
-                 bulwark opens the device as root and continues as that user. Nothing was written",
-                repo.display()
-            );
+    use bulwark_cli_common::owner::{continue_as, repo_owner_for_root, RepoOwner};
+    let (uid, gid) = match repo_owner_for_root(repo)? {
+        None => return Ok(None),
+        Some(RepoOwner::User { uid, gid }) => (uid, gid),
+        Some(RepoOwner::Root) => {
+            let cfg = bulwark_repository::RepoConfig::load(repo)
+                .with_context(|| format!("opening repository {}", repo.display()))?;
+            if cfg.immutd_socket.is_some() {
+                anyhow::bail!(
+                    "{} is guarded by the immutability service but owned by root: the service seals \
+                     only for the repository's service user (it refuses uid 0), so this backup \
+                     could never be sealed. Give the repository to its service user (it is created \
+                     with `sudo -u bulwark bulwark-repo init`), then run this backup as root again: \
+                     bulwark opens the device as root and continues as that user. Nothing was written",
+                    repo.display()
+                );
+            }
+            return Ok(None);
         }
-        return Ok(None);
-    }
-    if gid == 0 {
-        anyhow::bail!(
-            "{} belongs to group root: give it the service user's own group \
-             (`chown bulwark:bulwark {}`) so that root's backup can continue as that user; \
-             nothing was written",
-            repo.display(),
-            repo.display()
-        );
-    }
+    };
     let mut src = Vec::with_capacity(sources.len());
     for source in sources {
         src.push(
@@ -85,18 +74,8 @@ pub fn become_repo_owner_opening(
                 .with_context(|| format!("opening {} as root", source.display()))?,
         );
     }
-    bulwark_sys::drop_privileges(uid, gid).with_context(|| {
-        format!(
-            "giving up root for uid {uid}, gid {gid} (the owner of {})",
-            repo.display()
-        )
-    })?;
-    tracing::info!(
-        uid,
-        gid,
-        sources = src.len(),
-        "opened the sources as root; continuing as the repository's owner"
-    );
+    continue_as(uid, gid, repo)?;
+    tracing::info!(sources = src.len(), "opened the sources as root");
     Ok(Some(src))
 }
 
