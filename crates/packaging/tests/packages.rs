@@ -52,11 +52,16 @@ fn binaries_built(test: &str) -> bool {
     true
 }
 
-fn has(tool: &str, arg: &str) -> bool {
-    Command::new(tool)
-        .arg(arg)
+/// Whether `tool --version` runs; if not, prints a SKIP of `test` with `reason`.
+fn has_or_skip(test: &str, tool: &str, reason: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg("--version")
         .output()
-        .is_ok_and(|o| o.status.success())
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        skip(test, reason);
+    }
+    ok
 }
 
 fn units() -> Vec<PathBuf> {
@@ -94,14 +99,8 @@ fn documented_exposure() -> Vec<(String, String, String)> {
 #[test]
 fn every_unit_verifies_and_each_services_exposure_is_the_documented_one() {
     let test = "every_unit_verifies_and_each_services_exposure_is_the_documented_one";
-    if !has("systemd-analyze", "--version") {
-        skip(
-            test,
-            "systemd-analyze is not installed (apt-get install systemd)",
-        );
-        return;
-    }
-    if !binaries_built(test) {
+    let reason = "systemd-analyze is not installed (apt-get install systemd)";
+    if !has_or_skip(test, "systemd-analyze", reason) || !binaries_built(test) {
         return;
     }
     // Copies whose ExecStart names the binaries just built (verify checks they exist).
@@ -217,6 +216,16 @@ fn deb_text(deb: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// The contents listing of `deb`, asserted to hold each of `paths` (the failure names
+/// `package`).
+fn contents_with(deb: &Path, package: &str, paths: &[&str]) -> String {
+    let text = deb_text(deb, &["-c"]);
+    for p in paths {
+        assert!(text.contains(p), "{package} lacks {p}:\n{text}");
+    }
+    text
+}
+
 fn control_file(deb: &Path, name: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let o = Command::new("dpkg-deb")
@@ -235,14 +244,8 @@ fn the_packages_build_then_install_upgrade_and_purge_in_a_throw_away_debian_root
     if !require_root(test, "mmdebstrap's chroot and dpkg inside it") {
         return;
     }
-    if !has("cargo-deb", "--version") {
-        skip(
-            test,
-            "cargo-deb is not installed (cargo install --locked cargo-deb, as .ci/run does)",
-        );
-        return;
-    }
-    if !binaries_built(test) {
+    let reason = "cargo-deb is not installed (cargo install --locked cargo-deb, as .ci/run does)";
+    if !has_or_skip(test, "cargo-deb", reason) || !binaries_built(test) {
         return;
     }
     let (_c, client) = cargo_deb(&[]);
@@ -250,35 +253,37 @@ fn the_packages_build_then_install_upgrade_and_purge_in_a_throw_away_debian_root
     let (_u, upgrade) = cargo_deb(&["--deb-version", "0.1.0-2"]);
 
     // Contents: FHS paths, conffiles, scripts.
-    let c = deb_text(&client, &["-c"]);
-    for p in [
-        "./usr/bin/bulwark",
-        "./lib/systemd/system/bulwark-job@.service",
-        "./lib/systemd/system/bulwark-job@.timer",
-        "./lib/systemd/system/bulwark-job-check.timer",
-        "./etc/bulwark/notify.toml",
-        "./usr/share/doc/bulwark/install.md",
-        "./usr/share/doc/bulwark/examples/db01.toml",
-    ] {
-        assert!(c.contains(p), "bulwark lacks {p}:\n{c}");
-    }
-    let r = deb_text(&repo, &["-c"]);
-    for p in [
-        "./usr/sbin/bulwark-immutd",
-        "./usr/bin/bulwark-repo",
-        "./usr/bin/bulwark-immutctl",
-        "./usr/bin/bulwark-monitor",
-        "./usr/bin/bulwark-tier",
-        "./lib/systemd/system/bulwark-immutd.service",
-        "./lib/systemd/system/bulwark-repo.service",
-        "./lib/systemd/system/bulwark-verify.timer",
-        "./lib/systemd/system/bulwark-monitor.timer",
-        "./lib/systemd/system/bulwark-tier-sync.timer",
-        "./lib/systemd/system/bulwark-alert@.service",
-        "./usr/share/bulwark-repository/nftables-bulwark.nft",
-    ] {
-        assert!(r.contains(p), "bulwark-repository lacks {p}:\n{r}");
-    }
+    let c = contents_with(
+        &client,
+        "bulwark",
+        &[
+            "./usr/bin/bulwark",
+            "./lib/systemd/system/bulwark-job@.service",
+            "./lib/systemd/system/bulwark-job@.timer",
+            "./lib/systemd/system/bulwark-job-check.timer",
+            "./etc/bulwark/notify.toml",
+            "./usr/share/doc/bulwark/install.md",
+            "./usr/share/doc/bulwark/examples/db01.toml",
+        ],
+    );
+    let r = contents_with(
+        &repo,
+        "bulwark-repository",
+        &[
+            "./usr/sbin/bulwark-immutd",
+            "./usr/bin/bulwark-repo",
+            "./usr/bin/bulwark-immutctl",
+            "./usr/bin/bulwark-monitor",
+            "./usr/bin/bulwark-tier",
+            "./lib/systemd/system/bulwark-immutd.service",
+            "./lib/systemd/system/bulwark-repo.service",
+            "./lib/systemd/system/bulwark-verify.timer",
+            "./lib/systemd/system/bulwark-monitor.timer",
+            "./lib/systemd/system/bulwark-tier-sync.timer",
+            "./lib/systemd/system/bulwark-alert@.service",
+            "./usr/share/bulwark-repository/nftables-bulwark.nft",
+        ],
+    );
     assert!(!r.contains("./usr/local") && !c.contains("./usr/local"));
     assert_eq!(
         control_file(&client, "conffiles").trim(),
@@ -294,11 +299,8 @@ fn the_packages_build_then_install_upgrade_and_purge_in_a_throw_away_debian_root
     let info = deb_text(&repo, &["-I"]);
     assert!(info.contains("Package: bulwark-repository"), "{info}");
 
-    if !has("mmdebstrap", "--version") {
-        skip(
-            test,
-            "(install part) mmdebstrap is not installed (apt-get install mmdebstrap)",
-        );
+    let reason = "(install part) mmdebstrap is not installed (apt-get install mmdebstrap)";
+    if !has_or_skip(test, "mmdebstrap", reason) {
         return;
     }
     let script = workspace().join("crates/packaging/tests/install-upgrade-purge.sh");
