@@ -5,13 +5,13 @@
 
 mod common;
 
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bulwark_testkit::{require_root, require_tools, skip, text, Rng};
+use bulwark_testkit::guarded::wait_for as wait_until;
+use bulwark_testkit::{can_run, require_tools, skip, text, Rng};
 use common::{bin, bulwark_ok, init_repo, ready_report, s};
 
 /// A repository in `d` holding one point of job `e`, a small disk image.
@@ -55,9 +55,8 @@ impl Drop for Running {
     }
 }
 
-/// Starts `sh -c SCRIPT` with the `bulwark` binary as `$B`: its JSON report once it serves,
-/// or what it said when it exited instead.
-fn start_sh(script: &str) -> (Running, Result<serde_json::Value, String>) {
+/// Starts `sh -c SCRIPT` with the `bulwark` binary as `$B`, which must serve: its JSON report.
+fn start_sh(script: &str) -> (Running, serde_json::Value) {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(script)
@@ -68,7 +67,8 @@ fn start_sh(script: &str) -> (Running, Result<serde_json::Value, String>) {
         .spawn()
         .unwrap();
     let v = ready_report(&mut child);
-    (Running(Some(child)), v)
+    let running = Running(Some(child));
+    (running, v.unwrap_or_else(|e| panic!("did not serve: {e}")))
 }
 
 /// Stops a running command with SIGTERM; its standard error.
@@ -77,26 +77,20 @@ fn stop(r: Running) -> String {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .output();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = bulwark_testkit::cmd::read_stderr(&mut child);
     child.wait().unwrap();
     err
 }
 
-fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
+/// Serves job `e` of `repo` on TCP with `nbd` (the address and its options), checks that the
+/// export's URI starts with `uri`, and stops it: what it said on its standard error.
+fn tcp_export(repo: &Path, nbd: &str, uri: &str) -> String {
+    let (child, v) = start_sh(&format!(
+        "exec \"$B\" --json export --repo {} --job e --nbd {nbd}",
+        s(repo)
+    ));
+    assert!(v["uri"].as_str().unwrap().starts_with(uri), "{v}");
+    stop(child)
 }
 
 #[test]
@@ -119,31 +113,13 @@ fn an_export_on_a_non_loopback_address_needs_allow_remote_clients_and_then_warns
     }
     let repo = repo_with_point(d.path());
     // With the option it serves, and warns on stderr.
-    let (child, v) = start_sh(&format!(
-        "exec \"$B\" --json export --repo {} --job e --nbd 0.0.0.0:0 --allow-remote-clients",
-        s(&repo)
-    ));
-    let v = v.unwrap_or_else(|e| panic!("did not serve: {e}"));
-    assert!(
-        v["uri"].as_str().unwrap().starts_with("nbd://0.0.0.0:"),
-        "{v}"
-    );
-    let err = stop(child);
+    let err = tcp_export(&repo, "0.0.0.0:0 --allow-remote-clients", "nbd://0.0.0.0:");
     assert!(
         err.contains("WARNING") && err.contains("reachable from other machines"),
         "{err}"
     );
     // Loopback needs no option and gets no warning.
-    let (child, v) = start_sh(&format!(
-        "exec \"$B\" --json export --repo {} --job e --nbd 127.0.0.1:0",
-        s(&repo)
-    ));
-    let v = v.unwrap_or_else(|e| panic!("did not serve: {e}"));
-    assert!(
-        v["uri"].as_str().unwrap().starts_with("nbd://127.0.0.1:"),
-        "{v}"
-    );
-    let err = stop(child);
+    let err = tcp_export(&repo, "127.0.0.1:0", "nbd://127.0.0.1:");
     assert!(!err.contains("WARNING"), "{err}");
 }
 
@@ -157,7 +133,6 @@ fn an_export_socket_is_its_owners_only_whatever_the_umask() {
         s(&repo),
         s(&sock)
     ));
-    let v = v.unwrap_or_else(|e| panic!("did not serve: {e}"));
     assert!(v["uri"].as_str().unwrap().contains(s(&sock)), "{v}");
     let mode = std::fs::symlink_metadata(&sock)
         .unwrap()
@@ -370,49 +345,21 @@ fn mounting_on_a_folder_in_use_says_it_is_in_use_live_or_dead() {
 /// A GPT disk `gpt.img` in `d` with one ext4 partition holding `f.txt`.
 fn one_partition_disk(d: &Path) -> PathBuf {
     let img = d.join("gpt.img");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(24 << 20)
-        .unwrap();
-    let mut sf = Command::new("sfdisk")
-        .args(["-q", "--no-reread", "--no-tell-kernel", s(&img)])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    sf.stdin
-        .take()
-        .unwrap()
-        .write_all(b"label: gpt\nstart=2048, size=40960, type=linux\n")
-        .unwrap();
-    assert!(sf.wait().unwrap().success());
     let tree = d.join("tree");
     std::fs::create_dir(&tree).unwrap();
     std::fs::write(tree.join("f.txt"), b"held open\n").unwrap();
-    let o = Command::new("mkfs.ext4")
-        .args([
-            "-q",
-            "-F",
-            "-E",
-            "offset=1048576",
-            "-d",
-            s(&tree),
-            s(&img),
-            "20480k",
-        ])
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "mkfs.ext4: {}", text(&o));
+    bulwark_testkit::images::gpt_ext4_disk(&img, 24, &[(2048, 40960, &tree)]);
     img
 }
 
 #[test]
 fn a_mount_whose_cleanup_fails_exits_2_and_says_what_is_left() {
     let t = "a_mount_whose_cleanup_fails_exits_2_and_says_what_is_left";
-    if !require_root(t, "loop devices and mount(2)")
-        || !require_tools(t, &["sfdisk", "mkfs.ext4", "losetup", "fusermount3"])
-    {
+    if !can_run(
+        t,
+        "loop devices and mount(2)",
+        &["sfdisk", "mkfs.ext4", "losetup", "fusermount3"],
+    ) {
         return;
     }
     let d = tempfile::tempdir().unwrap();

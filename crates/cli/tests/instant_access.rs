@@ -8,10 +8,12 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
-use bulwark_testkit::images::{change, mixed as image, qemu_compare as compare, qemu_map};
-use bulwark_testkit::{require_root, require_tools, text, Rng, TestUser};
+use bulwark_testkit::guarded::wait_for as wait_until;
+use bulwark_testkit::images::{
+    change, gpt_ext4_disk, mixed as image, qemu_compare as compare, qemu_map,
+};
+use bulwark_testkit::{can_run, require_tools, text, Rng, TestUser};
 use common::{bin, bulwark_ok as bulwark, init_repo, ready_report, s, Export};
 
 fn tool(prog: &str, args: &[&str]) -> Output {
@@ -243,23 +245,8 @@ fn a_flipped_byte_in_a_stored_block_is_a_read_error_for_exactly_that_block() {
 /// Builds a GPT disk with two ext4 partitions from two folders of files (no root needed).
 fn gpt_disk(dir: &Path) -> (PathBuf, Vec<PathBuf>) {
     let img = dir.join("gpt.img");
-    let f = std::fs::File::create(&img).unwrap();
-    f.set_len(48 << 20).unwrap();
-    drop(f);
-    let mut sf = Command::new("sfdisk")
-        .args(["-q", "--no-reread", "--no-tell-kernel", s(&img)])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    sf.stdin
-        .take()
-        .unwrap()
-        .write_all(b"label: gpt\nstart=2048, size=40960, type=linux\nstart=43008, size=43008, type=linux\n")
-        .unwrap();
-    assert!(sf.wait().unwrap().success());
     let mut trees = Vec::new();
-    for (n, (start, size)) in [(2048u64, 40960u64), (43008, 43008)].iter().enumerate() {
+    for n in 0..2 {
         let tree = dir.join(format!("tree{n}"));
         std::fs::create_dir_all(tree.join("etc/deep")).unwrap();
         let mut rng = Rng::new(n as u64 + 50);
@@ -270,19 +257,13 @@ fn gpt_disk(dir: &Path) -> (PathBuf, Vec<PathBuf>) {
         let suid = tree.join("id-suid");
         std::fs::copy("/usr/bin/id", &suid).unwrap();
         std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
-        let o = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-E"])
-            .arg(format!("offset={}", start * 512))
-            .arg("-d")
-            .arg(&tree)
-            .arg(&img)
-            .arg(format!("{}k", size * 512 / 1024))
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "mkfs.ext4: {}", text(&o));
         trees.push(tree);
     }
+    gpt_ext4_disk(
+        &img,
+        48,
+        &[(2048, 40960, &trees[0]), (43008, 43008, &trees[1])],
+    );
     (img, trees)
 }
 
@@ -340,9 +321,10 @@ fn mount_gpt(cmd: &mut Command, repo: &Path, mnt: &Path) -> (Child, serde_json::
 }
 
 /// Where the root mount tests start: a [`gpt_disk`] backed up as job `gpt` into a new
-/// repository, and an empty folder `mnt` to mount it on, all in `d`.
+/// repository, and an empty folder `mnt` to mount it on, all in the scratch folder `_d`
+/// (removed with the rig).
 struct GptRig {
-    d: tempfile::TempDir,
+    _d: tempfile::TempDir,
     repo: PathBuf,
     img: PathBuf,
     trees: Vec<PathBuf>,
@@ -352,9 +334,11 @@ struct GptRig {
 /// A [`GptRig`], once loop devices, mount(2) and the tools of [`gpt_disk`] are there (else
 /// the test skips).
 fn gpt_rig(t: &str) -> Option<GptRig> {
-    if !require_root(t, "loop devices and mount(2)")
-        || !require_tools(t, &["sfdisk", "mkfs.ext4", "losetup", "fusermount3"])
-    {
+    if !can_run(
+        t,
+        "loop devices and mount(2)",
+        &["sfdisk", "mkfs.ext4", "losetup", "fusermount3"],
+    ) {
         return None;
     }
     let d = tempfile::tempdir().unwrap();
@@ -364,7 +348,7 @@ fn gpt_rig(t: &str) -> Option<GptRig> {
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     Some(GptRig {
-        d,
+        _d: d,
         repo,
         img,
         trees,
@@ -372,35 +356,31 @@ fn gpt_rig(t: &str) -> Option<GptRig> {
     })
 }
 
-fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+impl GptRig {
+    /// A running `bulwark mount` (as root) of the rig's disk on its `mnt`, with its report.
+    fn mount(&self) -> (Child, serde_json::Value) {
+        mount_gpt(&mut Command::new(bin()), &self.repo, &self.mnt)
     }
-    f()
 }
 
 #[test]
 fn mount_as_root_shows_every_file_of_two_ext4_partitions_and_umount_undoes_it() {
     let t = "mount_as_root_shows_every_file_of_two_ext4_partitions_and_umount_undoes_it";
-    let Some(GptRig {
-        d: _d,
+    let Some(rig) = gpt_rig(t) else {
+        return;
+    };
+    let GptRig {
         repo,
         img,
         trees,
         mnt,
-    }) = gpt_rig(t)
-    else {
-        return;
-    };
-    let repo_before = files_of(&repo)
+        ..
+    } = &rig;
+    let repo_before = files_of(repo)
         .into_iter()
         .map(|p| (std::fs::read(repo.join(&p)).unwrap(), p))
         .collect::<Vec<_>>();
-    let (mut child, v) = mount_gpt(&mut Command::new(bin()), &repo, &mnt);
+    let (mut child, v) = rig.mount();
     let parts = v["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 2, "{v}");
     for (n, tree) in trees.iter().enumerate() {
@@ -423,19 +403,19 @@ fn mount_as_root_shows_every_file_of_two_ext4_partitions_and_umount_undoes_it() 
         // Read-only: nothing can be written.
         assert!(std::fs::write(at.join("new"), b"x").is_err());
     }
-    assert!(std::fs::read(mnt.join("disk.raw")).unwrap() == std::fs::read(&img).unwrap());
-    let o = bulwark(&["umount", s(&mnt)]);
+    assert!(std::fs::read(mnt.join("disk.raw")).unwrap() == std::fs::read(img).unwrap());
+    let o = bulwark(&["umount", s(mnt)]);
     assert!(text(&o).contains("unmounted"));
     assert!(child.wait().unwrap().success());
     assert!(
-        mountinfo_under(&mnt).is_empty(),
+        mountinfo_under(mnt).is_empty(),
         "{:?}",
-        mountinfo_under(&mnt)
+        mountinfo_under(mnt)
     );
     assert!(
-        loops_backed_under(&mnt).is_empty(),
+        loops_backed_under(mnt).is_empty(),
         "{:?}",
-        loops_backed_under(&mnt)
+        loops_backed_under(mnt)
     );
     for p in parts {
         let l = p["loop_device"].as_str().unwrap();
@@ -449,59 +429,49 @@ fn mount_as_root_shows_every_file_of_two_ext4_partitions_and_umount_undoes_it() 
             p.display()
         );
     }
-    assert!(std::fs::read_dir(&mnt).unwrap().next().is_none());
+    assert!(std::fs::read_dir(mnt).unwrap().next().is_none());
 }
 
 #[test]
 fn a_mount_killed_with_sigkill_leaves_no_mount_and_no_loop_device() {
     let t = "a_mount_killed_with_sigkill_leaves_no_mount_and_no_loop_device";
-    let Some(GptRig {
-        d: _d, repo, mnt, ..
-    }) = gpt_rig(t)
-    else {
+    let Some(rig) = gpt_rig(t) else {
         return;
     };
-    let (mut child, v) = mount_gpt(&mut Command::new(bin()), &repo, &mnt);
+    let mnt = &rig.mnt;
+    let (mut child, v) = rig.mount();
     assert_eq!(v["partitions"][1]["filesystem"], "ext4", "{v}");
-    assert_eq!(
-        mountinfo_under(&mnt).len(),
-        3,
-        "{:?}",
-        mountinfo_under(&mnt)
-    );
-    let loops: Vec<String> = v["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["loop_device"].as_str().unwrap().to_string())
-        .collect();
+    assert_eq!(mountinfo_under(mnt).len(), 3, "{:?}", mountinfo_under(mnt));
+    let loops = bulwark_testkit::cmd::strings(&v["partitions"], "loop_device");
     assert!(loops.iter().all(|l| attached(l)), "{loops:?}");
     child.kill().unwrap();
     child.wait().unwrap();
     // Also after the FUSE mount is gone (the kernel then names the backing file "/disk.raw",
     // so the devices are checked by name).
     let clean = wait_until(20, || {
-        mountinfo_under(&mnt).is_empty() && !loops.iter().any(|l| attached(l))
+        mountinfo_under(mnt).is_empty() && !loops.iter().any(|l| attached(l))
     });
     assert!(
         clean,
         "left behind: {:?} {:?}",
-        mountinfo_under(&mnt),
+        mountinfo_under(mnt),
         loops.iter().filter(|l| attached(l)).collect::<Vec<_>>()
     );
     // The folder can be mounted on again.
-    let (mut again, _) = mount_gpt(&mut Command::new(bin()), &repo, &mnt);
+    let (mut again, _) = rig.mount();
     let _ = tool("kill", &["-INT", &again.id().to_string()]);
     assert!(again.wait().unwrap().success());
-    assert!(mountinfo_under(&mnt).is_empty());
+    assert!(mountinfo_under(mnt).is_empty());
 }
 
 #[test]
 fn mount_without_root_offers_the_disk_file_and_says_what_needs_root() {
     let t = "mount_without_root_offers_the_disk_file_and_says_what_needs_root";
-    if !require_root(t, "creating the unprivileged user to run as")
-        || !require_tools(t, &["sfdisk", "mkfs.ext4", "fusermount3"])
-    {
+    if !can_run(
+        t,
+        "creating the unprivileged user to run as",
+        &["sfdisk", "mkfs.ext4", "fusermount3"],
+    ) {
         return;
     }
     // Users reach FUSE through /dev/fuse, which udev's default rule makes 0666 on every
@@ -593,13 +563,11 @@ fn an_export_killed_with_sigkill_leaves_only_its_socket_file_which_the_next_expo
 #[test]
 fn a_root_mount_runs_nothing_of_the_guest_and_is_readable_by_root_only() {
     let t = "a_root_mount_runs_nothing_of_the_guest_and_is_readable_by_root_only";
-    let Some(GptRig {
-        d: _d, repo, mnt, ..
-    }) = gpt_rig(t)
-    else {
+    let Some(rig) = gpt_rig(t) else {
         return;
     };
-    let (mut child, v) = mount_gpt(&mut Command::new(bin()), &repo, &mnt);
+    let mnt = &rig.mnt;
+    let (mut child, v) = rig.mount();
     assert_eq!(v["partitions"].as_array().unwrap().len(), 2, "{v}");
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     let parts: Vec<&str> = mounts
@@ -607,7 +575,7 @@ fn a_root_mount_runs_nothing_of_the_guest_and_is_readable_by_root_only() {
         .filter(|l| {
             l.split(' ')
                 .nth(1)
-                .is_some_and(|m| m.starts_with(&format!("{}/part", s(&mnt))))
+                .is_some_and(|m| m.starts_with(&format!("{}/part", s(mnt))))
         })
         .collect();
     assert_eq!(parts.len(), 2, "{mounts}");
@@ -633,7 +601,7 @@ fn a_root_mount_runs_nothing_of_the_guest_and_is_readable_by_root_only() {
         let o = user.cmd("cat").arg(&p).output().unwrap();
         assert!(!o.status.success(), "another user read {}", p.display());
     }
-    let o = bulwark(&["umount", s(&mnt)]);
+    let o = bulwark(&["umount", s(mnt)]);
     assert!(text(&o).contains("unmounted"), "{}", text(&o));
     assert!(child.wait().unwrap().success());
 }

@@ -38,51 +38,32 @@ pub fn change(path: &Path, seed: u64) {
 /// Asserts that `qemu-img compare` finds the raw image `src` and the raw `target` (a file or
 /// an NBD URI) byte-identical, showing qemu-img's output when they are not.
 pub fn qemu_compare(src: &Path, target: &str) {
-    let o = Command::new("qemu-img")
-        .args(["compare", "-f", "raw", "-F", "raw"])
-        .arg(src)
-        .arg(target)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "qemu-img compare {} {target}: {}",
-        src.display(),
-        crate::text(&o)
+    crate::run_ok(
+        Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", "raw"])
+            .arg(src)
+            .arg(target),
     );
 }
 
 /// The extents `qemu-img map --output=json` reports for the raw `target` (a file or an NBD
 /// URI): each with its `start`, `length`, `zero` and `data`.
 pub fn qemu_map(target: &str) -> serde_json::Value {
-    let o = Command::new("qemu-img")
-        .args(["map", "--output=json", "-f", "raw", target])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "qemu-img map {target}: {}",
-        crate::text(&o)
-    );
-    let map: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let out =
+        crate::run_ok(Command::new("qemu-img").args(["map", "--output=json", "-f", "raw", target]));
+    let map: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(map.is_array(), "qemu-img map {target}: {map}");
     map
 }
 
 /// The names of the persistent dirty bitmaps of the qcow2 image `img` (`qemu-img info`).
 pub fn qcow2_bitmaps(img: &Path) -> Vec<String> {
-    let o = Command::new("qemu-img")
-        .args(["info", "-U", "--output=json"])
-        .arg(img)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "qemu-img info {}: {}",
-        img.display(),
-        crate::text(&o)
+    let out = crate::run_ok(
+        Command::new("qemu-img")
+            .args(["info", "-U", "--output=json"])
+            .arg(img),
     );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v.pointer("/format-specific/data/bitmaps")
         .and_then(serde_json::Value::as_array)
         .map(|a| {
@@ -101,13 +82,7 @@ pub fn qemu_io(img: &Path, cmds: &[&str]) {
     for cmd in cmds {
         c.arg("-c").arg(cmd);
     }
-    let o = c.arg(img).output().unwrap();
-    assert!(
-        o.status.success(),
-        "qemu-io {cmds:?} {}: {}",
-        img.display(),
-        crate::text(&o)
-    );
+    crate::run_ok(c.arg(img));
 }
 
 /// Writes 64 KiB of `pattern` at each of `offsets` into the qcow2 image `img`.
@@ -138,4 +113,39 @@ pub fn qcow2_with_marker(img: &Path, seed: u64, marker: &[u8]) {
             .arg(img),
     );
     std::fs::remove_file(&raw).unwrap();
+}
+
+/// Writes a GPT disk image of `mib` MiB at `img` with one Linux partition per
+/// `(start, sectors, tree)` (in 512-byte sectors), each an ext4 filesystem holding the files
+/// of the folder `tree` (`sfdisk` and `mkfs.ext4 -d`: no root needed).
+pub fn gpt_ext4_disk(img: &Path, mib: u64, parts: &[(u64, u64, &Path)]) {
+    std::fs::File::create(img)
+        .unwrap()
+        .set_len(mib << 20)
+        .unwrap();
+    let mut script = String::from("label: gpt\n");
+    for (start, sectors, _) in parts {
+        script.push_str(&format!("start={start}, size={sectors}, type=linux\n"));
+    }
+    let mut sf = Command::new("sfdisk")
+        .args(["-q", "--no-reread", "--no-tell-kernel"])
+        .arg(img)
+        .stdin(std::process::Stdio::piped())
+        .env("PATH", crate::cmd::PATH_ENV)
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut sf.stdin.take().unwrap(), script.as_bytes()).unwrap();
+    assert!(sf.wait().unwrap().success(), "sfdisk {}", img.display());
+    for (start, sectors, tree) in parts {
+        crate::run_ok(
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-E"])
+                .arg(format!("offset={}", start * 512))
+                .arg("-d")
+                .arg(tree)
+                .arg(img)
+                .arg(format!("{}k", sectors * 512 / 1024))
+                .env("PATH", crate::cmd::PATH_ENV),
+        );
+    }
 }
