@@ -5,23 +5,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use bulwark_testkit::cmd::stderr;
 use bulwark_testkit::system::job_args;
 use common::{bulwark_ok, init_repo, s};
 
 fn run(args: &[&str]) -> Output {
-    let o = Command::new(common::bin()).args(args).output().unwrap();
-    eprintln!(
-        "$ bulwark {}\n{}",
-        args.join(" "),
-        bulwark_testkit::text(&o)
-    );
-    o
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    bulwark_testkit::cmd::run(Path::new(common::bin()), args)
 }
 
 /// A repository with jobs `a` and `b`, one restore point each, in a scratch folder.

@@ -4,29 +4,17 @@
 //! name that names no job fails `verify` and warns at `policy`.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use bulwark_format::{BlockNo, StoredBlock};
 use bulwark_repository::{NewPoint, Repository};
 use bulwark_server::{ClientRecord, Registry};
+use bulwark_testkit::cmd::stderr;
 use bulwark_testkit::serve::Service;
 use bulwark_testkit::{images, need_root};
 
 fn repo_cli(args: &[&str]) -> Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_bulwark-repo"))
-        .args(args)
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ bulwark-repo {}\n{}",
-        args.join(" "),
-        bulwark_testkit::text(&o)
-    );
-    o
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    bulwark_testkit::cmd::run(Path::new(env!("CARGO_BIN_EXE_bulwark-repo")), args)
 }
 
 /// A new repository with a network identity in a scratch folder.
@@ -125,15 +113,8 @@ fn clients_shows_expired_and_revoked_certificates_as_such() {
         .unwrap();
     let o = repo_cli(&["--json", "clients", &dir]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let status = |name: &str| {
-        v["clients"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["client"] == name)
-            .unwrap()["status"]
-            .clone()
-    };
+    let status =
+        |name: &str| bulwark_testkit::cmd::element(&v["clients"], "client", name)["status"].clone();
     assert_eq!(status("live"), "active");
     assert_eq!(status("old"), "expired");
     assert_eq!(status("gone"), "revoked");

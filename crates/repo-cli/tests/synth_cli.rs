@@ -1,6 +1,7 @@
 //! `bulwark-repo init`, `status`, `synthesize` and `space` as a user runs them: the reflink
 //! warning, clone-or-copy in status, the synthetic full and the space report's JSON.
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 use bulwark_format::{BlockNo, PointKind, StoredBlock};
@@ -9,17 +10,13 @@ use bulwark_repository::{probe_reflink, NewPoint, Repository};
 const BS: u32 = 64 * 1024;
 const JOB: &str = "host-1";
 
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_bulwark-repo"))
+}
+
+/// `bulwark-repo args`, which must succeed.
 fn repo_cli(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_bulwark-repo"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "bulwark-repo {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    bulwark_testkit::cmd::output_ok(Command::new(bin()).args(args))
 }
 
 fn text(b: &[u8]) -> String {
@@ -133,10 +130,7 @@ fn status_shows_the_damage_verify_found_and_exits_1() {
     let repo = Repository::init(&dir, 7).unwrap();
     two_points(&repo);
     let status = |code: i32| {
-        let o = Command::new(env!("CARGO_BIN_EXE_bulwark-repo"))
-            .args(["status", d])
-            .output()
-            .unwrap();
+        let o = bulwark_testkit::cmd::run(bin(), &["status", d]);
         assert_eq!(o.status.code(), Some(code), "{}", text(&o.stdout));
         text(&o.stdout)
     };
@@ -146,10 +140,7 @@ fn status_shows_the_damage_verify_found_and_exits_1() {
         .unwrap()
         .map[0];
     bulwark_testkit::fs::flip_byte(&p.path, e.offset + 7, 1);
-    let v = Command::new(env!("CARGO_BIN_EXE_bulwark-repo"))
-        .args(["verify", d])
-        .output()
-        .unwrap();
+    let v = bulwark_testkit::cmd::run(bin(), &["verify", d]);
     assert_eq!(v.status.code(), Some(1));
     let out = status(1);
     assert!(
