@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use bulwark_format::PointId;
 use bulwark_immut_msg::layout::{incoming_path, sealed_path, store_dir};
+use bulwark_testkit::immutd::Immutd;
 use common::*;
 
 /// Runs `script` as the user and asserts it fails, naming the attack.
@@ -19,6 +20,16 @@ fn must_fail(u: &TestUser, what: &str, script: &str) {
         "attack `{what}` succeeded: {script}\n{}",
         String::from_utf8_lossy(&o.stdout)
     );
+}
+
+/// Asks the service, as the user, to seal each of `paths`: every request must be refused (the
+/// failure names `what` and the path).
+fn seals_refused<S: AsRef<str>>(u: &TestUser, sock: &Path, what: &str, paths: &[S]) {
+    for p in paths {
+        let p = p.as_ref();
+        let r = u.ctl(sock, &["seal", p]);
+        assert_eq!(r.refused().as_deref(), Some("Refused"), "{what} {p}: {r:?}");
+    }
 }
 
 fn attack_suite(kind: FsKind) {
@@ -177,35 +188,22 @@ fn attack_suite(kind: FsKind) {
     assert!(u.sh(&format!("mkdir {}", other.display())).status.success());
     let outside = other.join(format!("{p4}.bwrp"));
     write_point(&outside, u, "vm-1", p4, p4, PointId::NONE, 9);
-    for p in [
-        outside.clone(),
-        rig.fs.mnt.join("elsewhere.bwrp"),
-        Path::new("/etc/passwd").to_path_buf(),
-    ] {
-        let r = u.ctl(&sock, &["seal", p.to_str().unwrap()]);
-        assert_eq!(
-            r.refused().as_deref(),
-            Some("Refused"),
-            "outside incoming/ {}: {r:?}",
-            p.display()
-        );
-    }
+    let outside_paths = [
+        outside.to_str().unwrap(),
+        elsewhere.to_str().unwrap(),
+        "/etc/passwd",
+    ];
+    seals_refused(u, &sock, "outside incoming/", &outside_paths);
     assert!(outside.exists() && !is_immutable(&outside));
 
     // Paths with `..` or `.`.
-    for p in [
+    let dot_paths = [
         format!("{is}/../other/{p4}.bwrp"),
         format!("{is}/../incoming/{p3}.bwrp"),
         format!("{is}/./{p3}.bwrp"),
         format!("{rs}/other/../incoming/{p3}.bwrp"),
-    ] {
-        let r = u.ctl(&sock, &["seal", &p]);
-        assert_eq!(
-            r.refused().as_deref(),
-            Some("Refused"),
-            "dot path {p}: {r:?}"
-        );
-    }
+    ];
+    seals_refused(u, &sock, "dot path", &dot_paths);
     assert!(outside.exists() && !is_immutable(&outside));
 
     // Non-canonical spellings of the right file (issue 13 item 3): `//` inside, a leading
@@ -213,19 +211,13 @@ fn attack_suite(kind: FsKind) {
     let p6 = new_point();
     let canon = put_incoming(&rig, "vm-1", p6, p6, PointId::NONE);
     let canon_fp = fingerprint(&canon);
-    for p in [
+    let spellings = [
         format!("{is}//{p6}.bwrp"),
         format!("/{}", canon.display()),
         format!("{}/", canon.display()),
         format!("{rs}//incoming/{p6}.bwrp"),
-    ] {
-        let r = u.ctl(&sock, &["seal", &p]);
-        assert_eq!(
-            r.refused().as_deref(),
-            Some("Refused"),
-            "non-canonical path {p}: {r:?}"
-        );
-    }
+    ];
+    seals_refused(u, &sock, "non-canonical path", &spellings);
     assert_eq!(
         fingerprint(&canon),
         canon_fp,
@@ -270,37 +262,41 @@ fn attack_suite(kind: FsKind) {
     drop(svc);
 }
 
+/// [`attack_suite`] on a `kind` filesystem made by `mkfs`, or a printed SKIP without the tools.
+fn attack_suite_if_possible(test: &str, kind: FsKind, mkfs: &str) {
+    if can_run(test, &[mkfs, "chattr", "setfattr", "useradd"]) {
+        attack_suite(kind);
+    }
+}
+
 #[test]
 fn sealed_file_resists_the_service_user_on_ext4() {
-    if can_run(
-        "sealed_file_resists_the_service_user_on_ext4",
-        &["mkfs.ext4", "chattr", "setfattr", "useradd"],
-    ) {
-        attack_suite(FsKind::Ext4);
-    }
+    let test = "sealed_file_resists_the_service_user_on_ext4";
+    attack_suite_if_possible(test, FsKind::Ext4, "mkfs.ext4");
 }
 
 #[test]
 fn sealed_file_resists_the_service_user_on_xfs() {
-    if can_run(
-        "sealed_file_resists_the_service_user_on_xfs",
-        &["mkfs.xfs", "chattr", "setfattr", "useradd"],
-    ) {
-        attack_suite(FsKind::Xfs);
-    }
+    let test = "sealed_file_resists_the_service_user_on_xfs";
+    attack_suite_if_possible(test, FsKind::Xfs, "mkfs.xfs");
+}
+
+/// An ext4 rig with its service started and a first full of `vm-1` sealed: the rig, the
+/// service, the point and the seal's answer; `None` after a printed SKIP.
+fn with_a_sealed_full(test: &str) -> Option<(Rig, Immutd, PointId, CtlResult)> {
+    let rig = ext4_rig(test, &["mkfs.ext4", "useradd"])?;
+    let svc = rig.start();
+    let (point, r) = seal_new(&rig, "vm-1", None, PointId::NONE);
+    let first = r.ok();
+    Some((rig, svc, point, first))
 }
 
 #[test]
 fn requests_from_other_uids_are_refused_and_audited() {
-    let Some(rig) = ext4_rig(
-        "requests_from_other_uids_are_refused_and_audited",
-        &["mkfs.ext4", "useradd"],
-    ) else {
+    let test = "requests_from_other_uids_are_refused_and_audited";
+    let Some((rig, svc, point, _)) = with_a_sealed_full(test) else {
         return;
     };
-    let svc = rig.start();
-    let (point, r) = seal_new(&rig, "vm-1", None, PointId::NONE);
-    r.ok();
     let stranger = TestUser::create();
     let sock = rig.socket();
     let before = std::fs::read_to_string(rig.setup.state_dir().join("audit.log")).unwrap();
@@ -355,14 +351,14 @@ fn audit_chain_detects_a_removed_or_edited_entry() {
         seal_new(&rig, "vm-1", None, PointId::NONE).1.ok();
     }
     svc.stop();
-    let verify = |rig: &Rig| rig.immutd_cli(&["audit", "verify"]);
-    let o = verify(&rig);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    // `audit verify` must exit `code` (the failure names `what`); returns its output.
+    let verify = |code: i32, what: &str| {
+        let o = rig.immutd_cli(&["audit", "verify"]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(o.status.code(), Some(code), "{what}: {out}");
+        out
+    };
+    verify(0, "the intact log");
     let log = rig.setup.state_dir().join("audit.log");
     // The log carries the append-only attribute: even root must clear it first.
     assert!(bulwark_sys::has_flag(
@@ -399,17 +395,11 @@ fn audit_chain_detects_a_removed_or_edited_entry() {
     ];
     for (what, text) in cases {
         std::fs::write(&log, text).unwrap();
-        let o = verify(&rig);
-        assert_eq!(
-            o.status.code(),
-            Some(1),
-            "{what} not detected: {}",
-            String::from_utf8_lossy(&o.stdout)
-        );
-        assert!(String::from_utf8_lossy(&o.stdout).contains("DAMAGED"));
+        let out = verify(1, &format!("{what} not detected"));
+        assert!(out.contains("DAMAGED"));
     }
     std::fs::write(&log, &good).unwrap();
-    assert_eq!(verify(&rig).status.code(), Some(0));
+    verify(0, "the restored log");
 }
 
 #[test]
@@ -429,15 +419,10 @@ fn service_refuses_to_run_as_non_root() {
 
 #[test]
 fn a_sealed_file_missing_from_the_ledger_is_adopted_at_start() {
-    let Some(rig) = ext4_rig(
-        "a_sealed_file_missing_from_the_ledger_is_adopted_at_start",
-        &["mkfs.ext4", "useradd"],
-    ) else {
+    let test = "a_sealed_file_missing_from_the_ledger_is_adopted_at_start";
+    let Some((rig, svc, p, first)) = with_a_sealed_full(test) else {
         return;
     };
-    let svc = rig.start();
-    let (p, r) = seal_new(&rig, "vm-1", None, PointId::NONE);
-    let first = r.ok();
     svc.stop();
     // What a power cut between setting the attribute and writing the ledger leaves.
     let lp = rig.setup.state_dir().join("ledger");
