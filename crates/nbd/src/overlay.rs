@@ -5,7 +5,13 @@
 //!
 //! The bitmap is kept beside the file (`FILE.map`, written by temp-fsync-rename-fsync-dir) at
 //! every flush and when the overlay closes, so an export can be stopped and started again on
-//! the same overlay. Only flushed writes are durable: after a crash, writes since the last
+//! the same overlay. The map also names the base it was made over (the caller's `base_id`,
+//! e.g. job and restore point): an overlay reopened over another base is refused, because its
+//! clusters are changes to that other disk and would read back as a mix of two disks.
+//!
+//! Map layout (little-endian): magic `BWOVL2\0\0`, disk size (u64), base id length (u16),
+//! the base id, then the bitmap words (u64). Maps of version 1 (magic `BWOVL1\0\0`, no base
+//! id) still open, over any base of their size, and are rewritten as version 2. Only flushed writes are durable: after a crash, writes since the last
 //! flush may read back as the base, as with any disk's write cache.
 
 use std::fs::{File, OpenOptions};
@@ -19,7 +25,10 @@ use crate::server::{BlockDevice, ReadError};
 
 /// Size of one overlay cluster.
 pub const CLUSTER: u64 = 4096;
-const MAP_MAGIC: &[u8; 8] = b"BWOVL1\0\0";
+const MAP_MAGIC: &[u8; 8] = b"BWOVL2\0\0";
+const MAP_MAGIC_V1: &[u8; 8] = b"BWOVL1\0\0";
+/// Longest base id a map records.
+pub const MAX_BASE_ID: usize = 1024;
 
 /// A writable view of `base` whose writes land in a local file.
 pub struct Overlay {
@@ -28,6 +37,7 @@ pub struct Overlay {
     map_path: PathBuf,
     bits: Mutex<Vec<u64>>,
     size: u64,
+    base_id: Vec<u8>,
 }
 
 fn io_err(offset: u64, what: &str, e: std::io::Error) -> ReadError {
@@ -40,9 +50,21 @@ fn io_err(offset: u64, what: &str, e: std::io::Error) -> ReadError {
 }
 
 impl Overlay {
-    /// Opens (or creates, sparse) the overlay file `path` for `base`. An existing overlay must
-    /// have its bitmap beside it and the base's size.
-    pub fn open(base: Arc<dyn BlockDevice>, path: &Path) -> std::io::Result<Overlay> {
+    /// Opens (or creates, sparse) the overlay file `path` for `base`, named `base_id` (at most
+    /// [`MAX_BASE_ID`] bytes). An existing overlay must have its bitmap beside it, the base's
+    /// size, and have been made over the same `base_id` (a version-1 map, which records none,
+    /// is taken to be).
+    pub fn open(
+        base: Arc<dyn BlockDevice>,
+        path: &Path,
+        base_id: &[u8],
+    ) -> std::io::Result<Overlay> {
+        if base_id.len() > MAX_BASE_ID {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("an overlay's base id is at most {MAX_BASE_ID} bytes"),
+            ));
+        }
         let size = base.size();
         let mut name = path.file_name().unwrap_or_default().to_os_string();
         name.push(".map");
@@ -88,16 +110,19 @@ impl Overlay {
                     map_path.display()
                 ))
             })?;
-            if m.len() != 16 + 8 * words || &m[..8] != MAP_MAGIC || m[8..16] != size.to_le_bytes() {
-                return Err(bad(format!(
-                    "its bitmap {} does not match",
-                    map_path.display()
-                )));
+            let recorded = parse_map(&m, size, words)
+                .ok_or_else(|| bad(format!("its bitmap {} does not match", map_path.display())))?;
+            if let Some(id) = recorded.base_id {
+                if id != base_id {
+                    return Err(bad(format!(
+                        "it holds writes made over {}, not over {}: its clusters would read back \
+                         as a mix of two disks",
+                        String::from_utf8_lossy(id),
+                        String::from_utf8_lossy(base_id)
+                    )));
+                }
             }
-            m[16..]
-                .chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().expect("8")))
-                .collect()
+            recorded.bits
         } else {
             file.set_len(size)?;
             vec![0u64; words]
@@ -108,6 +133,7 @@ impl Overlay {
             map_path,
             bits: Mutex::new(bits),
             size,
+            base_id: base_id.to_vec(),
         };
         o.save_map()?;
         Ok(o)
@@ -115,9 +141,11 @@ impl Overlay {
 
     fn save_map(&self) -> std::io::Result<()> {
         let bits = self.bits.lock().expect("overlay lock");
-        let mut b = Vec::with_capacity(16 + 8 * bits.len());
+        let mut b = Vec::with_capacity(18 + self.base_id.len() + 8 * bits.len());
         b.extend_from_slice(MAP_MAGIC);
         b.extend_from_slice(&self.size.to_le_bytes());
+        b.extend_from_slice(&(self.base_id.len() as u16).to_le_bytes());
+        b.extend_from_slice(&self.base_id);
         for w in bits.iter() {
             b.extend_from_slice(&w.to_le_bytes());
         }
@@ -147,6 +175,43 @@ impl Overlay {
         let bits = self.bits.lock().expect("overlay lock");
         bits.iter().map(|w| u64::from(w.count_ones())).sum()
     }
+}
+
+/// A map read back: the base it names (none in version 1) and its bitmap words.
+struct RecordedMap<'a> {
+    base_id: Option<&'a [u8]>,
+    bits: Vec<u64>,
+}
+
+/// Decodes a map of either version for a disk of `size` bytes and `words` bitmap words;
+/// `None` when it is not one.
+fn parse_map(m: &[u8], size: u64, words: usize) -> Option<RecordedMap<'_>> {
+    let (magic, rest) = m.split_at_checked(8)?;
+    let (recorded_size, rest) = rest.split_at_checked(8)?;
+    if recorded_size != size.to_le_bytes() {
+        return None;
+    }
+    let (base_id, rest) = if magic == MAP_MAGIC {
+        let (len, rest) = rest.split_at_checked(2)?;
+        let len = u16::from_le_bytes(len.try_into().ok()?) as usize;
+        if len > MAX_BASE_ID {
+            return None;
+        }
+        let (id, rest) = rest.split_at_checked(len)?;
+        (Some(id), rest)
+    } else if magic == MAP_MAGIC_V1 {
+        (None, rest)
+    } else {
+        return None;
+    };
+    if rest.len() != 8 * words {
+        return None;
+    }
+    let bits = rest
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8")))
+        .collect();
+    Some(RecordedMap { base_id, bits })
 }
 
 impl Drop for Overlay {
@@ -288,7 +353,7 @@ mod tests {
         let path = dir.path().join("ov");
         let mut want = base.clone();
         {
-            let o = Overlay::open(dev.clone(), &path).unwrap();
+            let o = Overlay::open(dev.clone(), &path, b"vm/1").unwrap();
             for (off, len, v) in [(100u64, 10usize, 7u8), (8192, 4096, 9), (39_990, 10, 5)] {
                 o.write_at(off, &vec![v; len]).unwrap();
                 want[off as usize..off as usize + len].fill(v);
@@ -299,7 +364,7 @@ mod tests {
             assert_eq!(o.clusters_written(), 3);
             o.flush().unwrap();
         }
-        let o = Overlay::open(dev, &path).unwrap();
+        let o = Overlay::open(dev, &path, b"vm/1").unwrap();
         let mut got = vec![0u8; base.len()];
         o.read_at(0, &mut got).unwrap();
         assert_eq!(got, want, "the overlay reads the same after a reopen");
@@ -310,10 +375,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dev: Arc<dyn BlockDevice> = Arc::new(Base(vec![1u8; 8192]));
         let path = dir.path().join("ov");
-        let first = Overlay::open(dev.clone(), &path).unwrap();
+        let first = Overlay::open(dev.clone(), &path, b"vm/1").unwrap();
         first.write_at(0, &[9u8; 16]).unwrap();
         first.flush().unwrap();
-        let e = Overlay::open(dev.clone(), &path)
+        let e = Overlay::open(dev.clone(), &path, b"vm/1")
             .err()
             .expect("a second writer");
         assert!(
@@ -321,9 +386,60 @@ mod tests {
             "{e}"
         );
         drop(first);
-        let again = Overlay::open(dev, &path).unwrap();
+        let again = Overlay::open(dev, &path, b"vm/1").unwrap();
         let mut b = [0u8; 16];
         again.read_at(0, &mut b).unwrap();
         assert_eq!(b, [9u8; 16], "the first export's flushed write survives");
+    }
+
+    #[test]
+    fn an_overlay_made_over_one_point_is_refused_over_another_and_a_version_1_map_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev: Arc<dyn BlockDevice> = Arc::new(Base(vec![1u8; 8192]));
+        let path = dir.path().join("ov");
+        let first = Overlay::open(dev.clone(), &path, b"vm/aaaa").unwrap();
+        first.write_at(0, &[9u8; 16]).unwrap();
+        drop(first);
+        let e = Overlay::open(dev.clone(), &path, b"vm/bbbb")
+            .err()
+            .expect("another base");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(
+            e.to_string()
+                .contains("made over vm/aaaa, not over vm/bbbb"),
+            "{e}"
+        );
+        // The refusal changed nothing: the right base still reads the write.
+        let again = Overlay::open(dev.clone(), &path, b"vm/aaaa").unwrap();
+        let mut b = [0u8; 16];
+        again.read_at(0, &mut b).unwrap();
+        assert_eq!(b, [9u8; 16]);
+        drop(again);
+
+        // A version-1 map (no base id), as an older bulwark wrote it: one cluster written.
+        let map = dir.path().join("ov.map");
+        let mut v1 = MAP_MAGIC_V1.to_vec();
+        v1.extend_from_slice(&8192u64.to_le_bytes());
+        v1.extend_from_slice(&1u64.to_le_bytes());
+        std::fs::write(&map, &v1).unwrap();
+        let old = Overlay::open(dev.clone(), &path, b"vm/cccc").unwrap();
+        old.read_at(0, &mut b).unwrap();
+        assert_eq!(b, [9u8; 16], "a version-1 overlay keeps its writes");
+        drop(old);
+        let m = std::fs::read(&map).unwrap();
+        assert_eq!(&m[..8], MAP_MAGIC, "rewritten as version 2");
+        assert!(Overlay::open(dev.clone(), &path, b"vm/dddd").is_err());
+        // Damaged maps are refused, never read past their end.
+        for cut in [0, 7, 15, 17, m.len() - 1] {
+            std::fs::write(&map, &m[..cut]).unwrap();
+            assert!(
+                Overlay::open(dev.clone(), &path, b"vm/cccc").is_err(),
+                "{cut}"
+            );
+        }
+        let mut long = m.clone();
+        long[16..18].copy_from_slice(&u16::MAX.to_le_bytes());
+        std::fs::write(&map, &long).unwrap();
+        assert!(Overlay::open(dev, &path, b"vm/cccc").is_err());
     }
 }

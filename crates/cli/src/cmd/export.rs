@@ -211,17 +211,20 @@ pub fn termination_signals() -> anyhow::Result<signal_hook::iterator::Signals> {
         .context("installing the signal handlers")
 }
 
-/// Opens the copy-on-write overlay `path` (`--writable`) over `base`. One this export creates
+/// Opens the copy-on-write overlay `path` (`--writable`) over `base`, the restore point
+/// `base_id` names (`JOB/POINTID`): an overlay made over another point is refused. One this export creates
 /// is made 0600 with its bitmap before the server starts, so before any write lands in it: it
 /// will hold plaintext of the point's disk, as a restore target does.
 fn open_overlay(
     base: Arc<dyn BlockDevice>,
     path: &Path,
+    base_id: &str,
 ) -> anyhow::Result<bulwark_nbd::overlay::Overlay> {
     use std::os::unix::fs::PermissionsExt;
     let ctx = || format!("opening the overlay {} (--writable)", path.display());
     let created = path.symlink_metadata().is_err();
-    let overlay = bulwark_nbd::overlay::Overlay::open(base, path).with_context(ctx)?;
+    let overlay =
+        bulwark_nbd::overlay::Overlay::open(base, path, base_id.as_bytes()).with_context(ctx)?;
     if created {
         // Named as the overlay names its bitmap.
         let mut map = path.file_name().unwrap_or_default().to_os_string();
@@ -263,7 +266,11 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
     let block_size = opened.image.block_size();
     let base: Arc<dyn BlockDevice> = Arc::new(NbdDisk(opened.image.clone()));
     let dev: Arc<dyn BlockDevice> = match &a.writable {
-        Some(f) => Arc::new(open_overlay(base, f)?),
+        Some(f) => Arc::new(open_overlay(
+            base,
+            f,
+            &format!("{}/{}", a.at.job(), opened.point),
+        )?),
         None => base,
     };
     let name = a.name.clone().unwrap_or_else(|| a.at.job().to_string());
