@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bulwark_testkit::cmd::json;
 use bulwark_testkit::guarded::{wait_for, System};
+use bulwark_testkit::immutd::Immutd;
 use bulwark_testkit::serve::{self, Service};
 use bulwark_testkit::skip::require_faketime;
 use bulwark_testkit::system::{
@@ -151,6 +152,19 @@ impl Net {
     fn path(&self, name: &str) -> PathBuf {
         self.svc.path(name)
     }
+
+    /// `bulwark --json job CMD JOB ARGS…` as the client.
+    fn job(&self, cmd: &str, job: &Path, args: &[&str]) -> Output {
+        let mut a = vec!["--json", "job", cmd, job.to_str().unwrap()];
+        a.extend_from_slice(args);
+        self.client(&a)
+    }
+
+    /// [`Net::job`] with the run records in `state` and the notification settings `cfg`.
+    fn job_notifying(&self, cmd: &str, job: &Path, state: &Path, cfg: &Path) -> Output {
+        let (state, cfg) = (state.to_str().unwrap(), cfg.to_str().unwrap());
+        self.job(cmd, job, &["--state-dir", state, "--notify-config", cfg])
+    }
 }
 
 fn two_disk_job(net: &Net, name: &str, os: &Path, data: &Path, extra: &str) -> PathBuf {
@@ -273,14 +287,7 @@ fn a_network_job_of_two_disks_backs_up_each_disk_over_tls_as_its_own_job() {
         &data,
         "[schedule]\nsynthetic_full_day = \"sunday\"",
     );
-    let o = net.client(&[
-        "--json",
-        "job",
-        "plan",
-        sched.to_str().unwrap(),
-        "--runs",
-        "8",
-    ]);
+    let o = net.job("plan", &sched, &["--runs", "8"]);
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -291,14 +298,7 @@ fn a_network_job_of_two_disks_backs_up_each_disk_over_tls_as_its_own_job() {
     assert!(!plan.contains("\"synthetic-full\""), "{plan}");
     assert!(plan.contains("built on the repository host"), "{plan}");
     // The plan of a job of two disks shows each disk.
-    let p = json(&net.client(&[
-        "--json",
-        "job",
-        "plan",
-        job.to_str().unwrap(),
-        "--runs",
-        "2",
-    ]));
+    let p = json(&net.job("plan", &job, &["--runs", "2"]));
     assert_eq!(p["disks"].as_array().unwrap().len(), 2, "{p}");
 }
 
@@ -317,16 +317,7 @@ fn a_failed_backup_is_notified_by_webhook_and_email_with_one_result_per_disk() {
     random_image(&os, 3, 1 << 20);
     // The data disk is gone (a snapshot that was never made).
     let job = two_disk_job(&net, "web02", &os, &net.path("missing-snapshot"), "");
-    let o = net.client(&[
-        "--json",
-        "job",
-        "run",
-        job.to_str().unwrap(),
-        "--state-dir",
-        net.path("state").to_str().unwrap(),
-        "--notify-config",
-        cfg.to_str().unwrap(),
-    ]);
+    let o = net.job_notifying("run", &job, &net.path("state"), &cfg);
     assert_eq!(o.status.code(), Some(2), "a failed disk fails the run");
     let v = json(&o);
     assert_eq!(v["ok"], false);
@@ -423,16 +414,7 @@ fn a_killed_backup_is_notified_as_missed_by_job_check() {
     run.kill().unwrap(); // SIGKILL: nothing of the run can record its end.
     run.wait().unwrap();
     std::thread::sleep(Duration::from_millis(1100));
-    let o = net.client(&[
-        "--json",
-        "job",
-        "check",
-        job.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--notify-config",
-        cfg.to_str().unwrap(),
-    ]);
+    let o = net.job_notifying("check", &job, &state, &cfg);
     assert_eq!(o.status.code(), Some(1), "an overdue job exits 1");
     let ev = hook.events("backup_missed");
     assert_eq!(ev.len(), 1, "{:?}", hook.requests());
@@ -471,6 +453,13 @@ impl Host {
         })
     }
 
+    /// A [`Host::new`] with its bulwark-immutd started.
+    fn started(test: &str, kind: FsKind) -> Option<(Host, Immutd)> {
+        let h = Host::new(test, kind)?;
+        let svc = h.sys.rig.start();
+        Some((h, svc))
+    }
+
     /// `bulwark-monitor --json check REPO …` as the service user.
     fn check(&self, extra: &[&str]) -> Output {
         let mut a = vec![
@@ -490,10 +479,9 @@ impl Host {
 #[test]
 fn damage_found_by_verify_is_notified_by_the_monitor() {
     let test = "damage_found_by_verify_is_notified_by_the_monitor";
-    let Some(h) = Host::new(test, FsKind::Ext4) else {
+    let Some((h, svc)) = Host::started(test, FsKind::Ext4) else {
         return;
     };
-    let svc = h.sys.rig.start();
     let img = h.sys.image("d.img", &Rng::new(5).bytes(1 << 20));
     assert!(h.sys.backup(false, "vm-7", &img).status.success());
     let o = h.check(&[]);
@@ -556,10 +544,9 @@ fn a_wall_clock_jump_of_the_immutability_service_is_notified_once_while_it_lasts
 #[test]
 fn a_file_left_in_incoming_is_notified_as_not_sealed() {
     let test = "a_file_left_in_incoming_is_notified_as_not_sealed";
-    let Some(h) = Host::new(test, FsKind::Ext4) else {
+    let Some((h, svc)) = Host::started(test, FsKind::Ext4) else {
         return;
     };
-    let svc = h.sys.rig.start();
     // A finished restore-point file nobody asked the service to seal, two minutes old.
     let p = h
         .sys
@@ -649,10 +636,9 @@ fn the_metrics_file_passes_promtool_and_agrees_with_list_json() {
     if !bulwark_testkit::require_tools(test, &["promtool"]) {
         return;
     }
-    let Some(h) = Host::new(test, FsKind::Xfs) else {
+    let Some((h, svc)) = Host::started(test, FsKind::Xfs) else {
         return;
     };
-    let svc = h.sys.rig.start();
     let mut rng = Rng::new(21);
     let a = h.sys.image("a.img", &rng.bytes(2 << 20));
     let b = h.sys.image("b.img", &rng.bytes(1 << 20));
