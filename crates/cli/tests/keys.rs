@@ -346,15 +346,7 @@ fn key_create_writes_every_file_or_none() {
         ),
     ] {
         let o = bulwark(
-            &[
-                "key",
-                "create",
-                "--write-only",
-                "--out",
-                s(&private),
-                "--public",
-                s(&public),
-            ],
+            &bulwark_testkit::keys::write_only_args(s(&private), s(&public)),
             Some("x"),
             None,
         );

@@ -154,12 +154,7 @@ fn enroll_backup_incremental_restore_list_verify_over_tls() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let l = alice.list_json();
-    let jobs: Vec<_> = l["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["job"].as_str().unwrap().to_string())
-        .collect();
+    let jobs = bulwark_testkit::cmd::strings(&l["jobs"], "job");
     assert_eq!(
         jobs,
         vec!["vm1"],
@@ -212,13 +207,7 @@ fn serve_refuses_to_run_as_root() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = bulwark_testkit::cmd::read_stderr(&mut child);
     eprintln!("{err}");
     assert_eq!(status.code(), Some(2));
     assert!(err.contains("refusing to run as root"), "{err}");
@@ -293,6 +282,21 @@ fn try_session(
         Msg::Error { code, message } => Err(format!("{code}: {message}")),
         m => Err(format!("{:?}", m.ty())),
     }
+}
+
+/// A session of the client with the certificate `crt` and key `key` (its Hello answered),
+/// whose next bytes, `bytes`, are sent.
+fn session_sending(
+    svc: &Service,
+    crt: &Path,
+    key: &Path,
+    bytes: &[u8],
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let mut t = tls_client(svc, Some((crt, key)));
+    try_session(&mut t).unwrap();
+    t.write_all(bytes).unwrap();
+    t.flush().unwrap();
+    t
 }
 
 /// Reads frames until an `Error` (returned) or the end of the stream.
@@ -500,18 +504,12 @@ fn robustness_attacks_while_an_honest_client_backs_up() {
         assert_eq!(error_code(&mut t), Some(ErrorCode::Malformed));
     }
     // A 4 GiB length prefix: refused at the header, nothing allocated.
-    let mut t = tls_client(&svc, Some((&crt, &key)));
-    try_session(&mut t).unwrap();
-    t.write_all(&[0xff, 0xff, 0xff, 0xff, 0x23]).unwrap();
-    t.flush().unwrap();
+    let mut t = session_sending(&svc, &crt, &key, &[0xff, 0xff, 0xff, 0xff, 0x23]);
     let started = Instant::now();
     assert_eq!(error_code(&mut t), Some(ErrorCode::TooLarge));
     assert!(started.elapsed() < Duration::from_secs(2));
     // A truncated frame: the rest never comes; the frame deadline closes it.
-    let mut t = tls_client(&svc, Some((&crt, &key)));
-    try_session(&mut t).unwrap();
-    t.write_all(&[100, 0, 0, 0, 0x12, 1, 2, 3]).unwrap();
-    t.flush().unwrap();
+    let mut t = session_sending(&svc, &crt, &key, &[100, 0, 0, 0, 0x12, 1, 2, 3]);
     let started = Instant::now();
     assert_eq!(error_code(&mut t), Some(ErrorCode::Timeout));
     assert!(
@@ -520,11 +518,7 @@ fn robustness_attacks_while_an_honest_client_backs_up() {
         started.elapsed()
     );
     // A truncated frame, then the connection drops.
-    let mut t = tls_client(&svc, Some((&crt, &key)));
-    try_session(&mut t).unwrap();
-    t.write_all(&[100, 0, 0, 0, 0x12, 1]).unwrap();
-    t.flush().unwrap();
-    drop(t);
+    drop(session_sending(&svc, &crt, &key, &[100, 0, 0, 0, 0x12, 1]));
     // Slowloris, before TLS: a byte every 300 ms.
     let mut t = TcpStream::connect(&svc.addr).unwrap();
     let started = Instant::now();
@@ -981,15 +975,10 @@ fn export_over_the_network_decrypts_encrypted_points_with_the_clients_key() {
         .run(&["key", "create", "--out", s(&sym)])
         .status
         .success());
-    let o = alice_pw.run(&[
-        "key",
-        "create",
-        "--write-only",
-        "--out",
+    let o = alice_pw.run(&bulwark_testkit::keys::write_only_args(
         s(&private),
-        "--public",
         s(&public),
-    ]);
+    ));
     assert!(o.status.success());
     let refused = |job: &str, extra: &[&str]| {
         let sock = svc.path("refused.sock");
