@@ -69,3 +69,40 @@ fn no_crate_but_bulwark_sys_declares_libc_or_rustix() {
          add a safe wrapper for the call to bulwark-sys (crates/sys) and use it instead"
     );
 }
+
+/// Every manifest of the workspace (the crates, the benchmark tools) takes each dependency
+/// from `[workspace.dependencies]` (`NAME.workspace = true`), so that a version, a feature
+/// default or a path is declared once for the whole workspace.
+#[test]
+fn every_crate_takes_its_dependencies_from_the_workspace_table() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut manifests = Vec::new();
+    for folder in ["crates", "bench"] {
+        for entry in std::fs::read_dir(root.join(folder)).unwrap() {
+            let path = entry.unwrap().path().join("Cargo.toml");
+            if path.is_file() {
+                manifests.push(path);
+            }
+        }
+    }
+    assert!(manifests.len() > 20, "found only {manifests:?}");
+    let mut offenders = Vec::new();
+    for path in &manifests {
+        let manifest: toml::Table = std::fs::read_to_string(path)
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for (kind, table) in dependency_tables(&manifest) {
+            for (key, spec) in table {
+                if spec.get("workspace").and_then(|w| w.as_bool()) != Some(true) {
+                    offenders.push(format!("{} ({kind}): {key} = {spec}", path.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "declare these once in the root Cargo.toml's [workspace.dependencies] and use \
+         `NAME.workspace = true`: {offenders:#?}"
+    );
+}
