@@ -61,15 +61,27 @@ impl Rig {
             self.creds.to_str().unwrap(),
         ]
     }
-    fn add_and_sync(&self) {
+    /// `bulwark-tier add … --create-bucket` of the rig's repository.
+    fn add(&self) {
         let mut a = vec!["add"];
         a.extend(self.target(&self.dir));
         a.push("--create-bucket");
         assert!(tier_cli(&a).status.success());
+    }
+    fn add_and_sync(&self) {
+        self.add();
         assert!(tier_cli(&["sync", self.dir.to_str().unwrap()])
             .status
             .success());
     }
+}
+
+/// A [`Rig`] on the S3 store of the environment, with its repository opened; `None` after a
+/// printed SKIP when there is no store.
+fn s3_rig(test: &str, prefix: &str) -> Option<(Rig, Repository)> {
+    let rig = Rig::new(require_s3(test)?, prefix);
+    let repo = Repository::open(&rig.dir).unwrap();
+    Some((rig, repo))
 }
 
 /// Issue 13 item 6: after `bulwark-tier import`, `bulwark list` said "no restore points yet" and
@@ -77,11 +89,9 @@ impl Rig {
 #[test]
 fn after_tier_import_bulwark_list_shows_tier_only_points_with_their_job_names() {
     let name = "after_tier_import_bulwark_list_shows_tier_only_points_with_their_job_names";
-    let Some(env) = require_s3(name) else {
+    let Some((rig, repo)) = s3_rig(name, "imp") else {
         return;
     };
-    let rig = Rig::new(env, "imp");
-    let repo = Repository::open(&rig.dir).unwrap();
     let p1 = one_point(&repo, "web01", 1);
     let p2 = one_point(&repo, "db01", 2);
     rig.add_and_sync();
@@ -132,11 +142,9 @@ fn after_tier_import_bulwark_list_shows_tier_only_points_with_their_job_names() 
 #[test]
 fn tier_verify_exits_1_naming_a_version_planted_over_a_recorded_key() {
     let name = "tier_verify_exits_1_naming_a_version_planted_over_a_recorded_key";
-    let Some(env) = require_s3(name) else {
+    let Some((rig, repo)) = s3_rig(name, "plant") else {
         return;
     };
-    let rig = Rig::new(env, "plant");
-    let repo = Repository::open(&rig.dir).unwrap();
     let p = one_point(&repo, "web01", 3);
     rig.add_and_sync();
     let d = rig.dir.to_str().unwrap();
@@ -221,11 +229,9 @@ fn the_old_bulwark_repo_tier_spelling_names_bulwark_tier_and_exits_2() {
 #[test]
 fn tier_sync_refuses_to_lock_a_damaged_point_and_copies_it_once_repaired() {
     let name = "tier_sync_refuses_to_lock_a_damaged_point_and_copies_it_once_repaired";
-    let Some(env) = require_s3(name) else {
+    let Some((rig, repo)) = s3_rig(name, "dmg") else {
         return;
     };
-    let rig = Rig::new(env, "dmg");
-    let repo = Repository::open(&rig.dir).unwrap();
     let good = one_point(&repo, "web01", 1);
     let bad = one_point(&repo, "db01", 2);
     let path = repo.scan_job("db01").unwrap().points[0].path.clone();
@@ -233,10 +239,7 @@ fn tier_sync_refuses_to_lock_a_damaged_point_and_copies_it_once_repaired() {
         .unwrap()
         .map[1];
     bulwark_testkit::fs::flip_byte(&path, e.offset + 100, 0x40);
-    let mut a = vec!["add"];
-    a.extend(rig.target(&rig.dir));
-    a.push("--create-bucket");
-    assert!(tier_cli(&a).status.success());
+    rig.add();
     let d = rig.dir.to_str().unwrap();
     let o = tier_cli(&["--json", "sync", d]);
     assert_eq!(o.status.code(), Some(1), "{}", bulwark_testkit::text(&o));
