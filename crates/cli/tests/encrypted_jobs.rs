@@ -8,7 +8,7 @@ mod common;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use bulwark_testkit::system::job_args;
+use bulwark_testkit::system::{job_args, job_file};
 use common::{bulwark_pass as bulwark, create_write_only_key, err, init_repo, ok, s};
 
 const PASS: &str = "correct horse battery";
@@ -94,15 +94,7 @@ fn a_keyless_backup_of_an_encrypted_job_is_refused_also_where_it_would_start_a_n
     // A job file without its key (its run plans the full that the damaged point asks for) is
     // refused as well.
     let job = dir.path().join("db.toml");
-    std::fs::write(
-        &job,
-        format!(
-            "name = \"db\"\nsource = \"{}\"\nrepository = \"{}\"\n",
-            s(&img),
-            s(&repo)
-        ),
-    )
-    .unwrap();
+    job_file(&job, "db", &img, &repo, "");
     let before = point_files(&repo);
     let o = bulwark(
         &[

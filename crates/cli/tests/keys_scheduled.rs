@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bulwark_testkit::system::job_args;
+use bulwark_testkit::system::{job_args, job_file};
 use common::{bulwark_pass as bulwark, create_write_only_key, err, init_repo, ok, s};
 
 const PASS: &str = "nightly passphrase";
@@ -99,16 +99,7 @@ fn a_scheduled_job_with_a_symmetric_key_reads_its_passphrase_from_a_file_or_a_sy
     let img = d.path().join("disk.img");
     image(&img, 1);
     let job = d.path().join("db.toml");
-    std::fs::write(
-        &job,
-        format!(
-            "name = \"db\"\nsource = \"{}\"\nrepository = \"{}\"\nkey = \"{}\"\n",
-            s(&img),
-            s(&repo),
-            s(&key)
-        ),
-    )
-    .unwrap();
+    job_file(&job, "db", &img, &repo, &format!("key = \"{}\"\n", s(&key)));
     let state = d.path().join("state");
     let run =
         |env: &[(&str, &OsStr)]| detached(&["job", "run", "--state-dir", s(&state), s(&job)], env);

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use bulwark_testkit::images::{qcow2_bitmap, qemu_compare_qcow2};
 use bulwark_testkit::require_tools;
 use bulwark_testkit::run_ok;
 use bulwark_testkit::vm::{apply, nbd_uri, prefix_of, qemu_nbd, Guest, Vm, SLOT};
@@ -98,12 +99,7 @@ impl Rig {
     fn restores_as_the_image(&self, job: &str, extra: &[&str]) {
         let (o, out) = self.restore(job, extra);
         ok(&o);
-        run_ok(
-            Command::new("qemu-img")
-                .args(["compare", "-U", "-f", "raw", "-F", "qcow2"])
-                .arg(&out)
-                .arg(&self.img),
-        );
+        qemu_compare_qcow2(&out, &self.img);
     }
 
     /// Writes 64 KiB of `pattern` at each of `offsets` into the image.
@@ -218,15 +214,11 @@ fn a_job_file_key_encrypts_a_live_disk_and_the_job_is_then_refused_without_its_k
     let state = rig.dir.path().join("state");
     let job_file = |name: &str, key: Option<&Path>| {
         let f = rig.dir.path().join(name);
-        let mut text = format!(
-            "name = \"vmj\"\nsource = \"{}\"\nrepository = \"{}\"\ncbt = true\n",
-            s(&rig.img),
-            s(&rig.repo)
-        );
+        let mut extra = String::from("cbt = true\n");
         if let Some(k) = key {
-            text.push_str(&format!("key = \"{}\"\n", s(k)));
+            extra.push_str(&format!("key = \"{}\"\n", s(k)));
         }
-        std::fs::write(&f, text).unwrap();
+        bulwark_testkit::system::job_file(&f, "vmj", &rig.img, &rig.repo, &extra);
         f
     };
     let job_run = |file: &Path| {
@@ -283,19 +275,9 @@ fn verify_by_reading_on_an_encrypted_chain_compares_keyed_hashes_and_still_finds
     rig.restores_as_the_image("vm", &["--key", key]);
     // A write the bitmap does not see is still found.
     let name = rig.bitmaps().pop().unwrap();
-    run_ok(
-        Command::new("qemu-img")
-            .args(["bitmap", "--disable"])
-            .arg(&rig.img)
-            .arg(&name),
-    );
+    qcow2_bitmap(&rig.img, &["--disable"], &name);
     rig.write(&[3 * MIB], 0x21);
-    run_ok(
-        Command::new("qemu-img")
-            .args(["bitmap", "--enable"])
-            .arg(&rig.img)
-            .arg(&name),
-    );
+    qcow2_bitmap(&rig.img, &["--enable"], &name);
     rig.write(&[5 * MIB], 0x22);
     let r = rig.backup_exits("vm", &verify, 1);
     assert_eq!(r["cbt"]["verify"]["missed"], serde_json::json!([3]), "{r}");
@@ -309,12 +291,7 @@ fn an_owners_dirty_bitmap_is_checked_against_the_keyed_hash_of_an_encrypted_pare
         return;
     }
     let Some(rig) = rig(t) else { return };
-    run_ok(
-        Command::new("qemu-img")
-            .args(["bitmap", "--add"])
-            .arg(&rig.img)
-            .arg("b0"),
-    );
+    qcow2_bitmap(&rig.img, &["--add"], "b0");
     let sock = rig.dir.path().join("nbd.sock");
     let uri = nbd_uri(&sock);
     let key = s(&rig.key);

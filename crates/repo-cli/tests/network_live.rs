@@ -9,7 +9,7 @@ use std::process::Command;
 
 use bulwark_testkit::run_ok;
 use bulwark_testkit::serve::Service;
-use bulwark_testkit::{images, require_root, require_tools};
+use bulwark_testkit::{can_run, images};
 
 fn raw_of(img: &Path) -> Vec<u8> {
     let out = img.with_extension("raw");
@@ -25,9 +25,11 @@ fn raw_of(img: &Path) -> Vec<u8> {
 #[test]
 fn a_cbt_incremental_over_the_network_reads_only_the_dirty_blocks() {
     let t = "a_cbt_incremental_over_the_network_reads_only_the_dirty_blocks";
-    if !require_root(t, "creating the unprivileged service user")
-        || !require_tools(t, &["qemu-img", "qemu-io", "qemu-storage-daemon"])
-    {
+    if !can_run(
+        t,
+        "creating the unprivileged service user",
+        &["qemu-img", "qemu-io", "qemu-storage-daemon"],
+    ) {
         return;
     }
     let svc = Service::start(&[]);

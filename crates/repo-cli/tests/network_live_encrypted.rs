@@ -5,12 +5,10 @@
 //! `qemu-img compare` sees the image, and the repository holds no plaintext. Needs root (the
 //! service user) and qemu-utils with qemu-storage-daemon.
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 
-use bulwark_testkit::run_ok;
 use bulwark_testkit::serve::Service;
-use bulwark_testkit::{images, require_root, require_tools};
+use bulwark_testkit::{can_run, images};
 
 const MIB: u64 = 1 << 20;
 const MARKER: &[u8] = b"NETWORK-LIVE-PLAINTEXT-MARKER-93ab";
@@ -21,11 +19,14 @@ fn s(p: &Path) -> &str {
 }
 
 /// The service with client `c1` enrolled, its symmetric key `sym.key` and the image
-/// `vm.qcow2` ([`images::qcow2_with_marker`]); `None` (after a printed SKIP) without root or the QEMU tools.
-fn service(test: &str) -> Option<Service> {
-    if !require_root(test, "creating the unprivileged service user")
-        || !require_tools(test, &["qemu-img", "qemu-io", "qemu-storage-daemon"])
-    {
+/// `vm.qcow2` ([`images::qcow2_with_marker`]), with the paths of the two; `None` (after a
+/// printed SKIP) without root or the QEMU tools.
+fn service(test: &str) -> Option<(Service, PathBuf, PathBuf)> {
+    if !can_run(
+        test,
+        "creating the unprivileged service user",
+        &["qemu-img", "qemu-io", "qemu-storage-daemon"],
+    ) {
         return None;
     }
     let svc = Service::start(&[]);
@@ -37,20 +38,19 @@ fn service(test: &str) -> Option<Service> {
         .run(&["key", "create", "--out", s(&key)])
         .status
         .success());
-    images::qcow2_with_marker(&svc.path("vm.qcow2"), 29, MARKER);
-    Some(svc)
+    let img = svc.path("vm.qcow2");
+    images::qcow2_with_marker(&img, 29, MARKER);
+    Some((svc, key, img))
 }
 
 #[test]
 fn an_encrypted_cbt_incremental_over_the_network_reads_only_the_dirty_blocks_and_restores_with_the_key(
 ) {
     let t = "an_encrypted_cbt_incremental_over_the_network_reads_only_the_dirty_blocks_and_restores_with_the_key";
-    let Some(svc) = service(t) else { return };
-    let (c1, key, img) = (
-        svc.bulwark("c1").passphrase(PASS),
-        svc.path("sym.key"),
-        svc.path("vm.qcow2"),
-    );
+    let Some((svc, key, img)) = service(t) else {
+        return;
+    };
+    let c1 = svc.bulwark("c1").passphrase(PASS);
     let backup = || c1.backup_json("vm", &img, &["--cbt", "--key", s(&key)]);
     let full = backup();
     assert_eq!(full["kind"], "full", "{full}");
@@ -67,12 +67,7 @@ fn an_encrypted_cbt_incremental_over_the_network_reads_only_the_dirty_blocks_and
         "a restore without the key is refused"
     );
     assert!(c1.restore("vm", &out, &["--key", s(&key)]).status.success());
-    run_ok(
-        Command::new("qemu-img")
-            .args(["compare", "-U", "-f", "raw", "-F", "qcow2"])
-            .arg(&out)
-            .arg(&img),
-    );
+    images::qemu_compare_qcow2(&out, &img);
     // Without the key: refused with what to give, and the image's bitmaps are as they were.
     let before = images::qcow2_bitmaps(&img);
     let o = c1.backup("vm", &img, &["--cbt"]);
@@ -86,23 +81,13 @@ fn an_encrypted_cbt_incremental_over_the_network_reads_only_the_dirty_blocks_and
 #[test]
 fn a_network_job_file_with_a_key_backs_up_its_qcow2_live_with_cbt_encrypted() {
     let t = "a_network_job_file_with_a_key_backs_up_its_qcow2_live_with_cbt_encrypted";
-    let Some(svc) = service(t) else { return };
-    let (c1, key, img) = (
-        svc.bulwark("c1").passphrase(PASS),
-        svc.path("sym.key"),
-        svc.path("vm.qcow2"),
-    );
+    let Some((svc, key, img)) = service(t) else {
+        return;
+    };
+    let c1 = svc.bulwark("c1").passphrase(PASS);
     let job = svc.path("vmjob.toml");
-    std::fs::write(
-        &job,
-        format!(
-            "name = \"vmjob\"\nsource = \"{}\"\nrepository = \"{}\"\ncbt = true\nkey = \"{}\"\n",
-            s(&img),
-            svc.addr,
-            s(&key)
-        ),
-    )
-    .unwrap();
+    let extra = format!("cbt = true\nkey = \"{}\"\n", s(&key));
+    bulwark_testkit::system::job_file(&job, "vmjob", &img, &svc.addr, &extra);
     let state = svc.path("state");
     let job_run = || {
         let o = c1
@@ -126,10 +111,5 @@ fn a_network_job_file_with_a_key_backs_up_its_qcow2_live_with_cbt_encrypted() {
         .restore("vmjob", &out, &["--key", s(&key)])
         .status
         .success());
-    run_ok(
-        Command::new("qemu-img")
-            .args(["compare", "-U", "-f", "raw", "-F", "qcow2"])
-            .arg(&out)
-            .arg(&img),
-    );
+    images::qemu_compare_qcow2(&out, &img);
 }

@@ -46,6 +46,29 @@ pub fn qemu_compare(src: &Path, target: &str) {
     );
 }
 
+/// Asserts that `qemu-img compare -U` finds the raw image `raw` byte-identical with the disk
+/// inside the qcow2 image `qcow2` (which a running QEMU may hold open).
+pub fn qemu_compare_qcow2(raw: &Path, qcow2: &Path) {
+    crate::run_ok(
+        Command::new("qemu-img")
+            .args(["compare", "-U", "-f", "raw", "-F", "qcow2"])
+            .arg(raw)
+            .arg(qcow2),
+    );
+}
+
+/// Runs `qemu-img bitmap OP… IMG NAME` on the qcow2 image `img` (`op`: `--add`, `--remove`,
+/// `--enable`, `--disable`, with their options), which must succeed.
+pub fn qcow2_bitmap(img: &Path, op: &[&str], name: &str) {
+    crate::run_ok(
+        Command::new("qemu-img")
+            .arg("bitmap")
+            .args(op)
+            .arg(img)
+            .arg(name),
+    );
+}
+
 /// The extents `qemu-img map --output=json` reports for the raw `target` (a file or an NBD
 /// URI): each with its `start`, `length`, `zero` and `data`.
 pub fn qemu_map(target: &str) -> serde_json::Value {
