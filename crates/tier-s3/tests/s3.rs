@@ -94,6 +94,24 @@ fn restore_to(repo: &Repository, point: Option<&str>, out: &Path) {
     restore_local(repo, "vm1", p, out, &RestoreOptions::default(), &|_| {}).unwrap();
 }
 
+/// A new repository in a temporary folder, the store's credentials beside it, and the settings
+/// (after `tweak`) of a new bucket named from `prefix`, with Object Lock when `lock`; the tier
+/// is not added yet.
+fn new_bucket_for(
+    env: &S3Env,
+    prefix: &str,
+    lock: bool,
+    tweak: impl FnOnce(&mut TierSettings),
+) -> (tempfile::TempDir, Repository, PathBuf, TierSettings) {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repository::init(&tmp.path().join("repo"), 7).unwrap();
+    let creds = creds_file(tmp.path(), &env.access, &env.secret);
+    let mut s = tier_settings(env, &repo, &unique(prefix), &creds);
+    tweak(&mut s);
+    new_bucket(&s, &creds, lock);
+    (tmp, repo, creds, s)
+}
+
 struct Setup {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
@@ -106,14 +124,8 @@ struct Setup {
 }
 
 fn setup(env: S3Env, seed: u64, tweak: impl FnOnce(&mut TierSettings)) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, repo, creds, s) = new_bucket_for(&env, "bw", true, tweak);
     let dir = tmp.path().to_path_buf();
-    let repo = Repository::init(&dir.join("repo"), 7).unwrap();
-    let creds = creds_file(&dir, &env.access, &env.secret);
-    let bucket = unique("bw");
-    let mut s = tier_settings(&env, &repo, &bucket, &creds);
-    tweak(&mut s);
-    new_bucket(&s, &creds, true);
     let (tier, report) = Tier::add(&repo, s).unwrap();
     assert!(report.probe.delete.is_err() && report.probe.shorten.is_err());
     Setup {
@@ -514,18 +526,13 @@ fn wrong_keys_are_refused_with_a_clear_error() {
     let Some(env) = require_s3("wrong_keys_are_refused_with_a_clear_error") else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = Repository::init(&tmp.path().join("repo"), 7).unwrap();
-    let good = creds_file(tmp.path(), &env.access, &env.secret);
-    let bucket = unique("bw-keys");
-    let s = tier_settings(&env, &repo, &bucket, &good);
-    new_bucket(&s, &good, true);
+    let (tmp, repo, _good, s) = new_bucket_for(&env, "bw-keys", true, |_| {});
     for (ak, sk) in [
         (env.access.as_str(), "wrong-secret"),
         ("NOSUCHKEY", env.secret.as_str()),
     ] {
         let bad = creds_file(tmp.path(), ak, sk);
-        let e = Tier::add(&repo, tier_settings(&env, &repo, &bucket, &bad)).unwrap_err();
+        let e = Tier::add(&repo, tier_settings(&env, &repo, &s.bucket, &bad)).unwrap_err();
         assert!(matches!(e, TierError::BadCredentials { .. }), "{e:?}");
         assert!(e.to_string().contains("refused the credentials"), "{e}");
     }
@@ -538,12 +545,7 @@ fn a_bucket_without_object_lock_is_refused_with_how_to_create_one() {
     else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = Repository::init(&tmp.path().join("repo"), 7).unwrap();
-    let creds = creds_file(tmp.path(), &env.access, &env.secret);
-    let bucket = unique("bw-nolock");
-    let s = tier_settings(&env, &repo, &bucket, &creds);
-    new_bucket(&s, &creds, false);
+    let (_tmp, repo, creds, s) = new_bucket_for(&env, "bw-nolock", false, |_| {});
     let e = Tier::add(&repo, s).unwrap_err();
     assert!(matches!(e, TierError::NoObjectLock { .. }), "{e:?}");
     assert!(
