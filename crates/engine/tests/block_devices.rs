@@ -15,8 +15,9 @@ use bulwark_testkit::{sh, LoopDev as Loop, Mount, Rng};
 
 const NEEDS: &str = "loop devices and mounts";
 
-fn can_run(test: &str, tools: &[&str]) -> bool {
-    bulwark_testkit::can_run(test, NEEDS, tools)
+/// A scratch folder, once root and `tools` are there (else the test skips).
+fn scratch(test: &str, tools: &[&str]) -> Option<tempfile::TempDir> {
+    bulwark_testkit::can_run(test, NEEDS, tools).then(|| tempfile::tempdir().unwrap())
 }
 
 fn pattern(n: usize, seed: u64) -> Vec<u8> {
@@ -71,10 +72,9 @@ fn digest(p: &Path, len: u64) -> blake3::Hash {
 #[test]
 fn restore_onto_a_mounted_loop_device_is_refused_and_leaves_it_intact() {
     let test = "restore_onto_a_mounted_loop_device_is_refused_and_leaves_it_intact";
-    if !can_run(test, &["losetup", "mkfs.ext4", "mount"]) {
+    let Some(dir) = scratch(test, &["losetup", "mkfs.ext4", "mount"]) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let (repo, _) = backed_up(dir.path());
     let lo = device(dir.path(), "dev.img", 32, true);
     let mnt = dir.path().join("mnt");
@@ -103,10 +103,9 @@ fn restore_onto_a_mounted_loop_device_is_refused_and_leaves_it_intact() {
 #[test]
 fn restore_onto_a_device_claimed_by_another_program_is_refused() {
     let test = "restore_onto_a_device_claimed_by_another_program_is_refused";
-    if !can_run(test, &["losetup"]) {
+    let Some(dir) = scratch(test, &["losetup"]) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let (repo, _) = backed_up(dir.path());
     let lo = device(dir.path(), "dev.img", 32, false);
     // An exclusive opener (as mount, swapon, LVM and mdadm are): O_EXCL of a block device.
@@ -125,10 +124,9 @@ fn restore_onto_a_device_claimed_by_another_program_is_refused() {
 #[test]
 fn a_device_holding_an_ext4_filesystem_needs_force() {
     let test = "a_device_holding_an_ext4_filesystem_needs_force";
-    if !can_run(test, &["losetup", "mkfs.ext4"]) {
+    let Some(dir) = scratch(test, &["losetup", "mkfs.ext4"]) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let (repo, img) = backed_up(dir.path());
     let lo = device(dir.path(), "dev.img", 32, true);
     let before = digest(&lo.dev, 32 << 20);
@@ -193,11 +191,10 @@ fn a_stale_partial_file_of_a_killed_restore_is_removed_by_the_next_run() {
 #[test]
 fn a_local_backup_of_a_disk_over_1_pib_is_refused() {
     let test = "a_local_backup_of_a_disk_over_1_pib_is_refused";
-    if !can_run(test, &["mkfs.xfs", "mount"]) {
+    let Some(dir) = scratch(test, &["mkfs.xfs", "mount"]) else {
         return;
-    }
+    };
     // XFS holds sparse files up to 8 EiB (ext4 stops at 16 TiB).
-    let dir = tempfile::tempdir().unwrap();
     let fimg = dir.path().join("xfs.img");
     sh(&format!("truncate -s 320M {}", fimg.display()));
     sh(&format!("mkfs.xfs -q {}", fimg.display()));

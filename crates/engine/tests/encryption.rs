@@ -84,6 +84,54 @@ fn restore(
     )
 }
 
+/// [`restore`], which must fail: its error.
+fn restore_err(
+    repo: &Repository,
+    point: Option<bulwark_format::PointId>,
+    target: &Path,
+    key: &KeyFile,
+) -> String {
+    restore(repo, "vm", point, target, key)
+        .unwrap_err()
+        .to_string()
+}
+
+/// A restore of job `vm` without any key, which must fail: its error.
+fn keyless_restore_err(repo: &Repository, target: &Path) -> String {
+    restore_local(
+        repo,
+        "vm",
+        None,
+        target,
+        &RestoreOptions::default(),
+        &|_| {},
+    )
+    .unwrap_err()
+    .to_string()
+}
+
+/// Where the tests start: a scratch folder with a new repository `repo` and the path of its
+/// image `disk.img`.
+fn rig() -> (tempfile::TempDir, Repository, PathBuf) {
+    rig_in(tempfile::tempdir().unwrap())
+}
+
+/// [`rig`] in the scratch folder `d`.
+fn rig_in(d: tempfile::TempDir) -> (tempfile::TempDir, Repository, PathBuf) {
+    let repo = Repository::init(&d.path().join("repo"), 7).unwrap();
+    let img = d.path().join("disk.img");
+    (d, repo, img)
+}
+
+/// [`rig`] with a 6 MiB [`make_image`] from `seed` and a write-only key pair: the private
+/// restore key and the write key clients back up with.
+fn write_only_rig(seed: u64) -> (tempfile::TempDir, Repository, PathBuf, KeyFile, WriteKey) {
+    let (d, repo, img) = rig();
+    let (private, public) = KeyFile::new_write_only(1).unwrap();
+    make_image(&img, 6 << 20, seed);
+    (d, repo, img, private, WriteKey::Public(public))
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -94,9 +142,8 @@ fn point_files(repo: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn encrypted_round_trips_for_every_block_size_with_working_incrementals() {
-    let d = tempfile::tempdir().unwrap();
+    let (d, repo, _) = rig();
     let kf = KeyFile::new_symmetric(1).unwrap();
-    let repo = Repository::init(&d.path().join("repo"), 7).unwrap();
     for (i, bs) in [
         64u32 << 10,
         128 << 10,
@@ -144,11 +191,8 @@ fn encrypted_round_trips_for_every_block_size_with_working_incrementals() {
 
 #[test]
 fn a_plaintext_marker_and_the_plain_block_hashes_appear_in_no_repository_file() {
-    let d = tempfile::tempdir().unwrap();
+    let (d, repo, img) = rig();
     let kf = KeyFile::new_symmetric(1).unwrap();
-    let repo_dir = d.path().join("repo");
-    let repo = Repository::init(&repo_dir, 7).unwrap();
-    let img = d.path().join("disk.img");
     make_image(&img, 8 << 20, 3);
     backup(&repo, "vm", &img, &opts(64 << 10), &sym(&kf));
     let data = read(&img);
@@ -157,8 +201,8 @@ fn a_plaintext_marker_and_the_plain_block_hashes_appear_in_no_repository_file() 
         .filter(|c| c.iter().any(|&b| b != 0))
         .map(|c| *blake3::hash(c).as_bytes())
         .collect();
-    assert!(!point_files(&repo_dir).is_empty());
-    for f in bulwark_testkit::fs::files_under(&repo_dir) {
+    assert!(!point_files(repo.root()).is_empty());
+    for f in bulwark_testkit::fs::files_under(repo.root()) {
         let b = read(&f);
         assert!(
             !contains(&b, &MARKER[..16]),
@@ -225,11 +269,8 @@ fn stored_of(path: &Path, e: &bulwark_format::MapEntry) -> Vec<u8> {
 
 #[test]
 fn a_block_moved_to_another_position_or_another_point_fails_authentication() {
-    let d = tempfile::tempdir().unwrap();
+    let (d, repo, img) = rig();
     let kf = KeyFile::new_symmetric(1).unwrap();
-    let repo_dir = d.path().join("repo");
-    let repo = Repository::init(&repo_dir, 7).unwrap();
-    let img = d.path().join("disk.img");
     let f = File::create(&img).unwrap();
     f.set_len(1 << 20).unwrap();
     f.write_all_at(&Rng::new(1).bytes(256 << 10), 0).unwrap();
@@ -238,7 +279,7 @@ fn a_block_moved_to_another_position_or_another_point_fails_authentication() {
     f.write_all_at(&Rng::new(2).bytes(64 << 10), 0).unwrap();
     let inc = backup(&repo, "vm", &img, &opts(64 << 10), &sym(&kf));
     assert_eq!(inc.counters.blocks_new, 1);
-    let files = point_files(&repo_dir);
+    let files = point_files(repo.root());
     let (full_path, inc_path) = (files[0].clone(), inc.sealed.path.clone());
     let full_id = files[0]
         .file_stem()
@@ -264,9 +305,7 @@ fn a_block_moved_to_another_position_or_another_point_fails_authentication() {
         let _ = e;
         (map[j], stored_of(&full_path, &map[j]))
     });
-    let err = restore(&repo, "vm", Some(full_id), &out, &kf)
-        .unwrap_err()
-        .to_string();
+    let err = restore_err(&repo, Some(full_id), &out, &kf);
     assert!(err.contains("does not authenticate"), "{err}");
     assert!(!out.exists());
     std::fs::write(&full_path, &saved).unwrap();
@@ -281,9 +320,7 @@ fn a_block_moved_to_another_position_or_another_point_fails_authentication() {
         assert_eq!(e.block.0, 0);
         (full_b0, old_b0.clone())
     });
-    let err = restore(&repo, "vm", None, &out, &kf)
-        .unwrap_err()
-        .to_string();
+    let err = restore_err(&repo, None, &out, &kf);
     assert!(
         err.contains("another restore point's session") && err.contains("does not authenticate"),
         "{err}"
@@ -293,31 +330,24 @@ fn a_block_moved_to_another_position_or_another_point_fails_authentication() {
 
 #[test]
 fn a_wrong_key_is_refused_clearly_and_nothing_is_written() {
-    let d = tempfile::tempdir().unwrap();
+    let (d, repo, img) = rig();
     let (kf, other) = (
         KeyFile::new_symmetric(1).unwrap(),
         KeyFile::new_symmetric(1).unwrap(),
     );
-    let repo_dir = d.path().join("repo");
-    let repo = Repository::init(&repo_dir, 7).unwrap();
-    let img = d.path().join("disk.img");
     make_image(&img, 4 << 20, 5);
     backup(&repo, "vm", &img, &opts(64 << 10), &sym(&kf));
     let out = d.path().join("out.img");
-    let err = restore(&repo, "vm", None, &out, &other)
-        .unwrap_err()
-        .to_string();
+    let err = restore_err(&repo, None, &out, &other);
     assert!(err.contains("wrong key"), "{err}");
     assert!(!out.exists());
-    let err = restore_local(&repo, "vm", None, &out, &RestoreOptions::default(), &|_| {})
-        .unwrap_err()
-        .to_string();
+    let err = keyless_restore_err(&repo, &out);
     assert!(
         err.contains("is encrypted") && err.contains("--key"),
         "{err}"
     );
     assert!(!out.exists());
-    let before = point_files(&repo_dir).len();
+    let before = point_files(repo.root()).len();
     let err = backup_local_encrypted(
         &repo,
         "vm",
@@ -338,18 +368,16 @@ fn a_wrong_key_is_refused_clearly_and_nothing_is_written() {
         err.contains("is encrypted") && err.contains("refused"),
         "{err}"
     );
-    assert_eq!(point_files(&repo_dir).len(), before, "nothing was written");
+    assert_eq!(
+        point_files(repo.root()).len(),
+        before,
+        "nothing was written"
+    );
 }
 
 #[test]
 fn a_write_only_client_backs_up_incrementals_but_only_the_private_restore_key_reads() {
-    let d = tempfile::tempdir().unwrap();
-    let (private, public) = KeyFile::new_write_only(1).unwrap();
-    let wk = WriteKey::Public(public);
-    let repo_dir = d.path().join("repo");
-    let repo = Repository::init(&repo_dir, 7).unwrap();
-    let img = d.path().join("disk.img");
-    make_image(&img, 6 << 20, 8);
+    let (d, repo, img, private, wk) = write_only_rig(8);
     let full = backup(&repo, "vm", &img, &opts(128 << 10), &wk);
     let first = read(&img);
     overwrite(&img, 5, 9000, 3 << 20);
@@ -365,21 +393,15 @@ fn a_write_only_client_backs_up_incrementals_but_only_the_private_restore_key_re
     );
     let out = d.path().join("out.img");
     // Without the private key: refused (with the symmetric kind or without any key).
-    let err = restore_local(&repo, "vm", None, &out, &RestoreOptions::default(), &|_| {})
-        .unwrap_err()
-        .to_string();
+    let err = keyless_restore_err(&repo, &out);
     assert!(err.contains("encrypted"), "{err}");
-    let err = restore(&repo, "vm", None, &out, &KeyFile::new_symmetric(1).unwrap())
-        .unwrap_err()
-        .to_string();
+    let err = restore_err(&repo, None, &out, &KeyFile::new_symmetric(1).unwrap());
     assert!(
         err.contains("write-only") && err.contains("restore key"),
         "{err}"
     );
     let (stranger, _) = KeyFile::new_write_only(1).unwrap();
-    let err = restore(&repo, "vm", None, &out, &stranger)
-        .unwrap_err()
-        .to_string();
+    let err = restore_err(&repo, None, &out, &stranger);
     assert!(err.contains("wrong key"), "{err}");
     assert!(!out.exists());
     // With it: both points.
@@ -399,22 +421,19 @@ fn a_write_only_client_backs_up_incrementals_but_only_the_private_restore_key_re
 fn verify_without_any_key_detects_every_flipped_byte_of_an_encrypted_point() {
     // On tmpfs where there is one: verify fsyncs its state, and this runs it once per byte.
     let shm = Path::new("/dev/shm");
-    let d = if shm.is_dir() {
+    let (_d, repo, img) = rig_in(if shm.is_dir() {
         tempfile::tempdir_in(shm).unwrap()
     } else {
         tempfile::tempdir().unwrap()
-    };
+    });
     let kf = KeyFile::new_symmetric(1).unwrap();
-    let repo_dir = d.path().join("repo");
-    let repo = Repository::init(&repo_dir, 7).unwrap();
-    let img = d.path().join("disk.img");
     let f = File::create(&img).unwrap();
     f.set_len(64 << 10).unwrap();
     f.write_all_at(&MARKER.repeat(40), 100).unwrap();
     f.write_all_at(&Rng::new(4).bytes(300), 30_000).unwrap();
     backup(&repo, "vm", &img, &opts(64 << 10), &sym(&kf));
     assert!(repo.verify(None, 1, &|_| {}).unwrap().is_clean());
-    let path = point_files(&repo_dir)[0].clone();
+    let path = point_files(repo.root())[0].clone();
     let good = read(&path);
     make_writable(&path);
     let mut missed = Vec::new();
@@ -440,10 +459,8 @@ fn verify_without_any_key_detects_every_flipped_byte_of_an_encrypted_point() {
 
 #[test]
 fn key_rotation_keeps_old_chains_readable_and_new_chains_use_the_new_key() {
-    let d = tempfile::tempdir().unwrap();
+    let (d, repo, img) = rig();
     let old = KeyFile::new_symmetric(1).unwrap();
-    let repo = Repository::init(&d.path().join("repo"), 7).unwrap();
-    let img = d.path().join("disk.img");
     make_image(&img, 4 << 20, 2);
     let a = backup(&repo, "vm", &img, &opts(64 << 10), &sym(&old));
     let mut rotated = old.clone();
@@ -475,18 +492,14 @@ fn key_rotation_keeps_old_chains_readable_and_new_chains_use_the_new_key() {
     }
     restore(&repo, "vm", Some(a.sealed.meta.point), &out, &old).unwrap();
     std::fs::remove_file(&out).unwrap();
-    let err = restore(&repo, "vm", Some(c.sealed.meta.point), &out, &old)
-        .unwrap_err()
-        .to_string();
+    let err = restore_err(&repo, Some(c.sealed.meta.point), &out, &old);
     assert!(err.contains("wrong key"), "{err}");
 }
 
 #[test]
 fn an_encrypted_backup_after_plain_ones_starts_a_new_chain() {
-    let d = tempfile::tempdir().unwrap();
+    let (_d, repo, img) = rig();
     let kf = KeyFile::new_symmetric(1).unwrap();
-    let repo = Repository::init(&d.path().join("repo"), 7).unwrap();
-    let img = d.path().join("disk.img");
     make_image(&img, 4 << 20, 6);
     let plain = backup_local(&repo, "vm", &img, &opts(64 << 10), &|_| {}).unwrap();
     let enc = backup(&repo, "vm", &img, &opts(64 << 10), &sym(&kf));
@@ -496,12 +509,7 @@ fn an_encrypted_backup_after_plain_ones_starts_a_new_chain() {
 
 #[test]
 fn an_encrypted_point_is_randomly_readable_with_its_key_for_instant_access() {
-    let d = tempfile::tempdir().unwrap();
-    let (private, public) = KeyFile::new_write_only(1).unwrap();
-    let wk = WriteKey::Public(public);
-    let repo = Repository::init(&d.path().join("repo"), 7).unwrap();
-    let img = d.path().join("disk.img");
-    make_image(&img, 6 << 20, 11);
+    let (_d, repo, img, private, wk) = write_only_rig(11);
     backup(&repo, "vm", &img, &opts(64 << 10), &wk);
     overwrite(&img, 12, 3000, 2 << 20);
     backup(&repo, "vm", &img, &opts(64 << 10), &wk);

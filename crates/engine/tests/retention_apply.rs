@@ -1,6 +1,6 @@
 //! Applying retention to a real (unguarded) repository, and the flood defence.
 
-use bulwark_engine::{backup_local, BackupOptions};
+use bulwark_engine::{backup_local, BackupOptions, BackupSummary, EngineError};
 use bulwark_format::RetentionClass;
 use bulwark_repository::retention::Policy;
 use bulwark_repository::Repository;
@@ -9,6 +9,19 @@ const DAY: i64 = 86_400;
 
 fn now() -> i64 {
     bulwark_time::UnixTime::now().secs()
+}
+
+/// A backup of `img` as job `j`, a full when `force_full`.
+fn backup(
+    repo: &Repository,
+    img: &std::path::Path,
+    force_full: bool,
+) -> Result<BackupSummary, EngineError> {
+    let opts = BackupOptions {
+        force_full,
+        ..Default::default()
+    };
+    backup_local(repo, "j", img, &opts, &|_| {})
 }
 
 fn setup() -> (tempfile::TempDir, Repository, std::path::PathBuf) {
@@ -32,25 +45,21 @@ fn whole_old_chains_are_removed_and_kept_ones_still_restore() {
         },
     )
     .unwrap();
-    let full = |f: bool| BackupOptions {
-        force_full: f,
-        ..Default::default()
-    };
-    let a = backup_local(&repo, "j", &img, &full(false), &|_| {}).unwrap();
+    let a = backup(&repo, &img, false).unwrap();
     assert_eq!(
         a.sealed.meta.retention,
         RetentionClass::Weekly,
         "first full of the week is GFS weekly"
     );
-    backup_local(&repo, "j", &img, &full(false), &|_| {}).unwrap();
-    backup_local(&repo, "j", &img, &full(false), &|_| {}).unwrap();
-    let b = backup_local(&repo, "j", &img, &full(true), &|_| {}).unwrap();
+    backup(&repo, &img, false).unwrap();
+    backup(&repo, &img, false).unwrap();
+    let b = backup(&repo, &img, true).unwrap();
     assert_eq!(
         b.sealed.meta.retention,
         RetentionClass::Regular,
         "second full of the week is regular"
     );
-    backup_local(&repo, "j", &img, &full(false), &|_| {}).unwrap();
+    backup(&repo, &img, false).unwrap();
 
     // Today everything is within 7 days.
     let r = repo.apply_retention("j", now(), false).unwrap();
@@ -97,7 +106,7 @@ fn whole_old_chains_are_removed_and_kept_ones_still_restore() {
 #[test]
 fn no_policy_removes_nothing() {
     let (_dir, repo, img) = setup();
-    backup_local(&repo, "j", &img, &BackupOptions::default(), &|_| {}).unwrap();
+    backup(&repo, &img, false).unwrap();
     let r = repo
         .apply_retention("j", now() + 3650 * DAY, false)
         .unwrap();
@@ -121,7 +130,7 @@ fn a_flood_of_1000_points_is_refused_past_the_daily_limit_and_removes_nothing() 
     let mut ok = 0;
     let mut refused = 0;
     for _ in 0..1000 {
-        match backup_local(&repo, "j", &img, &BackupOptions::default(), &|_| {}) {
+        match backup(&repo, &img, false) {
             Ok(_) => ok += 1,
             Err(e) => {
                 assert!(e.to_string().contains("limit"), "{e}");

@@ -81,12 +81,33 @@ fn restore_to(
     out
 }
 
-#[test]
-fn mixed_images_round_trip_for_several_block_sizes() {
+/// A scratch folder with a [`mixed_image`] `disk.img` from a new [`seed`]: the folder, the
+/// generator, the image and its size.
+fn mixed_in_dir() -> (tempfile::TempDir, Rng, PathBuf, u64) {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng::new(seed());
     let img = dir.path().join("disk.img");
     let size = mixed_image(&img, &mut rng);
+    (dir, rng, img, size)
+}
+
+/// A backup of `img` as job `j` with `opts`, which must succeed.
+fn backup_j(repo: &Repository, img: &Path, opts: &BackupOptions) -> BackupSummary {
+    backup_local(repo, "j", img, opts, &|_| {}).unwrap()
+}
+
+/// A restore of job `j`'s newest point onto `target`, overwriting it when `force`.
+fn restore_j(repo: &Repository, target: &Path, force: bool) -> Result<RestoreSummary, EngineError> {
+    let opts = RestoreOptions {
+        force,
+        ..Default::default()
+    };
+    restore_local(repo, "j", None, target, &opts, &|_| {})
+}
+
+#[test]
+fn mixed_images_round_trip_for_several_block_sizes() {
+    let (dir, _, img, size) = mixed_in_dir();
     for bs in [64u32 << 10, 256 << 10, 1 << 20, 4 << 20] {
         let repo = Repository::init(&dir.path().join(format!("repo-{bs}")), 7).unwrap();
         let opts = BackupOptions {
@@ -120,10 +141,7 @@ fn mixed_images_round_trip_for_several_block_sizes() {
 
 #[test]
 fn chain_of_five_incrementals_restores_every_point() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng::new(seed());
-    let img = dir.path().join("disk.img");
-    let size = mixed_image(&img, &mut rng);
+    let (dir, mut rng, img, size) = mixed_in_dir();
     let repo = Repository::init(&dir.path().join("repo"), 7).unwrap();
     let opts = BackupOptions {
         block_size: Some(64 << 10),
@@ -176,22 +194,19 @@ fn chain_of_five_incrementals_restores_every_point() {
 #[test]
 fn full_flag_and_size_change_start_new_chains() {
     let (_dir, img, repo) = compressible_in_repo("disk.img", 3 << 20);
-    let a = backup_local(&repo, "j", &img, &BackupOptions::default(), &|_| {}).unwrap();
-    let b = backup_local(
+    let a = backup_j(&repo, &img, &BackupOptions::default());
+    let b = backup_j(
         &repo,
-        "j",
         &img,
         &BackupOptions {
             force_full: true,
             ..Default::default()
         },
-        &|_| {},
-    )
-    .unwrap();
+    );
     assert_eq!(b.sealed.meta.kind, PointKind::ActiveFull);
     assert_ne!(a.sealed.meta.chain, b.sealed.meta.chain);
     std::fs::write(&img, compressible(4 << 20, 0)).unwrap();
-    let c = backup_local(&repo, "j", &img, &BackupOptions::default(), &|_| {}).unwrap();
+    let c = backup_j(&repo, &img, &BackupOptions::default());
     assert_eq!(c.sealed.meta.kind, PointKind::ActiveFull);
     assert!(c.full_reason.unwrap().contains("bytes"));
 }
@@ -300,44 +315,25 @@ fn unusable_sources_and_names_get_clear_errors() {
 #[test]
 fn restore_refuses_to_overwrite_without_force() {
     let (dir, img, repo) = compressible_in_repo("d.img", 1 << 20);
-    backup_local(&repo, "j", &img, &BackupOptions::default(), &|_| {}).unwrap();
+    backup_j(&repo, &img, &BackupOptions::default());
     let target = dir.path().join("existing");
     std::fs::write(&target, b"precious").unwrap();
-    let e = restore_local(
-        &repo,
-        "j",
-        None,
-        &target,
-        &RestoreOptions::default(),
-        &|_| {},
-    )
-    .unwrap_err();
+    let e = restore_j(&repo, &target, false).unwrap_err();
     assert!(e.to_string().contains("--force"), "{e}");
     assert_eq!(std::fs::read(&target).unwrap(), b"precious");
-    restore_local(
-        &repo,
-        "j",
-        None,
-        &target,
-        &RestoreOptions {
-            force: true,
-            ..Default::default()
-        },
-        &|_| {},
-    )
-    .unwrap();
+    restore_j(&repo, &target, true).unwrap();
     assert!(same_content(&img, &target));
 }
 
 #[test]
 fn damaged_newest_point_makes_the_next_backup_a_full() {
     let (_dir, img, repo) = compressible_in_repo("d.img", 2 << 20);
-    let a = backup_local(&repo, "j", &img, &BackupOptions::default(), &|_| {}).unwrap();
+    let a = backup_j(&repo, &img, &BackupOptions::default());
     // Damage the trailer of the only point (the repository is not guarded, so this is possible).
     let f = OpenOptions::new().write(true).open(&a.sealed.path).unwrap();
     let len = f.metadata().unwrap().len();
     f.write_all_at(&[0xFF], len - 100).unwrap();
-    let b = backup_local(&repo, "j", &img, &BackupOptions::default(), &|_| {}).unwrap();
+    let b = backup_j(&repo, &img, &BackupOptions::default());
     assert_eq!(b.sealed.meta.kind, PointKind::ActiveFull);
     assert!(b.full_reason.unwrap().contains("damaged"));
 }
