@@ -370,14 +370,23 @@ mod tests {
         assert_eq!(got, want, "the overlay reads the same after a reopen");
     }
 
-    #[test]
-    fn an_overlay_in_use_by_one_export_is_refused_to_a_second_until_the_first_stops() {
+    /// A folder, an 8 KiB base of ones, and an overlay `ov` over it (named `base_id`) holding
+    /// a flushed write of 16 nines at offset 0.
+    fn written_overlay(
+        base_id: &[u8],
+    ) -> (tempfile::TempDir, Arc<dyn BlockDevice>, PathBuf, Overlay) {
         let dir = tempfile::tempdir().unwrap();
         let dev: Arc<dyn BlockDevice> = Arc::new(Base(vec![1u8; 8192]));
         let path = dir.path().join("ov");
-        let first = Overlay::open(dev.clone(), &path, b"vm/1").unwrap();
-        first.write_at(0, &[9u8; 16]).unwrap();
-        first.flush().unwrap();
+        let o = Overlay::open(dev.clone(), &path, base_id).unwrap();
+        o.write_at(0, &[9u8; 16]).unwrap();
+        o.flush().unwrap();
+        (dir, dev, path, o)
+    }
+
+    #[test]
+    fn an_overlay_in_use_by_one_export_is_refused_to_a_second_until_the_first_stops() {
+        let (_dir, dev, path, first) = written_overlay(b"vm/1");
         let e = Overlay::open(dev.clone(), &path, b"vm/1")
             .err()
             .expect("a second writer");
@@ -394,11 +403,7 @@ mod tests {
 
     #[test]
     fn an_overlay_made_over_one_point_is_refused_over_another_and_a_version_1_map_still_opens() {
-        let dir = tempfile::tempdir().unwrap();
-        let dev: Arc<dyn BlockDevice> = Arc::new(Base(vec![1u8; 8192]));
-        let path = dir.path().join("ov");
-        let first = Overlay::open(dev.clone(), &path, b"vm/aaaa").unwrap();
-        first.write_at(0, &[9u8; 16]).unwrap();
+        let (dir, dev, path, first) = written_overlay(b"vm/aaaa");
         drop(first);
         let e = Overlay::open(dev.clone(), &path, b"vm/bbbb")
             .err()
