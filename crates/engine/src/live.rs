@@ -240,6 +240,31 @@ fn refuse_probed_references(
     )))
 }
 
+/// A node that a format node reads as its file (a qcow2's file node) holds the container,
+/// not the disk: fleecing it backs up the qcow2 file's own bytes, which restore as a qcow2
+/// file and not as the disk the VM sees. So `--node` must name the disk's top node; one a
+/// format node sits on is refused, naming that node. A protocol node nothing sits on (a raw
+/// disk the VM uses directly) is the disk and goes on.
+fn refuse_container_node(q: &mut Qmp, qmp: &Path, node: &str, name: &Path) -> Result<()> {
+    let graph = q.block_graph().map_err(qemu_err(name))?;
+    let Some(format) = graph.container_of(node) else {
+        return Ok(());
+    };
+    let driver = graph
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .map_or("?", |n| n.driver.as_str());
+    Err(EngineError::Usage(format!(
+        "{}: block node {node:?} ({driver}) is the file the {} node {:?} reads its disk from: backing it up would store the {} container's own bytes, not the disk the VM sees; give --node {} (nothing was backed up)",
+        qmp.display(),
+        format.driver,
+        format.name,
+        format.driver,
+        format.name
+    )))
+}
+
 /// The fleecing overlay receives the old data of every cluster the VM writes while the
 /// backup runs, up to the whole disk; when its filesystem fills, QEMU fails the VM's writes
 /// (copy-before-write breaks the guest write, not the snapshot). So the backup starts only
@@ -315,6 +340,7 @@ impl LiveSource {
                 .node(&node)
                 .map_err(qemu_err(&name))?
                 .ok_or_else(|| usage(format!("{}: no block node named {node:?}", qmp.display())))?;
+            refuse_container_node(&mut q, qmp, &node, &name)?;
             let sock = qmp.canonicalize().unwrap_or_else(|_| qmp.clone());
             return Ok(LiveSource {
                 name: PathBuf::from(format!("{}#{node}", qmp.display())),

@@ -220,3 +220,249 @@ impl Qmp {
             .unwrap_or_default())
     }
 }
+
+/// Format drivers: a node of one of these reads its `file` child as a container (qcow2's
+/// clusters and metadata, a raw node's offset and size) and shows the disk inside.
+pub const FORMAT_DRIVERS: &[&str] = &[
+    "qcow2",
+    "qcow",
+    "raw",
+    "vmdk",
+    "vdi",
+    "vhdx",
+    "vpc",
+    "qed",
+    "parallels",
+    "dmg",
+    "cloop",
+    "bochs",
+    "luks",
+];
+
+/// Filter drivers that show their `file` (blkdebug, blkverify: `image`) child's bytes as
+/// they are, so a format node above a filter still reads the filter's child as a container.
+const FILTER_DRIVERS: &[&str] = &[
+    "throttle",
+    "copy-on-read",
+    "preallocate",
+    "compress",
+    "blkdebug",
+    "blkverify",
+    "blklogwrites",
+    "copy-before-write",
+];
+
+/// A block node of a QEMU process, as `query-named-block-nodes` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GraphNode {
+    pub name: String,
+    /// Its driver (`qcow2`, `file`, `host_device`, …).
+    pub driver: String,
+    /// What QEMU calls its file name (for a format node usually its file child's).
+    pub filename: String,
+}
+
+/// One child link between two block nodes: `parent`'s child `role` (`file`, `backing`, …)
+/// is `child`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GraphEdge {
+    pub parent: String,
+    pub child: String,
+    pub role: String,
+}
+
+/// The block nodes of a QEMU process and, where it answers `x-debug-query-block-graph`
+/// (QEMU 4.0 and later, unless unstable commands are refused), the links between them.
+#[derive(Clone, Debug, Default)]
+pub struct BlockGraph {
+    pub nodes: Vec<GraphNode>,
+    /// `None`: the process does not say how its nodes are linked.
+    pub edges: Option<Vec<GraphEdge>>,
+}
+
+impl BlockGraph {
+    /// From the replies of `query-named-block-nodes` (flat) and `x-debug-query-block-graph`
+    /// (when it answered). Links to block backends and jobs are left out: only nodes count.
+    pub fn from_replies(named: &Value, graph: Option<&Value>) -> BlockGraph {
+        let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let nodes = named
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|n| GraphNode {
+                        name: s(n, "node-name"),
+                        driver: s(n, "drv"),
+                        filename: s(n, "file"),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let edges = graph.and_then(|g| {
+            let drivers: std::collections::HashMap<u64, String> = g
+                .get("nodes")?
+                .as_array()?
+                .iter()
+                .filter(|n| n.get("type").and_then(Value::as_str) == Some("block-driver"))
+                .filter_map(|n| Some((n.get("id")?.as_u64()?, s(n, "name"))))
+                .collect();
+            let name = |e: &Value, k: &str| drivers.get(&e.get(k)?.as_u64()?).cloned();
+            Some(
+                g.get("edges")?
+                    .as_array()?
+                    .iter()
+                    .filter_map(|e| {
+                        Some(GraphEdge {
+                            parent: name(e, "parent")?,
+                            child: name(e, "child")?,
+                            role: s(e, "name"),
+                        })
+                    })
+                    .collect(),
+            )
+        });
+        BlockGraph { nodes, edges }
+    }
+
+    fn get(&self, name: &str) -> Option<&GraphNode> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The format node that reads `node` as its container (its `file`, directly or through
+    /// filters), or `None` when `node` is nobody's container: backing `node` up would then
+    /// store the container's bytes (a qcow2 file), not the disk the guest sees.
+    ///
+    /// Without the links, a node that is not a format node is taken to be the container of
+    /// a format node of the same file name (QEMU's image locking keeps two unrelated nodes
+    /// off one file).
+    pub fn container_of(&self, node: &str) -> Option<&GraphNode> {
+        let Some(edges) = &self.edges else {
+            let me = self.get(node)?;
+            if me.filename.is_empty() || FORMAT_DRIVERS.contains(&me.driver.as_str()) {
+                return None;
+            }
+            return self.nodes.iter().find(|n| {
+                n.name != node
+                    && n.filename == me.filename
+                    && FORMAT_DRIVERS.contains(&n.driver.as_str())
+            });
+        };
+        let mut todo = vec![node.to_string()];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(child) = todo.pop() {
+            if !seen.insert(child.clone()) {
+                continue;
+            }
+            for e in edges
+                .iter()
+                .filter(|e| e.child == child && matches!(e.role.as_str(), "file" | "image"))
+            {
+                let Some(p) = self.get(&e.parent) else {
+                    continue;
+                };
+                if FORMAT_DRIVERS.contains(&p.driver.as_str()) {
+                    return Some(p);
+                }
+                if FILTER_DRIVERS.contains(&p.driver.as_str()) {
+                    todo.push(p.name.clone());
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Qmp {
+    /// The block graph: the nodes, and their links where the process answers
+    /// `x-debug-query-block-graph` (a command it refuses leaves them out).
+    pub fn block_graph(&mut self) -> Result<BlockGraph> {
+        let named = self.execute("query-named-block-nodes", json!({"flat": true}))?;
+        let graph = match self.execute("x-debug-query-block-graph", json!({})) {
+            Ok(g) => Some(g),
+            Err(QemuError::Command { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(BlockGraph::from_replies(&named, graph.as_ref()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `query-named-block-nodes` of a qcow2 `disk0` on file `proto0`, a lone file node
+    /// `lone` and a qcow2 `disk1` on file `proto1` through a preallocate filter `pre1`.
+    fn named() -> Value {
+        json!([
+            {"node-name": "lone", "drv": "file", "file": "/vm/r.raw"},
+            {"node-name": "disk0", "drv": "qcow2", "file": "/vm/x.qcow2"},
+            {"node-name": "proto0", "drv": "file", "file": "/vm/x.qcow2"},
+            {"node-name": "disk1", "drv": "qcow2", "file": "/vm/y.qcow2"},
+            {"node-name": "pre1", "drv": "preallocate", "file": "/vm/y.qcow2"},
+            {"node-name": "proto1", "drv": "file", "file": "/vm/y.qcow2"},
+            {"node-name": "base", "drv": "qcow2", "file": "/vm/base.qcow2"},
+            {"node-name": "top", "drv": "qcow2", "file": "/vm/top.qcow2"}
+        ])
+    }
+
+    /// `x-debug-query-block-graph` of the same, as QEMU 10.0 answers it, with a block
+    /// backend (the VM's device) on `disk0` and `top` backed by `base`.
+    fn graph() -> Value {
+        json!({
+            "nodes": [
+                {"name": "lone", "type": "block-driver", "id": 3},
+                {"name": "disk0", "type": "block-driver", "id": 2},
+                {"name": "proto0", "type": "block-driver", "id": 1},
+                {"name": "disk1", "type": "block-driver", "id": 6},
+                {"name": "pre1", "type": "block-driver", "id": 5},
+                {"name": "proto1", "type": "block-driver", "id": 4},
+                {"name": "base", "type": "block-driver", "id": 7},
+                {"name": "top", "type": "block-driver", "id": 8},
+                {"name": "virtio0", "type": "block-backend", "id": 9}
+            ],
+            "edges": [
+                {"name": "file", "parent": 2, "child": 1, "perm": [], "shared-perm": []},
+                {"name": "file", "parent": 6, "child": 5, "perm": [], "shared-perm": []},
+                {"name": "file", "parent": 5, "child": 4, "perm": [], "shared-perm": []},
+                {"name": "backing", "parent": 8, "child": 7, "perm": [], "shared-perm": []},
+                {"name": "root", "parent": 9, "child": 2, "perm": [], "shared-perm": []}
+            ]
+        })
+    }
+
+    fn container(g: &BlockGraph, node: &str) -> Option<String> {
+        g.container_of(node).map(|n| n.name.clone())
+    }
+
+    #[test]
+    fn a_node_a_format_node_reads_as_its_file_is_a_container_directly_or_through_filters() {
+        let with = BlockGraph::from_replies(&named(), Some(&graph()));
+        let without = BlockGraph::from_replies(&named(), None);
+        assert!(with.edges.is_some() && without.edges.is_none());
+        for g in [&with, &without] {
+            assert_eq!(container(g, "proto0").as_deref(), Some("disk0"));
+            assert_eq!(container(g, "proto1").as_deref(), Some("disk1"));
+            assert_eq!(container(g, "pre1").as_deref(), Some("disk1"));
+            for disk in ["lone", "disk0", "disk1", "top", "base", "nosuch"] {
+                assert_eq!(container(g, disk), None, "{disk} is a disk");
+            }
+        }
+    }
+
+    #[test]
+    fn links_to_block_backends_and_unknown_roles_do_not_make_a_container() {
+        let mut g = graph();
+        g["edges"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "data-file", "parent": 2, "child": 3}));
+        let g = BlockGraph::from_replies(&named(), Some(&g));
+        // A qcow2's external data file holds the guest's data as it is.
+        assert_eq!(container(&g, "lone"), None);
+        assert!(g
+            .edges
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|e| e.parent != "virtio0"));
+    }
+}

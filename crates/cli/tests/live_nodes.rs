@@ -1,0 +1,316 @@
+//! Running disks through QMP (`--qmp SOCKET --node NODE`), with a real qemu-storage-daemon
+//! standing in for the VM: which block node is the disk (docs/sources.md, "Live disks
+//! through QMP").
+//!
+//! - A node a format node reads as its file (a qcow2's file node, directly or through a
+//!   filter) holds the container, not the disk: it is refused, naming the node to give,
+//!   and nothing is written. A file node nothing sits on is the disk and is backed up.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use bulwark_testkit::run_ok;
+use bulwark_testkit::skip::require_tools;
+use bulwark_testkit::vm::Helper;
+use bulwark_testkit::Rng;
+use serde_json::{json, Value};
+
+const MIB: u64 = 1024 * 1024;
+
+fn tools(test: &str) -> bool {
+    require_tools(test, &["qemu-img", "qemu-io", "qemu-storage-daemon"])
+}
+
+fn new_repo(dir: &Path) -> PathBuf {
+    let p = dir.join("repo");
+    bulwark_repository::Repository::init(&p, 14).unwrap();
+    p
+}
+
+/// qemu-storage-daemon with the nodes `blockdevs` (JSON, in order) and two QMP monitors:
+/// Bulwark's (`qmp.sock`) and the test's (`qmp-test.sock`), in `dir`.
+struct Qsd {
+    _h: Helper,
+    qmp: PathBuf,
+    test_qmp: PathBuf,
+}
+
+impl Qsd {
+    fn start(dir: &Path, blockdevs: &[Value]) -> Qsd {
+        let qmp = dir.join("qmp.sock");
+        let test_qmp = dir.join("qmp-test.sock");
+        let mut c = Command::new("qemu-storage-daemon");
+        for b in blockdevs {
+            c.arg("--blockdev").arg(b.to_string());
+        }
+        for (id, sock) in [("m0", &qmp), ("m1", &test_qmp)] {
+            c.arg("--chardev")
+                .arg(format!(
+                    "socket,id={id},path={},server=on,wait=off",
+                    sock.display()
+                ))
+                .arg("--monitor")
+                .arg(format!("chardev={id}"));
+        }
+        let child = c.stdin(Stdio::null()).spawn().unwrap();
+        let h = Helper::listening(child, &[&qmp, &test_qmp]);
+        Qsd {
+            _h: h,
+            qmp,
+            test_qmp,
+        }
+    }
+
+    /// Runs one QMP command on the test's monitor; its `return`.
+    fn query(&self, cmd: &str) -> Value {
+        let s = UnixStream::connect(&self.test_qmp).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        let answer = |r: &mut BufReader<UnixStream>| loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v.get("event").is_none() {
+                return v;
+            }
+        };
+        answer(&mut r); // the greeting
+        for c in ["qmp_capabilities", cmd] {
+            writeln!(w, "{}", json!({ "execute": c })).unwrap();
+            let v = answer(&mut r);
+            assert!(v.get("error").is_none(), "{c}: {v}");
+            if c == cmd {
+                return v["return"].clone();
+            }
+        }
+        unreachable!()
+    }
+
+    /// Asserts that nothing of Bulwark's is left in the daemon: no `bulwark*` node, no block
+    /// job, no export.
+    fn assert_nothing_of_bulwarks_left(&self) {
+        let nodes = self.query("query-named-block-nodes");
+        assert!(
+            nodes
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| !n["node-name"].as_str().unwrap().starts_with("bulwark")),
+            "{nodes}"
+        );
+        assert_eq!(self.query("query-block-jobs"), json!([]));
+        assert_eq!(self.query("query-block-exports"), json!([]));
+    }
+}
+
+fn file_node(name: &str, file: &Path) -> Value {
+    json!({"driver": "file", "node-name": name, "filename": file})
+}
+
+/// `bulwark ARGS` with TMPDIR `tmp`.
+fn bulwark(tmp: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bulwark"))
+        .args(args)
+        .env("TMPDIR", tmp)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The arguments of a backup of job `job` from node `node` of the daemon on `qmp`.
+fn live_backup<'a>(repo: &'a Path, job: &'a str, qmp: &'a Path, node: &'a str) -> Vec<&'a str> {
+    vec![
+        "backup",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--job",
+        job,
+        "vm-disk",
+        "--qmp",
+        qmp.to_str().unwrap(),
+        "--node",
+        node,
+    ]
+}
+
+/// A backup that must succeed; its stderr.
+fn backup_ok(tmp: &Path, args: &[&str]) -> String {
+    let o = bulwark(tmp, args);
+    assert!(o.status.success(), "backup failed: {}", stderr(&o));
+    stderr(&o)
+}
+
+fn restore(repo: &Path, job: &str, target: &Path) -> Vec<u8> {
+    let _ = std::fs::remove_file(target);
+    let o = Command::new(env!("CARGO_BIN_EXE_bulwark"))
+        .args(["restore", "--repo"])
+        .arg(repo)
+        .args(["--job", job])
+        .arg(target)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "restore failed: {}", stderr(&o));
+    std::fs::read(target).unwrap()
+}
+
+/// The disk inside an image in use, as `qemu-img convert -U -O raw` gives it.
+fn raw_of(img: &Path) -> Vec<u8> {
+    let out = img.with_extension("convert.raw");
+    run_ok(
+        Command::new("qemu-img")
+            .args(["convert", "-U", "-O", "raw"])
+            .arg(img)
+            .arg(&out),
+    );
+    let b = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    b
+}
+
+/// A qcow2 of `size` holding `data` (written from its start).
+fn qcow2_with(dir: &Path, name: &str, size: u64, data: &[u8]) -> PathBuf {
+    let img = dir.join(name);
+    run_ok(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&img)
+            .arg(size.to_string()),
+    );
+    let src = dir.join(format!("{name}.data"));
+    std::fs::write(&src, data).unwrap();
+    run_ok(
+        Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c"])
+            .arg(format!("write -s {} 0 {}", src.display(), data.len()))
+            .arg(&img),
+    );
+    std::fs::remove_file(&src).unwrap();
+    img
+}
+
+/// The entries of folder `d`.
+fn entries(d: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn points(repo: &Path, job: &str) -> usize {
+    bulwark_repository::Repository::open(repo)
+        .unwrap()
+        .scan_job(job)
+        .map_or(0, |s| s.points.len())
+}
+
+#[test]
+fn a_node_a_format_node_reads_as_its_file_is_refused_naming_the_disks_node_and_nothing_is_written()
+{
+    let t = "a_node_a_format_node_reads_as_its_file_is_refused_naming_the_disks_node_and_nothing_is_written";
+    if !tools(t) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let repo = new_repo(d);
+    let tmp = d.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut rng = Rng::seeded();
+    let img0 = qcow2_with(d, "x.qcow2", 32 * MIB, &rng.bytes(4 * MIB as usize));
+    let img1 = qcow2_with(d, "y.qcow2", 32 * MIB, &rng.bytes(4 * MIB as usize));
+    let raw = d.join("r.raw");
+    std::fs::write(&raw, rng.bytes(8 * MIB as usize)).unwrap();
+    // disk0: qcow2 on file proto0 (as `-blockdev driver=qcow2,node-name=disk0,
+    // file.driver=file,file.node-name=proto0,…`); disk1: qcow2 on a preallocate filter on
+    // file proto1; raw2: a raw format node on file proto2.
+    let vm = Qsd::start(
+        d,
+        &[
+            file_node("proto0", &img0),
+            json!({"driver": "qcow2", "node-name": "disk0", "file": "proto0"}),
+            file_node("proto1", &img1),
+            json!({"driver": "preallocate", "node-name": "pre1", "file": "proto1"}),
+            json!({"driver": "qcow2", "node-name": "disk1", "file": "pre1"}),
+            file_node("proto2", &raw),
+            json!({"driver": "raw", "node-name": "raw2", "file": "proto2"}),
+        ],
+    );
+    for (node, disk, driver) in [
+        ("proto0", "disk0", "qcow2"),
+        ("proto1", "disk1", "qcow2"),
+        ("pre1", "disk1", "qcow2"),
+        ("proto2", "raw2", "raw"),
+    ] {
+        let o = bulwark(&tmp, &live_backup(&repo, node, &vm.qmp, node));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{node}: {err}");
+        assert!(
+            err.contains(&format!("give --node {disk}"))
+                && err.contains(&format!("the {driver} node \"{disk}\""))
+                && err.contains(&format!("block node \"{node}\"")),
+            "{node}: {err}"
+        );
+        assert_eq!(
+            points(&repo, node),
+            0,
+            "{node}: a refused backup made a point"
+        );
+        assert!(!repo.join("store").join(node).exists(), "{node}");
+        assert_eq!(entries(&repo.join("incoming")), Vec::<String>::new());
+        assert_eq!(entries(&tmp), Vec::<String>::new(), "nothing in TMPDIR");
+        vm.assert_nothing_of_bulwarks_left();
+    }
+    // The nodes named in the refusals are the disks.
+    backup_ok(&tmp, &live_backup(&repo, "disk0", &vm.qmp, "disk0"));
+    assert!(restore(&repo, "disk0", &d.join("o.raw")) == raw_of(&img0));
+    backup_ok(&tmp, &live_backup(&repo, "disk1", &vm.qmp, "disk1"));
+    assert!(restore(&repo, "disk1", &d.join("o.raw")) == raw_of(&img1));
+    backup_ok(&tmp, &live_backup(&repo, "raw2", &vm.qmp, "raw2"));
+    assert!(restore(&repo, "raw2", &d.join("o.raw")) == std::fs::read(&raw).unwrap());
+    vm.assert_nothing_of_bulwarks_left();
+}
+
+#[test]
+fn a_file_node_nothing_sits_on_is_the_disk_and_restores_byte_identical() {
+    let t = "a_file_node_nothing_sits_on_is_the_disk_and_restores_byte_identical";
+    if !tools(t) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let repo = new_repo(d);
+    let tmp = d.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    // A raw disk the VM uses directly; its guest put a qcow2 header at sector 0, which a
+    // file node never reads as one.
+    let raw = d.join("lone.raw");
+    let hdr = d.join("hdr.qcow2");
+    run_ok(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&hdr)
+            .arg("1M"),
+    );
+    let mut disk = Rng::seeded().bytes(16 * MIB as usize);
+    let h = std::fs::read(&hdr).unwrap();
+    disk[..h.len()].copy_from_slice(&h);
+    disk[(4 * MIB) as usize..(8 * MIB) as usize].fill(0);
+    std::fs::write(&raw, &disk).unwrap();
+    let vm = Qsd::start(d, &[file_node("lone0", &raw)]);
+    backup_ok(&tmp, &live_backup(&repo, "vm", &vm.qmp, "lone0"));
+    assert!(
+        restore(&repo, "vm", &d.join("o.raw")) == disk,
+        "the restore is the raw disk, byte for byte"
+    );
+    vm.assert_nothing_of_bulwarks_left();
+    assert_eq!(entries(&tmp), Vec::<String>::new());
+}
