@@ -1,16 +1,18 @@
 //! Running disks through QMP (`--qmp SOCKET --node NODE`), with a real qemu-storage-daemon
-//! standing in for the VM: which block node is the disk (docs/sources.md, "Live disks
-//! through QMP").
+//! standing in for the VM: which block node is the disk, and the private folder each run
+//! keeps under TMPDIR (docs/sources.md, "Live disks through QMP").
 //!
 //! - A node a format node reads as its file (a qcow2's file node, directly or through a
 //!   filter) holds the container, not the disk: it is refused, naming the node to give,
 //!   and nothing is written. A file node nothing sits on is the disk and is backed up.
+//! - A run killed with SIGKILL leaves its folder (overlay, NBD socket); the next run removes
+//!   it, and leaves the folder of a run that is still going alone.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use bulwark_testkit::run_ok;
 use bulwark_testkit::skip::require_tools;
@@ -313,4 +315,155 @@ fn a_file_node_nothing_sits_on_is_the_disk_and_restores_byte_identical() {
     );
     vm.assert_nothing_of_bulwarks_left();
     assert_eq!(entries(&tmp), Vec::<String>::new());
+}
+
+/// A `bulwark` run, stopped (SIGCONT, SIGKILL, reaped) when dropped unfinished.
+struct Run(Option<Child>);
+
+impl Run {
+    fn start(tmp: &Path, args: &[&str]) -> Run {
+        let child = Command::new(env!("CARGO_BIN_EXE_bulwark"))
+            .args(args)
+            .env("TMPDIR", tmp)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Run(Some(child))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+
+    fn signal(&self, sig: &str) {
+        run_ok(Command::new("kill").args([sig, &self.pid().to_string()]));
+    }
+
+    /// Waits until the daemon `vm` exports `export` (the run took its point in time).
+    fn wait_export(&self, vm: &Qsd, export: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !vm
+            .query("query-block-exports")
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == export)
+        {
+            assert!(Instant::now() < deadline, "the export never appeared");
+            let gone = Command::new("kill")
+                .args(["-0", &self.pid().to_string()])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| !s.success());
+            assert!(!gone, "bulwark ended before its export was seen");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn kill(mut self) {
+        let mut c = self.0.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    /// Waits for the end, which must be a success.
+    fn finish(mut self) {
+        let o = self.0.take().unwrap().wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The folder of run `pid` of `job` in TMPDIR `tmp`, which must be there.
+fn folder_of(tmp: &Path, pid: u32, job: &str) -> PathBuf {
+    let prefix = format!("bulwark-live-{pid}-{job}+");
+    let found: Vec<String> = entries(tmp)
+        .into_iter()
+        .filter(|e| e.starts_with(&prefix))
+        .collect();
+    assert_eq!(found.len(), 1, "{:?}", entries(tmp));
+    tmp.join(&found[0])
+}
+
+#[test]
+fn the_folder_of_a_killed_backup_is_removed_by_the_next_run_and_a_running_ones_is_left_alone() {
+    let t =
+        "the_folder_of_a_killed_backup_is_removed_by_the_next_run_and_a_running_ones_is_left_alone";
+    if !tools(t) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let repo = new_repo(d);
+    let tmp = d.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut rng = Rng::seeded();
+    // Incompressible, so that level 19 makes a backup slow enough to catch.
+    let (da, db) = (d.join("a"), d.join("b"));
+    std::fs::create_dir(&da).unwrap();
+    std::fs::create_dir(&db).unwrap();
+    let img_a = qcow2_with(&da, "a.qcow2", 64 * MIB, &rng.bytes(24 * MIB as usize));
+    let img_b = qcow2_with(&db, "b.qcow2", 64 * MIB, &rng.bytes(24 * MIB as usize));
+    let disk = |img: &Path| {
+        [
+            file_node("f0", img),
+            json!({"driver": "qcow2", "node-name": "disk", "file": "f0"}),
+        ]
+    };
+    let slow = ["--full", "--compression", "19"];
+    // Job b's run on one VM, caught (stopped) after its point in time: it is running.
+    let vm_b = Qsd::start(&db, &disk(&img_b));
+    let b_args = live_backup(&repo, "b", &vm_b.qmp, "disk");
+    let running = Run::start(&tmp, &[b_args.as_slice(), &slow].concat());
+    running.wait_export(&vm_b, "bulwark-b");
+    running.signal("-STOP");
+    let live = folder_of(&tmp, running.pid(), "b");
+    // Job a's run on another, killed once it took its point in time: its folder stays.
+    let vm_a = Qsd::start(&da, &disk(&img_a));
+    let qmp_a = vm_a.qmp.clone();
+    let a_args = live_backup(&repo, "a", &qmp_a, "disk");
+    let killed = Run::start(&tmp, &[a_args.as_slice(), &slow].concat());
+    killed.wait_export(&vm_a, "bulwark-a");
+    let stale = folder_of(&tmp, killed.pid(), "a");
+    assert!(stale.join("fleece.qcow2").exists());
+    killed.kill();
+    // The VM is restarted: its QEMU no longer knows the killed run's overlay.
+    drop(vm_a);
+    let vm_a = Qsd::start(&da, &disk(&img_a));
+    assert!(stale.exists());
+    // The next run of job a removes the killed run's folder, says so, and leaves b's.
+    let err = backup_ok(&tmp, &a_args);
+    assert!(!stale.exists(), "the killed run's folder is still there");
+    assert!(
+        err.contains("removed the private folder") && err.contains(&*stale.to_string_lossy()),
+        "{err}"
+    );
+    assert!(
+        live.join("fleece.qcow2").exists(),
+        "the running backup's folder was touched"
+    );
+    assert!(
+        !err.contains(&*live.to_string_lossy()),
+        "the running backup's folder is named: {err}"
+    );
+    assert!(restore(&repo, "a", &d.join("o.raw")) == raw_of(&img_a));
+    // The running backup ends as if nothing happened.
+    running.signal("-CONT");
+    running.finish();
+    assert!(restore(&repo, "b", &d.join("o.raw")) == raw_of(&img_b));
+    assert_eq!(entries(&tmp), Vec::<String>::new(), "TMPDIR is empty after");
+    vm_a.assert_nothing_of_bulwarks_left();
+    vm_b.assert_nothing_of_bulwarks_left();
 }

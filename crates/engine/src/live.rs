@@ -10,6 +10,8 @@
 //! needed; dropping it uncommitted undoes the transaction instead (the new bitmap goes, the
 //! parent's stays), so a failed or interrupted backup never loses the parent's tracking.
 
+mod private_dir;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -125,7 +127,7 @@ struct Managed {
     /// Bulwark's own qemu-storage-daemon on an image file; `None` for a running disk.
     daemon: Option<Daemon>,
     /// Private folder for the NBD socket and the fleecing overlay (running disks).
-    dir: Option<tempfile::TempDir>,
+    dir: Option<private_dir::PrivateDir>,
     nbd_socket: Option<PathBuf>,
     started_nbd_server: bool,
     job: String,
@@ -981,11 +983,14 @@ impl Managed {
                         .and_then(overlay_file)
                 });
             self.exec("blockdev-del", json!({"node-name": node}))?;
+            // A folder named for its run is removed by `private_dir::remove_stale` once its
+            // process is gone; one of the older form names no process, but this job's
+            // fleecing node in QEMU says its run was interrupted.
             if let Some(dir) = file.as_deref().and_then(Path::parent) {
                 let ours = dir.starts_with(std::env::temp_dir())
                     && dir
                         .file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("bulwark-live-"));
+                        .is_some_and(|n| private_dir::is_unowned_name(&n.to_string_lossy()));
                 if ours {
                     let _ = std::fs::remove_dir_all(dir);
                 }
@@ -1120,21 +1125,16 @@ impl Managed {
                 "data": {"node": node, "target": frozen, "bitmaps": [old]}}));
         }
         if self.live() {
-            // 0700 (tempfile would use the umask's mode): the fleecing overlay holds the
-            // guest's data as it was before each write during the backup — plaintext, also
-            // of an encrypted job.
             let base = std::env::temp_dir();
+            // Before the room check: an interrupted run's overlay may be what fills TMPDIR.
+            private_dir::remove_stale(&base);
             check_fleece_room(&base, size)?;
-            let dir = tempfile::Builder::new()
-                .prefix("bulwark-live-")
-                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .tempdir_in(&base)
-                .map_err(|e| {
-                    EngineError::Usage(format!(
-                        "creating a private folder in {}: {e}",
-                        base.display()
-                    ))
-                })?;
+            let dir = private_dir::PrivateDir::create(&base, &self.job).map_err(|e| {
+                EngineError::Usage(format!(
+                    "creating a private folder in {}: {e}",
+                    base.display()
+                ))
+            })?;
             let overlay = dir.path().join("fleece.qcow2");
             let st = std::process::Command::new(bulwark_qemu::tool("qemu-img").map_err(&q)?)
                 .args(["create", "-q", "-f", "qcow2"])
