@@ -164,6 +164,16 @@ impl Rig {
             .to_string();
         (msg, self.hook.missed(name).len())
     }
+
+    /// Asserts that a check at `at` finds job `name` of the job file `job` overdue, with a
+    /// message that says every one of `says`, and that one `backup_missed` was sent about it.
+    fn assert_overdue_once(&self, at: &str, job: &Path, name: &str, says: &[&str]) {
+        let (msg, sent) = self.overdue(at, job, name);
+        for s in says {
+            assert!(msg.contains(s), "the message does not say {s:?}: {msg}");
+        }
+        assert_eq!(sent, 1, "{name} is notified once");
+    }
 }
 
 /// Sets the modification time of `path` to `secs` seconds ago.
@@ -270,13 +280,15 @@ fn a_job_failing_every_day_is_overdue_from_its_first_run() {
         assert_eq!(o.status.code(), Some(2), "a run whose disk failed exits 2");
     }
     // 23 h after the last failing run, 95 h after the first.
-    let (msg, sent) = rig.overdue("@2027-01-05 21:00:00", &job, "n");
-    assert!(
-        msg.contains("since its first run 95.0 h ago (2027-01-01 22:00:00 UTC")
-            && msg.contains("the last run failed"),
-        "{msg}"
+    rig.assert_overdue_once(
+        "@2027-01-05 21:00:00",
+        &job,
+        "n",
+        &[
+            "since its first run 95.0 h ago (2027-01-01 22:00:00 UTC",
+            "the last run failed",
+        ],
     );
-    assert_eq!(sent, 1);
 }
 
 #[test]
@@ -291,13 +303,15 @@ fn a_job_that_never_ran_is_overdue_from_when_its_file_was_written() {
     assert_eq!(code, Some(0), "{v}");
     assert!(row(&v, &job, "web")["overdue"].is_null(), "{v}");
     // 27 hours later, still no run record: overdue.
-    let (msg, sent) = rig.overdue("+27h", &job, "web");
-    assert!(
-        msg.contains("job web: never ran; its job file was written 27.0 h ago")
-            && msg.contains("is bulwark-job@web.timer enabled?"),
-        "{msg}"
+    rig.assert_overdue_once(
+        "+27h",
+        &job,
+        "web",
+        &[
+            "job web: never ran; its job file was written 27.0 h ago",
+            "is bulwark-job@web.timer enabled?",
+        ],
     );
-    assert_eq!(sent, 1);
     // A file written long ago that never ran is overdue on the real clock too.
     written_ago(&job, 30 * 3600);
     let (code, _) = rig.check(None, &[&job]);
