@@ -42,6 +42,18 @@ pub enum CopyError {
 }
 
 impl CopyError {
+    /// True when the target's filesystem is full (ENOSPC there, or the repository service's
+    /// "repository full").
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            CopyError::Repo(r) => r.is_no_space(),
+            CopyError::Remote(bulwark_remote::RemoteError::Refused { code, .. }) => {
+                *code == bulwark_protocol::ErrorCode::RepositoryFull
+            }
+            _ => false,
+        }
+    }
+
     /// True when the error means stored data is damaged (exit code 1).
     pub fn is_damage(&self) -> bool {
         match self {
@@ -105,6 +117,9 @@ pub struct Finished {
     pub root: Digest,
     pub immutable: bool,
     pub expiry: Option<i64>,
+    /// The retention class the target's own policy gives the point (`None`: not known, e.g.
+    /// a held point).
+    pub retention: Option<bulwark_format::RetentionClass>,
 }
 
 /// The repository restore points are copied to; one copy at a time.
@@ -119,6 +134,9 @@ pub trait Target {
     fn put(&mut self, e: &MapEntry, stored: &[u8]) -> Result<()>;
     /// Ends the copy of the point: checked, durable, sealed.
     fn finish(&mut self) -> Result<Finished>;
+    /// Lets go of a copy that failed, so that what it holds (a re-chained copy's temporary
+    /// file, the open partial file) is released now rather than at the next point.
+    fn abandon(&mut self) {}
     /// Re-reads every stored block of `job` (and checks its ledger entries when guarded).
     fn verify(&mut self, job: &str) -> Result<Vec<String>>;
 }
@@ -146,6 +164,11 @@ pub struct PointReport {
     pub bytes_resumed: u64,
     pub immutable: bool,
     pub expiry_unix: Option<i64>,
+    /// `regular`, `weekly`, `monthly` or `yearly`: the class the target's own policy gives
+    /// the point, which its GFS lifetime there follows (null when not known, e.g. held). A
+    /// verbatim copy's file keeps the class the source recorded in it (what `bulwark list`
+    /// shows); the target never reads that one.
+    pub retention: Option<&'static str>,
 }
 
 /// One job's summary.
@@ -156,12 +179,18 @@ pub struct JobReport {
     /// Source points the target already held, or older than what it holds.
     pub points_skipped: u64,
     pub points_failed: u64,
+    /// Stored bytes sent, including those of a point that failed (and was not kept).
     pub bytes_sent: u64,
     pub bytes_local: u64,
     pub bytes_resumed: u64,
     pub points: Vec<PointReport>,
     /// Why the job stopped, when it did.
     pub error: Option<String>,
+    /// The source point at which it stopped.
+    pub failed_point: Option<String>,
+    /// True when it stopped because the target's filesystem is full: the point's partial
+    /// copy was removed there, and running again only helps once the target has space.
+    pub target_full: bool,
     /// True when the error is damage to stored data.
     #[serde(skip)]
     pub damaged: bool,
@@ -172,6 +201,8 @@ pub struct JobReport {
 pub struct CopyReport {
     pub from: String,
     pub to: String,
+    /// True when every job copied without failure (as [`CopyReport::ok`]).
+    pub ok: bool,
     pub jobs: Vec<JobReport>,
     pub bytes_sent: u64,
     pub seconds: f64,
@@ -215,6 +246,7 @@ pub fn copy(
     let mut report = CopyReport {
         from: src.describe(),
         to: dst.describe(),
+        ok: false,
         jobs: Vec::new(),
         bytes_sent: 0,
         seconds: 0.0,
@@ -238,15 +270,37 @@ pub fn copy(
             ));
         } else if let Err(e) = copy_job(src, dst, &job, &mut jr, &mut limiter, progress) {
             tracing::warn!(%job, error = %error_chain(&e), "copy of the job stopped");
+            dst.abandon();
             jr.points_failed += 1;
             jr.damaged = e.is_damage();
-            jr.error = Some(error_chain(&e));
+            jr.target_full = e.is_no_space();
+            jr.error = Some(if jr.target_full {
+                target_full_text(&report.to, &jr, &e)
+            } else {
+                error_chain(&e)
+            });
         }
         report.bytes_sent += jr.bytes_sent;
         report.jobs.push(jr);
     }
     report.seconds = started.elapsed().as_secs_f64();
+    report.ok = report.ok();
     Ok(report)
+}
+
+/// What a copy into a full target says: which target, that it is full, what became of the
+/// point, and what to do.
+fn target_full_text(to: &str, jr: &JobReport, e: &CopyError) -> String {
+    format!(
+        "the target {to} is full: no space left on its filesystem (ENOSPC) while copying restore \
+         point {} of job {:?}; its partial copy was removed and nothing of this point is kept \
+         there. Free space on the target (`bulwark-repo space` shows what uses it; \
+         `bulwark-repo retention` removes what its policy no longer keeps) or give it more \
+         capacity, then run the copy again. ({})",
+        jr.failed_point.as_deref().unwrap_or("?"),
+        jr.job,
+        error_chain(e)
+    )
 }
 
 fn copy_job(
@@ -263,23 +317,27 @@ fn copy_job(
     let (todo, skipped) = to_copy(&points, &held);
     jr.points_skipped = skipped;
     for p in todo {
-        let head = src.head(job, p.point)?;
-        let plan = dst.begin(job, &head)?;
         let mut sent = 0u64;
-        src.read(job, p.point, &plan.needed, &mut |e, stored| {
-            limiter.take(stored.len() as u64);
-            dst.put(e, stored)?;
-            sent += stored.len() as u64;
-            progress(job, p.point, sent);
-            Ok(())
-        })?;
-        let f = dst.finish()?;
+        let done = (|| -> Result<(CopyPlan, Finished)> {
+            let head = src.head(job, p.point)?;
+            let plan = dst.begin(job, &head)?;
+            src.read(job, p.point, &plan.needed, &mut |e, stored| {
+                limiter.take(stored.len() as u64);
+                dst.put(e, stored)?;
+                sent += stored.len() as u64;
+                progress(job, p.point, sent);
+                Ok(())
+            })?;
+            Ok((plan, dst.finish()?))
+        })();
+        // What went over the wire counts, also when the point then failed.
+        jr.bytes_sent += sent;
+        let (plan, f) = done.inspect_err(|_| jr.failed_point = Some(p.point.to_hex()))?;
         if f.mode == CopyMode::Held {
             jr.points_skipped += 1;
         } else {
             jr.points_copied += 1;
         }
-        jr.bytes_sent += sent;
         jr.bytes_local += plan.local_bytes;
         jr.bytes_resumed += plan.resumed_bytes;
         tracing::info!(%job, point = %p.point, mode = f.mode.as_str(), sent, "restore point copied");
@@ -294,6 +352,7 @@ fn copy_job(
             bytes_resumed: plan.resumed_bytes,
             immutable: f.immutable,
             expiry_unix: f.expiry,
+            retention: f.retention.map(|c| c.as_str()),
         });
     }
     Ok(())

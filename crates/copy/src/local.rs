@@ -188,7 +188,12 @@ impl Target for LocalTarget {
             root: c.root,
             immutable: c.sealed.as_ref().is_some_and(|s| s.immutable),
             expiry: c.sealed.as_ref().and_then(|s| s.expiry),
+            retention: c.retention,
         })
+    }
+
+    fn abandon(&mut self) {
+        self.current = None;
     }
 
     fn verify(&mut self, job: &str) -> Result<Vec<String>> {

@@ -324,6 +324,8 @@ impl Target for NetTarget {
                     root: s.summary.root,
                     immutable: s.immutable && mode != CopyMode::Held,
                     expiry: s.expiry,
+                    // The target's service reports the class its own policy gave the point.
+                    retention: (mode != CopyMode::Held).then_some(s.summary.retention),
                 })
             }
             m => Err(unexpected(m, "Sealed")),

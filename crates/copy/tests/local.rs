@@ -337,6 +337,61 @@ fn old_full(repo: &Repository, job: &str, created: i64, seed: u64) {
         .unwrap();
 }
 
+/// The source keeps dailies (every file records `regular`); the target's policy keeps GFS
+/// fulls. The copy reports, for each point, the class the target's policy gives it — the one
+/// its GFS lifetime there follows and its retention plan keeps it for — while the verbatim
+/// file keeps the class the source recorded in it.
+#[test]
+fn a_copy_reports_the_class_the_targets_policy_gives_each_point_not_the_sources() {
+    use bulwark_repository::retention::{gfs_class_for_new_full, gfs_lifetime_secs, KeepReason};
+    let (_d, src, dst) = repos();
+    let now = bulwark_time::UnixTime::now().secs();
+    let day = 86_400;
+    for i in 0..40 {
+        old_full(&src, "vm", now - (39 - i) * day, 300 + i as u64);
+    }
+    let policy = Policy {
+        keep_days: 0,
+        keep_points: 1,
+        weekly: 4,
+        monthly: 3,
+        yearly: 0,
+    };
+    dst.set_policy("vm", &policy).unwrap();
+    let r = run(src.root(), dst.root());
+    let points = &r.jobs[0].points;
+    assert_eq!(points.len(), 40);
+    let plan = dst.apply_retention("vm", now, true).unwrap();
+    let mut before = Vec::new();
+    let mut gfs = 0;
+    for (p, (mark, facts)) in points.iter().zip(&plan.marks) {
+        assert_eq!(p.target_point, mark.point.to_hex());
+        let want = gfs_class_for_new_full(&before, facts.created, &policy);
+        before.push(facts.created);
+        assert_eq!(p.retention, Some(want.as_str()), "{p:?}");
+        // Within its GFS lifetime the target's retention keeps it for that class.
+        if facts.created + gfs_lifetime_secs(want, &policy) <= now {
+            continue;
+        }
+        let has = |f: fn(&KeepReason) -> bool| mark.reasons.iter().any(f);
+        match want.as_str() {
+            "monthly" => assert!(has(|r| matches!(r, KeepReason::GfsMonthly(_)))),
+            "weekly" => assert!(has(|r| matches!(r, KeepReason::GfsWeekly(_)))),
+            _ => continue,
+        }
+        gfs += 1;
+    }
+    assert!(
+        gfs >= 5,
+        "40 days hold 5 or more weekly or monthly fulls, got {gfs}"
+    );
+    // The file itself is the source's, byte for byte, class included.
+    let held = dst.scan_job("vm").unwrap().points;
+    assert!(held
+        .iter()
+        .all(|p| p.meta.retention == bulwark_format::RetentionClass::Regular));
+}
+
 #[test]
 fn the_target_keeps_its_own_gfs_retention_where_the_source_keeps_dailies() {
     let (_d, src, dst) = repos();

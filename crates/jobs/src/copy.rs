@@ -38,9 +38,7 @@ impl CopySpec {
                 "[copy] to names the job's own repository; a copy needs a second one".into(),
             );
         }
-        for j in &self.jobs {
-            bulwark_format::validate_name("job", j).map_err(|e| format!("[copy] jobs: {e}"))?;
-        }
+        crate::unique_job_names("[copy] jobs", &self.jobs)?;
         self.rate()?;
         Ok(())
     }

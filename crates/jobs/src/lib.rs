@@ -64,12 +64,56 @@ impl Weekday {
 pub struct Schedule {
     /// Build a synthetic full on the repository on this day (UTC).
     pub synthetic_full_day: Option<Weekday>,
-    /// Read the whole disk again every N weeks.
-    #[serde(default)]
+    /// Read the whole disk again every N weeks (0: not on a schedule; written out it must be
+    /// at least 1).
+    #[serde(default, deserialize_with = "weeks")]
     pub active_full_every_weeks: u32,
-    /// Read the whole disk again every N months (30 days each).
-    #[serde(default)]
+    /// Read the whole disk again every N months (30 days each; as for weeks).
+    #[serde(default, deserialize_with = "months")]
     pub active_full_every_months: u32,
+}
+
+/// A count of hours, weeks or months written in a job file: 0 (or less) means nothing
+/// sensible there, so it is refused with the key's name, what 0 would do and what to write
+/// instead. The TOML error around it shows the line.
+fn at_least_one<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    key: &str,
+    instead: &str,
+) -> Result<u32, D::Error> {
+    let n = u32::deserialize(d)?;
+    if n == 0 {
+        return Err(serde::de::Error::custom(format!(
+            "{key} = 0 is not an interval: {instead}"
+        )));
+    }
+    Ok(n)
+}
+
+fn weeks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    at_least_one(
+        d,
+        "active_full_every_weeks",
+        "give 1 or more weeks, or leave the key out for no scheduled active fulls",
+    )
+}
+
+fn months<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    at_least_one(
+        d,
+        "active_full_every_months",
+        "give 1 or more months, or leave the key out for no scheduled active fulls",
+    )
+}
+
+fn alert_hours<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    at_least_one(
+        d,
+        "alert_after_hours",
+        "every job would be overdue the moment its run ends; give the hours after which a job \
+         without a successful run is reported (at least 1, default 26), or leave the key out",
+    )
+    .map(Some)
 }
 
 /// One disk of a machine (`[[disk]]`): its own job, and so its own chains, in the repository.
@@ -117,10 +161,12 @@ pub struct JobFile {
     /// The sources' image format (`--format`; default: probed from the content).
     pub format: Option<String>,
     /// Alert when the job has had no successful run for this many hours (default 26: a
-    /// daily timer with slack).
+    /// daily timer with slack; at least 1).
+    #[serde(default, deserialize_with = "alert_hours")]
     pub alert_after_hours: Option<u32>,
-    #[serde(default)]
-    pub schedule: Schedule,
+    /// `[schedule]`: when a backup job makes fulls (backup jobs only; see [`JobFile::schedule`]).
+    #[serde(rename = "schedule")]
+    pub schedule_table: Option<Schedule>,
     /// Makes this a verify job instead of a backup job.
     pub verify: Option<VerifySpec>,
     /// Makes this a backup copy job (`[copy]`, docs/copy-jobs.md).
@@ -191,7 +237,7 @@ impl JobFile {
     pub fn parse(text: &str) -> Result<JobFile, String> {
         let job: JobFile = toml::from_str(text).map_err(|e| e.to_string())?;
         bulwark_format::validate_name("job", &job.name).map_err(|e| e.to_string())?;
-        let s = &job.schedule;
+        let s = job.schedule();
         if s.active_full_every_weeks > 0 && s.active_full_every_months > 0 {
             return Err(
                 "give active_full_every_weeks or active_full_every_months, not both".into(),
@@ -214,10 +260,16 @@ impl JobFile {
                 .map_err(|e| format!("disk {:?}: {e}", d.name))?;
         }
         if let Some(c) = &job.copy {
-            if job.verify.is_some() || job.source.is_some() || !job.disks.is_empty() {
-                return Err(
-                    "a [copy] job only copies: remove source, [[disk]] and [verify]".into(),
-                );
+            let mut extra = job.backup_keys();
+            if job.verify.is_some() {
+                extra.insert(0, "[verify]");
+            }
+            if !extra.is_empty() {
+                return Err(format!(
+                    "a [copy] job only copies: remove {}{}",
+                    extra.join(", "),
+                    schedule_hint(&extra)
+                ));
             }
             c.check(&job.repository)?;
             return Ok(job);
@@ -238,11 +290,45 @@ impl JobFile {
             (None, _, _) => {}
         }
         if let Some(v) = &job.verify {
-            for j in &v.jobs {
-                bulwark_format::validate_name("job", j).map_err(|e| e.to_string())?;
+            let extra = job.backup_keys();
+            if !extra.is_empty() {
+                return Err(format!(
+                    "a [verify] job backs nothing up: remove {}{}",
+                    extra.join(", "),
+                    schedule_hint(&extra)
+                ));
             }
+            unique_job_names("[verify] jobs", &v.jobs)?;
         }
         Ok(job)
+    }
+
+    /// The keys of the file that only a backup job uses, in file order of the docs: what a
+    /// verify or copy job must not carry (they would be silently ignored).
+    fn backup_keys(&self) -> Vec<&'static str> {
+        let set = [
+            ("source", self.source.is_some()),
+            ("[[disk]]", !self.disks.is_empty()),
+            ("block_size", self.block_size.is_some()),
+            ("compression", self.compression.is_some()),
+            ("cbt", self.cbt),
+            ("dirty_bitmap", self.dirty_bitmap.is_some()),
+            ("format", self.format.is_some()),
+            ("key", self.key.is_some()),
+            ("public_key", self.public_key.is_some()),
+            ("[schedule]", self.schedule_table.is_some()),
+        ];
+        set.iter().filter(|(_, on)| *on).map(|(k, _)| *k).collect()
+    }
+
+    /// When a backup job makes fulls: its `[schedule]`, or none.
+    pub fn schedule(&self) -> &Schedule {
+        static NONE: Schedule = Schedule {
+            synthetic_full_day: None,
+            active_full_every_weeks: 0,
+            active_full_every_months: 0,
+        };
+        self.schedule_table.as_ref().unwrap_or(&NONE)
     }
 
     /// Where the repository is: an absolute or relative folder, or `HOST:PORT`.
@@ -291,6 +377,28 @@ impl JobFile {
     pub fn alert_after_secs(&self) -> i64 {
         i64::from(self.alert_after_hours.unwrap_or(DEFAULT_ALERT_AFTER_HOURS)) * 3600
     }
+}
+
+/// What to say when `[schedule]` is among the keys a verify or copy job must not carry.
+fn schedule_hint(keys: &[&str]) -> &'static str {
+    if keys.contains(&"[schedule]") {
+        " ([schedule] only says when a backup job makes fulls; the job runs when its timer, \
+         bulwark-job@NAME.timer, starts it)"
+    } else {
+        ""
+    }
+}
+
+/// Refuses a list of repository jobs with an invalid or repeated name.
+pub(crate) fn unique_job_names(what: &str, jobs: &[String]) -> Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for j in jobs {
+        bulwark_format::validate_name("job", j).map_err(|e| format!("{what}: {e}"))?;
+        if !seen.insert(j.as_str()) {
+            return Err(format!("{what}: job {j:?} is named twice"));
+        }
+    }
+    Ok(())
 }
 
 /// Most disks one job may name.
@@ -505,6 +613,101 @@ mod tests {
                 .target(),
             Target::Local("./repo:1".into())
         );
+    }
+
+    /// What an administrator may write by mistake is refused with the key it concerns, not
+    /// silently ignored: intervals of 0 or less, and keys of backup jobs (a `[schedule]`
+    /// above all) in a verify or copy job.
+    #[test]
+    fn nonsense_intervals_and_keys_a_job_kind_ignores_are_refused_naming_the_key() {
+        let backup = "name = \"a\"\nsource = \"/x\"\nrepository = \"/r\"\n";
+        let copy = "name = \"a\"\nrepository = \"/r\"\n[copy]\nto = \"b:6162\"\n";
+        let verify = "name = \"a\"\nrepository = \"/r\"\n[verify]\n";
+        let cases = [
+            (
+                format!("alert_after_hours = 0\n{backup}"),
+                "alert_after_hours = 0 is not an interval",
+            ),
+            (
+                format!("alert_after_hours = 0\n{copy}"),
+                "alert_after_hours = 0 is not an interval",
+            ),
+            (
+                format!("alert_after_hours = -3\n{verify}"),
+                "alert_after_hours = -3",
+            ),
+            (
+                format!("{backup}[schedule]\nactive_full_every_weeks = 0\n"),
+                "active_full_every_weeks = 0 is not an interval",
+            ),
+            (
+                format!("{backup}[schedule]\nactive_full_every_months = 0\n"),
+                "active_full_every_months = 0",
+            ),
+            (
+                format!("{backup}[schedule]\nactive_full_every_weeks = -1\n"),
+                "active_full_every_weeks = -1",
+            ),
+            (
+                format!("{backup}[schedule]\nsynthetic_full_day = \"sundae\"\n"),
+                "sundae",
+            ),
+            (
+                format!("{backup}[schedule]\nevery = \"day\"\n"),
+                "unknown field `every`",
+            ),
+            (format!("{backup}[scheduel]\n"), "unknown field `scheduel`"),
+            (
+                format!("{copy}[schedule]\nsynthetic_full_day = \"sunday\"\n"),
+                "a [copy] job only copies: remove [schedule] ([schedule] only says",
+            ),
+            (format!("{copy}[schedule]\n"), "remove [schedule]"),
+            (
+                format!("block_size = \"1M\"\ncompression = 3\n{copy}"),
+                "remove block_size, compression",
+            ),
+            (format!("key = \"/k\"\n{copy}"), "remove key"),
+            (
+                format!("{verify}[schedule]\nactive_full_every_weeks = 4\n"),
+                "a [verify] job backs nothing up: remove [schedule]",
+            ),
+            (
+                format!("public_key = \"/k.pub\"\n{verify}"),
+                "remove public_key",
+            ),
+            (
+                format!("{copy}jobs = [\"web\", \"web\"]\n"),
+                "[copy] jobs: job \"web\" is named twice",
+            ),
+            (
+                format!("{verify}jobs = [\"a\", \"a\"]\n"),
+                "[verify] jobs: job \"a\" is named twice",
+            ),
+        ];
+        for (text, want) in &cases {
+            let e = JobFile::parse(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+        // The TOML error shows the line of the key.
+        let e = JobFile::parse(&format!("{backup}alert_after_hours = 0\n")).unwrap_err();
+        assert!(
+            e.contains("line 4") && e.contains("alert_after_hours = 0\n"),
+            "{e}"
+        );
+        // What is meant is accepted: an empty [schedule] of a backup job, 1 hour, 1 week.
+        let ok = JobFile::parse(&format!(
+            "alert_after_hours = 1\n{backup}[schedule]\nactive_full_every_weeks = 1\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.alert_after_secs(), 3600);
+        assert_eq!(ok.schedule().active_full_every_weeks, 1);
+        assert_eq!(
+            JobFile::parse(&format!("{backup}[schedule]\n"))
+                .unwrap()
+                .schedule(),
+            &Schedule::default()
+        );
+        assert!(JobFile::parse(copy).unwrap().schedule_table.is_none());
     }
 
     #[test]

@@ -279,6 +279,11 @@ pub struct CopiedPoint {
     pub point: PointId,
     pub root: Digest,
     pub bytes_received: u64,
+    /// The retention class this repository's policy gives the point (what its GFS lifetime
+    /// here was decided from). For a verbatim copy it may differ from the class recorded in
+    /// the file, which is the source's decision and travels with the file's bytes; `None`
+    /// when the point was already held.
+    pub retention: Option<bulwark_format::RetentionClass>,
 }
 
 enum Writing {
@@ -527,21 +532,29 @@ impl Repository {
                     .open(&part)
                     .map_err(RepoError::io(&part, "creating"))?;
                 let io = |what| RepoError::io(&part, what);
-                f.set_len(size).map_err(io("sizing"))?;
-                f.write_all_at(&header.encode(), 0)
-                    .map_err(io("writing the header of"))?;
-                let mut map = Vec::with_capacity(head.map.len() * ENTRY_LEN);
-                for e in &head.map {
-                    e.encode_into(&mut map);
+                let written = (|| {
+                    f.set_len(size).map_err(io("sizing"))?;
+                    f.write_all_at(&header.encode(), 0)
+                        .map_err(io("writing the header of"))?;
+                    let mut map = Vec::with_capacity(head.map.len() * ENTRY_LEN);
+                    for e in &head.map {
+                        e.encode_into(&mut map);
+                    }
+                    f.write_all_at(&map, trailer.map_offset)
+                        .map_err(io("writing the block map of"))?;
+                    f.write_all_at(&head.meta, trailer.meta_offset)
+                        .map_err(io("writing the metadata of"))?;
+                    f.write_all_at(&trailer.encode(), size - TRAILER_LEN as u64)
+                        .map_err(io("writing the trailer of"))?;
+                    f.sync_all().map_err(io("syncing"))?;
+                    fsync_dir(&incoming)
+                })();
+                // A head that could not be written (a full filesystem) leaves nothing behind.
+                if let Err(e) = written {
+                    drop(f);
+                    let _ = std::fs::remove_file(&part);
+                    return Err(e);
                 }
-                f.write_all_at(&map, trailer.map_offset)
-                    .map_err(io("writing the block map of"))?;
-                f.write_all_at(&head.meta, trailer.meta_offset)
-                    .map_err(io("writing the metadata of"))?;
-                f.write_all_at(&trailer.encode(), size - TRAILER_LEN as u64)
-                    .map_err(io("writing the trailer of"))?;
-                f.sync_all().map_err(io("syncing"))?;
-                fsync_dir(&incoming)?;
                 f
             }
         };
@@ -721,6 +734,23 @@ impl Repository {
     }
 }
 
+/// A verbatim copy that ran out of space: its partial file is what fills the filesystem and
+/// cannot be completed there, so it is removed (nothing of the point is kept) instead of
+/// being kept for a resume; the error is returned as it was.
+fn unless_full(part: &Path, e: RepoError) -> RepoError {
+    if e.is_no_space() {
+        match std::fs::remove_file(part) {
+            Ok(()) => {
+                tracing::warn!(file = %part.display(), "no space left: removed the partial copy")
+            }
+            Err(r) => {
+                tracing::warn!(file = %part.display(), error = %r, "no space left: removing the partial copy failed")
+            }
+        }
+    }
+    e
+}
+
 /// Puts a block this job already holds into `dst` at `dst_off`: cloned when the filesystem
 /// can, else read, checked against its stored hash and written.
 fn place_local(
@@ -807,10 +837,13 @@ impl CopyReceiver {
                     return Err(bad("its bytes do not match the stored hash in the map"));
                 }
                 file.write_all_at(stored, e.offset)
-                    .map_err(RepoError::io(part, "writing a block into"))?;
+                    .map_err(RepoError::io(part, "writing a block into"))
+                    .map_err(|e| unless_full(part, e))?;
                 *unsynced += stored.len() as u64;
                 if *unsynced >= SYNC_EVERY {
-                    file.sync_data().map_err(RepoError::io(part, "syncing"))?;
+                    file.sync_data()
+                        .map_err(RepoError::io(part, "syncing"))
+                        .map_err(|e| unless_full(part, e))?;
                     *unsynced = 0;
                 }
             }
@@ -847,6 +880,7 @@ impl CopyReceiver {
                 point,
                 root,
                 bytes_received: 0,
+                retention: None,
             }),
             Writing::Rechain { builder, .. } => {
                 let sealed = builder.finish()?;
@@ -854,6 +888,7 @@ impl CopyReceiver {
                     mode: self.plan.mode,
                     point: sealed.meta.point,
                     root: sealed.root,
+                    retention: Some(sealed.meta.retention),
                     sealed: Some(sealed),
                     bytes_received: received,
                 })
@@ -866,7 +901,9 @@ impl CopyReceiver {
                 _lock,
                 ..
             } => {
-                file.sync_all().map_err(RepoError::io(&part, "syncing"))?;
+                file.sync_all()
+                    .map_err(RepoError::io(&part, "syncing"))
+                    .map_err(|e| unless_full(&part, e))?;
                 // Every block was checked as it was placed (received bytes before they were
                 // written, local clones after cloning, resumed ones when re-read); the head is
                 // checked once more, and the immutability service checks the padding.
@@ -887,7 +924,7 @@ impl CopyReceiver {
                 }
                 // Decided before sealing, from this repository's policy and the fulls it
                 // holds without this one.
-                let (_, gfs_until) =
+                let (class, gfs_until) =
                     repo.retention_for_new(&meta.job, meta.kind, meta.created_unix_secs)?;
                 let socket = repo.config().immutd_socket.clone();
                 let (path, immutable, mut expiry) =
@@ -919,6 +956,7 @@ impl CopyReceiver {
                         expiry,
                     }),
                     bytes_received: received,
+                    retention: Some(class),
                 })
             }
         }

@@ -158,8 +158,15 @@ fn receive(s: &mut Session, client: &str, state: &State, b: CopyBegin) -> Res {
         match s.msg()? {
             Msg::Block(blk) => {
                 receiving.add(blk.data.len() as u64)?;
-                rx.put(blk.block, blk.data)
-                    .map_err(|e| Fail::new(ErrorCode::Malformed, error_chain(&e)))?;
+                rx.put(blk.block, blk.data).map_err(|e| {
+                    // A full filesystem is not the client's fault (the receiver removed the
+                    // partial copy): say so, as for backups.
+                    if e.is_no_space() {
+                        repo_fail(e)
+                    } else {
+                        Fail::new(ErrorCode::Malformed, error_chain(&e))
+                    }
+                })?;
                 received += 1;
             }
             Msg::Finish { blocks } => {
@@ -190,8 +197,12 @@ fn receive(s: &mut Session, client: &str, state: &State, b: CopyBegin) -> Res {
     let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     tracing::info!(point = %meta.point, mode = done.mode.as_str(), bytes = done.bytes_received, "copied restore point sealed");
     let mode_held = done.mode == CopyMode::Held;
+    // The class this repository's policy gave the point, not the one the source recorded in
+    // a verbatim copy's file (docs/copy-jobs.md, "Retention classes on the target").
+    let mut summary = summary(&meta, root, file_bytes);
+    summary.retention = done.retention.unwrap_or(summary.retention);
     s.send(&Msg::Sealed(SealedInfo {
-        summary: summary(&meta, root, file_bytes),
+        summary,
         immutable: immutable || mode_held,
         expiry,
         notice: state.repo.clock_alert().unwrap_or_default(),

@@ -158,14 +158,19 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
     Ok(print_copy(&r, out))
 }
 
-fn print_copy(r: &CopyReport, out: &Output) -> i32 {
-    let code = if r.ok() {
+/// The exit code of a copy: 0 every job copied, 1 damage, 2 another failure.
+fn copy_code(r: &CopyReport) -> i32 {
+    if r.ok() {
         EXIT_OK
     } else if r.jobs.iter().any(|j| j.damaged) {
         EXIT_DAMAGE
     } else {
         EXIT_ERROR
-    };
+    }
+}
+
+fn print_copy(r: &CopyReport, out: &Output) -> i32 {
+    let code = copy_code(r);
     if out.json {
         out.json(r);
         return code;
@@ -178,8 +183,13 @@ fn print_copy(r: &CopyReport, out: &Output) -> i32 {
                 _ if p.mode == "held" => String::new(),
                 _ => ", NOT locked (the target has no immutability service)".into(),
             };
+            // The class the target's own policy gives it (a verbatim file keeps the source's).
+            let class = match p.retention {
+                Some(c) if c != "regular" => format!(", kept as {c} by the target's policy"),
+                _ => String::new(),
+            };
             outln!(
-                "  {} {} -> {} ({}): {} sent, {} from the target's own blocks, {} resumed{lock}",
+                "  {} {} -> {} ({}): {} sent, {} from the target's own blocks, {} resumed{lock}{class}",
                 j.job,
                 p.source_point,
                 p.target_point,
@@ -199,18 +209,29 @@ fn print_copy(r: &CopyReport, out: &Output) -> i32 {
         );
         if let Some(e) = &j.error {
             outln!("  FAILED: {e}");
-            // Damage in the source fails again the same way: no advice to retry.
-            if !j.damaged {
+            // Damage in the source fails again the same way, and a full target until it has
+            // space (its message says what to do): no advice to retry.
+            if !j.damaged && !j.target_full {
                 outln!("  Run the same command again: points already copied are skipped and a partial copy resumes.");
             }
         }
     }
-    outln!(
-        "{} sent in {:.1} s ({}/s)",
-        human(r.bytes_sent),
-        r.seconds,
-        human((r.bytes_sent as f64 / r.seconds.max(1e-3)) as u64)
-    );
+    let rate = human((r.bytes_sent as f64 / r.seconds.max(1e-3)) as u64);
+    let failed = r.jobs.iter().filter(|j| j.error.is_some()).count();
+    if failed == 0 {
+        outln!(
+            "{} sent in {:.1} s ({rate}/s)",
+            human(r.bytes_sent),
+            r.seconds
+        );
+    } else {
+        outln!(
+            "copy FAILED for {failed} of {} jobs ({} sent in {:.1} s, {rate}/s)",
+            r.jobs.len(),
+            human(r.bytes_sent),
+            r.seconds
+        );
+    }
     code
 }
 
@@ -257,26 +278,27 @@ fn print_verify(v: &VerifyCopies, out: &Output) -> i32 {
 
 /// `bulwark job run FILE` of a `[copy]` job file: the same copy as `bulwark copy`, with the
 /// job file's `repository` as the source, recorded like any job run (one result per copied
-/// repository job) and notified when it fails.
-pub fn run_job(
+/// repository job) and notified when it fails. Its own fields of the run's JSON are the copy
+/// report's (`from`, `to`, `jobs`, `bytes_sent`, `seconds`), also when it stopped early.
+pub(crate) fn run_job(
     job: &bulwark_jobs::JobFile,
     spec: &bulwark_jobs::copy::CopySpec,
     config_dir: &Path,
     state_dir: &Path,
     notify: Option<&Path>,
     out: &Output,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<super::job::Ran> {
     use bulwark_jobs::record::{DiskResult, RunRecord};
     let now = || bulwark_time::UnixTime::now().secs();
     let previous = RunRecord::load(state_dir, &job.name)?;
-    let mut record = RunRecord::starting(&job.name, previous.as_ref(), now());
+    let record = RunRecord::starting(&job.name, previous.as_ref(), now());
     std::fs::create_dir_all(state_dir.join("jobs"))
         .with_context(|| format!("creating {}", state_dir.display()))?;
     record.save(state_dir)?;
-    let bandwidth = spec
-        .rate()
-        .map_err(|e| anyhow::anyhow!("job file of {}: {e}", job.name))?;
     let result = (|| -> anyhow::Result<CopyReport> {
+        let bandwidth = spec
+            .rate()
+            .map_err(|e| anyhow::anyhow!("job file of {}: {e}", job.name))?;
         let from = Repo::parse(Path::new(job.repository.trim()), config_dir);
         let to = Repo::parse(Path::new(spec.to.trim()), config_dir);
         refuse_same_repository(&from, &to, "the job's repository and [copy] to")?;
@@ -289,9 +311,10 @@ pub fn run_job(
         bulwark_copy::copy(src.as_mut(), dst.as_mut(), &opts, &mut |_, _, _| {})
             .context("copying restore points")
     })();
-    let (results, code) = match &result {
-        Ok(r) => (
-            r.jobs
+    let (report, results) = match result {
+        Ok(r) => {
+            let results = r
+                .jobs
                 .iter()
                 .map(|j| DiskResult {
                     disk: j.job.clone(),
@@ -304,21 +327,12 @@ pub fn run_job(
                     error: j.error.clone(),
                     ..Default::default()
                 })
-                .collect(),
-            None,
-        ),
-        Err(e) => (
-            vec![DiskResult::failed(
-                "*".into(),
-                "*".into(),
-                "copy",
-                format!("{e:#}"),
-            )],
-            Some(EXIT_ERROR),
-        ),
+                .collect();
+            (Some(r), Ok(results))
+        }
+        Err(e) => (None, Err(e)),
     };
-    record.finish(results, now());
-    record.save(state_dir)?;
+    let (record, error) = super::job::Ran::finish(record, state_dir, "copy", results)?;
     if !record.ok {
         let failed: Vec<String> = record
             .disks
@@ -333,17 +347,32 @@ pub fn run_job(
             &format!("copy job {} failed: {}", job.name, failed.join(" | ")),
         );
     }
-    match result {
-        Ok(r) => Ok(print_copy(&r, out)),
-        Err(e) => {
-            if out.json {
-                out.json(
-                    &serde_json::json!({"job": job.name, "ok": false, "error": format!("{e:#}")}),
-                );
+    let (extra, code) = match &report {
+        Some(r) => {
+            let code = if out.json {
+                copy_code(r)
             } else {
-                outln!("copy job {} FAILED: {e:#}", job.name);
-            }
-            Ok(code.unwrap_or(EXIT_ERROR))
+                print_copy(r, out)
+            };
+            (serde_json::to_value(r)?, code)
         }
-    }
+        None => (
+            serde_json::json!({
+                "from": job.repository, "to": spec.to, "jobs": [], "bytes_sent": 0,
+                "seconds": 0.0,
+            }),
+            error
+                .as_ref()
+                .map_or(EXIT_ERROR, bulwark_cli_common::exit_code_of),
+        ),
+    };
+    let serde_json::Value::Object(extra) = extra else {
+        unreachable!("a copy report is an object")
+    };
+    Ok(super::job::Ran {
+        record,
+        error,
+        extra,
+        code,
+    })
 }

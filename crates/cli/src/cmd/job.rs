@@ -219,7 +219,7 @@ fn run_disk(
     out: &Output,
 ) -> anyhow::Result<DiskResult> {
     let state = place.state(&disk.job)?;
-    let decision = for_place(decide(&job.schedule, &state, now()), place);
+    let decision = for_place(decide(job.schedule(), &state, now()), place);
     if !out.json {
         outln!(
             "job {} disk {}: {} — {}",
@@ -394,6 +394,115 @@ fn open_as_root(job: &JobFile, disks: &[DiskJob]) -> anyhow::Result<Option<Vec<S
     super::become_repo_owner_opening(&repo, &sources)
 }
 
+/// What one `bulwark job run` did, whatever the job's kind: the run record as saved, why the
+/// run as a whole failed (when it stopped before or besides its per-job results), the fields
+/// of its kind, and its exit code. Printed once, in one shape (docs/jobs.md, "What a run
+/// records").
+pub(crate) struct Ran {
+    pub record: RunRecord,
+    /// The error that stopped the run as a whole; its record holds it as the result `*`.
+    pub error: Option<anyhow::Error>,
+    /// Fields of this kind of job: a verify's `results` and `damaged`, a copy's report.
+    pub extra: serde_json::Map<String, serde_json::Value>,
+    pub code: i32,
+}
+
+impl Ran {
+    /// Finishes `record` with `results`, or with the one result `*` of a run that stopped as
+    /// a whole, and saves it.
+    pub fn finish(
+        mut record: RunRecord,
+        dir: &Path,
+        kind: &str,
+        results: anyhow::Result<Vec<DiskResult>>,
+    ) -> anyhow::Result<(RunRecord, Option<anyhow::Error>)> {
+        let (results, error) = match results {
+            Ok(r) => (r, None),
+            Err(e) => (
+                vec![DiskResult::failed(
+                    "*".into(),
+                    "*".into(),
+                    kind,
+                    format!("{e:#}"),
+                )],
+                Some(e),
+            ),
+        };
+        record.finish(results, now());
+        record
+            .save(dir)
+            .with_context(|| format!("recording the result of job {}", record.job))?;
+        Ok((record, error))
+    }
+}
+
+/// The `error` of a run's JSON: the run's own error, else the one result's error, else
+/// `job: error` of each failed result; `None` when it succeeded.
+fn run_error(ran: &Ran) -> Option<String> {
+    if let Some(e) = &ran.error {
+        return Some(format!("{e:#}"));
+    }
+    let failed: Vec<&DiskResult> = ran.record.disks.iter().filter(|d| !d.ok).collect();
+    match (ran.record.disks.as_slice(), failed.as_slice()) {
+        (_, []) if ran.record.ok => None,
+        ([one], _) => Some(one.error.clone().unwrap_or_else(|| "failed".into())),
+        (_, []) => Some("no result".into()),
+        _ => Some(
+            failed
+                .iter()
+                .map(|d| format!("{}: {}", d.job, d.error.as_deref().unwrap_or("failed")))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    }
+}
+
+/// The one JSON document of `bulwark --json job run`, the same fields for every kind of job
+/// and outcome, then the kind's own fields (docs/jobs.md).
+fn run_json(job: &JobFile, dir: &Path, ran: &Ran) -> serde_json::Value {
+    let kind = kind_name(job);
+    let mut v = json!({
+        "job": job.name, "job_kind": kind, "repository": job.repository,
+        "ok": ran.record.ok && ran.error.is_none(), "error": run_error(ran),
+        "exit_code": ran.code, "disks": ran.record.disks,
+        "record": bulwark_jobs::record::record_path(dir, &job.name),
+    });
+    let top = v.as_object_mut().expect("an object");
+    for (k, val) in &ran.extra {
+        top.entry(k.clone()).or_insert_with(|| val.clone());
+    }
+    // A one-disk backup job also keeps the fields it printed before disks were added
+    // (decision, reason, point, kind, bytes_stored, seconds, synthetic_full, …).
+    if let (JobKind::Backup(_), [d], None) = (job.kind(), ran.record.disks.as_slice(), &ran.error) {
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(d) {
+            for (k, val) in fields {
+                if !matches!(k.as_str(), "job" | "ok" | "disk" | "error") {
+                    top.entry(k).or_insert(val);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// `backup`, `verify` or `copy`.
+fn kind_name(job: &JobFile) -> &'static str {
+    match job.kind() {
+        JobKind::Backup(_) => "backup",
+        JobKind::Verify(_) => "verify",
+        JobKind::Copy(_) => "copy",
+    }
+}
+
+/// The JSON of a `job run` whose job file could not be read: the same fields, none known.
+fn unreadable_json(e: &anyhow::Error) -> serde_json::Value {
+    json!({
+        "job": null, "job_kind": null, "repository": null, "ok": false,
+        "error": format!("{e:#}"), "exit_code": bulwark_cli_common::exit_code_of(e),
+        "disks": [], "record": null,
+    })
+}
+
 fn run_backup(
     job: &JobFile,
     file: &Path,
@@ -401,36 +510,36 @@ fn run_backup(
     config_dir: &Path,
     state: &StateArgs,
     out: &Output,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<Ran> {
     // As `bulwark backup`: the first Ctrl-C / SIGTERM stops the disk being backed up (no
     // restore point, its file removed) and fails the others, and the run records it.
     bulwark_sys::catch_interrupts();
     let dir = state_dir(state.state_dir.as_deref());
     let previous = bulwark_jobs::record::RunRecord::load(&dir, &job.name)?;
-    let mut record = RunRecord::starting(&job.name, previous.as_ref(), now());
+    let record = RunRecord::starting(&job.name, previous.as_ref(), now());
     // Marked before anything happens: a killed run leaves "started, never finished".
     prepare_state_dir(&dir, job)?;
     record
         .save(&dir)
         .with_context(|| format!("recording the start of job {}", job.name))?;
-    let mut opened = open_as_root(job, &disks)?.map(Vec::into_iter);
-    let place = Place::open(job, file, config_dir)?;
-    let mut results = Vec::new();
-    for disk in &disks {
-        let src = opened.as_mut().and_then(Iterator::next);
-        let r = run_disk(job, disk, &place, src, out).unwrap_or_else(|e| {
-            let error = format!("{e:#}");
-            if !out.json {
-                outln!("job {} disk {}: FAILED: {error}", job.name, disk.disk);
-            }
-            DiskResult::failed(disk.disk.clone(), disk.job.clone(), "", error)
-        });
-        results.push(r);
-    }
-    record.finish(results, now());
-    record
-        .save(&dir)
-        .with_context(|| format!("recording the result of job {}", job.name))?;
+    let results = (|| -> anyhow::Result<Vec<DiskResult>> {
+        let mut opened = open_as_root(job, &disks)?.map(Vec::into_iter);
+        let place = Place::open(job, file, config_dir)?;
+        let mut results = Vec::new();
+        for disk in &disks {
+            let src = opened.as_mut().and_then(Iterator::next);
+            let r = run_disk(job, disk, &place, src, out).unwrap_or_else(|e| {
+                let error = format!("{e:#}");
+                if !out.json {
+                    outln!("job {} disk {}: FAILED: {error}", job.name, disk.disk);
+                }
+                DiskResult::failed(disk.disk.clone(), disk.job.clone(), "", error)
+            });
+            results.push(r);
+        }
+        Ok(results)
+    })();
+    let (record, error) = Ran::finish(record, &dir, "backup", results)?;
     if !record.ok {
         let failed: Vec<String> = record
             .disks
@@ -438,37 +547,18 @@ fn run_backup(
             .filter(|d| !d.ok)
             .map(|d| format!("{}: {}", d.disk, d.error.as_deref().unwrap_or("failed")))
             .collect();
+        let what = match &error {
+            Some(_) => "failed".to_string(),
+            None => format!("failed on {} of {} disks", failed.len(), record.disks.len()),
+        };
         crate::notify::send(
             state.notify_config.as_deref(),
             crate::notify::Event::BackupFailed,
             &job.name,
-            &format!(
-                "backup job {} failed on {} of {} disks: {}",
-                job.name,
-                failed.len(),
-                record.disks.len(),
-                failed.join("; ")
-            ),
+            &format!("backup job {} {what}: {}", job.name, failed.join("; ")),
         );
     }
-    if out.json {
-        let mut v = json!({
-            "job": job.name, "repository": job.repository, "ok": record.ok,
-            "disks": record.disks, "record": bulwark_jobs::record::record_path(&dir, &job.name),
-        });
-        // A one-disk job also keeps the fields it printed before disks were added
-        // (decision, reason, point, kind, bytes_stored, seconds, synthetic_full, …).
-        if let ([d], Some(top)) = (record.disks.as_slice(), v.as_object_mut()) {
-            if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(d) {
-                for (k, val) in fields {
-                    if !matches!(k.as_str(), "job" | "ok" | "disk") {
-                        top.entry(k).or_insert(val);
-                    }
-                }
-            }
-        }
-        out.json(&v);
-    } else {
+    if !out.json && error.is_none() {
         outln!(
             "job {}: {} of {} disks backed up",
             job.name,
@@ -476,7 +566,17 @@ fn run_backup(
             record.disks.len()
         );
     }
-    Ok(if record.ok { EXIT_OK } else { EXIT_FAILED })
+    let code = match &error {
+        Some(e) => bulwark_cli_common::exit_code_of(e),
+        None if record.ok => EXIT_OK,
+        None => EXIT_FAILED,
+    };
+    Ok(Ran {
+        record,
+        error,
+        extra: Default::default(),
+        code,
+    })
 }
 
 /// The state folder exists; when root will continue as a guarded repository's owner, its
@@ -508,11 +608,11 @@ fn run_verify(
     config_dir: &Path,
     state: &StateArgs,
     out: &Output,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<Ran> {
     let repo = crate::repo::Repo::parse(Path::new(job.repository.trim()), config_dir);
     let dir = state_dir(state.state_dir.as_deref());
     let previous = RunRecord::load(&dir, &job.name)?;
-    let mut record = RunRecord::starting(&job.name, previous.as_ref(), now());
+    let record = RunRecord::starting(&job.name, previous.as_ref(), now());
     std::fs::create_dir_all(dir.join("jobs"))
         .with_context(|| format!("creating {}", dir.display()))?;
     record.save(&dir)?;
@@ -556,8 +656,7 @@ fn run_verify(
             )),
         }
     }
-    record.finish(results, now());
-    record.save(&dir)?;
+    let (record, error) = Ran::finish(record, &dir, "verify", Ok(results))?;
     if !damaged.is_empty() {
         crate::notify::send(
             state.notify_config.as_deref(),
@@ -570,11 +669,7 @@ fn run_verify(
             ),
         );
     }
-    if out.json {
-        out.json(
-            &json!({"job": job.name, "ok": record.ok, "results": record.disks, "damaged": damaged}),
-        );
-    } else {
+    if !out.json {
         for d in &damaged {
             outln!("DAMAGED {d}");
         }
@@ -590,12 +685,22 @@ fn run_verify(
             );
         }
     }
-    Ok(if !damaged.is_empty() {
+    let code = if !damaged.is_empty() {
         EXIT_DAMAGE
     } else if record.ok {
         EXIT_OK
     } else {
         EXIT_FAILED
+    };
+    // `results` is the name this output had before `disks` was common to every kind.
+    let mut extra = serde_json::Map::new();
+    extra.insert("results".into(), json!(record.disks));
+    extra.insert("damaged".into(), json!(damaged));
+    Ok(Ran {
+        record,
+        error,
+        extra,
+        code,
     })
 }
 
@@ -648,6 +753,10 @@ enum Checked {
 /// One job file checked at `now`.
 fn check_file(f: &Path, dir: &Path, now: i64) -> anyhow::Result<Checked> {
     let job = JobFile::load(f)?;
+    // What `job run` and `job plan` refuse is a bad file here too.
+    if let JobKind::Backup(_) = job.kind() {
+        backup_options(&job, false).with_context(|| format!("job file {}", f.display()))?;
+    }
     // A job that never ran counts from when its file was written.
     let written = std::fs::metadata(f)
         .and_then(|m| m.modified())
@@ -811,7 +920,7 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
             let mut all = Vec::new();
             for d in &disks {
                 let state = place.state(&d.job)?;
-                let p: Vec<_> = plan(&job.schedule, &state, now(), runs)
+                let p: Vec<_> = plan(job.schedule(), &state, now(), runs)
                     .into_iter()
                     .map(|(t, d)| (t, for_place(d, &place)))
                     .collect();
@@ -843,8 +952,18 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
             Ok(EXIT_OK)
         }
         Action::Run { file, state } => {
-            let job = JobFile::load(&file)?;
-            match job.kind() {
+            let job = match JobFile::load(&file) {
+                Ok(j) => j,
+                Err(e) => {
+                    let e = anyhow::Error::new(e);
+                    if out.json {
+                        out.json(&unreadable_json(&e));
+                    }
+                    return Err(e);
+                }
+            };
+            let dir = state_dir(state.state_dir.as_deref());
+            let ran = match job.kind() {
                 JobKind::Backup(disks) => run_backup(&job, &file, disks, config_dir, &state, out),
                 JobKind::Verify(spec) => {
                     let spec = spec.clone();
@@ -852,10 +971,33 @@ pub fn run(a: Args, config_dir: &Path, out: &Output) -> anyhow::Result<i32> {
                 }
                 JobKind::Copy(spec) => {
                     let spec = spec.clone();
-                    let dir = state_dir(state.state_dir.as_deref());
                     let notify = state.notify_config.as_deref();
                     super::copy::run_job(&job, &spec, config_dir, &dir, notify, out)
                 }
+            };
+            // A run that could not even record its start: nothing else happened.
+            let ran = match ran {
+                Ok(r) => r,
+                Err(e) => {
+                    if out.json {
+                        let mut v = unreadable_json(&e);
+                        v["job"] = json!(job.name);
+                        v["job_kind"] = json!(kind_name(&job));
+                        v["repository"] = json!(job.repository);
+                        out.json(&v);
+                        return Ok(bulwark_cli_common::exit_code_of(&e));
+                    }
+                    return Err(e);
+                }
+            };
+            if out.json {
+                out.json(&run_json(&job, &dir, &ran));
+                return Ok(ran.code);
+            }
+            match ran.error {
+                // Recorded (and notified); said once, on standard error, as other errors are.
+                Some(e) => Err(e),
+                None => Ok(ran.code),
             }
         }
         Action::Check { files, state } => run_check(&files, &state, out),
@@ -869,9 +1011,9 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/jobs");
         let job = bulwark_jobs::JobFile::load(&dir.join("web01.toml")).unwrap();
         assert_eq!(job.name, "web01");
-        assert_eq!(job.schedule.active_full_every_weeks, 4);
+        assert_eq!(job.schedule().active_full_every_weeks, 4);
         assert_eq!(
-            job.schedule.synthetic_full_day,
+            job.schedule().synthetic_full_day,
             Some(bulwark_jobs::Weekday::Sunday)
         );
         assert_eq!(
