@@ -604,18 +604,10 @@ fn a_backup_after_the_clock_stepped_back_is_still_the_newest_restore_point() {
     let mut rng = Rng::new(11);
     let first = rng.bytes(4 << 20);
     std::fs::write(&img, &first).unwrap();
-    let backup = [
-        "--json",
-        "backup",
-        "--repo",
-        s(&repo),
-        "--job",
-        "vm",
-        s(&img),
-    ];
+    let backup = job_args("backup", s(&repo), "vm", &["--json"], &img);
     // A year ahead, then the real clock.
     let o = bulwark()
-        .args(backup)
+        .args(&backup)
         .env("LD_PRELOAD", &lib)
         .env("TZ", "UTC")
         .env("FAKETIME", "+365d")
