@@ -20,6 +20,8 @@ use bulwark_nbd::proto::{
     META_BASE_ALLOCATION, META_QEMU_DIRTY_BITMAP_PREFIX, STATE_DIRTY, STATE_ZERO,
 };
 use bulwark_nbd::{Client, ClientOptions, NbdUri};
+// `--format` names one of IMAGE_FORMATS (or raw); any other name is refused before QEMU starts.
+use bulwark_qemu::img::IMAGE_FORMATS;
 use bulwark_qemu::{Daemon, GuestAgent, Qmp};
 use bulwark_repository::ParentMap;
 use serde_json::json;
@@ -28,22 +30,6 @@ use crate::cbt::{self, BitmapNow, CbtRecord, Decision, Mode, Offer, ParentCbt};
 use crate::input::{Input, Run};
 use crate::source::Source;
 use crate::{EngineError, Result};
-
-/// The image formats `--format` names (QEMU's names; read through qemu-nbd). Any other name
-/// is refused before QEMU starts, instead of failing there with an unclear message.
-const IMAGE_FORMATS: &[&str] = &[
-    "qcow2",
-    "qcow",
-    "vmdk",
-    "vdi",
-    "vhdx",
-    "vpc",
-    "qed",
-    "parallels",
-    "dmg",
-    "cloop",
-    "bochs",
-];
 
 /// How to read a live source.
 #[derive(Clone, Debug, Default)]

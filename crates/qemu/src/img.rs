@@ -47,6 +47,30 @@ pub fn probe_format(path: &Path) -> Result<Option<&'static str>> {
     Ok(probe_bytes(&head[..n]))
 }
 
+/// The image formats of QEMU's block layer that hold a disk inside a container file
+/// (QEMU's driver names): what `--format` may name besides `raw`, and, with `raw` and `luks`,
+/// the format drivers a QMP block node can have ([`is_format_driver`]).
+pub const IMAGE_FORMATS: &[&str] = &[
+    "qcow2",
+    "qcow",
+    "vmdk",
+    "vdi",
+    "vhdx",
+    "vpc",
+    "qed",
+    "parallels",
+    "dmg",
+    "cloop",
+    "bochs",
+];
+
+/// Whether a block node of QEMU driver `driver` is a format node: it reads its `file` child as
+/// a container (qcow2's clusters and metadata, a raw node's offset and size, a LUKS header)
+/// and shows the disk inside.
+pub fn is_format_driver(driver: &str) -> bool {
+    matches!(driver, "raw" | "luks") || IMAGE_FORMATS.contains(&driver)
+}
+
 /// [`probe_format`] of the first bytes (at least 512 when the image has them).
 pub fn probe_bytes(h: &[u8]) -> Option<&'static str> {
     let at = |o: usize, m: &[u8]| h.len() >= o + m.len() && &h[o..o + m.len()] == m;

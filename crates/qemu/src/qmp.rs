@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::img::is_format_driver;
 use crate::{QemuError, Result};
 
 /// Longest line accepted from QMP (a `query-named-block-nodes` of many nodes is large).
@@ -221,24 +222,6 @@ impl Qmp {
     }
 }
 
-/// Format drivers: a node of one of these reads its `file` child as a container (qcow2's
-/// clusters and metadata, a raw node's offset and size) and shows the disk inside.
-pub const FORMAT_DRIVERS: &[&str] = &[
-    "qcow2",
-    "qcow",
-    "raw",
-    "vmdk",
-    "vdi",
-    "vhdx",
-    "vpc",
-    "qed",
-    "parallels",
-    "dmg",
-    "cloop",
-    "bochs",
-    "luks",
-];
-
 /// Filter drivers that show their `file` (blkdebug, blkverify: `image`) child's bytes as
 /// they are, so a format node above a filter still reads the filter's child as a container.
 const FILTER_DRIVERS: &[&str] = &[
@@ -337,13 +320,11 @@ impl BlockGraph {
     pub fn container_of(&self, node: &str) -> Option<&GraphNode> {
         let Some(edges) = &self.edges else {
             let me = self.get(node)?;
-            if me.filename.is_empty() || FORMAT_DRIVERS.contains(&me.driver.as_str()) {
+            if me.filename.is_empty() || is_format_driver(&me.driver) {
                 return None;
             }
             return self.nodes.iter().find(|n| {
-                n.name != node
-                    && n.filename == me.filename
-                    && FORMAT_DRIVERS.contains(&n.driver.as_str())
+                n.name != node && n.filename == me.filename && is_format_driver(&n.driver)
             });
         };
         let mut todo = vec![node.to_string()];
@@ -359,7 +340,7 @@ impl BlockGraph {
                 let Some(p) = self.get(&e.parent) else {
                     continue;
                 };
-                if FORMAT_DRIVERS.contains(&p.driver.as_str()) {
+                if is_format_driver(&p.driver) {
                     return Some(p);
                 }
                 if FILTER_DRIVERS.contains(&p.driver.as_str()) {
