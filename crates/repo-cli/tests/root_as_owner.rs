@@ -20,12 +20,42 @@ fn owner(p: &Path) -> u32 {
         .uid()
 }
 
-#[test]
-fn root_leaves_no_root_owned_file_in_a_service_users_repository() {
-    need_root!("root_leaves_no_root_owned_file_in_a_service_users_repository");
+/// Both tests' start: the two programs, a service user, and a new repository `repo` in a
+/// scratch folder others may enter (the service user must reach the repository).
+struct Rig {
+    repo_bin: &'static str,
+    client: String,
+    user: TestUser,
+    d: tempfile::TempDir,
+    dir: std::path::PathBuf,
+}
+
+impl Rig {
+    /// `bulwark backup` of a new 1 MiB image (random from `seed`) as job `web`.
+    fn backup(&self, seed: u64) -> Output {
+        let img = self.d.path().join("disk.img");
+        std::fs::write(&img, bulwark_testkit::Rng::new(seed).bytes(1 << 20)).unwrap();
+        let (repo, img) = (self.dir.to_str().unwrap(), img.to_str().unwrap());
+        run(
+            &self.client,
+            &["backup", "--repo", repo, "--job", "web", img],
+        )
+    }
+
+    /// Gives the repository (recursively) to the service user and group `gid`.
+    fn chown_to_user(&self, gid: u32) {
+        let o = Command::new("chown")
+            .args(["-R", &format!("{}:{gid}", self.user.uid)])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+    }
+}
+
+fn rig() -> Rig {
     let repo_bin = env!("CARGO_BIN_EXE_bulwark-repo");
     let client = bulwark_testkit::serve::bin_client();
-    let client = client.to_str().unwrap();
     let user = TestUser::create();
     let d = tempfile::tempdir().unwrap();
     std::fs::set_permissions(
@@ -34,30 +64,29 @@ fn root_leaves_no_root_owned_file_in_a_service_users_repository() {
     )
     .unwrap();
     let dir = d.path().join("repo");
-    let ds = dir.to_str().unwrap();
-    assert!(run(repo_bin, &["init", ds, "--immutable-days", "7"])
-        .status
-        .success());
-    let img = d.path().join("disk.img");
-    std::fs::write(&img, bulwark_testkit::Rng::new(3).bytes(1 << 20)).unwrap();
     assert!(run(
-        client,
-        &[
-            "backup",
-            "--repo",
-            ds,
-            "--job",
-            "web",
-            img.to_str().unwrap()
-        ]
+        repo_bin,
+        &["init", dir.to_str().unwrap(), "--immutable-days", "7"]
     )
     .status
     .success());
-    let o = Command::new("chown")
-        .args(["-R", &format!("{}:{}", user.uid, user.gid), ds])
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    Rig {
+        repo_bin,
+        client: client.to_str().unwrap().to_string(),
+        user,
+        d,
+        dir,
+    }
+}
+
+#[test]
+fn root_leaves_no_root_owned_file_in_a_service_users_repository() {
+    need_root!("root_leaves_no_root_owned_file_in_a_service_users_repository");
+    let r = rig();
+    let (repo_bin, client, user, d, dir) = (r.repo_bin, r.client.as_str(), &r.user, &r.d, &r.dir);
+    let ds = dir.to_str().unwrap();
+    assert!(r.backup(3).status.success());
+    r.chown_to_user(user.gid);
 
     assert!(run(repo_bin, &["verify", ds]).status.success());
     assert_eq!(owner(&dir.join("health/verified.json")), user.uid);
@@ -82,6 +111,7 @@ fn root_leaves_no_root_owned_file_in_a_service_users_repository() {
     assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
 
     // bulwark copy into it as root: refused, nothing written.
+    let img = d.path().join("disk.img"); // the image of the first backup
     let src = d.path().join("src");
     let ss = src.to_str().unwrap();
     assert!(run(repo_bin, &["init", ss, "--immutable-days", "7"])
@@ -106,21 +136,10 @@ fn root_leaves_no_root_owned_file_in_a_service_users_repository() {
 #[test]
 fn a_repository_of_a_user_with_group_root_is_refused_by_both_programs() {
     need_root!("a_repository_of_a_user_with_group_root_is_refused_by_both_programs");
-    let repo_bin = env!("CARGO_BIN_EXE_bulwark-repo");
-    let client = bulwark_testkit::serve::bin_client();
-    let client = client.to_str().unwrap();
-    let user = TestUser::create();
-    let d = tempfile::tempdir().unwrap();
-    let dir = d.path().join("repo");
+    let r = rig();
+    let (repo_bin, dir) = (r.repo_bin, &r.dir);
     let ds = dir.to_str().unwrap();
-    assert!(run(repo_bin, &["init", ds, "--immutable-days", "7"])
-        .status
-        .success());
-    let o = Command::new("chown")
-        .args(["-R", &format!("{}:0", user.uid), ds])
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    r.chown_to_user(0);
     let tree = || {
         let o = Command::new("find")
             .arg(ds)
@@ -141,19 +160,7 @@ fn a_repository_of_a_user_with_group_root_is_refused_by_both_programs() {
         "the refusal names the cause"
     );
     assert_eq!(tree(), before, "nothing was changed");
-    let img = d.path().join("disk.img");
-    std::fs::write(&img, bulwark_testkit::Rng::new(4).bytes(1 << 20)).unwrap();
-    let o = run(
-        client,
-        &[
-            "backup",
-            "--repo",
-            ds,
-            "--job",
-            "web",
-            img.to_str().unwrap(),
-        ],
-    );
+    let o = r.backup(4);
     assert_eq!(o.status.code(), Some(2));
     assert!(bulwark_testkit::text(&o).contains("but group root"));
     assert_eq!(tree(), before, "the backup wrote nothing either");
