@@ -13,8 +13,8 @@ use bulwark_testkit::guarded::wait_for as wait_until;
 use bulwark_testkit::images::{
     change, gpt_ext4_disk, mixed as image, qemu_compare as compare, qemu_map,
 };
-use bulwark_testkit::{can_run, require_tools, text, Rng, TestUser};
-use common::{bin, bulwark_ok as bulwark, init_repo, ready_report, s, Export};
+use bulwark_testkit::{can_run, text, Rng, TestUser};
+use common::{bin, bulwark_ok as bulwark, init_repo, ready_report, rig, s, Export};
 
 fn tool(prog: &str, args: &[&str]) -> Output {
     Command::new(prog).args(args).output().unwrap()
@@ -35,18 +35,6 @@ fn ready_json(child: &mut Child) -> serde_json::Value {
         let _ = child.wait();
         panic!("the command said {text:?} before exiting");
     })
-}
-
-/// Where the export tests start, once `tools` are found (else the test skips): a scratch
-/// folder, a new repository in it, and the path of its disk image `disk.img`.
-fn rig(t: &str, tools: &[&str]) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
-    if !require_tools(t, tools) {
-        return None;
-    }
-    let d = tempfile::tempdir().unwrap();
-    let repo = init_repo(d.path());
-    let img = d.path().join("disk.img");
-    Some((d, repo, img))
 }
 
 /// Runs qemu-io's `cmds` on `target`, which must all succeed.

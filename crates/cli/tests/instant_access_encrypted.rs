@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 
 use bulwark_testkit::images::{change, mixed as image, qemu_compare as compare};
 use bulwark_testkit::require_tools;
-use common::{bulwark_pass, create_write_only_key, init_repo, ok, ready_report, s, Export};
+use common::{bulwark_pass, create_write_only_key, init_repo, ok, ready_report, rig, s, Export};
 
 fn bulwark(args: &[&str], pass: Option<&str>) -> Output {
     bulwark_pass(args, pass, None)
@@ -25,11 +25,9 @@ fn refused(args: &[&str], sock: &Path, pass: Option<&str>) -> String {
 #[test]
 fn export_serves_encrypted_points_byte_identical_with_their_key_and_refuses_without_it() {
     let t = "export_serves_encrypted_points_byte_identical_with_their_key_and_refuses_without_it";
-    if !require_tools(t, &["qemu-img"]) {
+    let Some((d, repo, _)) = rig(t, &["qemu-img"]) else {
         return;
-    }
-    let d = tempfile::tempdir().unwrap();
-    let repo = init_repo(d.path());
+    };
     let r = s(&repo);
     let key = d.path().join("sym.key");
     ok(&bulwark(&["key", "create", "--out", s(&key)], Some("sym")));

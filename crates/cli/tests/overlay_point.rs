@@ -4,18 +4,15 @@
 
 mod common;
 
-use bulwark_testkit::{require_tools, Rng};
-use common::{bulwark_ok as bulwark, init_repo, s, Export};
+use bulwark_testkit::Rng;
+use common::{bulwark_ok as bulwark, rig, s, Export};
 
 #[test]
 fn a_writable_overlay_is_refused_over_another_restore_point_and_kept_intact() {
     let t = "a_writable_overlay_is_refused_over_another_restore_point_and_kept_intact";
-    if !require_tools(t, &["qemu-io"]) {
+    let Some((d, repo, img)) = rig(t, &["qemu-io"]) else {
         return;
-    }
-    let d = tempfile::tempdir().unwrap();
-    let repo = init_repo(d.path());
-    let img = d.path().join("disk.img");
+    };
     std::fs::write(&img, Rng::new(11).bytes(4 << 20)).unwrap();
     let first = bulwark(&[
         "--json",

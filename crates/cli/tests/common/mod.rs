@@ -24,6 +24,18 @@ pub fn init_repo(dir: &Path) -> PathBuf {
     repo
 }
 
+/// Where the export tests start, once `tools` are found (else the test skips): a scratch
+/// folder, a new repository in it, and the path of its disk image `disk.img`.
+pub fn rig(t: &str, tools: &[&str]) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
+    if !bulwark_testkit::require_tools(t, tools) {
+        return None;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let repo = init_repo(d.path());
+    let img = d.path().join("disk.img");
+    Some((d, repo, img))
+}
+
 /// Runs `bulwark args`, which must succeed.
 pub fn bulwark_ok(args: &[&str]) -> Output {
     let o = Command::new(bin()).args(args).output().unwrap();
