@@ -1096,3 +1096,52 @@ fn three_weeks_of_nightly_copies_keep_weekly_fulls_on_the_target_after_the_sourc
     let r = json(&c.copy(&[], &src.repo, &dst.addr));
     assert_eq!(r["bytes_sent"], 0);
 }
+
+/// A push into a repository service whose filesystem is full (filled by another file on it):
+/// the copy fails with exit 2 naming the target as full, the service keeps no partial file,
+/// and once the space is back the same copy goes through.
+#[test]
+fn a_push_into_a_full_target_service_fails_naming_it_and_leaves_no_partial_file_there() {
+    let name = "a_push_into_a_full_target_service_fails_naming_it_and_leaves_no_partial_file_there";
+    let Some((src, dst, cfg)) = push_pair(name, 7, 7) else {
+        return;
+    };
+    let c = src.client(&cfg);
+    let img = user_dir(src.user(), src.rig.fs.mnt.join("work")).join("disk.img");
+    image(&img, 61, 48, src.user());
+    c.backs_up(&src.repo, "vm", &[], &img);
+    // Leave 16 MiB free on the target's filesystem for a point of 48 MiB.
+    let mnt = dst.rig.fs.mnt.to_str().unwrap().to_string();
+    let free: u64 = bulwark_testkit::sh(&format!("df --output=avail -B1 '{mnt}' | tail -n1"))
+        .trim()
+        .parse()
+        .unwrap();
+    let filler = dst.rig.fs.mnt.join("filler");
+    bulwark_testkit::sh(&format!(
+        "fallocate -l {} '{}'",
+        free - (16 << 20),
+        filler.display()
+    ));
+    let o = c.copy(&[], &src.repo, &dst.addr);
+    assert_eq!(o.status.code(), Some(2), "an operational error");
+    let r = json(&o);
+    let j = &r["jobs"][0];
+    assert_eq!(
+        (r["ok"].clone(), j["target_full"].clone()),
+        (false.into(), true.into()),
+        "{r}"
+    );
+    let err = j["error"].as_str().unwrap();
+    assert!(
+        err.contains(&format!("the target {} is full", dst.addr)) && err.contains("ENOSPC"),
+        "{err}"
+    );
+    let incoming: Vec<_> = std::fs::read_dir(dst.rig.repo.join("incoming"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(incoming.is_empty(), "left on the target: {incoming:?}");
+    std::fs::remove_file(&filler).unwrap();
+    let r = c.copied(&src.repo, &dst.addr);
+    assert_eq!(r["jobs"][0]["points_copied"], 1, "{r}");
+}
