@@ -95,16 +95,10 @@ fn refuse_same_repository(from: &Repo, to: &Repo, what: &str) -> anyhow::Result<
 /// replace and the immutability service refuses to seal (it seals for the service user
 /// only): refused before anything is written.
 fn refuse_root_into_owned(p: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    if bulwark_sys::effective_uid() != 0 || !p.join("repository.toml").is_file() {
-        return Ok(());
-    }
-    let owner = std::fs::metadata(p)
-        .with_context(|| format!("reading the owner of {}", p.display()))?
-        .uid();
-    if owner != 0 {
+    use bulwark_cli_common::owner::{repo_owner_for_root, RepoOwner};
+    if let Some(RepoOwner::User { uid, .. }) = repo_owner_for_root(p)? {
         anyhow::bail!(
-            "the target {} belongs to its service user (uid {owner}): a copy by root would leave root-owned files there that the service cannot seal or replace. Run the copy as that user (`sudo -u USER bulwark copy …`, or `User=` in the job's unit); nothing was written",
+            "the target {} belongs to its service user (uid {uid}): a copy by root would leave root-owned files there that the service cannot seal or replace. Run the copy as that user (`sudo -u USER bulwark copy …`, or `User=` in the job's unit); nothing was written",
             p.display()
         );
     }
