@@ -377,13 +377,20 @@ impl Limiter {
             sent: 0,
         }
     }
-    fn take(&mut self, n: u64) {
-        let Some(rate) = self.rate else { return };
+    /// Counts `n` more bytes sent `elapsed` after the start; how long to wait before the next
+    /// send so that the average stays at the rate (a burst of [`BURST`] allowed).
+    fn wait_after(&mut self, n: u64, elapsed: Duration) -> Duration {
+        let Some(rate) = self.rate else {
+            return Duration::ZERO;
+        };
         self.sent += n;
         let due = Duration::from_secs_f64(self.sent as f64 / rate as f64);
-        let elapsed = self.start.elapsed();
-        if due > elapsed + BURST {
-            std::thread::sleep(due - elapsed - BURST);
+        due.saturating_sub(elapsed + BURST)
+    }
+    fn take(&mut self, n: u64) {
+        let wait = self.wait_after(n, self.start.elapsed());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
         }
     }
 }
@@ -412,24 +419,31 @@ mod tests {
         }
     }
 
+    /// Seconds that sending `mib` chunks of 1 MiB through a limiter of `rate` takes on a
+    /// simulated clock: each send takes `send` seconds, each wait passes exactly.
+    fn simulated(rate: Option<u64>, mib: u32, send: f64) -> f64 {
+        let mut l = Limiter::new(rate);
+        let mut now = Duration::ZERO;
+        for _ in 0..mib {
+            now += Duration::from_secs_f64(send);
+            now += l.wait_after(1 << 20, now);
+        }
+        now.as_secs_f64()
+    }
+
     #[test]
     fn the_bandwidth_limit_holds_even_for_short_copies() {
-        let mut l = Limiter::new(Some(8 << 20));
-        let t = Instant::now();
-        for _ in 0..24 {
-            l.take(1 << 20);
-        }
-        // 24 MiB at 8 MiB/s: 3 s, less the 0.1 s of burst.
-        let e = t.elapsed().as_secs_f64();
-        assert!((2.8..4.0).contains(&e), "{e} s");
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        // 24 MiB at 8 MiB/s: 3 s, less the 0.1 s of burst; the same when sending takes time.
+        assert!(close(simulated(Some(8 << 20), 24, 0.0), 2.9));
+        assert!(close(simulated(Some(8 << 20), 24, 0.05), 2.9));
         // 4 MiB at 8 MiB/s: half a second, not let through as a burst.
-        let mut l = Limiter::new(Some(8 << 20));
-        let t = Instant::now();
-        for _ in 0..4 {
-            l.take(1 << 20);
-        }
-        let e = t.elapsed().as_secs_f64();
-        assert!((0.35..1.5).contains(&e), "{e} s");
+        assert!(close(simulated(Some(8 << 20), 4, 0.0), 0.4));
+        // A slow link is never slowed further: 1 MiB a second is under the limit.
+        assert!(close(simulated(Some(8 << 20), 4, 1.0), 4.0));
+        // No limit (or 0): no wait at all, also through the real clock.
+        assert_eq!(simulated(None, 1000, 0.0), 0.0);
+        assert_eq!(simulated(Some(0), 1000, 0.0), 0.0);
         let mut free = Limiter::new(None);
         let t = Instant::now();
         free.take(1 << 40);
