@@ -46,6 +46,43 @@ pub fn qemu_compare(src: &Path, target: &str) {
     );
 }
 
+/// Creates an empty qcow2 image of `size` bytes at `img`.
+pub fn qcow2_create(img: &Path, size: u64) {
+    crate::run_ok(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(img)
+            .arg(size.to_string()),
+    );
+}
+
+/// Creates a qcow2 image of `size` bytes at `img` holding `data` from its start (written by
+/// `qemu-io write -s` from a file next to it, removed after).
+pub fn qcow2_holding(img: &Path, size: u64, data: &[u8]) {
+    qcow2_create(img, size);
+    let mut src = img.as_os_str().to_owned();
+    src.push(".data");
+    std::fs::write(&src, data).unwrap();
+    let write = format!("write -s {} 0 {}", Path::new(&src).display(), data.len());
+    qemu_io(img, &[&write]);
+    std::fs::remove_file(&src).unwrap();
+}
+
+/// The disk inside the image `img` (any format qemu-img reads, also one a running QEMU holds
+/// open), as `qemu-img convert -U -O raw` gives it.
+pub fn raw_of(img: &Path) -> Vec<u8> {
+    let out = img.with_extension("convert.raw");
+    crate::run_ok(
+        Command::new("qemu-img")
+            .args(["convert", "-U", "-O", "raw"])
+            .arg(img)
+            .arg(&out),
+    );
+    let disk = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    disk
+}
+
 /// Asserts that `qemu-img compare -U` finds the raw image `raw` byte-identical with the disk
 /// inside the qcow2 image `qcow2` (which a running QEMU may hold open).
 pub fn qemu_compare_qcow2(raw: &Path, qcow2: &Path) {

@@ -12,6 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// True when the tools of a test of a running disk are installed: qemu-img, qemu-io and
+/// qemu-storage-daemon (in Debian 12 the daemon comes with qemu-system-common, in later
+/// releases with qemu-utils); prints `SKIP <test>: …` naming the missing one otherwise.
+pub fn require_qsd_tools(test: &str) -> bool {
+    crate::require_tools(test, &["qemu-img", "qemu-io", "qemu-storage-daemon"])
+}
+
 /// A QEMU helper the test started, stopped (SIGTERM, then waited for) when dropped.
 pub struct Helper(Child);
 
