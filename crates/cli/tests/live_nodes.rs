@@ -14,22 +14,34 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use bulwark_testkit::cmd::stderr;
+use bulwark_testkit::images::{qcow2_create, qcow2_holding, raw_of};
 use bulwark_testkit::run_ok;
-use bulwark_testkit::skip::require_tools;
-use bulwark_testkit::vm::Helper;
+use bulwark_testkit::vm::{require_qsd_tools, Helper};
 use bulwark_testkit::Rng;
 use serde_json::{json, Value};
 
 const MIB: u64 = 1024 * 1024;
 
-fn tools(test: &str) -> bool {
-    require_tools(test, &["qemu-img", "qemu-io", "qemu-storage-daemon"])
+/// Where every test here starts: a scratch folder, a new repository in it, and an empty
+/// folder `tmp` the runs get as TMPDIR.
+struct Rig {
+    dir: tempfile::TempDir,
+    repo: PathBuf,
+    tmp: PathBuf,
 }
 
-fn new_repo(dir: &Path) -> PathBuf {
-    let p = dir.join("repo");
-    bulwark_repository::Repository::init(&p, 14).unwrap();
-    p
+/// A [`Rig`], when the tools of a running disk are installed (else a printed SKIP of `test`).
+fn rig(test: &str) -> Option<Rig> {
+    if !require_qsd_tools(test) {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    bulwark_repository::Repository::init(&repo, 14).unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    Some(Rig { dir, repo, tmp })
 }
 
 /// qemu-storage-daemon with the nodes `blockdevs` (JSON, in order) and two QMP monitors:
@@ -122,10 +134,6 @@ fn bulwark(tmp: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// The arguments of a backup of job `job` from node `node` of the daemon on `qmp`.
 fn live_backup<'a>(repo: &'a Path, job: &'a str, qmp: &'a Path, node: &'a str) -> Vec<&'a str> {
     vec![
@@ -162,38 +170,10 @@ fn restore(repo: &Path, job: &str, target: &Path) -> Vec<u8> {
     std::fs::read(target).unwrap()
 }
 
-/// The disk inside an image in use, as `qemu-img convert -U -O raw` gives it.
-fn raw_of(img: &Path) -> Vec<u8> {
-    let out = img.with_extension("convert.raw");
-    run_ok(
-        Command::new("qemu-img")
-            .args(["convert", "-U", "-O", "raw"])
-            .arg(img)
-            .arg(&out),
-    );
-    let b = std::fs::read(&out).unwrap();
-    std::fs::remove_file(&out).unwrap();
-    b
-}
-
-/// A qcow2 of `size` holding `data` (written from its start).
+/// A qcow2 `name` in `dir` of `size` holding `data` (written from its start).
 fn qcow2_with(dir: &Path, name: &str, size: u64, data: &[u8]) -> PathBuf {
     let img = dir.join(name);
-    run_ok(
-        Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&img)
-            .arg(size.to_string()),
-    );
-    let src = dir.join(format!("{name}.data"));
-    std::fs::write(&src, data).unwrap();
-    run_ok(
-        Command::new("qemu-io")
-            .args(["-f", "qcow2", "-c"])
-            .arg(format!("write -s {} 0 {}", src.display(), data.len()))
-            .arg(&img),
-    );
-    std::fs::remove_file(&src).unwrap();
+    qcow2_holding(&img, size, data);
     img
 }
 
@@ -218,14 +198,10 @@ fn points(repo: &Path, job: &str) -> usize {
 fn a_node_a_format_node_reads_as_its_file_is_refused_naming_the_disks_node_and_nothing_is_written()
 {
     let t = "a_node_a_format_node_reads_as_its_file_is_refused_naming_the_disks_node_and_nothing_is_written";
-    if !tools(t) {
+    let Some(Rig { dir, repo, tmp }) = rig(t) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let d = dir.path();
-    let repo = new_repo(d);
-    let tmp = d.join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
     let mut rng = Rng::seeded();
     let img0 = qcow2_with(d, "x.qcow2", 32 * MIB, &rng.bytes(4 * MIB as usize));
     let img1 = qcow2_with(d, "y.qcow2", 32 * MIB, &rng.bytes(4 * MIB as usize));
@@ -284,24 +260,15 @@ fn a_node_a_format_node_reads_as_its_file_is_refused_naming_the_disks_node_and_n
 #[test]
 fn a_file_node_nothing_sits_on_is_the_disk_and_restores_byte_identical() {
     let t = "a_file_node_nothing_sits_on_is_the_disk_and_restores_byte_identical";
-    if !tools(t) {
+    let Some(Rig { dir, repo, tmp }) = rig(t) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let d = dir.path();
-    let repo = new_repo(d);
-    let tmp = d.join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
     // A raw disk the VM uses directly; its guest put a qcow2 header at sector 0, which a
     // file node never reads as one.
     let raw = d.join("lone.raw");
     let hdr = d.join("hdr.qcow2");
-    run_ok(
-        Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&hdr)
-            .arg("1M"),
-    );
+    qcow2_create(&hdr, MIB);
     let mut disk = Rng::seeded().bytes(16 * MIB as usize);
     let h = std::fs::read(&hdr).unwrap();
     disk[..h.len()].copy_from_slice(&h);
@@ -401,14 +368,10 @@ fn folder_of(tmp: &Path, pid: u32, job: &str) -> PathBuf {
 fn the_folder_of_a_killed_backup_is_removed_by_the_next_run_and_a_running_ones_is_left_alone() {
     let t =
         "the_folder_of_a_killed_backup_is_removed_by_the_next_run_and_a_running_ones_is_left_alone";
-    if !tools(t) {
+    let Some(Rig { dir, repo, tmp }) = rig(t) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let d = dir.path();
-    let repo = new_repo(d);
-    let tmp = d.join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
     let mut rng = Rng::seeded();
     // Incompressible, so that level 19 makes a backup slow enough to catch.
     let (da, db) = (d.join("a"), d.join("b"));
