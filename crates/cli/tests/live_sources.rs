@@ -13,11 +13,15 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bulwark_testkit::images::{qcow2_bitmaps as bitmaps, qcow2_write_64k};
+use bulwark_testkit::images::{
+    qcow2_bitmap, qcow2_bitmaps as bitmaps, qcow2_create, qcow2_holding, qcow2_write_64k, raw_of,
+};
 use bulwark_testkit::rng::Rng;
 use bulwark_testkit::run_ok;
 use bulwark_testkit::skip::require_tools;
-use bulwark_testkit::vm::{apply, nbd_uri, prefix_of, qemu_nbd, Guest, Vm, SLOT};
+use bulwark_testkit::vm::{
+    apply, nbd_uri, prefix_of, qemu_nbd, require_qsd_tools, Guest, Vm, SLOT,
+};
 use serde_json::Value;
 
 const KIB: u64 = 1024;
@@ -42,13 +46,9 @@ fn tools(test: &str) -> bool {
     require_tools(test, &["qemu-img", "qemu-io", "qemu-nbd"])
 }
 
-/// Those and qemu-storage-daemon (`--cbt`, `--qmp`; in Debian 12 it comes with
-/// qemu-system-common, in later releases with qemu-utils).
+/// Those and qemu-storage-daemon (`--cbt`, `--qmp`: [`require_qsd_tools`]).
 fn qsd_tools(test: &str) -> bool {
-    require_tools(
-        test,
-        &["qemu-img", "qemu-io", "qemu-nbd", "qemu-storage-daemon"],
-    )
+    tools(test) && require_qsd_tools(test)
 }
 
 fn bulwark(args: &[&OsStr]) -> Output {
@@ -116,15 +116,6 @@ fn cbt_backup(repo: &Path, img: &Path, out: &Path) -> Value {
     r
 }
 
-/// The disk inside an image, as `qemu-img convert -O raw` gives it.
-fn raw_of(img: &Path) -> Vec<u8> {
-    let out = img.with_extension("convert.raw");
-    qemu_img(&["convert", "-U", "-O", "raw"], img, &out);
-    let b = std::fs::read(&out).unwrap();
-    std::fs::remove_file(&out).unwrap();
-    b
-}
-
 /// `n` distinct random 64 KiB-aligned offsets below `limit`.
 fn offsets(rng: &mut Rng, n: usize, limit: u64) -> Vec<u64> {
     let mut v: Vec<u64> = Vec::new();
@@ -157,7 +148,7 @@ fn cbt(r: &Value) -> &Value {
 /// A qcow2 of `size` with `data` random-ish bytes written at the start.
 fn make_disk(dir: &Path, name: &str, size: u64, data_mib: u64, pattern: u8) -> PathBuf {
     let img = dir.join(name);
-    qemu_img(&["create", "-q", "-f", "qcow2"], &img, size.to_string());
+    qcow2_create(&img, size);
     let mut c = Command::new("qemu-io");
     c.args(["-f", "qcow2"]);
     for i in 0..data_mib {
@@ -179,14 +170,21 @@ struct Rig {
     img: PathBuf,
 }
 
-/// A [`Rig`] with the disk `name` (`size`, `data_mib` MiB written from `pattern`), when
-/// `tools` (the tests' tool check, which prints why it skips) found what the test needs.
-fn rig(tools: bool, name: &str, size: u64, data_mib: u64, pattern: u8) -> Option<Rig> {
+/// A scratch folder and a new repository in it, when `tools` (the tests' tool check, which
+/// prints why it skips) found what the test needs.
+fn scratch(tools: bool) -> Option<(tempfile::TempDir, PathBuf)> {
     if !tools {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let repo = new_repo(dir.path());
+    Some((dir, repo))
+}
+
+/// A [`Rig`] with the disk `name` (`size`, `data_mib` MiB written from `pattern`), when
+/// `tools` found what the test needs ([`scratch`]).
+fn rig(tools: bool, name: &str, size: u64, data_mib: u64, pattern: u8) -> Option<Rig> {
+    let (dir, repo) = scratch(tools)?;
     let img = make_disk(dir.path(), name, size, data_mib, pattern);
     Some(Rig { dir, repo, img })
 }
@@ -198,7 +196,7 @@ fn incrementals_through_qemu_nbd_dirty_bitmaps_read_only_the_dirty_blocks_and_re
         return;
     };
     let mut rng = Rng::new(seed());
-    qemu_img(&["bitmap", "--add"], &img, "b0");
+    qcow2_bitmap(&img, &["--add"], "b0");
     let sock = dir.path().join("nbd.sock");
     let uri = nbd_uri(&sock);
     let full = {
@@ -305,32 +303,34 @@ fn a_bitmap_deleted_behind_bulwarks_back_falls_back_to_reading_everything() {
     };
     let mut rng = Rng::new(seed());
     backup(&repo, "vm", img.as_os_str(), &["--cbt"]);
-    let name = bitmaps(&img).pop().unwrap();
-    qemu_img(&["bitmap", "--remove"], &img, &name);
-    qcow2_write_64k(&img, &offsets(&mut rng, 4, 64 * MIB), 0x77);
-    // Recreated under the same name after the writes: empty, it would hide them.
-    qemu_img(&["bitmap", "--add", "-g", "1M"], &img, &name);
-    let r = cbt_backup(&repo, &img, &dir.path().join("o.raw"));
-    assert_eq!(cbt(&r)["used"], false, "{r}");
-    let why = cbt(&r)["fallback_reason"].as_str().unwrap();
-    assert!(why.contains("recreated"), "{why}");
-    // Recreated with QEMU's default granularity (`qemu-img bitmap --add NAME`): told apart
-    // too, since Bulwark's bitmaps use another.
-    let name = bitmaps(&img).pop().unwrap();
-    qemu_img(&["bitmap", "--remove"], &img, &name);
-    qcow2_write_64k(&img, &offsets(&mut rng, 4, 64 * MIB), 0x76);
-    qemu_img(&["bitmap", "--add"], &img, &name);
-    let r = cbt_backup(&repo, &img, &dir.path().join("o.raw"));
-    assert_eq!(cbt(&r)["used"], false, "{r}");
-    let why = cbt(&r)["fallback_reason"].as_str().unwrap();
-    assert!(why.contains("recreated"), "{why}");
-    // Deleted outright: missing.
-    let name = bitmaps(&img).pop().unwrap();
-    qemu_img(&["bitmap", "--remove"], &img, &name);
-    qcow2_write_64k(&img, &offsets(&mut rng, 4, 64 * MIB), 0x78);
-    let r = cbt_backup(&repo, &img, &dir.path().join("o.raw"));
-    let why = cbt(&r)["fallback_reason"].as_str().unwrap();
-    assert!(why.contains("not on the source"), "{why}");
+    // Each case: Bulwark's bitmap removed, four writes, then how it comes back (if at all),
+    // and what the fallback must say.
+    let cases: [(&str, Option<&[&str]>, u8, &str); 3] = [
+        // Recreated under the same name after the writes: empty, it would hide them.
+        ("recreated", Some(&["--add", "-g", "1M"]), 0x77, "recreated"),
+        // Recreated with QEMU's default granularity (`qemu-img bitmap --add NAME`): told
+        // apart too, since Bulwark's bitmaps use another.
+        (
+            "recreated with the default granularity",
+            Some(&["--add"]),
+            0x76,
+            "recreated",
+        ),
+        // Deleted outright: missing.
+        ("deleted", None, 0x78, "not on the source"),
+    ];
+    for (case, readd, pattern, reason) in cases {
+        let name = bitmaps(&img).pop().unwrap();
+        qcow2_bitmap(&img, &["--remove"], &name);
+        qcow2_write_64k(&img, &offsets(&mut rng, 4, 64 * MIB), pattern);
+        if let Some(op) = readd {
+            qcow2_bitmap(&img, op, &name);
+        }
+        let r = cbt_backup(&repo, &img, &dir.path().join("o.raw"));
+        assert_eq!(cbt(&r)["used"], false, "{case}: {r}");
+        let why = cbt(&r)["fallback_reason"].as_str().unwrap();
+        assert!(why.contains(reason), "{case}: {why}");
+    }
     // And the next one uses CBT again.
     qcow2_write_64k(&img, &offsets(&mut rng, 2, 64 * MIB), 0x79);
     let r = cbt_backup(&repo, &img, &dir.path().join("o.raw"));
@@ -340,16 +340,14 @@ fn a_bitmap_deleted_behind_bulwarks_back_falls_back_to_reading_everything() {
 #[test]
 fn a_bitmap_from_another_disk_is_never_trusted() {
     let t = "a_bitmap_from_another_disk_is_never_trusted";
-    if !qsd_tools(t) {
+    let Some((dir, repo)) = scratch(qsd_tools(t)) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let repo = new_repo(dir.path());
+    };
     // Owner-managed: disk B, with a bitmap of the same name, served on the same socket.
     let a = make_disk(dir.path(), "a.qcow2", 64 * MIB, 8, 1);
     let b = make_disk(dir.path(), "b.qcow2", 64 * MIB, 8, 100);
     for img in [&a, &b] {
-        qemu_img(&["bitmap", "--add"], img, "b0");
+        qcow2_bitmap(img, &["--add"], "b0");
     }
     let sock = dir.path().join("nbd.sock");
     let uri = nbd_uri(&sock);
@@ -426,9 +424,9 @@ fn verify_by_reading_reports_the_blocks_a_bitmap_missed() {
     );
     let name = bitmaps(&img).pop().unwrap();
     // A write the bitmap does not see.
-    qemu_img(&["bitmap", "--disable"], &img, &name);
+    qcow2_bitmap(&img, &["--disable"], &name);
     qcow2_write_64k(&img, &[3 * MIB], 0x21);
-    qemu_img(&["bitmap", "--enable"], &img, &name);
+    qcow2_bitmap(&img, &["--enable"], &name);
     qcow2_write_64k(&img, &[5 * MIB], 0x22);
     let expect = raw_of(&img);
     let o = bulwark(&[
@@ -531,24 +529,13 @@ fn a_running_disk_is_backed_up_as_it_was_at_the_transaction_while_the_guest_writ
 #[test]
 fn a_client_killed_between_the_transaction_and_the_end_leaves_tracking_intact() {
     let t = "a_client_killed_between_the_transaction_and_the_end_leaves_tracking_intact";
-    if !qsd_tools(t) {
+    let Some((dir, repo)) = scratch(qsd_tools(t)) else {
         return;
-    }
+    };
     let mut rng = Rng::new(seed());
-    let dir = tempfile::tempdir().unwrap();
-    let repo = new_repo(dir.path());
     let img = dir.path().join("vm.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2"], &img, "64M");
     // Incompressible data, so that level 19 makes the killed backup slow.
-    let noise = dir.path().join("noise");
-    let n = rng.bytes(24 * MIB as usize);
-    std::fs::write(&noise, &n).unwrap();
-    run_ok(
-        Command::new("qemu-io")
-            .args(["-f", "qcow2", "-c"])
-            .arg(format!("write -s {} 0 24M", noise.display()))
-            .arg(&img),
-    );
+    qcow2_holding(&img, 64 * MIB, &rng.bytes(24 * MIB as usize));
     let vm = Vm::start(dir.path(), &img);
     let qmp = vm.qmp.to_str().unwrap().to_string();
     let nbd = vm.nbd.to_str().unwrap().to_string();
@@ -674,6 +661,17 @@ fn a_broken_nbd_server_fails_the_backup_cleanly_and_leaves_no_partial_point() {
     }
 }
 
+/// A 1 MiB qcow2 at `img` whose backing file is the raw file `backing`.
+fn qcow2_over_raw(img: &Path, backing: &Path) {
+    run_ok(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(backing)
+            .arg(img)
+            .arg("1M"),
+    );
+}
+
 /// A VM's raw disk whose guest wrote an image header at sector 0 (a qcow2 naming a host file
 /// as its backing file, a vmdk descriptor naming one as its extent) is never read through
 /// those names: as a file it is refused unless `--format` says what it is, as a block device
@@ -681,25 +679,17 @@ fn a_broken_nbd_server_fails_the_backup_cleanly_and_leaves_no_partial_point() {
 #[test]
 fn a_raw_disk_whose_guest_wrote_an_image_header_never_makes_bulwark_read_a_host_file() {
     let t = "a_raw_disk_whose_guest_wrote_an_image_header_never_makes_bulwark_read_a_host_file";
-    if !tools(t) {
+    let Some((dir, repo)) = scratch(tools(t)) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let d = dir.path();
-    let repo = new_repo(d);
     let secret = d.join("host-secret.txt");
     let marker = b"HOST-SECRET-4f1c9a";
     let mut s = marker.repeat(4096);
     s.resize(MIB as usize, 0);
     std::fs::write(&secret, &s).unwrap();
     let hdr = d.join("hdr.qcow2");
-    run_ok(
-        Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-            .arg(&secret)
-            .arg(&hdr)
-            .arg("1M"),
-    );
+    qcow2_over_raw(&hdr, &secret);
     let vmdk = format!(
         "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW 2048 FLAT \"{}\" 0\n",
         secret.display()
@@ -762,13 +752,7 @@ fn a_raw_disk_whose_guest_wrote_an_image_header_never_makes_bulwark_read_a_host_
     }
     // An overlay the administrator made, named with --format, still reads its backing file.
     let ov = d.join("overlay.qcow2");
-    run_ok(
-        Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-            .arg(&secret)
-            .arg(&ov)
-            .arg("1M"),
-    );
+    qcow2_over_raw(&ov, &secret);
     backup(&repo, "overlay", ov.as_os_str(), &["--format", "qcow2"]);
     assert!(restore(&repo, "overlay", None, &d.join("out.raw")) == s);
 }
