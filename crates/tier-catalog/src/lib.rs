@@ -49,6 +49,11 @@ pub struct TierStatus {
     pub name: String,
     pub endpoint: String,
     pub bucket: String,
+    /// Where `bulwark-tier sync` writes this repository's copies: `bulwark/<repository id>`.
+    pub prefix: String,
+    /// Prefixes of other repositories whose copies `bulwark-tier import` recorded here (read,
+    /// never written).
+    pub imported_from: Vec<String>,
     pub mode: TierMode,
     /// Restore points copied (record written after retention was read back).
     pub copied: usize,
@@ -71,11 +76,16 @@ impl TierStatus {
             .retain_until
             .map(|(a, b)| format!(", locked until {} … {}", utc(a), utc(b)))
             .unwrap_or_default();
+        let imported = match self.imported_from.as_slice() {
+            [] => String::new(),
+            p => format!(", imported from {}/", p.join("/, ")),
+        };
         format!(
-            "tier {}: bucket {} at {} ({} mode): {} copied, {} pending{}, {} uploads to resume, {} only in the tier{until}",
+            "tier {}: bucket {} at {}, prefix {}/{imported} ({} mode): {} copied, {} pending{}, {} uploads to resume, {} only in the tier{until}",
             self.name,
             self.bucket,
             self.endpoint,
+            self.prefix,
             self.mode.as_str(),
             self.copied,
             self.pending,
@@ -95,6 +105,13 @@ pub fn status(repo: &Repository) -> Result<Vec<TierStatus>> {
     for name in TierSettings::names(repo.root())? {
         let s = TierSettings::load(repo.root(), &name)?;
         let records = record::load_all(repo.root(), &name)?;
+        let prefix = settings::repo_prefix(&repo.config().id);
+        let imported_from: std::collections::BTreeSet<String> = records
+            .iter()
+            .filter_map(|r| settings::prefix_of_key(&r.key))
+            .filter(|p| *p != prefix)
+            .map(str::to_string)
+            .collect();
         let copied: HashSet<&str> = records.iter().map(|r| r.point.as_str()).collect();
         let (mut pending, mut unreadable) = (0, 0);
         let mut local = HashSet::new();
@@ -122,6 +139,8 @@ pub fn status(repo: &Repository) -> Result<Vec<TierStatus>> {
             name,
             endpoint: s.endpoint,
             bucket: s.bucket,
+            prefix,
+            imported_from: imported_from.into_iter().collect(),
             mode: s.mode,
             copied: records.len(),
             pending,

@@ -70,7 +70,8 @@ pub struct TierSettings {
     pub mode: TierMode,
     /// File holding the access key and secret (mode 0600, owned by the service user).
     pub credentials: PathBuf,
-    /// Key prefix of this repository's objects: `bulwark/<repository id>`.
+    /// Key prefix of this repository's objects: `bulwark/<repository id>` ([`repo_prefix`]),
+    /// never another repository's, so that two repositories' copies never share a prefix.
     pub prefix: String,
     /// Multipart part size in bytes.
     #[serde(default = "default_part_size")]
@@ -85,6 +86,21 @@ fn default_part_size() -> u64 {
 }
 fn default_attempts() -> u32 {
     6
+}
+
+/// The key prefix a repository writes its copies under: `bulwark/<repository id>`. Copies
+/// imported from another repository keep their keys under that repository's prefix; this
+/// repository only reads them.
+pub fn repo_prefix(repo_id: &str) -> String {
+    format!("bulwark/{repo_id}")
+}
+
+/// The repository prefix (`bulwark/<id>`) of an object key `bulwark/<id>/<job>/…`.
+pub fn prefix_of_key(key: &str) -> Option<&str> {
+    let mut slashes = key.match_indices('/').map(|(i, _)| i);
+    let _first = slashes.next()?;
+    let end = slashes.next()?;
+    Some(&key[..end])
 }
 
 /// Checks a tier name: letters, digits, `-`, `_`, at most 32 characters.
@@ -283,4 +299,25 @@ pub fn repo_owner(repo: &Path) -> Result<u32> {
     Ok(std::fs::metadata(repo)
         .map_err(CatalogError::io(repo, "reading"))?
         .uid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keys_repository_prefix_is_its_first_two_components() {
+        let id = "9a56c602263dc8a026799812c22d0729";
+        let key = format!(
+            "{}/vm1/0000000000000001aa/0000000000000001aa.bwrp",
+            repo_prefix(id)
+        );
+        assert_eq!(prefix_of_key(&key), Some(format!("bulwark/{id}").as_str()));
+        assert_eq!(
+            prefix_of_key(&format!("bulwark/{id}/probe/1")),
+            Some(&*repo_prefix(id))
+        );
+        assert_eq!(prefix_of_key("bulwark/x"), None);
+        assert_eq!(prefix_of_key("bulwark"), None);
+    }
 }

@@ -296,3 +296,249 @@ fn a_failed_import_leaves_no_folder_behind() {
     );
     assert!(!dir.exists(), "the failed import left {}", dir.display());
 }
+
+/// `bulwark-tier --json import …` of the rig's bucket into `dir`, with `extra` arguments;
+/// the output and its JSON (`Null` when it printed none).
+fn import_json(rig: &Rig, dir: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
+    let mut a = vec!["--json", "import"];
+    a.extend(rig.target(dir));
+    a.extend(extra);
+    let o = tier_cli(&a);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    (o, v)
+}
+
+fn repo_id(dir: &Path) -> String {
+    Repository::open(dir).unwrap().config().id.clone()
+}
+
+/// `bulwark restore --repo dir --job job out`, which must succeed.
+fn restore(dir: &Path, job: &str, out: &Path) {
+    let o = run(
+        &bin_client(),
+        &[
+            "restore",
+            "--repo",
+            dir.to_str().unwrap(),
+            "--job",
+            job,
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
+}
+
+/// QA: `bulwark-tier import` kept the lost repository's key prefix, so the rebuilt repository
+/// (another id) synced its new points under `bulwark/<lost id>/`, mixed with the lost host's
+/// objects — and with a lost host that is still running (a recovery drill) two repositories
+/// wrote under one prefix, which the next import merged as one. The documented flow now runs
+/// end to end with each repository under its own prefix: host lost → import into a new
+/// repository → restore from the tier → back up and sync under the new id, while the old
+/// host's later copies stay alone under its prefix; status and verify see both.
+#[test]
+fn after_tier_import_the_rebuilt_repository_syncs_under_its_own_prefix_never_the_lost_ones() {
+    let name =
+        "after_tier_import_the_rebuilt_repository_syncs_under_its_own_prefix_never_the_lost_ones";
+    let Some((rig, old)) = s3_rig(name, "own") else {
+        return;
+    };
+    let p1 = one_point(&old, "web01", 1);
+    rig.add_and_sync();
+    let old_prefix = format!("bulwark/{}", old.config().id);
+
+    // The host is lost: a new repository is rebuilt from the bucket alone.
+    let new = rig.tmp.path().join("rebuilt");
+    let (o, v) = import_json(&rig, &new, &[]);
+    assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
+    let new_id = repo_id(&new);
+    let new_prefix = format!("bulwark/{new_id}");
+    assert_ne!(new_id, old.config().id);
+    let settings = bulwark_tier_s3::TierSettings::load(&new, "s3").unwrap();
+    assert_eq!(
+        settings.prefix, new_prefix,
+        "the import kept the lost prefix"
+    );
+    assert_eq!(v["source_prefix"], old_prefix.as_str(), "{v}");
+    assert_eq!(v["prefix"], new_prefix.as_str(), "{v}");
+    assert_eq!(v["imported"], serde_json::json!([p1]), "{v}");
+    // The text says which prefix each repository uses, and why.
+    let mut a = vec!["import"];
+    a.extend(rig.target(&new));
+    let o = tier_cli(&a);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(&format!("this repository's id is {new_id}"))
+            && text.contains(&format!("under {new_prefix}/"))
+            && text.contains(&format!("stay under {old_prefix}/"))
+            && text.contains("1 were recorded already"),
+        "{text}"
+    );
+
+    // Restore a point from the tier: byte-identical to what the lost host restores.
+    restore(&rig.dir, "web01", &rig.tmp.path().join("a.img"));
+    restore(&new, "web01", &rig.tmp.path().join("b.img"));
+    assert_eq!(
+        std::fs::read(rig.tmp.path().join("a.img")).unwrap(),
+        std::fs::read(rig.tmp.path().join("b.img")).unwrap()
+    );
+
+    // Continue: the rebuilt repository backs up and syncs; the lost host, still running in
+    // this drill, does too.
+    let p2 = one_point(&Repository::open(&new).unwrap(), "web01", 2);
+    let n = new.to_str().unwrap();
+    let o = tier_cli(&["--json", "sync", n]);
+    assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["uploaded"], serde_json::json!([p2]), "{v}");
+    let p3 = one_point(&old, "web01", 3);
+    assert!(tier_cli(&["sync", rig.dir.to_str().unwrap()])
+        .status
+        .success());
+    let rec = |dir: &Path, p: &str| {
+        bulwark_tier_s3::record::load_all(dir, "s3")
+            .unwrap()
+            .into_iter()
+            .find(|r| r.point == p)
+            .unwrap()
+            .key
+    };
+    assert!(rec(&new, &p2).starts_with(&format!("{new_prefix}/")));
+    assert!(rec(&new, &p1).starts_with(&format!("{old_prefix}/")));
+    assert!(rec(&rig.dir, &p3).starts_with(&format!("{old_prefix}/")));
+    // Every restore point under the lost repository's prefix is one of its own.
+    let tier = bulwark_tier_s3::Tier::open(&old, "s3").unwrap();
+    let mut under_old: Vec<String> = tier
+        .store()
+        .list_versions(&format!("{old_prefix}/"))
+        .unwrap()
+        .into_iter()
+        .map(|v| v.key)
+        .filter(|k| !k.contains("/probe/"))
+        .collect();
+    under_old.sort();
+    assert_eq!(under_old, vec![rec(&rig.dir, &p1), rec(&rig.dir, &p3)]);
+
+    // Status and verify of the rebuilt repository: its own copy and the imported one.
+    let o = tier_cli(&["--json", "status", n]);
+    let t = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["tiers"][0].clone();
+    assert_eq!(t["prefix"], new_prefix.as_str(), "{t}");
+    assert_eq!(t["imported_from"], serde_json::json!([old_prefix]), "{t}");
+    assert_eq!(
+        (&t["copied"], &t["pending"], &t["remote_only"]),
+        (&2.into(), &0.into(), &1.into()),
+        "{t}"
+    );
+    let o = tier_cli(&["--json", "verify", n]);
+    assert_eq!(o.status.code(), Some(0), "{}", bulwark_testkit::text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["checked"], 2, "{v}");
+
+    // The rebuilt host is lost too: both repositories are in the bucket, each named, and
+    // imported one after the other into the same folder.
+    let third = rig.tmp.path().join("third");
+    let (o, _) = import_json(&rig, &third, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&new_id) && err.contains(&old.config().id) && err.contains("--source-id"),
+        "{err}"
+    );
+    assert!(!third.exists());
+    for (id, points) in [(&new_id, vec![&p2]), (&old.config().id, vec![&p1, &p3])] {
+        let (o, v) = import_json(&rig, &third, &["--source-id", id]);
+        assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
+        assert_eq!(v["imported"], serde_json::json!(points), "{v}");
+    }
+    let o = tier_cli(&["--json", "verify", third.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", bulwark_testkit::text(&o));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["checked"],
+        3
+    );
+}
+
+/// QA: importing into an existing repository whose tier `s3` copies to another bucket
+/// rewrote that tier's settings to the imported bucket, so the repository's own records named
+/// keys the new bucket does not hold (`tier verify`: NotFound) and its next sync wrote under
+/// the imported repository's prefix. It is refused, changing nothing; `--name` imports into a
+/// tier of its own.
+#[test]
+fn tier_import_into_a_tier_of_another_bucket_is_refused_and_changes_nothing() {
+    let name = "tier_import_into_a_tier_of_another_bucket_is_refused_and_changes_nothing";
+    let Some((lost, lost_repo)) = s3_rig(name, "lost") else {
+        return;
+    };
+    one_point(&lost_repo, "web01", 1);
+    lost.add_and_sync();
+    let (mine, mine_repo) = s3_rig(name, "mine").unwrap();
+    one_point(&mine_repo, "db01", 2);
+    mine.add_and_sync();
+    let settings_file = mine.dir.join("tiers/s3.toml");
+    let before = std::fs::read(&settings_file).unwrap();
+    let (o, _) = import_json(&lost, &mine.dir, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", bulwark_testkit::text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("copies to bucket {}", mine.bucket)) && err.contains("--name"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&settings_file).unwrap(), before);
+    let d = mine.dir.to_str().unwrap();
+    assert_eq!(tier_cli(&["verify", d]).status.code(), Some(0));
+    let (o, v) = import_json(&lost, &mine.dir, &["--name", "lost"]);
+    assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
+    assert_eq!(
+        v["prefix"],
+        format!("bulwark/{}", mine_repo.config().id).as_str()
+    );
+    assert_eq!(std::fs::read(&settings_file).unwrap(), before);
+    for tier in ["s3", "lost"] {
+        let o = tier_cli(&["verify", d, "--name", tier]);
+        assert_eq!(o.status.code(), Some(0), "{}", bulwark_testkit::text(&o));
+    }
+}
+
+/// A catalog written by an earlier `bulwark-tier import`, which kept the lost repository's
+/// prefix in the tier's settings: the next sync copies under the repository's own prefix,
+/// says so, and corrects the setting.
+#[test]
+fn a_tier_naming_another_repositorys_prefix_syncs_under_its_own_and_says_so() {
+    let name = "a_tier_naming_another_repositorys_prefix_syncs_under_its_own_and_says_so";
+    let Some((rig, old)) = s3_rig(name, "stale") else {
+        return;
+    };
+    one_point(&old, "web01", 1);
+    rig.add_and_sync();
+    let new = rig.tmp.path().join("rebuilt");
+    let (o, _) = import_json(&rig, &new, &[]);
+    assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
+    // What the earlier import wrote.
+    let mut s = bulwark_tier_s3::TierSettings::load(&new, "s3").unwrap();
+    let old_prefix = format!("bulwark/{}", old.config().id);
+    s.prefix = old_prefix.clone();
+    s.save(&new).unwrap();
+    let p = one_point(&Repository::open(&new).unwrap(), "web01", 2);
+    let o = tier_cli(&["sync", new.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
+    let own = format!("bulwark/{}", repo_id(&new));
+    let r = bulwark_tier_s3::record::load_all(&new, "s3")
+        .unwrap()
+        .into_iter()
+        .find(|r| r.point == p)
+        .unwrap();
+    assert!(r.key.starts_with(&format!("{own}/")), "{}", r.key);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("key prefix {old_prefix}/ of another repository"))
+            && err.contains(&format!("under its own prefix {own}/")),
+        "{err}"
+    );
+    assert_eq!(
+        bulwark_tier_s3::TierSettings::load(&new, "s3")
+            .unwrap()
+            .prefix,
+        own
+    );
+    let o = tier_cli(&["sync", new.to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("another repository"));
+}

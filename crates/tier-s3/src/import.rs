@@ -1,5 +1,9 @@
 //! `tier import`: rebuild a repository's tier catalog from the bucket alone, after the host
 //! was lost. Restores then read every point from the tier.
+//!
+//! The imported records keep their keys under the lost repository's prefix, which is only
+//! read from then on; the repository imported into writes its own copies under its own id
+//! (`bulwark/<id>`), so two repositories never write under one prefix.
 
 use std::collections::BTreeMap;
 use std::io::Seek;
@@ -21,9 +25,17 @@ const MAX_OBJECT: u64 = 1 << 40;
 pub struct ImportReport {
     /// Repository id whose objects were imported.
     pub source_id: String,
+    /// Where the imported copies stay: `bulwark/<source id>` (read, never written).
+    pub source_prefix: String,
+    /// The id of the repository imported into.
+    pub repository_id: String,
+    /// Where that repository's own `tier sync` writes: `bulwark/<its id>`, never the source's.
+    pub prefix: String,
     pub created_repository: bool,
     /// Points imported (hex ids).
     pub imported: Vec<String>,
+    /// Points the tier had a record of already (kept as they were).
+    pub already_recorded: Vec<String>,
     /// Versions not used, and why (unlocked, hash mismatch, not a restore point, …).
     pub skipped: Vec<(String, String)>,
 }
@@ -57,7 +69,7 @@ pub fn import(dir: &Path, settings: TierSettings, source_id: Option<&str>) -> Re
 
 fn import_into(
     dir: &Path,
-    mut settings: TierSettings,
+    settings: TierSettings,
     source_id: Option<&str>,
 ) -> Result<ImportReport> {
     let mut report = ImportReport::default();
@@ -65,8 +77,33 @@ fn import_into(
     if fresh {
         std::fs::create_dir_all(dir).map_err(TierError::io(dir, "creating"))?;
     }
+    // An existing repository keeps its tier: only records are added to it. A tier of that
+    // name on another bucket is refused before anything is read, since its own records name
+    // keys the other bucket does not hold.
+    let (own_id, existing) = if fresh {
+        (None, None)
+    } else {
+        let repo = Repository::open(dir)?;
+        let existing = if TierSettings::names(repo.root())?.contains(&settings.name) {
+            let have = TierSettings::load(repo.root(), &settings.name)?;
+            if have.endpoint != settings.endpoint || have.bucket != settings.bucket {
+                return Err(TierError::config(format!(
+                    "tier {} of {} copies to bucket {} at {}, not bucket {} at {}: importing into it would mix two buckets in one tier; import into a tier of another name with --name NAME",
+                    settings.name,
+                    dir.display(),
+                    have.bucket,
+                    have.endpoint,
+                    settings.bucket,
+                    settings.endpoint
+                )));
+            }
+            Some(have)
+        } else {
+            None
+        };
+        (Some(repo.config().id.clone()), existing)
+    };
     let creds = Credentials::load(&settings.credentials, settings::repo_owner(dir)?)?;
-    settings.prefix = "bulwark".into();
     settings.check()?;
     let store = Store::new(&settings, &creds)?;
     if let Err(why) = store.object_lock_enabled()? {
@@ -83,16 +120,25 @@ fn import_into(
             by_key.entry(v.key.clone()).or_default().push(v);
         }
     }
+    let listed = || {
+        ids.iter()
+            .map(|i| match &own_id {
+                Some(o) if o == i => format!("{i} (this repository)"),
+                _ => i.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let id = match (source_id, ids.len()) {
         (Some(s), _) if ids.contains(s) => s.to_string(),
         (Some(s), _) => {
             return Err(TierError::config(format!(
                 "bucket {} holds no restore points of repository {s}; it holds: {}",
                 settings.bucket,
-                ids.into_iter().collect::<Vec<_>>().join(", ")
+                listed()
             )))
         }
-        (None, 1) => ids.into_iter().next().unwrap_or_default(),
+        (None, 1) => ids.iter().next().cloned().unwrap_or_default(),
         (None, 0) => {
             return Err(TierError::config(format!(
                 "bucket {} holds no Bulwark restore points (no keys under bulwark/)",
@@ -101,19 +147,19 @@ fn import_into(
         }
         (None, _) => {
             return Err(TierError::config(format!(
-                "bucket {} holds restore points of several repositories ({}); choose one with --source-id",
+                "bucket {} holds restore points of several repositories ({}); choose one with --source-id (a repository rebuilt by an earlier import has its own id: import each into the same folder, one after the other)",
                 settings.bucket,
-                ids.into_iter().collect::<Vec<_>>().join(", ")
+                listed()
             )))
         }
     };
     report.source_id = id.clone();
-    settings.prefix = format!("bulwark/{id}");
+    report.source_prefix = settings::repo_prefix(&id);
     if fresh {
         // The period the lost repository had, from the metadata of one of its objects.
         let days = by_key
             .iter()
-            .filter(|(k, _)| k.starts_with(&format!("{}/", settings.prefix)))
+            .filter(|(k, _)| k.starts_with(&format!("{}/", report.source_prefix)))
             .find_map(|(k, vs)| {
                 let h = store.head_version(k, &vs.first()?.version_id).ok()?;
                 h.metadata.get("bulwark-immutable-days")?.parse().ok()
@@ -123,6 +169,18 @@ fn import_into(
         report.created_repository = true;
     }
     let repo = Repository::open(dir)?;
+    // The imported copies keep their keys under the source's prefix; this repository's own
+    // copies go under its own id, so the two repositories never write to one prefix (the lost
+    // host may still be running, or come back).
+    report.repository_id = repo.config().id.clone();
+    report.prefix = settings::repo_prefix(&report.repository_id);
+    let mut settings = existing.unwrap_or(settings);
+    settings.prefix = report.prefix.clone();
+    let recorded: std::collections::HashSet<String> =
+        record::load_all(repo.root(), &settings.name)?
+            .into_iter()
+            .map(|r| r.point)
+            .collect();
     let cache = settings::tier_dir(repo.root(), &settings.name).join("cache");
     let mut chosen = Vec::new();
     for (key, mut versions) in by_key {
@@ -130,6 +188,10 @@ fn import_into(
             continue;
         };
         if kid != id {
+            continue;
+        }
+        if recorded.contains(&point.to_hex()) {
+            report.already_recorded.push(point.to_hex());
             continue;
         }
         versions.sort_by_key(|v| v.last_modified);

@@ -37,6 +37,10 @@ pub struct Tier {
     root: PathBuf,
     immutable_days: u32,
     store: Store,
+    /// Another repository's prefix that the settings file named (written by a `tier import`
+    /// that kept the source's prefix); this tier writes under its own instead, and `sync`
+    /// corrects the file.
+    stale_prefix: Option<String>,
 }
 
 /// What `tier add` found.
@@ -72,8 +76,12 @@ impl Tier {
         Tier::with_settings(repo, settings)
     }
 
-    fn with_settings(repo: &Repository, settings: TierSettings) -> Result<Tier> {
+    fn with_settings(repo: &Repository, mut settings: TierSettings) -> Result<Tier> {
         settings.check()?;
+        // A repository writes only under its own prefix, whatever the file says.
+        let own = settings::repo_prefix(&repo.config().id);
+        let stale_prefix =
+            (settings.prefix != own).then(|| std::mem::replace(&mut settings.prefix, own));
         let owner = settings::repo_owner(repo.root())?;
         let creds = Credentials::load(&settings.credentials, owner)?;
         let store = Store::new(&settings, &creds)?;
@@ -82,6 +90,7 @@ impl Tier {
             root: repo.root().to_path_buf(),
             immutable_days: repo.config().immutable_days,
             store,
+            stale_prefix,
         })
     }
 

@@ -165,6 +165,14 @@ impl Tier {
         }
         report.skew = self.store.skew();
         report.warnings.extend(skew_warning(report.skew));
+        if let Some(stale) = &self.stale_prefix {
+            self.settings.save(repo.root())?;
+            report.warnings.push(format!(
+                "tier {name} named the key prefix {stale}/ of another repository (an earlier `bulwark-tier import` kept it); this repository (id {}) copies its restore points under its own prefix {}/, so that two repositories' copies never share one; the setting is corrected, and copies already recorded keep their keys",
+                repo.config().id,
+                self.settings.prefix
+            ));
+        }
         let mut expiries = Expiries::open(repo)?;
         report.unguarded = matches!(expiries, Expiries::Computed);
         if report.unguarded {

@@ -38,11 +38,16 @@ impl Tier {
         let records = record::load_all(&self.root, &self.settings.name)?;
         let mut versions: std::collections::HashMap<String, Vec<crate::store::ListedVersion>> =
             Default::default();
-        for v in self
-            .store
-            .list_versions(&format!("{}/", self.settings.prefix))?
-        {
-            versions.entry(v.key.clone()).or_default().push(v);
+        // This repository's own prefix, and those of the repositories it imported copies from.
+        let prefixes: std::collections::BTreeSet<&str> = records
+            .iter()
+            .filter_map(|r| crate::settings::prefix_of_key(&r.key))
+            .chain([self.settings.prefix.as_str()])
+            .collect();
+        for prefix in prefixes {
+            for v in self.store.list_versions(&format!("{prefix}/"))? {
+                versions.entry(v.key.clone()).or_default().push(v);
+            }
         }
         for r in &records {
             for v in versions.get(&r.key).into_iter().flatten() {

@@ -210,6 +210,10 @@ fn chain_is_locked_in_compliance_and_restores_from_the_bucket_alone() {
     assert_eq!(imported[0].version_id, victim.version_id);
     assert_eq!(imported[1].version_id, recs[1].version_id);
     let mut rebuilt = Repository::open(&fresh).unwrap();
+    // The copies stay under the lost repository's prefix; the rebuilt one writes under its own.
+    assert_eq!(ir.source_prefix, t.tier.settings.prefix);
+    assert_eq!(ir.prefix, format!("bulwark/{}", rebuilt.config().id));
+    assert_ne!(ir.prefix, ir.source_prefix);
     assert!(rebuilt.jobs().unwrap().is_empty());
     bulwark_tier_s3::attach(&mut rebuilt).unwrap().unwrap();
     assert_eq!(rebuilt.jobs().unwrap(), vec!["vm1".to_string()]);

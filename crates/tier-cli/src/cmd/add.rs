@@ -26,7 +26,7 @@ pub struct Args {
 /// Runs `bulwark-tier add`: exit 0 once the lock probe passed and the settings are saved.
 pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
     let repo = open(&a.dir)?;
-    let prefix = format!("bulwark/{}", repo.config().id);
+    let prefix = bulwark_tier_s3::settings::repo_prefix(&repo.config().id);
     let s = a.target.settings(a.mode, prefix);
     if a.create_bucket {
         bulwark_tier_s3::create_bucket(&repo, &s).context("creating the bucket")?;
@@ -39,16 +39,17 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
         outln!(
             "{}",
             serde_json::json!({"tier": tier.settings.name, "bucket": tier.settings.bucket,
-                "endpoint": tier.settings.endpoint, "mode": tier.settings.mode.as_str(),
+                "endpoint": tier.settings.endpoint, "prefix": tier.settings.prefix, "mode": tier.settings.mode.as_str(),
                 "lock_probe": {"delete_refused": r.probe.delete.err(), "shorten_refused": r.probe.shorten.err()},
                 "clock_skew_seconds": r.skew})
         );
     } else {
         outln!(
-            "tier {} added: bucket {} at {} ({} mode)",
+            "tier {} added: bucket {} at {}, copies under {}/ ({} mode)",
             tier.settings.name,
             tier.settings.bucket,
             tier.settings.endpoint,
+            tier.settings.prefix,
             tier.settings.mode.as_str()
         );
         outln!(

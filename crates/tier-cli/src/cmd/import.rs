@@ -25,21 +25,40 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<i32> {
     if json {
         outln!(
             "{}",
-            serde_json::json!({"source_id": r.source_id, "created_repository": r.created_repository,
-                "imported": r.imported, "skipped": r.skipped})
+            serde_json::json!({"source_id": r.source_id, "source_prefix": r.source_prefix,
+                "repository_id": r.repository_id, "prefix": r.prefix,
+                "created_repository": r.created_repository, "imported": r.imported,
+                "already_recorded": r.already_recorded, "skipped": r.skipped})
         );
     } else {
         for (v, why) in &r.skipped {
             eprintln!("skipped {v}: {why}");
         }
+        let d = a.dir.display();
         outln!(
-            "imported {} restore points of repository {} into {}{}; restore them with `bulwark restore --repo {} --job JOB TARGET`",
+            "imported {} restore points of repository {} (keys under {}/) into {d}{}{}; restore them with `bulwark restore --repo {d} --job JOB TARGET`",
             r.imported.len(),
             r.source_id,
-            a.dir.display(),
+            r.source_prefix,
             if r.created_repository { " (new repository)" } else { "" },
-            a.dir.display()
+            match r.already_recorded.len() {
+                0 => String::new(),
+                n => format!(", {n} were recorded already"),
+            },
         );
+        if r.prefix == r.source_prefix {
+            outln!(
+                "they are this repository's own copies: `bulwark-tier sync {d}` goes on copying under {}/",
+                r.prefix
+            );
+        } else {
+            outln!(
+                "this repository's id is {}: `bulwark-tier sync {d}` copies its own restore points under {}/; the imported copies stay under {}/ and are only read, so the two repositories never share a prefix",
+                r.repository_id,
+                r.prefix,
+                r.source_prefix
+            );
+        }
     }
     Ok(0)
 }
