@@ -64,11 +64,11 @@ impl Weekday {
 pub struct Schedule {
     /// Build a synthetic full on the repository on this day (UTC).
     pub synthetic_full_day: Option<Weekday>,
-    /// Read the whole disk again every N weeks (0: not on a schedule; written out it must be
-    /// at least 1).
+    /// Read the whole disk again every N weeks (0, or the key left out: not on a schedule).
     #[serde(default, deserialize_with = "weeks")]
     pub active_full_every_weeks: u32,
-    /// Read the whole disk again every N months (30 days each; as for weeks).
+    /// Read the whole disk again every N months (30 days each; 0 or left out: not on a
+    /// schedule).
     #[serde(default, deserialize_with = "months")]
     pub active_full_every_months: u32,
 }
@@ -90,20 +90,24 @@ fn at_least_one<'de, D: serde::Deserializer<'de>>(
     Ok(n)
 }
 
+/// A count of weeks or months between scheduled active fulls: 0 means none (as it always
+/// has, the same as leaving the key out); less than 0 is refused with the key's name.
+fn no_less_than_zero<'de, D: serde::Deserializer<'de>>(d: D, key: &str) -> Result<u32, D::Error> {
+    let n = i64::deserialize(d)?;
+    u32::try_from(n).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{key} = {n} is not an interval: give 1 or more, or 0 (or leave the key out) for no \
+             scheduled active fulls"
+        ))
+    })
+}
+
 fn weeks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    at_least_one(
-        d,
-        "active_full_every_weeks",
-        "give 1 or more weeks, or leave the key out for no scheduled active fulls",
-    )
+    no_less_than_zero(d, "active_full_every_weeks")
 }
 
 fn months<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    at_least_one(
-        d,
-        "active_full_every_months",
-        "give 1 or more months, or leave the key out for no scheduled active fulls",
-    )
+    no_less_than_zero(d, "active_full_every_months")
 }
 
 fn alert_hours<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
@@ -637,12 +641,8 @@ mod tests {
                 "alert_after_hours = -3",
             ),
             (
-                format!("{backup}[schedule]\nactive_full_every_weeks = 0\n"),
-                "active_full_every_weeks = 0 is not an interval",
-            ),
-            (
-                format!("{backup}[schedule]\nactive_full_every_months = 0\n"),
-                "active_full_every_months = 0",
+                format!("{backup}[schedule]\nactive_full_every_months = -2\n"),
+                "active_full_every_months = -2 is not an interval",
             ),
             (
                 format!("{backup}[schedule]\nactive_full_every_weeks = -1\n"),
@@ -708,6 +708,12 @@ mod tests {
             &Schedule::default()
         );
         assert!(JobFile::parse(copy).unwrap().schedule_table.is_none());
+        // 0 weeks or months has always meant "no scheduled active fulls", as leaving the key
+        // out does; job files that say so keep working.
+        for key in ["active_full_every_weeks", "active_full_every_months"] {
+            let j = JobFile::parse(&format!("{backup}[schedule]\n{key} = 0\n")).unwrap();
+            assert_eq!(j.schedule(), &Schedule::default(), "{key} = 0");
+        }
     }
 
     #[test]
