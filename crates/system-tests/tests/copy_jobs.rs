@@ -196,6 +196,14 @@ impl Site {
         self.rig.socket()
     }
 
+    /// A disk image `disk.img` of `mib` random MiB (`seed`) on this host's filesystem, owned
+    /// by its service user.
+    fn disk_image(&self, seed: u64, mib: usize) -> PathBuf {
+        let img = self.rig.fs.mnt.join("disk.img");
+        image(&img, seed, mib, self.user());
+        img
+    }
+
     /// Expiry of `point` in this site's ledger.
     fn expiry(&self, point: &str) -> i64 {
         self.user()
@@ -355,9 +363,8 @@ impl<'a> Client<'a> {
 
     /// `bulwark --json copy extra… --from FROM --to TO`.
     fn copy(&self, extra: &[&str], from: &str, to: &str) -> Output {
-        let mut args = vec!["--json", "copy"];
-        args.extend_from_slice(extra);
-        args.extend(["--from", from, "--to", to]);
+        let mut args = vec!["--json"];
+        args.extend(copy_args(extra, from, to));
         self.run(&args)
     }
 
@@ -393,6 +400,14 @@ impl<'a> Client<'a> {
             })
             .unwrap_or_default()
     }
+}
+
+/// The arguments `copy extra… --from FROM --to TO`.
+fn copy_args<'a>(extra: &[&'a str], from: &'a str, to: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["copy"];
+    args.extend_from_slice(extra);
+    args.extend(["--from", from, "--to", to]);
+    args
 }
 
 fn fake_env(lib: &Path, day: i64) -> Vec<(String, String)> {
@@ -474,12 +489,10 @@ fn a_week_of_daily_backups_copies_nightly_to_a_gfs_target_and_restores_from_it_a
     let Some((src, dst, cfg)) = push_pair(name, 7, 30) else {
         return;
     };
-    let su = src.user();
     let c = src.client(&cfg);
     src.policy("vm", &["--keep-days", "7", "--keep-points", "7"]);
     dst.policy("vm", &GFS);
-    let img = src.rig.fs.mnt.join("disk.img");
-    image(&img, 1, 24, su);
+    let img = src.disk_image(1, 24);
     let mut saved = vec![];
     for night in 0..7u64 {
         if night > 0 {
@@ -565,23 +578,13 @@ fn a_copy_killed_mid_way_resumes_and_completes_over_tls() {
     let Some((src, dst, cfg)) = push_pair(name, 7, 14) else {
         return;
     };
-    let su = src.user();
     let c = src.client(&cfg);
-    let img = src.rig.fs.mnt.join("disk.img");
-    image(&img, 7, 48, su);
+    let img = src.disk_image(7, 48);
     let b = c.json(&job_args("backup", &src.repo, "vm", &[], &img));
     let stored = b["bytes_stored"].as_u64().unwrap();
     // A slow copy (4 MiB/s), killed once part of it has arrived on the target.
     let mut child = c
-        .command(&[
-            "copy",
-            "--from",
-            &src.repo,
-            "--to",
-            &dst.addr,
-            "--bwlimit",
-            "4M",
-        ])
+        .command(&copy_args(&["--bwlimit", "4M"], &src.repo, &dst.addr))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -630,7 +633,7 @@ fn a_copy_killed_mid_way_resumes_and_completes_over_tls() {
     let files = dst.store_files();
     assert_eq!(files.len(), 1);
     assert!(is_immutable(&files[0].1));
-    let out_dir = user_dir(su, src.rig.fs.mnt.join("restores"));
+    let out_dir = user_dir(src.user(), src.rig.fs.mnt.join("restores"));
     c.restores(&dst.addr, "vm", &[], &out_dir.join("r.img"), &img);
 }
 
@@ -640,16 +643,14 @@ fn an_encrypted_chain_copies_without_any_key_and_restores_with_it_on_the_target(
     let Some((src, dst, cfg)) = push_pair(name, 7, 7) else {
         return;
     };
-    let su = src.user();
     let c = src.client(&cfg);
-    let keys = user_dir(su, src.rig.fs.mnt.join("keys"));
+    let keys = user_dir(src.user(), src.rig.fs.mnt.join("keys"));
     let key = keys.join("vm.key");
     assert!(c
         .run(&["key", "create", "--out", key.to_str().unwrap()])
         .status
         .success());
-    let img = src.rig.fs.mnt.join("disk.img");
-    image(&img, 9, 8, su);
+    let img = src.disk_image(9, 8);
     let k = key.to_str().unwrap();
     c.backs_up(&src.repo, "vm", &["--key", k], &img);
     change(&img, 10, 1);
@@ -752,8 +753,7 @@ fn a_copy_to_a_second_local_repository_is_sealed_there_with_its_own_period() {
     let svc2 = setup.spawn(&immutd_bin()).unwrap();
     let cfg = src.rig.fs.mnt.join("client");
     let c = src.client(&cfg);
-    let img = src.rig.fs.mnt.join("disk.img");
-    image(&img, 21, 8, su);
+    let img = src.disk_image(21, 8);
     c.backs_up(&src.repo, "vm", &[], &img);
     change(&img, 22, 1);
     c.backs_up(&src.repo, "vm", &[], &img);
@@ -826,7 +826,6 @@ fn a_client_certificate_of_the_source_cannot_delete_or_shorten_anything_on_the_t
     let Some((src, dst, cfg)) = push_pair(name, 7, 30) else {
         return;
     };
-    let su = src.user();
     let c = src.client(&cfg);
     // Another client's job on the target.
     let other = TestUser::create();
@@ -836,8 +835,7 @@ fn a_client_certificate_of_the_source_cannot_delete_or_shorten_anything_on_the_t
     image(&oimg, 31, 2, &other);
     Client::new(&other, &dst.bulwark, &ocfg).backs_up(&dst.addr, "alice-vm", &[], &oimg);
     // An honest copy first.
-    let img = src.rig.fs.mnt.join("disk.img");
-    image(&img, 32, 4, su);
+    let img = src.disk_image(32, 4);
     c.backs_up(&src.repo, "vm", &[], &img);
     c.copied(&src.repo, &dst.addr);
     let before = dst.expiries();
@@ -1024,8 +1022,7 @@ fn three_weeks_of_nightly_copies_keep_weekly_fulls_on_the_target_after_the_sourc
     // The source keeps dailies; the target keeps 4 weekly and 3 monthly fulls.
     src.policy("vm", &["--keep-days", "7", "--keep-points", "1"]);
     dst.policy("vm", &GFS);
-    let img = src.rig.fs.mnt.join("disk.img");
-    image(&img, 61, 4, src.user());
+    let img = src.disk_image(61, 4);
     let first = src.rig.fs.mnt.join("night0.img");
     let mut fulls = vec![];
     for day in 0..21i64 {
@@ -1107,8 +1104,7 @@ fn a_push_into_a_full_target_service_fails_naming_it_and_leaves_no_partial_file_
         return;
     };
     let c = src.client(&cfg);
-    let img = user_dir(src.user(), src.rig.fs.mnt.join("work")).join("disk.img");
-    image(&img, 61, 48, src.user());
+    let img = src.disk_image(61, 48);
     c.backs_up(&src.repo, "vm", &[], &img);
     // Leave 16 MiB free on the target's filesystem for a point of 48 MiB.
     let mnt = dst.rig.fs.mnt.to_str().unwrap().to_string();
