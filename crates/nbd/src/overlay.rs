@@ -11,8 +11,11 @@
 //!
 //! Map layout (little-endian): magic `BWOVL2\0\0`, disk size (u64), base id length (u16),
 //! the base id, then the bitmap words (u64). Maps of version 1 (magic `BWOVL1\0\0`, no base
-//! id) still open, over any base of their size, and are rewritten as version 2. Only flushed writes are durable: after a crash, writes since the last
-//! flush may read back as the base, as with any disk's write cache.
+//! id), made by earlier versions, still open over any base of their size and stay version 1:
+//! which base they were made over is not known, so none is written into them.
+//!
+//! Only flushed writes are durable: after a crash, writes since the last flush may read back
+//! as the base, as with any disk's write cache.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -37,7 +40,8 @@ pub struct Overlay {
     map_path: PathBuf,
     bits: Mutex<Vec<u64>>,
     size: u64,
-    base_id: Vec<u8>,
+    /// The base the map names; `None` for a version-1 map (kept as version 1).
+    base_id: Option<Vec<u8>>,
 }
 
 fn io_err(offset: u64, what: &str, e: std::io::Error) -> ReadError {
@@ -91,6 +95,8 @@ impl Overlay {
             ));
         }
         let words = size.div_ceil(CLUSTER).div_ceil(64) as usize;
+        // A new overlay names its base; an existing one keeps what its map says.
+        let mut recorded_id = Some(base_id.to_vec());
         let bits = if exists {
             let len = file.metadata()?.len();
             let bad = |why: String| {
@@ -112,6 +118,7 @@ impl Overlay {
             })?;
             let recorded = parse_map(&m, size, words)
                 .ok_or_else(|| bad(format!("its bitmap {} does not match", map_path.display())))?;
+            recorded_id = recorded.base_id.map(<[u8]>::to_vec);
             if let Some(id) = recorded.base_id {
                 if id != base_id {
                     return Err(bad(format!(
@@ -133,7 +140,7 @@ impl Overlay {
             map_path,
             bits: Mutex::new(bits),
             size,
-            base_id: base_id.to_vec(),
+            base_id: recorded_id,
         };
         o.save_map()?;
         Ok(o)
@@ -141,11 +148,19 @@ impl Overlay {
 
     fn save_map(&self) -> std::io::Result<()> {
         let bits = self.bits.lock().expect("overlay lock");
-        let mut b = Vec::with_capacity(18 + self.base_id.len() + 8 * bits.len());
-        b.extend_from_slice(MAP_MAGIC);
-        b.extend_from_slice(&self.size.to_le_bytes());
-        b.extend_from_slice(&(self.base_id.len() as u16).to_le_bytes());
-        b.extend_from_slice(&self.base_id);
+        let mut b = Vec::with_capacity(18 + MAX_BASE_ID + 8 * bits.len());
+        match &self.base_id {
+            Some(id) => {
+                b.extend_from_slice(MAP_MAGIC);
+                b.extend_from_slice(&self.size.to_le_bytes());
+                b.extend_from_slice(&(id.len() as u16).to_le_bytes());
+                b.extend_from_slice(id);
+            }
+            None => {
+                b.extend_from_slice(MAP_MAGIC_V1);
+                b.extend_from_slice(&self.size.to_le_bytes());
+            }
+        }
         for w in bits.iter() {
             b.extend_from_slice(&w.to_le_bytes());
         }
@@ -431,10 +446,20 @@ mod tests {
         old.read_at(0, &mut b).unwrap();
         assert_eq!(b, [9u8; 16], "a version-1 overlay keeps its writes");
         drop(old);
-        let m = std::fs::read(&map).unwrap();
-        assert_eq!(&m[..8], MAP_MAGIC, "rewritten as version 2");
-        assert!(Overlay::open(dev.clone(), &path, b"vm/dddd").is_err());
-        // Damaged maps are refused, never read past their end.
+        assert_eq!(
+            std::fs::read(&map).unwrap(),
+            v1,
+            "it stays version 1: which point it was made over is not known"
+        );
+        assert!(Overlay::open(dev.clone(), &path, b"vm/dddd").is_ok());
+        // Damaged version-2 maps are refused, never read past their end.
+        let m = {
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(&map);
+            drop(Overlay::open(dev.clone(), &path, b"vm/cccc").unwrap());
+            std::fs::read(&map).unwrap()
+        };
+        assert_eq!(&m[..8], MAP_MAGIC);
         for cut in [0, 7, 15, 17, m.len() - 1] {
             std::fs::write(&map, &m[..cut]).unwrap();
             assert!(
