@@ -11,7 +11,7 @@ use bulwark_format::{BlockNo, Digest, PointId, PointKind, PointWriter, StoredBlo
 use bulwark_repository::{
     retention::Policy, CopyMode, NewPoint, ParentMap, PointBuilder, Repository,
 };
-use bulwark_testkit::system::full_meta;
+use bulwark_testkit::system::{full_meta, DAY};
 use bulwark_testkit::Rng;
 
 const BS: usize = 64 * 1024;
@@ -88,11 +88,16 @@ fn repos() -> (tempfile::TempDir, Repository, Repository) {
     (dir, src, dst)
 }
 
-fn run(src: &Path, dst: &Path) -> bulwark_copy::CopyReport {
-    let mut s = LocalSource {
+/// The two ends of a copy between the repository folders `src` and `dst`.
+fn ends(src: &Path, dst: &Path) -> (LocalSource, LocalTarget) {
+    let s = LocalSource {
         repo: Repository::open(src).unwrap(),
     };
-    let mut t = LocalTarget::new(Repository::open(dst).unwrap());
+    (s, LocalTarget::new(Repository::open(dst).unwrap()))
+}
+
+fn run(src: &Path, dst: &Path) -> bulwark_copy::CopyReport {
+    let (mut s, mut t) = ends(src, dst);
     let r = copy(&mut s, &mut t, &CopyOptions::default(), &mut |_, _, _| {}).unwrap();
     assert!(r.ok(), "{r:?}");
     r
@@ -107,13 +112,22 @@ fn change(d: &mut [Vec<u8>], which: &[usize], seed: u64) {
     }
 }
 
+/// Backs `d` up as `vm`, then for each of `changes` (blocks, seed: see [`change`]) changes it
+/// and backs it up again: a chain of points. Returns the stored bytes of new blocks.
+fn chain(repo: &Repository, d: &mut [Vec<u8>], changes: &[(&[usize], u64)]) -> u64 {
+    let mut new = backup(repo, "vm", d);
+    for &(which, seed) in changes {
+        change(d, which, seed);
+        new += backup(repo, "vm", d);
+    }
+    new
+}
+
 #[test]
 fn copies_are_byte_identical_and_the_second_copy_sends_only_new_blocks() {
     let (_d, src, dst) = repos();
     let mut d = disk(1);
-    let mut new = backup(&src, "vm", &d);
-    change(&mut d, &[2, 5], 3);
-    new += backup(&src, "vm", &d);
+    let new = chain(&src, &mut d, &[(&[2, 5], 3)]);
     let r = run(src.root(), dst.root());
     assert_eq!(r.jobs[0].points_copied, 2);
     assert_eq!(
@@ -180,10 +194,7 @@ fn an_interrupted_copy_resumes_without_resending_what_arrived() {
     let (_d, src, dst) = repos();
     let d = disk(5);
     let total = backup(&src, "vm", &d);
-    let mut s = LocalSource {
-        repo: Repository::open(src.root()).unwrap(),
-    };
-    let mut t = LocalTarget::new(Repository::open(dst.root()).unwrap());
+    let (mut s, mut t) = ends(src.root(), dst.root());
     let p = s.points("vm").unwrap()[0].point;
     let head = s.head("vm", p).unwrap();
     let plan = t.begin("vm", &head).unwrap();
@@ -224,11 +235,7 @@ fn an_interrupted_copy_resumes_without_resending_what_arrived() {
 fn a_chain_whose_older_files_the_target_lost_continues_as_a_new_chain_there() {
     let (_d, src, dst) = repos();
     let mut d = disk(6);
-    backup(&src, "vm", &d);
-    change(&mut d, &[4], 21);
-    backup(&src, "vm", &d);
-    change(&mut d, &[8], 23);
-    backup(&src, "vm", &d);
+    chain(&src, &mut d, &[(&[4], 21), (&[8], 23)]);
     run(src.root(), dst.root());
     // The target loses the chain's two older files (its retention would take the whole
     // chain; an administrator removing expired files does this).
@@ -269,10 +276,7 @@ fn a_chain_whose_older_files_the_target_lost_continues_as_a_new_chain_there() {
     assert_eq!(last.meta.chain, newest.meta.point);
     assert_eq!(content(&dst, "vm", None), d);
     // --verify: every source point the target still represents is the same.
-    let mut s = LocalSource {
-        repo: Repository::open(src.root()).unwrap(),
-    };
-    let mut t = LocalTarget::new(Repository::open(dst.root()).unwrap());
+    let (mut s, mut t) = ends(src.root(), dst.root());
     let v = verify_copies(&mut s, &mut t, &[]).unwrap();
     assert_eq!(v.jobs[0].same, 3, "{v:?}");
     assert_eq!(v.jobs[0].missing_on_target, 2, "{v:?}");
@@ -288,14 +292,9 @@ fn a_chain_whose_older_files_the_target_lost_continues_as_a_new_chain_there() {
 fn verify_reports_a_point_that_differs_on_the_target() {
     let (_d, src, dst) = repos();
     let mut d = disk(11);
-    backup(&src, "vm", &d);
-    change(&mut d, &[3], 31);
-    backup(&src, "vm", &d);
+    chain(&src, &mut d, &[(&[3], 31)]);
     run(src.root(), dst.root());
-    let mut s = LocalSource {
-        repo: Repository::open(src.root()).unwrap(),
-    };
-    let mut t = LocalTarget::new(Repository::open(dst.root()).unwrap());
+    let (mut s, mut t) = ends(src.root(), dst.root());
     let v = verify_copies(&mut s, &mut t, &[]).unwrap();
     assert!(!v.damaged(), "{v:?}");
     assert_eq!(v.jobs[0].same, 2);
@@ -337,6 +336,25 @@ fn old_full(repo: &Repository, job: &str, created: i64, seed: u64) {
         .unwrap();
 }
 
+/// [`old_full`]s of `vm`, one a day for `days` days up to `now` (the newest created now), the
+/// n-th from seed `seed + n`.
+fn daily_fulls(repo: &Repository, days: i64, now: i64, seed: u64) {
+    for i in 0..days {
+        old_full(repo, "vm", now - (days - 1 - i) * DAY, seed + i as u64);
+    }
+}
+
+/// The target's GFS policy: 4 weekly and 3 monthly fulls and the newest point.
+fn gfs() -> Policy {
+    Policy {
+        keep_days: 0,
+        keep_points: 1,
+        weekly: 4,
+        monthly: 3,
+        yearly: 0,
+    }
+}
+
 /// The source keeps dailies (every file records `regular`); the target's policy keeps GFS
 /// fulls. The copy reports, for each point, the class the target's policy gives it — the one
 /// its GFS lifetime there follows and its retention plan keeps it for — while the verbatim
@@ -346,17 +364,8 @@ fn a_copy_reports_the_class_the_targets_policy_gives_each_point_not_the_sources(
     use bulwark_repository::retention::{gfs_class_for_new_full, gfs_lifetime_secs, KeepReason};
     let (_d, src, dst) = repos();
     let now = bulwark_time::UnixTime::now().secs();
-    let day = 86_400;
-    for i in 0..40 {
-        old_full(&src, "vm", now - (39 - i) * day, 300 + i as u64);
-    }
-    let policy = Policy {
-        keep_days: 0,
-        keep_points: 1,
-        weekly: 4,
-        monthly: 3,
-        yearly: 0,
-    };
+    daily_fulls(&src, 40, now, 300);
+    let policy = gfs();
     dst.set_policy("vm", &policy).unwrap();
     let r = run(src.root(), dst.root());
     let points = &r.jobs[0].points;
@@ -396,11 +405,8 @@ fn a_copy_reports_the_class_the_targets_policy_gives_each_point_not_the_sources(
 fn the_target_keeps_its_own_gfs_retention_where_the_source_keeps_dailies() {
     let (_d, src, dst) = repos();
     let now = bulwark_time::UnixTime::now().secs();
-    let day = 86_400;
     // A full every day for 100 days.
-    for i in 0..100 {
-        old_full(&src, "vm", now - (99 - i) * day, 100 + i as u64);
-    }
+    daily_fulls(&src, 100, now, 100);
     run(src.root(), dst.root());
     assert_eq!(dst.scan_job("vm").unwrap().points.len(), 100);
     src.set_policy(
@@ -412,17 +418,7 @@ fn the_target_keeps_its_own_gfs_retention_where_the_source_keeps_dailies() {
         },
     )
     .unwrap();
-    dst.set_policy(
-        "vm",
-        &Policy {
-            keep_days: 0,
-            keep_points: 1,
-            weekly: 4,
-            monthly: 3,
-            yearly: 0,
-        },
-    )
-    .unwrap();
+    dst.set_policy("vm", &gfs()).unwrap();
     let rs = src.apply_retention("vm", now, false).unwrap();
     let rd = dst.apply_retention("vm", now, false).unwrap();
     let kept_src = src.scan_job("vm").unwrap().points;
@@ -435,7 +431,7 @@ fn the_target_keeps_its_own_gfs_retention_where_the_source_keeps_dailies() {
     );
     assert!(kept_src
         .iter()
-        .all(|p| p.meta.created_unix_secs >= now - 8 * day));
+        .all(|p| p.meta.created_unix_secs >= now - 8 * DAY));
     // The target: 4 weekly and 3 monthly fulls (some may coincide) plus the newest, and
     // points older than a week the source no longer has.
     assert!(
@@ -445,7 +441,7 @@ fn the_target_keeps_its_own_gfs_retention_where_the_source_keeps_dailies() {
     );
     assert!(kept_dst
         .iter()
-        .any(|p| p.meta.created_unix_secs < now - 45 * day));
+        .any(|p| p.meta.created_unix_secs < now - 45 * DAY));
     assert_eq!(rs.removed.len() + kept_src.len(), 100);
     assert_eq!(rd.removed.len() + kept_dst.len(), 100);
     // A later copy does not bring back what the target's retention removed.
@@ -458,15 +454,12 @@ fn the_target_keeps_its_own_gfs_retention_where_the_source_keeps_dailies() {
 fn a_head_whose_blocks_do_not_pack_the_data_region_is_refused_and_leaves_nothing() {
     let (_d, src, dst) = repos();
     backup(&src, "vm", &disk(41));
-    let mut s = LocalSource {
-        repo: Repository::open(src.root()).unwrap(),
-    };
+    let (mut s, mut t) = ends(src.root(), dst.root());
     let p = s.points("vm").unwrap()[0].point;
     let mut head = s.head("vm", p).unwrap();
     // A block claimed a petabyte into the file: a huge sparse file if it were written.
     let last = head.map.len() - 1;
     head.map[last].offset = 1 << 50;
-    let mut t = LocalTarget::new(Repository::open(dst.root()).unwrap());
     let e = t
         .begin("vm", &head)
         .expect_err("a gap in the data region was accepted");
