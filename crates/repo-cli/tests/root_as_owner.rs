@@ -83,7 +83,7 @@ fn rig() -> Rig {
 fn root_leaves_no_root_owned_file_in_a_service_users_repository() {
     need_root!("root_leaves_no_root_owned_file_in_a_service_users_repository");
     let r = rig();
-    let (repo_bin, client, user, d, dir) = (r.repo_bin, r.client.as_str(), &r.user, &r.d, &r.dir);
+    let (repo_bin, user, dir) = (r.repo_bin, &r.user, &r.dir);
     let ds = dir.to_str().unwrap();
     assert!(r.backup(3).status.success());
     r.chown_to_user(user.gid);
@@ -110,24 +110,32 @@ fn root_leaves_no_root_owned_file_in_a_service_users_repository() {
         .unwrap();
     assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
 
-    // bulwark copy into it as root: refused, nothing written.
-    let img = d.path().join("disk.img"); // the image of the first backup
-    let src = d.path().join("src");
+    copy_into_it_as_root_is_refused(&r);
+}
+
+/// `bulwark copy` by root from a repository of root's into `r`'s repository: refused (exit 2,
+/// "belongs to its service user"), nothing written there.
+fn copy_into_it_as_root_is_refused(r: &Rig) {
+    let img = r.d.path().join("src.img");
+    std::fs::write(&img, bulwark_testkit::Rng::new(5).bytes(1 << 20)).unwrap();
+    let src = r.d.path().join("src");
     let ss = src.to_str().unwrap();
-    assert!(run(repo_bin, &["init", ss, "--immutable-days", "7"])
+    assert!(run(r.repo_bin, &["init", ss, "--immutable-days", "7"])
         .status
         .success());
-    assert!(run(
-        client,
-        &["backup", "--repo", ss, "--job", "db", img.to_str().unwrap()]
-    )
-    .status
-    .success());
-    let o = run(client, &["copy", "--from", ss, "--to", ds]);
+    let backup = ["backup", "--repo", ss, "--job", "db", img.to_str().unwrap()];
+    assert!(run(&r.client, &backup).status.success());
+    let o = run(
+        &r.client,
+        &["copy", "--from", ss, "--to", r.dir.to_str().unwrap()],
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(bulwark_testkit::text(&o).contains("belongs to its service user"));
-    assert_eq!(std::fs::read_dir(dir.join("incoming")).unwrap().count(), 0);
-    assert!(!dir.join("jobs/db").exists() && !dir.join("locks/db.lock").exists());
+    assert_eq!(
+        std::fs::read_dir(r.dir.join("incoming")).unwrap().count(),
+        0
+    );
+    assert!(!r.dir.join("jobs/db").exists() && !r.dir.join("locks/db.lock").exists());
 }
 
 /// A repository of a user but group root: root's `bulwark-repo` and `bulwark` refuse to
@@ -164,4 +172,6 @@ fn a_repository_of_a_user_with_group_root_is_refused_by_both_programs() {
     assert_eq!(o.status.code(), Some(2));
     assert!(bulwark_testkit::text(&o).contains("but group root"));
     assert_eq!(tree(), before, "the backup wrote nothing either");
+    // A copy by root is refused as for any repository of a service user.
+    copy_into_it_as_root_is_refused(&r);
 }

@@ -96,7 +96,9 @@ fn refuse_same_repository(from: &Repo, to: &Repo, what: &str) -> anyhow::Result<
 /// only): refused before anything is written.
 fn refuse_root_into_owned(p: &Path) -> anyhow::Result<()> {
     use bulwark_cli_common::owner::{repo_owner_for_root, RepoOwner};
-    if let Some(RepoOwner::User { uid, .. }) = repo_owner_for_root(p)? {
+    if let Some(RepoOwner::User { uid, .. } | RepoOwner::UserWithGroupRoot { uid }) =
+        repo_owner_for_root(p)?
+    {
         anyhow::bail!(
             "the target {} belongs to its service user (uid {uid}): a copy by root would leave root-owned files there that the service cannot seal or replace. Run the copy as that user (`sudo -u USER bulwark copy …`, or `User=` in the job's unit); nothing was written",
             p.display()

@@ -47,10 +47,13 @@ pub fn become_repo_owner_opening(
     repo: &Path,
     sources: &[&Path],
 ) -> anyhow::Result<Option<Vec<bulwark_engine::Source>>> {
-    use bulwark_cli_common::owner::{continue_as, repo_owner_for_root, RepoOwner};
+    use bulwark_cli_common::owner::{
+        continue_as, group_root_refusal, repo_owner_for_root, RepoOwner,
+    };
     let (uid, gid) = match repo_owner_for_root(repo)? {
         None => return Ok(None),
         Some(RepoOwner::User { uid, gid }) => (uid, gid),
+        Some(RepoOwner::UserWithGroupRoot { uid }) => return Err(group_root_refusal(repo, uid)),
         Some(RepoOwner::Root) => {
             let cfg = bulwark_repository::RepoConfig::load(repo)
                 .with_context(|| format!("opening repository {}", repo.display()))?;
