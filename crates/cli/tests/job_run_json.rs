@@ -241,8 +241,8 @@ fn a_bad_job_file_is_refused_alike_by_job_check_plan_and_run() {
             "a [copy] job only copies: remove [schedule]",
         ),
         (
-            "source = \"/dev/null\"\n[schedule]\nactive_full_every_weeks = 0\n",
-            "active_full_every_weeks = 0 is not an interval",
+            "source = \"/dev/null\"\n[schedule]\nactive_full_every_weeks = -1\n",
+            "active_full_every_weeks = -1 is not an interval",
         ),
         (
             "source = \"/dev/null\"\nblock_size = \"3M\"\n",
