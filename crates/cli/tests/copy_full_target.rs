@@ -6,16 +6,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use bulwark_testkit::{FsKind, LoopFs};
-use common::s;
-
-fn bulwark(args: &[&str]) -> Output {
-    let o = Command::new(common::bin()).args(args).output().unwrap();
-    bulwark_testkit::show(&format!("bulwark {}", args.join(" ")), &o);
-    o
-}
+use common::{backs_up, bulwark, copy, copy_json, copy_to, job_toml, s};
 
 /// Every file in the target's `incoming/` (partial and finished copies waiting there).
 fn incoming(repo: &Path) -> Vec<String> {
@@ -47,20 +40,10 @@ fn a_copy_into_a_full_target_fails_naming_it_and_leaves_no_partial_file_there() 
     let small = dir.path().join("small.img");
     std::fs::write(&small, bulwark_testkit::Rng::new(32).bytes(2 << 20)).unwrap();
     for (job, img) in [("big", &big), ("small", &small)] {
-        let o = bulwark(&["backup", "--repo", s(&src), "--job", job, s(img)]);
-        assert!(o.status.success());
+        backs_up(&src, job, img);
     }
 
-    let o = bulwark(&[
-        "--json",
-        "copy",
-        "--from",
-        s(&src),
-        "--to",
-        s(&dst),
-        "--job",
-        "big",
-    ]);
+    let o = copy_json(&src, &dst, &["--job", "big"]);
     assert_eq!(o.status.code(), Some(2), "an operational error");
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let j = &r["jobs"][0];
@@ -86,7 +69,7 @@ fn a_copy_into_a_full_target_fails_naming_it_and_leaves_no_partial_file_there() 
     assert!(!dst.join("store").join("big").exists());
 
     // The text says so, and gives no advice to run the same copy again as it is.
-    let o = bulwark(&["copy", "--from", s(&src), "--to", s(&dst), "--job", "big"]);
+    let o = copy(&src, &dst, &["--job", "big"]);
     assert_eq!(o.status.code(), Some(2));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("copy FAILED for 1 of 1 jobs"), "{out}");
@@ -96,18 +79,9 @@ fn a_copy_into_a_full_target_fails_naming_it_and_leaves_no_partial_file_there() 
 
     // With the space back, a copy that fits goes through; as a [copy] job the full target
     // fails the run (exit 2, recorded) with the same words.
-    let o = bulwark(&["copy", "--from", s(&src), "--to", s(&dst), "--job", "small"]);
+    let o = copy(&src, &dst, &["--job", "small"]);
     assert_eq!(o.status.code(), Some(0), "the target has room again");
-    let job = dir.path().join("offsite.toml");
-    std::fs::write(
-        &job,
-        format!(
-            "name = \"offsite\"\nrepository = \"{}\"\n[copy]\nto = \"{}\"\n",
-            s(&src),
-            s(&dst)
-        ),
-    )
-    .unwrap();
+    let job = job_toml(dir.path(), "offsite", &src, &copy_to(&dst));
     let state = dir.path().join("state");
     let o = bulwark(&["--json", "job", "run", "--state-dir", s(&state), s(&job)]);
     assert_eq!(o.status.code(), Some(2));

@@ -209,3 +209,53 @@ impl Drop for Export {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `bulwark args`, showing what it printed; how it exited is for the test to check.
+pub fn bulwark(args: &[&str]) -> Output {
+    let o = Command::new(bin()).args(args).output().unwrap();
+    bulwark_testkit::show(&format!("bulwark {}", args.join(" ")), &o);
+    o
+}
+
+/// `bulwark backup --repo REPO --job JOB IMG`, which must succeed.
+pub fn backs_up(repo: &Path, job: &str, img: &Path) {
+    let o = bulwark(&["backup", "--repo", s(repo), "--job", job, s(img)]);
+    assert!(o.status.success(), "backup of {job} to {}", repo.display());
+}
+
+/// `bulwark copy --from FROM --to TO extra…`, shown (see [`bulwark`]).
+pub fn copy(from: impl AsRef<Path>, to: impl AsRef<Path>, extra: &[&str]) -> Output {
+    copy_with(&[], from.as_ref(), to.as_ref(), extra)
+}
+
+/// [`copy`] with `--json`.
+pub fn copy_json(from: impl AsRef<Path>, to: impl AsRef<Path>, extra: &[&str]) -> Output {
+    copy_with(&["--json"], from.as_ref(), to.as_ref(), extra)
+}
+
+fn copy_with(global: &[&str], from: &Path, to: &Path, extra: &[&str]) -> Output {
+    let mut args = global.to_vec();
+    args.extend(["copy", "--from", s(from), "--to", s(to)]);
+    args.extend_from_slice(extra);
+    bulwark(&args)
+}
+
+/// Writes the job file `DIR/NAME.toml` of job `name` on `repository` (a folder or a service's
+/// address), with the TOML lines `rest` after those two; its path.
+pub fn job_toml(dir: &Path, name: &str, repository: impl AsRef<Path>, rest: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"{name}\"\nrepository = \"{}\"\n{rest}",
+            repository.as_ref().display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The TOML of a `[copy]` table copying to `to`.
+pub fn copy_to(to: impl AsRef<Path>) -> String {
+    format!("[copy]\nto = \"{}\"\n", to.as_ref().display())
+}
