@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::s;
+use common::{copy_to, job_toml, s};
 
 /// `bulwark --json job run FILE`: its report, after checking the fields every report has.
 fn run_json(file: &Path, state: &Path, config: &Path) -> serde_json::Value {
@@ -75,35 +75,19 @@ fn job_run_json_has_one_shape_for_every_kind_and_outcome() {
     let img = d.join("disk.img");
     std::fs::write(&img, bulwark_testkit::Rng::new(41).bytes(1 << 20)).unwrap();
     let (state, config) = (d.join("state"), d.join("config"));
-    let file = |name: &str, text: String| {
-        let p = d.join(format!("{name}.toml"));
-        std::fs::write(&p, text).unwrap();
-        p
+    // The report of a run of the job file of job `name` on `repo` that goes on with `rest`.
+    let run = |name: &str, repo: &Path, rest: &str| {
+        run_json(&job_toml(d, name, repo, rest), &state, &config)
     };
-    let repo = |r: &Path| format!("name = \"{{}}\"\nrepository = \"{}\"\n", s(r));
-    let named = |name: &str, head: &str| head.replace("{}", name);
+    let source = format!("source = \"{}\"\n", s(&img));
 
     // Backup, local: a success keeps the one-disk fields; a missing source fails its disk; a
     // missing repository stops the run as a whole.
-    let ok = run_json(
-        &file(
-            "web",
-            named("web", &repo(&src)) + &format!("source = \"{}\"\n", s(&img)),
-        ),
-        &state,
-        &config,
-    );
+    let ok = run("web", &src, &source);
     assert_eq!(ok["job_kind"], "backup");
     assert_eq!(ok["ok"], true);
     assert!(ok["point"].is_string() && ok["decision"] == "full", "{ok}");
-    let bad = run_json(
-        &file(
-            "gone",
-            named("gone", &repo(&src)) + "source = \"/nonexistent.img\"\n",
-        ),
-        &state,
-        &config,
-    );
+    let bad = run("gone", &src, "source = \"/nonexistent.img\"\n");
     assert_eq!(
         (bad["ok"].clone(), bad["exit_code"].clone()),
         (false.into(), 2.into())
@@ -112,14 +96,7 @@ fn job_run_json_has_one_shape_for_every_kind_and_outcome() {
         bad["error"].as_str().unwrap().contains("nonexistent"),
         "{bad}"
     );
-    let norepo = run_json(
-        &file(
-            "norepo",
-            named("norepo", &repo(&d.join("missing"))) + &format!("source = \"{}\"\n", s(&img)),
-        ),
-        &state,
-        &config,
-    );
+    let norepo = run("norepo", &d.join("missing"), &source);
     assert_eq!(norepo["ok"], false);
     assert_eq!(norepo["disks"][0]["job"], "*");
     assert!(
@@ -131,17 +108,7 @@ fn job_run_json_has_one_shape_for_every_kind_and_outcome() {
     );
 
     // Backup over the network, not enrolled: the same shape, the disk failed.
-    let net = run_json(
-        &file(
-            "netjob",
-            format!(
-                "name = \"netjob\"\nrepository = \"127.0.0.1:9\"\nsource = \"{}\"\n",
-                s(&img)
-            ),
-        ),
-        &state,
-        &config,
-    );
+    let net = run("netjob", Path::new("127.0.0.1:9"), &source);
     assert_eq!(
         (net["job_kind"].clone(), net["ok"].clone()),
         ("backup".into(), false.into())
@@ -152,35 +119,19 @@ fn job_run_json_has_one_shape_for_every_kind_and_outcome() {
     );
 
     // Verify: clean, and a job the repository lacks; `results` and `damaged` as before.
-    let v = run_json(
-        &file("nightly", named("nightly", &repo(&src)) + "[verify]\n"),
-        &state,
-        &config,
-    );
+    let v = run("nightly", &src, "[verify]\n");
     assert_eq!(
         (v["job_kind"].clone(), v["ok"].clone()),
         ("verify".into(), true.into())
     );
     assert!(v["results"].is_array() && v["damaged"].is_array(), "{v}");
-    let typo = run_json(
-        &file(
-            "typo",
-            named("typo", &repo(&src)) + "[verify]\njobs = [\"nope\"]\n",
-        ),
-        &state,
-        &config,
-    );
+    let typo = run("typo", &src, "[verify]\njobs = [\"nope\"]\n");
     assert_eq!(typo["ok"], false);
     assert!(typo["error"].as_str().unwrap().contains("nope"), "{typo}");
 
     // Copy: a success with the copy report's fields; a missing target stops the run with
     // the same fields, empty.
-    let to = |t: &Path| format!("[copy]\nto = \"{}\"\n", s(t));
-    let c = run_json(
-        &file("off", named("off", &repo(&src)) + &to(&dst)),
-        &state,
-        &config,
-    );
+    let c = run("off", &src, &copy_to(&dst));
     assert_eq!(
         (c["job_kind"].clone(), c["ok"].clone()),
         ("copy".into(), true.into())
@@ -189,11 +140,7 @@ fn job_run_json_has_one_shape_for_every_kind_and_outcome() {
     for key in ["from", "to", "jobs", "bytes_sent", "seconds"] {
         assert!(c.get(key).is_some(), "{key}: {c}");
     }
-    let c = run_json(
-        &file("off2", named("off2", &repo(&src)) + &to(&d.join("missing"))),
-        &state,
-        &config,
-    );
+    let c = run("off2", &src, &copy_to(d.join("missing")));
     assert_eq!(c["ok"], false);
     assert_eq!(c["jobs"], serde_json::json!([]), "{c}");
     assert!(
@@ -202,14 +149,7 @@ fn job_run_json_has_one_shape_for_every_kind_and_outcome() {
     );
 
     // A job file that cannot be read: the same fields, none known, exit 2.
-    let e = run_json(
-        &file(
-            "zero",
-            named("zero", &repo(&src)) + "alert_after_hours = 0\n[verify]\n",
-        ),
-        &state,
-        &config,
-    );
+    let e = run("zero", &src, "alert_after_hours = 0\n[verify]\n");
     assert_eq!(
         (e["job"].clone(), e["exit_code"].clone()),
         (serde_json::Value::Null, 2.into())
@@ -250,12 +190,7 @@ fn a_bad_job_file_is_refused_alike_by_job_check_plan_and_run() {
         ),
     ];
     for (i, (body, want)) in cases.iter().enumerate() {
-        let f = d.join(format!("j{i}.toml"));
-        std::fs::write(
-            &f,
-            format!("name = \"j{i}\"\nrepository = \"{}\"\n{body}", s(&repo)),
-        )
-        .unwrap();
+        let f = job_toml(d, &format!("j{i}"), &repo, body);
         let run = |args: &[&str]| {
             let o = Command::new(common::bin())
                 .args(args)
