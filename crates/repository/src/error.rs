@@ -98,7 +98,7 @@ impl RepoError {
             _ => false,
         }
     }
-    /// True when the underlying cause is a full filesystem.
+    /// True when the underlying cause is a full filesystem (or the service user's quota).
     pub fn is_no_space(&self) -> bool {
         let io = match self {
             RepoError::Io(e) => Some(&e.source),
@@ -108,6 +108,28 @@ impl RepoError {
             } => Some(source),
             _ => None,
         };
-        io.and_then(|e| e.raw_os_error()) == Some(bulwark_sys::errno::ENOSPC)
+        bulwark_sys::errno::is_no_space(io.and_then(|e| e.raw_os_error()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full filesystem and an exceeded quota are both "no space" (the copy and the service
+    /// then report a full target and remove the partial file); other errors are not.
+    #[test]
+    fn a_full_filesystem_and_an_exceeded_quota_are_no_space() {
+        let io = |code: i32| {
+            RepoError::Io(bulwark_format::FileIoError {
+                path: "/r/incoming/x".into(),
+                action: "writing",
+                source: std::io::Error::from_raw_os_error(code),
+            })
+        };
+        assert!(io(bulwark_sys::errno::ENOSPC).is_no_space());
+        assert!(io(bulwark_sys::errno::EDQUOT).is_no_space());
+        assert!(!io(bulwark_sys::errno::EBUSY).is_no_space());
+        assert!(!RepoError::Usage("no space".into()).is_no_space());
     }
 }

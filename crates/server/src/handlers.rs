@@ -109,7 +109,7 @@ impl From<ServerError> for Fail {
             ServerError::Repo(r) => r.into(),
             ServerError::Protocol(p) => p.into(),
             ServerError::Io(ref io)
-                if io.source.raw_os_error() == Some(bulwark_sys::errno::ENOSPC) =>
+                if bulwark_sys::errno::is_no_space(io.source.raw_os_error()) =>
             {
                 repository_full(error_chain(&e))
             }

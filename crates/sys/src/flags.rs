@@ -29,6 +29,14 @@ pub mod errno {
     pub const ELOOP: i32 = libc::ELOOP;
     /// No space left on the device.
     pub const ENOSPC: i32 = libc::ENOSPC;
+    /// Disk quota exceeded.
+    pub const EDQUOT: i32 = libc::EDQUOT;
+
+    /// Whether `code` says the filesystem has no room for what was written: full
+    /// (`ENOSPC`) or over the writer's quota (`EDQUOT`).
+    pub fn is_no_space(code: Option<i32>) -> bool {
+        matches!(code, Some(ENOSPC | EDQUOT))
+    }
     /// Device or resource busy.
     pub const EBUSY: i32 = libc::EBUSY;
     /// No such device or address.
