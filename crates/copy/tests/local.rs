@@ -7,11 +7,11 @@
 use std::path::Path;
 
 use bulwark_copy::{copy, verify_copies, CopyOptions, LocalSource, LocalTarget, Source, Target};
-use bulwark_format::{BlockNo, Digest, PointId, PointKind, PointWriter, StoredBlock};
+use bulwark_format::{BlockNo, Digest, PointId, PointKind, StoredBlock};
 use bulwark_repository::{
     retention::Policy, CopyMode, NewPoint, ParentMap, PointBuilder, Repository,
 };
-use bulwark_testkit::system::{full_meta, DAY};
+use bulwark_testkit::system::{one_block_full, DAY};
 use bulwark_testkit::Rng;
 
 const BS: usize = 64 * 1024;
@@ -313,27 +313,9 @@ fn verify_reports_a_point_that_differs_on_the_target() {
 /// Writes a sealed full of one random block into an unguarded repository's store, created at
 /// `created` (unix seconds): how a source that has run for weeks looks.
 fn old_full(repo: &Repository, job: &str, created: i64, seed: u64) {
-    let mut rng = Rng::new(seed);
-    let point = PointId::new(
-        created as u64 * 1_000_000_000,
-        rng.bytes(8).try_into().unwrap(),
-    );
-    let path = repo.point_path(job, point, point);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let f = std::fs::File::create(&path).unwrap();
-    let mut w = PointWriter::new(
-        f,
-        bulwark_format::Header {
-            block_size: BS as u32,
-            disk_size: BS as u64,
-            point_id: point,
-        },
-    )
-    .unwrap();
-    let data = rng.bytes(BS);
-    w.put_stored(StoredBlock::raw(BlockNo(0), &data)).unwrap();
-    w.finish(full_meta(point, job, created, BS as u32, BS as u64))
-        .unwrap();
+    one_block_full(job, created, BS as u32, seed, |p| {
+        repo.point_path(job, p, p)
+    });
 }
 
 /// [`old_full`]s of `vm`, one a day for `days` days up to `now` (the newest created now), the

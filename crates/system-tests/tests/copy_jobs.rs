@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use bulwark_copy::{LocalSource, NetTarget, Source, Target};
-use bulwark_format::{BlockNo, PointId, PointWriter, StoredBlock};
 use bulwark_remote::RemoteAddr;
 use bulwark_repository::Repository;
 use bulwark_testkit::cmd::json;
@@ -16,7 +15,7 @@ use bulwark_testkit::guarded::*;
 use bulwark_testkit::immutd::Immutd;
 use bulwark_testkit::serve::spawn_listening;
 use bulwark_testkit::system::{
-    enrollment_with, flip_sealed_byte, full_meta, job_args, mark, reasons, user_dir, DAY,
+    enrollment_with, flip_sealed_byte, job_args, mark, one_block_full, reasons, user_dir, DAY,
 };
 use bulwark_testkit::Rng;
 
@@ -795,27 +794,9 @@ fn crafted_head(
     created: i64,
     seed: u64,
 ) -> (bulwark_repository::CopyHead, Vec<u8>) {
-    let mut rng = Rng::new(seed);
-    let point = PointId::new(
-        created as u64 * 1_000_000_000,
-        rng.bytes(8).try_into().unwrap(),
-    );
-    let path = dir.join(format!("{}.bwrp", point.to_hex()));
-    let f = std::fs::File::create(&path).unwrap();
-    let bs = 64 * 1024;
-    let mut w = PointWriter::new(
-        f,
-        bulwark_format::Header {
-            block_size: bs,
-            disk_size: u64::from(bs),
-            point_id: point,
-        },
-    )
-    .unwrap();
-    let data = rng.bytes(bs as usize);
-    w.put_stored(StoredBlock::raw(BlockNo(0), &data)).unwrap();
-    w.finish(full_meta(point, job, created, bs, u64::from(bs)))
-        .unwrap();
+    let (path, data) = one_block_full(job, created, 64 * 1024, seed, |p| {
+        dir.join(format!("{}.bwrp", p.to_hex()))
+    });
     let r = bulwark_format::PointReader::open(std::fs::File::open(&path).unwrap()).unwrap();
     (bulwark_repository::CopyHead::of_reader(&r).unwrap(), data)
 }

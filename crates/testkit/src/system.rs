@@ -7,11 +7,15 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 
-use bulwark_format::{PointId, PointKind, PointMeta, PointReader, RetentionClass, Stats};
+use bulwark_format::{
+    BlockNo, Header, PointId, PointKind, PointMeta, PointReader, PointWriter, RetentionClass,
+    Stats, StoredBlock,
+};
 
 use crate::cmd::sh;
 use crate::guarded::{immutd_bin, wait_for, FsKind, Rig, System};
 use crate::immutd::Immutd;
+use crate::rng::Rng;
 use crate::skip::{libfaketime, require_faketime};
 use crate::user::TestUser;
 
@@ -292,4 +296,36 @@ pub fn full_meta(
         files: vec![],
         extensions: vec![],
     }
+}
+
+/// Writes a full restore point of `job` created at `created` (seconds) holding one random
+/// block of `block_size` bytes (from `seed`) to the file `path` names for its point id, its
+/// folder created: a file no backup made (an old source's, a lying source's). Returns the
+/// file and the block's bytes.
+pub fn one_block_full(
+    job: &str,
+    created: i64,
+    block_size: u32,
+    seed: u64,
+    path: impl FnOnce(PointId) -> PathBuf,
+) -> (PathBuf, Vec<u8>) {
+    let mut rng = Rng::new(seed);
+    let point = PointId::new(
+        created as u64 * 1_000_000_000,
+        rng.bytes(8).try_into().unwrap(),
+    );
+    let path = path(point);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let disk_size = u64::from(block_size);
+    let header = Header {
+        block_size,
+        disk_size,
+        point_id: point,
+    };
+    let mut w = PointWriter::new(std::fs::File::create(&path).unwrap(), header).unwrap();
+    let data = rng.bytes(block_size as usize);
+    w.put_stored(StoredBlock::raw(BlockNo(0), &data)).unwrap();
+    w.finish(full_meta(point, job, created, block_size, disk_size))
+        .unwrap();
+    (path, data)
 }
