@@ -3,8 +3,9 @@
 //! keeps under TMPDIR (docs/sources.md, "Live disks through QMP").
 //!
 //! - A node a format node reads as its file (a qcow2's file node, directly or through a
-//!   filter) holds the container, not the disk: it is refused, naming the node to give,
-//!   and nothing is written. A file node nothing sits on is the disk and is backed up.
+//!   filter; the file a raw node with offset/size shows a slice of) holds the container, not
+//!   the disk: it is refused, naming the node to give, and nothing is written. A file node
+//!   nothing sits on, or only a raw node without offset/size, is the disk and is backed up.
 //! - A run killed with SIGKILL leaves its folder (overlay, NBD socket); the next run removes
 //!   it, and leaves the folder of a run that is still going alone.
 
@@ -205,11 +206,12 @@ fn a_node_a_format_node_reads_as_its_file_is_refused_naming_the_disks_node_and_n
     let mut rng = Rng::seeded();
     let img0 = qcow2_with(d, "x.qcow2", 32 * MIB, &rng.bytes(4 * MIB as usize));
     let img1 = qcow2_with(d, "y.qcow2", 32 * MIB, &rng.bytes(4 * MIB as usize));
-    let raw = d.join("r.raw");
-    std::fs::write(&raw, rng.bytes(8 * MIB as usize)).unwrap();
+    let sliced = d.join("s.raw");
+    let whole = rng.bytes(8 * MIB as usize);
+    std::fs::write(&sliced, &whole).unwrap();
     // disk0: qcow2 on file proto0 (as `-blockdev driver=qcow2,node-name=disk0,
     // file.driver=file,file.node-name=proto0,…`); disk1: qcow2 on a preallocate filter on
-    // file proto1; raw2: a raw format node on file proto2.
+    // file proto1; raw3: a raw node showing 4 MiB from offset 1 MiB of file proto3.
     let vm = Qsd::start(
         d,
         &[
@@ -218,15 +220,16 @@ fn a_node_a_format_node_reads_as_its_file_is_refused_naming_the_disks_node_and_n
             file_node("proto1", &img1),
             json!({"driver": "preallocate", "node-name": "pre1", "file": "proto1"}),
             json!({"driver": "qcow2", "node-name": "disk1", "file": "pre1"}),
-            file_node("proto2", &raw),
-            json!({"driver": "raw", "node-name": "raw2", "file": "proto2"}),
+            file_node("proto3", &sliced),
+            json!({"driver": "raw", "node-name": "raw3", "file": "proto3",
+                   "offset": MIB, "size": 4 * MIB}),
         ],
     );
     for (node, disk, driver) in [
         ("proto0", "disk0", "qcow2"),
         ("proto1", "disk1", "qcow2"),
         ("pre1", "disk1", "qcow2"),
-        ("proto2", "raw2", "raw"),
+        ("proto3", "raw3", "raw"),
     ] {
         let o = bulwark(&tmp, &live_backup(&repo, node, &vm.qmp, node));
         let err = stderr(&o);
@@ -252,14 +255,17 @@ fn a_node_a_format_node_reads_as_its_file_is_refused_naming_the_disks_node_and_n
     assert!(restore(&repo, "disk0", &d.join("o.raw")) == raw_of(&img0));
     backup_ok(&tmp, &live_backup(&repo, "disk1", &vm.qmp, "disk1"));
     assert!(restore(&repo, "disk1", &d.join("o.raw")) == raw_of(&img1));
-    backup_ok(&tmp, &live_backup(&repo, "raw2", &vm.qmp, "raw2"));
-    assert!(restore(&repo, "raw2", &d.join("o.raw")) == std::fs::read(&raw).unwrap());
+    backup_ok(&tmp, &live_backup(&repo, "raw3", &vm.qmp, "raw3"));
+    assert!(
+        restore(&repo, "raw3", &d.join("o.raw")) == whole[MIB as usize..5 * MIB as usize],
+        "raw3 restores as its slice"
+    );
     vm.assert_nothing_of_bulwarks_left();
 }
 
 #[test]
-fn a_file_node_nothing_sits_on_is_the_disk_and_restores_byte_identical() {
-    let t = "a_file_node_nothing_sits_on_is_the_disk_and_restores_byte_identical";
+fn a_file_node_nothing_or_only_a_plain_raw_node_sits_on_is_the_disk_and_restores_byte_identical() {
+    let t = "a_file_node_nothing_or_only_a_plain_raw_node_sits_on_is_the_disk_and_restores_byte_identical";
     let Some(Rig { dir, repo, tmp }) = rig(t) else {
         return;
     };
@@ -274,12 +280,25 @@ fn a_file_node_nothing_sits_on_is_the_disk_and_restores_byte_identical() {
     disk[..h.len()].copy_from_slice(&h);
     disk[(4 * MIB) as usize..(8 * MIB) as usize].fill(0);
     std::fs::write(&raw, &disk).unwrap();
-    let vm = Qsd::start(d, &[file_node("lone0", &raw)]);
-    backup_ok(&tmp, &live_backup(&repo, "vm", &vm.qmp, "lone0"));
-    assert!(
-        restore(&repo, "vm", &d.join("o.raw")) == disk,
-        "the restore is the raw disk, byte for byte"
+    // The same disk under a raw node without offset/size (`-drive file=…,format=raw`):
+    // the raw node shows exactly the file's bytes, so either node is the disk.
+    let raw2 = d.join("r.raw");
+    std::fs::write(&raw2, &disk).unwrap();
+    let vm = Qsd::start(
+        d,
+        &[
+            file_node("lone0", &raw),
+            file_node("proto2", &raw2),
+            json!({"driver": "raw", "node-name": "raw2", "file": "proto2"}),
+        ],
     );
+    for (job, node) in [("vm", "lone0"), ("proto2", "proto2"), ("raw2", "raw2")] {
+        backup_ok(&tmp, &live_backup(&repo, job, &vm.qmp, node));
+        assert!(
+            restore(&repo, job, &d.join("o.raw")) == disk,
+            "{node}: the restore is the raw disk, byte for byte"
+        );
+    }
     vm.assert_nothing_of_bulwarks_left();
     assert_eq!(entries(&tmp), Vec::<String>::new());
 }

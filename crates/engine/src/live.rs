@@ -232,10 +232,12 @@ fn refuse_probed_references(
 /// not the disk: fleecing it backs up the qcow2 file's own bytes, which restore as a qcow2
 /// file and not as the disk the VM sees. So `--node` must name the disk's top node; one a
 /// format node sits on is refused, naming that node. A protocol node nothing sits on (a raw
-/// disk the VM uses directly) is the disk and goes on.
+/// disk the VM uses directly), or only a `raw` node without `offset`/`size`, is the disk and
+/// goes on.
 fn refuse_container_node(q: &mut Qmp, qmp: &Path, node: &str, name: &Path) -> Result<()> {
+    use bulwark_qemu::qmp::Container;
     let graph = q.block_graph().map_err(qemu_err(name))?;
-    let Some(format) = graph.container_of(node) else {
+    let Some(found) = graph.container_of(node) else {
         return Ok(());
     };
     let driver = graph
@@ -243,13 +245,23 @@ fn refuse_container_node(q: &mut Qmp, qmp: &Path, node: &str, name: &Path) -> Re
         .iter()
         .find(|n| n.name == node)
         .map_or("?", |n| n.driver.as_str());
+    let why = match found {
+        Container::Format(f) if f.driver == "raw" => format!(
+            "is the file the raw node {:?} reads its disk from, of which it shows a slice (offset/size): backing it up would store the whole file, not the disk the VM sees; give --node {}",
+            f.name, f.name
+        ),
+        Container::Format(f) => format!(
+            "is the file the {} node {:?} reads its disk from: backing it up would store the {} container's own bytes, not the disk the VM sees; give --node {}",
+            f.driver, f.name, f.driver, f.name
+        ),
+        Container::Unsure(f) => format!(
+            "may be the file the {} node {:?} reads its disk from: this QEMU process refuses x-debug-query-block-graph (unstable commands turned off), and {:?}'s file name {:?} cannot be followed to a file to compare, so Bulwark cannot tell; give --node {} if that is the disk, or let the process answer x-debug-query-block-graph (-compat unstable-input=accept, the default) so that a disk nothing sits on can be told apart",
+            f.driver, f.name, f.name, f.filename, f.name
+        ),
+    };
     Err(EngineError::Usage(format!(
-        "{}: block node {node:?} ({driver}) is the file the {} node {:?} reads its disk from: backing it up would store the {} container's own bytes, not the disk the VM sees; give --node {} (nothing was backed up)",
-        qmp.display(),
-        format.driver,
-        format.name,
-        format.driver,
-        format.name
+        "{}: block node {node:?} ({driver}) {why} (nothing was backed up)",
+        qmp.display()
     )))
 }
 

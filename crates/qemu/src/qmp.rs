@@ -241,8 +241,11 @@ pub struct GraphNode {
     pub name: String,
     /// Its driver (`qcow2`, `file`, `host_device`, …).
     pub driver: String,
-    /// What QEMU calls its file name (for a format node usually its file child's).
+    /// What QEMU calls its file name: a plain name (for a format node usually its file
+    /// child's), or `json:{…}` with its options and its `file` child's, nested.
     pub filename: String,
+    /// The size of what it shows (`image.virtual-size`), when reported.
+    pub size: Option<u64>,
 }
 
 /// One child link between two block nodes: `parent`'s child `role` (`file`, `backing`, …)
@@ -263,6 +266,97 @@ pub struct BlockGraph {
     pub edges: Option<Vec<GraphEdge>>,
 }
 
+/// Why backing up a node would not store the disk the guest sees ([`BlockGraph::container_of`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Container<'a> {
+    /// This format node reads the node as its file, directly or through filters: a qcow2's
+    /// clusters and metadata, a LUKS header, or the whole file of which a `raw` node with
+    /// `offset`/`size` shows a slice.
+    Format(&'a GraphNode),
+    /// Without the links: this format node's file name is a `json:` name that cannot be
+    /// followed to a file Bulwark can compare, so it may read the node as its file.
+    Unsure(&'a GraphNode),
+}
+
+/// One level of a node's file name, from the node down through its `file` children.
+#[derive(Clone, Debug, PartialEq)]
+struct Level {
+    /// `None` where the name does not say (the file under a format node's plain name).
+    driver: Option<String>,
+    /// Its options without `file` (the innermost level's `filename`, a raw's `offset`).
+    opts: serde_json::Map<String, Value>,
+}
+
+/// Whether two innermost levels name one file: `Some(true)`/`Some(false)` where their names
+/// or options say, `None` where they cannot be compared.
+fn same_file(a: &Level, b: &Level) -> Option<bool> {
+    if let (Some(x), Some(y)) = (&a.driver, &b.driver) {
+        if x != y {
+            return Some(false);
+        }
+    }
+    match (a.opts.get("filename"), b.opts.get("filename")) {
+        (Some(x), Some(y)) => Some(x == y),
+        _ if a.opts.len() > 1 && a.opts == b.opts => Some(true),
+        _ => None,
+    }
+}
+
+/// A raw level's `offset`: 0 when it has none, `None` when it is not a number.
+fn raw_offset(l: &Level) -> Option<u64> {
+    l.opts.get("offset").map_or(Some(0), Value::as_u64)
+}
+
+impl GraphNode {
+    /// The levels its file name shows, from itself down through nested `file` objects to
+    /// the innermost (the file, with its `filename`), or `None` for a `json:` name that
+    /// cannot be read that way. A plain name is the node over the file of that name (a
+    /// format node's plain name hides `raw` nodes without options between them).
+    fn levels(&self) -> Option<Vec<Level>> {
+        let Some(json) = self.filename.strip_prefix("json:") else {
+            let file: serde_json::Map<String, Value> =
+                [("filename".to_string(), json!(self.filename))]
+                    .into_iter()
+                    .collect();
+            let driver = Some(self.driver.clone());
+            if is_format_driver(&self.driver) || FILTER_DRIVERS.contains(&self.driver.as_str()) {
+                return Some(vec![
+                    Level {
+                        driver,
+                        opts: Default::default(),
+                    },
+                    Level {
+                        driver: None,
+                        opts: file,
+                    },
+                ]);
+            }
+            return Some(vec![Level { driver, opts: file }]);
+        };
+        let mut v: Value = serde_json::from_str(json).ok()?;
+        let mut levels = Vec::new();
+        loop {
+            let mut opts = v.as_object()?.clone();
+            let driver = opts.get("driver").and_then(Value::as_str).map(String::from);
+            let file = opts.remove("file");
+            levels.push(Level { driver, opts });
+            match file {
+                None => return Some(levels),
+                Some(f) if f.is_object() => v = f,
+                Some(_) => return None,
+            }
+        }
+    }
+
+    /// For a `raw` node over `file`: whether it shows only a slice of `file` (`offset` or
+    /// `size`: its size differs from `file`'s, or its name carries a non-zero offset). A
+    /// `raw` node without them holds exactly the file's bytes. Unknown counts as a slice.
+    fn raw_slice_of(&self, file: &GraphNode) -> bool {
+        let offset = self.levels().and_then(|l| l.first().and_then(raw_offset)) != Some(0);
+        offset || self.size.is_none() || self.size != file.size
+    }
+}
+
 impl BlockGraph {
     /// From the replies of `query-named-block-nodes` (flat) and `x-debug-query-block-graph`
     /// (when it answered). Links to block backends and jobs are left out: only nodes count.
@@ -276,6 +370,7 @@ impl BlockGraph {
                         name: s(n, "node-name"),
                         driver: s(n, "drv"),
                         filename: s(n, "file"),
+                        size: n.pointer("/image/virtual-size").and_then(Value::as_u64),
                     })
                     .collect()
             })
@@ -310,22 +405,27 @@ impl BlockGraph {
         self.nodes.iter().find(|n| n.name == name)
     }
 
+    /// Whether `p`, a node that reads `me` as its file (directly or through filters and
+    /// pass-through raws), shows something else than `me`'s bytes: a format node, except
+    /// a `raw` node without `offset`/`size`, which shows exactly its file.
+    fn contains(p: &GraphNode, me: &GraphNode) -> bool {
+        is_format_driver(&p.driver) && (p.driver != "raw" || p.raw_slice_of(me))
+    }
+
     /// The format node that reads `node` as its container (its `file`, directly or through
-    /// filters), or `None` when `node` is nobody's container: backing `node` up would then
-    /// store the container's bytes (a qcow2 file), not the disk the guest sees.
+    /// filters and `raw` nodes without `offset`/`size`), or `None` when `node` is nobody's
+    /// container: backing `node` up would then store the container's bytes (a qcow2 file,
+    /// the whole file a raw slice is cut from), not the disk the guest sees.
     ///
-    /// Without the links, a node that is not a format node is taken to be the container of
-    /// a format node of the same file name (QEMU's image locking keeps two unrelated nodes
-    /// off one file).
-    pub fn container_of(&self, node: &str) -> Option<&GraphNode> {
+    /// Without the links, the format nodes' file names are compared with `node`'s: a
+    /// `json:` name is followed through its nested `file` objects to the innermost
+    /// `filename` (QEMU's image locking keeps two unrelated nodes off one file). A `json:`
+    /// name that cannot be followed makes a node that is not a format node
+    /// [`Container::Unsure`].
+    pub fn container_of(&self, node: &str) -> Option<Container<'_>> {
+        let me = self.get(node)?;
         let Some(edges) = &self.edges else {
-            let me = self.get(node)?;
-            if me.filename.is_empty() || is_format_driver(&me.driver) {
-                return None;
-            }
-            return self.nodes.iter().find(|n| {
-                n.name != node && n.filename == me.filename && is_format_driver(&n.driver)
-            });
+            return self.container_by_names(me);
         };
         let mut todo = vec![node.to_string()];
         let mut seen = std::collections::HashSet::new();
@@ -340,21 +440,80 @@ impl BlockGraph {
                 let Some(p) = self.get(&e.parent) else {
                     continue;
                 };
-                if is_format_driver(&p.driver) {
-                    return Some(p);
+                if Self::contains(p, me) {
+                    return Some(Container::Format(p));
                 }
-                if FILTER_DRIVERS.contains(&p.driver.as_str()) {
+                if FILTER_DRIVERS.contains(&p.driver.as_str()) || p.driver == "raw" {
                     todo.push(p.name.clone());
                 }
             }
         }
         None
     }
+
+    /// [`Self::container_of`] from the file names alone.
+    fn container_by_names<'a>(&'a self, me: &'a GraphNode) -> Option<Container<'a>> {
+        // Raw levels without offset show their file's bytes: they are left out on both sides.
+        let reduce = |l: Vec<Level>, keep_head: bool| -> Vec<Level> {
+            l.into_iter()
+                .enumerate()
+                .filter(|(i, l)| {
+                    (*i == 0 && keep_head)
+                        || l.driver.as_deref() != Some("raw")
+                        || raw_offset(l) != Some(0)
+                        || l.opts.contains_key("size")
+                })
+                .map(|(_, l)| l)
+                .collect()
+        };
+        let mine = me.levels().map(|l| reduce(l, false));
+        let unsure_ok = !is_format_driver(&me.driver);
+        let mut unsure = None;
+        for f in self.nodes.iter() {
+            if f.name == me.name || !Self::contains(f, me) {
+                continue;
+            }
+            let (Some(mine), Some(theirs)) = (&mine, f.levels().map(|l| reduce(l, true))) else {
+                unsure = unsure.or(Some(f));
+                continue;
+            };
+            // `f` reads `me` when its levels end with `me`'s, and the ones between are filters.
+            let Some(k) = theirs.len().checked_sub(mine.len()).filter(|&k| k > 0) else {
+                continue;
+            };
+            let between_filters = theirs[1..k].iter().all(|l| {
+                l.driver
+                    .as_deref()
+                    .is_some_and(|d| FILTER_DRIVERS.contains(&d))
+            });
+            let upper_same = theirs[k..mine.len() + k - 1]
+                .iter()
+                .zip(mine)
+                .all(|(a, b)| a.driver.is_none() || b.driver.is_none() || a.driver == b.driver);
+            if !between_filters || !upper_same {
+                continue;
+            }
+            match (mine.last(), theirs.last()) {
+                (Some(a), Some(b)) => match same_file(a, b) {
+                    Some(true) => return Some(Container::Format(f)),
+                    Some(false) => {}
+                    None => unsure = unsure.or(Some(f)),
+                },
+                _ => unsure = unsure.or(Some(f)),
+            }
+        }
+        unsure.filter(|_| unsure_ok).map(Container::Unsure)
+    }
 }
 
 impl Qmp {
     /// The block graph: the nodes, and their links where the process answers
     /// `x-debug-query-block-graph` (a command it refuses leaves them out).
+    ///
+    /// `x-debug-query-block-graph` is an unstable command: a QEMU started with
+    /// `-compat unstable-input=crash` (a setting for testing management software) aborts
+    /// when it is called, and `query-qmp-schema` lists the command alike under every input
+    /// policy, so it cannot tell. Bulwark does not support that setting.
     pub fn block_graph(&mut self) -> Result<BlockGraph> {
         let named = self.execute("query-named-block-nodes", json!({"flat": true}))?;
         let graph = match self.execute("x-debug-query-block-graph", json!({})) {
@@ -370,48 +529,131 @@ impl Qmp {
 mod tests {
     use super::*;
 
-    /// `query-named-block-nodes` of a qcow2 `disk0` on file `proto0`, a lone file node
-    /// `lone` and a qcow2 `disk1` on file `proto1` through a preallocate filter `pre1`.
+    /// One entry of `query-named-block-nodes` as qemu-storage-daemon 10.0.2 answers it (the
+    /// members read here; `file` and `image.filename` are the same name).
+    fn entry(name: &str, drv: &str, file: &str, size: u64) -> Value {
+        json!({"node-name": name, "drv": drv, "file": file, "ro": false, "backing_file_depth": 0,
+               "image": {"virtual-size": size, "filename": file, "format": drv, "actual-size": 0,
+                         "dirty-flag": false}})
+    }
+
+    /// The nodes (with the names QEMU 10.0.2 gave them for these `--blockdev`s): a lone file
+    /// node; qcow2 `disk0` on file `proto0`; qcow2 `disk1` on file `proto1` through a
+    /// preallocate filter `pre1`; raw `raw2` without options on `proto2`; raw `raw3` with
+    /// offset 4096 and size 8192 on `proto3`; raw `raw4` with offset 0 on `proto4`; a
+    /// copy-on-read filter `cor` above qcow2 `diskz` on `protoz`; qcow2 `diskw` on raw
+    /// `raww` on `protow`; qcow2 `diskn` on NBD node `nbdp`; `top` backed by `base`.
     fn named() -> Value {
         json!([
-            {"node-name": "lone", "drv": "file", "file": "/vm/r.raw"},
-            {"node-name": "disk0", "drv": "qcow2", "file": "/vm/x.qcow2"},
-            {"node-name": "proto0", "drv": "file", "file": "/vm/x.qcow2"},
-            {"node-name": "disk1", "drv": "qcow2", "file": "/vm/y.qcow2"},
-            {"node-name": "pre1", "drv": "preallocate", "file": "/vm/y.qcow2"},
-            {"node-name": "proto1", "drv": "file", "file": "/vm/y.qcow2"},
-            {"node-name": "base", "drv": "qcow2", "file": "/vm/base.qcow2"},
-            {"node-name": "top", "drv": "qcow2", "file": "/vm/top.qcow2"}
+            entry("lone", "file", "/vm/lone.raw", 16 << 20),
+            entry("disk0", "qcow2", "/vm/x.qcow2", 32 << 20),
+            entry("proto0", "file", "/vm/x.qcow2", 197120),
+            entry(
+                "disk1",
+                "qcow2",
+                r#"json:{"driver": "qcow2", "file": {"driver": "preallocate", "file": {"driver": "file", "filename": "/vm/y.qcow2"}}}"#,
+                32 << 20
+            ),
+            entry(
+                "pre1",
+                "preallocate",
+                r#"json:{"driver": "preallocate", "file": {"driver": "file", "filename": "/vm/y.qcow2"}}"#,
+                197120
+            ),
+            entry("proto1", "file", "/vm/y.qcow2", 197120),
+            entry("raw2", "raw", "/vm/r.raw", 16 << 20),
+            entry("proto2", "file", "/vm/r.raw", 16 << 20),
+            entry(
+                "raw3",
+                "raw",
+                r#"json:{"offset": 4096, "driver": "raw", "size": 8192, "file": {"driver": "file", "filename": "/vm/s.raw"}}"#,
+                8192
+            ),
+            entry("proto3", "file", "/vm/s.raw", 16 << 20),
+            entry(
+                "raw4",
+                "raw",
+                r#"json:{"offset": 0, "driver": "raw", "file": {"driver": "file", "filename": "/vm/t.raw"}}"#,
+                16 << 20
+            ),
+            entry("proto4", "file", "/vm/t.raw", 16 << 20),
+            entry(
+                "cor",
+                "copy-on-read",
+                r#"json:{"driver": "copy-on-read", "file": {"driver": "qcow2", "file": {"driver": "file", "filename": "/vm/z.qcow2"}}}"#,
+                32 << 20
+            ),
+            entry("diskz", "qcow2", "/vm/z.qcow2", 32 << 20),
+            entry("protoz", "file", "/vm/z.qcow2", 197120),
+            entry(
+                "diskw",
+                "qcow2",
+                r#"json:{"driver": "qcow2", "file": {"driver": "raw", "file": {"driver": "file", "filename": "/vm/w.qcow2"}}}"#,
+                32 << 20
+            ),
+            entry("raww", "raw", "/vm/w.qcow2", 197120),
+            entry("protow", "file", "/vm/w.qcow2", 197120),
+            entry(
+                "diskn",
+                "qcow2",
+                "nbd+unix:///e?socket=/run/nbd.sock",
+                32 << 20
+            ),
+            entry("nbdp", "nbd", "nbd+unix:///e?socket=/run/nbd.sock", 197120),
+            entry("base", "qcow2", "/vm/base.qcow2", 32 << 20),
+            entry("top", "qcow2", "/vm/top.qcow2", 32 << 20)
         ])
     }
 
-    /// `x-debug-query-block-graph` of the same, as QEMU 10.0 answers it, with a block
-    /// backend (the VM's device) on `disk0` and `top` backed by `base`.
+    /// `x-debug-query-block-graph` of the same, in QEMU 10.0.2's shape, with a block backend
+    /// (the VM's device) on `disk0`.
     fn graph() -> Value {
-        json!({
-            "nodes": [
-                {"name": "lone", "type": "block-driver", "id": 3},
-                {"name": "disk0", "type": "block-driver", "id": 2},
-                {"name": "proto0", "type": "block-driver", "id": 1},
-                {"name": "disk1", "type": "block-driver", "id": 6},
-                {"name": "pre1", "type": "block-driver", "id": 5},
-                {"name": "proto1", "type": "block-driver", "id": 4},
-                {"name": "base", "type": "block-driver", "id": 7},
-                {"name": "top", "type": "block-driver", "id": 8},
-                {"name": "virtio0", "type": "block-backend", "id": 9}
-            ],
-            "edges": [
-                {"name": "file", "parent": 2, "child": 1, "perm": [], "shared-perm": []},
-                {"name": "file", "parent": 6, "child": 5, "perm": [], "shared-perm": []},
-                {"name": "file", "parent": 5, "child": 4, "perm": [], "shared-perm": []},
-                {"name": "backing", "parent": 8, "child": 7, "perm": [], "shared-perm": []},
-                {"name": "root", "parent": 9, "child": 2, "perm": [], "shared-perm": []}
-            ]
-        })
+        let names = named();
+        let id = |n: &str| {
+            1 + names
+                .as_array()
+                .unwrap()
+                .iter()
+                .position(|e| e["node-name"] == n)
+                .unwrap()
+        };
+        let mut nodes: Vec<Value> = names
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| json!({"name": e["node-name"], "type": "block-driver", "id": id(e["node-name"].as_str().unwrap())}))
+            .collect();
+        nodes.push(json!({"name": "virtio0", "type": "block-backend", "id": 99}));
+        let edge = |role: &str, parent: usize, child: usize| {
+            json!({"name": role, "parent": parent, "child": child, "perm": ["consistent-read"],
+                   "shared-perm": ["write-unchanged", "consistent-read"]})
+        };
+        let mut edges: Vec<Value> = [
+            ("disk0", "proto0"),
+            ("disk1", "pre1"),
+            ("pre1", "proto1"),
+            ("raw2", "proto2"),
+            ("raw3", "proto3"),
+            ("raw4", "proto4"),
+            ("cor", "diskz"),
+            ("diskz", "protoz"),
+            ("diskw", "raww"),
+            ("raww", "protow"),
+            ("diskn", "nbdp"),
+        ]
+        .iter()
+        .map(|(p, c)| edge("file", id(p), id(c)))
+        .collect();
+        edges.push(edge("backing", id("top"), id("base")));
+        edges.push(edge("root", 99, id("disk0")));
+        json!({"nodes": nodes, "edges": edges})
     }
 
     fn container(g: &BlockGraph, node: &str) -> Option<String> {
-        g.container_of(node).map(|n| n.name.clone())
+        match g.container_of(node)? {
+            Container::Format(n) => Some(n.name.clone()),
+            Container::Unsure(n) => Some(format!("unsure {}", n.name)),
+        }
     }
 
     #[test]
@@ -419,14 +661,73 @@ mod tests {
         let with = BlockGraph::from_replies(&named(), Some(&graph()));
         let without = BlockGraph::from_replies(&named(), None);
         assert!(with.edges.is_some() && without.edges.is_none());
-        for g in [&with, &without] {
-            assert_eq!(container(g, "proto0").as_deref(), Some("disk0"));
-            assert_eq!(container(g, "proto1").as_deref(), Some("disk1"));
-            assert_eq!(container(g, "pre1").as_deref(), Some("disk1"));
-            for disk in ["lone", "disk0", "disk1", "top", "base", "nosuch"] {
-                assert_eq!(container(g, disk), None, "{disk} is a disk");
+        for (g, how) in [(&with, "links"), (&without, "names")] {
+            for (node, format) in [
+                ("proto0", "disk0"),
+                ("proto1", "disk1"),
+                ("pre1", "disk1"),
+                ("proto3", "raw3"),
+                ("protoz", "diskz"),
+                ("raww", "diskw"),
+                ("protow", "diskw"),
+                ("nbdp", "diskn"),
+            ] {
+                assert_eq!(container(g, node).as_deref(), Some(format), "{node}, {how}");
+            }
+            for disk in [
+                "lone", "disk0", "disk1", "raw2", "proto2", "raw3", "raw4", "proto4", "cor",
+                "diskz", "diskw", "diskn", "top", "base", "nosuch",
+            ] {
+                assert_eq!(container(g, disk), None, "{disk} is a disk, {how}");
             }
         }
+    }
+
+    #[test]
+    fn a_raw_node_is_a_container_only_where_it_shows_a_slice() {
+        // raw2 on proto2 without options holds the same bytes; a size that differs (raw3)
+        // or a non-zero offset, however QEMU names it, shows a slice.
+        let mut n = named();
+        let with_offset = r#"json:{"offset": 512, "driver": "raw", "file": {"driver": "file", "filename": "/vm/r.raw"}}"#;
+        n[6]["file"] = json!(with_offset);
+        for g in [
+            BlockGraph::from_replies(&n, Some(&graph())),
+            BlockGraph::from_replies(&n, None),
+        ] {
+            assert_eq!(container(&g, "proto2").as_deref(), Some("raw2"));
+        }
+        let mut n = named();
+        n[6]["image"]["virtual-size"] = json!(8 << 20);
+        for g in [
+            BlockGraph::from_replies(&n, Some(&graph())),
+            BlockGraph::from_replies(&n, None),
+        ] {
+            assert_eq!(container(&g, "proto2").as_deref(), Some("raw2"));
+        }
+    }
+
+    #[test]
+    fn without_the_links_a_json_name_that_cannot_be_followed_refuses_only_protocol_and_filter_nodes(
+    ) {
+        let mut n = named();
+        n[3]["file"] = json!(r#"json:{"driver": "qcow2", "file": "pre1"}"#);
+        let g = BlockGraph::from_replies(&n, None);
+        assert_eq!(container(&g, "lone").as_deref(), Some("unsure disk1"));
+        assert_eq!(container(&g, "pre1").as_deref(), Some("unsure disk1"));
+        // A known match wins; format nodes stay disks.
+        assert_eq!(container(&g, "proto0").as_deref(), Some("disk0"));
+        for disk in ["disk0", "raw2", "diskz"] {
+            assert_eq!(container(&g, disk), None, "{disk}");
+        }
+        // An innermost level of options without a file name (NBD's server) cannot be
+        // compared with a plain name of the same driver, but with another driver it can.
+        let mut n = named();
+        n[18]["file"] = json!(
+            r#"json:{"driver": "qcow2", "file": {"driver": "nbd", "server": {"type": "unix", "path": "/run/nbd.sock"}, "export": "e"}}"#
+        );
+        let g = BlockGraph::from_replies(&n, None);
+        assert_eq!(container(&g, "nbdp").as_deref(), Some("unsure diskn"));
+        assert_eq!(container(&g, "lone"), None);
     }
 
     #[test]
@@ -435,7 +736,7 @@ mod tests {
         g["edges"]
             .as_array_mut()
             .unwrap()
-            .push(json!({"name": "data-file", "parent": 2, "child": 3}));
+            .push(json!({"name": "data-file", "parent": 2, "child": 1}));
         let g = BlockGraph::from_replies(&named(), Some(&g));
         // A qcow2's external data file holds the guest's data as it is.
         assert_eq!(container(&g, "lone"), None);
