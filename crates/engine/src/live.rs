@@ -981,9 +981,9 @@ impl Managed {
                         .and_then(overlay_file)
                 });
             self.exec("blockdev-del", json!({"node-name": node}))?;
-            // A folder named for its run is removed by `private_dir::remove_stale` once its
-            // process is gone; one of the older form names no process, but this job's
-            // fleecing node in QEMU says its run was interrupted.
+            // A folder named for its run is removed by `private_dir::remove_stale` once
+            // nobody holds its lock; one of the older form is not locked by its run, but
+            // this job's fleecing node in QEMU says its run was interrupted.
             if let Some(dir) = file.as_deref().and_then(Path::parent) {
                 let ours = dir.starts_with(std::env::temp_dir())
                     && dir
