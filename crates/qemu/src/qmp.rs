@@ -453,7 +453,8 @@ impl BlockGraph {
 
     /// [`Self::container_of`] from the file names alone.
     fn container_by_names<'a>(&'a self, me: &'a GraphNode) -> Option<Container<'a>> {
-        // Raw levels without offset show their file's bytes: they are left out on both sides.
+        // Raw levels without an offset are left out on both sides: one without a size shows
+        // its file's bytes, and one with a size is a candidate of its own.
         let reduce = |l: Vec<Level>, keep_head: bool| -> Vec<Level> {
             l.into_iter()
                 .enumerate()
@@ -461,7 +462,6 @@ impl BlockGraph {
                     (*i == 0 && keep_head)
                         || l.driver.as_deref() != Some("raw")
                         || raw_offset(l) != Some(0)
-                        || l.opts.contains_key("size")
                 })
                 .map(|(_, l)| l)
                 .collect()
@@ -703,6 +703,22 @@ mod tests {
             BlockGraph::from_replies(&n, None),
         ] {
             assert_eq!(container(&g, "proto2").as_deref(), Some("raw2"));
+        }
+        // A qcow2 on a raw node whose size is its file's still reads that file as its
+        // container.
+        let mut n = named();
+        n[15]["file"] = json!(
+            r#"json:{"driver": "qcow2", "file": {"driver": "raw", "size": 197120, "file": {"driver": "file", "filename": "/vm/w.qcow2"}}}"#
+        );
+        n[16]["file"] = json!(
+            r#"json:{"driver": "raw", "size": 197120, "file": {"driver": "file", "filename": "/vm/w.qcow2"}}"#
+        );
+        for g in [
+            BlockGraph::from_replies(&n, Some(&graph())),
+            BlockGraph::from_replies(&n, None),
+        ] {
+            assert_eq!(container(&g, "protow").as_deref(), Some("diskw"));
+            assert_eq!(container(&g, "raww").as_deref(), Some("diskw"));
         }
     }
 
