@@ -217,16 +217,7 @@ fn enrolling_again_keeps_the_previous_identity_and_says_which_it_was() {
         .unwrap()
         .unwrap()
         .path();
-    let kept: Vec<_> = std::fs::read_dir(&creds)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("previous-")
-        })
-        .collect();
+    let kept = bulwark_testkit::fs::entries_starting_with(&creds, "previous-");
     assert_eq!(kept.len(), 1, "{creds:?}");
     let old = std::fs::read_to_string(kept[0].join("repository.toml")).unwrap();
     assert!(

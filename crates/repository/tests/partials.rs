@@ -25,16 +25,7 @@ fn partials_of_interrupted_backups_go_and_a_running_backups_file_stays() {
     running
         .put_stored(StoredBlock::raw(BlockNo(0), &[5u8; 65_536]))
         .unwrap();
-    let live: Vec<_> = std::fs::read_dir(&incoming)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(".tmp-db-")
-        })
-        .collect();
+    let live = bulwark_testkit::fs::entries_starting_with(&incoming, ".tmp-db-");
     assert_eq!(live.len(), 1);
 
     let removed = repo.remove_interrupted_partials().unwrap();

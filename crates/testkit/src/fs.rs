@@ -152,6 +152,20 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The entries of `dir` (not below it) whose names start with `prefix`, sorted.
+pub fn entries_starting_with(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// The restore-point files (`*.bwrp`) below `dir`, sorted.
 pub fn point_files_under(dir: &Path) -> Vec<PathBuf> {
     let mut v = files_under(dir);
