@@ -282,10 +282,12 @@ fn backups_killed_at_random_moments_never_damage_committed_points() {
     backup_ok(&repo, "vm", &[], &img);
     let first = std::fs::read(&img).unwrap();
     let committed_before = point_count(&repo);
-    // Time one backup so kills land anywhere within it.
+    // Time one backup so kills land anywhere within it; every trial that completes times it
+    // again, so the kills follow the backup's speed when the machine gets busier or idler
+    // (the other tests of this binary run at the same time).
     let t = Instant::now();
     backup_ok(&repo, "vm", &["--full", "--compression", "9"], &img);
-    let span = t.elapsed().as_micros().max(1000) as u64;
+    let mut span = t.elapsed().as_micros().max(1000) as u64;
     let mut completed = 1 + committed_before;
     let trials = 24;
     let mut killed = 0;
@@ -305,10 +307,26 @@ fn backups_killed_at_random_moments_never_damage_committed_points() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let delay = rng.next_u64() % (span + span / 5);
-        std::thread::sleep(Duration::from_micros(delay));
+        let started = Instant::now();
+        let delay = Duration::from_micros(rng.next_u64() % (span + span / 5));
+        // Wait for the moment of the kill, noticing when the backup ends before it.
+        let mut ended = None;
+        while started.elapsed() < delay {
+            if child.try_wait().unwrap().is_some() {
+                ended = Some(started.elapsed());
+                break;
+            }
+            std::thread::sleep(
+                Duration::from_micros(500).min(delay - started.elapsed().min(delay)),
+            );
+        }
         let _ = child.kill();
         let status = child.wait().unwrap();
+        if let Some(took) = ended {
+            // It ran to its end before the kill: the next kills aim within its new duration.
+            span = took.as_micros().max(1000) as u64;
+        }
+        let delay = delay.as_micros();
         if status.success() {
             completed += 1;
         } else {
