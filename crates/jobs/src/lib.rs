@@ -73,23 +73,6 @@ pub struct Schedule {
     pub active_full_every_months: u32,
 }
 
-/// A count of hours, weeks or months written in a job file: 0 (or less) means nothing
-/// sensible there, so it is refused with the key's name, what 0 would do and what to write
-/// instead. The TOML error around it shows the line.
-fn at_least_one<'de, D: serde::Deserializer<'de>>(
-    d: D,
-    key: &str,
-    instead: &str,
-) -> Result<u32, D::Error> {
-    let n = u32::deserialize(d)?;
-    if n == 0 {
-        return Err(serde::de::Error::custom(format!(
-            "{key} = 0 is not an interval: {instead}"
-        )));
-    }
-    Ok(n)
-}
-
 /// A count of weeks or months between scheduled active fulls: 0 means none (as it always
 /// has, the same as leaving the key out); less than 0 is refused with the key's name.
 fn no_less_than_zero<'de, D: serde::Deserializer<'de>>(d: D, key: &str) -> Result<u32, D::Error> {
@@ -110,14 +93,18 @@ fn months<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     no_less_than_zero(d, "active_full_every_months")
 }
 
+/// `alert_after_hours`: 0 (or less) would make every job overdue the moment its run ends,
+/// so it is refused with the key's name and what to write instead. The TOML error around it
+/// shows the line.
 fn alert_hours<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    at_least_one(
-        d,
-        "alert_after_hours",
-        "every job would be overdue the moment its run ends; give the hours after which a job \
-         without a successful run is reported (at least 1, default 26), or leave the key out",
-    )
-    .map(Some)
+    match u32::deserialize(d)? {
+        0 => Err(serde::de::Error::custom(
+            "alert_after_hours = 0 is not an interval: every job would be overdue the moment its \
+             run ends; give the hours after which a job without a successful run is reported (at \
+             least 1, default 26), or leave the key out",
+        )),
+        n => Ok(Some(n)),
+    }
 }
 
 /// One disk of a machine (`[[disk]]`): its own job, and so its own chains, in the repository.
