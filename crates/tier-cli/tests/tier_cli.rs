@@ -542,3 +542,133 @@ fn a_tier_naming_another_repositorys_prefix_syncs_under_its_own_and_says_so() {
     let o = tier_cli(&["sync", new.to_str().unwrap()]);
     assert!(!String::from_utf8_lossy(&o.stderr).contains("another repository"));
 }
+
+/// The restore point files of `job` in the local store of `dir`.
+fn local_point_files(dir: &Path, job: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.join("store").join(job)];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.extension().is_some_and(|x| x == "bwrp") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// `bulwark restore --repo dir --job job out` (which may fail).
+fn try_restore(dir: &Path, job: &str, out: &Path) -> Output {
+    let _ = std::fs::remove_file(out);
+    run(
+        &bin_client(),
+        &[
+            "restore",
+            "--repo",
+            dir.to_str().unwrap(),
+            "--job",
+            job,
+            out.to_str().unwrap(),
+        ],
+    )
+}
+
+/// Restores read only the first tier by name: with the lost host's copies imported as a
+/// second tier named before the repository's own, a point whose local file was gone could
+/// not be restored from its own copy, and a second copy in another store was no help when
+/// the first store refused. Now every tier is read: a point comes from the first tier that
+/// records it, and from the next one recording it when that copy cannot be had.
+#[test]
+fn restores_read_every_tier_and_fall_back_when_one_store_refuses() {
+    let name = "restores_read_every_tier_and_fall_back_when_one_store_refuses";
+    let Some((lost, lost_repo)) = s3_rig(name, "lost") else {
+        return;
+    };
+    one_point(&lost_repo, "web01", 1);
+    lost.add_and_sync();
+    let (mine, mine_repo) = s3_rig(name, "mine").unwrap();
+    one_point(&mine_repo, "db01", 2);
+    mine.add_and_sync();
+    let d = mine.dir.to_str().unwrap();
+    let out = mine.tmp.path().join("out.img");
+    let o = try_restore(&mine.dir, "db01", &out);
+    assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
+    let db01 = std::fs::read(&out).unwrap();
+    let o = try_restore(&lost.dir, "web01", &out);
+    assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
+    let web01 = std::fs::read(&out).unwrap();
+    // The lost host's copies as tier "lost" (before "s3" by name); a second copy of this
+    // repository's own points in another bucket, tier "s3b", with credentials of its own.
+    let (o, _) = import_json(&lost, &mine.dir, &["--name", "lost"]);
+    assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
+    let creds_b = mine.tmp.path().join("b.credentials");
+    mine.env.write_credentials(&creds_b);
+    let bucket_b = Env::new_bucket("mineb");
+    let o = tier_cli(&[
+        "add",
+        d,
+        "--name",
+        "s3b",
+        "--endpoint",
+        &mine.env.endpoint,
+        "--bucket",
+        &bucket_b,
+        "--credentials",
+        creds_b.to_str().unwrap(),
+        "--create-bucket",
+    ]);
+    assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
+    let o = tier_cli(&["sync", d, "--name", "s3b"]);
+    assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
+    let files = local_point_files(&mine.dir, "db01");
+    assert_eq!(files.len(), 1, "{files:?}");
+    std::fs::remove_file(&files[0]).unwrap();
+    // Both jobs are listed with their tier-only points, each once.
+    let o = run(&bin_client(), &["--json", "list", "--repo", d]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for j in v["jobs"].as_array().unwrap() {
+        let points = j["points"].as_array().unwrap();
+        assert_eq!(points.len(), 1, "{v}");
+        assert_eq!(points[0]["location"], "tier", "{v}");
+    }
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 2, "{v}");
+
+    // web01 only tier "lost" holds; db01's copy comes from "s3", the first recording it.
+    let o = try_restore(&mine.dir, "web01", &out);
+    assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
+    assert!(std::fs::read(&out).unwrap() == web01);
+    let o = try_restore(&mine.dir, "db01", &out);
+    assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
+    assert!(std::fs::read(&out).unwrap() == db01);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("after:"), "{err}");
+
+    // The store refuses tier "s3"'s keys: the copy in "s3b" is read, and the restore says so.
+    std::fs::write(
+        &mine.creds,
+        "access_key_id = \"REVOKED\"\nsecret_access_key = \"REVOKEDREVOKEDREVOKED\"\n",
+    )
+    .unwrap();
+    let o = try_restore(&mine.dir, "db01", &out);
+    assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
+    assert!(std::fs::read(&out).unwrap() == db01);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("bucket {bucket_b}")) && err.contains(&mine.bucket),
+        "{err}"
+    );
+
+    // Both refused: the restore fails naming each tier's refusal, and writes no target.
+    std::fs::copy(&mine.creds, &creds_b).unwrap();
+    let o = try_restore(&mine.dir, "db01", &out);
+    assert_eq!(o.status.code(), Some(2), "{}", bulwark_testkit::text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&mine.bucket) && err.contains(&bucket_b),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

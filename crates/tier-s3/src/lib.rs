@@ -22,7 +22,7 @@ pub use bulwark_tier_catalog::{
 };
 pub use error::{Result, TierError};
 pub use import::{import, ImportReport};
-pub use remote::{attach, TierRemote};
+pub use remote::{attach, TierRemote, Tiers};
 pub use store::{Store, SKEW_WARN_SECS};
 pub use sync::{SyncOptions, SyncReport};
 pub use verify::{TierVerifyReport, VersionProblem};

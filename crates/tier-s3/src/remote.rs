@@ -1,5 +1,6 @@
-//! The tier as the repository's `RemoteStore`: restores and verify read a restore point
-//! from the recorded version when its local file is missing.
+//! The tiers as the repository's `RemoteStore`: restores and verify read a restore point
+//! from the recorded version when its local file is missing, from the first tier (by name)
+//! whose copy downloads and checks.
 
 use std::io::Seek;
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ pub struct TierRemote {
 }
 
 impl TierRemote {
-    /// The first tier of `repo` (by name) with its records; makes no request.
+    /// The tier `name` of `repo` with its records; makes no request.
     pub fn open(repo: &Repository, name: &str) -> Result<TierRemote> {
         let settings = TierSettings::load(repo.root(), name)?;
         Ok(TierRemote {
@@ -45,6 +46,13 @@ impl TierRemote {
             })
             .as_ref()
             .map_err(|e| e.clone().into())
+    }
+
+    fn record(&self, job: &str, chain: PointId, point: PointId) -> Option<&ObjectRecord> {
+        let (chain, point) = (chain.to_hex(), point.to_hex());
+        self.records
+            .iter()
+            .find(|r| r.point == point && r.job == job && r.chain == chain)
     }
 }
 
@@ -78,12 +86,9 @@ impl RemoteStore for TierRemote {
         chain: PointId,
         point: PointId,
     ) -> std::result::Result<std::fs::File, RemoteError> {
-        let hex = point.to_hex();
         let r = self
-            .records
-            .iter()
-            .find(|r| r.point == hex && r.job == job && r.chain == chain.to_hex())
-            .ok_or_else(|| format!("no copy of restore point {hex} is recorded"))?;
+            .record(job, chain, point)
+            .ok_or_else(|| format!("no copy of restore point {point} is recorded"))?;
         let store = self.store()?;
         settings::ensure_dir(&self.cache)?;
         let mut f = tempfile::tempfile_in(&self.cache)?;
@@ -106,15 +111,97 @@ impl RemoteStore for TierRemote {
     }
 }
 
-/// Attaches the repository's first tier (if any) so that restore and verify read points
-/// missing locally from it. Returns the tier's description.
+/// Every tier of a repository, in name order. A restore point is read from the first tier
+/// that records it; when that copy cannot be had (the store is down, its credentials were
+/// revoked, the download does not match the record), the next tier recording it is tried,
+/// so a second copy in another store is a real second copy for restores.
+pub struct Tiers(Vec<TierRemote>);
+
+impl Tiers {
+    /// Every tier of `repo` with its records (none when it has no tier); makes no request.
+    pub fn open(repo: &Repository) -> Result<Tiers> {
+        let names = TierSettings::names(repo.root())?;
+        let tiers = names
+            .iter()
+            .map(|name| TierRemote::open(repo, name))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tiers(tiers))
+    }
+}
+
+impl RemoteStore for Tiers {
+    fn describe(&self) -> String {
+        match &self.0[..] {
+            [one] => one.describe(),
+            all => all
+                .iter()
+                .map(TierRemote::describe)
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    }
+
+    fn jobs(&self) -> std::result::Result<Vec<String>, RemoteError> {
+        let mut j = Vec::new();
+        for t in &self.0 {
+            j.extend(t.jobs()?);
+        }
+        j.sort();
+        j.dedup();
+        Ok(j)
+    }
+
+    fn points(&self, job: &str) -> std::result::Result<Vec<(PointId, PointId)>, RemoteError> {
+        let mut p = Vec::new();
+        for t in &self.0 {
+            p.extend(t.points(job)?);
+        }
+        p.sort_by_key(|(_, point)| *point);
+        p.dedup();
+        Ok(p)
+    }
+
+    fn fetch(
+        &self,
+        job: &str,
+        chain: PointId,
+        point: PointId,
+    ) -> std::result::Result<std::fs::File, RemoteError> {
+        let mut failed = Vec::new();
+        for t in self
+            .0
+            .iter()
+            .filter(|t| t.record(job, chain, point).is_some())
+        {
+            match t.fetch(job, chain, point) {
+                Ok(f) => {
+                    if !failed.is_empty() {
+                        tracing::warn!(
+                            "read restore point {point} from {} after: {}",
+                            t.describe(),
+                            failed.join("; ")
+                        );
+                    }
+                    return Ok(f);
+                }
+                Err(e) => failed.push(format!("{}: {e}", t.describe())),
+            }
+        }
+        if failed.is_empty() {
+            return Err(format!("no tier records a copy of restore point {point}").into());
+        }
+        Err(failed.join("; ").into())
+    }
+}
+
+/// Attaches the repository's tiers (if any) so that restore and verify read points missing
+/// locally from them (see [`Tiers`]). Returns their description.
 pub fn attach(repo: &mut Repository) -> Result<Option<String>> {
-    let names = TierSettings::names(repo.root())?;
-    let Some(name) = names.first() else {
+    let tiers = Tiers::open(repo)?;
+    if tiers.0.is_empty() {
         return Ok(None);
-    };
-    let remote = TierRemote::open(repo, name)?;
-    let d = remote.describe();
-    repo.attach_remote(Arc::new(remote));
+    }
+    let d = tiers.describe();
+    repo.attach_remote(Arc::new(tiers));
     Ok(Some(d))
 }
