@@ -538,3 +538,43 @@ fn an_encrypted_point_is_randomly_readable_with_its_key_for_instant_access() {
         .to_string();
     assert!(err.contains("wrong key"), "{err}");
 }
+
+/// Review finding: every synthetic full listed every session of the synthetic full before it,
+/// blocks or no blocks, so a write-only job continued by synthetic fulls grew its record by
+/// a session a point until it hit the 512-session limit and every synthetic full failed. A
+/// synthetic full now lists only the sessions its blocks carry; every point stays readable.
+#[test]
+fn synthetic_fulls_of_a_write_only_chain_list_only_the_sessions_their_blocks_use() {
+    let (d, repo, img) = rig();
+    let (private, public) = KeyFile::new_write_only(1).unwrap();
+    let wk = WriteKey::Public(public);
+    let bs = 64u32 << 10;
+    let f = File::create(&img).unwrap();
+    f.set_len(3 * u64::from(bs)).unwrap();
+    f.write_all_at(&Rng::new(1).bytes(3 * bs as usize), 0)
+        .unwrap();
+    backup(&repo, "vm", &img, &opts(bs), &wk);
+    let out = d.path().join("out.img");
+    for round in 0..5u64 {
+        for i in 0..3u64 {
+            // Block 0 changes every time; block 2 once a round; block 1 never.
+            overwrite(&img, 100 + round * 10 + i, 1000, 0);
+            if i == 0 {
+                overwrite(&img, 500 + round, 1000, 2 * u64::from(bs));
+            }
+            backup(&repo, "vm", &img, &opts(bs), &wk);
+        }
+        let synth = repo.synthesize("vm").unwrap();
+        let chain = repo
+            .open_point("vm", Some(synth.sealed.meta.point))
+            .unwrap();
+        let record = record_of(&chain.point().meta).unwrap().unwrap();
+        // Block 0 from the newest point (its own session), block 2 from this round's first
+        // incremental, block 1 from the first full.
+        assert_eq!(record.sessions.len(), 3, "round {round}: {record:?}");
+        restore(&repo, "vm", Some(synth.sealed.meta.point), &out, &private).unwrap();
+        assert!(read(&out) == read(&img), "round {round}");
+        std::fs::remove_file(&out).unwrap();
+    }
+    assert!(repo.verify(None, 1, &|_| {}).unwrap().is_clean());
+}

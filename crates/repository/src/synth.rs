@@ -3,6 +3,7 @@
 //! header, map, metadata and trailer are new bytes; on a filesystem without reflink the
 //! blocks are copied instead, and the outcome says so.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -143,28 +144,63 @@ impl crate::ChainReader {
 }
 
 fn merged_encryption_record(src: &crate::ChainReader) -> Result<Option<Vec<u8>>> {
-    use bulwark_format::{EncryptionRecord, EXT_ENCRYPTION};
+    use bulwark_format::{EncryptionRecord, EXT_ENCRYPTION, SESSION_SALT_LEN};
     let bad = |e: FormatError| RepoError::Usage(format!("cannot build a synthetic full: {e}"));
     let Some(own) = src.point().meta.extension(EXT_ENCRYPTION) else {
         return Ok(None);
     };
     let mut record = EncryptionRecord::decode(own).map_err(bad)?;
-    let mut seen = vec![src.point().meta.point];
+    // Each file's record, decoded once, in the order its blocks first appear.
+    let mut files: Vec<(PointId, EncryptionRecord)> =
+        vec![(src.point().meta.point, record.clone())];
+    // The salts the point's blocks carry: only those sessions are listed, so a chain
+    // continued by synthetic fulls does not keep every session it ever had (the record holds
+    // at most MAX_SESSIONS). A file written by one session holds only its salt; a block of a
+    // file listing several (an earlier synthetic full) is asked for its first 16 bytes.
+    let mut used: HashSet<[u8; SESSION_SALT_LEN]> = HashSet::new();
     for e in src.entries() {
         let f = src.file_of(e);
-        if seen.contains(&f.meta.point) {
+        let i = match files.iter().position(|(p, _)| *p == f.meta.point) {
+            Some(i) => i,
+            None => {
+                let other = f.meta.extension(EXT_ENCRYPTION).ok_or_else(|| {
+                    RepoError::Usage(format!(
+                        "cannot build a synthetic full: restore point {} of the chain is not encrypted",
+                        f.meta.point
+                    ))
+                })?;
+                files.push((f.meta.point, EncryptionRecord::decode(other).map_err(bad)?));
+                files.len() - 1
+            }
+        };
+        if !e.is_encrypted() {
             continue;
         }
-        seen.push(f.meta.point);
-        let other = f.meta.extension(EXT_ENCRYPTION).ok_or_else(|| {
-            RepoError::Usage(format!(
-                "cannot build a synthetic full: restore point {} of the chain is not encrypted",
-                f.meta.point
-            ))
-        })?;
-        record
-            .merge(&EncryptionRecord::decode(other).map_err(bad)?)
-            .map_err(bad)?;
+        let sessions = &files[i].1.sessions;
+        if let [only] = &sessions[..] {
+            used.insert(only.salt);
+        } else {
+            let mut salt = [0u8; SESSION_SALT_LEN];
+            f.file()
+                .read_exact_at(&mut salt, e.offset)
+                .map_err(RepoError::io(
+                    &src.path,
+                    "reading a block's session salt in",
+                ))?;
+            used.insert(salt);
+        }
+    }
+    // The point's own session first (it wrote its own blocks), then every other session a
+    // block uses, each once; the keys must agree.
+    let own_salt = record.sessions[0].salt;
+    record
+        .sessions
+        .retain(|s| s.salt == own_salt || used.contains(&s.salt));
+    for (_, other) in &files[1..] {
+        let mut needed = other.clone();
+        needed.sessions.retain(|s| used.contains(&s.salt));
+        // Merged also when it adds no session: the keys must agree (a chain never mixes keys).
+        record.merge(&needed).map_err(bad)?;
     }
     Ok(Some(record.encode()))
 }
