@@ -318,12 +318,16 @@ pub fn encrypted_block(data: &[u8]) {
         plain_hash: Digest(keyed),
         stored_hash: Digest::of(&stored),
     };
-    let change_key = [9u8; 32];
-    if let Ok(mut dec) = BlockDecoder::new() {
-        let mut out = Vec::new();
-        if let Ok(plain) = dec.decode_decrypted(&e, &payload, &mut out, &change_key) {
-            assert_eq!(plain.len(), plain_len as usize);
-            assert_eq!(blake3::keyed_hash(&change_key, plain).as_bytes(), &keyed);
+    // The seeds hold the older change hash (plain bytes only); the positional one is checked
+    // the same way.
+    for positional in [false, true] {
+        let change = bulwark_format::ChangeKey::new([9u8; 32], positional);
+        if let Ok(mut dec) = BlockDecoder::new() {
+            let mut out = Vec::new();
+            if let Ok(plain) = dec.decode_decrypted(&e, &payload, &mut out, &change) {
+                assert_eq!(plain.len(), plain_len as usize);
+                assert_eq!(change.hash(block, plain).0, keyed);
+            }
         }
     }
 }

@@ -485,6 +485,7 @@ fn encrypted_seeds() -> Vec<(String, Vec<u8>)> {
             salt: [4; 16],
             wrapped: vec![5; 80],
         }],
+        positional: false,
     };
     vec![
         ("sealed-raw".into(), raw),

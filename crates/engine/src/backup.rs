@@ -155,8 +155,8 @@ fn check_level(level: i32) -> Result<()> {
 /// Reads `input` (a file, or an NBD export with changed-block tracking's runs) and feeds
 /// every non-zero block to `sink` in block order. Holes are skipped without reading; blocks
 /// whose hash equals `known`'s are sent as unchanged, and blocks CBT references unread are
-/// counted unchanged, not read. Blocks are hashed with BLAKE3 keyed by `change_key` when one
-/// is given (the change-detection hash of encrypted chains, docs/encryption.md).
+/// counted unchanged, not read. Blocks are hashed with the chain's keyed change-detection
+/// hash when `change_key` is given (the change-detection hash of encrypted chains, docs/encryption.md).
 #[allow(clippy::too_many_arguments)]
 pub fn run_input_pipeline(
     input: &Input<'_>,
@@ -164,7 +164,7 @@ pub fn run_input_pipeline(
     level: i32,
     threads: usize,
     known: &KnownHashes,
-    change_key: Option<&[u8; 32]>,
+    change_key: Option<&bulwark_format::ChangeKey>,
     sink: &mut dyn BlockSink,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Counters> {
@@ -216,10 +216,10 @@ pub fn run_input_pipeline(
                     let outcome = if is_zero(&buf) {
                         Ok(Outcome::Zero)
                     } else {
-                        let plain_hash = Digest::from(match change_key {
-                            Some(k) => blake3::keyed_hash(k, &buf),
-                            None => blake3::hash(&buf),
-                        });
+                        let plain_hash = match change_key {
+                            Some(k) => k.hash(block, &buf),
+                            None => Digest::from(blake3::hash(&buf)),
+                        };
                         if known.get(block) == Some(plain_hash) {
                             Ok(Outcome::Unchanged)
                         } else {

@@ -15,8 +15,8 @@ use bulwark_crypto::{
     KeyFile, KeyKind, PublicKeyFile, Secret, SessionSealer,
 };
 use bulwark_format::{
-    BlockDecoder, BlockNo, Codec, Digest, EncryptionRecord, KeyMode, MapEntry, PointId, PointKind,
-    PointMeta, Session, StoredBlock, EXT_ENCRYPTION,
+    BlockDecoder, BlockNo, ChangeKey, Codec, Digest, EncryptionRecord, KeyMode, MapEntry, PointId,
+    PointKind, PointMeta, Session, StoredBlock, EXT_ENCRYPTION,
 };
 use bulwark_repository::{
     ChainReader, NextPoint, ParentMap, PlanRequest, PointBuilder, Repository,
@@ -96,7 +96,7 @@ pub fn refuse_plain_after_encrypted(repo: &Repository, job: &str) -> Result<()> 
 pub struct Sealing {
     sealer: SessionSealer,
     /// The keyed-hash key for change detection ([`crate::run_backup_pipeline`]).
-    pub change_key: [u8; 32],
+    pub change_key: ChangeKey,
     /// The new point's encryption record.
     pub record: EncryptionRecord,
 }
@@ -124,8 +124,11 @@ fn sealing_for(
     key: &WriteKey,
     parent: Option<Option<&EncryptionRecord>>,
 ) -> Result<std::result::Result<Sealing, String>> {
+    // A new chain binds the block number into its change-detection hashes; a running chain
+    // keeps the hash it began with (docs/encryption.md, "Change detection").
     let fresh = |key_id: [u8; 16],
                  change_key: [u8; 32],
+                 positional: bool,
                  wrap: &dyn Fn(&BlockKey) -> bulwark_crypto::Result<Vec<u8>>|
      -> Result<Sealing> {
         let data_key = BlockKey::generate().map_err(usage)?;
@@ -139,9 +142,10 @@ fn sealing_for(
                     salt: sealer.salt(),
                     wrapped,
                 }],
+                positional,
             },
             sealer,
-            change_key,
+            change_key: ChangeKey::new(change_key, positional),
         })
     };
     let parent = match parent {
@@ -174,7 +178,10 @@ fn sealing_for(
                     return Err(usage("not a symmetric key file"));
                 };
                 let (id, master) = (g.key_id(), *master);
-                fresh(id, g.change_key(), &|dk| wrap_symmetric(&master, &id, dk)).map(Ok)
+                fresh(id, g.change_key(), true, &|dk| {
+                    wrap_symmetric(&master, &id, dk)
+                })
+                .map(Ok)
             }
             Some(r) => {
                 let g = kf.find(&r.key_id).ok_or_else(|| {
@@ -199,9 +206,10 @@ fn sealing_for(
                             salt: sealer.salt(),
                             wrapped: first.wrapped.clone(),
                         }],
+                        positional: r.positional,
                     },
                     sealer,
-                    change_key: g.change_key(),
+                    change_key: ChangeKey::new(g.change_key(), r.positional),
                 }))
             }
         },
@@ -216,7 +224,12 @@ fn sealing_for(
                 }
             }
             let public = p.public;
-            fresh(p.key_id(), p.change_key, &|dk| wrap_x25519(&public, dk)).map(Ok)
+            // Every write-only point is a session of its own; the chain's hash stays.
+            let positional = parent.is_none_or(|r| r.positional);
+            fresh(p.key_id(), p.change_key, positional, &|dk| {
+                wrap_x25519(&public, dk)
+            })
+            .map(Ok)
         }
     }
 }
@@ -389,7 +402,7 @@ pub(crate) struct LocalPoint {
 
 impl LocalPlan {
     /// The change-detection key the point's (and its parent's) block hashes are keyed with.
-    pub fn change_key(&self) -> Option<[u8; 32]> {
+    pub fn change_key(&self) -> Option<ChangeKey> {
         self.sealing.as_ref().map(|s| s.change_key)
     }
 
@@ -482,7 +495,7 @@ pub fn run_backup_pipeline(
 struct FileKeys {
     /// Data keys by the salt their blocks carry.
     keys: Vec<([u8; 16], BlockKey)>,
-    change_key: [u8; 32],
+    change_key: ChangeKey,
     /// A point written by a backup holds only its own session's blocks; a synthetic full
     /// holds cloned blocks of many sessions.
     own_session_only: bool,
@@ -537,7 +550,7 @@ impl FileKeys {
         }
         Ok(FileKeys {
             keys,
-            change_key: g.change_key(),
+            change_key: ChangeKey::new(g.change_key(), rec.positional),
             own_session_only,
         })
     }

@@ -148,7 +148,7 @@ pub struct ParentInfo {
     pub hashes: Vec<bulwark_format::Digest>,
     /// The chain's change-detection key, when it is encrypted (docs/encryption.md): the
     /// parent's hashes are keyed with it, and so are the new point's.
-    pub change_key: Option<[u8; 32]>,
+    pub change_key: Option<bulwark_format::ChangeKey>,
 }
 
 impl ParentInfo {
@@ -158,7 +158,7 @@ impl ParentInfo {
         repo: &bulwark_repository::Repository,
         job: &str,
         p: &ParentMap,
-        change_key: Option<[u8; 32]>,
+        change_key: Option<bulwark_format::ChangeKey>,
     ) -> Result<ParentInfo> {
         let record = repo
             .scan_job(job)?
@@ -176,13 +176,13 @@ impl ParentInfo {
         })
     }
 
-    /// The hash of a block's plain bytes `data` as this chain's points hold it (comparable
+    /// The hash of block `block`'s plain bytes `data` as this chain's points hold it (comparable
     /// with [`ParentInfo::hashes`]).
-    pub fn hash_of(&self, data: &[u8]) -> bulwark_format::Digest {
-        bulwark_format::Digest::from(match &self.change_key {
-            Some(k) => blake3::keyed_hash(k, data),
-            None => blake3::hash(data),
-        })
+    pub fn hash_of(&self, block: u64, data: &[u8]) -> bulwark_format::Digest {
+        match &self.change_key {
+            Some(k) => k.hash(block, data),
+            None => bulwark_format::Digest::from(blake3::hash(data)),
+        }
     }
 }
 
@@ -806,7 +806,7 @@ fn anchor_check(
     b.report.anchor_block = Some(block);
     b.report.anchor_bytes = u64::from(len);
     let want = p.blocks.binary_search(&block).ok().map(|i| p.hashes[i]);
-    if want != Some(p.hash_of(&data)) {
+    if want != Some(p.hash_of(block, &data)) {
         b.runs = None;
         b.report.used = false;
         b.report.fallback_reason = Some(format!(

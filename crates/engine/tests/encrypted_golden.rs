@@ -143,3 +143,62 @@ fn golden_encrypted_v1_files_still_decrypt() {
     .unwrap();
     assert_eq!(p.key_id(), kf.current().key_id());
 }
+
+/// A chain begun before change-detection hashes bound the block number keeps its hash: an
+/// incremental on the golden symmetric full (record flag clear) finds every block unchanged,
+/// its record keeps the flag clear, and it restores to the golden image.
+#[test]
+fn an_incremental_on_a_chain_of_the_older_change_hash_keeps_that_hash() {
+    let g = golden_dir();
+    let name = "v1-encrypted-symmetric";
+    let kf = KeyFile::decode(
+        &std::fs::read(g.join(format!("{name}.key"))).unwrap(),
+        PASSPHRASE,
+        name,
+    )
+    .unwrap();
+    let golden = g.join(format!("{name}.bwrp"));
+    let meta = PointReader::open(File::open(&golden).unwrap())
+        .unwrap()
+        .meta;
+    assert!(!record_of(&meta).unwrap().unwrap().positional);
+    let d = tempfile::tempdir().unwrap();
+    let repo = Repository::init(&d.path().join("repo"), 7).unwrap();
+    let dst = repo.point_path(&meta.job, meta.chain, meta.point);
+    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+    std::fs::copy(&golden, &dst).unwrap();
+    let src = d.path().join("src.img");
+    File::create(&src)
+        .unwrap()
+        .write_all_at(&golden_image(), 0)
+        .unwrap();
+    let o = BackupOptions {
+        block_size: Some(65536),
+        ..Default::default()
+    };
+    let wk = WriteKey::Symmetric(kf.clone());
+    let inc = backup_local_encrypted(
+        &repo,
+        &meta.job,
+        Source::open(&src).unwrap(),
+        &o,
+        &wk,
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(inc.sealed.meta.chain, meta.chain, "an incremental");
+    assert_eq!(inc.counters.blocks_new, 0, "{:?}", inc.counters);
+    assert!(!record_of(&inc.sealed.meta).unwrap().unwrap().positional);
+    let out = d.path().join("out.img");
+    restore_local_with(
+        &repo,
+        &meta.job,
+        None,
+        &out,
+        &RestoreOptions::default(),
+        Some(&kf),
+        &|_| {},
+    )
+    .unwrap();
+    assert!(std::fs::read(&out).unwrap() == golden_image());
+}

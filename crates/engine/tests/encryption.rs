@@ -578,3 +578,38 @@ fn synthetic_fulls_of_a_write_only_chain_list_only_the_sessions_their_blocks_use
     }
     assert!(repo.verify(None, 1, &|_| {}).unwrap().is_clean());
 }
+
+/// Review finding: the change-detection hash was the keyed BLAKE3 of the plain block alone,
+/// so the map showed the repository every pair of equal blocks — within a disk, across its
+/// points and across every job sharing a key. A new chain's hash binds the block number:
+/// equal blocks at two positions hash apart (in both modes), while the same block of the
+/// next incremental still compares equal.
+#[test]
+fn equal_blocks_at_different_positions_show_different_change_hashes() {
+    let (_d, repo, img) = rig();
+    let kf = KeyFile::new_symmetric(1).unwrap();
+    let (_, public) = KeyFile::new_write_only(1).unwrap();
+    let bs = 64u32 << 10;
+    let block = Rng::new(3).bytes(bs as usize);
+    let f = File::create(&img).unwrap();
+    for i in 0..4 {
+        f.write_all_at(&block, i * u64::from(bs)).unwrap();
+    }
+    for (job, wk) in [("sym", sym(&kf)), ("wo", WriteKey::Public(public))] {
+        let full = backup(&repo, job, &img, &opts(bs), &wk);
+        let r = PointReader::open(File::open(&full.sealed.path).unwrap()).unwrap();
+        assert!(record_of(&r.meta).unwrap().unwrap().positional);
+        let mut hashes: Vec<_> = r.map.iter().map(|e| e.plain_hash).collect();
+        assert_eq!(hashes.len(), 4);
+        hashes.sort();
+        hashes.dedup();
+        assert_eq!(hashes.len(), 4, "{job}: equal blocks show equal hashes");
+        let inc = backup(&repo, job, &img, &opts(bs), &wk);
+        assert_eq!(inc.sealed.meta.chain, full.sealed.meta.chain);
+        assert_eq!(
+            (inc.counters.blocks_unchanged, inc.counters.blocks_new),
+            (4, 0),
+            "{job}"
+        );
+    }
+}

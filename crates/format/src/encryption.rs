@@ -16,6 +16,10 @@ pub const SESSION_SALT_LEN: usize = 16;
 /// point it draws blocks from).
 pub const MAX_SESSIONS: usize = 512;
 const FIXED: usize = 24;
+/// Record flag (byte 3), bit 0: the chain's change-detection hashes bind the block number
+/// ([`ChangeKey`]). Written for every chain begun since 2026-12-02; chains begun before keep
+/// the older hash (flag clear) for as long as they run.
+pub const FLAG_POSITIONAL_HASH: u8 = 1;
 
 /// Who can read a point's data key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +69,44 @@ pub struct EncryptionRecord {
     /// The first is the session that wrote this point's own blocks; a synthetic full lists
     /// every session its cloned blocks came from.
     pub sessions: Vec<Session>,
+    /// The chain's change-detection hashes bind the block number ([`FLAG_POSITIONAL_HASH`]).
+    pub positional: bool,
+}
+
+/// The keyed change-detection hash of an encrypted chain (docs/encryption.md, "Change
+/// detection"): BLAKE3 keyed with the change key over the block number (8 bytes, little
+/// endian) and the plain block; over the plain block alone on chains begun before the
+/// block number was bound (`positional` false). Equal blocks at different positions hash
+/// apart, so the map shows which blocks are equal only where incrementals need it: the same
+/// block of the same chain.
+#[derive(Clone, Copy)]
+pub struct ChangeKey {
+    key: [u8; 32],
+    positional: bool,
+}
+
+impl ChangeKey {
+    /// The hash keyed with `key`, binding the block number when `positional`.
+    pub fn new(key: [u8; 32], positional: bool) -> ChangeKey {
+        ChangeKey { key, positional }
+    }
+
+    /// The change-detection hash of block `block` holding `plain`.
+    pub fn hash(&self, block: u64, plain: &[u8]) -> crate::Digest {
+        let mut h = blake3::Hasher::new_keyed(&self.key);
+        if self.positional {
+            h.update(&block.to_le_bytes());
+        }
+        h.update(plain);
+        crate::Digest::from(h.finalize())
+    }
+}
+
+impl std::fmt::Debug for ChangeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key itself.
+        write!(f, "ChangeKey {{ positional: {} }}", self.positional)
+    }
 }
 
 impl EncryptionRecord {
@@ -72,7 +114,12 @@ impl EncryptionRecord {
     pub fn encode(&self) -> Vec<u8> {
         let w = self.mode.wrapped_len();
         let mut b = Vec::with_capacity(FIXED + self.sessions.len() * (SESSION_SALT_LEN + w));
-        b.extend_from_slice(&[RECORD_VERSION, AEAD_AES256GCM, self.mode.code(), 0]);
+        let flags = if self.positional {
+            FLAG_POSITIONAL_HASH
+        } else {
+            0
+        };
+        b.extend_from_slice(&[RECORD_VERSION, AEAD_AES256GCM, self.mode.code(), flags]);
         b.extend_from_slice(&self.key_id);
         b.extend_from_slice(&(self.sessions.len() as u16).to_le_bytes());
         b.extend_from_slice(&(w as u16).to_le_bytes());
@@ -103,8 +150,11 @@ impl EncryptionRecord {
             2 => KeyMode::WriteOnly,
             m => return Err(bad(format!("unknown key mode {m}"))),
         };
-        if b[3] != 0 {
-            return Err(bad("reserved byte is not zero".into()));
+        if b[3] & !FLAG_POSITIONAL_HASH != 0 {
+            return Err(bad(format!(
+                "unknown record flags {:#04x}; upgrade Bulwark",
+                b[3]
+            )));
         }
         let count = u16::from_le_bytes([b[20], b[21]]) as usize;
         let w = u16::from_le_bytes([b[22], b[23]]) as usize;
@@ -137,6 +187,7 @@ impl EncryptionRecord {
             mode,
             key_id: b[4..20].try_into().expect("16"),
             sessions,
+            positional: b[3] & FLAG_POSITIONAL_HASH != 0,
         })
     }
 
@@ -154,7 +205,10 @@ impl EncryptionRecord {
     /// be of one mode and key. No key is needed: this is how the repository keeps a synthetic
     /// full of an encrypted chain readable.
     pub fn merge(&mut self, other: &EncryptionRecord) -> Result<()> {
-        if other.mode != self.mode || other.key_id != self.key_id {
+        if other.mode != self.mode
+            || other.key_id != self.key_id
+            || other.positional != self.positional
+        {
             return Err(FormatError::Invalid(format!(
                 "the chain mixes encryption keys ({} {} and {} {}); start a new chain with an active full",
                 self.mode.as_str(),
@@ -191,6 +245,7 @@ mod tests {
                     wrapped: vec![i as u8; mode.wrapped_len()],
                 })
                 .collect(),
+            positional: true,
         }
     }
 
@@ -214,5 +269,38 @@ mod tests {
         let mut dup = rec(KeyMode::Symmetric, 2);
         dup.sessions[1].salt = dup.sessions[0].salt;
         assert!(EncryptionRecord::decode(&dup.encode()).is_err());
+    }
+
+    #[test]
+    fn the_positional_flag_round_trips_is_never_mixed_and_unknown_flags_are_refused() {
+        let mut old = rec(KeyMode::Symmetric, 1);
+        old.positional = false;
+        let b = old.encode();
+        assert_eq!(b[3], 0, "a record of an older chain encodes as before");
+        assert_eq!(EncryptionRecord::decode(&b).unwrap(), old);
+        let new = rec(KeyMode::Symmetric, 2);
+        assert_eq!(new.encode()[3], FLAG_POSITIONAL_HASH);
+        assert_eq!(EncryptionRecord::decode(&new.encode()).unwrap(), new);
+        assert!(old.clone().merge(&new).is_err());
+        for flags in [2u8, 3, 0x80] {
+            let mut b = new.encode();
+            b[3] = flags;
+            let err = EncryptionRecord::decode(&b).unwrap_err().to_string();
+            assert!(err.contains("unknown record flags"), "{err}");
+        }
+        // The hashes: the older one is the plain keyed BLAKE3; the positional one binds the
+        // block number, so equal blocks at two positions hash apart.
+        let data = [7u8; 4096];
+        let k = [9u8; 32];
+        let older = ChangeKey::new(k, false);
+        assert_eq!(
+            older.hash(5, &data).0,
+            *blake3::keyed_hash(&k, &data).as_bytes()
+        );
+        assert_eq!(older.hash(5, &data), older.hash(6, &data));
+        let pos = ChangeKey::new(k, true);
+        assert_ne!(pos.hash(5, &data), pos.hash(6, &data));
+        assert_ne!(pos.hash(5, &data), older.hash(5, &data));
+        assert_eq!(pos.hash(5, &data), pos.hash(5, &data));
     }
 }

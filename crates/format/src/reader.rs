@@ -337,14 +337,14 @@ impl BlockDecoder {
 
     /// Decodes the decrypted payload of an encrypted block (docs/encryption.md): decompresses
     /// it when the entry says zstd and checks the keyed change-detection hash with
-    /// `change_key`. Returns the plain block: `payload` itself when stored raw, else the start
+    /// `change`. Returns the plain block: `payload` itself when stored raw, else the start
     /// of `out`.
     pub fn decode_decrypted<'a>(
         &mut self,
         e: &MapEntry,
         payload: &'a [u8],
         out: &'a mut Vec<u8>,
-        change_key: &[u8; 32],
+        change: &crate::ChangeKey,
     ) -> Result<&'a [u8]> {
         let plain_len = e.plain_len as usize;
         let plain = if e.is_compressed() {
@@ -352,9 +352,7 @@ impl BlockDecoder {
         } else {
             payload
         };
-        if plain.len() != plain_len
-            || blake3::keyed_hash(change_key, plain).as_bytes() != &e.plain_hash.0
-        {
+        if plain.len() != plain_len || change.hash(e.block.0, plain) != e.plain_hash {
             return Err(FormatError::PlainHash { block: e.block });
         }
         Ok(plain)
