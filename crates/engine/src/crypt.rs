@@ -73,22 +73,10 @@ fn parent_record(
 /// the backup would continue its chain or start a new one: a backup is never silently made
 /// unencrypted. (To stop encrypting a disk, back it up under a new job name.)
 pub fn refuse_plain_after_encrypted(repo: &Repository, job: &str) -> Result<()> {
-    let Some(bytes) = repo.job_encryption(job)? else {
-        return Ok(());
-    };
-    let r = EncryptionRecord::decode(&bytes).map_err(usage)?;
-    let give = match r.mode {
-        KeyMode::Symmetric => "give its key file with --key KEYFILE (`key = \"…\"` in a job file)",
-        KeyMode::WriteOnly => {
-            "give its public key with --public-key PUBLIC (`public_key = \"…\"` in a job file)"
-        }
-    };
-    Err(EngineError::Usage(format!(
-        "job {job:?} is encrypted ({} key {}): {give}; an unencrypted backup of an encrypted job is refused, \
-         also as a new full (to stop encrypting this disk, back it up under a new job name); nothing was written",
-        r.mode.as_str(),
-        r.fingerprint()
-    )))
+    match repo.job_encryption(job)?.plain_refusal(job) {
+        Some(why) => Err(EngineError::Usage(why)),
+        None => Ok(()),
+    }
 }
 
 /// What a new point's encryption is: the session that seals its blocks, the change-detection

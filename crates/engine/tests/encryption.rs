@@ -613,3 +613,44 @@ fn equal_blocks_at_different_positions_show_different_change_hashes() {
         );
     }
 }
+
+/// Review finding: when the only point of an encrypted job was damaged (a byte of its trailer
+/// flipped), a backup without the key went ahead as a plain active full — and every later
+/// keyless backup followed it. A damaged point whose metadata still shows its encryption
+/// record now counts: the keyless backup is refused and writes nothing; with the key, the
+/// backup starts a new encrypted chain. A plain job in the same state still gets its new full
+/// (`roundtrip::damaged_newest_point_makes_the_next_backup_a_full`).
+#[test]
+fn a_keyless_backup_is_refused_when_the_encrypted_jobs_only_point_is_damaged() {
+    let (_d, repo, img) = rig();
+    make_image(&img, 2 << 20, 11);
+    let kf = KeyFile::new_symmetric(1).unwrap();
+    let first = backup(&repo, "vm", &img, &opts(64 << 10), &sym(&kf));
+    let path = first.sealed.path.clone();
+    make_writable(&path);
+    let f = File::options().read(true).write(true).open(&path).unwrap();
+    let len = f.metadata().unwrap().len();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, len - 100).unwrap();
+    f.write_all_at(&[b[0] ^ 0x40], len - 100).unwrap();
+    assert!(PointReader::open(File::open(&path).unwrap()).is_err());
+    let before = point_files(repo.root()).len();
+    let err = backup_local(&repo, "vm", &img, &opts(64 << 10), &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is encrypted") && err.contains(&hex::encode(kf.current().key_id())),
+        "{err}"
+    );
+    assert_eq!(
+        point_files(repo.root()).len(),
+        before,
+        "nothing was written"
+    );
+    let next = backup(&repo, "vm", &img, &opts(64 << 10), &sym(&kf));
+    assert_ne!(
+        next.sealed.meta.chain, first.sealed.meta.chain,
+        "a new chain"
+    );
+    assert!(record_of(&next.sealed.meta).unwrap().is_some());
+}

@@ -251,6 +251,12 @@ impl Trailer {
         })
     }
 
+    /// Where a damaged file's metadata would be, `(offset, length)`, from its trailer read
+    /// without any check (see [`crate::probe_damaged_meta`]).
+    pub(crate) fn meta_span_unchecked(b: &[u8; TRAILER_LEN]) -> (u64, u64) {
+        (u64_at(b, T_META_OFFSET), u64_at(b, T_META_LEN))
+    }
+
     /// Reads and checks only the trailer of an open file (what the immutability service needs
     /// to learn a file's root digest without trusting anything else).
     pub fn read_from(file: &std::fs::File) -> Result<Trailer> {

@@ -26,9 +26,9 @@ pub use meta::{
     validate_name, Extension, FileRef, PointKind, PointMeta, RetentionClass, Stats, EXT_CBT_SOURCE,
     EXT_CRITICAL, EXT_ENCRYPTION, MAX_EXTENSIONS, MAX_EXTENSION_LEN,
 };
-pub use reader::PointReader;
 #[cfg(feature = "codec")]
 pub use reader::{decode_block, BlockDecoder};
+pub use reader::{probe_damaged_meta, PointReader};
 pub use writer::PointWriter;
 
 /// Result type of this crate.

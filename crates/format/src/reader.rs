@@ -47,6 +47,25 @@ fn stored_here(e: &MapEntry) -> Result<()> {
     Ok(())
 }
 
+/// The metadata of a restore-point file that [`PointReader::open`] refuses, read with no check
+/// but the bounds: `None` unless the trailer's metadata offset and length still fit the file
+/// and the metadata itself still decodes. Never trusted for data or for a decision that
+/// could lose any — only so that a damaged point can still tell that it was encrypted, and a
+/// backup without a key is not let through because the only evidence is damaged.
+pub fn probe_damaged_meta(file: &File) -> Option<PointMeta> {
+    let len = crate::layout::point_file_len(file).ok()?;
+    let end = len - TRAILER_LEN as u64;
+    let mut t = [0u8; TRAILER_LEN];
+    file.read_exact_at(&mut t, end).ok()?;
+    let (offset, meta_len) = crate::layout::Trailer::meta_span_unchecked(&t);
+    if meta_len > MAX_META_LEN || offset.checked_add(meta_len) != Some(end) {
+        return None;
+    }
+    let mut b = vec![0u8; meta_len as usize];
+    file.read_exact_at(&mut b, offset).ok()?;
+    PointMeta::decode(&b).ok()
+}
+
 impl PointReader {
     /// Opens and checks everything but block data. Every length is checked against the file's
     /// size before anything is allocated.

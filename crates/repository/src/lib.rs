@@ -32,7 +32,7 @@ pub use durable::{fsync_dir, write_atomic, write_atomic_mode};
 pub use error::RepoError;
 pub use lock::JobLock;
 pub use plan::{plan_next_point, NextPoint, Plan, PlanRequest};
-pub use points::{JobScan, PointInfo};
+pub use points::{JobEncryption, JobScan, PointInfo};
 pub use policy::RetentionReport;
 pub use reader::{ChainReader, DirectReader, ParentMap};
 pub use remote::{RemoteError, RemoteStore};

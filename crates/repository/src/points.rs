@@ -83,6 +83,47 @@ fn check_opened(
     Ok(r)
 }
 
+/// What a job's restore points say of its encryption ([`Repository::job_encryption`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobEncryption {
+    /// No restore point, or the newest readable one is not encrypted.
+    Plain,
+    /// The encryption record (its bytes) of the newest readable point, or of a newer damaged
+    /// one whose metadata still shows it.
+    Encrypted(Vec<u8>),
+}
+
+impl JobEncryption {
+    /// Why a backup of `job` without a key is refused, or `None` when it may go ahead. The
+    /// same words locally and from the repository service.
+    pub fn plain_refusal(&self, job: &str) -> Option<String> {
+        match self {
+            JobEncryption::Plain => None,
+            JobEncryption::Encrypted(bytes) => {
+                let (mode, fp, give) = match bulwark_format::EncryptionRecord::decode(bytes) {
+                    Ok(r) => (
+                        r.mode.as_str(),
+                        r.fingerprint(),
+                        match r.mode {
+                            bulwark_format::KeyMode::Symmetric => {
+                                "give its key file with --key KEYFILE (`key = \"…\"` in a job file)"
+                            }
+                            bulwark_format::KeyMode::WriteOnly => {
+                                "give its public key with --public-key PUBLIC (`public_key = \"…\"` in a job file)"
+                            }
+                        },
+                    ),
+                    Err(_) => ("unreadable", "?".into(), "give its key (--key or --public-key)"),
+                };
+                Some(format!(
+                    "job {job:?} is encrypted ({mode} key {fp}): {give}; an unencrypted backup of an encrypted job is refused, \
+                     also as a new full (to stop encrypting this disk, back it up under a new job name); nothing was written"
+                ))
+            }
+        }
+    }
+}
+
 impl Repository {
     /// Like `point_files`, plus the points only the attached remote tier holds (flagged
     /// `true`; their path is where the local file would be).
@@ -157,21 +198,34 @@ impl Repository {
         Ok(self.scan_job(job)?.points.pop())
     }
 
-    /// The encryption record (its bytes, docs/encryption.md) of the job's newest readable
-    /// restore point; `None` when that point is not encrypted or the job has none. A job is
-    /// encrypted from then on: a backup without its key is refused even where it would start
-    /// a new chain (`--full`, another disk size or block size, a damaged newest point).
-    pub fn job_encryption(&self, job: &str) -> Result<Option<Vec<u8>>> {
+    /// What the job's restore points say of its encryption (docs/encryption.md): the record
+    /// of its newest readable point, or of a newer damaged one whose metadata still shows
+    /// one ([`bulwark_format::probe_damaged_meta`]). A job is encrypted from then on: a
+    /// backup without its key is refused even where it would start a new chain (`--full`,
+    /// another disk size or block size, a damaged newest point).
+    pub fn job_encryption(&self, job: &str) -> Result<JobEncryption> {
         // Newest first, stopping at the first that reads: one file in the usual case.
         for (chain, point, path) in point_files(self.root(), job)?.into_iter().rev() {
-            if let Ok(r) = open_checked(&path, job, chain, point) {
-                return Ok(r
-                    .meta
-                    .extension(bulwark_format::EXT_ENCRYPTION)
-                    .map(<[u8]>::to_vec));
+            let record = match open_checked(&path, job, chain, point) {
+                Ok(r) => {
+                    return Ok(match r.meta.extension(bulwark_format::EXT_ENCRYPTION) {
+                        Some(rec) => JobEncryption::Encrypted(rec.to_vec()),
+                        None => JobEncryption::Plain,
+                    })
+                }
+                Err(_) => std::fs::File::open(&path)
+                    .ok()
+                    .and_then(|f| bulwark_format::probe_damaged_meta(&f))
+                    .and_then(|m| {
+                        m.extension(bulwark_format::EXT_ENCRYPTION)
+                            .map(<[u8]>::to_vec)
+                    }),
+            };
+            if let Some(rec) = record {
+                return Ok(JobEncryption::Encrypted(rec));
             }
         }
-        Ok(None)
+        Ok(JobEncryption::Plain)
     }
 
     /// True when `job` has no file at all: none in the store (readable or not) and none

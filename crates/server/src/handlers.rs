@@ -521,14 +521,8 @@ fn backup(s: &mut Session, client: &str, state: &State, req: BackupRequest) -> R
                 Msg::Block(_) | Msg::Unchanged { .. } | Msg::Finish { .. }
             );
         if first_data {
-            if let Some(r) = &job_record {
-                let fp = bulwark_format::EncryptionRecord::decode(r)
-                    .map(|r| r.fingerprint())
-                    .unwrap_or_default();
-                return Err(Fail::new(
-                    ErrorCode::Usage,
-                    format!("job {:?} is encrypted (key {fp}): an unencrypted backup is refused, also as a new full; back up with its --key or --public-key (or under a new job name to stop encrypting it)", req.job),
-                ));
+            if let Some(why) = job_record.plain_refusal(&req.job) {
+                return Err(Fail::new(ErrorCode::Usage, why));
             }
             encrypted = Some(false);
         }

@@ -51,8 +51,8 @@ enum KeyCmd {
     /// $BULWARK_NEW_PASSPHRASE, $BULWARK_NEW_PASSPHRASE_FILE or the terminal. Given a link,
     /// writes the file it leads to.
     Passwd { file: PathBuf },
-    /// Add a new key generation: new chains use it, old chains stay readable with the older
-    /// ones, which the file keeps. For a restore key, also writes the new public key. The
+    /// Add a new key generation: chains begun by an active full use it (synthetic fulls carry
+    /// their chain's key on), old chains stay readable with the older ones, which the file keeps. For a restore key, also writes the new public key. The
     /// passphrase is asked once and stays the same (`key passwd` changes it).
     Rotate {
         file: PathBuf,
@@ -780,7 +780,7 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<i32> {
                 _ => write_key_file(&k.real, &bytes, true)?,
             }
             outln!(
-                "added key generation {} (fingerprint {}) to {}{}: new chains use it; chains written with older generations stay readable with this file",
+                "added key generation {} (fingerprint {}) to {}{}: each job's next active full begins a chain under it (incrementals and synthetic fulls carry their chain's key on); chains written with older generations stay readable with this file",
                 kf.generations.len(),
                 fp(kf.current().key_id()),
                 file.display(),
