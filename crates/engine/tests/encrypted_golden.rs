@@ -34,6 +34,12 @@ fn golden_image() -> Vec<u8> {
     img
 }
 
+/// The golden key file `NAME.key`, opened with its passphrase.
+fn golden_key(name: &str) -> KeyFile {
+    let bytes = std::fs::read(golden_dir().join(format!("{name}.key"))).unwrap();
+    KeyFile::decode(&bytes, PASSPHRASE, name).unwrap()
+}
+
 /// Decrypts every block of the point file at `path` with `key` into an image.
 fn decrypt(path: &Path, key: &KeyFile) -> Vec<u8> {
     let r = PointReader::open(File::open(path).unwrap()).unwrap();
@@ -104,12 +110,7 @@ fn golden_encrypted_v1_files_still_decrypt() {
     let g = golden_dir();
     let want = golden_image();
     for name in ["v1-encrypted-symmetric", "v1-encrypted-write-only"] {
-        let kf = KeyFile::decode(
-            &std::fs::read(g.join(format!("{name}.key"))).unwrap(),
-            PASSPHRASE,
-            name,
-        )
-        .unwrap();
+        let kf = golden_key(name);
         let path = g.join(format!("{name}.bwrp"));
         assert!(
             decrypt(&path, &kf) == want,
@@ -135,12 +136,7 @@ fn golden_encrypted_v1_files_still_decrypt() {
         "pub",
     )
     .unwrap();
-    let kf = KeyFile::decode(
-        &std::fs::read(g.join("v1-encrypted-write-only.key")).unwrap(),
-        PASSPHRASE,
-        "k",
-    )
-    .unwrap();
+    let kf = golden_key("v1-encrypted-write-only");
     assert_eq!(p.key_id(), kf.current().key_id());
 }
 
@@ -151,12 +147,7 @@ fn golden_encrypted_v1_files_still_decrypt() {
 fn an_incremental_on_a_chain_of_the_older_change_hash_keeps_that_hash() {
     let g = golden_dir();
     let name = "v1-encrypted-symmetric";
-    let kf = KeyFile::decode(
-        &std::fs::read(g.join(format!("{name}.key"))).unwrap(),
-        PASSPHRASE,
-        name,
-    )
-    .unwrap();
+    let kf = golden_key(name);
     let golden = g.join(format!("{name}.bwrp"));
     let meta = PointReader::open(File::open(&golden).unwrap())
         .unwrap()

@@ -312,9 +312,10 @@ fn repo_id(dir: &Path) -> String {
     Repository::open(dir).unwrap().config().id.clone()
 }
 
-/// `bulwark restore --repo dir --job job out`, which must succeed.
-fn restore(dir: &Path, job: &str, out: &Path) {
-    let o = run(
+/// `bulwark restore --repo dir --job job out` into a new `out` (which may fail).
+fn try_restore(dir: &Path, job: &str, out: &Path) -> Output {
+    let _ = std::fs::remove_file(out);
+    run(
         &bin_client(),
         &[
             "restore",
@@ -324,7 +325,12 @@ fn restore(dir: &Path, job: &str, out: &Path) {
             job,
             out.to_str().unwrap(),
         ],
-    );
+    )
+}
+
+/// [`try_restore`], which must succeed.
+fn restore(dir: &Path, job: &str, out: &Path) {
+    let o = try_restore(dir, job, out);
     assert!(o.status.success(), "{}", bulwark_testkit::text(&o));
 }
 
@@ -457,6 +463,19 @@ fn after_tier_import_the_rebuilt_repository_syncs_under_its_own_prefix_never_the
     );
 }
 
+/// Two repositories on the store, each with one point synced to a tier `s3` of its own
+/// bucket: "lost" (job web01) and "mine" (job db01). `None` after a printed SKIP.
+#[allow(clippy::type_complexity)]
+fn lost_and_mine(test: &str) -> Option<((Rig, Repository), (Rig, Repository))> {
+    let (lost, lost_repo) = s3_rig(test, "lost")?;
+    one_point(&lost_repo, "web01", 1);
+    lost.add_and_sync();
+    let (mine, mine_repo) = s3_rig(test, "mine").unwrap();
+    one_point(&mine_repo, "db01", 2);
+    mine.add_and_sync();
+    Some(((lost, lost_repo), (mine, mine_repo)))
+}
+
 /// QA: importing into an existing repository whose tier `s3` copies to another bucket
 /// rewrote that tier's settings to the imported bucket, so the repository's own records named
 /// keys the new bucket does not hold (`tier verify`: NotFound) and its next sync wrote under
@@ -465,14 +484,9 @@ fn after_tier_import_the_rebuilt_repository_syncs_under_its_own_prefix_never_the
 #[test]
 fn tier_import_into_a_tier_of_another_bucket_is_refused_and_changes_nothing() {
     let name = "tier_import_into_a_tier_of_another_bucket_is_refused_and_changes_nothing";
-    let Some((lost, lost_repo)) = s3_rig(name, "lost") else {
+    let Some(((lost, _), (mine, mine_repo))) = lost_and_mine(name) else {
         return;
     };
-    one_point(&lost_repo, "web01", 1);
-    lost.add_and_sync();
-    let (mine, mine_repo) = s3_rig(name, "mine").unwrap();
-    one_point(&mine_repo, "db01", 2);
-    mine.add_and_sync();
     let settings_file = mine.dir.join("tiers/s3.toml");
     let before = std::fs::read(&settings_file).unwrap();
     let (o, _) = import_json(&lost, &mine.dir, &[]);
@@ -560,22 +574,6 @@ fn local_point_files(dir: &Path, job: &str) -> Vec<PathBuf> {
     out
 }
 
-/// `bulwark restore --repo dir --job job out` (which may fail).
-fn try_restore(dir: &Path, job: &str, out: &Path) -> Output {
-    let _ = std::fs::remove_file(out);
-    run(
-        &bin_client(),
-        &[
-            "restore",
-            "--repo",
-            dir.to_str().unwrap(),
-            "--job",
-            job,
-            out.to_str().unwrap(),
-        ],
-    )
-}
-
 /// Restores read only the first tier by name: with the lost host's copies imported as a
 /// second tier named before the repository's own, a point whose local file was gone could
 /// not be restored from its own copy, and a second copy in another store was no help when
@@ -584,14 +582,9 @@ fn try_restore(dir: &Path, job: &str, out: &Path) -> Output {
 #[test]
 fn restores_read_every_tier_and_fall_back_when_one_store_refuses() {
     let name = "restores_read_every_tier_and_fall_back_when_one_store_refuses";
-    let Some((lost, lost_repo)) = s3_rig(name, "lost") else {
+    let Some(((lost, _), (mine, _))) = lost_and_mine(name) else {
         return;
     };
-    one_point(&lost_repo, "web01", 1);
-    lost.add_and_sync();
-    let (mine, mine_repo) = s3_rig(name, "mine").unwrap();
-    one_point(&mine_repo, "db01", 2);
-    mine.add_and_sync();
     let d = mine.dir.to_str().unwrap();
     let out = mine.tmp.path().join("out.img");
     let o = try_restore(&mine.dir, "db01", &out);
