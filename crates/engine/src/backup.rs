@@ -156,7 +156,7 @@ fn check_level(level: i32) -> Result<()> {
 /// every non-zero block to `sink` in block order. Holes are skipped without reading; blocks
 /// whose hash equals `known`'s are sent as unchanged, and blocks CBT references unread are
 /// counted unchanged, not read. Blocks are hashed with the chain's keyed change-detection
-/// hash when `change_key` is given (the change-detection hash of encrypted chains, docs/encryption.md).
+/// hash when `change_key` is given (encrypted chains, docs/encryption.md).
 #[allow(clippy::too_many_arguments)]
 pub fn run_input_pipeline(
     input: &Input<'_>,
@@ -216,10 +216,7 @@ pub fn run_input_pipeline(
                     let outcome = if is_zero(&buf) {
                         Ok(Outcome::Zero)
                     } else {
-                        let plain_hash = match change_key {
-                            Some(k) => k.hash(block, &buf),
-                            None => Digest::from(blake3::hash(&buf)),
-                        };
+                        let plain_hash = bulwark_format::block_hash(change_key, block, &buf);
                         if known.get(block) == Some(plain_hash) {
                             Ok(Outcome::Unchanged)
                         } else {

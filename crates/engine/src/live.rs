@@ -176,13 +176,10 @@ impl ParentInfo {
         })
     }
 
-    /// The hash of block `block`'s plain bytes `data` as this chain's points hold it (comparable
-    /// with [`ParentInfo::hashes`]).
+    /// The hash of block `block`'s plain bytes `data` as this chain's points hold it
+    /// (comparable with [`ParentInfo::hashes`]).
     pub fn hash_of(&self, block: u64, data: &[u8]) -> bulwark_format::Digest {
-        match &self.change_key {
-            Some(k) => k.hash(block, data),
-            None => bulwark_format::Digest::from(blake3::hash(data)),
-        }
+        bulwark_format::block_hash(self.change_key.as_ref(), block, data)
     }
 }
 

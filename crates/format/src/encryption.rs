@@ -102,6 +102,15 @@ impl ChangeKey {
     }
 }
 
+/// The hash a map entry holds for block `block` with plain bytes `plain`: the chain's
+/// change-detection hash when it is encrypted (`change`), else plain BLAKE3.
+pub fn block_hash(change: Option<&ChangeKey>, block: u64, plain: &[u8]) -> crate::Digest {
+    match change {
+        Some(k) => k.hash(block, plain),
+        None => crate::Digest::from(blake3::hash(plain)),
+    }
+}
+
 impl std::fmt::Debug for ChangeKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the key itself.

@@ -12,8 +12,8 @@ mod writer;
 
 pub use block::{Codec, StoredBlock};
 pub use encryption::{
-    ChangeKey, EncryptionRecord, KeyMode, Session, AEAD_AES256GCM, FLAG_POSITIONAL_HASH,
-    MAX_SESSIONS, RECORD_VERSION, SESSION_SALT_LEN,
+    block_hash, ChangeKey, EncryptionRecord, KeyMode, Session, AEAD_AES256GCM,
+    FLAG_POSITIONAL_HASH, MAX_SESSIONS, RECORD_VERSION, SESSION_SALT_LEN,
 };
 pub use error::{FileIoError, FormatError};
 pub use ids::{BlockNo, Digest, PointId};

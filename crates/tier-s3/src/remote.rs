@@ -54,6 +54,29 @@ impl TierRemote {
             .iter()
             .find(|r| r.point == point && r.job == job && r.chain == chain)
     }
+
+    /// A local copy of the recorded version of `r`, checked against the record.
+    fn download(&self, r: &ObjectRecord) -> std::result::Result<std::fs::File, RemoteError> {
+        let store = self.store()?;
+        settings::ensure_dir(&self.cache)?;
+        let mut f = tempfile::tempfile_in(&self.cache)?;
+        // The recorded version, never "the latest": an overwrite or a delete marker planted
+        // with the bucket's keys changes nothing.
+        let (n, hash) = store.download(&r.key, &r.version_id, &mut f, r.size)?;
+        if n != r.size || hash.to_hex().as_str() != r.blake3 {
+            return Err(format!(
+                "object {} version {} hashes to {} ({n} bytes), but {} ({} bytes) was recorded",
+                r.key,
+                r.version_id,
+                hash.to_hex(),
+                r.blake3,
+                r.size
+            )
+            .into());
+        }
+        f.rewind()?;
+        Ok(f)
+    }
 }
 
 impl RemoteStore for TierRemote {
@@ -89,25 +112,7 @@ impl RemoteStore for TierRemote {
         let r = self
             .record(job, chain, point)
             .ok_or_else(|| format!("no copy of restore point {point} is recorded"))?;
-        let store = self.store()?;
-        settings::ensure_dir(&self.cache)?;
-        let mut f = tempfile::tempfile_in(&self.cache)?;
-        // The recorded version, never "the latest": an overwrite or a delete marker planted
-        // with the bucket's keys changes nothing.
-        let (n, hash) = store.download(&r.key, &r.version_id, &mut f, r.size)?;
-        if n != r.size || hash.to_hex().as_str() != r.blake3 {
-            return Err(format!(
-                "object {} version {} hashes to {} ({n} bytes), but {} ({} bytes) was recorded",
-                r.key,
-                r.version_id,
-                hash.to_hex(),
-                r.blake3,
-                r.size
-            )
-            .into());
-        }
-        f.rewind()?;
-        Ok(f)
+        self.download(r)
     }
 }
 
@@ -131,14 +136,11 @@ impl Tiers {
 
 impl RemoteStore for Tiers {
     fn describe(&self) -> String {
-        match &self.0[..] {
-            [one] => one.describe(),
-            all => all
-                .iter()
-                .map(TierRemote::describe)
-                .collect::<Vec<_>>()
-                .join("; "),
-        }
+        self.0
+            .iter()
+            .map(TierRemote::describe)
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     fn jobs(&self) -> std::result::Result<Vec<String>, RemoteError> {
@@ -168,12 +170,12 @@ impl RemoteStore for Tiers {
         point: PointId,
     ) -> std::result::Result<std::fs::File, RemoteError> {
         let mut failed = Vec::new();
-        for t in self
+        let recorded = self
             .0
             .iter()
-            .filter(|t| t.record(job, chain, point).is_some())
-        {
-            match t.fetch(job, chain, point) {
+            .filter_map(|t| Some((t, t.record(job, chain, point)?)));
+        for (t, r) in recorded {
+            match t.download(r) {
                 Ok(f) => {
                     if !failed.is_empty() {
                         tracing::warn!(

@@ -52,8 +52,9 @@ enum KeyCmd {
     /// writes the file it leads to.
     Passwd { file: PathBuf },
     /// Add a new key generation: chains begun by an active full use it (synthetic fulls carry
-    /// their chain's key on), old chains stay readable with the older ones, which the file keeps. For a restore key, also writes the new public key. The
-    /// passphrase is asked once and stays the same (`key passwd` changes it).
+    /// their chain's key on), old chains stay readable with the older ones, which the file
+    /// keeps. For a restore key, also writes the new public key. The passphrase is asked once
+    /// and stays the same (`key passwd` changes it).
     Rotate {
         file: PathBuf,
         /// Where to write the new public key (restore keys only).
