@@ -220,9 +220,9 @@ pub fn run_input_pipeline(
                         if known.get(block) == Some(plain_hash) {
                             Ok(Outcome::Unchanged)
                         } else {
-                            compress(comp.as_mut(), &buf, plain_hash).and_then(|o| match sealer {
-                                Some(sealer) => seal(sealer, block, &buf, o),
-                                None => Ok(o),
+                            compress(comp.as_mut(), &buf).and_then(|frame| match sealer {
+                                Some(sealer) => seal(sealer, block, &buf, plain_hash, frame),
+                                None => Ok(plain_outcome(plain_hash, frame)),
                             })
                         }
                     };
@@ -321,49 +321,49 @@ pub fn run_input_pipeline(
     Ok(counters)
 }
 
-fn compress(
-    comp: Option<&mut zstd::bulk::Compressor<'_>>,
-    buf: &[u8],
-    plain_hash: Digest,
-) -> Result<Outcome> {
-    if let Some(c) = comp {
-        let out = c
-            .compress(buf)
-            .map_err(|e| EngineError::Usage(format!("zstd failed: {e}")))?;
-        if out.len() < buf.len() {
-            let stored_hash = Digest::from(blake3::hash(&out));
-            return Ok(Outcome::Stored {
-                plain_hash,
-                stored: out,
-                codec: Codec::Zstd,
-                stored_hash,
-            });
-        }
-    }
-    Ok(Outcome::Stored {
-        plain_hash,
-        stored: Vec::new(),
-        codec: Codec::Raw,
-        stored_hash: plain_hash,
-    })
+/// The zstd frame of `buf` when it is smaller than the block, else `None` (stored raw).
+/// No hash here: a plain block's stored hash covers the frame, an encrypted one's the
+/// ciphertext, and hashing the frame first would cost an encrypted backup a third BLAKE3 pass.
+fn compress(comp: Option<&mut zstd::bulk::Compressor<'_>>, buf: &[u8]) -> Result<Option<Vec<u8>>> {
+    let Some(c) = comp else { return Ok(None) };
+    let out = c
+        .compress(buf)
+        .map_err(|e| EngineError::Usage(format!("zstd failed: {e}")))?;
+    Ok((out.len() < buf.len()).then_some(out))
 }
 
-/// Encrypts a compressed outcome of block `block` (plain bytes `buf`) in a worker
+/// An unencrypted block's outcome: the zstd frame and its BLAKE3, or the plain block (left in
+/// the read buffer), whose stored hash is its plain hash.
+fn plain_outcome(plain_hash: Digest, frame: Option<Vec<u8>>) -> Outcome {
+    match frame {
+        Some(stored) => Outcome::Stored {
+            plain_hash,
+            stored_hash: Digest::from(blake3::hash(&stored)),
+            stored,
+            codec: Codec::Zstd,
+        },
+        None => Outcome::Stored {
+            plain_hash,
+            stored: Vec::new(),
+            codec: Codec::Raw,
+            stored_hash: plain_hash,
+        },
+    }
+}
+
+/// Encrypts block `block` (plain bytes `buf`, its zstd `frame` if it compressed) in a worker
 /// (docs/encryption.md): the payload is the zstd frame or the plain block; the stored hash
 /// covers the ciphertext. The sink admits it in block order before it is kept.
-fn seal(sealer: &SessionSealer, block: u64, buf: &[u8], o: Outcome) -> Result<Outcome> {
-    let Outcome::Stored {
-        plain_hash,
-        stored,
-        codec,
-        ..
-    } = o
-    else {
-        return Ok(o);
-    };
-    let payload = match codec {
-        Codec::Raw => buf,
-        _ => &stored[..],
+fn seal(
+    sealer: &SessionSealer,
+    block: u64,
+    buf: &[u8],
+    plain_hash: Digest,
+    frame: Option<Vec<u8>>,
+) -> Result<Outcome> {
+    let (codec, payload) = match &frame {
+        Some(f) => (Codec::Zstd, &f[..]),
+        None => (Codec::Raw, buf),
     };
     let mut sealed = Vec::new();
     let (codec, stored_hash) = crate::crypt::seal_block(

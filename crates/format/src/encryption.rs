@@ -214,10 +214,16 @@ impl EncryptionRecord {
     /// be of one mode and key. No key is needed: this is how the repository keeps a synthetic
     /// full of an encrypted chain readable.
     pub fn merge(&mut self, other: &EncryptionRecord) -> Result<()> {
-        if other.mode != self.mode
-            || other.key_id != self.key_id
-            || other.positional != self.positional
+        if other.mode == self.mode
+            && other.key_id == self.key_id
+            && other.positional != self.positional
         {
+            return Err(FormatError::Invalid(
+                "the chain mixes two change-detection hashes (positional and not); start a new chain with an active full"
+                    .into(),
+            ));
+        }
+        if other.mode != self.mode || other.key_id != self.key_id {
             return Err(FormatError::Invalid(format!(
                 "the chain mixes encryption keys ({} {} and {} {}); start a new chain with an active full",
                 self.mode.as_str(),
@@ -290,7 +296,8 @@ mod tests {
         let new = rec(KeyMode::Symmetric, 2);
         assert_eq!(new.encode()[3], FLAG_POSITIONAL_HASH);
         assert_eq!(EncryptionRecord::decode(&new.encode()).unwrap(), new);
-        assert!(old.clone().merge(&new).is_err());
+        let err = old.clone().merge(&new).unwrap_err().to_string();
+        assert!(err.contains("two change-detection hashes"), "{err}");
         for flags in [2u8, 3, 0x80] {
             let mut b = new.encode();
             b[3] = flags;

@@ -12,7 +12,8 @@ use crate::{RepoError, Repository, Result};
 pub struct ChainReader {
     pub path: PathBuf,
     main: PointReader,
-    refs: Vec<PointReader>,
+    /// The referenced files, with the paths they were opened at (for messages).
+    refs: Vec<(PointReader, PathBuf)>,
 }
 
 impl ChainReader {
@@ -30,7 +31,15 @@ impl ChainReader {
     pub fn file_of(&self, e: &MapEntry) -> &PointReader {
         match e.file_ref {
             0 => &self.main,
-            k => &self.refs[k as usize - 1],
+            k => &self.refs[k as usize - 1].0,
+        }
+    }
+
+    /// The path the file holding the stored bytes of `e` was opened at.
+    pub fn path_of(&self, e: &MapEntry) -> &std::path::Path {
+        match e.file_ref {
+            0 => &self.path,
+            k => &self.refs[k as usize - 1].1,
         }
     }
 
@@ -55,7 +64,7 @@ impl ChainReader {
     /// whole restore point once (the transport service).
     pub fn direct(&self) -> DirectReader<'_> {
         let files = std::iter::once(&self.main)
-            .chain(&self.refs)
+            .chain(self.refs.iter().map(|(r, _)| r))
             .map(|r| open_direct(r.file()))
             .collect();
         DirectReader { chain: self, files }
@@ -284,7 +293,7 @@ impl Repository {
                     "its root digest differs from the one recorded".into(),
                 ));
             }
-            refs.push(r);
+            refs.push((r, p.clone()));
         }
         Ok(ChainReader { path, main, refs })
     }

@@ -184,7 +184,7 @@ fn merged_encryption_record(src: &crate::ChainReader) -> Result<Option<Vec<u8>>>
             f.file()
                 .read_exact_at(&mut salt, e.offset)
                 .map_err(RepoError::io(
-                    &src.path,
+                    src.path_of(e),
                     "reading a block's session salt in",
                 ))?;
             used.insert(salt);
