@@ -2,8 +2,15 @@
 //! (or root for `status`, `query`, `list` and `time …`). Prints `key=value` lines.
 //!
 //! Exit codes: 0 ok, 2 operational error, 3 the service refused the request.
+//!
+//! Standard output never panics: when it is a pipe whose reader has gone
+//! (`bulwark-immutctl … status | head -1`), the rest of the answer is dropped and the exit code
+//! is the request's own (0 or 3), as in the other Bulwark programs. Any other write error
+//! (a full disk) is said once on stderr and the exit code is 2: the answer did not arrive.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bulwark_format::PointId;
 use bulwark_immut_msg::{ClientError, FileInfo, ImmutClient, Target};
@@ -21,6 +28,48 @@ commands:
   time preview               (root) what `time accept` would unlock now
   time accept --yes          (root) accept the current wall-clock time (see the preview first)";
 
+/// Set once standard output is found closed or failing: the rest of the output is dropped.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+/// Set when that was a write error other than a closed pipe: the exit code is then 2.
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Writes `args` to standard output, never panicking (see the module doc).
+fn print_stdout(args: std::fmt::Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            STDOUT_FAILED.store(true, Ordering::Relaxed);
+            eprintln!(
+                "bulwark-immutctl: cannot write to standard output ({e}); the rest of the answer \
+                 is dropped (check where standard output goes)"
+            );
+        }
+    }
+}
+
+/// `println!` that never panics: see [`print_stdout`].
+macro_rules! outln {
+    () => {
+        print_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        print_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Exits with `code`, or 2 when standard output failed (other than a closed pipe).
+fn exit(code: i32) -> ! {
+    std::process::exit(if STDOUT_FAILED.load(Ordering::Relaxed) {
+        2
+    } else {
+        code
+    })
+}
+
 fn target(s: &str) -> Target {
     match s.parse::<PointId>() {
         Ok(p) if !s.contains('/') => Target::Point(p),
@@ -29,17 +78,17 @@ fn target(s: &str) -> Target {
 }
 
 fn print_info(i: &FileInfo) {
-    println!("sealed_path={}", i.sealed_path.display());
-    println!("job={}", i.job);
-    println!("chain={}", i.chain);
-    println!("point={}", i.point);
-    println!("root_digest={}", i.root_digest);
-    println!("size={}", i.size);
-    println!("inode={}", i.inode);
-    println!("sealed_unix={}", i.sealed_unix);
-    println!("expiry_unix={}", i.expiry_unix);
-    println!("requested_expiry_unix={}", i.requested_expiry_unix);
-    println!("state={}", i.state.as_str());
+    outln!("sealed_path={}", i.sealed_path.display());
+    outln!("job={}", i.job);
+    outln!("chain={}", i.chain);
+    outln!("point={}", i.point);
+    outln!("root_digest={}", i.root_digest);
+    outln!("size={}", i.size);
+    outln!("inode={}", i.inode);
+    outln!("sealed_unix={}", i.sealed_unix);
+    outln!("expiry_unix={}", i.expiry_unix);
+    outln!("requested_expiry_unix={}", i.requested_expiry_unix);
+    outln!("state={}", i.state.as_str());
 }
 
 fn run(socket: &Path, words: &[&str]) -> Result<(), ClientError> {
@@ -59,50 +108,50 @@ fn run(socket: &Path, words: &[&str]) -> Result<(), ClientError> {
             let until = until.parse::<i64>().unwrap_or(i64::MIN);
             let (i, capped) = c.extend(target(t), until)?;
             print_info(&i);
-            println!("capped={capped}");
+            outln!("capped={capped}");
         }
-        ["delete", t] => println!("deleted={}", c.delete(target(t))?.display()),
+        ["delete", t] => outln!("deleted={}", c.delete(target(t))?.display()),
         ["status"] => {
             let s = c.status()?;
-            println!("trusted_unix={}", s.trusted_unix);
-            println!("wall_unix={}", s.wall_unix);
-            println!("unlocks_frozen={}", s.unlocks_frozen);
-            println!("alert={}", s.alert);
-            println!("files_locked={}", s.files_locked);
-            println!("bytes_locked={}", s.bytes_locked);
-            println!("files_unlocked={}", s.files_unlocked);
-            println!("next_expiry_unix={}", s.next_expiry_unix);
-            println!("wall_step_secs={}", s.wall_unix - s.trusted_unix);
-            println!("audit_problem={}", s.audit_problem);
-            println!("connections_open={}", s.connections_open);
-            println!("refused_strangers={}", s.refused_strangers);
-            println!("refused_busy={}", s.refused_busy);
-            println!("requests_timed_out={}", s.requests_timed_out);
-            println!("protection_alerts={}", s.protection_alerts.len());
+            outln!("trusted_unix={}", s.trusted_unix);
+            outln!("wall_unix={}", s.wall_unix);
+            outln!("unlocks_frozen={}", s.unlocks_frozen);
+            outln!("alert={}", s.alert);
+            outln!("files_locked={}", s.files_locked);
+            outln!("bytes_locked={}", s.bytes_locked);
+            outln!("files_unlocked={}", s.files_unlocked);
+            outln!("next_expiry_unix={}", s.next_expiry_unix);
+            outln!("wall_step_secs={}", s.wall_unix - s.trusted_unix);
+            outln!("audit_problem={}", s.audit_problem);
+            outln!("connections_open={}", s.connections_open);
+            outln!("refused_strangers={}", s.refused_strangers);
+            outln!("refused_busy={}", s.refused_busy);
+            outln!("requests_timed_out={}", s.requests_timed_out);
+            outln!("protection_alerts={}", s.protection_alerts.len());
             for a in &s.protection_alerts {
-                println!("protection_alert={a}");
+                outln!("protection_alert={a}");
             }
         }
         ["list"] | ["list", _] => {
             let repo = words.get(1).copied().unwrap_or("");
             for (n, i) in c.list(Path::new(repo))?.iter().enumerate() {
                 if n > 0 {
-                    println!();
+                    outln!();
                 }
                 print_info(i);
             }
         }
         ["time", "preview"] => {
             let p = c.time_preview()?;
-            println!("trusted_unix={}", p.trusted_unix);
-            println!("wall_unix={}", p.wall_unix);
-            println!("accepted_unix={}", p.accepted_unix);
-            println!("files_unlocking={}", p.files_unlocking);
-            println!("bytes_unlocking={}", p.bytes_unlocking);
-            println!("earliest_expiry_unix={}", p.earliest_expiry_unix);
-            println!("alert={}", p.alert);
+            outln!("trusted_unix={}", p.trusted_unix);
+            outln!("wall_unix={}", p.wall_unix);
+            outln!("accepted_unix={}", p.accepted_unix);
+            outln!("files_unlocking={}", p.files_unlocking);
+            outln!("bytes_unlocking={}", p.bytes_unlocking);
+            outln!("earliest_expiry_unix={}", p.earliest_expiry_unix);
+            outln!("alert={}", p.alert);
         }
-        ["time", "accept", "--yes"] => println!("trusted_unix={}", c.time_accept()?),
+        ["time", "accept", "--yes"] => outln!("trusted_unix={}", c.time_accept()?),
         ["time", "accept"] => {
             eprintln!("bulwark-immutctl: `time accept` unlocks what the preview lists; run `time preview` first, then `time accept --yes`");
             std::process::exit(2);
@@ -126,11 +175,11 @@ fn main() {
     };
     let words: Vec<&str> = rest.iter().map(String::as_str).collect();
     match run(&socket, &words) {
-        Ok(()) => {}
+        Ok(()) => exit(0),
         Err(ClientError::Refused { code, message, .. }) => {
-            println!("refused={code:?}");
-            println!("message={message}");
-            std::process::exit(3);
+            outln!("refused={code:?}");
+            outln!("message={message}");
+            exit(3);
         }
         Err(e) => {
             eprintln!("bulwark-immutctl: {e}");

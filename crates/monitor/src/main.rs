@@ -11,15 +11,52 @@
 //!
 //! Exit codes: 0 nothing to report, 1 a condition is active (and every due notification was
 //! accepted by every channel), 2 operational error, including a channel that failed.
+//!
+//! Standard output never panics: when it is a pipe whose reader has gone
+//! (`bulwark-monitor check … | head -1`), the rest of the output is dropped and the check
+//! carries on with its own exit code, as in the other Bulwark programs. Any other write error
+//! is said once on stderr, the check still sends, writes its metrics and state, and exits 2.
 
 mod metrics;
 mod watch;
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use bulwark_notify::{dedup::Sent, Config, Event, Notification};
 use clap::{Parser, Subcommand};
+
+/// Set once standard output is found closed or failing: the rest of the output is dropped.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+/// Set when that was a write error other than a closed pipe: the exit code is then 2.
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Writes `args` to standard output, never panicking (see the module doc).
+fn print_stdout(args: std::fmt::Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            STDOUT_FAILED.store(true, Ordering::Relaxed);
+            eprintln!(
+                "error: cannot write to standard output ({e}); the rest of the output is \
+                 dropped (check where standard output goes)"
+            );
+        }
+    }
+}
+
+/// `println!` that never panics: see [`print_stdout`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        print_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
 
 /// Watch a Bulwark repository host: notifications and metrics.
 #[derive(Parser)]
@@ -145,7 +182,7 @@ fn check(a: CheckArgs, json: bool) -> anyhow::Result<i32> {
             } else {
                 ""
             };
-            println!("{:18} {}{note}", c.event.as_str(), c.message);
+            outln!("{:18} {}{note}", c.event.as_str(), c.message);
         }
         rows.push(
             serde_json::json!({"event": c.event.as_str(), "subject": c.subject,
@@ -158,13 +195,13 @@ fn check(a: CheckArgs, json: bool) -> anyhow::Result<i32> {
         eprintln!("warning: {e}; a lasting condition may be sent again at the next check");
     }
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"repository": facts.repo, "conditions": rows,
                 "delivery_failures": failures, "metrics": a.metrics})
         );
     } else if conds.is_empty() {
-        println!("ok: nothing to report for {}", facts.repo.display());
+        outln!("ok: nothing to report for {}", facts.repo.display());
     }
     if failures > 0 {
         eprintln!(
@@ -211,6 +248,7 @@ fn main() {
         })(),
     };
     match res {
+        Ok(_) if STDOUT_FAILED.load(Ordering::Relaxed) => std::process::exit(2),
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("error: {e:#}");
