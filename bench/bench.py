@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Bulwark benchmark driver: full backup, incremental and restore of the benchmark images,
 each step with the page cache dropped first, medians of several runs, next to the machine's
-own limits. Usage: bench.py [--runs N] [--dir D] [--block-sizes] [--sparse]. Needs root to drop
+own limits. Usage: bench.py [--runs N] [--dir D] [--block-sizes] [--sparse] [--levels]. Needs root to drop
 the page cache (it says so and measures warm otherwise)."""
 import argparse, json, os, shutil, statistics, subprocess, sys, time
 
@@ -46,6 +46,8 @@ def main():
     ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", "/var/tmp/bulwark-bench"))
     ap.add_argument("--block-sizes", action="store_true", help="also compare block sizes")
     ap.add_argument("--sparse", action="store_true", help="also back up a 64 GiB sparse image")
+    ap.add_argument("--levels", action="store_true",
+                    help="also compare zstd levels (full and restore, cold, medians of --runs)")
     a = ap.parse_args()
     d = a.dir
     day1, day2 = os.path.join(d, "day1.img"), os.path.join(d, "day2.img")
@@ -169,6 +171,8 @@ def main():
         lines += sparse(d)
     if a.block_sizes:
         lines += block_sizes(d, day1, day2, size)
+    if a.levels:
+        lines += levels(d, day1, size, a.runs, read_s, data)
     text = "\n".join(lines)
     print(text)
     open(os.path.join(d, "results.md"), "w").write(text + "\n")
@@ -191,6 +195,42 @@ def sparse(d):
     w2, c2, r2, _ = timed(bulwark("restore", "--repo", repo, "--job", "sparse", out))
     shutil.rmtree(repo); os.remove(img); os.remove(out)
     return ["", "64 GiB sparse image (768 MiB of data): backup %.1f s, peak RSS %.0f MiB; restore %.1f s, peak RSS %.0f MiB" % (w, r, w2, r2)]
+
+LEVELS = ("1", "-1", "-3", "-5", "-7", "0")
+
+def levels(d, day1, size, runs, read_s, data):
+    """Full and restore of day 1 at each zstd level (0: stored raw), cold, levels in turn within
+    each run so that the device's drift falls on all of them alike; shares against the read
+    limit measured above."""
+    res = {lv: ([], [], [], []) for lv in LEVELS}
+    stored = {}
+    repo = os.path.join(d, "repo-levels")
+    out_img = os.path.join(d, "restored-levels.img")
+    for run in range(runs):
+        for lv in LEVELS:
+            shutil.rmtree(repo, ignore_errors=True)
+            subprocess.run([os.path.join(BIN, "bulwark-repo"), "init", repo], check=True, stdout=subprocess.DEVNULL)
+            drop_caches()
+            w, c, _, out = timed(bulwark("backup", "--json", "--repo", repo, "--job", "lv", "--compression=" + lv, day1))
+            stored[lv] = json.loads(out)["bytes_stored"]
+            res[lv][0].append(w); res[lv][1].append(c)
+            if os.path.exists(out_img):
+                os.remove(out_img)
+            drop_caches()
+            w, c, _, _ = timed(bulwark("restore", "--repo", repo, "--job", "lv", out_img))
+            res[lv][2].append(w); res[lv][3].append(c)
+            if subprocess.run(["cmp", "-s", day1, out_img]).returncode != 0:
+                sys.exit("restore at level %s differs from day1.img" % lv)
+            os.remove(out_img)
+        print("levels: run %d done" % (run + 1), file=sys.stderr)
+    shutil.rmtree(repo, ignore_errors=True)
+    lines = ["", "| zstd level (`--compression`) | stored of %.0f MiB | full wall | full CPU | full: read limit / full | restore wall | restore CPU |" % (data / 2**20),
+             "|---|---|---|---|---|---|---|"]
+    for lv in LEVELS:
+        fw, fc, rw, rc = (med(x) for x in res[lv])
+        lines.append("| %s | %.0f MiB (%.0f %%) | %.2f s | %.2f s | %.0f %% | %.2f s | %.2f s |" % (
+            lv, stored[lv] / 2**20, 100.0 * stored[lv] / data, fw, fc, 100.0 * read_s / fw, rw, rc))
+    return lines
 
 def block_sizes(d, day1, day2, size):
     lines = ["", "| block size | full stored | incremental: changed blocks | incremental stored | repository on disk (full + incr, with padding) | map per point | full wall (warm) | incr wall (warm) |",

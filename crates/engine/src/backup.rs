@@ -180,6 +180,9 @@ pub fn run_input_pipeline(
     }
     let (work_tx, work_rx) = bounded::<crate::input::Work>(pool);
     let (done_tx, done_rx) = bounded::<Result<Done>>(pool);
+    // Stored bytes the writer is done with, back to the workers: a fresh megabyte for every
+    // block would be new pages from the kernel each time (page faults in the hot loop).
+    let (spare_tx, spare_rx) = bounded::<Vec<u8>>(pool);
     let mut counters = Counters::default();
     let sealer = sink.parallel_sealer();
     let sealer = sealer.as_deref();
@@ -191,12 +194,17 @@ pub fn run_input_pipeline(
         for _ in 0..threads {
             let work_rx = work_rx.clone();
             let done_tx = done_tx.clone();
+            let spare_rx = spare_rx.clone();
             s.spawn(move || {
                 let mut comp = if level != 0 {
                     zstd::bulk::Compressor::new(level).ok()
                 } else {
                     None
                 };
+                // The zstd frame of the block at hand; a kept frame leaves with its block and
+                // a spare buffer takes its place.
+                let mut frame = Vec::new();
+                let spare = || spare_rx.try_recv().unwrap_or_default();
                 for (seq, block, buf) in work_rx {
                     let Some(buf) = buf else {
                         let plain_len = plain_len_of(BlockNo(block), input.size, block_size);
@@ -220,9 +228,14 @@ pub fn run_input_pipeline(
                         if known.get(block) == Some(plain_hash) {
                             Ok(Outcome::Unchanged)
                         } else {
-                            compress(comp.as_mut(), &buf).and_then(|frame| match sealer {
-                                Some(sealer) => seal(sealer, block, &buf, plain_hash, frame),
-                                None => Ok(plain_outcome(plain_hash, frame)),
+                            compress(comp.as_mut(), &buf, &mut frame).and_then(|smaller| {
+                                let frame = smaller.then_some(&mut frame);
+                                match sealer {
+                                    Some(sealer) => {
+                                        seal(sealer, block, &buf, plain_hash, frame, spare())
+                                    }
+                                    None => Ok(plain_outcome(plain_hash, frame, spare)),
+                                }
                             })
                         }
                     };
@@ -302,6 +315,11 @@ pub fn run_input_pipeline(
                 if !d.buf.is_empty() || d.buf.capacity() > 0 {
                     let _ = free_tx.send(d.buf);
                 }
+                if let Outcome::Stored { stored, .. } = d.outcome {
+                    if stored.capacity() > 0 {
+                        let _ = spare_tx.try_send(stored);
+                    }
+                }
                 if let Err(e) = r {
                     result = Err(e);
                     break;
@@ -321,27 +339,40 @@ pub fn run_input_pipeline(
     Ok(counters)
 }
 
-/// The zstd frame of `buf` when it is smaller than the block, else `None` (stored raw).
-/// No hash here: a plain block's stored hash covers the frame, an encrypted one's the
-/// ciphertext, and hashing the frame first would cost an encrypted backup a third BLAKE3 pass.
-fn compress(comp: Option<&mut zstd::bulk::Compressor<'_>>, buf: &[u8]) -> Result<Option<Vec<u8>>> {
-    let Some(c) = comp else { return Ok(None) };
-    let out = c
-        .compress(buf)
+/// Compresses `buf` into `frame` (no allocation once `frame` has grown to the bound); true
+/// when the frame is smaller than the block, else the block is stored raw. No hash here: a
+/// plain block's stored hash covers the frame, an encrypted one's the ciphertext, and hashing
+/// the frame first would cost an encrypted backup a third BLAKE3 pass.
+fn compress(
+    comp: Option<&mut zstd::bulk::Compressor<'_>>,
+    buf: &[u8],
+    frame: &mut Vec<u8>,
+) -> Result<bool> {
+    let Some(c) = comp else { return Ok(false) };
+    frame.clear();
+    frame.reserve(zstd::zstd_safe::compress_bound(buf.len()));
+    c.compress_to_buffer(buf, frame)
         .map_err(|e| EngineError::Usage(format!("zstd failed: {e}")))?;
-    Ok((out.len() < buf.len()).then_some(out))
+    Ok(frame.len() < buf.len())
 }
 
-/// An unencrypted block's outcome: the zstd frame and its BLAKE3, or the plain block (left in
-/// the read buffer), whose stored hash is its plain hash.
-fn plain_outcome(plain_hash: Digest, frame: Option<Vec<u8>>) -> Outcome {
+/// An unencrypted block's outcome: the zstd frame (taken, `spare` in its place) and its
+/// BLAKE3, or the plain block (left in the read buffer), whose stored hash is its plain hash.
+fn plain_outcome(
+    plain_hash: Digest,
+    frame: Option<&mut Vec<u8>>,
+    spare: impl FnOnce() -> Vec<u8>,
+) -> Outcome {
     match frame {
-        Some(stored) => Outcome::Stored {
-            plain_hash,
-            stored_hash: Digest::from(blake3::hash(&stored)),
-            stored,
-            codec: Codec::Zstd,
-        },
+        Some(frame) => {
+            let stored = std::mem::replace(frame, spare());
+            Outcome::Stored {
+                plain_hash,
+                stored_hash: Digest::from(blake3::hash(&stored)),
+                stored,
+                codec: Codec::Zstd,
+            }
+        }
         None => Outcome::Stored {
             plain_hash,
             stored: Vec::new(),
@@ -351,21 +382,22 @@ fn plain_outcome(plain_hash: Digest, frame: Option<Vec<u8>>) -> Outcome {
     }
 }
 
-/// Encrypts block `block` (plain bytes `buf`, its zstd `frame` if it compressed) in a worker
-/// (docs/encryption.md): the payload is the zstd frame or the plain block; the stored hash
-/// covers the ciphertext. The sink admits it in block order before it is kept.
+/// Encrypts block `block` (plain bytes `buf`, its zstd `frame` if it compressed) into
+/// `sealed` in a worker (docs/encryption.md): the payload is the zstd frame or the plain
+/// block; the stored hash covers the ciphertext. The sink admits it in block order before it
+/// is kept.
 fn seal(
     sealer: &SessionSealer,
     block: u64,
     buf: &[u8],
     plain_hash: Digest,
-    frame: Option<Vec<u8>>,
+    frame: Option<&mut Vec<u8>>,
+    mut sealed: Vec<u8>,
 ) -> Result<Outcome> {
-    let (codec, payload) = match &frame {
+    let (codec, payload) = match frame {
         Some(f) => (Codec::Zstd, &f[..]),
         None => (Codec::Raw, buf),
     };
-    let mut sealed = Vec::new();
     let (codec, stored_hash) = crate::crypt::seal_block(
         sealer,
         block,
