@@ -29,17 +29,22 @@ impl ChainReader {
 
     /// The file holding the stored bytes of `e`.
     pub fn file_of(&self, e: &MapEntry) -> &PointReader {
-        match e.file_ref {
-            0 => &self.main,
-            k => &self.refs[k as usize - 1].0,
-        }
+        self.holder(e).0
     }
 
     /// The path the file holding the stored bytes of `e` was opened at.
     pub fn path_of(&self, e: &MapEntry) -> &std::path::Path {
+        self.holder(e).1
+    }
+
+    /// The file holding the stored bytes of `e`, and the path it was opened at.
+    fn holder(&self, e: &MapEntry) -> (&PointReader, &std::path::Path) {
         match e.file_ref {
-            0 => &self.path,
-            k => &self.refs[k as usize - 1].1,
+            0 => (&self.main, &self.path),
+            k => {
+                let (r, p) = &self.refs[k as usize - 1];
+                (r, p)
+            }
         }
     }
 
