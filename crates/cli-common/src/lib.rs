@@ -11,7 +11,9 @@
 //!   ([`bulwark_remote::RemoteError::is_damage`]);
 //! - [`EXIT_ERROR`] 2: any other error (bad arguments, unreadable source, full disk, network).
 //!
-//! A command that finds damage without failing (verify) returns 1 itself.
+//! A command that finds damage without failing (verify) returns 1 itself. A command whose
+//! standard output failed with anything but a closed pipe (a full disk) exits 2: its answer
+//! did not arrive ([`bulwark_stdout`]; a closed pipe, as in `… | head -1`, keeps the code).
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -56,49 +58,9 @@ impl Output {
     }
 }
 
-/// Set once standard output is found closed: what is printed after it is dropped.
-static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Writes `args` to standard output, never panicking (what `println!` does when stdout is a
-/// pipe whose reader has gone, as in `bulwark list | head -1`). Once stdout is closed the rest
-/// of the output is dropped and the command carries on, so a backup still finishes its work
-/// and returns its own exit code; any other write error is reported on stderr, once.
-pub fn print_stdout(args: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    use std::sync::atomic::Ordering;
-    if STDOUT_CLOSED.load(Ordering::Relaxed) {
-        return;
-    }
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
-        if !STDOUT_CLOSED.swap(true, Ordering::Relaxed)
-            && e.kind() != std::io::ErrorKind::BrokenPipe
-        {
-            eprintln!(
-                "warning: cannot write to standard output ({e}); the rest of the output is dropped"
-            );
-        }
-    }
-}
-
-/// `println!` that never panics: see [`print_stdout`].
-#[macro_export]
-macro_rules! outln {
-    () => {
-        $crate::print_stdout(format_args!("\n"))
-    };
-    ($($arg:tt)*) => {
-        $crate::print_stdout(format_args!("{}\n", format_args!($($arg)*)))
-    };
-}
-
-/// `print!` that never panics: see [`print_stdout`].
-#[macro_export]
-macro_rules! out {
-    ($($arg:tt)*) => {
-        $crate::print_stdout(format_args!($($arg)*))
-    };
-}
+/// `outln!` / `out!`: printing that never panics on a closed or failing standard output, by
+/// the one rule of [`bulwark_stdout`] (which [`exit_with`] applies to the exit code).
+pub use bulwark_stdout::{out, outln};
 
 /// Declares a program's top-level arguments: `struct Cli` with the global `--json`, the
 /// further global options written inside the braces, and `command: Command` (the program's
@@ -155,13 +117,14 @@ pub fn exit_code_of(e: &anyhow::Error) -> i32 {
 }
 
 /// Ends a command-line program: exits with the command's code, or prints the error with its
-/// causes (`error: what: why`) on stderr and exits with [`exit_code_of`] it.
+/// causes (`error: what: why`) on stderr and exits with [`exit_code_of`] it; either becomes 2
+/// once standard output failed with anything but a closed pipe ([`bulwark_stdout::exit_code`]).
 pub fn exit_with(res: anyhow::Result<i32>) -> ! {
     match res {
-        Ok(code) => std::process::exit(code),
+        Ok(code) => bulwark_stdout::exit(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::exit(exit_code_of(&e));
+            bulwark_stdout::exit(exit_code_of(&e));
         }
     }
 }

@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use bulwark_testkit::cmd::{
+    assert_cut_off_quietly, assert_output_failure_said_once, output_into_closed_pipe,
+    output_onto_full_device,
+};
 use bulwark_testkit::system::{job_args, job_file};
 use bulwark_testkit::{FsKind, LoopFs, Rng};
 use common::{init_repo, s};
@@ -419,7 +423,9 @@ fn after_verify_finds_damage_the_next_job_run_is_an_active_full_and_says_why() {
 }
 
 /// `bulwark … | head -1`: a closed standard output neither panics (exit 101) nor fails the
-/// command, and a backup whose output pipe closed still makes its restore point.
+/// command. `bulwark … > /dev/full`: a standard output that fails otherwise is said once on
+/// stderr and the command exits 2, because its answer did not arrive (a verify that found
+/// nothing wrong too). Either way the work stands: each backup still makes its point.
 #[test]
 fn a_closed_standard_output_neither_panics_nor_fails_the_command() {
     let Rig {
@@ -429,28 +435,22 @@ fn a_closed_standard_output_neither_panics_nor_fails_the_command() {
         ..
     } = rig(2);
     backup_ok(&repo, "vm", &[], &img);
-    let closed = |args: &[&str]| {
-        let mut child = bulwark()
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // The reading end goes away before the command prints anything.
-        drop(child.stdout.take());
-        let o = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
-        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
-    };
-    closed(&["list", "--repo", s(&repo)]);
-    closed(&["--json", "list", "--repo", s(&repo)]);
-    closed(&job_args("backup", s(&repo), "vm", &[], &img));
-    closed(&["verify", "--repo", s(&repo)]);
+    let commands = [
+        vec!["list", "--repo", s(&repo)],
+        vec!["--json", "list", "--repo", s(&repo)],
+        job_args("backup", s(&repo), "vm", &[], &img),
+        vec!["verify", "--repo", s(&repo)],
+    ];
+    for args in &commands {
+        let o = output_into_closed_pipe(bulwark().args(args));
+        assert_cut_off_quietly(&format!("{args:?} | head -0"), &o, 0);
+        let o = output_onto_full_device(bulwark().args(args));
+        assert_output_failure_said_once(&format!("{args:?} > /dev/full"), &o, "bulwark");
+    }
     assert_eq!(
         point_count(&repo),
-        2,
-        "the backup with a closed output made its point"
+        3,
+        "each backup whose output was closed or failed made its point"
     );
 }
 

@@ -5,12 +5,10 @@
 //!
 //! Standard output never panics: when it is a pipe whose reader has gone
 //! (`bulwark-immutctl … status | head -1`), the rest of the answer is dropped and the exit code
-//! is the request's own (0 or 3), as in the other Bulwark programs. Any other write error
+//! is the request's own (0 or 3), by the rule of every Bulwark program (`bulwark_stdout`). Any other write error
 //! (a full disk) is said once on stderr and the exit code is 2: the answer did not arrive.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bulwark_format::PointId;
 use bulwark_immut_msg::{ClientError, FileInfo, ImmutClient, Target};
@@ -28,47 +26,7 @@ commands:
   time preview               (root) what `time accept` would unlock now
   time accept --yes          (root) accept the current wall-clock time (see the preview first)";
 
-/// Set once standard output is found closed or failing: the rest of the output is dropped.
-static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
-/// Set when that was a write error other than a closed pipe: the exit code is then 2.
-static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
-
-/// Writes `args` to standard output, never panicking (see the module doc).
-fn print_stdout(args: std::fmt::Arguments<'_>) {
-    if STDOUT_CLOSED.load(Ordering::Relaxed) {
-        return;
-    }
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
-        STDOUT_CLOSED.store(true, Ordering::Relaxed);
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            STDOUT_FAILED.store(true, Ordering::Relaxed);
-            eprintln!(
-                "bulwark-immutctl: cannot write to standard output ({e}); the rest of the answer \
-                 is dropped (check where standard output goes)"
-            );
-        }
-    }
-}
-
-/// `println!` that never panics: see [`print_stdout`].
-macro_rules! outln {
-    () => {
-        print_stdout(format_args!("\n"))
-    };
-    ($($arg:tt)*) => {
-        print_stdout(format_args!("{}\n", format_args!($($arg)*)))
-    };
-}
-
-/// Exits with `code`, or 2 when standard output failed (other than a closed pipe).
-fn exit(code: i32) -> ! {
-    std::process::exit(if STDOUT_FAILED.load(Ordering::Relaxed) {
-        2
-    } else {
-        code
-    })
-}
+use bulwark_stdout::outln;
 
 fn target(s: &str) -> Target {
     match s.parse::<PointId>() {
@@ -175,11 +133,11 @@ fn main() {
     };
     let words: Vec<&str> = rest.iter().map(String::as_str).collect();
     match run(&socket, &words) {
-        Ok(()) => exit(0),
+        Ok(()) => bulwark_stdout::exit(0),
         Err(ClientError::Refused { code, message, .. }) => {
             outln!("refused={code:?}");
             outln!("message={message}");
-            exit(3);
+            bulwark_stdout::exit(3);
         }
         Err(e) => {
             eprintln!("bulwark-immutctl: {e}");

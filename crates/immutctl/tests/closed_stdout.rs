@@ -4,13 +4,16 @@
 //! one line on stderr and exit 2. The service is a stand-in on a Unix socket that answers the
 //! one request with a canned frame, so no root and no running service are needed.
 
-use std::fs::File;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::thread::JoinHandle;
 
 use bulwark_immut_msg::{read_frame, write_frame, ErrorCode, Response, StatusInfo};
+use bulwark_testkit::cmd::{
+    assert_cut_off_quietly, assert_output_failure_said_once, output_into_closed_pipe,
+    output_onto_full_device, stderr,
+};
 
 /// A socket in its own temporary folder that answers one request with `answer`.
 struct FakeService {
@@ -69,60 +72,32 @@ fn refusal() -> Response {
     }
 }
 
-/// Runs `bulwark-immutctl --socket S status` with stdout a pipe whose read end is closed
-/// before the program starts writing.
-fn status_into_closed_pipe(svc: &FakeService) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bulwark-immutctl"))
-        .arg("--socket")
-        .arg(&svc.socket)
-        .arg("status")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    child.wait_with_output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+/// `bulwark-immutctl --socket S status`.
+fn status_of(svc: &FakeService) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bulwark-immutctl"));
+    cmd.arg("--socket").arg(&svc.socket).arg("status");
+    cmd
 }
 
 #[test]
 fn status_into_a_closed_pipe_exits_0_quietly_without_panicking() {
     let svc = FakeService::answering("pipe-ok", status());
-    let o = status_into_closed_pipe(&svc);
-    let err = stderr(&o);
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(o.status.code(), Some(0), "{err}");
-    assert!(err.is_empty(), "a closed pipe is not reported: {err}");
+    let o = output_into_closed_pipe(&mut status_of(&svc));
+    assert_cut_off_quietly("status | head -0", &o, 0);
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
 }
 
 #[test]
 fn a_refusal_into_a_closed_pipe_still_exits_3() {
     let svc = FakeService::answering("pipe-refused", refusal());
-    let o = status_into_closed_pipe(&svc);
-    let err = stderr(&o);
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(o.status.code(), Some(3), "{err}");
+    let o = output_into_closed_pipe(&mut status_of(&svc));
+    assert_cut_off_quietly("refused status | head -0", &o, 3);
 }
 
 #[test]
 fn status_onto_a_full_device_says_so_on_stderr_and_exits_2() {
     let svc = FakeService::answering("full", status());
-    let o = Command::new(env!("CARGO_BIN_EXE_bulwark-immutctl"))
-        .arg("--socket")
-        .arg(&svc.socket)
-        .arg("status")
-        .stdout(Stdio::from(File::create("/dev/full").unwrap()))
-        .output()
-        .unwrap();
-    let err = stderr(&o);
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("cannot write to standard output"),
-        "names what failed: {err}"
-    );
-    assert_eq!(err.lines().count(), 1, "said once: {err}");
+    let o = output_onto_full_device(&mut status_of(&svc));
+    assert_output_failure_said_once("status > /dev/full", &o, "bulwark-immutctl");
+    assert_eq!(stderr(&o).lines().count(), 1, "nothing else said");
 }

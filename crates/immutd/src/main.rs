@@ -1,7 +1,9 @@
 //! `bulwark-immutd`: the root-only immutability service and its root commands.
 //!
 //! Exit codes: 0 ok, 1 damage found (`audit verify`) or alerts (`status`), 2 operational
-//! error, 3 refused (`approve apply`).
+//! error, 3 refused (`approve apply`). Standard output follows the rule of every Bulwark
+//! program (`bulwark_stdout`): a closed pipe (`bulwark-immutd status | head -1`) is cut off
+//! quietly and the code stands; any other write error is said once and the code is 2.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,7 @@ use bulwark_immutd::config::{Config, DEFAULT_CONFIG};
 use bulwark_immutd::ledger::Ledger;
 use bulwark_immutd::service::{load_clock, ClockSource, StatePaths, SystemClock};
 use bulwark_immutd::{audit, server, Service};
+use bulwark_stdout::outln;
 
 const USAGE: &str = "usage: bulwark-immutd [--config PATH] <command>
 
@@ -50,7 +53,7 @@ fn main() {
             2
         }
     };
-    std::process::exit(code);
+    bulwark_stdout::exit(code);
 }
 
 fn real_main() -> anyhow::Result<i32> {
@@ -65,7 +68,7 @@ fn real_main() -> anyhow::Result<i32> {
     }
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     if matches!(words.as_slice(), ["--help"] | ["-h"] | ["help"]) {
-        println!("{USAGE}");
+        outln!("{USAGE}");
         return Ok(0);
     }
     if bulwark_sys::effective_uid() != 0 {
@@ -84,7 +87,7 @@ fn real_main() -> anyhow::Result<i32> {
         ["alerts", "ack"] => alerts_ack(&config),
         ["check-config"] => {
             let c = Config::load(&config)?;
-            println!(
+            outln!(
                 "configuration {} is valid: {} repositories, service uid {}",
                 config.display(),
                 c.repositories.len(),
@@ -173,7 +176,7 @@ fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
                 )
             })
             .collect();
-        println!(
+        outln!(
             "{{\"running\":{},\"trusted_unix\":{trusted},\"wall_unix\":{wall},\"unlocks_frozen\":{frozen},\"alert\":{},\"protection_alerts\":[{}],\"files\":[{}]}}",
             live.is_some(),
             json_str(&alert),
@@ -181,7 +184,7 @@ fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
             files.join(",")
         );
     } else {
-        println!(
+        outln!(
             "service:        {}",
             if live.is_some() {
                 "running"
@@ -189,8 +192,8 @@ fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
                 "NOT RUNNING (state read from disk)"
             }
         );
-        println!("trusted clock:  {} ({trusted})", fmt_time(trusted));
-        println!(
+        outln!("trusted clock:  {} ({trusted})", fmt_time(trusted));
+        outln!(
             "wall clock:     {} ({wall}){}",
             fmt_time(wall),
             if live.is_some() {
@@ -200,28 +203,28 @@ fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
             }
         );
         if frozen {
-            println!("ALERT:          unlocks are FROZEN: {alert}");
+            outln!("ALERT:          unlocks are FROZEN: {alert}");
         } else if !alert.is_empty() {
-            println!("ALERT:          {alert}");
-            println!("unlocks:        running");
+            outln!("ALERT:          {alert}");
+            outln!("unlocks:        running");
         } else {
-            println!("unlocks:        running");
+            outln!("unlocks:        running");
         }
         for a in &protection {
-            println!("ALERT:          {a}");
+            outln!("ALERT:          {a}");
         }
         if let Some(s) = &live {
             if !s.audit_problem.is_empty() {
-                println!("AUDIT LOG:      {}", s.audit_problem);
+                outln!("AUDIT LOG:      {}", s.audit_problem);
             }
-            println!(
+            outln!(
                 "connections:    {} open; since start {} refused (uid not permitted), {} over a limit, {} cut at the request deadline",
                 s.connections_open, s.refused_strangers, s.refused_busy, s.requests_timed_out
             );
         }
-        println!("files:          {}", ledger.entries.len());
+        outln!("files:          {}", ledger.entries.len());
         for (e, x) in ledger.entries.iter().zip(&x) {
-            println!(
+            outln!(
                 "  {:<8} until {}  {}  root {}",
                 e.state.as_str(),
                 fmt_time(*x),
@@ -254,35 +257,35 @@ fn preview(cfg: &Config) -> anyhow::Result<(TimePreview, bool)> {
 }
 
 fn print_preview(p: &TimePreview) {
-    println!(
+    outln!(
         "trusted clock:  {} ({})",
         fmt_time(p.trusted_unix),
         p.trusted_unix
     );
-    println!(
+    outln!(
         "wall clock:     {} ({})",
         fmt_time(p.wall_unix),
         p.wall_unix
     );
     let step = p.wall_unix - p.trusted_unix;
     if step >= 0 {
-        println!(
+        outln!(
             "step:           the wall clock is {} ahead of the trusted clock",
             human(step)
         );
     } else {
-        println!(
+        outln!(
             "step:           the wall clock is {} BEHIND the trusted clock; accepting keeps the trusted time (it never goes backwards)",
             human(-step)
         );
     }
     if !p.alert.is_empty() {
-        println!("alert:          {}", p.alert);
+        outln!("alert:          {}", p.alert);
     }
     if p.files_unlocking == 0 {
-        println!("accepting unlocks nothing early");
+        outln!("accepting unlocks nothing early");
     } else {
-        println!(
+        outln!(
             "accepting unlocks {} files ({} bytes) EARLIER than the trusted clock would; the earliest was protected until {}",
             p.files_unlocking,
             p.bytes_unlocking,
@@ -317,7 +320,7 @@ fn time_accept(config: &Path, yes: bool) -> anyhow::Result<i32> {
     let (p, running) = preview(&cfg)?;
     print_preview(&p);
     if !yes && !confirm()? {
-        println!("nothing changed");
+        outln!("nothing changed");
         return Ok(2);
     }
     if running {
@@ -325,7 +328,7 @@ fn time_accept(config: &Path, yes: bool) -> anyhow::Result<i32> {
         let t = c
             .time_accept()
             .context("asking the running service to accept the time")?;
-        println!(
+        outln!(
             "time accepted: the trusted clock is now {} ({t}); unlocks resume",
             fmt_time(t)
         );
@@ -369,7 +372,7 @@ fn time_accept(config: &Path, yes: bool) -> anyhow::Result<i32> {
             p.trusted_unix, s.last_trusted, r.wall, p.files_unlocking, p.bytes_unlocking, p.earliest_expiry_unix
         ),
     )?;
-    println!(
+    outln!(
         "time accepted: the trusted clock is now {} ({})",
         fmt_time(s.last_trusted),
         s.last_trusted
@@ -436,7 +439,7 @@ fn approve_prepare(config: &Path, action: &str, rest: &[&str]) -> anyhow::Result
         .with_context(|| format!("preparing the {action} statement"))?;
     write_new(&out, &text)?;
     print!("{}", String::from_utf8_lossy(&text));
-    println!(
+    outln!(
         "\nstatement written to {}; each approver signs it with\n  ssh-keygen -Y sign -f KEY -n {} {}\nthen: bulwark-immutd approve apply {} --sig {}.sig --sig …",
         out.display(),
         bulwark_approval::NAMESPACE,
@@ -493,11 +496,11 @@ fn approve_apply(config: &Path, rest: &[&str]) -> anyhow::Result<i32> {
     let mut c = connect_running(&cfg)?;
     match c.apply(&text, &sigs) {
         Ok(summary) => {
-            println!("{summary}");
+            outln!("{summary}");
             Ok(0)
         }
         Err(e) if e.code().is_some() => {
-            println!("refused: {e}");
+            outln!("refused: {e}");
             Ok(3)
         }
         Err(e) => Err(e).context("applying the statement"),
@@ -507,7 +510,7 @@ fn approve_apply(config: &Path, rest: &[&str]) -> anyhow::Result<i32> {
 fn alerts_ack(config: &Path) -> anyhow::Result<i32> {
     let cfg = Config::load(config)?;
     let mut c = connect_running(&cfg)?;
-    println!("{}", c.ack_alerts().context("acknowledging the alerts")?);
+    outln!("{}", c.ack_alerts().context("acknowledging the alerts")?);
     Ok(0)
 }
 
@@ -516,7 +519,7 @@ fn audit_verify(config: &Path) -> anyhow::Result<i32> {
     let log = cfg.state_dir.join("audit.log");
     match audit::verify(&log, Some(&cfg.state_dir.join("audit.head"))) {
         Ok(v) => {
-            println!(
+            outln!(
                 "audit log {} is intact: {} entries",
                 log.display(),
                 v.entries
@@ -524,7 +527,7 @@ fn audit_verify(config: &Path) -> anyhow::Result<i32> {
             Ok(0)
         }
         Err(e) => {
-            println!("audit log {} is DAMAGED: {e}", log.display());
+            outln!("audit log {} is DAMAGED: {e}", log.display());
             Ok(1)
         }
     }

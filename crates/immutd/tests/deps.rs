@@ -44,6 +44,8 @@ const ALLOWED: &[&str] = &[
     "bulwark-format",
     "bulwark-immut-msg",
     "bulwark-immutd",
+    // Standard output that never panics on a closed pipe; no dependencies of its own.
+    "bulwark-stdout",
     "bulwark-sys",
     // Unix time and civil dates, no dependencies of its own.
     "bulwark-time",

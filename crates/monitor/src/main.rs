@@ -14,49 +14,19 @@
 //!
 //! Standard output never panics: when it is a pipe whose reader has gone
 //! (`bulwark-monitor check … | head -1`), the rest of the output is dropped and the check
-//! carries on with its own exit code, as in the other Bulwark programs. Any other write error
+//! carries on with its own exit code, by the rule of every Bulwark program (`bulwark_stdout`). Any other write error
 //! is said once on stderr, the check still sends, writes its metrics and state, and exits 2.
 
 mod metrics;
 mod watch;
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use bulwark_notify::{dedup::Sent, Config, Event, Notification};
 use clap::{Parser, Subcommand};
 
-/// Set once standard output is found closed or failing: the rest of the output is dropped.
-static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
-/// Set when that was a write error other than a closed pipe: the exit code is then 2.
-static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
-
-/// Writes `args` to standard output, never panicking (see the module doc).
-fn print_stdout(args: std::fmt::Arguments<'_>) {
-    if STDOUT_CLOSED.load(Ordering::Relaxed) {
-        return;
-    }
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
-        STDOUT_CLOSED.store(true, Ordering::Relaxed);
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            STDOUT_FAILED.store(true, Ordering::Relaxed);
-            eprintln!(
-                "error: cannot write to standard output ({e}); the rest of the output is \
-                 dropped (check where standard output goes)"
-            );
-        }
-    }
-}
-
-/// `println!` that never panics: see [`print_stdout`].
-macro_rules! outln {
-    ($($arg:tt)*) => {
-        print_stdout(format_args!("{}\n", format_args!($($arg)*)))
-    };
-}
+use bulwark_stdout::outln;
 
 /// Watch a Bulwark repository host: notifications and metrics.
 #[derive(Parser)]
@@ -248,8 +218,7 @@ fn main() {
         })(),
     };
     match res {
-        Ok(_) if STDOUT_FAILED.load(Ordering::Relaxed) => std::process::exit(2),
-        Ok(code) => std::process::exit(code),
+        Ok(code) => bulwark_stdout::exit(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::exit(2)

@@ -4,15 +4,12 @@
 //! a finished file left in `incoming/` of an unguarded repository (`not_sealed`).
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, SystemTime};
+use std::process::Output;
 
 use bulwark_testkit::webhook::Hook;
+use common::Staged;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_bulwark-monitor")
-}
+mod common;
 
 /// A URL nothing listens on.
 fn unreachable_url() -> String {
@@ -20,43 +17,19 @@ fn unreachable_url() -> String {
     format!("http://{}/hook", l.local_addr().unwrap())
 }
 
-/// An unguarded repository with a finished file that has waited two minutes in `incoming/`.
-struct Staged {
-    dir: tempfile::TempDir,
-    repo: PathBuf,
-}
-
+/// An unguarded repository with a finished file that has waited two minutes in `incoming/`,
+/// and a webhook channel for each of `urls`.
 fn stage(urls: &[&str]) -> Staged {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    bulwark_repository::Repository::init(&repo, 7).unwrap();
-    let f = std::fs::File::create(repo.join("incoming").join("left.bwrp")).unwrap();
-    f.set_modified(SystemTime::now() - Duration::from_secs(120))
-        .unwrap();
     let mut cfg = String::new();
     for u in urls {
         cfg.push_str(&format!("[[webhook]]\nurl = \"{u}\"\ntimeout_secs = 5\n"));
     }
-    std::fs::write(dir.path().join("notify.toml"), cfg).unwrap();
-    Staged { dir, repo }
+    Staged::new(true, &cfg)
 }
 
-impl Staged {
-    fn check(&self) -> Output {
-        let p = |x: &str| -> PathBuf { self.dir.path().join(x) };
-        Command::new(bin())
-            .arg("--json")
-            .arg("check")
-            .arg(&self.repo)
-            .arg("--notify-config")
-            .arg(p("notify.toml"))
-            .arg("--state-dir")
-            .arg(p("state"))
-            .arg("--immutd-config")
-            .arg(Path::new("/nonexistent/immutd.toml"))
-            .output()
-            .unwrap()
-    }
+/// `bulwark-monitor --json check` on `s`.
+fn check(s: &Staged) -> Output {
+    s.check(true).output().unwrap()
 }
 
 fn row(o: &Output) -> serde_json::Value {
@@ -74,7 +47,7 @@ fn a_notification_the_webhook_refused_is_sent_again_at_the_next_check_and_then_n
     let s = stage(&[&sink.url]);
 
     // The receiver answers 503: not sent, the run says so, nothing is remembered.
-    let o = s.check();
+    let o = check(&s);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert_eq!(sink.events("not_sealed").len(), 1);
@@ -91,7 +64,7 @@ fn a_notification_the_webhook_refused_is_sent_again_at_the_next_check_and_then_n
     );
 
     // A minute later the receiver is back: delivered.
-    let o = s.check();
+    let o = check(&s);
     assert_eq!(
         o.status.code(),
         Some(1),
@@ -106,7 +79,7 @@ fn a_notification_the_webhook_refused_is_sent_again_at_the_next_check_and_then_n
     );
 
     // Still within repeat_hours: reported, not sent again.
-    let o = s.check();
+    let o = check(&s);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(sink.events("not_sealed").len(), 2);
     let r = row(&o);
@@ -120,7 +93,7 @@ fn a_notification_the_webhook_refused_is_sent_again_at_the_next_check_and_then_n
 fn an_unreachable_webhook_is_tried_at_every_check_until_it_accepts() {
     let s = stage(&[&unreachable_url()]);
     for _ in 0..2 {
-        let o = s.check();
+        let o = check(&s);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{err}");
         assert_eq!(row(&o)["sent"], false);
@@ -137,7 +110,7 @@ fn a_notification_one_of_two_webhooks_accepted_counts_as_sent_and_the_other_is_n
     let sink = Hook::answering(&[]);
     let down = unreachable_url();
     let s = stage(&[&down, &sink.url]);
-    let o = s.check();
+    let o = check(&s);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "a channel failed: {err}");
     let r = row(&o);
@@ -151,7 +124,7 @@ fn a_notification_one_of_two_webhooks_accepted_counts_as_sent_and_the_other_is_n
     );
     assert_eq!(sink.events("not_sealed").len(), 1);
     // Sent: not again before repeat_hours, to either.
-    let o = s.check();
+    let o = check(&s);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(row(&o)["due"], false);
     assert_eq!(sink.events("not_sealed").len(), 1);

@@ -1,7 +1,7 @@
 //! Running commands as root: a fixed PATH, output that is shown when a test fails.
 
 use std::io::Read;
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// The PATH every helper runs tools with (tests may run with a minimal environment).
 pub const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -92,6 +92,57 @@ pub fn output_ok(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("{cmd:?} does not start: {e}"));
     assert!(o.status.success(), "{cmd:?} failed: {}", text(&o));
     o
+}
+
+/// Runs `cmd` with its standard output a pipe whose reading end is closed before the program
+/// writes (`cmd | head -0`), standard error piped; its output (stdout empty).
+pub fn output_into_closed_pipe(cmd: &mut Command) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?} does not start: {e}"));
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+/// Runs `cmd` with its standard output `/dev/full` (every write fails with `ENOSPC`),
+/// standard error piped; its output.
+pub fn output_onto_full_device(cmd: &mut Command) -> Output {
+    let full = std::fs::File::create("/dev/full").expect("/dev/full opens for writing");
+    cmd.stdout(Stdio::from(full))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} does not start: {e}"))
+}
+
+/// Checks `o`, a run of `what` into a closed pipe ([`output_into_closed_pipe`]), by the rule
+/// of `bulwark_stdout`: no panic, the command's own `code`, nothing said about the output.
+pub fn assert_cut_off_quietly(what: &str, o: &Output, code: i32) {
+    let err = stderr(o);
+    assert!(!err.contains("panicked"), "{what}: {err}");
+    assert_eq!(o.status.code(), Some(code), "{what}: {err}");
+    assert!(
+        !err.contains("standard output"),
+        "{what}: a closed pipe is not reported: {err}"
+    );
+}
+
+/// Checks `o`, a run of `what` onto a failing device ([`output_onto_full_device`]), by the
+/// rule of `bulwark_stdout`: no panic, exit 2, one stderr line naming `program` and what failed.
+pub fn assert_output_failure_said_once(what: &str, o: &Output, program: &str) {
+    let err = stderr(o);
+    assert!(!err.contains("panicked"), "{what}: {err}");
+    assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+    let said: Vec<_> = err
+        .lines()
+        .filter(|l| l.contains("cannot write to standard output"))
+        .collect();
+    assert_eq!(said.len(), 1, "{what}: said once: {err}");
+    assert!(
+        said[0].starts_with(&format!("{program}: ")),
+        "{what}: names the program: {err}"
+    );
 }
 
 /// Parses a command's standard output as JSON, panicking with its output when it is not.
