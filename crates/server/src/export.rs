@@ -10,7 +10,7 @@ use bulwark_format::{MapEntry, PointId, StoredBlock};
 use bulwark_protocol::{Msg, ProtocolError, MAX_MAP_PER_FRAME};
 
 use crate::conn::Session;
-use crate::handlers::{open_for_sending, summary, Fail};
+use crate::handlers::{open_for_sending, Fail};
 use crate::serve::State;
 
 /// Serves an export of `job`'s point `point` until the client closes the session.
@@ -21,16 +21,11 @@ pub(crate) fn export(
     job: &str,
     point: Option<PointId>,
 ) -> Result<(), Fail> {
-    let (chain, file_bytes) = open_for_sending(client, state, job, point)?;
+    let (chain, point) = open_for_sending(s, client, state, job, point)?;
     let r = chain.point();
     let map = chain.entries();
-    // An encrypted point: the sessions of every file it reads, before anything else (as a
-    // restore does); the client decrypts with its key.
-    if let Some(record) = chain.merged_encryption_record()? {
-        s.send(&Msg::EncryptionRecord { record })?;
-    }
     s.send(&Msg::ExportReady {
-        point: summary(&r.meta, r.trailer.root_digest, file_bytes),
+        point,
         entries: map.len() as u64,
     })?;
     for page in map.chunks(MAX_MAP_PER_FRAME) {

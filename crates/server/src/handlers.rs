@@ -365,20 +365,27 @@ pub(crate) fn send_pages<T: Clone>(
     Ok(())
 }
 
-/// Opens one of the client's own points to send it (restore, export): its reader and the
-/// size of its file.
+/// Opens one of the client's own points to send it (restore, export) and sends an encrypted
+/// point's record (the sessions of every file it reads) before anything else, so a client
+/// holding the key can decrypt; the server needs no key. Returns the point's reader and its
+/// summary, for the caller's `…Ready` message.
 pub(crate) fn open_for_sending(
+    s: &mut Session,
     client: &str,
     state: &State,
     job: &str,
     point: Option<bulwark_format::PointId>,
-) -> Res<(ChainReader, u64)> {
+) -> Res<(ChainReader, PointSummary)> {
     authorize_read(client, state, job)?;
     let chain = state.repo.open_point(job, point)?;
     let r = chain.point();
     check_net_block_size(r.meta.block_size)?;
     let file_bytes = r.file().metadata().map(|m| m.len()).unwrap_or(0);
-    Ok((chain, file_bytes))
+    if let Some(record) = chain.merged_encryption_record()? {
+        s.send(&Msg::EncryptionRecord { record })?;
+    }
+    let summary = summary(&r.meta, r.trailer.root_digest, file_bytes);
+    Ok((chain, summary))
 }
 
 /// A block size the network carries: the format's bounds and at most one `Block` frame.
@@ -655,15 +662,11 @@ fn restore(
     job: &str,
     point: Option<bulwark_format::PointId>,
 ) -> Res {
-    let (chain, file_bytes) = open_for_sending(client, state, job, point)?;
+    let (chain, point) = open_for_sending(s, client, state, job, point)?;
     let r = chain.point();
     let entries = chain.entries();
-    // An encrypted point: the sessions of every file it reads, before anything else.
-    if let Some(record) = chain.merged_encryption_record()? {
-        s.send(&Msg::EncryptionRecord { record })?;
-    }
     s.send(&Msg::RestoreReady {
-        point: summary(&r.meta, r.trailer.root_digest, file_bytes),
+        point,
         blocks: entries.len() as u64,
     })?;
     tracing::info!(%job, point = %r.meta.point, blocks = entries.len(), "restore started");
