@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Bulwark benchmark driver: full backup, incremental and restore of the benchmark images,
 each step with the page cache dropped first, medians of several runs, next to the machine's
-own limits. Usage: bench.py [--runs N] [--dir D] [--block-sizes] [--sparse] [--levels]. Needs root to drop
+own limits. Usage: bench.py [--runs N] [--dir D] [--block-sizes] [--sparse] [--levels]
+[--scattered [--against OLD_BULWARK]]. Needs root to drop
 the page cache (it says so and measures warm otherwise)."""
 import argparse, json, os, shutil, statistics, subprocess, sys, time
 
@@ -46,6 +47,10 @@ def main():
     ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", "/var/tmp/bulwark-bench"))
     ap.add_argument("--block-sizes", action="store_true", help="also compare block sizes")
     ap.add_argument("--sparse", action="store_true", help="also back up a 64 GiB sparse image")
+    ap.add_argument("--scattered", action="store_true",
+                    help="also back up a 4 GiB image with 1 MiB of data every 4 MiB (cold, medians of --runs)")
+    ap.add_argument("--against", metavar="OLD_BULWARK",
+                    help="with --scattered: alternate each run with this other bulwark binary")
     ap.add_argument("--levels", action="store_true",
                     help="also compare zstd levels (full and restore, cold, medians of --runs)")
     a = ap.parse_args()
@@ -169,6 +174,8 @@ def main():
     lines.append("Repository after full + incremental: %.0f MiB" % (repo_bytes / 2**20))
     if a.sparse:
         lines += sparse(d)
+    if a.scattered:
+        lines += scattered(d, day1, a.runs, a.against)
     if a.block_sizes:
         lines += block_sizes(d, day1, day2, size)
     if a.levels:
@@ -195,6 +202,46 @@ def sparse(d):
     w2, c2, r2, _ = timed(bulwark("restore", "--repo", repo, "--job", "sparse", out))
     shutil.rmtree(repo); os.remove(img); os.remove(out)
     return ["", "64 GiB sparse image (768 MiB of data): backup %.1f s, peak RSS %.0f MiB; restore %.1f s, peak RSS %.0f MiB" % (w, r, w2, r2)]
+
+def cached_kib():
+    for l in open("/proc/meminfo"):
+        if l.startswith("Cached:"):
+            return int(l.split()[1])
+    return 0
+
+def scattered(d, day1, runs, against):
+    """A thin disk's shape: 4 GiB with 1 MiB of day 1's data every 4 MiB (1 GiB of data, the
+    rest holes). Cold full backups; wall, CPU and how much the page cache grew."""
+    img = os.path.join(d, "scattered.img")
+    with open(day1, "rb") as src, open(img, "wb") as f:
+        f.truncate(4 << 30)
+        pos = os.lseek(src.fileno(), 0, os.SEEK_DATA)
+        for i in range(1024):
+            chunk = os.pread(src.fileno(), 1 << 20, pos)
+            pos += 1 << 20
+            os.pwrite(f.fileno(), chunk, i * (4 << 20))
+        os.fsync(f.fileno())
+    bins = [("this build", os.path.join(BIN, "bulwark"))]
+    if against:
+        bins.append(("against " + against, against))
+    res = {name: ([], [], []) for name, _ in bins}
+    repo = os.path.join(d, "repo-scattered")
+    for _ in range(runs):
+        for name, b in bins:
+            shutil.rmtree(repo, ignore_errors=True)
+            subprocess.run([os.path.join(BIN, "bulwark-repo"), "init", repo], check=True, stdout=subprocess.DEVNULL)
+            drop_caches()
+            before = cached_kib()
+            w, c, _, _ = timed([b, "backup", "--repo", repo, "--job", "scattered", img])
+            res[name][0].append(w); res[name][1].append(c)
+            res[name][2].append((cached_kib() - before) / 1024.0)
+    shutil.rmtree(repo); os.remove(img)
+    lines = ["", "| scattered 4 GiB image (1 GiB of data in 1 MiB pieces), cold full (median of %d) | wall | CPU | page cache grew by |" % runs,
+             "|---|---|---|---|"]
+    for name, _ in bins:
+        w, c, g = res[name]
+        lines.append("| %s | %.2f s | %.2f s | %.0f MiB |" % (name, med(w), med(c), med(g)))
+    return lines
 
 LEVELS = ("1", "-1", "-3", "-5", "-7", "0")
 
