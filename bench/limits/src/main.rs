@@ -80,14 +80,20 @@ fn aligned(v: &mut [u8], len: usize) -> &mut [u8] {
 }
 
 /// Keeps the device busy, as the backup's reader does: when reading at `at` comes within
-/// 16 MiB of what was asked for (`asked`), asks for the 32 MiB from there.
-fn ask_ahead(f: &File, at: u64, size: u64, asked: &mut u64) {
+/// 16 MiB of what was asked for (`asked`), asks for the data of `ranges` in the 32 MiB from
+/// there (`next`: see `bulwark_sys::will_need_within`).
+fn ask_ahead(
+    f: &File,
+    ranges: &[(u64, u64)],
+    next: &mut usize,
+    at: u64,
+    size: u64,
+    asked: &mut u64,
+) {
     if at + PREFETCH / 2 >= *asked {
         let from = (*asked).max(at);
         let to = (at + PREFETCH).min(size);
-        if to > from {
-            let _ = bulwark_sys::fadvise(f, from, to - from, bulwark_sys::Advice::WillNeed);
-        }
+        bulwark_sys::will_need_within(f, ranges, next, from, to);
         *asked = to.max(*asked);
     }
 }
@@ -162,12 +168,12 @@ fn copy_test(src: &File, path: &Path, size: u64, ranges: &[(u64, u64)]) -> f64 {
     let t = Instant::now();
     std::thread::scope(|s| {
         s.spawn(move || {
-            let mut prefetched = 0u64;
+            let (mut prefetched, mut next) = (0u64, 0usize);
             for &(start, end) in ranges {
                 let mut at = start;
                 while at < end {
                     let n = ((end - at) as usize).min(IO);
-                    ask_ahead(src, at, size, &mut prefetched);
+                    ask_ahead(src, ranges, &mut next, at, size, &mut prefetched);
                     let mut buf = vec![0u8; n];
                     src.read_exact_at(&mut buf, at).expect("read image");
                     if tx.send((at, buf)).is_err() {
@@ -227,12 +233,12 @@ fn main() {
     let stride = (extent_total / SAMPLE as u64).max(1);
     let mut chunk_no = 0u64;
     let t = Instant::now();
-    let mut prefetched = 0u64;
+    let (mut prefetched, mut next) = (0u64, 0usize);
     for &(start, end) in &ranges {
         let mut at = start;
         while at < end {
             let n = ((end - at) as usize).min(IO);
-            ask_ahead(&f, at, size, &mut prefetched);
+            ask_ahead(&f, &ranges, &mut next, at, size, &mut prefetched);
             f.read_exact_at(&mut buf[..n], at).expect("read image");
             // Keep non-zero data as the sample: zero runs would flatter BLAKE3 and zstd.
             chunk_no += 1;

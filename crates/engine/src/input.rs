@@ -183,14 +183,13 @@ impl<'a> Input<'a> {
                         if at + PREFETCH / 2 >= prefetched {
                             let from = prefetched.max(at);
                             let to = (at + PREFETCH).min(self.size);
-                            for (a, b) in to_read_within(&reads, &mut next_read, from, to) {
-                                let _ = bulwark_sys::fadvise(
-                                    &src.file,
-                                    a,
-                                    b - a,
-                                    bulwark_sys::Advice::WillNeed,
-                                );
-                            }
+                            bulwark_sys::will_need_within(
+                                &src.file,
+                                &reads,
+                                &mut next_read,
+                                from,
+                                to,
+                            );
                             prefetched = to.max(prefetched);
                         }
                         buf.resize(len, 0);
@@ -230,53 +229,5 @@ impl<'a> Input<'a> {
             }
         }
         Ok(())
-    }
-}
-
-/// The parts of `reads` (sorted, disjoint byte ranges) within `[from, to)`. `next` is the
-/// first range that may still matter; it moves past the ranges that end at or before `from`,
-/// so a whole backup's calls look at each range about once.
-fn to_read_within<'r>(
-    reads: &'r [(u64, u64)],
-    next: &mut usize,
-    from: u64,
-    to: u64,
-) -> impl Iterator<Item = (u64, u64)> + 'r {
-    while reads.get(*next).is_some_and(|&(_, end)| end <= from) {
-        *next += 1;
-    }
-    reads[*next..]
-        .iter()
-        .take_while(move |&&(start, _)| start < to)
-        .map(move |&(start, end)| (start.max(from), end.min(to)))
-        .filter(|(a, b)| b > a)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::to_read_within;
-
-    #[test]
-    fn the_prefetch_asks_only_for_what_will_be_read() {
-        let reads = [(0, 10), (20, 30), (40, 100)];
-        let mut next = 0;
-        let got: Vec<_> = to_read_within(&reads, &mut next, 5, 45).collect();
-        assert_eq!(
-            got,
-            [(5, 10), (20, 30), (40, 45)],
-            "holes 10..20 and 30..40 left out"
-        );
-        assert_eq!(next, 0);
-        let got: Vec<_> = to_read_within(&reads, &mut next, 45, 60).collect();
-        assert_eq!(got, [(45, 60)]);
-        assert_eq!(next, 2, "ranges left behind are skipped from now on");
-        let got: Vec<_> = to_read_within(&reads, &mut next, 100, 200).collect();
-        assert!(got.is_empty(), "{got:?}");
-        let got: Vec<_> = to_read_within(&reads, &mut 0, 10, 20).collect();
-        assert!(
-            got.is_empty(),
-            "a window on a hole asks for nothing: {got:?}"
-        );
-        assert!(to_read_within(&[], &mut 0, 0, 10).next().is_none());
     }
 }

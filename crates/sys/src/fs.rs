@@ -37,6 +37,41 @@ pub fn fadvise(file: &impl AsFd, offset: u64, len: u64, advice: Advice) -> io::R
     }
 }
 
+/// Asks for the parts of `ranges` (sorted, disjoint byte ranges: what will be read) within
+/// `[from, to)` with [`Advice::WillNeed`], never for the holes between them: a filesystem
+/// fills a hole that is asked for with zeroed page-cache pages that nobody reads. `next` is
+/// the first range that may still matter; it moves past the ranges that end at or before
+/// `from`, so windows that move forward look at each range about once. Advice only: errors
+/// are ignored.
+pub fn will_need_within(
+    file: &impl AsFd,
+    ranges: &[(u64, u64)],
+    next: &mut usize,
+    from: u64,
+    to: u64,
+) {
+    for (a, b) in parts_within(ranges, next, from, to) {
+        let _ = fadvise(file, a, b - a, Advice::WillNeed);
+    }
+}
+
+/// The parts of `ranges` within `[from, to)` (see [`will_need_within`]).
+fn parts_within<'r>(
+    ranges: &'r [(u64, u64)],
+    next: &mut usize,
+    from: u64,
+    to: u64,
+) -> impl Iterator<Item = (u64, u64)> + 'r {
+    while ranges.get(*next).is_some_and(|&(_, end)| end <= from) {
+        *next += 1;
+    }
+    ranges[*next..]
+        .iter()
+        .take_while(move |&&(start, _)| start < to)
+        .map(move |&(start, end)| (start.max(from), end.min(to)))
+        .filter(|(a, b)| b > a)
+}
+
 /// The offset of the first data byte at or after `from` (`SEEK_DATA`), or `None` when only a
 /// hole follows (`ENXIO`). Moves the file position there.
 pub fn seek_data(file: &impl AsFd, from: u64) -> io::Result<Option<u64>> {
@@ -149,5 +184,29 @@ mod tests {
         assert!(st.frsize > 0 && st.blocks >= st.blocks_available);
         assert!(filesystem_type(t.path()).unwrap() != 0);
         assert!(statvfs(&t.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn the_prefetch_asks_only_for_what_will_be_read() {
+        let reads = [(0, 10), (20, 30), (40, 100)];
+        let mut next = 0;
+        let got: Vec<_> = parts_within(&reads, &mut next, 5, 45).collect();
+        assert_eq!(
+            got,
+            [(5, 10), (20, 30), (40, 45)],
+            "holes 10..20 and 30..40 left out"
+        );
+        assert_eq!(next, 0);
+        let got: Vec<_> = parts_within(&reads, &mut next, 45, 60).collect();
+        assert_eq!(got, [(45, 60)]);
+        assert_eq!(next, 2, "ranges left behind are skipped from now on");
+        let got: Vec<_> = parts_within(&reads, &mut next, 100, 200).collect();
+        assert!(got.is_empty(), "{got:?}");
+        let got: Vec<_> = parts_within(&reads, &mut 0, 10, 20).collect();
+        assert!(
+            got.is_empty(),
+            "a window on a hole asks for nothing: {got:?}"
+        );
+        assert!(parts_within(&[], &mut 0, 0, 10).next().is_none());
     }
 }
