@@ -142,14 +142,12 @@ impl<'a> Input<'a> {
             })
         };
         let runs = self.runs(bs);
-        // The byte ranges that will be read: the prefetch asks for nothing else, because a
-        // hole asked for is filled with zeroed page-cache pages that nobody reads.
-        let reads: Vec<(u64, u64)> = runs
-            .iter()
-            .filter(|r| r.read)
-            .map(|r| (r.first * bs, (r.end * bs).min(self.size)))
-            .collect();
+        // What a file source reads of its blocks: the data ranges only. A hole read or asked
+        // for through the page cache is filled with zeroed pages that nobody needs, so holes
+        // inside a block are zeroed in the buffer instead, and the prefetch asks for the data
+        // ranges alone.
         let mut next_read = 0usize;
+        let mut next_data = 0usize;
         for run in runs {
             for block in run.first..run.end {
                 if bulwark_sys::interrupted() {
@@ -185,7 +183,7 @@ impl<'a> Input<'a> {
                             let to = (at + PREFETCH).min(self.size);
                             bulwark_sys::will_need_within(
                                 &src.file,
-                                &reads,
+                                &self.ranges,
                                 &mut next_read,
                                 from,
                                 to,
@@ -193,8 +191,7 @@ impl<'a> Input<'a> {
                             prefetched = to.max(prefetched);
                         }
                         buf.resize(len, 0);
-                        src.file
-                            .read_exact_at(&mut buf, at)
+                        read_data_within(&src.file, &self.ranges, &mut next_data, at, &mut buf)
                             .map_err(|e| self.read_error(e))?;
                         if work.send((seq, block, Some(buf))).is_err() {
                             return Ok(());
@@ -229,5 +226,71 @@ impl<'a> Input<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// Reads the block at `at` into `buf`: the bytes of `ranges` (sorted, disjoint data ranges)
+/// within it, and zeroes where the block has a hole. `next` is the first range that may still
+/// matter; blocks read in order look at each range about once. A block inside one range is
+/// one read.
+fn read_data_within(
+    file: &std::fs::File,
+    ranges: &[(u64, u64)],
+    next: &mut usize,
+    at: u64,
+    buf: &mut [u8],
+) -> std::io::Result<()> {
+    let end = at + buf.len() as u64;
+    while ranges.get(*next).is_some_and(|&(_, e)| e <= at) {
+        *next += 1;
+    }
+    if let Some(&(s, e)) = ranges.get(*next) {
+        if s <= at && e >= end {
+            return file.read_exact_at(buf, at);
+        }
+    }
+    buf.fill(0);
+    for &(s, e) in ranges[*next..].iter().take_while(|&&(s, _)| s < end) {
+        let (a, b) = (s.max(at), e.min(end));
+        file.read_exact_at(&mut buf[(a - at) as usize..(b - at) as usize], a)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::read_data_within;
+
+    /// A file of bytes 1..=255 repeating; `ranges` call parts of it holes, which must come
+    /// back as zeroes (not read, and not left over from the buffer's last block).
+    #[test]
+    fn a_block_reads_its_data_ranges_and_zeroes_its_holes() {
+        let content: Vec<u8> = (0..4096u32).map(|i| (i % 255 + 1) as u8).collect();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&content).unwrap();
+        let ranges = [(0, 1024), (1536, 2048), (2560, 4096)];
+        let mut next = 0;
+        let mut buf = vec![0xAAu8; 1024];
+        // Block 0 lies inside the first range: one read, all of it data.
+        read_data_within(&f, &ranges, &mut next, 0, &mut buf).unwrap();
+        assert_eq!(buf, content[..1024]);
+        // Block 1: a hole, then data; the stale bytes of block 0 must not survive.
+        read_data_within(&f, &ranges, &mut next, 1024, &mut buf).unwrap();
+        assert!(buf[..512].iter().all(|&b| b == 0), "hole 1024..1536 zeroed");
+        assert_eq!(buf[512..], content[1536..2048]);
+        assert_eq!(next, 1, "the range left behind is skipped from now on");
+        // Block 2: data, a hole, data.
+        read_data_within(&f, &ranges, &mut next, 2048, &mut buf).unwrap();
+        assert!(buf[..512].iter().all(|&b| b == 0), "hole 2048..2560 zeroed");
+        assert_eq!(buf[512..], content[2560..3072]);
+        // A short last block inside the last range.
+        let mut tail = vec![0xAAu8; 1000];
+        read_data_within(&f, &ranges, &mut next, 3096, &mut tail).unwrap();
+        assert_eq!(tail, content[3096..]);
+        // Past the end of the file inside a range: the read fails (the source shrank).
+        let mut past = vec![0u8; 1024];
+        assert!(read_data_within(&f, &[(0, 8192)], &mut 0, 4096, &mut past).is_err());
     }
 }
