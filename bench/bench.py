@@ -48,7 +48,7 @@ def main():
     ap.add_argument("--block-sizes", action="store_true", help="also compare block sizes")
     ap.add_argument("--sparse", action="store_true", help="also back up a 64 GiB sparse image")
     ap.add_argument("--scattered", action="store_true",
-                    help="also back up a 4 GiB image with 1 MiB of data every 4 MiB (cold, medians of --runs)")
+                    help="also back up two thin-disk-shaped 4 GiB images (1 GiB of data among holes; cold, medians of --runs)")
     ap.add_argument("--against", metavar="OLD_BULWARK",
                     help="with --scattered: alternate each run with this other bulwark binary")
     ap.add_argument("--levels", action="store_true",
@@ -209,38 +209,45 @@ def cached_kib():
             return int(l.split()[1])
     return 0
 
+SHAPES = (
+    ("scattered: 1 MiB of data every 4 MiB", 1 << 20, 4 << 20),
+    ("fragmented: 64 KiB of data every 256 KiB", 64 << 10, 256 << 10),
+)
+
 def scattered(d, day1, runs, against):
-    """A thin disk's shape: 4 GiB with 1 MiB of day 1's data every 4 MiB (1 GiB of data, the
-    rest holes). Cold full backups; wall, CPU and how much the page cache grew."""
-    img = os.path.join(d, "scattered.img")
-    with open(day1, "rb") as src, open(img, "wb") as f:
-        f.truncate(4 << 30)
-        pos = os.lseek(src.fileno(), 0, os.SEEK_DATA)
-        for i in range(1024):
-            chunk = os.pread(src.fileno(), 1 << 20, pos)
-            pos += 1 << 20
-            os.pwrite(f.fileno(), chunk, i * (4 << 20))
-        os.fsync(f.fileno())
+    """Thin disks' shapes: 4 GiB images holding 1 GiB of day 1's data in pieces among holes
+    (SHAPES). Cold full backups; wall, CPU and how much the page cache grew."""
     bins = [("this build", os.path.join(BIN, "bulwark"))]
     if against:
         bins.append(("against " + against, against))
-    res = {name: ([], [], []) for name, _ in bins}
+    lines = ["", "| thin 4 GiB image (1 GiB of data), cold full (median of %d) | binary | wall | CPU | page cache grew by |" % runs,
+             "|---|---|---|---|---|"]
+    img = os.path.join(d, "scattered.img")
     repo = os.path.join(d, "repo-scattered")
-    for _ in range(runs):
-        for name, b in bins:
-            shutil.rmtree(repo, ignore_errors=True)
-            subprocess.run([os.path.join(BIN, "bulwark-repo"), "init", repo], check=True, stdout=subprocess.DEVNULL)
-            drop_caches()
-            before = cached_kib()
-            w, c, _, _ = timed([b, "backup", "--repo", repo, "--job", "scattered", img])
-            res[name][0].append(w); res[name][1].append(c)
-            res[name][2].append((cached_kib() - before) / 1024.0)
-    shutil.rmtree(repo); os.remove(img)
-    lines = ["", "| scattered 4 GiB image (1 GiB of data in 1 MiB pieces), cold full (median of %d) | wall | CPU | page cache grew by |" % runs,
-             "|---|---|---|---|"]
-    for name, _ in bins:
-        w, c, g = res[name]
-        lines.append("| %s | %.2f s | %.2f s | %.0f MiB |" % (name, med(w), med(c), med(g)))
+    for shape, piece, every in SHAPES:
+        with open(day1, "rb") as src, open(img, "wb") as f:
+            f.truncate(4 << 30)
+            pos = os.lseek(src.fileno(), 0, os.SEEK_DATA)
+            for i in range((4 << 30) // every):
+                chunk = os.pread(src.fileno(), piece, pos)
+                pos += piece
+                os.pwrite(f.fileno(), chunk, i * every)
+            os.fsync(f.fileno())
+        res = {name: ([], [], []) for name, _ in bins}
+        for _ in range(runs):
+            for name, b in bins:
+                shutil.rmtree(repo, ignore_errors=True)
+                subprocess.run([os.path.join(BIN, "bulwark-repo"), "init", repo], check=True, stdout=subprocess.DEVNULL)
+                drop_caches()
+                before = cached_kib()
+                w, c, _, _ = timed([b, "backup", "--repo", repo, "--job", "scattered", img])
+                res[name][0].append(w); res[name][1].append(c)
+                res[name][2].append((cached_kib() - before) / 1024.0)
+        for name, _ in bins:
+            w, c, g = res[name]
+            lines.append("| %s | %s | %.2f s | %.2f s | %.0f MiB |" % (shape, name, med(w), med(c), med(g)))
+        os.remove(img)
+    shutil.rmtree(repo, ignore_errors=True)
     return lines
 
 LEVELS = ("1", "-1", "-3", "-5", "-7", "0")
