@@ -1,5 +1,6 @@
 //! Where a restore writes: a new regular file (under a temporary name until complete, zero
-//! blocks left as holes) or a block device (in place, zero blocks written).
+//! blocks and all-zero 4 KiB pages left as holes) or a block device (in place, every zero
+//! written).
 //!
 //! A block device is refused when it is mounted (`/proc/self/mountinfo`) or in use: it is
 //! opened `O_EXCL`, which the kernel refuses for a device that is mounted, an active swap
@@ -277,12 +278,28 @@ impl RestoreTarget {
         Ok(target)
     }
 
-    /// Writes one restored block at `offset`; callable from every worker at once.
+    /// Writes one restored block at `offset`; callable from every worker at once. Into a new
+    /// file, the block's all-zero 4 KiB pages are not written: the file reads as zeros there
+    /// already, so a thin disk's restore stays thin and writes only its data. A device gets
+    /// every byte.
     pub fn write_at(&self, data: &[u8], offset: u64) -> Result<()> {
-        self.file
-            .write_all_at(data, offset)
-            .map_err(terr(&self.path, "writing"))?;
-        let len = data.len() as u64;
+        let mut len = 0u64;
+        if self.is_device {
+            self.file
+                .write_all_at(data, offset)
+                .map_err(terr(&self.path, "writing"))?;
+            len = data.len() as u64;
+        } else {
+            for (at, run) in nonzero_runs(data, offset) {
+                self.file
+                    .write_all_at(run, at)
+                    .map_err(terr(&self.path, "writing"))?;
+                len += run.len() as u64;
+            }
+        }
+        if len == 0 {
+            return Ok(());
+        }
         let total = self.written.fetch_add(len, Ordering::Relaxed) + len;
         if total / WRITEBACK_CHUNK != (total - len) / WRITEBACK_CHUNK {
             let _ = bulwark_sys::fadvise(&self.file, 0, 0, bulwark_sys::Advice::DontNeed);
@@ -335,8 +352,78 @@ impl Drop for RestoreTarget {
     }
 }
 
+/// The page size a new file's holes are left at.
+const PAGE: usize = 4096;
+
+/// The runs of `data` (written at `offset`) that are not all-zero 4 KiB pages, each with
+/// the offset it goes to; pages are counted from `offset` (a block's start).
+fn nonzero_runs(data: &[u8], offset: u64) -> impl Iterator<Item = (u64, &[u8])> {
+    let pages = data.len().div_ceil(PAGE);
+    let zero = move |i: usize| is_zero(&data[i * PAGE..((i + 1) * PAGE).min(data.len())]);
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < pages && zero(i) {
+            i += 1;
+        }
+        if i == pages {
+            return None;
+        }
+        let start = i;
+        while i < pages && !zero(i) {
+            i += 1;
+        }
+        let (a, b) = (start * PAGE, (i * PAGE).min(data.len()));
+        Some((offset + a as u64, &data[a..b]))
+    })
+}
+
+/// Whether every byte of `b` is zero, 16 bytes at a time (in any byte order: zero is zero).
+fn is_zero(b: &[u8]) -> bool {
+    let mut words = b.chunks_exact(16);
+    let words_zero = words
+        .by_ref()
+        .all(|w| u128::from_le_bytes(w.try_into().expect("16 bytes")) == 0);
+    words_zero && words.remainder().iter().all(|&x| x == 0)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_new_files_restore_writes_only_pages_that_are_not_zero() {
+        let mut block = vec![0u8; 8 * super::PAGE + 100];
+        block[super::PAGE + 5] = 1; // page 1
+        block[2 * super::PAGE] = 2; // page 2, joined with page 1
+        block[5 * super::PAGE + super::PAGE - 1] = 3; // page 5
+        block[8 * super::PAGE + 99] = 4; // the short last page
+        let runs: Vec<(u64, usize)> = super::nonzero_runs(&block, 1 << 20)
+            .map(|(at, r)| (at, r.len()))
+            .collect();
+        let p = super::PAGE as u64;
+        assert_eq!(
+            runs,
+            [
+                ((1 << 20) + p, 2 * super::PAGE),
+                ((1 << 20) + 5 * p, super::PAGE),
+                ((1 << 20) + 8 * p, 100)
+            ]
+        );
+        assert_eq!(
+            super::nonzero_runs(&vec![0u8; 3 * super::PAGE], 0).count(),
+            0
+        );
+        assert_eq!(super::nonzero_runs(&[], 0).count(), 0);
+        let full = vec![7u8; 2 * super::PAGE + 1];
+        let all: Vec<_> = super::nonzero_runs(&full, 0).collect();
+        assert_eq!(all, [(0, &full[..])]);
+        assert!(super::is_zero(&[0; 33]) && !super::is_zero(&[0, 0, 1]));
+        let mut late = [0u8; 40];
+        late[39] = 1;
+        assert!(
+            !super::is_zero(&late),
+            "a non-zero byte in the remainder counts"
+        );
+    }
+
     use super::*;
 
     fn with(off: usize, magic: &[u8]) -> Vec<u8> {
