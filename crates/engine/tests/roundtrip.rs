@@ -139,6 +139,35 @@ fn mixed_images_round_trip_for_several_block_sizes() {
     }
 }
 
+/// A thin disk: 16 KiB of random data every 128 KiB, so each 1 MiB block holds eight pieces
+/// among holes. The restore is identical and stays thin: the all-zero pages inside blocks
+/// are left as holes, not written.
+#[test]
+fn a_thin_disk_with_holes_inside_its_blocks_round_trips_and_comes_back_thin() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(seed());
+    let img = dir.path().join("thin.img");
+    let size = 16u64 << 20;
+    let f = File::create(&img).unwrap();
+    f.set_len(size).unwrap();
+    let (piece, every) = (16u64 << 10, 128u64 << 10);
+    for at in (0..size).step_by(every as usize) {
+        f.write_all_at(&rng.bytes(piece as usize), at).unwrap();
+    }
+    f.sync_all().unwrap();
+    let data = size / every * piece;
+    let repo = Repository::init(&dir.path().join("repo"), 7).unwrap();
+    backup_j(&repo, &img, &BackupOptions::default());
+    let out = dir.path().join("out.img");
+    restore_j(&repo, &out, false).unwrap();
+    assert!(same_content(&img, &out), "the restore differs");
+    let allocated = std::fs::metadata(&out).unwrap().blocks() * 512;
+    assert!(
+        allocated <= 2 * data,
+        "{allocated} bytes allocated for {data} bytes of data in a {size}-byte disk"
+    );
+}
+
 #[test]
 fn chain_of_five_incrementals_restores_every_point() {
     let (dir, mut rng, img, size) = mixed_in_dir();
