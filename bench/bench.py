@@ -216,12 +216,13 @@ SHAPES = (
 
 def scattered(d, day1, runs, against):
     """Thin disks' shapes: 4 GiB images holding 1 GiB of day 1's data in pieces among holes
-    (SHAPES). Cold full backups; wall, CPU and how much the page cache grew."""
+    (SHAPES). Cold full backups (wall, CPU, how much the page cache grew) and restores (wall,
+    what the restored file allocates; compared with cmp)."""
     bins = [("this build", os.path.join(BIN, "bulwark"))]
     if against:
         bins.append(("against " + against, against))
-    lines = ["", "| thin 4 GiB image (1 GiB of data), cold full (median of %d) | binary | wall | CPU | page cache grew by |" % runs,
-             "|---|---|---|---|---|"]
+    lines = ["", "| thin 4 GiB image (1 GiB of data), cold (median of %d) | binary | full wall | full CPU | page cache grew by | restore wall | restored file allocated |" % runs,
+             "|---|---|---|---|---|---|---|"]
     img = os.path.join(d, "scattered.img")
     repo = os.path.join(d, "repo-scattered")
     for shape, piece, every in SHAPES:
@@ -233,7 +234,8 @@ def scattered(d, day1, runs, against):
                 pos += piece
                 os.pwrite(f.fileno(), chunk, i * every)
             os.fsync(f.fileno())
-        res = {name: ([], [], []) for name, _ in bins}
+        res = {name: ([], [], [], [], []) for name, _ in bins}
+        out = os.path.join(d, "scattered-restored.img")
         for _ in range(runs):
             for name, b in bins:
                 shutil.rmtree(repo, ignore_errors=True)
@@ -243,9 +245,16 @@ def scattered(d, day1, runs, against):
                 w, c, _, _ = timed([b, "backup", "--repo", repo, "--job", "scattered", img])
                 res[name][0].append(w); res[name][1].append(c)
                 res[name][2].append((cached_kib() - before) / 1024.0)
+                drop_caches()
+                w, _, _, _ = timed([b, "restore", "--repo", repo, "--job", "scattered", out])
+                if subprocess.run(["cmp", "-s", img, out]).returncode != 0:
+                    sys.exit("the restore of %s by %s differs from the image" % (shape, b))
+                res[name][3].append(w); res[name][4].append(os.stat(out).st_blocks * 512 / 2**20)
+                os.remove(out)
         for name, _ in bins:
-            w, c, g = res[name]
-            lines.append("| %s | %s | %.2f s | %.2f s | %.0f MiB |" % (shape, name, med(w), med(c), med(g)))
+            w, c, g, rw, ra = res[name]
+            lines.append("| %s | %s | %.2f s | %.2f s | %.0f MiB | %.2f s | %.0f MiB |" % (
+                shape, name, med(w), med(c), med(g), med(rw), med(ra)))
         os.remove(img)
     shutil.rmtree(repo, ignore_errors=True)
     return lines
