@@ -102,14 +102,19 @@ impl Daemon {
         cmd.arg("--blockdev").arg(json_arg(serde_json::json!({
             "driver": format, "node-name": node, "file": "bulwark-file", "read-only": ro
         })));
-        cmd.arg("--nbd-server").arg(json_arg(serde_json::json!({
-            "addr": {"type": "unix", "path": nbd}
-        })));
+        // The monitor's socket before the NBD server's: the daemon sets its options up in
+        // order, so once the NBD socket answers, the QMP socket listens too, and
+        // `wait_ready` never opens and drops a QMP connection (a monitor connection closed
+        // at once has been seen to crash qemu-storage-daemon 10.0 under load: SIGSEGV after
+        // a GLib `g_source_destroy` assertion).
         cmd.arg("--chardev").arg(format!(
             "socket,id=bulwark-qmp,path={},server=on,wait=off",
             qmp.display()
         ));
         cmd.arg("--monitor").arg("chardev=bulwark-qmp");
+        cmd.arg("--nbd-server").arg(json_arg(serde_json::json!({
+            "addr": {"type": "unix", "path": nbd}
+        })));
         Daemon::start("qemu-storage-daemon", cmd, dir, nbd, Some(qmp))
     }
 
@@ -151,9 +156,9 @@ impl Daemon {
 
     fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
-        let sockets: Vec<PathBuf> = std::iter::once(self.nbd_socket.clone())
-            .chain(self.qmp_socket.clone())
-            .collect();
+        // Only the NBD socket is probed by connecting; the QMP socket, set up before it, must
+        // exist by then (see `storage_daemon`).
+        let sockets = [self.nbd_socket.clone()];
         loop {
             if let Some(st) = self
                 .child
@@ -166,9 +171,14 @@ impl Daemon {
                     message: format!("it exited ({st}) before serving: {}", self.log_text()),
                 });
             }
-            if sockets
-                .iter()
-                .all(|s| std::os::unix::net::UnixStream::connect(s).is_ok())
+            let qmp_listens = match &self.qmp_socket {
+                Some(q) => q.exists(),
+                None => true,
+            };
+            if qmp_listens
+                && sockets
+                    .iter()
+                    .all(|s| std::os::unix::net::UnixStream::connect(s).is_ok())
             {
                 return Ok(());
             }
