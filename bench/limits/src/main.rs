@@ -199,7 +199,7 @@ fn copy_test(src: &File, path: &Path, size: u64, ranges: &[(u64, u64)]) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let Some(path) = args.get(1) else {
+    let Some(path) = args.get(1).filter(|a| !a.starts_with('-')) else {
         eprintln!("usage: bulwark-limits IMAGE [ZSTD_LEVEL] [--write-dir DIR]");
         std::process::exit(2);
     };
@@ -222,7 +222,10 @@ fn main() {
     let cold = drop_caches();
 
     // The data extents, cold, in order.
-    let f = File::open(path).expect("open image");
+    let f = File::open(path).unwrap_or_else(|e| {
+        eprintln!("bulwark-limits: cannot open the image {path}: {e}");
+        std::process::exit(2)
+    });
     let size = f.metadata().expect("stat image").len();
     let ranges = extents(&f, size);
     let mut buf = vec![0u8; IO];
