@@ -16,7 +16,7 @@ use bulwark_immutd::config::{Config, DEFAULT_CONFIG};
 use bulwark_immutd::ledger::Ledger;
 use bulwark_immutd::service::{load_clock, ClockSource, StatePaths, SystemClock};
 use bulwark_immutd::{audit, server, Service};
-use bulwark_stdout::outln;
+use bulwark_stdout::{out, outln};
 
 const USAGE: &str = "usage: bulwark-immutd [--config PATH] <command>
 
@@ -302,14 +302,14 @@ fn time_preview(config: &Path) -> anyhow::Result<TimePreview> {
 }
 
 fn confirm() -> anyhow::Result<bool> {
-    use std::io::{BufRead, IsTerminal, Write};
+    use std::io::{BufRead, IsTerminal};
     if !std::io::stdin().is_terminal() {
         bail!("`time accept` asks for confirmation at a terminal; after reading the preview (`bulwark-immutd time preview`), run `bulwark-immutd time accept --yes` from a script");
     }
-    print!(
+    // `out!` flushes, so the prompt shows before the answer is read.
+    out!(
         "Accept the wall clock as the trusted time? Fix the clock first if it is wrong. Type yes: "
     );
-    std::io::stdout().flush()?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(line.trim() == "yes")
@@ -438,7 +438,7 @@ fn approve_prepare(config: &Path, action: &str, rest: &[&str]) -> anyhow::Result
         .prepare(action, &targets, valid)
         .with_context(|| format!("preparing the {action} statement"))?;
     write_new(&out, &text)?;
-    print!("{}", String::from_utf8_lossy(&text));
+    out!("{}", String::from_utf8_lossy(&text));
     outln!(
         "\nstatement written to {}; each approver signs it with\n  ssh-keygen -Y sign -f KEY -n {} {}\nthen: bulwark-immutd approve apply {} --sig {}.sig --sig …",
         out.display(),
