@@ -230,9 +230,9 @@ impl<'a> Input<'a> {
 }
 
 /// Reads the block at `at` into `buf`: the bytes of `ranges` (sorted, disjoint data ranges)
-/// within it, and zeroes where the block has a hole. `next` is the first range that may still
-/// matter; blocks read in order look at each range about once. A block inside one range is
-/// one read.
+/// within it, and zeroes where the block has a hole. `next` is as in
+/// [`bulwark_sys::parts_within`]: blocks read in order look at each range about once. A block
+/// inside one range is one read.
 fn read_data_within(
     file: &std::fs::File,
     ranges: &[(u64, u64)],
@@ -241,17 +241,12 @@ fn read_data_within(
     buf: &mut [u8],
 ) -> std::io::Result<()> {
     let end = at + buf.len() as u64;
-    while ranges.get(*next).is_some_and(|&(_, e)| e <= at) {
-        *next += 1;
-    }
-    if let Some(&(s, e)) = ranges.get(*next) {
-        if s <= at && e >= end {
-            return file.read_exact_at(buf, at);
-        }
+    let mut parts = bulwark_sys::parts_within(ranges, next, at, end).peekable();
+    if parts.peek() == Some(&(at, end)) {
+        return file.read_exact_at(buf, at);
     }
     buf.fill(0);
-    for &(s, e) in ranges[*next..].iter().take_while(|&&(s, _)| s < end) {
-        let (a, b) = (s.max(at), e.min(end));
+    for (a, b) in parts {
         file.read_exact_at(&mut buf[(a - at) as usize..(b - at) as usize], a)?;
     }
     Ok(())

@@ -388,43 +388,37 @@ fn is_zero(b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_new_files_restore_writes_only_pages_that_are_not_zero() {
-        let mut block = vec![0u8; 8 * super::PAGE + 100];
-        block[super::PAGE + 5] = 1; // page 1
-        block[2 * super::PAGE] = 2; // page 2, joined with page 1
-        block[5 * super::PAGE + super::PAGE - 1] = 3; // page 5
-        block[8 * super::PAGE + 99] = 4; // the short last page
-        let runs: Vec<(u64, usize)> = super::nonzero_runs(&block, 1 << 20)
+        let mut block = vec![0u8; 8 * PAGE + 100];
+        block[PAGE + 5] = 1; // page 1
+        block[2 * PAGE] = 2; // page 2, joined with page 1
+        block[5 * PAGE + PAGE - 1] = 3; // page 5
+        block[8 * PAGE + 99] = 4; // the short last page
+        let runs: Vec<(u64, usize)> = nonzero_runs(&block, 1 << 20)
             .map(|(at, r)| (at, r.len()))
             .collect();
-        let p = super::PAGE as u64;
+        let p = PAGE as u64;
         assert_eq!(
             runs,
             [
-                ((1 << 20) + p, 2 * super::PAGE),
-                ((1 << 20) + 5 * p, super::PAGE),
+                ((1 << 20) + p, 2 * PAGE),
+                ((1 << 20) + 5 * p, PAGE),
                 ((1 << 20) + 8 * p, 100)
             ]
         );
-        assert_eq!(
-            super::nonzero_runs(&vec![0u8; 3 * super::PAGE], 0).count(),
-            0
-        );
-        assert_eq!(super::nonzero_runs(&[], 0).count(), 0);
-        let full = vec![7u8; 2 * super::PAGE + 1];
-        let all: Vec<_> = super::nonzero_runs(&full, 0).collect();
+        assert_eq!(nonzero_runs(&vec![0u8; 3 * PAGE], 0).count(), 0);
+        assert_eq!(nonzero_runs(&[], 0).count(), 0);
+        let full = vec![7u8; 2 * PAGE + 1];
+        let all: Vec<_> = nonzero_runs(&full, 0).collect();
         assert_eq!(all, [(0, &full[..])]);
-        assert!(super::is_zero(&[0; 33]) && !super::is_zero(&[0, 0, 1]));
+        assert!(is_zero(&[0; 33]) && !is_zero(&[0, 0, 1]));
         let mut late = [0u8; 40];
         late[39] = 1;
-        assert!(
-            !super::is_zero(&late),
-            "a non-zero byte in the remainder counts"
-        );
+        assert!(!is_zero(&late), "a non-zero byte in the remainder counts");
     }
-
-    use super::*;
 
     fn with(off: usize, magic: &[u8]) -> Vec<u8> {
         let mut b = vec![0u8; SIGNATURE_BYTES];

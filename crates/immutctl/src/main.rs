@@ -3,10 +3,11 @@
 //!
 //! Exit codes: 0 ok, 2 operational error, 3 the service refused the request.
 //!
-//! Standard output never panics: when it is a pipe whose reader has gone
-//! (`bulwark-immutctl … status | head -1`), the rest of the answer is dropped and the exit code
-//! is the request's own (0 or 3), by the rule of every Bulwark program (`bulwark_stdout`). Any other write error
-//! (a full disk) is said once on stderr and the exit code is 2: the answer did not arrive.
+//! Standard output never panics, by the rule of every Bulwark program (`bulwark_stdout`):
+//! when it is a pipe whose reader has gone (`bulwark-immutctl … status | head -1`), the rest
+//! of the answer is dropped and the exit code is the request's own (0 or 3). Any other write
+//! error (a full disk) is said once on stderr and the exit code is 2: the answer did not
+//! arrive.
 
 use std::path::{Path, PathBuf};
 

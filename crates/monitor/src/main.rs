@@ -12,10 +12,11 @@
 //! Exit codes: 0 nothing to report, 1 a condition is active (and every due notification was
 //! accepted by every channel), 2 operational error, including a channel that failed.
 //!
-//! Standard output never panics: when it is a pipe whose reader has gone
-//! (`bulwark-monitor check … | head -1`), the rest of the output is dropped and the check
-//! carries on with its own exit code, by the rule of every Bulwark program (`bulwark_stdout`). Any other write error
-//! is said once on stderr, the check still sends, writes its metrics and state, and exits 2.
+//! Standard output never panics, by the rule of every Bulwark program (`bulwark_stdout`):
+//! when it is a pipe whose reader has gone (`bulwark-monitor check … | head -1`), the rest of
+//! the output is dropped and the check carries on with its own exit code. Any other write
+//! error is said once on stderr, the check still sends, writes its metrics and state, and
+//! exits 2.
 
 mod metrics;
 mod watch;

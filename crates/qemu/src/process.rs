@@ -156,9 +156,6 @@ impl Daemon {
 
     fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
-        // Only the NBD socket is probed by connecting; the QMP socket, set up before it, must
-        // exist by then (see `storage_daemon`).
-        let sockets = [self.nbd_socket.clone()];
         loop {
             if let Some(st) = self
                 .child
@@ -171,15 +168,13 @@ impl Daemon {
                     message: format!("it exited ({st}) before serving: {}", self.log_text()),
                 });
             }
+            // Only the NBD socket is probed by connecting; the QMP socket, set up before it,
+            // must exist by then (see `storage_daemon`).
             let qmp_listens = match &self.qmp_socket {
                 Some(q) => q.exists(),
                 None => true,
             };
-            if qmp_listens
-                && sockets
-                    .iter()
-                    .all(|s| std::os::unix::net::UnixStream::connect(s).is_ok())
-            {
+            if qmp_listens && std::os::unix::net::UnixStream::connect(&self.nbd_socket).is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {

@@ -55,8 +55,10 @@ pub fn will_need_within(
     }
 }
 
-/// The parts of `ranges` within `[from, to)` (see [`will_need_within`]).
-fn parts_within<'r>(
+/// The parts of `ranges` (sorted, disjoint byte ranges) within `[from, to)`, in order. `next`
+/// is the first range that may still matter; it moves past the ranges that end at or before
+/// `from` (see [`will_need_within`]).
+pub fn parts_within<'r>(
     ranges: &'r [(u64, u64)],
     next: &mut usize,
     from: u64,

@@ -27,8 +27,8 @@ pub use clone::{
 pub use cred::{drop_privileges, effective_uid, peer_cred, PeerCred};
 pub use flags::{errno, open};
 pub use fs::{
-    fadvise, filesystem_type, major, minor, seek_data, seek_hole, statvfs, will_need_within,
-    Advice, FsStats,
+    fadvise, filesystem_type, major, minor, parts_within, seek_data, seek_hole, statvfs,
+    will_need_within, Advice, FsStats,
 };
 pub use lease::{ignore_lease_break_signal, no_writer};
 pub use lock::try_lock_exclusive;
