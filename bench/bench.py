@@ -30,6 +30,11 @@ def timed(cmd):
     wall, user, sys_, rss = open("/tmp/bulwark-bench.time").read().split()[-4:]
     return float(wall), float(user) + float(sys_), int(rss) / 1024.0, p.stdout
 
+def fresh_repo(path):
+    """An empty repository at path (an earlier one there is removed)."""
+    shutil.rmtree(path, ignore_errors=True)
+    subprocess.run([os.path.join(BIN, "bulwark-repo"), "init", path], check=True, stdout=subprocess.DEVNULL)
+
 def bulwark(*args):
     return [os.path.join(BIN, "bulwark")] + list(args)
 
@@ -69,8 +74,7 @@ def main():
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for run in range(a.runs):
         repo = os.path.join(d, "repo")
-        shutil.rmtree(repo, ignore_errors=True)
-        subprocess.run([os.path.join(BIN, "bulwark-repo"), "init", repo], check=True, stdout=subprocess.DEVNULL)
+        fresh_repo(repo)
         # The limits, measured again in every run: the device's speed moves between runs.
         lim_runs.append(json.loads(subprocess.run(
             [os.path.join(BIN, "bulwark-limits"), day1, "--write-dir", repo],
@@ -95,8 +99,7 @@ def main():
         os.remove(out_img)
         # The same full and restore, encrypted (symmetric key file), in the same run.
         enc_repo = os.path.join(d, "repo-enc")
-        shutil.rmtree(enc_repo, ignore_errors=True)
-        subprocess.run([os.path.join(BIN, "bulwark-repo"), "init", enc_repo], check=True, stdout=subprocess.DEVNULL)
+        fresh_repo(enc_repo)
         drop_caches()
         w, c, r, _ = timed(bulwark("backup", "--json", "--repo", enc_repo, "--job", "bench", "--key", key, day1))
         res["full_enc"][0].append(w); res["full_enc"][1].append(c); res["full_enc"][2].append(r)
@@ -193,8 +196,7 @@ def sparse(d):
             f.seek(off)
             f.write(os.urandom(256 << 20))
     repo = os.path.join(d, "repo-sparse")
-    shutil.rmtree(repo, ignore_errors=True)
-    subprocess.run([os.path.join(BIN, "bulwark-repo"), "init", repo], check=True, stdout=subprocess.DEVNULL)
+    fresh_repo(repo)
     drop_caches()
     w, c, r, _ = timed(bulwark("backup", "--json", "--repo", repo, "--job", "sparse", img))
     out = os.path.join(d, "sparse-restored.img")
@@ -238,8 +240,7 @@ def scattered(d, day1, runs, against):
         out = os.path.join(d, "scattered-restored.img")
         for _ in range(runs):
             for name, b in bins:
-                shutil.rmtree(repo, ignore_errors=True)
-                subprocess.run([os.path.join(BIN, "bulwark-repo"), "init", repo], check=True, stdout=subprocess.DEVNULL)
+                fresh_repo(repo)
                 drop_caches()
                 before = cached_kib()
                 w, c, _, _ = timed([b, "backup", "--repo", repo, "--job", "scattered", img])
@@ -271,8 +272,7 @@ def levels(d, day1, size, runs, read_s, data):
     out_img = os.path.join(d, "restored-levels.img")
     for run in range(runs):
         for lv in LEVELS:
-            shutil.rmtree(repo, ignore_errors=True)
-            subprocess.run([os.path.join(BIN, "bulwark-repo"), "init", repo], check=True, stdout=subprocess.DEVNULL)
+            fresh_repo(repo)
             drop_caches()
             w, c, _, out = timed(bulwark("backup", "--json", "--repo", repo, "--job", "lv", "--compression=" + lv, day1))
             stored[lv] = json.loads(out)["bytes_stored"]
@@ -300,8 +300,7 @@ def block_sizes(d, day1, day2, size):
              "|---|---|---|---|---|---|---|---|"]
     for bs in ("64K", "256K", "1M", "4M"):
         repo = os.path.join(d, "repo-bs")
-        shutil.rmtree(repo, ignore_errors=True)
-        subprocess.run([os.path.join(BIN, "bulwark-repo"), "init", repo], check=True, stdout=subprocess.DEVNULL)
+        fresh_repo(repo)
         w1, _, _, o1 = timed(bulwark("backup", "--json", "--repo", repo, "--job", "b", "--block-size", bs, day1))
         w2, _, _, o2 = timed(bulwark("backup", "--json", "--repo", repo, "--job", "b", day2))
         f, i = json.loads(o1), json.loads(o2)
